@@ -1,0 +1,9 @@
+"""vigil: the Together Pray ops repository. `invoke --list` shows every task."""
+
+from invoke import Collection
+
+from vigil.tasks import provision, sandbox
+
+ns = Collection()
+ns.add_collection(sandbox.ns)
+ns.add_collection(provision.ns)

@@ -1,0 +1,537 @@
+"""Operations: (facts, desired state) -> the commands needed, or the reason none are.
+
+Every operation names the facts it reads and plans from them alone, so plans
+are pure and tested without SSH. An operation that always changes says so.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import re
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import jinja2
+
+from vigil import facts as F
+from vigil.commands import MASK, Command, cmd, script
+
+PACKAGE_PATTERN = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
+UNIT_PATTERN = re.compile(r"^[A-Za-z0-9:_.@-]+\.(service|socket|timer|target|mount|path)$")
+MODE_PATTERN = re.compile(r"^0?[0-7]{3,4}$")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What an operation would do: commands to run, or a reason for doing nothing.
+
+    summary: one line on what changes (shown in the plan and the recap).
+    diff: a unified diff for file content, secrets already masked.
+    """
+
+    commands: tuple[Command, ...] = ()
+    reason: str = ""
+    summary: str = ""
+    diff: str | None = None
+
+    @property
+    def changes(self) -> bool:
+        return bool(self.commands)
+
+
+def noop(reason: str) -> Plan:
+    return Plan(reason=reason)
+
+
+def change(summary: str, *commands: Command, diff: str | None = None) -> Plan:
+    return Plan(commands=tuple(commands), summary=summary, diff=diff)
+
+
+class Operation:
+    """Base class: a named desired state on one host.
+
+    name: an imperative sentence shown in progress and the recap.
+    notify: handler names to run once at the end of the host's run if this changed.
+    """
+
+    name: str = ""
+    notify: tuple[str, ...] = ()
+
+    def facts(self) -> list[F.Fact]:
+        """The facts `plan` reads."""
+        return []
+
+    def plan(self, known: Mapping[str, Any]) -> Plan:
+        """The commands that bring the host to the desired state, given the facts by key."""
+        raise NotImplementedError
+
+
+def _mode(mode: str) -> str:
+    if not MODE_PATTERN.match(mode):
+        raise ValueError(f"file mode must be octal like 0644, got {mode!r}")
+    return mode.zfill(4)
+
+
+def _ownership_commands(path: str, state: F.FileState, owner: str, group: str, mode: str) -> tuple[list[Command], list[str]]:
+    commands, notes = [], []
+    if (state.owner, state.group) != (owner, group):
+        flags = ("-h",) if state.kind == "link" else ()
+        commands.append(cmd("chown", *flags, f"{owner}:{group}", path))
+        notes.append(f"owner {state.owner}:{state.group} -> {owner}:{group}")
+    if state.kind != "link" and state.mode != mode:
+        commands.append(cmd("chmod", mode, path))
+        notes.append(f"mode {state.mode} -> {mode}")
+    return commands, notes
+
+
+# Writes stdin to a temporary file beside the target, sets ownership and mode on
+# it, then renames it over the target: readers see the old or the new file, never half.
+_ATOMIC_WRITE = (
+    'tmp="$(dirname -- "$1")/.$(basename -- "$1").vigil-$$" && '
+    'trap \'rm -f -- "$tmp"\' EXIT && '
+    '(umask 077 && cat > "$tmp") && chown -- "$2" "$tmp" && chmod -- "$3" "$tmp" && '
+    'mv -f -- "$tmp" "$1"'
+)
+
+
+def atomic_write(path: str, content: bytes, owner: str, group: str, mode: str) -> Command:
+    """The command that replaces `path` with `content` atomically (content goes on stdin).
+
+    Example: atomic_write("/etc/motd", b"hi\\n", "root", "root", "0644")
+    """
+    return script(_ATOMIC_WRITE, path, f"{owner}:{group}", mode, stdin=content)
+
+
+def _text_diff(path: str, before: bytes | None, after: bytes, secret: bool) -> str:
+    if secret:
+        return f"--- {path}\n+++ {path}\n(content hidden: the file holds secrets) {MASK}\n"
+    try:
+        old = (before or b"").decode().splitlines(keepends=True)
+        new = after.decode().splitlines(keepends=True)
+    except UnicodeDecodeError:
+        return f"binary file {path} differs\n"
+    return "".join(difflib.unified_diff(old, new, f"{path} (host)", f"{path} (vigil)"))
+
+
+@dataclass
+class File(Operation):
+    """A file with exactly this content, owner, group and mode, written atomically.
+
+    secret: the content holds secrets; diffs show no content.
+    Example: File("/etc/motd", "Welcome\\n", name="Ensure the login banner is managed.")
+    """
+
+    path: str
+    content: str | bytes
+    owner: str = "root"
+    group: str = "root"
+    mode: str = "0644"
+    name: str = ""
+    notify: tuple[str, ...] = ()
+    secret: bool = False
+
+    def __post_init__(self):
+        self.mode = _mode(self.mode)
+        if isinstance(self.content, str):
+            self.content = self.content.encode()
+        self.name = self.name or f"Ensure {self.path} has the managed content."
+
+    def facts(self):
+        return [F.file_fact(self.path)]
+
+    def plan(self, known):
+        state: F.FileState = known[f"file:{self.path}"]
+        if state.kind not in (None, "file"):
+            return change(
+                f"replace the {state.kind} at {self.path} with a file",
+                atomic_write(self.path, self.content, self.owner, self.group, self.mode),
+            )
+        wanted_sum = hashlib.sha256(self.content).hexdigest()
+        if state.kind is None or state.sha256 != wanted_sum:
+            verb = "create" if state.kind is None else "update"
+            return change(
+                f"{verb} {self.path}",
+                atomic_write(self.path, self.content, self.owner, self.group, self.mode),
+                diff=_text_diff(self.path, state.content, self.content, self.secret),
+            )
+        commands, notes = _ownership_commands(self.path, state, self.owner, self.group, self.mode)
+        if commands:
+            return change(", ".join(notes), *commands)
+        return noop(f"{self.path} already has the wanted content, owner and mode")
+
+
+_TEMPLATES = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
+
+
+def render_template(source: str, variables: Mapping[str, Any]) -> str:
+    """Render Jinja2 `source` with `variables`; an undefined variable is an error, never ''."""
+    return _TEMPLATES.from_string(source).render(**variables)
+
+
+@dataclass
+class Directory(Operation):
+    """A directory with this owner, group and mode (parents created as needed).
+
+    Example: Directory("/var/log/vigil", mode="0750")
+    """
+
+    path: str
+    owner: str = "root"
+    group: str = "root"
+    mode: str = "0755"
+    name: str = ""
+    notify: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        self.mode = _mode(self.mode)
+        self.name = self.name or f"Ensure directory {self.path} exists."
+
+    def facts(self):
+        return [F.file_fact(self.path)]
+
+    def plan(self, known):
+        state: F.FileState = known[f"file:{self.path}"]
+        if state.kind is None:
+            return change(
+                f"create directory {self.path}",
+                cmd("install", "-d", "-o", self.owner, "-g", self.group, "-m", self.mode, self.path),
+            )
+        if state.kind != "directory":
+            raise OperationError(f"{self.path} exists and is a {state.kind}, not a directory; refusing to replace it")
+        commands, notes = _ownership_commands(self.path, state, self.owner, self.group, self.mode)
+        if commands:
+            return change(", ".join(notes), *commands)
+        return noop(f"directory {self.path} already exists with the wanted owner and mode")
+
+
+class OperationError(Exception):
+    """The host is in a state the operation refuses to change (it would lose data)."""
+
+
+# `ln -sfn` unlinks then links, leaving a moment with no link; a temporary link
+# renamed over the old one (rename(2) via mv -T) switches in one step.
+_ATOMIC_SYMLINK = (
+    'tmp="$(dirname -- "$2")/.$(basename -- "$2").vigil-$$" && '
+    'ln -s -- "$1" "$tmp" && mv -T -f -- "$tmp" "$2"'
+)
+
+
+@dataclass
+class Symlink(Operation):
+    """A symbolic link at `path` pointing to `target`, switched atomically.
+
+    Example: Symlink("/etc/localtime", "/usr/share/zoneinfo/Etc/UTC")
+    """
+
+    path: str
+    target: str
+    name: str = ""
+    notify: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        self.name = self.name or f"Ensure {self.path} links to {self.target}."
+
+    def facts(self):
+        return [F.file_fact(self.path)]
+
+    def plan(self, known):
+        state: F.FileState = known[f"file:{self.path}"]
+        if state.kind == "link" and state.target == self.target:
+            return noop(f"{self.path} already links to {self.target}")
+        if state.kind in ("directory", "other"):
+            raise OperationError(f"{self.path} is a {state.kind}; refusing to replace it with a link")
+        before = f"link to {state.target}" if state.kind == "link" else (state.kind or "nothing")
+        return change(f"{self.path}: {before} -> link to {self.target}", script(_ATOMIC_SYMLINK, self.target, self.path))
+
+
+@dataclass
+class Line(Operation):
+    """A line present in (or absent from) a file; `regexp` finds the line to replace.
+
+    The whole file is rewritten atomically with its existing owner and mode.
+    Example: Line("/etc/fstab", "/swapfile none swap sw 0 0", regexp=r"^/swapfile\\s")
+    """
+
+    path: str
+    line: str
+    regexp: str | None = None
+    present: bool = True
+    name: str = ""
+    notify: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if "\n" in self.line:
+            raise ValueError("a managed line cannot contain a newline")
+        self.name = self.name or f"Ensure a line is {'in' if self.present else 'absent from'} {self.path}."
+
+    def facts(self):
+        return [F.file_fact(self.path)]
+
+    def edit(self, text: str) -> str:
+        """The file's text after the edit (pure)."""
+        lines = text.splitlines()
+        pattern = re.compile(self.regexp) if self.regexp else None
+        matches = [i for i, line in enumerate(lines) if (pattern.search(line) if pattern else line == self.line)]
+        if not self.present:
+            lines = [line for i, line in enumerate(lines) if i not in matches]
+        elif matches:
+            lines[matches[-1]] = self.line
+        else:
+            lines.append(self.line)
+        return "\n".join(lines) + ("\n" if lines else "")
+
+    def plan(self, known):
+        state: F.FileState = known[f"file:{self.path}"]
+        if state.kind not in (None, "file"):
+            raise OperationError(f"{self.path} is a {state.kind}, not a file")
+        if state.kind == "file" and state.content is None:
+            raise OperationError(f"{self.path} is larger than {F.CONTENT_LIMIT} bytes; manage it as a whole file")
+        before = (state.content or b"").decode()
+        after = self.edit(before)
+        if after == before or (state.kind is None and not self.present):
+            return noop(f"{self.path} already {'has' if self.present else 'lacks'} the line")
+        owner, group, mode = (state.owner, state.group, state.mode) if state.kind else ("root", "root", "0644")
+        return change(
+            f"{'add' if self.present else 'remove'} a line in {self.path}",
+            atomic_write(self.path, after.encode(), owner, group, mode),
+            diff=_text_diff(self.path, state.content, after.encode(), False),
+        )
+
+
+@dataclass
+class AptPackages(Operation):
+    """Debian packages installed; `apt-get update` only when the cache is older than `cache_valid_seconds`.
+
+    A run where everything is installed never touches the cache.
+    Example: AptPackages(["curl", "unattended-upgrades"])
+    """
+
+    packages: Sequence[str]
+    cache_valid_seconds: int = 3600
+    name: str = ""
+    notify: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        for package in self.packages:
+            if not PACKAGE_PATTERN.match(package):
+                raise ValueError(f"not a Debian package name: {package!r}")
+        self.name = self.name or f"Ensure packages are installed: {', '.join(self.packages)}."
+
+    def facts(self):
+        return [F.apt_installed_fact(), F.apt_cache_age_fact()]
+
+    def plan(self, known):
+        installed = known["apt:installed"]
+        missing = [package for package in self.packages if package not in installed]
+        if not missing:
+            return noop(f"already installed: {', '.join(self.packages)}")
+        commands = []
+        age = known["apt:cache-age"]
+        if age is None or age > self.cache_valid_seconds:
+            commands.append(cmd("apt-get", "update", "-q"))
+        commands.append(
+            cmd("env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "-q",
+                "--no-install-recommends", "-o", "Dpkg::Options::=--force-confold", *missing)
+        )
+        return change(f"install {', '.join(missing)}", *commands)
+
+
+@dataclass
+class User(Operation):
+    """A local user with this shell, home and groups; `authorized_keys` (if given) exactly these keys.
+
+    Example: User("deploy", shell="/bin/bash", groups=["sudo"], authorized_keys=["ssh-ed25519 AAAA... ops"])
+    """
+
+    user: str
+    shell: str = "/bin/bash"
+    home: str | None = None
+    system: bool = False
+    groups: Sequence[str] = ()
+    authorized_keys: Sequence[str] | None = None
+    name: str = ""
+    notify: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        self.home = self.home or f"/home/{self.user}"
+        self.name = self.name or f"Ensure user {self.user} exists."
+
+    def _keys_path(self) -> str:
+        return f"{self.home}/.ssh/authorized_keys"
+
+    def facts(self):
+        found = [F.user_fact(self.user)]
+        if self.authorized_keys is not None:
+            found += [F.file_fact(f"{self.home}/.ssh"), F.file_fact(self._keys_path())]
+        return found
+
+    def plan(self, known):
+        state: F.UserState = known[f"user:{self.user}"]
+        commands, notes = [], []
+        if not state.exists:
+            args = ["useradd", "--create-home", "--home-dir", self.home, "--shell", self.shell]
+            if self.system:
+                args.append("--system")
+            if self.groups:
+                args += ["--groups", ",".join(self.groups)]
+            commands.append(cmd(*args, "--", self.user))
+            notes.append(f"create user {self.user}")
+        else:
+            if state.shell != self.shell:
+                commands.append(cmd("usermod", "--shell", self.shell, "--", self.user))
+                notes.append(f"shell {state.shell} -> {self.shell}")
+            if state.home != self.home:
+                raise OperationError(f"user {self.user} has home {state.home}, not {self.home}; refusing to move it")
+            missing = [group for group in self.groups if group not in state.groups]
+            if missing:
+                commands.append(cmd("usermod", "--append", "--groups", ",".join(missing), "--", self.user))
+                notes.append(f"add to groups {', '.join(missing)}")
+        if self.authorized_keys is not None:
+            wanted = ("\n".join(self.authorized_keys) + "\n").encode()
+            ssh_dir: F.FileState = known.get(f"file:{self.home}/.ssh", F.FileState(None)) if state.exists else F.FileState(None)
+            keys: F.FileState = known.get(f"file:{self._keys_path()}", F.FileState(None)) if state.exists else F.FileState(None)
+            if ssh_dir.kind != "directory" or (ssh_dir.owner, ssh_dir.mode) != (self.user, "0700"):
+                commands.append(cmd("install", "-d", "-o", self.user, "-g", self.user, "-m", "0700", f"{self.home}/.ssh"))
+            if keys.sha256 != hashlib.sha256(wanted).hexdigest() or (keys.owner, keys.mode) != (self.user, "0600"):
+                commands.append(atomic_write(self._keys_path(), wanted, self.user, self.user, "0600"))
+                notes.append("set authorized keys")
+        if not commands:
+            return noop(f"user {self.user} already as wanted")
+        return change(", ".join(notes) or f"fix {self.home}/.ssh", *commands)
+
+
+@dataclass
+class SystemdUnit(Operation):
+    """A systemd unit enabled/disabled and running/stopped; daemon-reload first when its file changed.
+
+    Example: SystemdUnit("unattended-upgrades.service", enabled=True, running=True)
+    """
+
+    unit: str
+    enabled: bool | None = True
+    running: bool | None = True
+    name: str = ""
+    notify: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if not UNIT_PATTERN.match(self.unit):
+            raise ValueError(f"not a systemd unit name: {self.unit!r}")
+        wants = [w for w, on in (("enabled", self.enabled), ("running", self.running)) if on]
+        self.name = self.name or f"Ensure {self.unit} is {' and '.join(wants) or 'stopped'}."
+
+    def facts(self):
+        return [F.unit_fact(self.unit)]
+
+    def plan(self, known):
+        state: F.UnitState = known[f"unit:{self.unit}"]
+        commands, notes = [], []
+        if state.needs_daemon_reload:
+            commands.append(cmd("systemctl", "daemon-reload"))
+            notes.append("daemon-reload (unit file changed)")
+        if not state.exists and not state.needs_daemon_reload and (self.enabled or self.running):
+            # A unit installed earlier in this run is unknown until systemd reloads.
+            commands.append(cmd("systemctl", "daemon-reload"))
+        if self.enabled is not None and (state.enabled in ("enabled", "static", "alias")) != self.enabled:
+            commands.append(cmd("systemctl", "enable" if self.enabled else "disable", self.unit))
+            notes.append("enable" if self.enabled else "disable")
+        if self.running is not None and (state.active in ("active", "activating", "reloading")) != self.running:
+            commands.append(cmd("systemctl", "start" if self.running else "stop", self.unit))
+            notes.append("start" if self.running else "stop")
+        if not notes:
+            return noop(f"{self.unit} already {state.enabled or 'present'} and {state.active}")
+        return change(", ".join(notes), *commands)
+
+
+@dataclass
+class ServiceAction(Operation):
+    """Restart or reload a unit. Always changes: it is meant to run as a handler.
+
+    Example: ServiceAction("ssh.service", "reload")
+    """
+
+    unit: str
+    action: str = "restart"
+    name: str = ""
+    notify: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if self.action not in ("restart", "reload", "try-restart", "reload-or-restart"):
+            raise ValueError(f"unknown service action {self.action!r}")
+        if not UNIT_PATTERN.match(self.unit):
+            raise ValueError(f"not a systemd unit name: {self.unit!r}")
+        self.name = self.name or f"{self.action.capitalize()} {self.unit}."
+
+    def plan(self, known):
+        return change(f"{self.action} {self.unit} (always changes)", cmd("systemctl", self.action, self.unit))
+
+
+@dataclass
+class Guarded(Operation):
+    """Commands run only when `creates` is absent and `unless` fails: the escape hatch, still idempotent.
+
+    Example: Guarded([cmd("mkswap", "/swapfile")], creates="/swapfile", name="Create the swap file.")
+    """
+
+    commands: Sequence[Command]
+    creates: str | None = None
+    unless: Command | None = None
+    name: str = ""
+    notify: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if self.creates is None and self.unless is None:
+            raise ValueError("a guarded command needs `creates` or `unless`; otherwise it is not idempotent")
+        self.name = self.name or "Run a guarded command."
+
+    def facts(self):
+        found = []
+        if self.creates:
+            found.append(F.file_fact(self.creates))
+        if self.unless:
+            found.append(F.status_fact(self.unless))
+        return found
+
+    def plan(self, known):
+        if self.creates and known[f"file:{self.creates}"].kind is not None:
+            return noop(f"{self.creates} exists")
+        if self.unless and known[f"status:{self.unless.display()}"] == 0:
+            return noop(f"`{self.unless.display()}` succeeded")
+        return change("run " + "; ".join(c.display() for c in self.commands), *self.commands)
+
+
+@dataclass
+class Swapfile(Operation):
+    """A swap file of `size_mb` MiB, active and in /etc/fstab, when the host has no swap at all.
+
+    In a container swap belongs to the outer host, so nothing is done there.
+    Example: Swapfile("/swapfile", 1024)
+    """
+
+    path: str = "/swapfile"
+    size_mb: int = 1024
+    name: str = ""
+    notify: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if not isinstance(self.size_mb, int) or self.size_mb <= 0:
+            raise ValueError(f"swap size must be a positive number of MiB, got {self.size_mb!r}")
+        self.name = self.name or f"Ensure a {self.size_mb} MiB swap file exists if the host has no swap."
+
+    def facts(self):
+        return [F.swaps_fact(), F.container_fact()]
+
+    def plan(self, known):
+        if known["container"]:
+            return noop(f"runs in a {known['container']} container: swap is the outer host's to manage")
+        if known["swaps"]:
+            return noop(f"swap already active: {', '.join(known['swaps'])}")
+        fstab_line = f"{self.path} none swap sw 0 0"
+        return change(
+            f"create and enable {self.path}",
+            cmd("fallocate", "-l", f"{self.size_mb}M", self.path),
+            cmd("chmod", "0600", self.path),
+            cmd("mkswap", self.path),
+            cmd("swapon", self.path),
+            script('grep -qxF -- "$1" /etc/fstab || printf "%s\\n" "$1" >> /etc/fstab', fstab_line),
+        )

@@ -1,0 +1,85 @@
+"""Run a playbook against an environment: the one entry point tasks call.
+
+Everything that can be wrong with the input (inventory, --limit, --var, role
+defaults, a role's operations) is found while building the host plans, before
+any host is contacted, so bad input changes nothing anywhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vigil.config import Inventory, load_inventory, load_playbook, parse_cli_vars, rel
+from vigil.errors import ConfigError, ExitCode
+from vigil.report import Environment, Reporter, append_local_audit, audit_command, audit_record, exit_code
+from vigil.runner import HostPlan, HostResult, RunOptions, run
+from vigil.transport import SSHTransport
+
+
+@dataclass
+class Target:
+    """Which hosts a task touches: the --env, --limit and --var flags every host task takes."""
+
+    env: str = "sandbox"
+    limit: str | None = None
+    variables: list[str] | None = None
+
+
+def build_host_plans(inventory: Inventory, playbook: str, limit: str | None, cli_vars: dict) -> list[HostPlan]:
+    """Each selected host's operations and handlers, from every play that targets it."""
+    plays = load_playbook(playbook)
+    selected = inventory.select(limit)
+    if not selected:
+        raise ConfigError(f"--limit {limit!r} selects no host in {rel(inventory.path)}")
+    host_plans = []
+    for host in selected:
+        host_plan = HostPlan(host, [])
+        for play in plays:
+            if host.name not in inventory.hosts_in(play.hosts):
+                continue
+            host_vars = inventory.vars_for(host, play.roles, cli_vars)
+            for role in play.roles:
+                try:
+                    host_plan.operations += list(role.tasks(role, host_vars))
+                    if role.handlers:
+                        host_plan.handlers.update(role.handlers(role, host_vars))
+                except (ValueError, TypeError) as error:
+                    raise ConfigError(f"roles/{role.name} on {host.name}: {error}") from None
+        host_plans.append(host_plan)
+    return host_plans
+
+
+def run_playbook(task: str, playbook: str, target: Target, options: RunOptions, reporter: Reporter,
+                 env: Environment | None = None) -> tuple[ExitCode, list[HostResult]]:
+    """Plan and apply `playbooks/<playbook>.yml` on the target hosts; print progress and the recap.
+
+    Example: run_playbook("provision.server", "onboard", Target("staging", "web"), RunOptions(check=True), reporter)
+    """
+    env = env or Environment()
+    inventory = load_inventory(target.env)
+    host_plans = build_host_plans(inventory, playbook, target.limit, parse_cli_vars(target.variables))
+
+    def finish(transport, result: HostResult) -> None:
+        if options.check:
+            return
+        record = audit_record(task, inventory.env, [result.host], result.status, env.clock(), result.count("changed"))
+        outcome = transport.run(audit_command(record))
+        if not outcome.ok:
+            reporter.error(f"{result.host}: could not append to the host's audit log: {outcome.stderr.strip()}")
+
+    results = run(
+        host_plans,
+        lambda host: SSHTransport(host, inventory.known_hosts, inventory.env),
+        options,
+        reporter.progress,
+        finish,
+    )
+    code = exit_code(results)
+    if not options.check:
+        append_local_audit(
+            audit_record(task, inventory.env, [r.host for r in results], code.name.lower(), env.clock(),
+                         sum(r.count("changed") for r in results)),
+            env,
+        )
+    reporter.recap(task, inventory.env, results)
+    return code, results

@@ -1,0 +1,252 @@
+"""Runner: plan (operations x hosts) -> apply (skipped in check mode) -> handlers -> recap.
+
+Hosts run in parallel in a bounded pool, optionally in rolling batches
+(`serial`). A host's failure stops that host only; every host's result is kept
+and reported. Facts are read in one round trip per host and read again (once,
+for all remaining operations) only after an operation changed something.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol, Sequence
+
+from vigil import facts as F
+from vigil.commands import REDACTOR, Command
+from vigil.config import Host
+from vigil.errors import HostError, UnreachableError
+from vigil.operations import Operation, OperationError, Plan
+from vigil.transport import Result
+
+# What an operation's status means in the recap.
+OK, CHANGED, FAILED, SKIPPED = "ok", "changed", "failed", "skipped"
+STDERR_TAIL_LINES = 15
+
+
+class Transport(Protocol):
+    def run(self, command: Command, timeout: float | None = None) -> Result: ...
+
+
+@dataclass
+class HostPlan:
+    """The operations and handlers one host gets, built before any host is contacted."""
+
+    host: Host
+    operations: list[Operation]
+    handlers: dict[str, Operation] = field(default_factory=dict)
+
+
+@dataclass
+class OperationResult:
+    name: str
+    status: str
+    summary: str = ""
+    commands: list[str] = field(default_factory=list)
+    diff: str | None = None
+    error: str = ""
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v not in (None, "", [])}
+
+
+@dataclass
+class HostResult:
+    host: str
+    operations: list[OperationResult] = field(default_factory=list)
+    unreachable: str = ""
+    error: str = ""
+    started: float = 0.0
+    finished: float = 0.0
+
+    def count(self, status: str) -> int:
+        return sum(1 for op in self.operations if op.status == status)
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.error or self.unreachable)
+
+    @property
+    def status(self) -> str:
+        if self.unreachable:
+            return "unreachable"
+        if self.error:
+            return FAILED
+        return CHANGED if self.count(CHANGED) else OK
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "host": self.host,
+            "status": self.status,
+            "ok": self.count(OK),
+            "changed": self.count(CHANGED),
+            "failed": self.count(FAILED),
+            "skipped": self.count(SKIPPED),
+            "unreachable": self.unreachable,
+            "error": self.error,
+            "started": self.started,
+            "finished": self.finished,
+            "seconds": round(self.finished - self.started, 3),
+            "operations": [op.as_dict() for op in self.operations],
+        }
+
+
+@dataclass
+class RunOptions:
+    check: bool = False
+    diff: bool = False
+    forks: int = 10
+    serial: int = 0
+
+
+class FactCache:
+    """Facts of one host, read in batches: one round trip for everything still unknown."""
+
+    def __init__(self, transport: Transport, host: Host):
+        self.transport = transport
+        self.host = host
+        self.values: dict[str, Any] = {}
+        self.round_trips = 0
+
+    def ensure(self, wanted: Sequence[F.Fact]) -> dict[str, Any]:
+        missing = list({fact.key: fact for fact in wanted if fact.key not in self.values}.values())
+        if missing:
+            body, nonce = F.batch_script(missing)
+            result = self.transport.run(_batch_command(body))
+            self.round_trips += 1
+            try:
+                outputs = F.split_batch(result.stdout, len(missing), nonce)
+            except ValueError:
+                raise HostError(self.host.name, f"reading facts failed (exit {result.status}): {_tail(result.stderr)}") from None
+            for fact, (stdout, status) in zip(missing, outputs):
+                self.values[fact.key] = fact.parse(stdout, status)
+        return self.values
+
+    def invalidate(self) -> None:
+        self.values.clear()
+
+
+def _batch_command(body: str) -> Command:
+    # The script travels on stdin: no argv length limit, and paths stay out of `ps`.
+    return Command(("sh", "-s"), sudo=True, stdin=body.encode())
+
+
+def _tail(text: str, lines: int = STDERR_TAIL_LINES) -> str:
+    return "\n".join(REDACTOR.redact(text).strip().splitlines()[-lines:])
+
+
+Progress = Callable[[str, OperationResult], None]
+
+
+def _apply(transport: Transport, host: Host, plan: Plan) -> None:
+    for command in plan.commands:
+        result = transport.run(command)
+        if not result.ok:
+            detail = _tail(result.stderr) or _tail(result.stdout)
+            raise HostError(host.name, f"`{command.display(host.user)}` exited {result.status}: {detail}")
+
+
+def run_host(transport: Transport, host_plan: HostPlan, options: RunOptions, progress: Progress | None = None) -> HostResult:
+    """Plan and apply one host's operations, then its notified handlers, in order."""
+    host = host_plan.host
+    result = HostResult(host.name, started=time.time())
+    cache = FactCache(transport, host)
+    notified: list[str] = []
+
+    def record(op_result: OperationResult) -> None:
+        result.operations.append(op_result)
+        if progress:
+            progress(host.name, op_result)
+
+    operations = list(host_plan.operations)
+    try:
+        cache.ensure([fact for op in operations for fact in op.facts()])
+        for index, operation in enumerate(operations):
+            began = time.monotonic()
+            known = cache.ensure([fact for op in operations[index:] for fact in op.facts()])
+            try:
+                plan = operation.plan(known)
+            except OperationError as error:
+                raise HostError(host.name, f"{operation.name} {error}") from None
+            op_result = OperationResult(operation.name, OK, summary=plan.reason)
+            if plan.changes:
+                op_result.status = CHANGED
+                op_result.summary = plan.summary
+                op_result.commands = [c.display(host.user) for c in plan.commands]
+                op_result.diff = plan.diff if options.diff else None
+                if not options.check:
+                    try:
+                        _apply(transport, host, plan)
+                    except HostError as error:
+                        op_result.status = FAILED
+                        op_result.error = error.reason
+                        op_result.seconds = time.monotonic() - began
+                        record(op_result)
+                        raise
+                    # What we changed may be what a later operation reads.
+                    cache.invalidate()
+                notified += [name for name in operation.notify if name not in notified]
+            op_result.seconds = time.monotonic() - began
+            record(op_result)
+        for name in notified:
+            handler = host_plan.handlers.get(name)
+            if handler is None:
+                raise HostError(host.name, f"an operation notified unknown handler {name!r}")
+            began = time.monotonic()
+            plan = handler.plan(cache.ensure(handler.facts()))
+            op_result = OperationResult(handler.name, CHANGED if plan.changes else OK, summary=plan.summary or plan.reason,
+                                        commands=[c.display(host.user) for c in plan.commands])
+            if plan.changes and not options.check:
+                _apply(transport, host, plan)
+                cache.invalidate()
+            op_result.seconds = time.monotonic() - began
+            record(op_result)
+    except UnreachableError as error:
+        result.unreachable = error.reason
+    except HostError as error:
+        result.error = error.reason
+    result.finished = time.time()
+    if result.failed:
+        ran = min(len(result.operations), len(operations))
+        for operation in operations[ran:]:
+            result.operations.append(OperationResult(operation.name, SKIPPED, summary="not run: the host failed earlier"))
+    return result
+
+
+Connector = Callable[[Host], Any]
+
+
+Finisher = Callable[[Transport, HostResult], None]
+
+
+def run(host_plans: list[HostPlan], connect: Connector, options: RunOptions, progress: Progress | None = None,
+        finish: Finisher | None = None) -> list[HostResult]:
+    """Run every host's plan, `options.forks` at a time, in batches of `options.serial` hosts.
+
+    `connect(host)` returns a context manager yielding a transport; a failure to
+    connect fails that host only. `finish(transport, result)` runs last on the
+    same connection (the audit line).
+    """
+    def one(host_plan: HostPlan) -> HostResult:
+        started = time.time()
+        try:
+            with connect(host_plan.host) as transport:
+                result = run_host(transport, host_plan, options, progress)
+                if finish and not result.unreachable:
+                    finish(transport, result)
+                return result
+        except UnreachableError as error:
+            return HostResult(host_plan.host.name, unreachable=error.reason, started=started, finished=time.time(),
+                              operations=[OperationResult(op.name, SKIPPED, summary="not run: host unreachable") for op in host_plan.operations])
+        except HostError as error:
+            return HostResult(host_plan.host.name, error=error.reason, started=started, finished=time.time())
+
+    batch_size = options.serial if options.serial > 0 else len(host_plans) or 1
+    results: list[HostResult] = []
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, options.forks)) as pool:
+        for start in range(0, len(host_plans), batch_size):
+            batch = host_plans[start : start + batch_size]
+            results += list(pool.map(one, batch))
+    return results

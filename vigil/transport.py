@@ -1,0 +1,246 @@
+"""Transport: the only module that talks SSH (Fabric, paramiko) or runs local processes.
+
+One connection per host for the whole run. Host keys are pinned: the
+inventory's known_hosts file is the only source of trust and paramiko's
+RejectPolicy refuses anything else, before authentication and before any
+command. Sudo never prompts. Every wait has a deadline.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import paramiko
+from fabric import Connection
+
+from vigil.commands import REDACTOR, Command
+from vigil.config import Host, rel
+from vigil.errors import HostError, HostKeyError, UnreachableError
+
+KEEPALIVE_SECONDS = 5
+SUDO_PASSWORD_MARKERS = ("a password is required", "a terminal is required")
+
+
+@dataclass(frozen=True)
+class Result:
+    """What a command returned: exit status and both streams (already redacted)."""
+
+    status: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 0
+
+
+def fingerprint(key: paramiko.PKey) -> str:
+    """OpenSSH's SHA256 fingerprint of a public key, e.g. SHA256:nThbg6kXUpJWGl7E1IGOCspRomTxdCARLviKw6E5SY8."""
+    digest = hashlib.sha256(key.asbytes()).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+def known_hosts_name(host: Host) -> str:
+    """How a host is written in known_hosts: `address`, or `[address]:port` off port 22."""
+    return host.address if host.port == 22 else f"[{host.address}]:{host.port}"
+
+
+class PinnedKeyPolicy(paramiko.RejectPolicy):
+    """RejectPolicy that remembers the refused key, so the error can show its fingerprint."""
+
+    def __init__(self):
+        self.offered: paramiko.PKey | None = None
+
+    def missing_host_key(self, client, hostname, key):
+        self.offered = key
+        super().missing_host_key(client, hostname, key)
+
+
+def _trust_hint(host: Host, env: str) -> str:
+    return f"if you expect this key, run: invoke provision.trust --env={env} --host={host.name}"
+
+
+class SSHTransport:
+    """An SSH connection to one host, opened once and reused for every command of the run.
+
+    Example:
+        with SSHTransport(host, inventory.known_hosts, env="staging") as ssh:
+            ssh.run(cmd("uptime"))
+    """
+
+    def __init__(self, host: Host, known_hosts: Path, env: str):
+        self.host = host
+        self.known_hosts = known_hosts
+        self.env = env
+        self._connection: Connection | None = None
+
+    def _client(self) -> tuple[paramiko.SSHClient, PinnedKeyPolicy]:
+        client = paramiko.SSHClient()
+        # Only the inventory's file counts: ~/.ssh/known_hosts is not loaded.
+        if self.known_hosts.exists():
+            pinned = paramiko.HostKeys(str(self.known_hosts))
+            for name, keys in pinned.items():
+                for key_type, key in keys.items():
+                    client.get_host_keys().add(name, key_type, key)
+        policy = PinnedKeyPolicy()
+        client.set_missing_host_key_policy(policy)
+        return client, policy
+
+    def connect(self) -> "SSHTransport":
+        host = self.host
+        if host.ssh_key is not None and not host.ssh_key.exists():
+            raise HostError(host.name, f"SSH key file {host.ssh_key} does not exist")
+        connection = Connection(
+            host.address,
+            user=host.user,
+            port=host.port,
+            connect_timeout=host.connect_timeout,
+            connect_kwargs={
+                "key_filename": [str(host.ssh_key)] if host.ssh_key else None,
+                "look_for_keys": host.ssh_key is None,
+                "allow_agent": host.ssh_key is None,
+                "banner_timeout": host.connect_timeout,
+                "auth_timeout": host.connect_timeout,
+            },
+        )
+        client, policy = self._client()
+        connection.client = client
+        where = f"{host.address}:{host.port}"
+        try:
+            connection.open()
+        except paramiko.BadHostKeyException as error:
+            raise HostKeyError(
+                host.name,
+                f"host key CHANGED at {where}: pinned {fingerprint(error.expected_key)} in "
+                f"{rel(self.known_hosts)}, offered {fingerprint(error.key)}; refusing to connect "
+                f"(a reinstalled server or an attack); {_trust_hint(host, self.env)}",
+            ) from None
+        except paramiko.SSHException as error:
+            if policy.offered is not None:
+                raise HostKeyError(
+                    host.name,
+                    f"host key for {where} is not pinned in {rel(self.known_hosts)}; it offered "
+                    f"{policy.offered.get_name()} {fingerprint(policy.offered)}; {_trust_hint(host, self.env)}",
+                ) from None
+            if isinstance(error, paramiko.AuthenticationException):
+                raise UnreachableError(host.name, f"authentication as {host.user} at {where} failed: {error}") from None
+            raise UnreachableError(host.name, f"SSH to {where} failed: {error}") from None
+        except (socket.timeout, TimeoutError):
+            raise UnreachableError(host.name, f"no answer from {where} within {host.connect_timeout:g}s") from None
+        except OSError as error:
+            raise UnreachableError(host.name, f"cannot connect to {where}: {error.strerror or error}") from None
+        connection.transport.set_keepalive(KEEPALIVE_SECONDS)
+        self._connection = connection
+        return self
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    def __enter__(self):
+        return self.connect() if self._connection is None else self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def run(self, command: Command, timeout: float | None = None) -> Result:
+        """Run `command`, feeding its stdin, and wait at most `timeout` seconds for it.
+
+        A dropped connection or a timeout raises UnreachableError; a sudo that
+        wants a password raises HostError. A non-zero exit is a Result, not an error.
+        """
+        if self._connection is None:
+            raise RuntimeError("connect() first")
+        host = self.host
+        timeout = timeout or host.command_timeout
+        transport = self._connection.transport
+        if transport is None or not transport.is_active():
+            raise UnreachableError(host.name, "the SSH connection was lost")
+        channel = None
+        try:
+            channel = transport.open_session(timeout=host.connect_timeout)
+            channel.exec_command(command.render(host.user))
+            if command.stdin is not None:
+                channel.sendall(command.stdin)
+            channel.shutdown_write()
+            stdout, stderr = self._collect(channel, timeout)
+            status = channel.recv_exit_status()
+        except (paramiko.SSHException, EOFError, OSError) as error:
+            raise UnreachableError(host.name, f"the SSH connection failed during `{command.display(host.user)}`: {error}") from None
+        finally:
+            if channel is not None:
+                channel.close()
+        stdout = REDACTOR.redact(stdout.decode(errors="replace"))
+        stderr = REDACTOR.redact(stderr.decode(errors="replace"))
+        if status != 0 and command.render(host.user).startswith("sudo ") and any(m in stderr for m in SUDO_PASSWORD_MARKERS):
+            raise HostError(
+                host.name,
+                f"sudo asks {host.user} for a password; vigil never types one: give {host.user} "
+                "passwordless sudo (NOPASSWD) or connect as root",
+            )
+        return Result(status, stdout, stderr)
+
+    def _collect(self, channel: paramiko.Channel, timeout: float) -> tuple[bytes, bytes]:
+        deadline = time.monotonic() + timeout
+        stdout, stderr = bytearray(), bytearray()
+        transport = channel.get_transport()
+        while True:
+            drained = False
+            while channel.recv_ready():
+                stdout += channel.recv(65536)
+                drained = True
+            while channel.recv_stderr_ready():
+                stderr += channel.recv_stderr(65536)
+                drained = True
+            if channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready():
+                return bytes(stdout), bytes(stderr)
+            if not transport.is_active():
+                raise UnreachableError(self.host.name, "the SSH connection dropped while a command ran")
+            if time.monotonic() > deadline:
+                raise UnreachableError(self.host.name, f"a command did not finish within {timeout:g}s")
+            if not drained:
+                channel.status_event.wait(0.02)
+
+
+def scan_host_key(host: Host) -> paramiko.PKey:
+    """The host key `host` offers, fetched without authenticating or trusting it (for provision.trust)."""
+    try:
+        sock = socket.create_connection((host.address, host.port), timeout=host.connect_timeout)
+    except OSError as error:
+        raise UnreachableError(host.name, f"cannot connect to {host.address}:{host.port}: {error.strerror or error}") from None
+    transport = paramiko.Transport(sock)
+    try:
+        transport.banner_timeout = host.connect_timeout
+        transport.start_client(timeout=host.connect_timeout)
+        return transport.get_remote_server_key()
+    except (paramiko.SSHException, EOFError) as error:
+        raise UnreachableError(host.name, f"SSH handshake with {host.address}:{host.port} failed: {error}") from None
+    finally:
+        transport.close()
+
+
+class LocalTransport:
+    """Runs commands on the control machine (same Result shape as SSHTransport.run).
+
+    Example: LocalTransport().run(cmd("ip", "netns", "list", sudo=False))
+    """
+
+    def run(self, command: Command, timeout: float | None = None) -> Result:
+        completed = subprocess.run(
+            ["sh", "-c", command.render(None)],
+            input=command.stdin,
+            capture_output=True,
+            timeout=timeout,
+        )
+        return Result(
+            completed.returncode,
+            REDACTOR.redact(completed.stdout.decode(errors="replace")),
+            REDACTOR.redact(completed.stderr.decode(errors="replace")),
+        )
