@@ -22,6 +22,7 @@ from vigil.errors import ConfigError
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_ENV = "sandbox"
 
+VAR_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 INVENTORY_KEYS = {"known_hosts", "defaults", "vars", "groups", "hosts"}
 DEFAULTS_KEYS = {"user", "port", "ssh_key", "connect_timeout", "command_timeout"}
 HOST_KEYS = {"address", "user", "port", "ssh_key", "vars"}
@@ -68,7 +69,7 @@ def _mapping(value: Any, where: str, allowed: set[str] | None = None) -> dict:
 def _vars(value: Any, where: str) -> dict:
     mapping = _mapping(value, where)
     for key in mapping:
-        if not validate.NAME_PATTERN.match(key.replace("_", "a")) or not key[0].isalpha():
+        if not VAR_PATTERN.match(key):
             raise ConfigError(f"{where}.{key}: a variable name must be letters, digits and '_'")
     return mapping
 

@@ -1,0 +1,94 @@
+"""Every operation's plan, table-driven from tests/unit/cases/operations.yml (no SSH)."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from vigil import facts as F
+from vigil import operations
+from vigil.commands import Command
+
+CASES = yaml.safe_load((Path(__file__).parent / "cases" / "operations.yml").read_text())
+
+
+def build_fact(key, value):
+    """Turn a case's plain fact value into the parsed type the fact's parser returns."""
+    kind = key.split(":", 1)[0]
+    if kind == "file":
+        value = dict(value)
+        if "content" in value:
+            value["content"] = value["content"].encode()
+            value.setdefault("sha256", __import__("hashlib").sha256(value["content"]).hexdigest())
+        return F.FileState(**value)
+    if kind == "user":
+        return F.UserState(**{**value, "groups": tuple(value.get("groups", ()))})
+    if kind == "unit":
+        return F.UnitState(**value)
+    return value
+
+
+def build_operation(case):
+    args = dict(case["args"])
+    if case["op"] == "Guarded":
+        args["commands"] = [Command(tuple(argv)) for argv in args["commands"]]
+        if "unless" in args:
+            args["unless"] = Command(tuple(args["unless"]))
+    return getattr(operations, case["op"])(**args)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case["id"] for case in CASES])
+def test_operation_plan(case):
+    operation = build_operation(case)
+    known = {key: build_fact(key, value) for key, value in case["facts"].items()}
+    # Every fact the plan reads must be one the operation asked for.
+    assert {fact.key for fact in operation.facts()} <= set(known) | {"apt:installed", "apt:cache-age"}
+
+    if "error" in case:
+        with pytest.raises(operations.OperationError, match=case["error"]):
+            operation.plan(known)
+        return
+    plan = operation.plan(known)
+    if "noop" in case:
+        assert not plan.changes
+        assert plan.reason == case["noop"]
+        return
+    assert plan.changes
+    assert plan.summary == case["summary"]
+    if "commands" in case:
+        assert [command.display("root") for command in plan.commands] == case["commands"]
+    if "content" in case:
+        (write,) = plan.commands
+        assert write.stdin == case["content"].encode()
+
+
+@pytest.mark.parametrize(
+    "build, message",
+    [
+        (lambda: operations.File("/etc/x", "", mode="rwx"), "octal"),
+        (lambda: operations.AptPackages(["curl; rm -rf /"]), "not a Debian package name"),
+        (lambda: operations.SystemdUnit("$(id).service"), "not a systemd unit name"),
+        (lambda: operations.ServiceAction("ssh.service", "explode"), "unknown service action"),
+        (lambda: operations.Guarded([Command(("true",))]), "not idempotent"),
+        (lambda: operations.Line("/etc/x", "a\nb"), "newline"),
+        (lambda: operations.Swapfile("/swapfile", 0), "positive"),
+    ],
+)
+def test_operation_refuses_bad_arguments(build, message):
+    with pytest.raises(ValueError, match=message):
+        build()
+
+
+def test_file_diff_shows_change_but_hides_secret_content():
+    known = {"file:/etc/app.env": F.FileState("file", "0600", "app", "app", 10, "00", content=b"JWT=old-value\n")}
+    plain = operations.File("/etc/app.env", "JWT=new-value\n", owner="app", group="app", mode="0600").plan(known)
+    assert "-JWT=old-value" in plain.diff and "+JWT=new-value" in plain.diff
+    hidden = operations.File("/etc/app.env", "JWT=new-value\n", owner="app", group="app", mode="0600", secret=True).plan(known)
+    assert "new-value" not in hidden.diff and "old-value" not in hidden.diff
+    assert "***" in hidden.diff
+
+
+def test_template_rendering_refuses_undefined_variables():
+    assert operations.render_template("{{ a }}-{{ b }}\n", {"a": 1, "b": 2}) == "1-2\n"
+    with pytest.raises(Exception, match="'b' is undefined"):
+        operations.render_template("{{ a }}-{{ b }}", {"a": 1})

@@ -1,0 +1,153 @@
+"""The runner against the control machine's own shell (LocalTransport): real commands, no network."""
+
+import contextlib
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from vigil.commands import Secret, cmd
+from vigil.config import Host
+from vigil.errors import ExitCode, UnreachableError
+from vigil.operations import Directory, File, Guarded, Line, Operation, Symlink, change
+from vigil.report import Environment, Reporter, exit_code
+from vigil.runner import HostPlan, RunOptions, run
+from vigil.transport import LocalTransport
+
+
+class CountingTransport(LocalTransport):
+    def __init__(self):
+        self.calls = []
+
+    def run(self, command, timeout=None):
+        self.calls.append(command)
+        return super().run(command, timeout)
+
+
+def host(name):
+    return Host(name, "127.0.0.1", 22, "root", None, (), 5, 30)
+
+
+@dataclass
+class AppendLine(Operation):
+    """Always changes: appends a line (stands in for a service restart)."""
+
+    path: str
+    name: str = "Append a line."
+    notify: tuple = ()
+
+    def plan(self, known):
+        return change("append", cmd("sh", "-c", 'echo ran >> "$1"', "x", self.path))
+
+
+def site(root: Path, notify=()):
+    return [
+        Directory(str(root / "srv"), mode="0750"),
+        File(str(root / "srv" / "app.conf"), "port = 3000\n", mode="0640", notify=notify),
+        Symlink(str(root / "current"), str(root / "srv")),
+        Line(str(root / "srv" / "limits.conf"), "workers = 2", notify=notify),
+    ]
+
+
+def go(plans, options=RunOptions(), transports=None, unreachable=()):
+    transports = transports if transports is not None else {}
+
+    @contextlib.contextmanager
+    def connect(h):
+        if h.name in unreachable:
+            raise UnreachableError(h.name, "no answer within 5s")
+        yield transports.setdefault(h.name, CountingTransport())
+
+    return run(plans, connect, options)
+
+
+def test_apply_then_second_run_changes_nothing(tmp_path):
+    (result,) = go([HostPlan(host("a"), site(tmp_path))])
+    assert (result.status, result.count("changed"), result.count("failed")) == ("changed", 4, 0)
+    assert (tmp_path / "srv" / "app.conf").read_text() == "port = 3000\n"
+    assert (tmp_path / "srv" / "limits.conf").read_text() == "workers = 2\n"
+    assert oct((tmp_path / "srv" / "app.conf").stat().st_mode & 0o777) == "0o640"
+    assert oct((tmp_path / "srv").stat().st_mode & 0o777) == "0o750"
+    assert (tmp_path / "current").resolve() == tmp_path / "srv"
+
+    transports = {}
+    (again,) = go([HostPlan(host("a"), site(tmp_path))], transports=transports)
+    assert again.count("changed") == 0 and again.status == "ok"
+    # A run with nothing to do reads all facts in one round trip and runs nothing else.
+    assert len(transports["a"].calls) == 1
+
+
+def test_check_mode_changes_nothing_but_reports_the_plan(tmp_path):
+    (result,) = go([HostPlan(host("a"), site(tmp_path))], RunOptions(check=True, diff=True))
+    assert result.count("changed") == 4
+    assert not (tmp_path / "srv").exists() and not (tmp_path / "current").exists()
+    file_op = result.operations[1]
+    assert file_op.commands and "+port = 3000" in file_op.diff
+
+
+def test_handlers_run_once_at_the_end_and_only_when_notified(tmp_path):
+    log = tmp_path / "handler.log"
+    plans = [HostPlan(host("a"), site(tmp_path, notify=("restart app",)), {"restart app": AppendLine(str(log))})]
+    (first,) = go(plans)
+    assert log.read_text() == "ran\n"
+    assert first.operations[-1].name == "Append a line."
+    # Nothing changes now, so nothing notifies and the handler does not run.
+    (second,) = go(plans)
+    assert log.read_text() == "ran\n"
+    assert second.count("changed") == 0
+
+
+def test_failing_host_stops_itself_skips_the_rest_and_never_hides_others(tmp_path):
+    bad = [Guarded([cmd("sh", "-c", "echo boom >&2; exit 3")], creates=str(tmp_path / "never")), *site(tmp_path / "b")]
+    (tmp_path / "b").mkdir()
+    (tmp_path / "c").mkdir()
+    results = go([HostPlan(host("b"), bad), HostPlan(host("c"), site(tmp_path / "c"))])
+    failed, fine = results
+    assert failed.status == "failed" and "exited 3: boom" in failed.error
+    assert [op.status for op in failed.operations] == ["failed"] + ["skipped"] * 4
+    assert fine.status == "changed" and (tmp_path / "c" / "srv" / "app.conf").exists()
+    assert not (tmp_path / "b" / "srv").exists()
+    assert exit_code(results) == ExitCode.HOST_FAILED
+
+
+def test_unreachable_host_is_reported_and_others_proceed(tmp_path):
+    results = go([HostPlan(host("down"), site(tmp_path / "x")), HostPlan(host("up"), site(tmp_path))], unreachable={"down"})
+    assert results[0].status == "unreachable" and "no answer" in results[0].unreachable
+    assert results[1].status == "changed"
+    assert exit_code(results) == ExitCode.UNREACHABLE
+
+
+def sleeper(name, tmp_path):
+    return HostPlan(host(name), [Guarded([cmd("sleep", "0.3")], creates=str(tmp_path / "never"))])
+
+
+def overlaps(a, b):
+    return a.started < b.finished and b.started < a.finished
+
+
+def test_hosts_run_in_parallel_up_to_forks(tmp_path):
+    a, b = go([sleeper("a", tmp_path), sleeper("b", tmp_path)], RunOptions(forks=10))
+    assert overlaps(a, b)
+
+
+@pytest.mark.parametrize("options", [RunOptions(forks=1), RunOptions(forks=10, serial=1)])
+def test_forks_one_or_serial_one_runs_hosts_one_after_another(tmp_path, options):
+    a, b = go([sleeper("a", tmp_path), sleeper("b", tmp_path)], options)
+    assert not overlaps(a, b)
+
+
+def test_reporter_masks_secrets_in_progress_recap_and_json(tmp_path):
+    secret = Secret("tok-9d8f7e6c5b")
+    failing = [Guarded([cmd("sh", "-c", 'echo "bad token $1" >&2; exit 1', "x", secret)], creates=str(tmp_path / "never"))]
+    results = go([HostPlan(host("a"), failing)])
+    for json_output in (False, True):
+        out = io.StringIO()
+        reporter = Reporter(Environment(stdout=out, stderr=out), json_output=json_output, verbose=True)
+        for op in results[0].operations:
+            reporter.progress("a", op)
+        reporter.recap("test", "unit", results)
+        text = out.getvalue()
+        assert "tok-9d8f7e6c5b" not in text and "***" in text
+    assert json.loads(text)["exit_code"] == ExitCode.HOST_FAILED
