@@ -154,8 +154,9 @@ class Inventory:
         return HostVars(host, values, origins)
 
 
-def inventory_path(env: str) -> Path:
-    return REPO_ROOT / "inventory" / f"{env}.yml"
+def default_inventory_dir() -> Path:
+    """inventory/ in the repository, or $VIGIL_INVENTORY (tests point it at a scratch copy)."""
+    return Path(os.environ.get("VIGIL_INVENTORY") or REPO_ROOT / "inventory")
 
 
 def load_inventory(env: str, inventory_dir: Path | None = None) -> Inventory:
@@ -163,7 +164,7 @@ def load_inventory(env: str, inventory_dir: Path | None = None) -> Inventory:
 
     Example: load_inventory("sandbox").select("web")
     """
-    directory = inventory_dir or REPO_ROOT / "inventory"
+    directory = inventory_dir or default_inventory_dir()
     if not validate.NAME_PATTERN.match(env or ""):
         raise ConfigError(f"--env: {env!r} is not a valid environment name")
     path = directory / f"{env}.yml"

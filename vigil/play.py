@@ -33,6 +33,8 @@ def build_host_plans(inventory: Inventory, playbook: str, limit: str | None, cli
         raise ConfigError(f"--limit {limit!r} selects no host in {rel(inventory.path)}")
     host_plans = []
     for host in selected:
+        if host.ssh_key is not None and not host.ssh_key.is_file():
+            raise ConfigError(f"{rel(inventory.path)}: hosts.{host.name}: SSH key file {host.ssh_key} does not exist")
         host_plan = HostPlan(host, [])
         for play in plays:
             if host.name not in inventory.hosts_in(play.hosts):

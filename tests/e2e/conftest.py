@@ -1,0 +1,106 @@
+"""End-to-end fixtures: real sandbox VPSes booted once per test session and shared.
+
+Tests drive vigil exactly as a person does (`invoke ...` in a subprocess) and
+read the hosts back over plain OpenSSH with the pinned keys. A sandbox that was
+already up before the session is left up; one the session booted is removed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+INVENTORY = REPO / "inventory"
+SANDBOX_KEY = REPO / ".vigil" / "sandbox" / "id_ed25519"
+HOSTS = 2
+
+
+@dataclass
+class Run:
+    code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def json(self) -> dict:
+        return json.loads(self.stdout)
+
+    def host(self, name: str) -> dict:
+        return next(host for host in self.json["hosts"] if host["host"] == name)
+
+
+def invoke(*args: str, inventory: Path | None = None, timeout: float = 900) -> Run:
+    """Run `invoke ARGS` from the repository, as a user would; returns exit code and output."""
+    env = {**os.environ}
+    if inventory is not None:
+        env["VIGIL_INVENTORY"] = str(inventory)
+    completed = subprocess.run(
+        [sys.executable, "-m", "invoke", *args], cwd=REPO, env=env, capture_output=True, text=True,
+        timeout=timeout, stdin=subprocess.DEVNULL,
+    )
+    return Run(completed.returncode, completed.stdout, completed.stderr)
+
+
+def ssh(address: str, command: str, check: bool = True) -> str:
+    """Run `command` on a sandbox VPS as root over OpenSSH with the pinned known_hosts."""
+    completed = subprocess.run(
+        ["ssh", "-i", str(SANDBOX_KEY), "-o", f"UserKnownHostsFile={INVENTORY / 'sandbox.known_hosts'}",
+         "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10",
+         f"root@{address}", command],
+        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+    )
+    if check and completed.returncode != 0:
+        raise AssertionError(f"ssh {address} {command!r} exited {completed.returncode}: {completed.stderr}")
+    return completed.stdout
+
+
+@dataclass
+class Sandbox:
+    addresses: dict[str, str]
+
+    def ssh(self, host: str, command: str, check: bool = True) -> str:
+        return ssh(self.addresses[host], command, check)
+
+    def audit_lines(self, host: str) -> int:
+        return int(self.ssh(host, "cat /var/log/vigil/audit.log 2>/dev/null | wc -l").strip())
+
+    def scratch_inventory(self, tmp_path: Path, edit=None, known_hosts: str | None = None) -> Path:
+        """A copy of the sandbox inventory in tmp_path, optionally edited, for VIGIL_INVENTORY."""
+        data = yaml.safe_load((INVENTORY / "sandbox.yml").read_text())
+        data["defaults"]["ssh_key"] = str(SANDBOX_KEY)
+        if edit:
+            edit(data)
+        (tmp_path / "sandbox.yml").write_text(yaml.safe_dump(data))
+        pinned = (INVENTORY / "sandbox.known_hosts").read_text()
+        (tmp_path / "sandbox.known_hosts").write_text(pinned if known_hosts is None else known_hosts)
+        return tmp_path
+
+
+@pytest.fixture(scope="session")
+def sandbox() -> Sandbox:
+    if os.geteuid() != 0 or shutil.which("systemd-nspawn") is None:
+        pytest.fail("e2e tests boot sandbox VPSes: run them as root after scripts/bootstrap")
+    was_up = (INVENTORY / "sandbox.yml").exists()
+    started = invoke("sandbox.up", f"--hosts={HOSTS}", timeout=1200)
+    assert started.code == 0, started.stdout + started.stderr
+    data = yaml.safe_load((INVENTORY / "sandbox.yml").read_text())
+    yield Sandbox({name: spec["address"] for name, spec in data["hosts"].items()})
+    if not was_up and not os.environ.get("VIGIL_KEEP_SANDBOX"):
+        invoke("sandbox.down", timeout=300)
+
+
+@pytest.fixture(scope="session")
+def provisioned(sandbox: Sandbox) -> tuple[Run, Run]:
+    """provision.server run twice on every sandbox host: the first converges, the second must change nothing."""
+    first = invoke("provision.server", "--json", "--limit=vps1,vps2")
+    second = invoke("provision.server", "--json", "--limit=vps1,vps2")
+    return first, second
