@@ -120,7 +120,7 @@ class FactCache:
                 outputs = F.split_batch(result.stdout, len(missing), nonce)
             except ValueError:
                 raise HostError(self.host.name, f"reading facts failed (exit {result.status}): {_tail(result.stderr)}") from None
-            for fact, (stdout, status) in zip(missing, outputs):
+            for fact, (stdout, status) in zip(missing, outputs, strict=True):
                 self.values[fact.key] = fact.parse(stdout, status)
         return self.values
 

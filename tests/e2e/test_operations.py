@@ -72,7 +72,7 @@ def test_operations_converge_then_change_nothing(sandbox, clean_vps2):
     # The secret file's diff hides its content.
     assert all(secret not in (op.diff or "") for op in first.operations)
 
-    assert sandbox.ssh("vps2", f"getent passwd vigile2e | cut -d: -f6,7").strip() == f"{BASE}/home:/usr/sbin/nologin"
+    assert sandbox.ssh("vps2", "getent passwd vigile2e | cut -d: -f6,7").strip() == f"{BASE}/home:/usr/sbin/nologin"
     assert sandbox.ssh("vps2", f"stat -c '%U %a' {BASE}/shared/app.env {BASE}/home/.ssh/authorized_keys").split("\n")[:2] == ["vigile2e 600", "vigile2e 600"]
     assert sandbox.ssh("vps2", f"cat {BASE}/shared/app.env") == f"JWT_SECRET={secret}\n"
     assert sandbox.ssh("vps2", f"readlink {BASE}/current").strip() == f"{BASE}/shared"

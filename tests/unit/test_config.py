@@ -4,7 +4,7 @@ import textwrap
 
 import pytest
 
-from vigil.config import HostVars, load_inventory, load_playbook, load_role, parse_cli_vars
+from vigil.config import load_inventory, load_playbook, load_role, parse_cli_vars
 from vigil.errors import ConfigError
 
 GOOD = """

@@ -1,6 +1,5 @@
 """Fact parsers (table-driven) and the one-round-trip batch, run through a real local shell."""
 
-import base64
 import hashlib
 import os
 
