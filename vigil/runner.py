@@ -148,8 +148,40 @@ def _apply(transport: Transport, host: Host, plan: Plan) -> None:
             raise HostError(host.name, f"`{command.display(host.user)}` exited {result.status}: {detail}")
 
 
+def _step(transport: Transport, host: Host, operation: Operation, known: dict[str, Any], options: RunOptions) -> OperationResult:
+    """Plan one operation and, unless in check mode, apply it. A failure is recorded, then raised."""
+    began = time.monotonic()
+    try:
+        plan = operation.plan(known)
+    except OperationError as error:
+        raise HostError(host.name, f"{operation.name} {error}") from None
+    op_result = OperationResult(operation.name, OK, summary=plan.reason)
+    if plan.changes:
+        op_result.status = CHANGED
+        op_result.summary = plan.summary
+        op_result.commands = [c.display(host.user) for c in plan.commands]
+        op_result.diff = plan.diff if options.diff else None
+        if not options.check:
+            try:
+                _apply(transport, host, plan)
+            except HostError as error:
+                op_result.status, op_result.error = FAILED, error.reason
+                raise StepFailed(op_result, error) from None
+    op_result.seconds = time.monotonic() - began
+    return op_result
+
+
+class StepFailed(Exception):
+    """An operation's command failed: carries the recorded result and the host's error."""
+
+    def __init__(self, op_result: OperationResult, error: HostError):
+        super().__init__(error.reason)
+        self.op_result = op_result
+        self.error = error
+
+
 def run_host(transport: Transport, host_plan: HostPlan, options: RunOptions, progress: Progress | None = None) -> HostResult:
-    """Plan and apply one host's operations, then its notified handlers, in order."""
+    """Plan and apply one host's operations in order, then each notified handler once."""
     host = host_plan.host
     result = HostResult(host.name, started=time.time())
     cache = FactCache(transport, host)
@@ -162,47 +194,26 @@ def run_host(transport: Transport, host_plan: HostPlan, options: RunOptions, pro
 
     operations = list(host_plan.operations)
     try:
-        cache.ensure([fact for op in operations for fact in op.facts()])
         for index, operation in enumerate(operations):
-            began = time.monotonic()
+            # One round trip for the facts of every operation still to come.
             known = cache.ensure([fact for op in operations[index:] for fact in op.facts()])
-            try:
-                plan = operation.plan(known)
-            except OperationError as error:
-                raise HostError(host.name, f"{operation.name} {error}") from None
-            op_result = OperationResult(operation.name, OK, summary=plan.reason)
-            if plan.changes:
-                op_result.status = CHANGED
-                op_result.summary = plan.summary
-                op_result.commands = [c.display(host.user) for c in plan.commands]
-                op_result.diff = plan.diff if options.diff else None
-                if not options.check:
-                    try:
-                        _apply(transport, host, plan)
-                    except HostError as error:
-                        op_result.status = FAILED
-                        op_result.error = error.reason
-                        op_result.seconds = time.monotonic() - began
-                        record(op_result)
-                        raise
-                    # What we changed may be what a later operation reads.
-                    cache.invalidate()
+            op_result = _step(transport, host, operation, known, options)
+            if op_result.status == CHANGED:
                 notified += [name for name in operation.notify if name not in notified]
-            op_result.seconds = time.monotonic() - began
+                if not options.check:
+                    # What changed may be what a later operation reads.
+                    cache.invalidate()
             record(op_result)
         for name in notified:
             handler = host_plan.handlers.get(name)
             if handler is None:
                 raise HostError(host.name, f"an operation notified unknown handler {name!r}")
-            began = time.monotonic()
-            plan = handler.plan(cache.ensure(handler.facts()))
-            op_result = OperationResult(handler.name, CHANGED if plan.changes else OK, summary=plan.summary or plan.reason,
-                                        commands=[c.display(host.user) for c in plan.commands])
-            if plan.changes and not options.check:
-                _apply(transport, host, plan)
-                cache.invalidate()
-            op_result.seconds = time.monotonic() - began
-            record(op_result)
+            record(_step(transport, host, handler, cache.ensure(handler.facts()), options))
+            cache.invalidate()
+    except StepFailed as failure:
+        failure.op_result.seconds = 0.0
+        record(failure.op_result)
+        result.error = failure.error.reason
     except UnreachableError as error:
         result.unreachable = error.reason
     except HostError as error:

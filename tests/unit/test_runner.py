@@ -151,3 +151,15 @@ def test_reporter_masks_secrets_in_progress_recap_and_json(tmp_path):
         text = out.getvalue()
         assert "tok-9d8f7e6c5b" not in text and "***" in text
     assert json.loads(text)["exit_code"] == ExitCode.HOST_FAILED
+
+
+def test_a_failing_handler_is_recorded_and_fails_the_host(tmp_path):
+    broken = Guarded([cmd("sh", "-c", "echo restart failed >&2; exit 1")], creates=str(tmp_path / "never"), name="Restart app.")
+    (result,) = go([HostPlan(host("a"), site(tmp_path, notify=("restart app",)), {"restart app": broken})])
+    assert result.status == "failed" and "restart failed" in result.error
+    assert [op.status for op in result.operations] == ["changed"] * 4 + ["failed"]
+
+
+def test_unknown_handler_fails_the_host_by_name(tmp_path):
+    (result,) = go([HostPlan(host("a"), site(tmp_path, notify=("reload nginx",)))])
+    assert result.status == "failed" and "unknown handler 'reload nginx'" in result.error
