@@ -1,0 +1,665 @@
+"""Sandbox planning: names and addresses, rendered files, fact parsers and the cleanup and host plans.
+
+No network and no root: only the pure parts of vigil.sandbox and file helpers on tmp_path.
+"""
+
+from pathlib import Path
+
+import invoke
+import pytest
+
+from vigil.errors import ExitCode
+import yaml
+
+from vigil import sandbox
+from vigil.sandbox import IptablesRule, SandboxError, SandboxFacts, SandboxPaths, Vps
+
+PATHS = SandboxPaths(repo=Path("/repo"))
+TAG = ("-m", "comment", "--comment", "vigil-sandbox")
+MASQUERADE_ETH0 = IptablesRule("nat", "POSTROUTING", ("-s", "10.213.0.0/16", "-o", "eth0", *TAG, "-j", "MASQUERADE"))
+FORWARD_OUT = IptablesRule("filter", "FORWARD", ("-s", "10.213.0.0/16", *TAG, "-j", "ACCEPT"), insert=True)
+FORWARD_IN = IptablesRule("filter", "FORWARD", ("-d", "10.213.0.0/16", *TAG, "-j", "ACCEPT"), insert=True)
+
+
+# --- names and addresses ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "index, name, address, gateway, netns, host_link",
+    [
+        (1, "vps1", "10.213.1.2", "10.213.1.1", "vigil-vps1", "vgl-vps1"),
+        (2, "vps2", "10.213.2.2", "10.213.2.1", "vigil-vps2", "vgl-vps2"),
+        (254, "vps254", "10.213.254.2", "10.213.254.1", "vigil-vps254", "vgl-vps254"),
+    ],
+)
+def test_vps_names_and_addresses(index, name, address, gateway, netns, host_link):
+    vps = Vps(index)
+    assert (vps.name, vps.address, vps.gateway, vps.netns, vps.host_link) == (name, address, gateway, netns, host_link)
+    assert str(vps.subnet) == f"10.213.{index}.0/30"
+    # Linux interface names stop at 15 characters.
+    assert len(vps.host_link) <= 15 and len(vps.peer_link) <= 15
+
+
+@pytest.mark.parametrize("index", [0, 255, -1])
+def test_vps_index_outside_the_network_is_refused(index):
+    with pytest.raises(SandboxError, match="outside 1..254"):
+        Vps(index)
+
+
+@pytest.mark.parametrize(
+    "name, index",
+    [("vps1", 1), ("vps12", 12), ("vps0", None), ("vps01", None), ("web1", None), ("vps1 ", None), ("vps", None)],
+)
+def test_host_name_index(name, index):
+    assert sandbox.host_name_index(name) == index
+    if index is None:
+        with pytest.raises(SandboxError, match="not a sandbox host name"):
+            Vps.from_name(name)
+    else:
+        assert Vps.from_name(name) == Vps(index)
+
+
+# --- planned commands -------------------------------------------------------
+
+
+def test_network_up_commands():
+    assert sandbox.network_up_commands(Vps(1)) == [
+        ["ip", "netns", "add", "vigil-vps1"],
+        ["ip", "link", "add", "vgl-vps1", "type", "veth", "peer", "name", "vgv-vps1"],
+        ["ip", "link", "set", "vgv-vps1", "netns", "vigil-vps1"],
+        ["ip", "-n", "vigil-vps1", "link", "set", "vgv-vps1", "name", "eth0"],
+        ["ip", "addr", "add", "10.213.1.1/30", "dev", "vgl-vps1"],
+        ["ip", "link", "set", "vgl-vps1", "up"],
+        ["ip", "-n", "vigil-vps1", "addr", "add", "10.213.1.2/30", "dev", "eth0"],
+        ["ip", "-n", "vigil-vps1", "link", "set", "lo", "up"],
+        ["ip", "-n", "vigil-vps1", "link", "set", "eth0", "up"],
+        ["ip", "-n", "vigil-vps1", "route", "add", "default", "via", "10.213.1.1"],
+    ]
+
+
+def test_nspawn_command():
+    root = Path("/var/lib/vigil/sandbox/vps2/root")
+    assert sandbox.nspawn_command(Vps(2), root, PATHS) == [
+        "systemd-nspawn", "--directory", str(root), "--boot", "--register=no", "--keep-unit",
+        "--capability=CAP_NET_ADMIN", "--network-namespace-path=/run/netns/vigil-vps2", "--machine=vps2",
+        "--timezone=off", "--resolv-conf=off", "--link-journal=no", "--console=read-only",
+    ]
+
+
+def test_our_nspawn_command_is_recognised_as_ours():
+    argv = sandbox.nspawn_command(Vps(3), Path("/x/root"), PATHS)
+    assert sandbox.nspawn_machine_of(argv) == "vps3"
+
+
+@pytest.mark.parametrize(
+    "argv, machine",
+    [
+        (["/usr/bin/systemd-nspawn", "-D", "/r", "--machine=vps1", "--network-namespace-path=/run/netns/vigil-vps1"], "vps1"),
+        (["systemd-nspawn", "--machine=vps1", "--network-namespace-path=/run/netns/other"], None),
+        (["systemd-nspawn", "--machine=web", "-D", "/r"], None),
+        (["sleep", "--machine=vps1", "--network-namespace-path=/run/netns/vigil-vps1"], None),
+        ([], None),
+    ],
+)
+def test_nspawn_machine_of(argv, machine):
+    assert sandbox.nspawn_machine_of(argv) == machine
+
+
+def test_overlay_mount_command():
+    assert sandbox.overlay_mount_command(Path("/img"), Path("/v/upper"), Path("/v/work"), Path("/v/root")) == [
+        "mount", "-t", "overlay", "overlay", "-o", "lowerdir=/img,upperdir=/v/upper,workdir=/v/work", "/v/root",
+    ]
+
+
+@pytest.mark.parametrize("lower", [Path("/img,x"), Path("/img:x")])
+def test_overlay_paths_that_the_option_string_would_misread_are_refused(lower):
+    with pytest.raises(SandboxError, match="contains"):
+        sandbox.overlay_mount_command(lower, Path("/u"), Path("/w"), Path("/r"))
+
+
+def test_image_build_command_matches_sandbox_md():
+    assert sandbox.image_build_command(Path("/var/cache/vigil/images/debian-trixie.partial")) == [
+        "debootstrap", "--variant=minbase",
+        "--include=systemd,systemd-sysv,dbus,openssh-server,sudo,python3,ca-certificates,iproute2",
+        "trixie", "/var/cache/vigil/images/debian-trixie.partial",
+    ]
+
+
+@pytest.mark.parametrize(
+    "make, expected",
+    [
+        (lambda: sandbox.client_key_command(Path("/repo/.vigil/sandbox/id_ed25519")),
+         ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "vigil-sandbox", "-f", "/repo/.vigil/sandbox/id_ed25519"]),
+        (lambda: sandbox.host_key_command(Path("/v/root"), Vps(1)),
+         ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "root@vps1", "-f", "/v/root/etc/ssh/ssh_host_ed25519_key"]),
+    ],
+)
+def test_key_commands(make, expected):
+    assert make() == expected
+
+
+PINNED = [
+    "-i", "/repo/.vigil/sandbox/id_ed25519", "-o", "IdentitiesOnly=yes",
+    "-o", "UserKnownHostsFile=/repo/inventory/sandbox.known_hosts", "-o", "GlobalKnownHostsFile=/dev/null",
+    "-o", "StrictHostKeyChecking=yes", "-o", "ConnectTimeout=5",
+]
+
+
+@pytest.mark.parametrize(
+    "remote, batch, expected",
+    [
+        (None, False, ["ssh", *PINNED, "root@10.213.1.2"]),
+        (["uptime"], False, ["ssh", *PINNED, "root@10.213.1.2", "--", "uptime"]),
+        (["systemctl", "is-system-running", "--wait"], True,
+         ["ssh", *PINNED, "-o", "BatchMode=yes", "root@10.213.1.2", "--", "systemctl", "is-system-running", "--wait"]),
+    ],
+)
+def test_ssh_command_pins_the_host_key(remote, batch, expected):
+    assert sandbox.ssh_command(PATHS, "10.213.1.2", remote, batch=batch) == expected
+
+
+def test_boot_wait_command():
+    assert sandbox.boot_wait_command(PATHS, Vps(1))[-4:] == ["--", "systemctl", "is-system-running", "--wait"]
+
+
+# --- iptables ---------------------------------------------------------------
+
+
+def test_desired_rules_are_tagged_and_forward_rules_go_first():
+    rules = sandbox.desired_iptables_rules("eth0")
+    assert rules == [MASQUERADE_ETH0, FORWARD_OUT, FORWARD_IN]
+    assert [rule.add_argv()[4:7] for rule in rules] == [
+        ["-A", "POSTROUTING", "-s"], ["-I", "FORWARD", "1"], ["-I", "FORWARD", "1"],
+    ]
+
+
+@pytest.mark.parametrize(
+    "existing, uplink, expected",
+    [
+        ([], "eth0", [rule.add_argv() for rule in (MASQUERADE_ETH0, FORWARD_OUT, FORWARD_IN)]),
+        ([MASQUERADE_ETH0, FORWARD_OUT, FORWARD_IN], "eth0", []),
+        # The uplink changed since the rule was made: swap the MASQUERADE rule.
+        ([MASQUERADE_ETH0, FORWARD_OUT, FORWARD_IN], "wlan0",
+         [MASQUERADE_ETH0.delete_argv(),
+          ["iptables", "-w", "-t", "nat", "-A", "POSTROUTING", "-s", "10.213.0.0/16", "-o", "wlan0", *TAG, "-j", "MASQUERADE"]]),
+        # A killed run that added a rule twice.
+        ([MASQUERADE_ETH0, FORWARD_OUT, FORWARD_OUT, FORWARD_IN], "eth0", [FORWARD_OUT.delete_argv()]),
+    ],
+)
+def test_plan_iptables(existing, uplink, expected):
+    assert sandbox.plan_iptables(existing, sandbox.desired_iptables_rules(uplink)) == expected
+
+
+def test_plan_iptables_for_down_deletes_all_of_ours():
+    assert sandbox.plan_iptables([MASQUERADE_ETH0, FORWARD_IN], []) == [
+        ["iptables", "-w", "-t", "nat", "-D", "POSTROUTING", "-s", "10.213.0.0/16", "-o", "eth0", *TAG, "-j", "MASQUERADE"],
+        ["iptables", "-w", "-t", "filter", "-D", "FORWARD", "-d", "10.213.0.0/16", *TAG, "-j", "ACCEPT"],
+    ]
+
+
+# --- fact parsers -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "table, output, expected",
+    [
+        ("nat",
+         ("-P PREROUTING ACCEPT\n-P POSTROUTING ACCEPT\n"
+          "-A POSTROUTING -s 10.213.0.0/16 -o eth0 -m comment --comment vigil-sandbox -j MASQUERADE\n"
+          "-A POSTROUTING -s 172.17.0.0/16 ! -o docker0 -j MASQUERADE\n"),
+         [MASQUERADE_ETH0]),
+        # iptables-legacy quotes comments.
+        ("filter",
+         ('-P FORWARD DROP\n-A FORWARD -d 10.213.0.0/16 -m comment --comment "vigil-sandbox" -j ACCEPT\n'
+          '-A FORWARD -m comment --comment "vigil-sandbox-other" -j ACCEPT\n'),
+         [FORWARD_IN]),
+        ("filter", "-P INPUT ACCEPT\n-P FORWARD ACCEPT\n-P OUTPUT ACCEPT\n", []),
+        ("filter", "", []),
+    ],
+)
+def test_parse_iptables_rules(table, output, expected):
+    assert sandbox.parse_iptables_rules(table, output) == expected
+
+
+@pytest.mark.parametrize(
+    "output, expected",
+    [
+        ("vigil-vps2 (id: 1)\nvigil-vps1 (id: 0)\nother\n", ["vigil-vps2", "vigil-vps1", "other"]),
+        ("vigil-vps9\n", ["vigil-vps9"]),
+        ("", []),
+    ],
+)
+def test_parse_netns_list(output, expected):
+    assert sandbox.parse_netns_list(output) == expected
+
+
+IP_O_LINK = """\
+1: lo: <LOOPBACK,UP,LOWER_UP> mtu 65536 qdisc noqueue state UNKNOWN mode DEFAULT group default qlen 1000\\    link/loopback 00:00:00:00:00:00 brd 00:00:00:00:00:00
+4: eth0: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1400 qdisc pfifo_fast state UP mode DEFAULT group default qlen 1000\\    link/ether 02:fc:00:00:00:01 brd ff:ff:ff:ff:ff:ff
+11: vgl-vps1@if2: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 qdisc noqueue state UP mode DEFAULT group default qlen 1000\\    link/ether 3a:0e:2c:6b:75:51 brd ff:ff:ff:ff:ff:ff link-netns vigil-vps1
+20: vgv-vps9@vgl-vps9: <BROADCAST,MULTICAST,M-DOWN> mtu 1500 qdisc noop state DOWN mode DEFAULT group default qlen 1000\\    link/ether 86:5e:e0:40:38:56 brd ff:ff:ff:ff:ff:ff
+21: vgl-vps9@vgv-vps9: <BROADCAST,MULTICAST,M-DOWN> mtu 1500 qdisc noop state DOWN mode DEFAULT group default qlen 1000\\    link/ether 5e:b0:93:5c:57:0e brd ff:ff:ff:ff:ff:ff
+"""
+
+
+def test_parse_link_names():
+    assert sandbox.parse_link_names(IP_O_LINK) == ["lo", "eth0", "vgl-vps1", "vgv-vps9", "vgl-vps9"]
+
+
+def test_parse_mount_points_decodes_escapes():
+    mounts = (
+        "/dev/vda / ext4 rw,relatime 0 0\n"
+        "overlay /var/lib/vigil/sandbox/vps1/root overlay rw,lowerdir=/img,upperdir=/u,workdir=/w 0 0\n"
+        "tmpfs /mnt/with\\040space tmpfs rw 0 0\n"
+    )
+    assert sandbox.parse_mount_points(mounts) == ["/", "/var/lib/vigil/sandbox/vps1/root", "/mnt/with space"]
+
+
+@pytest.mark.parametrize(
+    "output, device",
+    [
+        ("default via 192.0.2.1 dev eth0 \n", "eth0"),
+        ("default via 10.0.0.1 dev wlp2s0 proto dhcp src 10.0.0.5 metric 600\n", "wlp2s0"),
+        ("default dev wg0 scope link\n", "wg0"),
+        ("", None),
+    ],
+)
+def test_parse_default_route_device(output, device):
+    assert sandbox.parse_default_route_device(output) == device
+
+
+def test_parse_pid_list():
+    assert sandbox.parse_pid_list("15796\n15829\n\n") == [15796, 15829]
+
+
+@pytest.mark.parametrize(
+    "argv, cwd, builds",
+    [
+        (["/bin/sh", "/usr/sbin/debootstrap", "--variant=minbase", "trixie", "debian-trixie.partial"],
+         "/var/cache/vigil/images", True),
+        (["/bin/sh", "/usr/sbin/debootstrap", "trixie", "/var/cache/vigil/images/debian-trixie.partial"], "/", True),
+        (["/bin/sh", "/usr/sbin/debootstrap", "trixie", "debian-trixie.partial"], "/tmp", False),
+        (["/bin/sh", "/usr/sbin/debootstrap", "trixie", "/srv/other"], "/", False),
+        (["rsync", "-a", "/var/cache/vigil/images/debian-trixie.partial"], "/", False),
+    ],
+)
+def test_is_image_builder(argv, cwd, builds):
+    partial = Path("/var/cache/vigil/images/debian-trixie.partial")
+    assert sandbox.is_image_builder(argv, cwd, partial) is builds
+
+
+@pytest.mark.parametrize(
+    "files, complete",
+    [
+        (sandbox.IMAGE_COMPLETE_MARKERS, True),
+        (sandbox.IMAGE_COMPLETE_MARKERS + ("debootstrap/debootstrap.log",), False),
+        (sandbox.IMAGE_COMPLETE_MARKERS[:1], False),
+        ((), False),
+    ],
+)
+def test_image_is_complete(tmp_path, files, complete):
+    for relative in files:
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / relative).write_text("")
+    assert sandbox.image_is_complete(tmp_path) is complete
+
+
+# --- rendered files ---------------------------------------------------------
+
+TWO_HOSTS = [
+    {"name": "vps1", "address": "10.213.1.2", "host_key": "ssh-ed25519 AAAAone"},
+    {"name": "vps2", "address": "10.213.2.2", "host_key": "ssh-ed25519 AAAAtwo"},
+]
+
+
+def test_render_inventory_is_the_contract_text():
+    assert sandbox.render_inventory(TWO_HOSTS, PATHS) == """\
+# Generated by `invoke sandbox.up`; edits are overwritten.
+known_hosts: sandbox.known_hosts      # relative to inventory/
+defaults:
+  user: root
+  port: 22
+  ssh_key: ../.vigil/sandbox/id_ed25519   # relative to the inventory file
+vars: {}
+groups:
+  web: {hosts: [vps1, vps2]}   # every host
+  db: {hosts: [vps1]}          # the first host
+hosts:
+  vps1: {address: 10.213.1.2}
+  vps2: {address: 10.213.2.2}
+"""
+
+
+@pytest.mark.parametrize("count", [1, 2, 3])
+def test_render_inventory_parses_to_the_schema(count):
+    hosts = [{"name": f"vps{i}", "address": f"10.213.{i}.2"} for i in range(1, count + 1)]
+    names = [host["name"] for host in hosts]
+    assert yaml.safe_load(sandbox.render_inventory(hosts, PATHS)) == {
+        "known_hosts": "sandbox.known_hosts",
+        "defaults": {"user": "root", "port": 22, "ssh_key": "../.vigil/sandbox/id_ed25519"},
+        "vars": {},
+        "groups": {"web": {"hosts": names}, "db": {"hosts": names[:1]}},
+        "hosts": {host["name"]: {"address": host["address"]} for host in hosts},
+    }
+
+
+def test_render_known_hosts():
+    assert sandbox.render_known_hosts(TWO_HOSTS) == (
+        "10.213.1.2 ssh-ed25519 AAAAone\n"
+        "10.213.2.2 ssh-ed25519 AAAAtwo\n"
+    )
+
+
+def test_render_known_hosts_drops_the_key_comment():
+    host = {"name": "vps1", "address": "10.213.1.2", "host_key": "ssh-ed25519 AAAAone root@vps1"}
+    assert sandbox.render_known_hosts([host]) == "10.213.1.2 ssh-ed25519 AAAAone\n"
+
+
+@pytest.mark.parametrize(
+    "existing, expected",
+    [
+        ("127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost\n",
+         "127.0.0.1\tlocalhost\n127.0.1.1\tvps1\n::1\t\tlocalhost ip6-localhost\n"),
+        ("127.0.0.1 localhost\n127.0.1.1 debian\n", "127.0.0.1 localhost\n127.0.1.1\tvps1\n"),
+        ("", "127.0.1.1\tvps1\n"),
+    ],
+)
+def test_render_etc_hosts(existing, expected):
+    assert sandbox.render_etc_hosts(existing, "vps1") == expected
+
+
+def test_sshd_dropin_offers_only_the_pinned_key():
+    lines = [line for line in sandbox.render_sshd_dropin().splitlines() if not line.startswith("#")]
+    assert lines == ["HostKey /etc/ssh/ssh_host_ed25519_key"]
+
+
+# --- plans ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "requested, healthy, create, keep, extra",
+    [
+        (2, set(), ["vps1", "vps2"], [], []),
+        (2, {"vps1", "vps2"}, [], ["vps1", "vps2"], []),
+        (3, {"vps1", "vps2"}, ["vps3"], ["vps1", "vps2"], []),
+        (1, {"vps1", "vps2"}, [], ["vps1"], ["vps2"]),
+        (2, {"vps2"}, ["vps1"], ["vps2"], []),
+        (1, {"vps1", "vps2", "vps10"}, [], ["vps1"], ["vps2", "vps10"]),
+    ],
+)
+def test_plan_hosts(requested, healthy, create, keep, extra):
+    plan = sandbox.plan_hosts(requested, healthy)
+    assert ([vps.name for vps in plan.create], plan.keep, plan.extra) == (create, keep, extra)
+
+
+@pytest.mark.parametrize("requested", [0, -1, sandbox.MAX_HOSTS + 1])
+def test_plan_hosts_refuses_odd_counts(requested):
+    with pytest.raises(SandboxError, match="--hosts must be between"):
+        sandbox.plan_hosts(requested, set())
+
+
+def _state(*names, dead=()):
+    return {name: {"name": name, "index": int(name[3:]), "address": Vps.from_name(name).address,
+                   "netns": f"vigil-{name}", "pid": 100 + int(name[3:])} for name in names}
+
+
+def _facts(running=(), dead=(), **extra):
+    """Facts for hosts created by `up`; `dead` ones lost their nspawn but kept everything else."""
+    names = [*running, *dead]
+    facts = SandboxFacts(
+        state=_state(*names),
+        nspawn_pids={name: 100 + int(name[3:]) for name in running},
+        netns=[f"vigil-{name}" for name in names],
+        links=[f"vgl-{name}" for name in names],
+        mounts=[f"/var/lib/vigil/sandbox/{name}/root" for name in names],
+        vps_dirs=list(names),
+        rules=[MASQUERADE_ETH0, FORWARD_OUT, FORWARD_IN] if names else [],
+    )
+    for key, value in extra.items():
+        setattr(facts, key, value)
+    return facts
+
+
+CLEANUP_CASES = {
+    "nothing there": (SandboxFacts(), set(), [], {
+        "stop": {}, "empty_netns": [], "orphans": {}, "commands": [], "remove_dirs": [], "forget": [], "hosts": []}),
+    "a first up only adds the firewall rules": (SandboxFacts(), set(), sandbox.desired_iptables_rules("eth0"), {
+        "stop": {}, "empty_netns": [], "remove_dirs": [], "forget": [], "hosts": [],
+        "commands": [rule.add_argv() for rule in (MASQUERADE_ETH0, FORWARD_OUT, FORWARD_IN)]}),
+    "down with two running": (_facts(running=["vps1", "vps2"], netns_pids={"vigil-vps1": [201], "vigil-vps2": [202]}),
+                              set(), [], {
+        "stop": {"vps1": 101, "vps2": 102},
+        # Their containers power off with nspawn: nothing is an orphan yet.
+        "orphans": {},
+        "empty_netns": ["vigil-vps1", "vigil-vps2"],
+        "commands": [
+            ["umount", "/var/lib/vigil/sandbox/vps1/root"],
+            ["umount", "/var/lib/vigil/sandbox/vps2/root"],
+            ["ip", "link", "delete", "vgl-vps1"],
+            ["ip", "link", "delete", "vgl-vps2"],
+            ["ip", "netns", "delete", "vigil-vps1"],
+            ["ip", "netns", "delete", "vigil-vps2"],
+            MASQUERADE_ETH0.delete_argv(), FORWARD_OUT.delete_argv(), FORWARD_IN.delete_argv(),
+        ],
+        "remove_dirs": ["vps1", "vps2"],
+        "forget": ["vps1", "vps2"],
+        "hosts": ["vps1", "vps2"],
+    }),
+    "up keeps the healthy one and clears the dead one": (
+        _facts(running=["vps1"], dead=["vps2"], netns_pids={"vigil-vps2": [500, 501]}),
+        {"vps1"}, sandbox.desired_iptables_rules("eth0"), {
+            "stop": {},
+            # nspawn was SIGKILLed, so its container still runs in the namespace.
+            "orphans": {"vigil-vps2": [500, 501]},
+            "empty_netns": ["vigil-vps2"],
+            "commands": [
+                ["umount", "/var/lib/vigil/sandbox/vps2/root"],
+                ["ip", "link", "delete", "vgl-vps2"],
+                ["ip", "netns", "delete", "vigil-vps2"],
+            ],
+            "remove_dirs": ["vps2"],
+            "forget": ["vps2"],
+            "hosts": ["vps2"],
+        }),
+    "a run killed before the peer moved": (
+        SandboxFacts(netns=["vigil-vps3"], links=["vgv-vps3", "vgl-vps3"]), set(), [], {
+            "stop": {}, "orphans": {}, "empty_netns": ["vigil-vps3"], "remove_dirs": [], "forget": [],
+            "commands": [["ip", "link", "delete", "vgl-vps3"], ["ip", "netns", "delete", "vigil-vps3"]],
+        }),
+    "only the peer end left": (SandboxFacts(links=["vgv-vps4"]), set(), [], {
+        "stop": {}, "empty_netns": [], "remove_dirs": [], "forget": [], "hosts": ["vps4"],
+        "commands": [["ip", "link", "delete", "vgv-vps4"]],
+    }),
+    "nested mounts come off children first": (
+        SandboxFacts(mounts=["/var/lib/vigil/sandbox/vps5/root", "/var/lib/vigil/sandbox/vps5/root/proc"],
+                     vps_dirs=["vps5"]), set(), [], {
+            "stop": {}, "empty_netns": [], "forget": [], "remove_dirs": ["vps5"],
+            "commands": [["umount", "/var/lib/vigil/sandbox/vps5/root/proc"],
+                         ["umount", "/var/lib/vigil/sandbox/vps5/root"]],
+        }),
+    "up with everything healthy changes nothing": (
+        _facts(running=["vps1", "vps2"]), {"vps1", "vps2"}, sandbox.desired_iptables_rules("eth0"), {
+            "stop": {}, "empty_netns": [], "commands": [], "remove_dirs": [], "forget": [], "hosts": []}),
+    "an nspawn of ours that state lost is stopped": (
+        SandboxFacts(nspawn_pids={"vps1": 4242}, netns=["vigil-vps1"], netns_pids={"vigil-vps1": [4242, 4243]}),
+        set(), [], {
+            "stop": {"vps1": 4242}, "orphans": {}, "empty_netns": ["vigil-vps1"], "remove_dirs": [], "forget": [],
+            "commands": [["ip", "netns", "delete", "vigil-vps1"]],
+        }),
+}
+
+
+@pytest.mark.parametrize("facts, keep, desired, expected", CLEANUP_CASES.values(), ids=CLEANUP_CASES.keys())
+def test_plan_cleanup(facts, keep, desired, expected):
+    plan = sandbox.plan_cleanup(facts, PATHS, keep=keep, desired_rules=desired)
+    assert {key: getattr(plan, key) for key in expected} == expected
+    assert plan.is_empty() == (not any(expected.values()))
+
+
+def test_cleanup_plan_names_orphaned_container_processes():
+    plan = sandbox.plan_cleanup(_facts(dead=["vps2"], netns_pids={"vigil-vps2": [500, 501]}), PATHS,
+                                keep=set(), desired_rules=[])
+    assert "kill -KILL 500 501 (still running in vigil-vps2, its nspawn gone)" in plan.describe(PATHS)
+
+
+def test_cleanup_plan_describes_every_step():
+    plan = sandbox.plan_cleanup(_facts(running=["vps1"]), PATHS, keep=set(), desired_rules=[])
+    text = "\n".join(plan.describe(PATHS))
+    for expected in ("stop vps1 (kill -TERM 101", "umount /var/lib/vigil/sandbox/vps1/root", "ip link delete vgl-vps1",
+                     "ip netns delete vigil-vps1", "rm -r /var/lib/vigil/sandbox/vps1", "forget vps1"):
+        assert expected in text
+
+
+# --- state and files --------------------------------------------------------
+
+
+def test_state_round_trip_and_sandbox_hosts(tmp_path):
+    paths = SandboxPaths(repo=tmp_path)
+    assert sandbox.sandbox_hosts(paths) == []
+    sandbox.save_state(paths, _state("vps2", "vps1", "vps10"))
+    assert sandbox.sandbox_hosts(paths) == [
+        {"name": "vps1", "address": "10.213.1.2"},
+        {"name": "vps2", "address": "10.213.2.2"},
+        {"name": "vps10", "address": "10.213.10.2"},
+    ]
+    assert set(sandbox.load_state(paths)) == {"vps1", "vps2", "vps10"}
+
+
+def test_unreadable_state_names_the_file(tmp_path):
+    paths = SandboxPaths(repo=tmp_path)
+    paths.state_file.parent.mkdir(parents=True)
+    paths.state_file.write_text("{not json")
+    with pytest.raises(SandboxError, match="state.json: unreadable sandbox state"):
+        sandbox.sandbox_hosts(paths)
+
+
+def test_write_inventory_writes_only_what_changed(tmp_path):
+    paths = SandboxPaths(repo=tmp_path)
+    hosts = {host["name"]: {**host, "index": int(host["name"][3:])} for host in TWO_HOSTS}
+    assert sandbox.write_inventory(paths, hosts) == [paths.known_hosts_file, paths.inventory_file]
+    assert sandbox.write_inventory(paths, hosts) == []
+    assert paths.known_hosts_file.read_text().startswith("10.213.1.2 ssh-ed25519 AAAAone\n")
+
+
+def test_write_into_rootfs_replaces_a_symlink_without_following_it(tmp_path):
+    root, outside = tmp_path / "root", tmp_path / "host-resolv.conf"
+    (root / "etc").mkdir(parents=True)
+    outside.write_text("host file\n")
+    (root / "etc/resolv.conf").symlink_to(outside)
+    sandbox.write_into_rootfs(root, "etc/resolv.conf", "nameserver 192.0.2.53\n")
+    assert outside.read_text() == "host file\n"
+    assert not (root / "etc/resolv.conf").is_symlink()
+    assert (root / "etc/resolv.conf").read_text() == "nameserver 192.0.2.53\n"
+
+
+def test_write_into_rootfs_refuses_a_symlinked_directory(tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "etc").symlink_to(tmp_path)
+    with pytest.raises(SandboxError, match="is a symlink"):
+        sandbox.write_into_rootfs(root, "etc/hostname", "vps1\n")
+    assert not (tmp_path / "hostname").exists()
+
+
+def test_write_into_rootfs_sets_the_mode(tmp_path):
+    sandbox.write_into_rootfs(tmp_path, "root/.ssh/authorized_keys", "ssh-ed25519 AAAA vigil-sandbox\n", 0o600)
+    assert ((tmp_path / "root/.ssh/authorized_keys").stat().st_mode & 0o777) == 0o600
+
+
+def test_apt_archives_are_seeded_and_harvested_by_hard_links(tmp_path):
+    shared, lower, upper = tmp_path / "shared", tmp_path / "lower", tmp_path / "upper"
+    (lower / "var/cache/apt/archives").mkdir(parents=True)
+    shared.mkdir()
+    upper.mkdir()
+    (shared / "hello_1_amd64.deb").write_text("deb")
+    assert sandbox.seed_apt_archives(shared, upper, lower) == 1
+    archives = upper / "var/cache/apt/archives"
+    assert (archives / "hello_1_amd64.deb").samefile(shared / "hello_1_amd64.deb")
+    (archives / "nginx_1_amd64.deb").write_text("downloaded in the VPS")
+    (archives / "lock").write_text("")
+    assert sandbox.harvest_apt_archives(upper, shared) == 1
+    assert sorted(path.name for path in shared.iterdir()) == ["hello_1_amd64.deb", "nginx_1_amd64.deb"]
+
+
+def test_seeding_an_empty_cache_touches_nothing(tmp_path):
+    assert sandbox.seed_apt_archives(tmp_path / "missing", tmp_path / "upper", tmp_path / "lower") == 0
+    assert not (tmp_path / "upper").exists()
+
+
+# --- preconditions and tasks ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "platform, euid, missing, message",
+    [
+        ("darwin", 0, set(), "sandbox.up needs Linux"),
+        ("linux", 1000, set(), "sandbox.up needs root (it creates network namespaces and runs systemd-nspawn); run it with sudo"),
+        ("linux", 0, {"systemd-nspawn"}, "systemd-nspawn (apt-get install systemd-container)"),
+        ("linux", 0, {"ip", "ssh-keygen"}, "ip (apt-get install iproute2), ssh-keygen (apt-get install openssh-client)"),
+    ],
+)
+def test_preconditions(monkeypatch, platform, euid, missing, message):
+    monkeypatch.setattr(sandbox.sys, "platform", platform)
+    monkeypatch.setattr(sandbox.os, "geteuid", lambda: euid)
+    monkeypatch.setattr(sandbox.shutil, "which", lambda tool: None if tool in missing else f"/usr/bin/{tool}")
+    with pytest.raises(SandboxError) as raised:
+        sandbox.check_preconditions("sandbox.up", sandbox.REQUIRED_TOOLS)
+    assert message in raised.value.message
+    assert "\n" not in raised.value.message
+
+
+def test_missing_overlayfs_is_named(monkeypatch):
+    monkeypatch.setattr(sandbox.sys, "platform", "linux")
+    monkeypatch.setattr(sandbox.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(sandbox.shutil, "which", lambda tool: f"/usr/bin/{tool}")
+    monkeypatch.setattr(sandbox, "overlayfs_available", lambda: False)
+    with pytest.raises(SandboxError, match="needs overlayfs"):
+        sandbox.check_preconditions("sandbox.up", sandbox.REQUIRED_TOOLS)
+
+
+def test_run_command_names_the_failing_command():
+    with pytest.raises(SandboxError, match=r"`sh -c 'echo oops >&2; exit 4'` failed \(exit 4\): oops"):
+        sandbox.run_command(["sh", "-c", "echo oops >&2; exit 4"])
+
+
+@pytest.mark.parametrize(
+    "argv, ok_exit_codes, stdout",
+    [
+        (["sh", "-c", "echo degraded; exit 1"], (0, 1), "degraded\n"),
+        (["echo", "running"], (0,), "running\n"),
+    ],
+)
+def test_run_command_accepts_listed_exit_codes(argv, ok_exit_codes, stdout):
+    assert sandbox.run_command(argv, ok_exit_codes=ok_exit_codes) == stdout
+
+
+def test_run_command_reports_a_timeout():
+    with pytest.raises(SandboxError, match=r"`sleep 5` did not finish within 0.2 s"):
+        sandbox.run_command(["sleep", "5"], timeout=0.2)
+
+
+def test_run_command_reports_a_missing_program():
+    with pytest.raises(SandboxError, match="no-such-tool-vigil is not installed"):
+        sandbox.run_command(["no-such-tool-vigil"])
+
+
+def test_the_collection_has_the_four_tasks():
+    from vigil.tasks import sandbox as tasks
+
+    assert tasks.ns.name == "sandbox"
+    assert sorted(tasks.ns.task_names) == ["down", "ssh", "status", "up"]
+    for name in ("up", "down", "status", "ssh"):
+        assert tasks.ns[name].__doc__.strip()
+
+
+def test_a_machine_that_cannot_run_the_sandbox_exits_unsupported(monkeypatch):
+    from vigil.tasks import sandbox as tasks
+
+    def refuse(**kwargs):
+        raise sandbox.SandboxUnsupported("sandbox.up needs root (it creates network namespaces and runs systemd-nspawn); run it with sudo")
+
+    monkeypatch.setattr(sandbox, "up", refuse)
+    with pytest.raises(invoke.exceptions.Exit) as raised:
+        tasks.up(invoke.Context())
+    assert raised.value.code == ExitCode.UNSUPPORTED == 5
+    assert "needs root" in raised.value.message
