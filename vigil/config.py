@@ -154,6 +154,14 @@ class Inventory:
         return HostVars(host, values, origins)
 
 
+def _seconds(merged: dict, spec: dict, name: str, default: float, host_key: str, where: str) -> float:
+    value = merged.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        origin = f"{host_key}.{name}" if name in spec else f"{where}: defaults.{name}"
+        raise ConfigError(f"{origin}: expected a number of seconds above 0, got {value!r}")
+    return float(value)
+
+
 def default_inventory_dir() -> Path:
     """inventory/ in the repository, or $VIGIL_INVENTORY (tests point it at a scratch copy)."""
     return Path(os.environ.get("VIGIL_INVENTORY") or REPO_ROOT / "inventory")
@@ -223,8 +231,8 @@ def load_inventory(env: str, inventory_dir: Path | None = None) -> Inventory:
             user=validate.user(merged.get("user", "root"), f"{key}.user" if "user" in spec else f"{where}: defaults.user"),
             ssh_key=key_path,
             groups=tuple(g for g, members in groups.items() if name in members),
-            connect_timeout=float(merged.get("connect_timeout", 10)),
-            command_timeout=float(merged.get("command_timeout", 900)),
+            connect_timeout=_seconds(merged, spec, "connect_timeout", 10, key, where),
+            command_timeout=_seconds(merged, spec, "command_timeout", 900, key, where),
         )
         host_vars[name] = _vars(spec.get("vars"), f"{key}.vars")
 

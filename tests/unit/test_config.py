@@ -97,6 +97,7 @@ BAD = [
     ("groups: {web: {hosts: [web2]}}\nhosts: {web1: {address: 10.0.0.1}}\n", "groups.web.hosts: unknown host 'web2'"),
     ("groups: {'../etc': {hosts: []}}\nhosts: {web1: {address: 10.0.0.1}}\n", "groups: a name must be"),
     ("hosts: {}\n", "hosts: no hosts defined"),
+    ("defaults: {connect_timeout: soon}\nhosts: {web1: {address: 10.0.0.1}}\n", "defaults.connect_timeout: expected a number of seconds"),
     ("known_hosts: ../../etc/passwd\nhosts: {web1: {address: 10.0.0.1}}\n", "known_hosts: a file name inside inventory/"),
     ("hostz: {}\n", "hostz: unknown key"),
     ("- web1\n", "expected a mapping"),
