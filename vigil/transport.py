@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import select
 import socket
 import subprocess
 import time
@@ -188,6 +189,8 @@ class SSHTransport:
         return Result(status, stdout, stderr)
 
     def _collect(self, channel: paramiko.Channel, timeout: float) -> tuple[bytes, bytes]:
+        # Read until the server's EOF, not until the exit status: sshd may send
+        # the status while output is still on its way, and stopping there cuts it.
         deadline = time.monotonic() + timeout
         stdout, stderr = bytearray(), bytearray()
         transport = channel.get_transport()
@@ -199,14 +202,20 @@ class SSHTransport:
             while channel.recv_stderr_ready():
                 stderr += channel.recv_stderr(65536)
                 drained = True
-            if channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready():
-                return bytes(stdout), bytes(stderr)
+            if (channel.eof_received or channel.closed) and not channel.recv_ready() and not channel.recv_stderr_ready():
+                break
             if not transport.is_active():
                 raise UnreachableError(self.host.name, "the SSH connection dropped while a command ran")
             if time.monotonic() > deadline:
                 raise UnreachableError(self.host.name, f"a command did not finish within {timeout:g}s")
             if not drained:
-                channel.status_event.wait(0.02)
+                # The channel's pipe signals new output on either stream and EOF.
+                select.select([channel], [], [], 0.05)
+        while not channel.exit_status_ready():
+            if time.monotonic() > deadline or not transport.is_active():
+                raise UnreachableError(self.host.name, f"no exit status within {timeout:g}s")
+            channel.status_event.wait(0.05)
+        return bytes(stdout), bytes(stderr)
 
 
 def scan_host_key(host: Host) -> paramiko.PKey:
