@@ -1,6 +1,12 @@
 """provision.server on real sandbox VPSes: convergence, idempotency, check mode, parallel hosts."""
 
-from conftest import invoke
+from conftest import REPO, invoke
+
+LOCAL_AUDIT = REPO / ".vigil" / "audit.log"
+
+
+def local_audit_lines() -> list[str]:
+    return LOCAL_AUDIT.read_text().splitlines() if LOCAL_AUDIT.exists() else []
 
 
 def test_first_run_converges_both_hosts(provisioned, sandbox):
@@ -34,18 +40,21 @@ def test_two_hosts_run_in_parallel(provisioned):
 
 
 def test_mutating_runs_leave_an_audit_line_on_each_host(provisioned, sandbox):
-    before = sandbox.audit_lines("vps1")
+    before, local_before = sandbox.audit_lines("vps1"), len(local_audit_lines())
     assert before >= 2
     run = invoke("provision.server", "--json", "--limit=vps1")
     assert run.code == 0
     assert sandbox.audit_lines("vps1") == before + 1
+    # And one line on the control machine for the whole run.
+    assert len(local_audit_lines()) == local_before + 1
+    assert '"hosts": ["vps1"]' in local_audit_lines()[-1] and '"task": "provision.server"' in local_audit_lines()[-1]
     last = sandbox.ssh("vps1", "tail -n1 /var/log/vigil/audit.log")
     assert '"task": "provision.server"' in last and '"env": "sandbox"' in last and '"who": ' in last
 
 
 def test_check_mode_plans_but_changes_nothing(provisioned, sandbox):
     sandbox.ssh("vps1", "printf 'edited by hand\\n' > /etc/motd && rm -f /etc/timezone")
-    audit_before = sandbox.audit_lines("vps1")
+    audit_before, local_before = sandbox.audit_lines("vps1"), len(local_audit_lines())
 
     run = invoke("provision.server", "--json", "--check", "--diff", "--limit=vps1")
     assert run.code == 0, run.stderr
@@ -58,6 +67,7 @@ def test_check_mode_plans_but_changes_nothing(provisioned, sandbox):
     assert sandbox.ssh("vps1", "cat /etc/motd") == "edited by hand\n"
     assert sandbox.ssh("vps1", "test -e /etc/timezone && echo present || echo absent").strip() == "absent"
     assert sandbox.audit_lines("vps1") == audit_before
+    assert len(local_audit_lines()) == local_before
 
     # A real run repairs exactly those two.
     fixed = invoke("provision.server", "--json", "--limit=vps1")

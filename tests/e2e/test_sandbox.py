@@ -1,0 +1,86 @@
+"""The sandbox itself: idempotent up, leftovers of a killed run cleaned, ssh, status, down."""
+
+import json
+import subprocess
+
+from conftest import REPO, invoke
+
+STATE = REPO / ".vigil" / "sandbox" / "state.json"
+
+
+def sh(*argv: str) -> str:
+    return subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+
+
+def sandbox_objects() -> dict:
+    """Everything vigil's sandbox can leave on this machine, as the machine reports it."""
+    return {
+        "netns": sorted(line.split()[0] for line in sh("ip", "netns", "list").splitlines() if line.startswith("vigil-")),
+        "links": sorted(name for name in sh("ip", "-o", "link").split() if name.startswith(("vgl-", "vgv-"))),
+        "rules": sorted(line for table in ("filter", "nat") for line in sh("iptables", "-w", "-t", table, "-S").splitlines()
+                        if "vigil-sandbox" in line),
+        "mounts": sorted(line.split()[1] for line in open("/proc/mounts") if "/var/lib/vigil/sandbox" in line),
+    }
+
+
+def booted_pids() -> dict:
+    return {host["name"]: host["pid"] for host in json.loads(STATE.read_text())["hosts"]}
+
+
+def test_up_when_up_changes_nothing(sandbox):
+    before, sshd_before = booted_pids(), sandbox.ssh("vps1", "systemctl show -p MainPID --value ssh")
+    run = invoke("sandbox.up", "--hosts=2")
+    assert run.code == 0 and "nothing changed" in run.stdout
+    assert booted_pids() == before
+    assert sandbox.ssh("vps1", "systemctl show -p MainPID --value ssh") == sshd_before
+
+
+def test_each_vps_is_a_real_systemd_debian_13_with_its_own_address(sandbox):
+    for name, address in sandbox.addresses.items():
+        assert sandbox.ssh(name, "systemctl is-system-running --wait || true").strip() in ("running", "degraded")
+        assert sandbox.ssh(name, ". /etc/os-release; echo $VERSION_CODENAME").strip() == "trixie"
+        assert sandbox.ssh(name, "hostname").strip() == name
+        assert address in sandbox.ssh(name, "ip -o -4 addr show")
+
+
+def test_leftovers_of_a_killed_run_are_removed_and_running_vpses_kept(sandbox):
+    # What a run killed half-way leaves: a namespace, a veth pair and a NAT rule nobody owns.
+    sh("ip", "netns", "add", "vigil-vps9")
+    sh("ip", "link", "add", "vgl-vps9", "type", "veth", "peer", "name", "vgv-vps9")
+    sh("iptables", "-w", "-t", "nat", "-A", "POSTROUTING", "-s", "10.213.9.0/30", "-o", "lo",
+       "-m", "comment", "--comment", "vigil-sandbox", "-j", "MASQUERADE")
+    before = booted_pids()
+
+    run = invoke("sandbox.up", "--hosts=2")
+
+    assert run.code == 0, run.stderr
+    objects = sandbox_objects()
+    assert objects["netns"] == ["vigil-vps1", "vigil-vps2"]
+    assert "vgl-vps9" not in " ".join(objects["links"]) and "vgv-vps9" not in " ".join(objects["links"])
+    assert not any("10.213.9.0/30" in rule for rule in objects["rules"])
+    assert booted_pids() == before
+
+
+def test_sandbox_ssh_runs_a_command_on_the_vps(sandbox):
+    run = invoke("sandbox.ssh", "vps2", "--command=hostname")
+    assert run.code == 0 and run.stdout.strip() == "vps2"
+    unknown = invoke("sandbox.ssh", "vps7", "--command=true")
+    assert unknown.code != 0 and "no sandbox host 'vps7'" in unknown.stderr
+
+
+def test_status_lists_every_vps_with_its_address(sandbox):
+    run = invoke("sandbox.status")
+    assert run.code == 0
+    for name, address in sandbox.addresses.items():
+        assert name in run.stdout and address in run.stdout
+
+
+def test_down_removes_everything_then_up_restores(sandbox):
+    assert invoke("sandbox.down").code == 0
+    assert sandbox_objects() == {"netns": [], "links": [], "rules": [], "mounts": []}
+    assert not (REPO / "inventory" / "sandbox.yml").exists() and not STATE.exists()
+    assert "nothing" in invoke("sandbox.down").stdout.lower()
+
+    # Leave the session's sandbox as the other tests expect it: up and onboarded.
+    assert invoke("sandbox.up", "--hosts=2").code == 0
+    assert invoke("provision.server", "--limit=vps1,vps2").code == 0
