@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import paramiko
-from fabric import Connection
+from fabric import Config, Connection
 
-from vigil.commands import REDACTOR, Command
+from vigil.commands import Command
 from vigil.config import Host, rel
 from vigil.errors import HostError, HostKeyError, UnreachableError
 
@@ -30,7 +30,7 @@ SUDO_PASSWORD_MARKERS = ("a password is required", "a terminal is required")
 
 @dataclass(frozen=True)
 class Result:
-    """What a command returned: exit status and both streams (already redacted)."""
+    """What a command returned: exit status and both streams, raw (redact before displaying)."""
 
     status: int
     stdout: str
@@ -80,6 +80,7 @@ class SSHTransport:
         self.known_hosts = known_hosts
         self.env = env
         self._connection: Connection | None = None
+        self._policy: PinnedKeyPolicy | None = None
 
     def _client(self) -> tuple[paramiko.SSHClient, PinnedKeyPolicy]:
         client = paramiko.SSHClient()
@@ -93,25 +94,34 @@ class SSHTransport:
         client.set_missing_host_key_policy(policy)
         return client, policy
 
+    def _new_connection(self) -> Connection:
+        host = self.host
+        connect_kwargs = {
+            # paramiko takes fractional seconds; Fabric's own connect_timeout would round them down to int.
+            "timeout": host.connect_timeout,
+            "banner_timeout": host.connect_timeout,
+            "auth_timeout": host.connect_timeout,
+            # Only the inventory's key: no agent, no ~/.ssh/id_* guessing.
+            "look_for_keys": False,
+            "allow_agent": False,
+        }
+        if host.ssh_key is not None:
+            connect_kwargs["key_filename"] = [str(host.ssh_key)]
+        # An explicit empty SSHConfig keeps ~/.ssh/config and /etc/ssh/ssh_config out:
+        # a HostName, ProxyJump or ProxyCommand there would bypass the pinned key.
+        config = Config(ssh_config=paramiko.SSHConfig())
+        connection = Connection(host.address, user=host.user, port=host.port, config=config, gateway=False,
+                                connect_kwargs=connect_kwargs)
+        client, self._policy = self._client()
+        connection.client = client
+        return connection
+
     def connect(self) -> "SSHTransport":
         host = self.host
         if host.ssh_key is not None and not host.ssh_key.exists():
             raise HostError(host.name, f"SSH key file {host.ssh_key} does not exist")
-        connection = Connection(
-            host.address,
-            user=host.user,
-            port=host.port,
-            connect_timeout=host.connect_timeout,
-            connect_kwargs={
-                "key_filename": [str(host.ssh_key)] if host.ssh_key else None,
-                "look_for_keys": host.ssh_key is None,
-                "allow_agent": host.ssh_key is None,
-                "banner_timeout": host.connect_timeout,
-                "auth_timeout": host.connect_timeout,
-            },
-        )
-        client, policy = self._client()
-        connection.client = client
+        connection = self._new_connection()
+        policy = self._policy
         where = f"{host.address}:{host.port}"
         try:
             connection.open()
@@ -136,6 +146,8 @@ class SSHTransport:
             raise UnreachableError(host.name, f"no answer from {where} within {host.connect_timeout:g}s") from None
         except OSError as error:
             raise UnreachableError(host.name, f"cannot connect to {where}: {error.strerror or error}") from None
+        except Exception as error:  # paramiko and Fabric raise more kinds than they document
+            raise UnreachableError(host.name, f"SSH to {where} failed: {type(error).__name__}: {error}") from None
         connection.transport.set_keepalive(KEEPALIVE_SECONDS)
         self._connection = connection
         return self
@@ -167,6 +179,8 @@ class SSHTransport:
         channel = None
         try:
             channel = transport.open_session(timeout=host.connect_timeout)
+            # Bounds every blocking send and receive, including feeding stdin to a stalled host.
+            channel.settimeout(timeout)
             channel.exec_command(command.render(host.user))
             if command.stdin is not None:
                 channel.sendall(command.stdin)
@@ -178,8 +192,9 @@ class SSHTransport:
         finally:
             if channel is not None:
                 channel.close()
-        stdout = REDACTOR.redact(stdout.decode(errors="replace"))
-        stderr = REDACTOR.redact(stderr.decode(errors="replace"))
+        # Raw output: facts parse checksums and base64 from it. Whatever displays it redacts it.
+        stdout = stdout.decode(errors="replace")
+        stderr = stderr.decode(errors="replace")
         if status != 0 and command.render(host.user).startswith("sudo ") and any(m in stderr for m in SUDO_PASSWORD_MARKERS):
             raise HostError(
                 host.name,
@@ -248,8 +263,4 @@ class LocalTransport:
             capture_output=True,
             timeout=timeout,
         )
-        return Result(
-            completed.returncode,
-            REDACTOR.redact(completed.stdout.decode(errors="replace")),
-            REDACTOR.redact(completed.stderr.decode(errors="replace")),
-        )
+        return Result(completed.returncode, completed.stdout.decode(errors="replace"), completed.stderr.decode(errors="replace"))
