@@ -211,13 +211,17 @@ def run_host(transport: Transport, host_plan: HostPlan, options: RunOptions, pro
             record(_step(transport, host, handler, cache.ensure(handler.facts()), options))
             cache.invalidate()
     except StepFailed as failure:
-        failure.op_result.seconds = 0.0
         record(failure.op_result)
-        result.error = failure.error.reason
+        if isinstance(failure.error, UnreachableError):
+            result.unreachable = failure.error.reason
+        else:
+            result.error = failure.error.reason
     except UnreachableError as error:
         result.unreachable = error.reason
     except HostError as error:
         result.error = error.reason
+    except Exception as error:  # a bug or a surprise on one host must not hide the others
+        result.error = f"unexpected {type(error).__name__}: {REDACTOR.redact(str(error))}"
     result.finished = time.time()
     if result.failed:
         ran = min(len(result.operations), len(operations))
@@ -242,17 +246,24 @@ def run(host_plans: list[HostPlan], connect: Connector, options: RunOptions, pro
     """
     def one(host_plan: HostPlan) -> HostResult:
         started = time.time()
+        result = None
         try:
             with connect(host_plan.host) as transport:
                 result = run_host(transport, host_plan, options, progress)
                 if finish and not result.unreachable:
                     finish(transport, result)
                 return result
-        except UnreachableError as error:
-            return HostResult(host_plan.host.name, unreachable=error.reason, started=started, finished=time.time(),
-                              operations=[OperationResult(op.name, SKIPPED, summary="not run: host unreachable") for op in host_plan.operations])
-        except HostError as error:
-            return HostResult(host_plan.host.name, error=error.reason, started=started, finished=time.time())
+        except Exception as error:
+            if result is not None:
+                # The host's steps ran; keep their results and say what failed after them.
+                reason = error.reason if isinstance(error, HostError) else f"{type(error).__name__}: {error}"
+                result.error = result.error or f"after the run: {REDACTOR.redact(reason)}"
+                return result
+            skipped = [OperationResult(op.name, SKIPPED, summary="not run: host unreachable") for op in host_plan.operations]
+            if isinstance(error, UnreachableError):
+                return HostResult(host_plan.host.name, skipped, unreachable=error.reason, started=started, finished=time.time())
+            reason = error.reason if isinstance(error, HostError) else f"unexpected {type(error).__name__}: {error}"
+            return HostResult(host_plan.host.name, skipped, error=REDACTOR.redact(reason), started=started, finished=time.time())
 
     batch_size = options.serial if options.serial > 0 else len(host_plans) or 1
     results: list[HostResult] = []

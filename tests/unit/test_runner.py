@@ -163,3 +163,44 @@ def test_a_failing_handler_is_recorded_and_fails_the_host(tmp_path):
 def test_unknown_handler_fails_the_host_by_name(tmp_path):
     (result,) = go([HostPlan(host("a"), site(tmp_path, notify=("reload nginx",)))])
     assert result.status == "failed" and "unknown handler 'reload nginx'" in result.error
+
+
+@dataclass
+class Explodes(Operation):
+    name: str = "Explode."
+    notify: tuple = ()
+
+    def plan(self, known):
+        raise RuntimeError("a bug in an operation")
+
+
+def test_an_unexpected_error_on_one_host_never_hides_another(tmp_path):
+    results = go([HostPlan(host("a"), [Explodes()]), HostPlan(host("b"), site(tmp_path))])
+    assert results[0].status == "failed" and "RuntimeError: a bug in an operation" in results[0].error
+    assert results[1].status == "changed"
+
+
+def test_a_failure_after_the_steps_keeps_their_results(tmp_path):
+    def failing_audit(transport, result):
+        raise UnreachableError(result.host, "connection lost while writing the audit line")
+
+    @contextlib.contextmanager
+    def connect(h):
+        yield CountingTransport()
+
+    (result,) = run([HostPlan(host("a"), site(tmp_path))], connect, RunOptions(), finish=failing_audit)
+    assert result.count("changed") == 4 and result.count("skipped") == 0
+    assert "after the run: connection lost" in result.error
+
+
+def test_atomic_write_replaces_a_planted_link_instead_of_writing_through_it(tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    target = tmp_path / "app.conf"
+    target.symlink_to(victim)
+    (result,) = go([HostPlan(host("a"), [File(str(target), "managed\n", mode="0600")])])
+    assert result.status == "changed"
+    assert victim.read_text() == "precious\n"
+    assert not target.is_symlink() and target.read_text() == "managed\n"
+    assert oct(target.stat().st_mode & 0o777) == "0o600"
+    assert [p.name for p in tmp_path.iterdir() if "vigil" in p.name] == []  # no temporary file left
