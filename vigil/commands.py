@@ -24,6 +24,8 @@ class Secret:
     __slots__ = ("value",)
 
     def __init__(self, value: str):
+        if not isinstance(value, str) or len(value) < Redactor.MIN_LENGTH:
+            raise ValueError(f"a secret must be a string of at least {Redactor.MIN_LENGTH} characters, or it cannot be masked")
         self.value = value
         REDACTOR.add(value)
 
@@ -36,7 +38,7 @@ class Secret:
 class Redactor:
     """Masks every registered secret value in text; one process-wide instance, thread safe."""
 
-    # Short values would mask ordinary words; secrets that short are refused upstream.
+    # Shorter values would mask ordinary words; Secret refuses them.
     MIN_LENGTH = 4
 
     def __init__(self):
@@ -44,9 +46,24 @@ class Redactor:
         self._lock = threading.Lock()
 
     def add(self, value: str) -> None:
-        if value and len(value) >= self.MIN_LENGTH:
-            with self._lock:
-                self._values.add(value)
+        """Register a secret, and each line of a multi-line one (a diff or a log shows them apart)."""
+        parts = [value] + [line.strip() for line in value.splitlines()]
+        with self._lock:
+            self._values.update(part for part in parts if len(part) >= self.MIN_LENGTH)
+
+    def contains(self, text: str) -> bool:
+        with self._lock:
+            return any(value in text for value in self._values)
+
+    def redact_data(self, data):
+        """`data` (JSON-like: dicts, lists, strings) with every string redacted, before it is serialised."""
+        if isinstance(data, str):
+            return self.redact(data)
+        if isinstance(data, dict):
+            return {key: self.redact_data(value) for key, value in data.items()}
+        if isinstance(data, (list, tuple)):
+            return [self.redact_data(value) for value in data]
+        return data
 
     def redact(self, text: str) -> str:
         with self._lock:

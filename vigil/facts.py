@@ -95,7 +95,8 @@ def parse_dpkg_installed(stdout: str, status: int) -> dict[str, str]:
     installed = {}
     for line in stdout.splitlines():
         parts = line.split("\t")
-        if len(parts) == 3 and parts[1] == "install ok installed":
+        # "install ok installed", "hold ok installed": the last word is the package's state.
+        if len(parts) == 3 and parts[1].split(" ")[-1] == "installed":
             installed[parts[0].split(":")[0]] = parts[2]
     return installed
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import posixpath
 import re
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
@@ -15,11 +16,17 @@ from typing import Any, Mapping, Sequence
 import jinja2
 
 from vigil import facts as F
-from vigil.commands import MASK, Command, cmd, script
+from vigil.commands import MASK, REDACTOR, Command, cmd, script
 
 PACKAGE_PATTERN = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
 UNIT_PATTERN = re.compile(r"^[A-Za-z0-9:_.@-]+\.(service|socket|timer|target|mount|path)$")
 MODE_PATTERN = re.compile(r"^0?[0-7]{3,4}$")
+# A fresh server's apt-daily job may hold the dpkg lock for a while: wait for it instead of failing.
+APT_LOCK_WAIT = "DPkg::Lock::Timeout=300"
+
+
+class OperationError(Exception):
+    """The host is in a state the operation refuses to change (it would lose data)."""
 
 
 @dataclass(frozen=True)
@@ -68,39 +75,56 @@ class Operation:
 
 
 def _mode(mode: str) -> str:
-    if not MODE_PATTERN.match(mode):
+    """Normalise an octal mode to the four digits `stat -c %a` reports (zero-padded)."""
+    if not isinstance(mode, str) or not MODE_PATTERN.match(mode):
         raise ValueError(f"file mode must be octal like 0644, got {mode!r}")
-    return mode.zfill(4)
+    return format(int(mode, 8), "04o")
 
 
-def _ownership_commands(path: str, state: F.FileState, owner: str, group: str, mode: str) -> tuple[list[Command], list[str]]:
-    commands, notes = [], []
-    if (state.owner, state.group) != (owner, group):
-        flags = ("-h",) if state.kind == "link" else ()
-        commands.append(cmd("chown", *flags, f"{owner}:{group}", path))
-        notes.append(f"owner {state.owner}:{state.group} -> {owner}:{group}")
-    if state.kind != "link" and state.mode != mode:
-        commands.append(cmd("chmod", mode, path))
-        notes.append(f"mode {state.mode} -> {mode}")
-    return commands, notes
+def parent_of(path: str) -> str:
+    return posixpath.dirname(path.rstrip("/")) or "/"
 
 
-# Writes stdin to a temporary file beside the target, sets ownership and mode on
-# it, then renames it over the target: readers see the old or the new file, never half.
+def writer_for(path: str, parent: F.FileState, owner: str) -> str | None:
+    """Who may safely write into `path`'s directory: None for root, else the directory's owner.
+
+    Root following a symlink planted in a directory someone else controls would
+    write or chmod any file on the host, so root only writes where only root
+    can rename entries; elsewhere the write runs as that directory's owner, and
+    only if the file is theirs too.
+    """
+    if parent.kind != "directory":
+        return None  # absent now: created by an earlier step, as root
+    mode = int(parent.mode or "0", 8)
+    shared = bool(mode & 0o022) and not mode & 0o1000  # group/other may rename entries (no sticky bit)
+    if parent.owner == "root" and not shared:
+        return None
+    if parent.owner == owner and not shared:
+        return owner
+    raise OperationError(
+        f"refusing to write {path}: its directory is writable by {parent.owner}"
+        f"{' and others' if shared else ''}, and the file would belong to {owner}"
+    )
+
+
+# Writes stdin to a fresh temporary file beside the target (noclobber: never
+# through an existing name or link), sets owner and mode on it, then renames it
+# over the target: readers see the old or the new file, never half of one.
 _ATOMIC_WRITE = (
-    'tmp="$(dirname -- "$1")/.$(basename -- "$1").vigil-$$" && '
-    'trap \'rm -f -- "$tmp"\' EXIT && '
-    '(umask 077 && cat > "$tmp") && chown -- "$2" "$tmp" && chmod -- "$3" "$tmp" && '
-    'mv -f -- "$tmp" "$1"'
+    'tmp=$(mktemp -u -- "$(dirname -- "$1")/.$(basename -- "$1").vigil-XXXXXXXX") || exit 1; '
+    'trap \'rm -f -- "$tmp"\' EXIT; '
+    '(set -C && umask 077 && cat > "$tmp") && chown -h -- "$2" "$tmp" && chmod -- "$3" "$tmp" && '
+    'mv -T -f -- "$tmp" "$1"'
 )
 
 
-def atomic_write(path: str, content: bytes, owner: str, group: str, mode: str) -> Command:
+def atomic_write(path: str, content: bytes, owner: str, group: str, mode: str, as_user: str | None = None) -> Command:
     """The command that replaces `path` with `content` atomically (content goes on stdin).
 
+    as_user: write as this user instead of root (see `writer_for`).
     Example: atomic_write("/etc/motd", b"hi\\n", "root", "root", "0644")
     """
-    return script(_ATOMIC_WRITE, path, f"{owner}:{group}", mode, stdin=content)
+    return script(_ATOMIC_WRITE, path, f"{owner}:{group}", mode, stdin=content, as_user=as_user)
 
 
 def _text_diff(path: str, before: bytes | None, after: bytes, secret: bool) -> str:
@@ -114,11 +138,21 @@ def _text_diff(path: str, before: bytes | None, after: bytes, secret: bool) -> s
     return "".join(difflib.unified_diff(old, new, f"{path} (host)", f"{path} (vigil)"))
 
 
+def _differences(state: F.FileState, owner: str, group: str, mode: str) -> list[str]:
+    notes = []
+    if (state.owner, state.group) != (owner, group):
+        notes.append(f"owner {state.owner}:{state.group} -> {owner}:{group}")
+    if state.mode != mode:
+        notes.append(f"mode {state.mode} -> {mode}")
+    return notes
+
+
 @dataclass
 class File(Operation):
     """A file with exactly this content, owner, group and mode, written atomically.
 
-    secret: the content holds secrets; diffs show no content.
+    secret: the content holds secrets; diffs never show it. Content that holds
+    any registered Secret value is treated as secret whatever this says.
     Example: File("/etc/motd", "Welcome\\n", name="Ensure the login banner is managed.")
     """
 
@@ -135,29 +169,29 @@ class File(Operation):
         self.mode = _mode(self.mode)
         if isinstance(self.content, str):
             self.content = self.content.encode()
+        self.secret = self.secret or REDACTOR.contains(self.content.decode(errors="replace"))
         self.name = self.name or f"Ensure {self.path} has the managed content."
 
     def facts(self):
-        return [F.file_fact(self.path)]
+        return [F.file_fact(self.path), F.file_fact(parent_of(self.path))]
 
     def plan(self, known):
         state: F.FileState = known[f"file:{self.path}"]
-        if state.kind not in (None, "file"):
-            return change(
-                f"replace the {state.kind} at {self.path} with a file",
-                atomic_write(self.path, self.content, self.owner, self.group, self.mode),
-            )
-        wanted_sum = hashlib.sha256(self.content).hexdigest()
-        if state.kind is None or state.sha256 != wanted_sum:
-            verb = "create" if state.kind is None else "update"
-            return change(
-                f"{verb} {self.path}",
-                atomic_write(self.path, self.content, self.owner, self.group, self.mode),
-                diff=_text_diff(self.path, state.content, self.content, self.secret),
-            )
-        commands, notes = _ownership_commands(self.path, state, self.owner, self.group, self.mode)
-        if commands:
-            return change(", ".join(notes), *commands)
+        if state.kind in ("directory", "other"):
+            raise OperationError(f"{self.path} is a {state.kind}; refusing to replace it with a file")
+        writer = writer_for(self.path, known[f"file:{parent_of(self.path)}"], self.owner)
+        write = atomic_write(self.path, self.content, self.owner, self.group, self.mode, as_user=writer)
+        if state.kind == "link":
+            # The rename replaces the link itself; nothing is written through it.
+            return change(f"replace the link at {self.path} (to {state.target}) with a file", write)
+        if state.kind is None:
+            return change(f"create {self.path}", write, diff=_text_diff(self.path, None, self.content, self.secret))
+        if state.sha256 != hashlib.sha256(self.content).hexdigest():
+            return change(f"update {self.path}", write, diff=_text_diff(self.path, state.content, self.content, self.secret))
+        notes = _differences(state, self.owner, self.group, self.mode)
+        if notes:
+            # Rewriting beats chown/chmod on the path, which would follow a link swapped in meanwhile.
+            return change(", ".join(notes), write)
         return noop(f"{self.path} already has the wanted content, owner and mode")
 
 
@@ -188,25 +222,27 @@ class Directory(Operation):
         self.name = self.name or f"Ensure directory {self.path} exists."
 
     def facts(self):
-        return [F.file_fact(self.path)]
+        return [F.file_fact(self.path), F.file_fact(parent_of(self.path))]
 
     def plan(self, known):
         state: F.FileState = known[f"file:{self.path}"]
+        writer = writer_for(self.path, known[f"file:{parent_of(self.path)}"], self.owner)
         if state.kind is None:
             return change(
                 f"create directory {self.path}",
-                cmd("install", "-d", "-o", self.owner, "-g", self.group, "-m", self.mode, self.path),
+                cmd("install", "-d", "-o", self.owner, "-g", self.group, "-m", self.mode, self.path, as_user=writer),
             )
         if state.kind != "directory":
             raise OperationError(f"{self.path} exists and is a {state.kind}, not a directory; refusing to replace it")
-        commands, notes = _ownership_commands(self.path, state, self.owner, self.group, self.mode)
-        if commands:
-            return change(", ".join(notes), *commands)
-        return noop(f"directory {self.path} already exists with the wanted owner and mode")
-
-
-class OperationError(Exception):
-    """The host is in a state the operation refuses to change (it would lose data)."""
+        notes = _differences(state, self.owner, self.group, self.mode)
+        if not notes:
+            return noop(f"directory {self.path} already exists with the wanted owner and mode")
+        # Five digits: GNU chmod keeps a directory's setgid bit unless told explicitly.
+        return change(
+            ", ".join(notes),
+            cmd("chown", "-h", f"{self.owner}:{self.group}", self.path, as_user=writer),
+            cmd("chmod", f"0{self.mode}", self.path, as_user=writer),
+        )
 
 
 # `ln -sfn` unlinks then links, leaving a moment with no link; a temporary link
@@ -266,17 +302,23 @@ class Line(Operation):
         self.name = self.name or f"Ensure a line is {'in' if self.present else 'absent from'} {self.path}."
 
     def facts(self):
-        return [F.file_fact(self.path)]
+        return [F.file_fact(self.path), F.file_fact(parent_of(self.path))]
 
     def edit(self, text: str) -> str:
-        """The file's text after the edit (pure)."""
+        """The file's text after the edit (pure); `text` itself when nothing needs to change."""
         lines = text.splitlines()
         pattern = re.compile(self.regexp) if self.regexp else None
         matches = [i for i, line in enumerate(lines) if (pattern.search(line) if pattern else line == self.line)]
         if not self.present:
+            if not matches:
+                return text
             lines = [line for i, line in enumerate(lines) if i not in matches]
         elif matches:
+            if lines[matches[-1]] == self.line:
+                return text
             lines[matches[-1]] = self.line
+        elif self.line in lines:
+            return text  # the regexp matches nothing, but the wanted line is already there
         else:
             lines.append(self.line)
         return "\n".join(lines) + ("\n" if lines else "")
@@ -287,15 +329,19 @@ class Line(Operation):
             raise OperationError(f"{self.path} is a {state.kind}, not a file")
         if state.kind == "file" and state.content is None:
             raise OperationError(f"{self.path} is larger than {F.CONTENT_LIMIT} bytes; manage it as a whole file")
-        before = (state.content or b"").decode()
+        try:
+            before = (state.content or b"").decode()
+        except UnicodeDecodeError:
+            raise OperationError(f"{self.path} is not UTF-8 text; manage it as a whole file") from None
         after = self.edit(before)
         if after == before or (state.kind is None and not self.present):
             return noop(f"{self.path} already {'has' if self.present else 'lacks'} the line")
         owner, group, mode = (state.owner, state.group, state.mode) if state.kind else ("root", "root", "0644")
+        writer = writer_for(self.path, known[f"file:{parent_of(self.path)}"], owner)
         return change(
             f"{'add' if self.present else 'remove'} a line in {self.path}",
-            atomic_write(self.path, after.encode(), owner, group, mode),
-            diff=_text_diff(self.path, state.content, after.encode(), False),
+            atomic_write(self.path, after.encode(), owner, group, mode, as_user=writer),
+            diff=_text_diff(self.path, state.content, after.encode(), REDACTOR.contains(after)),
         )
 
 
@@ -329,9 +375,9 @@ class AptPackages(Operation):
         commands = []
         age = known["apt:cache-age"]
         if age is None or age > self.cache_valid_seconds:
-            commands.append(cmd("apt-get", "update", "-q"))
+            commands.append(cmd("apt-get", "update", "-q", "-o", APT_LOCK_WAIT))
         commands.append(
-            cmd("env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "-q",
+            cmd("env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "-q", "-o", APT_LOCK_WAIT,
                 "--no-install-recommends", "-o", "Dpkg::Options::=--force-confold", *missing)
         )
         return change(f"install {', '.join(missing)}", *commands)
@@ -391,14 +437,20 @@ class User(Operation):
             wanted = ("\n".join(self.authorized_keys) + "\n").encode()
             ssh_dir: F.FileState = known.get(f"file:{self.home}/.ssh", F.FileState(None)) if state.exists else F.FileState(None)
             keys: F.FileState = known.get(f"file:{self._keys_path()}", F.FileState(None)) if state.exists else F.FileState(None)
+            # Written as the user: root writing inside a directory the user controls could be led astray by a link.
             if ssh_dir.kind != "directory" or (ssh_dir.owner, ssh_dir.mode) != (self.user, "0700"):
-                commands.append(cmd("install", "-d", "-o", self.user, "-g", self.user, "-m", "0700", f"{self.home}/.ssh"))
+                commands.append(cmd("install", "-d", "-m", "0700", f"{self.home}/.ssh", as_user=self.user))
             if keys.sha256 != hashlib.sha256(wanted).hexdigest() or (keys.owner, keys.mode) != (self.user, "0600"):
-                commands.append(atomic_write(self._keys_path(), wanted, self.user, self.user, "0600"))
+                commands.append(atomic_write(self._keys_path(), wanted, self.user, self.user, "0600", as_user=self.user))
                 notes.append("set authorized keys")
         if not commands:
             return noop(f"user {self.user} already as wanted")
         return change(", ".join(notes) or f"fix {self.home}/.ssh", *commands)
+
+
+# UnitFileState values: these count as enabled; the others below cannot be enabled or disabled at all.
+ENABLED_STATES = ("enabled", "enabled-runtime", "alias")
+UNTOGGLEABLE_STATES = ("static", "indirect", "generated", "transient", "masked", "masked-runtime")
 
 
 @dataclass
@@ -432,7 +484,8 @@ class SystemdUnit(Operation):
         if not state.exists and not state.needs_daemon_reload and (self.enabled or self.running):
             # A unit installed earlier in this run is unknown until systemd reloads.
             commands.append(cmd("systemctl", "daemon-reload"))
-        if self.enabled is not None and (state.enabled in ("enabled", "static", "alias")) != self.enabled:
+        toggleable = state.enabled not in UNTOGGLEABLE_STATES
+        if self.enabled is not None and toggleable and (state.enabled in ENABLED_STATES) != self.enabled:
             commands.append(cmd("systemctl", "enable" if self.enabled else "disable", self.unit))
             notes.append("enable" if self.enabled else "disable")
         if self.running is not None and (state.active in ("active", "activating", "reloading")) != self.running:
@@ -533,5 +586,7 @@ class Swapfile(Operation):
             cmd("chmod", "0600", self.path),
             cmd("mkswap", self.path),
             cmd("swapon", self.path),
-            script('grep -qxF -- "$1" /etc/fstab || printf "%s\\n" "$1" >> /etc/fstab', fstab_line),
+            # Append on a line of its own even when fstab lacks a final newline.
+            script('grep -qxF -- "$1" /etc/fstab || { [ -z "$(tail -c1 /etc/fstab)" ] || echo >> /etc/fstab; '
+                   'printf "%s\\n" "$1" >> /etc/fstab; }', fstab_line),
         )

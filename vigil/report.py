@@ -90,7 +90,8 @@ class Reporter:
         if self.json_output:
             document = {"task": task, "env": env, "check": self.check, "exit_code": int(exit_code(results)),
                         "hosts": [result.as_dict() for result in results]}
-            print(REDACTOR.redact(json.dumps(document, indent=2)), file=self.env.stdout)
+            # Redact the strings, then serialise: JSON escaping would hide a secret from the redactor.
+            print(json.dumps(REDACTOR.redact_data(document), indent=2), file=self.env.stdout)
             return
         table = Table(title=f"{task} on {env}" + (" (check mode: nothing was changed)" if self.check else ""))
         for column in ("host", "ok", "changed", "failed", "skipped", "time", "result"):
@@ -136,7 +137,7 @@ def audit_record(task: str, env: str, hosts: list[str], result: str, when: float
 
 def audit_command(record: dict[str, Any]) -> Command:
     """Append `record` as one JSON line to the host's audit log (the line travels on stdin)."""
-    line = (REDACTOR.redact(json.dumps(record, sort_keys=True)) + "\n").encode()
+    line = (json.dumps(REDACTOR.redact_data(record), sort_keys=True) + "\n").encode()
     return script(
         'install -d -m 0750 "$(dirname -- "$1")" && umask 027 && cat >> "$1"',
         REMOTE_AUDIT_LOG,
@@ -148,4 +149,4 @@ def append_local_audit(record: dict[str, Any], env: Environment) -> None:
     path = env.local_audit_log
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as log:
-        log.write(REDACTOR.redact(json.dumps(record, sort_keys=True)) + "\n")
+        log.write(json.dumps(REDACTOR.redact_data(record), sort_keys=True) + "\n")

@@ -58,9 +58,23 @@ def test_redactor_masks_registered_secrets_anywhere():
     assert REDACTOR.redact("error: login with pw-4f9c2d failed") == "error: login with *** failed"
 
 
-def test_redactor_ignores_values_too_short_to_mask_safely():
-    Secret("ab")
+def test_secrets_too_short_to_mask_are_refused():
+    with pytest.raises(ValueError, match="at least 4 characters"):
+        Secret("ab")
     assert REDACTOR.redact("about") == "about"
+
+
+def test_each_line_of_a_multi_line_secret_is_masked_on_its_own():
+    Secret("-----BEGIN KEY-----\nMIIEvQIBADANBgkqhkiG9w0\n-----END KEY-----")
+    assert REDACTOR.redact("+MIIEvQIBADANBgkqhkiG9w0") == "+***"
+
+
+def test_redact_data_masks_before_json_escaping():
+    import json
+
+    Secret('pa"ss\\wörd9')
+    text = json.dumps(REDACTOR.redact_data({"error": ['login with pa"ss\\wörd9 failed']}))
+    assert "ss" not in text.replace("***", "") and "***" in text
 
 
 def test_command_rejects_non_string_tokens():

@@ -19,6 +19,7 @@ PARSERS = [
     (F.parse_file, "socket\t755\troot\troot\t0\n", 0, F.FileState("other", "0755", "root", "root", 0)),
     (F.parse_dpkg_installed, "curl\tinstall ok installed\t8.14.1-2\nnano\tdeinstall ok config-files\t8.4-1\nlibc6:amd64\tinstall ok installed\t2.41\n", 0,
      {"curl": "8.14.1-2", "libc6": "2.41"}),
+    (F.parse_dpkg_installed, "nginx\thold ok installed\t1.26\n", 0, {"nginx": "1.26"}),
     (F.parse_age_seconds, "1700000100 1700000000\n", 0, 100),
     (F.parse_age_seconds, "", 1, None),
     (F.parse_user, "deploy:x:1000:1000::/home/deploy:/bin/bash\ndeploy sudo\n", 0, F.UserState(True, 1000, "/home/deploy", "/bin/bash", ("deploy", "sudo"))),

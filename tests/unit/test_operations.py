@@ -1,5 +1,7 @@
 """Every operation's plan, table-driven from tests/unit/cases/operations.yml (no SSH)."""
 
+import hashlib
+import shlex
 from pathlib import Path
 
 import pytest
@@ -7,7 +9,7 @@ import yaml
 
 from vigil import facts as F
 from vigil import operations
-from vigil.commands import Command
+from vigil.commands import Command, Secret
 
 CASES = yaml.safe_load((Path(__file__).parent / "cases" / "operations.yml").read_text())
 
@@ -18,8 +20,9 @@ def build_fact(key, value):
     if kind == "file":
         value = dict(value)
         if "content" in value:
-            value["content"] = value["content"].encode()
-            value.setdefault("sha256", __import__("hashlib").sha256(value["content"]).hexdigest())
+            if isinstance(value["content"], str):
+                value["content"] = value["content"].encode()
+            value.setdefault("sha256", hashlib.sha256(value["content"]).hexdigest())
         return F.FileState(**value)
     if kind == "user":
         return F.UserState(**{**value, "groups": tuple(value.get("groups", ()))})
@@ -37,10 +40,21 @@ def build_operation(case):
     return getattr(operations, case["op"])(**args)
 
 
+ATOMIC_WRITE = f"sh -c {shlex.quote(operations._ATOMIC_WRITE)} vigil"
+ROOT_DIRECTORY = F.FileState("directory", "0755", "root", "root")
+
+
+def expand(command: str) -> str:
+    return command.replace("ATOMIC_WRITE", ATOMIC_WRITE)
+
+
 @pytest.mark.parametrize("case", CASES, ids=[case["id"] for case in CASES])
 def test_operation_plan(case):
     operation = build_operation(case)
     known = {key: build_fact(key, value) for key, value in case["facts"].items()}
+    for fact in operation.facts():
+        if fact.key not in known and fact.key.startswith("file:"):
+            known[fact.key] = ROOT_DIRECTORY  # a parent directory the case does not describe
     # Every fact the plan reads must be one the operation asked for.
     assert {fact.key for fact in operation.facts()} <= set(known) | {"apt:installed", "apt:cache-age"}
 
@@ -56,7 +70,7 @@ def test_operation_plan(case):
     assert plan.changes
     assert plan.summary == case["summary"]
     if "commands" in case:
-        assert [command.display("root") for command in plan.commands] == case["commands"]
+        assert [command.display("root") for command in plan.commands] == [expand(c) for c in case["commands"]]
     if "content" in case:
         (write,) = plan.commands
         assert write.stdin == case["content"].encode()
@@ -80,7 +94,8 @@ def test_operation_refuses_bad_arguments(build, message):
 
 
 def test_file_diff_shows_change_but_hides_secret_content():
-    known = {"file:/etc/app.env": F.FileState("file", "0600", "app", "app", 10, "00", content=b"JWT=old-value\n")}
+    known = {"file:/etc/app.env": F.FileState("file", "0600", "app", "app", 10, "00", content=b"JWT=old-value\n"),
+             "file:/etc": ROOT_DIRECTORY}
     plain = operations.File("/etc/app.env", "JWT=new-value\n", owner="app", group="app", mode="0600").plan(known)
     assert "-JWT=old-value" in plain.diff and "+JWT=new-value" in plain.diff
     hidden = operations.File("/etc/app.env", "JWT=new-value\n", owner="app", group="app", mode="0600", secret=True).plan(known)
@@ -92,3 +107,10 @@ def test_template_rendering_refuses_undefined_variables():
     assert operations.render_template("{{ a }}-{{ b }}\n", {"a": 1, "b": 2}) == "1-2\n"
     with pytest.raises(Exception, match="'b' is undefined"):
         operations.render_template("{{ a }}-{{ b }}", {"a": 1})
+
+
+def test_file_holding_a_registered_secret_hides_its_diff_even_unmarked():
+    Secret("s3cret-db-pass")
+    known = {"file:/etc/app.env": F.FileState(None), "file:/etc": ROOT_DIRECTORY}
+    plan = operations.File("/etc/app.env", "DB_PASSWORD=s3cret-db-pass\n").plan(known)
+    assert "s3cret-db-pass" not in plan.diff and "content hidden" in plan.diff
