@@ -8,6 +8,7 @@ here touches a host.
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ DEFAULT_ENV = "sandbox"
 VAR_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 INVENTORY_KEYS = {"known_hosts", "defaults", "vars", "groups", "hosts"}
 DEFAULTS_KEYS = {"user", "port", "ssh_key", "connect_timeout", "command_timeout"}
-HOST_KEYS = {"address", "user", "port", "ssh_key", "vars"}
+HOST_KEYS = {"address", "user", "port", "ssh_key", "connect_timeout", "command_timeout", "vars"}
 GROUP_KEYS = {"hosts", "vars"}
 
 
@@ -37,18 +38,38 @@ def rel(path: Path) -> str:
         return str(path)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, (str, int, float, bool)):
+                continue  # unhashable keys are refused later, with the key named
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def load_yaml(path: Path) -> Any:
-    """Parse a YAML file; a syntax error names the file, line and column."""
+    """Parse a YAML file; a syntax error or a duplicate key names the file, line and column."""
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{rel(path)}: file not found") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{rel(path)}: not UTF-8 text (byte {error.start})") from None
+    except OSError as error:
+        raise ConfigError(f"{rel(path)}: cannot read: {error.strerror or error}") from None
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         where = f"{rel(path)}:{mark.line + 1}:{mark.column + 1}" if mark else rel(path)
-        raise ConfigError(f"{where}: YAML syntax error: {error.problem or error}") from None
+        kind = "YAML error" if isinstance(error, yaml.constructor.ConstructorError) else "YAML syntax error"
+        raise ConfigError(f"{where}: {kind}: {error.problem or error}") from None
     except yaml.YAMLError as error:
         raise ConfigError(f"{rel(path)}: YAML error: {error}") from None
 
@@ -122,8 +143,11 @@ class Inventory:
                 )
         return [host for name, host in self.hosts.items() if name in wanted]
 
-    def hosts_in(self, pattern: str) -> set[str]:
-        """Host names a playbook's `hosts:` names (a group, a host, `all`, or a comma list)."""
+    def hosts_in(self, pattern: str, where: str = "hosts") -> set[str]:
+        """Host names a playbook's `hosts:` names (a group, a host, `all`, or a comma list).
+
+        A name the inventory does not know is an error: a typo must not silently target nothing.
+        """
         names: set[str] = set()
         for item in (part.strip() for part in pattern.split(",")):
             if item == "all":
@@ -132,6 +156,8 @@ class Inventory:
                 names.update(self.groups[item])
             elif item in self.hosts:
                 names.add(item)
+            else:
+                raise ConfigError(f"{where}: {item!r} is neither a group nor a host in {rel(self.path)}")
         return names
 
     def vars_for(self, host: Host, roles: list["Role"] = (), cli: dict[str, Any] | None = None) -> "HostVars":
@@ -156,7 +182,7 @@ class Inventory:
 
 def _seconds(merged: dict, spec: dict, name: str, default: float, host_key: str, where: str) -> float:
     value = merged.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
         origin = f"{host_key}.{name}" if name in spec else f"{where}: defaults.{name}"
         raise ConfigError(f"{origin}: expected a number of seconds above 0, got {value!r}")
     return float(value)
@@ -205,7 +231,7 @@ def load_inventory(env: str, inventory_dir: Path | None = None) -> Inventory:
         if not isinstance(members, list):
             raise ConfigError(f"{where}: groups.{group}.hosts: expected a list of host names")
         for member in members:
-            if member not in hosts_data:
+            if not isinstance(member, str) or member not in hosts_data:
                 raise ConfigError(f"{where}: groups.{group}.hosts: unknown host {member!r}")
         groups[group] = list(members)
         group_vars[group] = _vars(spec.get("vars"), f"{where}: groups.{group}.vars")

@@ -37,7 +37,7 @@ def build_host_plans(inventory: Inventory, playbook: str, limit: str | None, cli
             raise ConfigError(f"{rel(inventory.path)}: hosts.{host.name}: SSH key file {host.ssh_key} does not exist")
         host_plan = HostPlan(host, [])
         for play in plays:
-            if host.name not in inventory.hosts_in(play.hosts):
+            if host.name not in inventory.hosts_in(play.hosts, where=f"playbooks/{playbook}.yml: {play.name!r} hosts"):
                 continue
             host_vars = inventory.vars_for(host, play.roles, cli_vars)
             for role in play.roles:

@@ -97,6 +97,9 @@ BAD = [
     ("groups: {web: {hosts: [web2]}}\nhosts: {web1: {address: 10.0.0.1}}\n", "groups.web.hosts: unknown host 'web2'"),
     ("groups: {'../etc': {hosts: []}}\nhosts: {web1: {address: 10.0.0.1}}\n", "groups: a name must be"),
     ("hosts: {}\n", "hosts: no hosts defined"),
+    ("hosts:\n  web1: {address: 10.0.0.1}\n  web1: {address: 10.0.0.2}\n", "staging.yml:3:3: YAML error: duplicate key 'web1'"),
+    ("groups: {web: {hosts: [[web1]]}}\nhosts: {web1: {address: 10.0.0.1}}\n", "groups.web.hosts: unknown host ['web1']"),
+    ("defaults: {command_timeout: .nan}\nhosts: {web1: {address: 10.0.0.1}}\n", "defaults.command_timeout: expected a number of seconds"),
     ("defaults: {connect_timeout: soon}\nhosts: {web1: {address: 10.0.0.1}}\n", "defaults.connect_timeout: expected a number of seconds"),
     ("known_hosts: ../../etc/passwd\nhosts: {web1: {address: 10.0.0.1}}\n", "known_hosts: a file name inside inventory/"),
     ("hostz: {}\n", "hostz: unknown key"),
@@ -111,6 +114,27 @@ def test_bad_inventory_names_file_and_key(tmp_path, text, message):
         load_inventory("staging", write_inventory(tmp_path, text))
     assert message in str(raised.value)
     assert "\n" not in str(raised.value)
+
+
+def test_fractional_host_timeout_is_kept(tmp_path):
+    inventory = load_inventory("staging", write_inventory(tmp_path, "hosts: {web1: {address: 10.0.0.1, connect_timeout: 0.5}}\n"))
+    assert inventory.hosts["web1"].connect_timeout == 0.5
+
+
+@pytest.mark.parametrize("breakage, message", [
+    (lambda p: (p / "staging.yml").mkdir(), "staging.yml: cannot read"),
+    (lambda p: (p / "staging.yml").write_bytes(b"hosts: {web1: {address: caf\xe9}}\n"), "staging.yml: not UTF-8 text"),
+])
+def test_unreadable_inventory_is_one_line(tmp_path, breakage, message):
+    breakage(tmp_path)
+    with pytest.raises(ConfigError, match=message):
+        load_inventory("staging", tmp_path)
+
+
+def test_playbook_naming_an_unknown_group_is_refused(tmp_path):
+    inventory = load_inventory("staging", write_inventory(tmp_path, GOOD))
+    with pytest.raises(ConfigError, match=r"'webz' is neither a group nor a host"):
+        inventory.hosts_in("web,webz")
 
 
 @pytest.mark.parametrize("env, message", [
