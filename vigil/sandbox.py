@@ -164,6 +164,11 @@ class SandboxPaths:
     def lock_file(self) -> Path:
         return self.vps_base / ".lock"
 
+    @property
+    def ip_forward_marker(self) -> Path:
+        """Present while forwarding is on only because `up` turned it on."""
+        return self.vps_base / ".ip_forward.restore"
+
     def vps_dir(self, name: str) -> Path:
         return self.vps_base / name
 
@@ -710,12 +715,15 @@ def uplink_device() -> str:
 
 
 def healthy_hosts(facts: SandboxFacts, authorized_key: Optional[str]) -> set[str]:
-    """Hosts that are fully up: recorded, our nspawn alive, netns present, sshd answering, our key authorized."""
+    """Hosts to keep: recorded, our nspawn alive, netns present, our key authorized.
+
+    Whether sshd answers is not asked: a busy VPS, or one a test is cutting off
+    on purpose, is still running and must not be wiped by the next `up`.
+    """
     healthy = set()
     for name, host in facts.state.items():
         if (facts.nspawn_pids.get(name) == host.get("pid") and host.get("netns") in facts.netns
-                and (authorized_key is None or host.get("authorized_key") == authorized_key)
-                and tcp_port_open(host["address"])):
+                and (authorized_key is None or host.get("authorized_key") == authorized_key)):
             healthy.add(name)
     return healthy
 
@@ -1148,12 +1156,25 @@ def apply_cleanup(plan: CleanupPlan, paths: SandboxPaths, echo: Echo) -> None:
             paths.state_file.unlink(missing_ok=True)
 
 
-def ensure_ip_forward() -> bool:
-    """Turn on IPv4 forwarding if it is off; True when it changed."""
-    switch = Path("/proc/sys/net/ipv4/ip_forward")
-    if switch.read_text().strip() == "1":
+IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
+
+
+def ensure_ip_forward(paths: SandboxPaths) -> bool:
+    """Turn on IPv4 forwarding if it is off, noting that `down` must turn it off again; True when it changed."""
+    if IP_FORWARD.read_text().strip() == "1":
         return False
-    switch.write_text("1\n")
+    paths.vps_base.mkdir(parents=True, exist_ok=True)
+    paths.ip_forward_marker.write_text("0\n")
+    IP_FORWARD.write_text("1\n")
+    return True
+
+
+def restore_ip_forward(paths: SandboxPaths) -> bool:
+    """Put IPv4 forwarding back as `up` found it, if `up` was the one to turn it on."""
+    if not paths.ip_forward_marker.exists():
+        return False
+    IP_FORWARD.write_text(paths.ip_forward_marker.read_text())
+    paths.ip_forward_marker.unlink()
     return True
 
 
@@ -1338,6 +1359,9 @@ def up(hosts: int = 2, check: bool = False, paths: SandboxPaths = SandboxPaths()
             start_hosts(host_plan.create, state, authorized_key, paths, echo, result)
         else:
             result.inventory_changed = [str(path) for path in write_inventory(paths, state)]
+        for name in host_plan.keep:
+            if not tcp_port_open(state[name]["address"], timeout=3):
+                echo(f"warning: {name} runs but its sshd does not answer; `invoke sandbox.down` then `up` recreates it")
         result.hosts = sandbox_hosts(paths)
     result.timings.record("total", started)
     return result
@@ -1351,7 +1375,7 @@ def describe_up(paths: SandboxPaths, cleanup: CleanupPlan, host_plan: UpPlan) ->
     if not paths.image.is_dir():
         planned.append(shlex.join(image_build_command(paths.image_partial)))
     planned += cleanup.describe(paths)
-    if host_plan.create and Path("/proc/sys/net/ipv4/ip_forward").read_text().strip() != "1":
+    if host_plan.create and IP_FORWARD.read_text().strip() != "1":
         planned.append("echo 1 > /proc/sys/net/ipv4/ip_forward")
     for vps in host_plan.create:
         planned += describe_creation(vps, paths)
@@ -1362,7 +1386,7 @@ def start_hosts(create: list[Vps], state: dict[str, dict], authorized_key: str, 
                 echo: Echo, result: UpResult) -> None:
     """Create and boot `create`, recording each in `state` (and state.json) as soon as it starts."""
     phase = time.monotonic()
-    ensure_ip_forward()
+    ensure_ip_forward(paths)
     paths.apt_archives.mkdir(parents=True, exist_ok=True)
     for vps in create:
         echo(f"{vps.name}: starting at {vps.address}")
@@ -1422,6 +1446,8 @@ def down(check: bool = False, paths: SandboxPaths = SandboxPaths(), echo: Echo =
         apply_cleanup(plan, paths, echo)
         for path in generated:
             path.unlink(missing_ok=True)
+        if restore_ip_forward(paths):
+            echo("restored net.ipv4.ip_forward=0, as it was before sandbox.up")
     result.timings.record("total", started)
     return result
 

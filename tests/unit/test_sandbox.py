@@ -8,10 +8,10 @@ from pathlib import Path
 import invoke
 import pytest
 
-from vigil.errors import ExitCode
 import yaml
 
 from vigil import sandbox
+from vigil.errors import ExitCode
 from vigil.sandbox import IptablesRule, SandboxError, SandboxFacts, SandboxPaths, Vps
 
 PATHS = SandboxPaths(repo=Path("/repo"))
@@ -663,3 +663,24 @@ def test_a_machine_that_cannot_run_the_sandbox_exits_unsupported(monkeypatch):
         tasks.up(invoke.Context())
     assert raised.value.code == ExitCode.UNSUPPORTED == 5
     assert "needs root" in raised.value.message
+
+
+def test_a_running_vps_is_kept_even_when_its_sshd_does_not_answer(monkeypatch):
+    monkeypatch.setattr(sandbox, "tcp_port_open", lambda *args, **kwargs: False)
+    facts = SandboxFacts(state=_state("vps1"), netns=["vigil-vps1"], nspawn_pids={"vps1": 101})
+    assert sandbox.healthy_hosts(facts, None) == {"vps1"}
+    dead = SandboxFacts(state=_state("vps1"), netns=["vigil-vps1"], nspawn_pids={})
+    assert sandbox.healthy_hosts(dead, None) == set()
+
+
+def test_ip_forward_is_restored_only_when_up_turned_it_on(tmp_path, monkeypatch):
+    switch = tmp_path / "ip_forward"
+    monkeypatch.setattr(sandbox, "IP_FORWARD", switch)
+    paths = SandboxPaths(repo=tmp_path, vps_base=tmp_path / "vps")
+    switch.write_text("1\n")
+    assert not sandbox.ensure_ip_forward(paths) and not sandbox.restore_ip_forward(paths)
+    assert switch.read_text() == "1\n"
+    switch.write_text("0\n")
+    assert sandbox.ensure_ip_forward(paths) and switch.read_text() == "1\n"
+    assert sandbox.restore_ip_forward(paths) and switch.read_text() == "0\n"
+    assert not paths.ip_forward_marker.exists()
