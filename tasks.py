@@ -2,8 +2,9 @@
 
 from invoke import Collection
 
-from vigil.tasks import provision, sandbox
+from vigil.tasks import provision, sandbox, secrets
 
 ns = Collection()
 ns.add_collection(sandbox.ns)
 ns.add_collection(provision.ns)
+ns.add_collection(secrets.ns)

@@ -127,7 +127,26 @@ def atomic_write(path: str, content: bytes, owner: str, group: str, mode: str, a
     return script(_ATOMIC_WRITE, path, f"{owner}:{group}", mode, stdin=content, as_user=as_user)
 
 
-def _text_diff(path: str, before: bytes | None, after: bytes, secret: bool) -> str:
+def _env_keys(content: bytes | None) -> dict[str, str]:
+    pairs = (line.split("=", 1) for line in (content or b"").decode(errors="replace").splitlines() if "=" in line)
+    return {key.strip(): value for key, value in pairs if not key.lstrip().startswith("#")}
+
+
+def _key_diff(path: str, before: bytes | None, after: bytes) -> str:
+    """What changed in a secret env file, by key name only."""
+    old, new = _env_keys(before), _env_keys(after)
+    parts = [
+        ("added", sorted(set(new) - set(old))),
+        ("removed", sorted(set(old) - set(new))),
+        ("changed", sorted(k for k in set(old) & set(new) if old[k] != new[k])),
+    ]
+    lines = [f"keys {label}: {', '.join(keys)}" for label, keys in parts if keys]
+    return f"--- {path} (host)\n+++ {path} (vigil)\n" + "\n".join(lines or ["(no key changed)"]) + f"\nvalues: {MASK}\n"
+
+
+def _text_diff(path: str, before: bytes | None, after: bytes, secret: bool, env_file: bool = False) -> str:
+    if secret and env_file:
+        return _key_diff(path, before, after)
     if secret:
         return f"--- {path}\n+++ {path}\n(content hidden: the file holds secrets) {MASK}\n"
     try:
@@ -153,6 +172,7 @@ class File(Operation):
 
     secret: the content holds secrets; diffs never show it. Content that holds
     any registered Secret value is treated as secret whatever this says.
+    env_file: the content is KEY=value lines; a secret diff then names the keys that changed.
     Example: File("/etc/motd", "Welcome\\n", name="Ensure the login banner is managed.")
     """
 
@@ -164,6 +184,7 @@ class File(Operation):
     name: str = ""
     notify: tuple[str, ...] = ()
     secret: bool = False
+    env_file: bool = False
 
     def __post_init__(self):
         self.mode = _mode(self.mode)
@@ -185,9 +206,11 @@ class File(Operation):
             # The rename replaces the link itself; nothing is written through it.
             return change(f"replace the link at {self.path} (to {state.target}) with a file", write)
         if state.kind is None:
-            return change(f"create {self.path}", write, diff=_text_diff(self.path, None, self.content, self.secret))
+            return change(f"create {self.path}", write,
+                          diff=_text_diff(self.path, None, self.content, self.secret, self.env_file))
         if state.sha256 != hashlib.sha256(self.content).hexdigest():
-            return change(f"update {self.path}", write, diff=_text_diff(self.path, state.content, self.content, self.secret))
+            return change(f"update {self.path}", write,
+                          diff=_text_diff(self.path, state.content, self.content, self.secret, self.env_file))
         notes = _differences(state, self.owner, self.group, self.mode)
         if notes:
             # Rewriting beats chown/chmod on the path, which would follow a link swapped in meanwhile.
@@ -496,27 +519,38 @@ class SystemdUnit(Operation):
         return change(", ".join(notes), *commands)
 
 
+UNIT_GLOB_PATTERN = re.compile(r"^[A-Za-z0-9:_.@*-]+\.(service|socket|timer)$")
+
+
 @dataclass
 class ServiceAction(Operation):
-    """Restart or reload a unit. Always changes: it is meant to run as a handler.
+    """Restart or reload units (names or globs like `app@*.service`). Always changes: meant for handlers.
 
+    unit: one unit, or a list of them.
+    `try-reload-or-restart` touches only units that are running, so it is safe
+    before the units exist; a glob matching nothing does nothing.
     Example: ServiceAction("ssh.service", "reload")
     """
 
-    unit: str
+    unit: str | Sequence[str]
     action: str = "restart"
     name: str = ""
     notify: tuple[str, ...] = ()
 
     def __post_init__(self):
-        if self.action not in ("restart", "reload", "try-restart", "reload-or-restart"):
+        if self.action not in ("restart", "reload", "try-restart", "reload-or-restart", "try-reload-or-restart"):
             raise ValueError(f"unknown service action {self.action!r}")
-        if not UNIT_PATTERN.match(self.unit):
-            raise ValueError(f"not a systemd unit name: {self.unit!r}")
-        self.name = self.name or f"{self.action.capitalize()} {self.unit}."
+        units = [self.unit] if isinstance(self.unit, str) else list(self.unit)
+        for unit in units:
+            if not isinstance(unit, str) or not UNIT_GLOB_PATTERN.match(unit):
+                raise ValueError(f"not a systemd unit name: {unit!r}")
+        if not units:
+            raise ValueError("a service action needs at least one unit")
+        self.units = tuple(units)
+        self.name = self.name or f"{self.action.capitalize()} {' '.join(units)}."
 
     def plan(self, known):
-        return change(f"{self.action} {self.unit} (always changes)", cmd("systemctl", self.action, self.unit))
+        return change(f"{self.action} {' '.join(self.units)} (always changes)", cmd("systemctl", self.action, *self.units))
 
 
 @dataclass

@@ -57,9 +57,18 @@ def run_playbook(task: str, playbook: str, target: Target, options: RunOptions, 
 
     Example: run_playbook("provision.server", "onboard", Target("staging", "web"), RunOptions(check=True), reporter)
     """
-    env = env or Environment()
     inventory = load_inventory(target.env)
     host_plans = build_host_plans(inventory, playbook, target.limit, parse_cli_vars(target.variables))
+    return run_plans(task, inventory, host_plans, options, reporter, env)
+
+
+def run_plans(task: str, inventory: Inventory, host_plans: list[HostPlan], options: RunOptions, reporter: Reporter,
+              env: Environment | None = None) -> tuple[ExitCode, list[HostResult]]:
+    """Run prepared host plans over SSH: progress, recap, and an audit line per host and locally.
+
+    Concern modules (secrets, deploy...) build their own host plans and hand them here.
+    """
+    env = env or Environment()
 
     def finish(transport, result: HostResult) -> None:
         if options.check:
