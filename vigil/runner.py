@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, Sequence
 
 from vigil import facts as F
-from vigil.commands import REDACTOR, Command
+from vigil.commands import REDACTOR, Command, cmd, script
 from vigil.config import Host
 from vigil.errors import HostError, UnreachableError
 from vigil.operations import Operation, OperationError, Plan
 from vigil.transport import Result
 
+PENDING_HANDLERS = "/var/lib/vigil/pending-handlers"
 # What an operation's status means in the recap.
 OK, CHANGED, FAILED, SKIPPED = "ok", "changed", "failed", "skipped"
 STDERR_TAIL_LINES = 15
@@ -99,6 +100,8 @@ class RunOptions:
     diff: bool = False
     forks: int = 10
     serial: int = 0
+    # Where the host keeps handlers a failed run left pending (see run_host).
+    pending_handlers: str = field(default_factory=lambda: PENDING_HANDLERS)
 
 
 class FactCache:
@@ -180,8 +183,25 @@ class StepFailed(Exception):
         self.error = error
 
 
+# Handlers notified but not yet run are kept on the host (RunOptions.pending_handlers),
+# one name per line: a run that dies between a change and its handler (a failed
+# reload, a dropped connection) leaves them there, and the next run on that host runs
+# them even though nothing changes then.
+def _remember_pending(path: str, names: list[str]) -> Command:
+    return script('f=$1; shift; install -d -m 0700 "$(dirname -- "$f")" && printf "%s\\n" "$@" >> "$f"', path, *names)
+
+
+def _rewrite_pending(path: str, names: list[str]) -> Command:
+    if not names:
+        return cmd("rm", "-f", path)
+    return script('f=$1; shift; printf "%s\\n" "$@" > "$f"', path, *names)
+
+
 def run_host(transport: Transport, host_plan: HostPlan, options: RunOptions, progress: Progress | None = None) -> HostResult:
-    """Plan and apply one host's operations in order, then each notified handler once."""
+    """Plan and apply one host's operations in order, then each notified handler once.
+
+    Handlers left pending by an earlier failed run on this host run too.
+    """
     host = host_plan.host
     result = HostResult(host.name, started=time.time())
     cache = FactCache(transport, host)
@@ -192,15 +212,27 @@ def run_host(transport: Transport, host_plan: HostPlan, options: RunOptions, pro
         if progress:
             progress(host.name, op_result)
 
+    def apply_or_fail(command: Command) -> None:
+        outcome = transport.run(command)
+        if not outcome.ok:
+            raise HostError(host.name, f"`{command.display(host.user)}` exited {outcome.status}: {_tail(outcome.stderr)}")
+
     operations = list(host_plan.operations)
+    pending_fact = F.file_fact(options.pending_handlers)
     try:
+        known = cache.ensure([pending_fact] + [fact for op in operations for fact in op.facts()])
+        pending = [line for line in (known[pending_fact.key].content or b"").decode(errors="replace").splitlines() if line]
+        notified = [name for name in dict.fromkeys(pending) if name in host_plan.handlers]
         for index, operation in enumerate(operations):
             # One round trip for the facts of every operation still to come.
             known = cache.ensure([fact for op in operations[index:] for fact in op.facts()])
             op_result = _step(transport, host, operation, known, options)
             if op_result.status == CHANGED:
-                notified += [name for name in operation.notify if name not in notified]
+                new = [name for name in operation.notify if name not in notified]
+                notified += new
                 if not options.check:
+                    if new:
+                        apply_or_fail(_remember_pending(options.pending_handlers, new))
                     # What changed may be what a later operation reads.
                     cache.invalidate()
             record(op_result)
@@ -210,6 +242,9 @@ def run_host(transport: Transport, host_plan: HostPlan, options: RunOptions, pro
                 raise HostError(host.name, f"an operation notified unknown handler {name!r}")
             record(_step(transport, host, handler, cache.ensure(handler.facts()), options))
             cache.invalidate()
+        if notified and not options.check:
+            leftover = [name for name in dict.fromkeys(pending) if name not in host_plan.handlers]
+            apply_or_fail(_rewrite_pending(options.pending_handlers, leftover))
     except StepFailed as failure:
         record(failure.op_result)
         if isinstance(failure.error, UnreachableError):

@@ -13,6 +13,7 @@ from vigil.config import Host
 from vigil.errors import ExitCode, UnreachableError
 from vigil.operations import Directory, File, Guarded, Line, Operation, Symlink, change
 from vigil.report import Environment, Reporter, exit_code
+from vigil import runner
 from vigil.runner import HostPlan, RunOptions, run
 from vigil.transport import LocalTransport
 
@@ -51,8 +52,16 @@ def site(root: Path, notify=()):
     ]
 
 
-def go(plans, options=RunOptions(), transports=None, unreachable=()):
+@pytest.fixture(autouse=True)
+def scratch_pending_handlers(tmp_path, monkeypatch):
+    """The 'hosts' here are this machine: keep their pending handlers out of its real /var/lib/vigil."""
+    monkeypatch.setattr(runner, "PENDING_HANDLERS", str(tmp_path / "pending-handlers"))
+    return tmp_path / "pending-handlers"
+
+
+def go(plans, options=None, transports=None, unreachable=()):
     transports = transports if transports is not None else {}
+    options = options or RunOptions()
 
     @contextlib.contextmanager
     def connect(h):
@@ -158,6 +167,23 @@ def test_a_failing_handler_is_recorded_and_fails_the_host(tmp_path):
     (result,) = go([HostPlan(host("a"), site(tmp_path, notify=("restart app",)), {"restart app": broken})])
     assert result.status == "failed" and "restart failed" in result.error
     assert [op.status for op in result.operations] == ["changed"] * 4 + ["failed"]
+
+
+def test_a_handler_that_failed_runs_again_on_the_next_run_even_without_changes(tmp_path, scratch_pending_handlers):
+    log = tmp_path / "handler.log"
+    flaky = Guarded([cmd("sh", "-c", 'echo ran >> "$1"; test -e "$2"', "x", str(log), str(tmp_path / "healthy"))],
+                    creates=str(tmp_path / "never"), name="Restart app.")
+    plans = [HostPlan(host("a"), site(tmp_path, notify=("restart app",)), {"restart app": flaky})]
+    (first,) = go(plans)
+    assert first.status == "failed" and scratch_pending_handlers.read_text() == "restart app\n"
+
+    (tmp_path / "healthy").touch()
+    (second,) = go(plans)
+    assert second.count("changed") == 1 and second.operations[-1].name == "Restart app."
+    assert log.read_text() == "ran\nran\n" and not scratch_pending_handlers.exists()
+
+    (third,) = go(plans)
+    assert third.count("changed") == 0 and log.read_text() == "ran\nran\n"
 
 
 def test_unknown_handler_fails_the_host_by_name(tmp_path):
