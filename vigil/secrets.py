@@ -618,8 +618,10 @@ def scan_forms(values_by_env: dict[str, dict[str, str]], schema: Schema) -> dict
 def scan_repository(repo: Path, forms: dict[str, str], history: bool) -> list[Finding]:
     """Plaintext secrets and token patterns in the working tree and, with `history`, every commit's additions."""
     findings: list[Finding] = []
-    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=repo,
-                            capture_output=True, check=True).stdout.decode().split("\0")
+    listing = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=repo, capture_output=True)
+    if listing.returncode != 0:
+        raise SecretsError(f"secrets.scan: {repo} is not a git work tree")
+    listed = listing.stdout.decode().split("\0")
     for name in filter(None, listed):
         path = repo / name
         if name.endswith(".age") or not path.is_file() or path.stat().st_size > 1_000_000:

@@ -38,14 +38,18 @@ class Run:
         return next(host for host in self.json["hosts"] if host["host"] == name)
 
 
-def invoke(*args: str, inventory: Path | None = None, timeout: float = 900) -> Run:
-    """Run `invoke ARGS` from the repository, as a user would; returns exit code and output."""
-    env = {**os.environ}
+def invoke(*args: str, inventory: Path | None = None, timeout: float = 900, extra_env: dict | None = None,
+           input: str | None = None) -> Run:
+    """Run `invoke ARGS` from the repository, as a user would; returns exit code and output.
+
+    extra_env: more environment (VIGIL_SECRETS...); input: what to type on stdin (else none).
+    """
+    env = {**os.environ, **(extra_env or {})}
     if inventory is not None:
         env["VIGIL_INVENTORY"] = str(inventory)
     completed = subprocess.run(
         [sys.executable, "-m", "invoke", *args], cwd=REPO, env=env, capture_output=True, text=True,
-        timeout=timeout, stdin=subprocess.DEVNULL,
+        timeout=timeout, input=input, stdin=None if input is not None else subprocess.DEVNULL,
     )
     return Run(completed.returncode, completed.stdout, completed.stderr)
 

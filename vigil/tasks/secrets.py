@@ -220,9 +220,10 @@ def generate(c, env="sandbox", force=False):
 
 
 def _push(env: str, limit, check: bool, diff: bool, verbose: bool, json: bool, forks, serial, task_name: str,
-          only_services: list[str] | None = None) -> ExitCode:
+          only_services: list[str] | None = None, values: dict[str, str] | None = None) -> ExitCode:
+    """Push `values` (default: the env's saved secrets) to the hosts of every service, or only `only_services`."""
     paths, schema = _context(env)
-    values = S.load(env, paths, schema)
+    values = values if values is not None else S.load(env, paths, schema)
     problems = schema.problems(env, values)
     if problems:
         raise S.SecretsError(f"{env}: refusing to push invalid secrets: " + "; ".join(problems))
@@ -246,9 +247,10 @@ def push(c, env="sandbox", limit=None, check=False, diff=False, verbose=False, j
         raise Exit(code=int(code))
 
 
-@task(help={**{k: v for k, v in PUSH_HELP.items() if k not in ("check", "diff")}, "key": "The key to rotate."})
+@task(help={**PUSH_HELP, "key": "The key to rotate.",
+            "check": "Plan only: show which hosts would change; the new value is neither saved nor pushed."})
 @exits_cleanly
-def rotate(c, key, env="sandbox", limit=None, verbose=False, json=False, forks=10, serial=0):
+def rotate(c, key, env="sandbox", limit=None, check=False, diff=False, verbose=False, json=False, forks=10, serial=0):
     """Give a key a new value, push it, and reload or restart the services that use it.
 
     Generatable keys get a random value; others are read like secrets.set (prompt or stdin).
@@ -260,15 +262,18 @@ def rotate(c, key, env="sandbox", limit=None, verbose=False, json=False, forks=1
     rule = schema.keys[key]
     values = S.load(env, paths, schema)
     value = S.generate_value(rule) if rule.generate else _read_value(key)
-    S.save(env, {**values, key: value}, schema, paths)
-    _audit("secrets.rotate", env)
+    rotated = {**values, key: value}
+    if not check:
+        S.save(env, rotated, schema, paths)
+        _audit("secrets.rotate", env)
     if not rule.services:
-        _say(f"rotated {key}; no service reads it directly (see its description in the schema)")
+        _say(f"{'would rotate' if check else 'rotated'} {key}; no service reads it directly (see its description in the schema)")
         return
-    _say(f"rotated {key}; pushing to {', '.join(rule.services)}")
-    code = _push(env, limit, False, False, verbose, json, forks, serial, "secrets.rotate", rule.services)
+    _say(f"{'would rotate' if check else 'rotated'} {key}; pushing to {', '.join(rule.services)}")
+    code = _push(env, limit, check, diff, verbose, json, forks, serial, "secrets.rotate", rule.services, rotated)
     if code != ExitCode.OK:
-        _say(f"{key} is saved but not everywhere yet: run `invoke secrets.push --env={env}` once the hosts are back")
+        if not check:
+            _say(f"{key} is saved but not everywhere yet: run `invoke secrets.push --env={env}` once the hosts are back")
         raise Exit(code=int(code))
 
 

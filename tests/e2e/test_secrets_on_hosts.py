@@ -1,0 +1,186 @@
+"""Secrets against real sandbox VPSes: push, idempotency, no value on any command line, no leak anywhere.
+
+Every test works on a scratch secrets/ (VIGIL_SECRETS) that is also a git
+work tree, so the developer's own sandbox secrets are never touched.
+"""
+
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, invoke
+from vigil import secrets as S
+from vigil.errors import ExitCode
+
+LOCAL_AUDIT = REPO / ".vigil" / "audit.log"
+UNIT = "together-pray-backend@blue.service"
+
+
+@pytest.fixture(scope="module")
+def scratch(tmp_path_factory):
+    root = tmp_path_factory.mktemp("vigil-secrets")
+    (root / "secrets").mkdir()
+    shutil.copy(REPO / "secrets" / "schema.yml", root / "secrets" / "schema.yml")
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    # As in the real repository: local keys and state are never part of the tree.
+    (root / ".gitignore").write_text((REPO / ".gitignore").read_text())
+    return root
+
+
+@pytest.fixture
+def run(scratch, monkeypatch):
+    """`invoke` with the scratch secrets; also points this process at them for S.load."""
+    monkeypatch.setenv("VIGIL_SECRETS", str(scratch / "secrets"))
+    monkeypatch.delenv("VIGIL_AGE_IDENTITY", raising=False)
+
+    def go(*args, **kwargs):
+        extra = {"VIGIL_SECRETS": str(scratch / "secrets"), **kwargs.pop("extra_env", {})}
+        return invoke(*args, extra_env=extra, **kwargs)
+
+    return go
+
+
+def values(scratch) -> dict:
+    return S.load("sandbox", S.SecretsPaths(scratch / "secrets"))
+
+
+def test_push_writes_0600_files_owned_by_the_app_user_then_reports_unchanged(provisioned, sandbox, run, scratch):
+    first = run("secrets.push", "--json", "--limit=vps1,vps2")
+    assert first.code == 0, first.stderr
+    second = run("secrets.push", "--json", "--limit=vps1,vps2")
+    assert second.code == 0
+    expected = S.render_dotenv(S.load_schema().for_service("backend", values(scratch)), list(S.load_schema().keys))
+    for name in ("vps1", "vps2"):
+        assert (second.host(name)["changed"], second.host(name)["failed"]) == (0, 0)
+        listing = sandbox.ssh(name, "stat -c '%n %U %G %a' /etc/together-pray /etc/together-pray/*.env")
+        assert listing.split("\n")[:3] == [
+            "/etc/together-pray root together-pray 750",
+            "/etc/together-pray/backend.env together-pray together-pray 600",
+            "/etc/together-pray/frontend.env together-pray together-pray 600",
+        ]
+        assert sandbox.ssh(name, "cat /etc/together-pray/backend.env") == expected
+        assert sandbox.ssh(name, "getent passwd together-pray | cut -d: -f7").strip() == "/usr/sbin/nologin"
+
+
+def test_no_value_appears_in_any_process_command_line_or_environment_while_pushing(provisioned, sandbox, run, scratch):
+    assert run("secrets.generate", "--force").code == 0  # new values, so the push really writes
+    secret_forms = {form for key, value in values(scratch).items() if key not in ("NODE_ENV", "FRONTEND_URL", "NEXT_PUBLIC_API_URL")
+                    for form in S.forms_of(value)}
+    # A bounded sampler of every process's argv and environment on the host, stopped by a flag file.
+    sandbox.ssh("vps1", "rm -f /tmp/proc-watch /tmp/proc-watch.stop; nohup sh -c '"
+                        "end=$(( $(date +%s) + 60 )); "
+                        "while [ ! -e /tmp/proc-watch.stop ] && [ $(date +%s) -lt $end ]; do "
+                        "for p in /proc/[0-9]*; do tr \"\\0\" \" \" < $p/cmdline; echo; tr \"\\0\" \"\\n\" < $p/environ; done 2>/dev/null; "
+                        "done > /tmp/proc-watch' >/dev/null 2>&1 &")
+    time.sleep(1)
+    pushed = run("secrets.push", "--limit=vps1")
+    sandbox.ssh("vps1", "touch /tmp/proc-watch.stop; sleep 1")
+    seen = sandbox.ssh("vps1", "cat /tmp/proc-watch")
+    assert pushed.code == 0, pushed.stderr
+    assert "sudo" in seen or "sshd" in seen  # the sampler did run
+    assert not [form for form in secret_forms if form in seen]
+
+
+def test_every_task_with_verbose_and_diff_and_a_failure_leaks_no_value(provisioned, sandbox, run, scratch):
+    outputs, seen_values = [], []
+
+    def step(*args, expect=0, **kwargs):
+        result = run(*args, **kwargs)
+        outputs.append(result.stdout + result.stderr)
+        assert result.code == expect, f"{args}: {result.stdout}{result.stderr}"
+        seen_values.append(dict(values(scratch)))
+        return result
+
+    audit_before = {name: sandbox.audit_lines(name) for name in ("vps1", "vps2")}
+    step("secrets.init", "--label=e2e")
+    step("secrets.list")
+    step("secrets.check")
+    step("secrets.generate", "--force")
+    step("secrets.set", "JWT_SECRET", "--generate")
+    step("secrets.set", "SENTRY_DSN", input="https://0a1b2c3d4e5f60718293a4b5c6d7e8f9@o42.ingest.sentry.io/4242\n")
+    step("secrets.diff", "--hosts", "--limit=vps1,vps2")
+    step("secrets.push", "-v", "--diff", "--limit=vps1,vps2")
+    step("secrets.rotate", "JWT_REFRESH_SECRET", "-v", "--limit=vps1,vps2")
+    step("secrets.recipients")
+    step("secrets.scan", "--env=sandbox")
+    # Bad input: a too-short value and an injected second key; both refused, nothing saved.
+    before = (scratch / "secrets" / "sandbox.env.age").read_bytes()
+    step("secrets.set", "JWT_SECRET", expect=ExitCode.BAD_INPUT, input="short\n")
+    step("secrets.set", "JWT_SECRET", expect=ExitCode.BAD_INPUT, input="a" * 40 + "\nNODE_ENV=development\n")
+    assert (scratch / "secrets" / "sandbox.env.age").read_bytes() == before
+    # A deliberately failing command: a running backend whose reload fails, on vps2.
+    sandbox.ssh("vps2", f"printf '[Service]\\nEnvironmentFile=/etc/together-pray/backend.env\\nExecStart=/bin/sleep infinity\\n"
+                        f"ExecReload=/bin/false\\n' > '/etc/systemd/system/together-pray-backend@.service' && "
+                        f"systemctl daemon-reload && systemctl start {UNIT}")
+    try:
+        failed = step("secrets.rotate", "JWT_SECRET", "-v", "--diff", "--limit=vps1,vps2", expect=ExitCode.HOST_FAILED)
+        assert "try-reload-or-restart" in failed.stdout and "exited 1" in failed.stdout
+        step("secrets.push", "--json", "--diff", "-v", "--limit=vps1,vps2", expect=ExitCode.HOST_FAILED)
+    finally:
+        sandbox.ssh("vps2", f"systemctl stop {UNIT}; rm -f /etc/systemd/system/together-pray-backend@.service; systemctl daemon-reload")
+    # The reload that failed stays pending on vps2 and runs on the next push, though no file changes.
+    retried = step("secrets.push", "--json", "--limit=vps2")
+    assert [op["name"] for op in retried.host("vps2")["operations"] if op["status"] == "changed"] == [
+        "Reload or restart backend where it runs."]
+    assert step("secrets.push", "--json", "--limit=vps2").host("vps2")["changed"] == 0
+
+    host_audits = {name: sandbox.ssh(name, "cat /var/log/vigil/audit.log") for name in ("vps1", "vps2")}
+    assert all(sandbox.audit_lines(name) > audit_before[name] for name in ("vps1", "vps2"))
+    everything = "\n".join(outputs + list(host_audits.values()) + [LOCAL_AUDIT.read_text()])
+    assert "keys changed:" in everything and "***" in everything  # the diffs and masks really were printed
+    schema = S.load_schema()
+    leaked = set()
+    for snapshot in seen_values:
+        for key, value in snapshot.items():
+            forms = S.forms_of(value) if schema.keys[key].secret else S.password_forms(value)
+            leaked |= {f"{key} ({form[:4]}...)" for form in forms if form in everything}
+    assert not leaked
+
+
+def test_a_tampered_file_or_a_wrong_key_stops_before_any_host(provisioned, sandbox, run, scratch):
+    path = scratch / "secrets" / "sandbox.env.age"
+    good = path.read_bytes()
+    audit_before = {name: sandbox.audit_lines(name) for name in ("vps1", "vps2")}
+    try:
+        path.write_bytes(good[:-40])
+        tampered = run("secrets.push", "--limit=vps1,vps2")
+        assert tampered.code == ExitCode.BAD_INPUT and "tampered" in tampered.stderr
+        assert path.read_bytes() == good[:-40]
+        path.write_bytes(good)
+        stranger = run("secrets.push", "--limit=vps1,vps2", extra_env={"VIGIL_AGE_IDENTITY": str(S.x25519.Identity.generate())})
+        assert stranger.code == ExitCode.BAD_INPUT and "none of your age identities can open it" in stranger.stderr
+        unknown = run("secrets.push", "--env=nowhere")
+        assert unknown.code == ExitCode.BAD_INPUT and "nowhere" in unknown.stderr
+    finally:
+        path.write_bytes(good)
+    assert {name: sandbox.audit_lines(name) for name in ("vps1", "vps2")} == audit_before
+
+
+def write_editor(tmp_path: Path, body: str) -> str:
+    editor = tmp_path / "editor"
+    editor.write_text(f"#!/bin/sh\n{body}\n")
+    editor.chmod(0o755)
+    return str(editor)
+
+
+def leftover_drafts() -> list[str]:
+    return [p.name for p in Path("/dev/shm").glob("vigil-secrets-*")]
+
+
+def test_edit_saves_a_valid_edit_and_discards_an_invalid_one(run, scratch, tmp_path):
+    valid = write_editor(tmp_path, "sed -i 's|^FRONTEND_URL=.*|FRONTEND_URL=http://127.0.0.1:8080|' \"$1\"")
+    edited = run("secrets.edit", extra_env={"EDITOR": valid})
+    assert edited.code == 0 and "changed: FRONTEND_URL" in edited.stdout
+    assert values(scratch)["FRONTEND_URL"] == "http://127.0.0.1:8080"
+
+    before = (scratch / "secrets" / "sandbox.env.age").read_bytes()
+    invalid = write_editor(tmp_path, "sed -i 's|^JWT_SECRET=.*|JWT_SECRET=short|' \"$1\"")
+    refused = run("secrets.edit", extra_env={"EDITOR": invalid})
+    assert refused.code == ExitCode.BAD_INPUT
+    assert "JWT_SECRET: must be at least 32 characters" in refused.stdout + refused.stderr
+    assert "unchanged" in refused.stderr
+    assert (scratch / "secrets" / "sandbox.env.age").read_bytes() == before
+    assert leftover_drafts() == []
