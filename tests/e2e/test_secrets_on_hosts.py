@@ -184,3 +184,33 @@ def test_edit_saves_a_valid_edit_and_discards_an_invalid_one(run, scratch, tmp_p
     assert "unchanged" in refused.stderr
     assert (scratch / "secrets" / "sandbox.env.age").read_bytes() == before
     assert leftover_drafts() == []
+
+
+def test_recipients_add_and_remove_reencrypt_for_the_age_tool(run, scratch, tmp_path):
+    bob_key = tmp_path / "bob.key"
+    subprocess.run(["age-keygen", "-o", str(bob_key)], check=True, capture_output=True)
+    bob = [line.split(": ")[1] for line in bob_key.read_text().splitlines() if line.startswith("# public key")][0]
+    encrypted = scratch / "secrets" / "sandbox.env.age"
+
+    def bob_can_read() -> bool:
+        return subprocess.run(["age", "-d", "-i", str(bob_key), str(encrypted)], capture_output=True).returncode == 0
+
+    assert not bob_can_read()
+    assert run("secrets.recipients", f"--add={bob} # bob").code == 0
+    assert bob_can_read() and "bob" in run("secrets.recipients").stdout
+    assert run("secrets.recipients", f"--remove={bob}").code == 0
+    assert not bob_can_read() and values(scratch)  # we still can
+    (mine,) = S.load_recipients("sandbox", S.SecretsPaths(scratch / "secrets"))
+    last = run("secrets.recipients", f"--remove={mine[0]}")
+    assert last.code == ExitCode.BAD_INPUT and "last recipient" in last.stderr
+
+
+def test_diff_between_two_envs_names_keys_only(run, scratch, monkeypatch):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(scratch / "config"))  # staging's key, for the tasks and this test
+    assert run("secrets.init", "--env=staging").code == 0
+    diff = run("secrets.diff", "--against=staging")
+    assert diff.code == 0, diff.stderr
+    assert "staging -> sandbox: added: DATABASE_URL, FRONTEND_URL, NEXT_PUBLIC_API_URL, NODE_ENV" in diff.stdout
+    assert "changed: DB_PASSWORD, JWT_REFRESH_SECRET, JWT_SECRET" in diff.stdout
+    staging = S.load("staging", S.SecretsPaths(scratch / "secrets"))
+    assert not [v for v in staging.values() if v in diff.stdout]

@@ -37,7 +37,10 @@ def _audit(task_name: str, env: str, result: str = "ok") -> None:
 def _context(env: str) -> tuple[S.SecretsPaths, S.Schema]:
     S.check_env(env)
     paths = S.SecretsPaths.default()
-    return paths, S.load_schema(paths)
+    schema = S.load_schema(paths)
+    if env == S.SANDBOX:
+        S.ensure_sandbox(paths, schema)
+    return paths, schema
 
 
 def _read_value(key: str) -> str:
