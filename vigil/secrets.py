@@ -10,6 +10,8 @@ inside a database URL), before anything else can print it.
 from __future__ import annotations
 
 import base64
+import contextlib
+import fcntl
 import io
 import os
 import re
@@ -22,7 +24,7 @@ from typing import Any
 
 import pyrage
 import yaml
-from dotenv import dotenv_values
+from dotenv.parser import parse_stream
 from pyrage import x25519
 
 from vigil import validate
@@ -123,8 +125,14 @@ def parse_recipients(text: str, where: str) -> list[tuple[str, str]]:
         key = key.strip()
         if not key:
             continue
-        if not RECIPIENT_PATTERN.match(key):
-            raise SecretsError(f"{where}:{number}: not an age recipient (age1... , 62 characters)")
+        try:
+            if not RECIPIENT_PATTERN.match(key):
+                raise ValueError(key)
+            x25519.Recipient.from_str(key)
+        except Exception:
+            raise SecretsError(f"{where}:{number}: not an age recipient (age1..., 62 characters, valid checksum)") from None
+        if FORBIDDEN_CHARACTERS.search(label):
+            raise SecretsError(f"{where}:{number}: the label contains a control character")
         found.append((key, label.strip()))
     return found
 
@@ -154,6 +162,20 @@ def write_private(path: Path, data: bytes, mode: int = 0o600) -> None:
         temporary.unlink(missing_ok=True)
 
 
+@contextlib.contextmanager
+def locked(env: str, paths: SecretsPaths):
+    """Hold `env`'s secrets for one load -> save, so two vigil processes never overwrite each other's change."""
+    paths.root.mkdir(parents=True, exist_ok=True)
+    lock_path = paths.root / f".{env}.lock"
+    with open(lock_path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SecretsError(f"the secrets of {env} are being changed by another vigil process (secrets.edit?); "
+                               "try again when it is done") from None
+        yield
+
+
 def create_identity(env: str, paths: SecretsPaths) -> tuple[x25519.Identity, Path]:
     """A new key pair for `env`, its private half saved 0600 in the identity file (never overwritten)."""
     path = paths.identity_file(env)
@@ -169,23 +191,37 @@ def create_identity(env: str, paths: SecretsPaths) -> tuple[x25519.Identity, Pat
 
 
 def parse_dotenv(text: str, where: str) -> dict[str, str]:
-    """Parse dotenv text with python-dotenv; every key valid, every value a one-line string."""
-    values = dotenv_values(stream=io.StringIO(text))
-    result = {}
-    for key, value in values.items():
-        if not KEY_PATTERN.match(key or ""):
-            raise SecretsError(f"{where}: {key!r} is not a valid key (A-Z, 0-9, _; starting with a letter)")
-        if value is None:
-            raise SecretsError(f"{where}: {key} has no value (write {key}=...)")
-        check_value(key, value, where)
-        result[key] = value
+    """Parse dotenv text with python-dotenv's parser: no ${VAR} expansion, every line accounted for.
+
+    Errors name the line and never echo its text: a line that does not parse
+    may be a pasted secret.
+    """
+    result: dict[str, str] = {}
+    for binding in parse_stream(io.StringIO(text)):
+        line = binding.original.line
+        if binding.error:
+            raise SecretsError(f"{where}: line {line} is not a KEY=value line (a quote left open?)")
+        if binding.key is None:
+            continue  # blank line or comment
+        if not KEY_PATTERN.match(binding.key):
+            raise SecretsError(f"{where}: line {line}: not a valid key (A-Z, 0-9, _; starting with a letter)")
+        if binding.value is None:
+            raise SecretsError(f"{where}: line {line}: a key without a value (write KEY=...)")
+        if binding.key in result:
+            raise SecretsError(f"{where}: line {line}: {binding.key} is given twice")
+        check_value(binding.key, binding.value, where)
+        result[binding.key] = binding.value
     return result
+
+
+# Line breaks for some reader (systemd, Node, a log viewer) and controls systemd refuses to pass on.
+FORBIDDEN_CHARACTERS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]")
 
 
 def check_value(key: str, value: str, where: str) -> None:
     """Refuse values that would break a line-based env file (a newline could smuggle in `OTHER=`)."""
-    if any(ch in value for ch in "\n\r\x00"):
-        raise SecretsError(f"{where}: the value of {key} contains a line break or NUL; values must be one line")
+    if FORBIDDEN_CHARACTERS.search(value):
+        raise SecretsError(f"{where}: the value of {key} contains a line break or control character; values must be one plain line")
     if not PLAIN_VALUE.match(value) and ("'" in value or "\\" in value):
         raise SecretsError(f"{where}: the value of {key} needs quoting but contains ' or \\, which env files cannot carry safely")
 
@@ -204,22 +240,48 @@ def render_dotenv(values: dict[str, str], order: list[str] | None = None) -> str
 # --- redaction ---------------------------------------------------------------
 
 
+def _split_url(value: str) -> urllib.parse.SplitResult | None:
+    try:
+        parsed = urllib.parse.urlsplit(value)
+        parsed.port  # noqa: B018 - raises on a malformed port or bracketed host
+        return parsed
+    except ValueError:
+        return None
+
+
 def password_forms(value: str) -> set[str]:
-    """The password inside a URL value (`postgresql://user:PASSWORD@host/db`), raw and decoded."""
+    """The passwords inside a URL value (`postgresql://user:PASSWORD@host/db`, `?password=`), raw and decoded."""
     if "://" not in value:
         return set()
-    password = urllib.parse.urlsplit(value).password
-    return {password, urllib.parse.unquote(password)} if password else set()
+    parsed = _split_url(value)
+    if parsed is None:
+        return set()
+    found = {parsed.password} if parsed.password else set()
+    found |= set(urllib.parse.parse_qs(parsed.query).get("password", []))
+    return found | {urllib.parse.unquote(password) for password in found}
+
+
+def _base64_cores(raw: bytes) -> set[str]:
+    # The part of the encoding that depends on `raw` alone, for each of the three ways
+    # it can sit in a longer base64 text (after 0, 1 or 2 other bytes), in both alphabets.
+    cores = set()
+    for offset in range(3):
+        for encode in (base64.b64encode, base64.urlsafe_b64encode):
+            encoded = encode(b"\0" * offset + raw).decode()
+            start, end = -(-8 * offset // 6), 8 * (offset + len(raw)) // 6
+            cores.add(encoded[start:end])
+            if offset == 0:
+                cores |= {encoded, encoded.rstrip("=")}
+    return cores
 
 
 def forms_of(value: str) -> set[str]:
     """The spellings in which `value` is likely to leak: raw, URL-encoded, base64, a URL's password."""
-    forms = {value, urllib.parse.quote(value, safe=""), urllib.parse.quote_plus(value)} | password_forms(value)
-    raw = value.encode()
-    for encode in (base64.b64encode, base64.urlsafe_b64encode):
-        encoded = encode(raw).decode()
-        forms |= {encoded, encoded.rstrip("=")}
-    return {form for form in forms if len(form) >= Redactor.MIN_LENGTH}
+    forms = {value, urllib.parse.quote(value, safe=""), urllib.parse.quote(value), urllib.parse.quote_plus(value)}
+    forms |= {form.lower() for form in list(forms) if "%" in form}  # lowercase percent-escapes
+    forms |= password_forms(value) | _base64_cores(value.encode())
+    # Encodings of short values are shorter still: below 8 characters they only mask noise.
+    return {form for form in forms if form == value or len(form) >= 8}
 
 
 def register(values: dict[str, str], schema: "Schema | None" = None) -> None:
@@ -304,6 +366,7 @@ class KeyRule:
     url_schemes: list[str] = field(default_factory=list)
     https_outside_sandbox: bool = False
     sslmode_require_remote: bool = False
+    password_from: str = ""  # the URL's password must be this key's value (DATABASE_URL from DB_PASSWORD)
     generate: int = 0  # random bytes, encoded base64url; 0: not generatable
     sandbox: str | None = None  # the sandbox's value; ${OTHER} is replaced by OTHER's value
     # False only for values that are public by nature (NODE_ENV, a site's URL): masking
@@ -314,6 +377,7 @@ class KeyRule:
         return self.required if isinstance(self.required, bool) else env in self.required
 
 
+URL_RULE_KEYS = {"schemes", "https_outside_sandbox", "sslmode_require_remote", "password_from"}
 RULE_KEYS = {"services", "description", "required", "min_length", "distinct_from", "one_of", "url",
              "generate", "sandbox", "secret"}
 
@@ -369,16 +433,34 @@ def check_rule(rule: KeyRule, env: str, value: str, values: dict[str, str]) -> l
     if rule.one_of and value not in rule.one_of:
         problems.append(f"must be one of {', '.join(rule.one_of)}")
     if rule.url_schemes:
-        parsed = urllib.parse.urlsplit(value)
-        if parsed.scheme not in rule.url_schemes or not parsed.hostname:
-            problems.append(f"must be a URL with scheme {' or '.join(rule.url_schemes)} and a host")
-        else:
-            if rule.https_outside_sandbox and env != SANDBOX and parsed.scheme != "https":
-                problems.append("must use https outside the sandbox")
-            if rule.sslmode_require_remote and not _is_local(parsed.hostname):
-                query = urllib.parse.parse_qs(parsed.query)
-                if query.get("sslmode", [""])[-1] not in ("require", "verify-ca", "verify-full"):
-                    problems.append("must set sslmode=require (or verify-full) for a database on another host")
+        problems += check_url(rule, env, value)
+    if rule.password_from:
+        parsed = _split_url(value)
+        password = urllib.parse.unquote(parsed.password or "") if parsed else ""
+        if password != values.get(rule.password_from, password):
+            problems.append(f"its password must be {rule.password_from}'s value")
+    return problems
+
+
+def check_url(rule: KeyRule, env: str, value: str) -> list[str]:
+    """URL rules: scheme, a host, https outside the sandbox, sslmode when any host it names is remote."""
+    shape = f"must be a URL with scheme {' or '.join(rule.url_schemes)} and a host"
+    if re.search(r"\s", value):
+        return [f"{shape}, without spaces"]
+    parsed = _split_url(value)
+    if parsed is None:
+        return [f"{shape} (it does not parse)"]
+    query = urllib.parse.parse_qs(parsed.query)
+    # libpq and node-postgres let ?host= and ?hostaddr= override the host in the URL.
+    hosts = [h for h in [parsed.hostname, *query.get("host", []), *query.get("hostaddr", [])] if h]
+    if parsed.scheme not in rule.url_schemes or not hosts:
+        return [shape]
+    problems = []
+    if rule.https_outside_sandbox and env != SANDBOX and parsed.scheme != "https":
+        problems.append("must use https outside the sandbox")
+    if rule.sslmode_require_remote and not all(_is_local(host) for host in hosts):
+        if query.get("sslmode", [""])[-1] not in ("require", "verify-ca", "verify-full"):
+            problems.append("must set sslmode=require (or verify-full) for a database on another host")
     return problems
 
 
@@ -420,22 +502,30 @@ def load_schema(paths: SecretsPaths | None = None) -> Schema:
             if service not in services:
                 raise SecretsError(f"{at}.services: unknown service {service!r}")
         url = spec.get("url") or {}
+        if not isinstance(url, dict) or set(url) - URL_RULE_KEYS:
+            raise SecretsError(f"{at}.url: expected a mapping of {', '.join(sorted(URL_RULE_KEYS))}")
+        required = spec.get("required", True)
+        if not isinstance(required, bool) and not (isinstance(required, list) and all(isinstance(e, str) for e in required)):
+            raise SecretsError(f"{at}.required: expected true, false or a list of envs")
         keys[key] = KeyRule(
             key=key,
             services=list(spec.get("services") or []),
             description=str(spec.get("description", "")),
-            required=spec.get("required", True),
+            required=required,
             min_length=int(spec.get("min_length", 0)),
             distinct_from=list(spec.get("distinct_from") or []),
             one_of=[str(v) for v in spec.get("one_of") or []],
             url_schemes=list(url.get("schemes") or []),
             https_outside_sandbox=bool(url.get("https_outside_sandbox", False)),
             sslmode_require_remote=bool(url.get("sslmode_require_remote", False)),
+            password_from=str(url.get("password_from", "")),
             generate=int(spec.get("generate", 0)),
             sandbox=None if spec.get("sandbox") is None else str(spec["sandbox"]),
             secret=spec.get("secret", True) is not False,
         )
     for rule in keys.values():
+        if rule.password_from and rule.password_from not in keys:
+            raise SecretsError(f"{where}: keys.{rule.key}.url.password_from: unknown key {rule.password_from!r}")
         for other in rule.distinct_from:
             if other not in keys:
                 raise SecretsError(f"{where}: keys.{rule.key}.distinct_from: unknown key {other!r}")
@@ -452,10 +542,14 @@ def generate_value(rule: KeyRule) -> str:
     return base64.urlsafe_b64encode(random.token_bytes(rule.generate)).decode().rstrip("=")
 
 
+TEMPLATE_REFERENCE = re.compile(r"\$\{([A-Z][A-Z0-9_]*)\}")
+
+
 def generate_missing(schema: Schema, values: dict[str, str], env: str, regenerate: bool = False) -> list[str]:
     """Fill every generatable key (all of them with `regenerate`) and, in the sandbox, every sandbox default.
 
-    Returns the keys it set. Sandbox defaults may reference other keys as ${KEY}.
+    Returns the keys it set. Sandbox defaults may reference other keys as ${KEY};
+    they are recomputed when a key they reference was just generated.
     """
     changed = []
     for key, rule in schema.keys.items():
@@ -463,17 +557,29 @@ def generate_missing(schema: Schema, values: dict[str, str], env: str, regenerat
             values[key] = generate_value(rule)
             changed.append(key)
     if env == SANDBOX:
-        for key, rule in schema.keys.items():
-            if rule.sandbox is not None and key not in values:
-                values[key] = re.sub(r"\$\{([A-Z][A-Z0-9_]*)\}", lambda m: values.get(m.group(1), ""), rule.sandbox)
-                changed.append(key)
+        changed += refresh_sandbox_defaults(schema, values, changed)
     register(values, schema)
     return changed
+
+
+def refresh_sandbox_defaults(schema: Schema, values: dict[str, str], changed: list[str]) -> list[str]:
+    """Set sandbox defaults that are missing or reference a key in `changed` (DATABASE_URL after DB_PASSWORD)."""
+    refreshed = []
+    for key, rule in schema.keys.items():
+        if rule.sandbox is None:
+            continue
+        references = TEMPLATE_REFERENCE.findall(rule.sandbox)
+        if key not in values or any(reference in changed for reference in references):
+            values[key] = TEMPLATE_REFERENCE.sub(lambda m: values.get(m.group(1), ""), rule.sandbox)
+            refreshed.append(key)
+    return refreshed
 
 
 def init_env(env: str, paths: SecretsPaths, schema: Schema, label: str) -> dict[str, Any]:
     """Create `env`'s key pair (kept), recipients file and, if absent, its secrets file with generated values."""
     check_env(env)
+    if FORBIDDEN_CHARACTERS.search(label) or "#" in label:
+        raise SecretsError("--label: one line of text without '#' or control characters")
     identity, identity_path = create_identity(env, paths)
     public = str(identity.to_public())
     recipients_path = paths.recipients(env)
@@ -569,13 +675,19 @@ def push_plans(inventory: Inventory, schema: Schema, values: dict[str, str], env
 
 # --- scanning for leaks ----------------------------------------------------------
 
+AGE_HEADER = b"age-encryption.org/v1\n"
 TOKEN_PATTERNS = {
     "an age private key": re.compile(r"AGE-SECRET-KEY-1[0-9A-Z]{58}"),
     "a private key block": re.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----"),
-    "a GitHub token": re.compile(r"\bgh[pousr]_[A-Za-z0-9]{36,}"),
+    "a GitHub token": re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{22,})"),
+    "a GitLab token": re.compile(r"\bglpat-[A-Za-z0-9_-]{20,}"),
     "an AWS access key id": re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"),
+    "a Google API key": re.compile(r"\bAIza[0-9A-Za-z_-]{35}\b"),
     "a Slack token": re.compile(r"\bxox[baprs]-[A-Za-z0-9-]{10,}"),
-    "a Stripe live key": re.compile(r"\b[sr]k_live_[0-9a-zA-Z]{24,}"),
+    "a Slack webhook": re.compile(r"hooks\.slack\.com/services/[A-Za-z0-9/]{20,}"),
+    "a Stripe key": re.compile(r"\b[sr]k_(?:live|test)_[0-9a-zA-Z]{24,}"),
+    "an OpenAI key": re.compile(r"\bsk-(?:proj-)?[A-Za-z0-9_-]{32,}"),
+    "a JSON Web Token": re.compile(r"\beyJ[A-Za-z0-9_-]{10,}\.eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}"),
 }
 # Values this short are ordinary words; scanning for them would only cry wolf.
 SCAN_MIN_LENGTH = 12
@@ -615,31 +727,40 @@ def scan_forms(values_by_env: dict[str, dict[str, str]], schema: Schema) -> dict
     return forms
 
 
+def child_environment() -> dict[str, str]:
+    """This process's environment without the age identity: editors and git need not see it."""
+    return {name: value for name, value in os.environ.items() if name != "VIGIL_AGE_IDENTITY"}
+
+
 def scan_repository(repo: Path, forms: dict[str, str], history: bool) -> list[Finding]:
     """Plaintext secrets and token patterns in the working tree and, with `history`, every commit's additions."""
     findings: list[Finding] = []
-    listing = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=repo, capture_output=True)
+    git = ["git", "-c", "core.quotePath=false"]
+    listing = subprocess.run([*git, "ls-files", "-co", "--exclude-standard", "-z"], cwd=repo, capture_output=True,
+                             env=child_environment())
     if listing.returncode != 0:
         raise SecretsError(f"secrets.scan: {repo} is not a git work tree")
     listed = listing.stdout.decode().split("\0")
     for name in filter(None, listed):
         path = repo / name
-        if name.endswith(".age") or not path.is_file() or path.stat().st_size > 1_000_000:
+        if not path.is_file() or path.stat().st_size > 1_000_000:
             continue
         data = path.read_bytes()
-        if b"\0" in data:
-            continue
+        if data.startswith(AGE_HEADER) or b"\0" in data:
+            continue  # really encrypted (whatever its name), or binary
         findings += scan_text(data.decode(errors="replace"), name, forms)
     if history:
-        log = subprocess.run(["git", "log", "--all", "-p", "--no-color", "--no-ext-diff", "-U0", "--format=@@commit %h"],
-                             cwd=repo, capture_output=True, check=True).stdout.decode(errors="replace")
+        # Merges too (first-parent diff); encrypted files show as "Binary files differ".
+        log = subprocess.run([*git, "log", "--all", "-p", "--diff-merges=first-parent", "--no-color", "--no-ext-diff",
+                              "-U0", "--format=@@commit %h"],
+                             cwd=repo, capture_output=True, check=True, env=child_environment()).stdout.decode(errors="replace")
         commit, path = "", ""
         for line in log.splitlines():
             if line.startswith("@@commit "):
                 commit = line.split()[1]
-            elif line.startswith("+++ b/"):
-                path = line[6:]
-            elif line.startswith("+") and not line.startswith("+++") and not path.endswith(".age"):
+            elif line.startswith("+++ "):
+                path = line[6:] if line.startswith("+++ b/") else line[4:]
+            elif line.startswith("+") and not line.startswith("+++"):
                 for finding in scan_text(line[1:], f"{commit}:{path}", forms):
                     findings.append(Finding(finding.where.rsplit(":", 1)[0] + " (history)", finding.what))
     return sorted(set(findings), key=lambda f: (f.where, f.what))

@@ -61,14 +61,25 @@ def test_values_that_could_inject_a_key_are_refused_naming_the_key(value, messag
 
 
 @pytest.mark.parametrize("text, message", [
-    ("JWT_SECRET\n", "JWT_SECRET has no value"),
-    ("lower=1\n", "'lower' is not a valid key"),
+    ("JWT_SECRET\n", "line 1: a key without a value"),
+    ("lower=1\n", "line 1: not a valid key"),
+    ("NODE_ENV=x\nghp_0123456789abcdefghijklmnopqrstuvwxyzAB\n", "line 2: not a valid key"),
+    ('NODE_ENV=x\nSENTRY_DSN="https://unclosed\n', "line 2 is not a KEY=value line"),
+    ("JWT_SECRET=one-development\nJWT_SECRET=two-development\n", "line 2: JWT_SECRET is given twice"),
     ('JWT_SECRET="abc\nNODE_ENV=development"\n', "JWT_SECRET contains a line break"),
+    ("JWT_SECRET=abc\x1bdevelopment\n", "JWT_SECRET contains a line break or control character"),
+    ("JWT_SECRET=abc\u2028development\n", "JWT_SECRET contains a line break or control character"),
 ])
 def test_parse_refuses_bad_lines_without_echoing_values(text, message):
-    with pytest.raises(S.SecretsError, match=message) as raised:
+    with pytest.raises(S.SecretsError, match=re.escape(message)) as raised:
         S.parse_dotenv(text, "secrets/x.env.age")
-    assert "development" not in str(raised.value)
+    assert "development" not in str(raised.value) and "ghp_" not in str(raised.value) and "unclosed" not in str(raised.value)
+
+
+def test_values_are_taken_literally_never_expanded(monkeypatch):
+    monkeypatch.setenv("VIGIL_AGE_IDENTITY", "AGE-SECRET-KEY-1XYZ")
+    text = "A=Xk9${HOME}Lq2\nB='${VIGIL_AGE_IDENTITY}'\nC=\"$PATH\"\n"
+    assert S.parse_dotenv(text, "t") == {"A": "Xk9${HOME}Lq2", "B": "${VIGIL_AGE_IDENTITY}", "C": "$PATH"}
 
 
 # --- schema ------------------------------------------------------------------
@@ -88,6 +99,15 @@ RULES = [
     ("DATABASE_URL", "production", "postgresql://u:p@db.internal:5432/app?sslmode=require", {}, None),
     ("DATABASE_URL", "production", "postgresql://u:p@127.0.0.1:5432/app", {}, None),
     ("DATABASE_URL", "production", "mysql://u:p@127.0.0.1/app", {}, "scheme postgresql or postgres"),
+    # libpq lets the query name the real host: it counts.
+    ("DATABASE_URL", "production", "postgresql://u:p@localhost/app?host=db.remote.example", {}, "must set sslmode=require"),
+    ("DATABASE_URL", "production", "postgresql://u:p@localhost/app?hostaddr=203.0.113.9", {}, "must set sslmode=require"),
+    ("DATABASE_URL", "production", "postgresql:///app?host=/var/run/postgresql", {}, None),
+    ("FRONTEND_URL", "production", "http\ts://together-pray.app", {}, "without spaces"),
+    ("FRONTEND_URL", "production", "https://exa mple.com", {}, "without spaces"),
+    ("DATABASE_URL", "sandbox", "postgresql://u:S3cr[etPass@127.0.0.1/app", {}, "does not parse"),
+    ("DATABASE_URL", "sandbox", "postgresql://tp:right@127.0.0.1/app", {"DB_PASSWORD": "wrong"}, "its password must be DB_PASSWORD's value"),
+    ("DATABASE_URL", "sandbox", "postgresql://tp:ri%40ght@127.0.0.1/app", {"DB_PASSWORD": "ri@ght"}, None),
 ]
 
 
@@ -119,6 +139,9 @@ def test_unknown_key_is_named(schema):
     ("app: {user: 'tp;id', config_dir: /etc/tp}\nservices: {}\nkeys: {}\n", "app.user"),
     ("app: {user: tp, config_dir: /etc/../tp}\nservices: {}\nkeys: {}\n", "app.config_dir"),
     ("keys: {}\n", "needs the sections app, services and keys"),
+    ("app: {user: tp, config_dir: /etc/tp}\nservices: {}\nkeys: {U: {url: {https_outside_sanbox: true}}}\n", "keys.U.url: expected a mapping of"),
+    ("app: {user: tp, config_dir: /etc/tp}\nservices: {}\nkeys: {U: {url: https}}\n", "keys.U.url: expected a mapping of"),
+    ("app: {user: tp, config_dir: /etc/tp}\nservices: {}\nkeys: {U: {required: production}}\n", "keys.U.required: expected true, false or a list"),
 ])
 def test_bad_schema_names_the_rule(paths, text, message):
     paths.schema.write_text(text)
@@ -137,10 +160,29 @@ def test_every_likely_spelling_of_a_value_is_masked(schema):
         assert REDACTOR.redact(f"before {form} after") == "before *** after", form
 
 
+@pytest.mark.parametrize("spelling", [
+    lambda v: urllib.parse.quote(v),  # Python's default keeps '/'
+    lambda v: urllib.parse.quote(v, safe="").lower(),  # lowercase percent-escapes
+    lambda v: base64.b64encode(b"user:" + v.encode()).decode(),  # HTTP Basic auth: the value after 5 bytes
+    lambda v: base64.b64encode(b"ab" + v.encode() + b"!").decode(),
+])
+def test_misaligned_and_partial_encodings_are_masked(schema, spelling):
+    value = "Tr0ub4dor/&3-horse+battery"
+    S.register({"JWT_SECRET": value}, schema)
+    leaked = spelling(value)
+    masked = REDACTOR.redact(f"header: {leaked}")
+    assert len(masked) < len(leaked) and "***" in masked
+
+
 def test_database_url_password_is_masked_alone(schema):
     S.register({"DATABASE_URL": "postgresql://tp:Zx9%40secretpw@127.0.0.1:5432/tp"}, schema)
     assert REDACTOR.redact("PGPASSWORD=Zx9@secretpw") == "PGPASSWORD=***"
     assert REDACTOR.redact("password Zx9%40secretpw") == "password ***"
+
+
+def test_query_password_is_masked(schema):
+    S.register({"DATABASE_URL": "postgresql://127.0.0.1/tp?user=tp&password=qu3ryPassw0rd"}, schema)
+    assert REDACTOR.redact("PGPASSWORD=qu3ryPassw0rd") == "PGPASSWORD=***"
 
 
 def test_public_values_stay_readable(schema):
@@ -263,3 +305,69 @@ def test_scan_finds_values_and_tokens_in_the_tree_and_in_history(tmp_path, schem
     assert not any("NODE_ENV" in f.what for f in findings)
     assert all(secret not in f.where + f.what for f in findings)
     assert S.scan_repository(repo, forms, history=False) == [f for f in findings if "(history)" not in f.where]
+
+
+@pytest.mark.parametrize("line, message", [
+    ("age1" + "q" * 58, "not an age recipient"),  # right shape, bad checksum
+    ("AGE-SECRET-KEY-1ABC", "not an age recipient"),
+])
+def test_bad_recipient_lines_name_file_and_line(line, message):
+    with pytest.raises(S.SecretsError, match=f"recipients/prod.txt:2: {message}"):
+        S.parse_recipients(f"# team\n{line}\n", "recipients/prod.txt")
+
+
+def test_a_second_writer_is_refused_while_the_first_holds_the_env(paths):
+    with S.locked("sandbox", paths):
+        with pytest.raises(S.SecretsError, match="being changed by another vigil process"):
+            with S.locked("sandbox", paths):
+                pass
+    with S.locked("sandbox", paths):  # released
+        pass
+
+
+def test_regenerating_the_database_password_rebuilds_the_sandbox_database_url(schema):
+    values = {}
+    S.generate_missing(schema, values, "sandbox")
+    old_url = values["DATABASE_URL"]
+    S.generate_missing(schema, values, "sandbox", regenerate=True)
+    assert values["DATABASE_URL"] != old_url and values["DB_PASSWORD"] in values["DATABASE_URL"]
+    assert schema.problems("sandbox", values) == []
+
+
+def test_a_label_cannot_break_the_recipients_file(paths, schema):
+    with pytest.raises(S.SecretsError, match="--label"):
+        S.init_env("staging", paths, schema, "x\nnot-a-key")
+    assert not paths.recipients("staging").exists()
+
+
+def test_scan_sees_merges_unicode_paths_and_misnamed_plaintext(tmp_path, schema):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git = lambda *args: subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", *args], cwd=repo, check=True, capture_output=True)
+    secret = "Kq8vN2xLr5tY7wZ1aB3cD6eF9gH0jM4p"
+    git("init", "-q", "-b", "main")
+    (repo / "a.txt").write_text("base\n")
+    git("add", "."), git("commit", "-qm", "base")
+    git("checkout", "-qb", "side")
+    (repo / "b.txt").write_text("side\n")
+    git("add", "."), git("commit", "-qm", "side")
+    git("checkout", "-q", "main")
+    git("merge", "-q", "--no-ff", "--no-commit", "side")
+    (repo / "café.md").write_text(f"pasted {secret}\n")  # added only in the merge commit
+    git("add", "."), git("commit", "-qm", "merge")
+    git("rm", "-q", "café.md"), git("commit", "-qm", "remove")
+    (repo / "production.env.age").write_text(f"JWT_SECRET={secret}\n")  # plaintext despite its name
+    forms = S.scan_forms({"production": {"JWT_SECRET": secret}}, schema)
+    findings = S.scan_repository(repo, forms, history=True)
+    assert any("café.md (history)" in f.where for f in findings)
+    assert any(f.where.startswith("production.env.age:1") for f in findings)
+
+
+def test_the_draft_directory_goes_with_everything_an_editor_left_in_it():
+    from vigil.tasks import secrets as tasks
+
+    with tasks._private_draft_directory() as directory:
+        (directory / "sandbox.env").write_text("JWT_SECRET=x\n")
+        (directory / "sandbox.env~").write_text("JWT_SECRET=x\n")  # an editor's backup
+        assert oct(directory.stat().st_mode & 0o777) == "0o700"
+    assert not directory.exists()

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
+import traceback
 
 from invoke.exceptions import Exit
 
 from vigil.commands import REDACTOR
-from vigil.errors import VigilError
+from vigil.errors import ExitCode, VigilError
 
 HOST_FLAGS_HELP = {
     "env": "Environment: inventory/<env>.yml (default: sandbox).",
@@ -33,5 +35,13 @@ def exits_cleanly(function):
         except VigilError as error:
             print(f"error: {REDACTOR.redact(error.message)}", file=sys.stderr)
             raise Exit(code=int(error.exit_code)) from None
+        except (Exit, KeyboardInterrupt):
+            raise
+        except Exception as error:
+            # A bug, not bad input: still never a value on the screen. VIGIL_DEBUG=1 shows where.
+            print(f"error: unexpected {type(error).__name__}: {REDACTOR.redact(str(error))}", file=sys.stderr)
+            if os.environ.get("VIGIL_DEBUG"):
+                print(REDACTOR.redact(traceback.format_exc()), file=sys.stderr)
+            raise Exit(code=int(ExitCode.HOST_FAILED)) from None
 
     return wrapper

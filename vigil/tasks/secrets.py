@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import os
 import shlex
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -68,7 +71,7 @@ def init(c, env="sandbox", label=None):
     _say(f"identity: {done['identity']} (keep it private; back it up in your password manager)")
     _say(f"public key: {done['public']} ({'added to' if done['recipient_added'] else 'already in'} {rel(paths.recipients(env))})")
     if done["secrets_created"]:
-        _say(f"created {rel(paths.encrypted(env))} with generated values; set the others with secrets.set or secrets.edit")
+        _say(f"created {rel(paths.encrypted(env))} with generated values; fill in the others with secrets.edit")
     _audit("secrets.init", env)
 
 
@@ -81,21 +84,16 @@ def edit(c, env="sandbox"):
     Example: EDITOR=nano invoke secrets.edit --env=staging
     """
     paths, schema = _context(env)
-    values = S.load(env, paths, schema)
-    editor = shlex.split(os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi")
-    directory = Path(tempfile.mkdtemp(prefix="vigil-secrets-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
-    draft = directory / f"{env}.env"
-    try:
+    with S.locked(env, paths), _private_draft_directory() as directory:
+        values = S.load(env, paths, schema)
+        editor = shlex.split(os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi")
+        draft = directory / f"{env}.env"
         S.write_private(draft, S.render_dotenv(values, list(schema.keys)).encode())
         while True:
-            if subprocess.run([*editor, str(draft)]).returncode != 0:
+            if subprocess.run([*editor, str(draft)], env=S.child_environment()).returncode != 0:
                 raise S.SecretsError(f"the editor {editor[0]} failed; nothing changed")
             try:
-                edited = S.parse_dotenv(draft.read_text(), "your edit")
-                S.register(edited, schema)
-                problems = schema.problems(env, edited)
-                if problems:
-                    raise S.SecretsError("; ".join(problems))
+                edited = _validated_draft(draft, env, schema)
                 break
             except S.SecretsError as error:
                 _say(f"invalid: {error.message}")
@@ -106,11 +104,39 @@ def edit(c, env="sandbox"):
             _say("no change")
             return
         S.save(env, edited, schema, paths)
-        _say(_describe_changes(changes))
-        _audit("secrets.edit", env)
+    _say(_describe_changes(changes))
+    _audit("secrets.edit", env)
+
+
+def _validated_draft(draft: Path, env: str, schema: S.Schema) -> dict[str, str]:
+    try:
+        text = draft.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise S.SecretsError("your edit is not UTF-8 text") from None
+    edited = S.parse_dotenv(text, "your edit")
+    S.register(edited, schema)
+    problems = schema.problems(env, edited)
+    if problems:
+        raise S.SecretsError("; ".join(problems))
+    return edited
+
+
+@contextlib.contextmanager
+def _private_draft_directory():
+    """A 0700 directory in memory (/dev/shm) for the plaintext draft, removed with everything an editor
+    put in it (backups, swap files) however the edit ends, a hang-up or a kill included."""
+    directory = Path(tempfile.mkdtemp(prefix="vigil-secrets-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
+
+    def interrupted(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = {number: signal.signal(number, interrupted) for number in (signal.SIGHUP, signal.SIGTERM)}
+    try:
+        yield directory
     finally:
-        draft.unlink(missing_ok=True)
-        directory.rmdir()
+        shutil.rmtree(directory, ignore_errors=True)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def _describe_changes(changes: dict[str, list[str]]) -> str:
@@ -128,11 +154,14 @@ def set_(c, key, env="sandbox", generate=False):
     paths, schema = _context(env)
     if key not in schema.keys:
         raise S.SecretsError(f"{key}: not in {rel(schema.path)}; add it to the schema first")
-    values = S.load(env, paths, schema)
     value = S.generate_value(schema.keys[key]) if generate else _read_value(key)
     S.check_value(key, value, "the new value")
-    updated = {**values, key: value}
-    S.save(env, updated, schema, paths)
+    with S.locked(env, paths):
+        values = S.load(env, paths, schema)
+        updated = {**values, key: value}
+        if env == S.SANDBOX:
+            S.refresh_sandbox_defaults(schema, updated, [key])
+        S.save(env, updated, schema, paths)
     _say(f"{key} {'changed' if values.get(key) != value else 'unchanged'} in {rel(paths.encrypted(env))}")
     _audit("secrets.set", env)
 
@@ -145,11 +174,12 @@ def unset(c, key, env="sandbox"):
     Example: invoke secrets.unset SENTRY_DSN --env=staging
     """
     paths, schema = _context(env)
-    values = S.load(env, paths, schema)
-    if key not in values:
-        _say(f"{key} is not set in {env}; nothing changed")
-        return
-    S.save(env, {k: v for k, v in values.items() if k != key}, schema, paths)
+    with S.locked(env, paths):
+        values = S.load(env, paths, schema)
+        if key not in values:
+            _say(f"{key} is not set in {env}; nothing changed")
+            return
+        S.save(env, {k: v for k, v in values.items() if k != key}, schema, paths)
     _say(f"removed {key} from {rel(paths.encrypted(env))}")
     _audit("secrets.unset", env)
 
@@ -212,12 +242,13 @@ def generate(c, env="sandbox", force=False):
     Example: invoke secrets.generate --env=staging
     """
     paths, schema = _context(env)
-    values = S.load(env, paths, schema)
-    changed = S.generate_missing(schema, values, env, regenerate=force)
-    if not changed:
-        _say("every generatable key already has a value; nothing changed")
-        return
-    S.save(env, values, schema, paths)
+    with S.locked(env, paths):
+        values = S.load(env, paths, schema)
+        changed = S.generate_missing(schema, values, env, regenerate=force)
+        if not changed:
+            _say("every generatable key already has a value; nothing changed")
+            return
+        S.save(env, values, schema, paths)
     _say(f"generated: {', '.join(changed)}")
     _audit("secrets.generate", env)
 
@@ -263,17 +294,20 @@ def rotate(c, key, env="sandbox", limit=None, check=False, diff=False, verbose=F
     if key not in schema.keys:
         raise S.SecretsError(f"{key}: not in {rel(schema.path)}")
     rule = schema.keys[key]
-    values = S.load(env, paths, schema)
     value = S.generate_value(rule) if rule.generate else _read_value(key)
-    rotated = {**values, key: value}
-    if not check:
-        S.save(env, rotated, schema, paths)
-        _audit("secrets.rotate", env)
-    if not rule.services:
+    with S.locked(env, paths):
+        values = S.load(env, paths, schema)
+        rotated = {**values, key: value}
+        refreshed = S.refresh_sandbox_defaults(schema, rotated, [key]) if env == S.SANDBOX else []
+        if not check:
+            S.save(env, rotated, schema, paths)
+            _audit("secrets.rotate", env)
+    services = sorted({service for name in [key, *refreshed] for service in schema.keys[name].services})
+    if not services:
         _say(f"{'would rotate' if check else 'rotated'} {key}; no service reads it directly (see its description in the schema)")
         return
-    _say(f"{'would rotate' if check else 'rotated'} {key}; pushing to {', '.join(rule.services)}")
-    code = _push(env, limit, check, diff, verbose, json, forks, serial, "secrets.rotate", rule.services, rotated)
+    _say(f"{'would rotate' if check else 'rotated'} {key}; pushing to {', '.join(services)}")
+    code = _push(env, limit, check, diff, verbose, json, forks, serial, "secrets.rotate", services, rotated)
     if code != ExitCode.OK:
         if not check:
             _say(f"{key} is saved but not everywhere yet: run `invoke secrets.push --env={env}` once the hosts are back")
@@ -295,7 +329,10 @@ def recipients(c, env="sandbox", add=None, remove=None):
         return
     updated = list(current)
     if add:
-        (new,) = S.parse_recipients(add, "--add")
+        parsed = S.parse_recipients(add, "--add")
+        if len(parsed) != 1:
+            raise S.SecretsError("--add: exactly one public key, 'age1... # who'")
+        (new,) = parsed
         if new[0] not in [key for key, _ in updated]:
             updated.append(new)
     if remove:
@@ -304,8 +341,16 @@ def recipients(c, env="sandbox", add=None, remove=None):
         updated = [(key, label) for key, label in updated if key != remove]
     if not updated:
         raise S.SecretsError(f"--remove: refusing to remove the last recipient of {env}; nobody could decrypt it")
-    S.reencrypt(env, paths, [key for key, _ in updated])
-    S.write_private(paths.recipients(env), "".join(f"{key}  # {label}\n" for key, label in updated).encode(), 0o644)
+    with S.locked(env, paths):
+        # The list first: were it written after, a failure between the two would
+        # let the next save encrypt to a recipient just removed.
+        before = paths.recipients(env).read_bytes()
+        S.write_private(paths.recipients(env), "".join(f"{key}  # {label}\n" for key, label in updated).encode(), 0o644)
+        try:
+            S.reencrypt(env, paths, [key for key, _ in updated])
+        except BaseException:
+            S.write_private(paths.recipients(env), before, 0o644)
+            raise
     _say(f"{env}: {len(updated)} recipients; {rel(paths.encrypted(env))} re-encrypted")
     _audit("secrets.recipients", env)
 
