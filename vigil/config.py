@@ -18,6 +18,7 @@ from typing import Any, Callable
 import yaml
 
 from vigil import validate
+from vigil.commands import Secret
 from vigil.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -334,6 +335,21 @@ class HostVars:
             raise ConfigError(f"{self.where(key)}: expected a whole number{f' >= {minimum}' if minimum is not None else ''}, got {value!r}")
         return value
 
+    def secret(self, key: str):
+        """The env's secret `key` as a Secret (masked everywhere), from secrets/<env>.env.age.
+
+        Example: PostgresRole("together_pray", vars.secret("DB_PASSWORD"))
+        """
+        from vigil import secrets  # secrets builds on config; import here to keep the layers one-way
+
+        values = _SECRETS_CACHE.get(self.values["vigil_env"])
+        if values is None:
+            values = _SECRETS_CACHE.setdefault(self.values["vigil_env"], secrets.load(self.values["vigil_env"]))
+        if key not in values:
+            raise ConfigError(f"{self.host.name}: secret {key} is missing from the {self.values['vigil_env']} secrets "
+                              f"(invoke secrets.edit --env={self.values['vigil_env']})")
+        return Secret(values[key])
+
     def boolean(self, key: str) -> bool:
         value = self[key]
         if not isinstance(value, bool):
@@ -348,6 +364,10 @@ class HostVars:
             if pattern and not re.fullmatch(pattern, item):
                 raise ConfigError(f"{self.where(key)}: {item!r} does not match {pattern}")
         return value
+
+
+# Decrypted once per run and env, however many hosts and roles ask.
+_SECRETS_CACHE: dict[str, dict[str, str]] = {}
 
 
 # --- roles and playbooks ---------------------------------------------------

@@ -443,7 +443,10 @@ def render_inventory(hosts: list[dict], paths: SandboxPaths) -> str:
         f"  db: {{hosts: [{', '.join(names[:1])}]}}          # the first host",
         "hosts:",
     ]
-    lines += [f"  {host['name']}: {{address: {host['address']}}}" for host in hosts]
+    # The control machine reaches each VPS from its gateway address: exempt it from the
+    # firewall's SSH rate limit, as a real setup exempts its bastion or CI runner.
+    lines += [f"  {host['name']}: {{address: {host['address']}, "
+              f"vars: {{firewall_ssh_trusted_sources: [{Vps.from_name(host['name']).gateway}]}}}}" for host in hosts]
     return "\n".join(lines) + "\n"
 
 

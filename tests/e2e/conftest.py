@@ -83,7 +83,7 @@ class Sandbox:
         data["defaults"]["ssh_key"] = str(SANDBOX_KEY)
         if edit:
             edit(data)
-        (tmp_path / "sandbox.yml").write_text(yaml.safe_dump(data))
+        (tmp_path / "sandbox.yml").write_text(yaml.safe_dump(data, sort_keys=False))
         pinned = (INVENTORY / "sandbox.known_hosts").read_text()
         (tmp_path / "sandbox.known_hosts").write_text(pinned if known_hosts is None else known_hosts)
         return tmp_path

@@ -325,8 +325,8 @@ groups:
   web: {hosts: [vps1, vps2]}   # every host
   db: {hosts: [vps1]}          # the first host
 hosts:
-  vps1: {address: 10.213.1.2}
-  vps2: {address: 10.213.2.2}
+  vps1: {address: 10.213.1.2, vars: {firewall_ssh_trusted_sources: [10.213.1.1]}}
+  vps2: {address: 10.213.2.2, vars: {firewall_ssh_trusted_sources: [10.213.2.1]}}
 """
 
 
@@ -339,7 +339,9 @@ def test_render_inventory_parses_to_the_schema(count):
         "defaults": {"user": "root", "port": 22, "ssh_key": "../.vigil/sandbox/id_ed25519"},
         "vars": {},
         "groups": {"web": {"hosts": names}, "db": {"hosts": names[:1]}},
-        "hosts": {host["name"]: {"address": host["address"]} for host in hosts},
+        "hosts": {host["name"]: {"address": host["address"],
+                                 "vars": {"firewall_ssh_trusted_sources": [host["address"][:-1] + "1"]}}
+                  for host in hosts},
     }
 
 

@@ -1,0 +1,37 @@
+"""The firewall role: ufw with only SSH (rate-limited) and the web ports open, and fail2ban for sshd."""
+
+from vigil.errors import ConfigError
+from vigil.operations import AptPackages, File, ServiceAction, SystemdUnit, render_template
+from vigil.ufw import Firewall
+
+DURATION = r"[0-9]+[smhdw]?"
+
+
+def tasks(role, vars):
+    """The firewall role's operations for one host, in order."""
+    ssh_port = vars.integer("firewall_ssh_port", minimum=1)
+    ports = vars["firewall_allowed_tcp_ports"]
+    if not isinstance(ports, list) or not all(isinstance(p, int) and 0 < p < 65536 for p in ports):
+        raise ConfigError(f"{vars.where('firewall_allowed_tcp_ports')}: expected a list of TCP port numbers")
+    trusted = vars.string_list("firewall_ssh_trusted_sources", r"[0-9a-fA-F.:]+(/[0-9]{1,3})?")
+    rules = ([f"allow from {source} to any port {ssh_port} proto tcp" for source in trusted]
+             + [f"limit {ssh_port}/tcp"] + [f"allow {port}/tcp" for port in ports if port != ssh_port])
+    jail = render_template(role.template("jail.local.j2"), {
+        "ssh_port": ssh_port,
+        "maxretry": vars.integer("firewall_fail2ban_maxretry", minimum=1),
+        "findtime": vars.string("firewall_fail2ban_findtime", DURATION),
+        "bantime": vars.string("firewall_fail2ban_bantime", DURATION),
+    })
+    return [
+        AptPackages(["ufw", "fail2ban", "python3-systemd"], name="Ensure ufw and fail2ban are installed."),
+        Firewall(rules, incoming=vars.string("firewall_default_incoming", "deny|reject"),
+                 outgoing=vars.string("firewall_default_outgoing", "allow|deny|reject"),
+                 name=f"Ensure the firewall allows only {', '.join(rules)}."),
+        File("/etc/fail2ban/jail.d/vigil.local", jail, notify=("restart fail2ban",),
+             name="Ensure fail2ban watches sshd."),
+        SystemdUnit("fail2ban.service", enabled=True, running=True),
+    ]
+
+
+def handlers(role, vars):
+    return {"restart fail2ban": ServiceAction("fail2ban.service", "restart")}

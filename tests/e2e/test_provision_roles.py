@@ -1,0 +1,87 @@
+"""The onboarding roles seen from outside and inside the host: firewall, fail2ban, Node.js, PostgreSQL."""
+
+import socket
+
+import pytest
+
+from conftest import invoke
+from vigil import secrets as S
+from vigil.errors import ExitCode
+
+
+def connect(address: str, port: int, timeout: float = 3.0) -> str:
+    """'open', 'refused' (a host answered: nothing listens) or 'filtered' (no answer: a firewall dropped it)."""
+    try:
+        with socket.create_connection((address, port), timeout=timeout):
+            return "open"
+    except ConnectionRefusedError:
+        return "refused"
+    except (socket.timeout, TimeoutError):
+        return "filtered"
+
+
+@pytest.fixture
+def listener_on_8080(sandbox):
+    sandbox.ssh("vps2", "nohup timeout 120 python3 -m http.server 8080 --bind 0.0.0.0 >/dev/null 2>&1 & "
+                        "echo $! > /tmp/http8080.pid; sleep 1")
+    assert sandbox.ssh("vps2", "ss -ltn | grep -c ':8080 '").strip() == "1"
+    yield
+    sandbox.ssh("vps2", "kill $(cat /tmp/http8080.pid) 2>/dev/null; rm -f /tmp/http8080.pid")
+
+
+def test_only_ssh_and_the_web_ports_are_open_from_outside(provisioned, sandbox, listener_on_8080):
+    address = sandbox.addresses["vps2"]
+    assert connect(address, 22) == "open"
+    assert connect(address, 80) == "refused"  # allowed through; nginx comes later
+    assert connect(address, 8080) == "filtered"  # a service listens, the firewall drops it
+    rules = sandbox.ssh("vps2", "ufw status")
+    assert "Status: active" in rules and "22/tcp                     LIMIT" in rules
+
+
+def test_fail2ban_watches_sshd(provisioned, sandbox):
+    assert "Status for the jail: sshd" in sandbox.ssh("vps1", "fail2ban-client status sshd")
+
+
+def test_node_satisfies_the_engines_and_a_mismatch_is_a_clear_error(provisioned, sandbox):
+    assert sandbox.ssh("vps2", "node --version").startswith("v2")
+    run = invoke("provision.server", "--json", "--limit=vps2", "--var", "nodejs_engines=>=99")
+    assert run.code == ExitCode.HOST_FAILED
+    assert "does not satisfy the apps' engines.node '>=99'" in run.host("vps2")["error"]
+
+
+def test_postgresql_is_local_only_and_the_app_role_logs_in_with_the_secret(provisioned, sandbox):
+    assert connect(sandbox.addresses["vps1"], 5432) in ("filtered", "refused")
+    assert sandbox.ssh("vps1", "ss -ltnH 'sport = :5432' | awk '{print $4}' | sort").split() == ["127.0.0.1:5432", "[::1]:5432"]
+    password = S.load("sandbox")["DB_PASSWORD"]
+
+    def login(secret: str) -> str:
+        # The password reaches psql through a 0600 .pgpass written from stdin, never argv or env.
+        sandbox_stdin = f"127.0.0.1:5432:together_pray:together_pray:{secret}\n"
+        import subprocess
+
+        from conftest import INVENTORY, SANDBOX_KEY
+        subprocess.run(["ssh", "-i", str(SANDBOX_KEY), "-o", f"UserKnownHostsFile={INVENTORY / 'sandbox.known_hosts'}",
+                        "-o", "BatchMode=yes", f"root@{sandbox.addresses['vps1']}",
+                        "umask 077; cat > /root/.pgpass"], input=sandbox_stdin.encode(), check=True)
+        return sandbox.ssh("vps1", "psql -w -h 127.0.0.1 -U together_pray together_pray -tAc 'select current_user' 2>&1; "
+                                   "rm -f /root/.pgpass", check=False).strip()
+
+    assert login(password) == "together_pray"
+    assert "password authentication failed" in login("wrong-password-123")
+    assert sandbox.ssh("vps1", "su postgres -c \"psql -tAc 'show password_encryption'\"").strip() == "scram-sha-256"
+
+
+def test_a_package_that_fails_on_one_host_leaves_the_others_and_a_rerun_recovers(provisioned, sandbox, tmp_path):
+    def broken(data):
+        data["hosts"]["vps2"]["vars"]["base_packages"] = ["curl", "no-such-package-vigil"]
+
+    inventory = sandbox.scratch_inventory(tmp_path, broken)
+    run = invoke("provision.server", "--json", "--limit=vps1,vps2", inventory=inventory)
+    assert run.code == ExitCode.HOST_FAILED
+    failed = run.host("vps2")
+    assert failed["status"] == "failed" and "no-such-package-vigil" in failed["error"]
+    assert failed["operations"][0]["status"] == "failed"
+    assert all(op["status"] == "skipped" for op in failed["operations"][1:])
+    assert run.host("vps1")["status"] == "ok"
+    again = invoke("provision.server", "--json", "--limit=vps2")
+    assert again.code == 0 and again.host("vps2")["failed"] == 0

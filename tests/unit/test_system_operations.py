@@ -1,0 +1,147 @@
+"""Plans and parsers for ufw, Node.js and PostgreSQL operations (no host)."""
+
+import base64
+import hashlib
+import hmac
+
+import pytest
+
+from vigil import postgresql as P
+from vigil.commands import Secret
+from vigil.nodejs import NodeVersion, parse_node_version, satisfies
+from vigil.operations import OperationError
+from vigil.ufw import Firewall, UfwState, parse_ufw
+
+ACTIVE = """Status: active
+Logging: on (low)
+Default: deny (incoming), allow (outgoing), deny (routed)
+New profiles: skip
+
+To                         Action      From
+--                         ------      ----
+22/tcp                     LIMIT IN    Anywhere
+Default: drop (incoming), accept (outgoing)
+@@added
+Added user rules (see 'ufw status' for running firewall):
+ufw allow from 10.0.0.5 to any port 22 proto tcp
+ufw limit 22/tcp
+ufw allow 8080/tcp
+"""
+INACTIVE = """Status: inactive
+Default: drop (incoming), accept (outgoing)
+@@added
+Added user rules (see 'ufw status' for running firewall):
+(None)
+"""
+
+
+def test_parse_ufw_active_and_inactive():
+    assert parse_ufw(ACTIVE, 0) == UfwState(True, True, {"incoming": "deny", "outgoing": "allow", "routed": "deny"},
+                                            ("allow from 10.0.0.5 to any port 22 proto tcp", "limit 22/tcp", "allow 8080/tcp"))
+    assert parse_ufw(INACTIVE, 0) == UfwState(True, False, {"incoming": "drop", "outgoing": "accept"}, ())
+    assert parse_ufw("", 127) == UfwState(False)
+
+
+WANTED = ["allow from 10.0.0.5 to any port 22 proto tcp", "limit 22/tcp", "allow 80/tcp", "allow 443/tcp"]
+
+
+@pytest.mark.parametrize("state, commands", [
+    (parse_ufw(INACTIVE, 0), ["ufw allow from 10.0.0.5 to any port 22 proto tcp", "ufw limit 22/tcp", "ufw allow 80/tcp",
+                              "ufw allow 443/tcp", "ufw --force enable"]),
+    # Rules are added (a source rule on top) before any is removed; SSH is never without a rule.
+    (parse_ufw(ACTIVE, 0), ["ufw allow 80/tcp", "ufw allow 443/tcp", "ufw delete allow 8080/tcp"]),
+    (UfwState(True, True, {"incoming": "deny", "outgoing": "allow"}, ("limit 22/tcp",)),
+     ["ufw insert 1 allow from 10.0.0.5 to any port 22 proto tcp", "ufw allow 80/tcp", "ufw allow 443/tcp"]),
+    (UfwState(True, True, {"incoming": "allow", "outgoing": "allow"}, tuple(WANTED)), ["ufw default deny incoming"]),
+    (UfwState(True, True, {"incoming": "deny", "outgoing": "allow"}, tuple(WANTED)), []),
+])
+def test_firewall_plan(state, commands):
+    plan = Firewall(WANTED).plan({"ufw": state})
+    assert [c.display("root") for c in plan.commands] == commands
+
+
+@pytest.mark.parametrize("rule", ["allow 22", "allow 22/tcp; reboot", "allow from $(id) to any port 22 proto tcp", "open 80/tcp"])
+def test_firewall_refuses_odd_rules(rule):
+    with pytest.raises(ValueError, match="not a firewall rule"):
+        Firewall([rule])
+
+
+@pytest.mark.parametrize("version, engines, ok", [
+    ((20, 19, 2), ">=20", True), ((18, 19, 0), ">=20", False), ((20, 1, 0), "^20.11", False), ((20, 12, 0), "^20.11", True),
+    ((22, 0, 0), "18.x || >=20 <23", True), ((23, 0, 0), "18.x || >=20 <23", False), ((18, 5, 0), "18.x || >=20 <23", True),
+    ((20, 0, 0), "20", True), ((21, 0, 0), "20", False), ((20, 9, 9), "~20.9", True), ((20, 10, 0), "~20.9", False),
+    ((5, 0, 0), "*", True),
+])
+def test_engines_ranges(version, engines, ok):
+    assert satisfies(version, engines) is ok
+
+
+def test_node_version_check():
+    assert parse_node_version("v20.19.2\n", 0) == (20, 19, 2)
+    assert parse_node_version("", 127) is None
+    assert not NodeVersion(">=20").plan({"node:version": (20, 19, 2)}).changes
+    with pytest.raises(OperationError, match=r"Node.js v18.19.0 does not satisfy the apps' engines.node '>=20'"):
+        NodeVersion(">=20").plan({"node:version": (18, 19, 0)})
+    with pytest.raises(ValueError):
+        NodeVersion("latest please")
+
+
+def verifier(password: str, salt: bytes = b"0123456789abcdef", iterations: int = 4096) -> str:
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    stored = hashlib.sha256(hmac.new(salted, b"Client Key", hashlib.sha256).digest()).digest()
+    server = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
+    return f"SCRAM-SHA-256${iterations}:{base64.b64encode(salt).decode()}${base64.b64encode(stored).decode()}:{base64.b64encode(server).decode()}"
+
+
+def test_scram_verifier_check():
+    assert P.scram_matches(verifier("right-password-1"), "right-password-1")
+    assert not P.scram_matches(verifier("right-password-1"), "wrong-password-1")
+    assert not P.scram_matches("md5abcdef", "anything")
+
+
+@pytest.mark.parametrize("state, summary", [
+    (None, "create role app_user once PostgreSQL runs"),
+    ((False, ""), "create role app_user"),
+    ((True, verifier("old-password-9")), "set the password of app_user (it differs from secrets)"),
+])
+def test_role_plan_keeps_the_password_on_stdin(state, summary):
+    password = Secret("new-password-9'quote")
+    plan = P.PostgresRole("app_user", password).plan({"postgresql:role:app_user": state})
+    (command,) = plan.commands
+    assert plan.summary == summary
+    assert "new-password" not in command.render("root")
+    assert b"password 'new-password-9''quote'" in command.stdin
+
+
+def test_role_with_the_right_password_is_left_alone():
+    plan = P.PostgresRole("app_user", Secret("same-password-1")).plan({"postgresql:role:app_user": (True, verifier("same-password-1"))})
+    assert not plan.changes
+
+
+@pytest.mark.parametrize("owner, commands", [
+    ("", ["sudo -n -H -u postgres -- createdb --owner app -- appdb"]),
+    ("app", []),
+    ("postgres", ["sudo -n -H -u postgres -- psql -X -q -t -A -v ON_ERROR_STOP=1 -c 'alter database appdb owner to app'"]),
+])
+def test_database_plan(owner, commands):
+    plan = P.PostgresDatabase("appdb", owner="app").plan({"postgresql:database:appdb": owner})
+    assert [c.display("root") for c in plan.commands] == commands
+
+
+def test_settings_plan_sizes_connections_from_memory():
+    op = P.PostgresSettings({"listen_addresses": "localhost", "max_connections": "auto"})
+    key = P.settings_fact(["listen_addresses", "max_connections"]).key
+    assert not op.plan({key: {"listen_addresses": "localhost", "max_connections": "64"}, "memory:total-mb": 2048}).changes
+    plan = op.plan({key: {"listen_addresses": "*", "max_connections": "100"}, "memory:total-mb": 1024})
+    assert [c.display("root").split(" -c ")[1] for c in plan.commands] == [
+        "'alter system set listen_addresses = '\"'\"'localhost'\"'\"''", "'alter system set max_connections = '\"'\"'32'\"'\"''"]
+
+
+@pytest.mark.parametrize("build", [
+    lambda: P.PostgresRole("App-User", Secret("x" * 8)),
+    lambda: P.PostgresDatabase("db; drop", owner="app"),
+    lambda: P.PostgresSettings({"listen_addresses": "'; drop table x; --"}),
+])
+def test_postgres_operations_refuse_unsafe_names(build):
+    with pytest.raises(ValueError):
+        build()

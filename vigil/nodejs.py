@@ -1,0 +1,92 @@
+"""Node.js: the installed version as a fact, checked against the apps' `engines` range."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from vigil.commands import cmd
+from vigil.facts import Fact
+from vigil.operations import Operation, OperationError, noop
+
+VERSION = re.compile(r"^v?(\d+)(?:\.(\d+|x|\*))?(?:\.(\d+|x|\*))?$")
+
+
+def parse_node_version(stdout: str, status: int) -> tuple[int, int, int] | None:
+    match = VERSION.match(stdout.strip())
+    if status != 0 or not match:
+        return None
+    return tuple(int(part) for part in (match.group(1), match.group(2) or 0, match.group(3) or 0))
+
+
+def node_version_fact() -> Fact:
+    return Fact("node:version", cmd("node", "--version", sudo=False), parse_node_version)
+
+
+def _bounds(operator: str, text: str) -> list[tuple[str, tuple[int, int, int]]]:
+    """One comparator as (op, version) constraints, npm-style: ^20 -> >=20.0.0 <21.0.0, 20.x -> >=20 <21."""
+    parts = text.lstrip("v").split(".")
+    wild = next((i for i, part in enumerate(parts) if part in ("x", "*")), len(parts))
+    numbers = [int(part) for part in parts[:wild]] + [0] * (3 - wild)
+    version = tuple(numbers[:3])
+    given = min(wild, len(parts))
+    if operator in ("", "=") and given < 3:
+        operator = "~" if given else ">="  # 20 or 20.x means 20.*, a bare * means anything
+        if given == 0:
+            return []
+    if operator == "^":
+        major, minor, patch = version
+        upper = (major + 1, 0, 0) if major else ((0, minor + 1, 0) if minor else (0, 0, patch + 1))
+        return [(">=", version), ("<", upper)]
+    if operator == "~":
+        upper = (version[0] + 1, 0, 0) if given <= 1 else (version[0], version[1] + 1, 0)
+        return [(">=", version), ("<", upper)]
+    return [(operator or "=", version)]
+
+
+def satisfies(version: tuple[int, int, int], engines: str) -> bool:
+    """Whether `version` meets an npm `engines.node` range: `>=20`, `^20.11`, `18.x || >=20 <23` ..."""
+    for alternative in engines.split("||"):
+        tokens = re.findall(r"(>=|<=|>|<|=|\^|~)?\s*(v?[\dx*]+(?:\.[\dx*]+){0,2})", alternative)
+        if not tokens:
+            raise ValueError(f"not an engines range: {engines!r}")
+        checks = [bound for operator, text in tokens for bound in _bounds(operator, text)]
+        if all(_compare(version, operator, bound) for operator, bound in checks):
+            return True
+    return False
+
+
+def _compare(version, operator, bound) -> bool:
+    return {">=": version >= bound, ">": version > bound, "<=": version <= bound, "<": version < bound,
+            "=": version == bound}[operator]
+
+
+@dataclass
+class NodeVersion(Operation):
+    """Refuse a host whose Node.js does not satisfy the apps' `engines.node` range (checks, never changes).
+
+    Example: NodeVersion(">=20")
+    """
+
+    engines: str
+    name: str = ""
+    notify: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        satisfies((0, 0, 0), self.engines)  # refuses a malformed range now, not on the host
+        self.name = self.name or f"Ensure Node.js satisfies the apps' engines ({self.engines})."
+
+    def facts(self):
+        return [node_version_fact()]
+
+    def plan(self, known):
+        version = known["node:version"]
+        if version is None:
+            return noop("Node.js is not installed yet (check mode): checked on the real run")
+        shown = "v" + ".".join(map(str, version))
+        if not satisfies(version, self.engines):
+            raise OperationError(
+                f"Node.js {shown} does not satisfy the apps' engines.node {self.engines!r}; "
+                "Debian 12 ships Node 18: use Debian 13, or set nodejs_packages to a newer build"
+            )
+        return noop(f"Node.js {shown} satisfies {self.engines}")

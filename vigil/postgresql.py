@@ -1,0 +1,217 @@
+"""PostgreSQL: settings, roles and databases as facts, and the operations that converge them.
+
+SQL that carries a password travels on psql's stdin, never in its argv. A
+role's password is compared without ever reading it back: the password vigil
+holds is checked against the server's SCRAM verifier, in Python.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+from dataclasses import dataclass
+from typing import Mapping
+
+from vigil.commands import Command, Secret
+from vigil.facts import Fact
+from vigil.operations import Operation, change, noop
+
+IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+SETTING_NAME = re.compile(r"^[a-z_]+$")
+SETTING_VALUE = re.compile(r"^[A-Za-z0-9_.,*:/ -]+$")
+
+
+def _identifier(name: str) -> str:
+    if not IDENTIFIER.match(name):
+        raise ValueError(f"not a PostgreSQL identifier vigil accepts ([a-z_][a-z0-9_]*): {name!r}")
+    return name
+
+
+def psql(sql: str) -> Command:
+    """psql as the postgres superuser, one statement, unaligned tuples only; `sql` holds no secret."""
+    return Command(("psql", "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-c", sql), as_user="postgres")
+
+
+def psql_stdin(sql: str) -> Command:
+    """psql reading `sql` from stdin: for statements that carry a password."""
+    return Command(("psql", "-X", "-q", "-v", "ON_ERROR_STOP=1"), as_user="postgres", stdin=sql.encode())
+
+
+def _literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+# --- facts -------------------------------------------------------------------
+
+
+def parse_settings(stdout: str, status: int) -> dict[str, str] | None:
+    if status != 0:
+        return None  # not installed or not running yet
+    return dict(line.split("|", 1) for line in stdout.splitlines() if "|" in line)
+
+
+def settings_fact(names: list[str]) -> Fact:
+    listed = ", ".join(_literal(name) for name in sorted(names))
+    return Fact(f"postgresql:settings:{','.join(sorted(names))}",
+                psql(f"select name, setting from pg_settings where name in ({listed})"), parse_settings)
+
+
+def parse_memory_mb(stdout: str, status: int) -> int:
+    match = re.search(r"^MemTotal:\s+(\d+) kB", stdout, re.MULTILINE)
+    return int(match.group(1)) // 1024 if match else 0
+
+
+def memory_fact() -> Fact:
+    return Fact("memory:total-mb", Command(("cat", "/proc/meminfo"), sudo=False), parse_memory_mb)
+
+
+def parse_role(stdout: str, status: int) -> tuple[bool, str] | None:
+    """(exists, SCRAM verifier or '') of a role; None when the server does not answer."""
+    if status != 0:
+        return None
+    line = stdout.strip()
+    return (True, line.split("|", 1)[1]) if line.startswith("role|") else (False, "")
+
+
+def role_fact(name: str) -> Fact:
+    return Fact(f"postgresql:role:{name}",
+                psql(f"select 'role', coalesce(rolpassword, '') from pg_authid where rolname = {_literal(_identifier(name))}"),
+                parse_role)
+
+
+def parse_database(stdout: str, status: int) -> str | None:
+    """The database's owner, '' when it does not exist, None when the server does not answer."""
+    return None if status != 0 else stdout.strip()
+
+
+def database_fact(name: str) -> Fact:
+    return Fact(f"postgresql:database:{name}",
+                psql(f"select pg_get_userbyid(datdba) from pg_database where datname = {_literal(_identifier(name))}"),
+                parse_database)
+
+
+# --- SCRAM ---------------------------------------------------------------------
+
+
+def scram_matches(verifier: str, password: str) -> bool:
+    """Whether `password` is the one behind a `SCRAM-SHA-256$iter:salt$StoredKey:ServerKey` verifier (RFC 5802)."""
+    match = re.match(r"^SCRAM-SHA-256\$(\d+):([^$]+)\$([^:]+):(.+)$", verifier)
+    if not match:
+        return False
+    iterations, salt, stored_key = int(match.group(1)), base64.b64decode(match.group(2)), base64.b64decode(match.group(3))
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
+    return hmac.compare_digest(hashlib.sha256(client_key).digest(), stored_key)
+
+
+# --- operations ------------------------------------------------------------------
+
+
+def auto_max_connections(memory_mb: int) -> int:
+    """Room for about 32 MiB per connection (work memory, buffers), between 20 and 200."""
+    return max(20, min(200, memory_mb // 32))
+
+
+@dataclass
+class PostgresSettings(Operation):
+    """Server settings via ALTER SYSTEM; a change notifies the restart handler.
+
+    settings: name -> value; the value "auto" for max_connections sizes it from the host's memory.
+    Example: PostgresSettings({"listen_addresses": "localhost", "max_connections": "auto"}, notify=("restart postgresql",))
+    """
+
+    settings: Mapping[str, str]
+    name: str = ""
+    notify: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        for key, value in self.settings.items():
+            if not SETTING_NAME.match(key) or not SETTING_VALUE.match(str(value)):
+                raise ValueError(f"not a PostgreSQL setting vigil accepts: {key}={value!r}")
+        self.name = self.name or "Ensure PostgreSQL's settings: " + ", ".join(f"{k}={v}" for k, v in self.settings.items())
+
+    def facts(self):
+        return [settings_fact(list(self.settings)), memory_fact()]
+
+    def wanted(self, memory_mb: int) -> dict[str, str]:
+        return {key: str(auto_max_connections(memory_mb)) if key == "max_connections" and value == "auto" else str(value)
+                for key, value in self.settings.items()}
+
+    def plan(self, known):
+        current = known[settings_fact(list(self.settings)).key]
+        wanted = self.wanted(known["memory:total-mb"])
+        if current is None:
+            return change("configure PostgreSQL once it runs",
+                          *[psql(f"alter system set {key} = {_literal(value)}") for key, value in wanted.items()])
+        different = {key: value for key, value in wanted.items() if current.get(key) != value}
+        if not different:
+            return noop("PostgreSQL already runs with " + ", ".join(f"{k}={v}" for k, v in wanted.items()))
+        return change(", ".join(f"{key} {current.get(key)} -> {value}" for key, value in different.items()),
+                      *[psql(f"alter system set {key} = {_literal(value)}") for key, value in different.items()])
+
+
+@dataclass
+class PostgresRole(Operation):
+    """A login role whose password is exactly `password` (compared through the SCRAM verifier).
+
+    Example: PostgresRole("together_pray", Secret(db_password))
+    """
+
+    role: str
+    password: Secret
+    name: str = ""
+    notify: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        _identifier(self.role)
+        self.name = self.name or f"Ensure PostgreSQL role {self.role} logs in with the password from secrets."
+
+    def facts(self):
+        return [role_fact(self.role)]
+
+    def plan(self, known):
+        state = known[f"postgresql:role:{self.role}"]
+        password = _literal(self.password.value)
+        if state is None:
+            return change(f"create role {self.role} once PostgreSQL runs",
+                          psql_stdin(f"create role {self.role} login password {password};"))
+        exists, verifier = state
+        if not exists:
+            return change(f"create role {self.role}", psql_stdin(f"create role {self.role} login password {password};"))
+        if not scram_matches(verifier, self.password.value):
+            return change(f"set the password of {self.role} (it differs from secrets)",
+                          psql_stdin(f"alter role {self.role} with login password {password};"))
+        return noop(f"role {self.role} exists and its password matches secrets")
+
+
+@dataclass
+class PostgresDatabase(Operation):
+    """A database owned by `owner`.
+
+    Example: PostgresDatabase("together_pray", owner="together_pray")
+    """
+
+    database: str
+    owner: str
+    name: str = ""
+    notify: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        _identifier(self.database), _identifier(self.owner)
+        self.name = self.name or f"Ensure database {self.database} exists, owned by {self.owner}."
+
+    def facts(self):
+        return [database_fact(self.database)]
+
+    def plan(self, known):
+        owner = known[f"postgresql:database:{self.database}"]
+        create = Command(("createdb", "--owner", self.owner, "--", self.database), as_user="postgres")
+        if owner is None:
+            return change(f"create database {self.database} once PostgreSQL runs", create)
+        if owner == "":
+            return change(f"create database {self.database}", create)
+        if owner != self.owner:
+            return change(f"owner {owner} -> {self.owner}", psql(f"alter database {self.database} owner to {self.owner}"))
+        return noop(f"database {self.database} exists, owned by {self.owner}")
