@@ -383,6 +383,14 @@ class Role:
     tasks: Callable
     handlers: Callable | None
 
+    def file(self, name: str) -> bytes:
+        """A static file shipped with the role (roles/<role>/files/<name>)."""
+        path = self.path / "files" / name
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise ConfigError(f"{rel(path)}: file not found") from None
+
     def template(self, name: str) -> str:
         path = self.path / "templates" / name
         try:

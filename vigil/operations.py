@@ -173,6 +173,8 @@ class File(Operation):
     secret: the content holds secrets; diffs never show it. Content that holds
     any registered Secret value is treated as secret whatever this says.
     env_file: the content is KEY=value lines; a secret diff then names the keys that changed.
+    replace: False writes the file only when it is missing: a seed another task then owns
+    (nginx's upstreams, which deploys switch between colors).
     Example: File("/etc/motd", "Welcome\\n", name="Ensure the login banner is managed.")
     """
 
@@ -185,6 +187,7 @@ class File(Operation):
     notify: tuple[str, ...] = ()
     secret: bool = False
     env_file: bool = False
+    replace: bool = True
 
     def __post_init__(self):
         self.mode = _mode(self.mode)
@@ -208,6 +211,8 @@ class File(Operation):
         if state.kind is None:
             return change(f"create {self.path}", write,
                           diff=_text_diff(self.path, None, self.content, self.secret, self.env_file))
+        if not self.replace:
+            return noop(f"{self.path} exists; it is only created, never replaced")
         if state.sha256 != hashlib.sha256(self.content).hexdigest():
             return change(f"update {self.path}", write,
                           diff=_text_diff(self.path, state.content, self.content, self.secret, self.env_file))
@@ -536,6 +541,8 @@ class ServiceAction(Operation):
     action: str = "restart"
     name: str = ""
     notify: tuple[str, ...] = ()
+    # Run first; its failure stops the action (nginx -t before a reload keeps a broken config out).
+    check: Command | None = None
 
     def __post_init__(self):
         if self.action not in ("restart", "reload", "try-restart", "reload-or-restart", "try-reload-or-restart"):
@@ -550,7 +557,35 @@ class ServiceAction(Operation):
         self.name = self.name or f"{self.action.capitalize()} {' '.join(units)}."
 
     def plan(self, known):
-        return change(f"{self.action} {' '.join(self.units)} (always changes)", cmd("systemctl", self.action, *self.units))
+        action = cmd("systemctl", self.action, *self.units)
+        commands = (self.check, action) if self.check else (action,)
+        return change(f"{self.action} {' '.join(self.units)} (always changes)", *commands)
+
+
+@dataclass
+class Absent(Operation):
+    """Nothing at `path` (a file or link; directories are refused).
+
+    Example: Absent("/etc/nginx/sites-enabled/default")
+    """
+
+    path: str
+    name: str = ""
+    notify: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        self.name = self.name or f"Ensure {self.path} is absent."
+
+    def facts(self):
+        return [F.file_fact(self.path)]
+
+    def plan(self, known):
+        state: F.FileState = known[f"file:{self.path}"]
+        if state.kind is None:
+            return noop(f"{self.path} is already absent")
+        if state.kind == "directory":
+            raise OperationError(f"{self.path} is a directory; refusing to remove it")
+        return change(f"remove {self.path}", cmd("rm", "-f", "--", self.path))
 
 
 @dataclass

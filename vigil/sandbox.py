@@ -437,7 +437,7 @@ def render_inventory(hosts: list[dict], paths: SandboxPaths) -> str:
         "  user: root",
         "  port: 22",
         f"  ssh_key: {ssh_key}   # relative to the inventory file",
-        "vars: {}",
+        "vars: {nginx_tls: local-ca}   # HTTPS from the sandbox's own CA (.vigil/sandbox/ca/ca.crt)",
         "groups:",
         f"  web: {{hosts: [{', '.join(names)}]}}   # every host",
         f"  db: {{hosts: [{', '.join(names[:1])}]}}          # the first host",

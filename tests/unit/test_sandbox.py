@@ -320,7 +320,7 @@ defaults:
   user: root
   port: 22
   ssh_key: ../.vigil/sandbox/id_ed25519   # relative to the inventory file
-vars: {}
+vars: {nginx_tls: local-ca}   # HTTPS from the sandbox's own CA (.vigil/sandbox/ca/ca.crt)
 groups:
   web: {hosts: [vps1, vps2]}   # every host
   db: {hosts: [vps1]}          # the first host
@@ -337,7 +337,7 @@ def test_render_inventory_parses_to_the_schema(count):
     assert yaml.safe_load(sandbox.render_inventory(hosts, PATHS)) == {
         "known_hosts": "sandbox.known_hosts",
         "defaults": {"user": "root", "port": 22, "ssh_key": "../.vigil/sandbox/id_ed25519"},
-        "vars": {},
+        "vars": {"nginx_tls": "local-ca"},
         "groups": {"web": {"hosts": names}, "db": {"hosts": names[:1]}},
         "hosts": {host["name"]: {"address": host["address"],
                                  "vars": {"firewall_ssh_trusted_sources": [host["address"][:-1] + "1"]}}

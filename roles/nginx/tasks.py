@@ -1,0 +1,97 @@
+"""The nginx role: the app's HTTPS site with Mozilla intermediate TLS, Helmet's headers, rate limits and CORS."""
+
+import re
+import urllib.parse
+
+from vigil import tls
+from vigil.commands import cmd
+from vigil.errors import ConfigError
+from vigil.operations import (Absent, AptPackages, Directory, File, Guarded, ServiceAction, Symlink, SystemdUnit,
+                              render_template)
+from vigil.validate import address
+
+SITE = "together-pray"
+WEB_ROOT = "/var/www/together-pray"
+# Debian's stock site serves this directory on port 80 before ours exists, so certbot's first
+# HTTP-01 challenge works there, and our site keeps serving challenges from it for renewals.
+ACME_ROOT = "/var/www/html"
+ORIGIN = r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?"
+
+
+def _cors_origins(vars) -> list[str]:
+    origins = vars["nginx_cors_origins"]
+    if not origins:
+        url = urllib.parse.urlsplit(vars.secret("FRONTEND_URL").value)
+        origins = [f"{url.scheme}://{url.netloc}"]
+    if not isinstance(origins, list):
+        raise ConfigError(f"{vars.where('nginx_cors_origins')}: expected a list of origins like https://app.example")
+    for origin in origins:
+        if not isinstance(origin, str) or not re.fullmatch(ORIGIN, origin):
+            raise ConfigError(f"{vars.where('nginx_cors_origins')}: {origin!r} is not an origin like https://app.example")
+    return origins
+
+
+def _certificate(vars, server_name: str):
+    """(operations, certificate path, key path) for the configured TLS source."""
+    mode = vars.string("nginx_tls", "local-ca|certbot")
+    if mode == "local-ca":
+        issued = tls.host_certificate(vars.host.name, [server_name])
+        certificate, key = f"/etc/ssl/vigil/{server_name}.crt", f"/etc/ssl/vigil/{server_name}.key"
+        return [
+            Directory("/etc/ssl/vigil", mode="0755"),
+            File(certificate, issued.chain, notify=("reload nginx",), name="Ensure the site's certificate (sandbox CA) is installed."),
+            File(key, issued.key, mode="0600", secret=True, notify=("reload nginx",), name="Ensure the site's private key is installed."),
+        ], certificate, key
+    live = f"/etc/letsencrypt/live/{server_name}"
+    email = vars.string("nginx_certbot_email", r"[^@\s]+@[^@\s]+")
+    return [
+        AptPackages(["certbot"], name="Ensure certbot is installed."),
+        Guarded([cmd("certbot", "certonly", "--non-interactive", "--agree-tos", "--email", email, "--webroot",
+                     "-w", ACME_ROOT, "-d", server_name)],
+                creates=f"{live}/fullchain.pem", name=f"Ensure Let's Encrypt issued a certificate for {server_name}."),
+        SystemdUnit("certbot.timer", enabled=True, running=True, name="Ensure certificates renew automatically."),
+    ], f"{live}/fullchain.pem", f"{live}/privkey.pem"
+
+
+def tasks(role, vars):
+    """The nginx role's operations for one host, in order."""
+    server_name = address(vars.get("nginx_server_name") or vars.host.address, vars.where("nginx_server_name"))
+    ports = {kind: vars[f"nginx_{kind}_ports"] for kind in ("backend", "frontend")}
+    for kind, colors in ports.items():
+        if not isinstance(colors, dict) or set(colors) != {"blue", "green"} or not all(
+                isinstance(port, int) and 1024 < port < 65536 for port in colors.values()):
+            raise ConfigError(f"{vars.where(f'nginx_{kind}_ports')}: expected {{blue: PORT, green: PORT}} above 1024")
+    certificate_ops, certificate, key = _certificate(vars, server_name)
+    headers = render_template(role.template("security-headers.conf.j2"), {
+        "hsts_max_age": vars.integer("nginx_hsts_max_age", minimum=0),
+        "csp": vars.string("nginx_content_security_policy", r"[^\"\n\\]+"),
+    })
+    site = render_template(role.template("site.conf.j2"), {
+        "server_name": server_name, "certificate": certificate, "certificate_key": key,
+        "api_rate": vars.integer("nginx_api_rate_per_second", minimum=1),
+        "api_burst": vars.integer("nginx_api_burst", minimum=0),
+        "cors_origins": _cors_origins(vars),
+    })
+    upstreams = render_template(role.template("upstreams.conf.j2"), {
+        "backend_port": ports["backend"]["blue"], "frontend_port": ports["frontend"]["blue"]})
+    reload = ("reload nginx",)
+    return [
+        AptPackages(["nginx", "ssl-cert"], name="Ensure nginx is installed."),
+        Directory(WEB_ROOT, mode="0755"),
+        File(f"{WEB_ROOT}/maintenance.html", role.file("maintenance.html"), name="Ensure the maintenance page exists."),
+        *certificate_ops,
+        File("/etc/nginx/snippets/vigil-security-headers.conf", headers, notify=reload,
+             name="Ensure the security headers snippet is managed."),
+        File(f"/etc/nginx/conf.d/{SITE}-upstreams.conf", upstreams, replace=False, notify=reload,
+             name="Ensure the app upstreams exist (deploys switch their colors)."),
+        File(f"/etc/nginx/sites-available/{SITE}.conf", site, notify=reload, name="Ensure the app's site is managed."),
+        Symlink(f"/etc/nginx/sites-enabled/{SITE}.conf", f"/etc/nginx/sites-available/{SITE}.conf", notify=reload,
+                name="Ensure the app's site is enabled."),
+        Absent("/etc/nginx/sites-enabled/default", notify=reload, name="Ensure Debian's default site is disabled."),
+        SystemdUnit("nginx.service", enabled=True, running=True),
+    ]
+
+
+def handlers(role, vars):
+    return {"reload nginx": ServiceAction("nginx.service", "reload", check=cmd("nginx", "-t", "-q"),
+                                          name="Reload nginx after `nginx -t` accepts the configuration.")}
