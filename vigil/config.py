@@ -26,8 +26,8 @@ DEFAULT_ENV = "sandbox"
 
 VAR_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 INVENTORY_KEYS = {"known_hosts", "defaults", "vars", "groups", "hosts"}
-DEFAULTS_KEYS = {"user", "port", "ssh_key", "connect_timeout", "command_timeout"}
-HOST_KEYS = {"address", "user", "port", "ssh_key", "connect_timeout", "command_timeout", "vars"}
+DEFAULTS_KEYS = {"user", "bootstrap_user", "port", "ssh_key", "connect_timeout", "command_timeout"}
+HOST_KEYS = {"address", "user", "bootstrap_user", "port", "ssh_key", "connect_timeout", "command_timeout", "vars"}
 GROUP_KEYS = {"hosts", "vars"}
 
 
@@ -108,6 +108,8 @@ class Host:
     groups: tuple[str, ...]
     connect_timeout: float
     command_timeout: float
+    # Who to log in as while `user` cannot yet (a fresh server, before onboarding creates it).
+    bootstrap_user: str | None = None
 
 
 @dataclass
@@ -260,6 +262,8 @@ def load_inventory(env: str, inventory_dir: Path | None = None) -> Inventory:
             groups=tuple(g for g, members in groups.items() if name in members),
             connect_timeout=_seconds(merged, spec, "connect_timeout", 10, key, where),
             command_timeout=_seconds(merged, spec, "command_timeout", 900, key, where),
+            bootstrap_user=None if merged.get("bootstrap_user") is None else validate.user(
+                merged["bootstrap_user"], f"{key}.bootstrap_user" if "bootstrap_user" in spec else f"{where}: defaults.bootstrap_user"),
         )
         host_vars[name] = _vars(spec.get("vars"), f"{key}.vars")
 

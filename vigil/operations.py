@@ -118,12 +118,31 @@ _ATOMIC_WRITE = (
 )
 
 
-def atomic_write(path: str, content: bytes, owner: str, group: str, mode: str, as_user: str | None = None) -> Command:
+# The same, plus a validator run on the temporary file before it replaces anything
+# (`sshd -t -f`, `visudo -cf`) and, optionally, the old file kept as PATH.vigil-previous.
+_CHECKED_WRITE = (
+    'p=$1 owner=$2 mode=$3 backup=$4; shift 4; '
+    'tmp=$(mktemp -u -- "$(dirname -- "$p")/.$(basename -- "$p").vigil-XXXXXXXX") || exit 1; '
+    'trap \'rm -f -- "$tmp"\' EXIT; '
+    '(set -C && umask 077 && cat > "$tmp") && chown -h -- "$owner" "$tmp" && chmod -- "$mode" "$tmp" && '
+    '{ [ $# -eq 0 ] || "$@" "$tmp"; } && '
+    '{ [ "$backup" = no ] || [ ! -e "$p" ] || cp -p -- "$p" "$p.vigil-previous"; } && '
+    'mv -T -f -- "$tmp" "$p"'
+)
+
+
+def atomic_write(path: str, content: bytes, owner: str, group: str, mode: str, as_user: str | None = None,
+                 validate: Sequence[str] = (), backup: bool = False) -> Command:
     """The command that replaces `path` with `content` atomically (content goes on stdin).
 
     as_user: write as this user instead of root (see `writer_for`).
+    validate: a command that gets the temporary file's path appended and must accept it first.
+    backup: keep the file it replaces as PATH.vigil-previous.
     Example: atomic_write("/etc/motd", b"hi\\n", "root", "root", "0644")
     """
+    if validate or backup:
+        return script(_CHECKED_WRITE, path, f"{owner}:{group}", mode, "yes" if backup else "no", *validate,
+                      stdin=content, as_user=as_user)
     return script(_ATOMIC_WRITE, path, f"{owner}:{group}", mode, stdin=content, as_user=as_user)
 
 
@@ -175,6 +194,8 @@ class File(Operation):
     env_file: the content is KEY=value lines; a secret diff then names the keys that changed.
     replace: False writes the file only when it is missing: a seed another task then owns
     (nginx's upstreams, which deploys switch between colors).
+    validate: argv that must accept the new content (the temporary file's path is appended).
+    backup: keep the replaced file as PATH.vigil-previous (what a lock-out check reverts to).
     Example: File("/etc/motd", "Welcome\\n", name="Ensure the login banner is managed.")
     """
 
@@ -188,6 +209,8 @@ class File(Operation):
     secret: bool = False
     env_file: bool = False
     replace: bool = True
+    validate: tuple[str, ...] = ()
+    backup: bool = False
 
     def __post_init__(self):
         self.mode = _mode(self.mode)
@@ -204,7 +227,8 @@ class File(Operation):
         if state.kind in ("directory", "other"):
             raise OperationError(f"{self.path} is a {state.kind}; refusing to replace it with a file")
         writer = writer_for(self.path, known[f"file:{parent_of(self.path)}"], self.owner)
-        write = atomic_write(self.path, self.content, self.owner, self.group, self.mode, as_user=writer)
+        write = atomic_write(self.path, self.content, self.owner, self.group, self.mode, as_user=writer,
+                             validate=self.validate, backup=self.backup)
         if state.kind == "link":
             # The rename replaces the link itself; nothing is written through it.
             return change(f"replace the link at {self.path} (to {state.target}) with a file", write)
@@ -560,6 +584,23 @@ class ServiceAction(Operation):
         action = cmd("systemctl", self.action, *self.units)
         commands = (self.check, action) if self.check else (action,)
         return change(f"{self.action} {' '.join(self.units)} (always changes)", *commands)
+
+
+@dataclass
+class ConfirmLogin(Operation):
+    """A handler: after a change to how the host takes logins, a fresh login must still work,
+    or `revert` runs over the session that is still open. The runner makes the login.
+
+    Example: ConfirmLogin([cmd("mv", "-f", "/etc/ssh/sshd_config.vigil-previous", "/etc/ssh/sshd_config"),
+                           cmd("systemctl", "reload", "ssh.service")])
+    """
+
+    revert: Sequence[Command]
+    name: str = "Confirm a fresh SSH login still works, else revert."
+    notify: tuple[str, ...] = ()
+
+    def plan(self, known):
+        return noop("checked by the runner with a fresh connection")
 
 
 @dataclass

@@ -7,13 +7,19 @@ any host is contacted, so bad input changes nothing anywhere.
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from dataclasses import dataclass
 
 from vigil.config import Inventory, load_inventory, load_playbook, parse_cli_vars, rel
-from vigil.errors import ConfigError, ExitCode
+from vigil.commands import Command
+from vigil.errors import ConfigError, ExitCode, VigilError
 from vigil.report import Environment, Reporter, append_local_audit, audit_command, audit_record, exit_code
 from vigil.runner import HostPlan, HostResult, RunOptions, run
 from vigil.transport import SSHTransport
+
+
+LOGIN_CHECK_ATTEMPTS = 6
 
 
 @dataclass
@@ -78,6 +84,25 @@ def run_plans(task: str, inventory: Inventory, host_plans: list[HostPlan], optio
         if not outcome.ok:
             reporter.error(f"{result.host}: could not append to the host's audit log: {outcome.stderr.strip()}")
 
+    def login_check(host) -> str | None:
+        # As the inventory user, with no bootstrap fallback: exactly how the next run will log in.
+        # sshd re-executes on reload and refuses connections for a moment: a lock-out lasts, a blip
+        # does not, so a few tries a second apart tell them apart.
+        problem = None
+        for attempt in range(LOGIN_CHECK_ATTEMPTS):
+            if attempt:
+                time.sleep(1)
+            try:
+                with SSHTransport(dataclasses.replace(host, bootstrap_user=None), inventory.known_hosts, inventory.env) as fresh:
+                    result = fresh.run(Command(("true",)))
+                    if result.ok:
+                        return None
+                    problem = f"sudo failed: {result.stderr.strip()[:200]}"
+            except VigilError as error:
+                problem = error.message
+        return problem
+
+    options.login_check = options.login_check or login_check
     results = run(
         host_plans,
         lambda host: SSHTransport(host, inventory.known_hosts, inventory.env),

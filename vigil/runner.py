@@ -17,7 +17,7 @@ from vigil import facts as F
 from vigil.commands import REDACTOR, Command, cmd, script
 from vigil.config import Host
 from vigil.errors import HostError, UnreachableError
-from vigil.operations import Operation, OperationError, Plan
+from vigil.operations import ConfirmLogin, Operation, OperationError, Plan
 from vigil.transport import Result
 
 PENDING_HANDLERS = "/var/lib/vigil/pending-handlers"
@@ -100,6 +100,8 @@ class RunOptions:
     diff: bool = False
     forks: int = 10
     serial: int = 0
+    # Opens a fresh connection to the host as its inventory user; returns why it failed, or None.
+    login_check: Callable[[Host], str | None] | None = None
     # Where the host keeps handlers a failed run left pending (see run_host).
     pending_handlers: str = field(default_factory=lambda: PENDING_HANDLERS)
 
@@ -197,6 +199,18 @@ def _rewrite_pending(path: str, names: list[str]) -> Command:
     return script('f=$1; shift; printf "%s\\n" "$@" > "$f"', path, *names)
 
 
+def _confirm_login(transport: Transport, host: Host, handler: ConfirmLogin, options: RunOptions) -> OperationResult:
+    """Log in afresh; if that fails, revert over the session still open and fail the host."""
+    if options.check or options.login_check is None:
+        return OperationResult(handler.name, OK, summary="not checked (check mode or no login check)")
+    problem = options.login_check(host)
+    if problem is None:
+        return OperationResult(handler.name, OK, summary=f"a fresh login as {host.user} works")
+    _apply(transport, host, Plan(commands=tuple(handler.revert)))
+    raise HostError(host.name, f"a fresh login as {host.user} failed after the change ({problem}); "
+                               "the previous configuration is back and the old session still works")
+
+
 def run_host(transport: Transport, host_plan: HostPlan, options: RunOptions, progress: Progress | None = None) -> HostResult:
     """Plan and apply one host's operations in order, then each notified handler once.
 
@@ -240,6 +254,9 @@ def run_host(transport: Transport, host_plan: HostPlan, options: RunOptions, pro
             handler = host_plan.handlers.get(name)
             if handler is None:
                 raise HostError(host.name, f"an operation notified unknown handler {name!r}")
+            if isinstance(handler, ConfirmLogin):
+                record(_confirm_login(transport, host, handler, options))
+                continue
             record(_step(transport, host, handler, cache.ensure(handler.facts()), options))
             cache.invalidate()
         if notified and not options.check:

@@ -81,6 +81,7 @@ class SSHTransport:
         self.env = env
         self._connection: Connection | None = None
         self._policy: PinnedKeyPolicy | None = None
+        self.login_user = host.user
 
     def _client(self) -> tuple[paramiko.SSHClient, PinnedKeyPolicy]:
         client = paramiko.SSHClient()
@@ -94,7 +95,7 @@ class SSHTransport:
         client.set_missing_host_key_policy(policy)
         return client, policy
 
-    def _new_connection(self) -> Connection:
+    def _new_connection(self, user: str) -> Connection:
         host = self.host
         connect_kwargs = {
             # paramiko takes fractional seconds; Fabric's own connect_timeout would round them down to int.
@@ -110,17 +111,27 @@ class SSHTransport:
         # An explicit empty SSHConfig keeps ~/.ssh/config and /etc/ssh/ssh_config out:
         # a HostName, ProxyJump or ProxyCommand there would bypass the pinned key.
         config = Config(ssh_config=paramiko.SSHConfig())
-        connection = Connection(host.address, user=host.user, port=host.port, config=config, gateway=False,
+        connection = Connection(host.address, user=user, port=host.port, config=config, gateway=False,
                                 connect_kwargs=connect_kwargs)
         client, self._policy = self._client()
         connection.client = client
         return connection
 
     def connect(self) -> "SSHTransport":
+        """Log in as the host's user; on a fresh server that has no such user yet, as its bootstrap user."""
+        host = self.host
+        try:
+            return self._connect_as(host.user)
+        except UnreachableError as error:
+            if not host.bootstrap_user or host.bootstrap_user == host.user or not getattr(error, "authentication", False):
+                raise
+            return self._connect_as(host.bootstrap_user)
+
+    def _connect_as(self, user: str) -> "SSHTransport":
         host = self.host
         if host.ssh_key is not None and not host.ssh_key.exists():
             raise HostError(host.name, f"SSH key file {host.ssh_key} does not exist")
-        connection = self._new_connection()
+        connection = self._new_connection(user)
         policy = self._policy
         where = f"{host.address}:{host.port}"
         try:
@@ -140,7 +151,9 @@ class SSHTransport:
                     f"{policy.offered.get_name()} {fingerprint(policy.offered)}; {_trust_hint(host, self.env)}",
                 ) from None
             if isinstance(error, paramiko.AuthenticationException):
-                raise UnreachableError(host.name, f"authentication as {host.user} at {where} failed: {error}") from None
+                refused = UnreachableError(host.name, f"authentication as {user} at {where} failed: {error}")
+                refused.authentication = True
+                raise refused from None
             raise UnreachableError(host.name, f"SSH to {where} failed: {error}") from None
         except (socket.timeout, TimeoutError):
             raise UnreachableError(host.name, f"no answer from {where} within {host.connect_timeout:g}s") from None
@@ -150,6 +163,7 @@ class SSHTransport:
             raise UnreachableError(host.name, f"SSH to {where} failed: {type(error).__name__}: {error}") from None
         connection.transport.set_keepalive(KEEPALIVE_SECONDS)
         self._connection = connection
+        self.login_user = user
         return self
 
     def close(self) -> None:
@@ -181,24 +195,25 @@ class SSHTransport:
             channel = transport.open_session(timeout=host.connect_timeout)
             # Bounds every blocking send and receive, including feeding stdin to a stalled host.
             channel.settimeout(timeout)
-            channel.exec_command(command.render(host.user))
+            channel.exec_command(command.render(self.login_user))
             if command.stdin is not None:
                 channel.sendall(command.stdin)
             channel.shutdown_write()
             stdout, stderr = self._collect(channel, timeout)
             status = channel.recv_exit_status()
         except (paramiko.SSHException, EOFError, OSError) as error:
-            raise UnreachableError(host.name, f"the SSH connection failed during `{command.display(host.user)}`: {error}") from None
+            raise UnreachableError(host.name, f"the SSH connection failed during `{command.display(self.login_user)}`: {error}") from None
         finally:
             if channel is not None:
                 channel.close()
         # Raw output: facts parse checksums and base64 from it. Whatever displays it redacts it.
         stdout = stdout.decode(errors="replace")
         stderr = stderr.decode(errors="replace")
-        if status != 0 and command.render(host.user).startswith("sudo ") and any(m in stderr for m in SUDO_PASSWORD_MARKERS):
+        user = self.login_user
+        if status != 0 and command.render(user).startswith("sudo ") and any(m in stderr for m in SUDO_PASSWORD_MARKERS):
             raise HostError(
                 host.name,
-                f"sudo asks {host.user} for a password; vigil never types one: give {host.user} "
+                f"sudo asks {user} for a password; vigil never types one: give {user} "
                 "passwordless sudo (NOPASSWD) or connect as root",
             )
         return Result(status, stdout, stderr)

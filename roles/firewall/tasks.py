@@ -18,6 +18,7 @@ def tasks(role, vars):
              + [f"limit {ssh_port}/tcp"] + [f"allow {port}/tcp" for port in ports if port != ssh_port])
     jail = render_template(role.template("jail.local.j2"), {
         "ssh_port": ssh_port,
+        "trusted": trusted,
         "maxretry": vars.integer("firewall_fail2ban_maxretry", minimum=1),
         "findtime": vars.string("firewall_fail2ban_findtime", DURATION),
         "bantime": vars.string("firewall_fail2ban_bantime", DURATION),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -54,14 +55,25 @@ def invoke(*args: str, inventory: Path | None = None, timeout: float = 900, extr
     return Run(completed.returncode, completed.stdout, completed.stderr)
 
 
+SSH_OPTIONS = ["-i", str(SANDBOX_KEY), "-o", f"UserKnownHostsFile={INVENTORY / 'sandbox.known_hosts'}",
+               "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10"]
+
+
+def ssh_as_root(address: str, remote: list[str], stdin: str) -> subprocess.CompletedProcess:
+    """Run `remote` as root over OpenSSH with the pinned known_hosts: as the deploy user through sudo
+    once onboarding made root logins impossible, as root itself on a VPS not yet onboarded."""
+    # ssh hands the remote shell one string: quote the argv into it.
+    completed = subprocess.run(["ssh", *SSH_OPTIONS, f"deploy@{address}", shlex.join(["sudo", "-n", *remote])],
+                               capture_output=True, text=True, timeout=120, input=stdin)
+    if completed.returncode == 255 and "Permission denied" in completed.stderr:
+        completed = subprocess.run(["ssh", *SSH_OPTIONS, f"root@{address}", shlex.join(remote)],
+                                   capture_output=True, text=True, timeout=120, input=stdin)
+    return completed
+
+
 def ssh(address: str, command: str, check: bool = True) -> str:
-    """Run `command` on a sandbox VPS as root over OpenSSH with the pinned known_hosts."""
-    completed = subprocess.run(
-        ["ssh", "-i", str(SANDBOX_KEY), "-o", f"UserKnownHostsFile={INVENTORY / 'sandbox.known_hosts'}",
-         "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10",
-         f"root@{address}", command],
-        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
-    )
+    """Run the shell `command` on a sandbox VPS as root (it travels on stdin, unquoted by ssh)."""
+    completed = ssh_as_root(address, ["sh", "-s"], command)
     if check and completed.returncode != 0:
         raise AssertionError(f"ssh {address} {command!r} exited {completed.returncode}: {completed.stderr}")
     return completed.stdout

@@ -135,7 +135,7 @@ BAD_INPUT = [
     ("yaml syntax", lambda p: p.write_text(p.read_text() + "hosts: [unclosed\n"), [], "sandbox.yml:"),
     ("injected address", lambda p: p.write_text(p.read_text().replace("address: 10.213.1.2", "address: $(touch /tmp/vigil-pwned)")), [],
      "hosts.vps1.address: an address must be"),
-    ("injected user", lambda p: p.write_text(p.read_text().replace("user: root", "user: root;touch /tmp/vigil-pwned")), [],
+    ("injected user", lambda p: p.write_text(p.read_text().replace("user: deploy", "user: deploy;touch /tmp/vigil-pwned", 1)), [],
      "defaults.user: a user must match"),
     ("injected path", None, ["--var", "base_swap_path=/tmp/x;touch /tmp/vigil-pwned"], "--var base_swap_path: a path must be absolute"),
     ("parent path", None, ["--var", "base_swap_path=/var/../etc/shadow"], "no '..'"),

@@ -1,11 +1,12 @@
 """The onboarding roles seen from outside and inside the host: firewall, fail2ban, Node.js, PostgreSQL."""
 
 import socket
+import subprocess
 
 import pytest
 import requests
 
-from conftest import REPO, invoke
+from conftest import REPO, SSH_OPTIONS, invoke, ssh_as_root
 from vigil import secrets as S
 from vigil.errors import ExitCode
 
@@ -57,13 +58,9 @@ def test_postgresql_is_local_only_and_the_app_role_logs_in_with_the_secret(provi
 
     def login(secret: str) -> str:
         # The password reaches psql through a 0600 .pgpass written from stdin, never argv or env.
-        sandbox_stdin = f"127.0.0.1:5432:together_pray:together_pray:{secret}\n"
-        import subprocess
-
-        from conftest import INVENTORY, SANDBOX_KEY
-        subprocess.run(["ssh", "-i", str(SANDBOX_KEY), "-o", f"UserKnownHostsFile={INVENTORY / 'sandbox.known_hosts'}",
-                        "-o", "BatchMode=yes", f"root@{sandbox.addresses['vps1']}",
-                        "umask 077; cat > /root/.pgpass"], input=sandbox_stdin.encode(), check=True)
+        written = ssh_as_root(sandbox.addresses["vps1"], ["sh", "-c", "umask 077; cat > /root/.pgpass"],
+                              f"127.0.0.1:5432:together_pray:together_pray:{secret}\n")
+        assert written.returncode == 0, written.stderr
         return sandbox.ssh("vps1", "psql -w -h 127.0.0.1 -U together_pray together_pray -tAc 'select current_user' 2>&1; "
                                    "rm -f /root/.pgpass", check=False).strip()
 
@@ -136,3 +133,37 @@ def test_maintenance_mode_answers_503_with_retry_after(provisioned, sandbox):
     finally:
         sandbox.ssh("vps2", "rm -f /var/www/together-pray/maintenance.on")
     assert https(sandbox, "/").status_code == 502
+
+
+def ssh_login(address: str, user: str, *options: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["ssh", *SSH_OPTIONS, *options, f"{user}@{address}", "true"], capture_output=True, text=True, timeout=60)
+
+
+def test_root_and_password_logins_are_refused_and_the_deploy_user_works(provisioned, sandbox):
+    address = sandbox.addresses["vps2"]
+    assert "Permission denied" in ssh_login(address, "root").stderr
+    password = ssh_login(address, "deploy", "-o", "PubkeyAuthentication=no", "-o", "PreferredAuthentications=password,keyboard-interactive")
+    assert password.returncode == 255 and "Permission denied (publickey)" in password.stderr
+    assert ssh_login(address, "deploy").returncode == 0
+    assert "PermitRootLogin no" in sandbox.ssh("vps2", "sshd -T | grep -i permitrootlogin").replace("permitrootlogin", "PermitRootLogin")
+
+
+def test_a_broken_sshd_setting_is_refused_by_sshd_t_and_the_host_stays_reachable(provisioned, sandbox):
+    before = sandbox.ssh("vps2", "sha256sum /etc/ssh/sshd_config")
+    run = invoke("provision.server", "--json", "--limit=vps2", "--var", 'ssh_extra_config=["NoSuchOption yes"]')
+    assert run.code == ExitCode.HOST_FAILED
+    assert "sshd -t" in run.host("vps2")["error"] and "NoSuchOption" in run.host("vps2")["error"]
+    assert sandbox.ssh("vps2", "sha256sum /etc/ssh/sshd_config") == before
+    assert ssh_login(sandbox.addresses["vps2"], "deploy").returncode == 0
+
+
+def test_settings_that_would_lock_the_deploy_user_out_are_reverted(provisioned, sandbox):
+    before = sandbox.ssh("vps2", "sha256sum /etc/ssh/sshd_config")
+    run = invoke("provision.server", "--json", "--limit=vps2", "--var", 'ssh_extra_config=["AllowUsers nobody"]')
+    assert run.code == ExitCode.HOST_FAILED
+    assert "a fresh login as deploy failed" in run.host("vps2")["error"]
+    assert sandbox.ssh("vps2", "sha256sum /etc/ssh/sshd_config") == before
+    assert ssh_login(sandbox.addresses["vps2"], "deploy").returncode == 0
+    # The interrupted reload is still pending: the next run finishes it, the one after changes nothing.
+    assert invoke("provision.server", "--json", "--limit=vps2").code == 0
+    assert invoke("provision.server", "--json", "--limit=vps2").host("vps2")["changed"] == 0

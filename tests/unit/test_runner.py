@@ -11,7 +11,7 @@ import pytest
 from vigil.commands import Secret, cmd
 from vigil.config import Host
 from vigil.errors import ExitCode, UnreachableError
-from vigil.operations import Directory, File, Guarded, Line, Operation, Symlink, change
+from vigil.operations import ConfirmLogin, Directory, File, Guarded, Line, Operation, Symlink, change
 from vigil.report import Environment, Reporter, exit_code
 from vigil import runner
 from vigil.runner import HostPlan, RunOptions, run
@@ -230,3 +230,19 @@ def test_atomic_write_replaces_a_planted_link_instead_of_writing_through_it(tmp_
     assert not target.is_symlink() and target.read_text() == "managed\n"
     assert oct(target.stat().st_mode & 0o777) == "0o600"
     assert [p.name for p in tmp_path.iterdir() if "vigil" in p.name] == []  # no temporary file left
+
+
+def test_a_failed_fresh_login_reverts_over_the_open_session(tmp_path):
+    config = tmp_path / "sshd_config"
+    config.write_text("old\n")
+    revert = ConfirmLogin([cmd("sh", "-c", 'cp "$1.vigil-previous" "$1"', "x", str(config))])
+    change_it = File(str(config), "new\n", backup=True, notify=("confirm",))
+    plans = [HostPlan(host("a"), [change_it], {"confirm": revert})]
+
+    (locked_out,) = go(plans, RunOptions(login_check=lambda h: "Permission denied (publickey)"))
+    assert locked_out.status == "failed" and "a fresh login as root failed" in locked_out.error
+    assert config.read_text() == "old\n"
+
+    (fine,) = go(plans, RunOptions(login_check=lambda h: None))
+    assert fine.status == "changed" and config.read_text() == "new\n"
+    assert fine.operations[-1].summary == "a fresh login as root works"

@@ -1,0 +1,34 @@
+"""The ssh role: sshd_config per Mozilla modern, checked by `sshd -t` before it replaces the old one."""
+
+from vigil.commands import cmd
+from vigil.operations import ConfirmLogin, File, ServiceAction, render_template
+
+ALGORITHMS = r"[A-Za-z0-9@.,_-]+"
+# The file vigil writes; the previous one stays beside it for the lock-out check to restore.
+SSHD_CONFIG = "/etc/ssh/sshd_config"
+
+
+def tasks(role, vars):
+    """The ssh role's operations for one host, in order."""
+    config = render_template(role.template("sshd_config.j2"), {
+        "port": vars.integer("ssh_port", minimum=1),
+        "kex": vars.string("ssh_kex_algorithms", ALGORITHMS),
+        "ciphers": vars.string("ssh_ciphers", ALGORITHMS),
+        "macs": vars.string("ssh_macs", ALGORITHMS),
+        "extra": vars.string_list("ssh_extra_config", r"[A-Za-z][A-Za-z0-9]* [^\n]+"),
+    })
+    return [
+        File(SSHD_CONFIG, config, mode="0644", validate=("sshd", "-t", "-f"), backup=True,
+             notify=("reload ssh", "confirm ssh login"), name="Ensure sshd allows only keys, no root, modern crypto."),
+    ]
+
+
+def handlers(role, vars):
+    return {
+        "reload ssh": ServiceAction("ssh.service", "reload", check=cmd("sshd", "-t"),
+                                    name="Reload sshd after `sshd -t` accepts the configuration."),
+        "confirm ssh login": ConfirmLogin([
+            cmd("mv", "-f", f"{SSHD_CONFIG}.vigil-previous", SSHD_CONFIG),
+            cmd("systemctl", "reload", "ssh.service"),
+        ], name="Confirm a fresh login as the deploy user works, else restore the previous sshd_config."),
+    }
