@@ -663,6 +663,40 @@ class Guarded(Operation):
         return change("run " + "; ".join(c.display() for c in self.commands), *self.commands)
 
 
+OTHER_TIME_DAEMONS = ("chrony.service", "ntpsec.service", "ntp.service", "openntpd.service")
+
+
+@dataclass
+class TimeSync(Operation):
+    """The clock kept in sync: systemd-timesyncd unless another time daemon already runs.
+
+    Nothing in a container, whose clock is the outer host's. timesyncd is
+    installed only where needed: Debian's package replaces chrony or ntp.
+    Example: TimeSync()
+    """
+
+    name: str = "Ensure the clock is kept in sync."
+    notify: tuple[str, ...] = ()
+
+    def facts(self):
+        return [F.container_fact(), F.unit_fact("systemd-timesyncd.service"),
+                *[F.unit_fact(unit) for unit in OTHER_TIME_DAEMONS]]
+
+    def plan(self, known):
+        if known["container"]:
+            return noop(f"runs in a {known['container']} container: the outer host keeps the clock")
+        running = [unit for unit in OTHER_TIME_DAEMONS if known[f"unit:{unit}"].active == "active"]
+        if running:
+            return noop(f"{running[0]} keeps the clock")
+        timesyncd: F.UnitState = known["unit:systemd-timesyncd.service"]
+        if not timesyncd.exists:
+            return change("install and start systemd-timesyncd",
+                          cmd("env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "-q", "-o",
+                              APT_LOCK_WAIT, "systemd-timesyncd"),
+                          cmd("systemctl", "enable", "--now", "systemd-timesyncd.service"))
+        return SystemdUnit("systemd-timesyncd.service", enabled=True, running=True).plan(known)
+
+
 @dataclass
 class Swapfile(Operation):
     """A swap file of `size_mb` MiB, active and in /etc/fstab, when the host has no swap at all.

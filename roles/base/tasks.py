@@ -1,6 +1,6 @@
-"""The base role: time zone, login banner, base packages, automatic security updates, swap."""
+"""The base role: time zone and clock sync, login banner, base packages, automatic security updates, swap."""
 
-from vigil.operations import AptPackages, File, Swapfile, Symlink, SystemdUnit, render_template
+from vigil.operations import AptPackages, File, Swapfile, Symlink, SystemdUnit, TimeSync, render_template
 
 TIMEZONE_PATTERN = r"[A-Za-z_]+(/[A-Za-z0-9_+-]+)*"
 PACKAGE_PATTERN = r"[a-z0-9][a-z0-9+.-]+"
@@ -42,5 +42,6 @@ def tasks(role, vars):
             running=upgrades,
             name=f"Ensure unattended-upgrades is {'enabled and running' if upgrades else 'stopped'}.",
         ),
+        TimeSync(),
         Swapfile(vars.path("base_swap_path"), vars.integer("base_swap_size_mb", minimum=64)),
     ]
