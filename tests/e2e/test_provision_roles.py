@@ -167,3 +167,18 @@ def test_settings_that_would_lock_the_deploy_user_out_are_reverted(provisioned, 
     # The interrupted reload is still pending: the next run finishes it, the one after changes nothing.
     assert invoke("provision.server", "--json", "--limit=vps2").code == 0
     assert invoke("provision.server", "--json", "--limit=vps2").host("vps2")["changed"] == 0
+
+
+def test_a_port_already_taken_fails_that_host_with_the_reason_and_a_rerun_recovers(provisioned, sandbox):
+    sandbox.ssh("vps2", "systemctl stop nginx && nohup timeout 120 python3 -m http.server 443 --bind 0.0.0.0 "
+                        ">/dev/null 2>&1 & echo $! > /tmp/http443.pid; sleep 1")
+    try:
+        run = invoke("provision.server", "--json", "--limit=vps1,vps2")
+        assert run.code == ExitCode.HOST_FAILED
+        failed = run.host("vps2")
+        assert "systemctl start nginx.service" in failed["error"]
+        assert run.host("vps1")["failed"] == 0
+    finally:
+        sandbox.ssh("vps2", "kill $(cat /tmp/http443.pid) 2>/dev/null; rm -f /tmp/http443.pid; sleep 1")
+    again = invoke("provision.server", "--json", "--limit=vps2")
+    assert again.code == 0 and sandbox.ssh("vps2", "systemctl is-active nginx").strip() == "active"
