@@ -125,7 +125,12 @@ class SSHTransport:
         except UnreachableError as error:
             if not host.bootstrap_user or host.bootstrap_user == host.user or not getattr(error, "authentication", False):
                 raise
-            return self._connect_as(host.bootstrap_user)
+            try:
+                return self._connect_as(host.bootstrap_user)
+            except UnreachableError as bootstrap_error:
+                # Both refused: say both, the first is the one that matters on an onboarded host.
+                raise UnreachableError(host.name, f"{error.reason}; the bootstrap user {host.bootstrap_user} "
+                                                  f"was refused too: {bootstrap_error.reason}") from None
 
     def _connect_as(self, user: str) -> "SSHTransport":
         host = self.host

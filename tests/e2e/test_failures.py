@@ -157,3 +157,16 @@ def test_bad_input_is_one_clear_line_and_changes_nothing(provisioned, sandbox, t
     assert "Traceback" not in run.stderr
     assert {name: sandbox.audit_lines(name) for name in ("vps1", "vps2")} == before
     assert sandbox.ssh("vps1", "test -e /tmp/vigil-pwned && echo yes || echo no").strip() == "no"
+
+
+def test_a_key_nobody_authorized_names_both_users_it_tried(provisioned, sandbox, tmp_path):
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "stranger")], check=True)
+
+    def edit(data):
+        data["hosts"]["vps2"]["ssh_key"] = str(tmp_path / "stranger")
+
+    run = invoke("provision.server", "--json", "--limit=vps1,vps2", inventory=sandbox.scratch_inventory(tmp_path, edit))
+    assert run.code == ExitCode.UNREACHABLE
+    reason = run.host("vps2")["unreachable"]
+    assert "authentication as deploy" in reason and "the bootstrap user root was refused too" in reason
+    assert run.host("vps1")["status"] == "ok"
