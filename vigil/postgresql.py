@@ -1,8 +1,8 @@
 """PostgreSQL: settings, roles and databases as facts, and the operations that converge them.
 
-SQL that carries a password travels on psql's stdin, never in its argv. A
-role's password is compared without ever reading it back: the password vigil
-holds is checked against the server's SCRAM verifier, in Python.
+A role's password never reaches the server in clear: vigil sends the SCRAM
+verifier it computes, on psql's stdin (never argv), and compares an existing
+role's verifier with the password it holds, in Python.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import os
 import re
 from dataclasses import dataclass
 from typing import Mapping
@@ -106,6 +107,20 @@ def scram_matches(verifier: str, password: str) -> bool:
     return hmac.compare_digest(hashlib.sha256(client_key).digest(), stored_key)
 
 
+def scram_verifier(password: str, salt: bytes | None = None, iterations: int = 4096) -> str:
+    """The SCRAM-SHA-256 verifier PostgreSQL stores for `password`, computed here (RFC 5802/7677).
+
+    Sending this instead of the password keeps the cleartext out of the server's
+    logs, which record a failed statement whole.
+    """
+    salt = salt or os.urandom(16)
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    stored_key = hashlib.sha256(hmac.new(salted, b"Client Key", hashlib.sha256).digest()).digest()
+    server_key = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
+    encode = lambda raw: base64.b64encode(raw).decode()  # noqa: E731
+    return f"SCRAM-SHA-256${iterations}:{encode(salt)}${encode(stored_key)}:{encode(server_key)}"
+
+
 # --- operations ------------------------------------------------------------------
 
 
@@ -173,7 +188,9 @@ class PostgresRole(Operation):
 
     def plan(self, known):
         state = known[f"postgresql:role:{self.role}"]
-        password = _literal(self.password.value)
+        verifier = scram_verifier(self.password.value)
+        Secret(verifier)  # masked wherever it could show up
+        password = _literal(verifier)
         if state is None:
             return change(f"create role {self.role} once PostgreSQL runs",
                           psql_stdin(f"create role {self.role} login password {password};"))

@@ -206,7 +206,11 @@ def _confirm_login(transport: Transport, host: Host, handler: ConfirmLogin, opti
     problem = options.login_check(host)
     if problem is None:
         return OperationResult(handler.name, OK, summary=f"a fresh login as {host.user} works")
-    _apply(transport, host, Plan(commands=tuple(handler.revert)))
+    try:
+        _apply(transport, host, Plan(commands=tuple(handler.revert)))
+    except HostError as revert_error:
+        raise HostError(host.name, f"a fresh login as {host.user} failed after the change ({problem}), "
+                                   f"and reverting failed too: {revert_error.reason}") from None
     raise HostError(host.name, f"a fresh login as {host.user} failed after the change ({problem}); "
                                "the previous configuration is back and the old session still works")
 

@@ -47,6 +47,12 @@ def fingerprint(key: paramiko.PKey) -> str:
     return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
 
 
+def public_key_of(private_key: Path) -> str:
+    """`type base64` of the public half of a private key file (to check it is among the authorized ones)."""
+    key = paramiko.PKey.from_path(str(private_key))
+    return f"{key.get_name()} {key.get_base64()}"
+
+
 def known_hosts_name(host: Host) -> str:
     """How a host is written in known_hosts: `address`, or `[address]:port` off port 22."""
     return host.address if host.port == 22 else f"[{host.address}]:{host.port}"

@@ -7,11 +7,13 @@ survives; the role refuses a rule set without the SSH port.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass, field
 from typing import Sequence
 
 from vigil.commands import cmd, script
+from vigil.errors import ConfigError
 from vigil.facts import Fact
 from vigil.operations import Operation, change, noop
 
@@ -20,6 +22,16 @@ RULE_PATTERN = re.compile(
     r"|from [0-9a-fA-F.:/]+ to any port [0-9]{1,5} proto (?:tcp|udp))$"
 )
 POLICIES = ("allow", "deny", "reject")
+
+
+def ufw_source(value: str, where: str) -> str:
+    """An address or network as ufw stores it (host bits masked, /32 and /128 dropped, IPv6 compressed),
+    so the rule vigil wants compares equal to the rule ufw lists."""
+    try:
+        network = ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise ConfigError(f"{where}: {value!r} is not an IP address or network") from None
+    return str(network.network_address) if network.prefixlen == network.max_prefixlen else str(network)
 
 
 @dataclass(frozen=True)

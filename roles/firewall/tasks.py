@@ -2,7 +2,7 @@
 
 from vigil.errors import ConfigError
 from vigil.operations import AptPackages, File, ServiceAction, SystemdUnit, render_template
-from vigil.ufw import Firewall
+from vigil.ufw import Firewall, ufw_source
 
 DURATION = r"[0-9]+[smhdw]?"
 
@@ -13,7 +13,11 @@ def tasks(role, vars):
     ports = vars["firewall_allowed_tcp_ports"]
     if not isinstance(ports, list) or not all(isinstance(p, int) and 0 < p < 65536 for p in ports):
         raise ConfigError(f"{vars.where('firewall_allowed_tcp_ports')}: expected a list of TCP port numbers")
-    trusted = vars.string_list("firewall_ssh_trusted_sources", r"[0-9a-fA-F.:]+(/[0-9]{1,3})?")
+    if ssh_port != vars.host.port:
+        raise ConfigError(f"{vars.where('firewall_ssh_port')}: {ssh_port} is not the port vigil logs in on "
+                          f"({vars.host.port}); a firewall without it would lock everyone out")
+    trusted = [ufw_source(source, vars.where("firewall_ssh_trusted_sources"))
+               for source in vars.string_list("firewall_ssh_trusted_sources")]
     rules = ([f"allow from {source} to any port {ssh_port} proto tcp" for source in trusted]
              + [f"limit {ssh_port}/tcp"] + [f"allow {port}/tcp" for port in ports if port != ssh_port])
     jail = render_template(role.template("jail.local.j2"), {

@@ -67,7 +67,7 @@ def tasks(role, vars):
         "csp": vars.string("nginx_content_security_policy", r"[^\"\n\\]+"),
     })
     site = render_template(role.template("site.conf.j2"), {
-        "server_name": server_name, "certificate": certificate, "certificate_key": key,
+        "server_name": server_name, "certificate": certificate, "certificate_key": key, "acme_root": ACME_ROOT,
         "api_rate": vars.integer("nginx_api_rate_per_second", minimum=1),
         "api_burst": vars.integer("nginx_api_burst", minimum=0),
         "cors_origins": _cors_origins(vars),

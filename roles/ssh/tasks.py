@@ -1,6 +1,7 @@
 """The ssh role: sshd_config per Mozilla modern, checked by `sshd -t` before it replaces the old one."""
 
-from vigil.commands import cmd
+from vigil.commands import cmd, script
+from vigil.errors import ConfigError
 from vigil.operations import ConfirmLogin, File, ServiceAction, render_template
 
 ALGORITHMS = r"[A-Za-z0-9@.,_-]+"
@@ -10,8 +11,12 @@ SSHD_CONFIG = "/etc/ssh/sshd_config"
 
 def tasks(role, vars):
     """The ssh role's operations for one host, in order."""
+    port = vars.integer("ssh_port", minimum=1)
+    if port != vars.host.port:
+        raise ConfigError(f"{vars.where('ssh_port')}: {port} is not the port vigil logs in on ({vars.host.port}); "
+                          "move sshd and the inventory's port in separate, deliberate steps")
     config = render_template(role.template("sshd_config.j2"), {
-        "port": vars.integer("ssh_port", minimum=1),
+        "port": port,
         "kex": vars.string("ssh_kex_algorithms", ALGORITHMS),
         "ciphers": vars.string("ssh_ciphers", ALGORITHMS),
         "macs": vars.string("ssh_macs", ALGORITHMS),
@@ -28,7 +33,8 @@ def handlers(role, vars):
         "reload ssh": ServiceAction("ssh.service", "reload", check=cmd("sshd", "-t"),
                                     name="Reload sshd after `sshd -t` accepts the configuration."),
         "confirm ssh login": ConfirmLogin([
-            cmd("mv", "-f", f"{SSHD_CONFIG}.vigil-previous", SSHD_CONFIG),
-            cmd("systemctl", "reload", "ssh.service"),
+            # Restore what was there before this run (if anything was), and reload either way.
+            script('if [ -e "$1.vigil-previous" ]; then mv -f -- "$1.vigil-previous" "$1"; fi; systemctl reload ssh.service',
+                   SSHD_CONFIG),
         ], name="Confirm a fresh login as the deploy user works, else restore the previous sshd_config."),
     }

@@ -78,6 +78,8 @@ def test_unreachable_host_fails_within_the_connect_timeout(provisioned, sandbox,
     def edit(data):
         data["defaults"]["connect_timeout"] = 3
         data["hosts"]["vps2"]["port"] = 2299
+        # The roles refuse a port that differs from the one vigil logs in on: keep them consistent.
+        data["hosts"]["vps2"]["vars"].update(ssh_port=2299, firewall_ssh_port=2299)
 
     inventory = sandbox.scratch_inventory(tmp_path, edit)
     netns_iptables("vps2", "-I", "INPUT", "-p", "tcp", "--dport", "2299", "-j", "DROP")
@@ -140,6 +142,11 @@ BAD_INPUT = [
     ("injected path", None, ["--var", "base_swap_path=/tmp/x;touch /tmp/vigil-pwned"], "--var base_swap_path: a path must be absolute"),
     ("parent path", None, ["--var", "base_swap_path=/var/../etc/shadow"], "no '..'"),
     ("missing key", lambda p: p.write_text(p.read_text().replace("/id_ed25519", "/no-such-key")), [], "no-such-key does not exist"),
+    ("firewall without the login port", None, ["--var", "firewall_ssh_port=2222"],
+     "firewall_ssh_port: 2222 is not the port vigil logs in on (22)"),
+    ("deploy keys without ours", None,
+     ["--var", 'users_deploy_authorized_keys=["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHJ6mJdzBZ4cQ6Yh0XpB2a3Vn9y1x7S3dF0eKqL8t5Wm someone"]'],
+     "does not hold the public half of id_ed25519"),
 ]
 
 
@@ -162,8 +169,12 @@ def test_bad_input_is_one_clear_line_and_changes_nothing(provisioned, sandbox, t
 def test_a_key_nobody_authorized_names_both_users_it_tried(provisioned, sandbox, tmp_path):
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "stranger")], check=True)
 
+    stranger = " ".join((tmp_path / "stranger.pub").read_text().split()[:2])
+
     def edit(data):
         data["hosts"]["vps2"]["ssh_key"] = str(tmp_path / "stranger")
+        # Listed, so the users role accepts it; never installed, so the host refuses it.
+        data["hosts"]["vps2"]["vars"]["users_deploy_authorized_keys"] = [stranger]
 
     run = invoke("provision.server", "--json", "--limit=vps1,vps2", inventory=sandbox.scratch_inventory(tmp_path, edit))
     assert run.code == ExitCode.UNREACHABLE

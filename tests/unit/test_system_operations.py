@@ -109,8 +109,9 @@ def test_role_plan_keeps_the_password_on_stdin(state, summary):
     plan = P.PostgresRole("app_user", password).plan({"postgresql:role:app_user": state})
     (command,) = plan.commands
     assert plan.summary == summary
-    assert "new-password" not in command.render("root")
-    assert b"password 'new-password-9''quote'" in command.stdin
+    assert "new-password" not in command.render("root") and b"new-password" not in command.stdin
+    sent = command.stdin.decode().split("password '")[1].split("'")[0]
+    assert P.scram_matches(sent, "new-password-9'quote")  # the verifier PostgreSQL will store
 
 
 def test_role_with_the_right_password_is_left_alone():
@@ -145,3 +146,22 @@ def test_settings_plan_sizes_connections_from_memory():
 def test_postgres_operations_refuse_unsafe_names(build):
     with pytest.raises(ValueError):
         build()
+
+
+@pytest.mark.parametrize("given, stored", [
+    ("203.0.113.7/32", "203.0.113.7"), ("203.0.113.7", "203.0.113.7"), ("10.0.0.1/8", "10.0.0.0/8"),
+    ("2001:DB8::1", "2001:db8::1"), ("2001:db8::1/128", "2001:db8::1"),
+])
+def test_trusted_sources_are_written_the_way_ufw_lists_them(given, stored):
+    from vigil.ufw import ufw_source
+
+    assert ufw_source(given, "firewall_ssh_trusted_sources") == stored
+
+
+@pytest.mark.parametrize("bad", ["dead", "::::", "1.2.3.4/99", "10.0.0.1; reboot"])
+def test_bad_trusted_sources_name_the_key(bad):
+    from vigil.errors import ConfigError
+    from vigil.ufw import ufw_source
+
+    with pytest.raises(ConfigError, match="firewall_ssh_trusted_sources: .* is not an IP address"):
+        ufw_source(bad, "firewall_ssh_trusted_sources")
