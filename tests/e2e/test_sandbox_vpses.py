@@ -81,6 +81,15 @@ def test_down_removes_everything_then_up_restores(sandbox):
     assert not (REPO / "inventory" / "sandbox.yml").exists() and not STATE.exists()
     assert "nothing" in invoke("sandbox.down").stdout.lower()
 
-    # Leave the session's sandbox as the other tests expect it: up and onboarded.
+    # Leave the session's sandbox as the other tests expect it: up and onboarded. On the way,
+    # --check on these fresh VPSes lists the whole plan and leaves them exactly as they are.
     assert invoke("sandbox.up", "--hosts=2").code == 0
+    untouched = "getent passwd deploy || echo no-deploy; test -e /etc/nginx && echo nginx || echo no-nginx; " \
+                "sha256sum /etc/ssh/sshd_config /etc/motd"
+    before = {name: sandbox.ssh(name, untouched) for name in ("vps1", "vps2")}
+    planned = invoke("provision.server", "--json", "--check", "--limit=vps1,vps2")
+    assert planned.code == 0, planned.stderr
+    assert all(planned.host(name)["changed"] >= 15 for name in ("vps1", "vps2"))
+    assert {name: sandbox.ssh(name, untouched) for name in ("vps1", "vps2")} == before
+    assert "no-deploy" in before["vps1"] and "no-nginx" in before["vps1"]
     assert invoke("provision.server", "--limit=vps1,vps2").code == 0
