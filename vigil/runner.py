@@ -17,7 +17,7 @@ from vigil import facts as F
 from vigil.commands import REDACTOR, Command, cmd, script
 from vigil.config import Host
 from vigil.errors import HostError, UnreachableError
-from vigil.operations import ConfirmLogin, Operation, OperationError, Plan
+from vigil.operations import ConfirmLogin, Operation, OperationError
 from vigil.transport import Result
 
 PENDING_HANDLERS = "/var/lib/vigil/pending-handlers"
@@ -145,8 +145,9 @@ def _tail(text: str, lines: int = STDERR_TAIL_LINES) -> str:
 Progress = Callable[[str, OperationResult], None]
 
 
-def _apply(transport: Transport, host: Host, plan: Plan) -> None:
-    for command in plan.commands:
+def _apply(transport: Transport, host: Host, commands: Sequence[Command]) -> None:
+    """Run `commands` in order; the first that fails raises, naming it with the tail of its output."""
+    for command in commands:
         result = transport.run(command)
         if not result.ok:
             detail = _tail(result.stderr) or _tail(result.stdout)
@@ -168,7 +169,7 @@ def _step(transport: Transport, host: Host, operation: Operation, known: dict[st
         op_result.diff = plan.diff if options.diff else None
         if not options.check:
             try:
-                _apply(transport, host, plan)
+                _apply(transport, host, plan.commands)
             except HostError as error:
                 op_result.status, op_result.error = FAILED, error.reason
                 raise StepFailed(op_result, error) from None
@@ -207,7 +208,7 @@ def _confirm_login(transport: Transport, host: Host, handler: ConfirmLogin, opti
     if problem is None:
         return OperationResult(handler.name, OK, summary=f"a fresh login as {host.user} works")
     try:
-        _apply(transport, host, Plan(commands=tuple(handler.revert)))
+        _apply(transport, host, handler.revert)
     except HostError as revert_error:
         raise HostError(host.name, f"a fresh login as {host.user} failed after the change ({problem}), "
                                    f"and reverting failed too: {revert_error.reason}") from None
@@ -230,11 +231,6 @@ def run_host(transport: Transport, host_plan: HostPlan, options: RunOptions, pro
         if progress:
             progress(host.name, op_result)
 
-    def apply_or_fail(command: Command) -> None:
-        outcome = transport.run(command)
-        if not outcome.ok:
-            raise HostError(host.name, f"`{command.display(host.user)}` exited {outcome.status}: {_tail(outcome.stderr)}")
-
     operations = list(host_plan.operations)
     pending_fact = F.file_fact(options.pending_handlers)
     try:
@@ -250,7 +246,7 @@ def run_host(transport: Transport, host_plan: HostPlan, options: RunOptions, pro
                 notified += new
                 if not options.check:
                     if new:
-                        apply_or_fail(_remember_pending(options.pending_handlers, new))
+                        _apply(transport, host, [_remember_pending(options.pending_handlers, new)])
                     # What changed may be what a later operation reads.
                     cache.invalidate()
             record(op_result)
@@ -265,7 +261,7 @@ def run_host(transport: Transport, host_plan: HostPlan, options: RunOptions, pro
             cache.invalidate()
         if notified and not options.check:
             leftover = [name for name in dict.fromkeys(pending) if name not in host_plan.handlers]
-            apply_or_fail(_rewrite_pending(options.pending_handlers, leftover))
+            _apply(transport, host, [_rewrite_pending(options.pending_handlers, leftover)])
     except StepFailed as failure:
         record(failure.op_result)
         if isinstance(failure.error, UnreachableError):

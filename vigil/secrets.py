@@ -332,14 +332,16 @@ def load(env: str, paths: SecretsPaths | None = None, schema: "Schema | None" = 
     return values
 
 
-def save(env: str, values: dict[str, str], schema: "Schema", paths: SecretsPaths | None = None) -> Path:
+def save(env: str, values: dict[str, str], schema: "Schema", paths: SecretsPaths | None = None,
+         validate: bool = True) -> Path:
     """Validate `values` against the schema, then encrypt them to the env's recipients, atomically.
 
     Nothing is written when anything is wrong: the existing file stays as it was.
+    validate: False only for a new env's first file, whose other values a person still has to choose.
     """
     paths = paths or SecretsPaths.default()
     register(values, schema)
-    problems = schema.problems(env, values)
+    problems = schema.problems(env, values) if validate else []
     if problems:
         raise SecretsError(f"{env}: " + "; ".join(problems))
     recipients = [key for key, _ in load_recipients(env, paths)]
@@ -594,12 +596,8 @@ def init_env(env: str, paths: SecretsPaths, schema: Schema, label: str) -> dict[
     if not paths.encrypted(env).exists():
         values: dict[str, str] = {}
         generate_missing(schema, values, env)
-        if env == SANDBOX or not schema.problems(env, values):
-            save(env, values, schema, paths)
-        else:
-            # Other envs need values a person must choose (URLs...): save what was generated, unvalidated.
-            write_private(paths.encrypted(env), encrypt(render_dotenv(values, list(schema.keys)),
-                                                       [key for key, _ in load_recipients(env, paths)]), 0o644)
+        # The sandbox's generated values are complete; other envs need values a person must choose (URLs...).
+        save(env, values, schema, paths, validate=env == SANDBOX)
         created = True
     return {"identity": identity_path, "public": public, "recipient_added": added, "secrets_created": created}
 

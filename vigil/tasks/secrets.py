@@ -209,12 +209,12 @@ def diff(c, env="sandbox", against=None, hosts=False, limit=None):
 
     Example: invoke secrets.diff --env=staging --against=production
     """
-    paths, schema = _context(env)
-    values = S.load(env, paths, schema)
     if hosts:
         return push(c, env=env, limit=limit, check=True, diff=True)
     if not against:
         raise S.SecretsError("secrets.diff: give --against=ENV or --hosts")
+    paths, schema = _context(env)
+    values = S.load(env, paths, schema)
     other = S.load(S.check_env(against), paths, schema)
     _say(f"{against} -> {env}: {_describe_changes(S.diff_values(other, values))}")
 
