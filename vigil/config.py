@@ -19,7 +19,7 @@ import yaml
 
 from vigil import validate
 from vigil.commands import Secret
-from vigil.errors import ConfigError
+from vigil.errors import ConfigError, MissingSecretError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_ENV = "sandbox"
@@ -350,7 +350,7 @@ class HostVars:
         if values is None:
             values = _SECRETS_CACHE.setdefault(self.values["vigil_env"], secrets.load(self.values["vigil_env"]))
         if key not in values:
-            raise ConfigError(f"{self.host.name}: secret {key} is missing from the {self.values['vigil_env']} secrets "
+            raise MissingSecretError(f"secret {key} is missing from the {self.values['vigil_env']} secrets "
                               f"(invoke secrets.edit --env={self.values['vigil_env']})")
         return Secret(values[key])
 

@@ -43,6 +43,10 @@ class ConfigError(VigilError):
     exit_code = ExitCode.BAD_INPUT
 
 
+class MissingSecretError(ConfigError):
+    """A role needs a secret the env's secrets file lacks: that host cannot be planned, the others can."""
+
+
 class UnsupportedError(VigilError):
     """The control machine lacks something the task needs."""
 

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 from vigil.config import Inventory, load_inventory, load_playbook, parse_cli_vars, rel
 from vigil.commands import Command
-from vigil.errors import ConfigError, ExitCode, VigilError
+from vigil.errors import ConfigError, ExitCode, MissingSecretError, VigilError
 from vigil.report import Environment, Reporter, append_local_audit, audit_command, audit_record, exit_code
-from vigil.runner import HostPlan, HostResult, RunOptions, run
+from vigil.runner import HostPlan, HostRefusal, HostResult, RunOptions, run
 from vigil.transport import SSHTransport
 
 
@@ -41,20 +41,29 @@ def build_host_plans(inventory: Inventory, playbook: str, limit: str | None, cli
     for host in selected:
         if host.ssh_key is not None and not host.ssh_key.is_file():
             raise ConfigError(f"{rel(inventory.path)}: hosts.{host.name}: SSH key file {host.ssh_key} does not exist")
-        host_plan = HostPlan(host, [])
-        for play in plays:
-            if host.name not in inventory.hosts_in(play.hosts, where=f"playbooks/{playbook}.yml: {play.name!r} hosts"):
-                continue
-            host_vars = inventory.vars_for(host, play.roles, cli_vars)
-            for role in play.roles:
-                try:
-                    host_plan.operations += list(role.tasks(role, host_vars))
-                    if role.handlers:
-                        host_plan.handlers.update(role.handlers(role, host_vars))
-                except (ValueError, TypeError) as error:
-                    raise ConfigError(f"roles/{role.name} on {host.name}: {error}") from None
-        host_plans.append(host_plan)
+        host_plans.append(_host_plan(inventory, host, plays, playbook, cli_vars))
     return host_plans
+
+
+def _host_plan(inventory: Inventory, host, plays, playbook: str, cli_vars: dict) -> HostPlan:
+    host_plan = HostPlan(host, [])
+    for play in plays:
+        if host.name not in inventory.hosts_in(play.hosts, where=f"playbooks/{playbook}.yml: {play.name!r} hosts"):
+            continue
+        host_vars = inventory.vars_for(host, play.roles, cli_vars)
+        for role in play.roles:
+            try:
+                host_plan.operations += list(role.tasks(role, host_vars))
+                if role.handlers:
+                    host_plan.handlers.update(role.handlers(role, host_vars))
+            except MissingSecretError as error:
+                # A secret is per env but needed per host (DB_PASSWORD on the db host only): the
+                # hosts that need it fail untouched, the others go ahead, and a re-run once the
+                # secret is added picks them up.
+                return HostPlan(host, [], refused=HostRefusal(f"roles/{role.name}", error.message))
+            except (ValueError, TypeError) as error:
+                raise ConfigError(f"roles/{role.name} on {host.name}: {error}") from None
+    return host_plan
 
 
 def run_playbook(task: str, playbook: str, target: Target, options: RunOptions, reporter: Reporter,

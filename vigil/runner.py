@@ -30,6 +30,14 @@ class Transport(Protocol):
     def run(self, command: Command, timeout: float | None = None) -> Result: ...
 
 
+@dataclass(frozen=True)
+class HostRefusal:
+    """Why a host could not be planned (a secret it needs is missing): it fails without being contacted."""
+
+    step: str
+    reason: str
+
+
 @dataclass
 class HostPlan:
     """The operations and handlers one host gets, built before any host is contacted."""
@@ -37,6 +45,7 @@ class HostPlan:
     host: Host
     operations: list[Operation]
     handlers: dict[str, Operation] = field(default_factory=dict)
+    refused: HostRefusal | None = None
 
 
 @dataclass
@@ -298,6 +307,13 @@ def run(host_plans: list[HostPlan], connect: Connector, options: RunOptions, pro
     """
     def one(host_plan: HostPlan) -> HostResult:
         started = time.time()
+        if host_plan.refused:
+            refusal = host_plan.refused
+            failed = OperationResult(refusal.step, FAILED, summary="not planned", error=refusal.reason)
+            if progress:
+                progress(host_plan.host.name, failed)
+            return HostResult(host_plan.host.name, [failed], error=f"{refusal.step}: {refusal.reason}",
+                              started=started, finished=time.time())
         result = None
         try:
             with connect(host_plan.host) as transport:

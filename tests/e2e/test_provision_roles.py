@@ -85,6 +85,31 @@ def test_a_package_that_fails_on_one_host_leaves_the_others_and_a_rerun_recovers
     assert again.code == 0 and again.host("vps2")["failed"] == 0
 
 
+def test_a_missing_secret_fails_only_the_host_that_needs_it_and_a_rerun_recovers(provisioned, sandbox, tmp_path):
+    # The sandbox's own secrets without DB_PASSWORD, in a scratch secrets/ with its own key:
+    # only the db host (vps1) needs that secret.
+    values = {key: value for key, value in S.load("sandbox").items() if key != "DB_PASSWORD"}
+    identity = S.x25519.Identity.generate()
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "schema.yml").write_text((REPO / "secrets" / "schema.yml").read_text())
+    (tmp_path / "secrets" / "sandbox.env.age").write_bytes(S.encrypt(S.render_dotenv(values), [str(identity.to_public())]))
+    scratch = {"VIGIL_SECRETS": str(tmp_path / "secrets"), "VIGIL_AGE_IDENTITY": str(identity)}
+    before = sandbox.audit_lines("vps1")
+
+    run = invoke("provision.server", "--json", "--limit=vps1,vps2", extra_env=scratch)
+    assert run.code == ExitCode.HOST_FAILED, run.stderr
+    failed = run.host("vps1")
+    assert failed["status"] == "failed"
+    assert failed["error"] == ("roles/postgresql: secret DB_PASSWORD is missing from the sandbox secrets "
+                               "(invoke secrets.edit --env=sandbox)")
+    assert [(op["name"], op["status"]) for op in failed["operations"]] == [("roles/postgresql", "failed")]
+    assert sandbox.audit_lines("vps1") == before, "the host that lacks a secret is not contacted at all"
+    assert (run.host("vps2")["status"], run.host("vps2")["changed"]) == ("ok", 0)
+
+    again = invoke("provision.server", "--json", "--limit=vps1")
+    assert again.code == 0 and (again.host("vps1")["status"], again.host("vps1")["changed"]) == ("ok", 0)
+
+
 CA = REPO / ".vigil" / "sandbox" / "ca" / "ca.crt"
 
 

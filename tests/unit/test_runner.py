@@ -14,7 +14,7 @@ from vigil.errors import ExitCode, UnreachableError
 from vigil.operations import ConfirmLogin, Directory, File, Guarded, Line, Operation, Symlink, change
 from vigil.report import Environment, Reporter, exit_code
 from vigil import runner
-from vigil.runner import HostPlan, RunOptions, run
+from vigil.runner import HostPlan, HostRefusal, RunOptions, run
 from vigil.transport import LocalTransport
 
 
@@ -118,6 +118,18 @@ def test_failing_host_stops_itself_skips_the_rest_and_never_hides_others(tmp_pat
     assert [op.status for op in failed.operations] == ["failed"] + ["skipped"] * 4
     assert fine.status == "changed" and (tmp_path / "c" / "srv" / "app.conf").exists()
     assert not (tmp_path / "b" / "srv").exists()
+    assert exit_code(results) == ExitCode.HOST_FAILED
+
+
+def test_a_host_refused_at_planning_fails_uncontacted_and_others_proceed(tmp_path):
+    transports = {}
+    refused = HostPlan(host("db"), [], refused=HostRefusal("roles/postgresql", "secret DB_PASSWORD is missing"))
+    results = go([refused, HostPlan(host("web"), site(tmp_path))], transports=transports)
+    assert results[0].status == "failed"
+    assert results[0].error == "roles/postgresql: secret DB_PASSWORD is missing"
+    assert [(op.name, op.status) for op in results[0].operations] == [("roles/postgresql", "failed")]
+    assert "db" not in transports, "a refused host must not even be connected to"
+    assert results[1].status == "changed"
     assert exit_code(results) == ExitCode.HOST_FAILED
 
 
