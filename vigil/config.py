@@ -27,7 +27,7 @@ DEFAULT_ENV = "sandbox"
 VAR_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 INVENTORY_KEYS = {"known_hosts", "defaults", "vars", "groups", "hosts"}
 DEFAULTS_KEYS = {"user", "bootstrap_user", "port", "ssh_key", "connect_timeout", "command_timeout"}
-HOST_KEYS = {"address", "user", "bootstrap_user", "port", "ssh_key", "connect_timeout", "command_timeout", "vars"}
+HOST_KEYS = {"address", "private_address", "user", "bootstrap_user", "port", "ssh_key", "connect_timeout", "command_timeout", "vars"}
 GROUP_KEYS = {"hosts", "vars"}
 
 
@@ -110,6 +110,8 @@ class Host:
     command_timeout: float
     # Who to log in as while `user` cannot yet (a fresh server, before onboarding creates it).
     bootstrap_user: str | None = None
+    # The address other hosts reach it on (the provider's private network); None: `address`.
+    private_address: str | None = None
 
 
 @dataclass
@@ -180,7 +182,18 @@ class Inventory:
             for key, value in layer.items():
                 values[key] = value
                 origins[key] = origin
-        return HostVars(host, values, origins)
+        return HostVars(host, values, origins, self)
+
+
+def _private_address(host: Host, inventory: "Inventory | None") -> str:
+    if host.private_address:
+        return host.private_address
+    try:
+        return validate.ip_address(host.address, "")
+    except ConfigError:
+        where = f"{rel(inventory.path)}: " if inventory else ""
+        raise ConfigError(f"{where}hosts.{host.name}: its address {host.address!r} is a name; other hosts' firewall "
+                          f"and database rules need an IP: set hosts.{host.name}.private_address") from None
 
 
 def _seconds(merged: dict, spec: dict, name: str, default: float, host_key: str, where: str) -> float:
@@ -264,6 +277,8 @@ def load_inventory(env: str, inventory_dir: Path | None = None) -> Inventory:
             command_timeout=_seconds(merged, spec, "command_timeout", 900, key, where),
             bootstrap_user=None if merged.get("bootstrap_user") is None else validate.user(
                 merged["bootstrap_user"], f"{key}.bootstrap_user" if "bootstrap_user" in spec else f"{where}: defaults.bootstrap_user"),
+            private_address=None if spec.get("private_address") is None else validate.ip_address(
+                spec["private_address"], f"{key}.private_address"),
         )
         host_vars[name] = _vars(spec.get("vars"), f"{key}.vars")
 
@@ -304,6 +319,8 @@ class HostVars:
     host: Host
     values: dict[str, Any]
     origins: dict[str, str]
+    # The inventory the host is in, for vars that name other hosts (peer_addresses).
+    inventory: "Inventory | None" = None
 
     def where(self, key: str) -> str:
         origin = self.origins.get(key, "vars")
@@ -353,6 +370,21 @@ class HostVars:
             raise MissingSecretError(f"secret {key} is missing from the {self.values['vigil_env']} secrets "
                               f"(invoke secrets.edit --env={self.values['vigil_env']})")
         return Secret(values[key])
+
+    def private_address(self) -> str:
+        """This host's address on the private network: `private_address`, else `address` if it is an IP."""
+        return _private_address(self.host, self.inventory)
+
+    def peer_addresses(self, key: str) -> list[str]:
+        """The private addresses of the other hosts of the group that var `key` names, in inventory order.
+
+        Example: vars.peer_addresses("postgresql_client_group") -> ["10.0.0.11", "10.0.0.12"] on db1
+        """
+        group = self.string(key, r"[A-Za-z0-9_-]+")
+        if self.inventory is None or group not in self.inventory.groups:
+            raise ConfigError(f"{self.where(key)}: no group {group!r} in the inventory")
+        peers = [self.inventory.hosts[name] for name in self.inventory.groups[group] if name != self.host.name]
+        return list(dict.fromkeys(_private_address(peer, self.inventory) for peer in peers))
 
     def boolean(self, key: str) -> bool:
         value = self[key]

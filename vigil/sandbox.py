@@ -52,7 +52,9 @@ HOST_NAME_PATTERN = re.compile(r"^vps([1-9][0-9]*)$")
 # Each VPS costs a systemd boot and ~50 MB of RAM; past this a typo is likelier than a need.
 MAX_HOSTS = 32
 
-IMAGE_SUITE = "trixie"
+# The Debian releases a sandbox VPS can run, by version, and the one it runs unless told.
+DEBIAN_RELEASES = {"12": "bookworm", "13": "trixie"}
+DEFAULT_RELEASE = "13"
 IMAGE_PACKAGES = (
     "systemd",
     "systemd-sysv",
@@ -148,17 +150,19 @@ class SandboxPaths:
     def known_hosts_file(self) -> Path:
         return self.repo / "inventory" / "sandbox.known_hosts"
 
-    @property
-    def image(self) -> Path:
-        return self.image_cache / f"debian-{IMAGE_SUITE}"
+    def image(self, release: str) -> Path:
+        """The pristine image of Debian `release` ("12", "13")."""
+        return self.image_cache / f"debian-{DEBIAN_RELEASES[release]}"
 
-    @property
-    def image_partial(self) -> Path:
-        return self.image_cache / f"debian-{IMAGE_SUITE}.partial"
+    def image_partial(self, release: str) -> Path:
+        return self.image_cache / f"debian-{DEBIAN_RELEASES[release]}.partial"
 
-    @property
-    def image_build_log(self) -> Path:
-        return self.image_cache / f"debian-{IMAGE_SUITE}.build.log"
+    def image_build_log(self, release: str) -> Path:
+        return self.image_cache / f"debian-{DEBIAN_RELEASES[release]}.build.log"
+
+    def release_apt_archives(self, release: str) -> Path:
+        """The shared .debs of one release: a bookworm .deb must never reach a trixie VPS."""
+        return self.apt_archives / DEBIAN_RELEASES[release]
 
     @property
     def lock_file(self) -> Path:
@@ -171,6 +175,10 @@ class SandboxPaths:
 
     def vps_dir(self, name: str) -> Path:
         return self.vps_base / name
+
+    def vps_release_file(self, name: str) -> Path:
+        """Which Debian release the VPS's overlay sits on, so teardown files its .debs correctly."""
+        return self.vps_dir(name) / "release"
 
 
 @dataclass(frozen=True)
@@ -391,9 +399,9 @@ def client_key_command(private_key: Path) -> list[str]:
     return ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "vigil-sandbox", "-f", str(private_key)]
 
 
-def image_build_command(target: Path) -> list[str]:
+def image_build_command(target: Path, release: str) -> list[str]:
     """The debootstrap that builds the pristine image (default Debian mirror, as SANDBOX.md checked)."""
-    return ["debootstrap", "--variant=minbase", f"--include={','.join(IMAGE_PACKAGES)}", IMAGE_SUITE, str(target)]
+    return ["debootstrap", "--variant=minbase", f"--include={','.join(IMAGE_PACKAGES)}", DEBIAN_RELEASES[release], str(target)]
 
 
 def ssh_options(paths: SandboxPaths) -> list[str]:
@@ -466,8 +474,20 @@ def render_known_hosts(hosts: list[dict]) -> str:
     return "".join(line + "\n" for line in lines)
 
 
+# What Debian's installer writes, for an image without /etc/hosts (a bookworm minbase has none).
+DEBIAN_ETC_HOSTS = """127.0.0.1\tlocalhost
+
+# The following lines are desirable for IPv6 capable hosts
+::1     localhost ip6-localhost ip6-loopback
+ff02::1 ip6-allnodes
+ff02::2 ip6-allrouters
+"""
+
+
 def render_etc_hosts(existing: str, hostname: str) -> str:
     """/etc/hosts with exactly one `127.0.1.1 hostname` line, as Debian's installer writes it."""
+    if not any(line.split()[:1] == ["127.0.0.1"] for line in existing.splitlines()):
+        existing = "127.0.0.1\tlocalhost\n" + existing if existing.strip() else DEBIAN_ETC_HOSTS
     kept = [line for line in existing.splitlines() if not line.split() or line.split()[0] != "127.0.1.1"]
     out: list[str] = []
     inserted = False
@@ -772,7 +792,7 @@ class CleanupPlan:
                   for netns, pids in sorted(self.orphans.items())]
         lines += [shlex.join(argv) for argv in self.commands]
         for name in self.remove_dirs:
-            lines.append(f"keep {name}'s downloaded .debs in {paths.apt_archives}")
+            lines.append(f"keep {name}'s downloaded .debs in {paths.release_apt_archives(vps_release(paths, name))}")
             lines.append(f"rm -r {paths.vps_dir(name)}")
         lines += [f"forget {name} in {paths.state_file.name}" for name in self.forget]
         return lines
@@ -825,23 +845,73 @@ def plan_cleanup(facts: SandboxFacts, paths: SandboxPaths, keep: set[str],
 
 @dataclass
 class UpPlan:
-    """Which hosts `up` creates, keeps and leaves beyond the requested count."""
+    """Which hosts `up` creates, keeps and leaves beyond the requested count.
+
+    replace: healthy hosts on another Debian release than asked; they are removed and created again.
+    releases: the Debian release of every host to create.
+    """
 
     create: list[Vps]
     keep: list[str]
     extra: list[str]
+    replace: list[str] = field(default_factory=list)
+    releases: dict[str, str] = field(default_factory=dict)
 
 
-def plan_hosts(requested: int, healthy: set[str]) -> UpPlan:
-    """Plan `up --hosts=requested` given the healthy hosts: create the missing vps1..vpsN, keep the rest."""
+def check_hosts_count(requested: int) -> None:
     if not 1 <= requested <= MAX_HOSTS:
         raise SandboxError(f"--hosts must be between 1 and {MAX_HOSTS}, not {requested}")
+
+
+def parse_release_flags(flags: Iterable[str], requested: int) -> dict[str, str]:
+    """The Debian release each of vps1..vps<requested> must run, from the `--debian` flags.
+
+    A bare release ("12") applies to every host, "vps3:12" to one host (and wins
+    over a bare one); hosts no flag names run DEFAULT_RELEASE.
+    Example: parse_release_flags(["vps2:12"], 2) == {"vps1": "13", "vps2": "12"}
+    """
+    check_hosts_count(requested)
+    default, per_host = DEFAULT_RELEASE, {}
+    known = ", ".join(f"{version} ({name})" for version, name in DEBIAN_RELEASES.items())
+    for flag in flags:
+        name, _, release = flag.rpartition(":")
+        if release not in DEBIAN_RELEASES:
+            raise SandboxError(f"--debian={flag}: unknown Debian release {release!r}; choose {known}")
+        if not name:
+            default = release
+            continue
+        index = host_name_index(name)
+        if index is None or index > requested:
+            raise SandboxError(f"--debian={flag}: {name!r} is not one of vps1..vps{requested} (--hosts={requested})")
+        if per_host.get(name, release) != release:
+            raise SandboxError(f"--debian: {name} is given two releases, {per_host[name]} and {release}")
+        per_host[name] = release
+    return {f"vps{index}": per_host.get(f"vps{index}", default) for index in range(1, requested + 1)}
+
+
+def plan_hosts(requested: int, healthy: set[str], releases: dict[str, str] | None = None,
+               running: dict[str, str] | None = None) -> UpPlan:
+    """Plan `up --hosts=requested` given the healthy hosts: create the missing vps1..vpsN, keep the rest.
+
+    releases: the Debian release each wanted host must run (default DEFAULT_RELEASE);
+    running: the release each healthy host runs. A host on the wrong release is replaced.
+    """
+    check_hosts_count(requested)
+    releases = releases or {}
+    running = running or {}
     wanted = [Vps(index) for index in range(1, requested + 1)]
-    by_index = sorted(healthy, key=lambda name: host_name_index(name) or 0)
+    wanted_release = {vps.name: releases.get(vps.name, DEFAULT_RELEASE) for vps in wanted}
+    replace = [vps.name for vps in wanted
+               if vps.name in healthy and running.get(vps.name, DEFAULT_RELEASE) != wanted_release[vps.name]]
+    usable = healthy - set(replace)
+    by_index = sorted(usable, key=lambda name: host_name_index(name) or 0)
+    create = [vps for vps in wanted if vps.name not in usable]
     return UpPlan(
-        create=[vps for vps in wanted if vps.name not in healthy],
+        create=create,
         keep=[name for name in by_index if (host_name_index(name) or 0) <= requested],
         extra=[name for name in by_index if (host_name_index(name) or 0) > requested],
+        replace=replace,
+        releases={vps.name: wanted_release[vps.name] for vps in create},
     )
 
 
@@ -977,24 +1047,25 @@ def ensure_client_key(paths: SandboxPaths, echo: Echo) -> str:
     return paths.public_key.read_text().strip()
 
 
-def find_image_builder(paths: SandboxPaths) -> Optional[int]:
-    """The pid of a running debootstrap that is building our image, if any."""
+def find_image_builder(paths: SandboxPaths, release: str) -> Optional[int]:
+    """The pid of a running debootstrap that is building our image of `release`, if any."""
     for process in list_processes():
-        if is_image_builder(process.argv, process.cwd, paths.image_partial):
+        if is_image_builder(process.argv, process.cwd, paths.image_partial(release)):
             return process.pid
     return None
 
 
-def ensure_image(paths: SandboxPaths, echo: Echo) -> str:
-    """Make sure the pristine image exists: reuse it, wait for a build in progress, or build it.
+def ensure_image(paths: SandboxPaths, release: str, echo: Echo) -> str:
+    """Make sure the pristine image of Debian `release` exists: reuse it, wait for a build in progress, or build it.
 
     Returns what happened: "cached", "waited" or "built".
     """
-    if paths.image.is_dir():
+    image, partial, build_log = paths.image(release), paths.image_partial(release), paths.image_build_log(release)
+    if image.is_dir():
         return "cached"
     outcome = "built"
-    if paths.image_partial.exists():
-        builder = find_image_builder(paths)
+    if partial.exists():
+        builder = find_image_builder(paths, release)
         if builder:
             echo(f"waiting for the image build already running (debootstrap pid {builder}) ...")
             deadline = time.monotonic() + IMAGE_BUILD_TIMEOUT
@@ -1005,21 +1076,21 @@ def ensure_image(paths: SandboxPaths, echo: Echo) -> str:
             outcome = "waited"
             # Whoever started it may rename it into place; give them a moment before we do.
             for _ in range(10):
-                if paths.image.is_dir():
+                if image.is_dir():
                     return outcome
                 time.sleep(1)
-        if image_is_complete(paths.image_partial):
-            os.rename(paths.image_partial, paths.image)
+        if image_is_complete(partial):
+            os.rename(partial, image)
             return outcome
-        echo(f"removing the incomplete image build {paths.image_partial}")
-        remove_tree(paths.image_partial)
+        echo(f"removing the incomplete image build {partial}")
+        remove_tree(partial)
     paths.image_cache.mkdir(parents=True, exist_ok=True)
-    echo(f"building the Debian {IMAGE_SUITE} image with debootstrap (about 75 s; log: {paths.image_build_log}) ...")
-    paths.image_build_log.write_text("")
-    run_command(image_build_command(paths.image_partial), timeout=IMAGE_BUILD_TIMEOUT, log=paths.image_build_log)
-    if not image_is_complete(paths.image_partial):
-        raise SandboxError(f"debootstrap finished but {paths.image_partial} is not a complete image; see {paths.image_build_log}")
-    os.rename(paths.image_partial, paths.image)
+    echo(f"building the Debian {release} ({DEBIAN_RELEASES[release]}) image with debootstrap (about 75 s; log: {build_log}) ...")
+    build_log.write_text("")
+    run_command(image_build_command(partial, release), timeout=IMAGE_BUILD_TIMEOUT, log=build_log)
+    if not image_is_complete(partial):
+        raise SandboxError(f"debootstrap finished but {partial} is not a complete image; see {build_log}")
+    os.rename(partial, image)
     return "built"
 
 
@@ -1148,7 +1219,7 @@ def apply_cleanup(plan: CleanupPlan, paths: SandboxPaths, echo: Echo) -> None:
     for argv in plan.commands:
         run_command(argv)
     for name in plan.remove_dirs:
-        harvest_apt_archives(paths.vps_dir(name) / "upper", paths.apt_archives)
+        harvest_apt_archives(paths.vps_dir(name) / "upper", paths.release_apt_archives(vps_release(paths, name)))
         remove_tree(paths.vps_dir(name))
     for name in {*plan.stop, *plan.remove_dirs, *plan.forget}:
         # nspawn removes this itself only when /run is a tmpfs; an empty one is all that is left.
@@ -1164,6 +1235,15 @@ def apply_cleanup(plan: CleanupPlan, paths: SandboxPaths, echo: Echo) -> None:
             save_state(paths, hosts)
         else:
             paths.state_file.unlink(missing_ok=True)
+
+
+def vps_release(paths: SandboxPaths, name: str) -> str:
+    """The Debian release a VPS directory was made from (one made before releases were recorded ran 13)."""
+    try:
+        release = paths.vps_release_file(name).read_text().strip()
+    except OSError:
+        return DEFAULT_RELEASE
+    return release if release in DEBIAN_RELEASES else DEFAULT_RELEASE
 
 
 IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
@@ -1188,17 +1268,19 @@ def restore_ip_forward(paths: SandboxPaths) -> bool:
     return True
 
 
-def prepare_rootfs(vps: Vps, paths: SandboxPaths, authorized_key: str) -> str:
-    """Mount the VPS's overlay and write what makes it this VPS; returns its new host public key."""
+def prepare_rootfs(vps: Vps, paths: SandboxPaths, authorized_key: str, release: str) -> str:
+    """Mount the VPS's overlay on the `release` image and write what makes it this VPS; returns its new host public key."""
     vps_dir = paths.vps_dir(vps.name)
     upper, work, root = vps_dir / "upper", vps_dir / "work", vps_dir / "root"
     for directory in (upper, work, root):
         directory.mkdir(parents=True, exist_ok=True)
-    seed_apt_archives(paths.apt_archives, upper, paths.image)
-    run_command(overlay_mount_command(paths.image, upper, work, root))
+    paths.vps_release_file(vps.name).write_text(release + "\n")
+    seed_apt_archives(paths.release_apt_archives(release), upper, paths.image(release))
+    run_command(overlay_mount_command(paths.image(release), upper, work, root))
 
     write_into_rootfs(root, "etc/hostname", f"{vps.name}\n")
-    write_into_rootfs(root, "etc/hosts", render_etc_hosts(rootfs_path(root, "etc/hosts").read_text(), vps.name))
+    hosts_file = rootfs_path(root, "etc/hosts")
+    write_into_rootfs(root, "etc/hosts", render_etc_hosts(hosts_file.read_text() if hosts_file.is_file() else "", vps.name))
     # A machine id per VPS, as a real server has; sharing the image's would confuse journald and DHCP.
     write_into_rootfs(root, "etc/machine-id", uuid.uuid4().hex + "\n", 0o444)
     write_into_rootfs(root, "etc/resolv.conf", Path("/etc/resolv.conf").read_text())
@@ -1244,23 +1326,24 @@ def wait_until_booted(vps: Vps, pid: int, paths: SandboxPaths, deadline: float) 
     return system_state
 
 
-def create_vps(vps: Vps, paths: SandboxPaths, authorized_key: str) -> dict:
-    """Bring up one VPS's network, overlay and files, and start its nspawn; returns its state entry."""
+def create_vps(vps: Vps, paths: SandboxPaths, authorized_key: str, release: str = DEFAULT_RELEASE) -> dict:
+    """Bring up one VPS's network, overlay and files on Debian `release`, and start its nspawn; returns its state entry."""
     for argv in network_up_commands(vps):
         run_command(argv)
     vps_dir = paths.vps_dir(vps.name)
-    host_key = prepare_rootfs(vps, paths, authorized_key)
+    host_key = prepare_rootfs(vps, paths, authorized_key, release)
     pid = start_nspawn(vps, paths)
     return {
         "name": vps.name,
         "index": vps.index,
+        "release": release,
         "address": vps.address,
         "gateway": vps.gateway,
         "netns": vps.netns,
         "veth": vps.host_link,
         "pid": pid,
         "rootfs": {
-            "lower": str(paths.image),
+            "lower": str(paths.image(release)),
             "upper": str(vps_dir / "upper"),
             "work": str(vps_dir / "work"),
             "root": str(vps_dir / "root"),
@@ -1272,13 +1355,13 @@ def create_vps(vps: Vps, paths: SandboxPaths, authorized_key: str) -> dict:
     }
 
 
-def describe_creation(vps: Vps, paths: SandboxPaths) -> list[str]:
-    """What creating `vps` would do, one line each, for `--check`."""
+def describe_creation(vps: Vps, paths: SandboxPaths, release: str) -> list[str]:
+    """What creating `vps` on Debian `release` would do, one line each, for `--check`."""
     root = paths.vps_dir(vps.name) / "root"
     vps_dir = paths.vps_dir(vps.name)
     lines = [shlex.join(argv) for argv in network_up_commands(vps)]
-    lines.append(f"ln {paths.apt_archives}/*.deb {vps_dir}/upper/{APT_ARCHIVES_IN_VPS}/")
-    lines.append(shlex.join(overlay_mount_command(paths.image, vps_dir / "upper", vps_dir / "work", root)))
+    lines.append(f"ln {paths.release_apt_archives(release)}/*.deb {vps_dir}/upper/{APT_ARCHIVES_IN_VPS}/")
+    lines.append(shlex.join(overlay_mount_command(paths.image(release), vps_dir / "upper", vps_dir / "work", root)))
     lines.append(f"write {root}/etc/{{hostname,hosts,machine-id,resolv.conf}}, root's authorized_keys, {SSHD_DROPIN}")
     lines.append(f"rm {root}/etc/ssh/ssh_host_*")
     lines.append(shlex.join(host_key_command(root, vps)))
@@ -1309,6 +1392,7 @@ class UpResult:
     created: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)
     extra: list[str] = field(default_factory=list)
+    replaced: list[str] = field(default_factory=list)
     cleaned: list[str] = field(default_factory=list)
     system_states: dict[str, str] = field(default_factory=dict)
     inventory_changed: list[str] = field(default_factory=list)
@@ -1322,17 +1406,20 @@ class UpResult:
         return bool(self.created or self.cleaned or self.inventory_changed or self.image not in ("", "cached"))
 
 
-def up(hosts: int = 2, check: bool = False, paths: SandboxPaths = SandboxPaths(), echo: Echo = lambda line: None) -> UpResult:
-    """Make sure vps1..vpsN run, removing stale leftovers first; change nothing when they already do.
+def up(hosts: int = 2, check: bool = False, paths: SandboxPaths = SandboxPaths(), echo: Echo = lambda line: None,
+       debian: Iterable[str] = ()) -> UpResult:
+    """Make sure vps1..vpsN run on the asked Debian releases, removing stale leftovers first; change nothing when they already do.
 
     hosts: how many VPSes to have at least; healthy extra ones keep running.
     check: only plan: read facts and return the commands in `planned`, change nothing.
     echo: receives one line per step, for progress.
-    Example: up(hosts=2, echo=print).created == ["vps1", "vps2"]
+    debian: `--debian` flags (see parse_release_flags); a running host on another release is replaced.
+    Example: up(hosts=2, debian=["vps2:12"], echo=print).created == ["vps1", "vps2"]
     """
     started = time.monotonic()
+    releases = parse_release_flags(debian, hosts)
     tools = dict(REQUIRED_TOOLS)
-    if not paths.image.is_dir():
+    if not all(paths.image(release).is_dir() for release in set(releases.values())):
         tools.update(IMAGE_BUILD_TOOLS)
     check_preconditions("sandbox.up", tools)
     result = UpResult()
@@ -1344,8 +1431,10 @@ def up(hosts: int = 2, check: bool = False, paths: SandboxPaths = SandboxPaths()
             authorized_key = ensure_client_key(paths, echo)
         facts = gather_facts(paths)
         healthy = healthy_hosts(facts, authorized_key)
-        host_plan = plan_hosts(hosts, healthy)
-        result.kept, result.extra = host_plan.keep, host_plan.extra
+        running = {name: host.get("release", DEFAULT_RELEASE) for name, host in facts.state.items()}
+        host_plan = plan_hosts(hosts, healthy, releases, running)
+        result.kept, result.extra, result.replaced = host_plan.keep, host_plan.extra, host_plan.replace
+        healthy -= set(host_plan.replace)
         cleanup = plan_cleanup(facts, paths, keep=healthy, desired_rules=desired_iptables_rules(uplink_device()))
         result.cleaned = cleanup.describe(paths)
         result.timings.record("inspect", started)
@@ -1355,18 +1444,21 @@ def up(hosts: int = 2, check: bool = False, paths: SandboxPaths = SandboxPaths()
             return result
 
         phase = time.monotonic()
-        result.image = ensure_image(paths, echo)
+        outcomes = [ensure_image(paths, release, echo) for release in sorted(set(host_plan.releases.values()))]
+        result.image = next((outcome for outcome in outcomes if outcome != "cached"), "cached" if outcomes else "")
         result.timings.record("image", phase)
 
         phase = time.monotonic()
-        if cleanup.hosts:
+        if host_plan.replace:
+            echo(f"replacing {', '.join(host_plan.replace)}: running another Debian release than asked")
+        elif cleanup.hosts:
             echo(f"removing leftovers of an earlier run: {', '.join(cleanup.hosts)}")
         apply_cleanup(cleanup, paths, echo)
         result.timings.record("cleanup", phase)
 
         state = {name: host for name, host in load_state(paths).items() if name in healthy}
         if host_plan.create:
-            start_hosts(host_plan.create, state, authorized_key, paths, echo, result)
+            start_hosts(host_plan, state, authorized_key, paths, echo, result)
         else:
             result.inventory_changed = [str(path) for path in write_inventory(paths, state)]
         for name in host_plan.keep:
@@ -1382,25 +1474,28 @@ def describe_up(paths: SandboxPaths, cleanup: CleanupPlan, host_plan: UpPlan) ->
     planned = []
     if not paths.private_key.exists():
         planned.append(shlex.join(client_key_command(paths.private_key)))
-    if not paths.image.is_dir():
-        planned.append(shlex.join(image_build_command(paths.image_partial)))
+    for release in sorted(set(host_plan.releases.values())):
+        if not paths.image(release).is_dir():
+            planned.append(shlex.join(image_build_command(paths.image_partial(release), release)))
     planned += cleanup.describe(paths)
     if host_plan.create and IP_FORWARD.read_text().strip() != "1":
         planned.append("echo 1 > /proc/sys/net/ipv4/ip_forward")
     for vps in host_plan.create:
-        planned += describe_creation(vps, paths)
+        planned += describe_creation(vps, paths, host_plan.releases[vps.name])
     return planned
 
 
-def start_hosts(create: list[Vps], state: dict[str, dict], authorized_key: str, paths: SandboxPaths,
+def start_hosts(host_plan: UpPlan, state: dict[str, dict], authorized_key: str, paths: SandboxPaths,
                 echo: Echo, result: UpResult) -> None:
-    """Create and boot `create`, recording each in `state` (and state.json) as soon as it starts."""
+    """Create and boot the plan's new hosts, recording each in `state` (and state.json) as soon as it starts."""
     phase = time.monotonic()
+    create = host_plan.create
     ensure_ip_forward(paths)
-    paths.apt_archives.mkdir(parents=True, exist_ok=True)
     for vps in create:
-        echo(f"{vps.name}: starting at {vps.address}")
-        state[vps.name] = create_vps(vps, paths, authorized_key)
+        release = host_plan.releases[vps.name]
+        paths.release_apt_archives(release).mkdir(parents=True, exist_ok=True)
+        echo(f"{vps.name}: starting Debian {release} at {vps.address}")
+        state[vps.name] = create_vps(vps, paths, authorized_key, release)
         # Saved at once, so a run killed from here on leaves state that `down` can follow.
         save_state(paths, state)
     hand_to_repo_owner(paths, paths.state_file)
@@ -1471,6 +1566,7 @@ class HostStatus:
     pid: Optional[int]
     running: bool
     sshd: bool
+    release: str = DEFAULT_RELEASE
 
 
 def status(paths: SandboxPaths = SandboxPaths()) -> list[HostStatus]:
@@ -1487,7 +1583,8 @@ def status(paths: SandboxPaths = SandboxPaths()) -> list[HostStatus]:
     for host in sorted(load_state(paths).values(), key=lambda host: host["index"]):
         pid = host.get("pid")
         running = live.get(host["name"]) == pid and pid is not None
-        rows.append(HostStatus(host["name"], host["address"], pid, running, tcp_port_open(host["address"])))
+        rows.append(HostStatus(host["name"], host["address"], pid, running, tcp_port_open(host["address"]),
+                               host.get("release", DEFAULT_RELEASE)))
     return rows
 
 

@@ -55,6 +55,19 @@ def address(value: object, where: str) -> str:
     raise _fail(where, "an address must be an IP address or a DNS host name", value)
 
 
+def ip_address(value: object, where: str) -> str:
+    """Return `value` as a normalised IP address (no host names: firewalls and pg_hba.conf need addresses).
+
+    Example: ip_address("10.0.0.5", "inventory/staging.yml: hosts.db1.private_address")
+    """
+    if isinstance(value, str):
+        try:
+            return str(ipaddress.ip_address(value))
+        except ValueError:
+            pass
+    raise _fail(where, "expected an IP address", value)
+
+
 def port(value: object, where: str) -> int:
     """Return `value` as a TCP port number (1-65535), else raise.
 

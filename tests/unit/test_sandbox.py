@@ -6,6 +6,8 @@ No network and no root: only the pure parts of vigil.sandbox and file helpers on
 from pathlib import Path
 
 import invoke
+import re
+
 import pytest
 
 import yaml
@@ -117,12 +119,16 @@ def test_overlay_paths_that_the_option_string_would_misread_are_refused(lower):
         sandbox.overlay_mount_command(lower, Path("/u"), Path("/w"), Path("/r"))
 
 
-def test_image_build_command_matches_sandbox_md():
-    assert sandbox.image_build_command(Path("/var/cache/vigil/images/debian-trixie.partial")) == [
+@pytest.mark.parametrize("release, suite", [("13", "trixie"), ("12", "bookworm")])
+def test_image_build_command_matches_sandbox_md(release, suite):
+    paths = sandbox.SandboxPaths()
+    assert paths.image_partial(release) == Path(f"/var/cache/vigil/images/debian-{suite}.partial")
+    assert sandbox.image_build_command(paths.image_partial(release), release) == [
         "debootstrap", "--variant=minbase",
         "--include=systemd,systemd-sysv,dbus,openssh-server,sudo,python3,ca-certificates,iproute2",
-        "trixie", "/var/cache/vigil/images/debian-trixie.partial",
+        suite, f"/var/cache/vigil/images/debian-{suite}.partial",
     ]
+    assert paths.release_apt_archives(release) == Path(f"/var/cache/vigil/apt-archives/{suite}")
 
 
 @pytest.mark.parametrize(
@@ -366,7 +372,10 @@ def test_render_known_hosts_drops_the_key_comment():
         ("127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost\n",
          "127.0.0.1\tlocalhost\n127.0.1.1\tvps1\n::1\t\tlocalhost ip6-localhost\n"),
         ("127.0.0.1 localhost\n127.0.1.1 debian\n", "127.0.0.1 localhost\n127.0.1.1\tvps1\n"),
-        ("", "127.0.1.1\tvps1\n"),
+        # No file (a bookworm minbase image): Debian's default, localhost included.
+        ("", "127.0.0.1\tlocalhost\n127.0.1.1\tvps1\n\n# The following lines are desirable for IPv6 capable hosts\n"
+             "::1     localhost ip6-localhost ip6-loopback\nff02::1 ip6-allnodes\nff02::2 ip6-allrouters\n"),
+        ("::1 localhost\n", "127.0.0.1\tlocalhost\n127.0.1.1\tvps1\n::1 localhost\n"),
     ],
 )
 def test_render_etc_hosts(existing, expected):
@@ -395,6 +404,52 @@ def test_sshd_dropin_offers_only_the_pinned_key():
 def test_plan_hosts(requested, healthy, create, keep, extra):
     plan = sandbox.plan_hosts(requested, healthy)
     assert ([vps.name for vps in plan.create], plan.keep, plan.extra) == (create, keep, extra)
+
+
+@pytest.mark.parametrize(
+    "requested, healthy, releases, running, create, replace, keep",
+    [
+        # A host on the asked release stays; a host on another one is replaced, on the asked one.
+        (2, {"vps1", "vps2"}, {"vps2": "12"}, {"vps1": "13", "vps2": "12"}, {}, [], ["vps1", "vps2"]),
+        (2, {"vps1", "vps2"}, {"vps2": "12"}, {"vps1": "13", "vps2": "13"}, {"vps2": "12"}, ["vps2"], ["vps1"]),
+        # A host recorded before releases were: it runs 13.
+        (1, {"vps1"}, {"vps1": "13"}, {}, {}, [], ["vps1"]),
+        (3, {"vps1"}, {"vps1": "12", "vps2": "12", "vps3": "13"}, {"vps1": "13"},
+         {"vps1": "12", "vps2": "12", "vps3": "13"}, ["vps1"], []),
+    ],
+)
+def test_plan_hosts_replaces_a_host_on_another_release(requested, healthy, releases, running, create, replace, keep):
+    plan = sandbox.plan_hosts(requested, healthy, releases, running)
+    assert ({vps.name: plan.releases[vps.name] for vps in plan.create}, plan.replace, plan.keep) == (create, replace, keep)
+
+
+@pytest.mark.parametrize(
+    "flags, requested, releases",
+    [
+        ([], 2, {"vps1": "13", "vps2": "13"}),
+        (["12"], 2, {"vps1": "12", "vps2": "12"}),
+        (["vps3:12"], 3, {"vps1": "13", "vps2": "13", "vps3": "12"}),
+        (["vps1:13", "12"], 2, {"vps1": "13", "vps2": "12"}),
+        (["vps2:12", "vps2:12"], 2, {"vps1": "13", "vps2": "12"}),
+    ],
+)
+def test_release_flags(flags, requested, releases):
+    assert sandbox.parse_release_flags(flags, requested) == releases
+
+
+@pytest.mark.parametrize(
+    "flags, requested, message",
+    [
+        (["11"], 2, "--debian=11: unknown Debian release '11'; choose 12 (bookworm), 13 (trixie)"),
+        (["vps3:12"], 2, "--debian=vps3:12: 'vps3' is not one of vps1..vps2 (--hosts=2)"),
+        (["web1:12"], 2, "--debian=web1:12: 'web1' is not one of vps1..vps2"),
+        (["vps1:bookworm"], 2, "unknown Debian release 'bookworm'"),
+        (["vps1:12", "vps1:13"], 2, "--debian: vps1 is given two releases, 12 and 13"),
+    ],
+)
+def test_bad_release_flags_are_one_clear_line(flags, requested, message):
+    with pytest.raises(SandboxError, match=re.escape(message)):
+        sandbox.parse_release_flags(flags, requested)
 
 
 @pytest.mark.parametrize("requested", [0, -1, sandbox.MAX_HOSTS + 1])

@@ -1,4 +1,4 @@
-"""sandbox.*: throwaway real Debian 13 VPSes on this machine, the default environment.
+"""sandbox.*: throwaway real Debian 13 (or 12) VPSes on this machine, the default environment.
 
 Thin on purpose: each task parses its flags, calls vigil.sandbox and prints.
 """
@@ -38,12 +38,14 @@ def _print_timings(timings: sandbox.Timings) -> None:
     _echo("time: " + ", ".join(f"{phase} {seconds:g} s" for phase, seconds in timings.phases.items()))
 
 
-@task(auto_shortflags=False, help={
+@task(auto_shortflags=False, iterable=["debian"], help={
     "hosts": "How many VPSes (vps1..vpsN) to have running; default 2. Healthy extra ones keep running.",
     "check": "Only print what would change; change nothing.",
+    "debian": "Debian release: 13 (trixie, the default) or 12 (bookworm) for every host, or NAME:RELEASE "
+              "for one host (--debian=vps3:12). Repeatable. A running host on another release is replaced.",
 })
-def up(c, hosts=2, check=False):
-    """Boot sandbox VPSes (real systemd Debian 13 with sshd) and write inventory/sandbox.yml.
+def up(c, hosts=2, check=False, debian=None):
+    """Boot sandbox VPSes (real systemd Debian 13 or 12 with sshd) and write inventory/sandbox.yml.
 
     Each VPS gets its own network namespace and address (vpsN at 10.213.N.2),
     NAT to the Debian mirror, a writable overlay on the cached image (built with
@@ -51,10 +53,10 @@ def up(c, hosts=2, check=False):
     inventory/sandbox.known_hosts. Leftovers of a killed run are removed first.
     Running it again changes nothing. Needs root.
 
-    Example: sudo invoke sandbox.up --hosts=2
+    Example: sudo invoke sandbox.up --hosts=3 --debian=vps3:12
     """
     try:
-        result = sandbox.up(hosts=int(hosts), check=check, echo=_echo)
+        result = sandbox.up(hosts=int(hosts), check=check, echo=_echo, debian=debian or ())
     except sandbox.SandboxError as error:
         raise _fail(error) from None
     if check:
@@ -102,7 +104,7 @@ def down(c, check=False):
 
 @task
 def status(c):
-    """Show each sandbox VPS: address, nspawn pid, whether it runs and whether its sshd answers.
+    """Show each sandbox VPS: Debian release, address, nspawn pid, whether it runs and whether its sshd answers.
 
     Exits 0 whether or not the sandbox is up. Needs no root.
 
@@ -116,10 +118,10 @@ def status(c):
         _echo("sandbox is down (no VPS recorded); `sudo invoke sandbox.up` starts it")
         return
     table = Table(title="sandbox")
-    for column in ("host", "address", "pid", "running", "sshd"):
+    for column in ("host", "debian", "address", "pid", "running", "sshd"):
         table.add_column(column)
     for row in rows:
-        table.add_row(row.name, row.address, str(row.pid or "-"),
+        table.add_row(row.name, row.release, row.address, str(row.pid or "-"),
                       "yes" if row.running else "no", "answers" if row.sshd else "no answer")
     console.print(table)
 
