@@ -375,14 +375,13 @@ class HostVars:
         """This host's address on the private network: `private_address`, else `address` if it is an IP."""
         return _private_address(self.host, self.inventory)
 
-    def peer_addresses(self, key: str) -> list[str]:
-        """The private addresses of the other hosts of the group that var `key` names, in inventory order.
+    def peer_addresses(self, group: str, where: str) -> list[str]:
+        """The private addresses of the other hosts of `group`, in inventory order; `where` names the var.
 
-        Example: vars.peer_addresses("postgresql_client_group") -> ["10.0.0.11", "10.0.0.12"] on db1
+        Example: vars.peer_addresses("web", vars.where("postgresql_client_group")) -> ["10.0.0.11"] on db1
         """
-        group = self.string(key, r"[A-Za-z0-9_-]+")
         if self.inventory is None or group not in self.inventory.groups:
-            raise ConfigError(f"{self.where(key)}: no group {group!r} in the inventory")
+            raise ConfigError(f"{where}: no group {group!r} in the inventory")
         peers = [self.inventory.hosts[name] for name in self.inventory.groups[group] if name != self.host.name]
         return list(dict.fromkeys(_private_address(peer, self.inventory) for peer in peers))
 

@@ -261,9 +261,8 @@ def split_batch(output: str, count: int, nonce: str) -> list[tuple[str, int]]:
         end = rest.find(end_marker, start)
         if start < 0 or end < 0:
             raise ValueError(f"fact {index} missing from the batch output")
+        # The end marker starts with the newline `echo` printed, so the body is the output exactly.
         body = rest[start + len(begin) : end]
-        # `echo` before the end marker guarantees a newline; drop exactly that one.
-        body = body[:-1] if body.endswith("\n") else body
         status_line = rest[end + len(end_marker) :].split("\n", 1)
         results.append((body, int(status_line[0])))
         rest = status_line[1] if len(status_line) > 1 else ""

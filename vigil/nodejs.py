@@ -63,18 +63,21 @@ def _compare(version, operator, bound) -> bool:
 
 @dataclass
 class NodeVersion(Operation):
-    """Refuse a host whose Node.js does not satisfy the apps' `engines.node` range (checks, never changes).
+    """Refuse a host whose Node.js misses any of the apps' `engines.node` ranges (checks, never changes).
 
-    Example: NodeVersion(">=20")
+    requirements: where each range comes from (a package.json, a var) -> the range.
+    Example: NodeVersion({"examples/together-pray/backend/package.json": ">=18.18"})
     """
 
-    engines: str
+    requirements: dict[str, str]
     name: str = ""
     notify: tuple[str, ...] = ()
 
     def __post_init__(self):
-        satisfies((0, 0, 0), self.engines)  # refuses a malformed range now, not on the host
-        self.name = self.name or f"Ensure Node.js satisfies the apps' engines ({self.engines})."
+        for engines in self.requirements.values():
+            satisfies((0, 0, 0), engines)  # refuses a malformed range now, not on the host
+        ranges = " and ".join(dict.fromkeys(self.requirements.values())) or "any version"
+        self.name = self.name or f"Ensure Node.js satisfies the apps' engines ({ranges})."
 
     def facts(self):
         return [node_version_fact()]
@@ -84,9 +87,10 @@ class NodeVersion(Operation):
         if version is None:
             return noop("Node.js is not installed yet (check mode): checked on the real run")
         shown = "v" + ".".join(map(str, version))
-        if not satisfies(version, self.engines):
-            raise OperationError(
-                f"Node.js {shown} does not satisfy the apps' engines.node {self.engines!r}; "
-                "Debian 12 ships Node 18: use Debian 13, or set nodejs_packages to a newer build"
-            )
-        return noop(f"Node.js {shown} satisfies {self.engines}")
+        for source, engines in self.requirements.items():
+            if not satisfies(version, engines):
+                raise OperationError(
+                    f"Node.js {shown} does not satisfy engines.node {engines!r} of {source}; "
+                    "install a build that does (nodejs_packages) or run a release whose Node.js does"
+                )
+        return noop(f"Node.js {shown} satisfies {' and '.join(dict.fromkeys(self.requirements.values())) or 'any version'}")

@@ -163,7 +163,7 @@ def _key_diff(path: str, before: bytes | None, after: bytes) -> str:
     return f"--- {path} (host)\n+++ {path} (vigil)\n" + "\n".join(lines or ["(no key changed)"]) + f"\nvalues: {MASK}\n"
 
 
-def _text_diff(path: str, before: bytes | None, after: bytes, secret: bool, env_file: bool = False) -> str:
+def text_diff(path: str, before: bytes | None, after: bytes, secret: bool, env_file: bool = False) -> str:
     if secret and env_file:
         return _key_diff(path, before, after)
     if secret:
@@ -234,12 +234,12 @@ class File(Operation):
             return change(f"replace the link at {self.path} (to {state.target}) with a file", write)
         if state.kind is None:
             return change(f"create {self.path}", write,
-                          diff=_text_diff(self.path, None, self.content, self.secret, self.env_file))
+                          diff=text_diff(self.path, None, self.content, self.secret, self.env_file))
         if not self.replace:
             return noop(f"{self.path} exists; it is only created, never replaced")
         if state.sha256 != hashlib.sha256(self.content).hexdigest():
             return change(f"update {self.path}", write,
-                          diff=_text_diff(self.path, state.content, self.content, self.secret, self.env_file))
+                          diff=text_diff(self.path, state.content, self.content, self.secret, self.env_file))
         notes = _differences(state, self.owner, self.group, self.mode)
         if notes:
             # Rewriting beats chown/chmod on the path, which would follow a link swapped in meanwhile.
@@ -393,7 +393,7 @@ class Line(Operation):
         return change(
             f"{'add' if self.present else 'remove'} a line in {self.path}",
             atomic_write(self.path, after.encode(), owner, group, mode, as_user=writer),
-            diff=_text_diff(self.path, state.content, after.encode(), REDACTOR.contains(after)),
+            diff=text_diff(self.path, state.content, after.encode(), REDACTOR.contains(after)),
         )
 
 

@@ -15,9 +15,9 @@ import re
 from dataclasses import dataclass
 from typing import Mapping
 
-from vigil.commands import Command, Secret
+from vigil.commands import Command, Secret, script
 from vigil.facts import Fact
-from vigil.operations import Operation, change, noop
+from vigil.operations import Operation, text_diff, atomic_write, change, noop
 
 IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 SETTING_NAME = re.compile(r"^[a-z_]+$")
@@ -232,3 +232,90 @@ class PostgresDatabase(Operation):
         if owner != self.owner:
             return change(f"owner {owner} -> {self.owner}", psql(f"alter database {self.database} owner to {self.owner}"))
         return noop(f"database {self.database} exists, owned by {self.owner}")
+
+
+# --- client authentication (pg_hba.conf) -------------------------------------------
+
+HBA_BEGIN = "# BEGIN vigil: app clients on other hosts (roles/postgresql; edits are overwritten)"
+HBA_END = "# END vigil"
+
+
+def parse_hba(stdout: str, status: int) -> tuple[str, str] | None:
+    """(path of pg_hba.conf, its content); None when the server does not answer."""
+    lines = stdout.split("\n")
+    if status != 0 or len(lines) < 2:
+        return None
+    try:
+        return lines[0], base64.b64decode(lines[1], validate=True).decode()
+    except ValueError:
+        return None
+
+
+def hba_fact() -> Fact:
+    # The file's path depends on the server's major version (/etc/postgresql/15/main on Debian 12),
+    # so the server says where it is, in the same round trip as the content (base64: byte-exact).
+    return Fact("postgresql:hba", script('f=$(psql -X -t -A -c "show hba_file") && test -n "$f" || exit 3; '
+                                         'printf "%s\\n" "$f"; base64 -w0 -- "$f"', as_user="postgres"), parse_hba)
+
+
+def with_hba_block(content: str, lines: list[str]) -> str:
+    """`content` with vigil's block holding exactly `lines` at the end (no block when there are none)."""
+    kept, inside = [], False
+    for line in content.splitlines():
+        if line == HBA_BEGIN:
+            inside = True
+        elif inside and line == HBA_END:
+            inside = False
+        elif not inside:
+            kept.append(line)
+    while kept and not kept[-1].strip():
+        kept.pop()
+    if lines:
+        kept += ["", HBA_BEGIN, *lines, HBA_END]
+    return "\n".join(kept) + "\n"
+
+
+@dataclass
+class PostgresClients(Operation):
+    """The app's role may log in to its database over TLS (hostssl, scram-sha-256) from exactly these addresses.
+
+    Lines vigil adds live in one marked block at the end of pg_hba.conf; the
+    distribution's own lines (local peer, localhost scram) are left as they are.
+    Example: PostgresClients("together_pray", "together_pray", ["10.0.0.11"], notify=("reload postgresql",))
+    """
+
+    database: str
+    role: str
+    addresses: list[str]
+    name: str = ""
+    notify: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        _identifier(self.database), _identifier(self.role)
+        for address in self.addresses:
+            if not re.fullmatch(r"[0-9a-fA-F.:]+", address):
+                raise ValueError(f"not an IP address: {address!r}")
+        self.name = self.name or (f"Ensure only {', '.join(self.addresses)} may log in to {self.database} over TLS."
+                                  if self.addresses else f"Ensure no other host may log in to {self.database}.")
+
+    def lines(self) -> list[str]:
+        return [f"hostssl {self.database} {self.role} {address}/{128 if ':' in address else 32} scram-sha-256"
+                for address in self.addresses]
+
+    def facts(self):
+        return [hba_fact()]
+
+    def plan(self, known):
+        state = known[hba_fact().key]
+        if state is None:
+            if not self.addresses:
+                return noop("no client rules to add")
+            return change("add client rules once PostgreSQL runs",
+                          script('echo "PostgreSQL does not answer: cannot find pg_hba.conf" >&2; exit 1'))
+        path, content = state
+        after = with_hba_block(content, self.lines())
+        if after == content:
+            return noop(f"{path} already allows exactly {', '.join(self.addresses) or 'no other host'}")
+        return change(f"allow {', '.join(self.addresses) or 'no other host'} in {path}",
+                      atomic_write(path, after.encode(), "postgres", "postgres", "0640"),
+                      diff=text_diff(path, content.encode(), after.encode(), False))

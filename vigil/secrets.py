@@ -29,7 +29,7 @@ from pyrage import x25519
 
 from vigil import validate
 from vigil.commands import REDACTOR, Redactor
-from vigil.config import REPO_ROOT, Inventory, load_yaml, rel
+from vigil.config import REPO_ROOT, Host, Inventory, load_playbook, load_role, load_yaml, rel
 from vigil.errors import ConfigError, VigilError
 from vigil.operations import Directory, File, ServiceAction, User
 from vigil.runner import HostPlan
@@ -371,6 +371,8 @@ class KeyRule:
     password_from: str = ""  # the URL's password must be this key's value (DATABASE_URL from DB_PASSWORD)
     generate: int = 0  # random bytes, encoded base64url; 0: not generatable
     sandbox: str | None = None  # the sandbox's value; ${OTHER} is replaced by OTHER's value
+    # Left unset, vigil writes the value per host when pushing ("postgresql": DATABASE_URL, see derive_values).
+    derive: str = ""
     # False only for values that are public by nature (NODE_ENV, a site's URL): masking
     # "production" would mask the env's own name in every line vigil prints.
     secret: bool = True
@@ -381,7 +383,9 @@ class KeyRule:
 
 URL_RULE_KEYS = {"schemes", "https_outside_sandbox", "sslmode_require_remote", "password_from"}
 RULE_KEYS = {"services", "description", "required", "min_length", "distinct_from", "one_of", "url",
-             "generate", "sandbox", "secret"}
+             "generate", "sandbox", "secret", "derive"}
+# What `derive:` may name, and the keys each derivation reads.
+DERIVATIONS = {"postgresql": ("DB_PASSWORD",)}
 
 
 @dataclass
@@ -420,8 +424,13 @@ class Schema:
     def for_service(self, service: str, values: dict[str, str]) -> dict[str, str]:
         return {key: values[key] for key, rule in self.keys.items() if service in rule.services and key in values}
 
-    def services_using(self, key: str) -> list[str]:
-        return list(self.keys[key].services)
+    def services_using(self, key: str, values: dict[str, str] | None = None) -> list[str]:
+        """Services whose env file holds `key`, or a value derived from it (DATABASE_URL from DB_PASSWORD)."""
+        services = list(self.keys[key].services)
+        for rule in self.keys.values():
+            if rule.derive and key in DERIVATIONS[rule.derive] and rule.key not in (values or {}):
+                services += [service for service in rule.services if service not in services]
+        return services
 
 
 def check_rule(rule: KeyRule, env: str, value: str, values: dict[str, str]) -> list[str]:
@@ -509,6 +518,10 @@ def load_schema(paths: SecretsPaths | None = None) -> Schema:
         required = spec.get("required", True)
         if not isinstance(required, bool) and not (isinstance(required, list) and all(isinstance(e, str) for e in required)):
             raise SecretsError(f"{at}.required: expected true, false or a list of envs")
+        derive = spec.get("derive") or ""
+        if derive and (derive not in DERIVATIONS or required is not False):
+            raise SecretsError(f"{at}.derive: expected one of {', '.join(DERIVATIONS)}, with required: false "
+                               "(set, the value wins; unset, vigil derives it)")
         keys[key] = KeyRule(
             key=key,
             services=list(spec.get("services") or []),
@@ -524,6 +537,7 @@ def load_schema(paths: SecretsPaths | None = None) -> Schema:
             generate=int(spec.get("generate", 0)),
             sandbox=None if spec.get("sandbox") is None else str(spec["sandbox"]),
             secret=spec.get("secret", True) is not False,
+            derive=derive,
         )
     for rule in keys.values():
         if rule.password_from and rule.password_from not in keys:
@@ -531,6 +545,9 @@ def load_schema(paths: SecretsPaths | None = None) -> Schema:
         for other in rule.distinct_from:
             if other not in keys:
                 raise SecretsError(f"{where}: keys.{rule.key}.distinct_from: unknown key {other!r}")
+        for source in DERIVATIONS.get(rule.derive, ()):
+            if source not in keys:
+                raise SecretsError(f"{where}: keys.{rule.key}.derive: {rule.derive} needs key {source} in the schema")
     return Schema(paths.schema, app_user, config_dir, services, keys)
 
 
@@ -565,7 +582,7 @@ def generate_missing(schema: Schema, values: dict[str, str], env: str, regenerat
 
 
 def refresh_sandbox_defaults(schema: Schema, values: dict[str, str], changed: list[str]) -> list[str]:
-    """Set sandbox defaults that are missing or reference a key in `changed` (DATABASE_URL after DB_PASSWORD)."""
+    """Set sandbox defaults that are missing or reference a key in `changed` (a URL after the password it holds)."""
     refreshed = []
     for key, rule in schema.keys.items():
         if rule.sandbox is None:
@@ -627,6 +644,58 @@ def dump_yaml(data: Any) -> str:
     return yaml.safe_dump(data, sort_keys=False)
 
 
+# --- values derived per host ---------------------------------------------------
+
+POSTGRESQL_PORT = 5432
+
+
+def database_host(inventory: Inventory) -> Host:
+    """The one host onboarding installs PostgreSQL on (playbooks/onboard.yml's play with the postgresql role)."""
+    names: set[str] = set()
+    roles = {}
+    for play in load_playbook("onboard"):
+        for role in play.roles:
+            if role.name == "postgresql":
+                names |= inventory.hosts_in(play.hosts, where=f"playbooks/onboard.yml: {play.name!r} hosts")
+                roles["postgresql"] = role
+    hosts = [host for name, host in inventory.hosts.items() if name in names]
+    if len(hosts) != 1:
+        raise SecretsError(f"DATABASE_URL is unset and {rel(inventory.path)} has {len(hosts)} database hosts "
+                           f"({', '.join(h.name for h in hosts) or 'none'}); vigil derives it for exactly one. "
+                           "Set it with `invoke secrets.set DATABASE_URL`")
+    return hosts[0]
+
+
+def postgresql_url(inventory: Inventory, host: Host, password: str) -> str:
+    """The app's DATABASE_URL as seen from `host`: over loopback on the database host itself, else to the
+    database host's private address with TLS required (its pg_hba.conf accepts only hostssl from web hosts)."""
+    db = database_host(inventory)
+    db_vars = inventory.vars_for(db, [load_role("postgresql")])
+    user = db_vars.string("postgresql_user", r"[a-z_][a-z0-9_]{0,62}")
+    database = db_vars.string("postgresql_database", r"[a-z_][a-z0-9_]{0,62}")
+    credentials = f"{urllib.parse.quote(user, safe='')}:{urllib.parse.quote(password, safe='')}"
+    if db.name == host.name:
+        return f"postgresql://{credentials}@127.0.0.1:{POSTGRESQL_PORT}/{database}"
+    address = db_vars.private_address()
+    address = f"[{address}]" if ":" in address else address
+    return f"postgresql://{credentials}@{address}:{POSTGRESQL_PORT}/{database}?sslmode=require"
+
+
+def derive_values(schema: Schema, values: dict[str, str], inventory: Inventory, host: Host,
+                  services: list[Service]) -> dict[str, str]:
+    """The derived keys `host`'s services need and the env leaves unset, computed for that host."""
+    derived = {}
+    for key, rule in schema.keys.items():
+        if not rule.derive or key in values or not any(service.name in rule.services for service in services):
+            continue
+        missing = [source for source in DERIVATIONS[rule.derive] if source not in values]
+        if missing:
+            raise SecretsError(f"{key} is derived from {', '.join(missing)}, which the secrets lack")
+        derived[key] = postgresql_url(inventory, host, values["DB_PASSWORD"])
+    register(derived, schema)
+    return derived
+
+
 # --- pushing to hosts ----------------------------------------------------------
 
 
@@ -655,8 +724,9 @@ def push_plans(inventory: Inventory, schema: Schema, values: dict[str, str], env
                       name=f"Ensure {schema.config_dir} is readable by the app only."),
         ]
         handlers = {}
+        host_values = {**values, **derive_values(schema, values, inventory, host, services)}
         for service in services:
-            content = render_dotenv(schema.for_service(service.name, values), list(schema.keys))
+            content = render_dotenv(schema.for_service(service.name, host_values), list(schema.keys))
             operations.append(File(
                 service.env_file, content, owner=schema.app_user, group=schema.app_user, mode="0600",
                 secret=True, env_file=True, notify=(f"restart {service.name}",) if service.units else (),

@@ -19,7 +19,8 @@ def tasks(role, vars):
     trusted = [ufw_source(source, vars.where("firewall_ssh_trusted_sources"))
                for source in vars.string_list("firewall_ssh_trusted_sources")]
     rules = ([f"allow from {source} to any port {ssh_port} proto tcp" for source in trusted]
-             + [f"limit {ssh_port}/tcp"] + [f"allow {port}/tcp" for port in ports if port != ssh_port])
+             + [f"limit {ssh_port}/tcp"] + [f"allow {port}/tcp" for port in ports if port != ssh_port]
+             + [f"allow from {source} to any port {port} proto tcp" for port, source in group_sources(vars)])
     jail = render_template(role.template("jail.local.j2"), {
         "ssh_port": ssh_port,
         "trusted": trusted,
@@ -36,6 +37,25 @@ def tasks(role, vars):
              name="Ensure fail2ban watches sshd."),
         SystemdUnit("fail2ban.service", enabled=True, running=True),
     ]
+
+
+def group_sources(vars) -> list[tuple[int, str]]:
+    """(port, source address) pairs that firewall_group_rules open on this host."""
+    where = vars.where("firewall_group_rules")
+    rules = vars["firewall_group_rules"]
+    if not isinstance(rules, list):
+        raise ConfigError(f"{where}: expected a list of {{hosts: GROUP, port: PORT, from: GROUP}}")
+    pairs = []
+    for index, rule in enumerate(rules):
+        if (not isinstance(rule, dict) or set(rule) != {"hosts", "port", "from"}
+                or not all(isinstance(rule[key], str) for key in ("hosts", "from"))
+                or isinstance(rule["port"], bool) or not isinstance(rule["port"], int) or not 0 < rule["port"] < 65536):
+            raise ConfigError(f"{where}[{index}]: expected {{hosts: GROUP, port: PORT, from: GROUP}}, got {rule!r}")
+        if rule["hosts"] not in vars.host.groups:
+            continue
+        peers = vars.peer_addresses(rule["from"], f"{where}[{index}].from")
+        pairs += [(rule["port"], ufw_source(peer, where)) for peer in peers]
+    return pairs
 
 
 def handlers(role, vars):

@@ -86,6 +86,10 @@ class Sandbox:
     def ssh(self, host: str, command: str, check: bool = True) -> str:
         return ssh(self.addresses[host], command, check)
 
+    def ssh_at(self, address: str, command: str, check: bool = True) -> str:
+        """Like ssh, for a VPS the session did not boot itself (a module's extra hosts)."""
+        return ssh(address, command, check)
+
     def audit_lines(self, host: str) -> int:
         return int(self.ssh(host, "cat /var/log/vigil/audit.log 2>/dev/null | wc -l").strip())
 
@@ -120,3 +124,48 @@ def provisioned(sandbox: Sandbox) -> tuple[Run, Run]:
     first = invoke("provision.server", "--json", "--limit=vps1,vps2")
     second = invoke("provision.server", "--json", "--limit=vps1,vps2")
     return first, second
+
+
+# Logs in to PostgreSQL from a web host exactly as the backend will: with the DATABASE_URL
+# secrets.push wrote into its env file. The password goes to a 0600 .pgpass for the one
+# call, so it is on no command line; prints "user|ssl" or psql's error.
+APP_DATABASE_LOGIN = r"""
+command -v psql >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql-client >/dev/null 2>&1
+python3 - "$SSLMODE" <<'PY'
+import os, subprocess, sys, urllib.parse
+line = next(l for l in open("/etc/together-pray/backend.env") if l.startswith("DATABASE_URL="))
+url = urllib.parse.urlsplit(line.split("=", 1)[1].strip().strip("'"))
+user, database = urllib.parse.unquote(url.username), url.path.lstrip("/")
+sslmode = sys.argv[1] or dict(urllib.parse.parse_qsl(url.query)).get("sslmode", "prefer")
+with open("/root/.pgpass", "w", opener=lambda path, flags: os.open(path, flags, 0o600)) as pgpass:
+    pgpass.write(f"{url.hostname}:{url.port}:{database}:{user}:{urllib.parse.unquote(url.password)}\n")
+try:
+    result = subprocess.run(["psql", "-w", "-X", "-t", "-A", "-c",
+                             "select current_user, ssl from pg_stat_ssl where pid = pg_backend_pid()",
+                             f"host={url.hostname} port={url.port} dbname={database} user={user} sslmode={sslmode} connect_timeout=5"],
+                            capture_output=True, text=True, timeout=30)
+    print((result.stdout + result.stderr).strip())
+finally:
+    os.remove("/root/.pgpass")
+PY
+"""
+
+
+def app_database_login(address: str, sslmode: str = "") -> str:
+    """Log in from the web host at `address` with its backend's DATABASE_URL (sslmode: override it)."""
+    return ssh(address, f"SSLMODE={shlex.quote(sslmode)}\n" + APP_DATABASE_LOGIN, check=False).strip()
+
+
+def database_url_endpoint(address: str) -> str:
+    """What the backend's DATABASE_URL on `address` points at, after the credentials: host:port/db?options."""
+    return ssh(address, "sed -n 's/^DATABASE_URL=.*@//p' /etc/together-pray/backend.env").strip().strip("'")
+
+
+def tcp_probe(from_address: str, to_address: str, port: int) -> str:
+    """From one VPS, whether `to_address:port` is 'open', 'refused' or 'filtered' (no answer)."""
+    probe = ("import socket, sys\n"
+             "try:\n"
+             f"    socket.create_connection(({to_address!r}, {port}), timeout=3); print('open')\n"
+             "except ConnectionRefusedError: print('refused')\n"
+             "except OSError: print('filtered')\n")
+    return ssh(from_address, f"python3 -c {shlex.quote(probe)}").strip()

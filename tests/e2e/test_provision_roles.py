@@ -6,7 +6,7 @@ import subprocess
 import pytest
 import requests
 
-from conftest import REPO, SSH_OPTIONS, invoke, ssh_as_root
+from conftest import REPO, SSH_OPTIONS, app_database_login, database_url_endpoint, invoke, ssh_as_root
 from vigil import secrets as S
 from vigil.errors import ExitCode
 
@@ -51,9 +51,17 @@ def test_node_satisfies_the_engines_and_a_mismatch_is_a_clear_error(provisioned,
     assert "does not satisfy the apps' engines.node '>=99'" in run.host("vps2")["error"]
 
 
-def test_postgresql_is_local_only_and_the_app_role_logs_in_with_the_secret(provisioned, sandbox):
-    assert connect(sandbox.addresses["vps1"], 5432) in ("filtered", "refused")
-    assert sandbox.ssh("vps1", "ss -ltnH 'sport = :5432' | awk '{print $4}' | sort").split() == ["127.0.0.1:5432", "[::1]:5432"]
+def test_postgresql_answers_only_the_web_hosts_and_the_app_role_logs_in_with_the_secret(provisioned, sandbox):
+    # vps1 is the db host and a web host; vps2, the other web host, reaches it on its address.
+    assert sandbox.ssh("vps1", "ss -ltnH 'sport = :5432' | awk '{print $4}' | sort").split() == [
+        "10.213.1.2:5432", "127.0.0.1:5432", "[::1]:5432"]
+    assert connect(sandbox.addresses["vps1"], 5432) == "filtered"  # the control machine is not a web host
+    pushed = invoke("secrets.push", "--limit=vps1,vps2")
+    assert pushed.code == 0, pushed.stdout + pushed.stderr
+    assert database_url_endpoint(sandbox.addresses["vps1"]) == "127.0.0.1:5432/together_pray"
+    assert database_url_endpoint(sandbox.addresses["vps2"]) == "10.213.1.2:5432/together_pray?sslmode=require"
+    assert app_database_login(sandbox.addresses["vps2"]) == "together_pray|t"  # over TLS
+    assert "no encryption" in app_database_login(sandbox.addresses["vps2"], sslmode="disable")  # hostssl only
     password = S.load("sandbox")["DB_PASSWORD"]
 
     def login(secret: str) -> str:

@@ -81,3 +81,10 @@ def test_cache_asks_only_for_unknown_facts():
 def test_split_batch_reports_a_missing_frame():
     with pytest.raises(ValueError, match="fact 1 missing"):
         F.split_batch("@@n begin 0\nx\n\n@@n end 0 0\n", 2, "n")
+
+
+@pytest.mark.parametrize("printed", ["", "a", "a\n", "a\n\n", "\n", "two\nlines\n"])
+def test_a_fact_reads_exactly_what_its_command_printed(printed):
+    cache = FactCache(LocalTransport(), host=None)
+    fact = F.Fact("printed", F.script('printf "%s" "$1"', printed, sudo=False), lambda stdout, status: stdout)
+    assert cache.ensure([fact])["printed"] == printed

@@ -262,8 +262,9 @@ def test_reencrypting_to_a_new_recipient_lets_them_decrypt(initialised, tmp_path
 
 def test_push_plan_keeps_values_out_of_every_command_line(initialised, schema):
     values = S.load("sandbox", initialised)
-    host = Host("vps1", "10.213.1.2", 22, "root", None, ("web",), 5, 30)
-    inventory = Inventory("sandbox", Path("inventory/sandbox.yml"), Path("k"), {"vps1": host}, {"web": ["vps1"]}, {}, {}, {})
+    host = Host("vps1", "10.213.1.2", 22, "root", None, ("web", "db"), 5, 30)
+    inventory = Inventory("sandbox", Path("inventory/sandbox.yml"), Path("k"), {"vps1": host},
+                          {"web": ["vps1"], "db": ["vps1"]}, {}, {}, {})
     (plan,) = S.push_plans(inventory, schema, values, "sandbox", None)
     files = [op for op in plan.operations if type(op).__name__ == "File"]
     assert [(f.path, f.owner, f.mode, f.secret) for f in files] == [
@@ -281,6 +282,44 @@ def test_push_plan_keeps_values_out_of_every_command_line(initialised, schema):
             rendered = command.render("deploy")
             assert all(value not in rendered for value in values.values() if len(value) > 8)
             assert command.stdin  # the content travels on stdin
+
+
+def layout(web: list[str], db: list[str], private: dict | None = None) -> Inventory:
+    names = list(dict.fromkeys(web + db))
+    hosts = {name: Host(name, f"203.0.113.{i}", 22, "deploy", None, (), 5, 30, private_address=(private or {}).get(name))
+             for i, name in enumerate(names, 1)}
+    return Inventory("sandbox", Path("inventory/sandbox.yml"), Path("k"), hosts, {"web": web, "db": db}, {}, {},
+                     {"db1": {"postgresql_user": "tp_app"}})
+
+
+@pytest.mark.parametrize("inventory, host, url", [
+    # The database on the web host itself: loopback, no TLS needed.
+    (layout(["web1"], ["web1"]), "web1", "postgresql://together_pray:p%40ss@127.0.0.1:5432/together_pray"),
+    # A separate database host: its private address, TLS required; the role name from its vars.
+    (layout(["web1", "web2"], ["db1"], {"db1": "10.0.0.5"}), "web2",
+     "postgresql://tp_app:p%40ss@10.0.0.5:5432/together_pray?sslmode=require"),
+    (layout(["web1"], ["db1"], {"db1": "fd00::5"}), "web1",
+     "postgresql://tp_app:p%40ss@[fd00::5]:5432/together_pray?sslmode=require"),
+    # No private address: the public one.
+    (layout(["web1"], ["db1"]), "web1", "postgresql://tp_app:p%40ss@203.0.113.2:5432/together_pray?sslmode=require"),
+])
+def test_database_url_is_derived_per_host(schema, inventory, host, url):
+    assert S.postgresql_url(inventory, inventory.hosts[host], "p@ss") == url
+    assert S.check_rule(schema.keys["DATABASE_URL"], "production", url, {"DB_PASSWORD": "p@ss"}) == []
+
+
+def test_a_database_url_that_is_set_wins_and_two_database_hosts_need_one(schema):
+    inventory = layout(["web1"], ["db1", "db2"])
+    services = list(schema.services.values())
+    explicit = {"DB_PASSWORD": "x" * 24, "DATABASE_URL": "postgresql://u:p@managed.example/app?sslmode=require"}
+    assert S.derive_values(schema, explicit, inventory, inventory.hosts["web1"], services) == {}
+    with pytest.raises(S.SecretsError, match=r"has 2 database hosts \(db1, db2\); vigil derives it for exactly one"):
+        S.derive_values(schema, {"DB_PASSWORD": "x" * 24}, inventory, inventory.hosts["web1"], services)
+
+
+def test_rotating_the_database_password_pushes_to_the_services_that_read_it_derived(schema):
+    assert schema.services_using("DB_PASSWORD", {}) == ["backend"]
+    assert schema.services_using("DB_PASSWORD", {"DATABASE_URL": "postgresql://u:p@h/app"}) == []
 
 
 # --- scanning --------------------------------------------------------------------------
@@ -325,12 +364,10 @@ def test_a_second_writer_is_refused_while_the_first_holds_the_env(paths):
         pass
 
 
-def test_regenerating_the_database_password_rebuilds_the_sandbox_database_url(schema):
+def test_generated_sandbox_secrets_leave_the_database_url_to_be_derived(schema):
     values = {}
     S.generate_missing(schema, values, "sandbox")
-    old_url = values["DATABASE_URL"]
-    S.generate_missing(schema, values, "sandbox", regenerate=True)
-    assert values["DATABASE_URL"] != old_url and values["DB_PASSWORD"] in values["DATABASE_URL"]
+    assert "DATABASE_URL" not in values and len(values["DB_PASSWORD"]) >= 24
     assert schema.problems("sandbox", values) == []
 
 

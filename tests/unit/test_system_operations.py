@@ -3,11 +3,16 @@
 import base64
 import hashlib
 import hmac
+import os
+import re
+from pathlib import Path
 
 import pytest
 
 from vigil import postgresql as P
 from vigil.commands import Secret
+from vigil.config import Host, Inventory, load_role
+from vigil.errors import ConfigError
 from vigil.nodejs import NodeVersion, parse_node_version, satisfies
 from vigil.operations import OperationError
 from vigil.ufw import Firewall, UfwState, parse_ufw
@@ -33,6 +38,20 @@ Default: drop (incoming), accept (outgoing)
 Added user rules (see 'ufw status' for running firewall):
 (None)
 """
+
+
+def layout(groups: dict[str, list[str]], private: dict[str, str] | None = None, host_vars: dict | None = None) -> Inventory:
+    """An inventory of web/db hosts at 203.0.113.N, with optional private addresses."""
+    names = list(dict.fromkeys(name for members in groups.values() for name in members))
+    hosts = {name: Host(name, f"203.0.113.{index}", 22, "deploy", None,
+                        tuple(group for group, members in groups.items() if name in members), 5, 30,
+                        private_address=(private or {}).get(name)) for index, name in enumerate(names, 1)}
+    return Inventory("sandbox", Path("inventory/sandbox.yml"), Path("k"), hosts, groups, {}, {}, host_vars or {})
+
+
+def role_vars(role, inventory: Inventory | None = None, host: str = "web1", **overrides):
+    inventory = inventory or layout({"web": ["web1"], "db": ["web1"]})
+    return inventory.vars_for(inventory.hosts[host], [role], overrides)
 
 
 def test_parse_ufw_active_and_inactive():
@@ -79,11 +98,40 @@ def test_engines_ranges(version, engines, ok):
 def test_node_version_check():
     assert parse_node_version("v20.19.2\n", 0) == (20, 19, 2)
     assert parse_node_version("", 127) is None
-    assert not NodeVersion(">=20").plan({"node:version": (20, 19, 2)}).changes
-    with pytest.raises(OperationError, match=r"Node.js v18.19.0 does not satisfy the apps' engines.node '>=20'"):
-        NodeVersion(">=20").plan({"node:version": (18, 19, 0)})
+    apps = {"backend/package.json": ">=18.18", "frontend/package.json": ">=20"}
+    assert not NodeVersion(apps).plan({"node:version": (20, 19, 2)}).changes
+    # The first range the version misses is named with the file that declares it.
+    with pytest.raises(OperationError, match=r"Node.js v18.19.0 does not satisfy engines.node '>=20' of frontend/package.json"):
+        NodeVersion(apps).plan({"node:version": (18, 19, 0)})
     with pytest.raises(ValueError):
-        NodeVersion("latest please")
+        NodeVersion({"x": "latest please"})
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "nodejs_app_manifests[0]: {path} does not exist"),
+    ("{not json", "not a readable package.json"),
+    ('{"name": "x"}', "declares no engines.node"),
+    ('{"engines": {"node": "latest"}}', "engines.node: not an npm engines range: 'latest'"),
+])
+def test_an_app_manifest_without_a_usable_engines_range_is_a_clear_error(tmp_path, content, message):
+    from vigil.config import REPO_ROOT
+    from vigil.errors import ConfigError
+
+    nodejs_role = load_role("nodejs")
+    manifest = tmp_path / "package.json"
+    if content is not None:
+        manifest.write_text(content)
+    path = os.path.relpath(manifest, REPO_ROOT)
+    with pytest.raises(ConfigError, match=re.escape(message.format(path=path))):
+        nodejs_role.tasks(nodejs_role, role_vars(nodejs_role, nodejs_app_manifests=[path]))
+
+
+def test_the_shipped_app_manifests_set_the_node_range():
+    nodejs_role = load_role("nodejs")
+    check = nodejs_role.tasks(nodejs_role, role_vars(nodejs_role))[-1]
+    assert check.requirements == {"examples/together-pray/backend/package.json": ">=18.18",
+                                  "examples/together-pray/frontend/package.json": ">=18.18"}
+    assert not check.plan({"node:version": (18, 19, 0)}).changes  # Debian 12's Node.js
 
 
 def verifier(password: str, salt: bytes = b"0123456789abcdef", iterations: int = 4096) -> str:
@@ -165,3 +213,83 @@ def test_bad_trusted_sources_name_the_key(bad):
 
     with pytest.raises(ConfigError, match="firewall_ssh_trusted_sources: .* is not an IP address"):
         ufw_source(bad, "firewall_ssh_trusted_sources")
+
+
+# --- a database host of its own ---------------------------------------------------------
+
+SPLIT = layout({"web": ["web1", "web2"], "db": ["db1"]}, private={"web1": "10.0.0.11", "web2": "10.0.0.12", "db1": "10.0.0.5"})
+SHARED = layout({"web": ["web1"], "db": ["web1"]})
+# The database on the first of two web hosts: the other reaches it over the private network.
+FIRST_OF_TWO = layout({"web": ["web1", "web2"], "db": ["web1"]}, private={"web1": "10.0.0.11", "web2": "10.0.0.12"})
+
+
+@pytest.mark.parametrize("inventory, host, listen, clients, ssl", [
+    (SHARED, "web1", "localhost", [], None),
+    (SPLIT, "db1", "localhost,10.0.0.5", ["10.0.0.11", "10.0.0.12"], "on"),
+    (FIRST_OF_TWO, "web1", "localhost,10.0.0.11", ["10.0.0.12"], "on"),  # itself: over loopback
+])
+def test_postgresql_listens_and_admits_by_layout(inventory, host, listen, clients, ssl, monkeypatch):
+    from vigil.config import HostVars
+    monkeypatch.setattr(HostVars, "secret", lambda self, key: Secret("a-database-password-of-24+"))
+    role = load_role("postgresql")
+    operations = role.tasks(role, role_vars(role, inventory, host))
+    settings = next(op for op in operations if isinstance(op, P.PostgresSettings)).settings
+    assert (settings["listen_addresses"], settings.get("ssl")) == (listen, ssl)
+    assert next(op for op in operations if isinstance(op, P.PostgresClients)).addresses == clients
+
+
+@pytest.mark.parametrize("inventory, host, opened", [
+    (SHARED, "web1", []),
+    (SPLIT, "db1", ["allow from 10.0.0.11 to any port 5432 proto tcp", "allow from 10.0.0.12 to any port 5432 proto tcp"]),
+    (SPLIT, "web1", []),  # only hosts of `hosts: db` open anything
+    (FIRST_OF_TWO, "web1", ["allow from 10.0.0.12 to any port 5432 proto tcp"]),  # never itself
+])
+def test_the_firewall_opens_the_database_port_to_the_web_hosts_only(inventory, host, opened):
+    role = load_role("firewall")
+    firewall = role.tasks(role, role_vars(role, inventory, host, firewall_ssh_port=22))[1]
+    assert [rule for rule in firewall.rules if "5432" in rule] == opened
+
+
+@pytest.mark.parametrize("rules, message", [
+    ([{"hosts": "db", "port": 5432}], "firewall_group_rules[0]: expected {hosts: GROUP, port: PORT, from: GROUP}"),
+    ([{"hosts": "db", "port": 0, "from": "web"}], "firewall_group_rules[0]: expected"),
+    ([{"hosts": "db", "port": 5432, "from": "webs"}], "firewall_group_rules[0].from: no group 'webs' in the inventory"),
+    ("db:5432", "firewall_group_rules: expected a list"),
+])
+def test_bad_group_rules_name_the_rule(rules, message):
+    role = load_role("firewall")
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        role.tasks(role, role_vars(role, SPLIT, "db1", firewall_group_rules=rules))
+
+
+def test_a_peer_known_only_by_name_needs_a_private_address():
+    named = Inventory("sandbox", Path("inventory/sandbox.yml"), Path("k"),
+                      {"db1": Host("db1", "10.0.0.5", 22, "deploy", None, ("db",), 5, 30),
+                       "web1": Host("web1", "web1.example.com", 22, "deploy", None, ("web",), 5, 30)},
+                      {"web": ["web1"], "db": ["db1"]}, {}, {}, {})
+    role = load_role("firewall")
+    with pytest.raises(ConfigError, match=re.escape("hosts.web1: its address 'web1.example.com' is a name; other hosts' "
+                                                    "firewall and database rules need an IP: set hosts.web1.private_address")):
+        role.tasks(role, role_vars(role, named, "db1"))
+
+
+DEBIAN_HBA = "local all postgres peer\nhost all all 127.0.0.1/32 scram-sha-256\n"
+
+
+@pytest.mark.parametrize("content, addresses, expected", [
+    (DEBIAN_HBA, [], DEBIAN_HBA),
+    (DEBIAN_HBA, ["10.0.0.11"], DEBIAN_HBA + "\n" + P.HBA_BEGIN + "\nhostssl app app_user 10.0.0.11/32 scram-sha-256\n" + P.HBA_END + "\n"),
+    # The block is replaced, not added twice; an emptied list removes it.
+    (DEBIAN_HBA + "\n" + P.HBA_BEGIN + "\nhostssl app app_user 10.0.0.9/32 scram-sha-256\n" + P.HBA_END + "\n", ["fd00::1"],
+     DEBIAN_HBA + "\n" + P.HBA_BEGIN + "\nhostssl app app_user fd00::1/128 scram-sha-256\n" + P.HBA_END + "\n"),
+    (DEBIAN_HBA + "\n" + P.HBA_BEGIN + "\nhostssl app app_user 10.0.0.9/32 scram-sha-256\n" + P.HBA_END + "\n", [], DEBIAN_HBA),
+])
+def test_pg_hba_block(content, addresses, expected):
+    clients = P.PostgresClients("app", "app_user", addresses)
+    plan = clients.plan({"postgresql:hba": ("/etc/postgresql/15/main/pg_hba.conf", content)})
+    if expected == content:
+        assert not plan.changes
+    else:
+        assert plan.changes and plan.commands[0].stdin.decode() == expected
+        # Applying it converges: the next plan changes nothing.
+        assert not clients.plan({"postgresql:hba": ("/etc/postgresql/15/main/pg_hba.conf", expected)}).changes

@@ -194,7 +194,7 @@ def list_(c, env="sandbox"):
     paths, schema = _context(env)
     values = S.load(env, paths, schema)
     for key, rule in schema.keys.items():
-        state = "set" if key in values else ("MISSING" if rule.required_in(env) else "unset")
+        state = "set" if key in values else ("MISSING" if rule.required_in(env) else "derived" if rule.derive else "unset")
         _say(f"{key:<22} {state:<8} {', '.join(rule.services) or '(vigil only)'}")
     for key in sorted(set(values) - set(schema.keys)):
         _say(f"{key:<22} set      (not in the schema)")
@@ -302,7 +302,7 @@ def rotate(c, key, env="sandbox", limit=None, check=False, diff=False, verbose=F
         if not check:
             S.save(env, rotated, schema, paths)
             _audit("secrets.rotate", env)
-    services = sorted({service for name in [key, *refreshed] for service in schema.keys[name].services})
+    services = sorted({service for name in [key, *refreshed] for service in schema.services_using(name, rotated)})
     if not services:
         _say(f"{'would rotate' if check else 'rotated'} {key}; no service reads it directly (see its description in the schema)")
         return
