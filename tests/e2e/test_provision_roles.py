@@ -48,7 +48,7 @@ def test_node_satisfies_the_engines_and_a_mismatch_is_a_clear_error(provisioned,
     assert sandbox.ssh("vps2", "node --version").startswith("v2")
     run = invoke("provision.server", "--json", "--limit=vps2", "--var", "nodejs_engines=>=99")
     assert run.code == ExitCode.HOST_FAILED
-    assert "does not satisfy the apps' engines.node '>=99'" in run.host("vps2")["error"]
+    assert "does not satisfy engines.node '>=99' of --var nodejs_engines" in run.host("vps2")["error"]
 
 
 def test_postgresql_answers_only_the_web_hosts_and_the_app_role_logs_in_with_the_secret(provisioned, sandbox):

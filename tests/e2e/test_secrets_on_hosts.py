@@ -52,8 +52,12 @@ def test_push_writes_0600_files_owned_by_the_app_user_then_reports_unchanged(pro
     assert first.code == 0, first.stderr
     second = run("secrets.push", "--json", "--limit=vps1,vps2")
     assert second.code == 0
-    expected = S.render_dotenv(S.load_schema().for_service("backend", values(scratch)), list(S.load_schema().keys))
+    schema = S.load_schema()
+    # DATABASE_URL is derived per host: loopback on the db host (vps1), its address with TLS on vps2.
+    urls = {"vps1": f"postgresql://together_pray:{values(scratch)['DB_PASSWORD']}@127.0.0.1:5432/together_pray",
+            "vps2": f"postgresql://together_pray:{values(scratch)['DB_PASSWORD']}@10.213.1.2:5432/together_pray?sslmode=require"}
     for name in ("vps1", "vps2"):
+        expected = S.render_dotenv(schema.for_service("backend", {**values(scratch), "DATABASE_URL": urls[name]}), list(schema.keys))
         assert (second.host(name)["changed"], second.host(name)["failed"]) == (0, 0)
         listing = sandbox.ssh(name, "stat -c '%n %U %G %a' /etc/together-pray /etc/together-pray/*.env")
         assert listing.split("\n")[:3] == [
@@ -210,7 +214,7 @@ def test_diff_between_two_envs_names_keys_only(run, scratch, monkeypatch):
     assert run("secrets.init", "--env=staging").code == 0
     diff = run("secrets.diff", "--against=staging")
     assert diff.code == 0, diff.stderr
-    assert "staging -> sandbox: added: DATABASE_URL, FRONTEND_URL, NEXT_PUBLIC_API_URL, NODE_ENV" in diff.stdout
+    assert "staging -> sandbox: added: FRONTEND_URL, NEXT_PUBLIC_API_URL, NODE_ENV" in diff.stdout
     assert "changed: DB_PASSWORD, JWT_REFRESH_SECRET, JWT_SECRET" in diff.stdout
     staging = S.load("staging", S.SecretsPaths(scratch / "secrets"))
     assert not [v for v in staging.values() if v in diff.stdout]
