@@ -7,6 +7,7 @@ here touches a host.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import math
 import os
@@ -26,8 +27,8 @@ DEFAULT_ENV = "sandbox"
 
 VAR_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 INVENTORY_KEYS = {"known_hosts", "defaults", "vars", "groups", "hosts"}
-DEFAULTS_KEYS = {"user", "bootstrap_user", "port", "ssh_key", "connect_timeout", "command_timeout"}
-HOST_KEYS = {"address", "private_address", "user", "bootstrap_user", "port", "ssh_key", "connect_timeout", "command_timeout", "vars"}
+DEFAULTS_KEYS = {"user", "admin_user", "bootstrap_user", "port", "ssh_key", "connect_timeout", "command_timeout"}
+HOST_KEYS = {"address", "private_address", "user", "admin_user", "bootstrap_user", "port", "ssh_key", "connect_timeout", "command_timeout", "vars"}
 GROUP_KEYS = {"hosts", "vars"}
 
 
@@ -112,6 +113,13 @@ class Host:
     bootstrap_user: str | None = None
     # The address other hosts reach it on (the provider's private network); None: `address`.
     private_address: str | None = None
+    # Who provisioning logs in as: root through sudo for everything. `user` (deploy) has sudo
+    # only for what deploys need, so a deploy key cannot administer the host. None: `user`.
+    admin_user: str | None = None
+
+    def as_admin(self) -> "Host":
+        """This host as the tasks that administer it (provision, secrets) log in: as `admin_user`."""
+        return dataclasses.replace(self, user=self.admin_user) if self.admin_user else self
 
 
 @dataclass
@@ -275,6 +283,8 @@ def load_inventory(env: str, inventory_dir: Path | None = None) -> Inventory:
             groups=tuple(g for g, members in groups.items() if name in members),
             connect_timeout=_seconds(merged, spec, "connect_timeout", 10, key, where),
             command_timeout=_seconds(merged, spec, "command_timeout", 900, key, where),
+            admin_user=None if merged.get("admin_user") is None else validate.user(
+                merged["admin_user"], f"{key}.admin_user" if "admin_user" in spec else f"{where}: defaults.admin_user"),
             bootstrap_user=None if merged.get("bootstrap_user") is None else validate.user(
                 merged["bootstrap_user"], f"{key}.bootstrap_user" if "bootstrap_user" in spec else f"{where}: defaults.bootstrap_user"),
             private_address=None if spec.get("private_address") is None else validate.ip_address(

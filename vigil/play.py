@@ -34,7 +34,8 @@ class Target:
 def build_host_plans(inventory: Inventory, playbook: str, limit: str | None, cli_vars: dict) -> list[HostPlan]:
     """Each selected host's operations and handlers, from every play that targets it."""
     plays = load_playbook(playbook)
-    selected = inventory.select(limit)
+    # Playbooks administer hosts: they log in as the admin user, with root through sudo.
+    selected = [host.as_admin() for host in inventory.select(limit)]
     if not selected:
         raise ConfigError(f"--limit {limit!r} selects no host in {rel(inventory.path)}")
     host_plans = []

@@ -707,7 +707,8 @@ def push_plans(inventory: Inventory, schema: Schema, values: dict[str, str], env
     (only if running) once at the end of the host's run.
     only_services: push just these services (secrets.rotate of a key only some services use).
     """
-    selected = inventory.select(limit)
+    # The env files are root's to write: as the admin user, like provisioning.
+    selected = [host.as_admin() for host in inventory.select(limit)]
     plans = []
     for host in selected:
         services = [

@@ -1,31 +1,60 @@
-"""The users role: the deploy user with the team's keys and passwordless sudo, and the app's runtime user."""
+"""The users role: an admin user for provisioning, a deploy user whose sudo covers deploys only, the app's user.
+
+The admin user (the inventory's `admin_user`) has root through sudo: vigil
+plans every onboarding step as root. The deploy user (the inventory's `user`)
+may run, as root, only a helper that acts on the app's systemd units and the
+two commands that check and reload nginx: a leaked deploy key can restart the
+app, not own the host.
+"""
 
 from vigil.errors import ConfigError
 from vigil.transport import public_key_of
 from vigil.operations import File, User, render_template
 
 KEY_LINE = r"(ssh-ed25519|ecdsa-sha2-nistp(256|384|521)|ssh-rsa|sk-ssh-ed25519@openssh\.com) [A-Za-z0-9+/=]+( [^\n]*)?"
+# A systemd unit name, or a shell glob of them; no spaces, slashes or a leading dash.
+UNIT_PATTERN = r"[A-Za-z0-9_][A-Za-z0-9@._*:-]*\.service"
+APP_UNIT_HELPER = "/usr/local/sbin/vigil-app-unit"
 
 
 def tasks(role, vars):
     """The users role's operations for one host, in order."""
-    deploy = vars.user("users_deploy_user")
-    keys = vars.string_list("users_deploy_authorized_keys", KEY_LINE)
-    if not keys:
-        raise ConfigError(f"{vars.where('users_deploy_authorized_keys')}: no key for {deploy}: onboarding would lock everyone out")
+    admin, deploy, app = vars.user("users_admin_user"), vars.user("users_deploy_user"), vars.user("users_app_user")
+    if len({admin, deploy, app}) != 3:
+        raise ConfigError(f"{vars.where('users_admin_user')}: the admin, deploy and app users must be three different "
+                          f"users (got {admin}, {deploy}, {app}); the deploy user's sudo is scoped to deploys")
+    admin_keys = keys_of(vars, "users_admin_authorized_keys", admin)
+    deploy_keys = keys_of(vars, "users_deploy_authorized_keys", deploy)
     host = vars.host
-    if host.user == deploy and host.ssh_key is not None and host.ssh_key.is_file():
-        # The key vigil logs in with must stay authorized, or the next run is locked out.
+    if host.user != admin:
+        raise ConfigError(f"{vars.where('users_admin_user')}: {host.name} is provisioned as {host.user}, not as the admin "
+                          f"user {admin}; set admin_user: {admin} in the inventory (defaults or hosts.{host.name}), since "
+                          f"{deploy}'s sudo only covers deploys")
+    if host.ssh_key is not None and host.ssh_key.is_file():
+        # The key vigil provisions with must stay authorized, or the next run is locked out.
         own = public_key_of(host.ssh_key)
-        if not any(line.split()[:2] == own.split() for line in keys):
-            raise ConfigError(f"{vars.where('users_deploy_authorized_keys')}: does not hold the public half of "
-                              f"{host.ssh_key.name}, the key vigil logs in as {deploy} with; the next run would be locked out")
-    app = vars.user("users_app_user")
+        if not any(line.split()[:2] == own.split() for line in admin_keys):
+            raise ConfigError(f"{vars.where('users_admin_authorized_keys')}: does not hold the public half of "
+                              f"{host.ssh_key.name}, the key vigil logs in as {admin} with; the next run would be locked out")
+    units = vars.string_list("users_deploy_units", UNIT_PATTERN)
     return [
-        User(deploy, shell="/bin/bash", authorized_keys=keys, name=f"Ensure the deploy user {deploy} has the team's keys."),
-        File(f"/etc/sudoers.d/vigil-{deploy}", render_template(role.template("sudoers.j2"), {"user": deploy}),
+        User(admin, shell="/bin/bash", authorized_keys=admin_keys, name=f"Ensure the admin user {admin} has the admins' keys."),
+        File(f"/etc/sudoers.d/vigil-{admin}", render_template(role.template("sudoers-admin.j2"), {"user": admin}),
+             mode="0440", validate=("visudo", "-c", "-q", "-f"), name=f"Ensure {admin} may use sudo without a password."),
+        User(deploy, shell="/bin/bash", authorized_keys=deploy_keys, name=f"Ensure the deploy user {deploy} has the team's keys."),
+        File(APP_UNIT_HELPER, render_template(role.template("vigil-app-unit.j2"), {"units": units}), mode="0755",
+             name=f"Ensure {APP_UNIT_HELPER} acts on the app's units only."),
+        File(f"/etc/sudoers.d/vigil-{deploy}",
+             render_template(role.template("sudoers-deploy.j2"), {"user": deploy, "helper": APP_UNIT_HELPER}),
              mode="0440", validate=("visudo", "-c", "-q", "-f"),
-             name=f"Ensure {deploy} may use sudo without a password."),
+             name=f"Ensure {deploy}'s sudo covers the app's units and an nginx reload, nothing else."),
         User(app, shell="/usr/sbin/nologin", home=f"/var/lib/{app}", system=True,
              name=f"Ensure the app user {app} exists and cannot log in."),
     ]
+
+
+def keys_of(vars, key: str, user: str) -> list[str]:
+    keys = vars.string_list(key, KEY_LINE)
+    if not keys:
+        raise ConfigError(f"{vars.where(key)}: no key for {user}: nobody could log in as {user}")
+    return keys

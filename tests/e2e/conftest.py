@@ -60,10 +60,10 @@ SSH_OPTIONS = ["-i", str(SANDBOX_KEY), "-o", f"UserKnownHostsFile={INVENTORY / '
 
 
 def ssh_as_root(address: str, remote: list[str], stdin: str) -> subprocess.CompletedProcess:
-    """Run `remote` as root over OpenSSH with the pinned known_hosts: as the deploy user through sudo
-    once onboarding made root logins impossible, as root itself on a VPS not yet onboarded."""
+    """Run `remote` as root over OpenSSH with the pinned known_hosts: as the admin user (ops) through
+    sudo once onboarding made root logins impossible, as root itself on a VPS not yet onboarded."""
     # ssh hands the remote shell one string: quote the argv into it.
-    completed = subprocess.run(["ssh", *SSH_OPTIONS, f"deploy@{address}", shlex.join(["sudo", "-n", *remote])],
+    completed = subprocess.run(["ssh", *SSH_OPTIONS, f"ops@{address}", shlex.join(["sudo", "-n", *remote])],
                                capture_output=True, text=True, timeout=120, input=stdin)
     if completed.returncode == 255 and "Permission denied" in completed.stderr:
         completed = subprocess.run(["ssh", *SSH_OPTIONS, f"root@{address}", shlex.join(remote)],

@@ -96,7 +96,7 @@ def test_unreachable_host_fails_within_the_connect_timeout(provisioned, sandbox,
 
 
 def test_dropped_connection_fails_the_command_instead_of_hanging(provisioned, sandbox):
-    host = load_inventory("sandbox").hosts["vps2"]
+    host = load_inventory("sandbox").hosts["vps2"].as_admin()
     transport = SSHTransport(host, INVENTORY / "sandbox.known_hosts", "sandbox").connect()
     assert transport.run(cmd("true")).ok
     cut = threading.Timer(1.0, netns_iptables, ("vps2", "-I", "OUTPUT", "-p", "tcp", "--sport", "22", "-j", "DROP"))
@@ -119,7 +119,8 @@ def test_sudo_that_wants_a_password_fails_fast_and_clearly(provisioned, sandbox,
                         f"echo '{pub}' > /home/carol/.ssh/authorized_keys; chown carol /home/carol/.ssh/authorized_keys")
 
     def edit(data):
-        data["hosts"]["vps2"]["user"] = "carol"
+        data["hosts"]["vps2"]["admin_user"] = "carol"
+        data["hosts"]["vps2"]["vars"]["users_admin_user"] = "carol"
 
     inventory = sandbox.scratch_inventory(tmp_path, edit)
     began = time.monotonic()
@@ -144,8 +145,8 @@ BAD_INPUT = [
     ("missing key", lambda p: p.write_text(p.read_text().replace("/id_ed25519", "/no-such-key")), [], "no-such-key does not exist"),
     ("firewall without the login port", None, ["--var", "firewall_ssh_port=2222"],
      "firewall_ssh_port: 2222 is not the port vigil logs in on (22)"),
-    ("deploy keys without ours", None,
-     ["--var", 'users_deploy_authorized_keys=["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHJ6mJdzBZ4cQ6Yh0XpB2a3Vn9y1x7S3dF0eKqL8t5Wm someone"]'],
+    ("admin keys without ours", None,
+     ["--var", 'users_admin_authorized_keys=["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHJ6mJdzBZ4cQ6Yh0XpB2a3Vn9y1x7S3dF0eKqL8t5Wm someone"]'],
      "does not hold the public half of id_ed25519"),
 ]
 
@@ -174,10 +175,10 @@ def test_a_key_nobody_authorized_names_both_users_it_tried(provisioned, sandbox,
     def edit(data):
         data["hosts"]["vps2"]["ssh_key"] = str(tmp_path / "stranger")
         # Listed, so the users role accepts it; never installed, so the host refuses it.
-        data["hosts"]["vps2"]["vars"]["users_deploy_authorized_keys"] = [stranger]
+        data["hosts"]["vps2"]["vars"]["users_admin_authorized_keys"] = [stranger]
 
     run = invoke("provision.server", "--json", "--limit=vps1,vps2", inventory=sandbox.scratch_inventory(tmp_path, edit))
     assert run.code == ExitCode.UNREACHABLE
     reason = run.host("vps2")["unreachable"]
-    assert "authentication as deploy" in reason and "the bootstrap user root was refused too" in reason
+    assert "authentication as ops" in reason and "the bootstrap user root was refused too" in reason
     assert run.host("vps1")["status"] == "ok"

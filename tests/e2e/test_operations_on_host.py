@@ -42,7 +42,7 @@ class Counting(SSHTransport):
 
 def apply(ops, **options):
     inventory = load_inventory("sandbox")
-    host = inventory.hosts["vps2"]
+    host = inventory.hosts["vps2"].as_admin()
     plan = HostPlan(host, ops, {"restart e2e": ServiceAction(UNIT, "restart")})
     Counting.calls = 0
     (result,) = run([plan], lambda h: Counting(h, INVENTORY / "sandbox.known_hosts", "sandbox"), RunOptions(**options))

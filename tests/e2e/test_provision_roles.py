@@ -1,5 +1,6 @@
 """The onboarding roles seen from outside and inside the host: firewall, fail2ban, Node.js, PostgreSQL."""
 
+import shlex
 import socket
 import subprocess
 
@@ -172,12 +173,12 @@ def ssh_login(address: str, user: str, *options: str) -> subprocess.CompletedPro
     return subprocess.run(["ssh", *SSH_OPTIONS, *options, f"{user}@{address}", "true"], capture_output=True, text=True, timeout=60)
 
 
-def test_root_and_password_logins_are_refused_and_the_deploy_user_works(provisioned, sandbox):
+def test_root_and_password_logins_are_refused_and_the_admin_and_deploy_users_work(provisioned, sandbox):
     address = sandbox.addresses["vps2"]
     assert "Permission denied" in ssh_login(address, "root").stderr
     password = ssh_login(address, "deploy", "-o", "PubkeyAuthentication=no", "-o", "PreferredAuthentications=password,keyboard-interactive")
     assert password.returncode == 255 and "Permission denied (publickey)" in password.stderr
-    assert ssh_login(address, "deploy").returncode == 0
+    assert ssh_login(address, "deploy").returncode == 0 and ssh_login(address, "ops").returncode == 0
     assert "PermitRootLogin no" in sandbox.ssh("vps2", "sshd -T | grep -i permitrootlogin").replace("permitrootlogin", "PermitRootLogin")
 
 
@@ -187,16 +188,16 @@ def test_a_broken_sshd_setting_is_refused_by_sshd_t_and_the_host_stays_reachable
     assert run.code == ExitCode.HOST_FAILED
     assert "sshd -t" in run.host("vps2")["error"] and "NoSuchOption" in run.host("vps2")["error"]
     assert sandbox.ssh("vps2", "sha256sum /etc/ssh/sshd_config") == before
-    assert ssh_login(sandbox.addresses["vps2"], "deploy").returncode == 0
+    assert ssh_login(sandbox.addresses["vps2"], "ops").returncode == 0
 
 
-def test_settings_that_would_lock_the_deploy_user_out_are_reverted(provisioned, sandbox):
+def test_settings_that_would_lock_the_admin_user_out_are_reverted(provisioned, sandbox):
     before = sandbox.ssh("vps2", "sha256sum /etc/ssh/sshd_config")
     run = invoke("provision.server", "--json", "--limit=vps2", "--var", 'ssh_extra_config=["AllowUsers nobody"]')
     assert run.code == ExitCode.HOST_FAILED
-    assert "a fresh login as deploy failed" in run.host("vps2")["error"]
+    assert "a fresh login as ops failed" in run.host("vps2")["error"]
     assert sandbox.ssh("vps2", "sha256sum /etc/ssh/sshd_config") == before
-    assert ssh_login(sandbox.addresses["vps2"], "deploy").returncode == 0
+    assert ssh_login(sandbox.addresses["vps2"], "ops").returncode == 0
     # The interrupted reload is still pending: the next run finishes it, the one after changes nothing.
     assert invoke("provision.server", "--json", "--limit=vps2").code == 0
     assert invoke("provision.server", "--json", "--limit=vps2").host("vps2")["changed"] == 0
@@ -215,3 +216,27 @@ def test_a_port_already_taken_fails_that_host_with_the_reason_and_a_rerun_recove
         sandbox.ssh("vps2", "kill $(cat /tmp/http443.pid) 2>/dev/null; rm -f /tmp/http443.pid; sleep 1")
     again = invoke("provision.server", "--json", "--limit=vps2")
     assert again.code == 0 and sandbox.ssh("vps2", "systemctl is-active nginx").strip() == "active"
+
+
+def deploy_sudo(address: str, *command: str) -> subprocess.CompletedProcess:
+    """Run `sudo -n COMMAND` as the deploy user, the way a deploy will."""
+    return subprocess.run(["ssh", *SSH_OPTIONS, f"deploy@{address}", shlex.join(["sudo", "-n", *command])],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_the_deploy_users_sudo_covers_the_apps_units_and_nginx_reload_only(provisioned, sandbox):
+    address = sandbox.addresses["vps2"]
+    # Allowed: the app's units through the helper (no unit is installed yet: systemctl answers, not sudo).
+    status = deploy_sudo(address, "/usr/local/sbin/vigil-app-unit", "is-active", "together-pray-backend@blue.service")
+    # systemctl's own answer (3 inactive, 4 no such unit), where sudo refusing would exit 1.
+    assert status.returncode in (3, 4) and status.stdout.strip() == "inactive", status.stderr
+    assert deploy_sudo(address, "/usr/sbin/nginx", "-t").returncode == 0
+    assert deploy_sudo(address, "/usr/bin/systemctl", "reload", "nginx.service").returncode == 0
+    # Refused: another unit through the helper, and anything else as root.
+    other = deploy_sudo(address, "/usr/local/sbin/vigil-app-unit", "stop", "ssh.service")
+    assert other.returncode == 77 and "not one of the app's units" in other.stderr
+    for command in (["true"], ["sh", "-c", "id"], ["/usr/bin/systemctl", "stop", "nginx.service"],
+                    ["cat", "/etc/together-pray/backend.env"], ["-u", "together-pray", "true"]):
+        refused = deploy_sudo(address, *command)
+        assert refused.returncode == 1 and ("a password is required" in refused.stderr
+                                            or "is not allowed to execute" in refused.stderr), (command, refused.stderr)

@@ -293,3 +293,65 @@ def test_pg_hba_block(content, addresses, expected):
         assert plan.changes and plan.commands[0].stdin.decode() == expected
         # Applying it converges: the next plan changes nothing.
         assert not clients.plan({"postgresql:hba": ("/etc/postgresql/15/main/pg_hba.conf", expected)}).changes
+
+
+# --- users: an admin for provisioning, a deploy user scoped to deploys -------------------------
+
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHJ6mJdzBZ4cQ6Yh0XpB2a3Vn9y1x7S3dF0eKqL8t5Wm team"
+
+
+def users_vars(admin_user="ops", **overrides):
+    inventory = layout({"web": ["web1"]})
+    host = inventory.hosts["web1"]
+    host = Host(host.name, host.address, 22, "deploy", None, ("web",), 5, 30, admin_user=admin_user).as_admin()
+    role = load_role("users")
+    values = {"users_admin_authorized_keys": [KEY], "users_deploy_authorized_keys": [KEY], **overrides}
+    return role, inventory.vars_for(host, [role], values)
+
+
+@pytest.mark.parametrize("admin_user, overrides, message", [
+    (None, {}, "web1 is provisioned as deploy, not as the admin user ops; set admin_user: ops"),
+    ("ops", {"users_admin_user": "deploy"}, "the admin, deploy and app users must be three different users"),
+    ("ops", {"users_admin_authorized_keys": []}, "users_admin_authorized_keys: no key for ops"),
+    ("ops", {"users_deploy_units": ["-x.service"]}, "users_deploy_units: '-x.service' does not match"),
+    ("ops", {"users_deploy_units": ["a b.service"]}, "does not match"),
+])
+def test_users_role_refuses_what_would_lock_out_or_unscope_the_deploy_user(admin_user, overrides, message):
+    role, vars = users_vars(admin_user, **overrides)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        role.tasks(role, vars)
+
+
+def test_the_deploy_users_sudoers_allows_only_the_helper_and_nginx():
+    role, vars = users_vars()
+    files = {op.path: op.content.decode() for op in role.tasks(role, vars) if hasattr(op, "content")}
+    assert "ops ALL=(ALL:ALL) NOPASSWD: ALL" in files["/etc/sudoers.d/vigil-ops"]
+    deploy = [line for line in files["/etc/sudoers.d/vigil-deploy"].splitlines() if line and not line.startswith("#")]
+    assert deploy == [
+        "Cmnd_Alias VIGIL_DEPLOY = /usr/local/sbin/vigil-app-unit, /usr/sbin/nginx -t, /usr/bin/systemctl reload nginx.service",
+        "deploy ALL=(root) NOPASSWD: VIGIL_DEPLOY",
+        "Defaults:deploy !requiretty",
+    ]
+
+
+@pytest.mark.parametrize("args, code, output", [
+    (["restart", "together-pray-backend@blue.service"], 0, "systemctl --no-pager restart -- together-pray-backend@blue.service"),
+    (["is-active", "together-pray-backend@blue.service", "together-pray-frontend@green.service"], 0,
+     "systemctl --no-pager is-active -- together-pray-backend@blue.service together-pray-frontend@green.service"),
+    (["restart", "ssh.service"], 77, "ssh.service is not one of the app's units"),
+    (["restart", "together-pray-backend@blue.service", "ssh.service"], 77, "ssh.service is not one of the app's units"),
+    (["restart", "together-pray-x.service;reboot"], 77, "is not a unit name"),
+    (["restart", "--root=/tmp", "together-pray-backend.service"], 77, "is not a unit name"),
+    (["restart", "together-pray-../../x.service"], 77, "is not a unit name"),
+    (["edit", "together-pray-backend.service"], 64, "usage"),
+    (["daemon-reload"], 64, "usage"),
+])
+def test_the_app_unit_helper_acts_on_the_apps_units_only(tmp_path, args, code, output):
+    import subprocess
+    role, vars = users_vars()
+    helper = next(op for op in role.tasks(role, vars) if getattr(op, "path", "") == "/usr/local/sbin/vigil-app-unit")
+    # The real script, with systemctl swapped for echo so what it would run shows.
+    script = tmp_path / "vigil-app-unit"
+    script.write_text(helper.content.decode().replace("exec /usr/bin/systemctl", "exec echo systemctl"))
+    result = subprocess.run(["sh", str(script), *args], capture_output=True, text=True)
+    assert result.returncode == code and output in (result.stdout + result.stderr)
