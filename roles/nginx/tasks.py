@@ -4,7 +4,8 @@ import re
 import urllib.parse
 
 from vigil import tls
-from vigil.commands import cmd
+from vigil.commands import cmd, script
+from vigil.config import REPO_ROOT, rel
 from vigil.errors import ConfigError
 from vigil.operations import (Absent, AptPackages, Directory, File, Guarded, ServiceAction, Symlink, SystemdUnit,
                               render_template)
@@ -16,6 +17,11 @@ WEB_ROOT = "/var/www/together-pray"
 # HTTP-01 challenge works there, and our site keeps serving challenges from it for renewals.
 ACME_ROOT = "/var/www/html"
 ORIGIN = r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?"
+ACME_SERVER = r"https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?"
+# A private ACME server's CA, trusted system-wide so certbot's runs and its renewal timer reach it.
+ACME_CA = "/usr/local/share/ca-certificates/vigil-acme-ca.crt"
+ACME_CA_INSTALLED = "/var/lib/vigil/acme-ca.crt"
+RELOAD_HOOK = "/etc/letsencrypt/renewal-hooks/deploy/vigil-reload-nginx"
 
 
 def _cors_origins(vars) -> list[str]:
@@ -44,13 +50,44 @@ def _certificate(vars, server_name: str):
         ], certificate, key
     live = f"/etc/letsencrypt/live/{server_name}"
     email = vars.string("nginx_certbot_email", r"[^@\s]+@[^@\s]+")
+    server = vars.string("nginx_certbot_server", f"|{ACME_SERVER}")
+    operations = [AptPackages(["certbot"], name="Ensure certbot is installed.")]
+    operations += _acme_ca(vars)
+    issuer = server or "Let's Encrypt"
     return [
-        AptPackages(["certbot"], name="Ensure certbot is installed."),
+        *operations,
         Guarded([cmd("certbot", "certonly", "--non-interactive", "--agree-tos", "--email", email, "--webroot",
-                     "-w", ACME_ROOT, "-d", server_name)],
-                creates=f"{live}/fullchain.pem", name=f"Ensure Let's Encrypt issued a certificate for {server_name}."),
+                     "-w", ACME_ROOT, "-d", server_name, *(["--server", server] if server else []))],
+                creates=f"{live}/fullchain.pem",
+                name=f"Ensure {issuer} issued a certificate for {server_name}."),
+        # certbot's webroot renewals leave nginx serving the old certificate until something reloads it.
+        Directory(RELOAD_HOOK.rsplit("/", 1)[0], mode="0755"),
+        File(RELOAD_HOOK, "#!/bin/sh\n# Managed by vigil (roles/nginx): serve a renewed certificate.\n"
+                          "nginx -t -q && systemctl reload nginx.service\n", mode="0755",
+             name="Ensure a renewed certificate reloads nginx."),
         SystemdUnit("certbot.timer", enabled=True, running=True, name="Ensure certificates renew automatically."),
     ], f"{live}/fullchain.pem", f"{live}/privkey.pem"
+
+
+def _acme_ca(vars) -> list:
+    """Trust the CA of a private ACME server (nginx_certbot_ca_certificate), if one is set."""
+    source = vars.string("nginx_certbot_ca_certificate")
+    if not source:
+        return []
+    path = (REPO_ROOT / source).resolve()
+    try:
+        pem = path.read_text()
+    except OSError as error:
+        raise ConfigError(f"{vars.where('nginx_certbot_ca_certificate')}: cannot read {source}: {error.strerror}") from None
+    if not pem.startswith("-----BEGIN CERTIFICATE-----"):
+        raise ConfigError(f"{rel(path)}: not a PEM certificate (nginx_certbot_ca_certificate)")
+    return [
+        File(ACME_CA, pem, name="Ensure the ACME server's CA certificate is installed."),
+        # The trust store is rebuilt only when the certificate differs from the one last added.
+        Guarded([cmd("update-ca-certificates"), cmd("install", "-D", "-m", "0644", ACME_CA, ACME_CA_INSTALLED)],
+                unless=script('cmp -s -- "$1" "$2"', ACME_CA, ACME_CA_INSTALLED),
+                name="Ensure the system trusts the ACME server's CA."),
+    ]
 
 
 def tasks(role, vars):

@@ -355,3 +355,46 @@ def test_the_app_unit_helper_acts_on_the_apps_units_only(tmp_path, args, code, o
     script.write_text(helper.content.decode().replace("exec /usr/bin/systemctl", "exec echo systemctl"))
     result = subprocess.run(["sh", str(script), *args], capture_output=True, text=True)
     assert result.returncode == code and output in (result.stdout + result.stderr)
+
+
+# --- nginx: certificates from certbot, from Let's Encrypt or a private ACME server -------------
+
+def nginx_operations(**overrides):
+    from vigil.config import HostVars
+    role = load_role("nginx")
+    vars = role_vars(role, layout({"web": ["web1"]}), "web1", nginx_tls="certbot", nginx_server_name="app.example.org",
+                     nginx_cors_origins=["https://app.example.org"], **overrides)
+    return role.tasks(role, vars)
+
+
+@pytest.mark.parametrize("overrides, server_args, trusts_ca", [
+    ({}, [], False),
+    ({"nginx_certbot_server": "https://acme.internal:14000/dir", "nginx_certbot_ca_certificate": "{ca}"},
+     ["--server", "https://acme.internal:14000/dir"], True),
+])
+def test_certbot_mode_issues_through_the_webroot_and_reloads_nginx_on_renewal(tmp_path, overrides, server_args, trusts_ca):
+    ca = tmp_path / "ca.crt"
+    ca.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    operations = nginx_operations(**{key: value.format(ca=ca) for key, value in overrides.items()})
+    (certbot,) = [op for op in operations if type(op).__name__ == "Guarded" and "certbot" in op.commands[0].argv]
+    assert list(certbot.commands[0].argv) == ["certbot", "certonly", "--non-interactive", "--agree-tos", "--email",
+                                              "ops@together-pray.invalid", "--webroot", "-w", "/var/www/html",
+                                              "-d", "app.example.org", *server_args]
+    assert certbot.creates == "/etc/letsencrypt/live/app.example.org/fullchain.pem"
+    paths = [getattr(op, "path", "") for op in operations]
+    assert "/etc/letsencrypt/renewal-hooks/deploy/vigil-reload-nginx" in paths
+    assert ("/usr/local/share/ca-certificates/vigil-acme-ca.crt" in paths) is trusts_ca
+    # The CA goes in before certbot needs it.
+    if trusts_ca:
+        assert paths.index("/usr/local/share/ca-certificates/vigil-acme-ca.crt") < operations.index(certbot)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"nginx_certbot_server": "http://acme.internal/dir"}, "nginx_certbot_server"),
+    ({"nginx_certbot_server": "https://acme.internal/dir;reboot"}, "nginx_certbot_server"),
+    ({"nginx_certbot_ca_certificate": "/no/such/ca.crt"}, "nginx_certbot_ca_certificate: cannot read /no/such/ca.crt"),
+    ({"nginx_certbot_ca_certificate": "README.md"}, "README.md: not a PEM certificate"),
+])
+def test_bad_certbot_settings_name_the_key(overrides, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        nginx_operations(**overrides)
