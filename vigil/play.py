@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from vigil.config import Inventory, load_inventory, load_playbook, parse_cli_vars, rel
 from vigil.commands import Command
-from vigil.errors import ConfigError, ExitCode, MissingSecretError, VigilError
+from vigil.errors import ConfigError, ExitCode, HostError, MissingSecretError, VigilError
 from vigil.report import Environment, Reporter, append_local_audit, audit_command, audit_record, exit_code
 from vigil.runner import HostPlan, HostRefusal, HostResult, RunOptions, run
 from vigil.transport import SSHTransport
@@ -95,19 +95,30 @@ def run_plans(task: str, inventory: Inventory, host_plans: list[HostPlan], optio
             reporter.error(f"{result.host}: could not append to the host's audit log: {outcome.stderr.strip()}")
 
     def login_check(host) -> str | None:
-        # As the inventory user, with no bootstrap fallback: exactly how the next run will log in.
+        # Exactly how the next runs will log in, with no bootstrap fallback: as the user this run
+        # logs in as (the admin user, with sudo), and as the inventory's user (deploys, no sudo).
         # sshd re-executes on reload and refuses connections for a moment: a lock-out lasts, a blip
         # does not, so a few tries a second apart tell them apart.
+        deploy_user = inventory.hosts[host.name].user if host.name in inventory.hosts else host.user
+        for user, sudo in dict.fromkeys([(host.user, True), (deploy_user, deploy_user == host.user)]):
+            problem = _login_problem(dataclasses.replace(host, user=user, bootstrap_user=None), sudo)
+            if problem:
+                return f"as {user}: {problem}"
+        return None
+
+    def _login_problem(host, sudo: bool) -> str | None:
         problem = None
         for attempt in range(LOGIN_CHECK_ATTEMPTS):
             if attempt:
                 time.sleep(1)
             try:
-                with SSHTransport(dataclasses.replace(host, bootstrap_user=None), inventory.known_hosts, inventory.env) as fresh:
-                    result = fresh.run(Command(("true",)))
+                with SSHTransport(host, inventory.known_hosts, inventory.env) as fresh:
+                    result = fresh.run(Command(("true",), sudo=sudo))
                     if result.ok:
                         return None
                     problem = f"sudo failed: {result.stderr.strip()[:200]}"
+            except HostError as error:
+                problem = error.reason
             except VigilError as error:
                 problem = error.message
         return problem

@@ -215,13 +215,13 @@ def _confirm_login(transport: Transport, host: Host, handler: ConfirmLogin, opti
         return OperationResult(handler.name, OK, summary="not checked (check mode or no login check)")
     problem = options.login_check(host)
     if problem is None:
-        return OperationResult(handler.name, OK, summary=f"a fresh login as {host.user} works")
+        return OperationResult(handler.name, OK, summary="fresh logins work")
     try:
         _apply(transport, host, handler.revert)
     except HostError as revert_error:
-        raise HostError(host.name, f"a fresh login as {host.user} failed after the change ({problem}), "
+        raise HostError(host.name, f"a fresh login failed after the change ({problem}), "
                                    f"and reverting failed too: {revert_error.reason}") from None
-    raise HostError(host.name, f"a fresh login as {host.user} failed after the change ({problem}); "
+    raise HostError(host.name, f"a fresh login failed after the change ({problem}); "
                                "the previous configuration is back and the old session still works")
 
 

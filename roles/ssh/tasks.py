@@ -36,5 +36,5 @@ def handlers(role, vars):
             # Restore what was there before this run (if anything was), and reload either way.
             script('if [ -e "$1.vigil-previous" ]; then mv -f -- "$1.vigil-previous" "$1"; fi; systemctl reload ssh.service',
                    SSHD_CONFIG),
-        ], name="Confirm a fresh login as the admin user works, else restore the previous sshd_config."),
+        ], name="Confirm fresh logins as the admin and deploy users work, else restore the previous sshd_config."),
     }

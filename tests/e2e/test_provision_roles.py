@@ -191,13 +191,15 @@ def test_a_broken_sshd_setting_is_refused_by_sshd_t_and_the_host_stays_reachable
     assert ssh_login(sandbox.addresses["vps2"], "ops").returncode == 0
 
 
-def test_settings_that_would_lock_the_admin_user_out_are_reverted(provisioned, sandbox):
+@pytest.mark.parametrize("setting, locked_out", [("AllowUsers nobody", "ops"), ("AllowUsers ops", "deploy")])
+def test_settings_that_would_lock_the_admin_or_deploy_user_out_are_reverted(provisioned, sandbox, setting, locked_out):
     before = sandbox.ssh("vps2", "sha256sum /etc/ssh/sshd_config")
-    run = invoke("provision.server", "--json", "--limit=vps2", "--var", 'ssh_extra_config=["AllowUsers nobody"]')
+    run = invoke("provision.server", "--json", "--limit=vps2", "--var", f'ssh_extra_config=["{setting}"]')
     assert run.code == ExitCode.HOST_FAILED
-    assert "a fresh login as ops failed" in run.host("vps2")["error"]
+    assert f"a fresh login failed after the change (as {locked_out}: " in run.host("vps2")["error"]
     assert sandbox.ssh("vps2", "sha256sum /etc/ssh/sshd_config") == before
     assert ssh_login(sandbox.addresses["vps2"], "ops").returncode == 0
+    assert ssh_login(sandbox.addresses["vps2"], "deploy").returncode == 0
     # The interrupted reload is still pending: the next run finishes it, the one after changes nothing.
     assert invoke("provision.server", "--json", "--limit=vps2").code == 0
     assert invoke("provision.server", "--json", "--limit=vps2").host("vps2")["changed"] == 0
