@@ -598,6 +598,9 @@ class ConfirmLogin(Operation):
     revert: Sequence[Command]
     name: str = "Confirm a fresh SSH login still works, else revert."
     notify: tuple[str, ...] = ()
+    # Users to log in as besides the one vigil runs as (without sudo): only those whose
+    # key vigil holds, or the check would fail for want of a key, not for the change.
+    also_users: tuple[str, ...] = ()
 
     def plan(self, known):
         return noop("checked by the runner with a fresh connection")

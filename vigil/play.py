@@ -94,13 +94,12 @@ def run_plans(task: str, inventory: Inventory, host_plans: list[HostPlan], optio
         if not outcome.ok:
             reporter.error(f"{result.host}: could not append to the host's audit log: {outcome.stderr.strip()}")
 
-    def login_check(host) -> str | None:
+    def login_check(host, also_users=()) -> str | None:
         # Exactly how the next runs will log in, with no bootstrap fallback: as the user this run
-        # logs in as (the admin user, with sudo), and as the inventory's user (deploys, no sudo).
+        # logs in as (the admin user, with sudo), and as each of `also_users` (the deploy user).
         # sshd re-executes on reload and refuses connections for a moment: a lock-out lasts, a blip
         # does not, so a few tries a second apart tell them apart.
-        deploy_user = inventory.hosts[host.name].user if host.name in inventory.hosts else host.user
-        for user, sudo in dict.fromkeys([(host.user, True), (deploy_user, deploy_user == host.user)]):
+        for user, sudo in dict.fromkeys([(host.user, True), *((user, False) for user in also_users if user != host.user)]):
             problem = _login_problem(dataclasses.replace(host, user=user, bootstrap_user=None), sudo)
             if problem:
                 return f"as {user}: {problem}"

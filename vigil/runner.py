@@ -109,8 +109,9 @@ class RunOptions:
     diff: bool = False
     forks: int = 10
     serial: int = 0
-    # Opens a fresh connection to the host as its inventory user; returns why it failed, or None.
-    login_check: Callable[[Host], str | None] | None = None
+    # Opens fresh connections to the host: as the user this run logs in as, and as each of the
+    # other users given (no sudo); returns why one failed, or None.
+    login_check: Callable[[Host, Sequence[str]], str | None] | None = None
     # Where the host keeps handlers a failed run left pending (see run_host).
     pending_handlers: str = field(default_factory=lambda: PENDING_HANDLERS)
 
@@ -213,7 +214,7 @@ def _confirm_login(transport: Transport, host: Host, handler: ConfirmLogin, opti
     """Log in afresh; if that fails, revert over the session still open and fail the host."""
     if options.check or options.login_check is None:
         return OperationResult(handler.name, OK, summary="not checked (check mode or no login check)")
-    problem = options.login_check(host)
+    problem = options.login_check(host, handler.also_users)
     if problem is None:
         return OperationResult(handler.name, OK, summary="fresh logins work")
     try:

@@ -3,6 +3,7 @@
 from vigil.commands import cmd, script
 from vigil.errors import ConfigError
 from vigil.operations import ConfirmLogin, File, ServiceAction, render_template
+from vigil.transport import public_key_of
 
 ALGORITHMS = r"[A-Za-z0-9@.,_-]+"
 # The file vigil writes; the previous one stays beside it for the lock-out check to restore.
@@ -28,6 +29,16 @@ def tasks(role, vars):
     ]
 
 
+def deploy_login_to_confirm(vars) -> tuple[str, ...]:
+    """The deploy user, when the key vigil logs in with is also one of its keys (the users role's vars)."""
+    deploy, keys = vars.get("users_deploy_user"), vars.get("users_deploy_authorized_keys") or []
+    key = vars.host.ssh_key
+    if not deploy or key is None or not key.is_file():
+        return ()
+    own = public_key_of(key).split()
+    return (deploy,) if any(isinstance(line, str) and line.split()[:2] == own for line in keys) else ()
+
+
 def handlers(role, vars):
     return {
         "reload ssh": ServiceAction("ssh.service", "reload", check=cmd("sshd", "-t"),
@@ -36,5 +47,6 @@ def handlers(role, vars):
             # Restore what was there before this run (if anything was), and reload either way.
             script('if [ -e "$1.vigil-previous" ]; then mv -f -- "$1.vigil-previous" "$1"; fi; systemctl reload ssh.service',
                    SSHD_CONFIG),
-        ], name="Confirm fresh logins as the admin and deploy users work, else restore the previous sshd_config."),
+        ], also_users=deploy_login_to_confirm(vars),
+            name="Confirm fresh logins (the admin user, and deploy with our key) work, else restore the previous sshd_config."),
     }

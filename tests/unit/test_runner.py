@@ -251,11 +251,11 @@ def test_a_failed_fresh_login_reverts_over_the_open_session(tmp_path):
     change_it = File(str(config), "new\n", backup=True, notify=("confirm",))
     plans = [HostPlan(host("a"), [change_it], {"confirm": revert})]
 
-    (locked_out,) = go(plans, RunOptions(login_check=lambda h: "as deploy: Permission denied (publickey)"))
+    (locked_out,) = go(plans, RunOptions(login_check=lambda h, users: "as deploy: Permission denied (publickey)"))
     assert locked_out.status == "failed"
     assert "a fresh login failed after the change (as deploy: Permission denied (publickey))" in locked_out.error
     assert config.read_text() == "old\n"
 
-    (fine,) = go(plans, RunOptions(login_check=lambda h: None))
+    (fine,) = go(plans, RunOptions(login_check=lambda h, users: None))
     assert fine.status == "changed" and config.read_text() == "new\n"
     assert fine.operations[-1].summary == "fresh logins work"

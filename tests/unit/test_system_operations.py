@@ -398,3 +398,16 @@ def test_certbot_mode_issues_through_the_webroot_and_reloads_nginx_on_renewal(tm
 def test_bad_certbot_settings_name_the_key(overrides, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         nginx_operations(**overrides)
+
+
+@pytest.mark.parametrize("deploy_has_our_key, confirmed", [(True, ("deploy",)), (False, ())])
+def test_the_lock_out_check_logs_in_as_deploy_only_with_a_key_deploy_accepts(tmp_path, deploy_has_our_key, confirmed):
+    import subprocess
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "id")], check=True)
+    ours = (tmp_path / "id.pub").read_text().strip()
+    inventory = layout({"web": ["web1"]})
+    host = Host("web1", "203.0.113.1", 22, "deploy", tmp_path / "id", ("web",), 5, 30, admin_user="ops").as_admin()
+    ssh_role, users_role = load_role("ssh"), load_role("users")
+    vars = inventory.vars_for(host, [users_role, ssh_role], {
+        "users_admin_authorized_keys": [ours], "users_deploy_authorized_keys": [ours if deploy_has_our_key else KEY]})
+    assert ssh_role.handlers(ssh_role, vars)["confirm ssh login"].also_users == confirmed
