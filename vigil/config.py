@@ -415,6 +415,11 @@ class HostVars:
 _SECRETS_CACHE: dict[str, dict[str, str]] = {}
 
 
+def forget_secrets() -> None:
+    """Drop decrypted secrets kept for roles, so the next plan reads the file again (after a rotation)."""
+    _SECRETS_CACHE.clear()
+
+
 # --- roles and playbooks ---------------------------------------------------
 
 

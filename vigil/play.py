@@ -31,9 +31,16 @@ class Target:
     variables: list[str] | None = None
 
 
-def build_host_plans(inventory: Inventory, playbook: str, limit: str | None, cli_vars: dict) -> list[HostPlan]:
-    """Each selected host's operations and handlers, from every play that targets it."""
+def build_host_plans(inventory: Inventory, playbook: str, limit: str | None, cli_vars: dict,
+                     only_roles: list[str] | None = None) -> list[HostPlan]:
+    """Each selected host's operations and handlers, from every play that targets it.
+
+    only_roles: plan just these roles of the playbook (secrets.rotate applies one role's secret).
+    """
     plays = load_playbook(playbook)
+    if only_roles is not None:
+        plays = [dataclasses.replace(play, roles=[role for role in play.roles if role.name in only_roles]) for play in plays]
+        plays = [play for play in plays if play.roles]
     # Playbooks administer hosts: they log in as the admin user, with root through sudo.
     selected = [host.as_admin() for host in inventory.select(limit)]
     if not selected:
@@ -68,13 +75,13 @@ def _host_plan(inventory: Inventory, host, plays, playbook: str, cli_vars: dict)
 
 
 def run_playbook(task: str, playbook: str, target: Target, options: RunOptions, reporter: Reporter,
-                 env: Environment | None = None) -> tuple[ExitCode, list[HostResult]]:
+                 env: Environment | None = None, only_roles: list[str] | None = None) -> tuple[ExitCode, list[HostResult]]:
     """Plan and apply `playbooks/<playbook>.yml` on the target hosts; print progress and the recap.
 
     Example: run_playbook("provision.server", "onboard", Target("staging", "web"), RunOptions(check=True), reporter)
     """
     inventory = load_inventory(target.env)
-    host_plans = build_host_plans(inventory, playbook, target.limit, parse_cli_vars(target.variables))
+    host_plans = build_host_plans(inventory, playbook, target.limit, parse_cli_vars(target.variables), only_roles)
     return run_plans(task, inventory, host_plans, options, reporter, env)
 
 

@@ -373,6 +373,9 @@ class KeyRule:
     sandbox: str | None = None  # the sandbox's value; ${OTHER} is replaced by OTHER's value
     # Left unset, vigil writes the value per host when pushing ("postgresql": DATABASE_URL, see derive_values).
     derive: str = ""
+    # A role that puts the value in place on its hosts (DB_PASSWORD: postgresql sets the role's password);
+    # secrets.rotate applies it there before any service gets the new value.
+    applied_by: str = ""
     # False only for values that are public by nature (NODE_ENV, a site's URL): masking
     # "production" would mask the env's own name in every line vigil prints.
     secret: bool = True
@@ -383,7 +386,7 @@ class KeyRule:
 
 URL_RULE_KEYS = {"schemes", "https_outside_sandbox", "sslmode_require_remote", "password_from"}
 RULE_KEYS = {"services", "description", "required", "min_length", "distinct_from", "one_of", "url",
-             "generate", "sandbox", "secret", "derive"}
+             "generate", "sandbox", "secret", "derive", "applied_by"}
 # What `derive:` may name, and the keys each derivation reads.
 DERIVATIONS = {"postgresql": ("DB_PASSWORD",)}
 
@@ -538,6 +541,7 @@ def load_schema(paths: SecretsPaths | None = None) -> Schema:
             sandbox=None if spec.get("sandbox") is None else str(spec["sandbox"]),
             secret=spec.get("secret", True) is not False,
             derive=derive,
+            applied_by=str(spec.get("applied_by") or ""),
         )
     for rule in keys.values():
         if rule.password_from and rule.password_from not in keys:
@@ -545,6 +549,11 @@ def load_schema(paths: SecretsPaths | None = None) -> Schema:
         for other in rule.distinct_from:
             if other not in keys:
                 raise SecretsError(f"{where}: keys.{rule.key}.distinct_from: unknown key {other!r}")
+        if rule.applied_by:
+            try:
+                load_role(rule.applied_by)
+            except ConfigError:
+                raise SecretsError(f"{where}: keys.{rule.key}.applied_by: no role {rule.applied_by!r} in roles/") from None
         for source in DERIVATIONS.get(rule.derive, ()):
             if source not in keys:
                 raise SecretsError(f"{where}: keys.{rule.key}.derive: {rule.derive} needs key {source} in the schema")
@@ -649,16 +658,18 @@ def dump_yaml(data: Any) -> str:
 POSTGRESQL_PORT = 5432
 
 
+def hosts_running_role(inventory: Inventory, role: str) -> list[Host]:
+    """The hosts onboarding applies `role` to (playbooks/onboard.yml), in inventory order."""
+    names: set[str] = set()
+    for play in load_playbook("onboard"):
+        if any(candidate.name == role for candidate in play.roles):
+            names |= inventory.hosts_in(play.hosts, where=f"playbooks/onboard.yml: {play.name!r} hosts")
+    return [host for name, host in inventory.hosts.items() if name in names]
+
+
 def database_host(inventory: Inventory) -> Host:
     """The one host onboarding installs PostgreSQL on (playbooks/onboard.yml's play with the postgresql role)."""
-    names: set[str] = set()
-    roles = {}
-    for play in load_playbook("onboard"):
-        for role in play.roles:
-            if role.name == "postgresql":
-                names |= inventory.hosts_in(play.hosts, where=f"playbooks/onboard.yml: {play.name!r} hosts")
-                roles["postgresql"] = role
-    hosts = [host for name, host in inventory.hosts.items() if name in names]
+    hosts = hosts_running_role(inventory, "postgresql")
     if len(hosts) != 1:
         raise SecretsError(f"DATABASE_URL is unset and {rel(inventory.path)} has {len(hosts)} database hosts "
                            f"({', '.join(h.name for h in hosts) or 'none'}); vigil derives it for exactly one. "

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, invoke
+from conftest import REPO, app_database_login, invoke
 from vigil import secrets as S
 from vigil.errors import ExitCode
 
@@ -218,3 +218,18 @@ def test_diff_between_two_envs_names_keys_only(run, scratch, monkeypatch):
     assert "changed: DB_PASSWORD, JWT_REFRESH_SECRET, JWT_SECRET" in diff.stdout
     staging = S.load("staging", S.SecretsPaths(scratch / "secrets"))
     assert not [v for v in staging.values() if v in diff.stdout]
+
+
+def test_rotating_the_database_password_changes_the_database_before_the_backend(provisioned, sandbox, run, scratch):
+    assert run("secrets.push", "--limit=vps1,vps2").code == 0
+    before = values(scratch)["DB_PASSWORD"]
+    rotated = run("secrets.rotate", "DB_PASSWORD", "--limit=vps1,vps2")
+    assert rotated.code == 0, rotated.stdout + rotated.stderr
+    assert "applying DB_PASSWORD with roles/postgresql on vps1 first" in rotated.stdout
+    assert values(scratch)["DB_PASSWORD"] != before
+    # vps2's backend env now holds the new password, and the database takes it.
+    assert app_database_login(sandbox.addresses["vps2"]) == "together_pray|t"
+    # The repository's own sandbox secrets again, for whatever runs next.
+    restored = invoke("provision.server", "--limit=vps1", extra_env={"VIGIL_SECRETS": ""})
+    assert restored.code == 0, restored.stdout + restored.stderr
+    assert invoke("secrets.push", "--limit=vps1,vps2", extra_env={"VIGIL_SECRETS": ""}).code == 0

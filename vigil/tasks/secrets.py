@@ -17,9 +17,9 @@ from invoke import Collection, task
 from invoke.exceptions import Exit
 
 from vigil import secrets as S
-from vigil.config import load_inventory, rel
+from vigil.config import forget_secrets, load_inventory, rel
 from vigil.errors import ExitCode
-from vigil.play import run_plans
+from vigil.play import Target, run_plans, run_playbook
 from vigil.report import Environment, Reporter, append_local_audit, audit_record
 from vigil.runner import RunOptions
 from vigil.tasks.common import HOST_FLAGS_HELP, exits_cleanly
@@ -302,6 +302,8 @@ def rotate(c, key, env="sandbox", limit=None, check=False, diff=False, verbose=F
         if not check:
             S.save(env, rotated, schema, paths)
             _audit("secrets.rotate", env)
+    if rule.applied_by:
+        _apply_role_first(env, key, rule.applied_by, check, diff, verbose, json, forks)
     services = sorted({service for name in [key, *refreshed] for service in schema.services_using(name, rotated)})
     if not services:
         _say(f"{'would rotate' if check else 'rotated'} {key}; no service reads it directly (see its description in the schema)")
@@ -311,6 +313,26 @@ def rotate(c, key, env="sandbox", limit=None, check=False, diff=False, verbose=F
     if code != ExitCode.OK:
         if not check:
             _say(f"{key} is saved but not everywhere yet: run `invoke secrets.push --env={env}` once the hosts are back")
+        raise Exit(code=int(code))
+
+
+def _apply_role_first(env: str, key: str, role: str, check: bool, diff: bool, verbose: bool, json: bool, forks) -> None:
+    """Put a rotated value in place where `role` uses it (the database role's password) before services get it.
+
+    Pushed first, the backend would restart with a password the database does not have yet.
+    """
+    hosts = [host.name for host in S.hosts_running_role(load_inventory(env), role)]
+    if not hosts:
+        return
+    _say(f"{'would apply' if check else 'applying'} {key} with roles/{role} on {', '.join(hosts)} first")
+    forget_secrets()  # the role must read the value just saved
+    code, _ = run_playbook("secrets.rotate", "onboard", Target(env, ",".join(hosts)),
+                           RunOptions(check=check, diff=diff, forks=int(forks)), Reporter(json_output=json, verbose=verbose, check=check),
+                           only_roles=[role])
+    if code != ExitCode.OK:
+        if not check:
+            _say(f"{key} is saved, but roles/{role} did not apply it on every host, so no service got it: fix that, then run "
+                 f"`invoke provision.server --env={env} --limit={','.join(hosts)}` and `invoke secrets.push --env={env}`")
         raise Exit(code=int(code))
 
 
