@@ -20,6 +20,10 @@ from vigil.facts import Fact
 from vigil.operations import Operation, text_diff, atomic_write, change, noop
 
 IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+# The server's own TLS certificate and key, for clients on other hosts (roles/postgresql).
+TLS_DIR = "/etc/postgresql/vigil"
+SERVER_CERTIFICATE = f"{TLS_DIR}/server.crt"
+SERVER_KEY = f"{TLS_DIR}/server.key"
 SETTING_NAME = re.compile(r"^[a-z_]+$")
 SETTING_VALUE = re.compile(r"^[A-Za-z0-9_.,*:/ -]+$")
 

@@ -28,10 +28,11 @@ from dotenv.parser import parse_stream
 from pyrage import x25519
 
 from vigil import validate
-from vigil.commands import REDACTOR, Redactor
+from vigil.commands import REDACTOR, Command, Redactor
 from vigil.config import REPO_ROOT, Host, Inventory, load_playbook, load_role, load_yaml, rel
 from vigil.errors import ConfigError, VigilError
 from vigil.operations import Directory, File, ServiceAction, User
+from vigil.postgresql import SERVER_CERTIFICATE
 from vigil.runner import HostPlan
 
 KEY_PATTERN = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
@@ -677,9 +678,10 @@ def database_host(inventory: Inventory) -> Host:
     return hosts[0]
 
 
-def postgresql_url(inventory: Inventory, host: Host, password: str) -> str:
+def postgresql_url(inventory: Inventory, host: Host, password: str, root_certificate: str) -> str:
     """The app's DATABASE_URL as seen from `host`: over loopback on the database host itself, else to the
-    database host's private address with TLS required (its pg_hba.conf accepts only hostssl from web hosts)."""
+    database host's private address over TLS (its pg_hba.conf accepts only hostssl from web hosts), the
+    server checked against `root_certificate` (a path on `host`) and the address it names."""
     db = database_host(inventory)
     db_vars = inventory.vars_for(db, [load_role("postgresql")])
     user = db_vars.string("postgresql_user", r"[a-z_][a-z0-9_]{0,62}")
@@ -689,7 +691,26 @@ def postgresql_url(inventory: Inventory, host: Host, password: str) -> str:
         return f"postgresql://{credentials}@127.0.0.1:{POSTGRESQL_PORT}/{database}"
     address = db_vars.private_address()
     address = f"[{address}]" if ":" in address else address
-    return f"postgresql://{credentials}@{address}:{POSTGRESQL_PORT}/{database}?sslmode=require"
+    return (f"postgresql://{credentials}@{address}:{POSTGRESQL_PORT}/{database}"
+            f"?sslmode=verify-full&sslrootcert={urllib.parse.quote(root_certificate)}")
+
+
+def fetch_database_certificate(inventory: Inventory) -> str:
+    """The database server's TLS certificate (public), read from the database host as the admin user."""
+    from vigil.transport import SSHTransport  # only pushes to a separate database host need a connection
+
+    db = database_host(inventory).as_admin()
+    with SSHTransport(db, inventory.known_hosts, inventory.env) as transport:
+        result = transport.run(Command(("cat", "--", SERVER_CERTIFICATE)))
+    if not result.ok or not result.stdout.startswith("-----BEGIN CERTIFICATE-----"):
+        raise SecretsError(f"{db.name}: no PostgreSQL certificate at {SERVER_CERTIFICATE} yet, which the web hosts "
+                           f"verify the database with: run `invoke provision.server --env={inventory.env} --limit={db.name}` first")
+    return result.stdout
+
+
+def database_root_certificate(schema: Schema) -> str:
+    """Where web hosts keep the database server's certificate to verify it (DATABASE_URL's sslrootcert)."""
+    return f"{schema.config_dir}/database-server.crt"
 
 
 def derive_values(schema: Schema, values: dict[str, str], inventory: Inventory, host: Host,
@@ -702,7 +723,7 @@ def derive_values(schema: Schema, values: dict[str, str], inventory: Inventory, 
         missing = [source for source in DERIVATIONS[rule.derive] if source not in values]
         if missing:
             raise SecretsError(f"{key} is derived from {', '.join(missing)}, which the secrets lack")
-        derived[key] = postgresql_url(inventory, host, values["DB_PASSWORD"])
+        derived[key] = postgresql_url(inventory, host, values["DB_PASSWORD"], database_root_certificate(schema))
     register(derived, schema)
     return derived
 
@@ -711,13 +732,24 @@ def derive_values(schema: Schema, values: dict[str, str], inventory: Inventory, 
 
 
 def push_plans(inventory: Inventory, schema: Schema, values: dict[str, str], env: str, limit: str | None,
-               only_services: list[str] | None = None) -> list[HostPlan]:
+               only_services: list[str] | None = None, database_certificate=None) -> list[HostPlan]:
     """Each host's operations for `secrets.push`: the app user, the config dir, one env file per service.
 
     An env file that changes notifies its service, which reloads or restarts
     (only if running) once at the end of the host's run.
     only_services: push just these services (secrets.rotate of a key only some services use).
+    database_certificate: called (once, if at all) for the database server's certificate, which web
+    hosts other than the database host get beside a derived DATABASE_URL.
     """
+    certificate_cache: list[str] = []
+
+    def certificate() -> str:
+        if not certificate_cache:
+            if database_certificate is None:
+                raise SecretsError("a derived DATABASE_URL on another host needs the database server's certificate")
+            certificate_cache.append(database_certificate())
+        return certificate_cache[0]
+
     # The env files are root's to write: as the admin user, like provisioning.
     selected = [host.as_admin() for host in inventory.select(limit)]
     plans = []
@@ -736,7 +768,12 @@ def push_plans(inventory: Inventory, schema: Schema, values: dict[str, str], env
                       name=f"Ensure {schema.config_dir} is readable by the app only."),
         ]
         handlers = {}
-        host_values = {**values, **derive_values(schema, values, inventory, host, services)}
+        derived = derive_values(schema, values, inventory, host, services)
+        host_values = {**values, **derived}
+        if "sslrootcert=" in derived.get("DATABASE_URL", ""):
+            operations.append(File(database_root_certificate(schema), certificate().encode(), owner="root",
+                                   group=schema.app_user, mode="0644",
+                                   name="Ensure the database server's certificate is here to verify it by."))
         for service in services:
             content = render_dotenv(schema.for_service(service.name, host_values), list(schema.keys))
             operations.append(File(

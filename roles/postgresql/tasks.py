@@ -6,8 +6,9 @@ address, requires TLS and scram-sha-256 from exactly those hosts (pg_hba.conf),
 and the firewall role opens 5432 to them alone (firewall_group_rules).
 """
 
-from vigil.operations import AptPackages, ServiceAction, SystemdUnit
-from vigil.postgresql import PostgresClients, PostgresDatabase, PostgresRole, PostgresSettings
+from vigil.commands import script
+from vigil.operations import AptPackages, Directory, Guarded, ServiceAction, SystemdUnit
+from vigil.postgresql import SERVER_CERTIFICATE, SERVER_KEY, TLS_DIR, PostgresClients, PostgresDatabase, PostgresRole, PostgresSettings
 
 IDENTIFIER = r"[a-z_][a-z0-9_]{0,62}"
 
@@ -24,16 +25,44 @@ def tasks(role, vars):
     if listen == "auto":
         listen = ",".join(["localhost", vars.private_address()] if clients else ["localhost"])
     settings = {"listen_addresses": listen, "max_connections": max_connections, "password_encryption": "scram-sha-256"}
+    certificate = []
     if clients:
-        # Debian's server has TLS on with its snakeoil certificate; say so, since pg_hba demands it.
-        settings["ssl"] = "on"
+        # Clients verify the server (sslmode=verify-full, which node-postgres applies to `require` too), so
+        # its certificate must name the address they dial: Debian's snakeoil one names the host name.
+        settings.update({"ssl": "on", "ssl_cert_file": SERVER_CERTIFICATE, "ssl_key_file": SERVER_KEY})
+        certificate = server_certificate(vars.private_address())
     return [
         AptPackages(vars.string_list("postgresql_packages", r"[a-z0-9][a-z0-9+.-]+"), name="Ensure PostgreSQL is installed."),
         SystemdUnit("postgresql.service", enabled=True, running=True),
+        *certificate,
         PostgresSettings(settings, notify=("restart postgresql",)),
         PostgresRole(user, vars.secret("DB_PASSWORD")),
         PostgresDatabase(database, owner=user),
         PostgresClients(database, user, clients, notify=("reload postgresql",)),
+    ]
+
+
+# A self-signed certificate for the address the web hosts dial, made on the host so its key never
+# leaves it; secrets.push gives the web hosts this certificate to verify the server against.
+MAKE_CERTIFICATE = (
+    'umask 077; openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 3650 '
+    '-subj "/CN=$1" -addext "subjectAltName=IP:$1" -keyout "$2.new" -out "$3.new" 2>/dev/null '
+    '&& chmod 0644 "$3.new" && mv -f "$2.new" "$2" && mv -f "$3.new" "$3"'
+)
+# Fresh enough (a month left) and naming exactly this address.
+CERTIFICATE_FITS = (
+    'test -s "$2" && openssl x509 -in "$3" -noout -checkend 2592000 >/dev/null '
+    '&& openssl x509 -in "$3" -noout -ext subjectAltName 2>/dev/null | grep -qx "[[:space:]]*IP Address:$1"'
+)
+
+
+def server_certificate(address: str) -> list:
+    return [
+        Directory(TLS_DIR, owner="postgres", group="postgres", mode="0755"),
+        Guarded([script(MAKE_CERTIFICATE, address, SERVER_KEY, SERVER_CERTIFICATE, as_user="postgres")],
+                unless=script(CERTIFICATE_FITS, address, SERVER_KEY, SERVER_CERTIFICATE, as_user="postgres"),
+                notify=("restart postgresql",),
+                name=f"Ensure PostgreSQL has a TLS certificate for {address}."),
     ]
 
 

@@ -133,18 +133,21 @@ def provisioned(sandbox: Sandbox) -> tuple[Run, Run]:
 # call, so it is on no command line; prints "user|ssl" or psql's error.
 APP_DATABASE_LOGIN = r"""
 command -v psql >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql-client >/dev/null 2>&1
-python3 - "$SSLMODE" <<'PY'
+python3 - "$SSLMODE" "$ROOTCERT" <<'PY'
 import os, subprocess, sys, urllib.parse
 line = next(l for l in open("/etc/together-pray/backend.env") if l.startswith("DATABASE_URL="))
 url = urllib.parse.urlsplit(line.split("=", 1)[1].strip().strip("'"))
 user, database = urllib.parse.unquote(url.username), url.path.lstrip("/")
-sslmode = sys.argv[1] or dict(urllib.parse.parse_qsl(url.query)).get("sslmode", "prefer")
+query = dict(urllib.parse.parse_qsl(url.query))
+sslmode = sys.argv[1] or query.get("sslmode", "prefer")
+rootcert = sys.argv[2] or query.get("sslrootcert", "")
 with open("/root/.pgpass", "w", opener=lambda path, flags: os.open(path, flags, 0o600)) as pgpass:
     pgpass.write(f"{url.hostname}:{url.port}:{database}:{user}:{urllib.parse.unquote(url.password)}\n")
 try:
     result = subprocess.run(["psql", "-w", "-X", "-t", "-A", "-c",
                              "select current_user, ssl from pg_stat_ssl where pid = pg_backend_pid()",
-                             f"host={url.hostname} port={url.port} dbname={database} user={user} sslmode={sslmode} connect_timeout=5"],
+                             f"host={url.hostname} port={url.port} dbname={database} user={user} sslmode={sslmode} "
+                             + (f"sslrootcert={rootcert} " if rootcert else "") + "connect_timeout=5"],
                             capture_output=True, text=True, timeout=30)
     print((result.stdout + result.stderr).strip())
 finally:
@@ -153,9 +156,10 @@ PY
 """
 
 
-def app_database_login(address: str, sslmode: str = "") -> str:
-    """Log in from the web host at `address` with its backend's DATABASE_URL (sslmode: override it)."""
-    return ssh(address, f"SSLMODE={shlex.quote(sslmode)}\n" + APP_DATABASE_LOGIN, check=False).strip()
+def app_database_login(address: str, sslmode: str = "", rootcert: str = "") -> str:
+    """Log in from the web host at `address` with its backend's DATABASE_URL (sslmode, rootcert: override them)."""
+    return ssh(address, f"SSLMODE={shlex.quote(sslmode)}\nROOTCERT={shlex.quote(rootcert)}\n" + APP_DATABASE_LOGIN,
+               check=False).strip()
 
 
 def database_url_endpoint(address: str) -> str:

@@ -60,8 +60,11 @@ def test_postgresql_answers_only_the_web_hosts_and_the_app_role_logs_in_with_the
     pushed = invoke("secrets.push", "--limit=vps1,vps2")
     assert pushed.code == 0, pushed.stdout + pushed.stderr
     assert database_url_endpoint(sandbox.addresses["vps1"]) == "127.0.0.1:5432/together_pray"
-    assert database_url_endpoint(sandbox.addresses["vps2"]) == "10.213.1.2:5432/together_pray?sslmode=require"
-    assert app_database_login(sandbox.addresses["vps2"]) == "together_pray|t"  # over TLS
+    assert database_url_endpoint(sandbox.addresses["vps2"]) == (
+        "10.213.1.2:5432/together_pray?sslmode=verify-full&sslrootcert=/etc/together-pray/database-server.crt")
+    assert app_database_login(sandbox.addresses["vps2"]) == "together_pray|t"  # over TLS, the server verified
+    # Verification is real: the same login against another certificate is refused.
+    assert "certificate verify failed" in app_database_login(sandbox.addresses["vps2"], rootcert="/etc/ssl/certs/ssl-cert-snakeoil.pem")
     assert "no encryption" in app_database_login(sandbox.addresses["vps2"], sslmode="disable")  # hostssl only
     password = S.load("sandbox")["DB_PASSWORD"]
 

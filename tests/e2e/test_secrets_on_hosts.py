@@ -55,7 +55,8 @@ def test_push_writes_0600_files_owned_by_the_app_user_then_reports_unchanged(pro
     schema = S.load_schema()
     # DATABASE_URL is derived per host: loopback on the db host (vps1), its address with TLS on vps2.
     urls = {"vps1": f"postgresql://together_pray:{values(scratch)['DB_PASSWORD']}@127.0.0.1:5432/together_pray",
-            "vps2": f"postgresql://together_pray:{values(scratch)['DB_PASSWORD']}@10.213.1.2:5432/together_pray?sslmode=require"}
+            "vps2": f"postgresql://together_pray:{values(scratch)['DB_PASSWORD']}@10.213.1.2:5432/together_pray"
+                    "?sslmode=verify-full&sslrootcert=/etc/together-pray/database-server.crt"}
     for name in ("vps1", "vps2"):
         expected = S.render_dotenv(schema.for_service("backend", {**values(scratch), "DATABASE_URL": urls[name]}), list(schema.keys))
         assert (second.host(name)["changed"], second.host(name)["failed"]) == (0, 0)

@@ -142,7 +142,8 @@ def test_the_database_host_listens_privately_and_admits_only_the_web_host(split,
         f"{db}:5432", "127.0.0.1:5432", "[::1]:5432"]
     assert f"ALLOW IN    {addresses[WEB]}" in sandbox.ssh_at(db, "ufw status verbose | grep '^5432/tcp'")
     # The web host's backend gets the private address with TLS required, and logs in with it over TLS.
-    assert database_url_endpoint(addresses[WEB]) == f"{db}:5432/together_pray?sslmode=require"
+    assert database_url_endpoint(addresses[WEB]) == (
+        f"{db}:5432/together_pray?sslmode=verify-full&sslrootcert=/etc/together-pray/database-server.crt")
     assert app_database_login(addresses[WEB]) == "together_pray|t"
     assert "no encryption" in app_database_login(addresses[WEB], sslmode="disable")
     # Nobody else gets through: not the control machine, not a host outside the web group.

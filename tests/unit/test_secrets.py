@@ -297,15 +297,35 @@ def layout(web: list[str], db: list[str], private: dict | None = None) -> Invent
     (layout(["web1"], ["web1"]), "web1", "postgresql://together_pray:p%40ss@127.0.0.1:5432/together_pray"),
     # A separate database host: its private address, TLS required; the role name from its vars.
     (layout(["web1", "web2"], ["db1"], {"db1": "10.0.0.5"}), "web2",
-     "postgresql://tp_app:p%40ss@10.0.0.5:5432/together_pray?sslmode=require"),
+     "postgresql://tp_app:p%40ss@10.0.0.5:5432/together_pray?sslmode=verify-full&sslrootcert=/etc/db.crt"),
     (layout(["web1"], ["db1"], {"db1": "fd00::5"}), "web1",
-     "postgresql://tp_app:p%40ss@[fd00::5]:5432/together_pray?sslmode=require"),
+     "postgresql://tp_app:p%40ss@[fd00::5]:5432/together_pray?sslmode=verify-full&sslrootcert=/etc/db.crt"),
     # No private address: the public one.
-    (layout(["web1"], ["db1"]), "web1", "postgresql://tp_app:p%40ss@203.0.113.2:5432/together_pray?sslmode=require"),
+    (layout(["web1"], ["db1"]), "web1",
+     "postgresql://tp_app:p%40ss@203.0.113.2:5432/together_pray?sslmode=verify-full&sslrootcert=/etc/db.crt"),
 ])
 def test_database_url_is_derived_per_host(schema, inventory, host, url):
-    assert S.postgresql_url(inventory, inventory.hosts[host], "p@ss") == url
+    assert S.postgresql_url(inventory, inventory.hosts[host], "p@ss", "/etc/db.crt") == url
     assert S.check_rule(schema.keys["DATABASE_URL"], "production", url, {"DB_PASSWORD": "p@ss"}) == []
+
+
+@pytest.mark.parametrize("inventory, fetched, certificate_on", [
+    (layout(["web1"], ["web1"]), 0, []),  # all local: the database host is never asked
+    (layout(["web1", "web2"], ["db1"], {"db1": "10.0.0.5"}), 1, ["web1", "web2"]),  # asked once for both
+    (layout(["web1", "web2"], ["web1"]), 1, ["web2"]),
+])
+def test_web_hosts_on_other_machines_get_the_database_certificate_beside_the_url(initialised, schema, inventory, fetched,
+                                                                                   certificate_on):
+    calls = []
+
+    def fetch():
+        calls.append(1)
+        return "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+
+    plans = S.push_plans(inventory, schema, S.load("sandbox", initialised), "sandbox", "web", database_certificate=fetch)
+    holders = [plan.host.name for plan in plans
+               if any(getattr(op, "path", "") == "/etc/together-pray/database-server.crt" for op in plan.operations)]
+    assert (len(calls), holders) == (fetched, certificate_on)
 
 
 def test_a_database_url_that_is_set_wins_and_two_database_hosts_need_one(schema):

@@ -262,7 +262,8 @@ def _push(env: str, limit, check: bool, diff: bool, verbose: bool, json: bool, f
     if problems:
         raise S.SecretsError(f"{env}: refusing to push invalid secrets: " + "; ".join(problems))
     inventory = load_inventory(env)
-    plans = S.push_plans(inventory, schema, values, env, limit, only_services)
+    plans = S.push_plans(inventory, schema, values, env, limit, only_services,
+                         database_certificate=lambda: S.fetch_database_certificate(inventory))
     reporter = Reporter(json_output=json, verbose=verbose, check=check)
     code, _ = run_plans(task_name, inventory, plans, RunOptions(check=check, diff=diff, forks=int(forks), serial=int(serial)), reporter)
     return code
