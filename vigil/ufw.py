@@ -117,8 +117,9 @@ class Firewall(Operation):
             if rule in state.rules:
                 continue
             # First match wins in ufw: a rule for one source must come before the port's general rule.
+            # `prepend`, not `insert 1`: ufw refuses position 1 for an IPv6 rule while IPv4 rules come first.
             at_top = " from " in f" {rule} " and state.rules
-            commands.append(cmd("ufw", "insert", "1", *rule.split()) if at_top else cmd("ufw", *rule.split()))
+            commands.append(cmd("ufw", "prepend", *rule.split()) if at_top else cmd("ufw", *rule.split()))
         commands += [cmd("ufw", "delete", *rule.split()) for rule in state.rules if rule not in self.rules]
         defaults = {direction: _TARGET_TO_POLICY.get(policy, policy) for direction, policy in state.defaults.items()}
         for direction, policy in (("incoming", self.incoming), ("outgoing", self.outgoing)):

@@ -245,3 +245,14 @@ def test_the_deploy_users_sudo_covers_the_apps_units_and_nginx_reload_only(provi
         refused = deploy_sudo(address, *command)
         assert refused.returncode == 1 and ("a password is required" in refused.stderr
                                             or "is not allowed to execute" in refused.stderr), (command, refused.stderr)
+
+
+def test_a_source_rule_added_later_goes_first_for_ipv6_too(provisioned, sandbox):
+    # ufw refuses `insert 1` for an IPv6 rule while IPv4 rules lead; vigil prepends instead.
+    sources = '--var=firewall_ssh_trusted_sources=["10.213.2.1", "fd00::7"]'
+    added = invoke("provision.server", "--json", "--limit=vps2", sources)
+    assert added.code == 0, added.stdout[-2000:] + added.stderr
+    assert "ufw allow from fd00::7 to any port 22 proto tcp" in sandbox.ssh("vps2", "ufw show added")
+    assert invoke("provision.server", "--json", "--limit=vps2", sources).host("vps2")["changed"] == 0
+    back = invoke("provision.server", "--json", "--limit=vps2")
+    assert back.code == 0 and "fd00::7" not in sandbox.ssh("vps2", "ufw show added")

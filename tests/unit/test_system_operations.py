@@ -70,7 +70,7 @@ WANTED = ["allow from 10.0.0.5 to any port 22 proto tcp", "limit 22/tcp", "allow
     # Rules are added (a source rule on top) before any is removed; SSH is never without a rule.
     (parse_ufw(ACTIVE, 0), ["ufw allow 80/tcp", "ufw allow 443/tcp", "ufw delete allow 8080/tcp"]),
     (UfwState(True, True, {"incoming": "deny", "outgoing": "allow"}, ("limit 22/tcp",)),
-     ["ufw insert 1 allow from 10.0.0.5 to any port 22 proto tcp", "ufw allow 80/tcp", "ufw allow 443/tcp"]),
+     ["ufw prepend allow from 10.0.0.5 to any port 22 proto tcp", "ufw allow 80/tcp", "ufw allow 443/tcp"]),
     (UfwState(True, True, {"incoming": "allow", "outgoing": "allow"}, tuple(WANTED)), ["ufw default deny incoming"]),
     (UfwState(True, True, {"incoming": "deny", "outgoing": "allow"}, tuple(WANTED)), []),
 ])
