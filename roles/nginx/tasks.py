@@ -12,6 +12,7 @@ from vigil.operations import (Absent, AptPackages, Directory, File, Guarded, Ser
 from vigil.validate import address
 
 SITE = "together-pray"
+SWITCH_HELPER = "/usr/local/sbin/vigil-switch-upstream"
 WEB_ROOT = "/var/www/together-pray"
 # Debian's stock site serves this directory on port 80 before ours exists, so certbot's first
 # HTTP-01 challenge works there, and our site keeps serving challenges from it for renewals.
@@ -121,6 +122,9 @@ def tasks(role, vars):
              name="Ensure the security headers snippet is managed."),
         File(f"/etc/nginx/conf.d/{SITE}-upstreams.conf", upstreams, replace=False, notify=reload,
              name="Ensure the app upstreams exist (deploys switch their colors)."),
+        File(SWITCH_HELPER, render_template(role.template("vigil-switch-upstream.j2"), {
+            "ports": ports, "upstreams": f"/etc/nginx/conf.d/{SITE}-upstreams.conf", "prefix": SITE.replace("-", "_")}),
+             mode="0755", name=f"Ensure {SWITCH_HELPER} switches an upstream's color, checked."),
         File(f"/etc/nginx/sites-available/{SITE}.conf", site, notify=reload, name="Ensure the app's site is managed."),
         Symlink(f"/etc/nginx/sites-enabled/{SITE}.conf", f"/etc/nginx/sites-available/{SITE}.conf", notify=reload,
                 name="Ensure the app's site is enabled."),

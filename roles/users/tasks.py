@@ -2,9 +2,9 @@
 
 The admin user (the inventory's `admin_user`) has root through sudo: vigil
 plans every onboarding step as root. The deploy user (the inventory's `user`)
-may run, as root, only a helper that acts on the app's systemd units and the
-two commands that check and reload nginx: a leaked deploy key can restart the
-app, not own the host.
+may run, as root, only a helper that acts on the app's systemd units, a
+helper that switches an upstream's color, and the two commands that check and
+reload nginx: a leaked deploy key can restart the app, not own the host.
 """
 
 from vigil.errors import ConfigError
@@ -15,6 +15,8 @@ KEY_LINE = r"(ssh-ed25519|ecdsa-sha2-nistp(256|384|521)|ssh-rsa|sk-ssh-ed25519@o
 # A systemd unit name, or a shell glob of them; no spaces, slashes or a leading dash.
 UNIT_PATTERN = r"[A-Za-z0-9_][A-Za-z0-9@._*:-]*\.service"
 APP_UNIT_HELPER = "/usr/local/sbin/vigil-app-unit"
+# Installed by the nginx role on the web hosts; allowed here so the sudoers file is the same everywhere.
+SWITCH_HELPER = "/usr/local/sbin/vigil-switch-upstream"
 
 
 def tasks(role, vars):
@@ -45,7 +47,8 @@ def tasks(role, vars):
         File(APP_UNIT_HELPER, render_template(role.template("vigil-app-unit.j2"), {"units": units}), mode="0755",
              name=f"Ensure {APP_UNIT_HELPER} acts on the app's units only."),
         File(f"/etc/sudoers.d/vigil-{deploy}",
-             render_template(role.template("sudoers-deploy.j2"), {"user": deploy, "helper": APP_UNIT_HELPER}),
+             render_template(role.template("sudoers-deploy.j2"),
+                             {"user": deploy, "helper": APP_UNIT_HELPER, "switch_helper": SWITCH_HELPER}),
              mode="0440", validate=("visudo", "-c", "-q", "-f"),
              name=f"Ensure {deploy}'s sudo covers the app's units and an nginx reload, nothing else."),
         User(app, shell="/usr/sbin/nologin", home=f"/var/lib/{app}", system=True,

@@ -237,6 +237,13 @@ def test_the_deploy_users_sudo_covers_the_apps_units_and_nginx_reload_only(provi
     assert status.returncode in (3, 4) and status.stdout.strip() == "inactive", status.stderr
     assert deploy_sudo(address, "/usr/sbin/nginx", "-t").returncode == 0
     assert deploy_sudo(address, "/usr/bin/systemctl", "reload", "nginx.service").returncode == 0
+    # Switching an upstream's color, checked by nginx -t and reloaded.
+    upstreams = "/etc/nginx/conf.d/together-pray-upstreams.conf"
+    switched = deploy_sudo(address, "/usr/local/sbin/vigil-switch-upstream", "backend", "green")
+    assert switched.returncode == 0 and "127.0.0.1:3002" in sandbox.ssh("vps2", f"grep backend {upstreams}"), switched.stderr
+    assert deploy_sudo(address, "/usr/local/sbin/vigil-switch-upstream", "backend", "blue").returncode == 0
+    assert "127.0.0.1:3001" in sandbox.ssh("vps2", f"grep backend {upstreams}")
+    assert deploy_sudo(address, "/usr/local/sbin/vigil-switch-upstream", "backend", "/etc/passwd").returncode == 64
     # Refused: another unit through the helper, and anything else as root.
     other = deploy_sudo(address, "/usr/local/sbin/vigil-app-unit", "stop", "ssh.service")
     assert other.returncode == 77 and "not one of the app's units" in other.stderr

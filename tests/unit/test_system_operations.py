@@ -328,7 +328,8 @@ def test_the_deploy_users_sudoers_allows_only_the_helper_and_nginx():
     assert "ops ALL=(ALL:ALL) NOPASSWD: ALL" in files["/etc/sudoers.d/vigil-ops"]
     deploy = [line for line in files["/etc/sudoers.d/vigil-deploy"].splitlines() if line and not line.startswith("#")]
     assert deploy == [
-        "Cmnd_Alias VIGIL_DEPLOY = /usr/local/sbin/vigil-app-unit, /usr/sbin/nginx -t, /usr/bin/systemctl reload nginx.service",
+        "Cmnd_Alias VIGIL_DEPLOY = /usr/local/sbin/vigil-app-unit, /usr/local/sbin/vigil-switch-upstream, "
+        "/usr/sbin/nginx -t, /usr/bin/systemctl reload nginx.service",
         "deploy ALL=(root) NOPASSWD: VIGIL_DEPLOY",
         "Defaults:deploy !requiretty",
     ]
@@ -411,3 +412,36 @@ def test_the_lock_out_check_logs_in_as_deploy_only_with_a_key_deploy_accepts(tmp
     vars = inventory.vars_for(host, [users_role, ssh_role], {
         "users_admin_authorized_keys": [ours], "users_deploy_authorized_keys": [ours if deploy_has_our_key else KEY]})
     assert ssh_role.handlers(ssh_role, vars)["confirm ssh login"].also_users == confirmed
+
+
+@pytest.mark.parametrize("args, nginx_accepts, code, backend, frontend", [
+    (["backend", "green"], True, 0, 3002, 3101),
+    (["frontend", "green"], True, 0, 3001, 3102),
+    (["backend", "blue"], True, 0, 3001, 3101),
+    (["backend", "green"], False, 1, 3001, 3101),  # nginx -t refuses: the previous file is back
+    (["backend", "purple"], True, 64, 3001, 3101),
+    (["backend;reboot", "green"], True, 64, 3001, 3101),
+    (["backend"], True, 64, 3001, 3101),
+])
+def test_the_upstream_switch_helper_rewrites_one_upstream_checked(tmp_path, args, nginx_accepts, code, backend, frontend):
+    import subprocess
+    role = load_role("nginx")
+    vars = role_vars(role, layout({"web": ["web1"]}), "web1", nginx_tls="certbot", nginx_server_name="app.example.org",
+                     nginx_cors_origins=["https://app.example.org"])
+    files = {getattr(op, "path", ""): op for op in role.tasks(role, vars)}
+    upstreams = tmp_path / "upstreams.conf"
+    upstreams.write_bytes(files["/etc/nginx/conf.d/together-pray-upstreams.conf"].content)
+    helper = files["/usr/local/sbin/vigil-switch-upstream"].content.decode()
+    # The real script, on a scratch file, with nginx and systemctl stubbed.
+    helper = (helper.replace("/etc/nginx/conf.d/together-pray-upstreams.conf", str(upstreams))
+              .replace("nginx -t -q", "true" if nginx_accepts else "false")
+              .replace("systemctl reload nginx.service", "echo reloaded"))
+    script = tmp_path / "switch"
+    script.write_text(helper)
+    result = subprocess.run(["sh", str(script), *args], capture_output=True, text=True)
+    assert result.returncode == code, result.stderr
+    text = upstreams.read_text()
+    assert f"upstream together_pray_backend {{ server 127.0.0.1:{backend}; keepalive 16; }}" in text
+    assert f"upstream together_pray_frontend {{ server 127.0.0.1:{frontend}; keepalive 16; }}" in text
+    assert ("reloaded" in result.stdout) is (code == 0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["switch", "upstreams.conf"]  # no temporary file left
