@@ -548,6 +548,17 @@ class SystemdUnit(Operation):
         return change(", ".join(notes), *commands)
 
 
+@dataclass
+class DaemonReload(Operation):
+    """`systemctl daemon-reload`, for a handler after a unit file or drop-in changed. Always changes."""
+
+    name: str = "Reload systemd's unit files."
+    notify: tuple[str, ...] = ()
+
+    def plan(self, known):
+        return change("systemctl daemon-reload", cmd("systemctl", "daemon-reload"))
+
+
 UNIT_GLOB_PATTERN = re.compile(r"^[A-Za-z0-9:_.@*-]+\.(service|socket|timer)$")
 
 

@@ -7,7 +7,7 @@ and the firewall role opens 5432 to them alone (firewall_group_rules).
 """
 
 from vigil.commands import script
-from vigil.operations import AptPackages, Directory, Guarded, ServiceAction, SystemdUnit
+from vigil.operations import AptPackages, DaemonReload, Directory, File, Guarded, ServiceAction, SystemdUnit
 from vigil.postgresql import SERVER_CERTIFICATE, SERVER_KEY, TLS_DIR, PostgresClients, PostgresDatabase, PostgresRole, PostgresSettings
 
 IDENTIFIER = r"[a-z_][a-z0-9_]{0,62}"
@@ -31,6 +31,11 @@ def tasks(role, vars):
         # its certificate must name the address they dial: Debian's snakeoil one names the host name.
         settings.update({"ssl": "on", "ssl_cert_file": SERVER_CERTIFICATE, "ssl_key_file": SERVER_KEY})
         certificate = server_certificate(vars.private_address())
+        # PostgreSQL binds the private address once, at start: after a reboot it must wait for it.
+        certificate.append(Directory(NETWORK_DROPIN.rsplit("/", 1)[0], mode="0755"))
+        certificate.append(File(NETWORK_DROPIN, "# Managed by vigil (roles/postgresql): listen on the private address.\n"
+                                                "[Unit]\nWants=network-online.target\nAfter=network-online.target\n",
+                                notify=("reload systemd",), name="Ensure PostgreSQL starts once the network is up."))
     return [
         AptPackages(vars.string_list("postgresql_packages", r"[a-z0-9][a-z0-9+.-]+"), name="Ensure PostgreSQL is installed."),
         SystemdUnit("postgresql.service", enabled=True, running=True),
@@ -42,6 +47,7 @@ def tasks(role, vars):
     ]
 
 
+NETWORK_DROPIN = "/etc/systemd/system/postgresql@.service.d/vigil-network.conf"
 # A self-signed certificate for the address the web hosts dial, made on the host so its key never
 # leaves it; secrets.push gives the web hosts this certificate to verify the server against.
 MAKE_CERTIFICATE = (
@@ -68,6 +74,7 @@ def server_certificate(address: str) -> list:
 
 def handlers(role, vars):
     return {
+        "reload systemd": DaemonReload(),
         "restart postgresql": ServiceAction("postgresql.service", "restart"),
         "reload postgresql": ServiceAction("postgresql.service", "reload"),
     }
