@@ -51,6 +51,8 @@ def group_sources(vars) -> list[tuple[int, str]]:
                 or not all(isinstance(rule[key], str) for key in ("hosts", "from"))
                 or isinstance(rule["port"], bool) or not isinstance(rule["port"], int) or not 0 < rule["port"] < 65536):
             raise ConfigError(f"{where}[{index}]: expected {{hosts: GROUP, port: PORT, from: GROUP}}, got {rule!r}")
+        if vars.inventory is not None and rule["hosts"] not in vars.inventory.groups:
+            raise ConfigError(f"{where}[{index}].hosts: no group {rule['hosts']!r} in the inventory")
         if rule["hosts"] not in vars.host.groups:
             continue
         peers = vars.peer_addresses(rule["from"], f"{where}[{index}].from")

@@ -3,6 +3,8 @@
 import re
 import urllib.parse
 
+from cryptography import x509
+
 from vigil import tls
 from vigil.commands import cmd, script
 from vigil.config import REPO_ROOT, rel
@@ -80,8 +82,13 @@ def _acme_ca(vars) -> list:
         pem = path.read_text()
     except OSError as error:
         raise ConfigError(f"{vars.where('nginx_certbot_ca_certificate')}: cannot read {source}: {error.strerror}") from None
-    if not pem.startswith("-----BEGIN CERTIFICATE-----"):
-        raise ConfigError(f"{rel(path)}: not a PEM certificate (nginx_certbot_ca_certificate)")
+    try:
+        # Exactly certificates: a file that also holds a private key must not land world-readable on hosts.
+        certificates = x509.load_pem_x509_certificates(pem.encode())
+    except ValueError:
+        certificates = []
+    if not certificates or "PRIVATE KEY" in pem:
+        raise ConfigError(f"{rel(path)}: not a PEM certificate, or it holds more than certificates (nginx_certbot_ca_certificate)")
     return [
         File(ACME_CA, pem, name="Ensure the ACME server's CA certificate is installed."),
         # The trust store is rebuilt only when the certificate differs from the one last added.

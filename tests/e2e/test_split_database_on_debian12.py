@@ -173,6 +173,9 @@ def test_certbot_gets_the_web_hosts_certificate_over_http_01_and_renews_it(split
     assert "Strict-Transport-Security: max-age=63072000" in headers
     assert "GET /.well-known/acme-challenge/" in sandbox.ssh_at(web, "cat /var/log/nginx/access.log")
     assert sandbox.ssh_at(web, "systemctl is-enabled certbot.timer; systemctl is-active certbot.timer").split() == ["enabled", "active"]
+    # certbot's timer renews from the server the certificate came from.
+    renewal_config = sandbox.ssh_at(web, f"cat /etc/letsencrypt/renewal/{DOMAIN}.conf")
+    assert f"server = {server['directory']}" in renewal_config.splitlines()
     # A renewal runs the whole HTTP-01 exchange again, through the site vigil installed.
     # (--server again: a dry run otherwise swaps in Let's Encrypt's staging server.)
     renewal = sandbox.ssh_at(web, f"certbot renew --dry-run --no-random-sleep-on-renew --server {server['directory']} 2>&1 | tail -3",

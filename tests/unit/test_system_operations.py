@@ -254,6 +254,7 @@ def test_the_firewall_opens_the_database_port_to_the_web_hosts_only(inventory, h
     ([{"hosts": "db", "port": 5432}], "firewall_group_rules[0]: expected {hosts: GROUP, port: PORT, from: GROUP}"),
     ([{"hosts": "db", "port": 0, "from": "web"}], "firewall_group_rules[0]: expected"),
     ([{"hosts": "db", "port": 5432, "from": "webs"}], "firewall_group_rules[0].from: no group 'webs' in the inventory"),
+    ([{"hosts": "dbs", "port": 5432, "from": "web"}], "firewall_group_rules[0].hosts: no group 'dbs' in the inventory"),
     ("db:5432", "firewall_group_rules: expected a list"),
 ])
 def test_bad_group_rules_name_the_rule(rules, message):
@@ -374,8 +375,9 @@ def nginx_operations(**overrides):
      ["--server", "https://acme.internal:14000/dir"], True),
 ])
 def test_certbot_mode_issues_through_the_webroot_and_reloads_nginx_on_renewal(tmp_path, overrides, server_args, trusts_ca):
+    from vigil import tls
     ca = tmp_path / "ca.crt"
-    ca.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    ca.write_bytes(tls.host_certificate("acme", ["acme.internal"], directory=tmp_path / "ca").chain)
     operations = nginx_operations(**{key: value.format(ca=ca) for key, value in overrides.items()})
     (certbot,) = [op for op in operations if type(op).__name__ == "Guarded" and "certbot" in op.commands[0].argv]
     assert list(certbot.commands[0].argv) == ["certbot", "certonly", "--non-interactive", "--agree-tos", "--email",
@@ -395,10 +397,14 @@ def test_certbot_mode_issues_through_the_webroot_and_reloads_nginx_on_renewal(tm
     ({"nginx_certbot_server": "https://acme.internal/dir;reboot"}, "nginx_certbot_server"),
     ({"nginx_certbot_ca_certificate": "/no/such/ca.crt"}, "nginx_certbot_ca_certificate: cannot read /no/such/ca.crt"),
     ({"nginx_certbot_ca_certificate": "README.md"}, "README.md: not a PEM certificate"),
+    ({"nginx_certbot_ca_certificate": "{key_and_cert}"}, "holds more than certificates"),
 ])
-def test_bad_certbot_settings_name_the_key(overrides, message):
+def test_bad_certbot_settings_name_the_key(tmp_path, overrides, message):
+    from vigil import tls
+    issued = tls.host_certificate("acme", ["acme.internal"], directory=tmp_path / "ca")
+    (tmp_path / "both.pem").write_bytes(issued.chain + issued.key)
     with pytest.raises(ConfigError, match=re.escape(message)):
-        nginx_operations(**overrides)
+        nginx_operations(**{key: value.format(key_and_cert=tmp_path / "both.pem") for key, value in overrides.items()})
 
 
 @pytest.mark.parametrize("deploy_has_our_key, confirmed", [(True, ("deploy",)), (False, ())])
