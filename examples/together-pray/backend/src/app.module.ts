@@ -1,0 +1,16 @@
+import { Module } from "@nestjs/common";
+import { TypeOrmModule } from "@nestjs/typeorm";
+import { dataSourceOptions } from "./data-source";
+import { HealthController } from "./health.controller";
+import { Prayer } from "./prayer.entity";
+import { PrayersController } from "./prayers.controller";
+
+@Module({
+  imports: [
+    // Migrations run as their own deploy step, never at start-up.
+    TypeOrmModule.forRootAsync({ useFactory: () => ({ ...dataSourceOptions(), migrationsRun: false }) }),
+    TypeOrmModule.forFeature([Prayer]),
+  ],
+  controllers: [HealthController, PrayersController],
+})
+export class AppModule {}
