@@ -4,8 +4,8 @@ import { AppModule } from "./app.module";
 
 async function main(): Promise<void> {
   const app = await NestFactory.create(AppModule);
-  // nginx serves the API under /api/; the health gate asks each color directly.
-  app.setGlobalPrefix("api", { exclude: ["health"] });
+  // Routes sit at the root: nginx serves them under /api/ (stripping it), and the
+  // health gate asks each color's port for /health directly.
   // SIGTERM from systemd: stop accepting, finish what is in flight, close the pool.
   app.enableShutdownHooks();
   const port = Number(process.env.PORT ?? 3001);
