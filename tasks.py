@@ -2,9 +2,10 @@
 
 from invoke import Collection
 
-from vigil.tasks import provision, sandbox, secrets
+from vigil.tasks import deploy, provision, sandbox, secrets
 
 ns = Collection()
 ns.add_collection(sandbox.ns)
 ns.add_collection(provision.ns)
 ns.add_collection(secrets.ns)
+ns.add_collection(deploy.ns)

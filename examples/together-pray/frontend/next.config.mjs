@@ -5,6 +5,8 @@ const nextConfig = {
   poweredByHeader: false,
   // nginx compresses; compressing twice wastes the frontend's CPU.
   compress: false,
+  // The artifact's id when vigil builds it, so every host of a release serves the same asset paths.
+  generateBuildId: async () => process.env.VIGIL_BUILD_ID ?? null,
 };
 
 export default nextConfig;
