@@ -54,6 +54,7 @@ KINDS = {
     "node": Kind(
         steps=(tuple(NPM_CI), ("npm", "run", "build"), ("npm", "prune", "--omit=dev", "--no-audit", "--no-fund")),
         packaged=(("dist", "dist"), ("node_modules", "node_modules"), ("package.json", "package.json")),
+        optional=("node_modules",),  # a service with no dependencies has none
     ),
     # Next.js `output: "standalone"`: server.js with the modules it traced, plus the static files it serves.
     "next-standalone": Kind(
@@ -217,6 +218,8 @@ def package(build_dir: Path, kind: Kind, target: Path) -> None:
                 continue
             raise BuildError(f"the build made no {source}")
         if path.is_dir() and not path.is_symlink():
+            if destination != ".":
+                entries.append((path, destination))
             for child in sorted(path.rglob("*")):
                 entries.append((child, (Path(destination) / child.relative_to(path)).as_posix()))
         else:
@@ -290,7 +293,11 @@ def build(source: AppSource, artifacts: Path = ARTIFACTS, runner: Runner = run_s
                 tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
                 raise BuildError(f"{source.service}: `{' '.join(step)}` exited {status} (log: {rel(log)}):\n{tail}")
         partial = target.with_name(target.name + ".partial")
-        package(build_dir, kind, partial)
+        try:
+            package(build_dir, kind, partial)
+        except BuildError as error:
+            partial.unlink(missing_ok=True)
+            raise BuildError(f"{source.service}: {error.message}") from None
         os.replace(partial, target)
     artifact = Artifact(source.service, artifact_id, target, sha256_of(target), ref_label, source_hash, target.stat().st_size)
     meta.write_text(json.dumps({**artifact.metadata(), "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
