@@ -1,21 +1,87 @@
-"""The app role: where each service's releases live on a web host, owned by the deploy user.
+"""The app role: where each service's releases live on a web host, and the units that run them.
 
-Deploys unpack releases there as the deploy user; the app's runtime user reads
-them through its group and writes nothing there.
+Deploys unpack releases as the deploy user; the app's runtime user reads them
+through its group and writes nothing there. Each service gets a unit template
+run once per color (blue, green) on that color's port, and one per release
+task (migrations), all started through /usr/local/sbin/vigil-app-unit.
 """
 
+import re
+import shlex
+
 from vigil.build import app_sources
-from vigil.operations import Directory
+from vigil.errors import ConfigError
+from vigil.operations import DaemonReload, Directory, File, render_template
+
+COLORS = ("blue", "green")
+TASK_NAME = r"[a-z][a-z0-9-]{0,30}"
 
 
 def tasks(role, vars):
     """The app role's operations for one host, in order."""
-    root = vars.path("app_root")
+    root, config_dir = vars.path("app_root"), vars.path("app_config_dir")
     deploy, app = vars.user("app_owner"), vars.user("app_group")
+    name = vars.string("app_name", r"[a-z][a-z0-9-]{0,30}")
     services = app_sources(vars["app_services"], vars.where("app_services"))
-    operations = [Directory(root, mode="0755", name=f"Ensure {root} exists.")]
-    for service in services:
-        for path in (f"{root}/{service}", f"{root}/{service}/releases"):
+    entries = vars["app_entry"]
+    release_tasks = vars["app_release_tasks"]
+    if not isinstance(release_tasks, dict):
+        raise ConfigError(f"{vars.where('app_release_tasks')}: expected service -> {{task: [command...]}}")
+    reload = ("reload systemd",)
+    operations = [
+        Directory(root, mode="0755", name=f"Ensure {root} exists."),
+        # As secrets.push makes it: the app reads its env files, nobody else lists them.
+        Directory(config_dir, owner="root", group=app, mode="0750", name=f"Ensure {config_dir} is readable by the app only."),
+    ]
+    for service, source in services.items():
+        ports = color_ports(vars, service)
+        entry = entries.get(source.kind) if isinstance(entries, dict) else None
+        if not isinstance(entry, str) or not entry or entry.startswith(("/", "-")) or ".." in entry:
+            raise ConfigError(f"{vars.where('app_entry')}: no relative entry point for kind {source.kind!r}")
+        for path in (f"{root}/{service}", f"{root}/{service}/releases", f"{root}/{service}/colors"):
             operations.append(Directory(path, owner=deploy, group=app, mode="0750",
                                         name=f"Ensure {path} belongs to {deploy}, readable by {app}."))
+        for color in COLORS:
+            operations.append(File(f"{config_dir}/{service}-{color}.env",
+                                   f"PORT={ports[color]}\nHOST=127.0.0.1\nHOSTNAME=127.0.0.1\n",
+                                   owner="root", group=app, mode="0640",
+                                   name=f"Ensure {service}@{color} listens on 127.0.0.1:{ports[color]}."))
+        unit = render_template(role.template("service.j2"), {
+            "app": name, "service": service, "user": app, "root": root, "config_dir": config_dir, "entry": entry,
+            "stop_timeout": vars.integer("app_stop_timeout", minimum=1)})
+        operations.append(File(f"/etc/systemd/system/{name}-{service}@.service", unit, notify=reload,
+                               name=f"Ensure the {service} unit runs one color per instance."))
+        for task, command in (release_tasks.get(service) or {}).items():
+            operations.append(File(f"/etc/systemd/system/{name}-{service}-{task}@.service",
+                                   render_template(role.template("task.j2"), {
+                                       "app": name, "service": service, "task": task, "user": app, "root": root,
+                                       "config_dir": config_dir, "command": task_command(vars, service, task, command),
+                                       "timeout": vars.integer("app_release_task_timeout", minimum=1)}),
+                                   notify=reload, name=f"Ensure the {service} {task} unit runs a release's {task}."))
     return operations
+
+
+def color_ports(vars, service: str) -> dict[str, int]:
+    """The port of each color, from the nginx role's upstream settings (nginx_<service>_ports)."""
+    key = f"nginx_{service}_ports"
+    ports = vars.get(key)
+    if not isinstance(ports, dict) or set(ports) != set(COLORS):
+        raise ConfigError(f"{vars.where(key) if key in vars.values else key}: the app role needs {{blue: PORT, green: PORT}} "
+                          f"for {service} (nginx_{service}_ports, run in the same play)")
+    return ports
+
+
+def task_command(vars, service: str, task: str, command) -> str:
+    where = f"{vars.where('app_release_tasks')}.{service}.{task}"
+    if not isinstance(task, str) or not re.fullmatch(TASK_NAME, task):
+        raise ConfigError(f"{where}: not a task name")
+    if not isinstance(command, list) or not command or not all(isinstance(part, str) and part for part in command):
+        raise ConfigError(f"{where}: expected a command as a list of words")
+    if any(character in part for part in command for character in "\n%$;"):
+        raise ConfigError(f"{where}: a word may not hold a newline, %, $ or ;")
+    program = command[0] if command[0].startswith("/") else f"/usr/bin/{command[0]}"
+    return shlex.join([program, *command[1:]])
+
+
+def handlers(role, vars):
+    return {"reload systemd": DaemonReload()}

@@ -116,6 +116,7 @@ def tasks(role, vars):
         "api_rate": vars.integer("nginx_api_rate_per_second", minimum=1),
         "api_burst": vars.integer("nginx_api_burst", minimum=0),
         "cors_origins": _cors_origins(vars),
+        "internal_port": vars.integer("nginx_internal_api_port", minimum=1025),
     })
     upstreams = render_template(role.template("upstreams.conf.j2"), {
         "backend_port": ports["backend"]["blue"], "frontend_port": ports["frontend"]["blue"]})

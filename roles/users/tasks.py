@@ -43,7 +43,12 @@ def tasks(role, vars):
         User(admin, shell="/bin/bash", authorized_keys=admin_keys, name=f"Ensure the admin user {admin} has the admins' keys."),
         File(f"/etc/sudoers.d/vigil-{admin}", render_template(role.template("sudoers-admin.j2"), {"user": admin}),
              mode="0440", validate=("visudo", "-c", "-q", "-f"), name=f"Ensure {admin} may use sudo without a password."),
-        User(deploy, shell="/bin/bash", authorized_keys=deploy_keys, name=f"Ensure the deploy user {deploy} has the team's keys."),
+        User(app, shell="/usr/sbin/nologin", home=f"/var/lib/{app}", system=True,
+             name=f"Ensure the app user {app} exists and cannot log in."),
+        # The app's group: deploys hand their releases to it. systemd-journal: a deploy reads its
+        # release's logs (a failed migration, a health gate).
+        User(deploy, shell="/bin/bash", groups=[app, "systemd-journal"], authorized_keys=deploy_keys,
+             name=f"Ensure the deploy user {deploy} has the team's keys, the app's group and the journal."),
         File(APP_UNIT_HELPER, render_template(role.template("vigil-app-unit.j2"), {"units": units}), mode="0755",
              name=f"Ensure {APP_UNIT_HELPER} acts on the app's units only."),
         File(f"/etc/sudoers.d/vigil-{deploy}",
@@ -51,8 +56,6 @@ def tasks(role, vars):
                              {"user": deploy, "helper": APP_UNIT_HELPER, "switch_helper": SWITCH_HELPER}),
              mode="0440", validate=("visudo", "-c", "-q", "-f"),
              name=f"Ensure {deploy}'s sudo covers the app's units and an nginx reload, nothing else."),
-        User(app, shell="/usr/sbin/nologin", home=f"/var/lib/{app}", system=True,
-             name=f"Ensure the app user {app} exists and cannot log in."),
     ]
 
 

@@ -10,7 +10,7 @@ interface Prayer {
 
 // The API as the frontend's server reaches it on the same host (nginx's local listener,
 // which follows the live color); browsers use NEXT_PUBLIC_API_URL.
-const API = process.env.API_INTERNAL_URL ?? "http://127.0.0.1:8080/api";
+const API = process.env.API_INTERNAL_URL ?? "http://127.0.0.1:3080/api";
 
 async function prayers(): Promise<Prayer[] | null> {
   try {
