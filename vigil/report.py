@@ -98,10 +98,11 @@ class Reporter:
             table.add_column(column, justify="right" if column not in ("host", "result") else "left")
         for result in results:
             style = STATUS_STYLE.get(result.status, "")
+            outcome = result.unreachable or result.error or (f"skipped: {result.skipped}" if result.skipped else result.status)
             table.add_row(
                 result.host, str(result.count(OK)), str(result.count(CHANGED)), str(result.count(FAILED)),
                 str(result.count(SKIPPED)), f"{result.finished - result.started:.1f}s",
-                f"[{style}]{escape(REDACTOR.redact(result.unreachable or result.error or result.status))}[/]",
+                f"[{style}]{escape(REDACTOR.redact(outcome))}[/]",
             )
         with self._lock:
             self.console.print(table)

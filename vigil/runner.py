@@ -68,6 +68,8 @@ class HostResult:
     operations: list[OperationResult] = field(default_factory=list)
     unreachable: str = ""
     error: str = ""
+    # Why the host was not started at all (a rolling run stopped before its batch).
+    skipped: str = ""
     started: float = 0.0
     finished: float = 0.0
 
@@ -84,6 +86,8 @@ class HostResult:
             return "unreachable"
         if self.error:
             return FAILED
+        if self.skipped:
+            return SKIPPED
         return CHANGED if self.count(CHANGED) else OK
 
     def as_dict(self) -> dict[str, Any]:
@@ -96,6 +100,7 @@ class HostResult:
             "skipped": self.count(SKIPPED),
             "unreachable": self.unreachable,
             "error": self.error,
+            "skipped_because": self.skipped,
             "started": self.started,
             "finished": self.finished,
             "seconds": round(self.finished - self.started, 3),
@@ -298,9 +303,16 @@ Connector = Callable[[Host], Any]
 Finisher = Callable[[Transport, HostResult], None]
 
 
+Work = Callable[[Transport, HostPlan, RunOptions, Progress | None], HostResult]
+
+
 def run(host_plans: list[HostPlan], connect: Connector, options: RunOptions, progress: Progress | None = None,
-        finish: Finisher | None = None) -> list[HostResult]:
+        finish: Finisher | None = None, work: Work | None = None, stop_after_failure: bool = False) -> list[HostResult]:
     """Run every host's plan, `options.forks` at a time, in batches of `options.serial` hosts.
+
+    work: what runs on each connected host (default: run_host, the plan's operations). A deploy
+    brings its own procedure. stop_after_failure: a failed batch keeps later batches from
+    starting (a rolling deploy stops at the first failure); their hosts are reported skipped.
 
     `connect(host)` returns a context manager yielding a transport; a failure to
     connect fails that host only. `finish(transport, result)` runs last on the
@@ -318,7 +330,7 @@ def run(host_plans: list[HostPlan], connect: Connector, options: RunOptions, pro
         result = None
         try:
             with connect(host_plan.host) as transport:
-                result = run_host(transport, host_plan, options, progress)
+                result = (work or run_host)(transport, host_plan, options, progress)
                 if finish and not result.unreachable:
                     finish(transport, result)
                 return result
@@ -339,5 +351,10 @@ def run(host_plans: list[HostPlan], connect: Connector, options: RunOptions, pro
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, options.forks)) as pool:
         for start in range(0, len(host_plans), batch_size):
             batch = host_plans[start : start + batch_size]
+            if stop_after_failure and any(result.failed for result in results):
+                now = time.time()
+                results += [HostResult(plan.host.name, skipped="an earlier batch failed", started=now, finished=now)
+                            for plan in batch]
+                continue
             results += list(pool.map(one, batch))
     return results
