@@ -1,0 +1,511 @@
+"""Deploy: ship a built release to the web hosts and switch to it without dropping a request.
+
+On each host, as the deploy user (whose sudo covers the app's units and the
+upstream switch only), one service at a time:
+
+    lock (atomic mkdir) -> upload and unpack into releases/<id> (checksum, then
+    an atomic rename) -> release tasks (migrations) -> start the idle color on
+    the new release -> health gate -> switch nginx's upstream (nginx -t, graceful
+    reload) -> drain and stop the old color -> atomic `current` switch -> prune
+    -> history line -> unlock, on failure too.
+
+A failure before the switch leaves the serving color untouched, stops the idle
+one, marks the release bad and names the step with the tail of its log.
+Everything a host must be asked first is read in one round trip.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from vigil.build import Artifact
+from vigil.commands import REDACTOR, Command, script
+from vigil.config import Host
+from vigil.errors import HostError
+from vigil.runner import CHANGED, FAILED, OK, HostPlan, HostResult, OperationResult, RunOptions
+
+COLORS = ("blue", "green")
+UNIT_HELPER = "/usr/local/sbin/vigil-app-unit"
+SWITCH_HELPER = "/usr/local/sbin/vigil-switch-upstream"
+LOG_TAIL_LINES = 20
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where one service's releases, colors, lock and history are on a host, and its units' names.
+
+    Example: Layout("/srv/together-pray", "together-pray", "backend").release("a1b2-c3d4")
+             == "/srv/together-pray/backend/releases/a1b2-c3d4"
+    """
+
+    root: str
+    app: str
+    service: str
+
+    @property
+    def base(self) -> str:
+        return f"{self.root}/{self.service}"
+
+    @property
+    def releases(self) -> str:
+        return f"{self.base}/releases"
+
+    @property
+    def current(self) -> str:
+        return f"{self.base}/current"
+
+    @property
+    def lock(self) -> str:
+        return f"{self.base}/.deploy-lock"
+
+    @property
+    def history(self) -> str:
+        return f"{self.base}/deploys.jsonl"
+
+    def release(self, release_id: str) -> str:
+        return f"{self.releases}/{release_id}"
+
+    def color(self, color: str) -> str:
+        return f"{self.base}/colors/{color}"
+
+    def unit(self, color: str) -> str:
+        return f"{self.app}-{self.service}@{color}.service"
+
+    def task_unit(self, task: str, release_id: str) -> str:
+        return f"{self.app}-{self.service}-{task}@{release_id}.service"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How one service deploys on a host (roles/app and roles/nginx settings, resolved).
+
+    ports: color -> port; health_path: asked on the idle color's port; health_release: the
+    answer must name the release (the backend's /health does); checks: consecutive passes
+    needed within `health_timeout` seconds; drain: seconds the old color keeps finishing
+    requests after the switch; keep: releases kept (never the current or previous one);
+    tasks: release tasks run before the switch, in order (migrate).
+    """
+
+    layout: Layout
+    group: str
+    upstream_file: str
+    upstream_name: str
+    ports: dict[str, int]
+    health_path: str
+    health_release: bool
+    checks: int
+    health_timeout: int
+    drain: int
+    keep: int
+    tasks: tuple[str, ...] = ()
+
+
+# --- what the host is asked first ------------------------------------------------------------
+
+STATE = r'''
+base=$1; upstream=$2; name=$3
+echo "@lock"; cat -- "$base/.deploy-lock/owner.json" 2>/dev/null; echo
+echo "@current"; readlink -- "$base/current" 2>/dev/null
+for color in blue green; do echo "@color $color"; readlink -- "$base/colors/$color" 2>/dev/null; done
+echo "@upstream"; sed -n "s/^upstream ${name} { server 127\.0\.0\.1:\([0-9]*\);.*/\1/p" "$upstream" 2>/dev/null
+echo "@releases"
+for dir in "$base"/releases/*/; do
+    [ -d "$dir" ] || continue
+    id=$(basename -- "$dir")
+    case "$id" in *.partial) continue ;; esac
+    if [ -e "$dir/.vigil-bad" ]; then status=bad; else status=good; fi
+    printf '%s %s ' "$id" "$status"; cat -- "$dir/.vigil-release.json" 2>/dev/null | tr -d '\n'; echo
+done
+echo "@end"
+'''
+
+
+@dataclass
+class HostState:
+    """What a host holds for one service before a deploy."""
+
+    lock: dict | None = None
+    current: str | None = None
+    colors: dict[str, str | None] = field(default_factory=dict)
+    live_port: int | None = None
+    releases: dict[str, dict] = field(default_factory=dict)
+
+
+def state_command(settings: Settings) -> Command:
+    return script(STATE, settings.layout.base, settings.upstream_file, settings.upstream_name, sudo=False)
+
+
+def parse_state(stdout: str) -> HostState:
+    """Parse STATE's sections; a release's metadata that does not parse counts as none."""
+    state, section = HostState(), None
+    for line in stdout.splitlines():
+        if line.startswith("@"):
+            section = line[1:]
+            continue
+        text = line.strip()
+        if not text:
+            continue
+        if section == "lock":
+            state.lock = _json(text) or {"owner": "unknown"}
+        elif section == "current":
+            state.current = Path(text).name
+        elif section and section.startswith("color "):
+            state.colors[section.split()[1]] = Path(text).name
+        elif section == "upstream" and text.isdigit():
+            state.live_port = int(text)
+        elif section == "releases":
+            release_id, _, rest = text.partition(" ")
+            status, _, meta = rest.partition(" ")
+            state.releases[release_id] = {**(_json(meta) or {}), "status": status}
+    return state
+
+
+def _json(text: str) -> dict | None:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+# --- the commands, as data -------------------------------------------------------------------
+
+TAKE_LOCK = r'''
+lock=$1
+mkdir -- "$lock" 2>/dev/null || { cat -- "$lock/owner.json" 2>/dev/null; exit 75; }
+cat > "$lock/owner.json"
+'''
+
+# The artifact arrives on stdin into a .partial directory; only a complete, checked
+# unpack is renamed into place, so a dropped upload never leaves a release behind.
+UNPACK = r'''
+set -eu
+release=$1; sha=$2; group=$3; id=$4; meta=$5
+partial="$release.partial"
+rm -rf -- "$partial" "$partial.tar.gz"
+cat > "$partial.tar.gz"
+got=$(sha256sum -- "$partial.tar.gz" | cut -d' ' -f1)
+if [ "$got" != "$sha" ]; then rm -f -- "$partial.tar.gz"; echo "checksum mismatch: got $got, want $sha" >&2; exit 65; fi
+mkdir -- "$partial"
+tar -xzf "$partial.tar.gz" -C "$partial" --no-same-owner
+rm -f -- "$partial.tar.gz"
+printf 'RELEASE_ID=%s\n' "$id" > "$partial/release.env"
+printf '%s\n' "$meta" > "$partial/.vigil-release.json"
+chgrp -R -- "$group" "$partial"
+chmod -R g+rX,g-w,o-rwx -- "$partial"
+mv -T -- "$partial" "$release"
+'''
+
+# ln -sfn unlinks then links: for a moment there is no link. A new link renamed over the
+# old one is atomic.
+RELINK = 'ln -sfn -- "$2" "$1.vigil-new" && mv -T -f -- "$1.vigil-new" "$1"'
+
+HEALTH_GATE = r'''
+port=$1; path=$2; release=$3; needed=$4; timeout=$5
+passed=0; last="no answer"; end=$(( $(date +%s) + timeout ))
+while [ "$(date +%s)" -lt "$end" ]; do
+    if body=$(curl -fsS --max-time 2 "http://127.0.0.1:$port$path" 2>&1); then
+        if [ -z "$release" ] || printf '%s' "$body" | grep -qF "\"release\":\"$release\""; then
+            passed=$((passed + 1)); last="passed"
+        else
+            passed=0; last="answered for another release: $body"
+        fi
+    else
+        passed=0; last=$body
+    fi
+    if [ "$passed" -ge "$needed" ]; then echo "$needed checks in a row passed"; exit 0; fi
+    sleep 1
+done
+echo "not healthy within ${timeout}s: $last" >&2
+exit 1
+'''
+
+PRUNE = r'''
+releases=$1; shift
+for id in "$@"; do rm -rf -- "$releases/$id"; done
+'''
+
+
+def helper(*argv: str) -> Command:
+    """A root helper the deploy user's sudo allows (the app's units, the upstream switch)."""
+    return Command(tuple(argv), sudo=True)
+
+
+def as_deploy(body: str, *args: str, stdin: bytes | None = None) -> Command:
+    return script(body, *args, sudo=False, stdin=stdin)
+
+
+def prune_candidates(state: HostState, keep: int, protected: set[str]) -> list[str]:
+    """Releases to delete: all but the newest `keep`, never one in `protected` (current, previous, colors)."""
+    ordered = sorted(state.releases, key=lambda rid: (state.releases[rid].get("uploaded_at", ""), rid), reverse=True)
+    kept = set(ordered[:keep]) | protected
+    return [rid for rid in ordered if rid not in kept]
+
+
+class DeployFailed(Exception):
+    """A step failed; carries the step's name and what to show."""
+
+    def __init__(self, step: str, reason: str):
+        super().__init__(reason)
+        self.step = step
+        self.reason = reason
+
+
+@dataclass
+class HostDeploy:
+    """One service's deploy on one host, step by step, each step recorded for progress and the recap."""
+
+    transport: Any
+    host: Host
+    settings: Settings
+    artifact: Artifact
+    who: str
+    lock_wait: float = 0
+    progress: Callable[[str, OperationResult], None] | None = None
+    clock: Callable[[], float] = time.time
+    result: HostResult = field(init=False)
+
+    def __post_init__(self):
+        self.result = HostResult(self.host.name, started=self.clock())
+
+    def record(self, name: str, status: str, summary: str = "", error: str = "", began: float | None = None) -> None:
+        op = OperationResult(name, status, summary=summary, error=error,
+                             seconds=(time.monotonic() - began) if began else 0.0)
+        self.result.operations.append(op)
+        if self.progress:
+            self.progress(self.host.name, op)
+
+    def run(self, command: Command, step: str, timeout: float | None = None):
+        result = self.transport.run(command, timeout=timeout)
+        if not result.ok:
+            detail = "\n".join(REDACTOR.redact((result.stderr or result.stdout).strip()).splitlines()[-LOG_TAIL_LINES:])
+            raise DeployFailed(step, f"`{command.display(self.host.user)}` exited {result.status}: {detail}")
+        return result
+
+    def journal_tail(self, unit: str) -> str:
+        result = self.transport.run(Command(("journalctl", "-q", "--no-pager", "-n", str(LOG_TAIL_LINES), "-u", unit), sudo=False))
+        return REDACTOR.redact(result.stdout.strip()) if result.ok else "(no journal access)"
+
+    # -- the procedure --------------------------------------------------------------------
+
+    def deploy(self) -> HostResult:
+        settings = self.settings
+        self.take_lock()
+        switched = False
+        idle = None
+        try:
+            state = parse_state(self.run(state_command(settings), "read the host").stdout)
+            live = next((color for color, port in settings.ports.items() if port == state.live_port), COLORS[0])
+            idle = next(color for color in COLORS if color != live)
+            self.upload(state)
+            for task in settings.tasks:
+                self.release_task(task)
+            self.start_idle(idle)
+            self.health_gate(idle)
+            self.switch(idle)
+            switched = True
+            self.retire(live, state)
+            self.finish(state, live)
+        except DeployFailed as failure:
+            self.record(failure.step, FAILED, error=failure.reason)
+            self.result.error = f"{failure.step}: {failure.reason}"
+            if not switched:
+                self.abandon(idle)
+        finally:
+            self.release_lock()
+        self.result.finished = self.clock()
+        return self.result
+
+    def take_lock(self) -> None:
+        began = time.monotonic()
+        owner = json.dumps({"who": self.who, "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.clock())),
+                            "release": self.artifact.id, "ref": self.artifact.ref}).encode()
+        deadline = time.monotonic() + self.lock_wait
+        while True:
+            result = self.transport.run(as_deploy(TAKE_LOCK, self.settings.layout.lock, stdin=owner))
+            if result.ok:
+                self.record("Take the deploy lock.", CHANGED, summary=f"locked {self.settings.layout.lock}", began=began)
+                return
+            if result.status != 75:
+                raise HostError(self.host.name, f"taking the deploy lock failed: {result.stderr.strip()[-300:]}")
+            if time.monotonic() >= deadline:
+                holder = _json(result.stdout.strip()) or {}
+                raise HostError(self.host.name, f"another deploy holds the lock: {holder.get('who', 'unknown')} since "
+                                                f"{holder.get('since', '?')} (release {holder.get('release', '?')}); wait "
+                                                f"(--lock-wait) or, if it died, `invoke deploy.unlock --force`")
+            time.sleep(1)
+
+    def release_lock(self) -> None:
+        result = self.transport.run(Command(("rm", "-rf", "--", self.settings.layout.lock), sudo=False))
+        self.record("Release the deploy lock.", CHANGED if result.ok else FAILED,
+                    error="" if result.ok else result.stderr.strip()[-300:])
+
+    def upload(self, state: HostState) -> None:
+        began, layout, release = time.monotonic(), self.settings.layout, self.artifact.id
+        if release in state.releases:
+            self.record(f"Upload release {release}.", OK, summary="already on the host")
+            return
+        meta = json.dumps({"id": release, "ref": self.artifact.ref, "sha256": self.artifact.sha256,
+                           "uploaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.clock())),
+                           "by": self.who}, sort_keys=True)
+        self.run(as_deploy(UNPACK, layout.release(release), self.artifact.sha256, self.settings.group, release, meta,
+                           stdin=self.artifact.path.read_bytes()), f"Upload release {release}.", timeout=900)
+        self.record(f"Upload release {release}.", CHANGED, summary=f"{self.artifact.size // 1024} KiB, checksum verified", began=began)
+
+    def release_task(self, task: str) -> None:
+        began, unit = time.monotonic(), self.settings.layout.task_unit(task, self.artifact.id)
+        result = self.transport.run(helper(UNIT_HELPER, "start", unit), timeout=self.settings.health_timeout + 600)
+        if not result.ok:
+            raise DeployFailed(f"Run {task} for {self.artifact.id}.", f"{unit} failed; its log:\n{self.journal_tail(unit)}")
+        self.record(f"Run {task} for {self.artifact.id}.", CHANGED, summary=f"{unit} succeeded", began=began)
+
+    def start_idle(self, idle: str) -> None:
+        began, layout = time.monotonic(), self.settings.layout
+        step = f"Start {layout.service}@{idle} on {self.artifact.id}."
+        self.run(as_deploy(RELINK, layout.color(idle), f"../releases/{self.artifact.id}"), step)
+        self.run(helper(UNIT_HELPER, "restart", layout.unit(idle)), step)
+        self.record(step, CHANGED, summary=f"port {self.settings.ports[idle]}", began=began)
+
+    def health_gate(self, idle: str) -> None:
+        began, settings = time.monotonic(), self.settings
+        step = f"Check {settings.layout.service}@{idle} is healthy."
+        result = self.transport.run(as_deploy(HEALTH_GATE, str(settings.ports[idle]), settings.health_path,
+                                              self.artifact.id if settings.health_release else "", str(settings.checks),
+                                              str(settings.health_timeout)), timeout=settings.health_timeout + 60)
+        if not result.ok:
+            raise DeployFailed(step, f"{result.stderr.strip()[-500:]}\nits log:\n{self.journal_tail(settings.layout.unit(idle))}")
+        self.record(step, OK, summary=result.stdout.strip(), began=began)
+
+    def switch(self, idle: str) -> None:
+        began, service = time.monotonic(), self.settings.layout.service
+        step = f"Switch nginx's {service} upstream to {idle}."
+        self.run(helper(SWITCH_HELPER, service, idle), step)
+        self.record(step, CHANGED, summary=f"127.0.0.1:{self.settings.ports[idle]}, nginx reloaded gracefully", began=began)
+
+    def retire(self, live: str, state: HostState) -> None:
+        began, layout = time.monotonic(), self.settings.layout
+        step = f"Drain and stop {layout.service}@{live}."
+        # Requests nginx's old workers still hold finish on the old color; then it stops cleanly.
+        time.sleep(self.settings.drain)
+        result = self.transport.run(helper(UNIT_HELPER, "stop", layout.unit(live)))
+        self.record(step, CHANGED if result.ok else FAILED, summary=f"stopped after {self.settings.drain}s",
+                    error="" if result.ok else f"stopping the old color failed: {result.stderr.strip()[-300:]}", began=began)
+
+    def finish(self, state: HostState, live: str) -> None:
+        began, layout, release = time.monotonic(), self.settings.layout, self.artifact.id
+        step = f"Make {release} current."
+        self.run(as_deploy(RELINK, layout.current, f"releases/{release}"), step)
+        line = json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.clock())), "who": self.who,
+                           "release": release, "ref": self.artifact.ref, "previous": state.current,
+                           "color": next(c for c in COLORS if c != live), "result": "live"}) + "\n"
+        self.run(as_deploy('cat >> "$1"', layout.history, stdin=line.encode()), step)
+        self.record(step, CHANGED, summary=f"previous: {state.current or 'none'}", began=began)
+        protected = {release} | {rid for rid in (state.current, *state.colors.values()) if rid}
+        doomed = prune_candidates(parse_state(self.run(state_command(self.settings), step).stdout), self.settings.keep, protected)
+        if doomed:
+            self.run(as_deploy(PRUNE, layout.releases, *doomed), "Prune old releases.")
+        self.record("Prune old releases.", CHANGED if doomed else OK,
+                    summary=f"removed {', '.join(doomed)}" if doomed else f"at most {self.settings.keep} kept")
+
+    def abandon(self, idle: str | None) -> None:
+        """After a failure before the switch: stop the idle color, mark the release bad; the live color is untouched."""
+        layout, release = self.settings.layout, self.artifact.id
+        if idle:
+            self.transport.run(helper(UNIT_HELPER, "stop", layout.unit(idle)))
+        marked = self.transport.run(as_deploy('test -d "$1" && printf \'{"id": "%s", "status": "bad"}\\n\' "$2" > "$1/.vigil-bad"',
+                                              layout.release(release), release))
+        self.record(f"Mark {release} bad.", CHANGED if marked.ok else OK,
+                    summary=f"the live color keeps serving; {layout.service}@{idle or '-'} stopped")
+
+
+def deploy_work(settings_for: Callable[[Host], Settings], artifact: Artifact, who: str, lock_wait: float):
+    """The per-host work runner.run calls for a deploy."""
+
+    def work(transport, host_plan: HostPlan, options: RunOptions, progress) -> HostResult:
+        return HostDeploy(transport, host_plan.host, settings_for(host_plan.host), artifact, who, lock_wait, progress).deploy()
+
+    return work
+
+
+def settings_from_vars(vars, service: str) -> Settings:
+    """A host's deploy settings for `service`, from its merged app and nginx role vars (names the key at fault)."""
+    from vigil.errors import ConfigError
+
+    health = vars["app_health"]
+    spec = health.get(service) if isinstance(health, dict) else None
+    if not isinstance(spec, dict) or not isinstance(spec.get("path"), str) or not spec["path"].startswith("/") \
+            or not isinstance(spec.get("release", False), bool):
+        raise ConfigError(f"{vars.where('app_health')}.{service}: expected {{path: /..., release: true|false}}")
+    ports = vars[f"nginx_{service}_ports"]
+    tasks = (vars["app_deploy_tasks"] or {}).get(service) or []
+    known_tasks = (vars["app_release_tasks"] or {}).get(service) or {}
+    for task in tasks:
+        if task not in known_tasks:
+            raise ConfigError(f"{vars.where('app_deploy_tasks')}.{service}: {task!r} is not in app_release_tasks.{service}")
+    name = vars.string("app_name", r"[a-z][a-z0-9-]{0,30}")
+    return Settings(
+        layout=Layout(vars.path("app_root"), name, service),
+        group=vars.user("app_group"),
+        upstream_file=f"/etc/nginx/conf.d/{name}-upstreams.conf",
+        upstream_name=f"{name.replace('-', '_')}_{service}",
+        ports={color: int(ports[color]) for color in COLORS},
+        health_path=spec["path"],
+        health_release=bool(spec.get("release", False)),
+        checks=vars.integer("app_health_checks", minimum=1),
+        health_timeout=vars.integer("app_health_timeout", minimum=1),
+        drain=vars.integer("app_drain_seconds", minimum=0),
+        keep=vars.integer("app_keep_releases", minimum=2),
+        tasks=tuple(tasks),
+    )
+
+
+def deploy_service(env: str, service: str, source, limit: str | None, options: RunOptions, reporter,
+                   lock_wait: float = 0, environment=None):
+    """Build (or reuse) `service`'s artifact and deploy it to its hosts, rolling by options.serial.
+
+    Returns (exit code, artifact, host results). The hosts are the group the secrets schema runs
+    the service on; each is logged in to as the deploy user, never the bootstrap user.
+    """
+    import dataclasses as dc
+
+    from vigil import secrets
+    from vigil.build import build
+    from vigil.config import load_inventory, load_role
+    from vigil.errors import ConfigError
+    from vigil.report import Environment, append_local_audit, audit_record, exit_code, operator
+    from vigil.runner import run
+    from vigil.transport import SSHTransport
+
+    environment = environment or Environment()
+    inventory = load_inventory(env)
+    schema = secrets.load_schema()
+    if service not in schema.services:
+        raise ConfigError(f"{service!r} is not a service of {schema.path.name} ({', '.join(schema.services)})")
+    group = schema.services[service].hosts
+    hosts = [host for host in inventory.select(limit)
+             if host.name in inventory.hosts_in(group, where=f"secrets/schema.yml: services.{service}.hosts")]
+    if not hosts:
+        raise ConfigError(f"--limit {limit or 'all'} selects no host of group {group!r} in inventory/{env}.yml")
+    roles = [load_role("app"), load_role("nginx")]
+    settings = {host.name: settings_from_vars(inventory.vars_for(host, roles), service) for host in hosts}
+    artifact = build(source, echo=lambda line: reporter.console.print(line, markup=False) if not reporter.json_output else None)
+    who = operator()
+    results = run(
+        [HostPlan(host, []) for host in hosts],
+        lambda host: SSHTransport(dc.replace(host, bootstrap_user=None), inventory.known_hosts, inventory.env),
+        options,
+        reporter.progress,
+        work=deploy_work(lambda host: settings[host.name], artifact, who, lock_wait),
+        stop_after_failure=True,
+    )
+    code = exit_code(results)
+    record = audit_record(f"deploy.{service}", env, [r.host for r in results], code.name.lower(), environment.clock(),
+                          sum(r.count(CHANGED) for r in results))
+    record["release"] = artifact.id
+    append_local_audit(record, environment)
+    reporter.recap(f"deploy.{service} {artifact.id}", env, results)
+    return code, artifact, results
