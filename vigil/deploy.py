@@ -17,6 +17,7 @@ Everything a host must be asked first is read in one round trip.
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -230,6 +231,18 @@ for id in "$@"; do rm -rf -- "$releases/$id"; done
 '''
 
 
+ERROR_LINE = re.compile(r"\b(\w*Error\b|ERROR|FATAL|[Ee]xception|failed|error:)")
+
+
+def log_excerpt(log: str, errors: int = 5, tail: int = 10) -> str:
+    """What explains a failure in a long log: its first error lines, then its last lines (a stack
+    trace's object dump would otherwise push the error itself out of view)."""
+    lines = [line for line in log.splitlines() if line.strip()]
+    first_errors = [line for line in lines[:-tail] if ERROR_LINE.search(line)][:errors]
+    shown = first_errors + (["..."] if first_errors else []) + lines[-tail:]
+    return "\n".join(line[:300] for line in shown)
+
+
 def helper(*argv: str) -> Command:
     """A root helper the deploy user's sudo allows (the app's units, the upstream switch)."""
     return Command(tuple(argv), sudo=True)
@@ -242,7 +255,11 @@ def as_deploy(body: str, *args: str, stdin: bytes | None = None) -> Command:
 def prune_candidates(state: HostState, keep: int, protected: set[str]) -> list[str]:
     """Releases to delete: all but the newest `keep`, never one in `protected` (current, previous, colors)."""
     ordered = sorted(state.releases, key=lambda rid: (state.releases[rid].get("uploaded_at", ""), rid), reverse=True)
-    kept = set(ordered[:keep]) | protected
+    kept = {rid for rid in protected if rid in state.releases}
+    for rid in ordered:
+        if len(kept) >= keep:
+            break
+        kept.add(rid)
     return [rid for rid in ordered if rid not in kept]
 
 
@@ -287,8 +304,10 @@ class HostDeploy:
         return result
 
     def journal_tail(self, unit: str) -> str:
-        result = self.transport.run(Command(("journalctl", "-q", "--no-pager", "-n", str(LOG_TAIL_LINES), "-u", unit), sudo=False))
-        return REDACTOR.redact(result.stdout.strip()) if result.ok else "(no journal access)"
+        result = self.transport.run(Command(("journalctl", "-q", "--no-pager", "-o", "cat", "-n", "300", "-u", unit), sudo=False))
+        if not result.ok:
+            return "(no journal access)"
+        return REDACTOR.redact(log_excerpt(result.stdout))
 
     # -- the procedure --------------------------------------------------------------------
 
@@ -492,16 +511,28 @@ def deploy_service(env: str, service: str, source, limit: str | None, options: R
         raise ConfigError(f"--limit {limit or 'all'} selects no host of group {group!r} in inventory/{env}.yml")
     roles = [load_role("app"), load_role("nginx")]
     settings = {host.name: settings_from_vars(inventory.vars_for(host, roles), service) for host in hosts}
+    # Release tasks (migrations) touch the shared database: the first host runs them, alone, before
+    # any other host starts the new release; the others skip them.
+    first, *rest = hosts
+    for host in rest:
+        settings[host.name] = dc.replace(settings[host.name], tasks=())
     artifact = build(source, echo=lambda line: reporter.console.print(line, markup=False) if not reporter.json_output else None)
     who = operator()
-    results = run(
-        [HostPlan(host, []) for host in hosts],
-        lambda host: SSHTransport(dc.replace(host, bootstrap_user=None), inventory.known_hosts, inventory.env),
-        options,
-        reporter.progress,
-        work=deploy_work(lambda host: settings[host.name], artifact, who, lock_wait),
-        stop_after_failure=True,
-    )
+
+    def roll(batch: list[Host], previous: list[HostResult]) -> list[HostResult]:
+        if any(result.failed for result in previous):
+            now = environment.clock()
+            return [HostResult(host.name, skipped="an earlier host failed", started=now, finished=now) for host in batch]
+        return run(
+            [HostPlan(host, []) for host in batch],
+            lambda host: SSHTransport(dc.replace(host, bootstrap_user=None), inventory.known_hosts, inventory.env),
+            options, reporter.progress,
+            work=deploy_work(lambda host: settings[host.name], artifact, who, lock_wait),
+            stop_after_failure=True,
+        )
+
+    results = roll([first], []) if settings[first.name].tasks and rest else []
+    results += roll(rest if results else hosts, results)
     code = exit_code(results)
     record = audit_record(f"deploy.{service}", env, [r.host for r in results], code.name.lower(), environment.clock(),
                           sum(r.count(CHANGED) for r in results))

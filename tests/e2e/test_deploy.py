@@ -1,0 +1,216 @@
+"""Deploys of the real sample app to the session's web hosts: vps1 (also the database) and vps2 (over TLS to it).
+
+Everything runs as a person would: `invoke deploy.*`, then HTTPS requests and
+reads of the hosts. Variants of the backend (a failing health check, a failing
+migration) are scratch copies of the sample with one change each.
+"""
+
+import json
+import shlex
+import shutil
+import subprocess
+import threading
+import time
+
+import pytest
+import requests
+import yaml
+
+from conftest import INVENTORY, REPO, SSH_OPTIONS, invoke
+from vigil.errors import ExitCode
+
+CA = REPO / ".vigil" / "sandbox" / "ca" / "ca.crt"
+BACKEND = REPO / "examples" / "together-pray" / "backend"
+WEB = ("vps1", "vps2")
+
+
+def health(address: str) -> dict:
+    for _ in range(10):
+        response = requests.get(f"https://{address}/api/health", verify=str(CA), timeout=10)
+        if response.status_code != 429:  # the API's rate limit, after a burst: it refills at 10 per second
+            break
+        time.sleep(0.5)
+    return response.json() if response.status_code == 200 else {"status": response.status_code}
+
+
+def current_release(sandbox, host: str, service: str = "backend") -> str:
+    return sandbox.ssh(host, f"basename $(readlink /srv/together-pray/{service}/current)").strip()
+
+
+def variant(tmp_path, name: str, edit) -> str:
+    """A scratch copy of the sample backend with one change; returns an inventory pointing app_services at it."""
+    source = tmp_path / name
+    shutil.copytree(BACKEND, source, ignore=shutil.ignore_patterns("node_modules", "dist"))
+    edit(source)
+    return str(source)
+
+
+def scratch_with_backend(sandbox, tmp_path, source: str):
+    def point_at(data):
+        data["vars"]["app_services"] = {"backend": {"kind": "node", "source": source, "ref": ""},
+                                        "frontend": {"kind": "next-standalone", "source": "examples/together-pray/frontend", "ref": ""}}
+    return sandbox.scratch_inventory(tmp_path, point_at)
+
+
+@pytest.fixture(scope="module")
+def deployed(provisioned, sandbox):
+    pushed = invoke("secrets.push", "--limit=vps1,vps2")
+    assert pushed.code == 0, pushed.stdout + pushed.stderr
+    first = invoke("deploy.all", "--json", timeout=1800)
+    return first
+
+
+def test_the_first_deploy_serves_prayers_from_postgresql_on_every_web_host(deployed, sandbox):
+    assert deployed.code == 0, deployed.stdout[-4000:] + deployed.stderr
+    release = current_release(sandbox, "vps1")
+    for host in WEB:
+        address = sandbox.addresses[host]
+        # vps2 reaches the database on vps1 over TLS, verified (node-postgres, verify-full).
+        assert health(address) == {"status": "ok", "release": release, "database": "up"}
+        page = requests.get(f"https://{address}/", verify=str(CA), timeout=10)
+        assert page.status_code == 200 and "Welcome. May this be a place of peace" in page.text
+        assert sandbox.ssh(host, "ps -o user= -C node | sort -u").split() == ["together-pray"]
+        assert sandbox.ssh(host, "test -e /srv/together-pray/backend/.deploy-lock && echo locked || echo free").strip() == "free"
+    history = [json.loads(line) for line in sandbox.ssh("vps1", "cat /srv/together-pray/backend/deploys.jsonl").splitlines()]
+    assert history[-1]["release"] == release and history[-1]["result"] == "live"
+
+
+def test_a_redeploy_under_load_fails_no_request(deployed, sandbox, tmp_path):
+    address = sandbox.addresses["vps1"]
+    counts = {"ok": 0, "failed": 0}
+    failures = []
+    stop = threading.Event()
+
+    def load():
+        # The page: the frontend renders it from the backend's data on every request, so a gap in
+        # either shows (the public API itself is rate-limited per client, which would count 429s).
+        session = requests.Session()
+        deadline = time.monotonic() + 300
+        while not stop.is_set() and time.monotonic() < deadline:
+            try:
+                response = session.get(f"https://{address}/", verify=str(CA), timeout=10)
+                status = response.status_code if "Welcome. May this be a place of peace" in response.text else "no prayers"
+            except requests.RequestException as error:
+                status = repr(error)
+            if status == 200:
+                counts["ok"] += 1
+            else:
+                counts["failed"] += 1
+                failures.append(status)
+
+    threads = [threading.Thread(target=load) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(1)
+        before = health(address)["release"]
+        again = invoke("deploy.all", "--limit=vps1", timeout=900)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    assert again.code == 0, again.stdout[-3000:] + again.stderr
+    assert health(address)["release"] == before  # the same release, now on the other color
+    assert counts["ok"] > 50 and counts["failed"] == 0, failures[:5]
+
+
+def test_a_release_whose_health_fails_leaves_the_old_one_serving(deployed, sandbox, tmp_path):
+    def break_health(source):
+        path = source / "src" / "health.controller.ts"
+        path.write_text(path.read_text().replace('await this.dataSource.query("SELECT 1");', 'throw new Error("broken on purpose");'))
+
+    inventory = scratch_with_backend(sandbox, tmp_path, variant(tmp_path, "broken-health", break_health))
+    before = health(sandbox.addresses["vps1"])["release"]
+    run = invoke("deploy.backend", "--json", "--limit=vps1", inventory=inventory, timeout=900)
+    assert run.code == ExitCode.HOST_FAILED
+    error = run.host("vps1")["error"]
+    assert error.startswith("Check backend@") and "not healthy within" in error and "its log:" in error
+    assert health(sandbox.addresses["vps1"])["release"] == before
+    bad = [line for line in sandbox.ssh("vps1", "ls /srv/together-pray/backend/releases/*/.vigil-bad 2>/dev/null").split()]
+    assert len(bad) == 1 and before not in bad[0]
+    assert sandbox.ssh("vps1", "test -e /srv/together-pray/backend/.deploy-lock && echo locked || echo free").strip() == "free"
+
+
+def test_a_failing_migration_switches_nothing_and_leaves_the_database_unchanged(deployed, sandbox, tmp_path):
+    def add_failing_migration(source):
+        (source / "src" / "migrations" / "1764000000001-Broken.ts").write_text(
+            'import { MigrationInterface, QueryRunner } from "typeorm";\n'
+            "export class Broken1764000000001 implements MigrationInterface {\n"
+            '  name = "Broken1764000000001";\n'
+            "  public async up(queryRunner: QueryRunner): Promise<void> {\n"
+            '    await queryRunner.query(`CREATE TABLE "half_done" ("id" int)`);\n'
+            '    await queryRunner.query(`SELECT 1/0`);\n'
+            "  }\n"
+            "  public async down(): Promise<void> {}\n"
+            "}\n")
+
+    inventory = scratch_with_backend(sandbox, tmp_path, variant(tmp_path, "broken-migration", add_failing_migration))
+    before = health(sandbox.addresses["vps1"])["release"]
+    run = invoke("deploy.backend", "--json", "--limit=vps1", inventory=inventory, timeout=900)
+    assert run.code == ExitCode.HOST_FAILED
+    error = run.host("vps1")["error"]
+    assert error.startswith("Run migrate for") and "division by zero" in error
+    assert health(sandbox.addresses["vps1"])["release"] == before
+    tables = sandbox.ssh("vps1", "su postgres -c \"psql -tA -d together_pray -c \\\"select count(*) from pg_tables where tablename = 'half_done'\\\"\"")
+    assert tables.strip() == "0"  # the migration's transaction rolled back
+    names = sandbox.ssh("vps1", "su postgres -c \"psql -tA -d together_pray -c 'select name from migrations'\"").split()
+    assert names == ["CreatePrayers1764000000000"]
+
+
+def test_a_held_lock_refuses_a_second_deploy_and_lock_wait_waits_for_it(deployed, sandbox):
+    lock = "/srv/together-pray/backend/.deploy-lock"
+    owner = json.dumps({"who": "alice@laptop", "since": "2026-11-26T01:00:00Z", "release": "x", "ref": "y"})
+    hold = f"mkdir {lock} && printf '%s' {shlex.quote(owner)} > {lock}/owner.json"
+    assert subprocess.run(["ssh", *SSH_OPTIONS, f"deploy@{sandbox.addresses['vps1']}", hold]).returncode == 0
+    refused = invoke("deploy.backend", "--json", "--limit=vps1")
+    assert refused.code == ExitCode.HOST_FAILED
+    assert "another deploy holds the lock: alice@laptop since 2026-11-26T01:00:00Z" in refused.host("vps1")["error"]
+    assert "alice@laptop" in sandbox.ssh("vps1", f"cat {lock}/owner.json")  # not taken over
+    release_later = threading.Timer(3, lambda: sandbox.ssh("vps1", f"rm -rf {lock}"))
+    release_later.start()
+    try:
+        waited = invoke("deploy.backend", "--limit=vps1", "--lock-wait=60", timeout=600)
+    finally:
+        release_later.join()
+    assert waited.code == 0, waited.stdout[-2000:] + waited.stderr
+
+
+def test_old_releases_are_pruned_to_five_never_the_current_or_previous(deployed, sandbox):
+    releases = "/srv/together-pray/backend/releases"
+    fake = " ".join(f"old-{n}" for n in range(7))
+    sandbox.ssh("vps1", f"cd {releases} && for id in {fake}; do mkdir -p $id && "
+                        "printf '{\"id\": \"%s\", \"uploaded_at\": \"2020-01-01T00:00:0%s\"}' $id ${id#old-} > $id/.vigil-release.json; "
+                        "chown -R deploy:together-pray $id; done")
+    current = current_release(sandbox, "vps1")
+    assert invoke("deploy.backend", "--limit=vps1", timeout=600).code == 0
+    left = sandbox.ssh("vps1", f"ls {releases}").split()
+    assert current in left and len(left) <= 5 and not any(name.startswith("old-0") for name in left)
+
+
+def test_an_upload_cut_off_midway_never_becomes_a_release_and_the_next_deploy_succeeds(deployed, sandbox, tmp_path):
+    from vigil.deploy import UNPACK
+
+    def touch_comment(source):
+        path = source / "src" / "main.ts"
+        path.write_text(path.read_text() + "// a new release\n")
+
+    inventory = scratch_with_backend(sandbox, tmp_path, variant(tmp_path, "new-release", touch_comment))
+    built = invoke("deploy.build", "--app=backend", extra_env={"VIGIL_INVENTORY": str(inventory)}, timeout=900)
+    assert built.code == 0, built.stdout + built.stderr
+    release, path = next(line.split()[1:3] for line in built.stdout.splitlines() if line.startswith("backend "))
+    artifact = open(path, "rb").read()
+    target = f"/srv/together-pray/backend/releases/{release}"
+    upload = subprocess.Popen(["ssh", *SSH_OPTIONS, f"deploy@{sandbox.addresses['vps1']}",
+                               f"sh -c {shlex.quote(UNPACK)} unpack {target} {'0' * 64} together-pray {release} '{{}}'"],
+                              stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    upload.stdin.write(artifact[: len(artifact) // 2])
+    upload.stdin.flush()
+    time.sleep(1)
+    upload.kill()  # our own ssh client, by its handle: the connection drops mid-upload
+    upload.wait()
+    assert sandbox.ssh("vps1", f"test -d {target} && echo release || echo none").strip() == "none"
+    again = invoke("deploy.backend", "--limit=vps1", inventory=inventory, timeout=600)
+    assert again.code == 0, again.stdout[-2000:] + again.stderr
+    assert current_release(sandbox, "vps1") == release
+    assert health(sandbox.addresses["vps1"])["release"] == release
+    assert sandbox.ssh("vps1", "ls -a /srv/together-pray/backend/releases | grep -c partial || true").strip() == "0"
