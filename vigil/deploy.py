@@ -10,8 +10,9 @@ upstream switch only), one service at a time:
     -> history line -> unlock, on failure too.
 
 A failure before the switch leaves the serving color untouched, stops the idle
-one, marks the release bad and names the step with the tail of its log.
-Everything a host must be asked first is read in one round trip.
+one, marks the release bad and names the step with the lines of its log that
+explain it. The host's state (lock, links, live color, releases) is read in one
+round trip.
 """
 
 from __future__ import annotations
@@ -103,6 +104,7 @@ class Settings:
     drain: int
     keep: int
     tasks: tuple[str, ...] = ()
+    task_timeout: int = 600
 
 
 # --- what the host is asked first ------------------------------------------------------------
@@ -177,7 +179,11 @@ def _json(text: str) -> dict | None:
 
 TAKE_LOCK = r'''
 lock=$1
-mkdir -- "$lock" 2>/dev/null || { cat -- "$lock/owner.json" 2>/dev/null; exit 75; }
+if ! mkdir -- "$lock" 2>/dev/null; then
+    # Only an existing lock means another deploy; anything else (no directory, no permission) is an error.
+    test -d "$lock" || { mkdir -- "$lock"; exit 1; }
+    cat -- "$lock/owner.json" 2>/dev/null; exit 75
+fi
 cat > "$lock/owner.json"
 '''
 
@@ -231,12 +237,15 @@ for id in "$@"; do rm -rf -- "$releases/$id"; done
 '''
 
 
+URL_CREDENTIALS = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^/\s:@]+:)[^@\s]+@")
 ERROR_LINE = re.compile(r"\b(\w*Error\b|ERROR|FATAL|[Ee]xception|failed|error:)")
 
 
 def log_excerpt(log: str, errors: int = 5, tail: int = 10) -> str:
     """What explains a failure in a long log: its first error lines, then its last lines (a stack
     trace's object dump would otherwise push the error itself out of view)."""
+    # A URL's password (a DATABASE_URL in an error message) is masked even where vigil never saw the value.
+    log = URL_CREDENTIALS.sub(r"\1***@", log)
     lines = [line for line in log.splitlines() if line.strip()]
     first_errors = [line for line in lines[:-tail] if ERROR_LINE.search(line)][:errors]
     shown = first_errors + (["..."] if first_errors else []) + lines[-tail:]
@@ -316,9 +325,14 @@ class HostDeploy:
         self.take_lock()
         switched = False
         idle = None
+        state = HostState()
         try:
-            state = parse_state(self.run(state_command(settings), "read the host").stdout)
-            live = next((color for color, port in settings.ports.items() if port == state.live_port), COLORS[0])
+            state = parse_state(self.run(state_command(settings), "Read the host.").stdout)
+            live = next((color for color, port in settings.ports.items() if port == state.live_port), None)
+            if live is None:
+                raise DeployFailed("Read the host.", f"nginx's {settings.upstream_name} upstream in {settings.upstream_file} "
+                                                     f"names no color's port ({state.live_port or 'none found'}); "
+                                                     "run provision.server on this host first")
             idle = next(color for color in COLORS if color != live)
             self.upload(state)
             for task in settings.tasks:
@@ -329,15 +343,25 @@ class HostDeploy:
             switched = True
             self.retire(live, state)
             self.finish(state, live)
-        except DeployFailed as failure:
-            self.record(failure.step, FAILED, error=failure.reason)
-            self.result.error = f"{failure.step}: {failure.reason}"
+        except Exception as failure:  # a dropped connection too: clean up what can be, report it all
+            step = failure.step if isinstance(failure, DeployFailed) else "Deploy"
+            reason = failure.reason if isinstance(failure, (DeployFailed, HostError)) else f"{type(failure).__name__}: {failure}"
+            self.record(step, FAILED, error=REDACTOR.redact(reason))
+            self.result.error = f"{step}: {REDACTOR.redact(reason)}"
             if not switched:
-                self.abandon(idle)
+                self.best_effort(lambda: self.abandon(idle, state))
         finally:
-            self.release_lock()
+            self.best_effort(self.release_lock)
         self.result.finished = self.clock()
         return self.result
+
+    def best_effort(self, action) -> None:
+        """Clean-up after a failure must not hide it: its own failure is added to the host's error."""
+        try:
+            action()
+        except Exception as error:  # the connection may be gone; say so, keep the first error
+            reason = error.reason if isinstance(error, HostError) else str(error)
+            self.result.error = (self.result.error + "; " if self.result.error else "") + f"and clean-up failed: {reason}"
 
     def take_lock(self) -> None:
         began = time.monotonic()
@@ -355,13 +379,16 @@ class HostDeploy:
                 holder = _json(result.stdout.strip()) or {}
                 raise HostError(self.host.name, f"another deploy holds the lock: {holder.get('who', 'unknown')} since "
                                                 f"{holder.get('since', '?')} (release {holder.get('release', '?')}); wait "
-                                                f"(--lock-wait) or, if it died, `invoke deploy.unlock --force`")
+                                                f"(--lock-wait) or, if that deploy died, remove {self.settings.layout.lock} "
+                                                "on the host as the deploy user")
             time.sleep(1)
 
     def release_lock(self) -> None:
         result = self.transport.run(Command(("rm", "-rf", "--", self.settings.layout.lock), sudo=False))
         self.record("Release the deploy lock.", CHANGED if result.ok else FAILED,
                     error="" if result.ok else result.stderr.strip()[-300:])
+        if not result.ok:
+            raise HostError(self.host.name, f"the deploy lock {self.settings.layout.lock} is still there: {result.stderr.strip()[-300:]}")
 
     def upload(self, state: HostState) -> None:
         began, layout, release = time.monotonic(), self.settings.layout, self.artifact.id
@@ -377,7 +404,7 @@ class HostDeploy:
 
     def release_task(self, task: str) -> None:
         began, unit = time.monotonic(), self.settings.layout.task_unit(task, self.artifact.id)
-        result = self.transport.run(helper(UNIT_HELPER, "start", unit), timeout=self.settings.health_timeout + 600)
+        result = self.transport.run(helper(UNIT_HELPER, "start", unit), timeout=self.settings.task_timeout + 60)
         if not result.ok:
             raise DeployFailed(f"Run {task} for {self.artifact.id}.", f"{unit} failed; its log:\n{self.journal_tail(unit)}")
         self.record(f"Run {task} for {self.artifact.id}.", CHANGED, summary=f"{unit} succeeded", began=began)
@@ -396,7 +423,8 @@ class HostDeploy:
                                               self.artifact.id if settings.health_release else "", str(settings.checks),
                                               str(settings.health_timeout)), timeout=settings.health_timeout + 60)
         if not result.ok:
-            raise DeployFailed(step, f"{result.stderr.strip()[-500:]}\nits log:\n{self.journal_tail(settings.layout.unit(idle))}")
+            answer = URL_CREDENTIALS.sub(r"\1***@", result.stderr.strip()[-500:])
+            raise DeployFailed(step, f"{answer}\nits log:\n{self.journal_tail(settings.layout.unit(idle))}")
         self.record(step, OK, summary=result.stdout.strip(), began=began)
 
     def switch(self, idle: str) -> None:
@@ -411,17 +439,25 @@ class HostDeploy:
         # Requests nginx's old workers still hold finish on the old color; then it stops cleanly.
         time.sleep(self.settings.drain)
         result = self.transport.run(helper(UNIT_HELPER, "stop", layout.unit(live)))
-        self.record(step, CHANGED if result.ok else FAILED, summary=f"stopped after {self.settings.drain}s",
-                    error="" if result.ok else f"stopping the old color failed: {result.stderr.strip()[-300:]}", began=began)
+        # Enabled or not decides which color a reboot starts: the one nginx sends traffic to.
+        enabled = self.transport.run(helper(UNIT_HELPER, "enable", layout.unit(next(c for c in COLORS if c != live))))
+        disabled = self.transport.run(helper(UNIT_HELPER, "disable", layout.unit(live)))
+        problems = [f"{what} failed: {outcome.stderr.strip()[-300:]}" for what, outcome in
+                    (("stopping the old color", result), ("enabling the new color", enabled), ("disabling the old color", disabled))
+                    if not outcome.ok]
+        self.record(step, FAILED if problems else CHANGED, summary=f"stopped after {self.settings.drain}s",
+                    error="; ".join(problems), began=began)
+        if problems:
+            # Traffic is on the new release already: finish the deploy, but say the host needs a look.
+            self.result.error = f"{step}: {'; '.join(problems)}"
 
     def finish(self, state: HostState, live: str) -> None:
         began, layout, release = time.monotonic(), self.settings.layout, self.artifact.id
         step = f"Make {release} current."
-        self.run(as_deploy(RELINK, layout.current, f"releases/{release}"), step)
-        line = json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.clock())), "who": self.who,
-                           "release": release, "ref": self.artifact.ref, "previous": state.current,
-                           "color": next(c for c in COLORS if c != live), "result": "live"}) + "\n"
-        self.run(as_deploy('cat >> "$1"', layout.history, stdin=line.encode()), step)
+        self.run(as_deploy(RELINK + ' && rm -f -- "$3"', layout.current, f"releases/{release}",
+                           f"{layout.release(release)}/.vigil-bad"), step)
+        self.append_history({"release": release, "previous": state.current,
+                             "color": next(c for c in COLORS if c != live), "result": "live"})
         self.record(step, CHANGED, summary=f"previous: {state.current or 'none'}", began=began)
         protected = {release} | {rid for rid in (state.current, *state.colors.values()) if rid}
         doomed = prune_candidates(parse_state(self.run(state_command(self.settings), step).stdout), self.settings.keep, protected)
@@ -430,15 +466,24 @@ class HostDeploy:
         self.record("Prune old releases.", CHANGED if doomed else OK,
                     summary=f"removed {', '.join(doomed)}" if doomed else f"at most {self.settings.keep} kept")
 
-    def abandon(self, idle: str | None) -> None:
-        """After a failure before the switch: stop the idle color, mark the release bad; the live color is untouched."""
+    def abandon(self, idle: str | None, state: HostState) -> None:
+        """After a failure before the switch: stop the idle color, mark the release bad (unless it is the
+        one serving: a failed redeploy says nothing against it) and note the failure in the history."""
         layout, release = self.settings.layout, self.artifact.id
         if idle:
             self.transport.run(helper(UNIT_HELPER, "stop", layout.unit(idle)))
-        marked = self.transport.run(as_deploy('test -d "$1" && printf \'{"id": "%s", "status": "bad"}\\n\' "$2" > "$1/.vigil-bad"',
-                                              layout.release(release), release))
-        self.record(f"Mark {release} bad.", CHANGED if marked.ok else OK,
+        serving = release == state.current
+        if not serving:
+            self.transport.run(as_deploy('test -d "$1" && printf \'{"id": "%s", "status": "bad"}\\n\' "$2" > "$1/.vigil-bad"',
+                                         layout.release(release), release))
+        self.append_history({"release": release, "result": "failed", "step": self.result.operations[-1].name if self.result.operations else ""})
+        self.record(f"Mark {release} bad." if not serving else f"Keep {release} serving.", CHANGED,
                     summary=f"the live color keeps serving; {layout.service}@{idle or '-'} stopped")
+
+    def append_history(self, entry: dict) -> None:
+        line = json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.clock())), "who": self.who,
+                           "ref": self.artifact.ref, **entry}) + "\n"
+        self.run(as_deploy('cat >> "$1"', self.settings.layout.history, stdin=line.encode()), "Write the deploy history.")
 
 
 def deploy_work(settings_for: Callable[[Host], Settings], artifact: Artifact, who: str, lock_wait: float):
@@ -460,6 +505,8 @@ def settings_from_vars(vars, service: str) -> Settings:
             or not isinstance(spec.get("release", False), bool):
         raise ConfigError(f"{vars.where('app_health')}.{service}: expected {{path: /..., release: true|false}}")
     ports = vars[f"nginx_{service}_ports"]
+    if not isinstance(ports, dict) or set(ports) != set(COLORS) or ports["blue"] == ports["green"]:
+        raise ConfigError(f"{vars.where(f'nginx_{service}_ports')}: expected two different ports, {{blue: PORT, green: PORT}}")
     tasks = (vars["app_deploy_tasks"] or {}).get(service) or []
     known_tasks = (vars["app_release_tasks"] or {}).get(service) or {}
     for task in tasks:
@@ -479,6 +526,7 @@ def settings_from_vars(vars, service: str) -> Settings:
         drain=vars.integer("app_drain_seconds", minimum=0),
         keep=vars.integer("app_keep_releases", minimum=2),
         tasks=tuple(tasks),
+        task_timeout=vars.integer("app_release_task_timeout", minimum=1),
     )
 
 
@@ -494,7 +542,7 @@ def deploy_service(env: str, service: str, source, limit: str | None, options: R
     from vigil import secrets
     from vigil.build import build
     from vigil.config import load_inventory, load_role
-    from vigil.errors import ConfigError
+    from vigil.errors import ConfigError, VigilError
     from vigil.report import Environment, append_local_audit, audit_record, exit_code, operator
     from vigil.runner import run
     from vigil.transport import SSHTransport
@@ -502,6 +550,11 @@ def deploy_service(env: str, service: str, source, limit: str | None, options: R
     environment = environment or Environment()
     inventory = load_inventory(env)
     schema = secrets.load_schema()
+    try:
+        # Only to mask them: a release's log may quote a value (a URL with its password).
+        secrets.load(env)
+    except VigilError:
+        pass  # no identity for this env here (a CI deploy key without it): URL passwords are still masked
     if service not in schema.services:
         raise ConfigError(f"{service!r} is not a service of {schema.path.name} ({', '.join(schema.services)})")
     group = schema.services[service].hosts

@@ -41,9 +41,11 @@ def tasks(role, vars):
         for path in (f"{root}/{service}", f"{root}/{service}/releases", f"{root}/{service}/colors"):
             operations.append(Directory(path, owner=deploy, group=app, mode="0750",
                                         name=f"Ensure {path} belongs to {deploy}, readable by {app}."))
+        internal_api = f"http://127.0.0.1:{vars.integer('nginx_internal_api_port', minimum=1025)}/api"
         for color in COLORS:
             operations.append(File(f"{config_dir}/{service}-{color}.env",
-                                   f"PORT={ports[color]}\nHOST=127.0.0.1\nHOSTNAME=127.0.0.1\n",
+                                   f"PORT={ports[color]}\nHOST=127.0.0.1\nHOSTNAME=127.0.0.1\n"
+                                   f"API_INTERNAL_URL={internal_api}\n",
                                    owner="root", group=app, mode="0640",
                                    name=f"Ensure {service}@{color} listens on 127.0.0.1:{ports[color]}."))
         unit = render_template(role.template("service.j2"), {

@@ -57,6 +57,7 @@ def deployed(provisioned, sandbox):
     pushed = invoke("secrets.push", "--limit=vps1,vps2")
     assert pushed.code == 0, pushed.stdout + pushed.stderr
     first = invoke("deploy.all", "--json", timeout=1800)
+    assert first.code == 0, first.stdout[-4000:] + first.stderr
     return first
 
 
@@ -126,8 +127,11 @@ def test_a_release_whose_health_fails_leaves_the_old_one_serving(deployed, sandb
     error = run.host("vps1")["error"]
     assert error.startswith("Check backend@") and "not healthy within" in error and "its log:" in error
     assert health(sandbox.addresses["vps1"])["release"] == before
-    bad = [line for line in sandbox.ssh("vps1", "ls /srv/together-pray/backend/releases/*/.vigil-bad 2>/dev/null").split()]
-    assert len(bad) == 1 and before not in bad[0]
+    broken = run.json["task"].split()[-1]  # "deploy.backend <release>"
+    assert sandbox.ssh("vps1", f"test -e /srv/together-pray/backend/releases/{broken}/.vigil-bad && echo bad").strip() == "bad"
+    assert sandbox.ssh("vps1", f"test -e /srv/together-pray/backend/releases/{before}/.vigil-bad || echo good").strip() == "good"
+    history = json.loads(sandbox.ssh("vps1", "tail -1 /srv/together-pray/backend/deploys.jsonl"))
+    assert (history["release"], history["result"]) == (broken, "failed")
     assert sandbox.ssh("vps1", "test -e /srv/together-pray/backend/.deploy-lock && echo locked || echo free").strip() == "free"
 
 
@@ -166,13 +170,15 @@ def test_a_held_lock_refuses_a_second_deploy_and_lock_wait_waits_for_it(deployed
     assert refused.code == ExitCode.HOST_FAILED
     assert "another deploy holds the lock: alice@laptop since 2026-11-26T01:00:00Z" in refused.host("vps1")["error"]
     assert "alice@laptop" in sandbox.ssh("vps1", f"cat {lock}/owner.json")  # not taken over
-    release_later = threading.Timer(3, lambda: sandbox.ssh("vps1", f"rm -rf {lock}"))
+    release_later = threading.Timer(8, lambda: sandbox.ssh("vps1", f"rm -rf {lock}"))
     release_later.start()
     try:
-        waited = invoke("deploy.backend", "--limit=vps1", "--lock-wait=60", timeout=600)
+        waited = invoke("deploy.backend", "--json", "--limit=vps1", "--lock-wait=60", timeout=600)
     finally:
         release_later.join()
     assert waited.code == 0, waited.stdout[-2000:] + waited.stderr
+    taking = next(op for op in waited.host("vps1")["operations"] if op["name"] == "Take the deploy lock.")
+    assert taking["seconds"] >= 4  # it waited for the holder, then took the lock
 
 
 def test_old_releases_are_pruned_to_five_never_the_current_or_previous(deployed, sandbox):
@@ -184,7 +190,8 @@ def test_old_releases_are_pruned_to_five_never_the_current_or_previous(deployed,
     current = current_release(sandbox, "vps1")
     assert invoke("deploy.backend", "--limit=vps1", timeout=600).code == 0
     left = sandbox.ssh("vps1", f"ls {releases}").split()
-    assert current in left and len(left) <= 5 and not any(name.startswith("old-0") for name in left)
+    assert current in left and len(left) == 5
+    assert not {"old-0", "old-1", "old-2"} & set(left)  # the oldest go first
 
 
 def test_an_upload_cut_off_midway_never_becomes_a_release_and_the_next_deploy_succeeds(deployed, sandbox, tmp_path):

@@ -16,7 +16,9 @@ from vigil import secrets as S
 from vigil.errors import ExitCode
 
 LOCAL_AUDIT = REPO / ".vigil" / "audit.log"
-UNIT = "together-pray-backend@blue.service"
+# A test-only instance of the backend's unit (roles/app's template stays as it is), whose reload fails.
+UNIT = "together-pray-backend@e2e.service"
+DROPIN = f"/etc/systemd/system/{UNIT}.d/e2e.conf"
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +62,8 @@ def test_push_writes_0600_files_owned_by_the_app_user_then_reports_unchanged(pro
     for name in ("vps1", "vps2"):
         expected = S.render_dotenv(schema.for_service("backend", {**values(scratch), "DATABASE_URL": urls[name]}), list(schema.keys))
         assert (second.host(name)["changed"], second.host(name)["failed"]) == (0, 0)
-        listing = sandbox.ssh(name, "stat -c '%n %U %G %a' /etc/together-pray /etc/together-pray/*.env")
+        listing = sandbox.ssh(name, "stat -c '%n %U %G %a' /etc/together-pray /etc/together-pray/backend.env "
+                                    "/etc/together-pray/frontend.env")
         assert listing.split("\n")[:3] == [
             "/etc/together-pray root together-pray 750",
             "/etc/together-pray/backend.env together-pray together-pray 600",
@@ -117,15 +120,15 @@ def test_every_task_with_verbose_and_diff_and_a_failure_leaks_no_value(provision
     step("secrets.set", "JWT_SECRET", expect=ExitCode.BAD_INPUT, input="a" * 40 + "\nNODE_ENV=development\n")
     assert (scratch / "secrets" / "sandbox.env.age").read_bytes() == before
     # A deliberately failing command: a running backend whose reload fails, on vps2.
-    sandbox.ssh("vps2", f"printf '[Service]\\nEnvironmentFile=/etc/together-pray/backend.env\\nExecStart=/bin/sleep infinity\\n"
-                        f"ExecReload=/bin/false\\n' > '/etc/systemd/system/together-pray-backend@.service' && "
+    sandbox.ssh("vps2", f"mkdir -p '{DROPIN.rsplit('/', 1)[0]}' && printf '[Service]\\nEnvironmentFile=\\nEnvironmentFile=/etc/together-pray/backend.env\\n"
+                        f"WorkingDirectory=/\\nExecStart=\\nExecStart=/bin/sleep infinity\\nExecReload=/bin/false\\n' > '{DROPIN}' && "
                         f"systemctl daemon-reload && systemctl start {UNIT}")
     try:
         failed = step("secrets.rotate", "JWT_SECRET", "-v", "--diff", "--limit=vps1,vps2", expect=ExitCode.HOST_FAILED)
         assert "try-reload-or-restart" in failed.stdout and "exited 1" in failed.stdout
         step("secrets.push", "--json", "--diff", "-v", "--limit=vps1,vps2", expect=ExitCode.HOST_FAILED)
     finally:
-        sandbox.ssh("vps2", f"systemctl stop {UNIT}; rm -f /etc/systemd/system/together-pray-backend@.service; systemctl daemon-reload")
+        sandbox.ssh("vps2", f"systemctl stop {UNIT}; rm -rf '{DROPIN.rsplit('/', 1)[0]}'; systemctl daemon-reload")
     # The reload that failed stays pending on vps2 and runs on the next push, though no file changes.
     retried = step("secrets.push", "--json", "--limit=vps2")
     assert [op["name"] for op in retried.host("vps2")["operations"] if op["status"] == "changed"] == [
