@@ -1,0 +1,110 @@
+"""The deploy engine's pure parts: reading a host's state, what to prune, settings, log excerpts, rolling runs."""
+
+import contextlib
+from pathlib import Path
+
+import pytest
+
+from vigil import deploy as D
+from vigil.config import Host, Inventory, load_role
+from vigil.errors import ConfigError
+from vigil.runner import HostPlan, HostResult, RunOptions, run
+
+STATE = """@lock
+
+@current
+/srv/together-pray/backend/releases/r2
+@color blue
+/srv/together-pray/backend/releases/r1
+@color green
+@upstream
+3001
+@releases
+r1 good {"id": "r1", "uploaded_at": "2026-11-01T00:00:00Z"}
+r2 good {"id": "r2", "uploaded_at": "2026-11-02T00:00:00Z"}
+r3 bad {"id": "r3", "uploaded_at": "2026-11-03T00:00:00Z"}
+r4 good not json
+@end
+"""
+
+
+def test_a_hosts_state_is_read_from_one_answer():
+    state = D.parse_state(STATE)
+    assert (state.lock, state.current, state.live_port) == (None, "r2", 3001)
+    assert state.colors == {"blue": "r1"}
+    assert state.releases["r3"]["status"] == "bad" and state.releases["r4"] == {"status": "good"}
+    locked = D.parse_state('@lock\n{"who": "alice", "since": "2026-11-26T01:00:00Z"}\n@end\n')
+    assert locked.lock["who"] == "alice"
+
+
+def releases(*uploaded: str) -> D.HostState:
+    return D.HostState(releases={f"r{n}": {"uploaded_at": when} for n, when in enumerate(uploaded)})
+
+
+@pytest.mark.parametrize("state, keep, protected, doomed", [
+    (releases("1", "2", "3"), 5, set(), []),
+    (releases("1", "2", "3", "4", "5", "6", "7"), 5, {"r6"}, ["r1", "r0"]),
+    # The current and previous release stay even when older than the rest, and count towards `keep`.
+    (releases("1", "2", "3", "4", "5", "6", "7"), 5, {"r0", "r1"}, ["r3", "r2"]),
+    # A release without metadata (uploaded by hand) sorts oldest.
+    (D.HostState(releases={"manual": {}, "r1": {"uploaded_at": "1"}, "r2": {"uploaded_at": "2"}}), 2, {"r2"}, ["manual"]),
+])
+def test_pruning_keeps_the_newest_and_never_a_protected_release(state, keep, protected, doomed):
+    assert D.prune_candidates(state, keep, protected) == doomed
+
+
+def test_a_layout_names_every_path_and_unit():
+    layout = D.Layout("/srv/together-pray", "together-pray", "backend")
+    assert layout.release("r1") == "/srv/together-pray/backend/releases/r1"
+    assert (layout.current, layout.lock) == ("/srv/together-pray/backend/current", "/srv/together-pray/backend/.deploy-lock")
+    assert layout.unit("green") == "together-pray-backend@green.service"
+    assert layout.task_unit("migrate", "r1") == "together-pray-backend-migrate@r1.service"
+
+
+def vars_with(**overrides):
+    host = Host("web1", "10.0.0.11", 22, "deploy", None, ("web",), 5, 30)
+    inventory = Inventory("sandbox", Path("inventory/sandbox.yml"), Path("k"), {"web1": host}, {"web": ["web1"]}, {}, {}, {})
+    return inventory.vars_for(host, [load_role("app"), load_role("nginx")], overrides)
+
+
+def test_settings_come_from_the_app_and_nginx_roles():
+    settings = D.settings_from_vars(vars_with(), "backend")
+    assert settings.ports == {"blue": 3001, "green": 3002}
+    assert (settings.health_path, settings.health_release, settings.tasks) == ("/health", True, ("migrate",))
+    assert settings.upstream_name == "together_pray_backend"
+    frontend = D.settings_from_vars(vars_with(), "frontend")
+    assert (frontend.health_path, frontend.health_release, frontend.tasks) == ("/", False, ())
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"nginx_backend_ports": {"blue": 3001, "green": 3001}}, "expected two different ports"),
+    ({"app_health": {"backend": {"path": "health"}}}, "app_health.backend: expected {path: /..., release: true|false}"),
+    ({"app_deploy_tasks": {"backend": ["seed"]}}, "'seed' is not in app_release_tasks.backend"),
+    ({"app_keep_releases": 1}, "app_keep_releases"),
+])
+def test_bad_deploy_settings_name_the_key(overrides, message):
+    with pytest.raises(ConfigError, match=__import__("re").escape(message)):
+        D.settings_from_vars(vars_with(**overrides), "backend")
+
+
+def test_a_log_excerpt_shows_the_error_lines_and_the_end_with_url_passwords_masked():
+    log = "\n".join(["starting", "QueryFailedError: division by zero", *[f"  field{n}: undefined" for n in range(30)],
+                     "Error: connect to postgresql://app:s3cret-pw@10.0.0.5:5432/db failed", "exit 1"])
+    excerpt = D.log_excerpt(log, tail=3)
+    assert excerpt.splitlines()[0] == "QueryFailedError: division by zero"
+    assert excerpt.splitlines()[-1] == "exit 1" and "field5" not in excerpt
+    assert "s3cret-pw" not in excerpt and "postgresql://app:***@10.0.0.5" in excerpt
+
+
+def test_a_rolling_run_stops_after_a_failed_batch_and_reports_the_rest_skipped():
+    hosts = [Host(f"web{n}", "127.0.0.1", 22, "deploy", None, ("web",), 5, 30) for n in range(1, 4)]
+    ran = []
+
+    def work(transport, plan, options, progress):
+        ran.append(plan.host.name)
+        return HostResult(plan.host.name, error="health gate failed" if plan.host.name == "web1" else "")
+
+    results = run([HostPlan(host, []) for host in hosts], lambda host: contextlib.nullcontext(None),
+                  RunOptions(serial=1), work=work, stop_after_failure=True)
+    assert ran == ["web1"]
+    assert [(r.host, r.status) for r in results] == [("web1", "failed"), ("web2", "skipped"), ("web3", "skipped")]
