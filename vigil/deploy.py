@@ -123,6 +123,7 @@ for dir in "$base"/releases/*/; do
     if [ -e "$dir/.vigil-bad" ]; then status=bad; else status=good; fi
     printf '%s %s ' "$id" "$status"; cat -- "$dir/.vigil-release.json" 2>/dev/null | tr -d '\n'; echo
 done
+echo "@history"; tail -n 50 -- "$base/deploys.jsonl" 2>/dev/null
 echo "@end"
 '''
 
@@ -136,6 +137,7 @@ class HostState:
     colors: dict[str, str | None] = field(default_factory=dict)
     live_port: int | None = None
     releases: dict[str, dict] = field(default_factory=dict)
+    history: list[dict] = field(default_factory=list)
 
 
 def state_command(settings: Settings) -> Command:
@@ -164,6 +166,10 @@ def parse_state(stdout: str) -> HostState:
             release_id, _, rest = text.partition(" ")
             status, _, meta = rest.partition(" ")
             state.releases[release_id] = {**(_json(meta) or {}), "status": status}
+        elif section == "history":
+            entry = _json(text)
+            if entry:
+                state.history.append(entry)
     return state
 
 
@@ -252,6 +258,30 @@ def log_excerpt(log: str, errors: int = 5, tail: int = 10) -> str:
     return "\n".join(line[:300] for line in shown)
 
 
+def rollback_target(state: HostState, wanted: str | None) -> str:
+    """The release a rollback returns to: `wanted`, else the newest earlier live release that is not bad.
+
+    Raises ValueError naming why there is none.
+    """
+    usable = {rid for rid, meta in state.releases.items() if meta.get("status") != "bad"}
+    if wanted:
+        if wanted not in state.releases:
+            raise ValueError(f"release {wanted} is not on the host (releases: {', '.join(sorted(state.releases)) or 'none'})")
+        if wanted not in usable:
+            raise ValueError(f"release {wanted} is marked bad; pick another (--to)")
+        if wanted == state.current:
+            raise ValueError(f"release {wanted} is the current one already")
+        return wanted
+    # Deploys in order (a rollback is a return, not a deploy); the target is what was deployed before
+    # the current release was, so a second rollback goes further back, never forward again.
+    deploys = [entry.get("release") for entry in state.history if entry.get("result") == "live" and not entry.get("rollback")]
+    positions = [index for index, release in enumerate(deploys) if release == state.current]
+    for release in reversed(deploys[: positions[-1] if positions else len(deploys)]):
+        if release != state.current and release in usable:
+            return release
+    raise ValueError(f"no earlier good release to return to (current: {state.current or 'none'})")
+
+
 def helper(*argv: str) -> Command:
     """A root helper the deploy user's sudo allows (the app's units, the upstream switch)."""
     return Command(tuple(argv), sudo=True)
@@ -288,15 +318,20 @@ class HostDeploy:
     transport: Any
     host: Host
     settings: Settings
-    artifact: Artifact
+    artifact: Artifact | None
     who: str
     lock_wait: float = 0
+    # A rollback ships nothing: it returns to a release already on the host (`rollback_to`, else the previous good one).
+    rollback: bool = False
+    rollback_to: str | None = None
     progress: Callable[[str, OperationResult], None] | None = None
     clock: Callable[[], float] = time.time
     result: HostResult = field(init=False)
 
     def __post_init__(self):
         self.result = HostResult(self.host.name, started=self.clock())
+        self.release = self.artifact.id if self.artifact else (self.rollback_to or "")
+        self.ref = self.artifact.ref if self.artifact else ""
 
     def record(self, name: str, status: str, summary: str = "", error: str = "", began: float | None = None) -> None:
         op = OperationResult(name, status, summary=summary, error=error,
@@ -334,9 +369,12 @@ class HostDeploy:
                                                      f"names no color's port ({state.live_port or 'none found'}); "
                                                      "run provision.server on this host first")
             idle = next(color for color in COLORS if color != live)
-            self.upload(state)
-            for task in settings.tasks:
-                self.release_task(task)
+            if self.rollback:
+                self.choose_rollback(state)
+            else:
+                self.upload(state)
+                for task in settings.tasks:
+                    self.release_task(task)
             self.start_idle(idle)
             self.health_gate(idle)
             self.switch(idle)
@@ -363,10 +401,19 @@ class HostDeploy:
             reason = error.reason if isinstance(error, HostError) else str(error)
             self.result.error = (self.result.error + "; " if self.result.error else "") + f"and clean-up failed: {reason}"
 
+    def choose_rollback(self, state: HostState) -> None:
+        step = "Choose the release to return to."
+        try:
+            self.release = rollback_target(state, self.rollback_to)
+        except ValueError as problem:
+            raise DeployFailed(step, str(problem)) from None
+        self.ref = state.releases[self.release].get("ref", "")
+        self.record(step, OK, summary=f"{self.release} (current: {state.current or 'none'})")
+
     def take_lock(self) -> None:
         began = time.monotonic()
         owner = json.dumps({"who": self.who, "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.clock())),
-                            "release": self.artifact.id, "ref": self.artifact.ref}).encode()
+                            "release": self.release or "rollback", "ref": self.ref}).encode()
         deadline = time.monotonic() + self.lock_wait
         while True:
             result = self.transport.run(as_deploy(TAKE_LOCK, self.settings.layout.lock, stdin=owner))
@@ -391,7 +438,7 @@ class HostDeploy:
             raise HostError(self.host.name, f"the deploy lock {self.settings.layout.lock} is still there: {result.stderr.strip()[-300:]}")
 
     def upload(self, state: HostState) -> None:
-        began, layout, release = time.monotonic(), self.settings.layout, self.artifact.id
+        began, layout, release = time.monotonic(), self.settings.layout, self.release
         if release in state.releases:
             self.record(f"Upload release {release}.", OK, summary="already on the host")
             return
@@ -403,16 +450,16 @@ class HostDeploy:
         self.record(f"Upload release {release}.", CHANGED, summary=f"{self.artifact.size // 1024} KiB, checksum verified", began=began)
 
     def release_task(self, task: str) -> None:
-        began, unit = time.monotonic(), self.settings.layout.task_unit(task, self.artifact.id)
+        began, unit = time.monotonic(), self.settings.layout.task_unit(task, self.release)
         result = self.transport.run(helper(UNIT_HELPER, "start", unit), timeout=self.settings.task_timeout + 60)
         if not result.ok:
-            raise DeployFailed(f"Run {task} for {self.artifact.id}.", f"{unit} failed; its log:\n{self.journal_tail(unit)}")
-        self.record(f"Run {task} for {self.artifact.id}.", CHANGED, summary=f"{unit} succeeded", began=began)
+            raise DeployFailed(f"Run {task} for {self.release}.", f"{unit} failed; its log:\n{self.journal_tail(unit)}")
+        self.record(f"Run {task} for {self.release}.", CHANGED, summary=f"{unit} succeeded", began=began)
 
     def start_idle(self, idle: str) -> None:
         began, layout = time.monotonic(), self.settings.layout
-        step = f"Start {layout.service}@{idle} on {self.artifact.id}."
-        self.run(as_deploy(RELINK, layout.color(idle), f"../releases/{self.artifact.id}"), step)
+        step = f"Start {layout.service}@{idle} on {self.release}."
+        self.run(as_deploy(RELINK, layout.color(idle), f"../releases/{self.release}"), step)
         self.run(helper(UNIT_HELPER, "restart", layout.unit(idle)), step)
         self.record(step, CHANGED, summary=f"port {self.settings.ports[idle]}", began=began)
 
@@ -420,7 +467,7 @@ class HostDeploy:
         began, settings = time.monotonic(), self.settings
         step = f"Check {settings.layout.service}@{idle} is healthy."
         result = self.transport.run(as_deploy(HEALTH_GATE, str(settings.ports[idle]), settings.health_path,
-                                              self.artifact.id if settings.health_release else "", str(settings.checks),
+                                              self.release if settings.health_release else "", str(settings.checks),
                                               str(settings.health_timeout)), timeout=settings.health_timeout + 60)
         if not result.ok:
             answer = URL_CREDENTIALS.sub(r"\1***@", result.stderr.strip()[-500:])
@@ -452,7 +499,7 @@ class HostDeploy:
             self.result.error = f"{step}: {'; '.join(problems)}"
 
     def finish(self, state: HostState, live: str) -> None:
-        began, layout, release = time.monotonic(), self.settings.layout, self.artifact.id
+        began, layout, release = time.monotonic(), self.settings.layout, self.release
         step = f"Make {release} current."
         self.run(as_deploy(RELINK + ' && rm -f -- "$3"', layout.current, f"releases/{release}",
                            f"{layout.release(release)}/.vigil-bad"), step)
@@ -469,7 +516,7 @@ class HostDeploy:
     def abandon(self, idle: str | None, state: HostState) -> None:
         """After a failure before the switch: stop the idle color, mark the release bad (unless it is the
         one serving: a failed redeploy says nothing against it) and note the failure in the history."""
-        layout, release = self.settings.layout, self.artifact.id
+        layout, release = self.settings.layout, self.release
         if idle:
             self.transport.run(helper(UNIT_HELPER, "stop", layout.unit(idle)))
         serving = release == state.current
@@ -482,15 +529,17 @@ class HostDeploy:
 
     def append_history(self, entry: dict) -> None:
         line = json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.clock())), "who": self.who,
-                           "ref": self.artifact.ref, **entry}) + "\n"
+                           "ref": self.ref, **(({"rollback": True}) if self.rollback else {}), **entry}) + "\n"
         self.run(as_deploy('cat >> "$1"', self.settings.layout.history, stdin=line.encode()), "Write the deploy history.")
 
 
-def deploy_work(settings_for: Callable[[Host], Settings], artifact: Artifact, who: str, lock_wait: float):
-    """The per-host work runner.run calls for a deploy."""
+def deploy_work(settings_for: Callable[[Host], Settings], artifact: Artifact | None, who: str, lock_wait: float,
+                rollback: bool = False, rollback_to: str | None = None):
+    """The per-host work runner.run calls for a deploy (or, with `rollback`, a return to an earlier release)."""
 
     def work(transport, host_plan: HostPlan, options: RunOptions, progress) -> HostResult:
-        return HostDeploy(transport, host_plan.host, settings_for(host_plan.host), artifact, who, lock_wait, progress).deploy()
+        return HostDeploy(transport, host_plan.host, settings_for(host_plan.host), artifact, who, lock_wait, progress,
+                          rollback=rollback, rollback_to=rollback_to).deploy()
 
     return work
 
@@ -531,11 +580,13 @@ def settings_from_vars(vars, service: str) -> Settings:
 
 
 def deploy_service(env: str, service: str, source, limit: str | None, options: RunOptions, reporter,
-                   lock_wait: float = 0, environment=None):
+                   lock_wait: float = 0, environment=None, rollback: bool = False, rollback_to: str | None = None):
     """Build (or reuse) `service`'s artifact and deploy it to its hosts, rolling by options.serial.
 
-    Returns (exit code, artifact, host results). The hosts are the group the secrets schema runs
-    the service on; each is logged in to as the deploy user, never the bootstrap user.
+    With `rollback`, nothing is built or shipped: each host returns to `rollback_to` or its previous
+    good release through the same health-gated switch. Returns (exit code, artifact or None, host
+    results). The hosts are the group the secrets schema runs the service on; each is logged in to
+    as the deploy user, never the bootstrap user.
     """
     import dataclasses as dc
 
@@ -567,9 +618,10 @@ def deploy_service(env: str, service: str, source, limit: str | None, options: R
     # Release tasks (migrations) touch the shared database: the first host runs them, alone, before
     # any other host starts the new release; the others skip them.
     first, *rest = hosts
-    for host in rest:
+    for host in (hosts if rollback else rest):
         settings[host.name] = dc.replace(settings[host.name], tasks=())
-    artifact = build(source, echo=lambda line: reporter.console.print(line, markup=False) if not reporter.json_output else None)
+    artifact = None if rollback else build(
+        source, echo=lambda line: reporter.console.print(line, markup=False) if not reporter.json_output else None)
     who = operator()
 
     def roll(batch: list[Host], previous: list[HostResult]) -> list[HostResult]:
@@ -580,16 +632,17 @@ def deploy_service(env: str, service: str, source, limit: str | None, options: R
             [HostPlan(host, []) for host in batch],
             lambda host: SSHTransport(dc.replace(host, bootstrap_user=None), inventory.known_hosts, inventory.env),
             options, reporter.progress,
-            work=deploy_work(lambda host: settings[host.name], artifact, who, lock_wait),
+            work=deploy_work(lambda host: settings[host.name], artifact, who, lock_wait, rollback, rollback_to),
             stop_after_failure=True,
         )
 
     results = roll([first], []) if settings[first.name].tasks and rest else []
     results += roll(rest if results else hosts, results)
     code = exit_code(results)
-    record = audit_record(f"deploy.{service}", env, [r.host for r in results], code.name.lower(), environment.clock(),
+    task = f"deploy.rollback {service}" if rollback else f"deploy.{service}"
+    record = audit_record(task, env, [r.host for r in results], code.name.lower(), environment.clock(),
                           sum(r.count(CHANGED) for r in results))
-    record["release"] = artifact.id
+    record["release"] = artifact.id if artifact else (rollback_to or "previous")
     append_local_audit(record, environment)
-    reporter.recap(f"deploy.{service} {artifact.id}", env, results)
+    reporter.recap(f"{task} {record['release']}", env, results)
     return code, artifact, results

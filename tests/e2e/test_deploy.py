@@ -221,3 +221,19 @@ def test_an_upload_cut_off_midway_never_becomes_a_release_and_the_next_deploy_su
     assert current_release(sandbox, "vps1") == release
     assert health(sandbox.addresses["vps1"])["release"] == release
     assert sandbox.ssh("vps1", "ls -a /srv/together-pray/backend/releases | grep -c partial || true").strip() == "0"
+
+
+def test_a_rollback_returns_to_the_previous_good_release_and_refuses_a_bad_one(deployed, sandbox):
+    address = sandbox.addresses["vps1"]
+    current = current_release(sandbox, "vps1")
+    deploys = [json.loads(line) for line in sandbox.ssh("vps1", "cat /srv/together-pray/backend/deploys.jsonl").splitlines()]
+    previous = [entry["release"] for entry in deploys if entry["result"] == "live" and entry["release"] != current][-1]
+    rolled = invoke("deploy.rollback", "--app=backend", "--json", "--limit=vps1", timeout=600)
+    assert rolled.code == 0, rolled.stdout[-3000:] + rolled.stderr
+    assert health(address)["release"] == previous and current_release(sandbox, "vps1") == previous
+    last = json.loads(sandbox.ssh("vps1", "tail -1 /srv/together-pray/backend/deploys.jsonl"))
+    assert (last["release"], last["result"], last.get("rollback")) == (previous, "live", True)
+    bad = sandbox.ssh("vps1", "ls -d /srv/together-pray/backend/releases/*/.vigil-bad").split()[0].split("/")[-2]
+    refused = invoke("deploy.rollback", "--app=backend", "--json", "--limit=vps1", f"--to={bad}")
+    assert refused.code == ExitCode.HOST_FAILED and f"release {bad} is marked bad" in refused.host("vps1")["error"]
+    assert health(address)["release"] == previous

@@ -108,3 +108,35 @@ def test_a_rolling_run_stops_after_a_failed_batch_and_reports_the_rest_skipped()
                   RunOptions(serial=1), work=work, stop_after_failure=True)
     assert ran == ["web1"]
     assert [(r.host, r.status) for r in results] == [("web1", "failed"), ("web2", "skipped"), ("web3", "skipped")]
+
+
+def history_state(current: str, bad=(), history=()) -> D.HostState:
+    ids = {entry["release"] for entry in history} | {current, *bad}
+    return D.HostState(current=current, releases={rid: {"status": "bad" if rid in bad else "good"} for rid in ids},
+                       history=list(history))
+
+
+LIVE = lambda release: {"release": release, "result": "live"}  # noqa: E731
+
+
+@pytest.mark.parametrize("state, wanted, target", [
+    (history_state("r3", history=[LIVE("r1"), LIVE("r2"), LIVE("r3")]), None, "r2"),
+    # A failed deploy, and a release marked bad since, are skipped.
+    (history_state("r3", bad=["r2"], history=[LIVE("r1"), LIVE("r2"), {"release": "r4", "result": "failed"}, LIVE("r3")]), None, "r1"),
+    # After a rollback to r2, the next one goes further back, not forward to the current's successor.
+    (history_state("r2", history=[LIVE("r1"), LIVE("r2"), LIVE("r3"), {**LIVE("r2"), "rollback": True}]), None, "r1"),
+    (history_state("r3", history=[LIVE("r1"), LIVE("r2"), LIVE("r3")]), "r1", "r1"),
+])
+def test_a_rollback_returns_to_the_previous_good_release(state, wanted, target):
+    assert D.rollback_target(state, wanted) == target
+
+
+@pytest.mark.parametrize("state, wanted, message", [
+    (history_state("r1", history=[LIVE("r1")]), None, "no earlier good release to return to (current: r1)"),
+    (history_state("r2", bad=["r1"], history=[LIVE("r1"), LIVE("r2")]), "r1", "release r1 is marked bad"),
+    (history_state("r2", history=[LIVE("r2")]), "r9", "release r9 is not on the host"),
+    (history_state("r2", history=[LIVE("r2")]), "r2", "release r2 is the current one already"),
+])
+def test_a_rollback_with_nowhere_to_go_says_why(state, wanted, message):
+    with pytest.raises(ValueError, match=__import__("re").escape(message)):
+        D.rollback_target(state, wanted)

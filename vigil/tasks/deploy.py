@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from invoke import Collection, task
 from invoke.exceptions import Exit
 
@@ -92,8 +94,29 @@ def all_(c, env="sandbox", limit=None, ref=None, serial=0, lock_wait=0, verbose=
     _deploy(["backend", "frontend"], env, limit, ref, serial, lock_wait, verbose, json)
 
 
+@task(help={**{key: text for key, text in DEPLOY_HELP.items() if key != "ref"}, "app": "backend or frontend.",
+            "to": "The release id to return to (default: each host's previous good release; `deploy.releases` lists them)."})
+@exits_cleanly
+def rollback(c, app, env="sandbox", limit=None, to=None, serial=0, lock_wait=0, verbose=False, json=False):
+    """Return a service to an earlier release, through the same health-gated switch; releases marked bad are skipped.
+
+    Example: invoke deploy.rollback --app=backend --env=production
+    """
+    sources = services_of(env)
+    if app not in sources:
+        raise ConfigError(f"--app: {app!r} is not one of {', '.join(sources)}")
+    if to is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,80}", to):
+        raise ConfigError(f"--to: {to!r} is not a release id")
+    reporter = Reporter(json_output=json, verbose=verbose)
+    code, _, _ = deploy_service(env, app, sources[app], limit, RunOptions(serial=int(serial)), reporter,
+                                lock_wait=float(lock_wait), rollback=True, rollback_to=to)
+    if code != ExitCode.OK:
+        raise Exit(code=int(code))
+
+
 ns = Collection("deploy")
 ns.add_task(build)
 ns.add_task(backend)
 ns.add_task(frontend)
 ns.add_task(all_)
+ns.add_task(rollback)
