@@ -538,8 +538,8 @@ def deploy_work(settings_for: Callable[[Host], Settings], artifact: Artifact | N
     """The per-host work runner.run calls for a deploy (or, with `rollback`, a return to an earlier release)."""
 
     def work(transport, host_plan: HostPlan, options: RunOptions, progress) -> HostResult:
-        return HostDeploy(transport, host_plan.host, settings_for(host_plan.host), artifact, who, lock_wait, progress,
-                          rollback=rollback, rollback_to=rollback_to).deploy()
+        return HostDeploy(transport, host_plan.host, settings_for(host_plan.host), artifact, who, lock_wait=lock_wait,
+                          progress=progress, rollback=rollback, rollback_to=rollback_to).deploy()
 
     return work
 

@@ -140,3 +140,33 @@ def test_a_rollback_returns_to_the_previous_good_release(state, wanted, target):
 def test_a_rollback_with_nowhere_to_go_says_why(state, wanted, message):
     with pytest.raises(ValueError, match=__import__("re").escape(message)):
         D.rollback_target(state, wanted)
+
+
+class FailingAfterLockTransport:
+    """A host that grants the lock, then fails every command: enough to see the work is wired up."""
+
+    def __init__(self):
+        self.commands = []
+
+    def run(self, command, timeout=None):
+        from vigil.transport import Result
+
+        self.commands.append(command)
+        return Result(0, "", "") if len(self.commands) == 1 else Result(1, "", "sh: broken")
+
+
+@pytest.mark.parametrize("rollback", [False, True])
+def test_the_deploy_work_runs_on_each_host_records_each_step_and_releases_the_lock(rollback):
+    from vigil.build import Artifact
+
+    artifact = None if rollback else Artifact("backend", "r9", Path("/nonexistent.tar.gz"), "0" * 64, "worktree", "h" * 64, 1)
+    settings = D.settings_from_vars(vars_with(), "backend")
+    seen = []
+    work = D.deploy_work(lambda host: settings, artifact, "alice@laptop", 0, rollback=rollback)
+    host = Host("web1", "10.0.0.11", 22, "deploy", None, ("web",), 5, 30)
+    transport = FailingAfterLockTransport()
+    (result,) = run([HostPlan(host, [])], lambda h: contextlib.nullcontext(transport), RunOptions(),
+                    progress=lambda name, op: seen.append(op.name), work=work)
+    assert result.status == "failed" and result.error.startswith("Read the host.")
+    assert seen[0] == "Take the deploy lock." and "Release the deploy lock." in seen
+    assert not transport.commands[0].sudo  # the lock is the deploy user's own
