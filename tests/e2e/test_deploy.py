@@ -78,9 +78,21 @@ def test_the_first_deploy_serves_prayers_from_postgresql_on_every_web_host(deplo
 
 def test_a_redeploy_under_load_fails_no_request(deployed, sandbox, tmp_path):
     address = sandbox.addresses["vps1"]
-    counts = {"ok": 0, "failed": 0}
+    counts = {"ok": 0, "failed": 0, "retried": 0}
     failures = []
     stop = threading.Event()
+
+    def get(session):
+        try:
+            return session.get(f"https://{address}/", verify=str(CA), timeout=10)
+        except requests.ConnectionError as error:
+            # nginx's graceful reload closes idle keep-alive connections; one the client reused at that
+            # instant closes before any answer. Browsers resend such an idempotent request on a new
+            # connection (RFC 9112, 9.3.1.1), and so does this client, once. Anything else counts.
+            if "RemoteDisconnected" not in repr(error):
+                raise
+            counts["retried"] += 1
+            return session.get(f"https://{address}/", verify=str(CA), timeout=10)
 
     def load():
         # The page: the frontend renders it from the backend's data on every request, so a gap in
@@ -89,7 +101,7 @@ def test_a_redeploy_under_load_fails_no_request(deployed, sandbox, tmp_path):
         deadline = time.monotonic() + 300
         while not stop.is_set() and time.monotonic() < deadline:
             try:
-                response = session.get(f"https://{address}/", verify=str(CA), timeout=10)
+                response = get(session)
                 status = response.status_code if "Welcome. May this be a place of peace" in response.text else "no prayers"
             except requests.RequestException as error:
                 status = repr(error)
