@@ -3,8 +3,9 @@
 The admin user (the inventory's `admin_user`) has root through sudo: vigil
 plans every onboarding step as root. The deploy user (the inventory's `user`)
 may run, as root, only a helper that acts on the app's systemd units, a
-helper that switches an upstream's color, and the two commands that check and
-reload nginx: a leaked deploy key can restart the app, not own the host.
+helper that switches an upstream's color, the two commands that check and
+reload nginx, and a helper that backs up the app's database: a leaked deploy
+key can restart the app, not own the host.
 """
 
 from vigil.errors import ConfigError
@@ -17,6 +18,8 @@ UNIT_PATTERN = r"[A-Za-z0-9_][A-Za-z0-9@._*:-]*\.service"
 APP_UNIT_HELPER = "/usr/local/sbin/vigil-app-unit"
 # Installed by the nginx role on the web hosts; allowed here so the sudoers file is the same everywhere.
 SWITCH_HELPER = "/usr/local/sbin/vigil-switch-upstream"
+# Installed by the postgresql role on the database host.
+BACKUP_HELPER = "/usr/local/sbin/vigil-db-backup"
 
 
 def tasks(role, vars):
@@ -53,9 +56,10 @@ def tasks(role, vars):
              name=f"Ensure {APP_UNIT_HELPER} acts on the app's units only."),
         File(f"/etc/sudoers.d/vigil-{deploy}",
              render_template(role.template("sudoers-deploy.j2"),
-                             {"user": deploy, "helper": APP_UNIT_HELPER, "switch_helper": SWITCH_HELPER}),
+                             {"user": deploy, "helper": APP_UNIT_HELPER, "switch_helper": SWITCH_HELPER,
+                              "backup_helper": BACKUP_HELPER}),
              mode="0440", validate=("visudo", "-c", "-q", "-f"),
-             name=f"Ensure {deploy}'s sudo covers the app's units and an nginx reload, nothing else."),
+             name=f"Ensure {deploy}'s sudo covers the app's units, an nginx reload and a database backup, nothing else."),
     ]
 
 
