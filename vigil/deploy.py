@@ -33,6 +33,7 @@ from vigil.runner import CHANGED, FAILED, OK, HostPlan, HostResult, OperationRes
 COLORS = ("blue", "green")
 UNIT_HELPER = "/usr/local/sbin/vigil-app-unit"
 SWITCH_HELPER = "/usr/local/sbin/vigil-switch-upstream"
+BACKUP_HELPER = "/usr/local/sbin/vigil-db-backup"
 LOG_TAIL_LINES = 20
 
 
@@ -105,15 +106,18 @@ class Settings:
     keep: int
     tasks: tuple[str, ...] = ()
     task_timeout: int = 600
+    # Back the database up (on its host) before the release tasks run.
+    backup_first: bool = True
 
 
 # --- what the host is asked first ------------------------------------------------------------
 
 STATE = r'''
-base=$1; upstream=$2; name=$3
+base=$1; upstream=$2; name=$3; blue_unit=$4; green_unit=$5
 echo "@lock"; cat -- "$base/.deploy-lock/owner.json" 2>/dev/null; echo
 echo "@current"; readlink -- "$base/current" 2>/dev/null
 for color in blue green; do echo "@color $color"; readlink -- "$base/colors/$color" 2>/dev/null; done
+echo "@units"; systemctl is-active -- "$blue_unit" "$green_unit" 2>/dev/null
 echo "@upstream"; sed -n "s/^upstream ${name} { server 127\.0\.0\.1:\([0-9]*\);.*/\1/p" "$upstream" 2>/dev/null
 echo "@releases"
 for dir in "$base"/releases/*/; do
@@ -135,13 +139,41 @@ class HostState:
     lock: dict | None = None
     current: str | None = None
     colors: dict[str, str | None] = field(default_factory=dict)
+    # color -> systemd's is-active answer for its unit (active, inactive, failed...)
+    units: dict[str, str] = field(default_factory=dict)
     live_port: int | None = None
     releases: dict[str, dict] = field(default_factory=dict)
     history: list[dict] = field(default_factory=list)
 
 
 def state_command(settings: Settings) -> Command:
-    return script(STATE, settings.layout.base, settings.upstream_file, settings.upstream_name, sudo=False)
+    layout = settings.layout
+    return script(STATE, layout.base, settings.upstream_file, settings.upstream_name,
+                  *(layout.unit(color) for color in COLORS), sudo=False)
+
+
+# Several services' state in one round trip (deploy.status, deploy.releases): STATE once per service.
+STATES = "state() {\n" + STATE + "\n}\n" + r'''
+while [ "$#" -ge 6 ]; do
+    echo "@service $1"
+    state "$2" "$3" "$4" "$5" "$6"
+    shift 6
+done
+'''
+
+
+def states_command(settings: list[Settings]) -> Command:
+    args = []
+    for one in settings:
+        layout = one.layout
+        args += [layout.service, layout.base, one.upstream_file, one.upstream_name, *(layout.unit(color) for color in COLORS)]
+    return script(STATES, *args, sudo=False)
+
+
+def parse_states(stdout: str) -> dict[str, HostState]:
+    """STATES's answer: service -> its state."""
+    chunks = re.split(r"^@service (\S+)\n", stdout, flags=re.MULTILINE)
+    return {service: parse_state(body) for service, body in zip(chunks[1::2], chunks[2::2])}
 
 
 def parse_state(stdout: str) -> HostState:
@@ -160,6 +192,8 @@ def parse_state(stdout: str) -> HostState:
             state.current = Path(text).name
         elif section and section.startswith("color "):
             state.colors[section.split()[1]] = Path(text).name
+        elif section == "units" and len(state.units) < len(COLORS):
+            state.units[COLORS[len(state.units)]] = text
         elif section == "upstream" and text.isdigit():
             state.live_port = int(text)
         elif section == "releases":
@@ -235,6 +269,15 @@ while [ "$(date +%s)" -lt "$end" ]; do
 done
 echo "not healthy within ${timeout}s: $last" >&2
 exit 1
+'''
+
+# Breaking a lock: renamed away first (atomic), so a deploy that takes the lock meanwhile keeps its own.
+BREAK_LOCK = r'''
+lock=$1; broken="$1.broken"
+rm -rf -- "$broken"
+mv -T -- "$lock" "$broken" 2>/dev/null || { echo "@free"; exit 0; }
+cat -- "$broken/owner.json" 2>/dev/null; echo
+rm -rf -- "$broken"
 '''
 
 PRUNE = r'''
@@ -325,6 +368,8 @@ class HostDeploy:
     rollback: bool = False
     rollback_to: str | None = None
     progress: Callable[[str, OperationResult], None] | None = None
+    # The database host's name and how to reach it as the deploy user (None: not a host of the inventory).
+    database: tuple[str, Callable[[], Any]] | None = None
     clock: Callable[[], float] = time.time
     result: HostResult = field(init=False)
 
@@ -332,6 +377,10 @@ class HostDeploy:
         self.result = HostResult(self.host.name, started=self.clock())
         self.release = self.artifact.id if self.artifact else (self.rollback_to or "")
         self.ref = self.artifact.ref if self.artifact else ""
+        self.backup = ""  # where the pre-migration backup went: host:path
+        self.serving = ""  # the release the host serves when the deploy ends (unknown until read)
+        # Only a release that was run (a task, a start, a health gate) can be blamed for a failure.
+        self.release_tried = False
 
     def record(self, name: str, status: str, summary: str = "", error: str = "", began: float | None = None) -> None:
         op = OperationResult(name, status, summary=summary, error=error,
@@ -369,16 +418,20 @@ class HostDeploy:
                                                      f"names no color's port ({state.live_port or 'none found'}); "
                                                      "run provision.server on this host first")
             idle = next(color for color in COLORS if color != live)
+            self.serving = state.current or "nothing"
             if self.rollback:
                 self.choose_rollback(state)
             else:
                 self.upload(state)
+                if settings.tasks and settings.backup_first:
+                    self.backup_database(f"pre-{'-'.join(settings.tasks)}-{self.release}")
                 for task in settings.tasks:
                     self.release_task(task)
             self.start_idle(idle)
             self.health_gate(idle)
             self.switch(idle)
             switched = True
+            self.serving = self.release
             self.retire(live, state)
             self.finish(state, live)
         except Exception as failure:  # a dropped connection too: clean up what can be, report it all
@@ -426,8 +479,8 @@ class HostDeploy:
                 holder = _json(result.stdout.strip()) or {}
                 raise HostError(self.host.name, f"another deploy holds the lock: {holder.get('who', 'unknown')} since "
                                                 f"{holder.get('since', '?')} (release {holder.get('release', '?')}); wait "
-                                                f"(--lock-wait) or, if that deploy died, remove {self.settings.layout.lock} "
-                                                "on the host as the deploy user")
+                                                "(--lock-wait) or, if that deploy died, break the lock with "
+                                                f"`invoke deploy.unlock --app={self.settings.layout.service} --force --reason=WHY`")
             time.sleep(1)
 
     def release_lock(self) -> None:
@@ -449,16 +502,37 @@ class HostDeploy:
                            stdin=self.artifact.path.read_bytes()), f"Upload release {release}.", timeout=900)
         self.record(f"Upload release {release}.", CHANGED, summary=f"{self.artifact.size // 1024} KiB, checksum verified", began=began)
 
+    def backup_database(self, label: str) -> None:
+        began, step = time.monotonic(), "Back up the database."
+        if self.database is None:
+            self.record(step, OK, summary="no database host in the inventory (DATABASE_URL set by hand): not backed up")
+            return
+        name, connect = self.database
+        command, timeout = helper(BACKUP_HELPER, label), self.settings.task_timeout + 60
+        if name == self.host.name:
+            result = self.transport.run(command, timeout=timeout)
+        else:
+            with connect() as transport:
+                result = transport.run(command, timeout=timeout)
+        if not result.ok:
+            raise DeployFailed(step, f"{name}: `{command.display(self.host.user)}` exited {result.status}: "
+                                     f"{REDACTOR.redact(result.stderr.strip()[-500:])}")
+        self.backup = f"{name}:{result.stdout.strip().splitlines()[-1]}"
+        self.record(step, CHANGED, summary=self.backup, began=began)
+
     def release_task(self, task: str) -> None:
         began, unit = time.monotonic(), self.settings.layout.task_unit(task, self.release)
+        self.release_tried = True
         result = self.transport.run(helper(UNIT_HELPER, "start", unit), timeout=self.settings.task_timeout + 60)
         if not result.ok:
-            raise DeployFailed(f"Run {task} for {self.release}.", f"{unit} failed; its log:\n{self.journal_tail(unit)}")
+            kept = f"\nThe database was backed up before it: {self.backup}" if self.backup else ""
+            raise DeployFailed(f"Run {task} for {self.release}.", f"{unit} failed; its log:\n{self.journal_tail(unit)}{kept}")
         self.record(f"Run {task} for {self.release}.", CHANGED, summary=f"{unit} succeeded", began=began)
 
     def start_idle(self, idle: str) -> None:
         began, layout = time.monotonic(), self.settings.layout
         step = f"Start {layout.service}@{idle} on {self.release}."
+        self.release_tried = True
         self.run(as_deploy(RELINK, layout.color(idle), f"../releases/{self.release}"), step)
         self.run(helper(UNIT_HELPER, "restart", layout.unit(idle)), step)
         self.record(step, CHANGED, summary=f"port {self.settings.ports[idle]}", began=began)
@@ -515,17 +589,18 @@ class HostDeploy:
 
     def abandon(self, idle: str | None, state: HostState) -> None:
         """After a failure before the switch: stop the idle color, mark the release bad (unless it is the
-        one serving: a failed redeploy says nothing against it) and note the failure in the history."""
+        one serving, or it never ran: a failed redeploy or upload says nothing against it) and note the
+        failure in the history."""
         layout, release = self.settings.layout, self.release
-        if idle:
+        if idle and self.release_tried:
             self.transport.run(helper(UNIT_HELPER, "stop", layout.unit(idle)))
-        serving = release == state.current
-        if not serving:
+        blamed = self.release_tried and release != state.current
+        if blamed:
             self.transport.run(as_deploy('test -d "$1" && printf \'{"id": "%s", "status": "bad"}\\n\' "$2" > "$1/.vigil-bad"',
                                          layout.release(release), release))
         self.append_history({"release": release, "result": "failed", "step": self.result.operations[-1].name if self.result.operations else ""})
-        self.record(f"Mark {release} bad." if not serving else f"Keep {release} serving.", CHANGED,
-                    summary=f"the live color keeps serving; {layout.service}@{idle or '-'} stopped")
+        self.record(f"Mark {release} bad." if blamed else f"Keep {release}.", CHANGED,
+                    summary="the live color keeps serving" + (f"; {layout.service}@{idle} stopped" if idle and self.release_tried else ""))
 
     def append_history(self, entry: dict) -> None:
         line = json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.clock())), "who": self.who,
@@ -534,14 +609,30 @@ class HostDeploy:
 
 
 def deploy_work(settings_for: Callable[[Host], Settings], artifact: Artifact | None, who: str, lock_wait: float,
-                rollback: bool = False, rollback_to: str | None = None):
-    """The per-host work runner.run calls for a deploy (or, with `rollback`, a return to an earlier release)."""
+                rollback: bool = False, rollback_to: str | None = None, database=None, serving: dict | None = None):
+    """The per-host work runner.run calls for a deploy (or, with `rollback`, a return to an earlier release).
+
+    serving: filled with host -> the release it serves once its deploy ended.
+    """
 
     def work(transport, host_plan: HostPlan, options: RunOptions, progress) -> HostResult:
-        return HostDeploy(transport, host_plan.host, settings_for(host_plan.host), artifact, who, lock_wait=lock_wait,
-                          progress=progress, rollback=rollback, rollback_to=rollback_to).deploy()
+        deploy = HostDeploy(transport, host_plan.host, settings_for(host_plan.host), artifact, who, lock_wait=lock_wait,
+                            progress=progress, rollback=rollback, rollback_to=rollback_to, database=database)
+        result = deploy.deploy()
+        if serving is not None:
+            serving[host_plan.host.name] = deploy.serving
+        return result
 
     return work
+
+
+def serving_line(results: list[HostResult], serving: dict[str, str]) -> str:
+    """Which hosts serve which release after a (rolling, maybe stopped) deploy: 'r2 on vps1, vps2; r1 on vps3'."""
+    by_release: dict[str, list[str]] = {}
+    for result in results:
+        release = serving.get(result.host) or ("not reached" if result.skipped or result.unreachable else "unknown")
+        by_release.setdefault(release, []).append(result.host)
+    return "; ".join(f"{release} on {', '.join(hosts)}" for release, hosts in by_release.items())
 
 
 def settings_from_vars(vars, service: str) -> Settings:
@@ -576,6 +667,7 @@ def settings_from_vars(vars, service: str) -> Settings:
         keep=vars.integer("app_keep_releases", minimum=2),
         tasks=tuple(tasks),
         task_timeout=vars.integer("app_release_task_timeout", minimum=1),
+        backup_first=vars.boolean("app_backup_before_tasks"),
     )
 
 
@@ -620,9 +712,16 @@ def deploy_service(env: str, service: str, source, limit: str | None, options: R
     first, *rest = hosts
     for host in (hosts if rollback else rest):
         settings[host.name] = dc.replace(settings[host.name], tasks=())
+    try:
+        db = secrets.database_host(inventory)
+    except VigilError:
+        db = None  # no database host in the inventory, or several: the app's database is not one vigil runs
+    database = (db.name, lambda: SSHTransport(dc.replace(db, bootstrap_user=None), inventory.known_hosts, inventory.env)) \
+        if db else None
     artifact = None if rollback else build(
         source, echo=lambda line: reporter.console.print(line, markup=False) if not reporter.json_output else None)
     who = operator()
+    serving: dict[str, str] = {}
 
     def roll(batch: list[Host], previous: list[HostResult]) -> list[HostResult]:
         if any(result.failed for result in previous):
@@ -632,7 +731,7 @@ def deploy_service(env: str, service: str, source, limit: str | None, options: R
             [HostPlan(host, []) for host in batch],
             lambda host: SSHTransport(dc.replace(host, bootstrap_user=None), inventory.known_hosts, inventory.env),
             options, reporter.progress,
-            work=deploy_work(lambda host: settings[host.name], artifact, who, lock_wait, rollback, rollback_to),
+            work=deploy_work(lambda host: settings[host.name], artifact, who, lock_wait, rollback, rollback_to, database, serving),
             stop_after_failure=True,
         )
 
@@ -644,5 +743,57 @@ def deploy_service(env: str, service: str, source, limit: str | None, options: R
                           sum(r.count(CHANGED) for r in results))
     record["release"] = artifact.id if artifact else (rollback_to or "previous")
     append_local_audit(record, environment)
-    reporter.recap(f"{task} {record['release']}", env, results)
+    reporter.recap(f"{task} {record['release']}", env, results, notes={service: serving_line(results, serving)})
     return code, artifact, results
+
+
+def break_locks(env: str, services: list[str], limit: str | None, reason: str, reporter, environment=None):
+    """deploy.unlock --force: remove each host's deploy lock of `services`, recording who broke whose lock
+    and why in the service's history and the local audit log. Returns (exit code, {host: {service: holder}})."""
+    import dataclasses as dc
+
+    from vigil.deploy_report import web_hosts
+    from vigil.report import Environment, append_local_audit, audit_record, exit_code, operator
+    from vigil.runner import run
+    from vigil.transport import SSHTransport
+
+    environment = environment or Environment()
+    inventory, hosts, settings = web_hosts(env, services, limit)
+    who, broken = operator(), {}
+
+    def work(transport, host_plan: HostPlan, options: RunOptions, progress) -> HostResult:
+        name = host_plan.host.name
+        result = HostResult(name, started=environment.clock())
+        for one in settings[name]:
+            layout = one.layout
+            step = f"Break {layout.service}'s deploy lock."
+            answer = transport.run(as_deploy(BREAK_LOCK, layout.lock))
+            if not answer.ok:
+                op = OperationResult(step, FAILED, error=answer.stderr.strip()[-300:])
+                result.error = f"{step}: {op.error}"
+            elif answer.stdout.strip() == "@free":
+                op = OperationResult(step, OK, summary="not locked")
+            else:
+                holder = _json(answer.stdout.strip()) or {"who": "unknown"}
+                broken.setdefault(name, {})[layout.service] = holder
+                line = json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(environment.clock())), "who": who,
+                                   "result": "unlocked", "reason": reason, "holder": holder}) + "\n"
+                transport.run(as_deploy('cat >> "$1"', layout.history, stdin=line.encode()))
+                op = OperationResult(step, CHANGED, summary=f"held by {holder.get('who', 'unknown')} since "
+                                                            f"{holder.get('since', '?')} (release {holder.get('release', '?')})")
+            result.operations.append(op)
+            if progress:
+                progress(name, op)
+        result.finished = environment.clock()
+        return result
+
+    results = run([HostPlan(host, []) for host in hosts],
+                  lambda host: SSHTransport(dc.replace(host, bootstrap_user=None), inventory.known_hosts, inventory.env),
+                  RunOptions(), reporter.progress, work=work)
+    code = exit_code(results)
+    record = audit_record(f"deploy.unlock {','.join(services)}", env, [r.host for r in results], code.name.lower(),
+                          environment.clock(), sum(r.count(CHANGED) for r in results))
+    record.update({"reason": reason, "broken": broken})
+    append_local_audit(record, environment)
+    reporter.recap(f"deploy.unlock {','.join(services)}", env, results)
+    return code, broken

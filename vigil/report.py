@@ -85,11 +85,12 @@ class Reporter:
             if op.diff:
                 self.console.print(escape(REDACTOR.redact(op.diff)), style="cyan")
 
-    def recap(self, task: str, env: str, results: list[HostResult]) -> None:
-        """The recap table, or the JSON document with --json."""
+    def recap(self, task: str, env: str, results: list[HostResult], notes: dict[str, str] | None = None) -> None:
+        """The recap table, or the JSON document with --json; `notes` (name -> line) follow the table,
+        or are the JSON document's "notes"."""
         if self.json_output:
             document = {"task": task, "env": env, "check": self.check, "exit_code": int(exit_code(results)),
-                        "hosts": [result.as_dict() for result in results]}
+                        "hosts": [result.as_dict() for result in results], **({"notes": notes} if notes else {})}
             # Redact the strings, then serialise: JSON escaping would hide a secret from the redactor.
             print(json.dumps(REDACTOR.redact_data(document), indent=2), file=self.env.stdout)
             return
@@ -106,6 +107,16 @@ class Reporter:
             )
         with self._lock:
             self.console.print(table)
+            for name, line in (notes or {}).items():
+                self.console.print(f"{escape(name)}: {escape(REDACTOR.redact(line))}")
+
+
+def table_console(file: TextIO | None = None) -> Console:
+    """A console for wide tables: a terminal's own width, else wide enough that piped output keeps whole ids."""
+    console = Console(file=file or sys.stdout, highlight=False, soft_wrap=True)
+    if not console.is_terminal:
+        console.width = 200
+    return console
 
 
 def exit_code(results: list[HostResult]) -> ExitCode:

@@ -170,3 +170,16 @@ def test_the_deploy_work_runs_on_each_host_records_each_step_and_releases_the_lo
     assert result.status == "failed" and result.error.startswith("Read the host.")
     assert seen[0] == "Take the deploy lock." and "Release the deploy lock." in seen
     assert not transport.commands[0].sudo  # the lock is the deploy user's own
+
+
+@pytest.mark.parametrize("results, serving, line", [
+    ([HostResult("vps1"), HostResult("vps2")], {"vps1": "r2", "vps2": "r2"}, "r2 on vps1, vps2"),
+    # A rolling deploy stopped at vps2: vps1 has the new release, vps2 kept its own, vps3 was never reached.
+    ([HostResult("vps1"), HostResult("vps2", error="Check backend@blue is healthy.: ..."),
+      HostResult("vps3", skipped="an earlier host failed")], {"vps1": "r2", "vps2": "r1"},
+     "r2 on vps1; r1 on vps2; not reached on vps3"),
+    ([HostResult("vps1", unreachable="timed out")], {}, "not reached on vps1"),
+    ([HostResult("vps1", error="Read the host.: ...")], {"vps1": ""}, "unknown on vps1"),
+])
+def test_a_deploy_reports_which_hosts_serve_which_release(results, serving, line):
+    assert D.serving_line(results, serving) == line

@@ -1,17 +1,24 @@
-"""deploy: build releases (`deploy.build`) and ship them with no downtime (`deploy.backend`, `deploy.frontend`, `deploy.all`)."""
+"""deploy: build releases (`deploy.build`), ship them with no downtime (`deploy.backend`, `deploy.frontend`,
+`deploy.all`), go back (`deploy.rollback`) and see what runs where (`deploy.releases`, `deploy.status`)."""
 
 from __future__ import annotations
 
 import re
+import time
+from json import dumps
 
 from invoke import Collection, task
 from invoke.exceptions import Exit
+from rich.markup import escape
+from rich.table import Table
 
 from vigil.build import app_sources, build as build_artifact
 from vigil.config import load_inventory, load_role
-from vigil.deploy import deploy_service
+from vigil.commands import REDACTOR
+from vigil.deploy import break_locks as deploy_break_locks, deploy_service
+from vigil.deploy_report import read_states, release_rows, releases_by_host, status_row
 from vigil.errors import ConfigError, ExitCode
-from vigil.report import Reporter
+from vigil.report import Reporter, table_console
 from vigil.runner import RunOptions
 from vigil.tasks.common import HOST_FLAGS_HELP, exits_cleanly
 
@@ -114,9 +121,137 @@ def rollback(c, app, env="sandbox", limit=None, to=None, serial=0, lock_wait=0, 
         raise Exit(code=int(code))
 
 
+
+
+def _services(app: str, env: str) -> list[str]:
+    sources = services_of(env)
+    if app != "all" and app not in sources:
+        raise ConfigError(f"--app: {app!r} is not one of {', '.join(sources)} or all")
+    return list(sources) if app == "all" else [app]
+
+
+def _where(serving: dict[str, list[str]]) -> str:
+    """'r1 on vps1, vps2; r2 on vps3'"""
+    return "; ".join(f"{release} on {', '.join(hosts)}" for release, hosts in serving.items())
+
+
+def _unreached(results) -> dict[str, str]:
+    return {result.host: result.unreachable or result.error for result in results if result.unreachable or result.error}
+
+
+@task(name="releases", help={"env": HOST_FLAGS_HELP["env"], "limit": HOST_FLAGS_HELP["limit"], "json": HOST_FLAGS_HELP["json"],
+                             "app": "backend, frontend or all (default: all)."})
+@exits_cleanly
+def releases_(c, env="sandbox", app="all", limit=None, json=False):
+    """List each web host's releases: id, ref, when uploaded and deployed, by whom, good or bad, which is current.
+
+    Example: invoke deploy.releases --env=production --app=backend
+    """
+    results, states, settings = read_states(env, _services(app, env), limit)
+    rows = {host: {service: release_rows(state, settings[host][service]) for service, state in per_host.items()}
+            for host, per_host in states.items()}
+    unreached = _unreached(results)
+    if json:
+        print(dumps(REDACTOR.redact_data({"env": env, "hosts": rows, "unreachable": unreached}), indent=2))
+    else:
+        console = table_console()
+        for host, per_host in rows.items():
+            for service, releases in per_host.items():
+                table = Table(title=f"{service} releases on {host} ({env})")
+                for column in ("release", "ref", "uploaded", "by", "deployed", "status", ""):
+                    table.add_column(column)
+                for row in releases:
+                    style = "bold green" if row["current"] else "red" if row["status"] == "bad" else ""
+                    table.add_row(row["release"], row["ref"], row["uploaded"], row["by"], row["deployed"], row["status"],
+                                  ", ".join(row["marks"]), style=style)
+                console.print(table)
+        for host, why in unreached.items():
+            console.print(f"[red]{escape(host)}: {escape(REDACTOR.redact(why))}[/]")
+    if unreached:
+        raise Exit(code=int(ExitCode.UNREACHABLE))
+
+
+@task(help={"env": HOST_FLAGS_HELP["env"], "limit": HOST_FLAGS_HELP["limit"], "json": HOST_FLAGS_HELP["json"]})
+@exits_cleanly
+def status(c, env="sandbox", limit=None, json=False):
+    """What each web host serves now: release and its age, live color, units, lock, last deploy, and what is wrong.
+
+    Exits non-zero when a host is unreachable or a service is not serving as deployed.
+    Example: invoke deploy.status --env=production
+    """
+    services = _services("all", env)
+    results, states, settings = read_states(env, services, limit)
+    now = time.time()
+    rows = {host: {service: status_row(state, settings[host][service], now) for service, state in per_host.items()}
+            for host, per_host in states.items()}
+    serving = {service: releases_by_host({host: per_host[service] for host, per_host in rows.items() if service in per_host})
+               for service in services}
+    unreached = _unreached(results)
+    problems = [f"{host} {service}: {problem}" for host, per_host in rows.items() for service, row in per_host.items()
+                for problem in row["problems"]]
+    problems += [f"{service}: the hosts disagree ({_where(by)})" for service, by in serving.items() if len(by) > 1]
+    if json:
+        print(dumps(REDACTOR.redact_data({"env": env, "hosts": rows, "serving": serving, "unreachable": unreached,
+                                          "problems": problems}), indent=2))
+    else:
+        console = table_console()
+        table = Table(title=f"deploy status on {env}")
+        for column in ("host", "service", "release", "age", "live", "blue", "green", "lock", "last deploy"):
+            table.add_column(column)
+        for host, per_host in rows.items():
+            for service, row in per_host.items():
+                last = row["last_deploy"]
+                lock = row["lock"]
+                table.add_row(host, service, row["release"] or "-", row["age"], row["live"], row["units"]["blue"],
+                              row["units"]["green"], f"{lock.get('who', '?')} since {lock.get('since', '?')}" if lock else "",
+                              " ".join(filter(None, (last.get("time"), last.get("who"),
+                                                     "rollback to" if last.get("rollback") else "", last.get("release"),
+                                                     last.get("result")))),
+                              style="red" if row["problems"] else "")
+        console.print(table)
+        for service, by in serving.items():
+            console.print(f"{service}: {_where(by)}")
+        for line in problems + [f"{host}: {why}" for host, why in unreached.items()]:
+            console.print(f"[red]{escape(REDACTOR.redact(line))}[/]")
+    if unreached:
+        raise Exit(code=int(ExitCode.UNREACHABLE))
+    if problems:
+        raise Exit(code=int(ExitCode.HOST_FAILED))
+
+
+@task(help={"env": HOST_FLAGS_HELP["env"], "limit": HOST_FLAGS_HELP["limit"], "json": HOST_FLAGS_HELP["json"],
+            "app": "backend, frontend or all (default: all).",
+            "force": "Remove the locks (without it: show who holds them).",
+            "reason": "Why the lock is broken (required with --force; recorded with who broke it)."})
+@exits_cleanly
+def unlock(c, env="sandbox", app="all", limit=None, force=False, reason=None, json=False):
+    """Break a deploy lock left by a deploy that died; who broke it, whose it was and why go into the history.
+
+    Without --force it only shows who holds each lock. A deploy that is still running
+    keeps running: break a lock only when its holder is gone.
+    Example: invoke deploy.unlock --env=production --app=backend --force --reason="CI runner killed mid-deploy"
+    """
+    services = _services(app, env)
+    if not force:
+        results, states, _ = read_states(env, services, limit)
+        held = {host: {service: state.lock for service, state in per_host.items() if state.lock}
+                for host, per_host in states.items()}
+        held = {host: locks for host, locks in held.items() if locks}
+        for host, locks in held.items():
+            for service, lock in locks.items():
+                print(f"{host} {service}: held by {lock.get('who', 'unknown')} since {lock.get('since', '?')} "
+                      f"(release {lock.get('release', '?')})")
+        print("no deploy lock is held" if not held else "remove with --force --reason=WHY, once that deploy is gone")
+        if _unreached(results):
+            raise Exit(code=int(ExitCode.UNREACHABLE))
+        return
+    if not reason or not reason.strip() or len(reason) > 300 or any(ord(ch) < 32 for ch in reason):
+        raise ConfigError("--reason: say why the lock is broken (one line, at most 300 characters); it is recorded")
+    code, _ = deploy_break_locks(env, services, limit, reason.strip(), Reporter(json_output=json))
+    if code != ExitCode.OK:
+        raise Exit(code=int(code))
+
+
 ns = Collection("deploy")
-ns.add_task(build)
-ns.add_task(backend)
-ns.add_task(frontend)
-ns.add_task(all_)
-ns.add_task(rollback)
+for command in (build, backend, frontend, all_, rollback, releases_, status, unlock):
+    ns.add_task(command)
