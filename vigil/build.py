@@ -29,6 +29,10 @@ from vigil.errors import ConfigError, VigilError
 from vigil.nodejs import parse_node_version, satisfies
 
 ARTIFACTS = REPO_ROOT / ".vigil" / "artifacts"
+# Mirrors of the git repositories services are built from by URL, one per URL, fetched before each build.
+MIRRORS = REPO_ROOT / ".vigil" / "sources"
+# A service's source by URL: what git fetches over, never an option ("-...") or a local path.
+GIT_URL = re.compile(r"^(https://|ssh://|git://|file://|[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:)[^\s]+$")
 # Never copied into a build: what a build makes, and the repository's own metadata.
 NOT_SOURCE = {"node_modules", "dist", ".next", ".git", ".vigil"}
 REF_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,99}$")
@@ -75,13 +79,21 @@ class AppSource:
 
     service: backend, frontend...; kind: a key of KINDS; path: a directory with package.json;
     ref: a git commit, tag or branch to build, or "" for the working tree as it is.
+    repo: a git URL instead of a local directory; `path` is then the service's directory
+    inside it ("." for the top), and a ref is required.
     Example: AppSource("backend", "node", REPO_ROOT / "examples/together-pray/backend", "main")
+             AppSource("backend", "node", Path("backend"), "v1.4.0", repo="https://git.example.org/pray.git")
     """
 
     service: str
     kind: str
     path: Path
     ref: str = ""
+    repo: str = ""
+
+    @property
+    def where(self) -> str:
+        return f"{self.repo} {self.path.as_posix()}" if self.repo else rel(self.path)
 
 
 @dataclass(frozen=True)
@@ -116,13 +128,23 @@ def app_sources(services: object, where: str, ref: str | None = None) -> dict[st
         at = f"{where}.{service}"
         if not isinstance(service, str) or not re.fullmatch(r"[a-z][a-z0-9-]{0,30}", service):
             raise ConfigError(f"{where}: {service!r} is not a service name (lowercase letters, digits, '-')")
-        if not isinstance(spec, dict) or set(spec) - {"kind", "source", "ref"} or not {"kind", "source"} <= set(spec):
-            raise ConfigError(f"{at}: expected {{kind, source, ref}}, got {spec!r}")
+        if not isinstance(spec, dict) or set(spec) - {"kind", "source", "ref", "subdir"} or not {"kind", "source"} <= set(spec):
+            raise ConfigError(f"{at}: expected {{kind, source, ref}} (and subdir, for a git URL), got {spec!r}")
         if spec["kind"] not in KINDS:
             raise ConfigError(f"{at}.kind: {spec['kind']!r} is not one of {', '.join(KINDS)}")
         wanted = ref if ref is not None else (spec.get("ref") or "")
         if wanted and not REF_PATTERN.match(str(wanted)):
             raise ConfigError(f"{at}.ref: {wanted!r} is not a git ref")
+        if GIT_URL.match(str(spec["source"])):
+            subdir = str(spec.get("subdir") or ".")
+            if not wanted:
+                raise ConfigError(f"{at}.ref: a git URL needs a ref to build (a commit, tag or branch)")
+            if subdir.startswith(("/", "-")) or ".." in subdir.split("/") or not re.fullmatch(r"[A-Za-z0-9._/-]+", subdir):
+                raise ConfigError(f"{at}.subdir: {subdir!r} is not a directory inside the repository")
+            sources[service] = AppSource(service, spec["kind"], Path(subdir), str(wanted), repo=str(spec["source"]))
+            continue
+        if "subdir" in spec:
+            raise ConfigError(f"{at}.subdir: only for a source given as a git URL")
         path = (REPO_ROOT / str(spec["source"])).resolve()
         if not (path / "package.json").is_file():
             raise ConfigError(f"{at}.source: {spec['source']} has no package.json")
@@ -133,8 +155,10 @@ def app_sources(services: object, where: str, ref: str | None = None) -> dict[st
 # --- the source, copied and hashed ------------------------------------------------------
 
 
-def _git(path: Path, *args: str) -> str:
-    result = subprocess.run(["git", "-C", str(path), *args], capture_output=True, text=True, timeout=120)
+def _git(path: Path, *args: str, timeout: float = 120) -> str:
+    # Never a prompt for credentials: a build without them fails and says so.
+    result = subprocess.run(["git", "-C", str(path), *args], capture_output=True, text=True, timeout=timeout,
+                            env={**os.environ, "GIT_TERMINAL_PROMPT": "0"}, stdin=subprocess.DEVNULL)
     if result.returncode != 0:
         raise BuildError(f"git {' '.join(args)} in {rel(path)}: {result.stderr.strip()[-300:]}")
     return result.stdout.strip()
@@ -147,11 +171,15 @@ def snapshot(source: AppSource, into: Path) -> tuple[str, str]:
     its tree id, so what is built is exactly what the ref names. Without one, the
     working tree is copied (minus build output) and hashed file by file.
     """
-    if source.ref:
+    if source.repo:
+        top, subdirectory = mirror(source.repo), source.path.as_posix()
+    elif source.ref:
         top = Path(_git(source.path, "rev-parse", "--show-toplevel"))
         subdirectory = source.path.relative_to(top).as_posix()
+    if source.ref:
         commit = _git(top, "rev-parse", "--verify", "--quiet", f"{source.ref}^{{commit}}")
-        tree = _git(top, "rev-parse", f"{commit}:{subdirectory}")
+        # "commit:." is not a tree spec git takes; "commit:" is the top.
+        tree = _git(top, "rev-parse", f"{commit}:{'' if subdirectory == '.' else subdirectory}")
         archive = subprocess.run(["git", "-C", str(top), "archive", "--format=tar", commit, subdirectory],
                                  capture_output=True, timeout=300)
         if archive.returncode != 0:
@@ -160,10 +188,28 @@ def snapshot(source: AppSource, into: Path) -> tuple[str, str]:
         staging.mkdir()
         _extract_tar(archive.stdout, staging)
         (staging / subdirectory).rename(into)
-        shutil.rmtree(staging)
+        if staging.exists():
+            shutil.rmtree(staging)
+        if not (into / "package.json").is_file():
+            raise BuildError(f"{source.service}: no package.json in {source.where} at {source.ref}")
         return commit[:10], tree
     shutil.copytree(source.path, into, symlinks=True, ignore=lambda directory, names: [n for n in names if n in NOT_SOURCE])
     return "worktree", tree_hash(into)
+
+
+def mirror(url: str, mirrors: Path | None = None) -> Path:
+    """A bare mirror of the repository at `url`, cloned once and fetched up to date on every call."""
+    mirrors = mirrors or MIRRORS
+    mirrors.mkdir(parents=True, exist_ok=True)
+    path = mirrors / f"{hashlib.sha256(url.encode()).hexdigest()[:16]}.git"
+    if path.is_dir():
+        _git(path, "fetch", "--prune", "--quiet", "origin", timeout=600)
+        return path
+    partial = path.with_name(path.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    _git(mirrors, "clone", "--mirror", "--quiet", "--", url, partial.name, timeout=600)
+    partial.rename(path)
+    return path
 
 
 def _extract_tar(data: bytes, into: Path) -> None:
@@ -199,13 +245,14 @@ def build_environment(artifact_id: str, base: dict[str, str] | None = None) -> d
             "npm_config_update_notifier": "false", "VIGIL_BUILD_ID": artifact_id}
 
 
-def check_node(source: AppSource, node_version: str) -> None:
-    """The control machine's Node.js must satisfy the service's engines.node, as the hosts' must."""
-    engines = json.loads((source.path / "package.json").read_text()).get("engines", {}).get("node")
+def check_node(source: AppSource, node_version: str, manifest: Path) -> None:
+    """The control machine's Node.js must satisfy the service's engines.node (from `manifest`, the
+    package.json being built), as the hosts' must."""
+    engines = json.loads(manifest.read_text()).get("engines", {}).get("node")
     version = parse_node_version(node_version, 0)
     if engines and version and not satisfies(version, engines):
         raise BuildError(f"{source.service}: this machine's Node.js {node_version.strip()} does not satisfy "
-                         f"engines.node {engines!r} of {rel(source.path / 'package.json')}")
+                         f"engines.node {engines!r} of {source.where}/package.json")
 
 
 def package(build_dir: Path, kind: Kind, target: Path) -> None:
@@ -282,7 +329,7 @@ def build(source: AppSource, artifacts: Path = ARTIFACTS, runner: Runner = run_s
         node = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout if shutil.which("node") else ""
         if not node:
             raise BuildError(f"{source.service}: building needs Node.js and npm on this machine (scripts/bootstrap installs them)")
-        check_node(source, node)
+        check_node(source, node, build_dir / "package.json")
         log = directory / f"{artifact_id}.build.log"
         log.write_bytes(b"")
         env = build_environment(artifact_id)
@@ -304,6 +351,12 @@ def build(source: AppSource, artifacts: Path = ARTIFACTS, runner: Runner = run_s
                                 "node": node.strip(), "kind": source.kind}, indent=2) + "\n")
     echo(f"{source.service}: built {artifact_id} ({artifact.size // 1024} KiB)")
     return artifact
+
+
+def built(service: str, artifact_id: str, artifacts: Path = ARTIFACTS) -> Artifact | None:
+    """The artifact `artifact_id` of `service` from the local cache, if it is there intact."""
+    directory = artifacts / service
+    return _cached(directory / f"{artifact_id}.tar.gz", directory / f"{artifact_id}.json")
 
 
 def _cached(target: Path, meta: Path) -> Artifact | None:

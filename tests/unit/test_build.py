@@ -81,6 +81,30 @@ def test_a_ref_builds_that_commit_not_the_working_tree(tmp_path):
         B.build(B.AppSource("api", "node", repo / "services" / "api", "no-such-branch"), tmp_path / "artifacts")
 
 
+def test_a_git_url_source_builds_the_ref_from_a_mirror_fetched_anew_each_time(tmp_path, monkeypatch):
+    upstream = tmp_path / "upstream"
+    project(upstream / "backend")
+    git = lambda *args: subprocess.run(["git", "-C", str(upstream), "-c", "user.email=t@example.org", "-c", "user.name=t", *args],  # noqa: E731
+                                       check=True, capture_output=True, text=True).stdout.strip()
+    git("init", "-q", "-b", "main")
+    git("add", ".")
+    git("commit", "-qm", "first")
+    monkeypatch.setattr(B, "MIRRORS", tmp_path / "mirrors")
+    (source,) = B.app_sources({"backend": {"kind": "node", "source": f"file://{upstream}", "subdir": "backend", "ref": "main"}},
+                              "app_services").values()
+    first = B.build(source, tmp_path / "artifacts")
+    assert first.id == f"{git('rev-parse', 'HEAD')[:10]}-{git('rev-parse', 'HEAD:backend')[:12]}"
+    assert "dist/main.js" in members(first)
+    (upstream / "backend" / "src.js").write_text("console.log('second')\n")
+    git("commit", "-qam", "second")
+    second = B.build(source, tmp_path / "artifacts")  # the same ref, moved on upstream: fetched, built anew
+    assert second.id.startswith(git("rev-parse", "HEAD")[:10]) and second.id != first.id
+    assert len(list((tmp_path / "mirrors").iterdir())) == 1
+    (whole,) = B.app_sources({"api": {"kind": "node", "source": f"file://{upstream}", "ref": "main"}}, "app_services").values()
+    with pytest.raises(B.BuildError, match=r"no package.json in file://.* \. at main"):
+        B.build(whole, tmp_path / "artifacts")
+
+
 def test_a_build_sees_the_tools_settings_but_no_vigil_secret():
     env = B.build_environment("worktree-abc", {"PATH": "/usr/bin", "HOME": "/root", "npm_config_registry": "http://mirror/",
                                                "VIGIL_AGE_IDENTITY": "AGE-SECRET-KEY-1XYZ", "AWS_SECRET_ACCESS_KEY": "x"})
@@ -96,6 +120,11 @@ def test_a_build_sees_the_tools_settings_but_no_vigil_secret():
     ({"backend": {"kind": "node", "source": "examples/together-pray/backend", "ref": "main;reboot"}}, "is not a git ref"),
     ({"backend": {"kind": "node"}}, "app_services.backend: expected {kind, source, ref}"),
     ({"Back End": {"kind": "node", "source": "examples/together-pray/backend"}}, "is not a service name"),
+    ({"backend": {"kind": "node", "source": "https://git.example.org/pray.git"}}, "app_services.backend.ref: a git URL needs a ref"),
+    ({"backend": {"kind": "node", "source": "git@git.example.org:pray.git", "ref": "main", "subdir": "../x"}},
+     "app_services.backend.subdir: '../x' is not a directory inside"),
+    ({"backend": {"kind": "node", "source": "examples/together-pray/backend", "subdir": "x"}}, "subdir: only for a source given as a git URL"),
+    ({"backend": {"kind": "node", "source": "--upload-pack=evil", "ref": "main"}}, "has no package.json"),
 ])
 def test_bad_app_services_name_the_key(services, message):
     with pytest.raises(ConfigError, match=__import__("re").escape(message)):
