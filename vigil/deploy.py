@@ -108,6 +108,10 @@ class Settings:
     task_timeout: int = 600
     # Back the database up (on its host) before the release tasks run.
     backup_first: bool = True
+    # Where a release keeps its migrations (one file each), and the release task that reverts the
+    # newest applied one: `deploy.rollback --migrations` reverts those the current release added.
+    migrations_dir: str = ""
+    revert_task: str = ""
 
 
 # --- what the host is asked first ------------------------------------------------------------
@@ -280,6 +284,23 @@ cat -- "$broken/owner.json" 2>/dev/null; echo
 rm -rf -- "$broken"
 '''
 
+LIST_MIGRATIONS = r'''
+releases=$1; dir=$2; shift 2
+for release in "$@"; do
+    echo "@release $release"
+    ls -1 -- "$releases/$release/$dir" 2>/dev/null
+done
+'''
+
+
+def migrations_added(listing: str, current: str, target: str) -> list[str]:
+    """LIST_MIGRATIONS's answer -> the migrations `current` has and `target` has not, newest first
+    (the order a revert undoes them: file names start with their timestamp)."""
+    chunks = re.split(r"^@release (\S+)\n", listing, flags=re.MULTILINE)
+    files = {release: {name for name in body.split() if name.endswith(".js")} for release, body in zip(chunks[1::2], chunks[2::2])}
+    return sorted(files.get(current, set()) - files.get(target, set()), reverse=True)
+
+
 PRUNE = r'''
 releases=$1; shift
 for id in "$@"; do rm -rf -- "$releases/$id"; done
@@ -367,6 +388,8 @@ class HostDeploy:
     # A rollback ships nothing: it returns to a release already on the host (`rollback_to`, else the previous good one).
     rollback: bool = False
     rollback_to: str | None = None
+    # With rollback: first revert the migrations the current release added (the first host only).
+    revert_migrations: bool = False
     progress: Callable[[str, OperationResult], None] | None = None
     # The database host's name and how to reach it as the deploy user (None: not a host of the inventory).
     database: tuple[str, Callable[[], Any]] | None = None
@@ -421,6 +444,8 @@ class HostDeploy:
             self.serving = state.current or "nothing"
             if self.rollback:
                 self.choose_rollback(state)
+                if self.revert_migrations:
+                    self.revert(state)
             else:
                 self.upload(state)
                 if settings.tasks and settings.backup_first:
@@ -453,6 +478,25 @@ class HostDeploy:
         except Exception as error:  # the connection may be gone; say so, keep the first error
             reason = error.reason if isinstance(error, HostError) else str(error)
             self.result.error = (self.result.error + "; " if self.result.error else "") + f"and clean-up failed: {reason}"
+
+    def revert(self, state: HostState) -> None:
+        """Revert, with the current release's own code, the migrations it has and the target has not,
+        newest first, after a backup; the current release keeps serving until the switch."""
+        began, settings, current = time.monotonic(), self.settings, state.current or ""
+        step = f"Revert the migrations {current} added."
+        listed = self.run(as_deploy(LIST_MIGRATIONS, settings.layout.releases, settings.migrations_dir, current, self.release), step)
+        added = migrations_added(listed.stdout, current, self.release)
+        if not added:
+            self.record(step, OK, summary=f"{current} added none")
+            return
+        self.backup_database(f"pre-revert-{current}")
+        unit = settings.layout.task_unit(settings.revert_task, current)
+        for done, migration in enumerate(added):
+            result = self.transport.run(helper(UNIT_HELPER, "start", unit), timeout=settings.task_timeout + 60)
+            if not result.ok:
+                raise DeployFailed(step, f"reverting {migration} failed after {done} of {len(added)} reverted; {unit}'s log:\n"
+                                         f"{self.journal_tail(unit)}\nThe database was backed up before: {self.backup}")
+        self.record(step, CHANGED, summary=f"reverted {', '.join(added)}", began=began)
 
     def choose_rollback(self, state: HostState) -> None:
         step = "Choose the release to return to."
@@ -609,15 +653,18 @@ class HostDeploy:
 
 
 def deploy_work(settings_for: Callable[[Host], Settings], artifact: Artifact | None, who: str, lock_wait: float,
-                rollback: bool = False, rollback_to: str | None = None, database=None, serving: dict | None = None):
+                rollback: bool = False, rollback_to: str | None = None, database=None, serving: dict | None = None,
+                revert_first: str | None = None):
     """The per-host work runner.run calls for a deploy (or, with `rollback`, a return to an earlier release).
 
-    serving: filled with host -> the release it serves once its deploy ended.
+    serving: filled with host -> the release it serves once its deploy ended. revert_first: the host
+    that reverts the current release's migrations before it rolls back.
     """
 
     def work(transport, host_plan: HostPlan, options: RunOptions, progress) -> HostResult:
         deploy = HostDeploy(transport, host_plan.host, settings_for(host_plan.host), artifact, who, lock_wait=lock_wait,
-                            progress=progress, rollback=rollback, rollback_to=rollback_to, database=database)
+                            progress=progress, rollback=rollback, rollback_to=rollback_to, database=database,
+                            revert_migrations=host_plan.host.name == revert_first)
         result = deploy.deploy()
         if serving is not None:
             serving[host_plan.host.name] = deploy.serving
@@ -668,15 +715,35 @@ def settings_from_vars(vars, service: str) -> Settings:
         tasks=tuple(tasks),
         task_timeout=vars.integer("app_release_task_timeout", minimum=1),
         backup_first=vars.boolean("app_backup_before_tasks"),
+        **migrations_settings(vars, service, known_tasks),
     )
 
 
+def migrations_settings(vars, service: str, known_tasks: dict) -> dict:
+    """A service's app_migrations entry ({dir, revert}) as Settings fields; none: nothing to revert."""
+    from vigil.errors import ConfigError
+
+    spec = (vars["app_migrations"] or {}).get(service)
+    if spec is None:
+        return {}
+    where = f"{vars.where('app_migrations')}.{service}"
+    if not isinstance(spec, dict) or not isinstance(spec.get("dir"), str) \
+            or not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9._/-]*", spec["dir"]) or ".." in spec["dir"].split("/"):
+        raise ConfigError(f"{where}: expected {{dir: a path inside the release, revert: a release task}}")
+    if spec.get("revert") not in known_tasks:
+        raise ConfigError(f"{where}.revert: {spec.get('revert')!r} is not in app_release_tasks.{service}")
+    return {"migrations_dir": spec["dir"], "revert_task": spec["revert"]}
+
+
 def deploy_service(env: str, service: str, source, limit: str | None, options: RunOptions, reporter,
-                   lock_wait: float = 0, environment=None, rollback: bool = False, rollback_to: str | None = None):
+                   lock_wait: float = 0, environment=None, rollback: bool = False, rollback_to: str | None = None,
+                   revert_migrations: bool = False, artifact: Artifact | None = None, promoted_from: str | None = None):
     """Build (or reuse) `service`'s artifact and deploy it to its hosts, rolling by options.serial.
 
     With `rollback`, nothing is built or shipped: each host returns to `rollback_to` or its previous
-    good release through the same health-gated switch. Returns (exit code, artifact or None, host
+    good release through the same health-gated switch. `artifact`: ship this one (a promotion)
+    instead of building `source` (`revert_migrations`: the first host first
+    reverts, alone, the migrations the current release added). Returns (exit code, artifact or None, host
     results). The hosts are the group the secrets schema runs the service on; each is logged in to
     as the deploy user, never the bootstrap user.
     """
@@ -718,7 +785,12 @@ def deploy_service(env: str, service: str, source, limit: str | None, options: R
         db = None  # no database host in the inventory, or several: the app's database is not one vigil runs
     database = (db.name, lambda: SSHTransport(dc.replace(db, bootstrap_user=None), inventory.known_hosts, inventory.env)) \
         if db else None
-    artifact = None if rollback else build(
+    if revert_migrations:
+        for host in hosts:
+            if not settings[host.name].migrations_dir or not settings[host.name].revert_task:
+                raise ConfigError(f"--migrations: {service} has no migrations to revert on {host.name} "
+                                  f"(app_migrations.{service} in roles/app/defaults.yml or the inventory)")
+    artifact = None if rollback else artifact or build(
         source, echo=lambda line: reporter.console.print(line, markup=False) if not reporter.json_output else None)
     who = operator()
     serving: dict[str, str] = {}
@@ -731,17 +803,20 @@ def deploy_service(env: str, service: str, source, limit: str | None, options: R
             [HostPlan(host, []) for host in batch],
             lambda host: SSHTransport(dc.replace(host, bootstrap_user=None), inventory.known_hosts, inventory.env),
             options, reporter.progress,
-            work=deploy_work(lambda host: settings[host.name], artifact, who, lock_wait, rollback, rollback_to, database, serving),
+            work=deploy_work(lambda host: settings[host.name], artifact, who, lock_wait, rollback, rollback_to, database, serving,
+                             revert_first=first.name if revert_migrations else None),
             stop_after_failure=True,
         )
 
-    results = roll([first], []) if settings[first.name].tasks and rest else []
+    results = roll([first], []) if (settings[first.name].tasks or revert_migrations) and rest else []
     results += roll(rest if results else hosts, results)
     code = exit_code(results)
-    task = f"deploy.rollback {service}" if rollback else f"deploy.{service}"
+    task = f"deploy.rollback {service}" if rollback else f"deploy.promote {service}" if promoted_from else f"deploy.{service}"
     record = audit_record(task, env, [r.host for r in results], code.name.lower(), environment.clock(),
                           sum(r.count(CHANGED) for r in results))
     record["release"] = artifact.id if artifact else (rollback_to or "previous")
+    if promoted_from:
+        record["promoted_from"] = promoted_from
     append_local_audit(record, environment)
     reporter.recap(f"{task} {record['release']}", env, results, notes={service: serving_line(results, serving)})
     return code, artifact, results
@@ -797,3 +872,37 @@ def break_locks(env: str, services: list[str], limit: str | None, reason: str, r
     append_local_audit(record, environment)
     reporter.recap(f"deploy.unlock {','.join(services)}", env, results)
     return code, broken
+
+
+def promotable(from_env: str, service: str, source) -> Artifact:
+    """The artifact `from_env`'s web hosts serve for `service`, from the local cache, or rebuilt from its git ref
+    (the same commit builds the same id and bytes). Raises ConfigError naming why it cannot be promoted."""
+    from vigil.build import build, built
+    from vigil.deploy_report import read_states
+    from vigil.errors import ConfigError
+
+    results, states, _ = read_states(from_env, [service], None)
+    unreached = [f"{r.host} ({r.unreachable or r.error})" for r in results if r.unreachable or r.error]
+    if unreached:
+        raise ConfigError(f"--from-env {from_env}: cannot read what {', '.join(unreached)} serves")
+    serving = {host: per_host[service].current for host, per_host in states.items()}
+    NOTHING = "nothing"
+    releases = set(serving.values())
+    if None in releases or len(releases) != 1:
+        raise ConfigError(f"--from-env {from_env}: its hosts do not all serve one {service} release "
+                          f"({', '.join(f'{host}: {release or NOTHING}' for host, release in serving.items())}); "
+                          "finish that deploy first")
+    release = releases.pop()
+    meta = next(iter(states.values()))[service].releases.get(release, {})
+    artifact = built(service, release)
+    if artifact is None and meta.get("ref") and meta["ref"] != "worktree":
+        import dataclasses as dc
+        artifact = build(dc.replace(source, ref=meta["ref"]))
+    if artifact is None:
+        raise ConfigError(f"{service} release {release} ({from_env}) is not in .vigil/artifacts/{service}/ here, and was "
+                          "built from a working tree, so it cannot be rebuilt: promote from the machine that built it, "
+                          "or deploy a git ref (--ref) to both environments")
+    if artifact.id != release or (meta.get("sha256") and artifact.sha256 != meta["sha256"]):
+        raise ConfigError(f"{service}: the artifact built here for {release} ({artifact.id}, sha256 {artifact.sha256[:16]}) "
+                          f"is not the one {from_env} runs (sha256 {str(meta.get('sha256'))[:16]}); nothing was promoted")
+    return artifact

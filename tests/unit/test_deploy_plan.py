@@ -183,3 +183,58 @@ def test_the_deploy_work_runs_on_each_host_records_each_step_and_releases_the_lo
 ])
 def test_a_deploy_reports_which_hosts_serve_which_release(results, serving, line):
     assert D.serving_line(results, serving) == line
+
+
+@pytest.mark.parametrize("listing, added", [
+    ("@release r2\n1-A.js\n1-A.js.map\n2-B.js\n3-C.js\n@release r1\n1-A.js\n", ["3-C.js", "2-B.js"]),
+    ("@release r2\n1-A.js\n@release r1\n1-A.js\n2-B.js\n", []),  # going forward adds nothing to revert
+    ("@release r2\n1-A.js\n2-B.d.ts\n@release r1\n", ["1-A.js"]),  # a target with no migrations directory
+    ("@release r2\n@release r1\n1-A.js\n", []),
+])
+def test_a_rollback_reverts_only_what_the_current_release_added_newest_first(listing, added):
+    assert D.migrations_added(listing, "r2", "r1") == added
+
+
+@pytest.mark.parametrize("spec, message", [
+    ({"dir": "../etc", "revert": "revert"}, "expected {dir: a path inside the release"),
+    ({"dir": "dist/migrations", "revert": "nope"}, "'nope' is not in app_release_tasks.backend"),
+    ("dist/migrations", "expected {dir:"),
+])
+def test_bad_migration_settings_name_the_key(spec, message):
+    with pytest.raises(ConfigError, match=r"app_migrations\.backend.*" + __import__("re").escape(message)):
+        D.settings_from_vars(vars_with(app_migrations={"backend": spec}), "backend")
+
+
+def serving_states(*currents, sha="a" * 64, ref="worktree"):
+    """read_states' answer for hosts serving `currents` (None: nothing)."""
+    states = {f"vps{n + 1}": {"backend": D.HostState(current=current, releases={current: {"sha256": sha, "ref": ref}} if current else {})}
+              for n, current in enumerate(currents)}
+    return [HostResult(host) for host in states], states, {}
+
+
+@pytest.mark.parametrize("states, cached, message", [
+    (serving_states("r1", "r2"), None, "its hosts do not all serve one backend release (vps1: r1, vps2: r2)"),
+    (serving_states("r1", None), None, "(vps1: r1, vps2: nothing)"),
+    (serving_states("r1"), None, "release r1 (staging) is not in .vigil/artifacts/backend/ here, and was built from a working tree"),
+    (serving_states("r1"), ("r1", "b" * 64), "is not the one staging runs"),
+])
+def test_a_promotion_ships_only_the_artifact_the_other_env_serves(monkeypatch, states, cached, message):
+    from vigil import build as B
+    from vigil import deploy_report
+
+    monkeypatch.setattr(deploy_report, "read_states", lambda env, services, limit: states)
+    artifact = B.Artifact("backend", cached[0], Path("/x.tar.gz"), cached[1], "worktree", "h", 1) if cached else None
+    monkeypatch.setattr(B, "built", lambda service, release: artifact)
+    monkeypatch.setattr(B, "build", lambda source: pytest.fail("rebuilt a working tree"))
+    with pytest.raises(ConfigError, match=__import__("re").escape(message)):
+        D.promotable("staging", "backend", None)
+
+
+def test_a_promotion_takes_the_cached_artifact_when_its_checksum_matches(monkeypatch):
+    from vigil import build as B
+    from vigil import deploy_report
+
+    monkeypatch.setattr(deploy_report, "read_states", lambda env, services, limit: serving_states("r1", "r1"))
+    artifact = B.Artifact("backend", "r1", Path("/x.tar.gz"), "a" * 64, "worktree", "h", 1)
+    monkeypatch.setattr(B, "built", lambda service, release: artifact)
+    assert D.promotable("staging", "backend", None) is artifact

@@ -15,7 +15,7 @@ from rich.table import Table
 from vigil.build import app_sources, build as build_artifact
 from vigil.config import load_inventory, load_role
 from vigil.commands import REDACTOR
-from vigil.deploy import break_locks as deploy_break_locks, deploy_service
+from vigil.deploy import break_locks as deploy_break_locks, deploy_service, promotable
 from vigil.deploy_report import read_states, release_rows, releases_by_host, status_row
 from vigil.errors import ConfigError, ExitCode
 from vigil.report import Reporter, table_console
@@ -102,12 +102,13 @@ def all_(c, env="sandbox", limit=None, ref=None, serial=0, lock_wait=0, verbose=
 
 
 @task(help={**{key: text for key, text in DEPLOY_HELP.items() if key != "ref"}, "app": "backend or frontend.",
-            "to": "The release id to return to (default: each host's previous good release; `deploy.releases` lists them)."})
+            "to": "The release id to return to (default: each host's previous good release; `deploy.releases` lists them).",
+            "migrations": "First revert the migrations the current release added (after a backup), with its own code."})
 @exits_cleanly
-def rollback(c, app, env="sandbox", limit=None, to=None, serial=0, lock_wait=0, verbose=False, json=False):
+def rollback(c, app, env="sandbox", limit=None, to=None, migrations=False, serial=0, lock_wait=0, verbose=False, json=False):
     """Return a service to an earlier release, through the same health-gated switch; releases marked bad are skipped.
 
-    Example: invoke deploy.rollback --app=backend --env=production
+    Example: invoke deploy.rollback --app=backend --env=production [--migrations]
     """
     sources = services_of(env)
     if app not in sources:
@@ -116,11 +117,35 @@ def rollback(c, app, env="sandbox", limit=None, to=None, serial=0, lock_wait=0, 
         raise ConfigError(f"--to: {to!r} is not a release id")
     reporter = Reporter(json_output=json, verbose=verbose)
     code, _, _ = deploy_service(env, app, sources[app], limit, RunOptions(serial=int(serial)), reporter,
-                                lock_wait=float(lock_wait), rollback=True, rollback_to=to)
+                                lock_wait=float(lock_wait), rollback=True, rollback_to=to, revert_migrations=migrations)
     if code != ExitCode.OK:
         raise Exit(code=int(code))
 
 
+
+
+@task(help={**{key: text for key, text in DEPLOY_HELP.items() if key != "ref"},
+            "env": "The environment to promote to (default: production).",
+            "from_env": "The environment whose serving release is promoted (default: staging).",
+            "app": "backend, frontend or all (default: all)."})
+@exits_cleanly
+def promote(c, from_env="staging", env="production", app="all", limit=None, serial=0, lock_wait=0, verbose=False, json=False):
+    """Ship exactly the artifact one environment serves to another (same id, same bytes), through the usual deploy.
+
+    Example: invoke deploy.promote --from-env=staging --env=production
+    """
+    if from_env == env:
+        raise ConfigError(f"--from-env and --env are both {env!r}: promote between two environments")
+    sources = services_of(env)
+    services = _services(app, env)
+    reporter = Reporter(json_output=json, verbose=verbose)
+    # Every service's artifact is found before anything ships: a missing one stops the promotion whole.
+    artifacts = {service: promotable(from_env, service, sources[service]) for service in services}
+    for service in services:
+        code, _, _ = deploy_service(env, service, sources[service], limit, RunOptions(serial=int(serial)), reporter,
+                                    lock_wait=float(lock_wait), artifact=artifacts[service], promoted_from=from_env)
+        if code != ExitCode.OK:
+            raise Exit(code=int(code))
 
 
 def _services(app: str, env: str) -> list[str]:
@@ -253,5 +278,5 @@ def unlock(c, env="sandbox", app="all", limit=None, force=False, reason=None, js
 
 
 ns = Collection("deploy")
-for command in (build, backend, frontend, all_, rollback, releases_, status, unlock):
+for command in (build, backend, frontend, all_, promote, rollback, releases_, status, unlock):
     ns.add_task(command)
