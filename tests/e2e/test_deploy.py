@@ -18,6 +18,7 @@ import yaml
 
 from conftest import INVENTORY, REPO, SSH_OPTIONS, invoke
 from vigil.errors import ExitCode
+from vigil.load import LoadLoop
 
 CA = REPO / ".vigil" / "sandbox" / "ca" / "ca.crt"
 BACKEND = REPO / "examples" / "together-pray" / "backend"
@@ -78,53 +79,15 @@ def test_the_first_deploy_serves_prayers_from_postgresql_on_every_web_host(deplo
 
 def test_a_redeploy_under_load_fails_no_request(deployed, sandbox, tmp_path):
     address = sandbox.addresses["vps1"]
-    counts = {"ok": 0, "failed": 0, "retried": 0}
-    failures = []
-    stop = threading.Event()
-
-    def get(session):
-        try:
-            return session.get(f"https://{address}/", verify=str(CA), timeout=10)
-        except requests.ConnectionError as error:
-            # nginx's graceful reload closes idle keep-alive connections; one the client reused at that
-            # instant closes before any answer. Browsers resend such an idempotent request on a new
-            # connection (RFC 9112, 9.3.1.1), and so does this client, once. Anything else counts.
-            if "RemoteDisconnected" not in repr(error):
-                raise
-            counts["retried"] += 1
-            return session.get(f"https://{address}/", verify=str(CA), timeout=10)
-
-    def load():
-        # The page: the frontend renders it from the backend's data on every request, so a gap in
-        # either shows (the public API itself is rate-limited per client, which would count 429s).
-        session = requests.Session()
-        deadline = time.monotonic() + 300
-        while not stop.is_set() and time.monotonic() < deadline:
-            try:
-                response = get(session)
-                status = response.status_code if "Welcome. May this be a place of peace" in response.text else "no prayers"
-            except requests.RequestException as error:
-                status = repr(error)
-            if status == 200:
-                counts["ok"] += 1
-            else:
-                counts["failed"] += 1
-                failures.append(status)
-
-    threads = [threading.Thread(target=load) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    try:
+    before = health(address)["release"]
+    # The page: the frontend renders it from the backend's data on every request, so a gap in either
+    # shows (the public API itself is rate-limited per client, which would count 429s).
+    with LoadLoop(f"https://{address}/", expect="Welcome. May this be a place of peace", verify=str(CA)) as load:
         time.sleep(1)
-        before = health(address)["release"]
         again = invoke("deploy.all", "--limit=vps1", timeout=900)
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join()
     assert again.code == 0, again.stdout[-3000:] + again.stderr
     assert health(address)["release"] == before  # the same release, now on the other color
-    assert counts["ok"] > 50 and counts["failed"] == 0, failures[:5]
+    assert load.result.ok > 50 and load.result.failed == 0, load.result.failures[:5]
 
 
 def test_a_release_whose_health_fails_leaves_the_old_one_serving(deployed, sandbox, tmp_path):
@@ -166,6 +129,13 @@ def test_a_failing_migration_switches_nothing_and_leaves_the_database_unchanged(
     assert run.code == ExitCode.HOST_FAILED
     error = run.host("vps1")["error"]
     assert error.startswith("Run migrate for") and "division by zero" in error
+    # The backup taken before the migration is kept and named; it is a whole pg_dump archive.
+    backup = error.split("The database was backed up before it: vps1:")[1].split()[0]
+    assert backup.endswith(f"-pre-migrate-{run.json['task'].split()[-1]}.dump")
+    listing = sandbox.ssh("vps1", f"pg_restore --list {backup} | grep -c 'TABLE DATA public prayers'")
+    assert listing.strip() == "1"
+    meta = json.loads(sandbox.ssh("vps1", f"cat {backup[:-len('.dump')]}.json"))
+    assert meta["sha256"] == sandbox.ssh("vps1", f"sha256sum {backup}").split()[0]
     assert health(sandbox.addresses["vps1"])["release"] == before
     tables = sandbox.ssh("vps1", "su postgres -c \"psql -tA -d together_pray -c \\\"select count(*) from pg_tables where tablename = 'half_done'\\\"\"")
     assert tables.strip() == "0"  # the migration's transaction rolled back
@@ -182,6 +152,9 @@ def test_a_held_lock_refuses_a_second_deploy_and_lock_wait_waits_for_it(deployed
     assert refused.code == ExitCode.HOST_FAILED
     assert "another deploy holds the lock: alice@laptop since 2026-11-26T01:00:00Z" in refused.host("vps1")["error"]
     assert "alice@laptop" in sandbox.ssh("vps1", f"cat {lock}/owner.json")  # not taken over
+    shown = invoke("deploy.unlock", "--app=backend")
+    assert shown.code == 0 and "vps1 backend: held by alice@laptop since 2026-11-26T01:00:00Z" in shown.stdout
+    assert "alice@laptop" in sandbox.ssh("vps1", f"cat {lock}/owner.json")  # without --force, only shown
     release_later = threading.Timer(8, lambda: sandbox.ssh("vps1", f"rm -rf {lock}"))
     release_later.start()
     try:
@@ -191,6 +164,43 @@ def test_a_held_lock_refuses_a_second_deploy_and_lock_wait_waits_for_it(deployed
     assert waited.code == 0, waited.stdout[-2000:] + waited.stderr
     taking = next(op for op in waited.host("vps1")["operations"] if op["name"] == "Take the deploy lock.")
     assert taking["seconds"] >= 4  # it waited for the holder, then took the lock
+
+
+def test_a_lock_left_by_a_dead_deploy_is_broken_with_a_reason_on_record(deployed, sandbox):
+    lock = "/srv/together-pray/backend/.deploy-lock"
+    owner = json.dumps({"who": "ci-runner-7", "since": "2026-11-26T02:00:00Z", "release": "r-dead"})
+    assert sandbox.ssh("vps2", f"su deploy -c {shlex.quote(f'mkdir {lock} && echo {shlex.quote(owner)} > {lock}/owner.json')}") == ""
+    assert invoke("deploy.unlock", "--app=backend", "--force").code == ExitCode.BAD_INPUT  # a reason is required
+    broken = invoke("deploy.unlock", "--app=backend", "--force", "--reason=runner killed mid-deploy", "--json")
+    assert broken.code == 0, broken.stdout + broken.stderr
+    assert sandbox.ssh("vps2", f"test -e {lock} && echo locked || echo free").strip() == "free"
+    entry = json.loads(sandbox.ssh("vps2", "tail -1 /srv/together-pray/backend/deploys.jsonl"))
+    assert (entry["result"], entry["reason"], entry["holder"]["who"]) == ("unlocked", "runner killed mid-deploy", "ci-runner-7")
+    audit = json.loads((REPO / ".vigil" / "audit.log").read_text().splitlines()[-1])
+    assert audit["task"] == "deploy.unlock backend" and audit["broken"] == {"vps2": {"backend": json.loads(owner)}}
+    assert invoke("deploy.backend", "--limit=vps2", timeout=600).code == 0
+
+
+def test_status_and_releases_show_what_each_host_serves_and_what_is_wrong(deployed, sandbox):
+    status = invoke("deploy.status", "--json")
+    assert status.code == 0, status.stdout + status.stderr
+    for host in WEB:
+        row = status.json["hosts"][host]["backend"]
+        assert row["release"] == current_release(sandbox, host) and row["problems"] == []
+        assert row["units"][row["live"].split(":")[0]] == "active"
+    listed = invoke("deploy.releases", "--app=backend", "--limit=vps1", "--json")
+    rows = listed.json["hosts"]["vps1"]["backend"]
+    current = next(row for row in rows if row["current"])
+    assert current["release"] == current_release(sandbox, "vps1") and "current" in current["marks"]
+    assert all(row["status"] in ("good", "bad") and row["uploaded"] for row in rows)
+    live = status.json["hosts"]["vps2"]["backend"]["live"].split(":")[0]
+    sandbox.ssh("vps2", f"systemctl stop together-pray-backend@{live}.service")
+    try:
+        broken = invoke("deploy.status", "--json")
+        assert broken.code == ExitCode.HOST_FAILED
+        assert f"vps2 backend: the live color {live} is inactive" in broken.json["problems"]
+    finally:
+        sandbox.ssh("vps2", f"systemctl start together-pray-backend@{live}.service")
 
 
 def test_old_releases_are_pruned_to_five_never_the_current_or_previous(deployed, sandbox):
@@ -249,3 +259,76 @@ def test_a_rollback_returns_to_the_previous_good_release_and_refuses_a_bad_one(d
     refused = invoke("deploy.rollback", "--app=backend", "--json", "--limit=vps1", f"--to={bad}")
     assert refused.code == ExitCode.HOST_FAILED and f"release {bad} is marked bad" in refused.host("vps1")["error"]
     assert health(address)["release"] == previous
+
+
+def test_a_rollback_with_migrations_reverts_what_the_bad_release_added(deployed, sandbox, tmp_path):
+    def add_column(source):
+        (source / "src" / "migrations" / "1764000000002-AddPrayerMood.ts").write_text(
+            'import { MigrationInterface, QueryRunner } from "typeorm";\n'
+            "export class AddPrayerMood1764000000002 implements MigrationInterface {\n"
+            '  name = "AddPrayerMood1764000000002";\n'
+            "  public async up(queryRunner: QueryRunner): Promise<void> {\n"
+            '    await queryRunner.query(`ALTER TABLE "prayers" ADD "mood" text`);\n'
+            "  }\n"
+            "  public async down(queryRunner: QueryRunner): Promise<void> {\n"
+            '    await queryRunner.query(`ALTER TABLE "prayers" DROP COLUMN "mood"`);\n'
+            "  }\n"
+            "}\n")
+
+    def columns():
+        return sandbox.ssh("vps1", "su postgres -c \"psql -tA -d together_pray -c \\\"select column_name from "
+                                   "information_schema.columns where table_name = 'prayers'\\\"\"").split()
+
+    # On vps2: the database is on vps1, so the backups go through a second connection, to vps1.
+    before = health(sandbox.addresses["vps2"])["release"]
+    inventory = scratch_with_backend(sandbox, tmp_path, variant(tmp_path, "with-mood", add_column))
+    deployed_mood = invoke("deploy.backend", "--json", "--limit=vps2", inventory=inventory, timeout=900)
+    assert deployed_mood.code == 0, deployed_mood.stdout[-3000:] + deployed_mood.stderr
+    assert "mood" in columns()
+    backed_up = next(op for op in deployed_mood.host("vps2")["operations"] if op["name"] == "Back up the database.")
+    assert backed_up["summary"].startswith("vps1:/var/backups/vigil/")
+    rolled = invoke("deploy.rollback", "--app=backend", "--migrations", "--json", "--limit=vps2", inventory=inventory, timeout=600)
+    assert rolled.code == 0, rolled.stdout[-3000:] + rolled.stderr
+    reverted = next(op for op in rolled.host("vps2")["operations"] if op["name"].startswith("Revert the migrations"))
+    assert reverted["summary"] == "reverted 1764000000002-AddPrayerMood.js"
+    assert "mood" not in columns()
+    names = sandbox.ssh("vps1", "su postgres -c \"psql -tA -d together_pray -c 'select name from migrations'\"").split()
+    assert names == ["CreatePrayers1764000000000"]
+    assert health(sandbox.addresses["vps2"])["release"] == before
+    pre_revert = sandbox.ssh("vps1", "ls /var/backups/vigil").split()
+    assert any("-pre-revert-" in name and name.endswith(".dump") for name in pre_revert)
+
+
+def test_promote_ships_the_very_artifact_the_other_env_serves(deployed, sandbox, tmp_path):
+    def touch_comment(source):
+        path = source / "src" / "main.ts"
+        path.write_text(path.read_text() + "// promoted from staging\n")
+
+    source = variant(tmp_path, "to-promote", touch_comment)
+
+    # Two environments over the session's hosts: "sandbox" runs the web on vps1, "production" on vps2.
+    def staging(data):
+        data["groups"]["web"]["hosts"] = ["vps1"]
+        data["vars"]["app_services"] = {"backend": {"kind": "node", "source": source, "ref": ""},
+                                        "frontend": {"kind": "next-standalone", "source": "examples/together-pray/frontend", "ref": ""}}
+    (tmp_path / "envs").mkdir()
+    inventory = sandbox.scratch_inventory(tmp_path / "envs", staging)
+    production = yaml.safe_load((inventory / "sandbox.yml").read_text())
+    production["groups"]["web"]["hosts"] = ["vps2"]
+    (inventory / "production.yml").write_text(yaml.safe_dump(production, sort_keys=False))
+    staged = invoke("deploy.backend", "--json", inventory=inventory, timeout=900)
+    assert staged.code == 0, staged.stdout[-3000:] + staged.stderr
+    release = staged.json["task"].split()[-1]
+    promoted = invoke("deploy.promote", "--from-env=sandbox", "--env=production", "--app=backend", "--json",
+                      inventory=inventory, timeout=900)
+    assert promoted.code == 0, promoted.stdout[-3000:] + promoted.stderr
+    assert promoted.json["task"] == f"deploy.promote backend {release}"
+    assert promoted.json["notes"] == {"backend": f"{release} on vps2"}
+    assert health(sandbox.addresses["vps2"])["release"] == release
+    sums = {host: sandbox.ssh(host, f"cat /srv/together-pray/backend/releases/{release}/.vigil-release.json") for host in WEB}
+    assert json.loads(sums["vps1"])["sha256"] == json.loads(sums["vps2"])["sha256"]
+    # Without the artifact here, a release built from a working tree cannot be promoted: said, nothing shipped.
+    for leftover in (REPO / ".vigil" / "artifacts" / "backend").glob(f"{release}.*"):
+        leftover.unlink()
+    gone = invoke("deploy.promote", "--from-env=sandbox", "--env=production", "--app=backend", inventory=inventory)
+    assert gone.code == ExitCode.BAD_INPUT and f"release {release} (sandbox) is not in .vigil/artifacts/backend/" in gone.stderr
