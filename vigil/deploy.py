@@ -150,12 +150,6 @@ class HostState:
     history: list[dict] = field(default_factory=list)
 
 
-def state_command(settings: Settings) -> Command:
-    layout = settings.layout
-    return script(STATE, layout.base, settings.upstream_file, settings.upstream_name,
-                  *(layout.unit(color) for color in COLORS), sudo=False)
-
-
 # Several services' state in one round trip (deploy.status, deploy.releases): STATE once per service.
 STATES = "state() {\n" + STATE + "\n}\n" + r'''
 while [ "$#" -ge 6 ]; do
@@ -231,6 +225,9 @@ fi
 cat > "$lock/owner.json"
 '''
 
+# The lock, then (only once it is ours) the host's state: one round trip.
+LOCK_AND_STATE = "state() {\n" + STATE + "\n}\n" + TAKE_LOCK + 'shift\nstate "$@"\n'
+
 # The artifact arrives on stdin into a .partial directory; only a complete, checked
 # unpack is renamed into place, so a dropped upload never leaves a release behind.
 UNPACK = r'''
@@ -301,9 +298,23 @@ def migrations_added(listing: str, current: str, target: str) -> list[str]:
     return sorted(files.get(current, set()) - files.get(target, set()), reverse=True)
 
 
-PRUNE = r'''
-releases=$1; shift
+# Each action runs even when one before it failed; each failure is named.
+RETIRE = r'''
+helper=$1; old=$2; new=$3; failed=0
+sudo -n "$helper" stop "$old" || { echo "vigil: stopping the old color failed" >&2; failed=1; }
+sudo -n "$helper" enable "$new" || { echo "vigil: enabling the new color failed" >&2; failed=1; }
+sudo -n "$helper" disable "$old" || { echo "vigil: disabling the old color failed" >&2; failed=1; }
+exit "$failed"
+'''
+
+# After the switch, in one round trip: `current` (atomic), the history line (stdin), pruning, the
+# lock. Exit 1: `current` was not switched; 2: the history line was not written (the lock stays
+# for the caller to release either way).
+FINISH = RELINK + r''' && rm -f -- "$3" || exit 1
+history=$4; releases=$5; lock=$6; shift 6
+cat >> "$history" || exit 2
 for id in "$@"; do rm -rf -- "$releases/$id"; done
+rm -rf -- "$lock"
 '''
 
 
@@ -404,6 +415,7 @@ class HostDeploy:
         self.serving = ""  # the release the host serves when the deploy ends (unknown until read)
         # Only a release that was run (a task, a start, a health gate) can be blamed for a failure.
         self.release_tried = False
+        self.unlocked = False  # the finishing round trip releases the lock itself
 
     def record(self, name: str, status: str, summary: str = "", error: str = "", began: float | None = None) -> None:
         op = OperationResult(name, status, summary=summary, error=error,
@@ -429,12 +441,10 @@ class HostDeploy:
 
     def deploy(self) -> HostResult:
         settings = self.settings
-        self.take_lock()
+        state = self.take_lock()
         switched = False
         idle = None
-        state = HostState()
         try:
-            state = parse_state(self.run(state_command(settings), "Read the host.").stdout)
             live = next((color for color, port in settings.ports.items() if port == state.live_port), None)
             if live is None:
                 raise DeployFailed("Read the host.", f"nginx's {settings.upstream_name} upstream in {settings.upstream_file} "
@@ -467,7 +477,8 @@ class HostDeploy:
             if not switched:
                 self.best_effort(lambda: self.abandon(idle, state))
         finally:
-            self.best_effort(self.release_lock)
+            if not self.unlocked:
+                self.best_effort(self.release_lock)
         self.result.finished = self.clock()
         return self.result
 
@@ -507,16 +518,19 @@ class HostDeploy:
         self.ref = state.releases[self.release].get("ref", "")
         self.record(step, OK, summary=f"{self.release} (current: {state.current or 'none'})")
 
-    def take_lock(self) -> None:
-        began = time.monotonic()
+    def take_lock(self) -> HostState:
+        """Take the lock and read the host's state in the same round trip (waiting up to lock_wait)."""
+        began, settings = time.monotonic(), self.settings
         owner = json.dumps({"who": self.who, "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.clock())),
                             "release": self.release or "rollback", "ref": self.ref}).encode()
         deadline = time.monotonic() + self.lock_wait
         while True:
-            result = self.transport.run(as_deploy(TAKE_LOCK, self.settings.layout.lock, stdin=owner))
+            result = self.transport.run(as_deploy(LOCK_AND_STATE, settings.layout.lock, settings.layout.base, settings.upstream_file,
+                                                  settings.upstream_name, *(settings.layout.unit(color) for color in COLORS),
+                                                  stdin=owner))
             if result.ok:
-                self.record("Take the deploy lock.", CHANGED, summary=f"locked {self.settings.layout.lock}", began=began)
-                return
+                self.record("Take the deploy lock.", CHANGED, summary=f"locked {settings.layout.lock}", began=began)
+                return parse_state(result.stdout)
             if result.status != 75:
                 raise HostError(self.host.name, f"taking the deploy lock failed: {result.stderr.strip()[-300:]}")
             if time.monotonic() >= deadline:
@@ -577,8 +591,8 @@ class HostDeploy:
         began, layout = time.monotonic(), self.settings.layout
         step = f"Start {layout.service}@{idle} on {self.release}."
         self.release_tried = True
-        self.run(as_deploy(RELINK, layout.color(idle), f"../releases/{self.release}"), step)
-        self.run(helper(UNIT_HELPER, "restart", layout.unit(idle)), step)
+        self.run(as_deploy(RELINK + ' && sudo -n "$3" restart "$4"', layout.color(idle), f"../releases/{self.release}",
+                           UNIT_HELPER, layout.unit(idle)), step)
         self.record(step, CHANGED, summary=f"port {self.settings.ports[idle]}", began=began)
 
     def health_gate(self, idle: str) -> None:
@@ -603,13 +617,11 @@ class HostDeploy:
         step = f"Drain and stop {layout.service}@{live}."
         # Requests nginx's old workers still hold finish on the old color; then it stops cleanly.
         time.sleep(self.settings.drain)
-        result = self.transport.run(helper(UNIT_HELPER, "stop", layout.unit(live)))
         # Enabled or not decides which color a reboot starts: the one nginx sends traffic to.
-        enabled = self.transport.run(helper(UNIT_HELPER, "enable", layout.unit(next(c for c in COLORS if c != live))))
-        disabled = self.transport.run(helper(UNIT_HELPER, "disable", layout.unit(live)))
-        problems = [f"{what} failed: {outcome.stderr.strip()[-300:]}" for what, outcome in
-                    (("stopping the old color", result), ("enabling the new color", enabled), ("disabling the old color", disabled))
-                    if not outcome.ok]
+        result = self.transport.run(as_deploy(RETIRE, UNIT_HELPER, layout.unit(live), layout.unit(next(c for c in COLORS if c != live))))
+        problems = [line.removeprefix("vigil: ") for line in result.stderr.splitlines() if line.startswith("vigil: ")]
+        if not result.ok:
+            problems = (problems or ["retiring the old color failed"]) + [result.stderr.strip()[-300:]]
         self.record(step, FAILED if problems else CHANGED, summary=f"stopped after {self.settings.drain}s",
                     error="; ".join(problems), began=began)
         if problems:
@@ -617,19 +629,29 @@ class HostDeploy:
             self.result.error = f"{step}: {'; '.join(problems)}"
 
     def finish(self, state: HostState, live: str) -> None:
+        """Make the release current, record it, prune and unlock, in one round trip."""
         began, layout, release = time.monotonic(), self.settings.layout, self.release
         step = f"Make {release} current."
-        self.run(as_deploy(RELINK + ' && rm -f -- "$3"', layout.current, f"releases/{release}",
-                           f"{layout.release(release)}/.vigil-bad"), step)
-        self.append_history({"release": release, "previous": state.current,
-                             "color": next(c for c in COLORS if c != live), "result": "live"})
-        self.record(step, CHANGED, summary=f"previous: {state.current or 'none'}", began=began)
+        # What the host holds now: the releases read under the lock, plus this one if it was just uploaded.
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.clock()))
+        held = HostState(releases={**state.releases, release: state.releases.get(release) or {"uploaded_at": now}})
         protected = {release} | {rid for rid in (state.current, *state.colors.values()) if rid}
-        doomed = prune_candidates(parse_state(self.run(state_command(self.settings), step).stdout), self.settings.keep, protected)
-        if doomed:
-            self.run(as_deploy(PRUNE, layout.releases, *doomed), "Prune old releases.")
+        doomed = prune_candidates(held, self.settings.keep, protected)
+        line = self.history_line({"release": release, "previous": state.current,
+                                  "color": next(c for c in COLORS if c != live), "result": "live"})
+        result = self.transport.run(as_deploy(FINISH, layout.current, f"releases/{release}", f"{layout.release(release)}/.vigil-bad",
+                                              layout.history, layout.releases, layout.lock, *doomed, stdin=line))
+        if result.status == 1:
+            raise DeployFailed(step, f"the current link was not switched: {REDACTOR.redact(result.stderr.strip()[-300:])}")
+        self.record(step, CHANGED, summary=f"previous: {state.current or 'none'}", began=began)
+        if result.status == 2:
+            raise DeployFailed("Write the deploy history.", f"{layout.history}: {result.stderr.strip()[-300:]}")
+        if not result.ok:
+            raise DeployFailed("Prune old releases.", f"exited {result.status}: {result.stderr.strip()[-300:]}")
         self.record("Prune old releases.", CHANGED if doomed else OK,
                     summary=f"removed {', '.join(doomed)}" if doomed else f"at most {self.settings.keep} kept")
+        self.unlocked = True
+        self.record("Release the deploy lock.", CHANGED)
 
     def abandon(self, idle: str | None, state: HostState) -> None:
         """After a failure before the switch: stop the idle color, mark the release bad (unless it is the
@@ -646,10 +668,12 @@ class HostDeploy:
         self.record(f"Mark {release} bad." if blamed else f"Keep {release}.", CHANGED,
                     summary="the live color keeps serving" + (f"; {layout.service}@{idle} stopped" if idle and self.release_tried else ""))
 
+    def history_line(self, entry: dict) -> bytes:
+        return (json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.clock())), "who": self.who,
+                            "ref": self.ref, **(({"rollback": True}) if self.rollback else {}), **entry}) + "\n").encode()
+
     def append_history(self, entry: dict) -> None:
-        line = json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.clock())), "who": self.who,
-                           "ref": self.ref, **(({"rollback": True}) if self.rollback else {}), **entry}) + "\n"
-        self.run(as_deploy('cat >> "$1"', self.settings.layout.history, stdin=line.encode()), "Write the deploy history.")
+        self.run(as_deploy('cat >> "$1"', self.settings.layout.history, stdin=self.history_line(entry)), "Write the deploy history.")
 
 
 def deploy_work(settings_for: Callable[[Host], Settings], artifact: Artifact | None, who: str, lock_wait: float,

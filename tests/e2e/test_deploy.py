@@ -96,12 +96,16 @@ def test_a_release_whose_health_fails_leaves_the_old_one_serving(deployed, sandb
         path.write_text(path.read_text().replace('await this.dataSource.query("SELECT 1");', 'throw new Error("broken on purpose");'))
 
     inventory = scratch_with_backend(sandbox, tmp_path, variant(tmp_path, "broken-health", break_health))
-    before = health(sandbox.addresses["vps1"])["release"]
-    run = invoke("deploy.backend", "--json", "--limit=vps1", inventory=inventory, timeout=900)
+    before, before_on_vps2 = (health(sandbox.addresses[host])["release"] for host in WEB)
+    # Rolling one host at a time: the first failure stops the roll before vps2.
+    run = invoke("deploy.backend", "--json", "--serial=1", inventory=inventory, timeout=900)
     assert run.code == ExitCode.HOST_FAILED
     error = run.host("vps1")["error"]
     assert error.startswith("Check backend@") and "not healthy within" in error and "its log:" in error
+    assert run.host("vps2")["skipped_because"] == "an earlier host failed"
+    assert run.json["notes"] == {"backend": f"{before} on vps1; not reached on vps2"}
     assert health(sandbox.addresses["vps1"])["release"] == before
+    assert health(sandbox.addresses["vps2"])["release"] == before_on_vps2
     broken = run.json["task"].split()[-1]  # "deploy.backend <release>"
     assert sandbox.ssh("vps1", f"test -e /srv/together-pray/backend/releases/{broken}/.vigil-bad && echo bad").strip() == "bad"
     assert sandbox.ssh("vps1", f"test -e /srv/together-pray/backend/releases/{before}/.vigil-bad || echo good").strip() == "good"

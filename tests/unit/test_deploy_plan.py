@@ -238,3 +238,42 @@ def test_a_promotion_takes_the_cached_artifact_when_its_checksum_matches(monkeyp
     artifact = B.Artifact("backend", "r1", Path("/x.tar.gz"), "a" * 64, "worktree", "h", 1)
     monkeypatch.setattr(B, "built", lambda service, release: artifact)
     assert D.promotable("staging", "backend", None) is artifact
+
+
+class ScriptedHost:
+    """A host serving r1 on green that answers every later command with success; counts round trips."""
+
+    def __init__(self, releases=("r1",)):
+        self.commands = []
+        self.state = ("@lock\n@current\n/srv/together-pray/backend/releases/r1\n@color green\n../releases/r1\n"
+                      "@units\ninactive\nactive\n@upstream\n3002\n@releases\n"
+                      + "".join(f'{rid} good {{"id": "{rid}", "uploaded_at": "2026-11-0{n + 1}T00:00:00Z"}}\n'
+                                for n, rid in enumerate(releases))
+                      + '@history\n{"release": "r1", "result": "live"}\n@end\n')
+
+    def run(self, command, timeout=None):
+        from vigil.transport import Result
+
+        self.commands.append(command)
+        return Result(0, self.state if len(self.commands) == 1 else "3 checks in a row passed\n", "")
+
+
+@pytest.mark.parametrize("on_host, tasks, round_trips", [
+    (("r1", "r9"), (), 6),           # warm: lock and state, start, health gate, switch, retire, finish and unlock
+    (("r1",), (), 7),                # cold: and the upload
+    (("r1",), ("migrate",), 9),      # and a backup and the migration
+])
+def test_a_deploy_asks_each_host_a_fixed_few_round_trips(on_host, tasks, round_trips):
+    import dataclasses as dc
+    from vigil.build import Artifact
+
+    artifact_file = Path(__file__)  # any bytes: the fake host takes them
+    artifact = Artifact("backend", "r9", artifact_file, "0" * 64, "worktree", "h" * 64, artifact_file.stat().st_size)
+    settings = dc.replace(D.settings_from_vars(vars_with(), "backend"), drain=0, tasks=tasks)
+    host = ScriptedHost(on_host)
+    deploy = D.HostDeploy(host, Host("web1", "10.0.0.11", 22, "deploy", None, ("web",), 5, 30), settings, artifact,
+                          "alice@laptop", database=("web1", lambda: pytest.fail("the database is on this host")))
+    result = deploy.deploy()
+    assert result.error == "" and deploy.serving == "r9"
+    assert len(host.commands) == round_trips
+    assert [op.name for op in result.operations][-3:] == ["Make r9 current.", "Prune old releases.", "Release the deploy lock."]
