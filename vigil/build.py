@@ -136,6 +136,9 @@ def app_sources(services: object, where: str, ref: str | None = None) -> dict[st
         if wanted and not REF_PATTERN.match(str(wanted)):
             raise ConfigError(f"{at}.ref: {wanted!r} is not a git ref")
         if GIT_URL.match(str(spec["source"])):
+            if re.match(r"^[a-z]+://[^/@]*:[^/@]*@", str(spec["source"])):
+                # It would sit in the inventory and show in git's errors: a credential helper or an ssh key instead.
+                raise ConfigError(f"{at}.source: a git URL with a password in it; use an ssh URL or a git credential helper")
             subdir = str(spec.get("subdir") or ".")
             if not wanted:
                 raise ConfigError(f"{at}.ref: a git URL needs a ref to build (a commit, tag or branch)")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import re
+from secrets import token_hex
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,7 +132,7 @@ for dir in "$base"/releases/*/; do
     if [ -e "$dir/.vigil-bad" ]; then status=bad; else status=good; fi
     printf '%s %s ' "$id" "$status"; cat -- "$dir/.vigil-release.json" 2>/dev/null | tr -d '\n'; echo
 done
-echo "@history"; tail -n 50 -- "$base/deploys.jsonl" 2>/dev/null
+echo "@history"; tail -n 200 -- "$base/deploys.jsonl" 2>/dev/null
 echo "@end"
 '''
 
@@ -218,11 +219,21 @@ def _json(text: str) -> dict | None:
 TAKE_LOCK = r'''
 lock=$1
 if ! mkdir -- "$lock" 2>/dev/null; then
-    # Only an existing lock means another deploy; anything else (no directory, no permission) is an error.
-    test -d "$lock" || { mkdir -- "$lock"; exit 1; }
-    cat -- "$lock/owner.json" 2>/dev/null; exit 75
+    # Only an existing lock means another deploy. Otherwise its holder let go between the two
+    # checks (the second mkdir takes it), or the directory cannot be made (its error, exit 1).
+    if [ -d "$lock" ]; then cat -- "$lock/owner.json" 2>/dev/null; exit 75; fi
+    mkdir -- "$lock" || exit 1
 fi
 cat > "$lock/owner.json"
+'''
+
+# Only the deploy that took the lock removes it (its token is in owner.json): after a forced
+# unlock, the old deploy must not remove the lock a new deploy holds. Exit 3: not ours (left).
+RELEASE_LOCK = r'''
+lock=$1; token=$2
+[ -d "$lock" ] || exit 0
+grep -qF "\"token\": \"$token\"" "$lock/owner.json" 2>/dev/null || exit 3
+rm -rf -- "$lock"
 '''
 
 # The lock, then (only once it is ours) the host's state: one round trip.
@@ -276,13 +287,17 @@ exit 1
 BREAK_LOCK = r'''
 lock=$1; broken="$1.broken"
 rm -rf -- "$broken"
-mv -T -- "$lock" "$broken" 2>/dev/null || { echo "@free"; exit 0; }
+[ -e "$lock" ] || { echo "@free"; exit 0; }
+mv -T -- "$lock" "$broken" || exit 1
 cat -- "$broken/owner.json" 2>/dev/null; echo
 rm -rf -- "$broken"
 '''
 
+# The current release ($3) must have the directory (else the setting is wrong, and "nothing to
+# revert" would be a lie); the target may have none yet.
 LIST_MIGRATIONS = r'''
 releases=$1; dir=$2; shift 2
+[ -d "$releases/$1/$dir" ] || { echo "no directory $dir in release $1 (app_migrations)" >&2; exit 1; }
 for release in "$@"; do
     echo "@release $release"
     ls -1 -- "$releases/$release/$dir" 2>/dev/null
@@ -308,13 +323,16 @@ exit "$failed"
 '''
 
 # After the switch, in one round trip: `current` (atomic), the history line (stdin), pruning, the
-# lock. Exit 1: `current` was not switched; 2: the history line was not written (the lock stays
-# for the caller to release either way).
-FINISH = RELINK + r''' && rm -f -- "$3" || exit 1
-history=$4; releases=$5; lock=$6; shift 6
+# lock (if still ours). Exit 1: `current` was not switched; 2: the history line was not written;
+# 3: a release was not pruned (the lock is released); 4: the lock could not be removed.
+FINISH = RELINK + r''' || exit 1
+rm -f -- "$3"
+history=$4; releases=$5; lock=$6; token=$7; shift 7
 cat >> "$history" || exit 2
-for id in "$@"; do rm -rf -- "$releases/$id"; done
-rm -rf -- "$lock"
+pruned=0
+for id in "$@"; do rm -rf -- "$releases/$id" || pruned=3; done
+grep -qF "\"token\": \"$token\"" "$lock/owner.json" 2>/dev/null && { rm -rf -- "$lock" || exit 4; }
+exit "$pruned"
 '''
 
 
@@ -347,13 +365,19 @@ def rollback_target(state: HostState, wanted: str | None) -> str:
         if wanted == state.current:
             raise ValueError(f"release {wanted} is the current one already")
         return wanted
-    # Deploys in order (a rollback is a return, not a deploy); the target is what was deployed before
-    # the current release was, so a second rollback goes further back, never forward again.
-    deploys = [entry.get("release") for entry in state.history if entry.get("result") == "live" and not entry.get("rollback")]
-    positions = [index for index, release in enumerate(deploys) if release == state.current]
-    for release in reversed(deploys[: positions[-1] if positions else len(deploys)]):
-        if release != state.current and release in usable:
-            return release
+    # What each release replaced when it was last deployed (a rollback is a return, not a deploy, and
+    # a redeploy of the same release replaced nothing): the chain back from the current release.
+    replaced: dict[str, str] = {}
+    for entry in state.history:
+        release, previous = entry.get("release"), entry.get("previous")
+        if entry.get("result") == "live" and not entry.get("rollback") and release and previous and previous != release:
+            replaced[release] = previous
+    seen, candidate = {state.current}, replaced.get(state.current or "")
+    while candidate and candidate not in seen:
+        if candidate in usable:
+            return candidate
+        seen.add(candidate)
+        candidate = replaced.get(candidate)
     raise ValueError(f"no earlier good release to return to (current: {state.current or 'none'})")
 
 
@@ -416,6 +440,7 @@ class HostDeploy:
         # Only a release that was run (a task, a start, a health gate) can be blamed for a failure.
         self.release_tried = False
         self.unlocked = False  # the finishing round trip releases the lock itself
+        self.token = token_hex(8)  # marks the lock as this deploy's
 
     def record(self, name: str, status: str, summary: str = "", error: str = "", began: float | None = None) -> None:
         op = OperationResult(name, status, summary=summary, error=error,
@@ -522,7 +547,7 @@ class HostDeploy:
         """Take the lock and read the host's state in the same round trip (waiting up to lock_wait)."""
         began, settings = time.monotonic(), self.settings
         owner = json.dumps({"who": self.who, "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.clock())),
-                            "release": self.release or "rollback", "ref": self.ref}).encode()
+                            "release": self.release or "rollback", "ref": self.ref, "token": self.token}).encode()
         deadline = time.monotonic() + self.lock_wait
         while True:
             result = self.transport.run(as_deploy(LOCK_AND_STATE, settings.layout.lock, settings.layout.base, settings.upstream_file,
@@ -542,7 +567,10 @@ class HostDeploy:
             time.sleep(1)
 
     def release_lock(self) -> None:
-        result = self.transport.run(Command(("rm", "-rf", "--", self.settings.layout.lock), sudo=False))
+        result = self.transport.run(as_deploy(RELEASE_LOCK, self.settings.layout.lock, self.token))
+        if result.status == 3:
+            self.record("Release the deploy lock.", OK, summary="another deploy holds it now (it was broken): left")
+            return
         self.record("Release the deploy lock.", CHANGED if result.ok else FAILED,
                     error="" if result.ok else result.stderr.strip()[-300:])
         if not result.ok:
@@ -551,6 +579,12 @@ class HostDeploy:
     def upload(self, state: HostState) -> None:
         began, layout, release = time.monotonic(), self.settings.layout, self.release
         if release in state.releases:
+            on_host = state.releases[release].get("sha256")
+            if on_host and on_host != self.artifact.sha256:
+                # The same source built elsewhere into other bytes: never serve two things under one id.
+                raise DeployFailed(f"Upload release {release}.", f"the host has {release} with other bytes (sha256 {on_host[:16]}, "
+                                                                 f"this artifact {self.artifact.sha256[:16]}); promote the artifact "
+                                                                 "the host has, or remove that release from the host")
             self.record(f"Upload release {release}.", OK, summary="already on the host")
             return
         meta = json.dumps({"id": release, "ref": self.artifact.ref, "sha256": self.artifact.sha256,
@@ -640,16 +674,22 @@ class HostDeploy:
         line = self.history_line({"release": release, "previous": state.current,
                                   "color": next(c for c in COLORS if c != live), "result": "live"})
         result = self.transport.run(as_deploy(FINISH, layout.current, f"releases/{release}", f"{layout.release(release)}/.vigil-bad",
-                                              layout.history, layout.releases, layout.lock, *doomed, stdin=line))
+                                              layout.history, layout.releases, layout.lock, self.token, *doomed, stdin=line))
+        why = REDACTOR.redact(result.stderr.strip()[-300:])
         if result.status == 1:
-            raise DeployFailed(step, f"the current link was not switched: {REDACTOR.redact(result.stderr.strip()[-300:])}")
+            raise DeployFailed(step, f"the current link was not switched: {why}")
         self.record(step, CHANGED, summary=f"previous: {state.current or 'none'}", began=began)
         if result.status == 2:
-            raise DeployFailed("Write the deploy history.", f"{layout.history}: {result.stderr.strip()[-300:]}")
-        if not result.ok:
-            raise DeployFailed("Prune old releases.", f"exited {result.status}: {result.stderr.strip()[-300:]}")
-        self.record("Prune old releases.", CHANGED if doomed else OK,
-                    summary=f"removed {', '.join(doomed)}" if doomed else f"at most {self.settings.keep} kept")
+            raise DeployFailed("Write the deploy history.", f"{layout.history}: {why}")
+        if result.status == 3:
+            # Traffic is on the new release and the lock is released: say the host needs a look.
+            self.record("Prune old releases.", FAILED, error=why)
+            self.result.error = f"Prune old releases.: not every one of {', '.join(doomed)} was removed: {why}"
+        elif not result.ok:
+            raise DeployFailed("Prune old releases.", f"exited {result.status}: {why}")
+        else:
+            self.record("Prune old releases.", CHANGED if doomed else OK,
+                        summary=f"removed {', '.join(doomed)}" if doomed else f"at most {self.settings.keep} kept")
         self.unlocked = True
         self.record("Release the deploy lock.", CHANGED)
 
@@ -917,6 +957,12 @@ def promotable(from_env: str, service: str, source) -> Artifact:
                           f"({', '.join(f'{host}: {release or NOTHING}' for host, release in serving.items())}); "
                           "finish that deploy first")
     release = releases.pop()
+    locked = [host for host, per_host in states.items() if per_host[service].lock]
+    if locked:
+        raise ConfigError(f"--from-env {from_env}: a deploy of {service} is running on {', '.join(locked)}; promote once it is done")
+    sums = {per_host[service].releases.get(release, {}).get("sha256") for per_host in states.values()}
+    if len(sums) != 1:
+        raise ConfigError(f"--from-env {from_env}: its hosts hold {release} with different bytes; nothing was promoted")
     meta = next(iter(states.values()))[service].releases.get(release, {})
     artifact = built(service, release)
     if artifact is None and meta.get("ref") and meta["ref"] != "worktree":

@@ -225,7 +225,7 @@ def test_an_upload_cut_off_midway_never_becomes_a_release_and_the_next_deploy_su
 
     def touch_comment(source):
         path = source / "src" / "main.ts"
-        path.write_text(path.read_text() + "// a new release\n")
+        path.write_text(path.read_text() + f"// a new release {time.time_ns()}\n")  # new on every run of the suite
 
     inventory = scratch_with_backend(sandbox, tmp_path, variant(tmp_path, "new-release", touch_comment))
     built = invoke("deploy.build", "--app=backend", extra_env={"VIGIL_INVENTORY": str(inventory)}, timeout=900)
@@ -253,7 +253,9 @@ def test_a_rollback_returns_to_the_previous_good_release_and_refuses_a_bad_one(d
     address = sandbox.addresses["vps1"]
     current = current_release(sandbox, "vps1")
     deploys = [json.loads(line) for line in sandbox.ssh("vps1", "cat /srv/together-pray/backend/deploys.jsonl").splitlines()]
-    previous = [entry["release"] for entry in deploys if entry["result"] == "live" and entry["release"] != current][-1]
+    # What the current release replaced when it was deployed.
+    previous = next(entry["previous"] for entry in reversed(deploys)
+                    if entry["result"] == "live" and entry["release"] == current and entry["previous"] != current)
     rolled = invoke("deploy.rollback", "--app=backend", "--json", "--limit=vps1", timeout=600)
     assert rolled.code == 0, rolled.stdout[-3000:] + rolled.stderr
     assert health(address)["release"] == previous and current_release(sandbox, "vps1") == previous
@@ -306,7 +308,7 @@ def test_a_rollback_with_migrations_reverts_what_the_bad_release_added(deployed,
 def test_promote_ships_the_very_artifact_the_other_env_serves(deployed, sandbox, tmp_path):
     def touch_comment(source):
         path = source / "src" / "main.ts"
-        path.write_text(path.read_text() + "// promoted from staging\n")
+        path.write_text(path.read_text() + f"// promoted from staging {time.time_ns()}\n")
 
     source = variant(tmp_path, "to-promote", touch_comment)
 

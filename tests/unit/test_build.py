@@ -125,6 +125,8 @@ def test_a_build_sees_the_tools_settings_but_no_vigil_secret():
      "app_services.backend.subdir: '../x' is not a directory inside"),
     ({"backend": {"kind": "node", "source": "examples/together-pray/backend", "subdir": "x"}}, "subdir: only for a source given as a git URL"),
     ({"backend": {"kind": "node", "source": "--upload-pack=evil", "ref": "main"}}, "has no package.json"),
+    ({"backend": {"kind": "node", "source": "https://bot:s3cret@git.example.org/pray.git", "ref": "main"}},
+     "app_services.backend.source: a git URL with a password in it"),
 ])
 def test_bad_app_services_name_the_key(services, message):
     with pytest.raises(ConfigError, match=__import__("re").escape(message)):

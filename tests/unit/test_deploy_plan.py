@@ -116,16 +116,25 @@ def history_state(current: str, bad=(), history=()) -> D.HostState:
                        history=list(history))
 
 
-LIVE = lambda release: {"release": release, "result": "live"}  # noqa: E731
+def LIVE(release, previous=None, **more):
+    return {"release": release, "result": "live", "previous": previous, **more}
+
+
+DEPLOYED = [LIVE("r1"), LIVE("r2", "r1"), LIVE("r3", "r2")]
 
 
 @pytest.mark.parametrize("state, wanted, target", [
-    (history_state("r3", history=[LIVE("r1"), LIVE("r2"), LIVE("r3")]), None, "r2"),
+    (history_state("r3", history=DEPLOYED), None, "r2"),
     # A failed deploy, and a release marked bad since, are skipped.
-    (history_state("r3", bad=["r2"], history=[LIVE("r1"), LIVE("r2"), {"release": "r4", "result": "failed"}, LIVE("r3")]), None, "r1"),
+    (history_state("r3", bad=["r2"], history=[LIVE("r1"), LIVE("r2", "r1"), {"release": "r4", "result": "failed"},
+                                              LIVE("r3", "r2")]), None, "r1"),
     # After a rollback to r2, the next one goes further back, not forward to the current's successor.
-    (history_state("r2", history=[LIVE("r1"), LIVE("r2"), LIVE("r3"), {**LIVE("r2"), "rollback": True}]), None, "r1"),
-    (history_state("r3", history=[LIVE("r1"), LIVE("r2"), LIVE("r3")]), "r1", "r1"),
+    (history_state("r2", history=[*DEPLOYED, LIVE("r2", "r3", rollback=True)]), None, "r1"),
+    # Deployed after a rollback: back to what it replaced, never to the release rolled away from.
+    (history_state("r3", history=[LIVE("r1"), LIVE("r2", "r1"), LIVE("r1", "r2", rollback=True), LIVE("r3", "r1")]), None, "r1"),
+    # A redeploy of the current release (to the other color) replaced nothing.
+    (history_state("r3", history=[*DEPLOYED, LIVE("r3", "r3")]), None, "r2"),
+    (history_state("r3", history=DEPLOYED), "r1", "r1"),
 ])
 def test_a_rollback_returns_to_the_previous_good_release(state, wanted, target):
     assert D.rollback_target(state, wanted) == target
@@ -133,7 +142,8 @@ def test_a_rollback_returns_to_the_previous_good_release(state, wanted, target):
 
 @pytest.mark.parametrize("state, wanted, message", [
     (history_state("r1", history=[LIVE("r1")]), None, "no earlier good release to return to (current: r1)"),
-    (history_state("r2", bad=["r1"], history=[LIVE("r1"), LIVE("r2")]), "r1", "release r1 is marked bad"),
+    (history_state("r2", bad=["r1"], history=[LIVE("r1"), LIVE("r2", "r1")]), None, "no earlier good release to return to (current: r2)"),
+    (history_state("r2", bad=["r1"], history=[LIVE("r1"), LIVE("r2", "r1")]), "r1", "release r1 is marked bad"),
     (history_state("r2", history=[LIVE("r2")]), "r9", "release r9 is not on the host"),
     (history_state("r2", history=[LIVE("r2")]), "r2", "release r2 is the current one already"),
 ])
@@ -277,3 +287,46 @@ def test_a_deploy_asks_each_host_a_fixed_few_round_trips(on_host, tasks, round_t
     assert result.error == "" and deploy.serving == "r9"
     assert len(host.commands) == round_trips
     assert [op.name for op in result.operations][-3:] == ["Make r9 current.", "Prune old releases.", "Release the deploy lock."]
+
+
+def sh(body: str, *args: str, stdin: str = "") -> "subprocess.CompletedProcess":
+    import subprocess
+    return subprocess.run(["sh", "-c", body, "vigil", *args], input=stdin, capture_output=True, text=True)
+
+
+def test_the_lock_is_taken_once_and_released_only_by_its_holder(tmp_path):
+    lock = str(tmp_path / ".deploy-lock")
+    taken = sh(D.TAKE_LOCK, lock, stdin='{"who": "alice", "token": "aaaa"}')
+    assert taken.returncode == 0
+    held = sh(D.TAKE_LOCK, lock, stdin='{"who": "bob", "token": "bbbb"}')
+    assert held.returncode == 75 and '"who": "alice"' in held.stdout
+    assert sh(D.RELEASE_LOCK, lock, "bbbb").returncode == 3 and Path(lock).is_dir()  # not bob's: left
+    assert sh(D.RELEASE_LOCK, lock, "aaaa").returncode == 0 and not Path(lock).exists()
+    assert sh(D.RELEASE_LOCK, lock, "aaaa").returncode == 0  # already gone
+    missing = sh(D.TAKE_LOCK, str(tmp_path / "no" / "such" / "lock"))
+    assert missing.returncode == 1 and "No such file" in missing.stderr
+
+
+def test_breaking_a_lock_shows_its_holder_and_a_free_one_says_so(tmp_path):
+    lock = tmp_path / ".deploy-lock"
+    assert sh(D.BREAK_LOCK, str(lock)).stdout.strip() == "@free"
+    sh(D.TAKE_LOCK, str(lock), stdin='{"who": "alice"}')
+    broken = sh(D.BREAK_LOCK, str(lock))
+    assert broken.returncode == 0 and '"who": "alice"' in broken.stdout and not lock.exists()
+    assert not (tmp_path / ".deploy-lock.broken").exists()
+
+
+@pytest.mark.parametrize("token, unlocked", [("aaaa", True), ("bbbb", False)])
+def test_finishing_switches_current_records_prunes_and_unlocks_only_its_own_lock(tmp_path, token, unlocked):
+    base = tmp_path / "backend"
+    for release in ("r1", "r2", "old"):
+        (base / "releases" / release).mkdir(parents=True)
+    (base / "releases" / "r2" / ".vigil-bad").write_text("{}")
+    sh(D.TAKE_LOCK, str(base / ".deploy-lock"), stdin='{"token": "aaaa"}')
+    done = sh(D.FINISH, str(base / "current"), "releases/r2", str(base / "releases" / "r2" / ".vigil-bad"),
+              str(base / "deploys.jsonl"), str(base / "releases"), str(base / ".deploy-lock"), token, "old", stdin='{"release": "r2"}\n')
+    assert done.returncode == 0, done.stderr
+    assert (base / "current").readlink() == Path("releases/r2") and not (base / "releases" / "r2" / ".vigil-bad").exists()
+    assert (base / "deploys.jsonl").read_text() == '{"release": "r2"}\n'
+    assert sorted(p.name for p in (base / "releases").iterdir()) == ["r1", "r2"]
+    assert (base / ".deploy-lock").exists() is not unlocked

@@ -32,7 +32,7 @@ r2 good {"id": "r2", "ref": "v2", "uploaded_at": "2026-11-02T00:00:00Z", "by": "
 r3 bad {"id": "r3", "ref": "v3", "uploaded_at": "2026-11-03T00:00:00Z", "by": "bob"}
 @history
 {"time": "2026-11-01T00:01:00Z", "who": "alice", "release": "r1", "result": "live"}
-{"time": "2026-11-02T00:01:00Z", "who": "bob", "release": "r2", "result": "live"}
+{"time": "2026-11-02T00:01:00Z", "who": "bob", "release": "r2", "previous": "r1", "result": "live"}
 {"time": "2026-11-03T00:01:00Z", "who": "bob", "release": "r3", "result": "failed", "step": "Check backend@blue is healthy."}
 @end
 @service frontend
