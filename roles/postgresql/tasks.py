@@ -7,19 +7,16 @@ and the firewall role opens 5432 to them alone (firewall_group_rules).
 """
 
 from vigil.commands import script
-from vigil.operations import AptPackages, DaemonReload, Directory, File, Guarded, ServiceAction, SystemdUnit, render_template
+from vigil.operations import AptPackages, DaemonReload, Directory, File, Guarded, ServiceAction, SystemdUnit
 from vigil.postgresql import SERVER_CERTIFICATE, SERVER_KEY, TLS_DIR, PostgresClients, PostgresDatabase, PostgresRole, PostgresSettings
 
 IDENTIFIER = r"[a-z_][a-z0-9_]{0,62}"
-# Allowed to the deploy user by its sudoers (roles/users): a deploy backs up before it migrates.
-BACKUP_HELPER = "/usr/local/sbin/vigil-db-backup"
 
 
 def tasks(role, vars):
     """The postgresql role's operations for one host, in order."""
     user = vars.string("postgresql_user", IDENTIFIER)
     database = vars.string("postgresql_database", IDENTIFIER)
-    backups = vars.path("postgresql_backup_dir")
     max_connections = vars["postgresql_max_connections"]
     if max_connections != "auto":
         max_connections = str(vars.integer("postgresql_max_connections", minimum=5))
@@ -47,9 +44,6 @@ def tasks(role, vars):
         PostgresRole(user, vars.secret("DB_PASSWORD")),
         PostgresDatabase(database, owner=user),
         PostgresClients(database, user, clients, notify=("reload postgresql",)),
-        Directory(backups, owner="postgres", group="postgres", mode="0700"),
-        File(BACKUP_HELPER, render_template(role.template("vigil-db-backup.j2"), {"database": database, "directory": backups}),
-             mode="0755", name=f"Ensure {BACKUP_HELPER} backs {database} up into {backups}."),
     ]
 
 

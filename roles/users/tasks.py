@@ -18,8 +18,8 @@ UNIT_PATTERN = r"[A-Za-z0-9_][A-Za-z0-9@._*:-]*\.service"
 APP_UNIT_HELPER = "/usr/local/sbin/vigil-app-unit"
 # Installed by the nginx role on the web hosts; allowed here so the sudoers file is the same everywhere.
 SWITCH_HELPER = "/usr/local/sbin/vigil-switch-upstream"
-# Installed by the postgresql role on the database host.
-BACKUP_HELPER = "/usr/local/sbin/vigil-db-backup"
+# Installed by the backup role on the database host; the deploy user may only `create` with it.
+BACKUP_HELPER = "/usr/local/sbin/vigil-backup create"
 
 
 def tasks(role, vars):
