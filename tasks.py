@@ -2,10 +2,11 @@
 
 from invoke import Collection
 
-from vigil.tasks import deploy, provision, sandbox, secrets
+from vigil.tasks import backup, deploy, provision, sandbox, secrets
 
 ns = Collection()
 ns.add_collection(sandbox.ns)
 ns.add_collection(provision.ns)
 ns.add_collection(secrets.ns)
 ns.add_collection(deploy.ns)
+ns.add_collection(backup.ns)

@@ -34,7 +34,7 @@ from vigil.runner import CHANGED, FAILED, OK, HostPlan, HostResult, OperationRes
 COLORS = ("blue", "green")
 UNIT_HELPER = "/usr/local/sbin/vigil-app-unit"
 SWITCH_HELPER = "/usr/local/sbin/vigil-switch-upstream"
-BACKUP_HELPER = "/usr/local/sbin/vigil-db-backup"
+BACKUP_HELPER = "/usr/local/sbin/vigil-backup"
 LOG_TAIL_LINES = 20
 
 
@@ -484,7 +484,7 @@ class HostDeploy:
             else:
                 self.upload(state)
                 if settings.tasks and settings.backup_first:
-                    self.backup_database(f"pre-{'-'.join(settings.tasks)}-{self.release}")
+                    self.backup_database(f"pre-{'-'.join(settings.tasks)}", self.release)
                 for task in settings.tasks:
                     self.release_task(task)
             self.start_idle(idle)
@@ -525,7 +525,7 @@ class HostDeploy:
         if not added:
             self.record(step, OK, summary=f"{current} added none")
             return
-        self.backup_database(f"pre-revert-{current}")
+        self.backup_database("pre-revert", current)
         unit = settings.layout.task_unit(settings.revert_task, current)
         for done, migration in enumerate(added):
             result = self.transport.run(helper(UNIT_HELPER, "start", unit), timeout=settings.task_timeout + 60)
@@ -594,13 +594,13 @@ class HostDeploy:
                            stdin=self.artifact.path.read_bytes()), f"Upload release {release}.", timeout=900)
         self.record(f"Upload release {release}.", CHANGED, summary=f"{self.artifact.size // 1024} KiB, checksum verified", began=began)
 
-    def backup_database(self, label: str) -> None:
+    def backup_database(self, label: str, release: str) -> None:
         began, step = time.monotonic(), "Back up the database."
         if self.database is None:
             self.record(step, OK, summary="no database host in the inventory (DATABASE_URL set by hand): not backed up")
             return
         name, connect = self.database
-        command, timeout = helper(BACKUP_HELPER, label), self.settings.task_timeout + 60
+        command, timeout = helper(BACKUP_HELPER, "create", label, "--release", release), self.settings.task_timeout + 60
         if name == self.host.name:
             result = self.transport.run(command, timeout=timeout)
         else:
@@ -609,7 +609,8 @@ class HostDeploy:
         if not result.ok:
             raise DeployFailed(step, f"{name}: `{command.display(self.host.user)}` exited {result.status}: "
                                      f"{REDACTOR.redact(result.stderr.strip()[-500:])}")
-        self.backup = f"{name}:{result.stdout.strip().splitlines()[-1]}"
+        made = _json(result.stdout) or {}
+        self.backup = f"{name}:{made.get('path') or made.get('id', '?')}"
         self.record(step, CHANGED, summary=self.backup, began=began)
 
     def release_task(self, task: str) -> None:

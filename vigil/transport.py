@@ -188,11 +188,13 @@ class SSHTransport:
     def __exit__(self, *exc):
         self.close()
 
-    def run(self, command: Command, timeout: float | None = None) -> Result:
+    def run(self, command: Command, timeout: float | None = None, sink=None) -> Result:
         """Run `command`, feeding its stdin, and wait at most `timeout` seconds for it.
 
         A dropped connection or a timeout raises UnreachableError; a sudo that
         wants a password raises HostError. A non-zero exit is a Result, not an error.
+        sink: a callable given the raw stdout as it arrives (a download of any size);
+        Result.stdout is then empty.
         """
         if self._connection is None:
             raise RuntimeError("connect() first")
@@ -210,7 +212,7 @@ class SSHTransport:
             if command.stdin is not None:
                 channel.sendall(command.stdin)
             channel.shutdown_write()
-            stdout, stderr = self._collect(channel, timeout)
+            stdout, stderr = self._collect(channel, timeout, sink)
             status = channel.recv_exit_status()
         except (paramiko.SSHException, EOFError, OSError) as error:
             raise UnreachableError(host.name, f"the SSH connection failed during `{command.display(self.login_user)}`: {error}") from None
@@ -229,7 +231,7 @@ class SSHTransport:
             )
         return Result(status, stdout, stderr)
 
-    def _collect(self, channel: paramiko.Channel, timeout: float) -> tuple[bytes, bytes]:
+    def _collect(self, channel: paramiko.Channel, timeout: float, sink=None) -> tuple[bytes, bytes]:
         # Read until the server's EOF, not until the exit status: sshd may send
         # the status while output is still on its way, and stopping there cuts it.
         deadline = time.monotonic() + timeout
@@ -238,7 +240,11 @@ class SSHTransport:
         while True:
             drained = False
             while channel.recv_ready():
-                stdout += channel.recv(65536)
+                chunk = channel.recv(65536)
+                if sink is None:
+                    stdout += chunk
+                else:
+                    sink(chunk)
                 drained = True
             while channel.recv_stderr_ready():
                 stderr += channel.recv_stderr(65536)
