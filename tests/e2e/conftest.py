@@ -128,6 +128,16 @@ def provisioned(sandbox: Sandbox) -> tuple[Run, Run]:
     return first, second
 
 
+@pytest.fixture(scope="session")
+def deployed(provisioned, sandbox: Sandbox) -> Run:
+    """The sample app deployed on vps1 and vps2 (its secrets pushed first): the first deploy.all's run."""
+    pushed = invoke("secrets.push", "--limit=vps1,vps2")
+    assert pushed.code == 0, pushed.stdout + pushed.stderr
+    first = invoke("deploy.all", "--json", timeout=1800)
+    assert first.code == 0, first.stdout[-4000:] + first.stderr
+    return first
+
+
 # Logs in to PostgreSQL from a web host exactly as the backend will: with the DATABASE_URL
 # secrets.push wrote into its env file. The password goes to a 0600 .pgpass for the one
 # call, so it is on no command line; prints "user|ssl" or psql's error.
