@@ -88,16 +88,19 @@ def pull(transport, host: Host, env: str, backup_id: str, recipients: list[str],
             out.close()
             partial.unlink(missing_ok=True)
             raise
-    sent = _last_json(result.stderr)
-    if not result.ok or not sent:
+    try:
+        sent = _last_json(result.stderr)
+        if not result.ok or not sent:
+            raise BackupError(f"{host.name}: export of {backup_id} failed: {REDACTOR.redact(result.stderr.strip()[-300:])}")
+        if (sent.get("sha256"), sent.get("size")) != (digest.hexdigest(), size):
+            raise BackupError(f"{host.name}: {backup_id} arrived damaged (sha256 {digest.hexdigest()[:16]}, {size} bytes; "
+                              f"sent {str(sent.get('sha256'))[:16]}, {sent.get('size')} bytes); nothing was kept")
+        record = next((entry for entry in ask(transport, host, "list") if entry.get("id") == backup_id), {})
+        if not record.get("sha256"):
+            raise BackupError(f"{host.name}: {backup_id} has no recorded checksum to check a decrypted copy against; nothing was kept")
+    except BaseException:
         partial.unlink(missing_ok=True)
-        raise BackupError(f"{host.name}: export of {backup_id} failed: {REDACTOR.redact(result.stderr.strip()[-300:])}")
-    if (sent.get("sha256"), sent.get("size")) != (digest.hexdigest(), size):
-        partial.unlink(missing_ok=True)
-        raise BackupError(f"{host.name}: {backup_id} arrived damaged (sha256 {digest.hexdigest()[:16]}, {size} bytes; "
-                          f"sent {str(sent.get('sha256'))[:16]}, {sent.get('size')} bytes); nothing was kept")
-    meta = ask(transport, host, "list")
-    record = next((entry for entry in meta if entry.get("id") == backup_id), {})
+        raise
     sidecar = {"id": backup_id, "env": env, "from": host.name, "pulled_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                "encrypted_sha256": digest.hexdigest(), "encrypted_size": size, "recipients": recipients,
                "dump_sha256": record.get("sha256"), "backup": record}
@@ -131,14 +134,20 @@ def decrypt(path: Path, identities: list, out: Path) -> Path:
     except pyrage.DecryptError as error:
         raise BackupError(f"{path}: cannot decrypt it with the identities given ({error}); nothing was written") from None
     want = sidecar.get("dump_sha256")
-    if want and hashlib.sha256(data).hexdigest() != want:
+    if not want:
+        raise BackupError(f"{sidecar_path}: missing, or without the dump's checksum; nothing was written")
+    if hashlib.sha256(data).hexdigest() != want:
         raise BackupError(f"{path}: decrypted, but not the dump the host recorded (sha256 differs); nothing was written")
     if out.exists():
         raise ConfigError(f"{out}: exists already; nothing was written")
     partial = out.with_name(out.name + ".partial")
-    with open(partial, "wb", opener=lambda p, flags: os.open(p, flags, 0o600)) as handle:
-        handle.write(data)
-    os.replace(partial, out)
+    try:
+        with open(partial, "wb", opener=lambda p, flags: os.open(p, flags, 0o600)) as handle:
+            handle.write(data)
+        os.replace(partial, out)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
     return out
 
 

@@ -50,6 +50,7 @@ def host(tmp_path):
     def run(*args, **env):
         done = subprocess.run([sys.executable, str(HELPER), *args], capture_output=True, text=True,
                               env={"PATH": f"{tools}:/usr/bin:/bin", "VIGIL_BACKUP_CONFIG": str(tmp_path / "backup.json"),
+                                   "VIGIL_BACKUP_LOCK": str(tmp_path / "lock"),
                                    **{key: str(value) for key, value in env.items()}})
         return done
 
@@ -129,6 +130,8 @@ def test_restore_refuses_an_unverified_backup_and_keeps_a_safety_backup(host):
     result = json.loads(done.stdout)
     assert result["restored"] == backup_id and result["migrations"] == ["1764000000000"]
     assert (host.dir / f"{result['safety_backup']}.dump").exists() and result["safety_backup"].endswith("-pre-restore")
+    kept = {entry["id"]: entry["kept_by"] for entry in json.loads(host("list").stdout)}
+    assert kept[result["safety_backup"]].startswith("pinned")  # a later backup the same day does not push it out
 
 
 def load_helper():
@@ -161,7 +164,10 @@ def test_retention_is_grandfather_father_son(entries, keep, kept):
     assert load_helper().retention(entries, *keep) == kept
 
 
-def test_prune_deletes_what_no_rule_keeps(host):
+def test_prune_deletes_what_no_rule_keeps_and_what_crashed_runs_left(host):
+    (host.dir / "20261104T030000Z-crashed.dump.partial").write_text("half")
+    (host.dir / "20261104T030000Z-orphan.json").write_text("{}")
+    (host.dir / "20261104T030000Z-lying.json").write_text("{}")
     for n, when in enumerate(["20261101T030000Z", "20261102T030000Z", "20261103T030000Z"]):
         (host.dir / f"{when}-scheduled.dump").write_text("dump")
         (host.dir / f"{when}-scheduled.json").write_text(json.dumps({"id": f"{when}-scheduled", "status": "unverified",
@@ -172,5 +178,34 @@ def test_prune_deletes_what_no_rule_keeps(host):
     done = host("prune")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["deleted"] == ["20261101T030000Z-scheduled"]
+    assert sorted(json.loads(done.stdout)["stale"]) == ["20261104T030000Z-crashed.dump.partial", "20261104T030000Z-lying.json",
+                                                        "20261104T030000Z-orphan.json"]
     assert sorted(p.name for p in host.dir.iterdir()) == ["20261102T030000Z-scheduled.dump", "20261102T030000Z-scheduled.json",
                                                           "20261103T030000Z-scheduled.dump", "20261103T030000Z-scheduled.json"]
+
+
+def test_an_id_inside_the_metadata_never_chooses_what_is_deleted(host, tmp_path):
+    victim = tmp_path / "victim.json"
+    victim.write_text("keep me")
+    (host.dir / "20261101T030000Z-x.dump").write_text("dump")
+    (host.dir / "20261101T030000Z-x.json").write_text(json.dumps({"id": "../victim", "status": "bad"}))
+    assert host("prune").returncode == 0
+    assert victim.read_text() == "keep me" and not (host.dir / "20261101T030000Z-x.dump").exists()
+
+
+def test_a_link_planted_where_metadata_is_written_is_not_followed(host, tmp_path):
+    target = tmp_path / "root-only"
+    target.write_text("untouched")
+    backup_id = json.loads(host("create", "manual").stdout)["id"]
+    (host.dir / f"{backup_id}.json.partial").symlink_to(target)
+    assert host("verify", backup_id).returncode == 0
+    assert target.read_text() == "untouched"
+
+
+def test_a_failure_that_is_not_the_backups_leaves_it_unverified_not_bad(host):
+    backup_id = json.loads(host("create", "manual").stdout)["id"]
+    tools = host.dir.parent / "bin"
+    (tools / "createdb").write_text("#!/bin/sh\necho 'createdb: error: could not connect to server' >&2; exit 1\n")
+    failed = host("verify", backup_id)
+    assert failed.returncode == 1 and "could not connect" in failed.stderr
+    assert json.loads((host.dir / f"{backup_id}.json").read_text())["status"] == "unverified"

@@ -69,6 +69,10 @@ def test_decrypting_with_the_wrong_key_writes_nothing_and_the_right_one_checks_t
     with pytest.raises(B.BackupError, match="not the dump the host recorded"):
         B.decrypt(path, [identity], tmp_path / "again.dump")
     assert not (tmp_path / "again.dump").exists()
+    path.with_suffix(".json").unlink()
+    with pytest.raises(B.BackupError, match="without the dump's checksum"):
+        B.decrypt(path, [identity], tmp_path / "again.dump")
+    assert not (tmp_path / "again.dump").exists()
 
 
 @pytest.mark.parametrize("restored, files, warnings", [

@@ -13,7 +13,7 @@ from rich.table import Table
 from vigil import backup as B
 from vigil.commands import REDACTOR
 from vigil.config import load_role
-from vigil.errors import ConfigError, ExitCode
+from vigil.errors import ConfigError, ExitCode, UnreachableError, VigilError
 from vigil.report import Environment, append_local_audit, audit_record, table_console
 from vigil.tasks.common import HOST_FLAGS_HELP, exits_cleanly
 
@@ -133,29 +133,39 @@ def restore(c, id, env="sandbox", yes=False, force=False, json=False):
     report: dict = {"backup": backup_id, "env": env, "warnings": []}
     failed_on = B.maintenance(inventory, web, on=True)
     if failed_on:
+        B.maintenance(inventory, [h for h in web if h.name not in failed_on], on=False)
         raise B.BackupError(f"maintenance mode could not be turned on on {', '.join(failed_on)}; nothing was restored")
     say(f"maintenance on: {', '.join(h.name for h in web)}")
     try:
         with B.connect(inventory, host) as transport:
             result = B.ask(transport, host, "restore", backup_id, *(["--force"] if force else []), timeout=7200)
-        report.update(result)
-        say(f"{host.name}: restored {backup_id} in {result['seconds']}s; safety backup {result['safety_backup']} kept")
-        if web:
-            report["warnings"] = B.migration_drift(result.get("migrations", []), B.release_migrations(inventory, web[0]))
-            for warning in report["warnings"]:
-                say(f"warning: {warning}")
+    except UnreachableError:
+        # The restore may still be running on the host: the site stays in maintenance until someone looks.
+        _audit("backup.restore", env, host.name, "unknown", backup=backup_id)
+        raise B.BackupError(f"{host.name}: the connection was lost during the restore; maintenance mode stays on. "
+                            f"See `sudo vigil-backup status` on {host.name}, then `invoke incident.maintenance off`") from None
     except Exception:
+        B.maintenance(inventory, web, on=False)
         _audit("backup.restore", env, host.name, "failed", backup=backup_id)
         raise
-    finally:
-        failed_off = B.maintenance(inventory, web, on=False)
-        if failed_off:
-            say(f"maintenance mode is still on on {', '.join(failed_off)}: `invoke incident.maintenance off` there")
-    say(f"maintenance off: {', '.join(h.name for h in web)}")
+    report.update(result)
+    say(f"{host.name}: restored {backup_id} in {result['seconds']}s; safety backup {result['safety_backup']} kept")
+    if web:
+        try:
+            report["warnings"] = B.migration_drift(result.get("migrations", []), B.release_migrations(inventory, web[0]))
+        except VigilError as problem:
+            report["warnings"] = [f"the serving release's migrations could not be read ({problem.message}); compare by hand"]
+        for warning in report["warnings"]:
+            say(f"warning: {warning}")
+    failed_off = B.maintenance(inventory, web, on=False)
+    if failed_off:
+        say(f"maintenance mode is still on on {', '.join(failed_off)}: `invoke incident.maintenance off` there")
+    else:
+        say(f"maintenance off: {', '.join(h.name for h in web)}")
     healthy = {}
     for web_host in web:
         ok, answer = B.health(inventory, web_host, port)
-        healthy[web_host.name] = ok
+        healthy[web_host.name] = ok and web_host.name not in failed_off
         say(f"{web_host.name}: health {'ok' if ok else 'FAILED'}: {answer}")
     report["health"] = healthy
     _audit("backup.restore", env, host.name, "ok" if all(healthy.values()) else "unhealthy", backup=backup_id,
