@@ -78,10 +78,17 @@ def test_a_full_disk_during_a_dump_removes_the_partial_file_and_keeps_older_back
 
 def test_the_restore_runbook_as_written_brings_back_the_data_while_the_app_holds_connections(deployed, sandbox):
     good = created(invoke("backup.create", "--label=runbook", "--json"))
-    psql(sandbox, "insert into prayers (author, body) values ('e2e', 'written after the backup')")
-    # The backend holds pooled connections to the database throughout.
-    connected = int(psql(sandbox, "select count(*) from pg_stat_activity where datname = 'together_pray' and usename = 'together_pray'"))
-    assert connected >= 1
+    marker = f"written after the backup {time.time_ns()}"
+    psql(sandbox, f"insert into prayers (author, body) values ('e2e', '{marker}')")
+    # A session that holds its connection for ten minutes, as a busy app's pool would (the sample's own
+    # pool lets idle connections go after ten seconds).
+    sandbox.ssh("vps1", "setsid -f su postgres -c \"psql -X -d together_pray -c 'select pg_sleep(600)'\" >/dev/null 2>&1 < /dev/null")
+    holding = "select count(*) from pg_stat_activity where datname = 'together_pray' and query like '%pg_sleep(600)%' and pid <> pg_backend_pid()"
+    for _ in range(20):
+        if psql(sandbox, holding) == "1":
+            break
+        time.sleep(0.25)
+    assert psql(sandbox, holding) == "1"
     commands = [line.strip() for block in re.findall(r"```sh\n(.*?)```", RUNBOOK.read_text(), re.S) for line in block.splitlines()
                 if line.strip().startswith("invoke ")]
     assert [command.split()[1] for command in commands] == ["backup.list", "backup.verify", "backup.restore", "deploy.status"]
@@ -92,7 +99,8 @@ def test_the_restore_runbook_as_written_brings_back_the_data_while_the_app_holds
         if args[0] == "backup.restore":
             assert "health ok" in run.stdout and "safety backup" in run.stdout and "warning" not in run.stdout
             safety = re.search(r"safety backup (\S+) kept", run.stdout).group(1)
-    assert psql(sandbox, "select count(*) from prayers where body = 'written after the backup'") == "0"
+    assert psql(sandbox, f"select count(*) from prayers where body = '{marker}'") == "0"
+    assert psql(sandbox, holding) == "0"  # ended by the swap
     assert sandbox.ssh("vps1", f"test -e {BACKUPS}/{safety}.dump && echo kept").strip() == "kept"
     assert psql(sandbox, "select count(*) from pg_database where datname like 'together_pray_%'") == "0"
     assert sandbox.ssh("vps1", "test -e /var/www/together-pray/maintenance.on && echo on || echo off").strip() == "off"
@@ -142,3 +150,21 @@ def test_the_timer_makes_a_scheduled_backup(deployed, sandbox):
     finally:
         assert invoke("provision.server", "--limit=vps1").code == 0
     assert "03:15:00" in sandbox.ssh("vps1", "systemctl cat vigil-backup-create.timer")
+
+
+def test_pruning_keeps_one_a_day_the_newest_verified_and_the_pinned_safety_backups(deployed, sandbox):
+    first = created(invoke("backup.create", "--label=prune-a", "--json"))["id"]
+    assert invoke("backup.verify", first).code == 0
+    second = created(invoke("backup.create", "--label=prune-b", "--json"))["id"]  # newer, unverified
+    planned = invoke("backup.prune", "--dry-run", "--json")
+    assert planned.code == 0, planned.stdout + planned.stderr
+    kept, doomed = planned.json["kept"], planned.json["deleted"]
+    assert kept[second].startswith("daily") and kept[first] == "newest verified"
+    pinned = [backup_id for backup_id in kept if backup_id.endswith("-pre-restore")]
+    assert all(kept[backup_id].startswith("pinned") for backup_id in pinned)
+    on_host = set(sandbox.ssh("vps1", f"ls {BACKUPS}").split())
+    assert {f"{backup_id}.dump" for backup_id in doomed} <= on_host  # a dry run deletes nothing
+    pruned = invoke("backup.prune", "--json")
+    assert pruned.code == 0 and pruned.json["deleted"] == doomed
+    left = {name[: -len(".dump")] for name in sandbox.ssh("vps1", f"ls {BACKUPS}").split() if name.endswith(".dump")}
+    assert left == set(kept)
