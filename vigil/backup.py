@@ -223,7 +223,9 @@ def health(inventory: Inventory, host: Host, port: int) -> tuple[bool, str]:
 def release_migrations(inventory: Inventory, host: Host) -> list[str]:
     with connect(inventory, host) as transport:
         result = transport.run(Command(("ls", "-1", "--", RELEASE_MIGRATIONS), sudo=True))
-    return result.stdout.split() if result.ok else []
+    if not result.ok:
+        raise BackupError(f"{host.name}: {result.stderr.strip()[-200:] or 'no release is deployed'}")
+    return result.stdout.split()
 
 
 def confirm(env: str, yes: bool, prompt: Callable[[str], str] = input) -> None:

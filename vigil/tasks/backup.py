@@ -143,7 +143,7 @@ def restore(c, id, env="sandbox", yes=False, force=False, json=False):
         # The restore may still be running on the host: the site stays in maintenance until someone looks.
         _audit("backup.restore", env, host.name, "unknown", backup=backup_id)
         raise B.BackupError(f"{host.name}: the connection was lost during the restore; maintenance mode stays on. "
-                            f"See `sudo vigil-backup status` on {host.name}, then `invoke incident.maintenance off`") from None
+                            f"See `sudo vigil-backup status` on {host.name}; then, on the web hosts, `sudo rm {B.MAINTENANCE_FLAG}`") from None
     except Exception:
         B.maintenance(inventory, web, on=False)
         _audit("backup.restore", env, host.name, "failed", backup=backup_id)
@@ -159,7 +159,7 @@ def restore(c, id, env="sandbox", yes=False, force=False, json=False):
             say(f"warning: {warning}")
     failed_off = B.maintenance(inventory, web, on=False)
     if failed_off:
-        say(f"maintenance mode is still on on {', '.join(failed_off)}: `invoke incident.maintenance off` there")
+        say(f"maintenance mode is still on on {', '.join(failed_off)}: `sudo rm {B.MAINTENANCE_FLAG}` there")
     else:
         say(f"maintenance off: {', '.join(h.name for h in web)}")
     healthy = {}
