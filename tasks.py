@@ -2,7 +2,7 @@
 
 from invoke import Collection
 
-from vigil.tasks import backup, deploy, provision, sandbox, secrets
+from vigil.tasks import backup, deploy, incident, provision, sandbox, secrets
 
 ns = Collection()
 ns.add_collection(sandbox.ns)
@@ -10,3 +10,4 @@ ns.add_collection(provision.ns)
 ns.add_collection(secrets.ns)
 ns.add_collection(deploy.ns)
 ns.add_collection(backup.ns)
+ns.add_collection(incident.ns)

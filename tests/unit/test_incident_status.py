@@ -1,0 +1,104 @@
+"""incident.status: a host's answer parsed, and the verdict rules, table by table (no hosts)."""
+
+import datetime
+from types import SimpleNamespace
+
+import pytest
+
+from vigil import incident as I
+
+ANSWER = """@units
+nginx.service active
+together-pray-backend@green.service active
+postgresql.service failed
+@failed
+postgresql@17-main.service
+@disk
+/ 42%
+/var/backups/vigil 91%
+@memory
+2048000 1024000
+@load
+0.52 0.40 0.30 2
+@certificate
+Nov 26 03:00:00 2027 GMT
+@backup
+{"create": {"at": "2026-11-26T03:15:00Z", "ok": true, "id": "20261126T031500Z-scheduled"}, "verify": {"at": "2026-11-22T04:30:00Z", "ok": true, "id": "x"}}
+@maintenance
+on
+@now
+2026-11-26T09:15:00Z
+@end
+"""
+
+
+def test_a_hosts_answer_is_read_whole():
+    facts = I.parse_host_status(ANSWER)
+    assert facts.units == {"nginx.service": "active", "together-pray-backend@green.service": "active", "postgresql.service": "failed"}
+    assert facts.failed == ["postgresql@17-main.service"] and facts.disks == {"/": 42, "/var/backups/vigil": 91}
+    assert (facts.memory, facts.load, facts.maintenance, facts.now) == ((2048000, 1024000), (0.52, 2), True, "2026-11-26T09:15:00Z")
+    assert facts.backup["create"]["id"] == "20261126T031500Z-scheduled"
+
+
+def test_the_checks_name_each_problem():
+    facts = I.parse_host_status(ANSWER)
+    checks = {c.name: (c.state, c.detail) for c in I.host_checks(facts, list(facts.units), database=True, web=True)}
+    assert checks["postgresql.service"] == ("fail", "failed") and checks["nginx.service"][0] == "ok"
+    assert checks["failed units"] == ("fail", "postgresql@17-main.service")
+    assert checks["disk /var/backups/vigil"] == ("fail", "91% used") and checks["disk /"][0] == "ok"
+    assert checks["TLS certificate"] == ("ok", "364 days left")
+    assert checks["maintenance mode"][0] == "warn"
+    assert checks["last backup"] == ("ok", "20261126T031500Z-scheduled, 6.0 h ago")
+    assert I.verdict(I.host_checks(facts, list(facts.units), database=True, web=True)) == "unhealthy"
+
+
+@pytest.mark.parametrize("status, expected", [
+    ({}, [("last backup", "fail"), ("last verify", "warn")]),
+    ({"create": {"at": "2026-11-25T05:00:00Z", "ok": True, "id": "old"}, "verify": {"at": "2026-11-25T06:00:00Z", "ok": True}},
+     [("last backup", "warn"), ("last verify", "ok")]),
+    ({"create": {"at": "2026-11-24T03:00:00Z", "ok": True, "id": "older"}, "verify": {"at": "2026-11-24T04:00:00Z", "ok": True}},
+     [("last backup", "fail"), ("last verify", "ok")]),
+    ({"create": {"at": "2026-11-26T03:00:00Z", "ok": True, "id": "b"}, "verify": {"at": "2026-11-26T04:00:00Z", "ok": False, "error": "row counts differ"}},
+     [("last backup", "ok"), ("last verify", "fail")]),
+    # A failure after the last good backup: the timer's run tonight failed.
+    ({"create": {"at": "2026-11-25T03:00:00Z", "ok": True, "id": "b"}, "verify": {"at": "2026-11-25T04:00:00Z", "ok": True},
+      "last_failure": {"at": "2026-11-26T03:00:00Z", "command": "create", "error": "No space left on device"}},
+     [("last backup", "warn"), ("last verify", "ok"), ("backup failure", "fail")]),
+])
+def test_backups_are_judged_by_age_verification_and_failures_since(status, expected):
+    assert [(c.name, c.state) for c in I.backup_checks(status, "2026-11-26T09:00:00Z")] == expected
+
+
+@pytest.mark.parametrize("end, days, state", [
+    ("Dec 20 09:00:00 2026 GMT", 24, "ok"), ("Dec  6 09:00:00 2026 GMT", 10, "warn"),
+    ("Nov 28 09:00:00 2026 GMT", 2, "fail"), ("", None, "fail"),
+])
+def test_certificates_close_to_expiry_warn_then_fail(end, days, state):
+    assert I.certificate_days(end, "2026-11-26T09:00:00Z") == days
+    facts = I.HostFacts(certificate_end=end, now="2026-11-26T09:00:00Z")
+    assert next(c for c in I.host_checks(facts, [], database=False, web=True) if c.name == "TLS certificate").state == state
+
+
+def test_https_checks_want_the_app_not_just_an_answer():
+    import requests
+
+    def get(url, verify, timeout):
+        if url.endswith("/api/health"):
+            return SimpleNamespace(status_code=503, text="maintenance", elapsed=datetime.timedelta(milliseconds=4))
+        raise requests.ConnectionError("refused")
+
+    checks = I.https_checks("10.0.0.1", "/ca.crt", get=get)
+    assert [(c.name, c.state, c.detail) for c in checks] == [
+        ("backend health (https)", "fail", "HTTP 503 in 4 ms"), ("frontend page (https)", "fail", "ConnectionError")]
+
+
+def test_release_checks_carry_deploy_status_problems():
+    rows = {"backend": {"release": "r2", "age": "3h 0m", "live": "green:3002", "problems": []},
+            "frontend": {"release": "r1", "age": "1d 0h", "live": "", "problems": ["nginx's upstream names no color's port (none)"]}}
+    assert [(c.name, c.state) for c in I.release_checks(rows)] == [("backend release", "ok"), ("frontend release", "fail")]
+
+
+def test_maintenance_is_the_flag_nginx_checks():
+    on, = I.maintenance_operations(True)
+    off, = I.maintenance_operations(False)
+    assert on.path == off.path == I.MAINTENANCE_FLAG

@@ -1,0 +1,307 @@
+"""Incident: what is wrong, at a glance (`incident.status`), and maintenance mode (`incident.maintenance`).
+
+Status asks each host one read-only question (HOST_STATUS, as root through the
+admin user's sudo) and checks the site from outside over HTTPS; every verdict
+is a pure function of those answers, so the rules are tested without hosts.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from vigil.commands import Command, script
+from vigil.operations import Absent, File
+
+# roles/nginx's site answers 503 with the maintenance page (and Retry-After) while this file exists.
+MAINTENANCE_FLAG = "/var/www/together-pray/maintenance.on"
+BACKUP_STATUS = "/var/lib/vigil/backup-status.json"
+
+OK, WARN, FAIL = "ok", "warn", "fail"
+# Thresholds: a disk this full, memory this scarce, a certificate this close to expiry, a backup this old.
+DISK_WARN, DISK_FAIL = 80, 90
+MEMORY_WARN = 10  # % available
+CERT_WARN_DAYS, CERT_FAIL_DAYS = 21, 7
+BACKUP_WARN_HOURS, BACKUP_FAIL_HOURS = 26, 50
+
+
+def maintenance_operations(on: bool) -> list:
+    """Maintenance mode on a web host: the flag file nginx checks (the app keeps running)."""
+    if on:
+        return [File(MAINTENANCE_FLAG, "on\n", mode="0644",
+                     name="Ensure maintenance mode is on: the site answers 503 with Retry-After.")]
+    return [Absent(MAINTENANCE_FLAG, name="Ensure maintenance mode is off.")]
+
+
+# One round trip per host, read-only. $1: units to ask systemd about (space-separated); $2: the
+# TLS certificate (or ""); the rest: directories whose filesystems matter.
+HOST_STATUS = r'''
+units=$1; certificate=$2; shift 2
+echo "@units"; for unit in $units; do printf '%s %s\n' "$unit" "$(systemctl is-active -- "$unit" 2>/dev/null)"; done
+echo "@failed"; systemctl list-units --state=failed --no-legend --plain 2>/dev/null | awk '{print $1}'
+echo "@disk"; for dir in / "$@"; do [ -d "$dir" ] && df -P -- "$dir" | awk -v d="$dir" 'NR==2 {print d, $5}'; done
+echo "@memory"; awk '/^MemTotal:/ {t=$2} /^MemAvailable:/ {a=$2} END {print t, a}' /proc/meminfo
+echo "@load"; printf '%s %s\n' "$(cut -d' ' -f1-3 /proc/loadavg)" "$(nproc)"
+echo "@certificate"; [ -n "$certificate" ] && openssl x509 -enddate -noout -in "$certificate" 2>/dev/null | cut -d= -f2
+echo "@backup"; cat /var/lib/vigil/backup-status.json 2>/dev/null | tr -d '\n'; echo
+echo "@maintenance"; [ -e /var/www/together-pray/maintenance.on ] && echo on
+echo "@now"; date -u +%Y-%m-%dT%H:%M:%SZ
+echo "@end"
+'''
+
+
+def host_status_command(units: list[str], certificate: str, directories: list[str]) -> Command:
+    return script(HOST_STATUS, " ".join(units), certificate, *directories)
+
+
+@dataclass
+class HostFacts:
+    """One host's answer to HOST_STATUS."""
+
+    units: dict[str, str] = field(default_factory=dict)
+    failed: list[str] = field(default_factory=list)
+    disks: dict[str, int] = field(default_factory=dict)  # directory -> % used
+    memory: tuple[int, int] = (0, 0)  # kB total, available
+    load: tuple[float, int] = (0.0, 1)  # 1-minute load, cores
+    certificate_end: str = ""
+    backup: dict = field(default_factory=dict)
+    maintenance: bool = False
+    now: str = ""
+
+
+def parse_host_status(stdout: str) -> HostFacts:
+    facts, section = HostFacts(), None
+    for line in stdout.splitlines():
+        if line.startswith("@"):
+            section = line[1:].strip()
+            continue
+        text = line.strip()
+        if not text:
+            continue
+        if section == "units":
+            unit, _, state = text.partition(" ")
+            facts.units[unit] = state or "unknown"
+        elif section == "failed":
+            facts.failed.append(text)
+        elif section == "disk":
+            directory, _, used = text.rpartition(" ")
+            if used.rstrip("%").isdigit():
+                facts.disks[directory] = int(used.rstrip("%"))
+        elif section == "memory" and len(text.split()) == 2:
+            total, available = text.split()
+            facts.memory = (int(total), int(available))
+        elif section == "load" and len(text.split()) == 4:
+            one, _, _, cores = text.split()
+            facts.load = (float(one), int(cores))
+        elif section == "certificate":
+            facts.certificate_end = text
+        elif section == "backup":
+            try:
+                facts.backup = json.loads(text)
+            except ValueError:
+                facts.backup = {"unreadable": text[:100]}
+        elif section == "maintenance":
+            facts.maintenance = text == "on"
+        elif section == "now":
+            facts.now = text
+    return facts
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of the status screen."""
+
+    name: str
+    state: str  # ok, warn, fail
+    detail: str
+
+
+def _hours_since(when: str, now: str) -> float | None:
+    try:
+        parse = lambda text: datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)  # noqa: E731
+        return (parse(now) - parse(when)).total_seconds() / 3600
+    except (TypeError, ValueError):
+        return None
+
+
+def certificate_days(end: str, now: str) -> int | None:
+    """Whole days from `now` (ISO) to openssl's -enddate ("Nov 26 03:00:00 2027 GMT")."""
+    try:
+        expires = datetime.strptime(re.sub(r"\s+", " ", end), "%b %d %H:%M:%S %Y GMT").replace(tzinfo=timezone.utc)
+        current = datetime.strptime(now, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    except ValueError:
+        return None
+    return int((expires - current).total_seconds() // 86400)
+
+
+def host_checks(facts: HostFacts, expected_units: list[str], database: bool, web: bool) -> list[Check]:
+    """The verdict on one host's facts, a line per concern."""
+    checks = []
+    for unit in expected_units:
+        state = facts.units.get(unit, "unknown")
+        checks.append(Check(unit, OK if state == "active" else FAIL, state))
+    if facts.failed:
+        checks.append(Check("failed units", FAIL, ", ".join(facts.failed)))
+    for directory, used in sorted(facts.disks.items()):
+        state = FAIL if used >= DISK_FAIL else WARN if used >= DISK_WARN else OK
+        checks.append(Check(f"disk {directory}", state, f"{used}% used"))
+    total, available = facts.memory
+    if total:
+        free = round(100 * available / total)
+        checks.append(Check("memory", WARN if free < MEMORY_WARN else OK, f"{free}% available of {total // 1024} MiB"))
+    one, cores = facts.load
+    checks.append(Check("load", WARN if one > 2 * cores else OK, f"{one:.2f} on {cores} cores"))
+    if web:
+        days = certificate_days(facts.certificate_end, facts.now)
+        if days is None:
+            checks.append(Check("TLS certificate", FAIL, "not readable"))
+        else:
+            state = FAIL if days < CERT_FAIL_DAYS else WARN if days < CERT_WARN_DAYS else OK
+            checks.append(Check("TLS certificate", state, f"{days} days left"))
+        if facts.maintenance:
+            checks.append(Check("maintenance mode", WARN, "on: visitors get the maintenance page"))
+    if database:
+        checks += backup_checks(facts.backup, facts.now)
+    return checks
+
+
+def backup_checks(status: dict, now: str) -> list[Check]:
+    """The newest backup's age, the last verification, and the last failure if it came after them."""
+    checks = []
+    created = status.get("create", {})
+    age = _hours_since(created.get("at", ""), now) if created.get("ok") else None
+    if age is None:
+        checks.append(Check("last backup", FAIL, "none recorded"))
+    else:
+        state = FAIL if age > BACKUP_FAIL_HOURS else WARN if age > BACKUP_WARN_HOURS else OK
+        checks.append(Check("last backup", state, f"{created.get('id', '?')}, {age:.1f} h ago"))
+    verified = status.get("verify")
+    if verified:
+        checks.append(Check("last verify", OK if verified.get("ok") else FAIL,
+                            f"{verified.get('id', '?')} at {verified.get('at', '?')}"
+                            + ("" if verified.get("ok") else f": {verified.get('error', 'failed')}")))
+    else:
+        checks.append(Check("last verify", WARN, "never verified"))
+    failure = status.get("last_failure")
+    if failure and failure.get("at", "") > max(created.get("at", "") if created.get("ok") else "", (verified or {}).get("at", "")):
+        checks.append(Check("backup failure", FAIL, f"{failure.get('command')} at {failure.get('at')}: {failure.get('error', '')}"))
+    return checks
+
+
+def release_checks(rows: dict[str, dict]) -> list[Check]:
+    """From deploy.status rows (service -> row): the current release, its age, and what is wrong."""
+    return [Check(f"{service} release", FAIL if row["problems"] else OK,
+                  "; ".join(row["problems"]) if row["problems"] else f"{row['release']} ({row['age']} ago, {row['live']})")
+            for service, row in rows.items()]
+
+
+def verdict(checks: list[Check]) -> str:
+    states = {check.state for check in checks}
+    return "unhealthy" if FAIL in states else "degraded" if WARN in states else "healthy"
+
+
+# --- gathering: one connection per host, then HTTPS from here -----------------------------------
+
+
+def site_of(vars) -> tuple[str, str, str | bool]:
+    """(server name, certificate path on the host, what verifies it from here) as roles/nginx sets them up."""
+    from vigil.tls import CA_DIR
+
+    server_name = vars.get("nginx_server_name") or vars.host.address
+    if vars["nginx_tls"] == "certbot":
+        return server_name, f"/etc/letsencrypt/live/{server_name}/fullchain.pem", True
+    return server_name, f"/etc/ssl/vigil/{server_name}.crt", str(CA_DIR / "ca.crt")
+
+
+def https_checks(server_name: str, verify: str | bool, get=None) -> list[Check]:
+    """The backend's health and the frontend's page, as a visitor reaches them (nginx, TLS, the app)."""
+    import requests
+
+    get = get or requests.get
+    checks = []
+    for name, path, expect in (("backend health (https)", "/api/health", '"status":"ok"'),
+                               ("frontend page (https)", "/", "</html>")):
+        try:
+            response = get(f"https://{server_name}{path}", verify=verify, timeout=10)
+            good = response.status_code == 200 and expect in response.text
+            checks.append(Check(name, OK if good else FAIL, f"HTTP {response.status_code} in "
+                                                            f"{response.elapsed.total_seconds() * 1000:.0f} ms"))
+        except requests.RequestException as error:
+            checks.append(Check(name, FAIL, type(error).__name__))
+    return checks
+
+
+@dataclass
+class HostReport:
+    host: str
+    roles: list[str]
+    checks: list[Check] = field(default_factory=list)
+    unreachable: str = ""
+
+    @property
+    def verdict(self) -> str:
+        return "unreachable" if self.unreachable else verdict(self.checks)
+
+
+def gather(env: str, limit: str | None) -> list[HostReport]:
+    """Every selected host's checks (a host that cannot be reached says why)."""
+    import dataclasses as dc
+    import time as clock
+
+    from vigil import secrets
+    from vigil.config import load_inventory, load_role
+    from vigil.deploy import parse_states, states_command
+    from vigil.deploy_report import status_row
+    from vigil.runner import HostPlan, HostResult, RunOptions, run
+    from vigil.transport import SSHTransport
+
+    inventory = load_inventory(env)
+    schema = secrets.load_schema()
+    web_group = {name for service in schema.services.values()
+                 for name in inventory.hosts_in(service.hosts, where="secrets/schema.yml: services")}
+    try:
+        database = secrets.database_host(inventory).name
+    except secrets.SecretsError:
+        database = None
+    roles = [load_role(name) for name in ("app", "nginx", "postgresql", "backup")]
+    reports: dict[str, HostReport] = {}
+
+    def work(transport, host_plan: HostPlan, options: RunOptions, progress) -> HostResult:
+        from vigil.deploy import settings_from_vars
+
+        host = host_plan.host
+        vars = inventory.vars_for(host, roles)
+        web, db = host.name in web_group, host.name == database
+        report = reports[host.name] = HostReport(host.name, [role for role, on in (("web", web), ("database", db)) if on])
+        settings = [settings_from_vars(vars, service) for service in schema.services] if web else []
+        rows = {}
+        if settings:
+            # As root: the admin user is not in the app's group, which alone may read the releases.
+            answer = transport.run(dc.replace(states_command(settings), sudo=True))
+            states = parse_states(answer.stdout) if answer.ok else {}
+            rows = {one.layout.service: status_row(states[one.layout.service], one, clock.time())
+                    for one in settings if one.layout.service in states}
+        live_units = [one.layout.unit(row["live"].split(":")[0]) for one in settings
+                      for service, row in rows.items() if service == one.layout.service and row["live"]]
+        units = (["nginx.service"] if web else []) + live_units + (["postgresql.service"] if db else [])
+        server_name, certificate, _ = site_of(vars) if web else ("", "", True)
+        directories = [vars.path("backup_dir")] if db else []
+        answer = transport.run(host_status_command(units, certificate, directories))
+        facts = parse_host_status(answer.stdout)
+        report.checks = host_checks(facts, units, database=db, web=web) + release_checks(rows)
+        return HostResult(host.name, started=clock.time(), finished=clock.time())
+
+    hosts = inventory.select(limit)
+    results = run([HostPlan(host.as_admin(), []) for host in hosts],
+                  lambda host: SSHTransport(dc.replace(host, bootstrap_user=None), inventory.known_hosts, inventory.env),
+                  RunOptions(), None, work=work)
+    for result in results:
+        if result.unreachable or result.error:
+            reports[result.host] = HostReport(result.host, [], unreachable=result.unreachable or result.error)
+    for host in hosts:
+        if host.name in web_group and not reports[host.name].unreachable:
+            server_name, _, verify = site_of(inventory.vars_for(host, roles))
+            reports[host.name].checks += https_checks(server_name, verify)
+    return [reports[host.name] for host in hosts]
