@@ -102,3 +102,17 @@ def test_maintenance_is_the_flag_nginx_checks():
     on, = I.maintenance_operations(True)
     off, = I.maintenance_operations(False)
     assert on.path == off.path == I.MAINTENANCE_FLAG
+
+
+@pytest.mark.parametrize("failed, expected", [
+    (["together-pray-backend-migrate@r9.service"], [("failed release tasks", "warn")]),
+    (["vigil-backup-create.service", "together-pray-backend-migrate@r9.service"],
+     [("failed units", "fail"), ("failed release tasks", "warn")]),
+    (["vigil-backup-create.service"], [("failed units", "fail")]),
+])
+def test_a_release_task_a_failed_deploy_left_warns_and_any_other_failed_unit_fails(failed, expected):
+    facts = I.HostFacts(failed=failed)
+    found = [(c.name, c.state) for c in I.host_checks(facts, [], database=False, web=False,
+                                                      release_tasks=("together-pray-backend-migrate@",))
+             if c.name.startswith("failed")]
+    assert found == expected
