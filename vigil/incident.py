@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from vigil.commands import Command, script
+from vigil.commands import REDACTOR, Command, script
 from vigil.operations import Absent, File
 
 # roles/nginx's site answers 503 with the maintenance page (and Retry-After) while this file exists.
@@ -317,3 +317,105 @@ def gather(env: str, limit: str | None) -> list[HostReport]:
             server_name, _, verify = site_of(inventory.vars_for(host, roles))
             reports[host.name].checks += https_checks(server_name, verify)
     return [reports[host.name] for host in hosts]
+
+
+# --- logs: every matching host's journal, merged by time ------------------------------------------
+
+# journalctl -u patterns per service ({app}: app_name); a release task's units are the backend's too.
+SERVICE_UNITS = {
+    "backend": ("{app}-backend@*", "{app}-backend-*@*"),
+    "frontend": ("{app}-frontend@*",),
+    "nginx": ("nginx.service",),
+    "postgresql": ("postgresql*",),
+}
+SINCE = re.compile(r"^[A-Za-z0-9 :.+-]{1,40}$")
+
+
+@dataclass(frozen=True)
+class LogLine:
+    time: int  # microseconds since the epoch
+    host: str
+    unit: str
+    message: str
+
+    def render(self) -> str:
+        when = datetime.fromtimestamp(self.time / 1e6, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        return f"{when} {self.host} {self.unit.removesuffix('.service')}: {self.message}"
+
+
+def journal_command(patterns: list[str], since: str, lines: int) -> Command:
+    return Command(("journalctl", "--no-pager", "--quiet", "-o", "json", "--since", since, "-n", str(lines),
+                    *[arg for pattern in patterns for arg in ("-u", pattern)]), sudo=True)
+
+
+def parse_journal(host: str, stdout: str) -> list[LogLine]:
+    """journalctl -o json's lines; a MESSAGE journald stored as bytes (not UTF-8) is decoded leniently."""
+    found = []
+    for text in stdout.splitlines():
+        try:
+            entry = json.loads(text)
+            when = int(entry["__REALTIME_TIMESTAMP"])
+        except (ValueError, KeyError, TypeError):
+            continue
+        message = entry.get("MESSAGE", "")
+        if isinstance(message, list):
+            message = bytes(value for value in message if isinstance(value, int)).decode(errors="replace")
+        unit = entry.get("_SYSTEMD_UNIT") or entry.get("SYSLOG_IDENTIFIER") or "?"
+        found.append(LogLine(when, host, unit, str(message)))
+    return found
+
+
+def merge_logs(per_host: list[list[LogLine]]) -> list[LogLine]:
+    return sorted((line for lines in per_host for line in lines), key=lambda line: (line.time, line.host))
+
+
+def gather_logs(env: str, services: list[str], since: str, lines: int, limit: str | None):
+    """(merged lines, {host: why it could not be read}) for `services` on the hosts that run them."""
+    import dataclasses as dc
+
+    from vigil import secrets
+    from vigil.config import load_inventory, load_role
+    from vigil.errors import VigilError
+    from vigil.runner import HostPlan, HostResult, RunOptions, run
+    from vigil.transport import SSHTransport
+
+    inventory = load_inventory(env)
+    try:
+        secrets.load(env)  # registers the env's values, so a log line quoting one is masked
+    except VigilError:
+        pass  # no identity here: URL passwords are still masked by the redaction of each line
+    schema = secrets.load_schema()
+    web = {name for service in schema.services.values()
+           for name in inventory.hosts_in(service.hosts, where="secrets/schema.yml: services")}
+    try:
+        database = secrets.database_host(inventory).name
+    except VigilError:
+        database = None
+    runs_on = {"backend": web, "frontend": web, "nginx": web, "postgresql": {database} if database else set()}
+    app = inventory.vars_for(next(iter(inventory.hosts.values())), [load_role("app")]).string("app_name", r"[a-z][a-z0-9-]{0,30}")
+    collected: dict[str, list[LogLine]] = {}
+
+    def work(transport, host_plan: HostPlan, options: RunOptions, progress) -> HostResult:
+        name = host_plan.host.name
+        patterns = [pattern.format(app=app) for service in services if name in runs_on[service] for pattern in SERVICE_UNITS[service]]
+        result = HostResult(name)
+        answer = transport.run(journal_command(patterns, since, lines))
+        if answer.ok:
+            collected[name] = parse_journal(name, answer.stdout)
+        else:
+            result.error = answer.stderr.strip()[-300:]
+        return result
+
+    hosts = [host for host in inventory.select(limit) if any(host.name in runs_on[service] for service in services)]
+    results = run([HostPlan(host.as_admin(), []) for host in hosts],
+                  lambda host: SSHTransport(dc.replace(host, bootstrap_user=None), inventory.known_hosts, inventory.env),
+                  RunOptions(), None, work=work)
+    problems = {r.host: r.unreachable or r.error for r in results if r.unreachable or r.error}
+    return merge_logs(list(collected.values())), problems
+
+
+def mask_line(text: str) -> str:
+    """A log line as it may be shown: registered secrets and any URL's password masked."""
+    from vigil.deploy import URL_CREDENTIALS
+
+    return REDACTOR.redact(URL_CREDENTIALS.sub(r"\1***@", text))

@@ -428,9 +428,22 @@ def ssh_command(paths: SandboxPaths, address: str, remote: Optional[list[str]] =
     return argv
 
 
+# A container's early boot sometimes fails to spawn a unit ("Failed to spawn executor", result
+# "resources": seen with systemd-journal-flush.service). A real VPS does not: start such units
+# once more, so a sandbox VPS is as a fresh VPS would be. Prints the state once boot has finished.
+BOOT_WAIT = r'''
+systemctl is-system-running --wait >/dev/null
+for unit in $(systemctl list-units --state=failed --no-legend --plain | awk '{print $1}'); do
+    if [ "$(systemctl show -p Result --value -- "$unit")" = resources ]; then systemctl restart -- "$unit"; fi
+done
+systemctl is-system-running
+'''
+
+
 def boot_wait_command(paths: SandboxPaths, vps: Vps) -> list[str]:
     """Ask the VPS's systemd to report once boot has finished (running or degraded)."""
-    return ssh_command(paths, vps.address, ["systemctl", "is-system-running", "--wait"])
+    # ssh hands the remote shell one string: the script travels quoted inside it.
+    return ssh_command(paths, vps.address, [shlex.join(["sh", "-c", BOOT_WAIT])])
 
 
 def render_inventory(hosts: list[dict], paths: SandboxPaths) -> str:

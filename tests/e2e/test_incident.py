@@ -51,3 +51,15 @@ def test_maintenance_mode_serves_503_with_retry_after_and_goes_away(deployed, sa
         off = invoke("incident.maintenance", "off", "--limit=vps2")
     assert off.code == 0, off.stdout + off.stderr
     assert requests.get(f"https://{address}/", verify=str(CA), timeout=10).status_code == 200
+
+
+def test_logs_merge_both_hosts_journals_by_time(deployed, sandbox):
+    run = invoke("incident.logs", "--service=backend", "--since=1 day ago", "--json", timeout=300)
+    assert run.code == 0, run.stdout[-2000:] + run.stderr
+    lines = run.json["lines"]
+    started = [line for line in lines if "Nest application successfully started" in line]
+    assert {line.split()[1] for line in started} == {"vps1", "vps2"}
+    assert [line.split()[0] for line in lines] == sorted(line.split()[0] for line in lines)
+    assert all(" together-pray-backend" in line for line in lines)
+    refused = invoke("incident.logs", "--since=$(reboot)")
+    assert refused.code == ExitCode.BAD_INPUT and "is not a time journalctl reads" in refused.stderr

@@ -116,3 +116,37 @@ def test_a_release_task_a_failed_deploy_left_warns_and_any_other_failed_unit_fai
                                                       release_tasks=("together-pray-backend-migrate@",))
              if c.name.startswith("failed")]
     assert found == expected
+
+
+JOURNAL_VPS1 = "\n".join([
+    '{"__REALTIME_TIMESTAMP": "1795662000000000", "_SYSTEMD_UNIT": "together-pray-backend@green.service", "MESSAGE": "started"}',
+    '{"__REALTIME_TIMESTAMP": "1795662002000000", "_SYSTEMD_UNIT": "nginx.service", "MESSAGE": [104, 105, 255]}',
+    'not json',
+])
+JOURNAL_VPS2 = '{"__REALTIME_TIMESTAMP": "1795662001000000", "_SYSTEMD_UNIT": "together-pray-backend@blue.service", ' \
+               '"MESSAGE": "connect postgresql://app:hunter2-but-longer@10.0.0.5:5432/db failed for s3cr3t-value-xyz"}'
+
+
+def test_journals_from_several_hosts_merge_by_time_with_secrets_masked():
+    from vigil.commands import REDACTOR
+
+    REDACTOR.add("s3cr3t-value-xyz")
+    merged = I.merge_logs([I.parse_journal("vps1", JOURNAL_VPS1), I.parse_journal("vps2", JOURNAL_VPS2)])
+    shown = [I.mask_line(line.render()) for line in merged]
+    assert shown == [
+        "2026-11-26T03:00:00.000Z vps1 together-pray-backend@green: started",
+        "2026-11-26T03:00:01.000Z vps2 together-pray-backend@blue: connect postgresql://app:***@10.0.0.5:5432/db failed for ***",
+        "2026-11-26T03:00:02.000Z vps1 nginx: hi\ufffd",
+    ]
+
+
+@pytest.mark.parametrize("since, ok", [("1 hour ago", True), ("2026-11-26 03:00", True), ("today", True),
+                                       ("1 hour ago; reboot", False), ("$(id)", False), ("", False)])
+def test_since_is_what_journalctl_reads_and_nothing_else(since, ok):
+    assert bool(I.SINCE.match(since)) is ok
+
+
+def test_the_journal_is_asked_for_exactly_these_units():
+    command = I.journal_command(["together-pray-backend@*", "nginx.service"], "1 hour ago", 500)
+    assert command.argv == ("journalctl", "--no-pager", "--quiet", "-o", "json", "--since", "1 hour ago", "-n", "500",
+                            "-u", "together-pray-backend@*", "-u", "nginx.service") and command.sudo

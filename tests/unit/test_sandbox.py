@@ -165,7 +165,10 @@ def test_ssh_command_pins_the_host_key(remote, batch, expected):
 
 
 def test_boot_wait_command():
-    assert sandbox.boot_wait_command(PATHS, Vps(1))[-4:] == ["--", "systemctl", "is-system-running", "--wait"]
+    import shlex
+    argv = sandbox.boot_wait_command(PATHS, Vps(1))
+    assert argv[-2] == "--" and shlex.split(argv[-1]) == ["sh", "-c", sandbox.BOOT_WAIT]
+    assert "is-system-running --wait" in sandbox.BOOT_WAIT and "= resources ]" in sandbox.BOOT_WAIT
 
 
 # --- iptables ---------------------------------------------------------------

@@ -80,6 +80,36 @@ def maintenance(c, state, env="sandbox", limit=None, check=False, json=False):
         raise Exit(code=int(code))
 
 
+@task(help={"service": "backend, frontend, nginx, postgresql or all (default: all).",
+            "since": "From when, as journalctl reads it (default: \"1 hour ago\"; \"2026-11-26 03:00\", \"today\").",
+            "lines": "At most this many lines per host (default: 500).",
+            "env": HOST_FLAGS_HELP["env"], "limit": HOST_FLAGS_HELP["limit"], "json": HOST_FLAGS_HELP["json"]})
+@exits_cleanly
+def logs(c, service="all", since="1 hour ago", lines=500, env="sandbox", limit=None, json=False):
+    """The journal of a service on every host that runs it, merged by time, secrets masked.
+
+    Example: invoke incident.logs --service=backend --since="30 min ago" --env=production
+    """
+    services = list(I.SERVICE_UNITS) if service == "all" else [service]
+    if not set(services) <= set(I.SERVICE_UNITS):
+        raise ConfigError(f"--service: {service!r} is not one of {', '.join(I.SERVICE_UNITS)} or all")
+    if not I.SINCE.match(since):
+        raise ConfigError(f"--since: {since!r} is not a time journalctl reads (\"1 hour ago\", \"2026-11-26 03:00\")")
+    if not str(lines).isdigit() or not 1 <= int(lines) <= 100000:
+        raise ConfigError(f"--lines: {lines!r} is not a number from 1 to 100000")
+    merged, problems = I.gather_logs(env, services, since, int(lines), limit)
+    shown = [I.mask_line(line.render()) for line in merged]
+    if json:
+        print(jsonlib.dumps({"lines": shown, "unreadable": REDACTOR.redact_data(problems)}, indent=2))
+    else:
+        for line in shown:
+            print(line)
+        for host, why in problems.items():
+            print(f"{host}: the journal could not be read: {REDACTOR.redact(why)}")
+    if problems:
+        raise Exit(code=int(ExitCode.HOST_FAILED))
+
+
 ns = Collection("incident")
-for command in (status, maintenance):
+for command in (status, maintenance, logs):
     ns.add_task(command)
