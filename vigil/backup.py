@@ -19,12 +19,11 @@ from typing import Callable
 from vigil.commands import REDACTOR, Command, script
 from vigil.config import REPO_ROOT, Host, Inventory, load_inventory, rel
 from vigil.errors import ConfigError, ExitCode, VigilError
+from vigil.incident import MAINTENANCE_FLAG
 
 HELPER = "/usr/local/sbin/vigil-backup"
 BACKUP_ID = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[A-Za-z0-9._-]{1,120}$")
 LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,39}$")
-# roles/nginx's site answers 503 with the maintenance page while this file exists.
-MAINTENANCE_FLAG = "/var/www/together-pray/maintenance.on"
 # The release the backend serves, and its migrations (roles/app layout, app_migrations).
 RELEASE_MIGRATIONS = "/srv/together-pray/backend/current/dist/migrations"
 PULLED = REPO_ROOT / ".vigil" / "backups"
@@ -68,9 +67,10 @@ def ask(transport, host: Host, *args: str, timeout: float = 3600):
 # --- pull and decrypt --------------------------------------------------------------------------
 
 
-def pull(transport, host: Host, env: str, backup_id: str, recipients: list[str], into: Path) -> Path:
+def pull(transport, host: Host, env: str, backup_id: str, recipients: list[str], into: Path, record: dict | None = None) -> Path:
     """Stream the backup, age-encrypted on the host to `recipients`, into `into`; the file is named
-    only once its sha256 matches what the host sent. Returns the .age file (metadata beside it)."""
+    only once its sha256 matches what the host sent. Returns the .age file (metadata beside it).
+    record: the backup's metadata if the caller listed it already (else it is asked for)."""
     into.mkdir(parents=True, exist_ok=True)
     target = into / f"{env}-{backup_id}.dump.age"
     partial = target.with_name(target.name + ".partial")
@@ -95,7 +95,7 @@ def pull(transport, host: Host, env: str, backup_id: str, recipients: list[str],
         if (sent.get("sha256"), sent.get("size")) != (digest.hexdigest(), size):
             raise BackupError(f"{host.name}: {backup_id} arrived damaged (sha256 {digest.hexdigest()[:16]}, {size} bytes; "
                               f"sent {str(sent.get('sha256'))[:16]}, {sent.get('size')} bytes); nothing was kept")
-        record = next((entry for entry in ask(transport, host, "list") if entry.get("id") == backup_id), {})
+        record = record or next((entry for entry in ask(transport, host, "list") if entry.get("id") == backup_id), {})
         if not record.get("sha256"):
             raise BackupError(f"{host.name}: {backup_id} has no recorded checksum to check a decrypted copy against; nothing was kept")
     except BaseException:

@@ -340,11 +340,20 @@ URL_CREDENTIALS = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^/\s:@]+:)[^@\s]+@")
 ERROR_LINE = re.compile(r"\b(\w*Error\b|ERROR|FATAL|[Ee]xception|failed|error:)")
 
 
+def mask_url_passwords(text: str) -> str:
+    """A URL's password masked (a DATABASE_URL in an error message), even where vigil never saw the value."""
+    return URL_CREDENTIALS.sub(r"\1***@", text)
+
+
+def live_color(state: HostState, settings: Settings) -> str | None:
+    """The color whose port nginx's upstream names (None: no color's)."""
+    return next((color for color, port in settings.ports.items() if port == state.live_port), None)
+
+
 def log_excerpt(log: str, errors: int = 5, tail: int = 10) -> str:
     """What explains a failure in a long log: its first error lines, then its last lines (a stack
     trace's object dump would otherwise push the error itself out of view)."""
-    # A URL's password (a DATABASE_URL in an error message) is masked even where vigil never saw the value.
-    log = URL_CREDENTIALS.sub(r"\1***@", log)
+    log = mask_url_passwords(log)
     lines = [line for line in log.splitlines() if line.strip()]
     first_errors = [line for line in lines[:-tail] if ERROR_LINE.search(line)][:errors]
     shown = first_errors + (["..."] if first_errors else []) + lines[-tail:]
@@ -470,7 +479,7 @@ class HostDeploy:
         switched = False
         idle = None
         try:
-            live = next((color for color, port in settings.ports.items() if port == state.live_port), None)
+            live = live_color(state, settings)
             if live is None:
                 raise DeployFailed("Read the host.", f"nginx's {settings.upstream_name} upstream in {settings.upstream_file} "
                                                      f"names no color's port ({state.live_port or 'none found'}); "
@@ -637,7 +646,7 @@ class HostDeploy:
                                               self.release if settings.health_release else "", str(settings.checks),
                                               str(settings.health_timeout)), timeout=settings.health_timeout + 60)
         if not result.ok:
-            answer = URL_CREDENTIALS.sub(r"\1***@", result.stderr.strip()[-500:])
+            answer = mask_url_passwords(result.stderr.strip()[-500:])
             raise DeployFailed(step, f"{answer}\nits log:\n{self.journal_tail(settings.layout.unit(idle))}")
         self.record(step, OK, summary=result.stdout.strip(), began=began)
 

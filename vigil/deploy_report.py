@@ -12,7 +12,8 @@ import time
 from datetime import datetime, timezone
 
 from vigil.config import load_inventory, load_role
-from vigil.deploy import COLORS, HostState, Settings, parse_states, rollback_target, settings_from_vars, states_command
+from vigil.deploy import (COLORS, HostState, Settings, live_color, parse_states, rollback_target, settings_from_vars,
+                          states_command)
 from vigil.errors import ConfigError
 from vigil.runner import FAILED, OK, HostPlan, HostResult, OperationResult, RunOptions, run
 
@@ -60,10 +61,6 @@ def read_states(env: str, services: list[str], limit: str | None, progress=None)
                   RunOptions(), progress, work=work)
     in_order = {host.name: states[host.name] for host in hosts if host.name in states}
     return results, in_order, {name: {one.layout.service: one for one in per_host} for name, per_host in settings.items()}
-
-
-def live_color(state: HostState, settings: Settings) -> str | None:
-    return next((color for color, port in settings.ports.items() if port == state.live_port), None)
 
 
 def deployed_at(state: HostState) -> dict[str, dict]:

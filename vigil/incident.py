@@ -255,6 +255,20 @@ class HostReport:
         return "unreachable" if self.unreachable else verdict(self.checks)
 
 
+def app_and_database_hosts(inventory, schema) -> tuple[set[str], str | None]:
+    """The hosts that run the app's services (the secrets schema's groups), and the database host (None:
+    the inventory runs none, or several)."""
+    from vigil import secrets
+    from vigil.errors import VigilError
+
+    app = {name for service in schema.services.values()
+           for name in inventory.hosts_in(service.hosts, where="secrets/schema.yml: services")}
+    try:
+        return app, secrets.database_host(inventory).name
+    except VigilError:
+        return app, None
+
+
 def gather(env: str, limit: str | None) -> list[HostReport]:
     """Every selected host's checks (a host that cannot be reached says why)."""
     import dataclasses as dc
@@ -269,12 +283,7 @@ def gather(env: str, limit: str | None) -> list[HostReport]:
 
     inventory = load_inventory(env)
     schema = secrets.load_schema()
-    web_group = {name for service in schema.services.values()
-                 for name in inventory.hosts_in(service.hosts, where="secrets/schema.yml: services")}
-    try:
-        database = secrets.database_host(inventory).name
-    except secrets.SecretsError:
-        database = None
+    web_group, database = app_and_database_hosts(inventory, schema)
     roles = [load_role(name) for name in ("app", "nginx", "postgresql", "backup")]
     reports: dict[str, HostReport] = {}
 
@@ -293,8 +302,8 @@ def gather(env: str, limit: str | None) -> list[HostReport]:
             states = parse_states(answer.stdout) if answer.ok else {}
             rows = {one.layout.service: status_row(states[one.layout.service], one, clock.time())
                     for one in settings if one.layout.service in states}
-        live_units = [one.layout.unit(row["live"].split(":")[0]) for one in settings
-                      for service, row in rows.items() if service == one.layout.service and row["live"]]
+        live_units = [one.layout.unit(rows[one.layout.service]["live"].split(":")[0]) for one in settings
+                      if rows.get(one.layout.service, {}).get("live")]
         units = (["nginx.service"] if web else []) + live_units + (["postgresql.service"] if db else [])
         server_name, certificate, _ = site_of(vars) if web else ("", "", True)
         directories = [vars.path("backup_dir")] if db else []
@@ -384,13 +393,7 @@ def gather_logs(env: str, services: list[str], since: str, lines: int, limit: st
         secrets.load(env)  # registers the env's values, so a log line quoting one is masked
     except VigilError:
         pass  # no identity here: URL passwords are still masked by the redaction of each line
-    schema = secrets.load_schema()
-    web = {name for service in schema.services.values()
-           for name in inventory.hosts_in(service.hosts, where="secrets/schema.yml: services")}
-    try:
-        database = secrets.database_host(inventory).name
-    except VigilError:
-        database = None
+    web, database = app_and_database_hosts(inventory, secrets.load_schema())
     runs_on = {"backend": web, "frontend": web, "nginx": web, "postgresql": {database} if database else set()}
     app = inventory.vars_for(next(iter(inventory.hosts.values())), [load_role("app")]).string("app_name", r"[a-z][a-z0-9-]{0,30}")
     collected: dict[str, list[LogLine]] = {}
@@ -416,6 +419,6 @@ def gather_logs(env: str, services: list[str], since: str, lines: int, limit: st
 
 def mask_line(text: str) -> str:
     """A log line as it may be shown: registered secrets and any URL's password masked."""
-    from vigil.deploy import URL_CREDENTIALS
+    from vigil.deploy import mask_url_passwords
 
-    return REDACTOR.redact(URL_CREDENTIALS.sub(r"\1***@", text))
+    return REDACTOR.redact(mask_url_passwords(text))

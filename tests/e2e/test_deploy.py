@@ -45,6 +45,18 @@ def variant(tmp_path, name: str, edit) -> str:
     return str(source)
 
 
+def add_migration(source, timestamp: int, name: str, up: list[str], down: list[str]) -> None:
+    """A TypeORM migration in the scratch copy's src/migrations, its up and down as SQL statements."""
+    body = lambda statements: "".join(f"    await queryRunner.query(`{sql}`);\n" for sql in statements)  # noqa: E731
+    (source / "src" / "migrations" / f"{timestamp}-{name}.ts").write_text(
+        'import { MigrationInterface, QueryRunner } from "typeorm";\n'
+        f"export class {name}{timestamp} implements MigrationInterface {{\n"
+        f'  name = "{name}{timestamp}";\n'
+        f"  public async up(queryRunner: QueryRunner): Promise<void> {{\n{body(up)}  }}\n"
+        f"  public async down(queryRunner: QueryRunner): Promise<void> {{\n{body(down)}  }}\n"
+        "}\n")
+
+
 def scratch_with_backend(sandbox, tmp_path, source: str):
     def point_at(data):
         data["vars"]["app_services"] = {"backend": {"kind": "node", "source": source, "ref": ""},
@@ -106,16 +118,7 @@ def test_a_release_whose_health_fails_leaves_the_old_one_serving(deployed, sandb
 
 def test_a_failing_migration_switches_nothing_and_leaves_the_database_unchanged(deployed, sandbox, tmp_path):
     def add_failing_migration(source):
-        (source / "src" / "migrations" / "1764000000001-Broken.ts").write_text(
-            'import { MigrationInterface, QueryRunner } from "typeorm";\n'
-            "export class Broken1764000000001 implements MigrationInterface {\n"
-            '  name = "Broken1764000000001";\n'
-            "  public async up(queryRunner: QueryRunner): Promise<void> {\n"
-            '    await queryRunner.query(`CREATE TABLE "half_done" ("id" int)`);\n'
-            '    await queryRunner.query(`SELECT 1/0`);\n'
-            "  }\n"
-            "  public async down(): Promise<void> {}\n"
-            "}\n")
+        add_migration(source, 1764000000001, "Broken", up=['CREATE TABLE "half_done" ("id" int)', "SELECT 1/0"], down=[])
 
     inventory = scratch_with_backend(sandbox, tmp_path, variant(tmp_path, "broken-migration", add_failing_migration))
     before = health(sandbox.addresses["vps1"])["release"]
@@ -260,17 +263,8 @@ def test_a_rollback_returns_to_the_previous_good_release_and_refuses_a_bad_one(d
 
 def test_a_rollback_with_migrations_reverts_what_the_bad_release_added(deployed, sandbox, tmp_path):
     def add_column(source):
-        (source / "src" / "migrations" / "1764000000002-AddPrayerMood.ts").write_text(
-            'import { MigrationInterface, QueryRunner } from "typeorm";\n'
-            "export class AddPrayerMood1764000000002 implements MigrationInterface {\n"
-            '  name = "AddPrayerMood1764000000002";\n'
-            "  public async up(queryRunner: QueryRunner): Promise<void> {\n"
-            '    await queryRunner.query(`ALTER TABLE "prayers" ADD "mood" text`);\n'
-            "  }\n"
-            "  public async down(queryRunner: QueryRunner): Promise<void> {\n"
-            '    await queryRunner.query(`ALTER TABLE "prayers" DROP COLUMN "mood"`);\n'
-            "  }\n"
-            "}\n")
+        add_migration(source, 1764000000002, "AddPrayerMood", up=['ALTER TABLE "prayers" ADD "mood" text'],
+                      down=['ALTER TABLE "prayers" DROP COLUMN "mood"'])
 
     def columns():
         return sandbox.ssh("vps1", "su postgres -c \"psql -tA -d together_pray -c \\\"select column_name from "

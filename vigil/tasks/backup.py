@@ -143,7 +143,7 @@ def restore(c, id, env="sandbox", yes=False, force=False, json=False):
         # The restore may still be running on the host: the site stays in maintenance until someone looks.
         _audit("backup.restore", env, host.name, "unknown", backup=backup_id)
         raise B.BackupError(f"{host.name}: the connection was lost during the restore; maintenance mode stays on. "
-                            f"See `sudo vigil-backup status` on {host.name}; then, on the web hosts, `sudo rm {B.MAINTENANCE_FLAG}`") from None
+                            f"See `sudo vigil-backup status` on {host.name}, then `invoke incident.maintenance off --env={env}`") from None
     except Exception:
         B.maintenance(inventory, web, on=False)
         _audit("backup.restore", env, host.name, "failed", backup=backup_id)
@@ -159,7 +159,7 @@ def restore(c, id, env="sandbox", yes=False, force=False, json=False):
             say(f"warning: {warning}")
     failed_off = B.maintenance(inventory, web, on=False)
     if failed_off:
-        say(f"maintenance mode is still on on {', '.join(failed_off)}: `sudo rm {B.MAINTENANCE_FLAG}` there")
+        say(f"maintenance mode is still on on {', '.join(failed_off)}: `invoke incident.maintenance off --env={env}`")
     else:
         say(f"maintenance off: {', '.join(h.name for h in web)}")
     healthy = {}
@@ -199,7 +199,8 @@ def pull(c, id, env="sandbox", to_dir=None, to_host=None, host_dir="/var/backups
         if id == "latest" and not listed:
             raise B.BackupError(f"{host.name}: there is no backup yet (`invoke backup.create --env={env}`)")
         backup_id = listed[-1]["id"] if listed else id
-        path = B.pull(transport, host, env, backup_id, recipients, B.pulled_dir(env, to_dir))
+        path = B.pull(transport, host, env, backup_id, recipients, B.pulled_dir(env, to_dir),
+                      record=listed[-1] if listed else None)
     result = {"id": backup_id, "path": str(path), "recipients": len(recipients)}
     if to_host:
         other = next((h for h in inventory.select(to_host)), None)
