@@ -194,4 +194,4 @@ def test_playbook_errors_name_the_play(tmp_path):
 def test_shipped_roles_and_playbooks_load():
     """Every shipped role's defaults are prefixed and every playbook names existing roles."""
     plays = load_playbook("onboard")
-    assert [role.name for play in plays for role in play.roles] == ["base", "users", "ssh", "firewall", "nodejs", "nginx", "app", "postgresql", "backup"]
+    assert [role.name for play in plays for role in play.roles] == ["base", "users", "ssh", "firewall", "nodejs", "nginx", "app", "postgresql", "backup", "monitor"]

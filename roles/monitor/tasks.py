@@ -1,0 +1,130 @@
+"""The monitor role: /usr/local/sbin/vigil-probe on every host, run by a timer, posting changes to a webhook.
+
+The probe checks what onboarding installed on the host (the site through nginx on web hosts;
+PostgreSQL and the backups' status on the database host; all of them on a host that is both), so
+the checks are chosen here from playbooks/onboard.yml and the inventory, and written to
+/etc/vigil/probe.json. The webhook's URL (the ALERT_WEBHOOK_URL secret, optional) goes to a
+root-only env file the probe reads itself.
+"""
+
+import dataclasses
+import json
+
+from vigil.config import load_playbook, load_role, rel
+from vigil.errors import ConfigError, MissingSecretError
+from vigil.operations import AptPackages, DaemonReload, Directory, File, SystemdUnit, render_template
+from vigil.secrets import render_dotenv
+from vigil.validate import address
+
+PROBE = "/usr/local/sbin/vigil-probe"
+SETTINGS = "/etc/vigil/probe.json"
+WEBHOOK_ENV = "/etc/vigil/probe.env"
+WEBHOOK_KEY = "ALERT_WEBHOOK_URL"
+UNIT = "vigil-probe"
+# The app's /health, under the /api/ prefix roles/nginx strips; the frontend's page at the root.
+BACKEND_PATH = "/api/health"
+FRONTEND_PATH = "/"
+# roles/nginx's site answers 503 with the maintenance page while this file exists (incident.maintenance).
+MAINTENANCE_FLAG = "/var/www/together-pray/maintenance.on"
+HTTPS_PORT = 443
+
+
+def onboarded_roles(vars) -> set[str]:
+    """The roles playbooks/onboard.yml applies to this host, whichever plays they come from."""
+    if vars.inventory is None:
+        raise ConfigError(f"{vars.host.name}: roles/monitor needs the inventory to choose the host's checks")
+    names = set()
+    for play in load_playbook("onboard"):
+        if vars.host.name in vars.inventory.hosts_in(play.hosts, where=f"playbooks/onboard.yml: {play.name!r} hosts"):
+            names |= {role.name for role in play.roles}
+    return names
+
+
+def with_defaults_of(vars, roles: list[str]):
+    """`vars` with other roles' defaults beneath every layer: this role's play applies only this role,
+    yet the probe must see the site and the backups the way roles/nginx and roles/backup set them up."""
+    values, origins = {}, {}
+    for name in roles:
+        role = load_role(name)
+        values.update(role.defaults)
+        origins.update(dict.fromkeys(role.defaults, f"{rel(role.path / 'defaults.yml')}:"))
+    return dataclasses.replace(vars, values={**values, **vars.values}, origins={**origins, **vars.origins})
+
+
+def checks_for(roles: set[str]) -> list[str]:
+    """The probe's checks for a host that onboarding gives `roles`."""
+    checks = ["backend", "frontend"] if "nginx" in roles else []
+    checks += ["postgresql"] if "postgresql" in roles else []
+    checks += ["backup"] if "backup" in roles else []
+    return checks
+
+
+def probe_settings(vars, checks: list[str]) -> dict:
+    """/etc/vigil/probe.json's content for this host."""
+    interval, timeout = vars.integer("monitor_interval", minimum=10), vars.integer("monitor_timeout", minimum=1)
+    # A run makes up to three checks and one post that may stall, each bounded by the timeout.
+    if 4 * timeout > interval:
+        raise ConfigError(f"{vars.where('monitor_timeout')}: {timeout} s is too long for runs every {interval} s "
+                          "(monitor_interval); keep four timeouts within one interval")
+    settings = {
+        "env": vars.string("vigil_env"),
+        "host": vars.host.name,
+        "checks": checks,
+        "timeout": timeout,
+        "down_after": vars.integer("monitor_down_after", minimum=1),
+        "state_file": vars.path("monitor_state_file"),
+        "events_file": vars.path("monitor_events_file"),
+        "webhook_env_file": WEBHOOK_ENV,
+    }
+    others = with_defaults_of(vars, ["nginx", "backup"])
+    if "backend" in checks:
+        settings["site"] = {
+            # As roles/nginx names the site: the TLS server name and Host header the probe sends.
+            "server_name": address(others.get("nginx_server_name") or vars.host.address, others.where("nginx_server_name")),
+            "port": HTTPS_PORT,
+            "backend_path": BACKEND_PATH,
+            "frontend_path": FRONTEND_PATH,
+            "maintenance_flag": MAINTENANCE_FLAG,
+        }
+    if "backup" in checks:
+        settings["backup_status_file"] = others.path("backup_status_file")
+    return settings
+
+
+def webhook_env(vars) -> str:
+    """probe.env's content: the webhook's URL, or an empty value (the probe then only logs its alerts)."""
+    try:
+        url = vars.secret(WEBHOOK_KEY).value
+    except MissingSecretError:
+        return (f"# No {WEBHOOK_KEY} in the {vars.values['vigil_env']} secrets: alerts are logged, not posted.\n"
+                f"# invoke secrets.set {WEBHOOK_KEY} --env={vars.values['vigil_env']}, then provision.server.\n"
+                f"{WEBHOOK_KEY}=\n")
+    return render_dotenv({WEBHOOK_KEY: url})
+
+
+def tasks(role, vars):
+    """The monitor role's operations for one host, in order."""
+    checks = checks_for(onboarded_roles(vars))
+    settings = probe_settings(vars, checks)
+    interval = vars.integer("monitor_interval", minimum=10)
+    service = render_template(role.template("vigil-probe.service.j2"), {"probe": PROBE, "interval": interval})
+    timer = render_template(role.template("vigil-probe.timer.j2"), {"interval": interval})
+    reload = ("reload systemd",)
+    return [
+        AptPackages(["python3"], name="Ensure python3 is installed (the probe is a Python program)."),
+        Directory("/etc/vigil", mode="0755"),
+        File(SETTINGS, json.dumps(settings, indent=2, sort_keys=True) + "\n", mode="0644",
+             name=f"Ensure {SETTINGS} names this host's checks: {', '.join(checks) or 'none'}."),
+        File(WEBHOOK_ENV, webhook_env(vars), mode="0600", secret=True, env_file=True,
+             name=f"Ensure {WEBHOOK_ENV} holds the alert webhook's URL, for root only."),
+        File(PROBE, role.file("vigil-probe"), mode="0755", name=f"Ensure {PROBE} is installed."),
+        File(f"/etc/systemd/system/{UNIT}.service", service, notify=reload,
+             name=f"Ensure {UNIT}.service runs {PROBE}."),
+        File(f"/etc/systemd/system/{UNIT}.timer", timer, notify=reload,
+             name=f"Ensure {UNIT}.timer runs the probe every {interval} s."),
+        SystemdUnit(f"{UNIT}.timer", enabled=True, running=True),
+    ]
+
+
+def handlers(role, vars):
+    return {"reload systemd": DaemonReload()}
