@@ -27,6 +27,28 @@ CERT_WARN_DAYS, CERT_FAIL_DAYS = 21, 7
 BACKUP_WARN_HOURS, BACKUP_FAIL_HOURS = 26, 50
 
 
+def set_maintenance(env: str, on: bool, limit: str | None, reporter=None, check: bool = False):
+    """Maintenance mode on every selected web host; (exit code, the hosts where it failed)."""
+    import io
+
+    from vigil.config import load_inventory
+    from vigil.errors import ConfigError
+    from vigil.play import run_plans
+    from vigil.report import Environment, Reporter
+    from vigil.runner import HostPlan, RunOptions
+
+    inventory = load_inventory(env)
+    hosts = [host for host in inventory.select(limit) if host.name in inventory.hosts_in("web", where="incident.maintenance")]
+    if not hosts:
+        raise ConfigError(f"--limit {limit or 'all'} selects no web host in inventory/{env}.yml")
+    if reporter is None:
+        quiet = io.StringIO()
+        reporter = Reporter(Environment(stdout=quiet, stderr=quiet), json_output=True)
+    plans = [HostPlan(host.as_admin(), maintenance_operations(on)) for host in hosts]
+    code, results = run_plans(f"incident.maintenance {'on' if on else 'off'}", inventory, plans, RunOptions(check=check), reporter)
+    return code, [result.host for result in results if result.failed or result.unreachable]
+
+
 def maintenance_operations(on: bool) -> list:
     """Maintenance mode on a web host: the flag file nginx checks (the app keeps running)."""
     if on:
@@ -225,14 +247,19 @@ def site_of(vars) -> tuple[str, str, str | bool]:
     return server_name, f"/etc/ssl/vigil/{server_name}.crt", str(CA_DIR / "ca.crt")
 
 
-def https_checks(server_name: str, verify: str | bool, get=None) -> list[Check]:
+# What a visitor's request must get back from each app service, through nginx over HTTPS.
+HTTP_ENDPOINTS = {"backend": ("backend health (https)", "/api/health", '"status":"ok"'),
+                  "frontend": ("frontend page (https)", "/", "</html>")}
+APP_SERVICES = tuple(HTTP_ENDPOINTS)
+
+
+def https_checks(server_name: str, verify: str | bool, get=None, services: tuple[str, ...] | list[str] = APP_SERVICES) -> list[Check]:
     """The backend's health and the frontend's page, as a visitor reaches them (nginx, TLS, the app)."""
     import requests
 
     get = get or requests.get
     checks = []
-    for name, path, expect in (("backend health (https)", "/api/health", '"status":"ok"'),
-                               ("frontend page (https)", "/", "</html>")):
+    for name, path, expect in (HTTP_ENDPOINTS[service] for service in services):
         try:
             response = get(f"https://{server_name}{path}", verify=verify, timeout=10)
             good = response.status_code == 200 and expect in response.text
@@ -417,8 +444,22 @@ def gather_logs(env: str, services: list[str], since: str, lines: int, limit: st
     return merge_logs(list(collected.values())), problems
 
 
+# NAME=value and "name": "value" pairs whose name says they hold a secret (a dumped environment, a config),
+# and HTTP credentials: the value is masked whole, quoted or not.
+SECRET_NAME = r"\w*(?:password|passwd|passphrase|secret|token|dsn|credential|key)\w*"
+SECRET_ASSIGNMENT = re.compile(rf"""(?i)\b({SECRET_NAME}["']?\s*[=:]\s*)("[^"]*"|'[^']*'|[^\s"';]+)""")
+HTTP_CREDENTIALS = re.compile(r"(?i)\b(bearer|basic|token)\s+[A-Za-z0-9._~+/=-]{8,}")
+
+
 def mask_line(text: str) -> str:
-    """A log line as it may be shown: registered secrets and any URL's password masked."""
+    """A log line as it may be shown: registered secrets, any URL's password, values named as secrets, and
+    HTTP credentials masked."""
     from vigil.deploy import mask_url_passwords
 
-    return REDACTOR.redact(mask_url_passwords(text))
+    def assignment(match: re.Match) -> str:
+        value = match.group(2)
+        quote = value[0] if value[:1] in ("'", '"') else ""
+        return f"{match.group(1)}{quote}***{quote}"
+
+    masked = SECRET_ASSIGNMENT.sub(assignment, REDACTOR.redact(mask_url_passwords(text)))
+    return HTTP_CREDENTIALS.sub(r"\1 ***", masked)

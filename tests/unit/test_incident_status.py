@@ -150,3 +150,22 @@ def test_the_journal_is_asked_for_exactly_these_units():
     command = I.journal_command(["together-pray-backend@*", "nginx.service"], "1 hour ago", 500)
     assert command.argv == ("journalctl", "--no-pager", "--quiet", "-o", "json", "--since", "1 hour ago", "-n", "500",
                             "-u", "together-pray-backend@*", "-u", "nginx.service") and command.sudo
+
+
+# (a log line, as incident.logs, runbooks and snapshots show it)
+MASKED = [
+    ("JWT_SECRET=abc,def and more", "JWT_SECRET=*** and more"),
+    ("password='hunter2 with spaces' ok", "password='***' ok"),
+    ('{"password": "my secret pass", "user": "bob"}', '{"password": "***", "user": "bob"}'),
+    ("STRIPE_KEY=sk_live_123 next", "STRIPE_KEY=*** next"),
+    ("Environment=SENTRY_DSN=https://k@o.ingest.sentry.io/1", "Environment=SENTRY_DSN=***"),
+    ("Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.x.y", "Authorization: Bearer ***"),
+    ("postgresql://app:pw@db:5432/app", "postgresql://app:***@db:5432/app"),
+    ('duplicate key value violates unique constraint "prayers_pkey"', 'duplicate key value violates unique constraint "prayers_pkey"'),
+    ("GET /api/prayers 200 12ms", "GET /api/prayers 200 12ms"),
+]
+
+
+@pytest.mark.parametrize("line, shown", MASKED)
+def test_log_lines_lose_every_value_named_as_a_secret(line, shown):
+    assert I.mask_line(line) == shown

@@ -1,8 +1,9 @@
-"""incident: what is wrong at a glance (`incident.status`) and maintenance mode (`incident.maintenance`)."""
+"""incident: status at a glance, runbooks and their incident records, post-mortems, logs, snapshots, maintenance mode."""
 
 from __future__ import annotations
 
 import json as jsonlib
+from pathlib import Path
 
 from invoke import Collection, task
 from invoke.exceptions import Exit
@@ -10,12 +11,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from vigil import incident as I
+from vigil import incident_record as R
+from vigil import incident_steps as S
+from vigil import runbook as RB
 from vigil.commands import REDACTOR
-from vigil.config import load_inventory
 from vigil.errors import ConfigError, ExitCode
-from vigil.play import run_plans
 from vigil.report import Reporter, table_console
-from vigil.runner import HostPlan, RunOptions
 from vigil.tasks.common import HOST_FLAGS_HELP, exits_cleanly
 
 STYLE = {I.OK: "green", I.WARN: "yellow", I.FAIL: "red"}
@@ -69,13 +70,7 @@ def maintenance(c, state, env="sandbox", limit=None, check=False, json=False):
     """
     if state not in ("on", "off"):
         raise ConfigError(f"state: {state!r} is not on or off")
-    inventory = load_inventory(env)
-    hosts = [host for host in inventory.select(limit) if host.name in inventory.hosts_in("web", where="incident.maintenance")]
-    if not hosts:
-        raise ConfigError(f"--limit {limit or 'all'} selects no web host in inventory/{env}.yml")
-    plans = [HostPlan(host.as_admin(), I.maintenance_operations(state == "on")) for host in hosts]
-    code, _ = run_plans(f"incident.maintenance {state}", inventory, plans, RunOptions(check=check),
-                        Reporter(json_output=json, check=check))
+    code, _ = I.set_maintenance(env, state == "on", limit, Reporter(json_output=json, check=check), check=check)
     if code != ExitCode.OK:
         raise Exit(code=int(code))
 
@@ -110,6 +105,122 @@ def logs(c, service="all", since="1 hour ago", lines=500, env="sandbox", limit=N
         raise Exit(code=int(ExitCode.HOST_FAILED))
 
 
+@task(name="list", help={"incidents": "List the incident records instead of the runbooks."})
+@exits_cleanly
+def list_(c, incidents=False):
+    """The runbooks (playbooks/runbooks/*.yml, each validated), or with --incidents the incident records.
+
+    Example: invoke incident.list
+    """
+    console = table_console()
+    if incidents:
+        table = Table(title="incidents (.vigil/incidents)")
+        for column in ("id", "env", "opened", "by", "status", "runs"):
+            table.add_column(column)
+        for record in R.list_incidents():
+            table.add_row(record.get("id", "?"), record.get("env", "?"), record.get("opened_at", "?"), escape(record.get("opened_by", "?")),
+                          record.get("status", "?"), ", ".join(f"{run['runbook']}: {run.get('outcome', '?')}" for run in record.get("runs", [])))
+        console.print(table)
+        return
+    table = Table(title="runbooks (playbooks/runbooks): invoke incident.run NAME [--check] [--yes]")
+    for column in ("name", "what it is for", "steps"):
+        table.add_column(column)
+    for book in RB.load_all():
+        table.add_row(book.name, escape(book.description), ", ".join(f"{step.type}{'*' if step.confirm else ''}" for step in book.steps))
+    console.print(table)
+    console.print("* asks before acting (--yes answers for you)")
+
+
+@task(help={"name": "The runbook (invoke incident.list).", "env": HOST_FLAGS_HELP["env"],
+            "yes": "Go on with the steps that ask first, without asking (no terminal: required for them).",
+            "check": "Run the checks and say which actions would run; change nothing.",
+            "incident": "Add to this incident's timeline instead of opening a new one.",
+            "json": HOST_FLAGS_HELP["json"]})
+@exits_cleanly
+def run(c, name, env="sandbox", yes=False, check=False, incident=None, json=False):
+    """Run a runbook: its checks, then its actions where the checks say so, until a check shows the incident
+    resolved. Every step goes on the incident's timeline (incident.report renders it).
+
+    Exits 0 when resolved (or, with --check, when the checks ran), 2 when it is not, 3 when a step needed
+    confirmation that was not given.
+    Example: invoke incident.run backend-down --env=production
+    """
+    import sys
+
+    def confirm(step) -> bool:
+        if yes:
+            return True
+        if not sys.stdin.isatty():
+            raise ConfigError(f"step {step.id} asks first ({step.confirm}): pass --yes to go on (no terminal to ask on)")
+        print(f"{step.confirm} [y/N] ", end="", file=sys.stderr, flush=True)  # stdout may be --json's document
+        return sys.stdin.readline().strip().lower() in ("y", "yes")
+
+    say = (lambda text: None) if json else (lambda text: print(REDACTOR.redact(text), flush=True))
+    outcome_run, record = S.run_runbook(env, name, check, confirm, say, incident)
+    if json:
+        print(jsonlib.dumps(REDACTOR.redact_data({
+            "runbook": name, "env": env, "incident": record.id if record else None, "outcome": outcome_run.outcome, "check": check,
+            "steps": [{"id": r.step.id, "type": r.step.type, "kind": r.step.kind, "outcome": r.outcome, "detail": r.detail,
+                       "failing": [f"{f.host} {f.target}" for f in r.failing]} for r in outcome_run.results],
+        }), indent=2))
+    else:
+        print(f"{name}: {outcome_run.outcome}" + (f" (incident {record.id}; invoke incident.report {record.id})" if record else ""))
+    if outcome_run.outcome == RB.DECLINED:
+        raise Exit(code=int(ExitCode.BAD_INPUT))
+    if outcome_run.outcome not in (RB.RESOLVED, RB.CHECKED):
+        raise Exit(code=int(ExitCode.HOST_FAILED))
+
+
+@task(help={"id": "The incident (invoke incident.list --incidents).",
+            "output": "Write the post-mortem here (default: .vigil/incidents/<id>/postmortem.md).",
+            "force": "Replace a post-mortem already written there (it may hold what people filled in)."})
+@exits_cleanly
+def report(c, id, output=None, force=False):
+    """A post-mortem in Markdown: summary, impact window (from the hosts' health probes), timeline,
+    actions taken, and the sections left to fill.
+
+    Example: invoke incident.report 20261126-054000-backend-down
+    """
+    record = R.load_incident(id)
+    library = S.HostLibrary(record.data["env"], record, lambda text: None)
+    opened = R.parse_utc(record.data["opened_at"]) or 0
+    # The probes' changes from an hour before the incident was opened: what went wrong before anyone ran vigil.
+    health, unreadable = S.read_health_events(library, R.utc(opened - 3600))
+    timeline = record.timeline()
+    last = max([entry["at"] for entry in timeline] + [record.data["opened_at"]])
+    health = [event for event in health if event.get("at", "") <= R.utc((R.parse_utc(last) or opened) + 1800)]
+    text = R.render_report(record, timeline, health)
+    path = Path(output) if output else record.directory / "postmortem.md"
+    if path.exists() and not force:
+        raise ConfigError(f"{path} exists and may hold what people filled in: --force replaces it, --output writes elsewhere")
+    R.write_private(path, text)
+    print(text)
+    print(f"written to {path}")
+    for host, why in unreadable.items():
+        print(f"{host}: its probe history could not be read: {REDACTOR.redact(why)}")
+
+
+@task(help={"env": HOST_FLAGS_HELP["env"], "incident": "Save it with this incident's record (default: .vigil/incidents/snapshots)."})
+@exits_cleanly
+def snapshot(c, env="sandbox", incident=None):
+    """A diagnostics bundle of every host (unit states, recent logs, nginx error log, disk, memory, top processes,
+    listening ports), each line redacted, saved here as a 0600 tar.gz.
+
+    Example: invoke incident.snapshot --env=production
+    """
+    record = R.load_incident(incident) if incident else None
+    if record and record.data.get("env") != env:
+        raise ConfigError(f"incident {record.id} is about {record.data.get('env')}, not {env}")
+    path, unreadable = S.snapshot(env, record.directory if record else R.INCIDENTS / "snapshots")
+    if record:
+        record.add("snapshot", "saved", path.name, kind="note")
+    print(f"snapshot: {path}")
+    for host, why in unreadable.items():
+        print(f"{host}: could not be read: {REDACTOR.redact(why)}")
+    if unreadable:
+        raise Exit(code=int(ExitCode.UNREACHABLE))
+
+
 ns = Collection("incident")
-for command in (status, maintenance, logs):
+for command in (status, maintenance, logs, list_, run, report, snapshot):
     ns.add_task(command)

@@ -1,0 +1,166 @@
+"""Runbooks: the shipped ones validate, a bad one is refused naming its line, and the engine's rules
+(conditions, `on`, confirm, check mode, stop once resolved) hold against a fake library (no hosts)."""
+
+from pathlib import Path
+
+import pytest
+
+from vigil import runbook as RB
+from vigil.errors import ConfigError
+from vigil.runbook import ActionFailed, Finding
+
+SHIPPED = {"backend-down", "frontend-down", "db-down", "disk-full", "bad-deploy", "cert-expiring"}
+
+
+def test_every_shipped_runbook_validates_and_knows_when_it_is_done():
+    books = {book.name: book for book in RB.load_all()}
+    assert set(books) == SHIPPED
+    for book in books.values():
+        assert book.steps[0].kind == "check" and book.steps[0].resolves, book.name  # a second run stops at once
+        assert all(step.confirm for step in book.steps if step.type in ("restart", "rollback", "free_disk")), book.name
+
+
+GOOD_HEAD = "description: test\nsteps:\n  - id: health\n    check: http\n    resolves: true\n"
+
+# (runbook text, the line named, words of the message)
+REFUSED = [
+    (GOOD_HEAD + "  - action: reboot\n", 6, "unknown action 'reboot'"),
+    (GOOD_HEAD + "  - check: ping\n", 6, "unknown check 'ping'"),
+    (GOOD_HEAD + "  - action: restart\n    on: nope\n", 7, "'nope' is not an earlier step"),
+    (GOOD_HEAD + "  - action: restart\n    services: [backend]\n    when: later failed\n  - id: later\n    check: database\n",
+     8, "'later' is not an earlier step"),
+    (GOOD_HEAD + "  - id: kick\n    action: restart\n    services: [backend]\n  - action: notify\n    message: x\n    when: kick failed\n",
+     11, "'kick' is an action"),
+    (GOOD_HEAD + "  - action: restart\n    services: [backend]\n    when: health broke\n", 8, "is not '<check id> passed'"),
+    (GOOD_HEAD + "  - action: restart\n    services: [redis]\n", 7, "is not a list of backend, frontend, nginx, postgresql"),
+    (GOOD_HEAD + "  - action: free_disk\n    on: health\n", 7, "health' is a http check; free_disk acts on what a disk check found"),
+    (GOOD_HEAD + "  - action: restart\n", 6, "needs services:, on:, or both"),
+    (GOOD_HEAD + "  - check: disk\n    max_used: 150\n", 7, "is not a whole number from 1 to 99"),
+    (GOOD_HEAD + "  - check: disk\n    retries: 3\n", 7, "check disk takes no 'retries'"),
+    (GOOD_HEAD + "  - check: http\n    action: restart\n", 6, "exactly one of check: or action:"),
+    (GOOD_HEAD + "  - id: health\n    check: database\n", 6, "used by an earlier step"),
+    (GOOD_HEAD + "  - action: notify\n", 6, "needs 'message'"),
+    (GOOD_HEAD + "  - action: collect_logs\n    since: $(reboot)\n", 7, "is not a time journalctl reads"),
+    (GOOD_HEAD + "  - check: http\n    confirm: sure?\n", 7, "takes no 'confirm'"),
+    (GOOD_HEAD + "stepz: []\n", 6, "unknown key 'stepz'"),
+    (GOOD_HEAD + "  - check: [http]\n", 6, "unknown check ['http']"),
+    (GOOD_HEAD + "  - action: restart\n    services: [backend]\n    services: [frontend]\n", 8, "the key 'services' is given twice"),
+    (GOOD_HEAD + "  - action: notify\n    message: use { carefully\n", 7, "write {{ and }} for a brace"),
+    (GOOD_HEAD + "  - action: notify\n    message: on {host}\n", 7, "unknown placeholder {host}"),
+    ("description: test\nsteps:\n  - check: http\n", 0, "no check says `resolves: true`"),
+    ("description: test\nsteps: [\n", 3, "not valid YAML"),
+]
+
+
+@pytest.mark.parametrize("text, line, message", REFUSED, ids=[case[2][:40] for case in REFUSED])
+def test_a_bad_runbook_is_refused_naming_its_line(tmp_path, text, line, message):
+    path = tmp_path / "broken.yml"
+    with pytest.raises(ConfigError) as refused:
+        RB.parse(text, path)
+    assert message in refused.value.message
+    assert refused.value.message.startswith(f"{path}:{line}:" if line else f"{path}:")
+
+
+def test_on_and_off_stay_words_not_yaml_booleans(tmp_path):
+    book = RB.parse(GOOD_HEAD + "  - action: maintenance\n    state: on\n  - action: restart\n    on: health\n", tmp_path / "x.yml")
+    assert book.steps[1].params["state"] == "on" and book.steps[2].on == "health"
+
+
+class FakeLibrary:
+    """Answers checks from a script of findings per step id, and records what it was asked to do."""
+
+    def __init__(self, answers: dict[str, list[list[Finding]]], fail: set[str] = frozenset()):
+        self.answers, self.fail = answers, fail
+        self.actions: list[tuple[str, list | None]] = []
+        self.slept = 0
+        self.now = 1000.0
+
+    def check(self, step, attempt):
+        script = self.answers[step.id]
+        return script[min(attempt, len(script) - 1)]
+
+    def act(self, step, failing):
+        if step.id in self.fail:
+            raise ActionFailed(f"{step.id} broke on vps1")
+        self.actions.append((step.id, failing))
+        return "done"
+
+    def sleep(self, seconds):
+        self.slept += seconds
+        self.now += seconds
+
+    def clock(self):
+        return self.now
+
+
+UP = [Finding("vps1", "backend", True, "HTTP 200"), Finding("vps2", "backend", True, "HTTP 200")]
+DOWN_ON_VPS1 = [Finding("vps1", "backend", False, "HTTP 502"), Finding("vps2", "backend", True, "HTTP 200")]
+BACKEND_DOWN = RB.load("backend-down")
+
+
+def outcomes(run) -> dict[str, str]:
+    return {result.step.id: result.outcome for result in run.results}
+
+
+def test_a_healthy_backend_ends_the_run_at_the_first_check():
+    library = FakeLibrary({"health": [UP]})
+    run = RB.execute(BACKEND_DOWN, library, confirm=lambda step: pytest.fail("nothing to confirm"))
+    assert run.outcome == RB.RESOLVED and outcomes(run) == {"health": "passed"} and library.actions == []
+
+
+def test_a_down_backend_is_restarted_where_it_failed_then_verified():
+    library = FakeLibrary({"health": [DOWN_ON_VPS1], "units": [[Finding("vps1", "backend", False, "inactive")]],
+                           "database": [[Finding("vps1", "postgresql", True, "answers")]],
+                           "recovered": [DOWN_ON_VPS1, DOWN_ON_VPS1, UP]})
+    asked = []
+    run = RB.execute(BACKEND_DOWN, library, confirm=lambda step: asked.append(step.id) or True)
+    assert run.outcome == RB.RESOLVED and asked == ["restart"]
+    assert [step for step, _ in library.actions] == ["logs", "restart"]
+    assert library.actions[1][1] == [DOWN_ON_VPS1[0]]  # only what the health check found failing
+    assert outcomes(run)["recovered"] == "passed" and library.slept == 2 * RB.RETRY_SECONDS
+    assert "escalate" not in outcomes(run)
+
+
+def test_a_condition_that_does_not_hold_skips_the_step_and_the_run_escalates():
+    library = FakeLibrary({"health": [DOWN_ON_VPS1], "units": [[]], "database": [[Finding("vps1", "postgresql", False, "refused")]],
+                           "recovered": [DOWN_ON_VPS1]})
+    run = RB.execute(BACKEND_DOWN, library, confirm=lambda step: True)
+    assert outcomes(run)["restart"] == "skipped" and "database passed" in run.results[4].detail
+    assert run.outcome == RB.UNRESOLVED and [step for step, _ in library.actions] == ["logs", "escalate"]
+
+
+def test_check_mode_runs_checks_once_and_only_says_what_would_run():
+    library = FakeLibrary({"health": [DOWN_ON_VPS1], "units": [[]], "database": [UP], "recovered": [DOWN_ON_VPS1, UP]})
+    run = RB.execute(BACKEND_DOWN, library, confirm=lambda step: pytest.fail("check mode asks nothing"), check_only=True)
+    assert library.actions == [] and library.slept == 0 and run.outcome == RB.CHECKED
+    assert outcomes(run)["restart"] == "would run" and "asks first" in run.results[4].detail
+
+
+def test_a_declined_step_stops_the_run_and_an_action_failure_is_the_outcome():
+    library = FakeLibrary({"health": [DOWN_ON_VPS1], "units": [[]], "database": [UP], "recovered": [UP]})
+    declined = RB.execute(BACKEND_DOWN, library, confirm=lambda step: False)
+    assert declined.outcome == RB.DECLINED and outcomes(declined)["restart"] == "declined" and "recovered" not in outcomes(declined)
+    broken = RB.execute(BACKEND_DOWN, FakeLibrary(library.answers, fail={"restart"}), confirm=lambda step: True)
+    assert broken.outcome == RB.FAILED and "broke on vps1" in broken.results[-1].detail
+
+
+def test_an_action_on_a_check_that_found_nothing_failing_is_skipped():
+    book = RB.parse("description: t\nsteps:\n  - id: disk\n    check: disk\n  - action: free_disk\n    on: disk\n"
+                    "  - check: disk\n    resolves: true\n", Path("t.yml"))
+    full = [Finding("vps1", "filesystem /", True, "40% used")]
+    run = RB.execute(book, FakeLibrary({"disk": [full], "step3": [full]}), confirm=lambda step: True)
+    assert outcomes(run)["step2"] == "skipped" and run.outcome == RB.RESOLVED
+
+
+def test_wait_is_seconds_however_long_each_attempt_takes():
+    book = RB.parse("description: t\nsteps:\n  - id: up\n    check: http\n    wait: 60\n    resolves: true\n", Path("t.yml"))
+
+    class Slow(FakeLibrary):
+        def check(self, step, attempt):
+            self.now += 20  # a hung backend: each attempt times out
+            self.attempts = attempt + 1
+            return DOWN_ON_VPS1
+
+    library = Slow({})
+    run = RB.execute(book, library, confirm=lambda step: True)
+    assert run.outcome == RB.UNRESOLVED and library.attempts == 3 and library.now - 1000 <= 60 + 20 + RB.RETRY_SECONDS
