@@ -19,7 +19,6 @@ from typing import Callable
 from vigil.commands import REDACTOR, Command, script
 from vigil.config import REPO_ROOT, Host, Inventory, load_inventory, rel
 from vigil.errors import ConfigError, ExitCode, VigilError
-from vigil.incident import MAINTENANCE_FLAG
 
 HELPER = "/usr/local/sbin/vigil-backup"
 BACKUP_ID = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[A-Za-z0-9._-]{1,120}$")
@@ -187,17 +186,17 @@ def web_hosts(inventory: Inventory) -> list[Host]:
     return [host.as_admin() for host in inventory.select("web")]
 
 
-def maintenance(inventory: Inventory, hosts: list[Host], on: bool) -> list[str]:
-    """Maintenance mode on or off on every web host; returns the hosts where it failed."""
-    failed = []
-    for host in hosts:
-        command = Command(("touch", MAINTENANCE_FLAG) if on else ("rm", "-f", MAINTENANCE_FLAG), sudo=True)
-        try:
-            with connect(inventory, host) as transport:
-                if not transport.run(command).ok:
-                    failed.append(host.name)
-        except VigilError:
-            failed.append(host.name)
+def maintenance(env: str, hosts: list[Host], on: bool) -> list[str]:
+    """Maintenance mode on or off on `hosts`, as incident.maintenance does it (planned, applied, audited);
+    returns the hosts where it failed."""
+    from vigil.incident import set_maintenance
+
+    if not hosts:
+        return []
+    try:
+        _, failed = set_maintenance(env, on, ",".join(host.name for host in hosts))
+    except VigilError:
+        return [host.name for host in hosts]
     return failed
 
 

@@ -131,9 +131,9 @@ def restore(c, id, env="sandbox", yes=False, force=False, json=False):
     port = int(inventory.vars_for(web[0], [load_role("nginx")])["nginx_internal_api_port"]) if web else 0
     say = (lambda line: None) if json else (lambda line: print(REDACTOR.redact(line)))
     report: dict = {"backup": backup_id, "env": env, "warnings": []}
-    failed_on = B.maintenance(inventory, web, on=True)
+    failed_on = B.maintenance(env, web, on=True)
     if failed_on:
-        B.maintenance(inventory, [h for h in web if h.name not in failed_on], on=False)
+        B.maintenance(env, [h for h in web if h.name not in failed_on], on=False)
         raise B.BackupError(f"maintenance mode could not be turned on on {', '.join(failed_on)}; nothing was restored")
     say(f"maintenance on: {', '.join(h.name for h in web)}")
     try:
@@ -145,7 +145,7 @@ def restore(c, id, env="sandbox", yes=False, force=False, json=False):
         raise B.BackupError(f"{host.name}: the connection was lost during the restore; maintenance mode stays on. "
                             f"See `sudo vigil-backup status` on {host.name}, then `invoke incident.maintenance off --env={env}`") from None
     except Exception:
-        B.maintenance(inventory, web, on=False)
+        B.maintenance(env, web, on=False)
         _audit("backup.restore", env, host.name, "failed", backup=backup_id)
         raise
     report.update(result)
@@ -157,7 +157,7 @@ def restore(c, id, env="sandbox", yes=False, force=False, json=False):
             report["warnings"] = [f"the serving release's migrations could not be read ({problem.message}); compare by hand"]
         for warning in report["warnings"]:
             say(f"warning: {warning}")
-    failed_off = B.maintenance(inventory, web, on=False)
+    failed_off = B.maintenance(env, web, on=False)
     if failed_off:
         say(f"maintenance mode is still on on {', '.join(failed_off)}: `invoke incident.maintenance off --env={env}`")
     else:

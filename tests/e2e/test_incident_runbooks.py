@@ -1,0 +1,299 @@
+"""Runbooks, alerts and post-mortems on the session's deployed hosts (vps1: web and database, vps2: web).
+
+Alerts go to a webhook receiver this test runs on the control machine, at the
+address the VPSes reach it by (their gateway): the probes post to it exactly
+as they would to Slack. The webhook URL lives in a scratch copy of the
+sandbox secrets, so the developer's own secrets are never touched.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tarfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import requests
+
+from conftest import REPO, invoke
+from test_deploy import current_release, scratch_with_backend, variant
+from vigil.errors import ExitCode
+from vigil.sandbox import Vps
+
+CA = REPO / ".vigil" / "sandbox" / "ca" / "ca.crt"
+# The probe runs every minute; an alert may take one interval plus the probe's own checks.
+ALERT_WITHIN = 120
+
+
+class Alerts:
+    """A Slack-compatible incoming webhook: keeps every JSON body posted to it."""
+
+    def __init__(self):
+        self.received: list[tuple[float, dict]] = []
+        self.lock = threading.Lock()
+        alerts = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with alerts.lock:
+                    alerts.received.append((time.time(), json.loads(body)))
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("0.0.0.0", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://{Vps(1).gateway}:{self.server.server_address[1]}/services/T000/B000/e2e"
+
+    def matching(self, host: str, check: str, event: str) -> list[tuple[float, dict]]:
+        with self.lock:
+            return [(at, body) for at, body in self.received
+                    if (body.get("vigil", {}).get("host"), body["vigil"].get("check"), body["vigil"].get("event")) == (host, check, event)]
+
+    def wait_for(self, host: str, check: str, event: str, since: float, timeout: float) -> float:
+        """Seconds from `since` to the first such alert after it; fails after `timeout`."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            found = [at for at, _ in self.matching(host, check, event) if at >= since]
+            if found:
+                return found[0] - since
+            time.sleep(2)
+        with self.lock:
+            seen = [body.get("text") for _, body in self.received]
+        raise AssertionError(f"no {event!r} alert for {host} {check} within {timeout} s; received: {seen}")
+
+
+def scratch_secrets(root, **values: str) -> dict:
+    """A copy of the sandbox secrets (and their key) in `root` with `values` set; the env for invoke."""
+    shutil.copytree(REPO / "secrets", root / "secrets")
+    (root / ".vigil" / "age").mkdir(parents=True)
+    shutil.copy(REPO / ".vigil" / "age" / "sandbox.key", root / ".vigil" / "age" / "sandbox.key")
+    extra = {"VIGIL_SECRETS": str(root / "secrets")}
+    for key, value in values.items():
+        assert invoke("secrets.set", key, extra_env=extra, input=value + "\n").code == 0
+    return extra
+
+
+@pytest.fixture(scope="module")
+def alerts(deployed, sandbox, tmp_path_factory):
+    """The probes on both hosts post to a local receiver (ALERT_WEBHOOK_URL set in scratch secrets)."""
+    receiver = Alerts()
+    extra = scratch_secrets(tmp_path_factory.mktemp("alert-secrets"), ALERT_WEBHOOK_URL=receiver.url)
+    applied = invoke("provision.server", "--limit=vps1,vps2", extra_env=extra)
+    assert applied.code == 0, applied.stdout[-3000:] + applied.stderr
+    assert receiver.url not in applied.stdout + applied.stderr  # the webhook URL is a secret
+    yield receiver
+    receiver.server.shutdown()
+    # Back to the developer's secrets (no webhook): the probes stop posting to a receiver that is gone.
+    invoke("provision.server", "--limit=vps1,vps2")
+
+
+def live_unit(sandbox, host: str, service: str) -> str:
+    listing = sandbox.ssh(host, f"systemctl list-units --state=active --plain --no-legend 'together-pray-{service}@*.service'")
+    units = [line.split()[0] for line in listing.splitlines() if line.strip()]
+    assert len(units) == 1, listing
+    return units[0]
+
+
+def probe_sees_ok(sandbox, host: str, check: str, timeout: float = ALERT_WITHIN + 30) -> None:
+    """Wait for the host's probe to have seen `check` ok: a change it never saw is not a change to alert."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        state = json.loads(sandbox.ssh(host, "cat /var/lib/vigil/probe-state.json 2>/dev/null || echo {}"))
+        if state.get("checks", {}).get(check, {}).get("state") == "ok":
+            return
+        time.sleep(5)
+    raise AssertionError(f"{host}'s probe never saw {check} ok: {state}")
+
+
+def steps(run) -> dict[str, dict]:
+    return {step["id"]: step for step in run.json["steps"]}
+
+
+def test_a_stopped_backend_is_alerted_restarted_by_its_runbook_recovered_and_reported(alerts, sandbox):
+    unit = live_unit(sandbox, "vps1", "backend")
+    probe_sees_ok(sandbox, "vps1", "backend")
+    stopped = time.time()
+    sandbox.ssh("vps1", f"systemctl stop {unit}")
+    status = invoke("incident.status", "--json", "--limit=vps1", timeout=300)
+    assert status.code == ExitCode.HOST_FAILED and status.json["verdict"] == "unhealthy"
+    assert alerts.wait_for("vps1", "backend", "down", stopped, ALERT_WITHIN + 30) <= ALERT_WITHIN
+
+    run = invoke("incident.run", "backend-down", "--yes", "--json", timeout=600)
+    assert run.code == 0, run.stdout[-3000:] + run.stderr
+    done = steps(run)
+    assert run.json["outcome"] == "resolved" and done["health"]["failing"] == ["vps1 backend"]
+    assert done["restart"]["outcome"] == "done" and unit in done["restart"]["detail"] and "vps2" not in done["restart"]["detail"]
+    assert done["recovered"]["outcome"] == "passed" and "escalate" not in done
+    assert sandbox.ssh("vps1", f"systemctl is-active {unit}").strip() == "active"
+    alerts.wait_for("vps1", "backend", "recovered", stopped, ALERT_WITHIN + 30)
+
+    incident = run.json["incident"]
+    report = invoke("incident.report", incident, timeout=300)
+    assert report.code == 0, report.stdout[-3000:] + report.stderr
+    text = report.stdout
+    assert "## Timeline (UTC)" in text and "## Follow-ups" in text
+    since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stopped - 1))
+    rows = [line for line in text.splitlines() if line.startswith("| 20") and line[2:22] >= since]
+    order = [next(i for i, row in enumerate(rows) if marker in row) for marker in
+             ("probe on vps1 | backend down", "health: ", "restart: ", "recovered: ", "probe on vps1 | backend recovered")]
+    assert order == sorted(order), rows
+    window = next(line for line in text.splitlines() if line.startswith("- Window: "))
+    assert "from the hosts' health probes" in window and window[10:30] >= since
+    assert (REPO / ".vigil" / "incidents" / incident / "postmortem.md").read_text() in text
+
+    again = invoke("incident.run", "backend-down", "--yes", "--json", timeout=600)
+    assert again.code == 0 and list(steps(again)) == ["health"] and again.json["outcome"] == "resolved"
+    # State changes only: one "down" and one "recovered" however many minutes the probes ran.
+    assert len(alerts.matching("vps1", "backend", "down")) == 1 and len(alerts.matching("vps1", "backend", "recovered")) == 1
+    assert not alerts.matching("vps2", "backend", "down")
+
+
+def test_a_failed_backup_is_alerted_and_its_recovery_too(alerts, sandbox):
+    directory = "/var/backups/vigil"
+    sandbox.ssh("vps1", f"mount -t tmpfs -o size=64k,mode=0700,uid=$(id -u postgres),gid=$(id -g postgres) vigil-e2e-full {directory}"
+                        f" && head -c 60000 /dev/zero > {directory}/filler")
+    try:
+        failed_at = time.time()
+        assert invoke("backup.create", "--label=alert").code != 0
+        alerts.wait_for("vps1", "backup", "down", failed_at, ALERT_WITHIN + 30)
+    finally:
+        sandbox.ssh("vps1", f"umount {directory}")
+    made_at = time.time()
+    assert invoke("backup.create", "--label=alert").code == 0
+    alerts.wait_for("vps1", "backup", "recovered", made_at, ALERT_WITHIN + 30)
+
+
+def test_a_release_that_fails_after_its_health_gate_is_rolled_back_by_bad_deploy(deployed, sandbox, tmp_path):
+    def fail_after_the_gate(source):
+        path = source / "src" / "health.controller.ts"
+        path.write_text(path.read_text().replace(
+            'await this.dataSource.query("SELECT 1");',
+            'if (process.uptime() > 40) throw new Error("fails once the deploy is over");\n'
+            '      await this.dataSource.query("SELECT 1");'))
+
+    inventory = scratch_with_backend(sandbox, tmp_path, variant(tmp_path, "fails-later", fail_after_the_gate))
+    good = {host: current_release(sandbox, host) for host in ("vps1", "vps2")}
+    deploy = invoke("deploy.backend", "--json", inventory=inventory, timeout=900)
+    assert deploy.code == 0, deploy.stdout[-3000:] + deploy.stderr  # it passed its health gate
+    bad = current_release(sandbox, "vps1")
+    assert bad != good["vps1"] and current_release(sandbox, "vps2") == bad
+    deadline = time.time() + 120
+    while any(requests.get(f"https://{sandbox.addresses[host]}/api/health", verify=str(CA), timeout=10).status_code == 200
+              for host in ("vps1", "vps2")):
+        assert time.time() < deadline, "the variant never started failing on both hosts"
+        time.sleep(3)
+
+    run = invoke("incident.run", "bad-deploy", "--yes", "--json", inventory=inventory, timeout=900)
+    assert run.code == 0, run.stdout[-3000:] + run.stderr
+    done = steps(run)
+    assert run.json["outcome"] == "resolved" and done["rollback"]["outcome"] == "done"
+    assert sorted(done["health"]["failing"]) == ["vps1 backend", "vps2 backend"]
+    assert {host: current_release(sandbox, host) for host in ("vps1", "vps2")} == good
+    for host in ("vps1", "vps2"):
+        assert '"status": "bad"' in sandbox.ssh(host, f"cat /srv/together-pray/backend/releases/{bad}/.vigil-bad")
+
+    again = invoke("incident.run", "bad-deploy", "--yes", "--json", inventory=inventory, timeout=600)
+    assert again.code == 0 and list(steps(again)) == ["health"]
+    assert {host: current_release(sandbox, host) for host in ("vps1", "vps2")} == good
+
+
+def test_a_full_disk_is_reported_and_the_known_places_freed_on_that_host_only(deployed, sandbox):
+    sandbox.ssh("vps2", "mkdir -p /var/log && mount -t tmpfs -o size=16m vigil-e2e-logs /var/log && "
+                        "head -c 15000000 /dev/zero > /var/log/e2e-app.log.1 && echo kept > /var/log/e2e-app.log")
+    try:
+        check = invoke("incident.run", "disk-full", "--check", "--json", timeout=300)
+        assert check.code == 0 and check.json["outcome"] == "checked"
+        assert steps(check)["disk"]["failing"] == ["vps2 filesystem /var/log"] and steps(check)["free"]["outcome"] == "would run"
+        assert sandbox.ssh("vps2", "ls /var/log").split() == ["e2e-app.log", "e2e-app.log.1"]  # --check changed nothing
+
+        run = invoke("incident.run", "disk-full", "--yes", "--json", timeout=600)
+        assert run.code == 0, run.stdout[-3000:] + run.stderr
+        freed = steps(run)["free"]["detail"]
+        assert freed.startswith("vps2: freed 15.0 MB on /var/log (rotated-logs 15.0 MB)") and "vps1" not in freed
+        assert sandbox.ssh("vps2", "ls /var/log").split() == ["e2e-app.log"]  # the live log stays
+        again = invoke("incident.run", "disk-full", "--yes", "--json", timeout=300)
+        assert again.code == 0 and list(steps(again)) == ["disk"]
+    finally:
+        sandbox.ssh("vps2", "umount /var/log")
+
+
+# (runbook, the fault, the host, what the first run must have done)
+FAULTS = [
+    ("frontend-down", "systemctl stop {frontend}", "vps2", "restart"),
+    ("db-down", "systemctl stop postgresql.service", "vps1", "restart"),
+    # A certificate with 5 days left where nginx's is: the nginx role puts the env's own back.
+    ("cert-expiring", "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 5 -subj /CN=e2e "
+                      "-keyout /tmp/e2e.key -out /etc/ssl/vigil/{address}.crt 2>/dev/null", "vps2", "renew"),
+]
+
+
+@pytest.mark.parametrize("runbook, fault, host, action", FAULTS, ids=[fault[0] for fault in FAULTS])
+def test_each_runbook_mends_its_fault_and_a_second_run_changes_nothing(deployed, sandbox, runbook, fault, host, action):
+    sandbox.ssh(host, fault.format(frontend=live_unit(sandbox, host, "frontend"), address=sandbox.addresses[host]))
+    first = invoke("incident.run", runbook, "--yes", "--json", timeout=600)
+    assert first.code == 0 and first.json["outcome"] == "resolved", first.stdout[-3000:] + first.stderr
+    assert steps(first)[action]["outcome"] == "done"
+    releases = {name: current_release(sandbox, name) for name in ("vps1", "vps2")}
+    second = invoke("incident.run", runbook, "--yes", "--json", timeout=600)
+    assert second.code == 0 and second.json["outcome"] == "resolved" and len(second.json["steps"]) == 1
+    assert {name: current_release(sandbox, name) for name in ("vps1", "vps2")} == releases
+    for address in sandbox.addresses.values():
+        assert requests.get(f"https://{address}/api/prayers", verify=str(CA), timeout=10).status_code == 200
+
+
+def test_a_runbook_with_a_bad_step_is_refused_before_anything_runs_and_confirmation_is_required(deployed, sandbox, tmp_path):
+    broken = REPO / "playbooks" / "runbooks" / "e2e-broken.yml"
+    broken.write_text("description: broken\nsteps:\n  - id: health\n    check: http\n    resolves: true\n"
+                      "  - action: restart\n    on: nothing\n")
+    try:
+        refused = invoke("incident.run", "e2e-broken", "--yes")
+    finally:
+        broken.unlink()
+    assert refused.code == ExitCode.BAD_INPUT and "e2e-broken.yml:7: on: 'nothing' is not an earlier step" in refused.stderr
+    unit = live_unit(sandbox, "vps2", "frontend")
+    sandbox.ssh("vps2", f"systemctl stop {unit}")
+    try:
+        unconfirmed = invoke("incident.run", "frontend-down", timeout=600)
+        assert unconfirmed.code == ExitCode.BAD_INPUT and "pass --yes" in unconfirmed.stderr
+        assert sandbox.ssh("vps2", f"systemctl is-active {unit}", check=False).strip() == "inactive"
+    finally:
+        sandbox.ssh("vps2", f"systemctl start {unit}")
+
+
+def test_a_snapshot_is_a_private_redacted_archive_of_every_host(deployed, sandbox):
+    run = invoke("incident.snapshot", timeout=300)
+    assert run.code == 0, run.stdout + run.stderr
+    path = REPO / run.stdout.split("snapshot: ", 1)[1].split()[0]
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    with tarfile.open(path) as archive:
+        texts = {member.name.rsplit("/", 1)[1]: archive.extractfile(member).read().decode() for member in archive.getmembers()}
+    assert set(texts) == {"vps1.txt", "vps2.txt"}
+    for section in ("===== units", "===== disk", "===== top processes", "===== recent logs", "===== nginx error log"):
+        assert section in texts["vps2.txt"]
+    password = sandbox.ssh("vps1", "sed -n 's/^DATABASE_URL=.*:\\(.*\\)@.*/\\1/p' /etc/together-pray/backend.env").strip()
+    assert password and all(password not in text for text in texts.values())
+
+
+def test_the_sentry_dsn_from_secrets_is_in_the_backend_and_frontend_environment(deployed, sandbox, tmp_path):
+    dsn = "https://e2e0public0key@o42.ingest.sentry.example.org/42"
+    extra = scratch_secrets(tmp_path, SENTRY_DSN=dsn)
+    pushed = invoke("secrets.push", "--limit=vps1,vps2", extra_env=extra, timeout=600)
+    try:
+        assert pushed.code == 0, pushed.stdout[-3000:] + pushed.stderr
+        assert dsn not in pushed.stdout + pushed.stderr
+        for host in ("vps1", "vps2"):
+            for service in ("backend", "frontend"):
+                unit = live_unit(sandbox, host, service)
+                environment = sandbox.ssh(host, f"tr '\\0' '\\n' < /proc/$(systemctl show -p MainPID --value {unit})/environ")
+                assert f"SENTRY_DSN={dsn}" in environment.splitlines(), (host, unit)
+    finally:
+        restored = invoke("secrets.push", "--limit=vps1,vps2", timeout=600)
+    assert restored.code == 0, restored.stdout[-3000:] + restored.stderr
