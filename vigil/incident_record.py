@@ -105,10 +105,11 @@ def write_private(path: Path, text: str) -> None:
 
 
 @contextlib.contextmanager
-def runbook_lock(env: str, exclusive: bool, root: Path = INCIDENTS):
+def runbook_lock(env: str, exclusive: bool, root: Path | None = None):
     """One changing runbook run per env from this machine at a time (checks may run beside it)."""
     import fcntl
 
+    root = root or INCIDENTS
     root.mkdir(parents=True, exist_ok=True, mode=0o700)
     with open(os.open(root / f".{env}.lock", os.O_RDWR | os.O_CREAT, 0o600), "r+") as lock:
         try:
@@ -119,8 +120,9 @@ def runbook_lock(env: str, exclusive: bool, root: Path = INCIDENTS):
         yield
 
 
-def open_incident(env: str, title: str, root: Path = INCIDENTS, when: float | None = None) -> Incident:
+def open_incident(env: str, title: str, root: Path | None = None, when: float | None = None) -> Incident:
     """A new incident record; its id is its UTC opening time and title ("20261126-054000-backend-down")."""
+    root = root or INCIDENTS
     when = when if when is not None else time.time()
     slug = re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")[:40] or "incident"
     root.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -140,9 +142,10 @@ def open_incident(env: str, title: str, root: Path = INCIDENTS, when: float | No
     return incident
 
 
-def load_incident(incident_id: str, root: Path = INCIDENTS) -> Incident:
+def load_incident(incident_id: str, root: Path | None = None) -> Incident:
     if not INCIDENT_ID.match(incident_id or ""):
         raise ConfigError(f"incident {incident_id!r} is not an incident id (invoke incident.list --incidents shows them)")
+    root = root or INCIDENTS
     path = root / incident_id / "record.json"
     try:
         data = json.loads(path.read_text())
@@ -153,7 +156,8 @@ def load_incident(incident_id: str, root: Path = INCIDENTS) -> Incident:
     return Incident(path.parent, data)
 
 
-def list_incidents(root: Path = INCIDENTS) -> list[dict]:
+def list_incidents(root: Path | None = None) -> list[dict]:
+    root = root or INCIDENTS
     found = []
     for path in sorted(root.glob("*/record.json")) if root.exists() else []:
         try:

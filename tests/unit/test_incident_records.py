@@ -119,3 +119,19 @@ def test_disk_and_freed_space_answers_are_read():
     assert [(f.target, f.ok, f.detail) for f in findings] == [("filesystem /", True, "42% used (max 90%)"),
                                                               ("filesystem /var/log", False, "95% used (max 90%)")]
     assert S.parse_freed("journal 0\nrotated-logs 15728640\nnoise\n") == {"journal": 0, "rotated-logs": 15728640}
+
+
+def test_a_note_goes_on_the_timeline_and_can_resolve_the_incident(tmp_path, monkeypatch):
+    from invoke import Context
+    from invoke.exceptions import Exit
+
+    from vigil.tasks import incident as tasks
+
+    monkeypatch.setattr(R, "INCIDENTS", tmp_path)
+    incident = R.open_incident("sandbox", "db-down", when=OPENED)
+    tasks.note(Context(), incident.id, text="Moved the database to a bigger disk.", resolved=True)
+    record = R.load_incident(incident.id)
+    assert record.data["status"] == "resolved" and record.timeline()[-1]["detail"] == "Moved the database to a bigger disk."
+    with pytest.raises(Exit) as refused:
+        tasks.maintenance(Context(), "on", env="production", incident=incident.id)
+    assert refused.value.code == 3  # about sandbox, not production: refused before any host

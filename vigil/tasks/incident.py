@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json as jsonlib
+import time
 from pathlib import Path
 
 from invoke import Collection, task
@@ -60,19 +61,52 @@ def status(c, env="sandbox", limit=None, json=False):
 
 
 @task(help={"state": "on or off.", "env": HOST_FLAGS_HELP["env"], "limit": HOST_FLAGS_HELP["limit"],
-            "check": HOST_FLAGS_HELP["check"], "json": HOST_FLAGS_HELP["json"]})
+            "check": HOST_FLAGS_HELP["check"], "json": HOST_FLAGS_HELP["json"],
+            "incident": "Record it on this incident's timeline (a mitigation)."})
 @exits_cleanly
-def maintenance(c, state, env="sandbox", limit=None, check=False, json=False):
+def maintenance(c, state, env="sandbox", limit=None, check=False, json=False, incident=None):
     """Maintenance mode on the web hosts: nginx answers 503 with the maintenance page and Retry-After;
     the app keeps running (a restore, a long migration).
 
-    Example: invoke incident.maintenance on --env=production
+    Example: invoke incident.maintenance on --env=production --incident=20261126-054000-backend-down
     """
     if state not in ("on", "off"):
         raise ConfigError(f"state: {state!r} is not on or off")
-    code, _ = I.set_maintenance(env, state == "on", limit, Reporter(json_output=json, check=check), check=check)
+    record = _incident_of(env, incident)
+    code, failed = I.set_maintenance(env, state == "on", limit, Reporter(json_output=json, check=check), check=check)
+    if record and not check:
+        record.add(f"maintenance {state}", "done" if code == ExitCode.OK else "failed",
+                   f"failed on {', '.join(failed)}" if failed else f"limit: {limit or 'all web hosts'}", kind="action")
     if code != ExitCode.OK:
         raise Exit(code=int(code))
+
+
+def _incident_of(env: str, incident: str | None):
+    """The named incident record (None if none is named), refused when it is about another env."""
+    if not incident:
+        return None
+    record = R.load_incident(incident)
+    if record.data.get("env") != env:
+        raise ConfigError(f"incident {record.id} is about {record.data.get('env')}, not {env}")
+    return record
+
+
+@task(help={"id": "The incident (invoke incident.list --incidents).", "text": "What was seen or done, in a sentence.",
+            "resolved": "Also mark the incident resolved."})
+@exits_cleanly
+def note(c, id, text=None, resolved=False):
+    """Add a line to an incident's timeline: a mitigation done by hand, a finding, a decision.
+
+    Example: invoke incident.note 20261126-054000-backend-down --text="Scaled the database host to 8 GB."
+    """
+    record = R.load_incident(id)
+    if not text or not text.strip() or len(text) > 1000:
+        raise ConfigError("--text: say what was seen or done, in at most 1000 characters")
+    record.add("note", "resolved" if resolved else "noted", text.strip(), kind="note")
+    if resolved:
+        record.data.update(status="resolved", resolved_at=R.utc(time.time()))
+        record.save()
+    print(f"{record.id}: noted" + (" and resolved" if resolved else ""))
 
 
 @task(help={"service": "backend, frontend, nginx, postgresql or all (default: all).",
@@ -208,9 +242,7 @@ def snapshot(c, env="sandbox", incident=None):
 
     Example: invoke incident.snapshot --env=production
     """
-    record = R.load_incident(incident) if incident else None
-    if record and record.data.get("env") != env:
-        raise ConfigError(f"incident {record.id} is about {record.data.get('env')}, not {env}")
+    record = _incident_of(env, incident)
     path, unreadable = S.snapshot(env, record.directory if record else R.INCIDENTS / "snapshots")
     if record:
         record.add("snapshot", "saved", path.name, kind="note")
@@ -222,5 +254,5 @@ def snapshot(c, env="sandbox", incident=None):
 
 
 ns = Collection("incident")
-for command in (status, maintenance, logs, list_, run, report, snapshot):
+for command in (status, maintenance, logs, list_, run, report, snapshot, note):
     ns.add_task(command)
