@@ -168,6 +168,7 @@ class HostLibrary:
         from vigil.errors import VigilError
 
         self.env, self.incident, self.say = env, incident, say
+        self.before_action: Callable[[], object] = lambda: None
         self.inventory = load_inventory(env)
         self.schema = secrets.load_schema()
         try:
@@ -324,6 +325,7 @@ class HostLibrary:
     # -- actions --
 
     def act(self, step: Step, failing: list[Finding] | None) -> str:
+        self.before_action()
         return getattr(self, f"act_{step.type}")(step, failing)
 
     def _targets(self, step: Step, failing: list[Finding] | None) -> dict[str, list[str]]:
@@ -605,48 +607,73 @@ def run_runbook(env: str, name: str, check_only: bool, confirm: Callable[[Step],
     """Load and validate the runbook (before touching anything), then run it on the env's hosts, every step
     on the incident's timeline and every action in the local audit log. Returns (run, incident or None).
 
-    A --check run opens no incident (it changes nothing, so there is nothing to review) unless one is named.
+    The incident record is opened once a check fails or an action is about to run, with the steps before
+    it: a run that finds nothing wrong opens none, nor does a --check run (it changes nothing), unless
+    `incident_id` names one to add to.
     """
     from vigil import incident_record as R
     from vigil import runbook as RB
-    from vigil.errors import ConfigError
+    from vigil.errors import ConfigError, VigilError
     from vigil.report import Environment, append_local_audit, audit_record
 
     book = RB.load(name)
-    incident = R.load_incident(incident_id) if incident_id else None
-    if incident and incident.data.get("env") != env:
-        raise ConfigError(f"incident {incident.id} is about {incident.data.get('env')}, not {env}")
+    named = R.load_incident(incident_id) if incident_id else None
+    if named and named.data.get("env") != env:
+        raise ConfigError(f"incident {named.id} is about {named.data.get('env')}, not {env}")
     library = HostLibrary(env, None, say)
+    started = time.time()
+    title = f"runbook {name}" + (" (check only)" if check_only else "")
+    opened: dict = {"incident": None, "run": None}
+    waiting: list[dict] = []  # timeline entries from before the record was opened
+
+    def the_record():
+        """The incident record, opened (or the named one joined) now, with what happened so far."""
+        if opened["incident"] is None:
+            incident = named or R.open_incident(env, name, when=started)
+            opened.update(incident=incident, run=incident.begin_run(name, check_only, when=started))
+            incident.add(title, "started", book.description, kind="run", when=started)
+            for entry in waiting:
+                incident.add(**entry)
+            library.incident = incident
+            if not named:
+                say(f"  (incident {incident.id} opened)")
+        return opened["incident"]
+
+    def record(result) -> None:
+        step = result.step
+        entry = {"step": f"{step.id}: {step.describe()}", "result": result.outcome, "detail": result.detail, "kind": step.kind,
+                 "failing": [f"{finding.host} {finding.target}" for finding in result.failing], "when": time.time()}
+        if opened["incident"] is None and not (result.outcome == "failed" and not check_only):
+            waiting.append(entry)
+        else:
+            the_record().add(**entry)
+        if step.kind == "action" and result.outcome in ("done", "failed"):
+            append_local_audit(audit_record(f"incident.run {name}: {step.id} ({step.type})", env, [],
+                                            "ok" if result.outcome == "done" else "failed", time.time()), Environment())
+        say(f"  {MARKS.get(result.outcome, '-')} {step.id} ({step.type}): {result.outcome}"
+            + (f": {result.detail}" if result.detail else ""))
+
+    # An action writes what it collects into the record's directory: the record exists before it runs.
+    library.before_action = lambda: None if check_only else the_record()
+    if named:
+        the_record()
+    say(f"{name} on {env}: {book.description}" + (" (check only)" if check_only else ""))
     with R.runbook_lock(env, exclusive=not check_only):
-        if incident is None and not check_only:
-            incident = R.open_incident(env, name)
-        library.incident = incident
-        record_run = incident.begin_run(name, check_only) if incident else None
-        if incident:
-            incident.add(f"runbook {name}" + (" (check only)" if check_only else ""), "started", book.description, kind="run")
-        say(f"{name} on {env}: {book.description}" + (f" (incident {incident.id})" if incident else " (check only)"))
-
-        def record(result) -> None:
-            step = result.step
-            if incident:
-                incident.add(f"{step.id}: {step.describe()}", result.outcome, result.detail, kind=step.kind,
-                             failing=[f"{finding.host} {finding.target}" for finding in result.failing])
-            if step.kind == "action" and result.outcome in ("done", "failed"):
-                append_local_audit(audit_record(f"incident.run {name}: {step.id} ({step.type})", env, [],
-                                                "ok" if result.outcome == "done" else "failed", time.time()), Environment())
-            say(f"  {MARKS.get(result.outcome, '-')} {step.id} ({step.type}): {result.outcome}"
-                + (f": {result.detail}" if result.detail else ""))
-
-        outcome = "interrupted"  # until the engine says otherwise: a refusal, Ctrl-C or a crash
+        outcome, why = "interrupted", ""  # until the engine says otherwise: Ctrl-C or a crash
         try:
             run = RB.execute(book, library, confirm, check_only, record)
             outcome = run.outcome
+        except VigilError as error:
+            outcome, why = "stopped", error.message  # a confirmation that could not be asked for
+            raise
         finally:
             # A run cut short still closes its entry: the timeline says how far it got.
-            if incident:
-                incident.add(f"runbook {name}", outcome, kind="run")
-                incident.end_run(record_run, outcome)
-    return run, incident
+            if opened["incident"] is not None:
+                opened["incident"].add(f"runbook {name}", outcome, why, kind="run")
+                opened["incident"].end_run(opened["run"], outcome)
+    if opened["incident"] is None and not check_only:
+        say("  nothing was failing: no incident opened")
+    return run, opened["incident"]
 
 
 MARKS = {"passed": "ok", "done": "ok", "failed": "FAIL", "skipped": "--", "would run": "..", "declined": "no"}

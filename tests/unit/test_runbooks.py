@@ -164,3 +164,36 @@ def test_wait_is_seconds_however_long_each_attempt_takes():
     library = Slow({})
     run = RB.execute(book, library, confirm=lambda step: True)
     assert run.outcome == RB.UNRESOLVED and library.attempts == 3 and library.now - 1000 <= 60 + 20 + RB.RETRY_SECONDS
+
+
+def test_a_run_opens_an_incident_only_once_something_fails_with_the_steps_before(tmp_path, monkeypatch):
+    from vigil import incident_record as R
+    from vigil import incident_steps as S
+    from vigil import report
+
+    answers = {"health": [UP]}
+
+    class Hosts(FakeLibrary):
+        def __init__(self, env, incident, say):
+            super().__init__(answers)
+            self.incident, self.before_action = incident, lambda: None
+
+        def act(self, step, failing):
+            self.before_action()
+            return super().act(step, failing)
+
+    monkeypatch.setattr(S, "HostLibrary", Hosts)
+    monkeypatch.setattr(R, "INCIDENTS", tmp_path)
+    audited = []
+    monkeypatch.setattr(report, "append_local_audit", lambda record, env: audited.append(record["task"]))
+    run, incident = S.run_runbook("sandbox", "backend-down", False, lambda step: True, lambda text: None)
+    assert run.outcome == RB.RESOLVED and incident is None and R.list_incidents() == []
+
+    answers.update(health=[DOWN_ON_VPS1], units=[[]], database=[UP], recovered=[UP])
+    run, incident = S.run_runbook("sandbox", "backend-down", False, lambda step: True, lambda text: None)
+    timeline = incident.timeline()
+    assert [entry["step"].split(":")[0] for entry in timeline] == [
+        "runbook backend-down", "health", "units", "database", "logs", "restart", "recovered", "runbook backend-down"]
+    assert timeline[1]["failing"] == ["vps1 backend"] and timeline[-1]["result"] == "resolved"
+    assert R.load_incident(incident.id).data["status"] == "resolved"
+    assert audited == ["incident.run backend-down: logs (collect_logs)", "incident.run backend-down: restart (restart)"]
