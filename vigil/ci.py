@@ -65,7 +65,8 @@ class Pipeline:
         for name, pattern, what in rules:
             value = getattr(self, name)
             if not isinstance(value, str) or not pattern.match(value) or ".." in value:
-                raise ConfigError(f"--{name.replace('_', '-')}: {value!r} is not {what}")
+                flag = "vigil-repo" if name == "vigil_repository" else name.replace("_", "-")  # as ci.workflow takes it
+                raise ConfigError(f"--{flag}: {value!r} is not {what}")
         if self.staging_env == self.production_env:
             raise ConfigError("--staging-env and --production-env must differ")
         return self

@@ -96,7 +96,7 @@ def test_actionlint_would_catch_an_untrusted_value_in_a_script(tmp_path):
 
 # (field, bad value, words of the error)
 REFUSED = [
-    ("vigil_repository", "not a repo", "--vigil-repository: 'not a repo' is not owner/name"),
+    ("vigil_repository", "not a repo", "--vigil-repo: 'not a repo' is not owner/name"),
     ("backend_dir", "../elsewhere", "is not a relative directory"),
     ("branch", "main; rm -rf /", "is not a branch name"),
     ("production_env", "staging", "must differ"),
