@@ -151,6 +151,45 @@ def site_items(host: str, server_name: str, verify, allowed_origin: str, get=Non
     return items
 
 
+ROUTE_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+
+
+def protected_routes(vars) -> list[tuple[str, str]]:
+    """app_protected_routes, checked: (method, path) pairs."""
+    from vigil.errors import ConfigError
+
+    routes = vars["app_protected_routes"] or []
+    where = vars.where("app_protected_routes")
+    if not isinstance(routes, list):
+        raise ConfigError(f"{where}: expected a list of {{method, path}}")
+    found = []
+    for number, route in enumerate(routes, start=1):
+        if not (isinstance(route, dict) and route.get("method") in ROUTE_METHODS and isinstance(route.get("path"), str)
+                and re.fullmatch(r"/[A-Za-z0-9._~/%?=&-]{0,200}", route["path"])):
+            raise ConfigError(f"{where}: route {number}: expected {{method: {'|'.join(ROUTE_METHODS)}, path: /...}}, got {route!r}")
+        found.append((route["method"], route["path"]))
+    return found
+
+
+def authentication_item(host: str, server_name: str, verify, routes: list[tuple[str, str]], send=None) -> Item:
+    """Each protected route, asked without credentials, must answer 401 or 403."""
+    import requests
+
+    send = send or requests.request
+    if not routes:
+        return Item("authentication on protected routes", host, True, "the app declares no protected route (app_protected_routes)")
+    open_routes, answers = [], []
+    for method, path in routes:
+        try:
+            status = send(method, f"https://{server_name}{path}", verify=verify, timeout=10, allow_redirects=False).status_code
+        except requests.RequestException as error:
+            status = type(error).__name__
+        answers.append(f"{method} {path} -> {status}")
+        if status not in (401, 403):
+            open_routes.append(f"{method} {path} -> {status}")
+    return Item("authentication on protected routes", host, not open_routes, "; ".join(open_routes or answers))
+
+
 def port_closed_item(host: str, address: str, port: int, connect=None) -> Item:
     """The database port, dialled from this machine (outside the private network): refused or silent."""
     connect = connect or (lambda: socket.create_connection((address, port), timeout=3).close())
@@ -219,8 +258,10 @@ def security(env: str, limit: str | None) -> list[Item]:
     for host in hosts:
         items += answers.get(host.name, [])
         if host.name in web:
-            server_name, _, verify = I.site_of(inventory.vars_for(host, roles))
+            vars = inventory.vars_for(host, roles)
+            server_name, _, verify = I.site_of(vars)
             items += site_items(host.name, server_name, verify, origin.rstrip("/"))
+            items.append(authentication_item(host.name, server_name, verify, protected_routes(vars)))
         if host.name == database:
             items.append(port_closed_item(host.name, host.address, 5432))
     items += status_items(I.gather(env, limit))

@@ -116,3 +116,18 @@ def test_the_database_port_must_refuse_this_machine():
 
     assert A.port_closed_item("vps1", "10.0.0.5", 5432, refused).ok
     assert not A.port_closed_item("vps1", "10.0.0.5", 5432, lambda: None).ok
+
+
+# (the answers protected routes give without credentials, passes)
+ROUTES = [({}, True), ({"DELETE /api/prayers/1": 401, "GET /api/admin": 403}, True),
+          ({"DELETE /api/prayers/1": 401, "GET /api/admin": 200}, False)]
+
+
+@pytest.mark.parametrize("answers, ok", ROUTES)
+def test_protected_routes_must_refuse_an_anonymous_request(answers, ok):
+    routes = [tuple(route.split(" ", 1)) for route in answers]
+    item = A.authentication_item("vps1", "pray.example", True, routes,
+                                 lambda method, url, **kwargs: response(answers[f"{method} {url.split('pray.example')[1]}"]))
+    assert item.ok == ok and (("no protected route" in item.evidence) == (not answers))
+    if not ok:
+        assert item.evidence == "GET /api/admin -> 200"
