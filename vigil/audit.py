@@ -13,14 +13,20 @@ from dataclasses import dataclass, field
 
 from vigil.commands import Command, script
 
-# One round trip per host, read-only. $1: the app's env file directory.
+# One round trip per host, read-only. $1: the site's name ("" on a host without one); the rest: the
+# secrets files secrets.push writes. TLS versions are tried against the host's own nginx (old ones with
+# OpenSSL's security level 0, so that a refusal is the server's, not this client's).
 SECURITY_FACTS = r'''
-config_dir=$1
+site=$1; shift
 echo "@sshd"; sshd -T 2>/dev/null | grep -Ei '^(permitrootlogin|passwordauthentication|kbdinteractiveauthentication|permitemptypasswords) '
 echo "@ufw"; ufw status verbose 2>/dev/null
-echo "@envfiles"; for file in "$config_dir"/*.env; do [ -e "$file" ] && stat -c '%n %a %U' -- "$file"; done
+echo "@envfiles"; for file in "$@"; do [ -e "$file" ] && stat -c '%n %a %U' -- "$file"; done
 echo "@upgrades"; printf '%s %s\n' "$(systemctl is-enabled unattended-upgrades.service 2>/dev/null)" "$(systemctl is-active unattended-upgrades.service 2>/dev/null)"
-echo "@nginx"; command -v nginx >/dev/null && nginx -T 2>/dev/null | grep -E '^[[:space:]]*(ssl_protocols|limit_req |add_header Strict-Transport-Security)' | sed 's/^[[:space:]]*//' | sort -u
+echo "@nginx"; command -v nginx >/dev/null && nginx -T 2>/dev/null | grep -E '^[[:space:]]*limit_req ' | sed 's/^[[:space:]]*//' | sort -u
+echo "@tls"; [ -n "$site" ] && for version in tls1 tls1_1 tls1_2 tls1_3; do
+    if echo | timeout 5 openssl s_client -connect 127.0.0.1:443 -servername "$site" "-$version" -cipher 'DEFAULT:@SECLEVEL=0' >/dev/null 2>&1
+    then echo "$version accepted"; else echo "$version refused"; fi
+done
 echo "@end"
 '''
 
@@ -31,8 +37,8 @@ SECURITY_HEADERS = ("Strict-Transport-Security", "Content-Security-Policy", "X-C
 FOREIGN_ORIGIN = "https://audit.invalid"
 
 
-def security_facts_command(config_dir: str) -> Command:
-    return script(SECURITY_FACTS, config_dir)
+def security_facts_command(site: str, secrets_files: list[str]) -> Command:
+    return script(SECURITY_FACTS, site, *secrets_files)
 
 
 @dataclass
@@ -42,6 +48,10 @@ class SecurityFacts:
     env_files: list[tuple[str, str, str]] = field(default_factory=list)  # path, mode, owner
     upgrades: tuple[str, str] = ("", "")
     nginx: list[str] = field(default_factory=list)
+    tls: dict[str, bool] = field(default_factory=dict)  # tls1_2 -> accepted
+
+
+TLS_NAMES = {"tls1": "TLSv1", "tls1_1": "TLSv1.1", "tls1_2": "TLSv1.2", "tls1_3": "TLSv1.3"}
 
 
 def parse_security_facts(stdout: str) -> SecurityFacts:
@@ -66,6 +76,9 @@ def parse_security_facts(stdout: str) -> SecurityFacts:
             facts.upgrades = (enabled, active)
         elif section == "nginx":
             facts.nginx.append(text)
+        elif section == "tls" and text.split()[0] in TLS_NAMES:
+            version, _, answer = text.partition(" ")
+            facts.tls[version] = answer == "accepted"
     return facts
 
 
@@ -101,10 +114,11 @@ def host_items(host: str, facts: SecurityFacts, web: bool, database: bool, app_u
         items.append(Item("secrets files 0600, owned by the app user", host, bool(facts.env_files) and not loose,
                           "; ".join(loose) if loose else f"{len(facts.env_files)} files, 0600 {app_user}"
                           if facts.env_files else "no env files found: run secrets.push"))
-        protocols = [line for line in facts.nginx if line.startswith("ssl_protocols")]
-        allowed = {word.rstrip(";") for line in protocols for word in line.split()[1:]}
-        items.append(Item("only TLS 1.2 and 1.3", host, bool(allowed) and allowed <= {"TLSv1.2", "TLSv1.3"},
-                          ", ".join(sorted(allowed)) or "no ssl_protocols in nginx -T"))
+        accepted = [TLS_NAMES[version] for version, ok in facts.tls.items() if ok]
+        refused = [TLS_NAMES[version] for version, ok in facts.tls.items() if not ok]
+        items.append(Item("only TLS 1.2 and 1.3", host, bool(accepted) and set(accepted) <= {"TLSv1.2", "TLSv1.3"},
+                          f"accepts {', '.join(accepted) or 'nothing'}; refuses {', '.join(refused) or 'nothing'}"
+                          if facts.tls else "no TLS handshake could be tried"))
         limits = [line for line in facts.nginx if line.startswith("limit_req ")]
         items.append(Item("rate limiting active", host, bool(limits), limits[0].rstrip(";") if limits else "no limit_req in nginx -T"))
     enabled, running = facts.upgrades
@@ -243,7 +257,9 @@ def security(env: str, limit: str | None) -> list[Item]:
 
     def work(transport, host_plan: HostPlan, options: RunOptions, progress) -> HostResult:
         name = host_plan.host.name
-        facts = parse_security_facts(transport.run(security_facts_command(schema.config_dir)).stdout)
+        site = I.site_of(inventory.vars_for(host_plan.host, roles))[0] if name in web else ""
+        files = [f"{schema.config_dir}/{service}.env" for service in schema.services]
+        facts = parse_security_facts(transport.run(security_facts_command(site, files), timeout=120).stdout)
         answers[name] = host_items(name, facts, name in web, name == database, schema.app_user)
         return HostResult(name)
 

@@ -28,9 +28,12 @@ To                         Action      From
 @upgrades
 enabled active
 @nginx
-add_header Strict-Transport-Security "max-age=63072000; includeSubDomains" always;
 limit_req zone=together_pray_api burst=20 nodelay;
-ssl_protocols TLSv1.2 TLSv1.3;
+@tls
+tls1 refused
+tls1_1 refused
+tls1_2 accepted
+tls1_3 accepted
 @end
 """
 
@@ -56,7 +59,8 @@ BROKEN = [
     (("frontend.env 600 together-pray", "frontend.env 600 root"), "secrets files 0600, owned by the app user", "frontend.env 600 root"),
     (("passwordauthentication no", "passwordauthentication yes"), "SSH hardened", "passwordauthentication yes"),
     (("Status: active", "Status: inactive"), "firewall active", "Status: inactive"),
-    (("ssl_protocols TLSv1.2 TLSv1.3;", "ssl_protocols TLSv1 TLSv1.2 TLSv1.3;"), "only TLS 1.2 and 1.3", "TLSv1,"),
+    (("tls1_1 refused", "tls1_1 accepted"), "only TLS 1.2 and 1.3", "accepts TLSv1.1, TLSv1.2, TLSv1.3; refuses TLSv1"),
+    (("tls1_2 accepted\ntls1_3 accepted", "tls1_2 refused\ntls1_3 refused"), "only TLS 1.2 and 1.3", "accepts nothing"),
     (("limit_req zone=together_pray_api burst=20 nodelay;\n", ""), "rate limiting active", "no limit_req"),
     (("enabled active", "disabled inactive"), "unattended upgrades on", "disabled, inactive"),
 ]
