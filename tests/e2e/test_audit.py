@@ -1,0 +1,62 @@
+"""audit.security and audit.performance on the session's deployed hosts (vps1: web and database, vps2: web)."""
+
+import pytest
+
+from conftest import invoke
+from vigil.errors import ExitCode
+
+HEADERS = "/etc/nginx/snippets/vigil-security-headers.conf"
+
+
+def failing(run) -> set[tuple[str, str]]:
+    return {(item["item"], item["host"]) for item in run.json["items"] if not item["ok"]}
+
+
+@pytest.fixture(scope="module")
+def verified_backup(deployed):
+    """The checklist wants a recent verified backup on the database host."""
+    assert invoke("backup.create", "--label=audit").code == 0 and invoke("backup.verify", "latest").code == 0
+
+
+# (what weakens a host, how it is undone, the host, the items that must fail then)
+WEAKNESSES = [
+    ("ufw allow 5432/tcp", "ufw delete allow 5432/tcp", "vps1",
+     {("PostgreSQL not open to the world (firewall)", "vps1"), ("PostgreSQL not reachable from outside", "vps1")}),
+    ("chmod 644 /etc/together-pray/backend.env", "chmod 600 /etc/together-pray/backend.env", "vps2",
+     {("secrets files 0600, owned by the app user", "vps2")}),
+    (f"cp {HEADERS} /root/headers.conf && sed -i '/Strict-Transport-Security/d' {HEADERS} && systemctl reload nginx",
+     f"cp /root/headers.conf {HEADERS} && systemctl reload nginx", "vps2", {("HSTS", "vps2")}),
+]
+
+
+def test_the_security_checklist_passes_on_the_sandbox(verified_backup):
+    run = invoke("audit.security", "--json", timeout=600)
+    assert run.code == 0 and run.json["passed"], failing(run) or run.stderr
+    items = {item["item"] for item in run.json["items"]}
+    assert {"HTTP redirects to HTTPS", "HSTS", "only TLS 1.2 and 1.3", "secrets files 0600, owned by the app user",
+            "no plaintext secret in git", "CORS restricted to the configured origin", "rate limiting active",
+            "PostgreSQL not reachable from outside", "security headers", "SSH hardened", "firewall active",
+            "unattended upgrades on", "backups recent", "backups verified", "certificate not close to expiry"} <= items
+
+
+@pytest.mark.parametrize("weaken, undo, host, expected", WEAKNESSES, ids=["5432 open", "secrets file 644", "no HSTS"])
+def test_each_weakness_fails_the_right_item(verified_backup, sandbox, weaken, undo, host, expected):
+    sandbox.ssh(host, weaken)
+    try:
+        run = invoke("audit.security", "--json", timeout=600)
+    finally:
+        sandbox.ssh(host, undo)
+    assert run.code == ExitCode.HOST_FAILED and failing(run) == expected, failing(run)
+
+
+def test_the_performance_checklist_reports_the_figures_and_passes(deployed):
+    run = invoke("audit.performance", "--json", "--requests=20", timeout=600)
+    assert run.code == 0 and run.json["passed"], failing(run) or run.stderr
+    items = {(item["item"], item["host"]): item for item in run.json["items"]}
+    for host in ("vps1", "vps2"):
+        assert "20 loads: time to first byte p50" in items[("page load (p95 of the full HTML)", host)]["evidence"]
+        assert items[("compression on", host)]["evidence"] == "the page came gzip"
+        assert "max-age=31536000" in items[("static assets cached", host)]["evidence"]
+        for headroom in ("CPU headroom", "memory headroom", "disk headroom"):
+            assert (headroom, host) in items
+    assert "x 2 web hosts x 2 colors = 40" in items[("database connection pooling", "vps1")]["evidence"]
