@@ -204,6 +204,14 @@ def authentication_item(host: str, server_name: str, verify, routes: list[tuple[
     return Item("authentication on protected routes", host, not open_routes, "; ".join(open_routes or answers))
 
 
+def origin_of(url: str) -> str:
+    """The origin a browser sends for pages under `url` (scheme://host[:port], no path)."""
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}" if parts.scheme and parts.netloc else ""
+
+
 def port_closed_item(host: str, address: str, port: int, connect=None) -> Item:
     """The database port, dialled from this machine (outside the private network): refused or silent."""
     connect = connect or (lambda: socket.create_connection((address, port), timeout=3).close())
@@ -268,7 +276,7 @@ def security(env: str, limit: str | None) -> list[Item]:
                   RunOptions(), None, work=work)
     items = [Item("reachable over SSH", r.host, False, r.unreachable or r.error) for r in results if r.unreachable or r.error]
     try:
-        origin = secrets.load(env).get("FRONTEND_URL", "")
+        origin = origin_of(secrets.load(env).get("FRONTEND_URL", ""))
     except secrets.SecretsError:
         origin = ""
     for host in hosts:
@@ -276,7 +284,7 @@ def security(env: str, limit: str | None) -> list[Item]:
         if host.name in web:
             vars = inventory.vars_for(host, roles)
             server_name, _, verify = I.site_of(vars)
-            items += site_items(host.name, server_name, verify, origin.rstrip("/"))
+            items += site_items(host.name, server_name, verify, origin)
             items.append(authentication_item(host.name, server_name, verify, protected_routes(vars)))
         if host.name == database:
             items.append(port_closed_item(host.name, host.address, 5432))

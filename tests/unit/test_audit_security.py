@@ -135,3 +135,9 @@ def test_protected_routes_must_refuse_an_anonymous_request(answers, ok):
     assert item.ok == ok and (("no protected route" in item.evidence) == (not answers))
     if not ok:
         assert item.evidence == "GET /api/admin -> 200"
+
+
+@pytest.mark.parametrize("url, origin", [("https://pray.example/app/", "https://pray.example"),
+                                         ("http://localhost", "http://localhost"), ("", "")])
+def test_the_allowed_origin_is_frontend_urls_origin(url, origin):
+    assert A.origin_of(url) == origin
