@@ -12,6 +12,7 @@ import socket
 from dataclasses import dataclass, field
 
 from vigil.commands import Command, script
+from vigil.facts import sections
 
 # One round trip per host, read-only. $1: the site's name ("" on a host without one); the rest: the
 # secrets files secrets.push writes. TLS versions are tried against the host's own nginx (old ones with
@@ -55,14 +56,8 @@ TLS_NAMES = {"tls1": "TLSv1", "tls1_1": "TLSv1.1", "tls1_2": "TLSv1.2", "tls1_3"
 
 
 def parse_security_facts(stdout: str) -> SecurityFacts:
-    facts, section = SecurityFacts(), None
-    for line in stdout.splitlines():
-        if line.startswith("@"):
-            section = line[1:].strip()
-            continue
-        text = line.strip()
-        if not text:
-            continue
+    facts = SecurityFacts()
+    for section, text in sections(stdout):
         if section == "sshd":
             key, _, value = text.partition(" ")
             facts.sshd[key.lower()] = value.strip().lower()

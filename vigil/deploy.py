@@ -27,6 +27,7 @@ from typing import Any, Callable
 
 from vigil.build import Artifact
 from vigil.commands import REDACTOR, Command, script
+from vigil.facts import sections
 from vigil.config import Host
 from vigil.errors import HostError
 from vigil.runner import CHANGED, FAILED, OK, HostPlan, HostResult, OperationResult, RunOptions
@@ -177,14 +178,8 @@ def parse_states(stdout: str) -> dict[str, HostState]:
 
 def parse_state(stdout: str) -> HostState:
     """Parse STATE's sections; a release's metadata that does not parse counts as none."""
-    state, section = HostState(), None
-    for line in stdout.splitlines():
-        if line.startswith("@"):
-            section = line[1:]
-            continue
-        text = line.strip()
-        if not text:
-            continue
+    state = HostState()
+    for section, text in sections(stdout):
         if section == "lock":
             state.lock = _json(text) or {"owner": "unknown"}
         elif section == "current":

@@ -267,3 +267,16 @@ def split_batch(output: str, count: int, nonce: str) -> list[tuple[str, int]]:
         results.append((body, int(status_line[0])))
         rest = status_line[1] if len(status_line) > 1 else ""
     return results
+
+
+def sections(stdout: str):
+    """(section, line) for each non-empty line of a one-round-trip answer made of "@name" headed sections.
+
+    Example: list(sections("@units\nnginx active\n\n@now\nT\n")) -> [("units", "nginx active"), ("now", "T")]
+    """
+    section = None
+    for line in stdout.splitlines():
+        if line.startswith("@"):
+            section = line[1:].strip()
+        elif line.strip():
+            yield section, line.strip()

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from vigil.commands import REDACTOR, Command, script
+from vigil.facts import sections
 from vigil.operations import Absent, File
 
 # roles/nginx's site answers 503 with the maintenance page (and Retry-After) while this file exists.
@@ -94,14 +95,8 @@ class HostFacts:
 
 
 def parse_host_status(stdout: str) -> HostFacts:
-    facts, section = HostFacts(), None
-    for line in stdout.splitlines():
-        if line.startswith("@"):
-            section = line[1:].strip()
-            continue
-        text = line.strip()
-        if not text:
-            continue
+    facts = HostFacts()
+    for section, text in sections(stdout):
         if section == "units":
             unit, _, state = text.partition(" ")
             facts.units[unit] = state or "unknown"
