@@ -592,9 +592,17 @@ class ServiceAction(Operation):
         self.name = self.name or f"{self.action.capitalize()} {' '.join(units)}."
 
     def plan(self, known):
-        action = cmd("systemctl", self.action, *self.units)
+        action = script(RETRY_SPAWN_FAILURE, self.action, *self.units)
         commands = (self.check, action) if self.check else (action,)
         return change(f"{self.action} {' '.join(self.units)} (always changes)", *commands)
+
+
+# `systemctl "$@"`, once more two seconds later when the job failed with result 'resources' (systemctl:
+# "unavailable resources"): nothing ran then. systemd in a container on a cgroup-v1 host (the sandbox)
+# can fail to spawn a unit restarted moments after its last stop, while that stop's cgroup is still
+# being removed ("Failed to spawn executor"); a person would simply run it again. Other failures stand.
+RETRY_SPAWN_FAILURE = ('out=$(systemctl "$@" 2>&1) && exit 0; status=$?; case $out in *"unavailable resources"*) '
+                       'sleep 2; exec systemctl "$@";; esac; printf "%s\\n" "$out" >&2; exit "$status"')
 
 
 @dataclass

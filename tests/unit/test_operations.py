@@ -116,3 +116,34 @@ def test_file_holding_a_registered_secret_hides_its_diff_even_unmarked():
     known = {"file:/etc/app.env": F.FileState(None), "file:/etc": ROOT_DIRECTORY}
     plan = operations.File("/etc/app.env", "DB_PASSWORD=s3cret-db-pass\n").plan(known)
     assert "s3cret-db-pass" not in plan.diff and "content hidden" in plan.diff
+
+
+FAKE_SYSTEMCTL = """#!/bin/sh
+echo "$*" >> "$CALLS"
+n=$(wc -l < "$CALLS")
+case "$OUTCOMES" in *"$n:ok"*) exit 0 ;; esac
+case "$OUTCOMES" in
+  *"$n:resources"*) echo "Job for app@green.service failed because of unavailable resources or another system error." >&2; exit 1 ;;
+  *) echo "Job for app@green.service failed because the control process exited with error code." >&2; exit 3 ;;
+esac
+"""
+
+
+@pytest.mark.parametrize("outcomes, calls, status, said", [
+    ("1:ok", 1, 0, ""),
+    # systemd could not spawn it (a restart moments after a stop, in a container): once more, later.
+    ("1:resources 2:ok", 2, 0, ""),
+    ("1:resources 2:resources", 2, 1, "unavailable resources"),
+    # The unit itself failed: that stands, with systemctl's words and exit code.
+    ("1:exit", 1, 3, "control process exited"),
+])
+def test_a_service_action_is_retried_once_only_when_systemd_could_not_spawn_it(tmp_path, outcomes, calls, status, said):
+    import subprocess
+    (tmp_path / "systemctl").write_text(FAKE_SYSTEMCTL)
+    (tmp_path / "systemctl").chmod(0o755)
+    (action,) = operations.ServiceAction("app@*.service", "try-reload-or-restart").plan({}).commands
+    done = subprocess.run(list(action.argv), capture_output=True, text=True, timeout=30,
+                          env={"PATH": f"{tmp_path}:/usr/bin:/bin", "CALLS": str(tmp_path / "calls"), "OUTCOMES": outcomes})
+    assert done.returncode == status
+    assert (tmp_path / "calls").read_text().splitlines() == ["try-reload-or-restart app@*.service"] * calls
+    assert said in done.stderr
