@@ -2,7 +2,7 @@
 
 from invoke import Collection
 
-from vigil.tasks import audit, backup, ci, deploy, incident, provision, sandbox, secrets
+from vigil.tasks import audit, backup, bench, ci, deploy, incident, provision, sandbox, secrets
 
 ns = Collection()
 ns.add_collection(sandbox.ns)
@@ -13,3 +13,4 @@ ns.add_collection(backup.ns)
 ns.add_collection(incident.ns)
 ns.add_collection(ci.ns)
 ns.add_collection(audit.ns)
+ns.add_task(bench.bench)

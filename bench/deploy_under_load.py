@@ -1,71 +1,50 @@
 """Benchmark: what visitors see during a backend deploy, vigil's blue/green switch against a naive restart.
 
-Run as root from the repository: `.venv/bin/python bench/deploy_under_load.py [--requests 2000]`.
-Uses the sandbox's vps1, booting, onboarding and deploying it first when needed.
-Each load loop asks for the home page over HTTPS through nginx (the frontend
-renders it from the backend's data, so a gap in either fails it) until at least
---requests answers, two clients at once. Measured, in this order:
+Run as root from the repository: `.venv/bin/python bench/deploy_under_load.py [--rounds 5] [--requests 2000]`
+(or `invoke bench`, which runs every benchmark). Uses the sandbox's vps1, booting, onboarding and
+deploying it first when needed. Each load loop asks for the home page over HTTPS through nginx (the
+frontend renders it from the backend's data, so a gap in either fails it) until at least --requests
+answers, two clients at once. Each round measures, in an order rotated every round:
 
   steady    no deploy: latency baseline
   vigil     `deploy.backend` of the serving release (the other color starts,
             passes the health gate, takes the traffic; the old one drains)
   naive     the usual stop-and-start: `systemctl restart` of the serving unit
-  cold      `deploy.backend` of a new release not yet on the host (built
-            beforehand; the upload is measured), no load
-  warm      the same release again (already on the host), no load
-  rollback  `deploy.rollback` to the release before it, no load
 
-Prints one table (failed requests, resends, p50/p99 latency, wall time).
-Leaves the sandbox up, serving the release it served before the rollback.
+Then once, without load: `deploy.backend` of a new release not yet on the host (built beforehand;
+the upload is measured), the same release again (already on the host), and `deploy.rollback`.
+Prints the medians with min and max. Leaves the sandbox up, serving the release it served before
+the rollback.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.common import (CA, INVENTORY, KEY, KNOWN_HOSTS, REPO, Spread, alternating, invoke,  # noqa: E402
+                          markdown_table, on_host, sandbox_hosts)
 from vigil.load import LoadLoop, LoadResult  # noqa: E402
 
-CA = REPO / ".vigil" / "sandbox" / "ca" / "ca.crt"
-KEY = REPO / ".vigil" / "sandbox" / "id_ed25519"
 PAGE_TEXT = "Welcome. May this be a place of peace"
-
-
-def invoke(*args: str, env: dict | None = None) -> float:
-    """Run an invoke task (its output hidden unless it fails); returns its wall time."""
-    began = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "invoke", *args], cwd=REPO, capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL)
-    if done.returncode != 0:
-        sys.exit(f"invoke {' '.join(args)} exited {done.returncode}:\n{done.stdout[-3000:]}{done.stderr[-2000:]}")
-    return time.monotonic() - began
-
-
-def as_root(address: str, command: str) -> None:
-    """A command as root on the VPS: the admin user ops, through sudo."""
-    subprocess.run(["ssh", "-i", str(KEY), "-o", f"UserKnownHostsFile={REPO / 'inventory' / 'sandbox.known_hosts'}",
-                    "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", f"ops@{address}", f"sudo -n {command}"],
-                   check=True, timeout=120)
+KINDS = ["steady", "vigil", "naive"]
+LABELS = {"steady": "steady (no deploy)", "vigil": "vigil deploy.backend", "naive": "naive systemctl restart"}
 
 
 def live_unit() -> str:
     """The serving backend unit on vps1, from deploy.status."""
-    done = subprocess.run([sys.executable, "-m", "invoke", "deploy.status", "--json", "--limit=vps1"], cwd=REPO,
-                          capture_output=True, text=True, check=True, stdin=subprocess.DEVNULL)
-    color = json.loads(done.stdout)["hosts"]["vps1"]["backend"]["live"].split(":")[0]
-    return f"together-pray-backend@{color}.service"
+    color = json.loads(invoke("deploy.status", "--json", "--limit=vps1").stdout)["hosts"]["vps1"]["backend"]["live"]
+    return f"together-pray-backend@{color.split(':')[0]}.service"
 
 
 def under_load(address: str, requests: int, action) -> tuple[LoadResult, float]:
@@ -83,60 +62,95 @@ def new_release_inventory(scratch: Path) -> Path:
     shutil.copytree(REPO / "examples" / "together-pray" / "backend", source, ignore=shutil.ignore_patterns("node_modules", "dist"))
     main = source / "src" / "main.ts"
     main.write_text(main.read_text() + f"// benchmark release {time.time_ns()}\n")
-    data = yaml.safe_load((REPO / "inventory" / "sandbox.yml").read_text())
+    data = yaml.safe_load(INVENTORY.read_text())
     data["defaults"]["ssh_key"] = str(KEY)
     data["vars"]["app_services"] = {"backend": {"kind": "node", "source": str(source), "ref": ""},
                                     "frontend": {"kind": "next-standalone", "source": "examples/together-pray/frontend", "ref": ""}}
     inventory = scratch / "inventory"
     inventory.mkdir()
     (inventory / "sandbox.yml").write_text(yaml.safe_dump(data, sort_keys=False))
-    shutil.copy(REPO / "inventory" / "sandbox.known_hosts", inventory / "sandbox.known_hosts")
+    shutil.copy(KNOWN_HOSTS, inventory / "sandbox.known_hosts")
     return inventory
 
 
-def row(name: str, load: LoadResult | None, seconds: float) -> str:
-    figures = [str(load.total), str(load.failed), str(load.resent), f"{load.percentile(0.5):.0f} ms",
-               f"{load.percentile(0.99):.0f} ms"] if load else [""] * 5
-    return "| " + " | ".join([name, *figures, f"{seconds:.1f} s" if seconds else ""]) + " |"
+@dataclass
+class DeployResult:
+    rounds: int
+    requests: int
+    loads: dict[str, list[LoadResult]]
+    seconds: dict[str, list[float]]  # vigil and naive: the action's wall time in each round
+    cold: float
+    warm: float
+    rollback: float
+
+    def table(self) -> str:
+        rows = []
+        for kind in KINDS:
+            loads = self.loads[kind]
+            rows.append([LABELS[kind], Spread.of([load.total for load in loads]).show("", 0),
+                         Spread.of([load.failed for load in loads]).show("", 0),
+                         Spread.of([load.percentile(0.5) for load in loads]).show("ms", 0),
+                         Spread.of([load.percentile(0.99) for load in loads]).show("ms", 0),
+                         Spread.of(self.seconds[kind]).show("s", 1) if kind in self.seconds else ""])
+        rows += [["cold deploy (upload), no load", "", "", "", "", f"{self.cold:.1f} s"],
+                 ["warm deploy (on the host), no load", "", "", "", "", f"{self.warm:.1f} s"],
+                 ["rollback, no load", "", "", "", "", f"{self.rollback:.1f} s"]]
+        return markdown_table(["during", "requests", "failed", "p50 latency", "p99 latency", "wall time"], rows)
+
+    def failures(self) -> str:
+        """What the naive restarts' failed requests were."""
+        failures = [kind for load in self.loads["naive"] for kind in load.failures]
+        return ", ".join(f"{kind} x{failures.count(kind)}" for kind in sorted(set(failures)))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=2000, help="answers each load loop waits for (default 2000)")
-    requests = parser.parse_args().requests
-    if not (REPO / "inventory" / "sandbox.yml").exists():
+def measure(rounds: int, requests: int) -> DeployResult:
+    """Deploy the sample on vps1 if needed, then alternate the loops, then the unloaded deploys."""
+    if not INVENTORY.exists():
         invoke("sandbox.up", "--hosts=1")
     for step in (("provision.server", "--limit=vps1"), ("secrets.push", "--limit=vps1"), ("deploy.all", "--limit=vps1")):
         invoke(*step)
-    address = yaml.safe_load((REPO / "inventory" / "sandbox.yml").read_text())["hosts"]["vps1"]["address"]
+    address = sandbox_hosts()["vps1"]["address"]
 
-    steady, _ = under_load(address, requests, lambda: 0.0)
-    vigil, vigil_seconds = under_load(address, requests, lambda: invoke("deploy.backend", "--limit=vps1"))
+    def vigil() -> float:
+        return invoke("deploy.backend", "--limit=vps1").seconds
 
     def naive() -> float:
         began = time.monotonic()
-        as_root(address, f"systemctl restart {live_unit()}")
+        on_host(address, f"systemctl restart {live_unit()}")
         return time.monotonic() - began
 
-    restarted, naive_seconds = under_load(address, requests, naive)
+    actions = {"steady": lambda: 0.0, "vigil": vigil, "naive": naive}
+    loads: dict[str, list[LoadResult]] = {kind: [] for kind in KINDS}
+    seconds: dict[str, list[float]] = {"vigil": [], "naive": []}
+    for round_ in range(rounds):
+        for kind in alternating(KINDS, round_):
+            load, took = under_load(address, requests, actions[kind])
+            loads[kind].append(load)
+            if kind in seconds:
+                seconds[kind].append(took)
+            print(f"round {round_ + 1}: {kind:6} {load.total} requests, {load.failed} failed, "
+                  f"p50 {load.percentile(0.5):.0f} ms, p99 {load.percentile(0.99):.0f} ms", flush=True)
 
     with tempfile.TemporaryDirectory(prefix="vigil-bench-") as scratch:
         env = {"VIGIL_INVENTORY": str(new_release_inventory(Path(scratch)))}
         invoke("deploy.build", "--app=backend", env=env)  # built beforehand: a deploy's time is shipping, not building
-        cold = invoke("deploy.backend", "--limit=vps1", env=env)
-        warm = invoke("deploy.backend", "--limit=vps1", env=env)
-        rollback = invoke("deploy.rollback", "--app=backend", "--limit=vps1", env=env)
+        cold = invoke("deploy.backend", "--limit=vps1", env=env).seconds
+        warm = invoke("deploy.backend", "--limit=vps1", env=env).seconds
+        rollback = invoke("deploy.rollback", "--app=backend", "--limit=vps1", env=env).seconds
+    return DeployResult(rounds, requests, loads, seconds, cold, warm, rollback)
 
-    print(f"\n{requests}+ HTTPS page loads per loop through nginx on vps1, 2 clients\n")
-    print("| what | requests | failed | resent | p50 | p99 | wall time |")
-    print("|---|---|---|---|---|---|---|")
-    for line in (row("steady (no deploy)", steady, 0), row("vigil deploy.backend", vigil, vigil_seconds),
-                 row("naive systemctl restart", restarted, naive_seconds), row("cold deploy (upload)", None, cold),
-                 row("warm deploy (on the host)", None, warm), row("rollback", None, rollback)):
-        print(line)
-    if restarted.failures:
-        kinds = sorted(set(restarted.failures))
-        print(f"\nnaive restart failures: {', '.join(f'{kind} x{restarted.failures.count(kind)}' for kind in kinds)}")
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--requests", type=int, default=2000, help="answers each load loop waits for (default 2000)")
+    options = parser.parse_args()
+    result = measure(options.rounds, options.requests)
+    print(f"\n{options.requests}+ HTTPS page loads per loop through nginx on vps1, 2 clients, "
+          f"{options.rounds} rounds: median (min to max)\n")
+    print(result.table())
+    if result.failures():
+        print(f"\nnaive restart failures: {result.failures()}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,119 @@
+"""What every benchmark shares: running vigil's tasks, the sandbox's hosts, and how figures are summarised."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+INVENTORY = REPO / "inventory" / "sandbox.yml"
+KNOWN_HOSTS = REPO / "inventory" / "sandbox.known_hosts"
+KEY = REPO / ".vigil" / "sandbox" / "id_ed25519"
+CA = REPO / ".vigil" / "sandbox" / "ca" / "ca.crt"
+# Each VPS's root filesystem as this machine sees it: its journal is read from here, without SSH.
+VPS_ROOTS = Path("/var/lib/vigil/sandbox")
+
+
+class BenchError(Exception):
+    """A benchmark cannot go on (a task failed, a peer changed something); the message says which and why."""
+
+
+@dataclass
+class Ran:
+    seconds: float
+    stdout: str
+    stderr: str
+
+
+def run(argv: list[str], env: dict[str, str] | None = None, timeout: float = 3600) -> Ran:
+    """One local command, stdin closed, output captured; its wall time. BenchError if it fails."""
+    began = time.monotonic()
+    done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, env={**os.environ, **(env or {})},
+                          stdin=subprocess.DEVNULL, timeout=timeout)
+    seconds = time.monotonic() - began
+    if done.returncode != 0:
+        raise BenchError(f"`{shlex.join(argv)}` exited {done.returncode}:\n{done.stdout[-3000:]}{done.stderr[-2000:]}")
+    return Ran(seconds, done.stdout, done.stderr)
+
+
+def invoke(*args: str, env: dict[str, str] | None = None) -> Ran:
+    """An invoke task of this repository, as a user runs it (a fresh process)."""
+    return run([sys.executable, "-m", "invoke", *args], env=env)
+
+
+def sandbox_hosts() -> dict[str, dict]:
+    """The sandbox inventory's hosts: name -> {address, ...}."""
+    return yaml.safe_load(INVENTORY.read_text())["hosts"]
+
+
+def admin_user() -> str:
+    return yaml.safe_load(INVENTORY.read_text())["defaults"]["admin_user"]
+
+
+def on_host(address: str, script: str, timeout: float = 3600) -> str:
+    """A shell script as root on a VPS (the admin user, through sudo); its stdout."""
+    done = subprocess.run(["ssh", "-i", str(KEY), "-o", f"UserKnownHostsFile={KNOWN_HOSTS}", "-o", "StrictHostKeyChecking=yes",
+                           "-o", "BatchMode=yes", "-F", "/dev/null", f"{admin_user()}@{address}", "sudo -n sh -s"],
+                          input=script, capture_output=True, text=True, timeout=timeout)
+    if done.returncode != 0:
+        raise BenchError(f"on {address}: exited {done.returncode}: {done.stderr[-2000:]}")
+    return done.stdout
+
+
+@dataclass(frozen=True)
+class Spread:
+    """Median, min and max of repeated measurements."""
+
+    median: float
+    low: float
+    high: float
+    count: int
+
+    @classmethod
+    def of(cls, values: list[float]) -> "Spread":
+        if not values:
+            raise ValueError("no measurements")
+        return cls(statistics.median(values), min(values), max(values), len(values))
+
+    def show(self, unit: str = "s", digits: int = 2) -> str:
+        """'1.23 s (1.20 to 1.31)': the median, then min to max."""
+        median = f"{self.median:.{digits}f} {unit}".rstrip()
+        return f"{median} ({self.low:.{digits}f} to {self.high:.{digits}f})"
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cells) + " |" for cells in rows]
+    return "\n".join(lines)
+
+
+def alternating(names: list[str], round_: int) -> list[str]:
+    """The order of round `round_` (0-based): rotated by one each round, so none always goes first."""
+    shift = round_ % len(names)
+    return names[shift:] + names[:shift]
+
+
+def machine() -> list[str]:
+    """What the figures were measured on: this machine and the sandbox VPSes."""
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor() or "unknown CPU")
+    memory_kb = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
+                     if line.startswith("MemTotal:"))
+    release = {}
+    for line in Path("/etc/os-release").read_text().splitlines():
+        key, _, value = line.partition("=")
+        release[key] = value.strip('"')
+    return [
+        f"{os.cpu_count()} cores ({model}), {memory_kb / 1024 / 1024:.0f} GiB memory",
+        f"{release.get('PRETTY_NAME', 'unknown OS')}, Linux {platform.release()}, Python {platform.python_version()}",
+        "sandbox VPSes: systemd-nspawn Debian 13 containers on this machine, each in its own network namespace",
+    ]

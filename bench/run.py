@@ -1,0 +1,167 @@
+"""Every benchmark in one run, side by side: `invoke bench` (or `./scripts/bench` on a fresh clone).
+
+Boots fresh sandbox VPSes (any sandbox already up is taken down first: figures come from known
+hosts), then, each comparison in alternating rounds (median, min and max of --rounds):
+
+  1. a no-op re-run of the full onboarding: vigil against Ansible and pyinfra (bench/onboard_noop.py)
+  2. SSH round trips per host in those runs, counted on the hosts
+  3. a backend deploy under load: vigil against a naive restart (bench/deploy_under_load.py)
+  4. backup create + verify against raw pg_dump + pg_restore (bench/backup_vs_raw.py)
+
+Prints the summary table and writes bench/results/<date>.md (the machine, every table, the
+targets). The README's Performance section carries the summary table of the latest results file
+(tests/unit/test_bench_results.py holds them to each other). Leaves the sandbox down unless --keep.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench import backup_vs_raw, deploy_under_load, onboard_noop  # noqa: E402
+from bench.common import REPO, BenchError, Spread, invoke, machine, markdown_table  # noqa: E402
+
+RESULTS = REPO / "bench" / "results"
+SUMMARY_HEADING = "## Summary"
+
+
+def summary(noop: onboard_noop.NoopResult, deploy: deploy_under_load.DeployResult,
+            backup: backup_vs_raw.BackupResult) -> str:
+    """The headline table: each comparison's medians, their ratio, and the target."""
+    median = {name: Spread.of(measured.seconds).median for name, measured in noop.measured.items()}
+    trips = {name: max(measured.sessions["vps1"]) for name, measured in noop.measured.items()}
+    loads = deploy.loads
+
+    def failed(kind: str) -> str:
+        return f"{Spread.of([load.failed for load in loads[kind]]).median:.0f}"
+
+    def p99(kind: str) -> str:
+        return f"{Spread.of([load.percentile(0.99) for load in loads[kind]]).median:.0f} ms"
+
+    def verdict(value: float, target: float) -> str:
+        return f"{value:.2f} (target at most {target}): {'met' if value <= target else 'missed'}"
+
+    rows = [
+        ["no-op onboarding re-run, 1 host", f"{median['vigil']:.2f} s", f"Ansible {median['ansible']:.2f} s",
+         verdict(noop.ratio("vigil", "ansible"), onboard_noop.TARGETS["vigil/ansible"])],
+        ["no-op onboarding re-run, 1 host", f"{median['vigil']:.2f} s", f"pyinfra {median['pyinfra']:.2f} s",
+         verdict(noop.ratio("vigil", "pyinfra"), onboard_noop.TARGETS["vigil/pyinfra"])],
+        [f"no-op onboarding re-run, {onboard_noop.HOSTS} hosts", f"{median['vigil-5']:.2f} s",
+         f"vigil, 1 host {median['vigil']:.2f} s",
+         verdict(noop.ratio("vigil-5", "vigil"), onboard_noop.TARGETS["vigil-5/vigil"])],
+        ["SSH round trips per host, no-op onboarding", f"{trips['vigil']} ({noop.measured['vigil'].operations} operations)",
+         f"Ansible {trips['ansible']}, pyinfra {trips['pyinfra']}",
+         "the same on every host, whatever its operations" if noop.constant_round_trips() else "VARIES with the host"],
+        ["failed requests during a backend deploy", failed("vigil"), f"naive restart {failed('naive')}",
+         "zero downtime" if failed("vigil") == "0" else "REQUESTS FAILED"],
+        ["p99 latency during a backend deploy", p99("vigil"), f"steady state {p99('steady')}", ""],
+        ["backup create + verify", f"{Spread.of(backup.seconds['vigil']).median:.2f} s",
+         f"raw pg_dump + pg_restore {Spread.of(backup.seconds['raw']).median:.2f} s",
+         verdict(backup.ratio, backup_vs_raw.TARGET)],
+    ]
+    return markdown_table(["what", "vigil (median)", "compared with (median)", "ratio or result"], rows)
+
+
+def commit() -> str:
+    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True, text=True)
+    return (done.stdout.strip() or "unknown") + (" (with uncommitted changes)" if dirty.stdout.strip() else "")
+
+
+def report(day: str, rounds: int, noop, deploy, backup, minutes: float) -> str:
+    versions = ", ".join(noop.versions.values())
+    return "\n".join([
+        f"# Benchmarks, {day}",
+        "",
+        f"`invoke bench` (bench/run.py) at commit {commit()}: {rounds} rounds of each comparison, the order",
+        f"rotated every round; each figure is the median, with min and max. The whole run took {minutes:.0f} minutes.",
+        "",
+        "## Machine",
+        "",
+        *[f"- {line}" for line in machine()],
+        f"- peers, installed from PyPI by the benchmark (bench/peers/requirements.txt): {versions}",
+        "",
+        SUMMARY_HEADING,
+        "",
+        summary(noop, deploy, backup),
+        "",
+        "## 1. No-op re-run of the full onboarding",
+        "",
+        f"vps1 has every role (web and database), vps2 to vps{onboard_noop.HOSTS} the web roles; all were onboarded by",
+        f"vigil first ({noop.first_onboarding:.0f} s for the first run on {onboard_noop.HOSTS} fresh hosts). The peers",
+        "(bench/peers/) check what bench/peers/export.py takes from vigil's own plan for vps1, and reported",
+        "0 changed in check mode and in a real run before measuring. Each run is a fresh process, start to exit.",
+        "",
+        noop.table(),
+        "",
+        *[f"- {line}" for line in noop.verdicts()],
+        "",
+        "## 2. SSH round trips",
+        "",
+        "Counted on the hosts: sshd (LogLevel VERBOSE) logs each session, a command or a file transfer, in",
+        "the host's journal, read from this machine. vigil reads every fact a host's plan needs in one",
+        "round trip and writes its audit line in one more; a no-op run sends nothing else.",
+        "",
+        noop.round_trip_table(),
+        "",
+        "## 3. Zero-downtime deploy under load",
+        "",
+        f"{deploy.requests}+ HTTPS page loads per loop through nginx on vps1, two clients with keep-alive; the",
+        "frontend renders each page from the backend's data, so a gap in either fails a request.",
+        "",
+        deploy.table(),
+        "",
+        *([f"Naive restart failures: {deploy.failures()}.", ""] if deploy.failures() else []),
+        "## 4. Backup create and verify",
+        "",
+        f"The app's database on vps1 plus a {backup.rows:,}-row table ({backup.size}), timed on the host.",
+        "",
+        backup.table(),
+        "",
+        f"- {backup.verdict()}",
+        "",
+    ])
+
+
+def main(rounds: int = 5, requests: int = 2000, rows: int = 1_000_000, keep: bool = False) -> Path:
+    if os.geteuid() != 0:
+        raise BenchError("the benchmark boots sandbox VPSes: run it as root")
+    if rounds < 5:
+        raise BenchError(f"--rounds={rounds}: a median needs at least 5 rounds")
+    began = time.monotonic()
+    invoke("sandbox.down")
+    try:
+        noop = onboard_noop.measure(rounds)
+        deploy = deploy_under_load.measure(rounds, requests)
+        backup = backup_vs_raw.measure(rows, rounds)
+    finally:
+        if not keep:
+            invoke("sandbox.down")
+    day = time.strftime("%Y-%m-%d", time.gmtime())
+    text = report(day, rounds, noop, deploy, backup, (time.monotonic() - began) / 60)
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{day}.md"
+    path.write_text(text)
+    print()
+    print(text)
+    print(f"written: {path.relative_to(REPO)}")
+    return path
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--keep", action="store_true", help="leave the sandbox up")
+    options = parser.parse_args()
+    try:
+        main(options.rounds, options.requests, options.rows, options.keep)
+    except BenchError as error:
+        sys.exit(f"bench: {error}")

@@ -1,0 +1,66 @@
+"""The benchmark's comparisons are fair, shown on a sandbox VPS vigil onboarded:
+
+- the Ansible playbook and the pyinfra deploy in bench/peers/, given vps1's state as exported from
+  vigil's plan, find nothing to change (check mode and a real run), so they check the same state;
+- they are not vacuous: a file whose mode was changed on the host is reported by both in check mode;
+- a no-op vigil run asks the host exactly two round trips (facts, audit line) over one login, as
+  counted from sshd's journal on the host, the way bench/onboard_noop.py counts them.
+
+The peer tools are installed from PyPI into bench/.venv-peers, as `invoke bench` installs them.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.common import run
+from bench.onboard_noop import SshdLog, install_peers, peer_host, vigil_changed
+from bench.peers import ansible_peer, pyinfra_peer
+from bench.peers.export import export
+from tests.e2e.conftest import invoke
+
+PEERS = [ansible_peer, pyinfra_peer]
+
+
+@pytest.fixture(scope="module")
+def exported(provisioned, sandbox, tmp_path_factory):
+    """vps1 settled by a vigil run, its state exported, the peer tools installed: (work dir, [PeerHost])."""
+    install_peers()
+    settled = invoke("provision.server", "--limit=vps1")
+    assert settled.code == 0, settled.stdout[-3000:] + settled.stderr
+    work = tmp_path_factory.mktemp("peers")
+    export("sandbox", "vps1", work)
+    hosts = [peer_host(work, "vps1")]
+    for peer in PEERS:
+        peer.prepare(work, hosts)
+    return work, hosts
+
+
+@pytest.mark.parametrize("peer", PEERS, ids=lambda peer: peer.TOOL)
+def test_a_peer_finds_nothing_to_change_where_vigil_left_the_host_as_wanted(exported, peer):
+    work, hosts = exported
+    for argv, env in (peer.check_command(work, hosts), peer.command(work, hosts)):
+        done = run(argv, env=env)
+        assert peer.changed(done.stdout, done.stderr) == 0, done.stdout[-4000:]
+        assert peer.operations(done.stdout, done.stderr) >= 40
+
+
+def test_the_peers_see_a_file_that_drifted_and_vigil_puts_it_back(exported, sandbox):
+    work, hosts = exported
+    sandbox.ssh("vps1", "chmod 0600 /etc/motd")
+    try:
+        for peer in PEERS:
+            done = run(*peer.check_command(work, hosts))
+            assert peer.changed(done.stdout, done.stderr) == 1, (peer.TOOL, done.stdout[-4000:])
+    finally:
+        restored = invoke("provision.server", "--limit=vps1")
+    assert restored.code == 0 and sandbox.ssh("vps1", "stat -c %a /etc/motd").strip() == "644"
+
+
+def test_a_no_op_vigil_run_asks_the_host_two_round_trips_over_one_login(exported):
+    log = SshdLog("vps1")
+    for _ in range(2):
+        again = invoke("provision.server", "--limit=vps1", "--json")
+        assert again.code == 0, again.stderr
+        assert vigil_changed(again.stdout)[0] == 0
+        assert log.since_mark() == (2, 1)
