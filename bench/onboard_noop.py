@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -150,18 +151,8 @@ def vigil_changed(stdout: str) -> tuple[int, dict[str, int]]:
     return sum(host["changed"] for host in hosts), {host["host"]: len(host["operations"]) for host in hosts}
 
 
-def measure(rounds: int) -> NoopResult:
-    """Boot and onboard the hosts, check the peers do the same job, then the alternating rounds."""
-    hosts = [f"vps{index}" for index in range(1, HOSTS + 1)]
-    versions = install_peers()
-    invoke("sandbox.up", f"--hosts={HOSTS}")
-    if sorted(sandbox_hosts()) != sorted(hosts):
-        raise BenchError(f"{INVENTORY.name}: expected exactly {', '.join(hosts)}; run `invoke sandbox.down` first")
-    first = invoke("provision.server", "--json").seconds
-    WORK.mkdir(mode=0o700, exist_ok=True)
-    work = WORK / "peers"
-    export("sandbox", "vps1", work)
-    target = [peer_host(work, "vps1")]
+def check_peers(work: Path, target: list[PeerHost]) -> None:
+    """Each peer, in check mode then for real, must find nothing to change on the host vigil settled."""
     for name, peer in PEERS.items():
         peer.prepare(work, target)
         for argv_env in (peer.check_command(work, target), peer.command(work, target)):
@@ -171,6 +162,9 @@ def measure(rounds: int) -> NoopResult:
                 raise BenchError(f"{name} would change {changed} thing(s) on vps1 that vigil left as wanted: it is not "
                                  f"doing the same job; fix bench/peers/ ({shlex.join(argv_env[0])})\n{done.stdout[-4000:]}")
 
+
+def rounds_of(rounds: int, hosts: list[str], work: Path, target: list[PeerHost]) -> tuple[dict[str, Measured], dict[str, int]]:
+    """The measured runs, RUNS in an order rotated every round: (name -> Measured, host -> vigil's operations)."""
     logs = {host: SshdLog(host) for host in hosts}
     measured = {name: Measured() for name in RUNS}
     operations: dict[str, int] = {}
@@ -200,6 +194,27 @@ def measure(rounds: int) -> NoopResult:
                 entry.logins.setdefault(host, []).append(logins)
             print(f"round {round_ + 1}: {name:8} {done.seconds:6.2f} s, vps1: {entry.sessions['vps1'][-1]} round trips",
                   flush=True)
+    return measured, operations
+
+
+def measure(rounds: int) -> NoopResult:
+    """Boot and onboard the hosts, check the peers do the same job, then the alternating rounds."""
+    hosts = [f"vps{index}" for index in range(1, HOSTS + 1)]
+    versions = install_peers()
+    invoke("sandbox.up", f"--hosts={HOSTS}")
+    if sorted(sandbox_hosts()) != sorted(hosts):
+        raise BenchError(f"{INVENTORY.name}: expected exactly {', '.join(hosts)}; run `invoke sandbox.down` first")
+    first = invoke("provision.server", "--json").seconds
+    WORK.mkdir(mode=0o700, exist_ok=True)
+    work = WORK / "peers"
+    try:
+        export("sandbox", "vps1", work)
+        target = [peer_host(work, "vps1")]
+        check_peers(work, target)
+        measured, operations = rounds_of(rounds, hosts, work, target)
+    finally:
+        # The manifest's files hold the host's secrets (its TLS key, the webhook's URL): gone with the run.
+        shutil.rmtree(work, ignore_errors=True)
     return NoopResult(rounds, measured, versions, operations, first)
 
 

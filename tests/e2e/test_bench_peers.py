@@ -11,6 +11,8 @@ The peer tools are installed from PyPI into bench/.venv-peers, as `invoke bench`
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 from bench.common import run
@@ -33,7 +35,9 @@ def exported(provisioned, sandbox, tmp_path_factory):
     hosts = [peer_host(work, "vps1")]
     for peer in PEERS:
         peer.prepare(work, hosts)
-    return work, hosts
+    yield work, hosts
+    # The manifest's files hold the host's secrets (its TLS key): not left in pytest's temporary tree.
+    shutil.rmtree(work)
 
 
 @pytest.mark.parametrize("peer", PEERS, ids=lambda peer: peer.TOOL)
