@@ -7,6 +7,7 @@ are pure and tested without SSH. An operation that always changes says so.
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import posixpath
 import re
@@ -250,9 +251,15 @@ class File(Operation):
 _TEMPLATES = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
 
 
+@functools.lru_cache(maxsize=256)
+def _compiled(source: str) -> jinja2.Template:
+    # Compiling is most of a render's cost, and every host of a run renders the same templates.
+    return _TEMPLATES.from_string(source)
+
+
 def render_template(source: str, variables: Mapping[str, Any]) -> str:
     """Render Jinja2 `source` with `variables`; an undefined variable is an error, never ''."""
-    return _TEMPLATES.from_string(source).render(**variables)
+    return _compiled(source).render(**variables)
 
 
 @dataclass

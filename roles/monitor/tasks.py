@@ -8,6 +8,7 @@ root-only env file the probe reads itself.
 """
 
 import dataclasses
+import functools
 import json
 
 from vigil.config import load_playbook, load_role, rel
@@ -29,14 +30,28 @@ MAINTENANCE_FLAG = "/var/www/together-pray/maintenance.on"
 HTTPS_PORT = 443
 
 
+@functools.lru_cache(maxsize=None)
+def onboard_plays() -> tuple[tuple[str, str, frozenset[str]], ...]:
+    """(name, hosts pattern, role names) of each play of playbooks/onboard.yml, read once per run:
+    planning asks for them once per host, and loading roles means parsing YAML and running code."""
+    return tuple((play.name, play.hosts, frozenset(role.name for role in play.roles)) for play in load_playbook("onboard"))
+
+
+@functools.lru_cache(maxsize=None)
+def role_defaults(name: str) -> tuple[dict, str]:
+    """(defaults, where they are written) of roles/<name>, read once per run."""
+    role = load_role(name)
+    return role.defaults, f"{rel(role.path / 'defaults.yml')}:"
+
+
 def onboarded_roles(vars) -> set[str]:
     """The roles playbooks/onboard.yml applies to this host, whichever plays they come from."""
     if vars.inventory is None:
         raise ConfigError(f"{vars.host.name}: roles/monitor needs the inventory to choose the host's checks")
     names = set()
-    for play in load_playbook("onboard"):
-        if vars.host.name in vars.inventory.hosts_in(play.hosts, where=f"playbooks/onboard.yml: {play.name!r} hosts"):
-            names |= {role.name for role in play.roles}
+    for name, hosts, roles in onboard_plays():
+        if vars.host.name in vars.inventory.hosts_in(hosts, where=f"playbooks/onboard.yml: {name!r} hosts"):
+            names |= roles
     return names
 
 
@@ -45,9 +60,9 @@ def with_defaults_of(vars, roles: list[str]):
     yet the probe must see the site and the backups the way roles/nginx and roles/backup set them up."""
     values, origins = {}, {}
     for name in roles:
-        role = load_role(name)
-        values.update(role.defaults)
-        origins.update(dict.fromkeys(role.defaults, f"{rel(role.path / 'defaults.yml')}:"))
+        defaults, where = role_defaults(name)
+        values.update(defaults)
+        origins.update(dict.fromkeys(defaults, where))
     return dataclasses.replace(vars, values={**values, **vars.values}, origins={**origins, **vars.origins})
 
 
