@@ -451,3 +451,44 @@ def test_the_upstream_switch_helper_rewrites_one_upstream_checked(tmp_path, args
     assert f"upstream together_pray_frontend {{ server 127.0.0.1:{frontend}; keepalive 16; }}" in text
     assert ("reloaded" in result.stdout) is (code == 0)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["switch", "upstreams.conf"]  # no temporary file left
+
+
+# What the ufw fact prints when every rule in ufw's files is of a form vigil writes (no `ufw show added`).
+FROM_TUPLES = """Status: active
+Default: drop (incoming), accept (outgoing)
+@@tuples
+### tuple ### allow tcp 22 0.0.0.0/0 any 10.213.1.1 in
+### tuple ### limit tcp 22 0.0.0.0/0 any 0.0.0.0/0 in
+### tuple ### allow tcp 5432 0.0.0.0/0 any 10.213.2.2 in
+### tuple ### limit tcp 22 ::/0 any ::/0 in
+### tuple ### allow udp 51820 ::/0 any 2001:db8::/64 in
+"""
+
+
+def test_rules_read_from_ufw_files_are_worded_as_ufw_show_added_words_them():
+    state = parse_ufw(FROM_TUPLES, 0)
+    assert state.rules == ("allow from 10.213.1.1 to any port 22 proto tcp", "limit 22/tcp",
+                           "allow from 10.213.2.2 to any port 5432 proto tcp", "allow from 2001:db8::/64 to any port 51820 proto udp")
+    assert (state.active, state.defaults) == (True, {"incoming": "drop", "outgoing": "accept"})
+    # Nothing to do against the rules vigil wants: the same words as `ufw show added` would give.
+    wanted = Firewall(["allow from 10.213.1.1 to any port 22 proto tcp", "limit 22/tcp",
+                       "allow from 10.213.2.2 to any port 5432 proto tcp", "allow from 2001:db8::/64 to any port 51820 proto udp"])
+    assert not wanted.plan({"ufw": state}).changes
+
+
+@pytest.mark.parametrize("line, simple", [
+    ("### tuple ### allow tcp 443 0.0.0.0/0 any 0.0.0.0/0 in", True),
+    ("### tuple ### limit tcp 22 ::/0 any ::/0 in", True),
+    ("### tuple ### allow tcp 5432 0.0.0.0/0 any 10.0.0.0/8 in", True),
+    # Anything else makes the fact ask `ufw show added`, which words every kind of rule.
+    ("### tuple ### allow any 22 0.0.0.0/0 any 0.0.0.0/0 in", False),
+    ("### tuple ### allow tcp 80 0.0.0.0/0 any 0.0.0.0/0 in_eth0", False),
+    ("### tuple ### allow tcp 80 0.0.0.0/0 any 0.0.0.0/0 out", False),
+    ("### tuple ### allow tcp 80 10.0.0.1 any 0.0.0.0/0 in", False),
+    ("### tuple ### allow tcp 80 0.0.0.0/0 any 0.0.0.0/0 in comment=7765620a", False),
+    ("### tuple ### allow tcp 8000:8010 0.0.0.0/0 any 0.0.0.0/0 in", False),
+])
+def test_only_rules_in_the_forms_vigil_writes_are_read_from_ufw_files(line, simple):
+    import re
+    from vigil.ufw import SIMPLE_TUPLE
+    assert bool(re.match(SIMPLE_TUPLE, line)) is simple
