@@ -8,11 +8,13 @@ cuts the answer back into each fact's output and exit status.
 from __future__ import annotations
 
 import base64
+import hashlib
 import secrets
+import shlex
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from vigil.commands import Command, cmd, script
+from vigil.commands import Command, _reveal, cmd, script
 
 # Files larger than this are compared by checksum only; their content is not fetched.
 CONTENT_LIMIT = 256 * 1024
@@ -29,6 +31,24 @@ class Fact:
     key: str
     command: Command
     parse: Callable[[str, int], Any]
+    # Set when one command can read this fact together with others of its kind (see Together).
+    together: "Together | None" = None
+
+
+@dataclass(frozen=True)
+class Together:
+    """Facts of one kind that a single command reads at once: a batch asks it once for all of them.
+
+    kind: which facts go together; argument: this fact's part of the shared command;
+    command: the shared command for the arguments, in order; split: its (stdout, status) -> each
+    argument's stdout, in order (ValueError when the answer does not have one part per argument).
+    Example: `systemctl show -p ... -- a.service b.service` answers for both unit facts.
+    """
+
+    kind: str
+    argument: str
+    command: Callable[[tuple[str, ...]], Command]
+    split: Callable[[str, int, int], list[str]]
 
 
 # --- files -----------------------------------------------------------------
@@ -48,13 +68,16 @@ class FileState:
     content: bytes | None = None
 
 
+# One stat; a file small enough to send comes whole (its checksum is computed here, from the content),
+# a bigger one as its checksum only: no process the answer does not need.
 _FILE_SCRIPT = r"""p=$1
 if [ -L "$p" ]; then printf 'link\t\t\t\t0\n'; readlink -- "$p"
 elif [ -e "$p" ]; then
-  stat -c '%F	%a	%U	%G	%s' -- "$p"
+  s=$(stat -c '%F	%a	%U	%G	%s' -- "$p") || exit 1
+  printf '%s\n' "$s"
   if [ -f "$p" ]; then
-    sha256sum -- "$p" | cut -d' ' -f1
-    if [ "$(stat -c %s -- "$p")" -le "$2" ]; then base64 -w0 -- "$p"; echo; fi
+    if [ "${s##*	}" -le "$2" ]; then echo; base64 -w0 -- "$p"; echo
+    else sha256sum -- "$p" | cut -d' ' -f1; fi
   fi
 fi"""
 
@@ -62,7 +85,7 @@ _KINDS = {"regular file": "file", "regular empty file": "file", "directory": "di
 
 
 def parse_file(stdout: str, status: int) -> FileState:
-    """Parse `_FILE_SCRIPT` output: a stat line, then a checksum or link target, then content."""
+    """Parse `_FILE_SCRIPT` output: a stat line, then a checksum (empty when the content follows) or link target, then content."""
     lines = stdout.splitlines()
     if not lines or not lines[0].strip():
         return FileState(kind=None)
@@ -75,16 +98,75 @@ def parse_file(stdout: str, status: int) -> FileState:
         content = base64.b64decode(lines[2]) if len(lines) > 2 else None
         if content is None and state.size == 0:
             content = b""
-        state = FileState(**{**state.__dict__, "sha256": lines[1].strip(), "content": content})
+        checksum = lines[1].strip() or (hashlib.sha256(content).hexdigest() if content is not None else "")
+        state = FileState(**{**state.__dict__, "sha256": checksum, "content": content})
     return state
 
 
+# Every file fact of a batch in one process: what _FILE_SCRIPT prints for each path, in order, each
+# after a line FILE_BREAK. With python3 on the host (Debian's images have it; the monitor role installs
+# it) one interpreter stats and reads them all; without, the shell does, a few processes per path.
+FILE_BREAK = "@@vigil-next-file@@"
+_FILES_PYTHON = r"""
+import base64, grp, hashlib, os, pwd, stat, sys
+limit, names = int(sys.argv[1]), {}
+def name(table, key):
+    if (table, key) not in names:
+        try:
+            names[table, key] = (pwd.getpwuid if table == "u" else grp.getgrgid)(key)[0]
+        except KeyError:
+            names[table, key] = "UNKNOWN"
+    return names[table, key]
+out = sys.stdout
+for path in sys.argv[2:]:
+    out.write("@@vigil-next-file@@\n")
+    try:
+        st = os.lstat(path)
+    except OSError:
+        continue
+    if stat.S_ISLNK(st.st_mode):
+        out.write("link\t\t\t\t0\n" + os.readlink(path) + "\n")
+        continue
+    regular = stat.S_ISREG(st.st_mode)
+    kind = ("regular file" if st.st_size else "regular empty file") if regular else "directory" if stat.S_ISDIR(st.st_mode) else "other"
+    out.write("%s\t%o\t%s\t%s\t%d\n" % (kind, st.st_mode & 0o7777, name("u", st.st_uid), name("g", st.st_gid), st.st_size))
+    if regular:
+        with open(path, "rb") as data:
+            if st.st_size <= limit:
+                out.write("\n" + base64.b64encode(data.read()).decode() + "\n")
+            else:
+                digest = hashlib.sha256()
+                for block in iter(lambda: data.read(1 << 20), b""):
+                    digest.update(block)
+                out.write(digest.hexdigest() + "\n")
+"""
+_FILES_SCRIPT = (
+    'py=$1; limit=$2; shift 2\n'
+    'if command -v python3 >/dev/null 2>&1; then exec python3 -c "$py" "$limit" "$@"; fi\n'
+    'one() {\n' + _FILE_SCRIPT + '\n}\n'
+    'for p; do echo "@@vigil-next-file@@"; ( one "$p" "$limit" ); done'
+)
+
+
+def _files_command(paths: tuple[str, ...]) -> Command:
+    return script(_FILES_SCRIPT, _FILES_PYTHON, str(CONTENT_LIMIT), *paths)
+
+
+def _split_files(stdout: str, status: int, count: int) -> list[str]:
+    parts = stdout.split(FILE_BREAK + "\n")
+    if len(parts) != count + 1 or parts[0].strip():
+        raise ValueError(f"the files' answer holds {len(parts) - 1} files, not {count}")
+    return parts[1:]
+
+
 def file_fact(path: str) -> Fact:
-    """The kind, mode, owner, checksum and (when small) content of `path`, without following links.
+    """The kind, mode, owner, checksum and (when small) content of `path`, without following links
+    (read with every other file fact of the batch, in one process).
 
     Example: file_fact("/etc/timezone")
     """
-    return Fact(f"file:{path}", script(_FILE_SCRIPT, path, str(CONTENT_LIMIT)), parse_file)
+    return Fact(f"file:{path}", script(_FILE_SCRIPT, path, str(CONTENT_LIMIT)), parse_file,
+                together=Together("files", path, _files_command, _split_files))
 
 
 # --- packages --------------------------------------------------------------
@@ -185,13 +267,25 @@ def parse_systemctl_show(stdout: str, status: int) -> UnitState:
     )
 
 
+_UNIT_PROPERTIES = "LoadState,ActiveState,UnitFileState,NeedDaemonReload"
+
+
+def _units_command(units: tuple[str, ...]) -> Command:
+    return cmd("systemctl", "show", "-p", _UNIT_PROPERTIES, "--", *units)
+
+
+def _split_units(stdout: str, status: int, count: int) -> list[str]:
+    """`systemctl show A B`: each unit's properties, in order, separated by an empty line."""
+    parts = stdout.strip("\n").split("\n\n") if stdout.strip() else []
+    if len(parts) != count:
+        raise ValueError(f"systemctl show answered for {len(parts)} units, not {count}")
+    return parts
+
+
 def unit_fact(unit: str) -> Fact:
-    """The state of systemd unit `unit`."""
-    return Fact(
-        f"unit:{unit}",
-        cmd("systemctl", "show", unit, "-p", "LoadState,ActiveState,UnitFileState,NeedDaemonReload"),
-        parse_systemctl_show,
-    )
+    """The state of systemd unit `unit` (read with every other unit fact of the batch, in one systemctl)."""
+    return Fact(f"unit:{unit}", _units_command((unit,)), parse_systemctl_show,
+                together=Together("systemctl-show", unit, _units_command, _split_units))
 
 
 # --- guards and host traits --------------------------------------------------
@@ -231,20 +325,72 @@ def container_fact() -> Fact:
 # --- batching --------------------------------------------------------------
 
 
-def batch_script(facts: list[Fact], nonce: str | None = None) -> tuple[str, str]:
-    """One shell script that runs every fact's command and frames each output.
+@dataclass
+class Batch:
+    """Every fact of `facts` in one shell script; `outputs` cuts its answer back into one per fact.
 
-    Returns (script, nonce). The nonce makes the frame markers impossible to
-    forge from a file's content. The script runs under one sudo, so each fact's
-    own command is rendered without a prefix.
+    Facts that go together (Together) are one command in the script, placed where the first of them
+    was; every other fact is its own. The nonce makes the frame markers impossible to forge from a
+    file's content. The script runs under one sudo, so each command is rendered without a prefix.
     """
-    nonce = nonce or secrets.token_hex(8)
-    lines = []
-    for index, fact in enumerate(facts):
-        lines.append(f"echo '@@{nonce} begin {index}'")
-        lines.append(f"( {fact.command.render(None)} ) 2>/dev/null </dev/null; s=$?")
-        lines.append(f"echo; echo \"@@{nonce} end {index} $s\"")
-    return "\n".join(lines) + "\n", nonce
+
+    facts: list[Fact]
+    nonce: str
+    # Per frame of the script: the indexes (into facts) it answers for, and the Together that joins them.
+    frames: list[tuple[list[int], Together | None]]
+    script: str
+
+    @classmethod
+    def of(cls, facts: list[Fact], nonce: str | None = None) -> "Batch":
+        nonce = nonce or secrets.token_hex(8)
+        frames: list[tuple[list[int], Together | None]] = []
+        joined: dict[str, int] = {}
+        for index, fact in enumerate(facts):
+            if fact.together is None:
+                frames.append(([index], None))
+            elif fact.together.kind in joined:
+                frames[joined[fact.together.kind]][0].append(index)
+            else:
+                joined[fact.together.kind] = len(frames)
+                frames.append(([index], fact.together))
+        functions: dict[str, str] = {}
+        lines = []
+        for number, (members, together) in enumerate(frames):
+            command = together.command(tuple(facts[i].together.argument for i in members)) if together else facts[members[0]].command
+            lines.append(f"echo '@@{nonce} begin {number}'")
+            lines.append(f"( {_as_function_call(command, functions) or command.render(None)} ) 2>/dev/null </dev/null; s=$?")
+            lines.append(f"echo; echo \"@@{nonce} end {number} $s\"")
+        # Each script() body once, as a shell function: a call in a subshell is a fork, where `sh -c BODY`
+        # per fact was a fork and an exec of sh (dozens of file facts share one body).
+        definitions = [f"{name}() {{\n{body}\n}}" for body, name in functions.items()]
+        return cls(facts, nonce, frames, "\n".join(definitions + lines) + "\n")
+
+    def outputs(self, output: str) -> list[tuple[str, int]]:
+        """(stdout, status) per fact, in order; ValueError when a frame is missing or a joined answer is short."""
+        answers = split_batch(output, len(self.frames), self.nonce)
+        per_fact: list[tuple[str, int] | None] = [None] * len(self.facts)
+        for (members, together), (stdout, status) in zip(self.frames, answers, strict=True):
+            parts = together.split(stdout, status, len(members)) if together else [stdout]
+            for index, part in zip(members, parts, strict=True):
+                per_fact[index] = (part, status)
+        return per_fact
+
+
+def batch_script(facts: list[Fact], nonce: str | None = None) -> tuple[str, str]:
+    """One shell script that runs every fact's command and frames each output (see Batch); (script, nonce)."""
+    batch = Batch.of(facts, nonce)
+    return batch.script, batch.nonce
+
+
+def _as_function_call(command: Command, functions: dict[str, str]) -> str | None:
+    """`sh -c BODY vigil ARGS...` (a script() run as the batch's user) as `NAME ARGS...`, NAME defined once
+    per distinct BODY in `functions`; None for any other command. The body reads only "$1", "$2"...,
+    as script() requires, so it means the same as a function's body."""
+    argv = command.argv
+    if command.as_user or len(argv) < 4 or argv[:2] != ("sh", "-c") or argv[3] != "vigil" or not isinstance(argv[2], str):
+        return None
+    name = functions.setdefault(argv[2], f"vigil_fact_{len(functions)}")
+    return " ".join([name, *(shlex.quote(_reveal(token)) for token in argv[4:])])
 
 
 def split_batch(output: str, count: int, nonce: str) -> list[tuple[str, int]]:

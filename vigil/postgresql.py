@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from vigil.commands import Command, Secret, script
-from vigil.facts import Fact
+from vigil.facts import Fact, Together
 from vigil.operations import Operation, text_diff, atomic_write, change, noop
 
 IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -50,6 +50,36 @@ def _literal(value: str) -> str:
 
 # --- facts -------------------------------------------------------------------
 
+# Between the answers of queries asked in one psql (ON_ERROR_STOP: a failure answers for none of them).
+QUERY_BREAK = "@@vigil-next-query"
+
+
+def _queries_command(queries: tuple[str, ...]) -> Command:
+    argv = ["psql", "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1"]
+    for index, query in enumerate(queries):
+        argv += (["-c", f"select '{QUERY_BREAK}'"] if index else []) + ["-c", query]
+    return Command(tuple(argv), as_user="postgres")
+
+
+def _split_queries(stdout: str, status: int, count: int) -> list[str]:
+    if status != 0:
+        return [""] * count  # the server did not answer: each fact's parser sees the status
+    parts = [[]]
+    for line in stdout.splitlines():
+        if line == QUERY_BREAK:
+            parts.append([])
+        else:
+            parts[-1].append(line + "\n")
+    if len(parts) != count:
+        raise ValueError(f"psql answered {len(parts)} queries, not {count}")
+    return ["".join(part) for part in parts]
+
+
+def query_fact(key: str, sql: str, parse) -> Fact:
+    """A fact read by one query as the postgres superuser; a batch asks all of them in one psql."""
+    return Fact(key, psql(sql), parse, together=Together("psql-queries", sql, _queries_command, _split_queries))
+
+
 
 def parse_settings(stdout: str, status: int) -> dict[str, str] | None:
     if status != 0:
@@ -59,8 +89,8 @@ def parse_settings(stdout: str, status: int) -> dict[str, str] | None:
 
 def settings_fact(names: list[str]) -> Fact:
     listed = ", ".join(_literal(name) for name in sorted(names))
-    return Fact(f"postgresql:settings:{','.join(sorted(names))}",
-                psql(f"select name, setting from pg_settings where name in ({listed})"), parse_settings)
+    return query_fact(f"postgresql:settings:{','.join(sorted(names))}",
+                      f"select name, setting from pg_settings where name in ({listed})", parse_settings)
 
 
 def parse_memory_mb(stdout: str, status: int) -> int:
@@ -81,9 +111,9 @@ def parse_role(stdout: str, status: int) -> tuple[bool, str] | None:
 
 
 def role_fact(name: str) -> Fact:
-    return Fact(f"postgresql:role:{name}",
-                psql(f"select 'role', coalesce(rolpassword, '') from pg_authid where rolname = {_literal(_identifier(name))}"),
-                parse_role)
+    return query_fact(f"postgresql:role:{name}",
+                      f"select 'role', coalesce(rolpassword, '') from pg_authid where rolname = {_literal(_identifier(name))}",
+                      parse_role)
 
 
 def parse_database(stdout: str, status: int) -> str | None:
@@ -92,9 +122,9 @@ def parse_database(stdout: str, status: int) -> str | None:
 
 
 def database_fact(name: str) -> Fact:
-    return Fact(f"postgresql:database:{name}",
-                psql(f"select pg_get_userbyid(datdba) from pg_database where datname = {_literal(_identifier(name))}"),
-                parse_database)
+    return query_fact(f"postgresql:database:{name}",
+                      f"select pg_get_userbyid(datdba) from pg_database where datname = {_literal(_identifier(name))}",
+                      parse_database)
 
 
 # --- SCRAM ---------------------------------------------------------------------

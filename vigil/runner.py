@@ -133,11 +133,11 @@ class FactCache:
     def ensure(self, wanted: Sequence[F.Fact]) -> dict[str, Any]:
         missing = list({fact.key: fact for fact in wanted if fact.key not in self.values}.values())
         if missing:
-            body, nonce = F.batch_script(missing)
-            result = self.transport.run(_batch_command(body))
+            batch = F.Batch.of(missing)
+            result = self.transport.run(_batch_command(batch.script))
             self.round_trips += 1
             try:
-                outputs = F.split_batch(result.stdout, len(missing), nonce)
+                outputs = batch.outputs(result.stdout)
             except ValueError:
                 raise HostError(self.host.name, f"reading facts failed (exit {result.status}): {_tail(result.stderr)}") from None
             for fact, (stdout, status) in zip(missing, outputs, strict=True):
