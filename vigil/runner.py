@@ -249,12 +249,15 @@ def run_host(transport: Transport, host_plan: HostPlan, options: RunOptions, pro
     operations = list(host_plan.operations)
     pending_fact = F.file_fact(options.pending_handlers)
     try:
-        known = cache.ensure([pending_fact] + [fact for op in operations for fact in op.facts()])
+        facts_of = [operation.facts() for operation in operations]
+        known = cache.ensure([pending_fact] + [fact for facts in facts_of for fact in facts])
         pending = [line for line in (known[pending_fact.key].content or b"").decode(errors="replace").splitlines() if line]
         notified = [name for name in dict.fromkeys(pending) if name in host_plan.handlers]
         for index, operation in enumerate(operations):
-            # One round trip for the facts of every operation still to come.
-            known = cache.ensure([fact for op in operations[index:] for fact in op.facts()])
+            # Nothing to ask while every fact is known; after a change, one round trip for the facts
+            # of every operation still to come.
+            if not all(fact.key in cache.values for fact in facts_of[index]):
+                known = cache.ensure([fact for facts in facts_of[index:] for fact in facts])
             op_result = _step(transport, host, operation, known, options)
             if op_result.status == CHANGED:
                 new = [name for name in operation.notify if name not in notified]

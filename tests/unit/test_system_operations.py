@@ -492,3 +492,31 @@ def test_only_rules_in_the_forms_vigil_writes_are_read_from_ufw_files(line, simp
     import re
     from vigil.ufw import SIMPLE_TUPLE
     assert bool(re.match(SIMPLE_TUPLE, line)) is simple
+
+
+@pytest.mark.parametrize("node, version", [
+    # A node that is not Debian's /usr/bin/node is asked itself.
+    ("#!/bin/sh\necho v22.3.1\n", (22, 3, 1)),
+    (None, None),  # none on PATH
+])
+def test_the_node_version_fact_asks_a_node_that_dpkg_does_not_own(tmp_path, node, version):
+    import subprocess
+    from vigil.nodejs import node_version_fact
+    if node:
+        (tmp_path / "node").write_text(node)
+        (tmp_path / "node").chmod(0o755)
+    fact = node_version_fact()
+    import shutil
+    (tmp_path / "sh").symlink_to(shutil.which("sh"))
+    done = subprocess.run([str(tmp_path / "sh"), *fact.command.argv[1:]], capture_output=True, text=True,
+                          env={"PATH": str(tmp_path)}, timeout=10)
+    assert fact.parse(done.stdout, done.returncode) == version
+
+
+@pytest.mark.parametrize("stdout, version", [
+    ("v20.19.2\n", (20, 19, 2)),  # Debian's 20.19.2+dfsg-1~deb13u1, as the fact words it
+    ("v18.19.0\n", (18, 19, 0)),
+])
+def test_node_versions_parse(stdout, version):
+    from vigil.nodejs import parse_node_version
+    assert parse_node_version(stdout, 0) == version
