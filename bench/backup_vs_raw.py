@@ -25,7 +25,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import INVENTORY, Spread, alternating, invoke, markdown_table, on_host, sandbox_hosts  # noqa: E402
+from bench.common import (INVENTORY, Spread, alternating, invoke, markdown_table, on_host, sandbox_hosts,  # noqa: E402
+                          wait_until_quiet)
 
 VIGIL = ('id=$(/usr/local/sbin/vigil-backup create bench | python3 -c "import json,sys; print(json.load(sys.stdin)[\'id\'])") '
          '&& /usr/local/sbin/vigil-backup verify "$id" && rm -f /var/backups/vigil/"$id".dump /var/backups/vigil/"$id".json')
@@ -77,6 +78,7 @@ def measure(rows: int, rounds: int) -> BackupResult:
     try:
         for round_ in range(rounds):
             for name in alternating(list(BODIES), round_):
+                wait_until_quiet()
                 seconds[name].append(timed(address, BODIES[name]))
             print(f"round {round_ + 1}: vigil {seconds['vigil'][-1]:.2f} s, raw {seconds['raw'][-1]:.2f} s", flush=True)
     finally:

@@ -90,6 +90,28 @@ class Spread:
         return f"{median} ({self.low:.{digits}f} to {self.high:.{digits}f})"
 
 
+def busy_cores(seconds: float) -> float:
+    """How many of this machine's cores were busy (not idle, not waiting on I/O) over the next `seconds`."""
+    def busy_and_total() -> tuple[int, int]:
+        ticks = [int(field) for field in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        return sum(ticks) - ticks[3] - ticks[4], sum(ticks)
+    busy, total = busy_and_total()
+    time.sleep(seconds)
+    busy_after, total_after = busy_and_total()
+    return (busy_after - busy) / max(1, total_after - total) * (os.cpu_count() or 1)
+
+
+def wait_until_quiet(at_most: float = 0.25, give_up_after: float = 30.0) -> float:
+    """Wait until the machine (which runs the sandbox VPSes too) is nearly idle: a timer on a VPS
+    (apt's daily run, the probe) must not land inside one tool's measurement and not another's.
+    Returns the busy cores last seen; after `give_up_after` seconds it goes on anyway."""
+    deadline = time.monotonic() + give_up_after
+    busy = busy_cores(0.5)
+    while busy > at_most and time.monotonic() < deadline:
+        busy = busy_cores(0.5)
+    return busy
+
+
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cells) + " |" for cells in rows]

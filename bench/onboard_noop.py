@@ -10,7 +10,8 @@ with vigil first: vps1 gets every role (web and database), vps2..vps5 the web ro
      doing the same job, and the benchmark stops.
   2. Each round runs, in an order rotated every round: vigil on vps1, Ansible on vps1, pyinfra on
      vps1, vigil on vps1..vps5. Each is a fresh process, timed from start to exit, and must succeed
-     with 0 changed.
+     with 0 changed. Each starts once this machine is quiet (the VPSes' own timers, apt's daily run
+     or the probe, would otherwise land in one tool's figure and not another's).
   3. SSH round trips are counted on the VPSes themselves, from sshd's journal (LogLevel VERBOSE logs
      every session: a command or a file transfer) read from this machine, so counting adds none.
 
@@ -32,7 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import (INVENTORY, KEY, KNOWN_HOSTS, REPO, VPS_ROOTS, BenchError, Spread, admin_user,  # noqa: E402
-                          alternating, invoke, markdown_table, run, sandbox_hosts)
+                          alternating, invoke, markdown_table, run, sandbox_hosts, wait_until_quiet)
 from bench.peers import ansible_peer, pyinfra_peer  # noqa: E402
 from bench.peers.common import PEERS_BIN, PEERS_VENV, PeerHost  # noqa: E402
 from bench.peers.export import export  # noqa: E402
@@ -172,6 +173,7 @@ def rounds_of(rounds: int, hosts: list[str], work: Path, target: list[PeerHost])
         for name in alternating(RUNS, round_):
             for log in logs.values():
                 log.since_mark()
+            wait_until_quiet()
             if name in PEERS:
                 peer = PEERS[name]
                 done = run(*peer.command(work, target))
