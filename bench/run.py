@@ -118,7 +118,7 @@ def report(day: str, rounds: int, noop, deploy, backup, minutes: float) -> str:
         "",
         deploy.table(),
         "",
-        *([f"Naive restart failures: {deploy.failures()}.", ""] if deploy.failures() else []),
+        *([f"Naive restart failures over all rounds: {deploy.failures()}.", ""] if deploy.failures() else []),
         "## 4. Backup create and verify",
         "",
         f"The app's database on vps1 plus a {backup.rows:,}-row table ({backup.size}), timed on the host.",

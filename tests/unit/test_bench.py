@@ -138,3 +138,21 @@ def test_rounds_rotate_so_no_run_always_goes_first():
 
 def test_a_markdown_table_has_a_header_rule_and_one_line_per_row():
     assert markdown_table(["a", "b"], [["1", "2"]]) == "| a | b |\n|---|---|\n| 1 | 2 |"
+
+
+def section_table(text: str, heading: str) -> list[str]:
+    """The table lines of the section under `heading` (up to the next heading)."""
+    lines = text.split(heading + "\n", 1)[1].split("\n## ", 1)[0].splitlines()
+    return [line for line in lines if line.startswith("|")]
+
+
+def test_the_readme_performance_table_is_the_latest_recorded_results_summary():
+    results = sorted((REPO / "bench" / "results").glob("*.md"))
+    assert results, "bench/results/ holds no recorded run"
+    latest = results[-1]
+    readme = (REPO / "README.md").read_text()
+    performance = readme.split("## Performance\n", 1)[1].split("\n## ", 1)[0]
+    assert f"bench/results/{latest.name}" in performance
+    table = section_table(latest.read_text(), "## Summary")
+    assert len(table) >= 4
+    assert [line for line in performance.splitlines() if line.startswith("|")] == table
