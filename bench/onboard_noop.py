@@ -55,7 +55,8 @@ class SshdLog:
         if not journals:
             raise BenchError(f"{host}: no persistent journal under {VPS_ROOTS / host / 'root/var/log/journal'}")
         self.directory = journals[0]
-        self.cursor = self._entries(["-n", "1"])[-1]["__CURSOR"]
+        last = self._entries(["-n", "1"])
+        self.cursor = last[-1]["__CURSOR"] if last else None
 
     def _entries(self, selection: list[str]) -> list[dict]:
         done = subprocess.run(["journalctl", "-D", str(self.directory), "-o", "json", "--no-pager", *selection],
@@ -65,7 +66,7 @@ class SshdLog:
     def since_mark(self) -> tuple[int, int]:
         """(sessions, logins) logged since the last call (or since this object was made); moves the mark."""
         time.sleep(0.3)  # journald has the lines already; this only rules out a line still on its way
-        entries = self._entries(["--after-cursor", self.cursor])
+        entries = self._entries(["--after-cursor", self.cursor] if self.cursor else [])
         if entries:
             self.cursor = entries[-1]["__CURSOR"]
         messages = [str(entry.get("MESSAGE", "")) for entry in entries]

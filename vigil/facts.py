@@ -104,12 +104,15 @@ def parse_file(stdout: str, status: int) -> FileState:
 
 
 # Every file fact of a batch in one process: what _FILE_SCRIPT prints for each path, in order, each
-# after a line FILE_BREAK. With python3 on the host (Debian's images have it; the monitor role installs
-# it) one interpreter stats and reads them all; without, the shell does, a few processes per path.
-FILE_BREAK = "@@vigil-next-file@@"
+# after a break line that carries a random token (a link target or file name cannot forge it). With
+# python3 on the host (Debian's images have it; the monitor role installs it) one interpreter stats and
+# reads them all; without, the shell does, a few processes per path. A path that cannot be read answers
+# for itself (a stat line without content), never for the others.
+FILE_BREAK = "@@vigil-next-file"
 _FILES_PYTHON = r"""
 import base64, grp, hashlib, os, pwd, stat, sys
-limit, names = int(sys.argv[1]), {}
+marker, limit, names = sys.argv[1].encode() + b"\n", int(sys.argv[2]), {}
+out = sys.stdout.buffer
 def name(table, key):
     if (table, key) not in names:
         try:
@@ -117,44 +120,65 @@ def name(table, key):
         except KeyError:
             names[table, key] = "UNKNOWN"
     return names[table, key]
-out = sys.stdout
-for path in sys.argv[2:]:
-    out.write("@@vigil-next-file@@\n")
+def line(st, kind):
+    return ("%s\t%o\t%s\t%s\t%d\n" % (kind, st.st_mode & 0o7777, name("u", st.st_uid), name("g", st.st_gid), st.st_size)).encode()
+for path in map(os.fsencode, sys.argv[3:]):
+    out.write(marker)
     try:
         st = os.lstat(path)
     except OSError:
         continue
     if stat.S_ISLNK(st.st_mode):
-        out.write("link\t\t\t\t0\n" + os.readlink(path) + "\n")
+        try:
+            out.write(b"link\t\t\t\t0\n" + os.readlink(path) + b"\n")
+        except OSError:
+            out.write(b"link\t\t\t\t0\n\n")
         continue
-    regular = stat.S_ISREG(st.st_mode)
-    kind = ("regular file" if st.st_size else "regular empty file") if regular else "directory" if stat.S_ISDIR(st.st_mode) else "other"
-    out.write("%s\t%o\t%s\t%s\t%d\n" % (kind, st.st_mode & 0o7777, name("u", st.st_uid), name("g", st.st_gid), st.st_size))
-    if regular:
-        with open(path, "rb") as data:
+    if not stat.S_ISREG(st.st_mode):
+        out.write(line(st, "directory" if stat.S_ISDIR(st.st_mode) else "other"))
+        continue
+    try:
+        # Not through a link swapped in since lstat, and never blocking on a fifo swapped in.
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        out.write(line(st, "regular file" if st.st_size else "regular empty file"))
+        continue
+    with os.fdopen(fd, "rb") as data:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            out.write(line(st, "other"))
+            continue
+        out.write(line(st, "regular file" if st.st_size else "regular empty file"))
+        try:
             if st.st_size <= limit:
-                out.write("\n" + base64.b64encode(data.read()).decode() + "\n")
+                out.write(b"\n" + base64.b64encode(data.read()) + b"\n")
             else:
                 digest = hashlib.sha256()
                 for block in iter(lambda: data.read(1 << 20), b""):
                     digest.update(block)
-                out.write(digest.hexdigest() + "\n")
+                out.write(digest.hexdigest().encode() + b"\n")
+        except OSError:
+            pass
 """
 _FILES_SCRIPT = (
-    'py=$1; limit=$2; shift 2\n'
-    'if command -v python3 >/dev/null 2>&1; then exec python3 -c "$py" "$limit" "$@"; fi\n'
+    'marker=$1; py=$2; limit=$3; shift 3\n'
+    'if command -v python3 >/dev/null 2>&1; then exec python3 -c "$py" "$marker" "$limit" "$@"; fi\n'
     'one() {\n' + _FILE_SCRIPT + '\n}\n'
-    'for p; do echo "@@vigil-next-file@@"; ( one "$p" "$limit" ); done'
+    'for p; do printf "%s\\n" "$marker"; ( one "$p" "$limit" ); done'
 )
 
 
 def _files_command(paths: tuple[str, ...]) -> Command:
-    return script(_FILES_SCRIPT, _FILES_PYTHON, str(CONTENT_LIMIT), *paths)
+    return script(_FILES_SCRIPT, f"{FILE_BREAK} {secrets.token_hex(8)}", _FILES_PYTHON, str(CONTENT_LIMIT), *paths)
 
 
 def _split_files(stdout: str, status: int, count: int) -> list[str]:
-    parts = stdout.split(FILE_BREAK + "\n")
-    if len(parts) != count + 1 or parts[0].strip():
+    """Each path's answer, cut at the break line the answer starts with (its token is this run's)."""
+    marker = stdout.split("\n", 1)[0]
+    if not marker.startswith(FILE_BREAK + " "):
+        raise ValueError(f"the files' answer does not start with a break line (exit {status})")
+    parts = stdout.split(marker + "\n")
+    if len(parts) != count + 1 or parts[0]:
         raise ValueError(f"the files' answer holds {len(parts) - 1} files, not {count}")
     return parts[1:]
 
@@ -276,6 +300,8 @@ def _units_command(units: tuple[str, ...]) -> Command:
 
 def _split_units(stdout: str, status: int, count: int) -> list[str]:
     """`systemctl show A B`: each unit's properties, in order, separated by an empty line."""
+    if status != 0 and not stdout.strip():
+        return [""] * count  # systemd did not answer (no bus): each unit reads as not found, as alone
     parts = stdout.strip("\n").split("\n\n") if stdout.strip() else []
     if len(parts) != count:
         raise ValueError(f"systemctl show answered for {len(parts)} units, not {count}")

@@ -138,8 +138,9 @@ class FactCache:
             self.round_trips += 1
             try:
                 outputs = batch.outputs(result.stdout)
-            except ValueError:
-                raise HostError(self.host.name, f"reading facts failed (exit {result.status}): {_tail(result.stderr)}") from None
+            except ValueError as error:
+                raise HostError(self.host.name, f"reading facts failed (exit {result.status}): {error}; "
+                                                f"{_tail(result.stderr)}") from None
             for fact, (stdout, status) in zip(missing, outputs, strict=True):
                 self.values[fact.key] = fact.parse(stdout, status)
         return self.values

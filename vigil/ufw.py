@@ -95,7 +95,9 @@ def ufw_fact() -> Fact:
         '. /etc/default/ufw 2>/dev/null; '
         'echo "Default: $(echo ${DEFAULT_INPUT_POLICY:-DROP} | tr A-Z a-z) (incoming), '
         '$(echo ${DEFAULT_OUTPUT_POLICY:-ACCEPT} | tr A-Z a-z) (outgoing)"; '
-        'tuples=$(grep -h "^### tuple ###" /etc/ufw/user.rules /etc/ufw/user6.rules 2>/dev/null); '
+        # With IPV6=no ufw leaves user6.rules alone, and so does this.
+        'rules=/etc/ufw/user.rules; [ "$IPV6" = yes ] && rules="$rules /etc/ufw/user6.rules"; '
+        'tuples=$(grep -h "^### tuple ###" $rules 2>/dev/null); '
         'if [ -z "$tuples" ] || printf "%s\\n" "$tuples" | grep -qvE "$1"; then echo @@added; ufw show added; '
         'else echo @@tuples; printf "%s\\n" "$tuples"; fi', SIMPLE_TUPLE), parse_ufw)
 

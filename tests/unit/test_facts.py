@@ -163,3 +163,15 @@ def test_queries_asked_in_one_psql_are_cut_at_the_breaks_and_a_failure_answers_n
     assert parse_role(role, 0) == (True, "SCRAM-SHA-256$x") and parse_database(owner, 0) == "app"
     down = batch.outputs("@@n begin 0\npsql: error: connection refused\n\n@@n end 0 2\n")
     assert [parse_role(down[0][0], down[0][1]), parse_database(down[1][0], down[1][1])] == [None, None]
+
+
+def test_a_path_that_cannot_be_read_or_forges_a_break_answers_only_for_itself(tmp_path):
+    (tmp_path / "before").write_text("a\n")
+    (tmp_path / "after").write_text("b\n")
+    forged = tmp_path / "forged"
+    forged.symlink_to(f"x\n{F.FILE_BREAK} 0000000000000000\nregular file\t644\troot\troot\t1\n")
+    paths = [str(tmp_path / "before"), str(forged), "/proc/self/mem", str(tmp_path / "after")]
+    known = FactCache(LocalTransport(), host=None).ensure([F.file_fact(path) for path in paths])
+    assert known[f"file:{tmp_path / 'before'}"].content == b"a\n" and known[f"file:{tmp_path / 'after'}"].content == b"b\n"
+    assert known[f"file:{forged}"].kind == "link"
+    assert known["file:/proc/self/mem"].kind == "file" and known["file:/proc/self/mem"].content is None
