@@ -11,6 +11,7 @@ The peer tools are installed from PyPI into bench/.venv-peers, as `invoke bench`
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
@@ -18,6 +19,7 @@ import pytest
 from bench.common import run
 from bench.onboard_noop import SshdLog, install_peers, peer_host, vigil_changed
 from bench.peers import ansible_peer, pyinfra_peer
+from bench.peers.common import PEERS_BIN, PeerHost
 from bench.peers.export import export
 from tests.e2e.conftest import invoke
 
@@ -59,6 +61,19 @@ def test_the_peers_see_a_file_that_drifted_and_vigil_puts_it_back(exported, sand
     finally:
         restored = invoke("provision.server", "--limit=vps1")
     assert restored.code == 0 and sandbox.ssh("vps1", "stat -c %a /etc/motd").strip() == "644"
+
+
+def test_ansible_reads_the_inventory_prepare_writes_as_written(exported, tmp_path):
+    """The peer's inventory for two hosts, as ansible-inventory itself reads it (the tools are installed here)."""
+    key, known = tmp_path / "keys dir" / "id_ed25519", tmp_path / "known_hosts"
+    given = [PeerHost("vps1", "10.213.1.2", 22, "ops", key, known, tmp_path / "vps1" / "manifest.json"),
+             PeerHost("vps2", "10.213.2.2", 2222, "ops", key, known, tmp_path / "vps2" / "manifest.json")]
+    ansible_peer.prepare(tmp_path, given)
+    done = run([str(PEERS_BIN / "ansible-inventory"), "-i", str(tmp_path / ansible_peer.INVENTORY), "--list"],
+               env={"ANSIBLE_CONFIG": str(ansible_peer.CONFIG), "HOME": str(tmp_path)})
+    hostvars = json.loads(done.stdout)["_meta"]["hostvars"]
+    assert hostvars["vps2"]["ansible_port"] == 2222
+    assert hostvars["vps1"]["vigil_manifest"] == str(given[0].manifest)
 
 
 def test_a_no_op_vigil_run_asks_the_host_two_round_trips_over_one_login(exported):

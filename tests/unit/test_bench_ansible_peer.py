@@ -7,7 +7,6 @@ import configparser
 import json
 import shlex
 import stat
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -209,15 +208,3 @@ def test_every_handler_vigil_notifies_is_one_the_playbook_listens_for():
                                                             else task.get("notify") or [])}
     notified |= {name for sets in play["vars"]["handled"].values() for handler_set in sets for name in handler_set}
     assert notified <= listening
-
-
-@pytest.mark.skipif(not (PEERS_BIN / "ansible-inventory").exists(), reason="bench/.venv-peers is not installed")
-def test_ansible_reads_the_inventory_as_written(tmp_path):
-    given = hosts(tmp_path)
-    peer.prepare(tmp_path, given)
-    done = subprocess.run([str(PEERS_BIN / "ansible-inventory"), "-i", str(tmp_path / peer.INVENTORY), "--list"],
-                          capture_output=True, text=True, check=True, stdin=subprocess.DEVNULL,
-                          env={"ANSIBLE_CONFIG": str(peer.CONFIG), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
-    hostvars = json.loads(done.stdout)["_meta"]["hostvars"]
-    assert hostvars["vps2"]["ansible_port"] == 2222
-    assert hostvars["vps1"]["vigil_manifest"] == str(given[0].manifest)
