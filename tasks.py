@@ -2,12 +2,12 @@
 
 from invoke import Collection
 
-from vigil.tasks import audit, backup, bench, ci, deploy, incident, provision, sandbox, secrets
+from vigil.cli import audit, backup, bench, ci, deploy, incident, provision, sandbox, vault
 
 ns = Collection()
 ns.add_collection(sandbox.ns)
 ns.add_collection(provision.ns)
-ns.add_collection(secrets.ns)
+ns.add_collection(vault.ns)  # secrets.*
 ns.add_collection(deploy.ns)
 ns.add_collection(backup.ns)
 ns.add_collection(incident.ns)

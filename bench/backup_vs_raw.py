@@ -25,15 +25,29 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import (INVENTORY, Spread, alternating, invoke, markdown_table, on_host, sandbox_hosts,  # noqa: E402
-                          wait_until_quiet)
+from bench.common import (  # noqa: E402
+    INVENTORY,
+    Spread,
+    alternating,
+    invoke,
+    markdown_table,
+    on_host,
+    sandbox_hosts,
+    wait_until_quiet,
+)
 
-VIGIL = ('id=$(/usr/local/sbin/vigil-backup create bench | python3 -c "import json,sys; print(json.load(sys.stdin)[\'id\'])") '
-         '&& /usr/local/sbin/vigil-backup verify "$id" && rm -f /var/backups/vigil/"$id".dump /var/backups/vigil/"$id".json')
-RAW = ('cd / && runuser -u postgres -- pg_dump -Fc -d together_pray -f /var/lib/postgresql/bench-raw.dump '
-       '&& runuser -u postgres -- createdb -T template0 bench_raw '
-       '&& runuser -u postgres -- pg_restore --no-owner --no-acl --exit-on-error -d bench_raw /var/lib/postgresql/bench-raw.dump '
-       '&& runuser -u postgres -- dropdb bench_raw && rm -f /var/lib/postgresql/bench-raw.dump')
+VIGIL = (
+    "id=$(/usr/local/sbin/vigil-backup create bench "
+    "| python3 -c \"import json,sys; print(json.load(sys.stdin)['id'])\") "
+    '&& /usr/local/sbin/vigil-backup verify "$id" && rm -f /var/backups/vigil/"$id".dump /var/backups/vigil/"$id".json'
+)
+RAW = (
+    "cd / && runuser -u postgres -- pg_dump -Fc -d together_pray -f /var/lib/postgresql/bench-raw.dump "
+    "&& runuser -u postgres -- createdb -T template0 bench_raw "
+    "&& runuser -u postgres -- pg_restore --no-owner --no-acl --exit-on-error "
+    "-d bench_raw /var/lib/postgresql/bench-raw.dump "
+    "&& runuser -u postgres -- dropdb bench_raw && rm -f /var/lib/postgresql/bench-raw.dump"
+)
 BODIES = {"vigil": VIGIL, "raw": RAW}
 TARGET = 1.2
 
@@ -82,7 +96,9 @@ def measure(rows: int, rounds: int) -> BackupResult:
                 seconds[name].append(timed(address, BODIES[name]))
             print(f"round {round_ + 1}: vigil {seconds['vigil'][-1]:.2f} s, raw {seconds['raw'][-1]:.2f} s", flush=True)
     finally:
-        on_host(address, "cd / && runuser -u postgres -- psql -X -q -d together_pray -c 'DROP TABLE IF EXISTS bench_rows'")
+        on_host(
+            address, "cd / && runuser -u postgres -- psql -X -q -d together_pray -c 'DROP TABLE IF EXISTS bench_rows'"
+        )
     return BackupResult(rows, size, seconds)
 
 

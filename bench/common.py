@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
+from vigil.core.yaml_loader import load_yaml
 
 REPO = Path(__file__).resolve().parents[1]
 INVENTORY = REPO / "inventory" / "sandbox.yml"
@@ -52,18 +52,36 @@ def invoke(*args: str, env: dict[str, str] | None = None) -> Ran:
 
 def sandbox_hosts() -> dict[str, dict]:
     """The sandbox inventory's hosts: name -> {address, ...}."""
-    return yaml.safe_load(INVENTORY.read_text())["hosts"]
+    return load_yaml(INVENTORY)["hosts"]
 
 
 def admin_user() -> str:
-    return yaml.safe_load(INVENTORY.read_text())["defaults"]["admin_user"]
+    return load_yaml(INVENTORY)["defaults"]["admin_user"]
 
 
 def on_host(address: str, script: str, timeout: float = 3600) -> str:
     """A shell script as root on a VPS (the admin user, through sudo); its stdout."""
-    done = subprocess.run(["ssh", "-i", str(KEY), "-o", f"UserKnownHostsFile={KNOWN_HOSTS}", "-o", "StrictHostKeyChecking=yes",
-                           "-o", "BatchMode=yes", "-F", "/dev/null", f"{admin_user()}@{address}", "sudo -n sh -s"],
-                          input=script, capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run(
+        [
+            "ssh",
+            "-i",
+            str(KEY),
+            "-o",
+            f"UserKnownHostsFile={KNOWN_HOSTS}",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "BatchMode=yes",
+            "-F",
+            "/dev/null",
+            f"{admin_user()}@{address}",
+            "sudo -n sh -s",
+        ],
+        input=script,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     if done.returncode != 0:
         raise BenchError(f"on {address}: exited {done.returncode}: {done.stderr[-2000:]}")
     return done.stdout

@@ -32,9 +32,21 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import (CA, INVENTORY, KEY, KNOWN_HOSTS, REPO, Spread, alternating, invoke,  # noqa: E402
-                          markdown_table, on_host, sandbox_hosts)
-from vigil.load import LoadLoop, LoadResult  # noqa: E402
+from bench.common import (  # noqa: E402
+    CA,
+    INVENTORY,
+    KEY,
+    KNOWN_HOSTS,
+    REPO,
+    Spread,
+    alternating,
+    invoke,
+    markdown_table,
+    on_host,
+    sandbox_hosts,
+)
+from tests.support.load import LoadLoop, LoadResult  # noqa: E402
+from vigil.core.yaml_loader import load_yaml
 
 PAGE_TEXT = "Welcome. May this be a place of peace"
 KINDS = ["steady", "vigil", "naive"]
@@ -48,7 +60,10 @@ def live_unit() -> str:
 
 
 def under_load(address: str, requests: int, action) -> tuple[LoadResult, float]:
-    """`action` while the load loop runs; the loop goes on until `requests` answers. Returns (load, action's seconds)."""
+    """`action` while the load loop runs; the loop goes on until `requests` answers.
+
+    Returns (load, action's seconds).
+    """
     with LoadLoop(f"https://{address}/", expect=PAGE_TEXT, verify=str(CA), min_requests=requests,
                   max_requests=requests * 20, max_seconds=600) as load:
         time.sleep(1)
@@ -59,13 +74,17 @@ def under_load(address: str, requests: int, action) -> tuple[LoadResult, float]:
 def new_release_inventory(scratch: Path) -> Path:
     """A copy of the sandbox inventory whose backend is a copy of the sample with one comment added: a new release."""
     source = scratch / "backend"
-    shutil.copytree(REPO / "examples" / "together-pray" / "backend", source, ignore=shutil.ignore_patterns("node_modules", "dist"))
+    shutil.copytree(
+        REPO / "examples" / "together-pray" / "backend", source, ignore=shutil.ignore_patterns("node_modules", "dist")
+    )
     main = source / "src" / "main.ts"
     main.write_text(main.read_text() + f"// benchmark release {time.time_ns()}\n")
-    data = yaml.safe_load(INVENTORY.read_text())
+    data = load_yaml(INVENTORY)
     data["defaults"]["ssh_key"] = str(KEY)
-    data["vars"]["app_services"] = {"backend": {"kind": "node", "source": str(source), "ref": ""},
-                                    "frontend": {"kind": "next-standalone", "source": "examples/together-pray/frontend", "ref": ""}}
+    data["vars"]["app_services"] = {
+        "backend": {"kind": "node", "source": str(source), "ref": ""},
+        "frontend": {"kind": "next-standalone", "source": "examples/together-pray/frontend", "ref": ""},
+    }
     inventory = scratch / "inventory"
     inventory.mkdir()
     (inventory / "sandbox.yml").write_text(yaml.safe_dump(data, sort_keys=False))
@@ -107,7 +126,11 @@ def measure(rounds: int, requests: int) -> DeployResult:
     """Deploy the sample on vps1 if needed, then alternate the loops, then the unloaded deploys."""
     if not INVENTORY.exists():
         invoke("sandbox.up", "--hosts=1")
-    for step in (("provision.server", "--limit=vps1"), ("secrets.push", "--limit=vps1"), ("deploy.all", "--limit=vps1")):
+    for step in (
+        ("provision.server", "--limit=vps1"),
+        ("secrets.push", "--limit=vps1"),
+        ("deploy.all", "--limit=vps1"),
+    ):
         invoke(*step)
     address = sandbox_hosts()["vps1"]["address"]
 

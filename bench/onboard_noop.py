@@ -32,8 +32,22 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import (INVENTORY, KEY, KNOWN_HOSTS, REPO, VPS_ROOTS, BenchError, Spread, admin_user,  # noqa: E402
-                          alternating, invoke, markdown_table, run, sandbox_hosts, wait_until_quiet)
+from bench.common import (  # noqa: E402
+    INVENTORY,
+    KEY,
+    KNOWN_HOSTS,
+    REPO,
+    VPS_ROOTS,
+    BenchError,
+    Spread,
+    admin_user,
+    alternating,
+    invoke,
+    markdown_table,
+    run,
+    sandbox_hosts,
+    wait_until_quiet,
+)
 from bench.peers import ansible_peer, pyinfra_peer  # noqa: E402
 from bench.peers.common import PEERS_BIN, PEERS_VENV, PeerHost  # noqa: E402
 from bench.peers.export import export  # noqa: E402
@@ -161,11 +175,15 @@ def check_peers(work: Path, target: list[PeerHost]) -> None:
             done = run(*argv_env)
             changed = peer.changed(done.stdout, done.stderr)
             if changed:
-                raise BenchError(f"{name} would change {changed} thing(s) on vps1 that vigil left as wanted: it is not "
-                                 f"doing the same job; fix bench/peers/ ({shlex.join(argv_env[0])})\n{done.stdout[-4000:]}")
+                raise BenchError(
+                    f"{name} would change {changed} thing(s) on vps1 that vigil left as wanted: it is not "
+                    f"doing the same job; fix bench/peers/ ({shlex.join(argv_env[0])})\n{done.stdout[-4000:]}"
+                )
 
 
-def rounds_of(rounds: int, hosts: list[str], work: Path, target: list[PeerHost]) -> tuple[dict[str, Measured], dict[str, int]]:
+def rounds_of(
+    rounds: int, hosts: list[str], work: Path, target: list[PeerHost]
+) -> tuple[dict[str, Measured], dict[str, int]]:
     """The measured runs, RUNS in an order rotated every round: (name -> Measured, host -> vigil's operations)."""
     logs = {host: SshdLog(host) for host in hosts}
     measured = {name: Measured() for name in RUNS}

@@ -48,29 +48,54 @@ def summary(noop: onboard_noop.NoopResult, deploy: deploy_under_load.DeployResul
         return f"{value:.2f} (target at most {target}): {'met' if value <= target else 'missed'}"
 
     rows = [
-        ["no-op onboarding re-run, 1 host", f"{median['vigil']:.2f} s", f"Ansible {median['ansible']:.2f} s",
-         verdict(noop.ratio("vigil", "ansible"), onboard_noop.TARGETS["vigil/ansible"])],
-        ["no-op onboarding re-run, 1 host", f"{median['vigil']:.2f} s", f"pyinfra {median['pyinfra']:.2f} s",
-         verdict(noop.ratio("vigil", "pyinfra"), onboard_noop.TARGETS["vigil/pyinfra"])],
-        [f"no-op onboarding re-run, {onboard_noop.HOSTS} hosts", f"{median['vigil-5']:.2f} s",
-         f"vigil, 1 host {median['vigil']:.2f} s",
-         verdict(noop.ratio("vigil-5", "vigil"), onboard_noop.TARGETS["vigil-5/vigil"])],
-        ["SSH round trips per host, no-op onboarding", f"{trips['vigil']} ({noop.measured['vigil'].operations} operations)",
-         f"Ansible {trips['ansible']}, pyinfra {trips['pyinfra']}",
-         "the same on every host, whatever its operations" if noop.constant_round_trips() else "VARIES with the host"],
-        ["failed requests during a backend deploy", failed("vigil"), f"naive restart {failed('naive')}",
-         "zero downtime" if failed("vigil") == "0" else "REQUESTS FAILED"],
+        [
+            "no-op onboarding re-run, 1 host",
+            f"{median['vigil']:.2f} s",
+            f"Ansible {median['ansible']:.2f} s",
+            verdict(noop.ratio("vigil", "ansible"), onboard_noop.TARGETS["vigil/ansible"]),
+        ],
+        [
+            "no-op onboarding re-run, 1 host",
+            f"{median['vigil']:.2f} s",
+            f"pyinfra {median['pyinfra']:.2f} s",
+            verdict(noop.ratio("vigil", "pyinfra"), onboard_noop.TARGETS["vigil/pyinfra"]),
+        ],
+        [
+            f"no-op onboarding re-run, {onboard_noop.HOSTS} hosts",
+            f"{median['vigil-5']:.2f} s",
+            f"vigil, 1 host {median['vigil']:.2f} s",
+            verdict(noop.ratio("vigil-5", "vigil"), onboard_noop.TARGETS["vigil-5/vigil"]),
+        ],
+        [
+            "SSH round trips per host, no-op onboarding",
+            f"{trips['vigil']} ({noop.measured['vigil'].operations} operations)",
+            f"Ansible {trips['ansible']}, pyinfra {trips['pyinfra']}",
+            "the same on every host, whatever its operations"
+            if noop.constant_round_trips()
+            else "VARIES with the host",
+        ],
+        [
+            "failed requests during a backend deploy",
+            failed("vigil"),
+            f"naive restart {failed('naive')}",
+            "zero downtime" if failed("vigil") == "0" else "REQUESTS FAILED",
+        ],
         ["p99 latency during a backend deploy", p99("vigil"), f"steady state {p99('steady')}", ""],
-        ["backup create + verify", f"{Spread.of(backup.seconds['vigil']).median:.2f} s",
-         f"raw pg_dump + pg_restore {Spread.of(backup.seconds['raw']).median:.2f} s",
-         verdict(backup.ratio, backup_vs_raw.TARGET)],
+        [
+            "backup create + verify",
+            f"{Spread.of(backup.seconds['vigil']).median:.2f} s",
+            f"raw pg_dump + pg_restore {Spread.of(backup.seconds['raw']).median:.2f} s",
+            verdict(backup.ratio, backup_vs_raw.TARGET),
+        ],
     ]
     return markdown_table(["what", "vigil (median)", "compared with (median)", "ratio or result"], rows)
 
 
 def commit() -> str:
     done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True, text=True)
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True, text=True
+    )
     return (done.stdout.strip() or "unknown") + (" (with uncommitted changes)" if dirty.stdout.strip() else "")
 
 

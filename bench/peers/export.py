@@ -23,17 +23,29 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from vigil.commands import Command, Secret  # noqa: E402
-from vigil.config import load_inventory  # noqa: E402
-from vigil.nodejs import NodeVersion  # noqa: E402
-from vigil.operations import (Absent, AptPackages, Directory, File, Guarded, Swapfile, Symlink,  # noqa: E402
-                              SystemdUnit, TimeSync, User)
-from vigil.play import build_host_plans  # noqa: E402
-from vigil.postgresql import (HBA_BEGIN, HBA_END, PostgresClients, PostgresDatabase, PostgresRole,  # noqa: E402
-                              PostgresSettings, memory_fact)
-from vigil.runner import HostPlan  # noqa: E402
-from vigil.transport import SSHTransport  # noqa: E402
-from vigil.ufw import Firewall  # noqa: E402
+from vigil.core.commands import Command, Secret  # noqa: E402
+from vigil.core.connectors.ssh import SSHTransport  # noqa: E402
+from vigil.core.inventory import load_inventory  # noqa: E402
+from vigil.core.playbook import build_host_plans  # noqa: E402
+from vigil.core.runner import HostPlan  # noqa: E402
+from vigil.facts.host import memory_fact  # noqa: E402
+from vigil.operations.apt import AptPackages  # noqa: E402
+from vigil.operations.files import Absent, Directory, File, Symlink  # noqa: E402
+from vigil.operations.guarded import Guarded  # noqa: E402
+from vigil.operations.nodejs import NodeVersion  # noqa: E402
+from vigil.operations.postgresql import (  # noqa: E402
+    HBA_BEGIN,
+    HBA_END,
+    PostgresClients,
+    PostgresDatabase,
+    PostgresRole,
+    PostgresSettings,
+)
+from vigil.operations.system import Swapfile, TimeSync  # noqa: E402
+from vigil.operations.systemd import SystemdUnit  # noqa: E402
+from vigil.operations.ufw import Firewall  # noqa: E402
+from vigil.operations.users import User  # noqa: E402
+from vigil.vault.store import lookup  # noqa: E402
 
 # The handlers the peers define (by these names): an operation notifying any other is an error.
 HANDLERS = ("reload ssh", "confirm ssh login", "restart fail2ban", "reload nginx", "reload systemd",
@@ -160,7 +172,7 @@ def export(env: str, limit: str, work: Path) -> list[Path]:
     work.mkdir(parents=True, exist_ok=True)
     work.chmod(0o700)
     written = []
-    for host_plan in build_host_plans(inventory, "onboard", limit, {}):
+    for host_plan in build_host_plans(inventory, "onboard", limit, {}, lookup(env)):
         if host_plan.refused:
             raise SystemExit(f"{host_plan.host.name}: {host_plan.refused.step}: {host_plan.refused.reason}")
         directory = work / host_plan.host.name

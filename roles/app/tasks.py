@@ -9,9 +9,11 @@ task (migrations), all started through /usr/local/sbin/vigil-app-unit.
 import re
 import shlex
 
-from vigil.build import app_sources
-from vigil.errors import ConfigError
-from vigil.operations import DaemonReload, Directory, File, render_template
+from vigil.core.errors import ConfigError
+from vigil.core.operations import render_template
+from vigil.deploy.build import app_sources
+from vigil.operations.files import Directory, File
+from vigil.operations.systemd import DaemonReload
 
 COLORS = ("blue", "green")
 TASK_NAME = r"[a-z][a-z0-9-]{0,30}"
@@ -31,7 +33,9 @@ def tasks(role, vars):
     operations = [
         Directory(root, mode="0755", name=f"Ensure {root} exists."),
         # As secrets.push makes it: the app reads its env files, nobody else lists them.
-        Directory(config_dir, owner="root", group=app, mode="0750", name=f"Ensure {config_dir} is readable by the app only."),
+        Directory(
+            config_dir, owner="root", group=app, mode="0750", name=f"Ensure {config_dir} is readable by the app only."
+        ),
     ]
     for service, source in services.items():
         ports = color_ports(vars, service)
@@ -68,8 +72,10 @@ def color_ports(vars, service: str) -> dict[str, int]:
     key = f"nginx_{service}_ports"
     ports = vars.get(key)
     if not isinstance(ports, dict) or set(ports) != set(COLORS):
-        raise ConfigError(f"{vars.where(key) if key in vars.values else key}: the app role needs {{blue: PORT, green: PORT}} "
-                          f"for {service} (nginx_{service}_ports, run in the same play)")
+        raise ConfigError(
+            f"{vars.where(key) if key in vars.values else key}: the app role needs {{blue: PORT, green: PORT}} "
+            f"for {service} (nginx_{service}_ports, run in the same play)"
+        )
     return ports
 
 

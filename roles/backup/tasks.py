@@ -8,8 +8,11 @@ leave the host (backup.pull).
 
 import json
 
-from vigil.errors import ConfigError
-from vigil.operations import AptPackages, DaemonReload, Directory, File, SystemdUnit, render_template
+from vigil.core.errors import ConfigError
+from vigil.core.operations import render_template
+from vigil.operations.apt import AptPackages
+from vigil.operations.files import Directory, File
+from vigil.operations.systemd import DaemonReload, SystemdUnit
 
 HELPER = "/usr/local/sbin/vigil-backup"
 CONFIG = "/etc/vigil/backup.json"
@@ -38,14 +41,24 @@ def tasks(role, vars):
                                    ("verify", "verify --latest", "backup_verify_schedule")):
         calendar = vars.string(schedule, CALENDAR)
         timers += [
-            File(f"/etc/systemd/system/vigil-backup-{job}.service",
-                 render_template(role.template("job.service.j2"), {**units, "job": job, "command": f"{HELPER} {command}",
-                                                                  "prune": job == "create"}),
-                 notify=("reload systemd",), name=f"Ensure the {job} job runs {HELPER} {command}."),
-            File(f"/etc/systemd/system/vigil-backup-{job}.timer",
-                 render_template(role.template("job.timer.j2"), {"job": job, "calendar": calendar,
-                                                                "delay": vars.integer("backup_randomized_delay", minimum=0)}),
-                 notify=("reload systemd",), name=f"Ensure the {job} timer fires at {calendar}."),
+            File(
+                f"/etc/systemd/system/vigil-backup-{job}.service",
+                render_template(
+                    role.template("job.service.j2"),
+                    {**units, "job": job, "command": f"{HELPER} {command}", "prune": job == "create"},
+                ),
+                notify=("reload systemd",),
+                name=f"Ensure the {job} job runs {HELPER} {command}.",
+            ),
+            File(
+                f"/etc/systemd/system/vigil-backup-{job}.timer",
+                render_template(
+                    role.template("job.timer.j2"),
+                    {"job": job, "calendar": calendar, "delay": vars.integer("backup_randomized_delay", minimum=0)},
+                ),
+                notify=("reload systemd",),
+                name=f"Ensure the {job} timer fires at {calendar}.",
+            ),
         ]
     return [
         AptPackages(["age"], name="Ensure age is installed (backups leave the host encrypted)."),

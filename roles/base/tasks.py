@@ -1,6 +1,10 @@
 """The base role: time zone and clock sync, login banner, base packages, automatic security updates, swap."""
 
-from vigil.operations import AptPackages, File, Swapfile, Symlink, SystemdUnit, TimeSync, render_template
+from vigil.core.operations import render_template
+from vigil.operations.apt import AptPackages
+from vigil.operations.files import File, Symlink
+from vigil.operations.system import Swapfile, TimeSync
+from vigil.operations.systemd import SystemdUnit
 
 TIMEZONE_PATTERN = r"[A-Za-z_]+(/[A-Za-z0-9_+-]+)*"
 PACKAGE_PATTERN = r"[a-z0-9][a-z0-9+.-]+"

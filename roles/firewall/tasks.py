@@ -1,8 +1,11 @@
 """The firewall role: ufw with only SSH (rate-limited) and the web ports open, and fail2ban for sshd."""
 
-from vigil.errors import ConfigError
-from vigil.operations import AptPackages, File, ServiceAction, SystemdUnit, render_template
-from vigil.ufw import Firewall, ufw_source
+from vigil.core.errors import ConfigError
+from vigil.core.operations import render_template
+from vigil.operations.apt import AptPackages
+from vigil.operations.files import File
+from vigil.operations.systemd import ServiceAction, SystemdUnit
+from vigil.operations.ufw import Firewall, ufw_source
 
 DURATION = r"[0-9]+[smhdw]?"
 

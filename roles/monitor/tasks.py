@@ -11,11 +11,15 @@ import dataclasses
 import functools
 import json
 
-from vigil.config import load_playbook, load_role, rel
-from vigil.errors import ConfigError, MissingSecretError
-from vigil.operations import AptPackages, DaemonReload, Directory, File, SystemdUnit, render_template
-from vigil.secrets import render_dotenv
-from vigil.validate import address
+from vigil.core.errors import ConfigError, MissingSecretError
+from vigil.core.operations import render_template
+from vigil.core.paths import rel
+from vigil.core.roles import load_playbook, load_role
+from vigil.core.validation import address
+from vigil.operations.apt import AptPackages
+from vigil.operations.files import Directory, File
+from vigil.operations.systemd import DaemonReload, SystemdUnit
+from vigil.vault.env_files import render_dotenv
 
 PROBE = "/usr/local/sbin/vigil-probe"
 SETTINGS = "/etc/vigil/probe.json"
@@ -34,7 +38,9 @@ HTTPS_PORT = 443
 def onboard_plays() -> tuple[tuple[str, str, frozenset[str]], ...]:
     """(name, hosts pattern, role names) of each play of playbooks/onboard.yml, read once per run:
     planning asks for them once per host, and loading roles means parsing YAML and running code."""
-    return tuple((play.name, play.hosts, frozenset(role.name for role in play.roles)) for play in load_playbook("onboard"))
+    return tuple(
+        (play.name, play.hosts, frozenset(role.name for role in play.roles)) for play in load_playbook("onboard")
+    )
 
 
 @functools.lru_cache(maxsize=None)
@@ -95,7 +101,9 @@ def probe_settings(vars, checks: list[str]) -> dict:
     if "backend" in checks:
         settings["site"] = {
             # As roles/nginx names the site: the TLS server name and Host header the probe sends.
-            "server_name": address(others.get("nginx_server_name") or vars.host.address, others.where("nginx_server_name")),
+            "server_name": address(
+                others.get("nginx_server_name") or vars.host.address, others.where("nginx_server_name")
+            ),
             "port": HTTPS_PORT,
             "backend_path": BACKEND_PATH,
             "frontend_path": FRONTEND_PATH,

@@ -5,13 +5,16 @@ import urllib.parse
 
 from cryptography import x509
 
-from vigil import tls
-from vigil.commands import cmd, script
-from vigil.config import REPO_ROOT, rel
-from vigil.errors import ConfigError
-from vigil.operations import (Absent, AptPackages, Directory, File, Guarded, ServiceAction, Symlink, SystemdUnit,
-                              render_template)
-from vigil.validate import address
+from vigil.core.commands import cmd, script
+from vigil.core.errors import ConfigError
+from vigil.core.operations import render_template
+from vigil.core.paths import REPO_ROOT, rel
+from vigil.core.validation import address
+from vigil.operations.apt import AptPackages
+from vigil.operations.files import Absent, Directory, File, Symlink
+from vigil.operations.guarded import Guarded
+from vigil.operations.systemd import ServiceAction, SystemdUnit
+from vigil.sandbox import ca as sandbox_ca
 
 SITE = "together-pray"
 SWITCH_HELPER = "/usr/local/sbin/vigil-switch-upstream"
@@ -44,13 +47,29 @@ def _certificate(vars, server_name: str):
     """(operations, certificate path, key path) for the configured TLS source."""
     mode = vars.string("nginx_tls", "local-ca|certbot")
     if mode == "local-ca":
-        issued = tls.host_certificate(vars.host.name, [server_name])
+        issued = sandbox_ca.host_certificate(vars.host.name, [server_name])
         certificate, key = f"/etc/ssl/vigil/{server_name}.crt", f"/etc/ssl/vigil/{server_name}.key"
-        return [
-            Directory("/etc/ssl/vigil", mode="0755"),
-            File(certificate, issued.chain, notify=("reload nginx",), name="Ensure the site's certificate (sandbox CA) is installed."),
-            File(key, issued.key, mode="0600", secret=True, notify=("reload nginx",), name="Ensure the site's private key is installed."),
-        ], certificate, key
+        return (
+            [
+                Directory("/etc/ssl/vigil", mode="0755"),
+                File(
+                    certificate,
+                    issued.chain,
+                    notify=("reload nginx",),
+                    name="Ensure the site's certificate (sandbox CA) is installed.",
+                ),
+                File(
+                    key,
+                    issued.key,
+                    mode="0600",
+                    secret=True,
+                    notify=("reload nginx",),
+                    name="Ensure the site's private key is installed.",
+                ),
+            ],
+            certificate,
+            key,
+        )
     live = f"/etc/letsencrypt/live/{server_name}"
     email = vars.string("nginx_certbot_email", r"[^@\s]+@[^@\s]+")
     server = vars.string("nginx_certbot_server", f"|{ACME_SERVER}")
@@ -81,14 +100,18 @@ def _acme_ca(vars) -> list:
     try:
         pem = path.read_text()
     except OSError as error:
-        raise ConfigError(f"{vars.where('nginx_certbot_ca_certificate')}: cannot read {source}: {error.strerror}") from None
+        raise ConfigError(
+            f"{vars.where('nginx_certbot_ca_certificate')}: cannot read {source}: {error.strerror}"
+        ) from None
     try:
         # Exactly certificates: a file that also holds a private key must not land world-readable on hosts.
         certificates = x509.load_pem_x509_certificates(pem.encode())
     except ValueError:
         certificates = []
     if not certificates or "PRIVATE KEY" in pem:
-        raise ConfigError(f"{rel(path)}: not a PEM certificate, or it holds more than certificates (nginx_certbot_ca_certificate)")
+        raise ConfigError(
+            f"{rel(path)}: not a PEM certificate, or it holds more than certificates (nginx_certbot_ca_certificate)"
+        )
     return [
         File(ACME_CA, pem, name="Ensure the ACME server's CA certificate is installed."),
         # The trust store is rebuilt only when the certificate differs from the one last added.

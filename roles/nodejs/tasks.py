@@ -2,10 +2,10 @@
 
 import json
 
-from vigil.config import REPO_ROOT, rel
-from vigil.errors import ConfigError
-from vigil.nodejs import NodeVersion, satisfies
-from vigil.operations import AptPackages
+from vigil.core.errors import ConfigError
+from vigil.core.paths import REPO_ROOT, rel
+from vigil.operations.apt import AptPackages
+from vigil.operations.nodejs import NodeVersion, satisfies
 
 
 def tasks(role, vars):
@@ -32,9 +32,16 @@ def engines_of(manifest: str, where: str) -> str:
         raise ConfigError(f"{where}: {manifest} does not exist") from None
     except (OSError, UnicodeDecodeError, ValueError) as error:
         raise ConfigError(f"{rel(path)}: not a readable package.json ({error})") from None
-    engines = data.get("engines", {}).get("node") if isinstance(data, dict) and isinstance(data.get("engines"), dict) else None
+    engines = (
+        data.get("engines", {}).get("node")
+        if isinstance(data, dict) and isinstance(data.get("engines"), dict)
+        else None
+    )
     if not isinstance(engines, str):
-        raise ConfigError(f"{rel(path)}: declares no engines.node; add the Node.js range the app needs (\"engines\": {{\"node\": \">=20\"}})")
+        raise ConfigError(
+            f"{rel(path)}: declares no engines.node; "
+            f'add the Node.js range the app needs ("engines": {{"node": ">=20"}})'
+        )
     check_range(engines, f"{rel(path)}: engines.node")
     return engines
 

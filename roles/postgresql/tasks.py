@@ -6,9 +6,20 @@ address, requires TLS and scram-sha-256 from exactly those hosts (pg_hba.conf),
 and the firewall role opens 5432 to them alone (firewall_group_rules).
 """
 
-from vigil.commands import script
-from vigil.operations import AptPackages, DaemonReload, Directory, File, Guarded, ServiceAction, SystemdUnit
-from vigil.postgresql import SERVER_CERTIFICATE, SERVER_KEY, TLS_DIR, PostgresClients, PostgresDatabase, PostgresRole, PostgresSettings
+from vigil.core.commands import script
+from vigil.operations.apt import AptPackages
+from vigil.operations.files import Directory, File
+from vigil.operations.guarded import Guarded
+from vigil.operations.postgresql import (
+    SERVER_CERTIFICATE,
+    SERVER_KEY,
+    TLS_DIR,
+    PostgresClients,
+    PostgresDatabase,
+    PostgresRole,
+    PostgresSettings,
+)
+from vigil.operations.systemd import DaemonReload, ServiceAction, SystemdUnit
 
 IDENTIFIER = r"[a-z_][a-z0-9_]{0,62}"
 
@@ -20,7 +31,9 @@ def tasks(role, vars):
     max_connections = vars["postgresql_max_connections"]
     if max_connections != "auto":
         max_connections = str(vars.integer("postgresql_max_connections", minimum=5))
-    clients = vars.peer_addresses(vars.string("postgresql_client_group", r"[A-Za-z0-9_-]+"), vars.where("postgresql_client_group"))
+    clients = vars.peer_addresses(
+        vars.string("postgresql_client_group", r"[A-Za-z0-9_-]+"), vars.where("postgresql_client_group")
+    )
     listen = vars.string("postgresql_listen_addresses", r"[a-z0-9.:, -]+")
     if listen == "auto":
         listen = ",".join(["localhost", vars.private_address()] if clients else ["localhost"])
@@ -33,11 +46,19 @@ def tasks(role, vars):
         certificate = server_certificate(vars.private_address())
         # PostgreSQL binds the private address once, at start: after a reboot it must wait for it.
         certificate.append(Directory(NETWORK_DROPIN.rsplit("/", 1)[0], mode="0755"))
-        certificate.append(File(NETWORK_DROPIN, "# Managed by vigil (roles/postgresql): listen on the private address.\n"
-                                                "[Unit]\nWants=network-online.target\nAfter=network-online.target\n",
-                                notify=("reload systemd",), name="Ensure PostgreSQL starts once the network is up."))
+        certificate.append(
+            File(
+                NETWORK_DROPIN,
+                "# Managed by vigil (roles/postgresql): listen on the private address.\n"
+                "[Unit]\nWants=network-online.target\nAfter=network-online.target\n",
+                notify=("reload systemd",),
+                name="Ensure PostgreSQL starts once the network is up.",
+            )
+        )
     return [
-        AptPackages(vars.string_list("postgresql_packages", r"[a-z0-9][a-z0-9+.-]+"), name="Ensure PostgreSQL is installed."),
+        AptPackages(
+            vars.string_list("postgresql_packages", r"[a-z0-9][a-z0-9+.-]+"), name="Ensure PostgreSQL is installed."
+        ),
         SystemdUnit("postgresql.service", enabled=True, running=True),
         *certificate,
         PostgresSettings(settings, notify=("restart postgresql",)),

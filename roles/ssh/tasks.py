@@ -1,9 +1,11 @@
 """The ssh role: sshd_config per Mozilla modern, checked by `sshd -t` before it replaces the old one."""
 
-from vigil.commands import cmd, script
-from vigil.errors import ConfigError
-from vigil.operations import ConfirmLogin, File, ServiceAction, render_template
-from vigil.transport import public_key_of
+from vigil.core.commands import cmd, script
+from vigil.core.connectors.ssh import public_key_of
+from vigil.core.errors import ConfigError
+from vigil.core.operations import ConfirmLogin, render_template
+from vigil.operations.files import File
+from vigil.operations.systemd import ServiceAction
 
 ALGORITHMS = r"[A-Za-z0-9@.,_-]+"
 # The file vigil writes; the previous one stays beside it for the lock-out check to restore.
@@ -41,12 +43,25 @@ def deploy_login_to_confirm(vars) -> tuple[str, ...]:
 
 def handlers(role, vars):
     return {
-        "reload ssh": ServiceAction("ssh.service", "reload", check=cmd("sshd", "-t"),
-                                    name="Reload sshd after `sshd -t` accepts the configuration."),
-        "confirm ssh login": ConfirmLogin([
-            # Restore what was there before this run (if anything was), and reload either way.
-            script('if [ -e "$1.vigil-previous" ]; then mv -f -- "$1.vigil-previous" "$1"; fi; systemctl reload ssh.service',
-                   SSHD_CONFIG),
-        ], also_users=deploy_login_to_confirm(vars),
-            name="Confirm fresh logins (the admin user, and deploy with our key) work, else restore the previous sshd_config."),
+        "reload ssh": ServiceAction(
+            "ssh.service",
+            "reload",
+            check=cmd("sshd", "-t"),
+            name="Reload sshd after `sshd -t` accepts the configuration.",
+        ),
+        "confirm ssh login": ConfirmLogin(
+            [
+                # Restore what was there before this run (if anything was), and reload either way.
+                script(
+                    'if [ -e "$1.vigil-previous" ]; then mv -f -- "$1.vigil-previous" "$1"; fi; '
+                    "systemctl reload ssh.service",
+                    SSHD_CONFIG,
+                ),
+            ],
+            also_users=deploy_login_to_confirm(vars),
+            name=(
+                "Confirm fresh logins (the admin user, and deploy with our key) work, "
+                "else restore the previous sshd_config."
+            ),
+        ),
     }

@@ -8,9 +8,11 @@ reload nginx, and a helper that backs up the app's database: a leaked deploy
 key can restart the app, not own the host.
 """
 
-from vigil.errors import ConfigError
-from vigil.transport import public_key_of
-from vigil.operations import File, User, render_template
+from vigil.core.connectors.ssh import public_key_of
+from vigil.core.errors import ConfigError
+from vigil.core.operations import render_template
+from vigil.operations.files import File
+from vigil.operations.users import User
 
 KEY_LINE = r"(ssh-ed25519|ecdsa-sha2-nistp(256|384|521)|ssh-rsa|sk-ssh-ed25519@openssh\.com) [A-Za-z0-9+/=]+( [^\n]*)?"
 # A systemd unit name, or a shell glob of them; no spaces, slashes or a leading dash.
@@ -32,34 +34,71 @@ def tasks(role, vars):
     deploy_keys = keys_of(vars, "users_deploy_authorized_keys", deploy)
     host = vars.host
     if host.user != admin:
-        raise ConfigError(f"{vars.where('users_admin_user')}: {host.name} is provisioned as {host.user}, not as the admin "
-                          f"user {admin}; set admin_user: {admin} in the inventory (defaults or hosts.{host.name}), since "
-                          f"{deploy}'s sudo only covers deploys")
+        raise ConfigError(
+            f"{vars.where('users_admin_user')}: {host.name} is provisioned as {host.user}, not as the admin "
+            f"user {admin}; set admin_user: {admin} in the inventory (defaults or hosts.{host.name}), since "
+            f"{deploy}'s sudo only covers deploys"
+        )
     if host.ssh_key is not None and host.ssh_key.is_file():
         # The key vigil provisions with must stay authorized, or the next run is locked out.
         own = public_key_of(host.ssh_key)
         if not any(line.split()[:2] == own.split() for line in admin_keys):
-            raise ConfigError(f"{vars.where('users_admin_authorized_keys')}: does not hold the public half of "
-                              f"{host.ssh_key.name}, the key vigil logs in as {admin} with; the next run would be locked out")
+            raise ConfigError(
+                f"{vars.where('users_admin_authorized_keys')}: does not hold the public half of "
+                f"{host.ssh_key.name}, the key vigil logs in as {admin} with; the next run would be locked out"
+            )
     units = vars.string_list("users_deploy_units", UNIT_PATTERN)
     return [
-        User(admin, shell="/bin/bash", authorized_keys=admin_keys, name=f"Ensure the admin user {admin} has the admins' keys."),
-        File(f"/etc/sudoers.d/vigil-{admin}", render_template(role.template("sudoers-admin.j2"), {"user": admin}),
-             mode="0440", validate=("visudo", "-c", "-q", "-f"), name=f"Ensure {admin} may use sudo without a password."),
-        User(app, shell="/usr/sbin/nologin", home=f"/var/lib/{app}", system=True,
-             name=f"Ensure the app user {app} exists and cannot log in."),
+        User(
+            admin,
+            shell="/bin/bash",
+            authorized_keys=admin_keys,
+            name=f"Ensure the admin user {admin} has the admins' keys.",
+        ),
+        File(
+            f"/etc/sudoers.d/vigil-{admin}",
+            render_template(role.template("sudoers-admin.j2"), {"user": admin}),
+            mode="0440",
+            validate=("visudo", "-c", "-q", "-f"),
+            name=f"Ensure {admin} may use sudo without a password.",
+        ),
+        User(
+            app,
+            shell="/usr/sbin/nologin",
+            home=f"/var/lib/{app}",
+            system=True,
+            name=f"Ensure the app user {app} exists and cannot log in.",
+        ),
         # The app's group: deploys hand their releases to it. systemd-journal: a deploy reads its
         # release's logs (a failed migration, a health gate).
-        User(deploy, shell="/bin/bash", groups=[app, "systemd-journal"], authorized_keys=deploy_keys,
-             name=f"Ensure the deploy user {deploy} has the team's keys, the app's group and the journal."),
-        File(APP_UNIT_HELPER, render_template(role.template("vigil-app-unit.j2"), {"units": units}), mode="0755",
-             name=f"Ensure {APP_UNIT_HELPER} acts on the app's units only."),
-        File(f"/etc/sudoers.d/vigil-{deploy}",
-             render_template(role.template("sudoers-deploy.j2"),
-                             {"user": deploy, "helper": APP_UNIT_HELPER, "switch_helper": SWITCH_HELPER,
-                              "backup_helper": BACKUP_HELPER}),
-             mode="0440", validate=("visudo", "-c", "-q", "-f"),
-             name=f"Ensure {deploy}'s sudo covers the app's units, an nginx reload and a database backup, nothing else."),
+        User(
+            deploy,
+            shell="/bin/bash",
+            groups=[app, "systemd-journal"],
+            authorized_keys=deploy_keys,
+            name=f"Ensure the deploy user {deploy} has the team's keys, the app's group and the journal.",
+        ),
+        File(
+            APP_UNIT_HELPER,
+            render_template(role.template("vigil-app-unit.j2"), {"units": units}),
+            mode="0755",
+            name=f"Ensure {APP_UNIT_HELPER} acts on the app's units only.",
+        ),
+        File(
+            f"/etc/sudoers.d/vigil-{deploy}",
+            render_template(
+                role.template("sudoers-deploy.j2"),
+                {
+                    "user": deploy,
+                    "helper": APP_UNIT_HELPER,
+                    "switch_helper": SWITCH_HELPER,
+                    "backup_helper": BACKUP_HELPER,
+                },
+            ),
+            mode="0440",
+            validate=("visudo", "-c", "-q", "-f"),
+            name=f"Ensure {deploy}'s sudo covers the app's units, an nginx reload and a database backup, nothing else.",
+        ),
     ]
 
 

@@ -1,108 +1,19 @@
 """End-to-end fixtures: real sandbox VPSes booted once per test session and shared.
 
 Tests drive vigil exactly as a person does (`invoke ...` in a subprocess) and
-read the hosts back over plain OpenSSH with the pinned keys. A sandbox that was
-already up before the session is left up; one the session booted is removed.
+read the hosts back over plain OpenSSH with the pinned keys (tests/support/sandbox_hosts.py).
+A sandbox that was already up before the session is left up; one the session booted is removed.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import shlex
 import shutil
-import subprocess
-import sys
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
-import yaml
 
-REPO = Path(__file__).resolve().parents[2]
-INVENTORY = REPO / "inventory"
-SANDBOX_KEY = REPO / ".vigil" / "sandbox" / "id_ed25519"
-HOSTS = 2
-
-
-@dataclass
-class Run:
-    code: int
-    stdout: str
-    stderr: str
-
-    @property
-    def json(self) -> dict:
-        return json.loads(self.stdout)
-
-    def host(self, name: str) -> dict:
-        return next(host for host in self.json["hosts"] if host["host"] == name)
-
-
-def invoke(*args: str, inventory: Path | None = None, timeout: float = 900, extra_env: dict | None = None,
-           input: str | None = None) -> Run:
-    """Run `invoke ARGS` from the repository, as a user would; returns exit code and output.
-
-    extra_env: more environment (VIGIL_SECRETS...); input: what to type on stdin (else none).
-    """
-    env = {**os.environ, **(extra_env or {})}
-    if inventory is not None:
-        env["VIGIL_INVENTORY"] = str(inventory)
-    completed = subprocess.run(
-        [sys.executable, "-m", "invoke", *args], cwd=REPO, env=env, capture_output=True, text=True,
-        timeout=timeout, input=input, stdin=None if input is not None else subprocess.DEVNULL,
-    )
-    return Run(completed.returncode, completed.stdout, completed.stderr)
-
-
-SSH_OPTIONS = ["-i", str(SANDBOX_KEY), "-o", f"UserKnownHostsFile={INVENTORY / 'sandbox.known_hosts'}",
-               "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10"]
-
-
-def ssh_as_root(address: str, remote: list[str], stdin: str) -> subprocess.CompletedProcess:
-    """Run `remote` as root over OpenSSH with the pinned known_hosts: as the admin user (ops) through
-    sudo once onboarding made root logins impossible, as root itself on a VPS not yet onboarded."""
-    # ssh hands the remote shell one string: quote the argv into it.
-    completed = subprocess.run(["ssh", *SSH_OPTIONS, f"ops@{address}", shlex.join(["sudo", "-n", *remote])],
-                               capture_output=True, text=True, timeout=120, input=stdin)
-    if completed.returncode == 255 and "Permission denied" in completed.stderr:
-        completed = subprocess.run(["ssh", *SSH_OPTIONS, f"root@{address}", shlex.join(remote)],
-                                   capture_output=True, text=True, timeout=120, input=stdin)
-    return completed
-
-
-def ssh(address: str, command: str, check: bool = True) -> str:
-    """Run the shell `command` on a sandbox VPS as root (it travels on stdin, unquoted by ssh)."""
-    completed = ssh_as_root(address, ["sh", "-s"], command)
-    if check and completed.returncode != 0:
-        raise AssertionError(f"ssh {address} {command!r} exited {completed.returncode}: {completed.stderr}")
-    return completed.stdout
-
-
-@dataclass
-class Sandbox:
-    addresses: dict[str, str]
-
-    def ssh(self, host: str, command: str, check: bool = True) -> str:
-        return ssh(self.addresses[host], command, check)
-
-    def ssh_at(self, address: str, command: str, check: bool = True) -> str:
-        """Like ssh, for a VPS the session did not boot itself (a module's extra hosts)."""
-        return ssh(address, command, check)
-
-    def audit_lines(self, host: str) -> int:
-        return int(self.ssh(host, "cat /var/log/vigil/audit.log 2>/dev/null | wc -l").strip())
-
-    def scratch_inventory(self, tmp_path: Path, edit=None, known_hosts: str | None = None) -> Path:
-        """A copy of the sandbox inventory in tmp_path, optionally edited, for VIGIL_INVENTORY."""
-        data = yaml.safe_load((INVENTORY / "sandbox.yml").read_text())
-        data["defaults"]["ssh_key"] = str(SANDBOX_KEY)
-        if edit:
-            edit(data)
-        (tmp_path / "sandbox.yml").write_text(yaml.safe_dump(data, sort_keys=False))
-        pinned = (INVENTORY / "sandbox.known_hosts").read_text()
-        (tmp_path / "sandbox.known_hosts").write_text(pinned if known_hosts is None else known_hosts)
-        return tmp_path
+from tests.support.sandbox_hosts import HOSTS, INVENTORY, Run, Sandbox, invoke
+from vigil.core.yaml_loader import load_yaml
 
 
 @pytest.fixture(scope="session")
@@ -112,7 +23,7 @@ def sandbox() -> Sandbox:
     was_up = (INVENTORY / "sandbox.yml").exists()
     started = invoke("sandbox.up", f"--hosts={HOSTS}", timeout=1200)
     assert started.code == 0, started.stdout + started.stderr
-    data = yaml.safe_load((INVENTORY / "sandbox.yml").read_text())
+    data = load_yaml(INVENTORY / "sandbox.yml")
     # Only the hosts the session asked for: a module may add more (Debian 12 ones) to the same sandbox.
     session_hosts = [f"vps{index}" for index in range(1, HOSTS + 1)]
     yield Sandbox({name: data["hosts"][name]["address"] for name in session_hosts})
@@ -136,52 +47,3 @@ def deployed(provisioned, sandbox: Sandbox) -> Run:
     first = invoke("deploy.all", "--json", timeout=1800)
     assert first.code == 0, first.stdout[-4000:] + first.stderr
     return first
-
-
-# Logs in to PostgreSQL from a web host exactly as the backend will: with the DATABASE_URL
-# secrets.push wrote into its env file. The password goes to a 0600 .pgpass for the one
-# call, so it is on no command line; prints "user|ssl" or psql's error.
-APP_DATABASE_LOGIN = r"""
-command -v psql >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql-client >/dev/null 2>&1
-python3 - "$SSLMODE" "$ROOTCERT" <<'PY'
-import os, subprocess, sys, urllib.parse
-line = next(l for l in open("/etc/together-pray/backend.env") if l.startswith("DATABASE_URL="))
-url = urllib.parse.urlsplit(line.split("=", 1)[1].strip().strip("'"))
-user, database = urllib.parse.unquote(url.username), url.path.lstrip("/")
-query = dict(urllib.parse.parse_qsl(url.query))
-sslmode = sys.argv[1] or query.get("sslmode", "prefer")
-rootcert = sys.argv[2] or query.get("sslrootcert", "")
-with open("/root/.pgpass", "w", opener=lambda path, flags: os.open(path, flags, 0o600)) as pgpass:
-    pgpass.write(f"{url.hostname}:{url.port}:{database}:{user}:{urllib.parse.unquote(url.password)}\n")
-try:
-    result = subprocess.run(["psql", "-w", "-X", "-t", "-A", "-c",
-                             "select current_user, ssl from pg_stat_ssl where pid = pg_backend_pid()",
-                             f"host={url.hostname} port={url.port} dbname={database} user={user} sslmode={sslmode} "
-                             + (f"sslrootcert={rootcert} " if rootcert else "") + "connect_timeout=5"],
-                            capture_output=True, text=True, timeout=30)
-    print((result.stdout + result.stderr).strip())
-finally:
-    os.remove("/root/.pgpass")
-PY
-"""
-
-
-def app_database_login(address: str, sslmode: str = "", rootcert: str = "") -> str:
-    """Log in from the web host at `address` with its backend's DATABASE_URL (sslmode, rootcert: override them)."""
-    return ssh(address, f"SSLMODE={shlex.quote(sslmode)}\nROOTCERT={shlex.quote(rootcert)}\n" + APP_DATABASE_LOGIN,
-               check=False).strip()
-
-
-def database_url_endpoint(address: str) -> str:
-    """What the backend's DATABASE_URL on `address` points at, after the credentials: host:port/db?options."""
-    return ssh(address, "sed -n 's/^DATABASE_URL=.*@//p' /etc/together-pray/backend.env").strip().strip("'")
-
-
-def tcp_probe(from_address: str, to_address: str, port: int) -> str:
-    """From one VPS, whether `to_address:port` is 'open', 'refused' or 'filtered' (no answer)."""
-    probe = ("import socket, sys\n"
-             "try:\n"
-             f"    socket.create_connection(({to_address!r}, {port}), timeout=3); print('open')\n"
-             "except ConnectionRefusedError: print('refused')\n"
-             "except OSError: print('filtered')\n")
-    return ssh(from_address, f"python3 -c {shlex.quote(probe)}").strip()

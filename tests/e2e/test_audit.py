@@ -2,8 +2,8 @@
 
 import pytest
 
-from conftest import invoke
-from vigil.errors import ExitCode
+from tests.support.sandbox_hosts import invoke
+from vigil.core.errors import ExitCode
 
 HEADERS = "/etc/nginx/snippets/vigil-security-headers.conf"
 

@@ -4,22 +4,26 @@ Each test reads the host back over plain SSH: the files in /var/backups/vigil,
 the database itself, the status file incident.status reads.
 """
 
+import hashlib
 import json
 import re
 import shlex
 import time
 
 import pytest
+from pyrage import x25519
 
-from conftest import REPO, invoke
-from vigil.errors import ExitCode
+from tests.support.sandbox_hosts import REPO, invoke
+from vigil.core.errors import ExitCode
 
 BACKUPS = "/var/backups/vigil"
 RUNBOOK = REPO / "docs" / "runbooks" / "restore.md"
 
 
 def psql(sandbox, sql: str) -> str:
-    return sandbox.ssh("vps1", f"su postgres -c {shlex.quote(f'psql -X -tA -d together_pray -c {shlex.quote(sql)}')}").strip()
+    return sandbox.ssh(
+        "vps1", f"su postgres -c {shlex.quote(f'psql -X -tA -d together_pray -c {shlex.quote(sql)}')}"
+    ).strip()
 
 
 def created(run) -> dict:
@@ -63,7 +67,9 @@ def test_a_full_disk_during_a_dump_removes_the_partial_file_and_keeps_older_back
     older = created(invoke("backup.create", "--label=before-full", "--json"))["id"]
     before = set(sandbox.ssh("vps1", f"ls {BACKUPS}").split())
     # A 64 KiB filesystem over the backup directory: the dump cannot fit (the older files are hidden under it).
-    sandbox.ssh("vps1", f"mount -t tmpfs -o size=64k,mode=0700,uid=$(id -u postgres),gid=$(id -g postgres) vigil-full {BACKUPS}")
+    sandbox.ssh(
+        "vps1", f"mount -t tmpfs -o size=64k,mode=0700,uid=$(id -u postgres),gid=$(id -g postgres) vigil-full {BACKUPS}"
+    )
     try:
         sandbox.ssh("vps1", f"su postgres -c {shlex.quote(f'head -c 60000 /dev/zero > {BACKUPS}/filler')}")
         full = invoke("backup.create", "--label=no-room")
@@ -73,7 +79,9 @@ def test_a_full_disk_during_a_dump_removes_the_partial_file_and_keeps_older_back
         sandbox.ssh("vps1", f"umount {BACKUPS}")
     assert set(sandbox.ssh("vps1", f"ls {BACKUPS}").split()) == before and f"{older}.dump" in before
     status = json.loads(sandbox.ssh("vps1", "cat /var/lib/vigil/backup-status.json"))
-    assert status["last_failure"]["command"] == "create" and "No space left on device" in status["last_failure"]["error"]
+    assert (
+        status["last_failure"]["command"] == "create" and "No space left on device" in status["last_failure"]["error"]
+    )
 
 
 def test_the_restore_runbook_as_written_brings_back_the_data_while_the_app_holds_connections(deployed, sandbox):
@@ -82,16 +90,31 @@ def test_the_restore_runbook_as_written_brings_back_the_data_while_the_app_holds
     psql(sandbox, f"insert into prayers (author, body) values ('e2e', '{marker}')")
     # A session that holds its connection for ten minutes, as a busy app's pool would (the sample's own
     # pool lets idle connections go after ten seconds).
-    sandbox.ssh("vps1", "setsid -f su postgres -c \"psql -X -d together_pray -c 'select pg_sleep(600)'\" >/dev/null 2>&1 < /dev/null")
-    holding = "select count(*) from pg_stat_activity where datname = 'together_pray' and query like '%pg_sleep(600)%' and pid <> pg_backend_pid()"
+    sandbox.ssh(
+        "vps1",
+        "setsid -f su postgres -c \"psql -X -d together_pray -c 'select pg_sleep(600)'\" >/dev/null 2>&1 < /dev/null",
+    )
+    holding = (
+        "select count(*) from pg_stat_activity where datname = 'together_pray' "
+        "and query like '%pg_sleep(600)%' and pid <> pg_backend_pid()"
+    )
     for _ in range(20):
         if psql(sandbox, holding) == "1":
             break
         time.sleep(0.25)
     assert psql(sandbox, holding) == "1"
-    commands = [line.strip() for block in re.findall(r"```sh\n(.*?)```", RUNBOOK.read_text(), re.S) for line in block.splitlines()
-                if line.strip().startswith("invoke ")]
-    assert [command.split()[1] for command in commands] == ["backup.list", "backup.verify", "backup.restore", "deploy.status"]
+    commands = [
+        line.strip()
+        for block in re.findall(r"```sh\n(.*?)```", RUNBOOK.read_text(), re.S)
+        for line in block.splitlines()
+        if line.strip().startswith("invoke ")
+    ]
+    assert [command.split()[1] for command in commands] == [
+        "backup.list",
+        "backup.verify",
+        "backup.restore",
+        "deploy.status",
+    ]
     for command in commands:
         args = [arg.replace("ENV", "sandbox").replace("ID", good["id"]) for arg in shlex.split(command)[1:]]
         run = invoke(*args, timeout=1200)
@@ -123,14 +146,16 @@ def test_a_pulled_backup_is_encrypted_checked_copied_and_only_the_right_key_open
     assert pulled.json["copied_to"] == f"vps2:/var/backups/vigil-offsite/{path.name}"
     remote = sandbox.ssh("vps2", f"sha256sum /var/backups/vigil-offsite/{path.name}").split()[0]
     assert remote == json.loads(path.with_suffix(".json").read_text())["encrypted_sha256"]
-    from pyrage import x25519
     wrong = invoke("backup.decrypt", str(path), f"--out={tmp_path / 'wrong.dump'}",
                    extra_env={"VIGIL_AGE_IDENTITY": str(x25519.Identity.generate())})
-    assert wrong.code == ExitCode.HOST_FAILED and "cannot decrypt it" in wrong.stderr and not (tmp_path / "wrong.dump").exists()
+    assert (
+        wrong.code == ExitCode.HOST_FAILED
+        and "cannot decrypt it" in wrong.stderr
+        and not (tmp_path / "wrong.dump").exists()
+    )
     assert not list(tmp_path.glob("*.partial"))
     right = invoke("backup.decrypt", str(path), f"--out={tmp_path / 'offsite.dump'}")
     assert right.code == 0, right.stdout + right.stderr
-    import hashlib
     assert hashlib.sha256((tmp_path / "offsite.dump").read_bytes()).hexdigest() == meta["sha256"]
 
 
@@ -145,7 +170,9 @@ def test_the_timer_makes_a_scheduled_backup(deployed, sandbox):
             if made:
                 break
             time.sleep(5)
-        assert made, sandbox.ssh("vps1", "systemctl list-timers vigil-backup-create.timer; journalctl -u vigil-backup-create -n 20")
+        assert made, sandbox.ssh(
+            "vps1", "systemctl list-timers vigil-backup-create.timer; journalctl -u vigil-backup-create -n 20"
+        )
         assert "Result=success" in sandbox.ssh("vps1", "systemctl show -p Result vigil-backup-create.service")
     finally:
         assert invoke("provision.server", "--limit=vps1").code == 0

@@ -21,7 +21,7 @@ from bench.onboard_noop import SshdLog, install_peers, peer_host, vigil_changed
 from bench.peers import ansible_peer, pyinfra_peer
 from bench.peers.common import PEERS_BIN, PeerHost
 from bench.peers.export import export
-from tests.e2e.conftest import invoke
+from tests.support.sandbox_hosts import invoke
 
 PEERS = [ansible_peer, pyinfra_peer]
 

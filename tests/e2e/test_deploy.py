@@ -15,9 +15,11 @@ import time
 import requests
 import yaml
 
-from conftest import REPO, SSH_OPTIONS, invoke
-from vigil.errors import ExitCode
-from vigil.load import LoadLoop
+from tests.support.load import LoadLoop
+from tests.support.sandbox_hosts import REPO, SSH_OPTIONS, invoke
+from vigil.core.errors import ExitCode
+from vigil.core.yaml_loader import load_yaml
+from vigil.deploy.scripts import UNPACK
 
 CA = REPO / ".vigil" / "sandbox" / "ca" / "ca.crt"
 BACKEND = REPO / "examples" / "together-pray" / "backend"
@@ -59,8 +61,10 @@ def add_migration(source, timestamp: int, name: str, up: list[str], down: list[s
 
 def scratch_with_backend(sandbox, tmp_path, source: str):
     def point_at(data):
-        data["vars"]["app_services"] = {"backend": {"kind": "node", "source": source, "ref": ""},
-                                        "frontend": {"kind": "next-standalone", "source": "examples/together-pray/frontend", "ref": ""}}
+        data["vars"]["app_services"] = {
+            "backend": {"kind": "node", "source": source, "ref": ""},
+            "frontend": {"kind": "next-standalone", "source": "examples/together-pray/frontend", "ref": ""},
+        }
     return sandbox.scratch_inventory(tmp_path, point_at)
 
 
@@ -74,8 +78,13 @@ def test_the_first_deploy_serves_prayers_from_postgresql_on_every_web_host(deplo
         page = requests.get(f"https://{address}/", verify=str(CA), timeout=10)
         assert page.status_code == 200 and "Welcome. May this be a place of peace" in page.text
         assert sandbox.ssh(host, "ps -o user= -C node | sort -u").split() == ["together-pray"]
-        assert sandbox.ssh(host, "test -e /srv/together-pray/backend/.deploy-lock && echo locked || echo free").strip() == "free"
-    history = [json.loads(line) for line in sandbox.ssh("vps1", "cat /srv/together-pray/backend/deploys.jsonl").splitlines()]
+        assert (
+            sandbox.ssh(host, "test -e /srv/together-pray/backend/.deploy-lock && echo locked || echo free").strip()
+            == "free"
+        )
+    history = [
+        json.loads(line) for line in sandbox.ssh("vps1", "cat /srv/together-pray/backend/deploys.jsonl").splitlines()
+    ]
     assert history[-1]["release"] == release and history[-1]["result"] == "live"
 
 
@@ -95,7 +104,11 @@ def test_a_redeploy_under_load_fails_no_request(deployed, sandbox, tmp_path):
 def test_a_release_whose_health_fails_leaves_the_old_one_serving(deployed, sandbox, tmp_path):
     def break_health(source):
         path = source / "src" / "health.controller.ts"
-        path.write_text(path.read_text().replace('await this.dataSource.query("SELECT 1");', 'throw new Error("broken on purpose");'))
+        path.write_text(
+            path.read_text().replace(
+                'await this.dataSource.query("SELECT 1");', 'throw new Error("broken on purpose");'
+            )
+        )
 
     inventory = scratch_with_backend(sandbox, tmp_path, variant(tmp_path, "broken-health", break_health))
     before, before_on_vps2 = (health(sandbox.addresses[host])["release"] for host in WEB)
@@ -109,16 +122,27 @@ def test_a_release_whose_health_fails_leaves_the_old_one_serving(deployed, sandb
     assert health(sandbox.addresses["vps1"])["release"] == before
     assert health(sandbox.addresses["vps2"])["release"] == before_on_vps2
     broken = run.json["task"].split()[-1]  # "deploy.backend <release>"
-    assert sandbox.ssh("vps1", f"test -e /srv/together-pray/backend/releases/{broken}/.vigil-bad && echo bad").strip() == "bad"
-    assert sandbox.ssh("vps1", f"test -e /srv/together-pray/backend/releases/{before}/.vigil-bad || echo good").strip() == "good"
+    assert (
+        sandbox.ssh("vps1", f"test -e /srv/together-pray/backend/releases/{broken}/.vigil-bad && echo bad").strip()
+        == "bad"
+    )
+    assert (
+        sandbox.ssh("vps1", f"test -e /srv/together-pray/backend/releases/{before}/.vigil-bad || echo good").strip()
+        == "good"
+    )
     history = json.loads(sandbox.ssh("vps1", "tail -1 /srv/together-pray/backend/deploys.jsonl"))
     assert (history["release"], history["result"]) == (broken, "failed")
-    assert sandbox.ssh("vps1", "test -e /srv/together-pray/backend/.deploy-lock && echo locked || echo free").strip() == "free"
+    assert (
+        sandbox.ssh("vps1", "test -e /srv/together-pray/backend/.deploy-lock && echo locked || echo free").strip()
+        == "free"
+    )
 
 
 def test_a_failing_migration_switches_nothing_and_leaves_the_database_unchanged(deployed, sandbox, tmp_path):
     def add_failing_migration(source):
-        add_migration(source, 1764000000001, "Broken", up=['CREATE TABLE "half_done" ("id" int)', "SELECT 1/0"], down=[])
+        add_migration(
+            source, 1764000000001, "Broken", up=['CREATE TABLE "half_done" ("id" int)', "SELECT 1/0"], down=[]
+        )
 
     inventory = scratch_with_backend(sandbox, tmp_path, variant(tmp_path, "broken-migration", add_failing_migration))
     before = health(sandbox.addresses["vps1"])["release"]
@@ -135,7 +159,11 @@ def test_a_failing_migration_switches_nothing_and_leaves_the_database_unchanged(
     assert meta["sha256"] == sandbox.ssh("vps1", f"sha256sum {backup}").split()[0]
     assert meta["release"] == run.json["task"].split()[-1] and meta["tables"]["public.prayers"] >= 1
     assert health(sandbox.addresses["vps1"])["release"] == before
-    tables = sandbox.ssh("vps1", "su postgres -c \"psql -tA -d together_pray -c \\\"select count(*) from pg_tables where tablename = 'half_done'\\\"\"")
+    tables = sandbox.ssh(
+        "vps1",
+        'su postgres -c "psql -tA -d together_pray '
+        '-c \\"select count(*) from pg_tables where tablename = \'half_done\'\\""',
+    )
     assert tables.strip() == "0"  # the migration's transaction rolled back
     names = sandbox.ssh("vps1", "su postgres -c \"psql -tA -d together_pray -c 'select name from migrations'\"").split()
     assert names == ["CreatePrayers1764000000000"]
@@ -167,13 +195,22 @@ def test_a_held_lock_refuses_a_second_deploy_and_lock_wait_waits_for_it(deployed
 def test_a_lock_left_by_a_dead_deploy_is_broken_with_a_reason_on_record(deployed, sandbox):
     lock = "/srv/together-pray/backend/.deploy-lock"
     owner = json.dumps({"who": "ci-runner-7", "since": "2026-11-26T02:00:00Z", "release": "r-dead"})
-    assert sandbox.ssh("vps2", f"su deploy -c {shlex.quote(f'mkdir {lock} && echo {shlex.quote(owner)} > {lock}/owner.json')}") == ""
+    assert (
+        sandbox.ssh(
+            "vps2", f"su deploy -c {shlex.quote(f'mkdir {lock} && echo {shlex.quote(owner)} > {lock}/owner.json')}"
+        )
+        == ""
+    )
     assert invoke("deploy.unlock", "--app=backend", "--force").code == ExitCode.BAD_INPUT  # a reason is required
     broken = invoke("deploy.unlock", "--app=backend", "--force", "--reason=runner killed mid-deploy", "--json")
     assert broken.code == 0, broken.stdout + broken.stderr
     assert sandbox.ssh("vps2", f"test -e {lock} && echo locked || echo free").strip() == "free"
     entry = json.loads(sandbox.ssh("vps2", "tail -1 /srv/together-pray/backend/deploys.jsonl"))
-    assert (entry["result"], entry["reason"], entry["holder"]["who"]) == ("unlocked", "runner killed mid-deploy", "ci-runner-7")
+    assert (entry["result"], entry["reason"], entry["holder"]["who"]) == (
+        "unlocked",
+        "runner killed mid-deploy",
+        "ci-runner-7",
+    )
     audit = json.loads((REPO / ".vigil" / "audit.log").read_text().splitlines()[-1])
     assert audit["task"] == "deploy.unlock backend" and audit["broken"] == {"vps2": {"backend": json.loads(owner)}}
     assert invoke("deploy.backend", "--limit=vps2", timeout=600).code == 0
@@ -204,9 +241,12 @@ def test_status_and_releases_show_what_each_host_serves_and_what_is_wrong(deploy
 def test_old_releases_are_pruned_to_five_never_the_current_or_previous(deployed, sandbox):
     releases = "/srv/together-pray/backend/releases"
     fake = " ".join(f"old-{n}" for n in range(7))
-    sandbox.ssh("vps1", f"cd {releases} && for id in {fake}; do mkdir -p $id && "
-                        "printf '{\"id\": \"%s\", \"uploaded_at\": \"2020-01-01T00:00:0%s\"}' $id ${id#old-} > $id/.vigil-release.json; "
-                        "chown -R deploy:together-pray $id; done")
+    sandbox.ssh(
+        "vps1",
+        f"cd {releases} && for id in {fake}; do mkdir -p $id && "
+        'printf \'{"id": "%s", "uploaded_at": "2020-01-01T00:00:0%s"}\' $id ${id#old-} > $id/.vigil-release.json; '
+        "chown -R deploy:together-pray $id; done",
+    )
     current = current_release(sandbox, "vps1")
     assert invoke("deploy.backend", "--limit=vps1", timeout=600).code == 0
     left = sandbox.ssh("vps1", f"ls {releases}").split()
@@ -215,8 +255,6 @@ def test_old_releases_are_pruned_to_five_never_the_current_or_previous(deployed,
 
 
 def test_an_upload_cut_off_midway_never_becomes_a_release_and_the_next_deploy_succeeds(deployed, sandbox, tmp_path):
-    from vigil.deploy import UNPACK
-
     def touch_comment(source):
         path = source / "src" / "main.ts"
         path.write_text(path.read_text() + f"// a new release {time.time_ns()}\n")  # new on every run of the suite
@@ -227,9 +265,17 @@ def test_an_upload_cut_off_midway_never_becomes_a_release_and_the_next_deploy_su
     release, path = next(line.split()[1:3] for line in built.stdout.splitlines() if line.startswith("backend "))
     artifact = open(path, "rb").read()
     target = f"/srv/together-pray/backend/releases/{release}"
-    upload = subprocess.Popen(["ssh", *SSH_OPTIONS, f"deploy@{sandbox.addresses['vps1']}",
-                               f"sh -c {shlex.quote(UNPACK)} unpack {target} {'0' * 64} together-pray {release} '{{}}'"],
-                              stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    upload = subprocess.Popen(
+        [
+            "ssh",
+            *SSH_OPTIONS,
+            f"deploy@{sandbox.addresses['vps1']}",
+            f"sh -c {shlex.quote(UNPACK)} unpack {target} {'0' * 64} together-pray {release} '{{}}'",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     upload.stdin.write(artifact[: len(artifact) // 2])
     upload.stdin.flush()
     time.sleep(1)
@@ -246,7 +292,9 @@ def test_an_upload_cut_off_midway_never_becomes_a_release_and_the_next_deploy_su
 def test_a_rollback_returns_to_the_previous_good_release_and_refuses_a_bad_one(deployed, sandbox):
     address = sandbox.addresses["vps1"]
     current = current_release(sandbox, "vps1")
-    deploys = [json.loads(line) for line in sandbox.ssh("vps1", "cat /srv/together-pray/backend/deploys.jsonl").splitlines()]
+    deploys = [
+        json.loads(line) for line in sandbox.ssh("vps1", "cat /srv/together-pray/backend/deploys.jsonl").splitlines()
+    ]
     # What the current release replaced when it was deployed.
     previous = next(entry["previous"] for entry in reversed(deploys)
                     if entry["result"] == "live" and entry["release"] == current and entry["previous"] != current)
@@ -278,7 +326,9 @@ def test_a_rollback_with_migrations_reverts_what_the_bad_release_added(deployed,
     assert "mood" in columns()
     backed_up = next(op for op in deployed_mood.host("vps2")["operations"] if op["name"] == "Back up the database.")
     assert backed_up["summary"].startswith("vps1:/var/backups/vigil/")
-    rolled = invoke("deploy.rollback", "--app=backend", "--migrations", "--json", "--limit=vps2", inventory=inventory, timeout=600)
+    rolled = invoke(
+        "deploy.rollback", "--app=backend", "--migrations", "--json", "--limit=vps2", inventory=inventory, timeout=600
+    )
     assert rolled.code == 0, rolled.stdout[-3000:] + rolled.stderr
     reverted = next(op for op in rolled.host("vps2")["operations"] if op["name"].startswith("Revert the migrations"))
     assert reverted["summary"] == "reverted 1764000000002-AddPrayerMood.js"
@@ -300,11 +350,13 @@ def test_promote_ships_the_very_artifact_the_other_env_serves(deployed, sandbox,
     # Two environments over the session's hosts: "sandbox" runs the web on vps1, "production" on vps2.
     def staging(data):
         data["groups"]["web"]["hosts"] = ["vps1"]
-        data["vars"]["app_services"] = {"backend": {"kind": "node", "source": source, "ref": ""},
-                                        "frontend": {"kind": "next-standalone", "source": "examples/together-pray/frontend", "ref": ""}}
+        data["vars"]["app_services"] = {
+            "backend": {"kind": "node", "source": source, "ref": ""},
+            "frontend": {"kind": "next-standalone", "source": "examples/together-pray/frontend", "ref": ""},
+        }
     (tmp_path / "envs").mkdir()
     inventory = sandbox.scratch_inventory(tmp_path / "envs", staging)
-    production = yaml.safe_load((inventory / "sandbox.yml").read_text())
+    production = load_yaml(inventory / "sandbox.yml")
     production["groups"]["web"]["hosts"] = ["vps2"]
     (inventory / "production.yml").write_text(yaml.safe_dump(production, sort_keys=False))
     staged = invoke("deploy.backend", "--json", inventory=inventory, timeout=900)
@@ -316,10 +368,16 @@ def test_promote_ships_the_very_artifact_the_other_env_serves(deployed, sandbox,
     assert promoted.json["task"] == f"deploy.promote backend {release}"
     assert promoted.json["notes"] == {"backend": f"{release} on vps2"}
     assert health(sandbox.addresses["vps2"])["release"] == release
-    sums = {host: sandbox.ssh(host, f"cat /srv/together-pray/backend/releases/{release}/.vigil-release.json") for host in WEB}
+    sums = {
+        host: sandbox.ssh(host, f"cat /srv/together-pray/backend/releases/{release}/.vigil-release.json")
+        for host in WEB
+    }
     assert json.loads(sums["vps1"])["sha256"] == json.loads(sums["vps2"])["sha256"]
     # Without the artifact here, a release built from a working tree cannot be promoted: said, nothing shipped.
     for leftover in (REPO / ".vigil" / "artifacts" / "backend").glob(f"{release}.*"):
         leftover.unlink()
     gone = invoke("deploy.promote", "--from-env=sandbox", "--env=production", "--app=backend", inventory=inventory)
-    assert gone.code == ExitCode.BAD_INPUT and f"release {release} (sandbox) is not in .vigil/artifacts/backend/" in gone.stderr
+    assert (
+        gone.code == ExitCode.BAD_INPUT
+        and f"release {release} (sandbox) is not in .vigil/artifacts/backend/" in gone.stderr
+    )

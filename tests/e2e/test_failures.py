@@ -6,21 +6,25 @@ import time
 
 import pytest
 
-from conftest import INVENTORY, invoke
-from vigil.commands import cmd
-from vigil.config import load_inventory
-from vigil.errors import ExitCode, UnreachableError
-from vigil.transport import SSHTransport
+from tests.support.sandbox_hosts import INVENTORY, invoke
+from vigil.core.commands import cmd
+from vigil.core.connectors.ssh import SSHTransport
+from vigil.core.errors import ExitCode, UnreachableError
+from vigil.core.inventory import load_inventory
 
 
 def fingerprint_of(known_hosts_line: str, tmp_path) -> str:
     path = tmp_path / "one.pub"
     path.write_text(known_hosts_line.split(" ", 1)[1] + "\n")
-    return subprocess.run(["ssh-keygen", "-lf", str(path)], capture_output=True, text=True, check=True).stdout.split()[1]
+    return subprocess.run(["ssh-keygen", "-lf", str(path)], capture_output=True, text=True, check=True).stdout.split()[
+        1
+    ]
 
 
 def pinned_lines():
-    return dict(line.split(" ", 1) for line in (INVENTORY / "sandbox.known_hosts").read_text().splitlines() if line.strip())
+    return dict(
+        line.split(" ", 1) for line in (INVENTORY / "sandbox.known_hosts").read_text().splitlines() if line.strip()
+    )
 
 
 def netns_iptables(host: str, *rule: str):
@@ -114,9 +118,12 @@ def test_dropped_connection_fails_the_command_instead_of_hanging(provisioned, sa
 
 def test_sudo_that_wants_a_password_fails_fast_and_clearly(provisioned, sandbox, tmp_path):
     pub = (INVENTORY.parent / ".vigil" / "sandbox" / "id_ed25519.pub").read_text().strip()
-    sandbox.ssh("vps2", "id carol >/dev/null 2>&1 || useradd -m -G sudo -s /bin/bash carol; "
-                        "echo 'carol:correct-horse-9' | chpasswd; install -d -o carol -m 0700 /home/carol/.ssh; "
-                        f"echo '{pub}' > /home/carol/.ssh/authorized_keys; chown carol /home/carol/.ssh/authorized_keys")
+    sandbox.ssh(
+        "vps2",
+        "id carol >/dev/null 2>&1 || useradd -m -G sudo -s /bin/bash carol; "
+        "echo 'carol:correct-horse-9' | chpasswd; install -d -o carol -m 0700 /home/carol/.ssh; "
+        f"echo '{pub}' > /home/carol/.ssh/authorized_keys; chown carol /home/carol/.ssh/authorized_keys",
+    )
 
     def edit(data):
         data["hosts"]["vps2"]["admin_user"] = "carol"
@@ -136,29 +143,63 @@ BAD_INPUT = [
     ("unknown env", None, ["--env=nope"], "--env: unknown environment 'nope'"),
     ("unknown limit", None, ["--limit=vps1,vps9"], "--limit: unknown host or group 'vps9'"),
     ("yaml syntax", lambda p: p.write_text(p.read_text() + "hosts: [unclosed\n"), [], "sandbox.yml:"),
-    ("injected address", lambda p: p.write_text(p.read_text().replace("address: 10.213.1.2", "address: $(touch /tmp/vigil-pwned)")), [],
-     "hosts.vps1.address: an address must be"),
-    ("injected user", lambda p: p.write_text(p.read_text().replace("user: deploy", "user: deploy;touch /tmp/vigil-pwned", 1)), [],
-     "defaults.user: a user must match"),
-    ("injected path", None, ["--var", "base_swap_path=/tmp/x;touch /tmp/vigil-pwned"], "--var base_swap_path: a path must be absolute"),
+    (
+        "injected address",
+        lambda p: p.write_text(p.read_text().replace("address: 10.213.1.2", "address: $(touch /tmp/vigil-pwned)")),
+        [],
+        "hosts.vps1.address: an address must be",
+    ),
+    (
+        "injected user",
+        lambda p: p.write_text(p.read_text().replace("user: deploy", "user: deploy;touch /tmp/vigil-pwned", 1)),
+        [],
+        "defaults.user: a user must match",
+    ),
+    (
+        "injected path",
+        None,
+        ["--var", "base_swap_path=/tmp/x;touch /tmp/vigil-pwned"],
+        "--var base_swap_path: a path must be absolute",
+    ),
     ("parent path", None, ["--var", "base_swap_path=/var/../etc/shadow"], "no '..'"),
-    ("missing key", lambda p: p.write_text(p.read_text().replace("/id_ed25519", "/no-such-key")), [], "no-such-key does not exist"),
-    ("firewall without the login port", None, ["--var", "firewall_ssh_port=2222"],
-     "firewall_ssh_port: 2222 is not the port vigil logs in on (22)"),
-    ("admin keys without ours", None,
-     ["--var", 'users_admin_authorized_keys=["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHJ6mJdzBZ4cQ6Yh0XpB2a3Vn9y1x7S3dF0eKqL8t5Wm someone"]'],
-     "does not hold the public half of id_ed25519"),
+    (
+        "missing key",
+        lambda p: p.write_text(p.read_text().replace("/id_ed25519", "/no-such-key")),
+        [],
+        "no-such-key does not exist",
+    ),
+    (
+        "firewall without the login port",
+        None,
+        ["--var", "firewall_ssh_port=2222"],
+        "firewall_ssh_port: 2222 is not the port vigil logs in on (22)",
+    ),
+    (
+        "admin keys without ours",
+        None,
+        [
+            "--var",
+            'users_admin_authorized_keys=["ssh-ed25519 '
+            'AAAAC3NzaC1lZDI1NTE5AAAAIHJ6mJdzBZ4cQ6Yh0XpB2a3Vn9y1x7S3dF0eKqL8t5Wm someone"]',
+        ],
+        "does not hold the public half of id_ed25519",
+    ),
 ]
 
 
 @pytest.mark.parametrize("label, breakage, args, message", BAD_INPUT, ids=[case[0] for case in BAD_INPUT])
-def test_bad_input_is_one_clear_line_and_changes_nothing(provisioned, sandbox, tmp_path, label, breakage, args, message):
+def test_bad_input_is_one_clear_line_and_changes_nothing(
+    provisioned, sandbox, tmp_path, label, breakage, args, message
+):
     inventory = sandbox.scratch_inventory(tmp_path)
     if breakage:
         breakage(inventory / "sandbox.yml")
     before = {name: sandbox.audit_lines(name) for name in ("vps1", "vps2")}
-    run = invoke("provision.server", "--limit=vps1,vps2", *args, inventory=inventory) if "--limit" not in " ".join(args) \
+    run = (
+        invoke("provision.server", "--limit=vps1,vps2", *args, inventory=inventory)
+        if "--limit" not in " ".join(args)
         else invoke("provision.server", *args, inventory=inventory)
+    )
     assert run.code == ExitCode.BAD_INPUT, run.stdout + run.stderr
     errors = run.stderr.strip().splitlines()
     assert len(errors) == 1 and message in errors[0], run.stderr

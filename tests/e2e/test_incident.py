@@ -2,8 +2,8 @@
 
 import requests
 
-from conftest import REPO, invoke
-from vigil.errors import ExitCode
+from tests.support.sandbox_hosts import REPO, invoke
+from vigil.core.errors import ExitCode
 
 CA = REPO / ".vigil" / "sandbox" / "ca" / "ca.crt"
 

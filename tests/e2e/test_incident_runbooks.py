@@ -11,17 +11,16 @@ from __future__ import annotations
 import json
 import shutil
 import tarfile
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import requests
 
-from conftest import REPO, invoke
-from test_deploy import current_release, scratch_with_backend, variant
-from vigil.errors import ExitCode
-from vigil.sandbox import Vps
+from tests.e2e.test_deploy import current_release, scratch_with_backend, variant
+from tests.support.loopback import LoopbackServer
+from tests.support.sandbox_hosts import REPO, invoke
+from vigil.core.errors import ExitCode
+from vigil.sandbox.paths import Vps
 
 CA = REPO / ".vigil" / "sandbox" / "ca" / "ca.crt"
 # The probe runs every minute; an alert may take one interval plus the probe's own checks.
@@ -29,33 +28,23 @@ ALERT_WITHIN = 120
 
 
 class Alerts:
-    """A Slack-compatible incoming webhook: keeps every JSON body posted to it."""
+    """A Slack-compatible incoming webhook on the VPSes' gateway: keeps every JSON body posted to it."""
 
     def __init__(self):
-        self.received: list[tuple[float, dict]] = []
-        self.lock = threading.Lock()
-        alerts = self
+        self.server = LoopbackServer(answer=(200, b"ok"), host="0.0.0.0")
+        self.url = f"http://{Vps(1).gateway}:{self.server.port}/services/T000/B000/e2e"
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                with alerts.lock:
-                    alerts.received.append((time.time(), json.loads(body)))
-                self.send_response(200)
-                self.end_headers()
-                self.wfile.write(b"ok")
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("0.0.0.0", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://{Vps(1).gateway}:{self.server.server_address[1]}/services/T000/B000/e2e"
+    @property
+    def received(self) -> list[tuple[float, dict]]:
+        return self.server.received()
 
     def matching(self, host: str, check: str, event: str) -> list[tuple[float, dict]]:
-        with self.lock:
-            return [(at, body) for at, body in self.received
-                    if (body.get("vigil", {}).get("host"), body["vigil"].get("check"), body["vigil"].get("event")) == (host, check, event)]
+        return [
+            (at, body)
+            for at, body in self.received
+            if (body.get("vigil", {}).get("host"), body["vigil"].get("check"), body["vigil"].get("event"))
+            == (host, check, event)
+        ]
 
     def wait_for(self, host: str, check: str, event: str, since: float, timeout: float) -> float:
         """Seconds from `since` to the first such alert after it; fails after `timeout`."""
@@ -65,8 +54,7 @@ class Alerts:
             if found:
                 return found[0] - since
             time.sleep(2)
-        with self.lock:
-            seen = [body.get("text") for _, body in self.received]
+        seen = [body.get("text") for _, body in self.received]
         raise AssertionError(f"no {event!r} alert for {host} {check} within {timeout} s; received: {seen}")
 
 
@@ -96,7 +84,9 @@ def alerts(deployed, sandbox, tmp_path_factory):
 
 
 def live_unit(sandbox, host: str, service: str) -> str:
-    listing = sandbox.ssh(host, f"systemctl list-units --state=active --plain --no-legend 'together-pray-{service}@*.service'")
+    listing = sandbox.ssh(
+        host, f"systemctl list-units --state=active --plain --no-legend 'together-pray-{service}@*.service'"
+    )
     units = [line.split()[0] for line in listing.splitlines() if line.strip()]
     assert len(units) == 1, listing
     return units[0]
@@ -130,7 +120,11 @@ def test_a_stopped_backend_is_alerted_restarted_by_its_runbook_recovered_and_rep
     assert run.code == 0, run.stdout[-3000:] + run.stderr
     done = steps(run)
     assert run.json["outcome"] == "resolved" and done["health"]["failing"] == ["vps1 backend"]
-    assert done["restart"]["outcome"] == "done" and unit in done["restart"]["detail"] and "vps2" not in done["restart"]["detail"]
+    assert (
+        done["restart"]["outcome"] == "done"
+        and unit in done["restart"]["detail"]
+        and "vps2" not in done["restart"]["detail"]
+    )
     assert done["recovered"]["outcome"] == "passed" and "escalate" not in done
     assert sandbox.ssh("vps1", f"systemctl is-active {unit}").strip() == "active"
     alerts.wait_for("vps1", "backend", "recovered", stopped, ALERT_WITHIN + 30)
@@ -142,8 +136,16 @@ def test_a_stopped_backend_is_alerted_restarted_by_its_runbook_recovered_and_rep
     assert "## Timeline (UTC)" in text and "## Follow-ups" in text
     since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stopped - 1))
     rows = [line for line in text.splitlines() if line.startswith("| 20") and line[2:22] >= since]
-    order = [next(i for i, row in enumerate(rows) if marker in row) for marker in
-             ("probe on vps1 | backend down", "health: ", "restart: ", "recovered: ", "probe on vps1 | backend recovered")]
+    order = [
+        next(i for i, row in enumerate(rows) if marker in row)
+        for marker in (
+            "probe on vps1 | backend down",
+            "health: ",
+            "restart: ",
+            "recovered: ",
+            "probe on vps1 | backend recovered",
+        )
+    ]
     assert order == sorted(order), rows
     window = next(line for line in text.splitlines() if line.startswith("- Window: "))
     assert "from the hosts' health probes" in window and window[10:30] >= since
@@ -152,14 +154,20 @@ def test_a_stopped_backend_is_alerted_restarted_by_its_runbook_recovered_and_rep
     again = invoke("incident.run", "backend-down", "--yes", "--json", timeout=600)
     assert again.code == 0 and list(steps(again)) == ["health"] and again.json["outcome"] == "resolved"
     # State changes only: one "down" and one "recovered" however many minutes the probes ran.
-    assert len(alerts.matching("vps1", "backend", "down")) == 1 and len(alerts.matching("vps1", "backend", "recovered")) == 1
+    assert (
+        len(alerts.matching("vps1", "backend", "down")) == 1
+        and len(alerts.matching("vps1", "backend", "recovered")) == 1
+    )
     assert not alerts.matching("vps2", "backend", "down")
 
 
 def test_a_failed_backup_is_alerted_and_its_recovery_too(alerts, sandbox):
     directory = "/var/backups/vigil"
-    sandbox.ssh("vps1", f"mount -t tmpfs -o size=64k,mode=0700,uid=$(id -u postgres),gid=$(id -g postgres) vigil-e2e-full {directory}"
-                        f" && head -c 60000 /dev/zero > {directory}/filler")
+    sandbox.ssh(
+        "vps1",
+        f"mount -t tmpfs -o size=64k,mode=0700,uid=$(id -u postgres),gid=$(id -g postgres) vigil-e2e-full {directory}"
+        f" && head -c 60000 /dev/zero > {directory}/filler",
+    )
     try:
         failed_at = time.time()
         assert invoke("backup.create", "--label=alert").code != 0
@@ -186,8 +194,10 @@ def test_a_release_that_fails_after_its_health_gate_is_rolled_back_by_bad_deploy
     bad = current_release(sandbox, "vps1")
     assert bad != good["vps1"] and current_release(sandbox, "vps2") == bad
     deadline = time.time() + 120
-    while any(requests.get(f"https://{sandbox.addresses[host]}/api/health", verify=str(CA), timeout=10).status_code == 200
-              for host in ("vps1", "vps2")):
+    while any(
+        requests.get(f"https://{sandbox.addresses[host]}/api/health", verify=str(CA), timeout=10).status_code == 200
+        for host in ("vps1", "vps2")
+    ):
         assert time.time() < deadline, "the variant never started failing on both hosts"
         time.sleep(3)
 
@@ -211,7 +221,10 @@ def test_a_full_disk_is_reported_and_the_known_places_freed_on_that_host_only(de
     try:
         check = invoke("incident.run", "disk-full", "--check", "--json", timeout=300)
         assert check.code == 0 and check.json["outcome"] == "checked"
-        assert steps(check)["disk"]["failing"] == ["vps2 filesystem /var/log"] and steps(check)["free"]["outcome"] == "would run"
+        assert (
+            steps(check)["disk"]["failing"] == ["vps2 filesystem /var/log"]
+            and steps(check)["free"]["outcome"] == "would run"
+        )
         assert sandbox.ssh("vps2", "ls /var/log").split() == ["e2e-app.log", "e2e-app.log.1"]  # --check changed nothing
 
         run = invoke("incident.run", "disk-full", "--yes", "--json", timeout=600)
@@ -249,7 +262,9 @@ def test_each_runbook_mends_its_fault_and_a_second_run_changes_nothing(deployed,
         assert requests.get(f"https://{address}/api/prayers", verify=str(CA), timeout=10).status_code == 200
 
 
-def test_a_runbook_with_a_bad_step_is_refused_before_anything_runs_and_confirmation_is_required(deployed, sandbox, tmp_path):
+def test_a_runbook_with_a_bad_step_is_refused_before_anything_runs_and_confirmation_is_required(
+    deployed, sandbox, tmp_path
+):
     broken = REPO / "playbooks" / "runbooks" / "e2e-broken.yml"
     broken.write_text("description: broken\nsteps:\n  - id: health\n    check: http\n    resolves: true\n"
                       "  - action: restart\n    on: nothing\n")
@@ -257,7 +272,10 @@ def test_a_runbook_with_a_bad_step_is_refused_before_anything_runs_and_confirmat
         refused = invoke("incident.run", "e2e-broken", "--yes")
     finally:
         broken.unlink()
-    assert refused.code == ExitCode.BAD_INPUT and "e2e-broken.yml:7: on: 'nothing' is not an earlier step" in refused.stderr
+    assert (
+        refused.code == ExitCode.BAD_INPUT
+        and "e2e-broken.yml:7: on: 'nothing' is not an earlier step" in refused.stderr
+    )
     unit = live_unit(sandbox, "vps2", "frontend")
     sandbox.ssh("vps2", f"systemctl stop {unit}")
     try:
@@ -274,11 +292,16 @@ def test_a_snapshot_is_a_private_redacted_archive_of_every_host(deployed, sandbo
     path = REPO / run.stdout.split("snapshot: ", 1)[1].split()[0]
     assert oct(path.stat().st_mode & 0o777) == "0o600"
     with tarfile.open(path) as archive:
-        texts = {member.name.rsplit("/", 1)[1]: archive.extractfile(member).read().decode() for member in archive.getmembers()}
+        texts = {
+            member.name.rsplit("/", 1)[1]: archive.extractfile(member).read().decode()
+            for member in archive.getmembers()
+        }
     assert set(texts) == {"vps1.txt", "vps2.txt"}
     for section in ("===== units", "===== disk", "===== top processes", "===== recent logs", "===== nginx error log"):
         assert section in texts["vps2.txt"]
-    password = sandbox.ssh("vps1", "sed -n 's/^DATABASE_URL=.*:\\(.*\\)@.*/\\1/p' /etc/together-pray/backend.env").strip()
+    password = sandbox.ssh(
+        "vps1", "sed -n 's/^DATABASE_URL=.*:\\(.*\\)@.*/\\1/p' /etc/together-pray/backend.env"
+    ).strip()
     assert password and all(password not in text for text in texts.values())
 
 
@@ -292,7 +315,9 @@ def test_the_sentry_dsn_from_secrets_is_in_the_backend_and_frontend_environment(
         for host in ("vps1", "vps2"):
             for service in ("backend", "frontend"):
                 unit = live_unit(sandbox, host, service)
-                environment = sandbox.ssh(host, f"tr '\\0' '\\n' < /proc/$(systemctl show -p MainPID --value {unit})/environ")
+                environment = sandbox.ssh(
+                    host, f"tr '\\0' '\\n' < /proc/$(systemctl show -p MainPID --value {unit})/environ"
+                )
                 assert f"SENTRY_DSN={dsn}" in environment.splitlines(), (host, unit)
     finally:
         restored = invoke("secrets.push", "--limit=vps1,vps2", timeout=600)

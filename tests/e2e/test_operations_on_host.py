@@ -3,27 +3,46 @@
 
 import pytest
 
-from conftest import INVENTORY, SANDBOX_KEY
-from vigil.commands import Secret, cmd
-from vigil.config import load_inventory
-from vigil.operations import Directory, File, Guarded, Line, ServiceAction, Symlink, SystemdUnit, User
-from vigil.runner import HostPlan, RunOptions, run
-from vigil.transport import SSHTransport
+from tests.support.sandbox_hosts import INVENTORY, SANDBOX_KEY
+from vigil.core.commands import Secret, cmd
+from vigil.core.connectors.ssh import SSHTransport
+from vigil.core.inventory import load_inventory
+from vigil.core.runner import HostPlan, RunOptions, run
+from vigil.operations.files import Directory, File, Line, Symlink
+from vigil.operations.guarded import Guarded
+from vigil.operations.systemd import ServiceAction, SystemdUnit
+from vigil.operations.users import User
 
 BASE = "/srv/vigil-e2e"
 UNIT = "vigil-e2e.service"
 
 
 def unit_file(description: str) -> str:
-    return f"[Unit]\nDescription={description}\n\n[Service]\nExecStart=/bin/sleep infinity\n\n[Install]\nWantedBy=multi-user.target\n"
+    return (
+        f"[Unit]\nDescription={description}\n\n"
+        "[Service]\nExecStart=/bin/sleep infinity\n\n"
+        "[Install]\nWantedBy=multi-user.target\n"
+    )
 
 
 def operations(description: str, secret_value: str):
     return [
-        User("vigile2e", shell="/usr/sbin/nologin", home=f"{BASE}/home", authorized_keys=[SANDBOX_KEY.with_suffix(".pub").read_text().strip()]),
+        User(
+            "vigile2e",
+            shell="/usr/sbin/nologin",
+            home=f"{BASE}/home",
+            authorized_keys=[SANDBOX_KEY.with_suffix(".pub").read_text().strip()],
+        ),
         Directory(f"{BASE}/shared", owner="vigile2e", group="vigile2e", mode="0750"),
-        File(f"{BASE}/shared/app.env", f"JWT_SECRET={secret_value}\n", owner="vigile2e", group="vigile2e", mode="0600",
-             secret=True, notify=("restart e2e",)),
+        File(
+            f"{BASE}/shared/app.env",
+            f"JWT_SECRET={secret_value}\n",
+            owner="vigile2e",
+            group="vigile2e",
+            mode="0600",
+            secret=True,
+            notify=("restart e2e",),
+        ),
         Symlink(f"{BASE}/current", f"{BASE}/shared"),
         Line(f"{BASE}/limits.conf", "workers = 2", regexp=r"^workers\s*="),
         File(f"/etc/systemd/system/{UNIT}", unit_file(description), notify=("restart e2e",)),
@@ -73,10 +92,15 @@ def test_operations_converge_then_change_nothing(sandbox, clean_vps2):
     assert all(secret not in (op.diff or "") for op in first.operations)
 
     assert sandbox.ssh("vps2", "getent passwd vigile2e | cut -d: -f6,7").strip() == f"{BASE}/home:/usr/sbin/nologin"
-    assert sandbox.ssh("vps2", f"stat -c '%U %a' {BASE}/shared/app.env {BASE}/home/.ssh/authorized_keys").split("\n")[:2] == ["vigile2e 600", "vigile2e 600"]
+    assert sandbox.ssh("vps2", f"stat -c '%U %a' {BASE}/shared/app.env {BASE}/home/.ssh/authorized_keys").split("\n")[
+        :2
+    ] == ["vigile2e 600", "vigile2e 600"]
     assert sandbox.ssh("vps2", f"cat {BASE}/shared/app.env") == f"JWT_SECRET={secret}\n"
     assert sandbox.ssh("vps2", f"readlink {BASE}/current").strip() == f"{BASE}/shared"
-    assert sandbox.ssh("vps2", f"systemctl is-enabled {UNIT}; systemctl is-active {UNIT}").split() == ["enabled", "active"]
+    assert sandbox.ssh("vps2", f"systemctl is-enabled {UNIT}; systemctl is-active {UNIT}").split() == [
+        "enabled",
+        "active",
+    ]
     pid = main_pid(sandbox)
 
     second = apply(operations("first", secret))
@@ -87,7 +111,11 @@ def test_operations_converge_then_change_nothing(sandbox, clean_vps2):
     # Editing the unit file reloads systemd and restarts the service, once.
     third = apply(operations("second", secret))
     changed = [op.name for op in third.operations if op.status == "changed"]
-    assert changed == [f"Ensure /etc/systemd/system/{UNIT} has the managed content.", f"Ensure {UNIT} is enabled and running.", f"Restart {UNIT}."]
+    assert changed == [
+        f"Ensure /etc/systemd/system/{UNIT} has the managed content.",
+        f"Ensure {UNIT} is enabled and running.",
+        f"Restart {UNIT}.",
+    ]
     assert "daemon-reload" in third.operations[6].summary
     assert sandbox.ssh("vps2", f"systemctl show -p Description --value {UNIT}").strip() == "second"
     assert main_pid(sandbox) != pid
@@ -96,4 +124,6 @@ def test_operations_converge_then_change_nothing(sandbox, clean_vps2):
 def test_check_mode_on_a_fresh_host_plans_everything_and_creates_nothing(sandbox, clean_vps2):
     result = apply(operations("first", "e2e-secret-5be1c0"), check=True)
     assert result.count("changed") >= 7
-    assert sandbox.ssh("vps2", f"test -e {BASE} && echo yes || echo no; getent passwd vigile2e || true").split() == ["no"]
+    assert sandbox.ssh("vps2", f"test -e {BASE} && echo yes || echo no; getent passwd vigile2e || true").split() == [
+        "no"
+    ]

@@ -1,6 +1,6 @@
 """provision.server on real sandbox VPSes: convergence, idempotency, check mode, parallel hosts."""
 
-from conftest import REPO, invoke
+from tests.support.sandbox_hosts import REPO, invoke
 
 LOCAL_AUDIT = REPO / ".vigil" / "audit.log"
 
@@ -20,7 +20,9 @@ def test_first_run_converges_both_hosts(provisioned, sandbox):
         assert sandbox.ssh(name, "cat /etc/timezone") == "Etc/UTC\n"
         assert f"{name} - Together Pray (sandbox)" in sandbox.ssh(name, "cat /etc/motd")
         assert sandbox.ssh(name, "dpkg-query -W -f '${Status}' unattended-upgrades") == "install ok installed"
-        assert sandbox.ssh(name, "systemctl is-enabled unattended-upgrades; systemctl is-active unattended-upgrades").split() == ["enabled", "active"]
+        assert sandbox.ssh(
+            name, "systemctl is-enabled unattended-upgrades; systemctl is-active unattended-upgrades"
+        ).split() == ["enabled", "active"]
         assert 'Unattended-Upgrade "1"' in sandbox.ssh(name, "cat /etc/apt/apt.conf.d/20auto-upgrades")
 
 

@@ -6,10 +6,19 @@ import subprocess
 
 import pytest
 import requests
+from pyrage import x25519
 
-from conftest import REPO, SSH_OPTIONS, app_database_login, database_url_endpoint, invoke, ssh_as_root
-from vigil import secrets as S
-from vigil.errors import ExitCode
+from tests.support.sandbox_hosts import (
+    REPO,
+    SSH_OPTIONS,
+    app_database_login,
+    database_url_endpoint,
+    invoke,
+    ssh_as_root,
+)
+from vigil.core.errors import ExitCode
+from vigil.vault.env_files import render_dotenv
+from vigil.vault.store import encrypt, load
 
 
 def connect(address: str, port: int, timeout: float = 3.0) -> str:
@@ -64,17 +73,22 @@ def test_postgresql_answers_only_the_web_hosts_and_the_app_role_logs_in_with_the
         "10.213.1.2:5432/together_pray?sslmode=verify-full&sslrootcert=/etc/together-pray/database-server.crt")
     assert app_database_login(sandbox.addresses["vps2"]) == "together_pray|t"  # over TLS, the server verified
     # Verification is real: the same login against another certificate is refused.
-    assert "certificate verify failed" in app_database_login(sandbox.addresses["vps2"], rootcert="/etc/ssl/certs/ssl-cert-snakeoil.pem")
+    assert "certificate verify failed" in app_database_login(
+        sandbox.addresses["vps2"], rootcert="/etc/ssl/certs/ssl-cert-snakeoil.pem"
+    )
     assert "no encryption" in app_database_login(sandbox.addresses["vps2"], sslmode="disable")  # hostssl only
-    password = S.load("sandbox")["DB_PASSWORD"]
+    password = load("sandbox")["DB_PASSWORD"]
 
     def login(secret: str) -> str:
         # The password reaches psql through a 0600 .pgpass written from stdin, never argv or env.
         written = ssh_as_root(sandbox.addresses["vps1"], ["sh", "-c", "umask 077; cat > /root/.pgpass"],
                               f"127.0.0.1:5432:together_pray:together_pray:{secret}\n")
         assert written.returncode == 0, written.stderr
-        return sandbox.ssh("vps1", "psql -w -h 127.0.0.1 -U together_pray together_pray -tAc 'select current_user' 2>&1; "
-                                   "rm -f /root/.pgpass", check=False).strip()
+        return sandbox.ssh(
+            "vps1",
+            "psql -w -h 127.0.0.1 -U together_pray together_pray -tAc 'select current_user' 2>&1; rm -f /root/.pgpass",
+            check=False,
+        ).strip()
 
     assert login(password) == "together_pray"
     assert "password authentication failed" in login("wrong-password-123")
@@ -100,11 +114,11 @@ def test_a_package_that_fails_on_one_host_leaves_the_others_and_a_rerun_recovers
 def test_a_missing_secret_fails_only_the_host_that_needs_it_and_a_rerun_recovers(provisioned, sandbox, tmp_path):
     # The sandbox's own secrets without DB_PASSWORD, in a scratch secrets/ with its own key:
     # only the db host (vps1) needs that secret.
-    values = {key: value for key, value in S.load("sandbox").items() if key != "DB_PASSWORD"}
-    identity = S.x25519.Identity.generate()
+    values = {key: value for key, value in load("sandbox").items() if key != "DB_PASSWORD"}
+    identity = x25519.Identity.generate()
     (tmp_path / "secrets").mkdir()
     (tmp_path / "secrets" / "schema.yml").write_text((REPO / "secrets" / "schema.yml").read_text())
-    (tmp_path / "secrets" / "sandbox.env.age").write_bytes(S.encrypt(S.render_dotenv(values), [str(identity.to_public())]))
+    (tmp_path / "secrets" / "sandbox.env.age").write_bytes(encrypt(render_dotenv(values), [str(identity.to_public())]))
     scratch = {"VIGIL_SECRETS": str(tmp_path / "secrets"), "VIGIL_AGE_IDENTITY": str(identity)}
     before = sandbox.audit_lines("vps1")
 
@@ -126,14 +140,19 @@ CA = REPO / ".vigil" / "sandbox" / "ca" / "ca.crt"
 
 
 def https(sandbox, path: str, **kwargs) -> requests.Response:
-    return requests.get(f"https://{sandbox.addresses['vps2']}{path}", verify=str(CA), allow_redirects=False, timeout=10, **kwargs)
+    return requests.get(
+        f"https://{sandbox.addresses['vps2']}{path}", verify=str(CA), allow_redirects=False, timeout=10, **kwargs
+    )
 
 
 def test_https_verifies_against_the_sandbox_ca_and_http_redirects(provisioned, sandbox):
     plain = requests.get(f"http://{sandbox.addresses['vps2']}/prayers?x=1", allow_redirects=False, timeout=10)
     assert plain.status_code == 301 and plain.headers["Location"] == f"https://{sandbox.addresses['vps2']}/prayers?x=1"
     response = https(sandbox, "/")  # verified: requests raises on an untrusted certificate
-    assert response.status_code in (200, 502)  # the app once deployed (test_deploy), else nginx alone; TLS verified either way
+    assert response.status_code in (
+        200,
+        502,
+    )  # the app once deployed (test_deploy), else nginx alone; TLS verified either way
     with pytest.raises(requests.exceptions.SSLError):
         requests.get(f"https://{sandbox.addresses['vps2']}/", timeout=10)  # not trusted without the sandbox CA
 
@@ -142,8 +161,12 @@ def test_security_headers_and_hsts_are_sent(provisioned, sandbox):
     headers = https(sandbox, "/").headers
     assert headers["Strict-Transport-Security"].startswith("max-age=63072000")
     assert "frame-ancestors 'none'" in headers["Content-Security-Policy"]
-    for name, value in {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
-                        "Cross-Origin-Opener-Policy": "same-origin", "Cross-Origin-Resource-Policy": "same-origin"}.items():
+    for name, value in {
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+        "Cross-Origin-Opener-Policy": "same-origin",
+        "Cross-Origin-Resource-Policy": "same-origin",
+    }.items():
         assert headers[name] == value
 
 
@@ -175,16 +198,27 @@ def test_maintenance_mode_answers_503_with_retry_after(provisioned, sandbox):
 
 
 def ssh_login(address: str, user: str, *options: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["ssh", *SSH_OPTIONS, *options, f"{user}@{address}", "true"], capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        ["ssh", *SSH_OPTIONS, *options, f"{user}@{address}", "true"], capture_output=True, text=True, timeout=60
+    )
 
 
 def test_root_and_password_logins_are_refused_and_the_admin_and_deploy_users_work(provisioned, sandbox):
     address = sandbox.addresses["vps2"]
     assert "Permission denied" in ssh_login(address, "root").stderr
-    password = ssh_login(address, "deploy", "-o", "PubkeyAuthentication=no", "-o", "PreferredAuthentications=password,keyboard-interactive")
+    password = ssh_login(
+        address,
+        "deploy",
+        "-o",
+        "PubkeyAuthentication=no",
+        "-o",
+        "PreferredAuthentications=password,keyboard-interactive",
+    )
     assert password.returncode == 255 and "Permission denied (publickey)" in password.stderr
     assert ssh_login(address, "deploy").returncode == 0 and ssh_login(address, "ops").returncode == 0
-    assert "PermitRootLogin no" in sandbox.ssh("vps2", "sshd -T | grep -i permitrootlogin").replace("permitrootlogin", "PermitRootLogin")
+    assert "PermitRootLogin no" in sandbox.ssh("vps2", "sshd -T | grep -i permitrootlogin").replace(
+        "permitrootlogin", "PermitRootLogin"
+    )
 
 
 def test_a_broken_sshd_setting_is_refused_by_sshd_t_and_the_host_stays_reachable(provisioned, sandbox):
@@ -241,10 +275,14 @@ def test_the_deploy_users_sudo_covers_the_apps_units_and_nginx_reload_only(provi
     assert deploy_sudo(address, "/usr/bin/systemctl", "reload", "nginx.service").returncode == 0
     # Switching an upstream's color, checked by nginx -t and reloaded.
     upstreams = "/etc/nginx/conf.d/together-pray-upstreams.conf"
-    live = "green" if "127.0.0.1:3002" in sandbox.ssh("vps2", f"grep backend {upstreams}") else "blue"  # a deploy may have run
+    live = (
+        "green" if "127.0.0.1:3002" in sandbox.ssh("vps2", f"grep backend {upstreams}") else "blue"
+    )  # a deploy may have run
     other, other_port = ("blue", "3001") if live == "green" else ("green", "3002")
     switched = deploy_sudo(address, "/usr/local/sbin/vigil-switch-upstream", "backend", other)
-    assert switched.returncode == 0 and f"127.0.0.1:{other_port}" in sandbox.ssh("vps2", f"grep backend {upstreams}"), switched.stderr
+    assert switched.returncode == 0 and f"127.0.0.1:{other_port}" in sandbox.ssh("vps2", f"grep backend {upstreams}"), (
+        switched.stderr
+    )
     assert deploy_sudo(address, "/usr/local/sbin/vigil-switch-upstream", "backend", live).returncode == 0  # as it was
     assert f"127.0.0.1:{other_port}" not in sandbox.ssh("vps2", f"grep backend {upstreams}")
     assert deploy_sudo(address, "/usr/local/sbin/vigil-switch-upstream", "backend", "/etc/passwd").returncode == 64

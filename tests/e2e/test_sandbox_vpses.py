@@ -3,7 +3,7 @@
 import json
 import subprocess
 
-from conftest import REPO, invoke
+from tests.support.sandbox_hosts import REPO, invoke
 
 STATE = REPO / ".vigil" / "sandbox" / "state.json"
 
@@ -15,10 +15,16 @@ def sh(*argv: str) -> str:
 def sandbox_objects() -> dict:
     """Everything vigil's sandbox can leave on this machine, as the machine reports it."""
     return {
-        "netns": sorted(line.split()[0] for line in sh("ip", "netns", "list").splitlines() if line.startswith("vigil-")),
+        "netns": sorted(
+            line.split()[0] for line in sh("ip", "netns", "list").splitlines() if line.startswith("vigil-")
+        ),
         "links": sorted(name for name in sh("ip", "-o", "link").split() if name.startswith(("vgl-", "vgv-"))),
-        "rules": sorted(line for table in ("filter", "nat") for line in sh("iptables", "-w", "-t", table, "-S").splitlines()
-                        if "vigil-sandbox" in line),
+        "rules": sorted(
+            line
+            for table in ("filter", "nat")
+            for line in sh("iptables", "-w", "-t", table, "-S").splitlines()
+            if "vigil-sandbox" in line
+        ),
         "mounts": sorted(line.split()[1] for line in open("/proc/mounts") if "/var/lib/vigil/sandbox" in line),
     }
 

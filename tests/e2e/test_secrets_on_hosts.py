@@ -10,10 +10,16 @@ import time
 from pathlib import Path
 
 import pytest
+from pyrage import x25519
 
-from conftest import REPO, app_database_login, invoke
-from vigil import secrets as S
-from vigil.errors import ExitCode
+from tests.support.sandbox_hosts import REPO, app_database_login, invoke
+from vigil.core.errors import ExitCode
+from vigil.vault.env_files import render_dotenv
+from vigil.vault.keys import load_recipients
+from vigil.vault.masking import forms_of, password_forms
+from vigil.vault.paths import SecretsPaths
+from vigil.vault.schema import load_schema
+from vigil.vault.store import load
 
 LOCAL_AUDIT = REPO / ".vigil" / "audit.log"
 # A test-only instance of the backend's unit (roles/app's template stays as it is), whose reload fails.
@@ -34,7 +40,7 @@ def scratch(tmp_path_factory):
 
 @pytest.fixture
 def run(scratch, monkeypatch):
-    """`invoke` with the scratch secrets; also points this process at them for S.load."""
+    """`invoke` with the scratch secrets; also points this process at them for load."""
     monkeypatch.setenv("VIGIL_SECRETS", str(scratch / "secrets"))
     monkeypatch.delenv("VIGIL_AGE_IDENTITY", raising=False)
 
@@ -46,7 +52,7 @@ def run(scratch, monkeypatch):
 
 
 def values(scratch) -> dict:
-    return S.load("sandbox", S.SecretsPaths(scratch / "secrets"))
+    return load("sandbox", SecretsPaths(scratch / "secrets"))
 
 
 def test_push_writes_0600_files_owned_by_the_app_user_then_reports_unchanged(provisioned, sandbox, run, scratch):
@@ -54,13 +60,15 @@ def test_push_writes_0600_files_owned_by_the_app_user_then_reports_unchanged(pro
     assert first.code == 0, first.stderr
     second = run("secrets.push", "--json", "--limit=vps1,vps2")
     assert second.code == 0
-    schema = S.load_schema()
+    schema = load_schema()
     # DATABASE_URL is derived per host: loopback on the db host (vps1), its address with TLS on vps2.
     urls = {"vps1": f"postgresql://together_pray:{values(scratch)['DB_PASSWORD']}@127.0.0.1:5432/together_pray",
             "vps2": f"postgresql://together_pray:{values(scratch)['DB_PASSWORD']}@10.213.1.2:5432/together_pray"
                     "?sslmode=verify-full&sslrootcert=/etc/together-pray/database-server.crt"}
     for name in ("vps1", "vps2"):
-        expected = S.render_dotenv(schema.for_service("backend", {**values(scratch), "DATABASE_URL": urls[name]}), list(schema.keys))
+        expected = render_dotenv(
+            schema.for_service("backend", {**values(scratch), "DATABASE_URL": urls[name]}), list(schema.keys)
+        )
         assert (second.host(name)["changed"], second.host(name)["failed"]) == (0, 0)
         listing = sandbox.ssh(name, "stat -c '%n %U %G %a' /etc/together-pray /etc/together-pray/backend.env "
                                     "/etc/together-pray/frontend.env")
@@ -75,14 +83,21 @@ def test_push_writes_0600_files_owned_by_the_app_user_then_reports_unchanged(pro
 
 def test_no_value_appears_in_any_process_command_line_or_environment_while_pushing(provisioned, sandbox, run, scratch):
     assert run("secrets.generate", "--force").code == 0  # new values, so the push really writes
-    secret_forms = {form for key, value in values(scratch).items() if key not in ("NODE_ENV", "FRONTEND_URL", "NEXT_PUBLIC_API_URL")
-                    for form in S.forms_of(value)}
+    secret_forms = {
+        form
+        for key, value in values(scratch).items()
+        if key not in ("NODE_ENV", "FRONTEND_URL", "NEXT_PUBLIC_API_URL")
+        for form in forms_of(value)
+    }
     # A bounded sampler of every process's argv and environment on the host, stopped by a flag file.
-    sandbox.ssh("vps1", "rm -f /tmp/proc-watch /tmp/proc-watch.stop; nohup sh -c '"
-                        "end=$(( $(date +%s) + 60 )); "
-                        "while [ ! -e /tmp/proc-watch.stop ] && [ $(date +%s) -lt $end ]; do "
-                        "for p in /proc/[0-9]*; do tr \"\\0\" \" \" < $p/cmdline; echo; tr \"\\0\" \"\\n\" < $p/environ; done 2>/dev/null; "
-                        "done > /tmp/proc-watch' >/dev/null 2>&1 &")
+    sandbox.ssh(
+        "vps1",
+        "rm -f /tmp/proc-watch /tmp/proc-watch.stop; nohup sh -c '"
+        "end=$(( $(date +%s) + 60 )); "
+        "while [ ! -e /tmp/proc-watch.stop ] && [ $(date +%s) -lt $end ]; do "
+        'for p in /proc/[0-9]*; do tr "\\0" " " < $p/cmdline; echo; tr "\\0" "\\n" < $p/environ; done 2>/dev/null; '
+        "done > /tmp/proc-watch' >/dev/null 2>&1 &",
+    )
     time.sleep(1)
     pushed = run("secrets.push", "--limit=vps1")
     sandbox.ssh("vps1", "touch /tmp/proc-watch.stop; sleep 1")
@@ -120,9 +135,13 @@ def test_every_task_with_verbose_and_diff_and_a_failure_leaks_no_value(provision
     step("secrets.set", "JWT_SECRET", expect=ExitCode.BAD_INPUT, input="a" * 40 + "\nNODE_ENV=development\n")
     assert (scratch / "secrets" / "sandbox.env.age").read_bytes() == before
     # A deliberately failing command: a running backend whose reload fails, on vps2.
-    sandbox.ssh("vps2", f"mkdir -p '{DROPIN.rsplit('/', 1)[0]}' && printf '[Service]\\nEnvironmentFile=\\nEnvironmentFile=/etc/together-pray/backend.env\\n"
-                        f"WorkingDirectory=/\\nExecStart=\\nExecStart=/bin/sleep infinity\\nExecReload=/bin/false\\n' > '{DROPIN}' && "
-                        f"systemctl daemon-reload && systemctl start {UNIT}")
+    sandbox.ssh(
+        "vps2",
+        f"mkdir -p '{DROPIN.rsplit('/', 1)[0]}' && "
+        "printf '[Service]\\nEnvironmentFile=\\nEnvironmentFile=/etc/together-pray/backend.env\\n"
+        f"WorkingDirectory=/\\nExecStart=\\nExecStart=/bin/sleep infinity\\nExecReload=/bin/false\\n' > '{DROPIN}' && "
+        f"systemctl daemon-reload && systemctl start {UNIT}",
+    )
     try:
         failed = step("secrets.rotate", "JWT_SECRET", "-v", "--diff", "--limit=vps1,vps2", expect=ExitCode.HOST_FAILED)
         assert "try-reload-or-restart" in failed.stdout and "exited 1" in failed.stdout
@@ -139,11 +158,11 @@ def test_every_task_with_verbose_and_diff_and_a_failure_leaks_no_value(provision
     assert all(sandbox.audit_lines(name) > audit_before[name] for name in ("vps1", "vps2"))
     everything = "\n".join(outputs + list(host_audits.values()) + [LOCAL_AUDIT.read_text()])
     assert "keys changed:" in everything and "***" in everything  # the diffs and masks really were printed
-    schema = S.load_schema()
+    schema = load_schema()
     leaked = set()
     for snapshot in seen_values:
         for key, value in snapshot.items():
-            forms = S.forms_of(value) if schema.keys[key].secret else S.password_forms(value)
+            forms = forms_of(value) if schema.keys[key].secret else password_forms(value)
             leaked |= {f"{key} ({form[:4]}...)" for form in forms if form in everything}
     assert not leaked
 
@@ -158,7 +177,9 @@ def test_a_tampered_file_or_a_wrong_key_stops_before_any_host(provisioned, sandb
         assert tampered.code == ExitCode.BAD_INPUT and "tampered" in tampered.stderr
         assert path.read_bytes() == good[:-40]
         path.write_bytes(good)
-        stranger = run("secrets.push", "--limit=vps1,vps2", extra_env={"VIGIL_AGE_IDENTITY": str(S.x25519.Identity.generate())})
+        stranger = run(
+            "secrets.push", "--limit=vps1,vps2", extra_env={"VIGIL_AGE_IDENTITY": str(x25519.Identity.generate())}
+        )
         assert stranger.code == ExitCode.BAD_INPUT and "none of your age identities can open it" in stranger.stderr
         unknown = run("secrets.push", "--env=nowhere")
         assert unknown.code == ExitCode.BAD_INPUT and "nowhere" in unknown.stderr
@@ -208,7 +229,7 @@ def test_recipients_add_and_remove_reencrypt_for_the_age_tool(run, scratch, tmp_
     assert bob_can_read() and "bob" in run("secrets.recipients").stdout
     assert run("secrets.recipients", f"--remove={bob}").code == 0
     assert not bob_can_read() and values(scratch)  # we still can
-    (mine,) = S.load_recipients("sandbox", S.SecretsPaths(scratch / "secrets"))
+    (mine,) = load_recipients("sandbox", SecretsPaths(scratch / "secrets"))
     last = run("secrets.recipients", f"--remove={mine[0]}")
     assert last.code == ExitCode.BAD_INPUT and "last recipient" in last.stderr
 
@@ -220,7 +241,7 @@ def test_diff_between_two_envs_names_keys_only(run, scratch, monkeypatch):
     assert diff.code == 0, diff.stderr
     assert "staging -> sandbox: added: FRONTEND_URL, NEXT_PUBLIC_API_URL, NODE_ENV" in diff.stdout
     assert "changed: DB_PASSWORD, JWT_REFRESH_SECRET, JWT_SECRET" in diff.stdout
-    staging = S.load("staging", S.SecretsPaths(scratch / "secrets"))
+    staging = load("staging", SecretsPaths(scratch / "secrets"))
     assert not [v for v in staging.values() if v in diff.stdout]
 
 

@@ -19,12 +19,12 @@ import time
 
 import pytest
 import requests
-import yaml
 
-from conftest import INVENTORY, REPO, app_database_login, database_url_endpoint, invoke, tcp_probe
-from test_provision_roles import connect
-from vigil import tls
-from vigil.sandbox import Vps
+from tests.e2e.test_provision_roles import connect
+from tests.support.sandbox_hosts import INVENTORY, REPO, app_database_login, database_url_endpoint, invoke, tcp_probe
+from vigil.core.yaml_loader import load_yaml
+from vigil.sandbox import ca
+from vigil.sandbox.paths import Vps
 
 WEB, DB = "vps3", "vps4"
 CA = REPO / ".vigil" / "sandbox" / "ca" / "ca.crt"
@@ -51,7 +51,9 @@ def hosts(sandbox):
     """vps3 and vps4 on Debian 12, next to the session's hosts; their addresses by name."""
     started = invoke("sandbox.up", "--hosts=4", f"--debian={WEB}:12", f"--debian={DB}:12", timeout=1200)
     assert started.code == 0, started.stdout + started.stderr
-    return {name: spec["address"] for name, spec in yaml.safe_load((INVENTORY / "sandbox.yml").read_text())["hosts"].items()}
+    return {
+        name: spec["address"] for name, spec in load_yaml(INVENTORY / "sandbox.yml")["hosts"].items()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +67,7 @@ def acme(hosts, tmp_path_factory):
         pytest.fail("pebble is missing: run scripts/bootstrap (it installs Debian's pebble package)")
     gateway, web = Vps.from_name(WEB).gateway, Vps.from_name(WEB).address
     directory = tmp_path_factory.mktemp("acme")
-    issued = tls.host_certificate("acme-server", [gateway, "127.0.0.1"])
+    issued = ca.host_certificate("acme-server", [gateway, "127.0.0.1"])
     (directory / "cert.pem").write_bytes(issued.chain)
     (directory / "key.pem").write_bytes(issued.key)
     (directory / "pebble.json").write_text(json.dumps({"pebble": {
@@ -82,9 +84,13 @@ def acme(hosts, tmp_path_factory):
         processes.append(dns)
         wait_for_port("127.0.0.1", DNS_MANAGEMENT, dns, dns_log)
         pebble_log = directory / "pebble.log"
-        pebble = subprocess.Popen(["pebble", "-config", str(directory / "pebble.json"), "-dnsserver", f"127.0.0.1:{DNS_PORT}"],
-                                  env={"PATH": "/usr/bin:/bin", "PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": "0"},
-                                  stdout=open(pebble_log, "w"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        pebble = subprocess.Popen(
+            ["pebble", "-config", str(directory / "pebble.json"), "-dnsserver", f"127.0.0.1:{DNS_PORT}"],
+            env={"PATH": "/usr/bin:/bin", "PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": "0"},
+            stdout=open(pebble_log, "w"),
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
         processes.append(pebble)
         wait_for_port(gateway, ACME_PORT, pebble, pebble_log)
         root = requests.get(f"https://127.0.0.1:{ACME_MANAGEMENT}/roots/0", verify=str(CA), timeout=10).text
@@ -155,7 +161,10 @@ def test_the_database_host_listens_privately_and_admits_only_the_web_host(split,
 def https_head(address: str, root_pem: str) -> tuple[str, str]:
     """(status line, headers) of GET / at `address`, the certificate verified for DOMAIN against `root_pem`."""
     context = ssl.create_default_context(cadata=root_pem)
-    with socket.create_connection((address, 443), timeout=10) as raw, context.wrap_socket(raw, server_hostname=DOMAIN) as tls_socket:
+    with (
+        socket.create_connection((address, 443), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname=DOMAIN) as tls_socket,
+    ):
         tls_socket.sendall(f"GET / HTTP/1.1\r\nHost: {DOMAIN}\r\nConnection: close\r\n\r\n".encode())
         response = b""
         while chunk := tls_socket.recv(65536):
@@ -172,17 +181,26 @@ def test_certbot_gets_the_web_hosts_certificate_over_http_01_and_renews_it(split
     assert status == "HTTP/1.1 502 Bad Gateway"  # nginx and TLS answer; no app yet
     assert "Strict-Transport-Security: max-age=63072000" in headers
     assert "GET /.well-known/acme-challenge/" in sandbox.ssh_at(web, "cat /var/log/nginx/access.log")
-    assert sandbox.ssh_at(web, "systemctl is-enabled certbot.timer; systemctl is-active certbot.timer").split() == ["enabled", "active"]
+    assert sandbox.ssh_at(web, "systemctl is-enabled certbot.timer; systemctl is-active certbot.timer").split() == [
+        "enabled",
+        "active",
+    ]
     # certbot's timer renews from the server the certificate came from.
     renewal_config = sandbox.ssh_at(web, f"cat /etc/letsencrypt/renewal/{DOMAIN}.conf")
     assert f"server = {server['directory']}" in renewal_config.splitlines()
     # A renewal runs the whole HTTP-01 exchange again, through the site vigil installed.
     # (--server again: a dry run otherwise swaps in Let's Encrypt's staging server.)
-    renewal = sandbox.ssh_at(web, f"certbot renew --dry-run --no-random-sleep-on-renew --server {server['directory']} 2>&1 | tail -3",
-                             check=False)
+    renewal = sandbox.ssh_at(
+        web,
+        f"certbot renew --dry-run --no-random-sleep-on-renew --server {server['directory']} 2>&1 | tail -3",
+        check=False,
+    )
     assert "Congratulations, all simulated renewals succeeded" in renewal, renewal
     # What a real renewal runs afterwards, so nginx serves the new certificate.
-    assert sandbox.ssh_at(web, "/etc/letsencrypt/renewal-hooks/deploy/vigil-reload-nginx && echo reloaded").strip() == "reloaded"
+    assert (
+        sandbox.ssh_at(web, "/etc/letsencrypt/renewal-hooks/deploy/vigil-reload-nginx && echo reloaded").strip()
+        == "reloaded"
+    )
     plain = requests.get(f"http://{web}/", headers={"Host": DOMAIN}, allow_redirects=False, timeout=10)
     assert plain.status_code == 301 and plain.headers["Location"] == f"https://{DOMAIN}/"
 

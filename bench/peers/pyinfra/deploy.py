@@ -154,7 +154,8 @@ for absent in manifest["absent"]:
 def confirm_login(state, host):
     """A fresh SSH login (the run's own key, user and pinned host key) must work after sshd changed;
     else the previous sshd_config comes back (kept as .vigil-previous) and sshd reloads."""
-    from pyinfra.connectors.sshuserclient import SSHClient
+    # pyinfra's own SSH client, as a pyinfra user reaches for it: only there when pyinfra runs this file.
+    from pyinfra.connectors.sshuserclient import SSHClient  # noqa: PLC0415
 
     kwargs = host.connector.make_paramiko_kwargs()
     client = SSHClient()

@@ -1,0 +1,207 @@
+"""The benchmark's own logic: what the peers are told to check, how figures are summarised, and that the
+README's Performance table is the one a recorded results file holds."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from bench.common import Spread, alternating, markdown_table
+from bench.onboard_noop import counts
+from bench.peers.export import Manifest, UnknownOperation
+from vigil.core.commands import Secret, cmd, script
+from vigil.core.inventory import Host
+from vigil.core.runner import HostPlan
+from vigil.operations.apt import AptPackages
+from vigil.operations.files import Absent, Directory, File, Line, Symlink
+from vigil.operations.guarded import Guarded
+from vigil.operations.nodejs import NodeVersion
+from vigil.operations.postgresql import PostgresClients, PostgresDatabase, PostgresRole, PostgresSettings
+from vigil.operations.system import Swapfile, TimeSync
+from vigil.operations.systemd import DaemonReload, ServiceAction, SystemdUnit
+from vigil.operations.ufw import Firewall
+from vigil.operations.users import User
+
+REPO = Path(__file__).resolve().parents[3]
+HOST = Host("vps1", "203.0.113.1", 22, "ops", None, ("web", "db"), 5, 30)
+
+
+def manifest(tmp_path, operations, handlers=None, memory_mb=2048) -> tuple[dict, Path]:
+    files = tmp_path / "files"
+    files.mkdir()
+    return Manifest(HostPlan(HOST, operations, handlers or {}), files, memory_mb).data, files
+
+
+@pytest.mark.parametrize(
+    "operation, key, expected",
+    [
+        (AptPackages(["nginx", "ssl-cert"]), "packages", ["nginx", "ssl-cert"]),
+        (
+            Directory("/etc/vigil", owner="root", group="adm", mode="0750"),
+            "directories",
+            [{"path": "/etc/vigil", "owner": "root", "group": "adm", "mode": "0750", "notify": []}],
+        ),
+        (
+            Symlink("/etc/localtime", "/usr/share/zoneinfo/UTC", notify=("reload nginx",)),
+            "links",
+            [{"path": "/etc/localtime", "target": "/usr/share/zoneinfo/UTC", "notify": ["reload nginx"]}],
+        ),
+        (
+            Absent("/etc/nginx/sites-enabled/default"),
+            "absent",
+            [{"path": "/etc/nginx/sites-enabled/default", "notify": []}],
+        ),
+        (
+            SystemdUnit("nginx.service", enabled=True, running=None),
+            "services",
+            [{"unit": "nginx.service", "enabled": True, "running": None}],
+        ),
+        (
+            Firewall(["limit 22/tcp", "allow 443/tcp"], incoming="deny", outgoing="allow"),
+            "firewall",
+            {"rules": ["limit 22/tcp", "allow 443/tcp"], "incoming": "deny", "outgoing": "allow"},
+        ),
+        (TimeSync(), "timesync", True),
+        (Swapfile("/swapfile", 512), "swap", {"path": "/swapfile", "size_mb": 512}),
+        (NodeVersion({"a/package.json": ">=20", "b/package.json": ">=20"}), "node_ranges", [">=20"]),
+        (
+            Guarded(
+                [cmd("update-ca-certificates")], unless=script('cmp -s -- "$1" "$2"', "/a", "/b", as_user="postgres")
+            ),
+            "guarded",
+            [
+                {
+                    "name": "Run a guarded command.",
+                    "creates": None,
+                    "unless": {"argv": ["sh", "-c", 'cmp -s -- "$1" "$2"', "vigil", "/a", "/b"], "user": "postgres"},
+                    "commands": [{"argv": ["update-ca-certificates"], "user": "root"}],
+                    "notify": [],
+                }
+            ],
+        ),
+    ],
+)
+def test_each_kind_of_operation_reaches_the_peers_as_data(tmp_path, operation, key, expected):
+    data, _ = manifest(tmp_path, [operation])
+    assert data[key] == expected
+    assert data["vigil_operations"] == 1
+
+
+def test_packages_of_several_operations_are_one_list_without_repeats(tmp_path):
+    data, _ = manifest(tmp_path, [AptPackages(["nginx", "ufw"]), AptPackages(["ufw", "age"])])
+    assert data["packages"] == ["nginx", "ufw", "age"]
+
+
+def test_file_contents_and_authorized_keys_go_to_private_files_beside_the_manifest(tmp_path):
+    data, files = manifest(
+        tmp_path,
+        [
+            File(
+                "/etc/motd",
+                "hello\n",
+                mode="0644",
+                validate=("visudo", "-c", "-f"),
+                replace=False,
+                notify=("reload nginx",),
+            ),
+            File("/etc/vigil/probe.env", "URL=x\n", mode="0600", secret=True),
+            User("deploy", groups=["adm"], authorized_keys=["ssh-ed25519 AAAA one", "ssh-ed25519 BBBB two"]),
+        ],
+    )
+    motd, secret = data["files"]
+    assert Path(motd["src"]).read_text() == "hello\n" and Path(secret["src"]).read_text() == "URL=x\n"
+    assert (motd["validate"], motd["replace"], motd["secret"], motd["notify"]) == (
+        ["visudo", "-c", "-f"],
+        False,
+        False,
+        ["reload nginx"],
+    )
+    assert secret["secret"] is True and secret["mode"] == "0600"
+    (user,) = data["users"]
+    assert Path(user["authorized_keys"]).read_text() == "ssh-ed25519 AAAA one\nssh-ed25519 BBBB two\n"
+    assert (user["home"], user["groups"], user["shell"]) == ("/home/deploy", ["adm"], "/bin/bash")
+    assert {oct(path.stat().st_mode & 0o777) for path in files.iterdir()} == {"0o600"}
+
+
+def test_postgres_settings_are_resolved_as_vigil_resolves_them_on_that_host(tmp_path):
+    data, _ = manifest(tmp_path, [
+        PostgresSettings({"max_connections": "auto", "listen_addresses": "localhost"}, notify=("restart postgresql",)),
+        PostgresRole("app", Secret("a-password-for-the-role")),
+        PostgresDatabase("app", owner="app"),
+        PostgresClients("app", "app", ["10.0.0.2"], notify=("reload postgresql",)),
+    ], memory_mb=2048)
+    postgres = data["postgres"]
+    assert postgres["settings"] == {"max_connections": "64", "listen_addresses": "localhost"}
+    assert (postgres["role"], postgres["database"], postgres["owner"]) == ("app", "app", "app")
+    assert postgres["hba"]["lines"] == ["hostssl app app 10.0.0.2/32 scram-sha-256"]
+    assert "a-password-for-the-role" not in json.dumps(data)
+
+
+@pytest.mark.parametrize("operations, handlers, named", [
+    # A kind the peers have no counterpart for must stop the benchmark, not be skipped.
+    ([Line("/etc/hosts", "127.0.0.1 x")], {}, "Line"),
+    ([File("/etc/a", "x", notify=("restart everything",))], {}, "restart everything"),
+    ([], {"restart everything": ServiceAction("x.service", "restart")}, "restart everything"),
+    ([Guarded([cmd("tee", "/etc/a", stdin=b"x")], creates="/etc/a")], {}, "stdin"),
+    ([Guarded([cmd("echo", Secret("s3cret-value"))], creates="/etc/a")], {}, "secret"),
+])
+def test_what_the_peers_cannot_do_is_refused_by_name(tmp_path, operations, handlers, named):
+    with pytest.raises(UnknownOperation, match=re.escape(named)) as raised:
+        manifest(tmp_path, operations, handlers)
+    assert "s3cret-value" not in str(raised.value)
+
+
+def test_the_handlers_vigil_notifies_are_the_ones_the_peers_define(tmp_path):
+    handlers = {"reload systemd": DaemonReload(), "reload nginx": ServiceAction("nginx.service", "reload")}
+    data, _ = manifest(tmp_path, [], handlers)
+    assert data["vigil_operations"] == 0
+
+
+@pytest.mark.parametrize("values, shown", [
+    ([1.0, 3.0, 2.0, 5.0, 4.0], "3.00 s (1.00 to 5.00)"),
+    ([2.5], "2.50 s (2.50 to 2.50)"),
+    ([1.0, 2.0], "1.50 s (1.00 to 2.00)"),
+])
+def test_a_spread_is_the_median_then_min_to_max(values, shown):
+    assert Spread.of(values).show() == shown
+
+
+def test_a_count_spread_has_no_unit_gap():
+    assert Spread.of([2003, 2001, 2005]).show("", 0) == "2003 (2001 to 2005)"
+
+
+@pytest.mark.parametrize("values, shown", [([2, 2, 2], "2"), ([2, 3, 2], "2 to 3")])
+def test_a_count_that_should_not_vary_says_so_or_shows_its_range(values, shown):
+    assert counts(values) == shown
+
+
+def test_rounds_rotate_so_no_run_always_goes_first():
+    names = ["vigil", "ansible", "pyinfra", "vigil-5"]
+    firsts = [alternating(names, round_)[0] for round_ in range(4)]
+    assert sorted(firsts) == sorted(names)
+    assert all(sorted(alternating(names, round_)) == sorted(names) for round_ in range(7))
+
+
+def test_a_markdown_table_has_a_header_rule_and_one_line_per_row():
+    assert markdown_table(["a", "b"], [["1", "2"]]) == "| a | b |\n|---|---|\n| 1 | 2 |"
+
+
+def section_table(text: str, heading: str) -> list[str]:
+    """The table lines of the section under `heading` (up to the next heading)."""
+    lines = text.split(heading + "\n", 1)[1].split("\n## ", 1)[0].splitlines()
+    return [line for line in lines if line.startswith("|")]
+
+
+def test_the_readme_performance_table_is_the_latest_recorded_results_summary():
+    results = sorted((REPO / "bench" / "results").glob("*.md"))
+    assert results, "bench/results/ holds no recorded run"
+    latest = results[-1]
+    readme = (REPO / "README.md").read_text()
+    performance = readme.split("## Performance\n", 1)[1].split("\n## ", 1)[0]
+    assert f"bench/results/{latest.name}" in performance
+    table = section_table(latest.read_text(), "## Summary")
+    assert len(table) >= 4
+    assert [line for line in performance.splitlines() if line.startswith("|")] == table

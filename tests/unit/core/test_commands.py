@@ -1,0 +1,84 @@
+"""Command rendering, quoting, sudo prefixes and secret masking."""
+
+import json
+import subprocess
+
+import pytest
+
+from vigil.core.commands import Command, Secret, cmd, script
+from vigil.core.redaction import REDACTOR
+
+HOSTILE = ["web1; rm -rf /", "$(id)", "`id`", "a'b", 'a"b', "x\ny", "*", "~root", "a b"]
+
+
+@pytest.mark.parametrize(
+    "command, login_user, rendered",
+    [
+        (cmd("systemctl", "reload", "nginx"), "root", "systemctl reload nginx"),
+        (cmd("systemctl", "reload", "nginx"), "deploy", "sudo -n -H -- systemctl reload nginx"),
+        (cmd("whoami", sudo=False), "deploy", "whoami"),
+        (cmd("npm", "ci", as_user="app"), "deploy", "sudo -n -H -u app -- npm ci"),
+        (cmd("npm", "ci", as_user="app"), "root", "sudo -n -H -u app -- npm ci"),
+        (cmd("ls", "/srv/my app"), "root", "ls '/srv/my app'"),
+        (cmd("echo", "$(id)"), "root", "echo '$(id)'"),
+        (script('test -e "$1"', "/etc/x"), "root", "sh -c 'test -e \"$1\"' vigil /etc/x"),
+    ],
+)
+def test_render(command, login_user, rendered):
+    assert command.render(login_user) == rendered
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+def test_hostile_values_reach_the_program_unchanged(value):
+    """Rendered through a real shell, each token arrives as exactly one argument."""
+    command = cmd("printf", "%s\\0", value, "second", sudo=False)
+    out = subprocess.run(["sh", "-c", command.render()], capture_output=True, check=True).stdout
+    assert out.split(b"\0")[:-1] == [value.encode(), b"second"]
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+def test_script_arguments_are_data_not_code(value):
+    command = script('printf "%s" "$1"', value, sudo=False)
+    out = subprocess.run(["sh", "-c", command.render()], capture_output=True, check=True).stdout
+    assert out == value.encode()
+
+
+def test_secret_is_masked_in_display_but_sent_in_render():
+    command = cmd("set-password", Secret("s3cr3t-value-1"))
+    assert command.display() == "set-password ***"
+    assert "s3cr3t-value-1" not in str(command) and "s3cr3t-value-1" not in repr(command)
+    assert command.render() == "set-password s3cr3t-value-1"
+
+
+def test_stdin_is_never_displayed():
+    command = cmd("tee", "/etc/app.env", stdin=b"JWT_SECRET=abc123")
+    assert "abc123" not in command.display() and "abc123" not in repr(command)
+
+
+def test_redactor_masks_registered_secrets_anywhere():
+    Secret("pw-4f9c2d")
+    assert REDACTOR.redact("error: login with pw-4f9c2d failed") == "error: login with *** failed"
+
+
+def test_secrets_too_short_to_mask_are_refused():
+    with pytest.raises(ValueError, match="at least 4 characters"):
+        Secret("ab")
+    assert REDACTOR.redact("about") == "about"
+
+
+def test_each_line_of_a_multi_line_secret_is_masked_on_its_own():
+    Secret("-----BEGIN KEY-----\nMIIEvQIBADANBgkqhkiG9w0\n-----END KEY-----")
+    assert REDACTOR.redact("+MIIEvQIBADANBgkqhkiG9w0") == "+***"
+
+
+def test_redact_data_masks_before_json_escaping():
+    Secret('pa"ss\\wörd9')
+    text = json.dumps(REDACTOR.redact_data({"error": ['login with pa"ss\\wörd9 failed']}))
+    assert "ss" not in text.replace("***", "") and "***" in text
+
+
+def test_command_rejects_non_string_tokens():
+    with pytest.raises(TypeError):
+        cmd("sleep", 5)
+    with pytest.raises(ValueError):
+        Command(())

@@ -1,0 +1,70 @@
+"""The one YAML loader: YAML 1.2 values, the line of every key, and errors that name file, line and column."""
+
+import pytest
+
+from vigil.core.errors import ConfigError
+from vigil.core.yaml_loader import parse_yaml, read_yaml, yaml_value
+
+
+@pytest.mark.parametrize("text, data", [
+    # YAML 1.2: only true/false are booleans, so a runbook's `on:` and `state: off` stay words.
+    ("on: failing\nstate: off\nenabled: true", {"on": "failing", "state": "off", "enabled": True}),
+    ("yes: no", {"yes": "no"}),
+    # 0644 is decimal in YAML 1.2, 0o644 octal: no silent octal surprise.
+    ("mode: 0644\nmask: 0o22\nhex: 0x1f", {"mode": 644, "mask": 18, "hex": 31}),
+    ("ratio: 1.5\nnothing: ~\nempty:", {"ratio": 1.5, "nothing": None, "empty": None}),
+    ("script: |\n  echo one\n  echo two\n", {"script": "echo one\necho two\n"}),
+    ("hosts: [web1, {db1: {port: 22}}]", {"hosts": ["web1", {"db1": {"port": 22}}]}),
+    ("", None),
+])
+def test_values_come_back_as_plain_python_data(text, data):
+    parsed = parse_yaml(text, "inventory/x.yml").data
+    assert parsed == data
+    # Plain types, not ruamel's style-keeping subclasses: equal values must also dump and compare plainly.
+    assert repr(parsed) == repr(data)
+
+
+def test_every_key_and_item_keeps_its_line():
+    text = "name: disk\nsteps:\n  - check: disk\n    on: failing\n  - action: notify\n"
+    document = parse_yaml(text, "runbooks/d.yml")
+    assert [document.line("name"), document.line("steps"), document.line("steps", 0), document.line("steps", 0, "on"),
+            document.line("steps", 1)] == [1, 2, 3, 4, 5]
+    assert document.at("steps", 1) == "runbooks/d.yml:5"
+    assert document.line("no", "such", "key") == 1
+
+
+@pytest.mark.parametrize("text, message", [
+    ("a: 1\nb: 2\na: 3\n", r"^inventory/x.yml:3:1: YAML error: duplicate key 'a'$"),
+    ("hosts:\n  web1: {}\n  web1: {}\n", r"^inventory/x.yml:3:3: YAML error: duplicate key 'web1'$"),
+    ("a: [1, 2\n", r"^inventory/x.yml:2:1: YAML syntax error: "),
+    ("a: b: c\n", r"^inventory/x.yml:1:5: YAML syntax error: mapping values are not allowed here"),
+    ("\tkey: 1\n", r"^inventory/x.yml:1:1: YAML syntax error: "),
+])
+def test_errors_name_the_file_line_and_column(text, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_yaml(text, "inventory/x.yml")
+
+
+def test_a_duplicate_key_error_does_not_show_either_value():
+    with pytest.raises(ConfigError) as raised:
+        parse_yaml("DATABASE_PASSWORD: hunter2-first\nDATABASE_PASSWORD: hunter2-second\n", "secrets/x.yml")
+    assert "hunter2" not in str(raised.value)
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, r"^inventory/missing.yml: file not found$"),
+    (b"a: \xff\xfe\n", r"^inventory/missing.yml: not UTF-8 text \(byte 3\)$"),
+])
+def test_unreadable_files_are_named(tmp_path, content, message):
+    path = tmp_path / "missing.yml"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(ConfigError, match=message):
+        read_yaml(path, "inventory/missing.yml")
+
+
+@pytest.mark.parametrize("text, value", [
+    ("3", 3), ("true", True), ("on", "on"), ("[a, b]", ["a", "b"]), ("a: [", "a: ["), ("Europe/Paris", "Europe/Paris"),
+])
+def test_a_command_line_value_reads_as_yaml_or_stays_text(text, value):
+    assert yaml_value(text) == value

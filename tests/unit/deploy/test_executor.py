@@ -1,0 +1,390 @@
+"""The deploy engine's pure parts: reading a host's state, what to prune, settings, log excerpts, rolling runs."""
+
+import contextlib
+import dataclasses
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from vigil.core.connectors import Result
+from vigil.core.errors import ConfigError
+from vigil.core.inventory import Host, Inventory
+from vigil.core.roles import load_role
+from vigil.core.runner import HostPlan, HostResult, RunOptions, run
+from vigil.deploy.build import Artifact
+from vigil.deploy.executor import HostDeploy, deploy_work, log_excerpt
+from vigil.deploy.rollout import checked_artifact, served_release, serving_line
+from vigil.deploy.scripts import BREAK_LOCK, FINISH, RELEASE_LOCK, TAKE_LOCK
+from vigil.deploy.settings import Layout, settings_from_vars
+from vigil.deploy.state import HostState, migrations_added, parse_state, prune_candidates, rollback_target
+
+STATE = """@lock
+
+@current
+/srv/together-pray/backend/releases/r2
+@color blue
+/srv/together-pray/backend/releases/r1
+@color green
+@upstream
+3001
+@releases
+r1 good {"id": "r1", "uploaded_at": "2026-11-01T00:00:00Z"}
+r2 good {"id": "r2", "uploaded_at": "2026-11-02T00:00:00Z"}
+r3 bad {"id": "r3", "uploaded_at": "2026-11-03T00:00:00Z"}
+r4 good not json
+@end
+"""
+
+
+def test_a_hosts_state_is_read_from_one_answer():
+    state = parse_state(STATE)
+    assert (state.lock, state.current, state.live_port) == (None, "r2", 3001)
+    assert state.colors == {"blue": "r1"}
+    assert state.releases["r3"]["status"] == "bad" and state.releases["r4"] == {"status": "good"}
+    locked = parse_state('@lock\n{"who": "alice", "since": "2026-11-26T01:00:00Z"}\n@end\n')
+    assert locked.lock["who"] == "alice"
+
+
+def releases(*uploaded: str) -> HostState:
+    return HostState(releases={f"r{n}": {"uploaded_at": when} for n, when in enumerate(uploaded)})
+
+
+@pytest.mark.parametrize("state, keep, protected, doomed", [
+    (releases("1", "2", "3"), 5, set(), []),
+    (releases("1", "2", "3", "4", "5", "6", "7"), 5, {"r6"}, ["r1", "r0"]),
+    # The current and previous release stay even when older than the rest, and count towards `keep`.
+    (releases("1", "2", "3", "4", "5", "6", "7"), 5, {"r0", "r1"}, ["r3", "r2"]),
+    # A release without metadata (uploaded by hand) sorts oldest.
+    (HostState(releases={"manual": {}, "r1": {"uploaded_at": "1"}, "r2": {"uploaded_at": "2"}}), 2, {"r2"}, ["manual"]),
+])
+def test_pruning_keeps_the_newest_and_never_a_protected_release(state, keep, protected, doomed):
+    assert prune_candidates(state, keep, protected) == doomed
+
+
+def test_a_layout_names_every_path_and_unit():
+    layout = Layout("/srv/together-pray", "together-pray", "backend")
+    assert layout.release("r1") == "/srv/together-pray/backend/releases/r1"
+    assert (layout.current, layout.lock) == (
+        "/srv/together-pray/backend/current",
+        "/srv/together-pray/backend/.deploy-lock",
+    )
+    assert layout.unit("green") == "together-pray-backend@green.service"
+    assert layout.task_unit("migrate", "r1") == "together-pray-backend-migrate@r1.service"
+
+
+def vars_with(**overrides):
+    host = Host("web1", "10.0.0.11", 22, "deploy", None, ("web",), 5, 30)
+    inventory = Inventory(
+        "sandbox", Path("inventory/sandbox.yml"), Path("k"), {"web1": host}, {"web": ["web1"]}, {}, {}, {}
+    )
+    return inventory.vars_for(host, [load_role("app"), load_role("nginx")], overrides)
+
+
+def test_settings_come_from_the_app_and_nginx_roles():
+    settings = settings_from_vars(vars_with(), "backend")
+    assert settings.ports == {"blue": 3001, "green": 3002}
+    assert (settings.health_path, settings.health_release, settings.tasks) == ("/health", True, ("migrate",))
+    assert settings.upstream_name == "together_pray_backend"
+    frontend = settings_from_vars(vars_with(), "frontend")
+    assert (frontend.health_path, frontend.health_release, frontend.tasks) == ("/", False, ())
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"nginx_backend_ports": {"blue": 3001, "green": 3001}}, "expected two different ports"),
+    ({"app_health": {"backend": {"path": "health"}}}, "app_health.backend: expected {path: /..., release: true|false}"),
+    ({"app_deploy_tasks": {"backend": ["seed"]}}, "'seed' is not in app_release_tasks.backend"),
+    ({"app_keep_releases": 1}, "app_keep_releases"),
+])
+def test_bad_deploy_settings_name_the_key(overrides, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        settings_from_vars(vars_with(**overrides), "backend")
+
+
+def test_a_log_excerpt_shows_the_error_lines_and_the_end_with_url_passwords_masked():
+    log = "\n".join(["starting", "QueryFailedError: division by zero", *[f"  field{n}: undefined" for n in range(30)],
+                     "Error: connect to postgresql://app:s3cret-pw@10.0.0.5:5432/db failed", "exit 1"])
+    excerpt = log_excerpt(log, tail=3)
+    assert excerpt.splitlines()[0] == "QueryFailedError: division by zero"
+    assert excerpt.splitlines()[-1] == "exit 1" and "field5" not in excerpt
+    assert "s3cret-pw" not in excerpt and "postgresql://app:***@10.0.0.5" in excerpt
+
+
+def test_a_rolling_run_stops_after_a_failed_batch_and_reports_the_rest_skipped():
+    hosts = [Host(f"web{n}", "127.0.0.1", 22, "deploy", None, ("web",), 5, 30) for n in range(1, 4)]
+    ran = []
+
+    def work(transport, plan, options, progress):
+        ran.append(plan.host.name)
+        return HostResult(plan.host.name, error="health gate failed" if plan.host.name == "web1" else "")
+
+    results = run([HostPlan(host, []) for host in hosts], lambda host: contextlib.nullcontext(None),
+                  RunOptions(serial=1), work=work, stop_after_failure=True)
+    assert ran == ["web1"]
+    assert [(r.host, r.status) for r in results] == [("web1", "failed"), ("web2", "skipped"), ("web3", "skipped")]
+
+
+def history_state(current: str, bad=(), history=()) -> HostState:
+    ids = {entry["release"] for entry in history} | {current, *bad}
+    return HostState(current=current, releases={rid: {"status": "bad" if rid in bad else "good"} for rid in ids},
+                       history=list(history))
+
+
+def LIVE(release, previous=None, **more):
+    return {"release": release, "result": "live", "previous": previous, **more}
+
+
+DEPLOYED = [LIVE("r1"), LIVE("r2", "r1"), LIVE("r3", "r2")]
+
+
+@pytest.mark.parametrize(
+    "state, wanted, target",
+    [
+        (history_state("r3", history=DEPLOYED), None, "r2"),
+        # A failed deploy, and a release marked bad since, are skipped.
+        (
+            history_state(
+                "r3",
+                bad=["r2"],
+                history=[LIVE("r1"), LIVE("r2", "r1"), {"release": "r4", "result": "failed"}, LIVE("r3", "r2")],
+            ),
+            None,
+            "r1",
+        ),
+        # After a rollback to r2, the next one goes further back, not forward to the current's successor.
+        (history_state("r2", history=[*DEPLOYED, LIVE("r2", "r3", rollback=True)]), None, "r1"),
+        # Deployed after a rollback: back to what it replaced, never to the release rolled away from.
+        (
+            history_state(
+                "r3", history=[LIVE("r1"), LIVE("r2", "r1"), LIVE("r1", "r2", rollback=True), LIVE("r3", "r1")]
+            ),
+            None,
+            "r1",
+        ),
+        # A redeploy of the current release (to the other color) replaced nothing.
+        (history_state("r3", history=[*DEPLOYED, LIVE("r3", "r3")]), None, "r2"),
+        (history_state("r3", history=DEPLOYED), "r1", "r1"),
+    ],
+)
+def test_a_rollback_returns_to_the_previous_good_release(state, wanted, target):
+    assert rollback_target(state, wanted) == target
+
+
+@pytest.mark.parametrize(
+    "state, wanted, message",
+    [
+        (history_state("r1", history=[LIVE("r1")]), None, "no earlier good release to return to (current: r1)"),
+        (
+            history_state("r2", bad=["r1"], history=[LIVE("r1"), LIVE("r2", "r1")]),
+            None,
+            "no earlier good release to return to (current: r2)",
+        ),
+        (history_state("r2", bad=["r1"], history=[LIVE("r1"), LIVE("r2", "r1")]), "r1", "release r1 is marked bad"),
+        (history_state("r2", history=[LIVE("r2")]), "r9", "release r9 is not on the host"),
+        (history_state("r2", history=[LIVE("r2")]), "r2", "release r2 is the current one already"),
+    ],
+)
+def test_a_rollback_with_nowhere_to_go_says_why(state, wanted, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        rollback_target(state, wanted)
+
+
+class FailingAfterLockTransport:
+    """A host that grants the lock, then fails every command: enough to see the work is wired up."""
+
+    def __init__(self):
+        self.commands = []
+
+    def run(self, command, timeout=None):
+        self.commands.append(command)
+        return Result(0, "", "") if len(self.commands) == 1 else Result(1, "", "sh: broken")
+
+
+@pytest.mark.parametrize("rollback", [False, True])
+def test_the_deploy_work_runs_on_each_host_records_each_step_and_releases_the_lock(rollback):
+
+    artifact = (
+        None if rollback else Artifact("backend", "r9", Path("/nonexistent.tar.gz"), "0" * 64, "worktree", "h" * 64, 1)
+    )
+    settings = settings_from_vars(vars_with(), "backend")
+    seen = []
+    work = deploy_work(lambda host: settings, artifact, "alice@laptop", 0, rollback=rollback)
+    host = Host("web1", "10.0.0.11", 22, "deploy", None, ("web",), 5, 30)
+    transport = FailingAfterLockTransport()
+    (result,) = run([HostPlan(host, [])], lambda h: contextlib.nullcontext(transport), RunOptions(),
+                    progress=lambda name, op: seen.append(op.name), work=work)
+    assert result.status == "failed" and result.error.startswith("Read the host.")
+    assert seen[0] == "Take the deploy lock." and "Release the deploy lock." in seen
+    assert not transport.commands[0].sudo  # the lock is the deploy user's own
+
+
+@pytest.mark.parametrize("results, serving, line", [
+    ([HostResult("vps1"), HostResult("vps2")], {"vps1": "r2", "vps2": "r2"}, "r2 on vps1, vps2"),
+    # A rolling deploy stopped at vps2: vps1 has the new release, vps2 kept its own, vps3 was never reached.
+    ([HostResult("vps1"), HostResult("vps2", error="Check backend@blue is healthy.: ..."),
+      HostResult("vps3", skipped="an earlier host failed")], {"vps1": "r2", "vps2": "r1"},
+     "r2 on vps1; r1 on vps2; not reached on vps3"),
+    ([HostResult("vps1", unreachable="timed out")], {}, "not reached on vps1"),
+    ([HostResult("vps1", error="Read the host.: ...")], {"vps1": ""}, "unknown on vps1"),
+])
+def test_a_deploy_reports_which_hosts_serve_which_release(results, serving, line):
+    assert serving_line(results, serving) == line
+
+
+@pytest.mark.parametrize("listing, added", [
+    ("@release r2\n1-A.js\n1-A.js.map\n2-B.js\n3-C.js\n@release r1\n1-A.js\n", ["3-C.js", "2-B.js"]),
+    ("@release r2\n1-A.js\n@release r1\n1-A.js\n2-B.js\n", []),  # going forward adds nothing to revert
+    ("@release r2\n1-A.js\n2-B.d.ts\n@release r1\n", ["1-A.js"]),  # a target with no migrations directory
+    ("@release r2\n@release r1\n1-A.js\n", []),
+])
+def test_a_rollback_reverts_only_what_the_current_release_added_newest_first(listing, added):
+    assert migrations_added(listing, "r2", "r1") == added
+
+
+@pytest.mark.parametrize("spec, message", [
+    ({"dir": "../etc", "revert": "revert"}, "expected {dir: a path inside the release"),
+    ({"dir": "dist/migrations", "revert": "nope"}, "'nope' is not in app_release_tasks.backend"),
+    ("dist/migrations", "expected {dir:"),
+])
+def test_bad_migration_settings_name_the_key(spec, message):
+    with pytest.raises(ConfigError, match=r"app_migrations\.backend.*" + re.escape(message)):
+        settings_from_vars(vars_with(app_migrations={"backend": spec}), "backend")
+
+
+def serving_states(*currents, sha="a" * 64, ref="worktree"):
+    """read_states' answer for hosts serving `currents` (None: nothing)."""
+    return {
+        f"vps{n + 1}": {
+            "backend": HostState(current=current, releases={current: {"sha256": sha, "ref": ref}} if current else {})
+        }
+        for n, current in enumerate(currents)
+    }
+
+
+@pytest.mark.parametrize(
+    "states, unreached, message",
+    [
+        (serving_states("r1", "r2"), {}, "its hosts do not all serve one backend release (vps1: r1, vps2: r2)"),
+        (serving_states("r1", None), {}, "(vps1: r1, vps2: nothing)"),
+        (serving_states("r1"), {"vps2": "no answer from 10.0.0.2:22 within 5s"}, "cannot read what vps2 (no answer"),
+        (
+            serving_states("r1", "r1", sha="b" * 64) | {"vps3": serving_states("r1")["vps1"]},
+            {},
+            "hold r1 with different bytes",
+        ),
+    ],
+)
+def test_a_promotion_needs_one_release_served_by_every_host(states, unreached, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        served_release("staging", "backend", unreached, states)
+
+
+@pytest.mark.parametrize("cached, message", [
+    (None, "release r1 (staging) is not in .vigil/artifacts/backend/ here, and was built from a working tree"),
+    (("r1", "b" * 64), "is not the one staging runs"),
+    (("r2", "a" * 64), "is not the one staging runs"),
+])
+def test_a_promotion_ships_only_the_artifact_the_other_env_serves(cached, message):
+    release, meta = served_release("staging", "backend", {}, serving_states("r1", "r1"))
+    artifact = Artifact("backend", cached[0], Path("/x.tar.gz"), cached[1], "worktree", "h", 1) if cached else None
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        checked_artifact("staging", "backend", release, meta, artifact)
+
+
+def test_a_promotion_takes_the_cached_artifact_when_its_checksum_matches():
+    release, meta = served_release("staging", "backend", {}, serving_states("r1", "r1"))
+    artifact = Artifact("backend", "r1", Path("/x.tar.gz"), "a" * 64, "worktree", "h", 1)
+    assert checked_artifact("staging", "backend", release, meta, artifact) is artifact
+
+
+class ScriptedHost:
+    """A host serving r1 on green that answers every later command with success; counts round trips."""
+
+    def __init__(self, releases=("r1",)):
+        self.commands = []
+        self.state = ("@lock\n@current\n/srv/together-pray/backend/releases/r1\n@color green\n../releases/r1\n"
+                      "@units\ninactive\nactive\n@upstream\n3002\n@releases\n"
+                      + "".join(f'{rid} good {{"id": "{rid}", "uploaded_at": "2026-11-0{n + 1}T00:00:00Z"}}\n'
+                                for n, rid in enumerate(releases))
+                      + '@history\n{"release": "r1", "result": "live"}\n@end\n')
+
+    def run(self, command, timeout=None):
+        self.commands.append(command)
+        return Result(0, self.state if len(self.commands) == 1 else "3 checks in a row passed\n", "")
+
+
+@pytest.mark.parametrize("on_host, tasks, round_trips", [
+    (("r1", "r9"), (), 6),           # warm: lock and state, start, health gate, switch, retire, finish and unlock
+    (("r1",), (), 7),                # cold: and the upload
+    (("r1",), ("migrate",), 9),      # and a backup and the migration
+])
+def test_a_deploy_asks_each_host_a_fixed_few_round_trips(on_host, tasks, round_trips):
+    artifact_file = Path(__file__)  # any bytes: the fake host takes them
+    artifact = Artifact("backend", "r9", artifact_file, "0" * 64, "worktree", "h" * 64, artifact_file.stat().st_size)
+    settings = dataclasses.replace(settings_from_vars(vars_with(), "backend"), drain=0, tasks=tasks)
+    host = ScriptedHost(on_host)
+    deploy = HostDeploy(host, Host("web1", "10.0.0.11", 22, "deploy", None, ("web",), 5, 30), settings, artifact,
+                          "alice@laptop", database=("web1", lambda: pytest.fail("the database is on this host")))
+    result = deploy.deploy()
+    assert result.error == "" and deploy.serving == "r9"
+    assert len(host.commands) == round_trips
+    assert [op.name for op in result.operations][-3:] == [
+        "Make r9 current.",
+        "Prune old releases.",
+        "Release the deploy lock.",
+    ]
+
+
+def sh(body: str, *args: str, stdin: str = "") -> "subprocess.CompletedProcess":
+    return subprocess.run(["sh", "-c", body, "vigil", *args], input=stdin, capture_output=True, text=True)
+
+
+def test_the_lock_is_taken_once_and_released_only_by_its_holder(tmp_path):
+    lock = str(tmp_path / ".deploy-lock")
+    taken = sh(TAKE_LOCK, lock, stdin='{"who": "alice", "token": "aaaa"}')
+    assert taken.returncode == 0
+    held = sh(TAKE_LOCK, lock, stdin='{"who": "bob", "token": "bbbb"}')
+    assert held.returncode == 75 and '"who": "alice"' in held.stdout
+    assert sh(RELEASE_LOCK, lock, "bbbb").returncode == 3 and Path(lock).is_dir()  # not bob's: left
+    assert sh(RELEASE_LOCK, lock, "aaaa").returncode == 0 and not Path(lock).exists()
+    assert sh(RELEASE_LOCK, lock, "aaaa").returncode == 0  # already gone
+    missing = sh(TAKE_LOCK, str(tmp_path / "no" / "such" / "lock"))
+    assert missing.returncode == 1 and "No such file" in missing.stderr
+
+
+def test_breaking_a_lock_shows_its_holder_and_a_free_one_says_so(tmp_path):
+    lock = tmp_path / ".deploy-lock"
+    assert sh(BREAK_LOCK, str(lock)).stdout.strip() == "@free"
+    sh(TAKE_LOCK, str(lock), stdin='{"who": "alice"}')
+    broken = sh(BREAK_LOCK, str(lock))
+    assert broken.returncode == 0 and '"who": "alice"' in broken.stdout and not lock.exists()
+    assert not (tmp_path / ".deploy-lock.broken").exists()
+
+
+@pytest.mark.parametrize("token, unlocked", [("aaaa", True), ("bbbb", False)])
+def test_finishing_switches_current_records_prunes_and_unlocks_only_its_own_lock(tmp_path, token, unlocked):
+    base = tmp_path / "backend"
+    for release in ("r1", "r2", "old"):
+        (base / "releases" / release).mkdir(parents=True)
+    (base / "releases" / "r2" / ".vigil-bad").write_text("{}")
+    sh(TAKE_LOCK, str(base / ".deploy-lock"), stdin='{"token": "aaaa"}')
+    done = sh(
+        FINISH,
+        str(base / "current"),
+        "releases/r2",
+        str(base / "releases" / "r2" / ".vigil-bad"),
+        str(base / "deploys.jsonl"),
+        str(base / "releases"),
+        str(base / ".deploy-lock"),
+        token,
+        "old",
+        stdin='{"release": "r2"}\n',
+    )
+    assert done.returncode == 0, done.stderr
+    assert (base / "current").readlink() == Path("releases/r2") and not (
+        base / "releases" / "r2" / ".vigil-bad"
+    ).exists()
+    assert (base / "deploys.jsonl").read_text() == '{"release": "r2"}\n'
+    assert sorted(p.name for p in (base / "releases").iterdir()) == ["r1", "r2"]
+    assert (base / ".deploy-lock").exists() is not unlocked

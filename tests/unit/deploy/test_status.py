@@ -1,0 +1,120 @@
+"""deploy.releases and deploy.status: rows from a host's answer, and what counts as wrong."""
+
+import dataclasses
+
+import pytest
+
+from vigil.deploy.settings import Layout, Settings
+from vigil.deploy.state import parse_states
+from vigil.deploy.status import age, release_rows, releases_by_host, status_row
+
+SETTINGS = Settings(
+    layout=Layout("/srv/together-pray", "together-pray", "backend"),
+    group="together-pray",
+    upstream_file="/etc/nginx/conf.d/together-pray-upstreams.conf",
+    upstream_name="together_pray_backend",
+    ports={"blue": 3001, "green": 3002},
+    health_path="/health",
+    health_release=True,
+    checks=3,
+    health_timeout=60,
+    drain=5,
+    keep=5,
+)
+
+# Two services in one answer, as STATES prints them.
+ANSWER = """@service backend
+@lock
+@current
+/srv/together-pray/backend/releases/r2
+@color blue
+/srv/together-pray/backend/releases/r1
+@color green
+/srv/together-pray/backend/releases/r2
+@units
+inactive
+active
+@upstream
+3002
+@releases
+r1 good {"id": "r1", "ref": "v1", "uploaded_at": "2026-11-01T00:00:00Z", "by": "alice"}
+r2 good {"id": "r2", "ref": "v2", "uploaded_at": "2026-11-02T00:00:00Z", "by": "bob"}
+r3 bad {"id": "r3", "ref": "v3", "uploaded_at": "2026-11-03T00:00:00Z", "by": "bob"}
+@history
+{"time": "2026-11-01T00:01:00Z", "who": "alice", "release": "r1", "result": "live"}
+{"time": "2026-11-02T00:01:00Z", "who": "bob", "release": "r2", "previous": "r1", "result": "live"}
+{"time": "2026-11-03T00:01:00Z", "who": "bob", "release": "r3", "result": "failed", \
+"step": "Check backend@blue is healthy."}
+@end
+@service frontend
+@lock
+{"who": "carol@ci", "since": "2026-11-03T00:00:00Z"}
+@current
+@units
+inactive
+inactive
+@upstream
+3101
+@releases
+@history
+@end
+"""
+NOW = 1795651260.0  # 2026-11-26T00:01:00Z
+
+
+def test_several_services_are_read_from_one_answer():
+    states = parse_states(ANSWER)
+    assert set(states) == {"backend", "frontend"}
+    assert (states["backend"].current, states["backend"].live_port, states["backend"].units) == \
+        ("r2", 3002, {"blue": "inactive", "green": "active"})
+    assert states["frontend"].lock["who"] == "carol@ci" and states["frontend"].current is None
+
+
+def test_releases_list_newest_first_with_the_current_live_and_rollback_target_marked():
+    rows = release_rows(parse_states(ANSWER)["backend"], SETTINGS)
+    assert [(row["release"], row["status"], row["marks"]) for row in rows] == [
+        ("r3", "bad", []),
+        ("r2", "good", ["current", "green (live)"]),
+        ("r1", "good", ["blue", "rollback target"]),
+    ]
+    assert (rows[1]["deployed"], rows[1]["deployed_by"], rows[1]["ref"], rows[1]["by"]) == (
+        "2026-11-02T00:01:00Z",
+        "bob",
+        "v2",
+        "bob",
+    )
+    assert rows[0]["deployed"] == ""  # r3 never went live
+
+
+def test_a_healthy_service_has_no_problem_and_shows_its_last_deploy():
+    row = status_row(parse_states(ANSWER)["backend"], SETTINGS, NOW)
+    assert (row["release"], row["live"], row["age"], row["problems"]) == ("r2", "green:3002", "24d 0h", [])
+    assert row["last_deploy"] == {"time": "2026-11-03T00:01:00Z", "who": "bob", "release": "r3", "result": "failed",
+                                  "step": "Check backend@blue is healthy."}
+
+
+@pytest.mark.parametrize("change, problem", [
+    (lambda s: dataclasses.replace(s, current=None), "nothing deployed"),
+    (lambda s: dataclasses.replace(s, live_port=9999), "nginx's upstream names no color's port (9999)"),
+    (lambda s: dataclasses.replace(s, units={"blue": "inactive", "green": "failed"}), "the live color green is failed"),
+    (
+        lambda s: dataclasses.replace(s, colors={"blue": "r1", "green": "r1"}),
+        "the live color green runs r1, not current r2",
+    ),
+])
+def test_a_service_not_serving_as_deployed_is_a_problem(change, problem):
+    state = change(parse_states(ANSWER)["backend"])
+    assert status_row(state, SETTINGS, NOW)["problems"] == [problem]
+
+
+@pytest.mark.parametrize("since, shown", [
+    ("2026-11-26T00:00:30Z", "0m"), ("2026-11-25T23:01:00Z", "1h 0m"), ("2026-11-23T22:01:00Z", "2d 2h"),
+    ("", ""), ("yesterday", ""),
+])
+def test_ages_read_at_a_glance(since, shown):
+    assert age(since, NOW) == shown
+
+
+def test_which_hosts_run_which_release():
+    rows = {"vps1": {"release": "r2"}, "vps2": {"release": "r2"}, "vps3": {"release": ""}}
+    assert releases_by_host(rows) == {"r2": ["vps1", "vps2"], "nothing": ["vps3"]}

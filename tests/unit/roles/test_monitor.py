@@ -1,0 +1,514 @@
+"""roles/monitor: the probe's decisions (pure), its checks and posts on loopback, and the role's files per layout.
+
+The probe (roles/monitor/files/vigil-probe) is imported from its file, as the backup helper is.
+Each transition case is a run of steps: what the checks found, the backup status file, whether
+the webhook takes posts, and exactly which alerts reached it on that run.
+"""
+
+import datetime
+import json
+import re
+import socket
+import ssl
+from pathlib import Path
+
+import pytest
+
+from tests.support.inventories import layout
+from tests.support.loopback import LoopbackServer
+from tests.support.scripts import load_script
+from vigil.core.errors import ConfigError
+from vigil.core.playbook import build_host_plans
+from vigil.core.roles import load_role
+from vigil.facts.files import FileState
+from vigil.operations.files import File
+from vigil.sandbox.ca import host_certificate
+
+PROBE = Path(__file__).resolve().parents[3] / "roles" / "monitor" / "files" / "vigil-probe"
+START = datetime.datetime(2026, 11, 26, 5, 40, tzinfo=datetime.timezone.utc)
+IDENTITY = {"env": "sandbox", "host": "vps1"}
+WEBHOOK = "https://hooks.example.test/services/T0SECRET/B0SECRET/tokenvalue1234567890"
+
+
+probe = load_script(PROBE, "vigil_probe")
+
+
+# --- transitions: what is posted, run after run -------------------------------------------------
+
+OK = {"backend": "ok", "frontend": "ok"}
+BACKEND_502 = {"backend": "fail", "frontend": "ok"}
+MAINTENANCE = {"backend": "maintenance", "frontend": "maintenance"}
+GOOD = {"create": {"at": "2026-11-26T03:15:40Z", "ok": True, "id": "20261126T031500Z-scheduled"}}
+FAILED = {**GOOD, "last_failure": {"command": "create", "at": "2026-11-27T03:15:09Z", "ok": False,
+                                   "error": "pg_dump of together_pray: No space left on device"}}
+FAILED_AGAIN = {**FAILED, "last_failure": {**FAILED["last_failure"], "at": "2026-11-28T03:15:11Z"}}
+RECOVERED = {**FAILED_AGAIN, "create": {"at": "2026-11-29T03:15:30Z", "ok": True, "id": "20261129T031500Z-scheduled"}}
+STALE_FAILURE = {**GOOD, "last_failure": {"command": "create", "at": "2026-11-25T03:15:09Z", "ok": False, "error": "x"}}
+VERIFY_FAILED = {
+    **GOOD,
+    "last_failure": {"command": "verify", "at": "2026-11-29T04:30:00Z", "ok": False, "error": "row counts differ"},
+}
+VERIFY_PASSED = {**VERIFY_FAILED, "verify": {"at": "2026-12-06T04:30:00Z", "ok": True, "id": "x"}}
+
+# (name, down_after, steps); a step: (minute, checks' results, backup status (None: not this host's
+# check; a str: no status to judge), the webhook ("up", "down" or None: none configured), posted).
+CASES = [
+    ("first run, all ok: nothing", 1, [(0, OK, None, "up", [])]),
+    ("ok -> down: one down", 1, [(0, OK, None, "up", []), (1, BACKEND_502, None, "up", ["backend down"])]),
+    ("a first run that finds it down posts it", 1, [(0, BACKEND_502, None, "up", ["backend down"])]),
+    (
+        "down -> down: nothing more",
+        1,
+        [
+            (0, BACKEND_502, None, "up", ["backend down"]),
+            (1, BACKEND_502, None, "up", []),
+            (2, BACKEND_502, None, "up", []),
+        ],
+    ),
+    (
+        "down -> ok: recovered",
+        1,
+        [
+            (0, OK, None, "up", []),
+            (1, BACKEND_502, None, "up", ["backend down"]),
+            (4, OK, None, "up", ["backend recovered"]),
+            (5, OK, None, "up", []),
+        ],
+    ),
+    (
+        "maintenance is planned: nothing",
+        1,
+        [
+            (0, OK, None, "up", []),
+            (1, MAINTENANCE, None, "up", []),
+            (2, MAINTENANCE, None, "up", []),
+            (3, OK, None, "up", []),
+        ],
+    ),
+    (
+        "down, then maintenance, then up: recovered",
+        1,
+        [
+            (0, BACKEND_502, None, "up", ["backend down"]),
+            (1, MAINTENANCE, None, "up", []),
+            (2, OK, None, "up", ["backend recovered"]),
+        ],
+    ),
+    (
+        "a failed post stays pending and is delivered once",
+        1,
+        [
+            (0, OK, None, "up", []),
+            (1, BACKEND_502, None, "down", []),
+            (2, BACKEND_502, None, "down", []),
+            (3, BACKEND_502, None, "up", ["backend down"]),
+            (4, BACKEND_502, None, "up", []),
+        ],
+    ),
+    (
+        "pending alerts go in order",
+        1,
+        [
+            (0, BACKEND_502, None, "down", []),
+            (1, OK, None, "down", []),
+            (2, OK, None, "up", ["backend down", "backend recovered"]),
+            (3, OK, None, "up", []),
+        ],
+    ),
+    ("no webhook: logged, not kept for later", 1, [(0, BACKEND_502, None, None, []), (1, BACKEND_502, None, "up", [])]),
+    (
+        "down_after 2 needs two failures in a row",
+        2,
+        [
+            (0, OK, None, "up", []),
+            (1, BACKEND_502, None, "up", []),
+            (2, OK, None, "up", []),
+            (3, BACKEND_502, None, "up", []),
+            (4, BACKEND_502, None, "up", ["backend down"]),
+            (5, OK, None, "up", ["backend recovered"]),
+        ],
+    ),
+    (
+        "maintenance breaks a failure streak",
+        2,
+        [(0, BACKEND_502, None, "up", []), (1, MAINTENANCE, None, "up", []), (2, BACKEND_502, None, "up", [])],
+    ),
+    (
+        "a backup failure once, then recovered",
+        1,
+        [
+            (0, {}, GOOD, "up", []),
+            (1, {}, FAILED, "up", ["backup down"]),
+            (2, {}, FAILED, "up", []),
+            (3, {}, FAILED_AGAIN, "up", []),
+            (4, {}, RECOVERED, "up", ["backup recovered"]),
+            (5, {}, RECOVERED, "up", []),
+        ],
+    ),
+    ("a failure older than the last good backup: nothing", 1, [(0, {}, STALE_FAILURE, "up", [])]),
+    ("no status file yet: nothing", 1, [(0, {}, "no backup has run yet", "up", [])]),
+    (
+        "a failed verify, cleared by a passing one",
+        1,
+        [(0, {}, VERIFY_FAILED, "up", ["backup down"]), (1, {}, VERIFY_PASSED, "up", ["backup recovered"])],
+    ),
+    (
+        "a failed backup post is retried too",
+        1,
+        [(0, {}, FAILED, "down", []), (1, {}, FAILED, "up", ["backup down"]), (2, {}, FAILED, "up", [])],
+    ),
+]
+
+
+def run_steps(steps, down_after):
+    """Each step through transition() and deliver() as main() chains them; what reached the webhook per step."""
+    state, posted_per_step, saved = {}, [], []
+    for minute, results, backup, webhook, _ in steps:
+        now = START + datetime.timedelta(minutes=minute)
+        found = {check: {"result": result, "detail": "HTTP 502 in 3 ms" if result == "fail" else "fine"}
+                 for check, result in results.items()}
+        state, _ = probe.transition(state, found, now, IDENTITY, down_after, backup)
+        posted = []
+
+        def send(document, webhook=webhook, posted=posted):
+            if webhook == "down":
+                raise probe.DeliveryError("HTTP 503")
+            posted.append(document)
+
+        state = probe.deliver(state, send if webhook else None, saved.append, now, say=lambda line: None)
+        posted_per_step.append(posted)
+        state = json.loads(json.dumps(state))  # what the state file keeps: JSON, nothing more
+    return state, posted_per_step
+
+
+@pytest.mark.parametrize("name, down_after, steps", CASES, ids=[case[0] for case in CASES])
+def test_transitions_post_only_changes_and_each_once(name, down_after, steps):
+    state, posted_per_step = run_steps(steps, down_after)
+    for (minute, *_, expected), posted in zip(steps, posted_per_step):
+        assert [f"{p['vigil']['check']} {p['vigil']['event']}" for p in posted] == expected, f"minute {minute}"
+    assert state["pending"] == [] or steps[-1][3] == "down"
+
+
+def test_alert_texts_and_machine_fields():
+    _, posted = run_steps([(0, OK, None, "up", []), (1, BACKEND_502, None, "up", []), (4, OK, None, "up", [])], 1)
+    down, recovered = posted[1][0], posted[2][0]
+    assert down["text"] == ":red_circle: [sandbox] vps1 backend is down: HTTP 502 in 3 ms (since 2026-11-26T05:41:00Z)"
+    assert down["vigil"] == {
+        "env": "sandbox",
+        "host": "vps1",
+        "check": "backend",
+        "event": "down",
+        "detail": "HTTP 502 in 3 ms",
+        "at": "2026-11-26T05:41:00Z",
+        "since": "2026-11-26T05:41:00Z",
+        "id": "sandbox/vps1/backend/down/2026-11-26T05:41:00Z",
+    }
+    assert recovered["text"] == ":large_green_circle: [sandbox] vps1 backend recovered after 3 min"
+    assert recovered["vigil"]["event"] == "recovered"
+
+
+def test_backup_alert_texts():
+    _, posted = run_steps([(0, {}, FAILED, "up", []), (1, {}, RECOVERED, "up", [])], 1)
+    assert posted[0][0]["text"] == (":red_circle: [sandbox] vps1 backup failed: create at 2026-11-27T03:15:09Z: "
+                                    "pg_dump of together_pray: No space left on device")
+    assert posted[1][0]["text"] == (":large_green_circle: [sandbox] vps1 backup recovered after 2 days: "
+                                    "create 20261129T031500Z-scheduled succeeded at 2026-11-29T03:15:30Z")
+
+
+def test_a_late_delivery_says_so_and_markup_in_details_is_escaped():
+    state, _ = probe.transition({}, {"backend": {"result": "fail", "detail": "<!channel> & co"}}, START, IDENTITY, 1)
+    (pending,) = state["pending"]
+    assert "&lt;!channel&gt; &amp; co" in pending["text"]
+    late = probe.payload(pending, START + datetime.timedelta(minutes=12))
+    assert late["text"].endswith("(reported 12 min late: earlier posts to the webhook failed)")
+    assert probe.payload(pending, START + datetime.timedelta(seconds=30))["text"] == pending["text"]
+
+
+def test_a_state_file_someone_edited_badly_does_not_stop_the_probe():
+    broken = {"checks": {"backend": {"state": "down", "failures": "many"}}, "pending": ["junk", {"text": 1}]}
+    state, alerts = probe.transition(broken, {"backend": {"result": "ok", "detail": "fine"}}, START, IDENTITY, 1)
+    assert [a["vigil"]["event"] for a in alerts] == ["recovered"] and state["pending"] == alerts
+
+
+# --- settings -----------------------------------------------------------------------------------
+
+SETTINGS = {
+    "env": "sandbox",
+    "host": "vps1",
+    "checks": ["backend", "frontend"],
+    "timeout": 10,
+    "down_after": 1,
+    "state_file": "/var/lib/vigil/probe-state.json",
+    "events_file": "/var/lib/vigil/probe-events.jsonl",
+    "webhook_env_file": "/etc/vigil/probe.env",
+    "site": {
+        "server_name": "app.example.org",
+        "port": 443,
+        "backend_path": "/api/health",
+        "frontend_path": "/",
+        "maintenance_flag": "/var/www/together-pray/maintenance.on",
+    },
+}
+
+
+@pytest.mark.parametrize("change, message", [
+    ({}, None),
+    ({"checks": ["backend", "disk"]}, "checks must be a list"),
+    ({"host": "vps1; reboot"}, "host must be a plain name"),
+    ({"site": {**SETTINGS["site"], "server_name": "a b"}}, "site.server_name"),
+    ({"site": {**SETTINGS["site"], "backend_path": "api/health"}}, "site.backend_path"),
+    ({"timeout": 0}, "timeout must be"),
+    ({"down_after": 0}, "down_after must be"),
+    ({"checks": ["backup"]}, "backup_status_file must be an absolute path"),
+    ({"state_file": "probe-state.json"}, "state_file must be an absolute path"),
+])
+def test_settings_are_checked(tmp_path, change, message):
+    path = tmp_path / "probe.json"
+    path.write_text(json.dumps({**SETTINGS, **change}))
+    if message is None:
+        assert probe.load_settings(str(path))["checks"] == ["backend", "frontend"]
+    else:
+        with pytest.raises(probe.SettingsError, match=re.escape(message)):
+            probe.load_settings(str(path))
+
+
+@pytest.mark.parametrize("content, url", [
+    (f"ALERT_WEBHOOK_URL={WEBHOOK}\n", WEBHOOK),
+    (f"# comment\nALERT_WEBHOOK_URL='{WEBHOOK}'\n", WEBHOOK),
+    ("# No ALERT_WEBHOOK_URL in the sandbox secrets\nALERT_WEBHOOK_URL=\n", ""),
+    (None, ""),
+])
+def test_the_webhook_is_read_from_the_env_file(tmp_path, content, url):
+    path = tmp_path / "probe.env"
+    if content is not None:
+        path.write_text(content)
+    assert probe.read_webhook(str(path)) == url
+
+
+# --- on loopback: the site through "nginx", posts to a webhook -----------------------------------
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def serve():
+    """serve(answer, tls=None) -> a loopback server on its own thread; `tls` an SSLContext for HTTPS."""
+    servers = []
+
+    def start(answer, tls=None):
+        servers.append(LoopbackServer(answer, tls=tls))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+@pytest.fixture
+def site_tls(tmp_path):
+    issued = host_certificate("site", ["app.example.org"], directory=tmp_path / "ca")
+    (tmp_path / "site.pem").write_bytes(issued.chain + issued.key)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tmp_path / "site.pem")
+    return context
+
+
+@pytest.mark.parametrize("answer, want_status_ok, result, detail", [
+    ((200, b'{"status":"ok","release":"r1","database":"up"}'), True, "ok", r"HTTP 200 in \d+ ms"),
+    ((503, b'{"status":"error","database":"down"}'), True, "fail", r"HTTP 503 in \d+ ms"),
+    ((200, b'{"status":"starting"}'), True, "fail", r"HTTP 200 in \d+ ms, status 'starting'"),
+    ((200, b"<html>maintenance</html>"), True, "fail", r"HTTP 200 in \d+ ms, not JSON"),
+    ((200, b"<html></html>"), False, "ok", r"HTTP 200 in \d+ ms"),
+    ((502, b"bad gateway"), False, "fail", r"HTTP 502 in \d+ ms"),
+])
+def test_web_checks_go_through_loopback_with_the_sites_name(serve, site_tls, answer, want_status_ok, result, detail):
+    server = serve(answer, site_tls)
+    site = {"server_name": "app.example.org", "port": server.port}
+    got, said = probe.check_https(site, "/api/health", 5, want_status_ok)
+    assert got == result and re.fullmatch(detail, said)
+    assert server.names == ["app.example.org"]  # the TLS server name nginx picks the site by
+    assert server.seen == [{"host": f"app.example.org:{server.port}", "path": "/api/health"}]
+
+
+def test_a_site_that_does_not_answer_is_down():
+    assert probe.check_https({"server_name": "app.example.org", "port": closed_port()}, "/", 5, False) == (
+        "fail", "connection refused")
+
+
+def test_maintenance_checks_nothing_on_the_web(tmp_path):
+    flag = tmp_path / "maintenance.on"
+    flag.touch()
+    settings = {**SETTINGS, "site": {**SETTINGS["site"], "port": closed_port(), "maintenance_flag": str(flag)}}
+    assert {check: found["result"] for check, found in probe.run_checks(settings).items()} == {
+        "backend": "maintenance", "frontend": "maintenance"}
+
+
+@pytest.mark.parametrize("target", ["closed port", "HTTP 500", "redirect"])
+def test_a_failed_post_never_shows_the_url(serve, target, capsys):
+    if target == "closed port":
+        url = f"http://127.0.0.1:{closed_port()}/services/T0SECRET/B0SECRET/tokenvalue1234567890"
+    else:
+        server = serve((500, b"no") if target == "HTTP 500" else (302, b""))
+        url = f"http://127.0.0.1:{server.port}/services/T0SECRET/B0SECRET/tokenvalue1234567890"
+    with pytest.raises(probe.DeliveryError) as raised:
+        probe.post(url, {"text": "hi"}, 5)
+    message = str(raised.value)
+    assert message == {"closed port": "connection refused", "HTTP 500": "HTTP 500", "redirect": "HTTP 302"}[target]
+    assert raised.value.__cause__ is None and raised.value.__suppress_context__
+    assert "tokenvalue" not in message + "".join(capsys.readouterr())
+
+
+def test_a_post_is_slack_compatible_json(serve):
+    server = serve((200, b"ok"))
+    probe.post(f"http://127.0.0.1:{server.port}/hook", {"text": "hi", "vigil": {"event": "down"}}, 5)
+    assert server.seen == [
+        {"path": "/hook", "type": "application/json", "json": {"text": "hi", "vigil": {"event": "down"}}}
+    ]
+
+
+def test_a_whole_run_logs_each_check_posts_the_change_and_never_prints_the_url(tmp_path, serve, site_tls, monkeypatch):
+    site = serve((502, b"bad gateway"), site_tls)
+    hook = serve((500, b"no"))
+    url = f"http://127.0.0.1:{hook.port}/services/T0SECRET/B0SECRET/tokenvalue1234567890"
+    (tmp_path / "probe.env").write_text(f"ALERT_WEBHOOK_URL={url}\n")
+    settings = {
+        **SETTINGS,
+        "state_file": str(tmp_path / "state" / "probe-state.json"),
+        "events_file": str(tmp_path / "state" / "probe-events.jsonl"),
+        "webhook_env_file": str(tmp_path / "probe.env"),
+        "site": {**SETTINGS["site"], "port": site.port, "maintenance_flag": str(tmp_path / "off")},
+    }
+    (tmp_path / "probe.json").write_text(json.dumps(settings))
+    monkeypatch.setattr(probe, "SETTINGS", str(tmp_path / "probe.json"))
+    lines = []
+    assert probe.main(now=lambda: START, say=lines.append) == 0
+    assert [re.sub(r"\d+ ms", "N ms", line) for line in lines] == [
+        'check=backend result=fail state=down failures=1 detail="HTTP 502 in N ms"',
+        'check=frontend result=fail state=down failures=1 detail="HTTP 502 in N ms"',
+        'alert=down check=backend at=2026-11-26T05:40:00Z sent=no pending=2 error="HTTP 500" '
+        'text=":red_circle: [sandbox] vps1 backend is down: HTTP 502 in N ms (since 2026-11-26T05:40:00Z)"',
+    ]
+    state = json.loads((tmp_path / "state" / "probe-state.json").read_text())
+    assert [p["vigil"]["check"] for p in state["pending"]] == ["backend", "frontend"]
+    # The webhook works again: both go, in order, once.
+    hook.answer = (200, b"ok")
+    lines.clear()
+    assert probe.main(now=lambda: START + datetime.timedelta(minutes=1), say=lines.append) == 0
+    assert [p["json"]["vigil"]["check"] for p in hook.seen] == ["backend", "backend", "frontend"]  # the first refused
+    assert [line.split(" text=")[0] for line in lines[2:]] == [
+        "alert=down check=backend at=2026-11-26T05:40:00Z sent=yes",
+        "alert=down check=frontend at=2026-11-26T05:40:00Z sent=yes",
+    ]
+    assert json.loads((tmp_path / "state" / "probe-state.json").read_text())["pending"] == []
+    assert not any("tokenvalue" in line for line in lines)
+    # The host's history: each change once, whatever happened to its post.
+    events = [json.loads(line) for line in (tmp_path / "state" / "probe-events.jsonl").read_text().splitlines()]
+    assert [(e["host"], e["check"], e["event"], e["at"]) for e in events] == [
+        ("vps1", "backend", "down", "2026-11-26T05:40:00Z"), ("vps1", "frontend", "down", "2026-11-26T05:40:00Z")]
+
+
+def test_the_event_history_keeps_its_newer_half_past_its_limit(tmp_path, monkeypatch):
+    monkeypatch.setattr(probe, "EVENTS_LIMIT", 1000)
+    path = tmp_path / "probe-events.jsonl"
+    old = [{"vigil": {"n": n, "event": "down"}} for n in range(40)]
+    for item in old:
+        probe.record_events(str(path), [item])
+    numbers = [json.loads(line)["n"] for line in path.read_text().splitlines()]
+    assert 0 < numbers[0] and numbers == list(range(numbers[0], 40)) and path.stat().st_size <= 1000 + 30
+
+
+def test_unusable_settings_exit_2(tmp_path, monkeypatch, capsys):
+    (tmp_path / "probe.json").write_text("{not json")
+    monkeypatch.setattr(probe, "SETTINGS", str(tmp_path / "probe.json"))
+    assert probe.main(say=lambda line: None) == 2
+    assert "unreadable: JSONDecodeError" in capsys.readouterr().err
+
+
+# --- the role: which checks each host gets, and the webhook kept secret ---------------------------
+
+
+def monitor_operations(groups, host, secret=WEBHOOK, **overrides):
+    role = load_role("monitor")
+    inventory = layout(groups)
+    secrets = {} if secret is None else {"ALERT_WEBHOOK_URL": secret}
+    return role.tasks(role, inventory.vars_for(inventory.hosts[host], [role], overrides, lambda: secrets))
+
+
+SPLIT = {"web": ["web1"], "db": ["db1"]}
+SHARED = {"web": ["vps1"], "db": ["vps1"]}
+
+
+@pytest.mark.parametrize("groups, host, checks", [
+    (SPLIT, "web1", ["backend", "frontend"]),
+    (SPLIT, "db1", ["postgresql", "backup"]),
+    (SHARED, "vps1", ["backend", "frontend", "postgresql", "backup"]),  # one probe, both kinds of checks
+    ({"web": ["web1"], "db": ["db1"], "bastion": ["jump1"]}, "jump1", []),
+])
+def test_each_host_gets_the_checks_of_what_onboarding_installs(groups, host, checks):
+    files = {op.path: op for op in monitor_operations(groups, host) if isinstance(op, File)}
+    settings = json.loads(files["/etc/vigil/probe.json"].content)
+    assert settings["checks"] == checks and settings["host"] == host and settings["env"] == "sandbox"
+    assert ("site" in settings) is ("backend" in checks)
+    assert settings.get("backup_status_file") == ("/var/lib/vigil/backup-status.json" if "backup" in checks else None)
+    assert files["/usr/local/sbin/vigil-probe"].mode == "0755"
+    assert "OnUnitActiveSec=60\n" in files["/etc/systemd/system/vigil-probe.timer"].content.decode()
+
+
+@pytest.mark.parametrize("groups", [SPLIT, SHARED])
+def test_every_host_gets_exactly_one_probe_from_onboarding(groups):
+    plans = build_host_plans(
+        layout(groups), "onboard", None, {}, lambda: {"ALERT_WEBHOOK_URL": WEBHOOK}, only_roles=["monitor"]
+    )
+    for plan in plans:
+        assert [getattr(op, "path", "") for op in plan.operations].count("/etc/vigil/probe.json") == 1, plan.host.name
+
+
+def test_the_site_is_probed_by_the_name_nginx_serves():
+    files = {op.path: op for op in monitor_operations(SPLIT, "web1", nginx_server_name="app.example.org")
+             if isinstance(op, File)}
+    assert json.loads(files["/etc/vigil/probe.json"].content)["site"] == {
+        "server_name": "app.example.org", "port": 443, "backend_path": "/api/health", "frontend_path": "/",
+        "maintenance_flag": "/var/www/together-pray/maintenance.on"}
+    defaulted = {op.path: op for op in monitor_operations(SPLIT, "web1") if isinstance(op, File)}
+    assert json.loads(defaulted["/etc/vigil/probe.json"].content)["site"]["server_name"] == "203.0.113.1"
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"monitor_timeout": 20}, "monitor_timeout: 20 s is too long for runs every 60 s"),
+    ({"monitor_down_after": 0}, "monitor_down_after: expected a whole number >= 1"),
+    ({"monitor_state_file": "probe-state.json"}, "monitor_state_file"),
+    ({"nginx_server_name": "app.example.org; reboot"}, "nginx_server_name"),
+])
+def test_bad_settings_name_the_key(overrides, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        monitor_operations(SPLIT, "web1", **overrides)
+
+
+@pytest.mark.parametrize("secret, line", [(WEBHOOK, f"ALERT_WEBHOOK_URL={WEBHOOK}"), (None, "ALERT_WEBHOOK_URL=")])
+def test_the_webhook_env_file_is_root_only_and_never_displayed(secret, line):
+    operations = monitor_operations(SHARED, "vps1", secret=secret)
+    (env_file,) = [op for op in operations if isinstance(op, File) and op.path == "/etc/vigil/probe.env"]
+    assert (env_file.secret, env_file.mode, env_file.owner, env_file.group) == (True, "0600", "root", "root")
+    assert line in env_file.content.decode().splitlines()
+    shown = []
+    for op in operations:
+        if not isinstance(op, File):
+            shown.append(op.name)
+            continue
+        for before in (
+            FileState(None),
+            FileState("file", "0644", "root", "root", 5, "0" * 64, content=b"ALERT_WEBHOOK_URL=x\n"),
+        ):
+            plan = op.plan(
+                {
+                    f"file:{op.path}": before,
+                    "file:" + op.path.rsplit("/", 1)[0]: FileState("directory", "0755", "root", "root"),
+                }
+            )
+            shown += [op.name, plan.summary, plan.reason, plan.diff or "", *(c.display("ops") for c in plan.commands)]
+    text = "\n".join(shown)
+    assert "probe.env" in text and "tokenvalue" not in text and WEBHOOK not in text

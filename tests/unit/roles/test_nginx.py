@@ -1,0 +1,94 @@
+"""roles/nginx: certificates from certbot (Let's Encrypt or a private ACME server), and the helper that
+switches one upstream, checked by nginx -t."""
+
+import re
+import subprocess
+
+import pytest
+
+from tests.support.inventories import layout, role_vars
+from vigil.core.errors import ConfigError
+from vigil.core.roles import load_role
+from vigil.sandbox import ca as sandbox_ca
+
+# --- nginx: certificates from certbot, from Let's Encrypt or a private ACME server -------------
+
+def nginx_operations(**overrides):
+    role = load_role("nginx")
+    vars = role_vars(role, layout({"web": ["web1"]}), "web1", nginx_tls="certbot", nginx_server_name="app.example.org",
+                     nginx_cors_origins=["https://app.example.org"], **overrides)
+    return role.tasks(role, vars)
+
+
+@pytest.mark.parametrize("overrides, server_args, trusts_ca", [
+    ({}, [], False),
+    ({"nginx_certbot_server": "https://acme.internal:14000/dir", "nginx_certbot_ca_certificate": "{ca}"},
+     ["--server", "https://acme.internal:14000/dir"], True),
+])
+def test_certbot_mode_issues_through_the_webroot_and_reloads_nginx_on_renewal(
+    tmp_path, overrides, server_args, trusts_ca
+):
+    ca = tmp_path / "ca.crt"
+    ca.write_bytes(sandbox_ca.host_certificate("acme", ["acme.internal"], directory=tmp_path / "ca").chain)
+    operations = nginx_operations(**{key: value.format(ca=ca) for key, value in overrides.items()})
+    (certbot,) = [op for op in operations if type(op).__name__ == "Guarded" and "certbot" in op.commands[0].argv]
+    assert list(certbot.commands[0].argv) == ["certbot", "certonly", "--non-interactive", "--agree-tos", "--email",
+                                              "ops@together-pray.invalid", "--webroot", "-w", "/var/www/html",
+                                              "-d", "app.example.org", *server_args]
+    assert certbot.creates == "/etc/letsencrypt/live/app.example.org/fullchain.pem"
+    paths = [getattr(op, "path", "") for op in operations]
+    assert "/etc/letsencrypt/renewal-hooks/deploy/vigil-reload-nginx" in paths
+    assert ("/usr/local/share/ca-certificates/vigil-acme-ca.crt" in paths) is trusts_ca
+    # The CA goes in before certbot needs it.
+    if trusts_ca:
+        assert paths.index("/usr/local/share/ca-certificates/vigil-acme-ca.crt") < operations.index(certbot)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"nginx_certbot_server": "http://acme.internal/dir"}, "nginx_certbot_server"),
+    ({"nginx_certbot_server": "https://acme.internal/dir;reboot"}, "nginx_certbot_server"),
+    ({"nginx_certbot_ca_certificate": "/no/such/ca.crt"}, "nginx_certbot_ca_certificate: cannot read /no/such/ca.crt"),
+    ({"nginx_certbot_ca_certificate": "README.md"}, "README.md: not a PEM certificate"),
+    ({"nginx_certbot_ca_certificate": "{key_and_cert}"}, "holds more than certificates"),
+])
+def test_bad_certbot_settings_name_the_key(tmp_path, overrides, message):
+    issued = sandbox_ca.host_certificate("acme", ["acme.internal"], directory=tmp_path / "ca")
+    (tmp_path / "both.pem").write_bytes(issued.chain + issued.key)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        nginx_operations(**{key: value.format(key_and_cert=tmp_path / "both.pem") for key, value in overrides.items()})
+
+
+@pytest.mark.parametrize("args, nginx_accepts, code, backend, frontend", [
+    (["backend", "green"], True, 0, 3002, 3101),
+    (["frontend", "green"], True, 0, 3001, 3102),
+    (["backend", "blue"], True, 0, 3001, 3101),
+    (["backend", "green"], False, 1, 3001, 3101),  # nginx -t refuses: the previous file is back
+    (["backend", "purple"], True, 64, 3001, 3101),
+    (["backend;reboot", "green"], True, 64, 3001, 3101),
+    (["backend"], True, 64, 3001, 3101),
+])
+def test_the_upstream_switch_helper_rewrites_one_upstream_checked(
+    tmp_path, args, nginx_accepts, code, backend, frontend
+):
+    role = load_role("nginx")
+    vars = role_vars(role, layout({"web": ["web1"]}), "web1", nginx_tls="certbot", nginx_server_name="app.example.org",
+                     nginx_cors_origins=["https://app.example.org"])
+    files = {getattr(op, "path", ""): op for op in role.tasks(role, vars)}
+    upstreams = tmp_path / "upstreams.conf"
+    upstreams.write_bytes(files["/etc/nginx/conf.d/together-pray-upstreams.conf"].content)
+    helper = files["/usr/local/sbin/vigil-switch-upstream"].content.decode()
+    # The real script, on a scratch file, with nginx and systemctl stubbed.
+    helper = (helper.replace("/etc/nginx/conf.d/together-pray-upstreams.conf", str(upstreams))
+              .replace("nginx -t -q", "true" if nginx_accepts else "false")
+              .replace("systemctl reload nginx.service", "echo reloaded"))
+    script = tmp_path / "switch"
+    script.write_text(helper)
+    result = subprocess.run(["sh", str(script), *args], capture_output=True, text=True)
+    assert result.returncode == code, result.stderr
+    text = upstreams.read_text()
+    assert f"upstream together_pray_backend {{ server 127.0.0.1:{backend}; keepalive 16; }}" in text
+    assert f"upstream together_pray_frontend {{ server 127.0.0.1:{frontend}; keepalive 16; }}" in text
+    assert ("reloaded" in result.stdout) is (code == 0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["switch", "upstreams.conf"]  # no temporary file left
+
+

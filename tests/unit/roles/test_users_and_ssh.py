@@ -1,0 +1,101 @@
+"""roles/users and roles/ssh: an admin user for provisioning, a deploy user scoped to deploys, the
+helper that lets it act on the app's units only, and the lock-out check after an sshd change."""
+
+import re
+import subprocess
+
+import pytest
+
+from tests.support.inventories import layout
+from vigil.core.errors import ConfigError
+from vigil.core.inventory import Host
+from vigil.core.roles import load_role
+
+# --- users: an admin for provisioning, a deploy user scoped to deploys -------------------------
+
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHJ6mJdzBZ4cQ6Yh0XpB2a3Vn9y1x7S3dF0eKqL8t5Wm team"
+
+
+def users_vars(admin_user="ops", **overrides):
+    inventory = layout({"web": ["web1"]})
+    host = inventory.hosts["web1"]
+    host = Host(host.name, host.address, 22, "deploy", None, ("web",), 5, 30, admin_user=admin_user).as_admin()
+    role = load_role("users")
+    values = {"users_admin_authorized_keys": [KEY], "users_deploy_authorized_keys": [KEY], **overrides}
+    return role, inventory.vars_for(host, [role], values)
+
+
+@pytest.mark.parametrize("admin_user, overrides, message", [
+    (None, {}, "web1 is provisioned as deploy, not as the admin user ops; set admin_user: ops"),
+    ("ops", {"users_admin_user": "deploy"}, "the admin, deploy and app users must be three different users"),
+    ("ops", {"users_admin_authorized_keys": []}, "users_admin_authorized_keys: no key for ops"),
+    ("ops", {"users_deploy_units": ["-x.service"]}, "users_deploy_units: '-x.service' does not match"),
+    ("ops", {"users_deploy_units": ["a b.service"]}, "does not match"),
+])
+def test_users_role_refuses_what_would_lock_out_or_unscope_the_deploy_user(admin_user, overrides, message):
+    role, vars = users_vars(admin_user, **overrides)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        role.tasks(role, vars)
+
+
+def test_the_deploy_users_sudoers_allows_only_the_helper_and_nginx():
+    role, vars = users_vars()
+    files = {op.path: op.content.decode() for op in role.tasks(role, vars) if hasattr(op, "content")}
+    assert "ops ALL=(ALL:ALL) NOPASSWD: ALL" in files["/etc/sudoers.d/vigil-ops"]
+    deploy = [line for line in files["/etc/sudoers.d/vigil-deploy"].splitlines() if line and not line.startswith("#")]
+    assert deploy == [
+        "Cmnd_Alias VIGIL_DEPLOY = /usr/local/sbin/vigil-app-unit, /usr/local/sbin/vigil-switch-upstream, "
+        "/usr/local/sbin/vigil-backup create *, /usr/sbin/nginx -t, /usr/bin/systemctl reload nginx.service",
+        "deploy ALL=(root) NOPASSWD: VIGIL_DEPLOY",
+        "Defaults:deploy !requiretty",
+    ]
+
+
+@pytest.mark.parametrize(
+    "args, code, output",
+    [
+        (
+            ["restart", "together-pray-backend@blue.service"],
+            0,
+            "systemctl --no-pager restart -- together-pray-backend@blue.service",
+        ),
+        (
+            ["is-active", "together-pray-backend@blue.service", "together-pray-frontend@green.service"],
+            0,
+            "systemctl --no-pager is-active -- together-pray-backend@blue.service together-pray-frontend@green.service",
+        ),
+        (["restart", "ssh.service"], 77, "ssh.service is not one of the app's units"),
+        (
+            ["restart", "together-pray-backend@blue.service", "ssh.service"],
+            77,
+            "ssh.service is not one of the app's units",
+        ),
+        (["restart", "together-pray-x.service;reboot"], 77, "is not a unit name"),
+        (["restart", "--root=/tmp", "together-pray-backend.service"], 77, "is not a unit name"),
+        (["restart", "together-pray-../../x.service"], 77, "is not a unit name"),
+        (["edit", "together-pray-backend.service"], 64, "usage"),
+        (["daemon-reload"], 64, "usage"),
+    ],
+)
+def test_the_app_unit_helper_acts_on_the_apps_units_only(tmp_path, args, code, output):
+    role, vars = users_vars()
+    helper = next(op for op in role.tasks(role, vars) if getattr(op, "path", "") == "/usr/local/sbin/vigil-app-unit")
+    # The real script, with systemctl swapped for echo so what it would run shows.
+    script = tmp_path / "vigil-app-unit"
+    script.write_text(helper.content.decode().replace("exec /usr/bin/systemctl", "exec echo systemctl"))
+    result = subprocess.run(["sh", str(script), *args], capture_output=True, text=True)
+    assert result.returncode == code and output in (result.stdout + result.stderr)
+
+
+@pytest.mark.parametrize("deploy_has_our_key, confirmed", [(True, ("deploy",)), (False, ())])
+def test_the_lock_out_check_logs_in_as_deploy_only_with_a_key_deploy_accepts(tmp_path, deploy_has_our_key, confirmed):
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "id")], check=True)
+    ours = (tmp_path / "id.pub").read_text().strip()
+    inventory = layout({"web": ["web1"]})
+    host = Host("web1", "203.0.113.1", 22, "deploy", tmp_path / "id", ("web",), 5, 30, admin_user="ops").as_admin()
+    ssh_role, users_role = load_role("ssh"), load_role("users")
+    vars = inventory.vars_for(host, [users_role, ssh_role], {
+        "users_admin_authorized_keys": [ours], "users_deploy_authorized_keys": [ours if deploy_has_our_key else KEY]})
+    assert ssh_role.handlers(ssh_role, vars)["confirm ssh login"].also_users == confirmed
+
+

@@ -1,0 +1,156 @@
+"""Copies off the database host: pulled age-encrypted and checked on arrival, decrypted here and checked
+against the dump's recorded checksum, copied on to another host. A copy that fails leaves nothing named."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+
+import pyrage
+
+from vigil.backup.helper import HELPER, BackupError, ask
+from vigil.core.commands import Command, script
+from vigil.core.connectors import Transport
+from vigil.core.errors import ConfigError
+from vigil.core.inventory import Host
+from vigil.core.paths import LocalState, rel
+from vigil.core.redaction import REDACTOR
+
+
+def pull(
+    transport: Transport,
+    host: Host,
+    env: str,
+    backup_id: str,
+    recipients: list[str],
+    into: Path,
+    record: dict | None = None,
+) -> Path:
+    """Stream the backup, age-encrypted on the host to `recipients`, into `into`; the file is named
+    only once its sha256 matches what the host sent. Returns the .age file (metadata beside it).
+    record: the backup's metadata if the caller listed it already (else it is asked for)."""
+    into.mkdir(parents=True, exist_ok=True)
+    target = into / f"{env}-{backup_id}.dump.age"
+    partial = target.with_name(target.name + ".partial")
+    digest, size = hashlib.sha256(), 0
+    with open(partial, "wb") as out:
+        def sink(chunk: bytes) -> None:
+            nonlocal size
+            digest.update(chunk)
+            size += len(chunk)
+            out.write(chunk)
+
+        try:
+            result = transport.run(
+                Command((HELPER, "export", backup_id, *recipients), sudo=True), timeout=7200, sink=sink
+            )
+        except BaseException:
+            out.close()
+            partial.unlink(missing_ok=True)
+            raise
+    try:
+        sent = last_json(result.stderr)
+        if not result.ok or not sent:
+            raise BackupError(
+                f"{host.name}: export of {backup_id} failed: {REDACTOR.redact(result.stderr.strip()[-300:])}"
+            )
+        if (sent.get("sha256"), sent.get("size")) != (digest.hexdigest(), size):
+            raise BackupError(
+                f"{host.name}: {backup_id} arrived damaged (sha256 {digest.hexdigest()[:16]}, {size} bytes; "
+                f"sent {str(sent.get('sha256'))[:16]}, {sent.get('size')} bytes); nothing was kept"
+            )
+        record = record or next((entry for entry in ask(transport, host, "list") if entry.get("id") == backup_id), {})
+        if not record.get("sha256"):
+            raise BackupError(
+                f"{host.name}: {backup_id} has no recorded checksum to check a decrypted copy against; nothing was kept"
+            )
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    sidecar = {
+        "id": backup_id,
+        "env": env,
+        "from": host.name,
+        "pulled_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "encrypted_sha256": digest.hexdigest(),
+        "encrypted_size": size,
+        "recipients": recipients,
+        "dump_sha256": record.get("sha256"),
+        "backup": record,
+    }
+    target.with_suffix(".json").write_text(json.dumps(sidecar, indent=2, sort_keys=True) + "\n")
+    os.replace(partial, target)
+    return target
+
+
+def last_json(text: str) -> dict:
+    for line in reversed(text.strip().splitlines()):
+        try:
+            value = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            return value
+    return {}
+
+
+def decrypt(path: Path, identities: list, out: Path) -> Path:
+    """Decrypt a pulled backup to `out`, checked against the dump's recorded sha256; on any failure
+    (a wrong key above all) nothing is written."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such file")
+    sidecar_path = path.with_suffix(".json")
+    sidecar = json.loads(sidecar_path.read_text()) if sidecar_path.is_file() else {}
+    try:
+        data = pyrage.decrypt(path.read_bytes(), identities)
+    except pyrage.DecryptError as error:
+        raise BackupError(
+            f"{path}: cannot decrypt it with the identities given ({error}); nothing was written"
+        ) from None
+    want = sidecar.get("dump_sha256")
+    if not want:
+        raise BackupError(f"{sidecar_path}: missing, or without the dump's checksum; nothing was written")
+    if hashlib.sha256(data).hexdigest() != want:
+        raise BackupError(
+            f"{path}: decrypted, but not the dump the host recorded (sha256 differs); nothing was written"
+        )
+    if out.exists():
+        raise ConfigError(f"{out}: exists already; nothing was written")
+    partial = out.with_name(out.name + ".partial")
+    try:
+        with open(partial, "wb", opener=lambda p, flags: os.open(p, flags, 0o600)) as handle:
+            handle.write(data)
+        os.replace(partial, out)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    return out
+
+
+def copy_to_host(transport: Transport, host: Host, path: Path, directory: str) -> str:
+    """Put a pulled (encrypted) backup and its metadata on another inventory host, checked on arrival."""
+    body = ('set -e; install -d -m 0700 -- "$1"; cat > "$2.partial"; '
+            'got=$(sha256sum -- "$2.partial" | cut -d" " -f1); '
+            'if [ "$got" != "$3" ]; then rm -f -- "$2.partial"; echo "arrived damaged: $got" >&2; exit 65; fi; '
+            'mv -f -- "$2.partial" "$2"')
+    for file in (path.with_suffix(".json"), path):  # the metadata first: the backup's arrival completes the copy
+        content = file.read_bytes()
+        result = transport.run(script(body, directory, f"{directory}/{file.name}", hashlib.sha256(content).hexdigest(),
+                                      stdin=content), timeout=7200)
+        if not result.ok:
+            raise BackupError(f"{host.name}: copying {file.name} failed: {result.stderr.strip()[-300:]}")
+    target = f"{directory}/{path.name}"
+    return target
+
+
+def pulled_dir(env: str, to_dir: str | None, state: LocalState | None = None) -> Path:
+    """Where `backup.pull` puts a copy: --to-dir, else .vigil/backups/<env>/."""
+    return Path(to_dir) if to_dir else (state or LocalState.default()).backups / env
+
+
+def describe(path: Path) -> str:
+    """A pulled copy's path as the task prints it: relative to the repository when inside it."""
+    return rel(path)

@@ -1,0 +1,221 @@
+"""backup: the app database's backups on its host.
+
+Create, list, verify, restore, prune, and copies off the host (pull, decrypt).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from invoke import Collection, task
+from invoke.exceptions import Exit
+from rich.table import Table
+
+from vigil.backup import restore as restoring
+from vigil.backup.helper import LABEL, BackupError, ask, check_id, database_host
+from vigil.backup.transfer import copy_to_host, describe, pulled_dir
+from vigil.backup.transfer import decrypt as decrypt_backup
+from vigil.backup.transfer import pull as pull_backup
+from vigil.cli.common import HOST_FLAGS_HELP, exits_cleanly
+from vigil.core.audit_log import audit_locally
+from vigil.core.errors import ConfigError, ExitCode
+from vigil.core.fanout import connect
+from vigil.core.output import Reporter
+from vigil.vault.keys import load_identities, load_recipients
+from vigil.vault.paths import SecretsPaths
+
+ENV_HELP = {"env": HOST_FLAGS_HELP["env"], "json": HOST_FLAGS_HELP["json"]}
+
+
+def _audit(task_name: str, env: str, host: str, result: str, **details) -> None:
+    audit_locally(task_name, env, [host], result, **details)
+
+
+def _print(data, json: bool, line: str) -> None:
+    if json:
+        Reporter().document(data)
+    else:
+        Reporter().line(line)
+
+
+def _size(size) -> str:
+    size = int(size or 0)
+    return f"{size / 1048576:.1f} MiB" if size >= 1048576 else f"{size / 1024:.0f} KiB"
+
+
+@task(help={**ENV_HELP, "label": "A word for why (default: manual); the id is <UTC time>-<label>."})
+@exits_cleanly
+def create(c, env="sandbox", label="manual", json=False):
+    """Back the database up now: pg_dump -Fc on its host, synced, checksummed, each table's rows counted.
+
+    Example: invoke backup.create --env=production --label=before-import
+    """
+    if not LABEL.match(label):
+        raise ConfigError(f"--label: {label!r} is not a label (letters, digits, '.', '_', '-'; at most 40)")
+    inventory, host = database_host(env)
+    with connect(inventory, host) as transport:
+        made = ask(transport, host, "create", label)
+    _audit("backup.create", env, host.name, "ok", backup=made["id"])
+    _print(
+        made,
+        json,
+        f"{host.name}: {made['id']} {_size(made['size'])} in {made['seconds']}s, "
+        f"{len(made['tables'])} tables, {sum(made['tables'].values())} rows, sha256 {made['sha256'][:16]}",
+    )
+
+
+@task(name="list", help=ENV_HELP)
+@exits_cleanly
+def list_(c, env="sandbox", json=False):
+    """List the backups on the database host: when, size, verified when and how, which retention rule keeps it.
+
+    Example: invoke backup.list --env=production
+    """
+    inventory, host = database_host(env)
+    with connect(inventory, host) as transport:
+        backups = ask(transport, host, "list")
+    if json:
+        _print(backups, True, "")
+        return
+    table = Table(title=f"backups of {env} on {host.name}")
+    for column in ("id", "release", "size", "rows", "status", "verified", "restore", "kept by"):
+        table.add_column(column)
+    for meta in backups:
+        verified = meta.get("verified") or {}
+        table.add_row(
+            meta["id"],
+            meta.get("release", ""),
+            _size(meta.get("size")),
+            str(sum((meta.get("tables") or {}).values())),
+            meta.get("status", ""),
+            (verified.get("at", "") + ("" if verified.get("ok", True) else " failed")),
+            f"{verified['restore_seconds']}s" if "restore_seconds" in verified else "",
+            meta.get("kept_by") or "next prune",
+            style="red" if meta.get("status") == "bad" else "",
+        )
+    Reporter().table(table)
+
+
+@task(help={**ENV_HELP, "id": "The backup to verify (`backup.list`), or `latest` for the newest."})
+@exits_cleanly
+def verify(c, id, env="sandbox", json=False):
+    """Restore a backup into a scratch database and compare every table's rows with its record (then drop it).
+
+    A failure marks the backup bad (restore refuses it) and exits non-zero.
+    Example: invoke backup.verify latest --env=production
+    """
+    target = "--latest" if id == "latest" else check_id(id)
+    inventory, host = database_host(env)
+    with connect(inventory, host) as transport:
+        try:
+            meta = ask(transport, host, "verify", target)
+        except BackupError:
+            _audit("backup.verify", env, host.name, "failed", backup=target)
+            raise
+    _audit("backup.verify", env, host.name, "ok", backup=meta["id"])
+    verified = meta["verified"]
+    _print(meta, json, f"{host.name}: {meta['id']} verified: restored in {verified['restore_seconds']}s, "
+                       f"{verified['rows']} rows in {len(meta['tables'])} tables as recorded")
+
+
+@task(help={**ENV_HELP, "dry_run": "Say what would be deleted, delete nothing."})
+@exits_cleanly
+def prune(c, env="sandbox", dry_run=False, json=False):
+    """Delete the backups no retention rule keeps (grandfather-father-son; never the newest verified one).
+
+    Example: invoke backup.prune --env=production --dry-run
+    """
+    inventory, host = database_host(env)
+    with connect(inventory, host) as transport:
+        result = ask(transport, host, "prune", *(["--dry-run"] if dry_run else []))
+    if not dry_run:
+        _audit("backup.prune", env, host.name, "ok", deleted=result["deleted"])
+    _print(
+        result,
+        json,
+        f"{host.name}: {'would delete' if dry_run else 'deleted'} {len(result['deleted'])}"
+        f"{': ' + ', '.join(result['deleted']) if result['deleted'] else ''}; kept {len(result['kept'])}",
+    )
+
+
+@task(help={**ENV_HELP, "id": "The backup to restore (`backup.list`).", "yes": "Do not ask for confirmation.",
+            "force": "Restore even a backup that is unverified or failed verification."})
+@exits_cleanly
+def restore(c, id, env="sandbox", yes=False, force=False, json=False):
+    """Replace the database with a backup: maintenance on, a safety backup, restore and swap, checks, maintenance off.
+
+    The steps are docs/runbooks/restore.md's. Refuses an unverified or bad backup unless --force.
+    Example: invoke backup.restore 20261126T031500Z-scheduled --env=production --yes
+    """
+    backup_id = check_id(id)
+    inventory, host = database_host(env)
+    restoring.confirm(env, yes)
+    reporter = Reporter()
+    report = restoring.restore(env, inventory, host, backup_id, force, (lambda line: None) if json else reporter.line)
+    if json:
+        reporter.document(report)
+    if not all(report["health"].values()):
+        raise Exit(code=int(ExitCode.HOST_FAILED))
+
+
+@task(help={**ENV_HELP, "id": "The backup to copy (`backup.list`), or `latest` for the newest.",
+            "to_dir": "Where to put it on this machine (default: .vigil/backups/<env>/).",
+            "to_host": "Also put it on this inventory host (under --host-dir).",
+            "host_dir": "The directory on --to-host (default: /var/backups/vigil-offsite)."})
+@exits_cleanly
+def pull(c, id, env="sandbox", to_dir=None, to_host=None, host_dir="/var/backups/vigil-offsite", json=False):
+    """Copy a backup off its host, encrypted on the host to the env's age recipients, checksum checked on arrival.
+
+    Example: invoke backup.pull latest --env=production --to-host=vps2
+    """
+    if id != "latest":
+        check_id(id)
+    if not re.fullmatch(r"/[A-Za-z0-9._/-]+", host_dir) or ".." in host_dir.split("/"):
+        raise ConfigError(f"--host-dir: {host_dir!r} is not an absolute path")
+    recipients = [key for key, _ in load_recipients(env, SecretsPaths.default())]
+    inventory, host = database_host(env)
+    with connect(inventory, host) as transport:
+        listed = (
+            [meta for meta in ask(transport, host, "list") if meta.get("status") != "bad"] if id == "latest" else []
+        )
+        if id == "latest" and not listed:
+            raise BackupError(f"{host.name}: there is no backup yet (`invoke backup.create --env={env}`)")
+        backup_id = listed[-1]["id"] if listed else id
+        path = pull_backup(transport, host, env, backup_id, recipients, pulled_dir(env, to_dir),
+                           record=listed[-1] if listed else None)
+    result = {"id": backup_id, "path": str(path), "recipients": len(recipients)}
+    if to_host:
+        other = next((h for h in inventory.select(to_host)), None)
+        if other is None or other.name != to_host:
+            raise ConfigError(f"--to-host: {to_host!r} is not a host of inventory/{env}.yml")
+        other = other.as_admin()
+        with connect(inventory, other) as transport:
+            result["copied_to"] = f"{other.name}:{copy_to_host(transport, other, path, host_dir)}"
+    _audit("backup.pull", env, host.name, "ok", backup=backup_id, copied_to=result.get("copied_to", ""))
+    _print(
+        result,
+        json,
+        f"{backup_id}: {describe(path)} (age-encrypted to {len(recipients)} recipient(s), sha256 checked)"
+        + (f"; copied to {result['copied_to']}" if to_host else ""),
+    )
+
+
+@task(help={"file": "A pulled backup (.dump.age).", "env": "Whose age identity decrypts it (default: sandbox).",
+            "out": "Where to write the dump (default: beside it, without .age)."})
+@exits_cleanly
+def decrypt(c, file, env="sandbox", out=None):
+    """Decrypt a pulled backup with the env's age identity; checked against the dump's recorded checksum.
+
+    Example: invoke backup.decrypt .vigil/backups/production/production-20261126T031500Z-scheduled.dump.age --env=production
+    """  # noqa: E501 (an example command is one line, to copy whole)
+    path = Path(file)
+    target = Path(out) if out else path.with_name(path.name.removesuffix(".age"))
+    identities = load_identities(env, SecretsPaths.default())
+    written = decrypt_backup(path, identities, target)
+    Reporter().line(f"{written}: decrypted, sha256 as recorded; restore it with pg_restore")
+
+
+ns = Collection("backup")
+for command in (create, list_, verify, restore, prune, pull, decrypt):
+    ns.add_task(command)

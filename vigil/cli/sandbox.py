@@ -1,0 +1,148 @@
+"""sandbox.*: throwaway real Debian 13 (or 12) VPSes on this machine, the default environment.
+
+Thin on purpose: each task parses its flags, calls vigil.sandbox.lifecycle and prints.
+"""
+
+from __future__ import annotations
+
+import os
+
+from invoke import Collection, task
+from invoke.exceptions import Exit
+from rich.table import Table
+
+from vigil.core.output import Reporter
+from vigil.sandbox import lifecycle
+from vigil.sandbox.apply import Timings
+from vigil.sandbox.paths import SandboxError
+
+
+def _echo(line: str) -> None:
+    Reporter().line(line)
+
+
+def _fail(error: SandboxError) -> Exit:
+    return Exit(f"error: {error.message}", code=int(error.exit_code))
+
+
+def _print_plan(planned: list[str]) -> None:
+    if not planned:
+        _echo("check: nothing to do")
+        return
+    _echo("check: would run")
+    for line in planned:
+        _echo(f"  {line}")
+
+
+def _print_timings(timings: Timings) -> None:
+    _echo("time: " + ", ".join(f"{phase} {seconds:g} s" for phase, seconds in timings.phases.items()))
+
+
+@task(auto_shortflags=False, iterable=["debian"], help={
+    "hosts": "How many VPSes (vps1..vpsN) to have running; default 2. Healthy extra ones keep running.",
+    "check": "Only print what would change; change nothing.",
+    "debian": "Debian release: 13 (trixie, the default) or 12 (bookworm) for every host, or NAME:RELEASE "
+              "for one host (--debian=vps3:12). Repeatable. A running host on another release is replaced.",
+})
+def up(c, hosts=2, check=False, debian=None):
+    """Boot sandbox VPSes (real systemd Debian 13 or 12 with sshd) and write inventory/sandbox.yml.
+
+    Each VPS gets its own network namespace and address (vpsN at 10.213.N.2),
+    NAT to the Debian mirror, a writable overlay on the cached image (built with
+    debootstrap on first use, about 75 s) and a fresh sshd host key pinned in
+    inventory/sandbox.known_hosts. Leftovers of a killed run are removed first.
+    Running it again changes nothing. Needs root.
+
+    Example: sudo invoke sandbox.up --hosts=3 --debian=vps3:12
+    """
+    try:
+        result = lifecycle.up(hosts=int(hosts), check=check, echo=_echo, debian=debian or ())
+    except SandboxError as error:
+        raise _fail(error) from None
+    if check:
+        _print_plan(result.planned)
+        return
+    if result.created:
+        _echo(f"up: started {', '.join(result.created)}; inventory/sandbox.yml lists "
+              f"{', '.join(host['name'] for host in result.hosts)}")
+    elif result.changed:
+        _echo(f"up: {', '.join(result.kept)} already running; repaired the rest (see above)")
+    else:
+        _echo(f"up: {', '.join(result.kept)} already running; nothing changed")
+    if result.extra:
+        verb = "keeps" if len(result.extra) == 1 else "keep"
+        _echo(
+            f"note: {', '.join(result.extra)} {verb} running beyond --hosts={hosts}; `invoke sandbox.down` removes all"
+        )
+    _print_timings(result.timings)
+
+
+@task(help={"check": "Only print what would be removed; change nothing."})
+def down(c, check=False):
+    """Stop every sandbox VPS and remove its namespace, links, NAT rules, overlay and inventory.
+
+    Each VPS is powered off cleanly (SIGTERM to its systemd-nspawn, SIGKILL
+    after 30 s). The sandbox key pair and the image cache stay, so the next
+    `sandbox.up` takes seconds. Nothing up is fine: it does nothing. Needs root.
+
+    Example: sudo invoke sandbox.down
+    """
+    try:
+        result = lifecycle.down(check=check, echo=_echo)
+    except SandboxError as error:
+        raise _fail(error) from None
+    if check:
+        _print_plan(result.planned)
+        return
+    if not result.changed:
+        _echo("down: nothing was up; nothing changed")
+        return
+    hosts = ", ".join(result.hosts) or "no VPS"
+    stopped = ", ".join(result.stopped) or "none was running"
+    _echo(f"down: removed {hosts} (powered off: {stopped}); {len(result.removed)} step(s), "
+          f"{len(result.files)} generated file(s) deleted")
+    _print_timings(result.timings)
+
+
+@task
+def status(c):
+    """Show each sandbox VPS: Debian release, address, nspawn pid, whether it runs and whether its sshd answers.
+
+    Exits 0 whether or not the sandbox is up. Needs no root.
+
+    Example: invoke sandbox.status
+    """
+    try:
+        rows = lifecycle.status()
+    except SandboxError as error:
+        raise _fail(error) from None
+    if not rows:
+        _echo("sandbox is down (no VPS recorded); `sudo invoke sandbox.up` starts it")
+        return
+    table = Table(title="sandbox")
+    for column in ("host", "debian", "address", "pid", "running", "sshd"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(row.name, row.release, row.address, str(row.pid or "-"),
+                      "yes" if row.running else "no", "answers" if row.sshd else "no answer")
+    Reporter().table(table)
+
+
+@task(help={"host": "The sandbox host, e.g. vps1.",
+            "command": "Run this command on the host instead of opening a shell."})
+def ssh(c, host, command=None):
+    """Open an ssh session to a sandbox VPS as root, with the sandbox key and pinned host key.
+
+    Example: invoke sandbox.ssh vps1 --command='systemctl is-system-running'
+    """
+    try:
+        argv = lifecycle.ssh_argv(host, command)
+    except SandboxError as error:
+        raise _fail(error) from None
+    # Replace this process so the session is as interactive as plain ssh.
+    os.execvp(argv[0], argv)
+
+
+ns = Collection("sandbox")
+for _task in (up, down, status, ssh):
+    ns.add_task(_task)

@@ -1,0 +1,114 @@
+"""Commands as data: argv tokens that know how to quote and how to hide secrets.
+
+Nothing here does I/O. Operations and concern modules build `Command` objects;
+only the transport sends `Command.render()` to a host. Whatever vigil prints
+uses `Command.display()`, where every `Secret` token reads `***`.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+from typing import Union
+
+from vigil.core.redaction import MASK, REDACTOR, Redactor
+
+
+class Secret:
+    """A value that must never be displayed; registering it lets the redactor mask it anywhere.
+
+    Example: Command(("chpasswd",), stdin=Secret("deploy:hunter2"))
+    """
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: str):
+        if not isinstance(value, str) or len(value) < Redactor.MIN_LENGTH:
+            raise ValueError(
+                f"a secret must be a string of at least {Redactor.MIN_LENGTH} characters, or it cannot be masked"
+            )
+        self.value = value
+        REDACTOR.add(value)
+
+    def __repr__(self) -> str:
+        return f"Secret({MASK})"
+
+    __str__ = __repr__
+
+
+Token = Union[str, Secret]
+
+
+def reveal(token: Token) -> str:
+    """The token as the host must see it: a Secret's value itself (for the transport only)."""
+    return token.value if isinstance(token, Secret) else token
+
+
+def _show(token: Token) -> str:
+    return MASK if isinstance(token, Secret) else shlex.quote(token)
+
+
+@dataclass(frozen=True)
+class Command:
+    """One program invocation on a host.
+
+    argv: the program and its arguments; each token is quoted when rendered.
+    sudo: run as root (through `sudo -n` when the login user is not root).
+    as_user: run as this user instead (through `sudo -n -u`).
+    stdin: bytes fed to the program; never shown, so secrets travel here, not in argv.
+    Example: Command(("systemctl", "reload", "nginx")).render("deploy")
+             -> "sudo -n -H -- systemctl reload nginx"
+    """
+
+    argv: tuple[Token, ...]
+    sudo: bool = True
+    as_user: str | None = None
+    stdin: bytes | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self):
+        if not self.argv:
+            raise ValueError("a command needs at least a program")
+        for token in self.argv:
+            if not isinstance(token, (str, Secret)):
+                raise TypeError(f"command tokens must be str or Secret, got {token!r}")
+
+    def _prefix(self, login_user: str | None) -> list[str]:
+        if self.as_user and self.as_user != login_user:
+            return ["sudo", "-n", "-H", "-u", self.as_user, "--"]
+        if self.sudo and not self.as_user and login_user not in (None, "root"):
+            return ["sudo", "-n", "-H", "--"]
+        return []
+
+    def render(self, login_user: str | None = None) -> str:
+        """The exact shell line sent to the host, secrets included: for the transport only."""
+        prefix = [shlex.quote(part) for part in self._prefix(login_user)]
+        return " ".join(prefix + [shlex.quote(reveal(token)) for token in self.argv])
+
+    def display(self, login_user: str | None = None) -> str:
+        """The shell line as shown to people and logs, secrets masked."""
+        prefix = [shlex.quote(part) for part in self._prefix(login_user)]
+        return " ".join(prefix + [_show(token) for token in self.argv])
+
+    def __str__(self) -> str:
+        return self.display()
+
+
+def cmd(*argv: Token, sudo: bool = True, as_user: str | None = None, stdin: bytes | None = None) -> Command:
+    """Shorthand for `Command(argv)`.
+
+    Example: cmd("mkdir", "-p", "/srv/app")
+    """
+    return Command(tuple(argv), sudo=sudo, as_user=as_user, stdin=stdin)
+
+
+def script(
+    body: str, *args: Token, sudo: bool = True, as_user: str | None = None, stdin: bytes | None = None
+) -> Command:
+    """A fixed shell snippet that reads its values only from "$1", "$2"...
+
+    `body` must be a constant written in vigil's code, never built from values;
+    the values travel as separate, quoted arguments, so no input can change
+    what the snippet does.
+    Example: script('test -e "$1" || touch "$1"', "/etc/vigil")
+    """
+    return Command(("sh", "-c", body, "vigil", *args), sudo=sudo, as_user=as_user, stdin=stdin)

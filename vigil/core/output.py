@@ -1,0 +1,164 @@
+"""Output: everything a task prints goes through a `Reporter`: progress, lines, tables, the recap, JSON.
+
+The Reporter passes all text through the process-wide redactor first, so a secret that reached a
+host's output is masked on the screen and in JSON alike. Plain lines go out as they are (no markup, no
+wrapping); only progress, recaps and tables are rich.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from vigil.core.errors import ExitCode
+from vigil.core.paths import LocalState
+from vigil.core.redaction import REDACTOR
+from vigil.core.runner import CHANGED, FAILED, OK, SKIPPED, HostResult, OperationResult
+
+STATUS_STYLE = {OK: "green", CHANGED: "yellow", FAILED: "red", SKIPPED: "dim", "unreachable": "red"}
+
+
+@dataclass
+class Environment:
+    """What a task writes to, what it keeps on this machine, and its clock: swapped by tests (httpie's
+    Environment)."""
+
+    stdout: TextIO = field(default_factory=lambda: sys.stdout)
+    stderr: TextIO = field(default_factory=lambda: sys.stderr)
+    state: LocalState = field(default_factory=LocalState.default)
+    clock: Any = time.time
+
+
+def table_console(file: TextIO | None = None) -> Console:
+    """A console for wide tables: a terminal's own width, else wide enough that piped output keeps whole ids."""
+    console = Console(file=file or sys.stdout, highlight=False, soft_wrap=True, emoji=False)
+    if not console.is_terminal:
+        console.width = 200
+    return console
+
+
+class Reporter:
+    """Progress lines while hosts run, then a recap table or one JSON document; and every other line a
+    task prints.
+
+    json_output: print nothing but the final JSON document on stdout.
+    verbose: also print each change's commands.
+    """
+
+    def __init__(
+        self, env: Environment | None = None, json_output: bool = False, verbose: bool = False, check: bool = False
+    ):
+        self.env = env or Environment()
+        self.json_output = json_output
+        self.verbose = verbose
+        self.check = check
+        self.console = Console(file=self.env.stdout, highlight=False, soft_wrap=True, emoji=False)
+        self.errors = Console(file=self.env.stderr, highlight=False, soft_wrap=True, emoji=False)
+        self._lock = threading.Lock()
+
+    @classmethod
+    def quiet(cls) -> "Reporter":
+        """A reporter that prints nothing: for a run another task drives and reports itself."""
+        silent = io.StringIO()
+        return cls(Environment(stdout=silent, stderr=silent), json_output=True)
+
+    def say(self, text: str) -> None:
+        """A progress line, left out of --json output."""
+        if not self.json_output:
+            self.line(text)
+
+    def line(self, text: str = "", end: str = "\n") -> None:
+        """A line of the task's output, exactly as given but redacted."""
+        with self._lock:
+            self.env.stdout.write(REDACTOR.redact(text) + end)
+            self.env.stdout.flush()
+
+    def prompt(self, question: str) -> str:
+        """Ask on stderr (stdout may be --json's document) and read the answer from stdin."""
+        with self._lock:
+            self.env.stderr.write(question)
+            self.env.stderr.flush()
+        return sys.stdin.readline()
+
+    def error(self, text: str) -> None:
+        """A line on stderr (red on a terminal)."""
+        with self._lock:
+            self.errors.print(escape(REDACTOR.redact(text)), style="red")
+
+    def document(self, data: Any) -> None:
+        """One JSON document on stdout; strings are redacted before serialising, since JSON escaping
+        would hide a secret from the redactor."""
+        self.line(json.dumps(REDACTOR.redact_data(data), indent=2))
+
+    def table(self, table: Table) -> None:
+        """A rich table (cells already escaped), as wide as piped output needs."""
+        with self._lock:
+            table_console(self.env.stdout).print(table)
+
+    def marked(self, markup: str) -> None:
+        """A line with rich markup (styles); whatever came from a host in it must be escaped already."""
+        with self._lock:
+            table_console(self.env.stdout).print(markup)
+
+    def progress(self, host: str, op: OperationResult) -> None:
+        """One line per operation as it finishes; changes show their summary (and diff with --diff)."""
+        if self.json_output:
+            return
+        status = "would change" if (self.check and op.status == CHANGED) else op.status
+        style = STATUS_STYLE.get(op.status, "")
+        detail = op.error or op.summary
+        line = f"[{style}]{status:>12}[/] [bold]{escape(host)}[/] {escape(op.name)}"
+        if detail and op.status != OK or (detail and self.verbose):
+            line += f" [dim]({escape(REDACTOR.redact(detail))})[/]"
+        with self._lock:
+            self.console.print(line)
+            if self.verbose:
+                for command in op.commands:
+                    self.console.print(f"             [dim]$ {escape(REDACTOR.redact(command))}[/]")
+            if op.diff:
+                self.console.print(escape(REDACTOR.redact(op.diff)), style="cyan")
+
+    def recap(self, task: str, env: str, results: list[HostResult], notes: dict[str, str] | None = None) -> None:
+        """The recap table, or the JSON document with --json; `notes` (name -> line) follow the table,
+        or are the JSON document's "notes"."""
+        if self.json_output:
+            self.document({"task": task, "env": env, "check": self.check, "exit_code": int(exit_code(results)),
+                           "hosts": [result.as_dict() for result in results], **({"notes": notes} if notes else {})})
+            return
+        table = Table(title=f"{task} on {env}" + (" (check mode: nothing was changed)" if self.check else ""))
+        for column in ("host", "ok", "changed", "failed", "skipped", "time", "result"):
+            table.add_column(column, justify="right" if column not in ("host", "result") else "left")
+        for result in results:
+            style = STATUS_STYLE.get(result.status, "")
+            outcome = (
+                result.unreachable
+                or result.error
+                or (f"skipped: {result.skipped}" if result.skipped else result.status)
+            )
+            table.add_row(
+                result.host, str(result.count(OK)), str(result.count(CHANGED)), str(result.count(FAILED)),
+                str(result.count(SKIPPED)), f"{result.finished - result.started:.1f}s",
+                f"[{style}]{escape(REDACTOR.redact(outcome))}[/]",
+            )
+        with self._lock:
+            self.console.print(table)
+            for name, line in (notes or {}).items():
+                self.console.print(f"{escape(name)}: {escape(REDACTOR.redact(line))}")
+
+
+def exit_code(results: list[HostResult]) -> ExitCode:
+    """HOST_FAILED if any host failed a step, else UNREACHABLE if any was unreachable, else OK."""
+    if any(r.error for r in results):
+        return ExitCode.HOST_FAILED
+    if any(r.unreachable for r in results):
+        return ExitCode.UNREACHABLE
+    return ExitCode.OK

@@ -1,0 +1,133 @@
+"""The one YAML loader for everything vigil reads: inventories, role defaults, playbooks, the secrets
+schema and runbooks.
+
+ruamel.yaml, YAML 1.2: only `true` and `false` are booleans, so a runbook's `on:` and `state: on` stay
+words, and `0644` is not an octal surprise. A key given twice is an error, where PyYAML keeps the last
+silently. Every error names the file, line and column; every value comes back as plain Python data
+(dict, list, str, int, float, bool, None), and the line of each key or item is kept beside it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.constructor import DuplicateKeyError
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+from vigil.core.errors import ConfigError
+from vigil.core.paths import rel
+
+DUPLICATE_KEY = re.compile(r'found duplicate key "(.*)" with value')
+
+
+@dataclass(frozen=True)
+class YamlDocument:
+    """A parsed YAML file: its data, and the line where each key or item of it stands.
+
+    where: how errors name the file. A path is the keys and indexes leading to a value.
+    Example: document.line("steps", 0, "on") -> the line of the first step's `on:` key
+    """
+
+    data: Any
+    where: str
+    lines: dict[tuple, int] = field(default_factory=dict, repr=False)
+
+    def line(self, *path) -> int:
+        """The line (1-based) of the key or item at `path`; the document's first line for the root."""
+        return self.lines.get(tuple(path), 1)
+
+    def at(self, *path) -> str:
+        """`file:line` of the key or item at `path`, for an error message."""
+        return f"{self.where}:{self.line(*path)}"
+
+
+def _plain(node: Any, path: tuple, lines: dict[tuple, int]) -> Any:
+    """ruamel's round-trip objects as plain Python data, recording each key's and item's line."""
+    if isinstance(node, CommentedMap):
+        plain = {}
+        for key, value in node.items():
+            key = _scalar(key)
+            lines[path + (key,)] = node.lc.key(key)[0] + 1
+            plain[key] = _plain(value, path + (key,), lines)
+        return plain
+    if isinstance(node, CommentedSeq):
+        items = []
+        for index, value in enumerate(node):
+            lines[path + (index,)] = node.lc.item(index)[0] + 1
+            items.append(_plain(value, path + (index,), lines))
+        return items
+    return _scalar(node)
+
+
+def _scalar(value: Any) -> Any:
+    # ruamel keeps a literal block or a hex number as a subclass that remembers its style.
+    for plain_type in (bool, int, float, str):
+        if isinstance(value, plain_type):
+            return plain_type(value)
+    return value
+
+
+def parse_yaml(text: str, where: str) -> YamlDocument:
+    """Parse YAML `text`; `where` names it in errors ("inventory/staging.yml").
+
+    Example: parse_yaml("hosts: {web1: {address: 10.0.0.5}}", "inventory/staging.yml").data["hosts"]
+    """
+    loader = YAML(typ="rt", pure=True)
+    try:
+        raw = loader.load(text)
+    except DuplicateKeyError as error:
+        mark = error.problem_mark
+        key = DUPLICATE_KEY.search(error.problem or "")
+        # The error's own text quotes both values: a pasted secret must not reach the screen.
+        raise ConfigError(
+            f"{where}:{mark.line + 1}:{mark.column + 1}: YAML error: duplicate key {key.group(1)!r}"
+            if key
+            else f"{where}:{mark.line + 1}: YAML error: a key is given twice"
+        ) from None
+    except MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        location = f"{where}:{mark.line + 1}:{mark.column + 1}" if mark else where
+        raise ConfigError(f"{location}: YAML syntax error: {error.problem or error}") from None
+    except YAMLError as error:
+        raise ConfigError(f"{where}: YAML error: {error}") from None
+    lines: dict[tuple, int] = {}
+    return YamlDocument(_plain(raw, (), lines), where, lines)
+
+
+def read_yaml(path: Path, where: str | None = None) -> YamlDocument:
+    """Read and parse a YAML file; `where` names it in errors (default: its path in the repository)."""
+    where = where or rel(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{where}: file not found") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{where}: not UTF-8 text (byte {error.start})") from None
+    except OSError as error:
+        raise ConfigError(f"{where}: cannot read: {error.strerror or error}") from None
+    return parse_yaml(text, where)
+
+
+def load_yaml(path: Path) -> Any:
+    """The data of a YAML file (read_yaml without the lines).
+
+    Example: load_yaml(REPO_ROOT / "playbooks" / "onboard.yml")[0]["roles"]
+    """
+    return read_yaml(path).data
+
+
+def yaml_value(text: str) -> Any:
+    """A value given on the command line (`--var key=value`), read as YAML 1.2: `true` is a boolean,
+    `3` a number, `[a, b]` a list; text that is not valid YAML stays the text.
+
+    Example: yaml_value("3") -> 3; yaml_value("on") -> "on"
+    """
+    try:
+        return parse_yaml(text, "--var").data
+    except ConfigError:
+        return text

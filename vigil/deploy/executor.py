@@ -1,0 +1,475 @@
+"""One service's deploy on one host, step by step, each step recorded for progress and the recap.
+
+A failure before the switch leaves the serving color untouched, stops the idle
+one, marks the release bad and names the step with the lines of its log that
+explain it. The host's state (lock, links, live color, releases) is read in one
+round trip.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from secrets import token_hex
+from typing import Any, Callable
+
+from vigil.core.commands import Command
+from vigil.core.errors import HostError
+from vigil.core.inventory import Host
+from vigil.core.redaction import REDACTOR, mask_url_passwords
+from vigil.core.runner import CHANGED, FAILED, OK, HostPlan, HostResult, OperationResult, RunOptions
+from vigil.deploy.build import Artifact
+from vigil.deploy.scripts import (
+    APPEND_HISTORY,
+    FINISH,
+    HEALTH_GATE,
+    LIST_MIGRATIONS,
+    LOCK_AND_STATE,
+    MARK_BAD,
+    RELEASE_LOCK,
+    RELINK,
+    RETIRE,
+    UNPACK,
+    as_deploy,
+    helper,
+)
+from vigil.deploy.settings import BACKUP_HELPER, COLORS, SWITCH_HELPER, UNIT_HELPER, Settings
+from vigil.deploy.state import (
+    HostState,
+    live_color,
+    migrations_added,
+    parse_json_object,
+    parse_state,
+    prune_candidates,
+    rollback_target,
+)
+
+LOG_TAIL_LINES = 20
+ERROR_LINE = re.compile(r"\b(\w*Error\b|ERROR|FATAL|[Ee]xception|failed|error:)")
+
+
+def log_excerpt(log: str, errors: int = 5, tail: int = 10) -> str:
+    """What explains a failure in a long log: its first error lines, then its last lines (a stack
+    trace's object dump would otherwise push the error itself out of view)."""
+    log = mask_url_passwords(log)
+    lines = [line for line in log.splitlines() if line.strip()]
+    first_errors = [line for line in lines[:-tail] if ERROR_LINE.search(line)][:errors]
+    shown = first_errors + (["..."] if first_errors else []) + lines[-tail:]
+    return "\n".join(line[:300] for line in shown)
+
+
+class DeployFailed(Exception):
+    """A step failed; carries the step's name and what to show."""
+
+    def __init__(self, step: str, reason: str):
+        super().__init__(reason)
+        self.step = step
+        self.reason = reason
+
+
+@dataclass
+class HostDeploy:
+    """One service's deploy on one host, step by step, each step recorded for progress and the recap."""
+
+    transport: Any
+    host: Host
+    settings: Settings
+    artifact: Artifact | None
+    who: str
+    lock_wait: float = 0
+    # A rollback ships nothing: it returns to a release already on the host (`rollback_to`, else the previous good one).
+    rollback: bool = False
+    rollback_to: str | None = None
+    # With rollback: first revert the migrations the current release added (the first host only).
+    revert_migrations: bool = False
+    progress: Callable[[str, OperationResult], None] | None = None
+    # The database host's name and how to reach it as the deploy user (None: not a host of the inventory).
+    database: tuple[str, Callable[[], Any]] | None = None
+    clock: Callable[[], float] = time.time
+    result: HostResult = field(init=False)
+
+    def __post_init__(self):
+        self.result = HostResult(self.host.name, started=self.clock())
+        self.release = self.artifact.id if self.artifact else (self.rollback_to or "")
+        self.ref = self.artifact.ref if self.artifact else ""
+        self.backup = ""  # where the pre-migration backup went: host:path
+        self.serving = ""  # the release the host serves when the deploy ends (unknown until read)
+        # Only a release that was run (a task, a start, a health gate) can be blamed for a failure.
+        self.release_tried = False
+        self.unlocked = False  # the finishing round trip releases the lock itself
+        self.token = token_hex(8)  # marks the lock as this deploy's
+
+    def record(self, name: str, status: str, summary: str = "", error: str = "", began: float | None = None) -> None:
+        op = OperationResult(name, status, summary=summary, error=error,
+                             seconds=(time.monotonic() - began) if began else 0.0)
+        self.result.operations.append(op)
+        if self.progress:
+            self.progress(self.host.name, op)
+
+    def run(self, command: Command, step: str, timeout: float | None = None):
+        result = self.transport.run(command, timeout=timeout)
+        if not result.ok:
+            detail = "\n".join(REDACTOR.redact((result.stderr or result.stdout).strip()).splitlines()[-LOG_TAIL_LINES:])
+            raise DeployFailed(step, f"`{command.display(self.host.user)}` exited {result.status}: {detail}")
+        return result
+
+    def journal_tail(self, unit: str) -> str:
+        result = self.transport.run(
+            Command(("journalctl", "-q", "--no-pager", "-o", "cat", "-n", "300", "-u", unit), sudo=False)
+        )
+        if not result.ok:
+            return "(no journal access)"
+        return REDACTOR.redact(log_excerpt(result.stdout))
+
+    # -- the procedure --------------------------------------------------------------------
+
+    def deploy(self) -> HostResult:
+        settings = self.settings
+        state = self.take_lock()
+        switched = False
+        idle = None
+        try:
+            live = live_color(state, settings)
+            if live is None:
+                raise DeployFailed(
+                    "Read the host.",
+                    f"nginx's {settings.upstream_name} upstream in {settings.upstream_file} "
+                    f"names no color's port ({state.live_port or 'none found'}); "
+                    "run provision.server on this host first",
+                )
+            idle = next(color for color in COLORS if color != live)
+            self.serving = state.current or "nothing"
+            if self.rollback:
+                self.choose_rollback(state)
+                if self.revert_migrations:
+                    self.revert(state)
+            else:
+                self.upload(state)
+                if settings.tasks and settings.backup_first:
+                    self.backup_database(f"pre-{'-'.join(settings.tasks)}", self.release)
+                for task in settings.tasks:
+                    self.release_task(task)
+            self.start_idle(idle)
+            self.health_gate(idle)
+            self.switch(idle)
+            switched = True
+            self.serving = self.release
+            self.retire(live, state)
+            self.finish(state, live)
+        except Exception as failure:  # a dropped connection too: clean up what can be, report it all
+            step = failure.step if isinstance(failure, DeployFailed) else "Deploy"
+            reason = (
+                failure.reason
+                if isinstance(failure, (DeployFailed, HostError))
+                else f"{type(failure).__name__}: {failure}"
+            )
+            self.record(step, FAILED, error=REDACTOR.redact(reason))
+            self.result.error = f"{step}: {REDACTOR.redact(reason)}"
+            if not switched:
+                self.best_effort(lambda: self.abandon(idle, state))
+        finally:
+            if not self.unlocked:
+                self.best_effort(self.release_lock)
+        self.result.finished = self.clock()
+        return self.result
+
+    def best_effort(self, action) -> None:
+        """Clean-up after a failure must not hide it: its own failure is added to the host's error."""
+        try:
+            action()
+        except Exception as error:  # the connection may be gone; say so, keep the first error
+            reason = error.reason if isinstance(error, HostError) else str(error)
+            self.result.error = (
+                self.result.error + "; " if self.result.error else ""
+            ) + f"and clean-up failed: {reason}"
+
+    def revert(self, state: HostState) -> None:
+        """Revert, with the current release's own code, the migrations it has and the target has not,
+        newest first, after a backup; the current release keeps serving until the switch."""
+        began, settings, current = time.monotonic(), self.settings, state.current or ""
+        step = f"Revert the migrations {current} added."
+        listed = self.run(
+            as_deploy(LIST_MIGRATIONS, settings.layout.releases, settings.migrations_dir, current, self.release), step
+        )
+        added = migrations_added(listed.stdout, current, self.release)
+        if not added:
+            self.record(step, OK, summary=f"{current} added none")
+            return
+        self.backup_database("pre-revert", current)
+        unit = settings.layout.task_unit(settings.revert_task, current)
+        for done, migration in enumerate(added):
+            result = self.transport.run(helper(UNIT_HELPER, "start", unit), timeout=settings.task_timeout + 60)
+            if not result.ok:
+                raise DeployFailed(
+                    step,
+                    f"reverting {migration} failed after {done} of {len(added)} reverted; {unit}'s log:\n"
+                    f"{self.journal_tail(unit)}\nThe database was backed up before: {self.backup}",
+                )
+        self.record(step, CHANGED, summary=f"reverted {', '.join(added)}", began=began)
+
+    def choose_rollback(self, state: HostState) -> None:
+        step = "Choose the release to return to."
+        try:
+            self.release = rollback_target(state, self.rollback_to)
+        except ValueError as problem:
+            raise DeployFailed(step, str(problem)) from None
+        self.ref = state.releases[self.release].get("ref", "")
+        self.record(step, OK, summary=f"{self.release} (current: {state.current or 'none'})")
+
+    def take_lock(self) -> HostState:
+        """Take the lock and read the host's state in the same round trip (waiting up to lock_wait)."""
+        began, settings = time.monotonic(), self.settings
+        owner = json.dumps({"who": self.who, "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.clock())),
+                            "release": self.release or "rollback", "ref": self.ref, "token": self.token}).encode()
+        deadline = time.monotonic() + self.lock_wait
+        while True:
+            result = self.transport.run(
+                as_deploy(
+                    LOCK_AND_STATE,
+                    settings.layout.lock,
+                    settings.layout.base,
+                    settings.upstream_file,
+                    settings.upstream_name,
+                    *(settings.layout.unit(color) for color in COLORS),
+                    stdin=owner,
+                )
+            )
+            if result.ok:
+                self.record("Take the deploy lock.", CHANGED, summary=f"locked {settings.layout.lock}", began=began)
+                return parse_state(result.stdout)
+            if result.status != 75:
+                raise HostError(self.host.name, f"taking the deploy lock failed: {result.stderr.strip()[-300:]}")
+            if time.monotonic() >= deadline:
+                holder = parse_json_object(result.stdout.strip()) or {}
+                raise HostError(
+                    self.host.name,
+                    f"another deploy holds the lock: {holder.get('who', 'unknown')} since "
+                    f"{holder.get('since', '?')} (release {holder.get('release', '?')}); wait "
+                    "(--lock-wait) or, if that deploy died, break the lock with "
+                    f"`invoke deploy.unlock --app={self.settings.layout.service} --force --reason=WHY`",
+                )
+            time.sleep(1)
+
+    def release_lock(self) -> None:
+        result = self.transport.run(as_deploy(RELEASE_LOCK, self.settings.layout.lock, self.token))
+        if result.status == 3:
+            self.record("Release the deploy lock.", OK, summary="another deploy holds it now (it was broken): left")
+            return
+        self.record("Release the deploy lock.", CHANGED if result.ok else FAILED,
+                    error="" if result.ok else result.stderr.strip()[-300:])
+        if not result.ok:
+            raise HostError(
+                self.host.name,
+                f"the deploy lock {self.settings.layout.lock} is still there: {result.stderr.strip()[-300:]}",
+            )
+
+    def upload(self, state: HostState) -> None:
+        began, layout, release = time.monotonic(), self.settings.layout, self.release
+        if release in state.releases:
+            on_host = state.releases[release].get("sha256")
+            if on_host and on_host != self.artifact.sha256:
+                # The same source built elsewhere into other bytes: never serve two things under one id.
+                raise DeployFailed(
+                    f"Upload release {release}.",
+                    f"the host has {release} with other bytes (sha256 {on_host[:16]}, "
+                    f"this artifact {self.artifact.sha256[:16]}); promote the artifact "
+                    "the host has, or remove that release from the host",
+                )
+            self.record(f"Upload release {release}.", OK, summary="already on the host")
+            return
+        meta = json.dumps({"id": release, "ref": self.artifact.ref, "sha256": self.artifact.sha256,
+                           "uploaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.clock())),
+                           "by": self.who}, sort_keys=True)
+        self.run(as_deploy(UNPACK, layout.release(release), self.artifact.sha256, self.settings.group, release, meta,
+                           stdin=self.artifact.path.read_bytes()), f"Upload release {release}.", timeout=900)
+        self.record(
+            f"Upload release {release}.",
+            CHANGED,
+            summary=f"{self.artifact.size // 1024} KiB, checksum verified",
+            began=began,
+        )
+
+    def backup_database(self, label: str, release: str) -> None:
+        began, step = time.monotonic(), "Back up the database."
+        if self.database is None:
+            self.record(step, OK, summary="no database host in the inventory (DATABASE_URL set by hand): not backed up")
+            return
+        name, connect = self.database
+        command, timeout = helper(BACKUP_HELPER, "create", label, "--release", release), self.settings.task_timeout + 60
+        if name == self.host.name:
+            result = self.transport.run(command, timeout=timeout)
+        else:
+            with connect() as transport:
+                result = transport.run(command, timeout=timeout)
+        if not result.ok:
+            raise DeployFailed(step, f"{name}: `{command.display(self.host.user)}` exited {result.status}: "
+                                     f"{REDACTOR.redact(result.stderr.strip()[-500:])}")
+        made = parse_json_object(result.stdout) or {}
+        self.backup = f"{name}:{made.get('path') or made.get('id', '?')}"
+        self.record(step, CHANGED, summary=self.backup, began=began)
+
+    def release_task(self, task: str) -> None:
+        began, unit = time.monotonic(), self.settings.layout.task_unit(task, self.release)
+        self.release_tried = True
+        result = self.transport.run(helper(UNIT_HELPER, "start", unit), timeout=self.settings.task_timeout + 60)
+        if not result.ok:
+            kept = f"\nThe database was backed up before it: {self.backup}" if self.backup else ""
+            raise DeployFailed(
+                f"Run {task} for {self.release}.", f"{unit} failed; its log:\n{self.journal_tail(unit)}{kept}"
+            )
+        self.record(f"Run {task} for {self.release}.", CHANGED, summary=f"{unit} succeeded", began=began)
+
+    def start_idle(self, idle: str) -> None:
+        began, layout = time.monotonic(), self.settings.layout
+        step = f"Start {layout.service}@{idle} on {self.release}."
+        self.release_tried = True
+        self.run(as_deploy(RELINK + ' && sudo -n "$3" restart "$4"', layout.color(idle), f"../releases/{self.release}",
+                           UNIT_HELPER, layout.unit(idle)), step)
+        self.record(step, CHANGED, summary=f"port {self.settings.ports[idle]}", began=began)
+
+    def health_gate(self, idle: str) -> None:
+        began, settings = time.monotonic(), self.settings
+        step = f"Check {settings.layout.service}@{idle} is healthy."
+        result = self.transport.run(as_deploy(HEALTH_GATE, str(settings.ports[idle]), settings.health_path,
+                                              self.release if settings.health_release else "", str(settings.checks),
+                                              str(settings.health_timeout)), timeout=settings.health_timeout + 60)
+        if not result.ok:
+            answer = mask_url_passwords(result.stderr.strip()[-500:])
+            raise DeployFailed(step, f"{answer}\nits log:\n{self.journal_tail(settings.layout.unit(idle))}")
+        self.record(step, OK, summary=result.stdout.strip(), began=began)
+
+    def switch(self, idle: str) -> None:
+        began, service = time.monotonic(), self.settings.layout.service
+        step = f"Switch nginx's {service} upstream to {idle}."
+        self.run(helper(SWITCH_HELPER, service, idle), step)
+        self.record(
+            step, CHANGED, summary=f"127.0.0.1:{self.settings.ports[idle]}, nginx reloaded gracefully", began=began
+        )
+
+    def retire(self, live: str, state: HostState) -> None:
+        began, layout = time.monotonic(), self.settings.layout
+        step = f"Drain and stop {layout.service}@{live}."
+        # Requests nginx's old workers still hold finish on the old color; then it stops cleanly.
+        time.sleep(self.settings.drain)
+        # Enabled or not decides which color a reboot starts: the one nginx sends traffic to.
+        result = self.transport.run(
+            as_deploy(RETIRE, UNIT_HELPER, layout.unit(live), layout.unit(next(c for c in COLORS if c != live)))
+        )
+        problems = [line.removeprefix("vigil: ") for line in result.stderr.splitlines() if line.startswith("vigil: ")]
+        if not result.ok:
+            problems = (problems or ["retiring the old color failed"]) + [result.stderr.strip()[-300:]]
+        self.record(step, FAILED if problems else CHANGED, summary=f"stopped after {self.settings.drain}s",
+                    error="; ".join(problems), began=began)
+        if problems:
+            # Traffic is on the new release already: finish the deploy, but say the host needs a look.
+            self.result.error = f"{step}: {'; '.join(problems)}"
+
+    def finish(self, state: HostState, live: str) -> None:
+        """Make the release current, record it, prune and unlock, in one round trip."""
+        began, layout, release = time.monotonic(), self.settings.layout, self.release
+        step = f"Make {release} current."
+        # What the host holds now: the releases read under the lock, plus this one if it was just uploaded.
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.clock()))
+        held = HostState(releases={**state.releases, release: state.releases.get(release) or {"uploaded_at": now}})
+        protected = {release} | {rid for rid in (state.current, *state.colors.values()) if rid}
+        doomed = prune_candidates(held, self.settings.keep, protected)
+        line = self.history_line({"release": release, "previous": state.current,
+                                  "color": next(c for c in COLORS if c != live), "result": "live"})
+        result = self.transport.run(
+            as_deploy(
+                FINISH,
+                layout.current,
+                f"releases/{release}",
+                f"{layout.release(release)}/.vigil-bad",
+                layout.history,
+                layout.releases,
+                layout.lock,
+                self.token,
+                *doomed,
+                stdin=line,
+            )
+        )
+        why = REDACTOR.redact(result.stderr.strip()[-300:])
+        if result.status == 1:
+            raise DeployFailed(step, f"the current link was not switched: {why}")
+        self.record(step, CHANGED, summary=f"previous: {state.current or 'none'}", began=began)
+        if result.status == 2:
+            raise DeployFailed("Write the deploy history.", f"{layout.history}: {why}")
+        if result.status == 3:
+            # Traffic is on the new release and the lock is released: say the host needs a look.
+            self.record("Prune old releases.", FAILED, error=why)
+            self.result.error = f"Prune old releases.: not every one of {', '.join(doomed)} was removed: {why}"
+        elif not result.ok:
+            raise DeployFailed("Prune old releases.", f"exited {result.status}: {why}")
+        else:
+            self.record("Prune old releases.", CHANGED if doomed else OK,
+                        summary=f"removed {', '.join(doomed)}" if doomed else f"at most {self.settings.keep} kept")
+        self.unlocked = True
+        self.record("Release the deploy lock.", CHANGED)
+
+    def abandon(self, idle: str | None, state: HostState) -> None:
+        """After a failure before the switch: stop the idle color, mark the release bad (unless it is the
+        one serving, or it never ran: a failed redeploy or upload says nothing against it) and note the
+        failure in the history."""
+        layout, release = self.settings.layout, self.release
+        if idle and self.release_tried:
+            self.transport.run(helper(UNIT_HELPER, "stop", layout.unit(idle)))
+        blamed = self.release_tried and release != state.current
+        if blamed:
+            self.transport.run(as_deploy(MARK_BAD, layout.release(release), release, "deploy"))
+        self.append_history(
+            {
+                "release": release,
+                "result": "failed",
+                "step": self.result.operations[-1].name if self.result.operations else "",
+            }
+        )
+        self.record(
+            f"Mark {release} bad." if blamed else f"Keep {release}.",
+            CHANGED,
+            summary="the live color keeps serving"
+            + (f"; {layout.service}@{idle} stopped" if idle and self.release_tried else ""),
+        )
+
+    def history_line(self, entry: dict) -> bytes:
+        return (
+            json.dumps(
+                {
+                    "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.clock())),
+                    "who": self.who,
+                    "ref": self.ref,
+                    **(({"rollback": True}) if self.rollback else {}),
+                    **entry,
+                }
+            )
+            + "\n"
+        ).encode()
+
+    def append_history(self, entry: dict) -> None:
+        self.run(
+            as_deploy(APPEND_HISTORY, self.settings.layout.history, stdin=self.history_line(entry)),
+            "Write the deploy history.",
+        )
+
+
+def deploy_work(settings_for: Callable[[Host], Settings], artifact: Artifact | None, who: str, lock_wait: float,
+                rollback: bool = False, rollback_to: str | None = None, database=None, serving: dict | None = None,
+                revert_first: str | None = None):
+    """The per-host work runner.run calls for a deploy (or, with `rollback`, a return to an earlier release).
+
+    serving: filled with host -> the release it serves once its deploy ended. revert_first: the host
+    that reverts the current release's migrations before it rolls back.
+    """
+
+    def work(transport, host_plan: HostPlan, options: RunOptions, progress) -> HostResult:
+        deploy = HostDeploy(transport, host_plan.host, settings_for(host_plan.host), artifact, who, lock_wait=lock_wait,
+                            progress=progress, rollback=rollback, rollback_to=rollback_to, database=database,
+                            revert_migrations=host_plan.host.name == revert_first)
+        result = deploy.deploy()
+        if serving is not None:
+            serving[host_plan.host.name] = deploy.serving
+        return result
+
+    return work

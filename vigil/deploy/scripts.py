@@ -1,0 +1,187 @@
+"""The shell a deploy runs on a host, as data: each script reads its values only from "$1", "$2"...
+
+Every script is a constant; the commands that carry values are built by `as_deploy` (the deploy user)
+or `helper` (a root helper the deploy user's sudo allows). The host's state comes back in @sections.
+"""
+
+from __future__ import annotations
+
+from vigil.core.commands import Command, script
+from vigil.deploy.settings import COLORS, Settings
+
+# --- what the host is asked first ------------------------------------------------------------
+
+STATE = r'''
+base=$1; upstream=$2; name=$3; blue_unit=$4; green_unit=$5
+echo "@lock"; cat -- "$base/.deploy-lock/owner.json" 2>/dev/null; echo
+echo "@current"; readlink -- "$base/current" 2>/dev/null
+for color in blue green; do echo "@color $color"; readlink -- "$base/colors/$color" 2>/dev/null; done
+echo "@units"; systemctl is-active -- "$blue_unit" "$green_unit" 2>/dev/null
+echo "@upstream"; sed -n "s/^upstream ${name} { server 127\.0\.0\.1:\([0-9]*\);.*/\1/p" "$upstream" 2>/dev/null
+echo "@releases"
+for dir in "$base"/releases/*/; do
+    [ -d "$dir" ] || continue
+    id=$(basename -- "$dir")
+    case "$id" in *.partial) continue ;; esac
+    if [ -e "$dir/.vigil-bad" ]; then status=bad; else status=good; fi
+    printf '%s %s ' "$id" "$status"; cat -- "$dir/.vigil-release.json" 2>/dev/null | tr -d '\n'; echo
+done
+echo "@history"; tail -n 200 -- "$base/deploys.jsonl" 2>/dev/null
+echo "@end"
+'''
+
+
+# Several services' state in one round trip (deploy.status, deploy.releases): STATE once per service.
+STATES = "state() {\n" + STATE + "\n}\n" + r'''
+while [ "$#" -ge 6 ]; do
+    echo "@service $1"
+    state "$2" "$3" "$4" "$5" "$6"
+    shift 6
+done
+'''
+
+
+# --- the commands, as data -------------------------------------------------------------------
+
+TAKE_LOCK = r'''
+lock=$1
+if ! mkdir -- "$lock" 2>/dev/null; then
+    # Only an existing lock means another deploy. Otherwise its holder let go between the two
+    # checks (the second mkdir takes it), or the directory cannot be made (its error, exit 1).
+    if [ -d "$lock" ]; then cat -- "$lock/owner.json" 2>/dev/null; exit 75; fi
+    mkdir -- "$lock" || exit 1
+fi
+cat > "$lock/owner.json"
+'''
+
+# Only the deploy that took the lock removes it (its token is in owner.json): after a forced
+# unlock, the old deploy must not remove the lock a new deploy holds. Exit 3: not ours (left).
+RELEASE_LOCK = r'''
+lock=$1; token=$2
+[ -d "$lock" ] || exit 0
+grep -qF "\"token\": \"$token\"" "$lock/owner.json" 2>/dev/null || exit 3
+rm -rf -- "$lock"
+'''
+
+# The lock, then (only once it is ours) the host's state: one round trip.
+LOCK_AND_STATE = "state() {\n" + STATE + "\n}\n" + TAKE_LOCK + 'shift\nstate "$@"\n'
+
+# The artifact arrives on stdin into a .partial directory; only a complete, checked
+# unpack is renamed into place, so a dropped upload never leaves a release behind.
+UNPACK = r'''
+set -eu
+release=$1; sha=$2; group=$3; id=$4; meta=$5
+partial="$release.partial"
+rm -rf -- "$partial" "$partial.tar.gz"
+cat > "$partial.tar.gz"
+got=$(sha256sum -- "$partial.tar.gz" | cut -d' ' -f1)
+if [ "$got" != "$sha" ]; then rm -f -- "$partial.tar.gz"; echo "checksum mismatch: got $got, want $sha" >&2; exit 65; fi
+mkdir -- "$partial"
+tar -xzf "$partial.tar.gz" -C "$partial" --no-same-owner
+rm -f -- "$partial.tar.gz"
+printf 'RELEASE_ID=%s\n' "$id" > "$partial/release.env"
+printf '%s\n' "$meta" > "$partial/.vigil-release.json"
+chgrp -R -- "$group" "$partial"
+chmod -R g+rX,g-w,o-rwx -- "$partial"
+mv -T -- "$partial" "$release"
+'''
+
+# ln -sfn unlinks then links: for a moment there is no link. A new link renamed over the
+# old one is atomic.
+RELINK = 'ln -sfn -- "$2" "$1.vigil-new" && mv -T -f -- "$1.vigil-new" "$1"'
+
+HEALTH_GATE = r'''
+port=$1; path=$2; release=$3; needed=$4; timeout=$5
+passed=0; last="no answer"; end=$(( $(date +%s) + timeout ))
+while [ "$(date +%s)" -lt "$end" ]; do
+    if body=$(curl -fsS --max-time 2 "http://127.0.0.1:$port$path" 2>&1); then
+        if [ -z "$release" ] || printf '%s' "$body" | grep -qF "\"release\":\"$release\""; then
+            passed=$((passed + 1)); last="passed"
+        else
+            passed=0; last="answered for another release: $body"
+        fi
+    else
+        passed=0; last=$body
+    fi
+    if [ "$passed" -ge "$needed" ]; then echo "$needed checks in a row passed"; exit 0; fi
+    sleep 1
+done
+echo "not healthy within ${timeout}s: $last" >&2
+exit 1
+'''
+
+# Breaking a lock: renamed away first (atomic), so a deploy that takes the lock meanwhile keeps its own.
+BREAK_LOCK = r'''
+lock=$1; broken="$1.broken"
+rm -rf -- "$broken"
+[ -e "$lock" ] || { echo "@free"; exit 0; }
+mv -T -- "$lock" "$broken" || exit 1
+cat -- "$broken/owner.json" 2>/dev/null; echo
+rm -rf -- "$broken"
+'''
+
+# The current release ($3) must have the directory (else the setting is wrong, and "nothing to
+# revert" would be a lie); the target may have none yet.
+LIST_MIGRATIONS = r'''
+releases=$1; dir=$2; shift 2
+[ -d "$releases/$1/$dir" ] || { echo "no directory $dir in release $1 (app_migrations)" >&2; exit 1; }
+for release in "$@"; do
+    echo "@release $release"
+    ls -1 -- "$releases/$release/$dir" 2>/dev/null
+done
+'''
+
+
+# Each action runs even when one before it failed; each failure is named.
+RETIRE = r'''
+helper=$1; old=$2; new=$3; failed=0
+sudo -n "$helper" stop "$old" || { echo "vigil: stopping the old color failed" >&2; failed=1; }
+sudo -n "$helper" enable "$new" || { echo "vigil: enabling the new color failed" >&2; failed=1; }
+sudo -n "$helper" disable "$old" || { echo "vigil: disabling the old color failed" >&2; failed=1; }
+exit "$failed"
+'''
+
+# After the switch, in one round trip: `current` (atomic), the history line (stdin), pruning, the
+# lock (if still ours). Exit 1: `current` was not switched; 2: the history line was not written;
+# 3: a release was not pruned (the lock is released); 4: the lock could not be removed.
+FINISH = RELINK + r''' || exit 1
+rm -f -- "$3"
+history=$4; releases=$5; lock=$6; token=$7; shift 7
+cat >> "$history" || exit 2
+pruned=0
+for id in "$@"; do rm -rf -- "$releases/$id" || pruned=3; done
+grep -qF "\"token\": \"$token\"" "$lock/owner.json" 2>/dev/null && { rm -rf -- "$lock" || exit 4; }
+exit "$pruned"
+'''
+
+# One JSON line (on stdin) at the end of a service's deploy history ($1).
+APPEND_HISTORY = 'cat >> "$1"'
+
+# A release that failed (its gate, its migration) or that an incident rolled back from: no rollback
+# returns to it. $1: the release's directory, $2: its id, $3: who marked it.
+MARK_BAD = 'test -d "$1" && printf \'{"id": "%s", "status": "bad", "by": "%s"}\\n\' "$2" "$3" > "$1/.vigil-bad"'
+
+
+def helper(*argv: str) -> Command:
+    """A root helper the deploy user's sudo allows (the app's units, the upstream switch)."""
+    return Command(tuple(argv), sudo=True)
+
+
+def as_deploy(body: str, *args: str, stdin: bytes | None = None) -> Command:
+    """A script run as the deploy user (who owns the releases), with its values as arguments."""
+    return script(body, *args, sudo=False, stdin=stdin)
+
+
+def states_command(settings: list[Settings]) -> Command:
+    """Each service's state (STATE) in one round trip, as `parse_states` reads it."""
+    args = []
+    for one in settings:
+        layout = one.layout
+        args += [
+            layout.service,
+            layout.base,
+            one.upstream_file,
+            one.upstream_name,
+            *(layout.unit(color) for color in COLORS),
+        ]
+    return script(STATES, *args, sudo=False)

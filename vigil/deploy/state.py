@@ -1,0 +1,125 @@
+"""What a host holds for one service (lock, links, colors, releases, history), parsed from the scripts'
+answer, and the pure decisions made from it: the live color, the rollback target, what to prune."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vigil.core.facts import sections
+from vigil.deploy.settings import COLORS, Settings
+
+
+@dataclass
+class HostState:
+    """What a host holds for one service before a deploy."""
+
+    lock: dict | None = None
+    current: str | None = None
+    colors: dict[str, str | None] = field(default_factory=dict)
+    # color -> systemd's is-active answer for its unit (active, inactive, failed...)
+    units: dict[str, str] = field(default_factory=dict)
+    live_port: int | None = None
+    releases: dict[str, dict] = field(default_factory=dict)
+    history: list[dict] = field(default_factory=list)
+
+
+def parse_states(stdout: str) -> dict[str, HostState]:
+    """STATES's answer: service -> its state."""
+    chunks = re.split(r"^@service (\S+)\n", stdout, flags=re.MULTILINE)
+    return {service: parse_state(body) for service, body in zip(chunks[1::2], chunks[2::2])}
+
+
+def parse_state(stdout: str) -> HostState:
+    """Parse STATE's sections; a release's metadata that does not parse counts as none."""
+    state = HostState()
+    for section, text in sections(stdout):
+        if section == "lock":
+            state.lock = parse_json_object(text) or {"owner": "unknown"}
+        elif section == "current":
+            state.current = Path(text).name
+        elif section and section.startswith("color "):
+            state.colors[section.split()[1]] = Path(text).name
+        elif section == "units" and len(state.units) < len(COLORS):
+            state.units[COLORS[len(state.units)]] = text
+        elif section == "upstream" and text.isdigit():
+            state.live_port = int(text)
+        elif section == "releases":
+            release_id, _, rest = text.partition(" ")
+            status, _, meta = rest.partition(" ")
+            state.releases[release_id] = {**(parse_json_object(meta) or {}), "status": status}
+        elif section == "history":
+            entry = parse_json_object(text)
+            if entry:
+                state.history.append(entry)
+    return state
+
+
+def parse_json_object(text: str) -> dict | None:
+    """`text` as a JSON object, or None when it is not one (a half-written line)."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def migrations_added(listing: str, current: str, target: str) -> list[str]:
+    """LIST_MIGRATIONS's answer -> the migrations `current` has and `target` has not, newest first
+    (the order a revert undoes them: file names start with their timestamp)."""
+    chunks = re.split(r"^@release (\S+)\n", listing, flags=re.MULTILINE)
+    files = {
+        release: {name for name in body.split() if name.endswith(".js")}
+        for release, body in zip(chunks[1::2], chunks[2::2])
+    }
+    return sorted(files.get(current, set()) - files.get(target, set()), reverse=True)
+
+
+def live_color(state: HostState, settings: Settings) -> str | None:
+    """The color whose port nginx's upstream names (None: no color's)."""
+    return next((color for color, port in settings.ports.items() if port == state.live_port), None)
+
+
+def rollback_target(state: HostState, wanted: str | None) -> str:
+    """The release a rollback returns to: `wanted`, else the newest earlier live release that is not bad.
+
+    Raises ValueError naming why there is none.
+    """
+    usable = {rid for rid, meta in state.releases.items() if meta.get("status") != "bad"}
+    if wanted:
+        if wanted not in state.releases:
+            raise ValueError(
+                f"release {wanted} is not on the host (releases: {', '.join(sorted(state.releases)) or 'none'})"
+            )
+        if wanted not in usable:
+            raise ValueError(f"release {wanted} is marked bad; pick another (--to)")
+        if wanted == state.current:
+            raise ValueError(f"release {wanted} is the current one already")
+        return wanted
+    # What each release replaced when it was last deployed (a rollback is a return, not a deploy, and
+    # a redeploy of the same release replaced nothing): the chain back from the current release.
+    replaced: dict[str, str] = {}
+    for entry in state.history:
+        release, previous = entry.get("release"), entry.get("previous")
+        if entry.get("result") == "live" and not entry.get("rollback") and release and previous and previous != release:
+            replaced[release] = previous
+    seen, candidate = {state.current}, replaced.get(state.current or "")
+    while candidate and candidate not in seen:
+        if candidate in usable:
+            return candidate
+        seen.add(candidate)
+        candidate = replaced.get(candidate)
+    raise ValueError(f"no earlier good release to return to (current: {state.current or 'none'})")
+
+
+def prune_candidates(state: HostState, keep: int, protected: set[str]) -> list[str]:
+    """Releases to delete: all but the newest `keep`, never one in `protected` (current, previous, colors)."""
+    ordered = sorted(state.releases, key=lambda rid: (state.releases[rid].get("uploaded_at", ""), rid), reverse=True)
+    kept = {rid for rid in protected if rid in state.releases}
+    for rid in ordered:
+        if len(kept) >= keep:
+            break
+        kept.add(rid)
+    return [rid for rid in ordered if rid not in kept]

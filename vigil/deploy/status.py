@@ -1,0 +1,160 @@
+"""What the web hosts run: `deploy.releases` and `deploy.status`, read in one round trip per host.
+
+Both read the same state a deploy reads first (scripts.STATES), as the deploy
+user, and change nothing. Rows are plain dicts, so --json and the tables show
+the same facts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime, timezone
+
+from vigil.core.connectors import Transport
+from vigil.core.errors import ConfigError, HostError
+from vigil.core.fanout import Unreachable, on_hosts
+from vigil.core.inventory import Host, Inventory, load_inventory
+from vigil.deploy.scripts import states_command
+from vigil.deploy.settings import COLORS, Settings, host_settings
+from vigil.deploy.state import HostState, live_color, parse_states, rollback_target
+from vigil.vault.schema import load_schema
+
+
+def web_hosts(
+    env: str, services: list[str], limit: str | None
+) -> tuple[Inventory, list[Host], dict[str, list[Settings]]]:
+    """The inventory, the selected hosts that run any of `services`, and each host's settings per service."""
+    inventory, schema = load_inventory(env), load_schema()
+    topology = schema.topology(inventory)
+    hosts, settings = [], {}
+    for host in inventory.select(limit):
+        runs = [service for service in services if service in schema.services and
+                host.name in topology.service_hosts[service]]
+        if runs:
+            hosts.append(host)
+            settings[host.name] = host_settings(inventory, host, runs)
+    if not hosts:
+        raise ConfigError(
+            f"--limit {limit or 'all'} selects no host running {' or '.join(services)} in inventory/{env}.yml"
+        )
+    return inventory, hosts, settings
+
+
+def read_states(env: str, services: list[str], limit: str | None):
+    """Each host's state per service, read as the deploy user: ({host: why it gave no answer},
+    {host: {service: HostState}}, {host: {service: Settings}})."""
+    inventory, hosts, settings = web_hosts(env, services, limit)
+
+    def ask(transport, host: Host) -> dict[str, HostState]:
+        answer = transport.run(states_command(settings[host.name]))
+        if not answer.ok:
+            raise HostError(host.name, f"reading the releases failed: {answer.stderr.strip()[-300:]}")
+        return parse_states(answer.stdout)
+
+    answers = on_hosts(inventory, hosts, ask, admin=False)
+    unreached = {name: answer.reason for name, answer in answers.items() if isinstance(answer, Unreachable)}
+    states = {name: answer for name, answer in answers.items() if not isinstance(answer, Unreachable)}
+    return (
+        unreached,
+        states,
+        {name: {one.layout.service: one for one in per_host} for name, per_host in settings.items()},
+    )
+
+
+def states_as_admin(transport: Transport, settings: list[Settings]) -> dict[str, HostState]:
+    """Each service's state on one host, read as root: the admin user (status screens, runbooks) is not
+    in the app's group, which alone may read the releases. A host that cannot answer holds none."""
+    if not settings:
+        return {}
+    answer = transport.run(dataclasses.replace(states_command(settings), sudo=True))
+    return parse_states(answer.stdout) if answer.ok else {}
+
+
+def deployed_at(state: HostState) -> dict[str, dict]:
+    """release -> its latest history entry that made it live."""
+    latest: dict[str, dict] = {}
+    for entry in state.history:
+        if entry.get("result") == "live" and entry.get("release"):
+            latest[entry["release"]] = entry
+    return latest
+
+
+def release_rows(state: HostState, settings: Settings) -> list[dict]:
+    """One row per release on the host, newest first: id, ref, uploaded, by, deployed, status and role."""
+    live = live_color(state, settings)
+    try:
+        target = rollback_target(state, None)
+    except ValueError:
+        target = None
+    live_entries = deployed_at(state)
+    rows = []
+    for release_id, meta in sorted(
+        state.releases.items(), key=lambda item: (item[1].get("uploaded_at", ""), item[0]), reverse=True
+    ):
+        marks = []
+        if release_id == state.current:
+            marks.append("current")
+        marks += [
+            f"{color}{' (live)' if color == live else ''}" for color in COLORS if state.colors.get(color) == release_id
+        ]
+        if release_id == target:
+            marks.append("rollback target")
+        entry = live_entries.get(release_id, {})
+        rows.append({"release": release_id, "ref": meta.get("ref", ""), "uploaded": meta.get("uploaded_at", ""),
+                     "by": meta.get("by", ""), "deployed": entry.get("time", ""), "deployed_by": entry.get("who", ""),
+                     "status": meta.get("status", "good"), "current": release_id == state.current, "marks": marks})
+    return rows
+
+
+def age(since: str, now: float) -> str:
+    """'3d 4h', '25m' from an ISO time; '' when unknown."""
+    try:
+        seconds = int(now - datetime.strptime(since, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).timestamp())
+    except (TypeError, ValueError):
+        return ""
+    days, rest = divmod(max(seconds, 0), 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes = rest // 60
+    return f"{days}d {hours}h" if days else f"{hours}h {minutes}m" if hours else f"{minutes}m"
+
+
+def status_row(state: HostState, settings: Settings, now: float) -> dict:
+    """One host's one service: what serves, since when, its units, the lock, the last deploy, and what is wrong."""
+    live = live_color(state, settings)
+    entry = deployed_at(state).get(state.current or "", {})
+    last = state.history[-1] if state.history else {}
+    problems = []
+    if not state.current:
+        problems.append("nothing deployed")
+    elif live is None:
+        problems.append(f"nginx's upstream names no color's port ({state.live_port or 'none'})")
+    else:
+        if state.units.get(live) != "active":
+            problems.append(f"the live color {live} is {state.units.get(live, 'unknown')}")
+        if state.colors.get(live) != state.current:
+            problems.append(
+                f"the live color {live} runs {state.colors.get(live) or 'nothing'}, not current {state.current}"
+            )
+    return {
+        "service": settings.layout.service,
+        "release": state.current or "",
+        "ref": state.releases.get(state.current or "", {}).get("ref", ""),
+        "deployed": entry.get("time", ""),
+        "age": age(entry.get("time", ""), now),
+        "live": f"{live}:{settings.ports[live]}" if live else "",
+        "units": {color: state.units.get(color, "unknown") for color in COLORS},
+        "lock": state.lock,
+        "last_deploy": {
+            key: last[key] for key in ("time", "who", "release", "result", "step", "rollback") if key in last
+        },
+        "problems": problems,
+    }
+
+
+def releases_by_host(rows: dict[str, list[dict]]) -> dict[str, list[str]]:
+    """For a service: release -> the hosts it is current on (several web hosts should agree)."""
+    serving: dict[str, list[str]] = {}
+    for host, row in rows.items():
+        serving.setdefault(row["release"] or "nothing", []).append(host)
+    return serving
+

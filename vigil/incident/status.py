@@ -1,0 +1,78 @@
+"""`incident.status`: what is wrong, at a glance. Each host answers one read-only question (HOST_STATUS,
+as root through the admin user's sudo) and the site is asked from outside over HTTPS; every verdict is a
+pure function of those answers (status_rules), so the rules are tested without hosts."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from vigil.core.fanout import Unreachable, on_hosts
+from vigil.core.inventory import Host, load_inventory
+from vigil.core.roles import load_role
+from vigil.deploy.settings import host_settings
+from vigil.deploy.status import states_as_admin, status_row
+from vigil.incident.endpoints import https_checks, site_of
+from vigil.incident.host_status import host_status_command, parse_host_status
+from vigil.incident.status_rules import Check, host_checks, release_checks, verdict
+from vigil.vault.schema import load_schema
+
+# The roles whose vars a status screen reads (the site, the units, the backup directory).
+STATUS_ROLES = ("app", "nginx", "postgresql", "backup")
+
+@dataclass
+class HostReport:
+    """One host's lines on the status screen, or why it could not be asked."""
+
+    host: str
+    roles: list[str]
+    checks: list[Check] = field(default_factory=list)
+    unreachable: str = ""
+
+    @property
+    def verdict(self) -> str:
+        return "unreachable" if self.unreachable else verdict(self.checks)
+
+
+def gather(env: str, limit: str | None) -> list[HostReport]:
+    """Every selected host's checks (a host that cannot be reached says why)."""
+    inventory = load_inventory(env)
+    schema = load_schema()
+    topology = schema.topology(inventory)
+    database = topology.database_or_none()
+    roles = [load_role(name) for name in STATUS_ROLES]
+    hosts = inventory.select(limit)
+
+    def ask(transport, host: Host) -> HostReport:
+        vars = inventory.vars_for(host, roles)
+        web, db = topology.runs_app(host.name), database is not None and host.name == database.name
+        report = HostReport(host.name, [role for role, on in (("web", web), ("database", db)) if on])
+        settings = host_settings(inventory, host, list(schema.services)) if web else []
+        states = states_as_admin(transport, settings)
+        rows = {one.layout.service: status_row(states[one.layout.service], one, time.time())
+                for one in settings if one.layout.service in states}
+        live_units = [one.layout.unit(rows[one.layout.service]["live"].split(":")[0]) for one in settings
+                      if rows.get(one.layout.service, {}).get("live")]
+        units = (["nginx.service"] if web else []) + live_units + (["postgresql.service"] if db else [])
+        _, certificate, _ = site_of(vars) if web else ("", "", True)
+        directories = [vars.path("backup_dir")] if db else []
+        facts = parse_host_status(transport.run(host_status_command(units, certificate, directories)).stdout)
+        tasks = (
+            tuple(
+                f"{vars['app_name']}-{service}-{task}@"
+                for service, service_tasks in (vars["app_release_tasks"] or {}).items()
+                for task in (service_tasks or {})
+            )
+            if web
+            else ()
+        )
+        report.checks = host_checks(facts, units, database=db, web=web, release_tasks=tasks) + release_checks(rows)
+        return report
+
+    reports = {name: HostReport(name, [], unreachable=answer.reason) if isinstance(answer, Unreachable) else answer
+               for name, answer in on_hosts(inventory, hosts, ask).items()}
+    for host in hosts:
+        if topology.runs_app(host.name) and not reports[host.name].unreachable:
+            server_name, _, verify = site_of(inventory.vars_for(host, roles))
+            reports[host.name].checks += https_checks(server_name, verify)
+    return [reports[host.name] for host in hosts]

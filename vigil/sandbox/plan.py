@@ -1,0 +1,398 @@
+"""Pure planners: argv lists and rendered files, and what `up` and `down` must change. No I/O."""
+
+from __future__ import annotations
+
+import os
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Optional
+
+from vigil.sandbox.facts import SandboxFacts
+from vigil.sandbox.paths import (
+    DEBIAN_RELEASES,
+    DEFAULT_RELEASE,
+    HOST_LINK_PREFIX,
+    IMAGE_PACKAGES,
+    IPTABLES_COMMENT,
+    MAX_HOSTS,
+    NETNS_PREFIX,
+    PEER_LINK_PREFIX,
+    SANDBOX_NETWORK,
+    VPS_INTERFACE,
+    IptablesRule,
+    SandboxError,
+    SandboxPaths,
+    Vps,
+    host_name_index,
+    vps_release,
+)
+
+
+def network_up_commands(vps: Vps) -> list[list[str]]:
+    """Commands that give `vps` its namespace, veth pair, addresses and default route."""
+    inside = ["ip", "-n", vps.netns]
+    return [
+        ["ip", "netns", "add", vps.netns],
+        ["ip", "link", "add", vps.host_link, "type", "veth", "peer", "name", vps.peer_link],
+        ["ip", "link", "set", vps.peer_link, "netns", vps.netns],
+        inside + ["link", "set", vps.peer_link, "name", VPS_INTERFACE],
+        ["ip", "addr", "add", f"{vps.gateway}/30", "dev", vps.host_link],
+        ["ip", "link", "set", vps.host_link, "up"],
+        inside + ["addr", "add", f"{vps.address}/30", "dev", VPS_INTERFACE],
+        inside + ["link", "set", "lo", "up"],
+        inside + ["link", "set", VPS_INTERFACE, "up"],
+        inside + ["route", "add", "default", "via", vps.gateway],
+    ]
+
+
+def desired_iptables_rules(uplink: str) -> list[IptablesRule]:
+    """The rules that let every VPS reach the outside through `uplink`, each tagged with our comment."""
+    network = str(SANDBOX_NETWORK)
+    tag = ("-m", "comment", "--comment", IPTABLES_COMMENT)
+    return [
+        IptablesRule("nat", "POSTROUTING", ("-s", network, "-o", uplink, *tag, "-j", "MASQUERADE")),
+        # FORWARD may default to DROP (Docker sets that); insert so a DROP rule cannot shadow ours.
+        IptablesRule("filter", "FORWARD", ("-s", network, *tag, "-j", "ACCEPT"), insert=True),
+        IptablesRule("filter", "FORWARD", ("-d", network, *tag, "-j", "ACCEPT"), insert=True),
+    ]
+
+
+def plan_iptables(existing: Iterable[IptablesRule], desired: Iterable[IptablesRule]) -> list[list[str]]:
+    """Delete our rules that are not wanted (or duplicated), add the wanted ones that are missing."""
+    desired = list(desired)
+    commands: list[list[str]] = []
+    seen: set[IptablesRule] = set()
+    for rule in existing:
+        if rule in desired and rule not in seen:
+            seen.add(rule)
+        else:
+            commands.append(rule.delete_argv())
+    commands += [rule.add_argv() for rule in desired if rule not in seen]
+    return commands
+
+
+def overlay_mount_command(lower: Path, upper: Path, work: Path, root: Path) -> list[str]:
+    """Mount a writable overlay of the image at `root`."""
+    for path in (lower, upper, work):
+        # The option string is comma and colon separated; such a path would be misread.
+        if any(char in str(path) for char in ",:"):
+            raise SandboxError(f"overlay path {path} contains ',' or ':'")
+    options = f"lowerdir={lower},upperdir={upper},workdir={work}"
+    return ["mount", "-t", "overlay", "overlay", "-o", options, str(root)]
+
+
+def nspawn_command(vps: Vps, root: Path, paths: SandboxPaths) -> list[str]:
+    """The systemd-nspawn command that boots `vps` from `root` inside its network namespace."""
+    return [
+        "systemd-nspawn",
+        "--directory", str(root),
+        "--boot",
+        # The host runs no systemd or D-Bus; without these nspawn fails to open the system bus.
+        "--register=no",
+        "--keep-unit",
+        # ufw, fail2ban and iptables inside the VPS need it.
+        "--capability=CAP_NET_ADMIN",
+        f"--network-namespace-path={paths.netns_dir / vps.netns}",
+        f"--machine={vps.name}",
+        "--timezone=off",
+        # Keep the resolv.conf we copied in; nspawn would otherwise manage it.
+        "--resolv-conf=off",
+        "--link-journal=no",
+        "--console=read-only",
+    ]
+
+
+def host_key_command(root: Path, vps: Vps) -> list[str]:
+    """Generate the VPS's only sshd host key inside its writable layer."""
+    return ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"root@{vps.name}",
+            "-f", str(root / "etc/ssh/ssh_host_ed25519_key")]
+
+
+def client_key_command(private_key: Path) -> list[str]:
+    """Generate the key vigil logs in to every sandbox VPS with."""
+    return ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "vigil-sandbox", "-f", str(private_key)]
+
+
+def image_build_command(target: Path, release: str) -> list[str]:
+    """The debootstrap that builds the pristine image (default Debian mirror, as SANDBOX.md checked)."""
+    return [
+        "debootstrap",
+        "--variant=minbase",
+        f"--include={','.join(IMAGE_PACKAGES)}",
+        DEBIAN_RELEASES[release],
+        str(target),
+    ]
+
+
+def ssh_options(paths: SandboxPaths) -> list[str]:
+    """ssh options that log in with the sandbox key and trust only the pinned host keys."""
+    return [
+        "-i", str(paths.private_key),
+        "-o", "IdentitiesOnly=yes",
+        "-o", f"UserKnownHostsFile={paths.known_hosts_file}",
+        "-o", "GlobalKnownHostsFile=/dev/null",
+        "-o", "StrictHostKeyChecking=yes",
+        "-o", "ConnectTimeout=5",
+    ]
+
+
+def ssh_command(paths: SandboxPaths, address: str, remote: Optional[list[str]] = None,
+                batch: bool = True, user: str = "root") -> list[str]:
+    """An ssh command to user@address; `remote` is the command to run there (None: a login shell)."""
+    argv = ["ssh", *ssh_options(paths)]
+    if batch:
+        argv += ["-o", "BatchMode=yes"]
+    argv.append(f"{user}@{address}")
+    if remote:
+        argv += ["--", *remote]
+    return argv
+
+
+# A container's early boot sometimes fails to spawn a unit ("Failed to spawn executor", result
+# "resources": seen with systemd-journal-flush.service). A real VPS does not: start such units
+# once more, so a sandbox VPS is as a fresh VPS would be. Prints the state once boot has finished.
+BOOT_WAIT = r'''
+systemctl is-system-running --wait >/dev/null
+for unit in $(systemctl list-units --state=failed --no-legend --plain | awk '{print $1}'); do
+    if [ "$(systemctl show -p Result --value -- "$unit")" = resources ]; then systemctl restart -- "$unit"; fi
+done
+systemctl is-system-running
+'''
+
+
+def boot_wait_command(paths: SandboxPaths, vps: Vps) -> list[str]:
+    """Ask the VPS's systemd to report once boot has finished (running or degraded)."""
+    # ssh hands the remote shell one string: the script travels quoted inside it.
+    return ssh_command(paths, vps.address, [shlex.join(["sh", "-c", BOOT_WAIT])])
+
+
+def render_inventory(hosts: list[dict], paths: SandboxPaths) -> str:
+    """inventory/sandbox.yml for `hosts` (dicts with name and address, in order); web = all, db = the first."""
+    ssh_key = os.path.relpath(paths.private_key, paths.inventory_file.parent)
+    known_hosts = os.path.relpath(paths.known_hosts_file, paths.inventory_file.parent)
+    names = [host["name"] for host in hosts]
+    lines = [
+        "# Generated by `invoke sandbox.up`; edits are overwritten.",
+        f"known_hosts: {known_hosts}      # relative to inventory/",
+        "defaults:",
+        "  user: deploy            # deploys log in as deploy; its sudo covers deploys only (roles/users)",
+        "  admin_user: ops         # provisioning logs in as ops, root through sudo (roles/users)",
+        "  bootstrap_user: root    # until then: a fresh VPS knows only root",
+        "  port: 22",
+        f"  ssh_key: {ssh_key}   # relative to the inventory file",
+        "vars:",
+        "  nginx_tls: local-ca   # HTTPS from the sandbox's own CA (.vigil/sandbox/ca/ca.crt)",
+        f"  users_admin_authorized_keys: [{_public_key_line(paths)!r}]",
+        f"  users_deploy_authorized_keys: [{_public_key_line(paths)!r}]",
+        "groups:",
+        f"  web: {{hosts: [{', '.join(names)}]}}   # every host",
+        f"  db: {{hosts: [{', '.join(names[:1])}]}}          # the first host",
+        "hosts:",
+    ]
+    # The control machine reaches each VPS from its gateway address: exempt it from the
+    # firewall's SSH rate limit, as a real setup exempts its bastion or CI runner.
+    lines += [f"  {host['name']}: {{address: {host['address']}, "
+              f"vars: {{firewall_ssh_trusted_sources: [{Vps.from_name(host['name']).gateway}]}}}}" for host in hosts]
+    return "\n".join(lines) + "\n"
+
+
+def _public_key_line(paths: SandboxPaths) -> str:
+    return paths.public_key.read_text().strip() if paths.public_key.exists() else ""
+
+
+def render_known_hosts(hosts: list[dict]) -> str:
+    """known_hosts lines pinning each host's key (`host_key` is "ssh-ed25519 AAAA...") at its address."""
+    lines = []
+    for host in hosts:
+        key_type, key_data = host["host_key"].split()[:2]
+        lines.append(f"{host['address']} {key_type} {key_data}")
+    return "".join(line + "\n" for line in lines)
+
+
+# What Debian's installer writes, for an image without /etc/hosts (a bookworm minbase has none).
+DEBIAN_ETC_HOSTS = """127.0.0.1\tlocalhost
+
+# The following lines are desirable for IPv6 capable hosts
+::1     localhost ip6-localhost ip6-loopback
+ff02::1 ip6-allnodes
+ff02::2 ip6-allrouters
+"""
+
+
+def render_etc_hosts(existing: str, hostname: str) -> str:
+    """/etc/hosts with exactly one `127.0.1.1 hostname` line, as Debian's installer writes it."""
+    if not any(line.split()[:1] == ["127.0.0.1"] for line in existing.splitlines()):
+        existing = "127.0.0.1\tlocalhost\n" + existing if existing.strip() else DEBIAN_ETC_HOSTS
+    kept = [line for line in existing.splitlines() if not line.split() or line.split()[0] != "127.0.1.1"]
+    out: list[str] = []
+    inserted = False
+    for line in kept:
+        out.append(line)
+        if not inserted and line.split()[:1] == ["127.0.0.1"]:
+            out.append(f"127.0.1.1\t{hostname}")
+            inserted = True
+    if not inserted:
+        out.insert(0, f"127.0.1.1\t{hostname}")
+    return "\n".join(out) + "\n"
+
+
+def render_sshd_dropin() -> str:
+    """An sshd drop-in that offers only the host key pinned in known_hosts."""
+    return (
+        "# Written by vigil sandbox.up: offer only the key pinned in inventory/sandbox.known_hosts.\n"
+        "HostKey /etc/ssh/ssh_host_ed25519_key\n"
+    )
+
+
+@dataclass
+class CleanupPlan:
+    """Everything to remove, in the order it must go.
+
+    stop: nspawn pids to stop (SIGTERM, then SIGKILL), by VPS name.
+    empty_netns: namespaces to empty (SIGKILL what still runs there, read at apply time) before deletion.
+    orphans: processes seen in such a namespace with no nspawn of ours alive: a container whose nspawn was killed.
+    commands: umounts, link and netns deletions, iptables changes, in order.
+    remove_dirs: per-VPS directories to delete once nothing is mounted in them.
+    forget: state entries to drop.
+    hosts: the VPSes whose remains go, for the message (a first run's firewall rules name none).
+    """
+
+    stop: dict[str, int] = field(default_factory=dict)
+    empty_netns: list[str] = field(default_factory=list)
+    orphans: dict[str, list[int]] = field(default_factory=dict)
+    commands: list[list[str]] = field(default_factory=list)
+    remove_dirs: list[str] = field(default_factory=list)
+    forget: list[str] = field(default_factory=list)
+    hosts: list[str] = field(default_factory=list)
+
+    def is_empty(self) -> bool:
+        return not (self.stop or self.empty_netns or self.commands or self.remove_dirs or self.forget)
+
+    def describe(self, paths: SandboxPaths) -> list[str]:
+        lines = [f"stop {name} (kill -TERM {pid}, then -KILL)" for name, pid in sorted(self.stop.items())]
+        lines += [f"kill -KILL {' '.join(map(str, pids))} (still running in {netns}, its nspawn gone)"
+                  for netns, pids in sorted(self.orphans.items())]
+        lines += [shlex.join(argv) for argv in self.commands]
+        for name in self.remove_dirs:
+            lines.append(f"keep {name}'s downloaded .debs in {paths.release_apt_archives(vps_release(paths, name))}")
+            lines.append(f"rm -r {paths.vps_dir(name)}")
+        lines += [f"forget {name} in {paths.state_file.name}" for name in self.forget]
+        return lines
+
+
+def plan_cleanup(facts: SandboxFacts, paths: SandboxPaths, keep: set[str],
+                 desired_rules: list[IptablesRule]) -> CleanupPlan:
+    """Plan removal of every sandbox object not belonging to a host in `keep`.
+
+    keep: healthy hosts to leave running (empty for `down`).
+    desired_rules: the iptables rules that should exist afterwards (empty for `down`).
+    Example: plan_cleanup(facts, paths, keep={"vps1"}, desired_rules=desired_iptables_rules("eth0"))
+    """
+    plan = CleanupPlan()
+    owners: set[str] = set()
+    plan.stop = {name: pid for name, pid in facts.nspawn_pids.items() if name not in keep}
+    owners.update(plan.stop)
+    for netns in facts.netns:
+        name = netns[len(NETNS_PREFIX):]
+        if name not in keep:
+            owners.add(name)
+            plan.empty_netns.append(netns)
+            if name not in facts.nspawn_pids and facts.netns_pids.get(netns):
+                plan.orphans[netns] = facts.netns_pids[netns]
+    # Children first, so an overlay root comes off before anything mounted above it.
+    for point in sorted(facts.mounts, key=lambda point: point.count("/"), reverse=True):
+        name = Path(point).relative_to(paths.vps_base).parts[0] if point != str(paths.vps_base) else ""
+        if name not in keep:
+            owners.add(name)
+            plan.commands.append(["umount", point])
+    # Deleting one end of a veth pair deletes both: name one end per pair (the host end when it is
+    # here; the peer when a run died before moving it), and before the namespace it lives in.
+    pairs: dict[str, str] = {}
+    for link in facts.links:
+        is_host_end = link.startswith(HOST_LINK_PREFIX)
+        name = link[len(HOST_LINK_PREFIX if is_host_end else PEER_LINK_PREFIX):]
+        if name not in keep and (is_host_end or name not in pairs):
+            pairs[name] = link
+    owners.update(pairs)
+    plan.commands += [["ip", "link", "delete", link] for link in pairs.values()]
+    plan.commands += [["ip", "netns", "delete", netns] for netns in facts.netns
+                      if netns[len(NETNS_PREFIX):] not in keep]
+    plan.commands += plan_iptables(facts.rules, desired_rules)
+    plan.remove_dirs = [name for name in facts.vps_dirs if name not in keep]
+    plan.forget = sorted(name for name in facts.state if name not in keep)
+    owners.update(plan.remove_dirs, plan.forget)
+    plan.hosts = sorted((name for name in owners if name), key=lambda name: (host_name_index(name) or 0, name))
+    return plan
+
+
+@dataclass
+class UpPlan:
+    """Which hosts `up` creates, keeps and leaves beyond the requested count.
+
+    replace: healthy hosts on another Debian release than asked; they are removed and created again.
+    releases: the Debian release of every host to create.
+    """
+
+    create: list[Vps]
+    keep: list[str]
+    extra: list[str]
+    replace: list[str] = field(default_factory=list)
+    releases: dict[str, str] = field(default_factory=dict)
+
+
+def check_hosts_count(requested: int) -> None:
+    if not 1 <= requested <= MAX_HOSTS:
+        raise SandboxError(f"--hosts must be between 1 and {MAX_HOSTS}, not {requested}")
+
+
+def parse_release_flags(flags: Iterable[str], requested: int) -> dict[str, str]:
+    """The Debian release each of vps1..vps<requested> must run, from the `--debian` flags.
+
+    A bare release ("12") applies to every host, "vps3:12" to one host (and wins
+    over a bare one); hosts no flag names run DEFAULT_RELEASE.
+    Example: parse_release_flags(["vps2:12"], 2) == {"vps1": "13", "vps2": "12"}
+    """
+    check_hosts_count(requested)
+    default, per_host = DEFAULT_RELEASE, {}
+    known = ", ".join(f"{version} ({name})" for version, name in DEBIAN_RELEASES.items())
+    for flag in flags:
+        name, _, release = flag.rpartition(":")
+        if release not in DEBIAN_RELEASES:
+            raise SandboxError(f"--debian={flag}: unknown Debian release {release!r}; choose {known}")
+        if not name:
+            default = release
+            continue
+        index = host_name_index(name)
+        if index is None or index > requested:
+            raise SandboxError(f"--debian={flag}: {name!r} is not one of vps1..vps{requested} (--hosts={requested})")
+        if per_host.get(name, release) != release:
+            raise SandboxError(f"--debian: {name} is given two releases, {per_host[name]} and {release}")
+        per_host[name] = release
+    return {f"vps{index}": per_host.get(f"vps{index}", default) for index in range(1, requested + 1)}
+
+
+def plan_hosts(requested: int, healthy: set[str], releases: dict[str, str] | None = None,
+               running: dict[str, str] | None = None) -> UpPlan:
+    """Plan `up --hosts=requested` given the healthy hosts: create the missing vps1..vpsN, keep the rest.
+
+    releases: the Debian release each wanted host must run (default DEFAULT_RELEASE);
+    running: the release each healthy host runs. A host on the wrong release is replaced.
+    """
+    check_hosts_count(requested)
+    releases = releases or {}
+    running = running or {}
+    wanted = [Vps(index) for index in range(1, requested + 1)]
+    wanted_release = {vps.name: releases.get(vps.name, DEFAULT_RELEASE) for vps in wanted}
+    replace = [vps.name for vps in wanted
+               if vps.name in healthy and running.get(vps.name, DEFAULT_RELEASE) != wanted_release[vps.name]]
+    usable = healthy - set(replace)
+    by_index = sorted(usable, key=lambda name: host_name_index(name) or 0)
+    create = [vps for vps in wanted if vps.name not in usable]
+    return UpPlan(
+        create=create,
+        keep=[name for name in by_index if (host_name_index(name) or 0) <= requested],
+        extra=[name for name in by_index if (host_name_index(name) or 0) > requested],
+        replace=replace,
+        releases={vps.name: wanted_release[vps.name] for vps in create},
+    )

@@ -1,0 +1,72 @@
+"""Values derived per host: the app's DATABASE_URL, which vigil writes for each web host when the env
+leaves it unset (over loopback on the database host, over verified TLS from the others)."""
+
+from __future__ import annotations
+
+import urllib.parse
+
+from vigil.core.commands import Command
+from vigil.core.fanout import connect
+from vigil.core.inventory import Host
+from vigil.core.roles import load_role
+from vigil.core.topology import Topology
+from vigil.operations.postgresql import SERVER_CERTIFICATE
+from vigil.vault.masking import register
+from vigil.vault.paths import SecretsError
+from vigil.vault.schema import DERIVATIONS, Schema, Service
+
+# Why a derived DATABASE_URL needs exactly one database host, as the error says it.
+ONE_DATABASE = ("DATABASE_URL is unset, and vigil derives it for exactly one database host; "
+                "set it with `invoke secrets.set DATABASE_URL`")
+
+POSTGRESQL_PORT = 5432
+
+
+def postgresql_url(topology: Topology, host: Host, password: str, root_certificate: str) -> str:
+    """The app's DATABASE_URL as seen from `host`: over loopback on the database host itself, else to the
+    database host's private address over TLS (its pg_hba.conf accepts only hostssl from web hosts), the
+    server checked against `root_certificate` (a path on `host`) and the address it names."""
+    db = topology.database(ONE_DATABASE)
+    db_vars = topology.inventory.vars_for(db, [load_role("postgresql")])
+    user = db_vars.string("postgresql_user", r"[a-z_][a-z0-9_]{0,62}")
+    database = db_vars.string("postgresql_database", r"[a-z_][a-z0-9_]{0,62}")
+    credentials = f"{urllib.parse.quote(user, safe='')}:{urllib.parse.quote(password, safe='')}"
+    if db.name == host.name:
+        return f"postgresql://{credentials}@127.0.0.1:{POSTGRESQL_PORT}/{database}"
+    address = db_vars.private_address()
+    address = f"[{address}]" if ":" in address else address
+    return (f"postgresql://{credentials}@{address}:{POSTGRESQL_PORT}/{database}"
+            f"?sslmode=verify-full&sslrootcert={urllib.parse.quote(root_certificate)}")
+
+
+def fetch_database_certificate(topology: Topology) -> str:
+    """The database server's TLS certificate (public), read from the database host as the admin user."""
+    db, inventory = topology.database(ONE_DATABASE), topology.inventory
+    with connect(inventory, db) as transport:
+        result = transport.run(Command(("cat", "--", SERVER_CERTIFICATE)))
+    if not result.ok or not result.stdout.startswith("-----BEGIN CERTIFICATE-----"):
+        raise SecretsError(
+            f"{db.name}: no PostgreSQL certificate at {SERVER_CERTIFICATE} yet, which the web hosts "
+            f"verify the database with: run `invoke provision.server --env={inventory.env} --limit={db.name}` first"
+        )
+    return result.stdout
+
+
+def database_root_certificate(schema: Schema) -> str:
+    """Where web hosts keep the database server's certificate to verify it (DATABASE_URL's sslrootcert)."""
+    return f"{schema.config_dir}/database-server.crt"
+
+
+def derive_values(schema: Schema, values: dict[str, str], topology: Topology, host: Host,
+                  services: list[Service]) -> dict[str, str]:
+    """The derived keys `host`'s services need and the env leaves unset, computed for that host."""
+    derived = {}
+    for key, rule in schema.keys.items():
+        if not rule.derive or key in values or not any(service.name in rule.services for service in services):
+            continue
+        missing = [source for source in DERIVATIONS[rule.derive] if source not in values]
+        if missing:
+            raise SecretsError(f"{key} is derived from {', '.join(missing)}, which the secrets lack")
+        derived[key] = postgresql_url(topology, host, values["DB_PASSWORD"], database_root_certificate(schema))
+    register(derived, schema)
+    return derived
