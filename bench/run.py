@@ -10,7 +10,7 @@ hosts), then, each comparison in alternating rounds (median, min and max of --ro
 
 Prints the summary table and writes bench/results/<date>.md (the machine, every table, the
 targets). The README's Performance section carries the summary table of the latest results file
-(tests/unit/test_bench_results.py holds them to each other). Leaves the sandbox down unless --keep.
+(tests/unit/bench/test_bench.py holds them to each other). Leaves the sandbox down unless --keep.
 """
 
 from __future__ import annotations

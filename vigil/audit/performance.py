@@ -12,7 +12,7 @@ import requests
 
 from vigil.audit.checklist import Item
 from vigil.core.commands import Command, script
-from vigil.core.fanout import Unreachable, on_hosts
+from vigil.core.fanout import answered, on_hosts, unreachable
 from vigil.core.inventory import Host, load_inventory
 from vigil.core.roles import load_role
 from vigil.incident.endpoints import site_of
@@ -145,9 +145,8 @@ def performance(env: str, limit: str | None, count: int) -> list[Item]:
         return answer
 
     answers = on_hosts(inventory, hosts, ask)
-    items = [Item("reachable over SSH", host, False, answer.reason) for host, answer in answers.items()
-             if isinstance(answer, Unreachable)]
-    answered = {host: answer for host, answer in answers.items() if not isinstance(answer, Unreachable)}
+    items = [Item("reachable over SSH", host, False, reason) for host, reason in unreachable(answers).items()]
+    facts_by_host = answered(answers)
     for host in hosts:
         if topology.runs_app(host.name):
             server_name, _, verify = site_of(inventory.vars_for(host, roles))
@@ -162,11 +161,12 @@ def performance(env: str, limit: str | None, count: int) -> list[Item]:
                 items += page_items(host.name, timings) + delivery_items(host.name, page, asset_headers)
             except requests.RequestException as error:
                 items.append(Item("page load (p95 of the full HTML)", host.name, False, type(error).__name__))
-        if host.name in answered:
-            items += headroom_items(host.name, answered[host.name]["facts"], answered[host.name]["idle"])
-    if database is not None and database.name in answered:
-        pools = [answer["pool"] for answer in answered.values() if "pool" in answer]
+        if host.name in facts_by_host:
+            items += headroom_items(host.name, facts_by_host[host.name]["facts"], facts_by_host[host.name]["idle"])
+    if database is not None and database.name in facts_by_host:
+        pools = [answer["pool"] for answer in facts_by_host.values() if "pool" in answer]
         if pools:
             web_hosts = len(topology.app_hosts())
-            items.append(pool_item(database.name, max(pools), web_hosts, answered[database.name]["max_connections"]))
+            max_connections = facts_by_host[database.name]["max_connections"]
+            items.append(pool_item(database.name, max(pools), web_hosts, max_connections))
     return items

@@ -17,7 +17,7 @@ from vigil.audit.checklist import Item, status_items
 from vigil.core.commands import Command, script
 from vigil.core.errors import ConfigError
 from vigil.core.facts import sections
-from vigil.core.fanout import Unreachable, on_hosts
+from vigil.core.fanout import Unreachable, on_hosts, unreachable
 from vigil.core.inventory import Host, HostVars, load_inventory
 from vigil.core.roles import load_role
 from vigil.incident.endpoints import site_of
@@ -294,8 +294,7 @@ def security(env: str, limit: str | None) -> list[Item]:
         return host_items(host.name, facts, web, database is not None and host.name == database.name, schema.app_user)
 
     answers = on_hosts(inventory, hosts, ask)
-    items = [Item("reachable over SSH", host, False, answer.reason) for host, answer in answers.items()
-             if isinstance(answer, Unreachable)]
+    items = [Item("reachable over SSH", host, False, reason) for host, reason in unreachable(answers).items()]
     try:
         origin = origin_of(load(env).get("FRONTEND_URL", ""))
     except SecretsError:

@@ -8,6 +8,7 @@ import re
 from vigil.core.commands import Command
 from vigil.core.connectors import Transport
 from vigil.core.errors import ConfigError, ExitCode, VigilError
+from vigil.core.fanout import connect as connect_to_host
 from vigil.core.inventory import Host, Inventory, load_inventory
 from vigil.core.redaction import REDACTOR
 from vigil.vault.schema import load_schema
@@ -32,6 +33,12 @@ def database_host(env: str) -> tuple[Inventory, Host]:
     inventory = load_inventory(env)
     host = load_schema().topology(inventory).database("the backup tasks act on the env's one database host")
     return inventory, host.as_admin()
+
+
+def connect(inventory: Inventory, host: Host):
+    """A connection to `host` as `host` says (database_host gives the admin user), falling back to its
+    bootstrap user on a server whose admin user does not exist yet, as every backup task always has."""
+    return connect_to_host(inventory, host, admin=False, bootstrap_fallback=True)
 
 
 def ask(transport: Transport, host: Host, *args: str, timeout: float = 3600):

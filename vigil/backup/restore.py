@@ -7,11 +7,10 @@ from __future__ import annotations
 import sys
 from typing import Callable
 
-from vigil.backup.helper import BackupError, ask
+from vigil.backup.helper import BackupError, ask, connect
 from vigil.core.audit_log import audit_locally
 from vigil.core.commands import Command, script
 from vigil.core.errors import ConfigError, UnreachableError, VigilError
-from vigil.core.fanout import connect
 from vigil.core.inventory import Host, Inventory
 from vigil.core.roles import load_role
 from vigil.deploy.maintenance import set_maintenance

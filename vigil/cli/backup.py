@@ -13,14 +13,13 @@ from invoke.exceptions import Exit
 from rich.table import Table
 
 from vigil.backup import restore as restoring
-from vigil.backup.helper import LABEL, BackupError, ask, check_id, database_host
+from vigil.backup.helper import LABEL, BackupError, ask, check_id, connect, database_host
 from vigil.backup.transfer import copy_to_host, describe, pulled_dir
 from vigil.backup.transfer import decrypt as decrypt_backup
 from vigil.backup.transfer import pull as pull_backup
 from vigil.cli.common import HOST_FLAGS_HELP, exits_cleanly
 from vigil.core.audit_log import audit_locally
 from vigil.core.errors import ConfigError, ExitCode
-from vigil.core.fanout import connect
 from vigil.core.output import Reporter
 from vigil.vault.keys import load_identities, load_recipients
 from vigil.vault.paths import SecretsPaths

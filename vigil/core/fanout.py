@@ -30,14 +30,17 @@ class Unreachable:
         return self.reason
 
 
-def connect(inventory: Inventory, host: Host, admin: bool = True) -> SSHTransport:
+def connect(inventory: Inventory, host: Host, admin: bool = True, bootstrap_fallback: bool = False) -> SSHTransport:
     """A connection to `host` (not yet open) as its admin user, root through sudo, or with admin=False as the
-    deploy user; never as the bootstrap user, which only onboarding falls back to.
+    deploy user. Not as the bootstrap user, unless bootstrap_fallback: then, on a server whose admin user
+    does not exist yet, as the bootstrap user (onboarding, and the single-host backup and certificate reads).
 
     Example: with connect(inventory, db) as transport: transport.run(cmd("uptime"))
     """
     login = host.as_admin() if admin else host
-    return SSHTransport(dataclasses.replace(login, bootstrap_user=None), inventory.known_hosts, inventory.env)
+    if not bootstrap_fallback:
+        login = dataclasses.replace(login, bootstrap_user=None)
+    return SSHTransport(login, inventory.known_hosts, inventory.env)
 
 
 def on_hosts(inventory: Inventory, hosts: Iterable[Host], ask: Callable[[Transport, Host], Answer], admin: bool = True,

@@ -310,6 +310,10 @@ def parse_cli_vars(pairs: list[str] | None) -> dict[str, Any]:
     return result
 
 
+# What YAML 1.1 (PyYAML, Ansible) reads as booleans and YAML 1.2 as words.
+YAML11_BOOLEANS = {"yes", "no", "on", "off", "y", "n"}
+
+
 @dataclass
 class HostVars:
     """A host's merged vars; the accessors validate and name the origin of a bad value.
@@ -391,7 +395,8 @@ class HostVars:
     def boolean(self, key: str) -> bool:
         value = self[key]
         if not isinstance(value, bool):
-            raise ConfigError(f"{self.where(key)}: expected true or false, got {value!r}")
+            hint = " (yes, no, on and off are text in YAML 1.2)" if str(value).lower() in YAML11_BOOLEANS else ""
+            raise ConfigError(f"{self.where(key)}: expected true or false, got {value!r}{hint}")
         return value
 
     def string_list(self, key: str, pattern: str | None = None) -> list[str]:

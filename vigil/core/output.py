@@ -1,8 +1,9 @@
 """Output: everything a task prints goes through a `Reporter`: progress, lines, tables, the recap, JSON.
 
-The Reporter passes all text through the process-wide redactor first, so a secret that reached a
-host's output is masked on the screen and in JSON alike. Plain lines go out as they are (no markup, no
-wrapping); only progress, recaps and tables are rich.
+The Reporter passes lines, errors, progress, recaps and JSON through the process-wide redactor first,
+so a secret that reached a host's output is masked on the screen and in JSON alike; a table's cells and
+a marked line are built by the caller, who redacts and escapes what came from a host. Plain lines go
+out as they are (no markup, no wrapping); only progress, recaps and tables are rich.
 """
 
 from __future__ import annotations

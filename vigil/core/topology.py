@@ -8,7 +8,8 @@ frontend; the secrets schema declares them). Nothing here touches a host.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+from dataclasses import dataclass, field
 from typing import Mapping
 
 from vigil.core.errors import ConfigError
@@ -25,31 +26,45 @@ class Topology:
     """Which hosts of `inventory` run which role and which app service.
 
     role_hosts: role -> the names of the hosts onboarding applies it to.
-    service_hosts: app service (backend, frontend) -> the names of the hosts that run it.
+    services: app service (backend, frontend) -> the inventory pattern of the hosts that run it, as
+    `where` names it; resolved when first asked (a task that needs only the database host does not
+    need the web group to exist).
+    unmatched: role -> the play patterns that name no group or host of this inventory.
     Example: Topology.read(inventory, {"backend": "web", "frontend": "web"}, "secrets/schema.yml").database("backups")
     """
 
     inventory: Inventory
     role_hosts: Mapping[str, frozenset[str]]
-    service_hosts: Mapping[str, frozenset[str]]
+    services: Mapping[str, str]
+    where: str
+    unmatched: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     @classmethod
     def read(cls, inventory: Inventory, services: Mapping[str, str], where: str) -> "Topology":
         """The topology from playbooks/onboard.yml and `services` (service -> an inventory pattern, as
-        `where` names them; one naming no group or host of the inventory is an error). A play's group
-        the inventory lacks runs on no host here (an env whose database is not one vigil runs has no db).
+        `where` names them). A play's group the inventory lacks runs on no host here (an env whose
+        database vigil does not run has no db group); `database` says so when one is needed.
         """
         role_hosts: dict[str, set[str]] = {}
+        unmatched: dict[str, list[str]] = {}
         for play in load_playbook(ONBOARDING):
-            names = set()
+            names, missing = set(), []
             for item in (part.strip() for part in play.hosts.split(",")):
                 if item == "all" or item in inventory.groups or item in inventory.hosts:
                     names |= inventory.hosts_in(item, where=play.where())
+                else:
+                    missing.append(item)
             for role in play.roles:
                 role_hosts.setdefault(role.name, set()).update(names)
-        service_hosts = {service: frozenset(inventory.hosts_in(pattern, where=f"{where}: services.{service}.hosts"))
-                         for service, pattern in services.items()}
-        return cls(inventory, {role: frozenset(names) for role, names in role_hosts.items()}, service_hosts)
+                unmatched.setdefault(role.name, []).extend(missing)
+        return cls(inventory, {role: frozenset(names) for role, names in role_hosts.items()}, dict(services), where,
+                   {role: tuple(items) for role, items in unmatched.items() if items})
+
+    @functools.cached_property
+    def service_hosts(self) -> Mapping[str, frozenset[str]]:
+        """App service -> the names of the hosts that run it; a pattern naming no group or host is an error."""
+        return {service: frozenset(self.inventory.hosts_in(pattern, where=f"{self.where}: services.{service}.hosts"))
+                for service, pattern in self.services.items()}
 
     def _in_order(self, names: set[str] | frozenset[str]) -> list[Host]:
         return [host for name, host in self.inventory.hosts.items() if name in names]
@@ -80,6 +95,10 @@ class Topology:
         """
         hosts = self.running(DATABASE_ROLE)
         if len(hosts) != 1:
-            raise ConfigError(f"{rel(self.inventory.path)} has {len(hosts)} database hosts "
-                              f"({', '.join(host.name for host in hosts) or 'none'}): {needed_for}")
+            found = ", ".join(host.name for host in hosts) or "none"
+            missing = self.unmatched.get(DATABASE_ROLE)
+            if missing and not hosts:
+                found += (f"; playbooks/{ONBOARDING}.yml installs PostgreSQL on {', '.join(map(repr, missing))}, "
+                          "which is neither a group nor a host there")
+            raise ConfigError(f"{rel(self.inventory.path)} has {len(hosts)} database hosts ({found}): {needed_for}")
         return hosts[0]

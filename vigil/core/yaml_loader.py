@@ -2,9 +2,10 @@
 schema and runbooks.
 
 ruamel.yaml, YAML 1.2: only `true` and `false` are booleans, so a runbook's `on:` and `state: on` stay
-words, and `0644` is not an octal surprise. A key given twice is an error, where PyYAML keeps the last
-silently. Every error names the file, line and column; every value comes back as plain Python data
-(dict, list, str, int, float, bool, None), and the line of each key or item is kept beside it.
+words; `0644`, octal to YAML 1.1 and decimal to 1.2, is refused rather than guessed. A key given twice
+is an error, where PyYAML keeps the last silently. Every error names the file, line and column; every
+value comes back as plain Python data (dict, list, str, int, float, bool, None), and the line of each
+key or item is kept beside it; a key merged in (`<<: *anchor`) has the line of the map merging it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.scalarint import ScalarInt
 
 from vigil.core.errors import ConfigError
 from vigil.core.paths import rel
@@ -46,25 +48,32 @@ class YamlDocument:
         return f"{self.where}:{self.line(*path)}"
 
 
-def _plain(node: Any, path: tuple, lines: dict[tuple, int]) -> Any:
+def _plain(node: Any, path: tuple, lines: dict[tuple, int], where: str) -> Any:
     """ruamel's round-trip objects as plain Python data, recording each key's and item's line."""
     if isinstance(node, CommentedMap):
         plain = {}
         for key, value in node.items():
-            key = _scalar(key)
-            lines[path + (key,)] = node.lc.key(key)[0] + 1
-            plain[key] = _plain(value, path + (key,), lines)
+            key = _scalar(key, where, lines.get(path, 1))
+            # A key merged in (`<<: *defaults`) stands where the merge does: the map's own line.
+            position = node.lc.data.get(key)
+            lines[path + (key,)] = position[0] + 1 if position else lines.get(path, 1)
+            plain[key] = _plain(value, path + (key,), lines, where)
         return plain
     if isinstance(node, CommentedSeq):
         items = []
         for index, value in enumerate(node):
             lines[path + (index,)] = node.lc.item(index)[0] + 1
-            items.append(_plain(value, path + (index,), lines))
+            items.append(_plain(value, path + (index,), lines, where))
         return items
-    return _scalar(node)
+    return _scalar(node, where, lines.get(path, 1))
 
 
-def _scalar(value: Any) -> Any:
+def _scalar(value: Any, where: str, line: int) -> Any:
+    # YAML 1.1 (PyYAML, Ansible) read 0644 as octal 420, YAML 1.2 as decimal 644: refuse the guess.
+    if type(value) is ScalarInt and (value._width or 0) > len(str(abs(int(value)))):
+        written = f"{int(value):0{value._width}d}"
+        raise ConfigError(f"{where}:{line}: {written} has a leading zero: quote it (\"{written}\") for text, or "
+                          f"write 0o{written.lstrip('0') or '0'} (octal) or {int(value)} (decimal) for a number")
     # ruamel keeps a literal block or a hex number as a subclass that remembers its style.
     for plain_type in (bool, int, float, str):
         if isinstance(value, plain_type):
@@ -96,7 +105,7 @@ def parse_yaml(text: str, where: str) -> YamlDocument:
     except YAMLError as error:
         raise ConfigError(f"{where}: YAML error: {error}") from None
     lines: dict[tuple, int] = {}
-    return YamlDocument(_plain(raw, (), lines), where, lines)
+    return YamlDocument(_plain(raw, (), lines, where), where, lines)
 
 
 def read_yaml(path: Path, where: str | None = None) -> YamlDocument:

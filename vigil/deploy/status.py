@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 
 from vigil.core.connectors import Transport
 from vigil.core.errors import ConfigError, HostError
-from vigil.core.fanout import Unreachable, on_hosts
+from vigil.core.fanout import answered, on_hosts, unreachable
 from vigil.core.inventory import Host, Inventory, load_inventory
 from vigil.deploy.scripts import states_command
 from vigil.deploy.settings import COLORS, Settings, host_settings
@@ -52,11 +52,9 @@ def read_states(env: str, services: list[str], limit: str | None):
         return parse_states(answer.stdout)
 
     answers = on_hosts(inventory, hosts, ask, admin=False)
-    unreached = {name: answer.reason for name, answer in answers.items() if isinstance(answer, Unreachable)}
-    states = {name: answer for name, answer in answers.items() if not isinstance(answer, Unreachable)}
     return (
-        unreached,
-        states,
+        unreachable(answers),
+        answered(answers),
         {name: {one.layout.service: one for one in per_host} for name, per_host in settings.items()},
     )
 

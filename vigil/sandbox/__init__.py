@@ -11,7 +11,7 @@ The package is split the way the rest of vigil is:
 - plan: pure planners that return argv lists or rendered text and do no I/O (unit tested);
 - facts: readers that run one read-only command or read /proc, and parse it;
 - apply: the steps that change this machine, through `run_command` (local_commands),
-  the one place that executes a local command;
+  except the long-running nspawn and debootstrap processes it starts and watches itself;
 - lifecycle: `up`, `down`, `status`: read facts, plan the difference, then apply it;
 - ca: the sandbox's own certificate authority, for real HTTPS.
 

@@ -3,6 +3,7 @@ then applies it."""
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import subprocess
 import time
@@ -100,7 +101,7 @@ def up(hosts: int = 2, check: bool = False, paths: SandboxPaths = SandboxPaths()
         tools.update(IMAGE_BUILD_TOOLS)
     check_preconditions("sandbox.up", tools)
     result = UpResult()
-    with (_no_lock() if check else SandboxLock(paths)):
+    with (contextlib.nullcontext() if check else SandboxLock(paths)):
         # The key comes first: a VPS that authorizes a key we no longer have is not usable, so not healthy.
         if check:
             authorized_key = paths.public_key.read_text().strip() if paths.public_key.exists() else None
@@ -214,7 +215,7 @@ def down(check: bool = False, paths: SandboxPaths = SandboxPaths(), echo: Echo =
     started = time.monotonic()
     check_preconditions("sandbox.down", TEARDOWN_TOOLS, need_overlay=False)
     result = DownResult()
-    with (_no_lock() if check else SandboxLock(paths)):
+    with (contextlib.nullcontext() if check else SandboxLock(paths)):
         facts = gather_facts(paths)
         plan = plan_cleanup(facts, paths, keep=set(), desired_rules=[])
         result.removed = plan.describe(paths)
@@ -284,12 +285,3 @@ def ssh_argv(name: str, command: Optional[str] = None, paths: SandboxPaths = San
     user = "deploy" if probe.returncode == 0 else "root"
     return ssh_command(paths, address, [command] if command else None, batch=False, user=user)
 
-
-class _no_lock:
-    """Stands in for SandboxLock in check mode, which changes nothing."""
-
-    def __enter__(self) -> "_no_lock":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        return None

@@ -6,5 +6,5 @@ masking: every spelling of a value the redactor must know; schema: what each key
 app's services run; store: decrypt, validate, encrypt; generate: random values; derive: values computed
 per host (DATABASE_URL); push: the hosts' env files; rotation: a new value everywhere, in order; scan:
 plaintext secrets in git.
-(Not `vigil/secrets`: a module named like the standard library's `secrets` reads ambiguously.)
+(Not `vigil/secrets`: it would shadow the standard library's `secrets`, which ruff's A005 refuses.)
 """

@@ -42,7 +42,7 @@ def postgresql_url(topology: Topology, host: Host, password: str, root_certifica
 def fetch_database_certificate(topology: Topology) -> str:
     """The database server's TLS certificate (public), read from the database host as the admin user."""
     db, inventory = topology.database(ONE_DATABASE), topology.inventory
-    with connect(inventory, db) as transport:
+    with connect(inventory, db, bootstrap_fallback=True) as transport:
         result = transport.run(Command(("cat", "--", SERVER_CERTIFICATE)))
     if not result.ok or not result.stdout.startswith("-----BEGIN CERTIFICATE-----"):
         raise SecretsError(

@@ -14,6 +14,7 @@ from bench.onboard_noop import counts
 from bench.peers.export import Manifest, UnknownOperation
 from vigil.core.commands import Secret, cmd, script
 from vigil.core.inventory import Host
+from vigil.core.paths import REPO_ROOT
 from vigil.core.runner import HostPlan
 from vigil.operations.apt import AptPackages
 from vigil.operations.files import Absent, Directory, File, Line, Symlink
@@ -25,7 +26,7 @@ from vigil.operations.systemd import DaemonReload, ServiceAction, SystemdUnit
 from vigil.operations.ufw import Firewall
 from vigil.operations.users import User
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = REPO_ROOT
 HOST = Host("vps1", "203.0.113.1", 22, "ops", None, ("web", "db"), 5, 30)
 
 

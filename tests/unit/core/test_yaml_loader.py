@@ -10,8 +10,10 @@ from vigil.core.yaml_loader import parse_yaml, read_yaml, yaml_value
     # YAML 1.2: only true/false are booleans, so a runbook's `on:` and `state: off` stay words.
     ("on: failing\nstate: off\nenabled: true", {"on": "failing", "state": "off", "enabled": True}),
     ("yes: no", {"yes": "no"}),
-    # 0644 is decimal in YAML 1.2, 0o644 octal: no silent octal surprise.
-    ("mode: 0644\nmask: 0o22\nhex: 0x1f", {"mode": 644, "mask": 18, "hex": 31}),
+    ("mode: 0o644\nhex: 0x1f\nzero: 0\nquoted: '0644'", {"mode": 420, "hex": 31, "zero": 0, "quoted": "0644"}),
+    # A merge key brings the anchor's keys in; the map's own win.
+    ("base: &base {port: 22, user: deploy}\nweb2: {<<: *base, port: 2222}",
+     {"base": {"port": 22, "user": "deploy"}, "web2": {"port": 2222, "user": "deploy"}}),
     ("ratio: 1.5\nnothing: ~\nempty:", {"ratio": 1.5, "nothing": None, "empty": None}),
     ("script: |\n  echo one\n  echo two\n", {"script": "echo one\necho two\n"}),
     ("hosts: [web1, {db1: {port: 22}}]", {"hosts": ["web1", {"db1": {"port": 22}}]}),
@@ -31,6 +33,9 @@ def test_every_key_and_item_keeps_its_line():
             document.line("steps", 1)] == [1, 2, 3, 4, 5]
     assert document.at("steps", 1) == "runbooks/d.yml:5"
     assert document.line("no", "such", "key") == 1
+    merged = parse_yaml("base: &base {port: 22}\nhosts:\n  web1:\n    <<: *base\n    address: a\n", "x.yml")
+    # A merged key is placed at the map that merges it.
+    assert (merged.line("hosts", "web1", "address"), merged.line("hosts", "web1", "port")) == (5, 3)
 
 
 @pytest.mark.parametrize("text, message", [
@@ -39,6 +44,9 @@ def test_every_key_and_item_keeps_its_line():
     ("a: [1, 2\n", r"^inventory/x.yml:2:1: YAML syntax error: "),
     ("a: b: c\n", r"^inventory/x.yml:1:5: YAML syntax error: mapping values are not allowed here"),
     ("\tkey: 1\n", r"^inventory/x.yml:1:1: YAML syntax error: "),
+    # 0644 is octal to YAML 1.1 (420) and decimal to 1.2 (644): refused, not guessed.
+    ("hosts:\n  web1:\n    mode: 0644\n", r'^inventory/x.yml:3: 0644 has a leading zero: quote it \("0644"\) for '
+                                         r"text, or write 0o644 \(octal\) or 644 \(decimal\) for a number$"),
 ])
 def test_errors_name_the_file_line_and_column(text, message):
     with pytest.raises(ConfigError, match=message):

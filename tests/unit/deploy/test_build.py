@@ -1,6 +1,7 @@
 """Release artifacts built on the control machine: tiny projects with no dependencies, real npm and git, no network."""
 
 import json
+import re
 import subprocess
 import tarfile
 from pathlib import Path
@@ -184,5 +185,5 @@ def test_a_build_sees_the_tools_settings_but_no_vigil_secret():
     ],
 )
 def test_bad_app_services_name_the_key(services, message):
-    with pytest.raises(ConfigError, match=__import__("re").escape(message)):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         app_sources(services, "roles/app/defaults.yml: app_services")

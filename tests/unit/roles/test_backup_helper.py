@@ -8,13 +8,13 @@ import hashlib
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from tests.support.scripts import load_script
+from vigil.core.paths import REPO_ROOT
 
-HELPER = Path(__file__).resolve().parents[3] / "roles" / "backup" / "files" / "vigil-backup"
+HELPER = REPO_ROOT / "roles" / "backup" / "files" / "vigil-backup"
 FAKES = {
     "runuser": 'shift 3; exec "$@"',
     "pg_dump": 'for arg; do case "$arg" in --file=*) out=${arg#--file=} ;; esac; done\n'

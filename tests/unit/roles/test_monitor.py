@@ -10,7 +10,6 @@ import json
 import re
 import socket
 import ssl
-from pathlib import Path
 
 import pytest
 
@@ -18,13 +17,14 @@ from tests.support.inventories import layout
 from tests.support.loopback import LoopbackServer
 from tests.support.scripts import load_script
 from vigil.core.errors import ConfigError
+from vigil.core.paths import REPO_ROOT
 from vigil.core.playbook import build_host_plans
 from vigil.core.roles import load_role
 from vigil.facts.files import FileState
 from vigil.operations.files import File
 from vigil.sandbox.ca import host_certificate
 
-PROBE = Path(__file__).resolve().parents[3] / "roles" / "monitor" / "files" / "vigil-probe"
+PROBE = REPO_ROOT / "roles" / "monitor" / "files" / "vigil-probe"
 START = datetime.datetime(2026, 11, 26, 5, 40, tzinfo=datetime.timezone.utc)
 IDENTITY = {"env": "sandbox", "host": "vps1"}
 WEBHOOK = "https://hooks.example.test/services/T0SECRET/B0SECRET/tokenvalue1234567890"

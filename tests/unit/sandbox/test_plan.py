@@ -8,8 +8,8 @@ import shlex
 from pathlib import Path
 
 import pytest
-import yaml
 
+from vigil.core.yaml_loader import parse_yaml
 from vigil.sandbox.facts import SandboxFacts, nspawn_machine_of
 from vigil.sandbox.paths import MAX_HOSTS, IptablesRule, SandboxError, SandboxPaths, Vps, host_name_index
 from vigil.sandbox.plan import (
@@ -273,7 +273,7 @@ hosts:
 def test_render_inventory_parses_to_the_schema(count):
     hosts = [{"name": f"vps{i}", "address": f"10.213.{i}.2"} for i in range(1, count + 1)]
     names = [host["name"] for host in hosts]
-    assert yaml.safe_load(render_inventory(hosts, PATHS)) == {
+    assert parse_yaml(render_inventory(hosts, PATHS), "inventory/sandbox.yml").data == {
         "known_hosts": "sandbox.known_hosts",
         "defaults": {"user": "deploy", "admin_user": "ops", "bootstrap_user": "root", "port": 22,
                      "ssh_key": "../.vigil/sandbox/id_ed25519"},

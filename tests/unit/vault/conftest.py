@@ -1,15 +1,15 @@
 """The vault's tests share a scratch secrets/ (the shipped schema) and, once initialised, the sandbox's key."""
 
 import shutil
-from pathlib import Path
 
 import pytest
 
+from vigil.core.paths import REPO_ROOT
 from vigil.vault.paths import SecretsPaths
 from vigil.vault.schema import load_schema
 from vigil.vault.store import init_env
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = REPO_ROOT
 
 
 @pytest.fixture

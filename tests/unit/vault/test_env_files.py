@@ -1,15 +1,16 @@
 """The env file format: values read back exactly, injection refused naming the key, nothing expanded."""
 
+import io
 import re
-from pathlib import Path
 
 import pytest
 from dotenv import dotenv_values
 
+from vigil.core.paths import REPO_ROOT
 from vigil.vault.env_files import parse_dotenv, render_dotenv
 from vigil.vault.paths import SecretsError
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = REPO_ROOT
 
 
 # --- dotenv --------------------------------------------------------------------
@@ -21,7 +22,7 @@ ROUND_TRIP = ["plain", "with space", "dollar$HOME", "hash # not a comment", 'dou
 @pytest.mark.parametrize("value", ROUND_TRIP)
 def test_rendered_env_file_reads_back_exactly(value):
     text = render_dotenv({"KEY": value, "OTHER": "x"})
-    assert dotenv_values(stream=__import__("io").StringIO(text)) == {"KEY": value, "OTHER": "x"}
+    assert dotenv_values(stream=io.StringIO(text)) == {"KEY": value, "OTHER": "x"}
     assert parse_dotenv(text, "t") == {"KEY": value, "OTHER": "x"}
 
 

@@ -2,14 +2,14 @@
 
 import base64
 import urllib.parse
-from pathlib import Path
 
 import pytest
 
+from vigil.core.paths import REPO_ROOT
 from vigil.core.redaction import REDACTOR
 from vigil.vault.masking import register
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = REPO_ROOT
 
 
 # --- redaction -----------------------------------------------------------------

@@ -4,8 +4,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.inventories import layout as shared_layout
 from vigil.core.errors import ConfigError
 from vigil.core.inventory import Host, Inventory
+from vigil.core.paths import REPO_ROOT
 from vigil.facts.files import FileState
 from vigil.vault.derive import derive_values, postgresql_url
 from vigil.vault.env_files import parse_dotenv
@@ -13,7 +15,7 @@ from vigil.vault.push import push_plans
 from vigil.vault.schema import check_rule
 from vigil.vault.store import load
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = REPO_ROOT
 
 
 # --- push plans --------------------------------------------------------------------
@@ -45,13 +47,7 @@ def test_push_plan_keeps_values_out_of_every_command_line(initialised, schema):
 
 
 def layout(web: list[str], db: list[str], private: dict | None = None) -> Inventory:
-    names = list(dict.fromkeys(web + db))
-    hosts = {
-        name: Host(name, f"203.0.113.{i}", 22, "deploy", None, (), 5, 30, private_address=(private or {}).get(name))
-        for i, name in enumerate(names, 1)
-    }
-    return Inventory("sandbox", Path("inventory/sandbox.yml"), Path("k"), hosts, {"web": web, "db": db}, {}, {},
-                     {"db1": {"postgresql_user": "tp_app"}})
+    return shared_layout({"web": web, "db": db}, private, {"db1": {"postgresql_user": "tp_app"}})
 
 
 @pytest.mark.parametrize("inventory, host, url", [

@@ -3,9 +3,10 @@
 import subprocess
 from pathlib import Path
 
+from vigil.core.paths import REPO_ROOT
 from vigil.vault.scan import scan_forms, scan_repository
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = REPO_ROOT
 
 
 # --- scanning --------------------------------------------------------------------------

@@ -1,14 +1,14 @@
 """The schema's rules: each key's checks, the env it is required in, and a bad schema named by its rule."""
 
 import re
-from pathlib import Path
 
 import pytest
 
+from vigil.core.paths import REPO_ROOT
 from vigil.vault.generate import generate_missing
 from vigil.vault.schema import check_rule, load_schema
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = REPO_ROOT
 
 
 # --- schema ------------------------------------------------------------------

@@ -2,11 +2,11 @@
 one writer at a time, and the draft directory an edit uses."""
 
 import subprocess
-from pathlib import Path
 
 import pytest
 from pyrage import x25519
 
+from vigil.core.paths import REPO_ROOT
 from vigil.vault.editing import private_draft_directory
 from vigil.vault.env_files import parse_dotenv, render_dotenv
 from vigil.vault.generate import generate_missing
@@ -14,7 +14,7 @@ from vigil.vault.keys import load_recipients, parse_recipients
 from vigil.vault.paths import SecretsError
 from vigil.vault.store import decrypt, init_env, load, locked, reencrypt, save
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = REPO_ROOT
 
 
 # --- age interop -----------------------------------------------------------------
