@@ -78,7 +78,7 @@ def alerts(deployed, sandbox, tmp_path_factory):
     assert applied.code == 0, applied.stdout[-3000:] + applied.stderr
     assert receiver.url not in applied.stdout + applied.stderr  # the webhook URL is a secret
     yield receiver
-    receiver.server.shutdown()
+    receiver.server.close()
     # Back to the developer's secrets (no webhook): the probes stop posting to a receiver that is gone.
     invoke("provision.server", "--limit=vps1,vps2")
 
