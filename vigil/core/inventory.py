@@ -8,12 +8,13 @@ here touches a host.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Callable, Iterable, Mapping, Protocol
 
 from vigil.core import validation
 from vigil.core.commands import Secret
@@ -173,6 +174,22 @@ class Inventory:
                 values[key] = value
                 origins[key] = origin
         return HostVars(host, values, origins, self, secrets)
+
+    def defined_names(self, roles: Iterable[RoleDefaults]) -> set[str]:
+        """Every var name `roles` or this inventory (at any level) defines, and those vigil sets itself."""
+        names = {"vigil_env", *self.vars}
+        names.update(*(role.defaults for role in roles), *self.group_vars.values(), *self.host_vars.values())
+        return names
+
+    def check_cli_vars(self, cli: Mapping[str, Any], roles: Iterable[RoleDefaults]) -> None:
+        """Refuse a `--var` that nothing defines (a typo would be ignored silently), naming the closest."""
+        known = self.defined_names(roles)
+        for key in cli:
+            if key not in known:
+                close = difflib.get_close_matches(key, sorted(known), n=1)
+                hint = f": did you mean {close[0]!r}?" if close else " (role defaults.yml files list what is)"
+                raise ConfigError(f"--var {key}: no role of the playbook and nothing in {rel(self.path)} "
+                                  f"defines {key!r}{hint}")
 
 
 def _private_address(host: Host, inventory: "Inventory | None") -> str:

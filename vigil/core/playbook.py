@@ -42,6 +42,7 @@ def build_host_plans(inventory: Inventory, playbook: str, limit: str | None, cli
     these roles of the playbook (secrets.rotate applies one role's secret).
     """
     plays = load_playbook(playbook)
+    inventory.check_cli_vars(cli_vars, [role for play in plays for role in play.roles])
     if only_roles is not None:
         plays = [
             dataclasses.replace(play, roles=[role for role in play.roles if role.name in only_roles]) for play in plays

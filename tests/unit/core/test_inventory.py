@@ -6,6 +6,7 @@ import pytest
 
 from vigil.core.errors import ConfigError
 from vigil.core.inventory import load_inventory, parse_cli_vars
+from vigil.core.playbook import build_host_plans
 from vigil.core.roles import load_playbook, load_role
 
 GOOD = """
@@ -229,3 +230,31 @@ def test_shipped_roles_and_playbooks_load():
         "backup",
         "monitor",
     ]
+
+
+@pytest.mark.parametrize("pairs, refused", [
+    # Known names: a role default, an inventory var at any level, what vigil sets itself.
+    (["base_swap_size_mb=2048", "app_name=x", "base_timezone=UTC", "vigil_env=x"], None),
+    # A typo is refused with the closest known name, not ignored.
+    (["base_swap_size=2048"], r"--var base_swap_size: no role of the playbook and nothing in .*staging.yml defines "
+                              r"'base_swap_size': did you mean 'base_swap_size_mb'\?"),
+    (["zzz=1"], r"--var zzz: .* defines 'zzz' \(role defaults.yml files list what is\)"),
+])
+def test_a_cli_var_nothing_defines_is_refused_with_the_closest_name(tmp_path, pairs, refused):
+    role_dir = tmp_path / "roles" / "base"
+    role_dir.mkdir(parents=True)
+    (role_dir / "defaults.yml").write_text("base_swap_size_mb: 1024\n")
+    (role_dir / "tasks.py").write_text("def tasks(role, vars):\n    return []\n")
+    inventory = load_inventory("staging", write_inventory(tmp_path, GOOD))
+    roles = [load_role("base", tmp_path / "roles")]
+    if refused is None:
+        inventory.check_cli_vars(parse_cli_vars(pairs), roles)
+    else:
+        with pytest.raises(ConfigError, match=refused):
+            inventory.check_cli_vars(parse_cli_vars(pairs), roles)
+
+
+def test_onboarding_refuses_a_mistyped_var_before_planning_any_host(tmp_path):
+    inventory = load_inventory("staging", write_inventory(tmp_path, GOOD))
+    with pytest.raises(ConfigError, match=r"--var nginx_server_nam: .*did you mean 'nginx_server_name'\?"):
+        build_host_plans(inventory, "onboard", None, parse_cli_vars(["nginx_server_nam=x"]), lambda: {})
