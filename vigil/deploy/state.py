@@ -115,11 +115,14 @@ def rollback_target(state: HostState, wanted: str | None) -> str:
 
 
 def prune_candidates(state: HostState, keep: int, protected: set[str]) -> list[str]:
-    """Releases to delete: all but the newest `keep`, never one in `protected` (current, previous, colors)."""
+    """Releases to delete: all but the newest `keep` good ones, never one in `protected` (current,
+    previous, colors), bad or not. A release marked bad is no rollback target, so it does not count
+    towards `keep`: the host keeps `keep` places to roll back to."""
     ordered = sorted(state.releases, key=lambda rid: (state.releases[rid].get("uploaded_at", ""), rid), reverse=True)
+    good = [rid for rid in ordered if state.releases[rid].get("status") != "bad"]
     kept = {rid for rid in protected if rid in state.releases}
-    for rid in ordered:
-        if len(kept) >= keep:
+    for rid in good:
+        if len(kept & set(good)) >= keep:
             break
         kept.add(rid)
     return [rid for rid in ordered if rid not in kept]
