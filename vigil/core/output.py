@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import sys
 import threading
 import time
@@ -45,6 +46,41 @@ def table_console(file: TextIO | None = None) -> Console:
     if not console.is_terminal:
         console.width = 200
     return console
+
+
+# Colour and cursor codes an app's log carries (CSI and OSC sequences).
+ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)")
+QUOTED_COMMAND = re.compile(r"`([^`]*)`")
+BRIEF_COMMAND_CHARS = 60
+BRIEF_LINE_CHARS = 200
+
+
+def plain(text: str) -> str:
+    """`text` without terminal escape codes."""
+    return ANSI.sub("", text)
+
+
+def brief(text: str) -> str:
+    """An error as one line for a progress line or a recap cell: escape codes gone, a quoted multi-line
+    command (a whole shell script) cut to its start, then the first line that says something; how
+    many lines are left out is said. `-v` prints them, and the audit logs keep the whole error.
+
+    Example: brief("`sh -c 'set -e\\n...'` exited 1: boom\\nmore") -> "`sh -c 'set -e …` exited 1: boom (+1 line: -v)"
+    """
+
+    def cut(match: re.Match) -> str:
+        command = match.group(1)
+        first = command.splitlines()[0] if command else ""
+        if len(first) > BRIEF_COMMAND_CHARS or first != command:
+            first = first[:BRIEF_COMMAND_CHARS].rstrip() + " …"
+        return f"`{first}`"
+
+    lines = [line.strip() for line in QUOTED_COMMAND.sub(cut, plain(text)).splitlines() if line.strip()]
+    if not lines:
+        return ""
+    head = lines[0] if len(lines[0]) <= BRIEF_LINE_CHARS else lines[0][: BRIEF_LINE_CHARS - 1] + "…"
+    left = len(lines) - 1
+    return head + (f" (+{left} line{'s' if left > 1 else ''}: -v)" if left else "")
 
 
 class Reporter:
@@ -116,7 +152,7 @@ class Reporter:
             return
         status = "would change" if (self.check and op.status == CHANGED) else op.status
         style = STATUS_STYLE.get(op.status, "")
-        detail = op.error or op.summary
+        detail = plain(op.error or op.summary) if self.verbose else brief(op.error or op.summary)
         line = f"[{style}]{status:>12}[/] [bold]{escape(host)}[/] {escape(op.name)}"
         if detail and op.status != OK or (detail and self.verbose):
             line += f" [dim]({escape(REDACTOR.redact(detail))})[/]"
@@ -148,7 +184,7 @@ class Reporter:
             table.add_row(
                 result.host, str(result.count(OK)), str(result.count(CHANGED)), str(result.count(FAILED)),
                 str(result.count(SKIPPED)), f"{result.finished - result.started:.1f}s",
-                f"[{style}]{escape(REDACTOR.redact(outcome))}[/]",
+                f"[{style}]{escape(REDACTOR.redact(plain(outcome) if self.verbose else brief(outcome)))}[/]",
             )
         with self._lock:
             self.console.print(table)

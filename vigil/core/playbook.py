@@ -17,7 +17,7 @@ from vigil.core.commands import Command
 from vigil.core.connectors.ssh import SSHTransport
 from vigil.core.errors import ConfigError, ExitCode, HostError, MissingSecretError, VigilError
 from vigil.core.inventory import Inventory, SecretLookup, load_inventory, parse_cli_vars
-from vigil.core.output import Environment, Reporter, exit_code
+from vigil.core.output import Environment, Reporter, exit_code, plain
 from vigil.core.paths import rel
 from vigil.core.roles import load_playbook
 from vigil.core.runner import HostPlan, HostRefusal, HostResult, RunOptions, run
@@ -115,6 +115,9 @@ def run_plans(task: str, inventory: Inventory, host_plans: list[HostPlan], optio
         if options.check:
             return
         record = audit_record(task, inventory.env, [result.host], result.status, env.clock(), result.count("changed"))
+        if result.error:
+            # Whole, where the recap shows its first line (masked like every audit line).
+            record["error"] = plain(result.error)
         outcome = transport.run(audit_command(record))
         if not outcome.ok:
             reporter.error(f"{result.host}: could not append to the host's audit log: {outcome.stderr.strip()}")
@@ -159,10 +162,9 @@ def run_plans(task: str, inventory: Inventory, host_plans: list[HostPlan], optio
     )
     code = exit_code(results)
     if not options.check:
-        append_local_audit(
-            audit_record(task, inventory.env, [r.host for r in results], code.name.lower(), env.clock(),
-                         sum(r.count("changed") for r in results)),
-            env,
-        )
+        record = audit_record(task, inventory.env, [r.host for r in results], code.name.lower(), env.clock(),
+                              sum(r.count("changed") for r in results))
+        errors = {r.host: plain(r.error or r.unreachable) for r in results if r.error or r.unreachable}
+        append_local_audit({**record, "errors": errors} if errors else record, env)
     reporter.recap(task, inventory.env, results)
     return code, results

@@ -14,7 +14,7 @@ from vigil.core.connectors.local import LocalTransport
 from vigil.core.errors import ExitCode, UnreachableError
 from vigil.core.inventory import Host
 from vigil.core.operations import ConfirmLogin, Operation, change
-from vigil.core.output import Environment, Reporter, exit_code
+from vigil.core.output import Environment, Reporter, brief, exit_code
 from vigil.core.runner import HostPlan, HostRefusal, RunOptions, run
 from vigil.operations.files import Directory, File, Line, Symlink
 from vigil.operations.guarded import Guarded
@@ -278,3 +278,38 @@ def test_a_failed_fresh_login_reverts_over_the_open_session(tmp_path, go):
     (fine,) = go(plans, RunOptions(login_check=lambda h, users: None))
     assert fine.status == "changed" and config.read_text() == "new\n"
     assert fine.operations[-1].summary == "fresh logins work"
+
+
+SCRIPT_ERROR = (
+    "`sh -c 'set -e\nmkdir -p \"$1\"\nchown app \"$1\"' vigil /srv/x` exited 1: chown: invalid user: 'app'\n"
+    "second\n"
+)
+
+
+@pytest.mark.parametrize("error, shown", [
+    # A whole shell script in the error: its start, then what went wrong.
+    (SCRIPT_ERROR, "`sh -c 'set -e …` exited 1: chown: invalid user: 'app' (+1 line: -v)"),
+    # An app's log with colours: the codes go, the first line stays.
+    ("\x1b[32m[Nest] 41\x1b[39m  - \x1b[31mERROR\x1b[39m connect ECONNREFUSED\n\x1b[2mat TCP\x1b[0m\nat Socket\n",
+     "[Nest] 41  - ERROR connect ECONNREFUSED (+2 lines: -v)"),
+    ("`systemctl restart app.service` exited 5: Unit app.service not found.", None),
+    ("\n\n  only line  \n", "only line"),
+    ("x" * 300, "x" * 199 + "…"),
+])
+def test_an_error_is_shown_as_one_line(error, shown):
+    assert brief(error) == (error if shown is None else shown)
+
+
+def test_the_recap_shows_an_errors_first_line_and_v_all_of_it(tmp_path, go):
+    script = "printf '\\033[31mline 0\\033[0m\\n' >&2; seq 3 | sed 's/^/line /' >&2; exit 1"
+    failing = [Guarded([cmd("sh", "-c", script)], creates=str(tmp_path / "never"))]
+    results = go([HostPlan(host("a"), failing)])
+    for verbose in (False, True):
+        out = io.StringIO()
+        reporter = Reporter(Environment(stdout=out, stderr=out), verbose=verbose)
+        for op in results[0].operations:
+            reporter.progress("a", op)
+        reporter.recap("test", "unit", results)
+        text = out.getvalue()
+        assert "\x1b[31m" not in text and "line 0" in text
+        assert ("line 3" in text) is verbose and ("+3 lines: -v" in text) is not verbose
