@@ -60,6 +60,9 @@ def test_a_damaged_backup_fails_verification_is_marked_bad_and_refused(deployed,
     assert json.loads(sandbox.ssh("vps1", f"cat {BACKUPS}/{meta['id']}.json"))["status"] == "bad"
     refused = invoke("backup.restore", meta["id"], "--yes")
     assert refused.code == ExitCode.HOST_FAILED and "is marked bad" in refused.stderr
+    # It said maintenance went on, so it says it went off again.
+    turned_on = re.search(r"^maintenance on: (.+)$", refused.stdout, re.MULTILINE)
+    assert turned_on and f"maintenance off: {turned_on.group(1)}" in refused.stdout, refused.stdout
     assert sandbox.ssh("vps1", "test -e /var/www/together-pray/maintenance.on && echo on || echo off").strip() == "off"
 
 

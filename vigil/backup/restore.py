@@ -113,7 +113,7 @@ def restore(env: str, inventory: Inventory, host: Host, backup_id: str, force: b
                           f"See `sudo vigil-backup status` on {host.name}, then "
                           f"`invoke incident.maintenance off --env={env}`") from None
     except Exception:
-        maintenance(env, web, on=False)
+        maintenance_off(env, web, say)
         audit_locally("backup.restore", env, [host.name], "failed", backup=backup_id)
         raise
     report.update(result)
@@ -127,11 +127,7 @@ def restore(env: str, inventory: Inventory, host: Host, backup_id: str, force: b
             ]
         for warning in report["warnings"]:
             say(f"warning: {warning}")
-    failed_off = maintenance(env, web, on=False)
-    if failed_off:
-        say(f"maintenance mode is still on on {', '.join(failed_off)}: `invoke incident.maintenance off --env={env}`")
-    else:
-        say(f"maintenance off: {', '.join(h.name for h in web)}")
+    failed_off = maintenance_off(env, web, say)
     healthy = {}
     for web_host in web:
         ok, answer = health(inventory, web_host, port)
@@ -141,6 +137,16 @@ def restore(env: str, inventory: Inventory, host: Host, backup_id: str, force: b
     audit_locally("backup.restore", env, [host.name], "ok" if all(healthy.values()) else "unhealthy", backup=backup_id,
                   safety_backup=report.get("safety_backup"))
     return report
+
+
+def maintenance_off(env: str, hosts: list[Host], say: Say) -> list[str]:
+    """Maintenance mode off on `hosts`, saying so (or where it is still on); the hosts where it failed."""
+    failed = maintenance(env, hosts, on=False)
+    if failed:
+        say(f"maintenance mode is still on on {', '.join(failed)}: `invoke incident.maintenance off --env={env}`")
+    elif hosts:
+        say(f"maintenance off: {', '.join(host.name for host in hosts)}")
+    return failed
 
 
 def maintenance(env: str, hosts: list[Host], on: bool) -> list[str]:
