@@ -182,7 +182,7 @@ class Reporter:
                 or (f"skipped: {result.skipped}" if result.skipped else result.status)
             )
             table.add_row(
-                result.host, str(result.count(OK)), str(result.count(CHANGED)), str(result.count(FAILED)),
+                result.host, str(result.count(OK)), str(result.count(CHANGED)), str(result.failures),
                 str(result.count(SKIPPED)), f"{result.finished - result.started:.1f}s",
                 f"[{style}]{escape(REDACTOR.redact(plain(outcome) if self.verbose else brief(outcome)))}[/]",
             )

@@ -78,6 +78,11 @@ class HostResult:
         return bool(self.error or self.unreachable)
 
     @property
+    def failures(self) -> int:
+        """Failed steps; a host that failed outside any step (its connection lost) counts one."""
+        return self.count(FAILED) or (1 if self.error else 0)
+
+    @property
     def status(self) -> str:
         if self.unreachable:
             return "unreachable"
@@ -93,7 +98,7 @@ class HostResult:
             "status": self.status,
             "ok": self.count(OK),
             "changed": self.count(CHANGED),
-            "failed": self.count(FAILED),
+            "failed": self.failures,
             "skipped": self.count(SKIPPED),
             "unreachable": self.unreachable,
             "error": self.error,

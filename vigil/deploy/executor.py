@@ -237,7 +237,9 @@ class HostDeploy:
                 )
             )
             if result.ok:
-                self.record("Take the deploy lock.", CHANGED, summary=f"locked {settings.layout.lock}", began=began)
+                # The lock is bookkeeping, not a change to what the host serves: a run that changes
+                # nothing else (a refused rollback) reports 0 changed.
+                self.record("Take the deploy lock.", OK, summary=f"locked {settings.layout.lock}", began=began)
                 return parse_state(result.stdout)
             if result.status != 75:
                 raise HostError(self.host.name, f"taking the deploy lock failed: {result.stderr.strip()[-300:]}")
@@ -257,7 +259,7 @@ class HostDeploy:
         if result.status == 3:
             self.record("Release the deploy lock.", OK, summary="another deploy holds it now (it was broken): left")
             return
-        self.record("Release the deploy lock.", CHANGED if result.ok else FAILED,
+        self.record("Release the deploy lock.", OK if result.ok else FAILED,
                     error="" if result.ok else result.stderr.strip()[-300:])
         if not result.ok:
             raise HostError(
@@ -414,6 +416,10 @@ class HostDeploy:
         one serving, or it never ran: a failed redeploy or upload says nothing against it) and note the
         failure in the history."""
         layout, release = self.settings.layout, self.release
+        if not release:
+            # A rollback that found nowhere to go: nothing was started or chosen, so nothing to keep or mark.
+            self.append_history({"release": "", "result": "failed", "step": self.result.operations[-1].name})
+            return
         if idle and self.release_tried:
             self.transport.run(helper(UNIT_HELPER, "stop", layout.unit(idle)))
         blamed = self.release_tried and release != state.current

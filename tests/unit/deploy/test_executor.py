@@ -12,7 +12,7 @@ from vigil.core.connectors import Result
 from vigil.core.errors import ConfigError
 from vigil.core.inventory import Host, Inventory
 from vigil.core.roles import load_role
-from vigil.core.runner import HostPlan, HostResult, RunOptions, run
+from vigil.core.runner import HostPlan, HostResult, OperationResult, RunOptions, run
 from vigil.deploy.build import Artifact
 from vigil.deploy.executor import HostDeploy, deploy_work, log_excerpt
 from vigil.deploy.rollout import checked_artifact, served_release, serving_line
@@ -344,6 +344,31 @@ def test_a_deploy_asks_each_host_a_fixed_few_round_trips(on_host, tasks, round_t
         "Prune old releases.",
         "Release the deploy lock.",
     ]
+
+
+def test_a_refused_rollback_changes_nothing_and_says_so():
+    settings = settings_from_vars(vars_with(), "backend")
+    host = ScriptedHost(("r1",))  # only the current release: nowhere to go back to
+    deploy = HostDeploy(host, Host("web1", "10.0.0.11", 22, "deploy", None, ("web",), 5, 30), settings, None,
+                        "alice@laptop", rollback=True)
+    result = deploy.deploy()
+    assert result.error.startswith("Choose the release to return to.: no earlier good release")
+    assert (result.count("changed"), result.failures) == (0, 1)
+    assert all(op.name for op in result.operations)
+    assert [op.name for op in result.operations] == [
+        "Take the deploy lock.", "Choose the release to return to.", "Release the deploy lock.",
+    ]
+
+
+@pytest.mark.parametrize("result, failures", [
+    (HostResult("a", [OperationResult("x", "failed")], error="x: boom"), 1),
+    # Failed outside any step (the connection dropped after the last one): still one failure.
+    (HostResult("a", [OperationResult("x", "changed")], error="after the run: connection lost"), 1),
+    (HostResult("a", [OperationResult("x", "changed")]), 0),
+    (HostResult("a", unreachable="timed out"), 0),
+])
+def test_a_failed_host_never_shows_zero_failures(result, failures):
+    assert result.failures == failures and result.as_dict()["failed"] == failures
 
 
 def sh(body: str, *args: str, stdin: str = "") -> "subprocess.CompletedProcess":
