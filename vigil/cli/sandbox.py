@@ -129,14 +129,16 @@ def status(c):
 
 
 @task(help={"host": "The sandbox host, e.g. vps1.",
-            "command": "Run this command on the host instead of opening a shell."})
-def ssh(c, host, command=None):
-    """Open an ssh session to a sandbox VPS as root, with the sandbox key and pinned host key.
+            "command": "Run this command on the host instead of opening a shell.",
+            "user": "Log in as this user (default: deploy once onboarded, which turns root logins off; else root)."})
+def ssh(c, host, command=None, user=None):
+    """Open an ssh session to a sandbox VPS, with the sandbox key and pinned host key.
 
-    Example: invoke sandbox.ssh vps1 --command='systemctl is-system-running'
+    As the deploy user once the VPS is onboarded, else as root; --user picks another (admin, say).
+    Example: invoke sandbox.ssh vps1 --user=admin --command='sudo systemctl is-system-running'
     """
     try:
-        argv = lifecycle.ssh_argv(host, command)
+        argv = lifecycle.ssh_argv(host, command, user=user)
     except SandboxError as error:
         raise _fail(error) from None
     # Replace this process so the session is as interactive as plain ssh.

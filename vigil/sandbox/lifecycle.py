@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
+from vigil.core.validation import USER_PATTERN
 from vigil.sandbox.apply import (
     Echo,
     SandboxLock,
@@ -266,12 +267,16 @@ def status(paths: SandboxPaths = SandboxPaths()) -> list[HostStatus]:
     return rows
 
 
-def ssh_argv(name: str, command: Optional[str] = None, paths: SandboxPaths = SandboxPaths()) -> list[str]:
-    """The interactive ssh command for sandbox host `name` (command: run that instead of a shell).
+def ssh_argv(name: str, command: Optional[str] = None, paths: SandboxPaths = SandboxPaths(),
+             user: Optional[str] = None) -> list[str]:
+    """The interactive ssh command for sandbox host `name` (command: run that instead of a shell), as
+    `user`, else as the deploy user once onboarding made it (it turns root logins off), else root.
 
-    Example: ssh_argv("vps1", "uptime")
+    Example: ssh_argv("vps1", "uptime", user="admin")
     """
     Vps.from_name(name)
+    if user is not None and not USER_PATTERN.match(user):
+        raise SandboxError(f"--user: {user!r} is not a user name ([a-z_][a-z0-9_-]*, at most 32)")
     hosts = {host["name"]: host for host in sandbox_hosts(paths)}
     if name not in hosts:
         known = ", ".join(hosts) or "none; run `invoke sandbox.up`"
@@ -279,9 +284,10 @@ def ssh_argv(name: str, command: Optional[str] = None, paths: SandboxPaths = San
     if not paths.private_key.exists() or not paths.known_hosts_file.exists():
         raise SandboxError(f"the sandbox key or {paths.known_hosts_file} is missing; run `invoke sandbox.up`")
     address = hosts[name]["address"]
-    # Onboarded VPSes refuse root over SSH: log in as the deploy user once it exists.
-    probe = subprocess.run(ssh_command(paths, address, ["true"], user="deploy"), capture_output=True,
-                           stdin=subprocess.DEVNULL, timeout=30)
-    user = "deploy" if probe.returncode == 0 else "root"
+    if user is None:
+        # Onboarded VPSes refuse root over SSH: log in as the deploy user once it exists.
+        probe = subprocess.run(ssh_command(paths, address, ["true"], user="deploy"), capture_output=True,
+                               stdin=subprocess.DEVNULL, timeout=30)
+        user = "deploy" if probe.returncode == 0 else "root"
     return ssh_command(paths, address, [command] if command else None, batch=False, user=user)
 

@@ -4,6 +4,7 @@ commands run, the preconditions named, and the tasks' exit codes.
 No network and no root.
 """
 
+import re
 from pathlib import Path
 
 import invoke
@@ -334,3 +335,25 @@ def test_ip_forward_is_restored_only_when_up_turned_it_on(tmp_path):
     assert ensure_ip_forward(paths) and switch.read_text() == "1\n"
     assert restore_ip_forward(paths) and switch.read_text() == "0\n"
     assert not paths.ip_forward_marker.exists()
+
+
+@pytest.mark.parametrize("user, expected", [
+    ("admin", "admin@10.213.1.2"),
+    ("root", "root@10.213.1.2"),
+    ("x; reboot", SandboxError("--user: 'x; reboot' is not a user name")),
+])
+def test_sandbox_ssh_logs_in_as_the_user_asked_without_probing(tmp_path, monkeypatch, user, expected):
+    paths = SandboxPaths(repo=tmp_path)
+    save_state(paths, _state("vps1"))
+    paths.private_key.parent.mkdir(parents=True, exist_ok=True)
+    paths.private_key.write_text("key")
+    paths.known_hosts_file.parent.mkdir(parents=True, exist_ok=True)
+    paths.known_hosts_file.write_text("10.213.1.2 ssh-ed25519 AAAAone\n")
+    # Given a user, nothing is probed: a probe here would try to reach the VPS.
+    monkeypatch.setattr(lifecycle.subprocess, "run", lambda *args, **kwargs: pytest.fail("probed"))
+    if isinstance(expected, Exception):
+        with pytest.raises(SandboxError, match=re.escape(str(expected))):
+            lifecycle.ssh_argv("vps1", "uptime", paths, user=user)
+        return
+    argv = lifecycle.ssh_argv("vps1", "uptime", paths, user=user)
+    assert argv[-3:] == [expected, "--", "uptime"]
