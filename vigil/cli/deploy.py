@@ -24,6 +24,7 @@ DEPLOY_HELP = {
     "env": HOST_FLAGS_HELP["env"],
     "limit": HOST_FLAGS_HELP["limit"],
     "ref": "Build and ship this git commit, tag or branch (default: each service's configured ref).",
+    "source": "Build from this directory or git URL instead of the service's configured source, for this run.",
     "serial": "Roll through the hosts this many at a time, stopping at the first failure (default: all at once).",
     "lock_wait": "Seconds to wait for another deploy's lock before giving up (default: 0).",
     "verbose": HOST_FLAGS_HELP["verbose"],
@@ -32,15 +33,18 @@ DEPLOY_HELP = {
 
 
 @task(help={"env": HOST_FLAGS_HELP["env"], "app": "backend, frontend or all (default: all).",
-            "ref": "Build this git commit, tag or branch instead of each service's configured ref."})
+            "ref": "Build this git commit, tag or branch instead of each service's configured ref.",
+            "source": "Build --app from this directory or git URL instead of its configured source."})
 @exits_cleanly
-def build(c, env="sandbox", app="all", ref=None):
+def build(c, env="sandbox", app="all", ref=None, source=None):
     """Build release artifacts on this machine (cached by source: the same source is built once).
 
     Example: invoke deploy.build --app=backend --ref=main
     """
     reporter = Reporter()
-    sources = services_of(env, ref)
+    if source is not None and app == "all":
+        raise ConfigError("--source: name the service it is the source of with --app")
+    sources = services_of(env, ref, (app, source) if source is not None else None)
     if app != "all" and app not in sources:
         raise ConfigError(f"--app: {app!r} is not one of {', '.join(sources)} or all")
     for service, source in sources.items():
@@ -50,8 +54,8 @@ def build(c, env="sandbox", app="all", ref=None):
                           f"{'(cached)' if artifact.cached else '(built)'}")
 
 
-def _deploy(services: list[str], env, limit, ref, serial, lock_wait, verbose, json) -> None:
-    sources = services_of(env, ref)
+def _deploy(services: list[str], env, limit, ref, serial, lock_wait, verbose, json, source=None) -> None:
+    sources = services_of(env, ref, (services[0], source) if source is not None else None)
     reporter = Reporter(json_output=json, verbose=verbose)
     for service in services:
         if service not in sources:
@@ -65,25 +69,25 @@ def _deploy(services: list[str], env, limit, ref, serial, lock_wait, verbose, js
 # A docstring's first line is the task's summary in `invoke --list`, so it cannot wrap.
 @task(help=DEPLOY_HELP)
 @exits_cleanly
-def backend(c, env="sandbox", limit=None, ref=None, serial=0, lock_wait=0, verbose=False, json=False):
+def backend(c, env="sandbox", limit=None, ref=None, serial=0, lock_wait=0, verbose=False, json=False, source=None):
     """Deploy the backend: build once, then on each web host start the idle color, gate on /health, switch, retire the old.
 
     Example: invoke deploy.backend --env=staging --ref=v1.4.0 --serial=1
     """  # noqa: E501
-    _deploy(["backend"], env, limit, ref, serial, lock_wait, verbose, json)
+    _deploy(["backend"], env, limit, ref, serial, lock_wait, verbose, json, source)
 
 
 @task(help=DEPLOY_HELP)
 @exits_cleanly
-def frontend(c, env="sandbox", limit=None, ref=None, serial=0, lock_wait=0, verbose=False, json=False):
+def frontend(c, env="sandbox", limit=None, ref=None, serial=0, lock_wait=0, verbose=False, json=False, source=None):
     """Deploy the frontend the same way as the backend (health gate on its page).
 
     Example: invoke deploy.frontend --env=staging
     """
-    _deploy(["frontend"], env, limit, ref, serial, lock_wait, verbose, json)
+    _deploy(["frontend"], env, limit, ref, serial, lock_wait, verbose, json, source)
 
 
-@task(name="all", help=DEPLOY_HELP)
+@task(name="all", help={key: text for key, text in DEPLOY_HELP.items() if key != "source"})
 @exits_cleanly
 def all_(c, env="sandbox", limit=None, ref=None, serial=0, lock_wait=0, verbose=False, json=False):
     """Deploy the backend, then the frontend (a failed backend deploy stops before the frontend).
@@ -95,7 +99,7 @@ def all_(c, env="sandbox", limit=None, ref=None, serial=0, lock_wait=0, verbose=
 
 @task(
     help={
-        **{key: text for key, text in DEPLOY_HELP.items() if key != "ref"},
+        **{key: text for key, text in DEPLOY_HELP.items() if key not in ("ref", "source")},
         "app": "backend or frontend.",
         "to": "The release id to return to (default: each host's previous good release; `deploy.releases` lists them).",
         "migrations": "First revert the migrations the current release added (after a backup), with its own code.",
@@ -120,7 +124,7 @@ def rollback(
     exit_unless_ok(code)
 
 
-@task(help={**{key: text for key, text in DEPLOY_HELP.items() if key != "ref"},
+@task(help={**{key: text for key, text in DEPLOY_HELP.items() if key not in ("ref", "source")},
             "env": "The environment to promote to (default: production).",
             "from_env": "The environment whose serving release is promoted (default: staging).",
             "app": "backend, frontend or all (default: all)."})

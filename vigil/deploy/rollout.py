@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from pathlib import Path
 
 from vigil.core.audit_log import append_local_audit, audit_record, operator
 from vigil.core.errors import ConfigError, ExitCode
@@ -15,7 +16,7 @@ from vigil.core.output import Environment, Reporter, exit_code
 from vigil.core.paths import LocalState, rel
 from vigil.core.roles import load_role
 from vigil.core.runner import CHANGED, FAILED, OK, HostPlan, HostResult, OperationResult, RunOptions, run
-from vigil.deploy.build import AppSource, Artifact, app_sources, build, built
+from vigil.deploy.build import GIT_URL, AppSource, Artifact, app_sources, build, built
 from vigil.deploy.executor import deploy_work
 from vigil.deploy.scripts import APPEND_HISTORY, BREAK_LOCK, as_deploy
 from vigil.deploy.settings import host_settings
@@ -25,9 +26,9 @@ from vigil.vault.schema import load_schema
 from vigil.vault.store import load_for_masking
 
 
-def services_of(env: str, ref: str | None = None) -> dict[str, AppSource]:
+def services_of(env: str, ref: str | None = None, source: tuple[str, str] | None = None) -> dict[str, AppSource]:
     """The env's app services (roles/app defaults, then the inventory's vars), each with its source;
-    `ref` (--ref) overrides every service's ref.
+    `ref` (--ref) overrides every service's ref, `source` (service, --source) one service's source.
 
     Example: services_of("staging", "v1.4.0")["backend"].ref == "v1.4.0"
     """
@@ -38,7 +39,26 @@ def services_of(env: str, ref: str | None = None) -> dict[str, AppSource]:
         if "app_services" in inventory.vars
         else "roles/app/defaults.yml: app_services"
     )
+    if source is not None:
+        services = with_source(services, where, *source)
     return app_sources(services, where, ref)
+
+
+def with_source(services: object, where: str, service: str, source: str) -> object:
+    """`services` with `service` built from `source` (a directory, taken from where the task runs, or a
+    git URL) for this run only: a branch's checkout, a variant.
+
+    Example: with_source(services, where, "backend", "../together-pray-branch/backend")
+    """
+    if not isinstance(services, dict) or not isinstance(services.get(service), dict):
+        raise ConfigError(f"--source: {service!r} is not one of the app's services ({where})")
+    if not GIT_URL.match(source):
+        path = Path(source).resolve()
+        if not (path / "package.json").is_file():
+            raise ConfigError(f"--source: {source} has no package.json")
+        source = str(path)
+    spec = {key: value for key, value in services[service].items() if key != "subdir"}
+    return {**services, service: {**spec, "source": source}}
 
 
 def serving_line(results: list[HostResult], serving: dict[str, str]) -> str:

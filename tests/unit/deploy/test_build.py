@@ -11,6 +11,7 @@ import pytest
 from vigil.core.errors import ConfigError
 from vigil.core.paths import LocalState
 from vigil.deploy.build import AppSource, Artifact, BuildError, app_sources, build, build_environment
+from vigil.deploy.rollout import with_source
 
 BUILD_SCRIPT = (
     "node -e \"require('fs').mkdirSync('dist',{recursive:true});require('fs').writeFileSync('dist/main.js','ok')\""
@@ -187,3 +188,37 @@ def test_a_build_sees_the_tools_settings_but_no_vigil_secret():
 def test_bad_app_services_name_the_key(services, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         app_sources(services, "roles/app/defaults.yml: app_services")
+
+
+SERVICES = {
+    "backend": {"kind": "node", "source": "examples/together-pray/backend", "ref": ""},
+    "frontend": {"kind": "next-standalone", "source": "https://git.example/app.git", "subdir": "web", "ref": "main"},
+}
+
+
+@pytest.mark.parametrize("service, source, expected", [
+    # A directory (a branch's checkout): taken from where the task runs, for this run only.
+    ("backend", "BRANCH", {"kind": "node", "source": "BRANCH", "ref": ""}),
+    # A git URL: the configured subdir belongs to the configured repository, not this one.
+    ("frontend", "ssh://git@git.example/fork.git", {"kind": "next-standalone", "source": "ssh://git@git.example/fork.git",
+                                                    "ref": "main"}),
+    ("backend", "NOWHERE", ConfigError("--source: NOWHERE has no package.json")),
+    ("worker", "BRANCH", ConfigError("--source: 'worker' is not one of the app's services")),
+])
+def test_a_source_given_on_the_command_line_replaces_one_services_source(tmp_path, monkeypatch, service, source,
+                                                                        expected):
+    branch = tmp_path / "branch"
+    branch.mkdir()
+    (branch / "package.json").write_text("{}")
+    monkeypatch.chdir(tmp_path)
+    given = {"BRANCH": "branch", "NOWHERE": "nowhere"}.get(source, source)
+    if isinstance(expected, Exception):
+        with pytest.raises(ConfigError, match=re.escape(str(expected).replace("NOWHERE", given))):
+            with_source(SERVICES, "roles/app/defaults.yml: app_services", service, given)
+        return
+    services = with_source(SERVICES, "roles/app/defaults.yml: app_services", service, given)
+    assert services[service] == {key: str(branch) if value == "BRANCH" else value for key, value in expected.items()}
+    assert services["backend" if service == "frontend" else "frontend"] == SERVICES[
+        "backend" if service == "frontend" else "frontend"]
+    # What it builds from is checked like any configured source.
+    assert app_sources(services, "x", "v1")[service].ref == "v1"
