@@ -259,8 +259,9 @@ def test_an_upload_cut_off_midway_never_becomes_a_release_and_the_next_deploy_su
         path = source / "src" / "main.ts"
         path.write_text(path.read_text() + f"// a new release {time.time_ns()}\n")  # new on every run of the suite
 
-    inventory = scratch_with_backend(sandbox, tmp_path, variant(tmp_path, "new-release", touch_comment))
-    built = invoke("deploy.build", "--app=backend", extra_env={"VIGIL_INVENTORY": str(inventory)}, timeout=900)
+    # Another source tree, given for this run only (--source): the inventory stays as it is.
+    source = variant(tmp_path, "new-release", touch_comment)
+    built = invoke("deploy.build", "--app=backend", f"--source={source}", timeout=900)
     assert built.code == 0, built.stdout + built.stderr
     release, path = next(line.split()[1:3] for line in built.stdout.splitlines() if line.startswith("backend "))
     artifact = open(path, "rb").read()
@@ -282,7 +283,7 @@ def test_an_upload_cut_off_midway_never_becomes_a_release_and_the_next_deploy_su
     upload.kill()  # our own ssh client, by its handle: the connection drops mid-upload
     upload.wait()
     assert sandbox.ssh("vps1", f"test -d {target} && echo release || echo none").strip() == "none"
-    again = invoke("deploy.backend", "--limit=vps1", inventory=inventory, timeout=600)
+    again = invoke("deploy.backend", "--limit=vps1", f"--source={source}", timeout=600)
     assert again.code == 0, again.stdout[-2000:] + again.stderr
     assert current_release(sandbox, "vps1") == release
     assert health(sandbox.addresses["vps1"])["release"] == release
