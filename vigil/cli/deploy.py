@@ -18,7 +18,7 @@ from vigil.core.redaction import REDACTOR
 from vigil.core.runner import RunOptions
 from vigil.deploy.build import build as build_artifact
 from vigil.deploy.rollout import break_locks, deploy_service, promotable, services_of
-from vigil.deploy.status import read_states, release_rows, releases_by_host, status_row
+from vigil.deploy.status import read_states, release_rows, releases_by_host, status_row, where_served
 
 DEPLOY_HELP = {
     "env": HOST_FLAGS_HELP["env"],
@@ -156,11 +156,6 @@ def _services(app: str, env: str) -> list[str]:
     return list(sources) if app == "all" else [app]
 
 
-def _where(serving: dict[str, list[str]]) -> str:
-    """'r1 on vps1, vps2; r2 on vps3'"""
-    return "; ".join(f"{release} on {', '.join(hosts)}" for release, hosts in serving.items())
-
-
 @task(
     name="releases",
     help={
@@ -227,7 +222,9 @@ def status(c, env="sandbox", limit=None, json=False):
     }
     problems = [f"{host} {service}: {problem}" for host, per_host in rows.items() for service, row in per_host.items()
                 for problem in row["problems"]]
-    problems += [f"{service}: the hosts disagree ({_where(by)})" for service, by in serving.items() if len(by) > 1]
+    problems += [
+        f"{service}: the hosts disagree ({where_served(by)})" for service, by in serving.items() if len(by) > 1
+    ]
     if json:
         reporter.document(
             {"env": env, "hosts": rows, "serving": serving, "unreachable": unreached, "problems": problems}
@@ -263,9 +260,11 @@ def status(c, env="sandbox", limit=None, json=False):
                     ),
                     style="red" if row["problems"] else "",
                 )
+        for host, why in unreached.items():
+            table.add_row(host, "-", "unreachable", "", "", "", "", "", "", style="red")
         reporter.table(table)
         for service, by in serving.items():
-            reporter.marked(escape(f"{service}: {_where(by)}"))
+            reporter.marked(escape(f"{service}: {where_served(by, unreached)}"))
         for line in problems + [f"{host}: {why}" for host, why in unreached.items()]:
             reporter.marked(f"[red]{escape(REDACTOR.redact(line))}[/]")
     if unreached:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import datetime, timezone
+from typing import Iterable
 
 from vigil.core.connectors import Transport
 from vigil.core.errors import ConfigError, HostError
@@ -147,6 +148,18 @@ def status_row(state: HostState, settings: Settings, now: float) -> dict:
         },
         "problems": problems,
     }
+
+
+def where_served(serving: dict[str, list[str]], unreached: Iterable[str] = ()) -> str:
+    """'r1 on vps1, vps2; r2 on vps3', and the hosts that could not be asked: never an empty answer.
+
+    Example: where_served({"r1": ["vps1"]}, ["vps2"]) -> "r1 on vps1; unknown on vps2 (unreachable)"
+    """
+    parts = [f"{release} on {', '.join(hosts)}" for release, hosts in serving.items()]
+    unreached = list(unreached)
+    if unreached:
+        parts.append(f"unknown on {', '.join(unreached)} (unreachable)")
+    return "; ".join(parts) or "no host runs it"
 
 
 def releases_by_host(rows: dict[str, list[dict]]) -> dict[str, list[str]]:

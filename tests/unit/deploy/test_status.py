@@ -6,7 +6,7 @@ import pytest
 
 from vigil.deploy.settings import Layout, Settings
 from vigil.deploy.state import parse_states
-from vigil.deploy.status import age, release_rows, releases_by_host, status_row
+from vigil.deploy.status import age, release_rows, releases_by_host, status_row, where_served
 
 SETTINGS = Settings(
     layout=Layout("/srv/together-pray", "together-pray", "backend"),
@@ -118,3 +118,15 @@ def test_ages_read_at_a_glance(since, shown):
 def test_which_hosts_run_which_release():
     rows = {"vps1": {"release": "r2"}, "vps2": {"release": "r2"}, "vps3": {"release": ""}}
     assert releases_by_host(rows) == {"r2": ["vps1", "vps2"], "nothing": ["vps3"]}
+
+
+@pytest.mark.parametrize("serving, unreached, line", [
+    ({"r1": ["vps1", "vps2"]}, [], "r1 on vps1, vps2"),
+    ({"r1": ["vps1"], "r2": ["vps3"]}, [], "r1 on vps1; r2 on vps3"),
+    # An unreachable host is named, never an empty line.
+    ({"r1": ["vps1"]}, ["vps2"], "r1 on vps1; unknown on vps2 (unreachable)"),
+    ({}, ["vps1", "vps2"], "unknown on vps1, vps2 (unreachable)"),
+    ({}, [], "no host runs it"),
+])
+def test_where_a_service_is_served_names_every_host(serving, unreached, line):
+    assert where_served(serving, unreached) == line
