@@ -43,10 +43,14 @@ def gather(env: str, limit: str | None) -> list[HostReport]:
     roles = [load_role(name) for name in STATUS_ROLES]
     hosts = inventory.select(limit)
 
+    def roles_of(name: str) -> list[str]:
+        web, db = topology.runs_app(name), database is not None and name == database.name
+        return [role for role, on in (("web", web), ("database", db)) if on]
+
     def ask(transport, host: Host) -> HostReport:
         vars = inventory.vars_for(host, roles)
         web, db = topology.runs_app(host.name), database is not None and host.name == database.name
-        report = HostReport(host.name, [role for role, on in (("web", web), ("database", db)) if on])
+        report = HostReport(host.name, roles_of(host.name))
         settings = host_settings(inventory, host, list(schema.services)) if web else []
         states = states_as_admin(transport, settings)
         rows = {one.layout.service: status_row(states[one.layout.service], one, time.time())
@@ -56,7 +60,9 @@ def gather(env: str, limit: str | None) -> list[HostReport]:
         units = (["nginx.service"] if web else []) + live_units + (["postgresql.service"] if db else [])
         _, certificate, _ = site_of(vars) if web else ("", "", True)
         directories = [vars.path("backup_dir")] if db else []
-        facts = parse_host_status(transport.run(host_status_command(units, certificate, directories)).stdout)
+        facts = parse_host_status(
+            transport.run(host_status_command(units, certificate, directories, directories[0] if db else "")).stdout
+        )
         tasks = (
             tuple(
                 f"{vars['app_name']}-{service}-{task}@"
@@ -69,7 +75,9 @@ def gather(env: str, limit: str | None) -> list[HostReport]:
         report.checks = host_checks(facts, units, database=db, web=web, release_tasks=tasks) + release_checks(rows)
         return report
 
-    reports = {name: HostReport(name, [], unreachable=answer.reason) if isinstance(answer, Unreachable) else answer
+    # An unreachable host keeps its roles: the screen says which web or database host is gone.
+    reports = {name: HostReport(name, roles_of(name), unreachable=answer.reason)
+               if isinstance(answer, Unreachable) else answer
                for name, answer in on_hosts(inventory, hosts, ask).items()}
     for host in hosts:
         if topology.runs_app(host.name) and not reports[host.name].unreachable:

@@ -80,16 +80,25 @@ def host_checks(facts: HostFacts, expected_units: list[str], database: bool, web
         if facts.maintenance:
             checks.append(Check("maintenance mode", WARN, "on: visitors get the maintenance page"))
     if database:
-        checks += backup_checks(facts.backup, facts.now)
+        checks += backup_checks(facts.backup, facts.now, facts.newest_backup)
     return checks
 
 
-def backup_checks(status: dict, now: str) -> list[Check]:
-    """The newest backup's age, the last verification, and the last failure if it came after them."""
+def backup_checks(status: dict, now: str, on_disk: tuple[str, str] = ("", "")) -> list[Check]:
+    """The newest backup's age, the last verification, and the last failure if it came after them.
+
+    on_disk: (when, id) of the newest backup file, which speaks when the status file has lost track.
+    """
     checks = []
     created = status.get("create", {})
     age = _hours_since(created.get("at", ""), now) if created.get("ok") else None
-    if age is None:
+    disk_age = _hours_since(on_disk[0], now) if on_disk[0] else None
+    if age is None and disk_age is not None:
+        lost = "unreadable" if "unreadable" in status else "empty" if not status else "without a good backup"
+        state = FAIL if disk_age > BACKUP_FAIL_HOURS else WARN
+        checks.append(Check("last backup", state, f"{on_disk[1]}, {disk_age:.1f} h ago (found on disk; the status "
+                                                  f"file /var/lib/vigil/backup-status.json is {lost})"))
+    elif age is None:
         checks.append(Check("last backup", FAIL, "none recorded"))
     else:
         state = FAIL if age > BACKUP_FAIL_HOURS else WARN if age > BACKUP_WARN_HOURS else OK

@@ -1,6 +1,8 @@
 """incident.status: a host's answer parsed, and the verdict rules, table by table (no hosts)."""
 
 import datetime
+import os
+import subprocess
 from types import SimpleNamespace
 
 import pytest
@@ -9,7 +11,7 @@ import requests
 from vigil.core.redaction import REDACTOR, mask_log_line
 from vigil.deploy.maintenance import MAINTENANCE_FLAG, maintenance_operations
 from vigil.incident.endpoints import https_checks
-from vigil.incident.host_status import HostFacts, parse_host_status
+from vigil.incident.host_status import HostFacts, host_status_command, parse_host_status
 from vigil.incident.logs import SINCE, journal_command, merge_logs, parse_journal
 from vigil.incident.status_rules import backup_checks, certificate_days, host_checks, release_checks, verdict
 
@@ -225,3 +227,37 @@ MASKED = [
 @pytest.mark.parametrize("line, shown", MASKED)
 def test_log_lines_lose_every_value_named_as_a_secret(line, shown):
     assert mask_log_line(line) == shown
+
+
+@pytest.mark.parametrize("status, on_disk, expected", [
+    # The status file lost track (a full disk left it empty, or it is unreadable): the dump on disk speaks.
+    ({}, ("2026-11-26T03:00:00Z", "20261126T030000Z-scheduled"),
+     ("warn", "20261126T030000Z-scheduled, 6.0 h ago (found on disk; the status file "
+              "/var/lib/vigil/backup-status.json is empty)")),
+    ({"unreadable": '{"create": {"at'}, ("2026-11-23T03:00:00Z", "old"),
+     ("fail", "old, 78.0 h ago (found on disk; the status file /var/lib/vigil/backup-status.json is unreadable)")),
+    # Nothing recorded and nothing on disk.
+    ({}, ("", ""), ("fail", "none recorded")),
+    # A recorded backup wins over the file listing.
+    ({"create": {"at": "2026-11-26T08:00:00Z", "ok": True, "id": "b"}}, ("2026-11-20T03:00:00Z", "old"),
+     ("ok", "b, 1.0 h ago")),
+])
+def test_the_last_backup_is_found_on_disk_when_the_status_file_lost_track(status, on_disk, expected):
+    last = backup_checks(status, "2026-11-26T09:00:00Z", on_disk)[0]
+    assert (last.name, last.state, last.detail) == ("last backup", *expected)
+
+
+def test_the_newest_backup_on_disk_is_read_from_the_hosts_answer():
+    facts = parse_host_status("@newest-backup\n2026-11-26T03:00:00Z 20261126T030000Z-scheduled\n@end\n")
+    assert facts.newest_backup == ("2026-11-26T03:00:00Z", "20261126T030000Z-scheduled")
+    assert parse_host_status("@newest-backup\n@end\n").newest_backup == ("", "")
+
+
+def test_the_host_status_script_finds_the_newest_dump(tmp_path):
+    for name, when in (("older", 1_764_120_000), ("newest", 1_764_126_000), ("partial.dump.partial", 1_764_129_000)):
+        path = tmp_path / (name if name.endswith(".partial") else f"{name}.dump")
+        path.write_text("x")
+        os.utime(path, (when, when))
+    command = host_status_command([], "", [], str(tmp_path))
+    answer = subprocess.run(list(command.argv), capture_output=True, text=True, timeout=60)
+    assert parse_host_status(answer.stdout).newest_backup == ("2025-11-26T03:00:00Z", "newest")
