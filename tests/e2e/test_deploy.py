@@ -213,7 +213,19 @@ def test_a_lock_left_by_a_dead_deploy_is_broken_with_a_reason_on_record(deployed
     )
     audit = json.loads((REPO / ".vigil" / "audit.log").read_text().splitlines()[-1])
     assert audit["task"] == "deploy.unlock backend" and audit["broken"] == {"vps2": {"backend": json.loads(owner)}}
-    assert invoke("deploy.backend", "--limit=vps2", timeout=600).code == 0
+    # A lock whose deploy stopped beating longer than the lease ago (here: 10 minutes, no heartbeat)
+    # is taken over by the next deploy, no --force needed, and the takeover is on record.
+    stale = json.dumps({"who": "ci-runner-8", "pid": 4242, "control_host": "runner", "since": "2026-11-26T02:00:00Z"})
+    make_stale = f"mkdir {lock} && echo {shlex.quote(stale)} > {lock}/owner.json && touch -d '10 minutes ago' {lock}"
+    assert sandbox.ssh("vps2", f"su deploy -c {shlex.quote(make_stale)}") == ""
+    taken = invoke("deploy.backend", "--limit=vps2", "--json", timeout=600)
+    assert taken.code == 0, taken.stdout[-2000:] + taken.stderr
+    taking = next(op for op in taken.host("vps2")["operations"] if op["name"] == "Take the deploy lock.")
+    assert "took over the lock of ci-runner-8 (pid 4242 on runner)" in taking["summary"]
+    lines = sandbox.ssh("vps2", "cat /srv/together-pray/backend/deploys.jsonl").splitlines()
+    history = [json.loads(line) for line in lines]
+    assert any(entry["result"] == "lock taken over" and entry["holder"]["who"] == "ci-runner-8" for entry in history)
+    assert sandbox.ssh("vps2", f"test -e {lock} && echo locked || echo free").strip() == "free"
 
 
 def test_status_and_releases_show_what_each_host_serves_and_what_is_wrong(deployed, sandbox):

@@ -21,12 +21,12 @@ from vigil.core.inventory import Host
 from vigil.core.redaction import REDACTOR, mask_url_passwords
 from vigil.core.runner import CHANGED, FAILED, OK, HostPlan, HostResult, OperationResult, RunOptions
 from vigil.deploy.build import Artifact
+from vigil.deploy.lock import LOCK_WAIT_NOTE, Heartbeat, acquire, owner_record, takeover_note
 from vigil.deploy.scripts import (
     APPEND_HISTORY,
     FINISH,
     HEALTH_GATE,
     LIST_MIGRATIONS,
-    LOCK_AND_STATE,
     MARK_BAD,
     RELEASE_LOCK,
     RELINK,
@@ -41,7 +41,6 @@ from vigil.deploy.state import (
     live_color,
     migrations_added,
     parse_json_object,
-    parse_state,
     prune_candidates,
     rollback_target,
 )
@@ -88,6 +87,8 @@ class HostDeploy:
     # The database host's name and how to reach it as the deploy user (None: not a host of the inventory).
     database: tuple[str, Callable[[], Any]] | None = None
     clock: Callable[[], float] = time.time
+    # While waiting for another deploy's lock, a progress line every this many seconds.
+    lock_wait_note: float = LOCK_WAIT_NOTE
     result: HostResult = field(init=False)
 
     def __post_init__(self):
@@ -130,6 +131,7 @@ class HostDeploy:
         state = self.take_lock()
         switched = False
         idle = None
+        heartbeat = Heartbeat(self.transport, settings, self.token).start()
         try:
             live = live_color(state, settings)
             if live is None:
@@ -170,6 +172,7 @@ class HostDeploy:
             if not switched:
                 self.best_effort(lambda: self.abandon(idle, state))
         finally:
+            heartbeat.stop()
             if not self.unlocked:
                 self.best_effort(self.release_lock)
         self.result.finished = self.clock()
@@ -219,40 +222,26 @@ class HostDeploy:
         self.record(step, OK, summary=f"{self.release} (current: {state.current or 'none'})")
 
     def take_lock(self) -> HostState:
-        """Take the lock and read the host's state in the same round trip (waiting up to lock_wait)."""
-        began, settings = time.monotonic(), self.settings
-        owner = json.dumps({"who": self.who, "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.clock())),
-                            "release": self.release or "rollback", "ref": self.ref, "token": self.token}).encode()
-        deadline = time.monotonic() + self.lock_wait
-        while True:
-            result = self.transport.run(
-                as_deploy(
-                    LOCK_AND_STATE,
-                    settings.layout.lock,
-                    settings.layout.base,
-                    settings.upstream_file,
-                    settings.upstream_name,
-                    *(settings.layout.unit(color) for color in COLORS),
-                    stdin=owner,
-                )
-            )
-            if result.ok:
-                # The lock is bookkeeping, not a change to what the host serves: a run that changes
-                # nothing else (a refused rollback) reports 0 changed.
-                self.record("Take the deploy lock.", OK, summary=f"locked {settings.layout.lock}", began=began)
-                return parse_state(result.stdout)
-            if result.status != 75:
-                raise HostError(self.host.name, f"taking the deploy lock failed: {result.stderr.strip()[-300:]}")
-            if time.monotonic() >= deadline:
-                holder = parse_json_object(result.stdout.strip()) or {}
-                raise HostError(
-                    self.host.name,
-                    f"another deploy holds the lock: {holder.get('who', 'unknown')} since "
-                    f"{holder.get('since', '?')} (release {holder.get('release', '?')}); wait "
-                    "(--lock-wait) or, if that deploy died, break the lock with "
-                    f"`invoke deploy.unlock --app={self.settings.layout.service} --force --reason=WHY`",
-                )
-            time.sleep(1)
+        """Take the lock with the host's state (lock.acquire); a takeover is noted in the step and the
+        host's history."""
+        began = time.monotonic()
+        owner = owner_record(self.who, self.release, self.ref, self.token, self.clock())
+
+        def waiting(line: str) -> None:
+            if self.progress:
+                self.progress(self.host.name, OperationResult("Wait for the deploy lock.", "waiting", summary=line))
+
+        state = acquire(self.transport, self.host.name, self.settings, owner, self.lock_wait,
+                        self.lock_wait_note, waiting)
+        note = takeover_note(state, self.settings)
+        # The lock is bookkeeping, not a change to what the host serves: a run that changes nothing
+        # else (a refused rollback) reports 0 changed.
+        self.record("Take the deploy lock.", OK, began=began,
+                    summary=f"locked {self.settings.layout.lock}" + (f"; {note}" if note else ""))
+        if state.stale_lock:
+            self.append_history({"release": self.release, "result": "lock taken over",
+                                 "holder": state.stale_lock, "silent_seconds": state.stale_lock_silent})
+        return state
 
     def release_lock(self) -> None:
         result = self.transport.run(as_deploy(RELEASE_LOCK, self.settings.layout.lock, self.token))

@@ -43,15 +43,35 @@ done
 
 # --- the commands, as data -------------------------------------------------------------------
 
+# The lock is a directory (mkdir is atomic); its holder touches `heartbeat` while it runs. $2: the
+# lease: a lock whose heartbeat (or, without one, whose directory) is older than that many seconds
+# belongs to a deploy that died or was cut off, and is taken over (one taker wins the rename), its
+# old owner printed under @stale-lock. A live holder: its owner.json and @silent SECONDS, exit 75.
 TAKE_LOCK = r'''
-lock=$1
+lock=$1; lease=$2
+case $lease in ''|*[!0-9]*) echo "the lock lease must be a number of seconds, got '$lease'" >&2; exit 1 ;; esac
+held() { cat -- "$lock/owner.json" 2>/dev/null; echo; echo "@silent $1"; exit 75; }
 if ! mkdir -- "$lock" 2>/dev/null; then
-    # Only an existing lock means another deploy. Otherwise its holder let go between the two
-    # checks (the second mkdir takes it), or the directory cannot be made (its error, exit 1).
-    if [ -d "$lock" ]; then cat -- "$lock/owner.json" 2>/dev/null; exit 75; fi
-    mkdir -- "$lock" || exit 1
+    if [ -d "$lock" ]; then
+        beat=$(stat -c %Y -- "$lock/heartbeat" 2>/dev/null || stat -c %Y -- "$lock" 2>/dev/null || date +%s)
+        silent=$(( $(date +%s) - beat ))
+        [ "$silent" -le "$lease" ] && held "$silent"
+        if mv -T -- "$lock" "$lock.stale.$$" 2>/dev/null; then
+            echo "@stale-lock $silent"; cat -- "$lock.stale.$$/owner.json" 2>/dev/null; echo
+            rm -rf -- "$lock.stale.$$"
+        fi
+    fi
+    # Only an existing lock means another deploy; otherwise the directory cannot be made (its error).
+    mkdir -- "$lock" 2>/dev/null || { [ -d "$lock" ] && held 0; mkdir -- "$lock" || exit 1; }
 fi
 cat > "$lock/owner.json"
+touch -- "$lock/heartbeat"
+'''
+
+# While a deploy runs it says it is alive, on its own lock only (after a takeover, not on the new one).
+HEARTBEAT = r'''
+lock=$1; token=$2
+grep -qF "\"token\": \"$token\"" "$lock/owner.json" 2>/dev/null && touch -- "$lock/heartbeat"
 '''
 
 # Only the deploy that took the lock removes it (its token is in owner.json): after a forced
@@ -64,7 +84,7 @@ rm -rf -- "$lock"
 '''
 
 # The lock, then (only once it is ours) the host's state: one round trip.
-LOCK_AND_STATE = "state() {\n" + STATE + "\n}\n" + TAKE_LOCK + 'shift\nstate "$@"\n'
+LOCK_AND_STATE = "state() {\n" + STATE + "\n}\n" + TAKE_LOCK + 'shift 2\nstate "$@"\n'
 
 # The artifact arrives on stdin into a .partial directory; only a complete, checked
 # unpack is renamed into place, so a dropped upload never leaves a release behind.

@@ -91,6 +91,8 @@ class Settings:
     # newest applied one: `deploy.rollback --migrations` reverts those the current release added.
     migrations_dir: str = ""
     revert_task: str = ""
+    # Seconds a deploy's lock may go without a heartbeat before the next deploy takes it over.
+    lock_lease: int = 120
 
 
 def settings_from_vars(vars: HostVars, service: str) -> Settings:
@@ -125,6 +127,7 @@ def settings_from_vars(vars: HostVars, service: str) -> Settings:
         health_timeout=vars.integer("app_health_timeout", minimum=1),
         drain=vars.integer("app_drain_seconds", minimum=0),
         keep=vars.integer("app_keep_releases", minimum=2),
+        lock_lease=vars.integer("app_lock_lease_seconds", minimum=10),
         tasks=tuple(tasks),
         task_timeout=vars.integer("app_release_task_timeout", minimum=1),
         backup_first=vars.boolean("app_backup_before_tasks"),

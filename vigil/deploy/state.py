@@ -24,6 +24,10 @@ class HostState:
     live_port: int | None = None
     releases: dict[str, dict] = field(default_factory=dict)
     history: list[dict] = field(default_factory=list)
+    # The owner of a lock this deploy took over (its holder stopped its heartbeat), and for how long
+    # it had been silent.
+    stale_lock: dict | None = None
+    stale_lock_silent: int = 0
 
 
 def parse_states(stdout: str) -> dict[str, HostState]:
@@ -36,7 +40,11 @@ def parse_state(stdout: str) -> HostState:
     """Parse STATE's sections; a release's metadata that does not parse counts as none."""
     state = HostState()
     for section, text in sections(stdout):
-        if section == "lock":
+        if section and section.startswith("stale-lock"):
+            state.stale_lock = parse_json_object(text) or {"owner": "unknown"}
+            silent = section.split()[-1]
+            state.stale_lock_silent = int(silent) if silent.isdigit() else 0
+        elif section == "lock":
             state.lock = parse_json_object(text) or {"owner": "unknown"}
         elif section == "current":
             state.current = Path(text).name
@@ -55,6 +63,20 @@ def parse_state(stdout: str) -> HostState:
             if entry:
                 state.history.append(entry)
     return state
+
+
+def parse_holder(stdout: str) -> tuple[dict, int]:
+    """TAKE_LOCK's answer when another deploy holds the lock: (its owner, seconds since its heartbeat)."""
+    owner, _, silent = stdout.partition("@silent")
+    seconds = silent.strip()
+    return parse_json_object(owner.strip()) or {}, int(seconds) if seconds.isdigit() else 0
+
+
+def holder_line(owner: dict) -> str:
+    """'alice@laptop (pid 4242 on laptop) since 2026-11-26T01:00:00Z': who holds a lock, as an operator
+    needs to find them."""
+    where = f" (pid {owner['pid']} on {owner.get('control_host', '?')})" if owner.get("pid") else ""
+    return f"{owner.get('who', 'unknown')}{where} since {owner.get('since', '?')}"
 
 
 def parse_json_object(text: str) -> dict | None:

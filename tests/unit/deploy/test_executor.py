@@ -2,8 +2,11 @@
 
 import contextlib
 import dataclasses
+import json
+import os
 import re
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -15,10 +18,19 @@ from vigil.core.roles import load_role
 from vigil.core.runner import HostPlan, HostResult, OperationResult, RunOptions, run
 from vigil.deploy.build import Artifact
 from vigil.deploy.executor import HostDeploy, deploy_work, log_excerpt
+from vigil.deploy.lock import Heartbeat
 from vigil.deploy.rollout import checked_artifact, served_release, serving_line
-from vigil.deploy.scripts import BREAK_LOCK, FINISH, RELEASE_LOCK, TAKE_LOCK
+from vigil.deploy.scripts import BREAK_LOCK, FINISH, HEARTBEAT, RELEASE_LOCK, TAKE_LOCK
 from vigil.deploy.settings import Layout, settings_from_vars
-from vigil.deploy.state import HostState, migrations_added, parse_state, prune_candidates, rollback_target
+from vigil.deploy.state import (
+    HostState,
+    holder_line,
+    migrations_added,
+    parse_holder,
+    parse_state,
+    prune_candidates,
+    rollback_target,
+)
 
 STATE = """@lock
 
@@ -377,21 +389,94 @@ def sh(body: str, *args: str, stdin: str = "") -> "subprocess.CompletedProcess":
 
 def test_the_lock_is_taken_once_and_released_only_by_its_holder(tmp_path):
     lock = str(tmp_path / ".deploy-lock")
-    taken = sh(TAKE_LOCK, lock, stdin='{"who": "alice", "token": "aaaa"}')
-    assert taken.returncode == 0
-    held = sh(TAKE_LOCK, lock, stdin='{"who": "bob", "token": "bbbb"}')
-    assert held.returncode == 75 and '"who": "alice"' in held.stdout
+    taken = sh(TAKE_LOCK, lock, "120", stdin='{"who": "alice", "token": "aaaa"}')
+    assert taken.returncode == 0 and (Path(lock) / "heartbeat").exists()
+    held = sh(TAKE_LOCK, lock, "120", stdin='{"who": "bob", "token": "bbbb"}')
+    assert held.returncode == 75 and parse_holder(held.stdout) == ({"who": "alice", "token": "aaaa"}, 0)
     assert sh(RELEASE_LOCK, lock, "bbbb").returncode == 3 and Path(lock).is_dir()  # not bob's: left
     assert sh(RELEASE_LOCK, lock, "aaaa").returncode == 0 and not Path(lock).exists()
     assert sh(RELEASE_LOCK, lock, "aaaa").returncode == 0  # already gone
-    missing = sh(TAKE_LOCK, str(tmp_path / "no" / "such" / "lock"))
+    missing = sh(TAKE_LOCK, str(tmp_path / "no" / "such" / "lock"), "120")
     assert missing.returncode == 1 and "No such file" in missing.stderr
+    assert "must be a number" in sh(TAKE_LOCK, lock, "soon").stderr
+
+
+@pytest.mark.parametrize("silent, heartbeat, taken_over", [
+    (30, True, False),    # a live holder: its heartbeat is recent
+    (300, True, True),    # its heartbeat stopped longer than the lease ago: dead or cut off
+    (300, False, True),   # a lock from before heartbeats (or hand-made): the directory's age counts
+    (30, False, False),
+])
+def test_a_lock_whose_heartbeat_stopped_longer_than_the_lease_is_taken_over(tmp_path, silent, heartbeat,
+                                                                           taken_over):
+    lock = tmp_path / ".deploy-lock"
+    lock.mkdir()
+    (lock / "owner.json").write_text('{"who": "ci-7", "pid": 4242, "control_host": "runner", "token": "aaaa"}')
+    then = time.time() - silent
+    if heartbeat:
+        (lock / "heartbeat").touch()
+        os.utime(lock / "heartbeat", (then, then))
+    os.utime(lock, (then, then))
+    answer = sh(TAKE_LOCK + 'echo "@lock"; cat -- "$lock/owner.json"', str(lock), "120",
+                stdin='{"who": "bob", "token": "bbbb"}')
+    if not taken_over:
+        assert answer.returncode == 75
+        holder, seconds = parse_holder(answer.stdout)
+        assert holder["who"] == "ci-7" and abs(seconds - silent) <= 2
+        assert holder_line(holder).startswith("ci-7 (pid 4242 on runner) since")
+        return
+    assert answer.returncode == 0, answer.stderr
+    state = parse_state(answer.stdout)
+    assert state.stale_lock["who"] == "ci-7" and abs(state.stale_lock_silent - silent) <= 2
+    assert state.lock == {"who": "bob", "token": "bbbb"} and not list(tmp_path.glob("*.stale.*"))
+
+
+class LockedThenFreeHost(ScriptedHost):
+    """Another deploy holds the lock for the first `held` asks; then the lock is taken over from it."""
+
+    def __init__(self, held: int):
+        super().__init__()
+        self.held = held
+        self.state = '@stale-lock 300\n{"who": "ci-7", "pid": 4242, "control_host": "runner"}\n' + self.state
+
+    def run(self, command, timeout=None):
+        self.commands.append(command)
+        if len(self.commands) <= self.held:
+            return Result(75, '{"who": "alice@laptop", "pid": 7, "control_host": "laptop", "since": "T"}\n@silent 3\n',
+                          "")
+        return Result(0, self.state if len(self.commands) == self.held + 1 else "", "")
+
+
+def test_waiting_for_the_lock_says_so_and_a_takeover_is_noted_in_the_step_and_the_history():
+    settings = dataclasses.replace(settings_from_vars(vars_with(), "backend"), drain=0)
+    host, lines = LockedThenFreeHost(held=2), []
+    deploy = HostDeploy(host, Host("web1", "10.0.0.11", 22, "deploy", None, ("web",), 5, 30), settings, None,
+                        "bob@ci", lock_wait=30, rollback=True, lock_wait_note=0,
+                        progress=lambda name, op: lines.append((op.status, op.name, op.summary)))
+    state = deploy.take_lock()
+    waits = [line for line in lines if line[0] == "waiting"]
+    assert len(waits) == 2 and waits[0][2].startswith(
+        "held by alice@laptop (pid 7 on laptop) since T, its heartbeat 3 s ago; ")
+    taken = deploy.result.operations[-1]
+    assert taken.name == "Take the deploy lock." and taken.status == "ok"
+    assert "took over the lock of ci-7 (pid 4242 on runner) since ?, silent for 300 s (lease 120 s)" in taken.summary
+    assert state.stale_lock["who"] == "ci-7"
+    history = json.loads(host.commands[-1].stdin)
+    assert (history["result"], history["holder"]["who"], history["silent_seconds"]) == ("lock taken over", "ci-7", 300)
+
+
+def test_the_heartbeat_touches_only_its_own_lock(tmp_path):
+    lock = tmp_path / ".deploy-lock"
+    sh(TAKE_LOCK, str(lock), "120", stdin='{"who": "bob", "token": "bbbb"}')
+    os.utime(lock / "heartbeat", (1, 1))
+    assert sh(HEARTBEAT, str(lock), "aaaa").returncode != 0 and (lock / "heartbeat").stat().st_mtime == 1
+    assert sh(HEARTBEAT, str(lock), "bbbb").returncode == 0 and (lock / "heartbeat").stat().st_mtime > 1
 
 
 def test_breaking_a_lock_shows_its_holder_and_a_free_one_says_so(tmp_path):
     lock = tmp_path / ".deploy-lock"
     assert sh(BREAK_LOCK, str(lock)).stdout.strip() == "@free"
-    sh(TAKE_LOCK, str(lock), stdin='{"who": "alice"}')
+    sh(TAKE_LOCK, str(lock), "120", stdin='{"who": "alice"}')
     broken = sh(BREAK_LOCK, str(lock))
     assert broken.returncode == 0 and '"who": "alice"' in broken.stdout and not lock.exists()
     assert not (tmp_path / ".deploy-lock.broken").exists()
@@ -403,7 +488,7 @@ def test_finishing_switches_current_records_prunes_and_unlocks_only_its_own_lock
     for release in ("r1", "r2", "old"):
         (base / "releases" / release).mkdir(parents=True)
     (base / "releases" / "r2" / ".vigil-bad").write_text("{}")
-    sh(TAKE_LOCK, str(base / ".deploy-lock"), stdin='{"token": "aaaa"}')
+    sh(TAKE_LOCK, str(base / ".deploy-lock"), "120", stdin='{"token": "aaaa"}')
     done = sh(
         FINISH,
         str(base / "current"),
@@ -423,3 +508,25 @@ def test_finishing_switches_current_records_prunes_and_unlocks_only_its_own_lock
     assert (base / "deploys.jsonl").read_text() == '{"release": "r2"}\n'
     assert sorted(p.name for p in (base / "releases").iterdir()) == ["r1", "r2"]
     assert (base / ".deploy-lock").exists() is not unlocked
+
+
+class CountingHost:
+    def __init__(self):
+        self.commands = []
+
+    def run(self, command, timeout=None):
+        self.commands.append(command)
+        return Result(0, "", "")
+
+
+def test_a_heartbeat_beats_while_it_runs_and_stops_with_its_deploy():
+    settings = dataclasses.replace(settings_from_vars(vars_with(), "backend"), lock_lease=10)
+    host = CountingHost()
+    beat = Heartbeat(host, settings, "aaaa")
+    beat.interval = 0.05  # the lease's quarter, shortened so the test need not wait
+    with beat:
+        time.sleep(0.5)
+    beaten = len(host.commands)
+    time.sleep(0.2)
+    assert beaten >= 3 and len(host.commands) == beaten  # it stopped with the block
+    assert all("heartbeat" in command.argv[2] and command.argv[-1] == "aaaa" for command in host.commands)
