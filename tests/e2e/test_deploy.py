@@ -116,7 +116,7 @@ def test_a_release_whose_health_fails_leaves_the_old_one_serving(deployed, sandb
     run = invoke("deploy.backend", "--json", "--serial=1", inventory=inventory, timeout=900)
     assert run.code == ExitCode.HOST_FAILED
     error = run.host("vps1")["error"]
-    assert error.startswith("Check backend@") and "not healthy within" in error and "its log:" in error
+    assert error.startswith("Check backend@") and "not healthy for 10s in a row within" in error and "its log:" in error
     assert run.host("vps2")["skipped_because"] == "an earlier host failed"
     assert run.json["notes"] == {"backend": f"{before} on vps1; not reached on vps2"}
     assert health(sandbox.addresses["vps1"])["release"] == before
@@ -136,6 +136,26 @@ def test_a_release_whose_health_fails_leaves_the_old_one_serving(deployed, sandb
         sandbox.ssh("vps1", "test -e /srv/together-pray/backend/.deploy-lock && echo locked || echo free").strip()
         == "free"
     )
+
+
+def test_a_release_that_crashes_seconds_after_it_starts_never_goes_live(deployed, sandbox, tmp_path):
+    def crash_after_start(source):
+        path = source / "src" / "main.ts"
+        # Up, healthy, then gone 3 s later, every time systemd starts it again: three quick checks pass.
+        path.write_text(path.read_text() + '\nsetTimeout(() => process.exit(1), 3000);\n')
+
+    address = sandbox.addresses["vps1"]
+    before = health(address)["release"]
+    source = variant(tmp_path, "crashes-after-start", crash_after_start)
+    with LoadLoop(f"https://{address}/", expect="Welcome. May this be a place of peace", verify=str(CA)) as load:
+        run = invoke("deploy.backend", "--json", "--limit=vps1", f"--source={source}", timeout=900)
+    assert run.code == ExitCode.HOST_FAILED, run.stdout[-3000:] + run.stderr
+    assert "backend@" in run.host("vps1")["error"] and "restarted" in run.host("vps1")["error"]
+    assert load.result.ok > 20 and load.result.failed == 0, load.result.failures[:5]
+    assert health(address)["release"] == before
+    crashed = run.json["task"].split()[-1]
+    marked = sandbox.ssh("vps1", f"test -e /srv/together-pray/backend/releases/{crashed}/.vigil-bad && echo bad")
+    assert marked.strip() == "bad"
 
 
 def test_a_failing_migration_switches_nothing_and_leaves_the_database_unchanged(deployed, sandbox, tmp_path):

@@ -325,7 +325,8 @@ class HostDeploy:
         step = f"Check {settings.layout.service}@{idle} is healthy."
         result = self.transport.run(as_deploy(HEALTH_GATE, str(settings.ports[idle]), settings.health_path,
                                               self.release if settings.health_release else "", str(settings.checks),
-                                              str(settings.health_timeout)), timeout=settings.health_timeout + 60)
+                                              str(settings.health_timeout), settings.layout.unit(idle),
+                                              str(settings.min_healthy)), timeout=settings.health_timeout + 60)
         if not result.ok:
             answer = mask_url_passwords(result.stderr.strip()[-500:])
             raise DeployFailed(step, f"{answer}\nits log:\n{self.journal_tail(settings.layout.unit(idle))}")

@@ -110,23 +110,37 @@ mv -T -- "$partial" "$release"
 # old one is atomic.
 RELINK = 'ln -sfn -- "$2" "$1.vigil-new" && mv -T -f -- "$1.vigil-new" "$1"'
 
+# The idle color must answer its health check `needed` times in a row AND stay up, healthy, for
+# `stable` seconds with systemd's NRestarts and MainPID unchanged: a release that crashes a few
+# seconds after it starts passes three quick checks, but never this. $6: the color's unit.
 HEALTH_GATE = r'''
-port=$1; path=$2; release=$3; needed=$4; timeout=$5
-passed=0; last="no answer"; end=$(( $(date +%s) + timeout ))
+port=$1; path=$2; release=$3; needed=$4; timeout=$5; unit=$6; stable=$7
+# why: what last broke a streak of passes (a failed check, another release, a restart).
+passed=0; since=0; why="no answer"; end=$(( $(date +%s) + timeout )); seen=""; restarts=0
 while [ "$(date +%s)" -lt "$end" ]; do
+    running=$(systemctl show -p NRestarts -p MainPID --value -- "$unit" 2>/dev/null | tr '\n' ' ')
+    if [ -n "$seen" ] && [ "$running" != "$seen" ]; then
+        passed=0; restarts=$((restarts + 1)); why="$unit restarted (NRestarts and MainPID: $seen-> $running)"
+    fi
+    seen=$running
     if body=$(curl -fsS --max-time 2 "http://127.0.0.1:$port$path" 2>&1); then
         if [ -z "$release" ] || printf '%s' "$body" | grep -qF "\"release\":\"$release\""; then
-            passed=$((passed + 1)); last="passed"
+            [ "$passed" -eq 0 ] && since=$(date +%s)
+            passed=$((passed + 1))
         else
-            passed=0; last="answered for another release: $body"
+            passed=0; why="answered for another release: $body"
         fi
     else
-        passed=0; last=$body
+        passed=0; why=$body
     fi
-    if [ "$passed" -ge "$needed" ]; then echo "$needed checks in a row passed"; exit 0; fi
+    up=$(( $(date +%s) - since ))
+    if [ "$passed" -ge "$needed" ] && [ "$up" -ge "$stable" ]; then
+        echo "healthy for ${up}s: $passed checks in a row, no restart"; exit 0
+    fi
     sleep 1
 done
-echo "not healthy within ${timeout}s: $last" >&2
+[ "$restarts" -gt 0 ] && why="$why; $unit restarted $restarts times meanwhile"
+echo "not healthy for ${stable}s in a row within ${timeout}s: $why" >&2
 exit 1
 '''
 

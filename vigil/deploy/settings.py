@@ -93,6 +93,8 @@ class Settings:
     revert_task: str = ""
     # Seconds a deploy's lock may go without a heartbeat before the next deploy takes it over.
     lock_lease: int = 120
+    # Seconds the idle color must stay healthy, with no restart, before traffic moves to it.
+    min_healthy: int = 10
 
 
 def settings_from_vars(vars: HostVars, service: str) -> Settings:
@@ -128,11 +130,22 @@ def settings_from_vars(vars: HostVars, service: str) -> Settings:
         drain=vars.integer("app_drain_seconds", minimum=0),
         keep=vars.integer("app_keep_releases", minimum=2),
         lock_lease=vars.integer("app_lock_lease_seconds", minimum=10),
+        min_healthy=stable_for(vars),
         tasks=tuple(tasks),
         task_timeout=vars.integer("app_release_task_timeout", minimum=1),
         backup_first=vars.boolean("app_backup_before_tasks"),
         **migrations_settings(vars, service, known_tasks),
     )
+
+
+def stable_for(vars: HostVars) -> int:
+    """app_min_healthy_seconds, which must leave the health gate time to pass (app_health_timeout)."""
+    stable = vars.integer("app_min_healthy_seconds", minimum=0)
+    timeout = vars.integer("app_health_timeout", minimum=1)
+    if stable >= timeout:
+        raise ConfigError(f"{vars.where('app_min_healthy_seconds')}: {stable} s leaves no time to pass within "
+                          f"app_health_timeout ({timeout} s, {vars.where('app_health_timeout')}): make it shorter")
+    return stable
 
 
 def migrations_settings(vars: HostVars, service: str, known_tasks: dict) -> dict:

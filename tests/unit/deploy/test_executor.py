@@ -20,7 +20,7 @@ from vigil.deploy.build import Artifact
 from vigil.deploy.executor import HostDeploy, deploy_work, log_excerpt
 from vigil.deploy.lock import Heartbeat
 from vigil.deploy.rollout import checked_artifact, served_release, serving_line
-from vigil.deploy.scripts import BREAK_LOCK, FINISH, HEARTBEAT, RELEASE_LOCK, TAKE_LOCK
+from vigil.deploy.scripts import BREAK_LOCK, FINISH, HEALTH_GATE, HEARTBEAT, RELEASE_LOCK, TAKE_LOCK
 from vigil.deploy.settings import Layout, settings_from_vars
 from vigil.deploy.state import (
     HostState,
@@ -109,6 +109,7 @@ def test_settings_come_from_the_app_and_nginx_roles():
     assert settings.ports == {"blue": 3001, "green": 3002}
     assert (settings.health_path, settings.health_release, settings.tasks) == ("/health", True, ("migrate",))
     assert settings.upstream_name == "together_pray_backend"
+    assert (settings.min_healthy, settings.lock_lease) == (10, 120)
     frontend = settings_from_vars(vars_with(), "frontend")
     assert (frontend.health_path, frontend.health_release, frontend.tasks) == ("/", False, ())
 
@@ -118,6 +119,9 @@ def test_settings_come_from_the_app_and_nginx_roles():
     ({"app_health": {"backend": {"path": "health"}}}, "app_health.backend: expected {path: /..., release: true|false}"),
     ({"app_deploy_tasks": {"backend": ["seed"]}}, "'seed' is not in app_release_tasks.backend"),
     ({"app_keep_releases": 1}, "app_keep_releases"),
+    ({"app_min_healthy_seconds": 60}, "--var app_min_healthy_seconds: 60 s leaves no time to pass within "
+                                      "app_health_timeout (60 s, roles/app/defaults.yml: app_health_timeout)"),
+    ({"app_lock_lease_seconds": 5}, "app_lock_lease_seconds"),
 ])
 def test_bad_deploy_settings_name_the_key(overrides, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
@@ -530,3 +534,34 @@ def test_a_heartbeat_beats_while_it_runs_and_stops_with_its_deploy():
     time.sleep(0.2)
     assert beaten >= 3 and len(host.commands) == beaten  # it stopped with the block
     assert all("heartbeat" in command.argv[2] and command.argv[-1] == "aaaa" for command in host.commands)
+
+
+# A fake curl and systemctl for the health gate: the app answers healthy; systemd reports the unit's
+# NRestarts and MainPID, which change on every RESTART_EVERY-th look when a crash loop is asked for.
+FAKE_GATE_TOOLS = {
+    "curl": '#!/bin/sh\necho \'{"status":"ok","release":"r9"}\'\n',
+    "systemctl": '#!/bin/sh\nn=$(( $(cat "$LOOKS" 2>/dev/null || echo 0) + 1 )); echo $n > "$LOOKS"\n'
+                 'restarts=$(( RESTART_EVERY > 0 ? n / RESTART_EVERY : 0 ))\n'
+                 'echo "$restarts"; echo $(( 1000 + restarts ))\n',
+}
+
+
+@pytest.mark.parametrize("restart_every, passes, said", [
+    (0, True, "healthy for 2s: "),
+    # Up and answering, but restarted by systemd every other second: never stable, never live.
+    (2, False, "not healthy for 2s in a row within 6s: backend@green.service restarted"),
+    (1, False, "times meanwhile"),
+])
+def test_the_health_gate_wants_the_new_color_healthy_and_unrestarted_for_a_while(tmp_path, restart_every, passes,
+                                                                                 said):
+    for name, body in FAKE_GATE_TOOLS.items():
+        (tmp_path / name).write_text(body)
+        (tmp_path / name).chmod(0o755)
+    gate = subprocess.run(
+        ["sh", "-c", HEALTH_GATE, "vigil", "3002", "/health", "r9", "3", "6", "backend@green.service", "2"],
+        capture_output=True, text=True, timeout=30,
+        env={"PATH": f"{tmp_path}:/usr/bin:/bin", "LOOKS": str(tmp_path / "looks"),
+             "RESTART_EVERY": str(restart_every)},
+    )
+    assert (gate.returncode == 0) is passes
+    assert said in (gate.stdout if passes else gate.stderr)
