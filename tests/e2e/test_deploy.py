@@ -158,6 +158,32 @@ def test_a_release_that_crashes_seconds_after_it_starts_never_goes_live(deployed
     assert marked.strip() == "bad"
 
 
+def test_a_release_that_fails_while_watched_after_the_switch_is_switched_back(deployed, sandbox, tmp_path):
+    def fail_once_live(source):
+        path = source / "src" / "health.controller.ts"
+        # Healthy for its gate's checks (3 in a row, then 10 s more: about 13), then failing from the
+        # 16th answer on: during the watch after the switch, whatever the machine's speed.
+        path.write_text(path.read_text().replace('@Controller("health")', 'let answered = 0;\n\n@Controller("health")')
+                        .replace('await this.dataSource.query("SELECT 1");',
+                                 'if (++answered > 15) throw new Error("fails once live");\n'
+                                 '      await this.dataSource.query("SELECT 1");'))
+
+    address = sandbox.addresses["vps1"]
+    before = health(address)["release"]
+    run = invoke("deploy.backend", "--json", "--limit=vps1",
+                 f"--source={variant(tmp_path, 'fails-once-live', fail_once_live)}", timeout=900)
+    assert run.code == ExitCode.HOST_FAILED, run.stdout[-3000:] + run.stderr
+    assert run.host("vps1")["error"].startswith("Watch backend@"), run.host("vps1")["error"]
+    names = [op["name"] for op in run.host("vps1")["operations"]]
+    assert "Switch nginx's backend upstream back to" in " ".join(names)
+    assert health(address)["release"] == before  # the old color serves again
+    failed = run.json["task"].split()[-1]
+    assert sandbox.ssh("vps1", f"test -e /srv/together-pray/backend/releases/{failed}/.vigil-bad && echo bad").strip() \
+        == "bad"
+    last = json.loads(sandbox.ssh("vps1", "tail -1 /srv/together-pray/backend/deploys.jsonl"))
+    assert (last["release"], last["result"], last["switched_back_to"]) == (failed, "failed", before)
+
+
 def test_a_failing_migration_switches_nothing_and_leaves_the_database_unchanged(deployed, sandbox, tmp_path):
     def add_failing_migration(source):
         add_migration(

@@ -184,7 +184,7 @@ def test_a_release_that_fails_after_its_health_gate_is_rolled_back_by_bad_deploy
         path = source / "src" / "health.controller.ts"
         path.write_text(path.read_text().replace(
             'await this.dataSource.query("SELECT 1");',
-            'if (process.uptime() > 40) throw new Error("fails once the deploy is over");\n'
+            'if (process.uptime() > 75) throw new Error("fails once the deploy is over");\n'
             '      await this.dataSource.query("SELECT 1");'))
 
     inventory = scratch_with_backend(sandbox, tmp_path, variant(tmp_path, "fails-later", fail_after_the_gate))

@@ -9,7 +9,6 @@ round trip.
 from __future__ import annotations
 
 import json
-import re
 import time
 from dataclasses import dataclass, field
 from secrets import token_hex
@@ -19,7 +18,7 @@ from vigil.core.commands import Command
 from vigil.core.errors import HostError
 from vigil.core.inventory import Host
 from vigil.core.redaction import REDACTOR, mask_url_passwords
-from vigil.core.runner import CHANGED, FAILED, OK, HostPlan, HostResult, OperationResult, RunOptions
+from vigil.core.runner import CHANGED, FAILED, OK, HostResult, OperationResult
 from vigil.deploy.build import Artifact
 from vigil.deploy.lock import LOCK_WAIT_NOTE, Heartbeat, acquire, owner_record, takeover_note
 from vigil.deploy.scripts import (
@@ -32,6 +31,7 @@ from vigil.deploy.scripts import (
     RELINK,
     RETIRE,
     UNPACK,
+    WATCH,
     as_deploy,
     helper,
 )
@@ -39,6 +39,7 @@ from vigil.deploy.settings import BACKUP_HELPER, COLORS, SWITCH_HELPER, UNIT_HEL
 from vigil.deploy.state import (
     HostState,
     live_color,
+    log_excerpt,
     migrations_added,
     parse_json_object,
     prune_candidates,
@@ -46,17 +47,8 @@ from vigil.deploy.state import (
 )
 
 LOG_TAIL_LINES = 20
-ERROR_LINE = re.compile(r"\b(\w*Error\b|ERROR|FATAL|[Ee]xception|failed|error:)")
-
-
-def log_excerpt(log: str, errors: int = 5, tail: int = 10) -> str:
-    """What explains a failure in a long log: its first error lines, then its last lines (a stack
-    trace's object dump would otherwise push the error itself out of view)."""
-    log = mask_url_passwords(log)
-    lines = [line for line in log.splitlines() if line.strip()]
-    first_errors = [line for line in lines[:-tail] if ERROR_LINE.search(line)][:errors]
-    shown = first_errors + (["..."] if first_errors else []) + lines[-tail:]
-    return "\n".join(line[:300] for line in shown)
+# A watched live color fails after this many failed checks in a row (a restart fails it at once).
+WATCH_FAILURES_ALLOWED = 3
 
 
 class DeployFailed(Exception):
@@ -66,6 +58,10 @@ class DeployFailed(Exception):
         super().__init__(reason)
         self.step = step
         self.reason = reason
+
+
+class WentBadLive(DeployFailed):
+    """The new color failed its watch after taking the traffic: the deploy switches back."""
 
 
 @dataclass
@@ -99,6 +95,8 @@ class HostDeploy:
         self.serving = ""  # the release the host serves when the deploy ends (unknown until read)
         # Only a release that was run (a task, a start, a health gate) can be blamed for a failure.
         self.release_tried = False
+        self.gate_state = ""  # the new color's NRestarts and MainPID when it passed its gate
+        self.served_before = ""  # what the host served when the deploy began
         self.unlocked = False  # the finishing round trip releases the lock itself
         self.token = token_hex(8)  # marks the lock as this deploy's
 
@@ -155,9 +153,11 @@ class HostDeploy:
                     self.release_task(task)
             self.start_idle(idle)
             self.health_gate(idle)
+            self.served_before = state.current or "nothing"
             self.switch(idle)
             switched = True
             self.serving = self.release
+            self.watch(idle)
             self.retire(live, state)
             self.finish(state, live)
         except Exception as failure:  # a dropped connection too: clean up what can be, report it all
@@ -171,6 +171,8 @@ class HostDeploy:
             self.result.error = f"{step}: {REDACTOR.redact(reason)}"
             if not switched:
                 self.best_effort(lambda: self.abandon(idle, state))
+            elif isinstance(failure, WentBadLive):
+                self.best_effort(lambda: self.switch_back(live, idle))
         finally:
             heartbeat.stop()
             if not self.unlocked:
@@ -330,7 +332,40 @@ class HostDeploy:
         if not result.ok:
             answer = mask_url_passwords(result.stderr.strip()[-500:])
             raise DeployFailed(step, f"{answer}\nits log:\n{self.journal_tail(settings.layout.unit(idle))}")
+        summary, _, self.gate_state = result.stdout.strip().partition("\n")
+        self.record(step, OK, summary=summary, began=began)
+
+    def watch(self, new: str) -> None:
+        """Watch the color that now takes the traffic for app_watch_seconds, the old one still running:
+        a restart or failing checks raise WentBadLive, and the deploy switches back."""
+        settings = self.settings
+        if not settings.watch:
+            return
+        began, step = time.monotonic(), f"Watch {settings.layout.service}@{new} serve for {settings.watch}s."
+        result = self.transport.run(
+            as_deploy(WATCH, str(settings.ports[new]), settings.health_path,
+                      self.release if settings.health_release else "", settings.layout.unit(new), self.gate_state,
+                      str(settings.watch), str(WATCH_FAILURES_ALLOWED)),
+            timeout=settings.watch + 60,
+        )
+        if not result.ok:
+            raise WentBadLive(step, mask_url_passwords(result.stderr.strip()[-500:]))
         self.record(step, OK, summary=result.stdout.strip(), began=began)
+
+    def switch_back(self, old: str, new: str) -> None:
+        """After a failed watch: traffic back to the old color (still running), the new one stopped and its
+        release marked bad. The host serves what it served before the deploy."""
+        began, layout = time.monotonic(), self.settings.layout
+        step = f"Switch nginx's {layout.service} upstream back to {old}."
+        self.run(helper(SWITCH_HELPER, layout.service, old), step)
+        self.transport.run(helper(UNIT_HELPER, "stop", layout.unit(new)))
+        self.transport.run(as_deploy(MARK_BAD, layout.release(self.release), self.release, "deploy"))
+        self.serving = self.served_before
+        self.record(step, CHANGED, began=began,
+                    summary=f"{self.served_before} serves again; {layout.service}@{new} stopped, {self.release} "
+                            "marked bad")
+        self.append_history({"release": self.release, "result": "failed", "step": self.result.operations[-2].name,
+                             "switched_back_to": self.served_before})
 
     def switch(self, idle: str) -> None:
         began, service = time.monotonic(), self.settings.layout.service
@@ -343,8 +378,9 @@ class HostDeploy:
     def retire(self, live: str, state: HostState) -> None:
         began, layout = time.monotonic(), self.settings.layout
         step = f"Drain and stop {layout.service}@{live}."
-        # Requests nginx's old workers still hold finish on the old color; then it stops cleanly.
-        time.sleep(self.settings.drain)
+        # Requests nginx's old workers still hold finish on the old color; then it stops cleanly. The
+        # watch already kept it running that long after the switch.
+        time.sleep(max(0, self.settings.drain - self.settings.watch))
         # Enabled or not decides which color a reboot starts: the one nginx sends traffic to.
         result = self.transport.run(
             as_deploy(RETIRE, UNIT_HELPER, layout.unit(live), layout.unit(next(c for c in COLORS if c != live)))
@@ -399,7 +435,7 @@ class HostDeploy:
             self.record("Prune old releases.", CHANGED if doomed else OK,
                         summary=f"removed {', '.join(doomed)}" if doomed else f"at most {self.settings.keep} kept")
         self.unlocked = True
-        self.record("Release the deploy lock.", CHANGED)
+        self.record("Release the deploy lock.", OK)
 
     def abandon(self, idle: str | None, state: HostState) -> None:
         """After a failure before the switch: stop the idle color, mark the release bad (unless it is the
@@ -448,24 +484,3 @@ class HostDeploy:
             as_deploy(APPEND_HISTORY, self.settings.layout.history, stdin=self.history_line(entry)),
             "Write the deploy history.",
         )
-
-
-def deploy_work(settings_for: Callable[[Host], Settings], artifact: Artifact | None, who: str, lock_wait: float,
-                rollback: bool = False, rollback_to: str | None = None, database=None, serving: dict | None = None,
-                revert_first: str | None = None):
-    """The per-host work runner.run calls for a deploy (or, with `rollback`, a return to an earlier release).
-
-    serving: filled with host -> the release it serves once its deploy ended. revert_first: the host
-    that reverts the current release's migrations before it rolls back.
-    """
-
-    def work(transport, host_plan: HostPlan, options: RunOptions, progress) -> HostResult:
-        deploy = HostDeploy(transport, host_plan.host, settings_for(host_plan.host), artifact, who, lock_wait=lock_wait,
-                            progress=progress, rollback=rollback, rollback_to=rollback_to, database=database,
-                            revert_migrations=host_plan.host.name == revert_first)
-        result = deploy.deploy()
-        if serving is not None:
-            serving[host_plan.host.name] = deploy.serving
-        return result
-
-    return work

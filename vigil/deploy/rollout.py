@@ -7,6 +7,7 @@ import dataclasses
 import json
 import time
 from pathlib import Path
+from typing import Callable
 
 from vigil.core.audit_log import append_local_audit, audit_record, operator
 from vigil.core.errors import ConfigError, ExitCode
@@ -17,9 +18,9 @@ from vigil.core.paths import LocalState, rel
 from vigil.core.roles import load_role
 from vigil.core.runner import CHANGED, FAILED, OK, HostPlan, HostResult, OperationResult, RunOptions, run
 from vigil.deploy.build import GIT_URL, AppSource, Artifact, app_sources, build, built
-from vigil.deploy.executor import deploy_work
+from vigil.deploy.executor import HostDeploy
 from vigil.deploy.scripts import APPEND_HISTORY, BREAK_LOCK, as_deploy
-from vigil.deploy.settings import host_settings
+from vigil.deploy.settings import Settings, host_settings
 from vigil.deploy.state import HostState, parse_json_object
 from vigil.deploy.status import read_states, web_hosts
 from vigil.vault.schema import load_schema
@@ -68,6 +69,27 @@ def serving_line(results: list[HostResult], serving: dict[str, str]) -> str:
         release = serving.get(result.host) or ("not reached" if result.skipped or result.unreachable else "unknown")
         by_release.setdefault(release, []).append(result.host)
     return "; ".join(f"{release} on {', '.join(hosts)}" for release, hosts in by_release.items())
+
+
+def deploy_work(settings_for: Callable[[Host], Settings], artifact: Artifact | None, who: str, lock_wait: float,
+                rollback: bool = False, rollback_to: str | None = None, database=None, serving: dict | None = None,
+                revert_first: str | None = None):
+    """The per-host work runner.run calls for a deploy (or, with `rollback`, a return to an earlier release).
+
+    serving: filled with host -> the release it serves once its deploy ended. revert_first: the host
+    that reverts the current release's migrations before it rolls back.
+    """
+
+    def work(transport, host_plan: HostPlan, options: RunOptions, progress) -> HostResult:
+        deploy = HostDeploy(transport, host_plan.host, settings_for(host_plan.host), artifact, who, lock_wait=lock_wait,
+                            progress=progress, rollback=rollback, rollback_to=rollback_to, database=database,
+                            revert_migrations=host_plan.host.name == revert_first)
+        result = deploy.deploy()
+        if serving is not None:
+            serving[host_plan.host.name] = deploy.serving
+        return result
+
+    return work
 
 
 def deploy_service(

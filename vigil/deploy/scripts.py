@@ -135,13 +135,37 @@ while [ "$(date +%s)" -lt "$end" ]; do
     fi
     up=$(( $(date +%s) - since ))
     if [ "$passed" -ge "$needed" ] && [ "$up" -ge "$stable" ]; then
-        echo "healthy for ${up}s: $passed checks in a row, no restart"; exit 0
+        # The second line: the unit's NRestarts and MainPID, which the watch after the switch holds it to.
+        printf 'healthy for %ss: %s checks in a row, no restart\n%s\n' "$up" "$passed" "$seen"; exit 0
     fi
     sleep 1
 done
 [ "$restarts" -gt 0 ] && why="$why; $unit restarted $restarts times meanwhile"
 echo "not healthy for ${stable}s in a row within ${timeout}s: $why" >&2
 exit 1
+'''
+
+# After the switch, the live color is watched for $6 seconds while the old one still runs: a restart
+# (NRestarts or MainPID changed) or $7 failed checks in a row fail the watch, which switches back.
+WATCH = r'''
+port=$1; path=$2; release=$3; unit=$4; start=$5; seconds=$6; allowed=$7
+end=$(( $(date +%s) + seconds )); failed=0; checks=0
+seen=$(systemctl show -p NRestarts -p MainPID --value -- "$unit" 2>/dev/null | tr '\n' ' ')
+[ -n "$start" ] && [ "$seen" != "$start" ] && { echo "$unit restarted since its health gate" >&2; exit 1; }
+while [ "$(date +%s)" -lt "$end" ]; do
+    running=$(systemctl show -p NRestarts -p MainPID --value -- "$unit" 2>/dev/null | tr '\n' ' ')
+    if [ "$running" != "$seen" ]; then echo "$unit restarted (NRestarts and MainPID: $seen-> $running)" >&2; exit 1; fi
+    checks=$((checks + 1))
+    if body=$(curl -fsS --max-time 2 "http://127.0.0.1:$port$path" 2>&1) \
+        && { [ -z "$release" ] || printf '%s' "$body" | grep -qF "\"release\":\"$release\""; }; then
+        failed=0
+    else
+        failed=$((failed + 1))
+        [ "$failed" -ge "$allowed" ] && { echo "$failed checks in a row failed: $body" >&2; exit 1; }
+    fi
+    sleep 1
+done
+echo "watched ${seconds}s: $checks checks, no restart"
 '''
 
 # Breaking a lock: renamed away first (atomic), so a deploy that takes the lock meanwhile keeps its own.

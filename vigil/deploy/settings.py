@@ -95,6 +95,9 @@ class Settings:
     lock_lease: int = 120
     # Seconds the idle color must stay healthy, with no restart, before traffic moves to it.
     min_healthy: int = 10
+    # Seconds the new color is watched after it took the traffic (0: not watched); a restart or
+    # failing checks then switch back to the old color.
+    watch: int = 30
 
 
 def settings_from_vars(vars: HostVars, service: str) -> Settings:
@@ -131,6 +134,7 @@ def settings_from_vars(vars: HostVars, service: str) -> Settings:
         keep=vars.integer("app_keep_releases", minimum=2),
         lock_lease=vars.integer("app_lock_lease_seconds", minimum=10),
         min_healthy=stable_for(vars),
+        watch=vars.integer("app_watch_seconds", minimum=0),
         tasks=tuple(tasks),
         task_timeout=vars.integer("app_release_task_timeout", minimum=1),
         backup_first=vars.boolean("app_backup_before_tasks"),

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vigil.core.facts import sections
+from vigil.core.redaction import mask_url_passwords
 from vigil.deploy.settings import COLORS, Settings
 
 
@@ -148,3 +149,16 @@ def prune_candidates(state: HostState, keep: int, protected: set[str]) -> list[s
             break
         kept.add(rid)
     return [rid for rid in ordered if rid not in kept]
+
+
+ERROR_LINE = re.compile(r"\b(\w*Error\b|ERROR|FATAL|[Ee]xception|failed|error:)")
+
+
+def log_excerpt(log: str, errors: int = 5, tail: int = 10) -> str:
+    """What explains a failure in a long log: its first error lines, then its last lines (a stack
+    trace's object dump would otherwise push the error itself out of view)."""
+    log = mask_url_passwords(log)
+    lines = [line for line in log.splitlines() if line.strip()]
+    first_errors = [line for line in lines[:-tail] if ERROR_LINE.search(line)][:errors]
+    shown = first_errors + (["..."] if first_errors else []) + lines[-tail:]
+    return "\n".join(line[:300] for line in shown)

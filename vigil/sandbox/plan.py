@@ -183,6 +183,7 @@ def render_inventory(hosts: list[dict], paths: SandboxPaths) -> str:
         f"  ssh_key: {ssh_key}   # relative to the inventory file",
         "vars:",
         "  nginx_tls: local-ca   # HTTPS from the sandbox's own CA (.vigil/sandbox/ca/ca.crt)",
+        "  app_watch_seconds: 10   # a shorter watch after each switch keeps sandbox iterations quick (default 30)",
         f"  users_admin_authorized_keys: [{_public_key_line(paths)!r}]",
         f"  users_deploy_authorized_keys: [{_public_key_line(paths)!r}]",
         "groups:",

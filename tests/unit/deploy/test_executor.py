@@ -17,14 +17,15 @@ from vigil.core.inventory import Host, Inventory
 from vigil.core.roles import load_role
 from vigil.core.runner import HostPlan, HostResult, OperationResult, RunOptions, run
 from vigil.deploy.build import Artifact
-from vigil.deploy.executor import HostDeploy, deploy_work, log_excerpt
+from vigil.deploy.executor import HostDeploy
 from vigil.deploy.lock import Heartbeat
-from vigil.deploy.rollout import checked_artifact, served_release, serving_line
-from vigil.deploy.scripts import BREAK_LOCK, FINISH, HEALTH_GATE, HEARTBEAT, RELEASE_LOCK, TAKE_LOCK
+from vigil.deploy.rollout import checked_artifact, deploy_work, served_release, serving_line
+from vigil.deploy.scripts import BREAK_LOCK, FINISH, HEALTH_GATE, HEARTBEAT, RELEASE_LOCK, TAKE_LOCK, WATCH
 from vigil.deploy.settings import Layout, settings_from_vars
 from vigil.deploy.state import (
     HostState,
     holder_line,
+    log_excerpt,
     migrations_added,
     parse_holder,
     parse_state,
@@ -341,9 +342,9 @@ class ScriptedHost:
 
 
 @pytest.mark.parametrize("on_host, tasks, round_trips", [
-    (("r1", "r9"), (), 6),           # warm: lock and state, start, health gate, switch, retire, finish and unlock
-    (("r1",), (), 7),                # cold: and the upload
-    (("r1",), ("migrate",), 9),      # and a backup and the migration
+    (("r1", "r9"), (), 7),           # warm: lock and state, start, gate, switch, watch, retire, finish and unlock
+    (("r1",), (), 8),                # cold: and the upload
+    (("r1",), ("migrate",), 10),     # and a backup and the migration
 ])
 def test_a_deploy_asks_each_host_a_fixed_few_round_trips(on_host, tasks, round_trips):
     artifact_file = Path(__file__)  # any bytes: the fake host takes them
@@ -385,6 +386,59 @@ def test_a_refused_rollback_changes_nothing_and_says_so():
 ])
 def test_a_failed_host_never_shows_zero_failures(result, failures):
     assert result.failures == failures and result.as_dict()["failed"] == failures
+
+
+class FailsItsWatchHost(ScriptedHost):
+    """A host where everything works until the watch after the switch: the new color restarted."""
+
+    def run(self, command, timeout=None):
+        if command.argv[2] == WATCH:
+            self.commands.append(command)
+            return Result(1, "", "together-pray-backend@blue.service restarted (NRestarts and MainPID: 0 9-> 1 12)")
+        return super().run(command, timeout)
+
+
+def test_a_release_that_fails_its_watch_after_the_switch_is_switched_back_and_marked_bad():
+    artifact_file = Path(__file__)
+    artifact = Artifact("backend", "r9", artifact_file, "0" * 64, "worktree", "h" * 64, artifact_file.stat().st_size)
+    settings = dataclasses.replace(settings_from_vars(vars_with(), "backend"), drain=0, tasks=())
+    host = FailsItsWatchHost(("r1", "r9"))
+    deploy = HostDeploy(host, Host("web1", "10.0.0.11", 22, "deploy", None, ("web",), 5, 30), settings, artifact,
+                        "alice@laptop")
+    result = deploy.deploy()
+    assert result.error.startswith("Watch backend@blue serve for 30s.: together-pray-backend@blue.service restarted")
+    assert deploy.serving == "r1"  # what it served before
+    names = [op.name for op in result.operations]
+    assert names[-3:] == ["Watch backend@blue serve for 30s.", "Switch nginx's backend upstream back to green.",
+                          "Release the deploy lock."]
+    after_watch = [command.argv for command in host.commands[host.commands.index(
+        next(c for c in host.commands if c.argv[2] == WATCH)) + 1:]]
+    assert after_watch[0][-2:] == ("backend", "green")  # traffic back on the old color first
+    assert after_watch[1][-2:] == ("stop", "together-pray-backend@blue.service")
+    assert "r9" in after_watch[2] and ".vigil-bad" in after_watch[2][2]  # then marked bad
+    history = json.loads(host.commands[-2].stdin)
+    assert (history["release"], history["result"], history["switched_back_to"]) == ("r9", "failed", "r1")
+
+
+@pytest.mark.parametrize("restart_every, fail_after, passes, said", [
+    (0, 0, True, "watched 5s: "),
+    (2, 0, False, "restarted"),
+    # The app stops answering: three failed checks in a row.
+    (0, 1, False, "3 checks in a row failed"),
+])
+def test_the_watch_fails_on_a_restart_or_failing_checks(tmp_path, restart_every, fail_after, passes, said):
+    tools = {**FAKE_GATE_TOOLS, "curl": '#!/bin/sh\nc=$(( $(cat "$CURLS" 2>/dev/null || echo 0) + 1 )); '
+                                         'echo $c > "$CURLS"\n[ "$FAIL_AFTER" -gt 0 ] && [ "$c" -gt "$FAIL_AFTER" ] '
+                                         '&& { echo "connection refused" >&2; exit 7; }\necho \'{"release":"r9"}\'\n'}
+    for name, body in tools.items():
+        (tmp_path / name).write_text(body)
+        (tmp_path / name).chmod(0o755)
+    env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "LOOKS": str(tmp_path / "looks"), "CURLS": str(tmp_path / "curls"),
+           "RESTART_EVERY": str(restart_every), "FAIL_AFTER": str(fail_after)}
+    watched = subprocess.run(["sh", "-c", WATCH, "vigil", "3001", "/health", "r9", "backend@blue.service", "", "5",
+                              "3"], capture_output=True, text=True, timeout=30, env=env)
+    assert (watched.returncode == 0) is passes
+    assert said in (watched.stdout if passes else watched.stderr)
 
 
 def sh(body: str, *args: str, stdin: str = "") -> "subprocess.CompletedProcess":
