@@ -110,10 +110,20 @@ mv -T -- "$partial" "$release"
 # old one is atomic.
 RELINK = 'ln -sfn -- "$2" "$1.vigil-new" && mv -T -f -- "$1.vigil-new" "$1"'
 
+# ask PORT PATH: the answer's HTTP status in $code and its body in $body (curl's own error when
+# nothing came back), so a failed check shows what the app said, not only that it failed.
+ASK = r'''
+ask() {
+    body=$(curl -sS --max-time 2 -w '\n@@%{http_code}' "http://127.0.0.1:$1$2" 2>&1)
+    code=${body##*@@}; body=${body%@@*}
+    case $code in 2??) return 0 ;; 000) return 1 ;; *) body="HTTP $code: $body"; return 1 ;; esac
+}
+'''
+
 # The idle color must answer its health check `needed` times in a row AND stay up, healthy, for
 # `stable` seconds with systemd's NRestarts and MainPID unchanged: a release that crashes a few
 # seconds after it starts passes three quick checks, but never this. $6: the color's unit.
-HEALTH_GATE = r'''
+HEALTH_GATE = ASK + r'''
 port=$1; path=$2; release=$3; needed=$4; timeout=$5; unit=$6; stable=$7
 # why: what last broke a streak of passes (a failed check, another release, a restart).
 passed=0; since=0; why="no answer"; end=$(( $(date +%s) + timeout )); seen=""; restarts=0
@@ -123,7 +133,7 @@ while [ "$(date +%s)" -lt "$end" ]; do
         passed=0; restarts=$((restarts + 1)); why="$unit restarted (NRestarts and MainPID: $seen-> $running)"
     fi
     seen=$running
-    if body=$(curl -fsS --max-time 2 "http://127.0.0.1:$port$path" 2>&1); then
+    if ask "$port" "$path"; then
         if [ -z "$release" ] || printf '%s' "$body" | grep -qF "\"release\":\"$release\""; then
             [ "$passed" -eq 0 ] && since=$(date +%s)
             passed=$((passed + 1))
@@ -147,7 +157,7 @@ exit 1
 
 # After the switch, the live color is watched for $6 seconds while the old one still runs: a restart
 # (NRestarts or MainPID changed) or $7 failed checks in a row fail the watch, which switches back.
-WATCH = r'''
+WATCH = ASK + r'''
 port=$1; path=$2; release=$3; unit=$4; start=$5; seconds=$6; allowed=$7
 end=$(( $(date +%s) + seconds )); failed=0; checks=0
 seen=$(systemctl show -p NRestarts -p MainPID --value -- "$unit" 2>/dev/null | tr '\n' ' ')
@@ -156,8 +166,7 @@ while [ "$(date +%s)" -lt "$end" ]; do
     running=$(systemctl show -p NRestarts -p MainPID --value -- "$unit" 2>/dev/null | tr '\n' ' ')
     if [ "$running" != "$seen" ]; then echo "$unit restarted (NRestarts and MainPID: $seen-> $running)" >&2; exit 1; fi
     checks=$((checks + 1))
-    if body=$(curl -fsS --max-time 2 "http://127.0.0.1:$port$path" 2>&1) \
-        && { [ -z "$release" ] || printf '%s' "$body" | grep -qF "\"release\":\"$release\""; }; then
+    if ask "$port" "$path" && { [ -z "$release" ] || printf '%s' "$body" | grep -qF "\"release\":\"$release\""; }; then
         failed=0
     else
         failed=$((failed + 1))

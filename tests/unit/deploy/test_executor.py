@@ -424,12 +424,13 @@ def test_a_release_that_fails_its_watch_after_the_switch_is_switched_back_and_ma
     (0, 0, True, "watched 5s: "),
     (2, 0, False, "restarted"),
     # The app stops answering: three failed checks in a row.
-    (0, 1, False, "3 checks in a row failed"),
+    (0, 1, False, '3 checks in a row failed: HTTP 503: {"error":"db down"}'),
 ])
 def test_the_watch_fails_on_a_restart_or_failing_checks(tmp_path, restart_every, fail_after, passes, said):
     tools = {**FAKE_GATE_TOOLS, "curl": '#!/bin/sh\nc=$(( $(cat "$CURLS" 2>/dev/null || echo 0) + 1 )); '
                                          'echo $c > "$CURLS"\n[ "$FAIL_AFTER" -gt 0 ] && [ "$c" -gt "$FAIL_AFTER" ] '
-                                         '&& { echo "connection refused" >&2; exit 7; }\necho \'{"release":"r9"}\'\n'}
+                                         '&& { printf \'{"error":"db down"}\\n@@503\'; exit 0; }\n'
+                                         'printf \'{"release":"r9"}\\n@@200\'\n'}
     for name, body in tools.items():
         (tmp_path / name).write_text(body)
         (tmp_path / name).chmod(0o755)
@@ -593,7 +594,7 @@ def test_a_heartbeat_beats_while_it_runs_and_stops_with_its_deploy():
 # A fake curl and systemctl for the health gate: the app answers healthy; systemd reports the unit's
 # NRestarts and MainPID, which change on every RESTART_EVERY-th look when a crash loop is asked for.
 FAKE_GATE_TOOLS = {
-    "curl": '#!/bin/sh\necho \'{"status":"ok","release":"r9"}\'\n',
+    "curl": '#!/bin/sh\nprintf \'{"status":"ok","release":"r9"}\\n@@200\'\n',
     "systemctl": '#!/bin/sh\nn=$(( $(cat "$LOOKS" 2>/dev/null || echo 0) + 1 )); echo $n > "$LOOKS"\n'
                  'restarts=$(( RESTART_EVERY > 0 ? n / RESTART_EVERY : 0 ))\n'
                  'echo "$restarts"; echo $(( 1000 + restarts ))\n',
