@@ -184,6 +184,20 @@ def test_a_release_that_fails_while_watched_after_the_switch_is_switched_back(de
     assert (last["release"], last["result"], last["switched_back_to"]) == (failed, "failed", before)
 
 
+def test_a_deploy_that_would_fail_on_sudo_stops_before_any_build_or_backup(deployed, sandbox):
+    backups = "ls /var/backups/vigil | wc -l"
+    before = sandbox.ssh("vps1", backups)
+    sandbox.ssh("vps1", "mv /etc/sudoers.d/vigil-deploy /root/vigil-deploy.sudoers")
+    try:
+        run = invoke("deploy.backend", "--limit=vps1", timeout=600)
+    finally:
+        sandbox.ssh("vps1", "mv /root/vigil-deploy.sudoers /etc/sudoers.d/vigil-deploy")
+    assert run.code == ExitCode.HOST_FAILED, run.stdout[-2000:] + run.stderr
+    assert "nothing was built, backed up or changed" in run.stderr
+    assert "vps1: sudo: deploy may not run /usr/local/sbin/vigil-app-unit without a password" in run.stderr
+    assert sandbox.ssh("vps1", backups) == before  # no pre-migration backup was taken
+
+
 def test_a_failing_migration_switches_nothing_and_leaves_the_database_unchanged(deployed, sandbox, tmp_path):
     def add_failing_migration(source):
         add_migration(
@@ -220,9 +234,10 @@ def test_a_held_lock_refuses_a_second_deploy_and_lock_wait_waits_for_it(deployed
     owner = json.dumps({"who": "alice@laptop", "since": "2026-11-26T01:00:00Z", "release": "x", "ref": "y"})
     hold = f"mkdir {lock} && printf '%s' {shlex.quote(owner)} > {lock}/owner.json"
     assert subprocess.run(["ssh", *SSH_OPTIONS, f"deploy@{sandbox.addresses['vps1']}", hold]).returncode == 0
-    refused = invoke("deploy.backend", "--json", "--limit=vps1")
+    refused = invoke("deploy.backend", "--limit=vps1")
+    # Found by the preflight, before anything is built.
     assert refused.code == ExitCode.HOST_FAILED
-    assert "another deploy holds the lock: alice@laptop since 2026-11-26T01:00:00Z" in refused.host("vps1")["error"]
+    assert "vps1: lock: another deploy holds it: alice@laptop since 2026-11-26T01:00:00Z" in refused.stderr
     assert "alice@laptop" in sandbox.ssh("vps1", f"cat {lock}/owner.json")  # not taken over
     shown = invoke("deploy.unlock", "--app=backend")
     assert shown.code == 0 and "vps1 backend: held by alice@laptop since 2026-11-26T01:00:00Z" in shown.stdout

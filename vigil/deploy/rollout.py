@@ -19,6 +19,7 @@ from vigil.core.roles import load_role
 from vigil.core.runner import CHANGED, FAILED, OK, HostPlan, HostResult, OperationResult, RunOptions, run
 from vigil.deploy.build import GIT_URL, AppSource, Artifact, app_sources, build, built
 from vigil.deploy.executor import HostDeploy
+from vigil.deploy.preflight import preflight
 from vigil.deploy.scripts import APPEND_HISTORY, BREAK_LOCK, as_deploy
 from vigil.deploy.settings import Settings, host_settings
 from vigil.deploy.state import HostState, parse_json_object
@@ -143,6 +144,7 @@ def deploy_service(
             if not settings[host.name].migrations_dir or not settings[host.name].revert_task:
                 raise ConfigError(f"--migrations: {service} has no migrations to revert on {host.name} "
                                   f"(app_migrations.{service} in roles/app/defaults.yml or the inventory)")
+    preflight(inventory, hosts, settings, lock_wait)
     artifact = None if rollback else artifact or build(source, echo=reporter.say)
     who = operator()
     serving: dict[str, str] = {}

@@ -177,6 +177,25 @@ done
 echo "watched ${seconds}s: $checks checks, no restart"
 '''
 
+# Before anything is built or backed up, what would stop the deploy on a host, one line each: a
+# helper sudo would ask a password for, too little disk under the service's directory, a live lock
+# (unless the deploy waits for it: $5 = 0). Read-only, as the deploy user.
+PREFLIGHT = r'''
+base=$1; need=$2; lock=$3; lease=$4; check_lock=$5; shift 5
+for helper in "$@"; do
+    sudo -n -l -- "$helper" >/dev/null 2>&1 || echo "sudo: $(id -un) may not run $helper without a password"
+done
+free=$(df -Pm -- "$base" 2>/dev/null | awk 'NR==2 {print $4}')
+[ -z "$free" ] && echo "disk: $base is missing (run provision.server first)"
+[ -n "$free" ] && [ "$free" -lt "$need" ] && echo "disk: $free MiB free under $base, $need MiB needed (app_min_free_mb)"
+if [ "$check_lock" = 1 ] && [ -d "$lock" ]; then
+    beat=$(stat -c %Y -- "$lock/heartbeat" 2>/dev/null || stat -c %Y -- "$lock" 2>/dev/null || date +%s)
+    silent=$(( $(date +%s) - beat ))
+    [ "$silent" -le "$lease" ] && echo "@lock $silent $(tr -d '\n' < "$lock/owner.json" 2>/dev/null)"
+fi
+exit 0
+'''
+
 # Breaking a lock: renamed away first (atomic), so a deploy that takes the lock meanwhile keeps its own.
 BREAK_LOCK = r'''
 lock=$1; broken="$1.broken"

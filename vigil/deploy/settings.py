@@ -98,6 +98,8 @@ class Settings:
     # Seconds the new color is watched after it took the traffic (0: not watched); a restart or
     # failing checks then switch back to the old color.
     watch: int = 30
+    # MiB that must be free under the service's directory before a deploy builds or ships anything.
+    min_free_mb: int = 512
 
 
 def settings_from_vars(vars: HostVars, service: str) -> Settings:
@@ -135,6 +137,7 @@ def settings_from_vars(vars: HostVars, service: str) -> Settings:
         lock_lease=vars.integer("app_lock_lease_seconds", minimum=10),
         min_healthy=stable_for(vars),
         watch=vars.integer("app_watch_seconds", minimum=0),
+        min_free_mb=vars.integer("app_min_free_mb", minimum=0),
         tasks=tuple(tasks),
         task_timeout=vars.integer("app_release_task_timeout", minimum=1),
         backup_first=vars.boolean("app_backup_before_tasks"),
