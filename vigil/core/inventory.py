@@ -37,7 +37,9 @@ SecretLookup = Callable[[], Mapping[str, str]]
 
 VAR_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 INVENTORY_KEYS = {"known_hosts", "defaults", "vars", "groups", "hosts"}
-DEFAULTS_KEYS = {"user", "admin_user", "bootstrap_user", "port", "ssh_key", "connect_timeout", "command_timeout"}
+DEFAULTS_KEYS = {
+    "user", "admin_user", "bootstrap_user", "port", "ssh_key", "connect_timeout", "command_timeout", "stall_timeout",
+}
 HOST_KEYS = {
     "address",
     "private_address",
@@ -48,6 +50,7 @@ HOST_KEYS = {
     "ssh_key",
     "connect_timeout",
     "command_timeout",
+    "stall_timeout",
     "vars",
 }
 GROUP_KEYS = {"hosts", "vars"}
@@ -95,6 +98,8 @@ class Host:
     # Who provisioning logs in as: root through sudo for everything. `user` (deploy) has sudo
     # only for what deploys need, so a deploy key cannot administer the host. None: `user`.
     admin_user: str | None = None
+    # Seconds the connection may give no sign of life (a dropped network) before a command fails.
+    stall_timeout: float = 30.0
 
     def as_admin(self) -> "Host":
         """This host as the tasks that administer it (provision, secrets) log in: as `admin_user`."""
@@ -286,6 +291,7 @@ def load_inventory(env: str, inventory_dir: Path | None = None) -> Inventory:
             groups=tuple(g for g, members in groups.items() if name in members),
             connect_timeout=_seconds(merged, spec, "connect_timeout", 10, key, where),
             command_timeout=_seconds(merged, spec, "command_timeout", 900, key, where),
+            stall_timeout=_seconds(merged, spec, "stall_timeout", 30, key, where),
             admin_user=None
             if merged.get("admin_user") is None
             else validation.user(

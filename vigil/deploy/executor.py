@@ -161,7 +161,10 @@ class HostDeploy:
             self.retire(live, state)
             self.finish(state, live)
         except Exception as failure:  # a dropped connection too: clean up what can be, report it all
-            step = failure.step if isinstance(failure, DeployFailed) else "Deploy"
+            # A lost connection is not a step's own failure: say where the deploy had got to.
+            last = self.result.operations[-1].name if self.result.operations else ""
+            step = (failure.step if isinstance(failure, DeployFailed)
+                    else f"Deploy (after {last!r})" if last else "Deploy")
             reason = (
                 failure.reason
                 if isinstance(failure, (DeployFailed, HostError))

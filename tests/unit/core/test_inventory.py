@@ -35,6 +35,7 @@ def test_good_inventory_loads(tmp_path):
     assert web2.ssh_key == (tmp_path / "keys" / "id_ed25519").resolve()
     assert inventory.hosts["db1"].user == "root"
     assert inventory.known_hosts == tmp_path / "staging.known_hosts"
+    assert (web2.stall_timeout, web2.command_timeout) == (30.0, 900.0)
 
 
 @pytest.mark.parametrize(
@@ -118,6 +119,10 @@ BAD = [
     (
         "defaults: {connect_timeout: soon}\nhosts: {web1: {address: 10.0.0.1}}\n",
         "defaults.connect_timeout: expected a number of seconds",
+    ),
+    (
+        "hosts: {web1: {address: 10.0.0.1, stall_timeout: 0}}\n",
+        "hosts.web1.stall_timeout: expected a number of seconds above 0",
     ),
     (
         "known_hosts: ../../etc/passwd\nhosts: {web1: {address: 10.0.0.1}}\n",

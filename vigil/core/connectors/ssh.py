@@ -20,6 +20,7 @@ from fabric import Config, Connection
 
 from vigil.core.commands import Command
 from vigil.core.connectors import Result
+from vigil.core.connectors.stall import StallWatch
 from vigil.core.errors import HostError, HostKeyError, UnreachableError
 from vigil.core.inventory import Host
 from vigil.core.paths import rel
@@ -74,6 +75,7 @@ class SSHTransport:
         self.env = env
         self._connection: Connection | None = None
         self._policy: PinnedKeyPolicy | None = None
+        self._watch: StallWatch | None = None
         self.login_user = host.user
 
     def _client(self) -> tuple[paramiko.SSHClient, PinnedKeyPolicy]:
@@ -164,11 +166,14 @@ class SSHTransport:
         except Exception as error:  # paramiko and Fabric raise more kinds than they document
             raise UnreachableError(host.name, f"SSH to {where} failed: {type(error).__name__}: {error}") from None
         connection.transport.set_keepalive(KEEPALIVE_SECONDS)
+        self._watch = StallWatch(connection.transport, host.stall_timeout).start()
         self._connection = connection
         self.login_user = user
         return self
 
     def close(self) -> None:
+        if self._watch is not None:
+            self._watch.stop()
         if self._connection is not None:
             self._connection.close()
             self._connection = None
@@ -193,7 +198,7 @@ class SSHTransport:
         timeout = timeout or host.command_timeout
         transport = self._connection.transport
         if transport is None or not transport.is_active():
-            raise UnreachableError(host.name, "the SSH connection was lost")
+            raise self._lost("the SSH connection was lost", command)
         channel = None
         try:
             channel = transport.open_session(timeout=host.connect_timeout)
@@ -206,9 +211,11 @@ class SSHTransport:
             stdout, stderr = self._collect(channel, timeout, sink)
             status = channel.recv_exit_status()
         except (paramiko.SSHException, EOFError, OSError) as error:
-            raise UnreachableError(
-                host.name, f"the SSH connection failed during `{command.display(self.login_user)}`: {error}"
-            ) from None
+            # paramiko's EOFError says nothing ("EOFError: "): a person reads what happened instead.
+            detail = getattr(error, "strerror", None) or str(error)
+            what = "the SSH connection was closed" if isinstance(error, EOFError) or not detail else (
+                f"the SSH connection failed: {detail}")
+            raise self._lost(what, command) from None
         finally:
             if channel is not None:
                 channel.close()
@@ -223,6 +230,15 @@ class SSHTransport:
                 "passwordless sudo (NOPASSWD) or connect as root",
             )
         return Result(status, stdout, stderr)
+
+    def _lost(self, what: str, command: Command | None) -> UnreachableError:
+        """The error for a connection that went away: a stall (the watch gave up on a silent network)
+        says how long nothing came back; the command it cut comes last, a recap shows its start."""
+        if self._watch is not None and self._watch.stalled:
+            what = (f"nothing came back from {self.host.address} for {self.host.stall_timeout:g}s: the connection "
+                    "stalled (a dropped network, or a firewall dropping packets) and was closed")
+        during = f" during `{command.display(self.login_user)}`" if command is not None else ""
+        return UnreachableError(self.host.name, what + during)
 
     def _collect(self, channel: paramiko.Channel, timeout: float, sink=None) -> tuple[bytes, bytes]:
         # Read until the server's EOF, not until the exit status: sshd may send
@@ -249,7 +265,7 @@ class SSHTransport:
             ):
                 break
             if not transport.is_active():
-                raise UnreachableError(self.host.name, "the SSH connection dropped while a command ran")
+                raise self._lost("the SSH connection dropped while a command ran", None)
             if time.monotonic() > deadline:
                 raise UnreachableError(self.host.name, f"a command did not finish within {timeout:g}s")
             if not drained:
