@@ -38,6 +38,7 @@ from vigil.deploy.scripts import (
 from vigil.deploy.settings import BACKUP_HELPER, COLORS, SWITCH_HELPER, UNIT_HELPER, Settings
 from vigil.deploy.state import (
     HostState,
+    interrupted_deploy,
     live_color,
     log_excerpt,
     migrations_added,
@@ -153,7 +154,8 @@ class HostDeploy:
                     self.release_task(task)
             self.start_idle(idle)
             self.health_gate(idle)
-            self.served_before = state.current or "nothing"
+            # What nginx sends traffic to, which after a cut-off deploy is not `current`.
+            self.served_before = state.colors.get(live) or state.current or "nothing"
             self.switch(idle)
             switched = True
             self.serving = self.release
@@ -236,8 +238,9 @@ class HostDeploy:
             if self.progress:
                 self.progress(self.host.name, OperationResult("Wait for the deploy lock.", "waiting", summary=line))
 
+        started = self.history_line({"release": self.release, "result": "started"}).decode().strip()
         state = acquire(self.transport, self.host.name, self.settings, owner, self.lock_wait,
-                        self.lock_wait_note, waiting)
+                        self.lock_wait_note, waiting, started)
         note = takeover_note(state, self.settings)
         # The lock is bookkeeping, not a change to what the host serves: a run that changes nothing
         # else (a refused rollback) reports 0 changed.
@@ -246,6 +249,10 @@ class HostDeploy:
         if state.stale_lock:
             self.append_history({"release": self.release, "result": "lock taken over",
                                  "holder": state.stale_lock, "silent_seconds": state.stale_lock_silent})
+        interrupted = interrupted_deploy(state, self.settings)
+        if interrupted:
+            self.record("Find an interrupted deploy.", OK, summary=f"{interrupted}; this deploy brings both to "
+                                                                  f"{self.release or 'the release it returns to'}")
         return state
 
     def release_lock(self) -> None:

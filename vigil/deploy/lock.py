@@ -38,10 +38,12 @@ def owner_record(who: str, release: str, ref: str, token: str, now: float) -> by
 
 
 def acquire(transport: Transport, host: str, settings: Settings, owner: bytes, lock_wait: float,
-            note_every: float = LOCK_WAIT_NOTE, waiting: Callable[[str], None] | None = None) -> HostState:
-    """Take the lock and read the host's state in the same round trip, waiting up to `lock_wait` seconds
-    for a live holder (`waiting` hears about it every `note_every` seconds). The state says whose lock
-    was taken over, if one was. HostError names the holder when the wait runs out."""
+            note_every: float = LOCK_WAIT_NOTE, waiting: Callable[[str], None] | None = None,
+            started: str = "") -> HostState:
+    """Take the lock, append `started` (a history line) and read the host's state in the same round
+    trip, waiting up to `lock_wait` seconds for a live holder (`waiting` hears about it every
+    `note_every` seconds). The state says whose lock was taken over, if one was. HostError names the
+    holder when the wait runs out."""
     deadline, next_note = time.monotonic() + lock_wait, time.monotonic() + note_every
     while True:
         result = transport.run(
@@ -49,6 +51,8 @@ def acquire(transport: Transport, host: str, settings: Settings, owner: bytes, l
                 LOCK_AND_STATE,
                 settings.layout.lock,
                 str(settings.lock_lease),
+                settings.layout.history,
+                started,
                 settings.layout.base,
                 settings.upstream_file,
                 settings.upstream_name,

@@ -84,7 +84,13 @@ rm -rf -- "$lock"
 '''
 
 # The lock, then (only once it is ours) the host's state: one round trip.
-LOCK_AND_STATE = "state() {\n" + STATE + "\n}\n" + TAKE_LOCK + 'shift 2\nstate "$@"\n'
+# ...and the attempt's first line in the host's own history ($4, into $3): a deploy cut off later
+# is still on record there.
+LOCK_AND_STATE = "state() {\n" + STATE + "\n}\n" + TAKE_LOCK + r'''
+[ -n "$4" ] && printf '%s\n' "$4" >> "$3"
+shift 4
+state "$@"
+'''
 
 # The artifact arrives on stdin into a .partial directory; only a complete, checked
 # unpack is renamed into place, so a dropped upload never leaves a release behind.

@@ -66,6 +66,17 @@ def parse_state(stdout: str) -> HostState:
     return state
 
 
+def interrupted_deploy(state: HostState, settings: Settings) -> str:
+    """Why the host looks like a deploy was cut off between its switch and `current` ("" when it does
+    not): nginx sends the traffic to a color that runs another release than `current` names."""
+    live = live_color(state, settings)
+    serving = state.colors.get(live) if live else None
+    if not serving or serving == state.current:
+        return ""
+    return (f"an earlier deploy was cut off after its switch: nginx sends traffic to {live}, which runs "
+            f"{serving}, while current names {state.current or 'nothing'}")
+
+
 def parse_holder(stdout: str) -> tuple[dict, int]:
     """TAKE_LOCK's answer when another deploy holds the lock: (its owner, seconds since its heartbeat)."""
     owner, _, silent = stdout.partition("@silent")

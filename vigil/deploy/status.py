@@ -134,6 +134,10 @@ def status_row(state: HostState, settings: Settings, now: float) -> dict:
             problems.append(
                 f"the live color {live} runs {state.colors.get(live) or 'nothing'}, not current {state.current}"
             )
+    if last.get("result") == "started" and not state.lock:
+        problems.append(f"the deploy of {last.get('release') or 'a release'} that {last.get('who', '?')} started at "
+                        f"{last.get('time', '?')} never finished (its connection was cut?): the next deploy "
+                        "repairs the host")
     return {
         "service": settings.layout.service,
         "release": state.current or "",

@@ -20,11 +20,21 @@ from vigil.deploy.build import Artifact
 from vigil.deploy.executor import HostDeploy
 from vigil.deploy.lock import Heartbeat
 from vigil.deploy.rollout import checked_artifact, deploy_work, served_release, serving_line
-from vigil.deploy.scripts import BREAK_LOCK, FINISH, HEALTH_GATE, HEARTBEAT, RELEASE_LOCK, TAKE_LOCK, WATCH
+from vigil.deploy.scripts import (
+    BREAK_LOCK,
+    FINISH,
+    HEALTH_GATE,
+    HEARTBEAT,
+    LOCK_AND_STATE,
+    RELEASE_LOCK,
+    TAKE_LOCK,
+    WATCH,
+)
 from vigil.deploy.settings import Layout, settings_from_vars
 from vigil.deploy.state import (
     HostState,
     holder_line,
+    interrupted_deploy,
     log_excerpt,
     migrations_added,
     parse_holder,
@@ -620,3 +630,47 @@ def test_the_health_gate_wants_the_new_color_healthy_and_unrestarted_for_a_while
     )
     assert (gate.returncode == 0) is passes
     assert said in (gate.stdout if passes else gate.stderr)
+
+
+@pytest.mark.parametrize("colors, current, found", [
+    ({"blue": "r1", "green": "r2"}, "r2", ""),  # green (port 3002) is live and runs current
+    # Cut off between the switch and `current`: nginx serves r3 on green, current still names r2.
+    ({"blue": "r2", "green": "r3"}, "r2", "nginx sends traffic to green, which runs r3, while current names r2"),
+])
+def test_a_deploy_cut_off_after_its_switch_is_recognised(colors, current, found):
+    state = HostState(current=current, colors=colors, live_port=3002)
+    message = interrupted_deploy(state, settings_from_vars(vars_with(), "backend"))
+    assert (found in message) and bool(message) == bool(found)
+
+
+def test_taking_the_lock_writes_the_attempts_first_history_line_in_the_same_round_trip(tmp_path):
+    base = tmp_path / "backend"
+    base.mkdir()
+    started = '{"release": "r9", "result": "started"}'
+    done = sh(LOCK_AND_STATE, str(base / ".deploy-lock"), "120", str(base / "deploys.jsonl"), started, str(base),
+              str(tmp_path / "upstreams.conf"), "app_backend", "app-backend@blue.service", "app-backend@green.service",
+              stdin='{"token": "aaaa"}')
+    assert done.returncode == 0, done.stderr
+    assert (base / "deploys.jsonl").read_text() == started + "\n"
+    assert parse_state(done.stdout).history == [{"release": "r9", "result": "started"}]
+
+
+class CutOffHost(ScriptedHost):
+    """A host a deploy was cut off on, right after its switch: green (live) runs r3, current names r1."""
+
+    def __init__(self):
+        super().__init__(("r1", "r3"))
+        self.state = self.state.replace("@color green\n../releases/r1", "@color green\n../releases/r3")
+
+
+def test_a_rerun_after_a_cut_off_deploy_says_what_it_repairs_and_converges():
+    artifact_file = Path(__file__)
+    artifact = Artifact("backend", "r9", artifact_file, "0" * 64, "worktree", "h" * 64, artifact_file.stat().st_size)
+    settings = dataclasses.replace(settings_from_vars(vars_with(), "backend"), drain=0, tasks=())
+    deploy = HostDeploy(CutOffHost(), Host("web1", "10.0.0.11", 22, "deploy", None, ("web",), 5, 30), settings,
+                        artifact, "alice@laptop")
+    result = deploy.deploy()
+    assert result.error == "" and deploy.serving == "r9"
+    found = next(op for op in result.operations if op.name == "Find an interrupted deploy.")
+    assert "runs r3, while current names r1; this deploy brings both to r9" in found.summary
+    assert deploy.served_before == "r3"

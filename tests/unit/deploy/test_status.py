@@ -101,6 +101,13 @@ def test_a_healthy_service_has_no_problem_and_shows_its_last_deploy():
         lambda s: dataclasses.replace(s, colors={"blue": "r1", "green": "r1"}),
         "the live color green runs r1, not current r2",
     ),
+    # A deploy that took the lock, wrote its first line and was never heard from again.
+    (
+        lambda s: dataclasses.replace(s, history=[*s.history, {"time": "T", "who": "ci", "release": "r4",
+                                                               "result": "started"}]),
+        "the deploy of r4 that ci started at T never finished (its connection was cut?): the next deploy repairs "
+        "the host",
+    ),
 ])
 def test_a_service_not_serving_as_deployed_is_a_problem(change, problem):
     state = change(parse_states(ANSWER)["backend"])
