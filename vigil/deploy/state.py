@@ -149,16 +149,20 @@ def rollback_target(state: HostState, wanted: str | None) -> str:
 
 
 def prune_candidates(state: HostState, keep: int, protected: set[str]) -> list[str]:
-    """Releases to delete: all but the newest `keep` good ones, never one in `protected` (current,
-    previous, colors), bad or not. A release marked bad is no rollback target, so it does not count
-    towards `keep`: the host keeps `keep` places to roll back to."""
+    """Releases to delete: all but the newest `keep` good ones and the bad ones newer than the oldest of
+    those, never one in `protected` (current, previous, colors). A release marked bad is no rollback
+    target, so it does not count towards `keep`: the host keeps `keep` places to roll back to, and
+    its recent failures to look at."""
     ordered = sorted(state.releases, key=lambda rid: (state.releases[rid].get("uploaded_at", ""), rid), reverse=True)
-    good = [rid for rid in ordered if state.releases[rid].get("status") != "bad"]
+    is_good = {rid: meta.get("status") != "bad" for rid, meta in state.releases.items()}
     kept = {rid for rid in protected if rid in state.releases}
-    for rid in good:
-        if len(kept & set(good)) >= keep:
+    good = sum(is_good[rid] for rid in kept)
+    for rid in ordered:
+        if good >= keep:
             break
-        kept.add(rid)
+        if rid not in kept:
+            kept.add(rid)
+            good += is_good[rid]
     return [rid for rid in ordered if rid not in kept]
 
 

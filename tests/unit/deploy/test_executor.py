@@ -87,10 +87,12 @@ def bad(state: HostState, *marked: str) -> HostState:
     (releases("1", "2", "3", "4", "5", "6", "7"), 5, {"r0", "r1"}, ["r3", "r2"]),
     # A release without metadata (uploaded by hand) sorts oldest.
     (HostState(releases={"manual": {}, "r1": {"uploaded_at": "1"}, "r2": {"uploaded_at": "2"}}), 2, {"r2"}, ["manual"]),
-    # Bad releases do not count towards `keep`: 5 good ones stay to roll back to; the bad ones go...
-    (bad(releases("1", "2", "3", "4", "5", "6", "7", "8"), "r6", "r5"), 5, {"r7"}, ["r6", "r5", "r0"]),
-    # ...unless protected (the idle color still runs one).
-    (bad(releases("1", "2", "3", "4", "5", "6", "7", "8"), "r6", "r5"), 5, {"r7", "r6"}, ["r5", "r0"]),
+    # Bad releases do not count towards `keep`: 5 good ones stay to roll back to, with the recent
+    # failures among them; older ones go, bad or good.
+    (bad(releases("1", "2", "3", "4", "5", "6", "7", "8", "9", "10"), "r8", "r7", "r1"), 5, {"r9"},
+     ["r2", "r1", "r0"]),
+    (bad(releases("1", "2", "3", "4", "5", "6", "7", "8", "9", "10"), "r8", "r7", "r1"), 5, {"r9", "r0"},
+     ["r3", "r2", "r1"]),
 ])
 def test_pruning_keeps_the_newest_and_never_a_protected_release(state, keep, protected, doomed):
     assert prune_candidates(state, keep, protected) == doomed
