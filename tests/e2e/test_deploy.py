@@ -116,7 +116,7 @@ def test_a_release_whose_health_fails_leaves_the_old_one_serving(deployed, sandb
     run = invoke("deploy.backend", "--json", "--serial=1", inventory=inventory, timeout=900)
     assert run.code == ExitCode.HOST_FAILED
     error = run.host("vps1")["error"]
-    assert error.startswith("Check backend@") and "not healthy for 10s in a row within" in error and "its log:" in error
+    assert error.startswith("Check backend@") and "not healthy for 5s in a row within" in error and "its log:" in error
     assert run.host("vps2")["skipped_because"] == "an earlier host failed"
     assert run.json["notes"] == {"backend": f"{before} on vps1; not reached on vps2"}
     assert health(sandbox.addresses["vps1"])["release"] == before
@@ -161,11 +161,11 @@ def test_a_release_that_crashes_seconds_after_it_starts_never_goes_live(deployed
 def test_a_release_that_fails_while_watched_after_the_switch_is_switched_back(deployed, sandbox, tmp_path):
     def fail_once_live(source):
         path = source / "src" / "health.controller.ts"
-        # Healthy for its gate's checks (3 in a row, then 10 s more: about 13), then failing from the
-        # 16th answer on: during the watch after the switch, whatever the machine's speed.
+        # Healthy for its gate's checks (3 in a row, then the sandbox's 5 s more: about 7), then failing
+        # from the 13th answer on: early in the 10 s watch after the switch, whatever the machine's speed.
         path.write_text(path.read_text().replace('@Controller("health")', 'let answered = 0;\n\n@Controller("health")')
                         .replace('await this.dataSource.query("SELECT 1");',
-                                 'if (++answered > 15) throw new Error("fails once live");\n'
+                                 'if (++answered > 12) throw new Error("fails once live");\n'
                                  '      await this.dataSource.query("SELECT 1");'))
 
     address = sandbox.addresses["vps1"]

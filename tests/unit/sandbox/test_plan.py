@@ -259,6 +259,7 @@ defaults:
 vars:
   nginx_tls: local-ca   # HTTPS from the sandbox's own CA (.vigil/sandbox/ca/ca.crt)
   app_watch_seconds: 10   # a shorter watch after each switch keeps sandbox iterations quick (default 30)
+  app_min_healthy_seconds: 5   # and a shorter stability gate (default 10)
   users_admin_authorized_keys: ['']
   users_deploy_authorized_keys: ['']
 groups:
@@ -278,7 +279,8 @@ def test_render_inventory_parses_to_the_schema(count):
         "known_hosts": "sandbox.known_hosts",
         "defaults": {"user": "deploy", "admin_user": "ops", "bootstrap_user": "root", "port": 22,
                      "ssh_key": "../.vigil/sandbox/id_ed25519"},
-        "vars": {"nginx_tls": "local-ca", "app_watch_seconds": 10, "users_admin_authorized_keys": [""],
+        "vars": {"nginx_tls": "local-ca", "app_watch_seconds": 10, "app_min_healthy_seconds": 5,
+                 "users_admin_authorized_keys": [""],
                  "users_deploy_authorized_keys": [""]},
         "groups": {"web": {"hosts": names}, "db": {"hosts": names[:1]}},
         "hosts": {host["name"]: {"address": host["address"],
