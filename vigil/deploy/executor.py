@@ -42,6 +42,7 @@ from vigil.deploy.state import (
     live_color,
     log_excerpt,
     migrations_added,
+    parse_gate,
     parse_json_object,
     prune_candidates,
     rollback_target,
@@ -342,7 +343,7 @@ class HostDeploy:
         if not result.ok:
             answer = mask_url_passwords(result.stderr.strip()[-500:])
             raise DeployFailed(step, f"{answer}\nits log:\n{self.journal_tail(settings.layout.unit(idle))}")
-        summary, _, self.gate_state = result.stdout.strip().partition("\n")
+        summary, self.gate_state = parse_gate(result.stdout)
         self.record(step, OK, summary=summary, began=began)
 
     def watch(self, new: str) -> None:

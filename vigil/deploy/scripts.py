@@ -134,9 +134,9 @@ port=$1; path=$2; release=$3; needed=$4; timeout=$5; unit=$6; stable=$7
 # why: what last broke a streak of passes (a failed check, another release, a restart).
 passed=0; since=0; why="no answer"; end=$(( $(date +%s) + timeout )); seen=""; restarts=0
 while [ "$(date +%s)" -lt "$end" ]; do
-    running=$(systemctl show -p NRestarts -p MainPID --value -- "$unit" 2>/dev/null | tr '\n' ' ')
+    running=$(systemctl show -p NRestarts -p MainPID --value -- "$unit" 2>/dev/null | paste -sd ' ' -)
     if [ -n "$seen" ] && [ "$running" != "$seen" ]; then
-        passed=0; restarts=$((restarts + 1)); why="$unit restarted (NRestarts and MainPID: $seen-> $running)"
+        passed=0; restarts=$((restarts + 1)); why="$unit restarted (NRestarts and MainPID: $seen -> $running)"
     fi
     seen=$running
     if ask "$port" "$path"; then
@@ -166,11 +166,11 @@ exit 1
 WATCH = ASK + r'''
 port=$1; path=$2; release=$3; unit=$4; start=$5; seconds=$6; allowed=$7
 end=$(( $(date +%s) + seconds )); failed=0; checks=0
-seen=$(systemctl show -p NRestarts -p MainPID --value -- "$unit" 2>/dev/null | tr '\n' ' ')
+seen=$(systemctl show -p NRestarts -p MainPID --value -- "$unit" 2>/dev/null | paste -sd ' ' -)
 [ -n "$start" ] && [ "$seen" != "$start" ] && { echo "$unit restarted since its health gate" >&2; exit 1; }
 while [ "$(date +%s)" -lt "$end" ]; do
-    running=$(systemctl show -p NRestarts -p MainPID --value -- "$unit" 2>/dev/null | tr '\n' ' ')
-    if [ "$running" != "$seen" ]; then echo "$unit restarted (NRestarts and MainPID: $seen-> $running)" >&2; exit 1; fi
+    running=$(systemctl show -p NRestarts -p MainPID --value -- "$unit" 2>/dev/null | paste -sd ' ' -)
+    if [ "$running" != "$seen" ]; then echo "$unit restarted (NRestarts and MainPID: $seen -> $running)" >&2; exit 1; fi
     checks=$((checks + 1))
     if ask "$port" "$path" && { [ -z "$release" ] || printf '%s' "$body" | grep -qF "\"release\":\"$release\""; }; then
         failed=0

@@ -77,6 +77,12 @@ def interrupted_deploy(state: HostState, settings: Settings) -> str:
             f"{serving}, while current names {state.current or 'nothing'}")
 
 
+def parse_gate(stdout: str) -> tuple[str, str]:
+    """HEALTH_GATE's answer: (what it says, the unit's "NRestarts MainPID" the watch holds it to)."""
+    lines = stdout.splitlines()
+    return (lines[0].strip() if lines else ""), (lines[1].strip() if len(lines) > 1 else "")
+
+
 def parse_holder(stdout: str) -> tuple[dict, int]:
     """TAKE_LOCK's answer when another deploy holds the lock: (its owner, seconds since its heartbeat)."""
     owner, _, silent = stdout.partition("@silent")

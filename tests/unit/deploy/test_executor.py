@@ -37,6 +37,7 @@ from vigil.deploy.state import (
     interrupted_deploy,
     log_excerpt,
     migrations_added,
+    parse_gate,
     parse_holder,
     parse_state,
     prune_candidates,
@@ -452,6 +453,22 @@ def test_the_watch_fails_on_a_restart_or_failing_checks(tmp_path, restart_every,
                               "3"], capture_output=True, text=True, timeout=30, env=env)
     assert (watched.returncode == 0) is passes
     assert said in (watched.stdout if passes else watched.stderr)
+
+
+def test_a_unit_that_passed_its_gate_and_did_not_restart_passes_its_watch(tmp_path):
+    """The gate hands the watch the unit's NRestarts and MainPID: the same unit, unrestarted, must match
+    (the e2e suite's first deploy found a trailing space that made every watch fail)."""
+    for name, body in FAKE_GATE_TOOLS.items():
+        (tmp_path / name).write_text(body)
+        (tmp_path / name).chmod(0o755)
+    env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "LOOKS": str(tmp_path / "looks"), "RESTART_EVERY": "0"}
+    gate = subprocess.run(["sh", "-c", HEALTH_GATE, "vigil", "3002", "/health", "r9", "3", "6", "app@green.service",
+                           "1"], capture_output=True, text=True, timeout=30, env=env)
+    summary, state = parse_gate(gate.stdout)
+    assert gate.returncode == 0 and summary.startswith("healthy for") and state == "0 1000"
+    watched = subprocess.run(["sh", "-c", WATCH, "vigil", "3002", "/health", "r9", "app@green.service", state, "2",
+                              "3"], capture_output=True, text=True, timeout=30, env=env)
+    assert watched.returncode == 0, watched.stderr
 
 
 def sh(body: str, *args: str, stdin: str = "") -> "subprocess.CompletedProcess":
