@@ -43,18 +43,26 @@ done
 
 # --- the commands, as data -------------------------------------------------------------------
 
+# silence LOCK: seconds since the lock's holder last touched its heartbeat (without one, since the
+# lock was made). Taking a lock and the preflight judge a lock's life by the same rule.
+SILENCE = r'''
+silence() {
+    beat=$(stat -c %Y -- "$1/heartbeat" 2>/dev/null || stat -c %Y -- "$1" 2>/dev/null || date +%s)
+    echo $(( $(date +%s) - beat ))
+}
+'''
+
 # The lock is a directory (mkdir is atomic); its holder touches `heartbeat` while it runs. $2: the
 # lease: a lock whose heartbeat (or, without one, whose directory) is older than that many seconds
 # belongs to a deploy that died or was cut off, and is taken over (one taker wins the rename), its
 # old owner printed under @stale-lock. A live holder: its owner.json and @silent SECONDS, exit 75.
-TAKE_LOCK = r'''
+TAKE_LOCK = SILENCE + r'''
 lock=$1; lease=$2
 case $lease in ''|*[!0-9]*) echo "the lock lease must be a number of seconds, got '$lease'" >&2; exit 1 ;; esac
 held() { cat -- "$lock/owner.json" 2>/dev/null; echo; echo "@silent $1"; exit 75; }
 if ! mkdir -- "$lock" 2>/dev/null; then
     if [ -d "$lock" ]; then
-        beat=$(stat -c %Y -- "$lock/heartbeat" 2>/dev/null || stat -c %Y -- "$lock" 2>/dev/null || date +%s)
-        silent=$(( $(date +%s) - beat ))
+        silent=$(silence "$lock")
         [ "$silent" -le "$lease" ] && held "$silent"
         if mv -T -- "$lock" "$lock.stale.$$" 2>/dev/null; then
             echo "@stale-lock $silent"; cat -- "$lock.stale.$$/owner.json" 2>/dev/null; echo
@@ -186,7 +194,7 @@ echo "watched ${seconds}s: $checks checks, no restart"
 # Before anything is built or backed up, what would stop the deploy on a host, one line each: a
 # helper sudo would ask a password for, too little disk under the service's directory, a live lock
 # (unless the deploy waits for it: $5 = 0). Read-only, as the deploy user.
-PREFLIGHT = r'''
+PREFLIGHT = SILENCE + r'''
 base=$1; need=$2; lock=$3; lease=$4; check_lock=$5; shift 5
 for helper in "$@"; do
     sudo -n -l -- "$helper" >/dev/null 2>&1 || echo "sudo: $(id -un) may not run $helper without a password"
@@ -195,8 +203,7 @@ free=$(df -Pm -- "$base" 2>/dev/null | awk 'NR==2 {print $4}')
 [ -z "$free" ] && echo "disk: $base is missing (run provision.server first)"
 [ -n "$free" ] && [ "$free" -lt "$need" ] && echo "disk: $free MiB free under $base, $need MiB needed (app_min_free_mb)"
 if [ "$check_lock" = 1 ] && [ -d "$lock" ]; then
-    beat=$(stat -c %Y -- "$lock/heartbeat" 2>/dev/null || stat -c %Y -- "$lock" 2>/dev/null || date +%s)
-    silent=$(( $(date +%s) - beat ))
+    silent=$(silence "$lock")
     [ "$silent" -le "$lease" ] && echo "@lock $silent $(tr -d '\n' < "$lock/owner.json" 2>/dev/null)"
 fi
 exit 0
