@@ -1,11 +1,18 @@
 """The sandbox itself: idempotent up, leftovers of a killed run cleaned, ssh, status, down."""
 
 import json
+import os
+import signal
 import subprocess
+import time
 
 from tests.support.sandbox_hosts import REPO, invoke
+from vigil.sandbox.facts import process_is_alive
+from vigil.sandbox.paths import SandboxPaths
 
 STATE = REPO / ".vigil" / "sandbox" / "state.json"
+VPS_BASE = SandboxPaths().vps_base
+KNOWN_HOSTS = REPO / "inventory" / "sandbox.known_hosts"
 
 
 def sh(*argv: str) -> str:
@@ -33,10 +40,17 @@ def booted_pids() -> dict:
     return {host["name"]: host["pid"] for host in json.loads(STATE.read_text())["hosts"]}
 
 
-def test_up_when_up_changes_nothing(sandbox):
+def test_up_when_up_changes_nothing_and_keeps_what_known_hosts_pins(sandbox):
     before, sshd_before = booted_pids(), sandbox.ssh("vps1", "systemctl show -p MainPID --value ssh")
-    run = invoke("sandbox.up", "--hosts=2")
-    assert run.code == 0 and "nothing changed" in run.stdout
+    # What an operator adds by hand (`provision.trust` after a key rotation) is theirs, not up's.
+    pinned = KNOWN_HOSTS.read_text()
+    KNOWN_HOSTS.write_text("# vps2 re-pinned by hand on 12-01\n" + pinned)
+    try:
+        run = invoke("sandbox.up", "--hosts=2")
+        assert run.code == 0 and "nothing changed" in run.stdout, run.stdout + run.stderr
+        assert KNOWN_HOSTS.read_text() == "# vps2 re-pinned by hand on 12-01\n" + pinned
+    finally:
+        KNOWN_HOSTS.write_text(pinned)
     assert booted_pids() == before
     assert sandbox.ssh("vps1", "systemctl show -p MainPID --value ssh") == sshd_before
 
@@ -81,7 +95,24 @@ def test_status_lists_every_vps_with_its_address(sandbox):
         assert name in run.stdout and address in run.stdout
 
 
+def power_off(pid: int, timeout: float = 60) -> None:
+    """What `machinectl poweroff` does to an nspawn VPS: SIGTERM, and systemd inside shuts down."""
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while process_is_alive(pid):
+        assert time.monotonic() < deadline, f"nspawn {pid} still runs {timeout} s after SIGTERM"
+        time.sleep(0.5)
+
+
 def test_down_removes_everything_then_up_restores(sandbox):
+    # First, vps2 powered off, as a reboot of this machine leaves it: up refuses to wipe its disk.
+    pids = booted_pids()
+    power_off(pids["vps2"])
+    refused = invoke("sandbox.up", "--hosts=2")
+    assert refused.code != 0 and "vps2 is stopped" in refused.stderr and "--replace=vps2" in refused.stderr
+    assert booted_pids() == pids and (VPS_BASE / "vps2" / "upper" / "etc" / "hostname").is_file()
+    assert sandbox.ssh("vps1", "hostname").strip() == "vps1"
+
     assert invoke("sandbox.down").code == 0
     assert sandbox_objects() == {"netns": [], "links": [], "rules": [], "mounts": []}
     assert not (REPO / "inventory" / "sandbox.yml").exists() and not STATE.exists()

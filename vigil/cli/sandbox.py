@@ -38,25 +38,29 @@ def _print_timings(timings: Timings) -> None:
     _echo("time: " + ", ".join(f"{phase} {seconds:g} s" for phase, seconds in timings.phases.items()))
 
 
-@task(auto_shortflags=False, iterable=["debian"], help={
+@task(auto_shortflags=False, iterable=["debian", "replace"], help={
     "hosts": "How many VPSes (vps1..vpsN) to have running; default 2. Healthy extra ones keep running.",
     "check": "Only print what would change; change nothing.",
     "debian": "Debian release: 13 (trixie, the default) or 12 (bookworm) for every host, or NAME:RELEASE "
               "for one host (--debian=vps3:12). Repeatable. A running host on another release is replaced.",
+    "replace": "A VPS to replace with a fresh one (new host key, nothing onboarded), running or stopped: "
+               "--replace=vps2. Repeatable. Without it a stopped VPS (after a reboot or poweroff) is refused.",
 })
-def up(c, hosts=2, check=False, debian=None):
+def up(c, hosts=2, check=False, debian=None, replace=None):
     """Boot sandbox VPSes (real systemd Debian 13 or 12 with sshd) and write inventory/sandbox.yml.
 
     Each VPS gets its own network namespace and address (vpsN at 10.213.N.2),
     NAT to the Debian mirror, a writable overlay on the cached image (built with
     debootstrap on first use, about 75 s) and a fresh sshd host key pinned in
     inventory/sandbox.known_hosts. Leftovers of a killed run are removed first.
-    Running it again changes nothing. Needs root.
+    Keys pinned for running VPSes are kept (a `provision.trust` stays); a
+    stopped VPS is replaced only when --replace names it. Running it again
+    changes nothing. Needs root.
 
     Example: sudo invoke sandbox.up --hosts=3 --debian=vps3:12
     """
     try:
-        result = lifecycle.up(hosts=int(hosts), check=check, echo=_echo, debian=debian or ())
+        result = lifecycle.up(hosts=int(hosts), check=check, echo=_echo, debian=debian or (), replace=replace or ())
     except SandboxError as error:
         raise _fail(error) from None
     if check:

@@ -477,11 +477,15 @@ def describe_creation(vps: Vps, paths: SandboxPaths, release: str) -> list[str]:
     return lines
 
 
-def write_inventory(paths: SandboxPaths, hosts: dict[str, dict]) -> list[Path]:
-    """Regenerate inventory/sandbox.yml and sandbox.known_hosts from the hosts; returns the files that changed."""
+def write_inventory(paths: SandboxPaths, hosts: dict[str, dict], fresh: Iterable[str] = ()) -> list[Path]:
+    """Regenerate inventory/sandbox.yml and sandbox.known_hosts from the hosts; returns the files that changed.
+
+    fresh: hosts just created, whose new key is pinned; the others keep what known_hosts pins for them.
+    """
     ordered = sorted(hosts.values(), key=lambda host: host["index"])
+    existing = paths.known_hosts_file.read_text() if paths.known_hosts_file.exists() else ""
     changed = []
-    if write_if_changed(paths.known_hosts_file, render_known_hosts(ordered), 0o644):
+    if write_if_changed(paths.known_hosts_file, render_known_hosts(ordered, existing, fresh), 0o644):
         changed.append(paths.known_hosts_file)
     if write_if_changed(paths.inventory_file, render_inventory(ordered, paths), 0o644):
         changed.append(paths.inventory_file)

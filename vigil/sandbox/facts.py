@@ -266,6 +266,15 @@ def healthy_hosts(facts: SandboxFacts, authorized_key: Optional[str]) -> set[str
     return healthy
 
 
+def stopped_hosts(facts: SandboxFacts, healthy: set[str]) -> set[str]:
+    """Recorded hosts whose VPS does not run but whose disk (its overlay's upper layer) is still here.
+
+    A machine reboot or a poweroff leaves these; replacing one would lose what was onboarded on it.
+    """
+    return {name for name in facts.state
+            if name not in healthy and name not in facts.nspawn_pids and name in facts.vps_dirs}
+
+
 def check_preconditions(task: str, tools: dict[str, str], need_overlay: bool = True) -> None:
     """Raise SandboxUnsupported with one line for the first thing this machine lacks to run `task`."""
     if not sys.platform.startswith("linux"):

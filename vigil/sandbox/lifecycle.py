@@ -35,6 +35,7 @@ from vigil.sandbox.facts import (
     load_state,
     nspawn_machine_of,
     sandbox_hosts,
+    stopped_hosts,
     tcp_port_open,
     uplink_device,
 )
@@ -84,7 +85,7 @@ class UpResult:
 
 
 def up(hosts: int = 2, check: bool = False, paths: SandboxPaths = SandboxPaths(), echo: Echo = lambda line: None,
-       debian: Iterable[str] = ()) -> UpResult:
+       debian: Iterable[str] = (), replace: Iterable[str] = ()) -> UpResult:
     """Make sure vps1..vpsN run on the asked Debian releases, removing stale leftovers first.
 
     Changes nothing when they already do.
@@ -93,6 +94,8 @@ def up(hosts: int = 2, check: bool = False, paths: SandboxPaths = SandboxPaths()
     check: only plan: read facts and return the commands in `planned`, change nothing.
     echo: receives one line per step, for progress.
     debian: `--debian` flags (see parse_release_flags); a running host on another release is replaced.
+    replace: hosts to replace with fresh ones, running or stopped. A stopped host (its disk still here)
+    not named here makes `up` refuse, rather than lose what was onboarded on it.
     Example: up(hosts=2, debian=["vps2:12"], echo=print).created == ["vps1", "vps2"]
     """
     started = time.monotonic()
@@ -111,7 +114,7 @@ def up(hosts: int = 2, check: bool = False, paths: SandboxPaths = SandboxPaths()
         facts = gather_facts(paths)
         healthy = healthy_hosts(facts, authorized_key)
         running = {name: host.get("release", DEFAULT_RELEASE) for name, host in facts.state.items()}
-        host_plan = plan_hosts(hosts, healthy, releases, running)
+        host_plan = plan_hosts(hosts, healthy, releases, running, stopped_hosts(facts, healthy), replace)
         result.kept, result.extra, result.replaced = host_plan.keep, host_plan.extra, host_plan.replace
         healthy -= set(host_plan.replace)
         cleanup = plan_cleanup(facts, paths, keep=healthy, desired_rules=desired_iptables_rules(uplink_device()))
@@ -128,9 +131,9 @@ def up(hosts: int = 2, check: bool = False, paths: SandboxPaths = SandboxPaths()
         result.timings.record("image", phase)
 
         phase = time.monotonic()
-        if host_plan.replace:
-            echo(f"replacing {', '.join(host_plan.replace)}: running another Debian release than asked")
-        elif cleanup.hosts:
+        for name in host_plan.replace:
+            echo(f"replacing {name}: {host_plan.reasons[name]}")
+        if cleanup.hosts and not host_plan.replace:
             echo(f"removing leftovers of an earlier run: {', '.join(cleanup.hosts)}")
         apply_cleanup(cleanup, paths, echo)
         result.timings.record("cleanup", phase)
@@ -179,7 +182,8 @@ def start_hosts(host_plan: UpPlan, state: dict[str, dict], authorized_key: str, 
         save_state(paths, state)
     hand_to_repo_owner(paths, paths.state_file)
     # The boot wait logs in over ssh, which needs the new host keys pinned first.
-    result.inventory_changed = [str(path) for path in write_inventory(paths, state)]
+    fresh = [vps.name for vps in create]
+    result.inventory_changed = [str(path) for path in write_inventory(paths, state, fresh)]
     result.timings.record("start", phase)
 
     phase = time.monotonic()

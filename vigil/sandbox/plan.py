@@ -203,10 +203,32 @@ def _public_key_line(paths: SandboxPaths) -> str:
     return paths.public_key.read_text().strip() if paths.public_key.exists() else ""
 
 
-def render_known_hosts(hosts: list[dict]) -> str:
-    """known_hosts lines pinning each host's key (`host_key` is "ssh-ed25519 AAAA...") at its address."""
-    lines = []
+def render_known_hosts(hosts: list[dict], existing: str = "", fresh: Iterable[str] = ()) -> str:
+    """known_hosts lines pinning each host's key (`host_key` is "ssh-ed25519 AAAA...") at its address.
+
+    existing: the file as it is. What it pins for a host is kept (someone may have re-pinned it
+    with `provision.trust` after rotating its keys), as are its comments; lines for addresses no
+    host has any more go.
+    fresh: names of hosts just created: their new key replaces whatever was pinned at their address.
+    """
+    fresh = set(fresh)
+    addresses = {host["address"] for host in hosts}
+    pinned: dict[str, list[str]] = {}
+    comments = []
+    for line in existing.splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            comments.append(line)
+            continue
+        names = line.split(maxsplit=1)[0].split(",")
+        for address in (name for name in names if name in addresses):
+            pinned.setdefault(address, []).append(line)
+            break
+    lines = list(comments)
     for host in hosts:
+        kept = pinned.get(host["address"])
+        if kept and host["name"] not in fresh:
+            lines += kept
+            continue
         key_type, key_data = host["host_key"].split()[:2]
         lines.append(f"{host['address']} {key_type} {key_data}")
     return "".join(line + "\n" for line in lines)
@@ -332,8 +354,10 @@ def plan_cleanup(facts: SandboxFacts, paths: SandboxPaths, keep: set[str],
 class UpPlan:
     """Which hosts `up` creates, keeps and leaves beyond the requested count.
 
-    replace: healthy hosts on another Debian release than asked; they are removed and created again.
+    replace: hosts removed and created again: running another Debian release than asked, or named
+    by `--replace`.
     releases: the Debian release of every host to create.
+    reasons: why each host in `replace` is replaced, for the progress line.
     """
 
     create: list[Vps]
@@ -341,6 +365,7 @@ class UpPlan:
     extra: list[str]
     replace: list[str] = field(default_factory=list)
     releases: dict[str, str] = field(default_factory=dict)
+    reasons: dict[str, str] = field(default_factory=dict)
 
 
 def check_hosts_count(requested: int) -> None:
@@ -375,26 +400,51 @@ def parse_release_flags(flags: Iterable[str], requested: int) -> dict[str, str]:
 
 
 def plan_hosts(requested: int, healthy: set[str], releases: dict[str, str] | None = None,
-               running: dict[str, str] | None = None) -> UpPlan:
+               running: dict[str, str] | None = None, stopped: Iterable[str] = (),
+               replace: Iterable[str] = ()) -> UpPlan:
     """Plan `up --hosts=requested` given the healthy hosts: create the missing vps1..vpsN, keep the rest.
 
     releases: the Debian release each wanted host must run (default DEFAULT_RELEASE);
     running: the release each healthy host runs. A host on the wrong release is replaced.
+    stopped: recorded hosts whose VPS is not running but whose disk is still there.
+    replace: hosts the operator asked to replace (`--replace`), running or stopped.
+    A stopped host is never replaced unless named in `replace`: its disk holds what was onboarded.
     """
     check_hosts_count(requested)
     releases = releases or {}
     running = running or {}
+    asked = set(replace)
+    for name in sorted(asked):
+        index = host_name_index(name)
+        if index is None or index > requested:
+            raise SandboxError(f"--replace={name}: not one of vps1..vps{requested} (--hosts={requested})")
+    kept_stopped = sorted(set(stopped) - asked, key=lambda name: host_name_index(name) or 0)
+    if kept_stopped:
+        one = len(kept_stopped) == 1
+        flags = " ".join(f"--replace={name}" for name in kept_stopped)
+        raise SandboxError(
+            f"{', '.join(kept_stopped)} {'is' if one else 'are'} stopped, and "
+            f"{'its disk keeps' if one else 'their disks keep'} what was onboarded and deployed: "
+            f"`sudo invoke sandbox.up {flags}` replaces {'it' if one else 'them'} "
+            "with a fresh VPS (a new host key, nothing onboarded); `sudo invoke sandbox.down` removes the whole sandbox"
+        )
     wanted = [Vps(index) for index in range(1, requested + 1)]
     wanted_release = {vps.name: releases.get(vps.name, DEFAULT_RELEASE) for vps in wanted}
-    replace = [vps.name for vps in wanted
-               if vps.name in healthy and running.get(vps.name, DEFAULT_RELEASE) != wanted_release[vps.name]]
-    usable = healthy - set(replace)
+    replace_reasons = {
+        vps.name: "running another Debian release than asked"
+        for vps in wanted
+        if vps.name in healthy and running.get(vps.name, DEFAULT_RELEASE) != wanted_release[vps.name]
+    }
+    for name in asked & (healthy | set(stopped)):
+        replace_reasons.setdefault(name, "asked by --replace" if name in healthy else "stopped, and --replace asks to")
+    usable = healthy - set(replace_reasons)
     by_index = sorted(usable, key=lambda name: host_name_index(name) or 0)
     create = [vps for vps in wanted if vps.name not in usable]
     return UpPlan(
         create=create,
         keep=[name for name in by_index if (host_name_index(name) or 0) <= requested],
         extra=[name for name in by_index if (host_name_index(name) or 0) > requested],
-        replace=replace,
+        replace=sorted(replace_reasons, key=lambda name: host_name_index(name) or 0),
         releases={vps.name: wanted_release[vps.name] for vps in create},
+        reasons=replace_reasons,
     )

@@ -38,6 +38,7 @@ from vigil.sandbox.facts import (
     parse_netns_list,
     parse_pid_list,
     sandbox_hosts,
+    stopped_hosts,
 )
 from vigil.sandbox.local_commands import run_command
 from vigil.sandbox.paths import IMAGE_COMPLETE_MARKERS, REQUIRED_TOOLS, SandboxError, SandboxPaths, SandboxUnsupported
@@ -183,6 +184,12 @@ def test_write_inventory_writes_only_what_changed(tmp_path):
     assert write_inventory(paths, hosts) == [paths.known_hosts_file, paths.inventory_file]
     assert write_inventory(paths, hosts) == []
     assert paths.known_hosts_file.read_text().startswith("10.213.1.2 ssh-ed25519 AAAAone\n")
+    # vps1 re-pinned by hand is kept; vps2 created again gets its new key pinned.
+    paths.known_hosts_file.write_text("10.213.1.2 ssh-ed25519 AAAArepinned\n10.213.2.2 ssh-ed25519 AAAAold\n")
+    assert write_inventory(paths, hosts, fresh=["vps2"]) == [paths.known_hosts_file]
+    assert paths.known_hosts_file.read_text() == (
+        "10.213.1.2 ssh-ed25519 AAAArepinned\n10.213.2.2 ssh-ed25519 AAAAtwo\n"
+    )
 
 
 def test_write_into_rootfs_replaces_a_symlink_without_following_it(tmp_path):
@@ -323,6 +330,20 @@ def test_a_running_vps_is_kept_even_when_its_sshd_does_not_answer(monkeypatch):
     assert healthy_hosts(facts, None) == {"vps1"}
     dead = SandboxFacts(state=_state("vps1"), netns=["vigil-vps1"], nspawn_pids={})
     assert healthy_hosts(dead, None) == set()
+
+
+@pytest.mark.parametrize(
+    "nspawn_pids, vps_dirs, stopped",
+    [
+        ({}, ["vps1", "vps2"], {"vps2"}),  # vps2's nspawn is gone, its disk is not: stopped
+        ({}, ["vps1"], set()),  # vps2's disk is gone too: nothing to lose
+        ({"vps2": 999}, ["vps1", "vps2"], set()),  # an nspawn runs, not the recorded one: broken, not stopped
+    ],
+)
+def test_a_recorded_vps_with_its_disk_but_no_nspawn_is_stopped(nspawn_pids, vps_dirs, stopped):
+    facts = SandboxFacts(state=_state("vps1", "vps2"), netns=["vigil-vps1"],
+                         nspawn_pids={"vps1": 101, **nspawn_pids}, vps_dirs=vps_dirs)
+    assert stopped_hosts(facts, healthy_hosts(facts, None)) == stopped
 
 
 def test_ip_forward_is_restored_only_when_up_turned_it_on(tmp_path):

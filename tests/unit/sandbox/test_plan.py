@@ -302,6 +302,26 @@ def test_render_known_hosts_drops_the_key_comment():
 
 
 @pytest.mark.parametrize(
+    "existing, fresh, expected",
+    [
+        # Nothing pinned yet: each host's recorded key.
+        ("", [], "10.213.1.2 ssh-ed25519 AAAAone\n10.213.2.2 ssh-ed25519 AAAAtwo\n"),
+        # A key pinned by `provision.trust` after a rotation stays, with the comment above it.
+        ("# rotated vps2 on 12-01\n10.213.2.2 ssh-ed25519 AAAArotated\n", [],
+         "# rotated vps2 on 12-01\n10.213.1.2 ssh-ed25519 AAAAone\n10.213.2.2 ssh-ed25519 AAAArotated\n"),
+        # A host created just now: its new key replaces the old VPS's pin at that address.
+        ("10.213.2.2 ssh-ed25519 AAAAold\n", ["vps2"],
+         "10.213.1.2 ssh-ed25519 AAAAone\n10.213.2.2 ssh-ed25519 AAAAtwo\n"),
+        # Lines for an address no host has any more (vps9 is gone) are dropped; a second key type is kept.
+        ("10.213.9.2 ssh-ed25519 AAAAgone\n10.213.1.2 ssh-ed25519 AAAAone\n10.213.1.2 ecdsa-sha2-nistp256 AAAAe\n", [],
+         "10.213.1.2 ssh-ed25519 AAAAone\n10.213.1.2 ecdsa-sha2-nistp256 AAAAe\n10.213.2.2 ssh-ed25519 AAAAtwo\n"),
+    ],
+)
+def test_known_hosts_keep_what_is_pinned_for_hosts_that_were_not_recreated(existing, fresh, expected):
+    assert render_known_hosts(TWO_HOSTS, existing, fresh) == expected
+
+
+@pytest.mark.parametrize(
     "existing, expected",
     [
         ("127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost\n",
@@ -389,6 +409,41 @@ def test_release_flags(flags, requested, releases):
 def test_bad_release_flags_are_one_clear_line(flags, requested, message):
     with pytest.raises(SandboxError, match=re.escape(message)):
         parse_release_flags(flags, requested)
+
+
+@pytest.mark.parametrize(
+    "requested, healthy, stopped, replace, create, replaced, keep",
+    [
+        # Asked for: a stopped host is replaced, a running one too.
+        (2, {"vps1"}, {"vps2"}, ["vps2"], ["vps2"], ["vps2"], ["vps1"]),
+        (2, {"vps1", "vps2"}, set(), ["vps1"], ["vps1"], ["vps1"], ["vps2"]),
+        # A host that is neither running nor stopped (never created) is just created.
+        (2, {"vps1"}, set(), ["vps2"], ["vps2"], [], ["vps1"]),
+    ],
+)
+def test_plan_hosts_replaces_what_replace_names(requested, healthy, stopped, replace, create, replaced, keep):
+    plan = plan_hosts(requested, healthy, stopped=stopped, replace=replace)
+    assert ([vps.name for vps in plan.create], plan.replace, plan.keep) == (create, replaced, keep)
+    assert all(plan.reasons[name] for name in plan.replace)
+
+
+@pytest.mark.parametrize(
+    "requested, stopped, replace, message",
+    [
+        (2, {"vps2"}, [], "vps2 is stopped, and its disk keeps what was onboarded and deployed: "
+                          "`sudo invoke sandbox.up --replace=vps2` replaces it with a fresh VPS"),
+        (2, {"vps1", "vps2"}, ["vps1"], "vps2 is stopped"),
+        (2, {"vps1", "vps2"}, [], "vps1, vps2 are stopped, and their disks keep what was onboarded and deployed: "
+                                  "`sudo invoke sandbox.up --replace=vps1 --replace=vps2` replaces them"),
+        # A stopped host beyond --hosts would be removed as a leftover: refused just the same.
+        (1, {"vps2"}, [], "vps2 is stopped"),
+        (2, set(), ["vps3"], "--replace=vps3: not one of vps1..vps2 (--hosts=2)"),
+        (2, set(), ["web1"], "--replace=web1: not one of vps1..vps2"),
+    ],
+)
+def test_plan_hosts_refuses_to_replace_a_stopped_host_unasked(requested, stopped, replace, message):
+    with pytest.raises(SandboxError, match=re.escape(message)):
+        plan_hosts(requested, set(), stopped=stopped, replace=replace)
 
 
 @pytest.mark.parametrize("requested", [0, -1, MAX_HOSTS + 1])
