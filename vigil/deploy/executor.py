@@ -15,12 +15,12 @@ from secrets import token_hex
 from typing import Any, Callable
 
 from vigil.core.commands import Command
-from vigil.core.errors import HostError
+from vigil.core.errors import HostError, UnreachableError
 from vigil.core.inventory import Host
 from vigil.core.redaction import REDACTOR, mask_url_passwords
 from vigil.core.runner import CHANGED, FAILED, OK, HostResult, OperationResult
 from vigil.deploy.build import Artifact
-from vigil.deploy.lock import LOCK_WAIT_NOTE, Heartbeat, acquire, owner_record, takeover_note
+from vigil.deploy.lock import LOCK_WAIT_NOTE, Heartbeat, acquire, owner_record, reconnect, takeover_note
 from vigil.deploy.scripts import (
     APPEND_HISTORY,
     FINISH,
@@ -99,7 +99,7 @@ class HostDeploy:
         self.release_tried = False
         self.gate_state = ""  # the new color's NRestarts and MainPID when it passed its gate
         self.served_before = ""  # what the host served when the deploy began
-        self.unlocked = False  # the finishing round trip releases the lock itself
+        self.unlocked: bool | None = False  # the finishing round trip releases it; None: the host is out of reach
         self.token = token_hex(8)  # marks the lock as this deploy's
 
     def record(self, name: str, status: str, summary: str = "", error: str = "", began: float | None = None) -> None:
@@ -175,16 +175,37 @@ class HostDeploy:
             )
             self.record(step, FAILED, error=REDACTOR.redact(reason))
             self.result.error = f"{step}: {REDACTOR.redact(reason)}"
-            if not switched:
-                self.best_effort(lambda: self.abandon(idle, state))
+            if isinstance(failure, UnreachableError) and not self.connect_again():
+                self.unlocked = None  # nothing more can reach the host: the lease frees the lock
+            elif not switched:
+                self.best_effort(lambda: self.abandon(idle, state, step))
             elif isinstance(failure, WentBadLive):
                 self.best_effort(lambda: self.switch_back(live, idle))
+            else:  # traffic is on the new release, `current` names the old: the next deploy converges
+                self.best_effort(lambda: self.append_history({"release": self.release, "result": "failed",
+                                                              "step": step, "live": idle}))
         finally:
             heartbeat.stop()
-            if not self.unlocked:
+            if self.unlocked is False:
                 self.best_effort(self.release_lock)
         self.result.finished = self.clock()
         return self.result
+
+    def connect_again(self) -> bool:
+        """After a lost connection: a new one, tried for half the lease (past the lease the next deploy
+        takes the lock over anyway), to clean up, note the failure in the host's history and unlock."""
+        window = self.settings.lock_lease / 2
+
+        def waiting(line: str) -> None:
+            if self.progress:
+                self.progress(self.host.name, OperationResult("Connect again.", "waiting", summary=line))
+
+        why = reconnect(self.transport, window, waiting)
+        self.record("Connect again.", FAILED if why else OK, error=why, summary="" if why else "to clean up and unlock")
+        if why:
+            self.result.error += (f"; no new connection within {window:g} s ({why}): the deploy lock stays until its "
+                                  f"lease ({self.settings.lock_lease} s) runs out, then the next deploy takes it over")
+        return not why
 
     def best_effort(self, action) -> None:
         """Clean-up after a failure must not hide it: its own failure is added to the host's error."""
@@ -288,12 +309,8 @@ class HostDeploy:
                            "by": self.who}, sort_keys=True)
         self.run(as_deploy(UNPACK, layout.release(release), self.artifact.sha256, self.settings.group, release, meta,
                            stdin=self.artifact.path.read_bytes()), f"Upload release {release}.", timeout=900)
-        self.record(
-            f"Upload release {release}.",
-            CHANGED,
-            summary=f"{self.artifact.size // 1024} KiB, checksum verified",
-            began=began,
-        )
+        self.record(f"Upload release {release}.", CHANGED, began=began,
+                    summary=f"{self.artifact.size // 1024} KiB, checksum verified")
 
     def backup_database(self, label: str, release: str) -> None:
         began, step = time.monotonic(), "Back up the database."
@@ -448,27 +465,21 @@ class HostDeploy:
         self.unlocked = True
         self.record("Release the deploy lock.", OK)
 
-    def abandon(self, idle: str | None, state: HostState) -> None:
+    def abandon(self, idle: str | None, state: HostState, step: str) -> None:
         """After a failure before the switch: stop the idle color, mark the release bad (unless it is the
         one serving, or it never ran: a failed redeploy or upload says nothing against it) and note the
         failure in the history."""
         layout, release = self.settings.layout, self.release
         if not release:
             # A rollback that found nowhere to go: nothing was started or chosen, so nothing to keep or mark.
-            self.append_history({"release": "", "result": "failed", "step": self.result.operations[-1].name})
+            self.append_history({"release": "", "result": "failed", "step": step})
             return
         if idle and self.release_tried:
             self.transport.run(helper(UNIT_HELPER, "stop", layout.unit(idle)))
         blamed = self.release_tried and release != state.current
         if blamed:
             self.transport.run(as_deploy(MARK_BAD, layout.release(release), release, "deploy"))
-        self.append_history(
-            {
-                "release": release,
-                "result": "failed",
-                "step": self.result.operations[-1].name if self.result.operations else "",
-            }
-        )
+        self.append_history({"release": release, "result": "failed", "step": step})
         self.record(
             f"Mark {release} bad." if blamed else f"Keep {release}.",
             CHANGED,
@@ -477,18 +488,9 @@ class HostDeploy:
         )
 
     def history_line(self, entry: dict) -> bytes:
-        return (
-            json.dumps(
-                {
-                    "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.clock())),
-                    "who": self.who,
-                    "ref": self.ref,
-                    **(({"rollback": True}) if self.rollback else {}),
-                    **entry,
-                }
-            )
-            + "\n"
-        ).encode()
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.clock()))
+        return (json.dumps({"time": now, "who": self.who, "ref": self.ref,
+                            **({"rollback": True} if self.rollback else {}), **entry}) + "\n").encode()
 
     def append_history(self, entry: dict) -> None:
         self.run(

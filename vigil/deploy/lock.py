@@ -17,7 +17,7 @@ import time
 from typing import Callable
 
 from vigil.core.connectors import Transport
-from vigil.core.errors import HostError
+from vigil.core.errors import HostError, HostKeyError, UnreachableError
 from vigil.deploy.scripts import HEARTBEAT, LOCK_AND_STATE, as_deploy
 from vigil.deploy.settings import COLORS, Settings
 from vigil.deploy.state import HostState, holder_line, parse_holder, parse_state
@@ -28,6 +28,8 @@ LOCK_WAIT_NOTE = 10
 HEARTBEAT_MIN_INTERVAL = 5
 # TAKE_LOCK's exit status when another deploy holds the lock.
 HELD = 75
+# After a lost connection, a new one is tried this often.
+RECONNECT_PAUSE = 5
 
 
 def owner_record(who: str, release: str, ref: str, token: str, now: float) -> bytes:
@@ -87,6 +89,30 @@ def takeover_note(state: HostState, settings: Settings) -> str:
         return ""
     return (f"took over the lock of {holder_line(state.stale_lock)}, silent for {state.stale_lock_silent} s "
             f"(lease {settings.lock_lease} s)")
+
+
+def reconnect(transport: Transport, window: float, waiting: Callable[[str], None] | None = None,
+              pause: float = RECONNECT_PAUSE) -> str:
+    """After the connection to a host was lost, connect again, trying for up to `window` seconds, so
+    the deploy can clean up, note its failure in the host's history and release its lock. Returns ""
+    once connected, else why not. A host key that changed meanwhile is not tried again."""
+    again = getattr(transport, "reconnect", None)
+    if again is None:
+        return "this connection cannot be opened again"
+    deadline = time.monotonic() + window
+    while True:
+        try:
+            again()
+            return ""
+        except HostKeyError as error:
+            return error.reason
+        except UnreachableError as error:
+            left = deadline - time.monotonic()
+            if left <= pause:
+                return error.reason
+            if waiting:
+                waiting(f"connecting again to release the lock ({int(left)} s left): {error.reason}")
+            time.sleep(pause)
 
 
 class Heartbeat:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from vigil.core.connectors import Result
-from vigil.core.errors import ConfigError
+from vigil.core.errors import ConfigError, UnreachableError
 from vigil.core.inventory import Host, Inventory
 from vigil.core.roles import load_role
 from vigil.core.runner import HostPlan, HostResult, OperationResult, RunOptions, run
@@ -21,13 +21,16 @@ from vigil.deploy.executor import HostDeploy
 from vigil.deploy.lock import Heartbeat
 from vigil.deploy.rollout import checked_artifact, deploy_work, served_release, serving_line
 from vigil.deploy.scripts import (
+    APPEND_HISTORY,
     BREAK_LOCK,
     FINISH,
     HEALTH_GATE,
     HEARTBEAT,
     LOCK_AND_STATE,
     RELEASE_LOCK,
+    RELINK,
     TAKE_LOCK,
+    UNPACK,
     WATCH,
 )
 from vigil.deploy.settings import Layout, settings_from_vars
@@ -431,6 +434,73 @@ def test_a_release_that_fails_its_watch_after_the_switch_is_switched_back_and_ma
     assert "r9" in after_watch[2] and ".vigil-bad" in after_watch[2][2]  # then marked bad
     history = json.loads(host.commands[-2].stdin)
     assert (history["release"], history["result"], history["switched_back_to"]) == ("r9", "failed", "r1")
+
+
+class LosesItsConnectionHost(ScriptedHost):
+    """A host whose connection drops at the first command running `script`; it comes back after
+    `refusals` reconnects (never with None)."""
+
+    def __init__(self, script, refusals, releases=("r1", "r9")):
+        super().__init__(releases)
+        self.script, self.refusals, self.lost, self.reconnects = script, refusals, False, 0
+
+    def run(self, command, timeout=None):
+        if self.lost:
+            raise UnreachableError("web1", "the SSH connection was lost")
+        if command.argv[2].startswith(self.script) and self.reconnects == 0:
+            self.commands.append(command)
+            self.lost = True
+            raise UnreachableError("web1", "nothing came back from 10.0.0.11 for 30s: the connection stalled")
+        return super().run(command, timeout)
+
+    def reconnect(self):
+        self.reconnects += 1
+        if self.refusals is None or self.reconnects <= self.refusals:
+            raise UnreachableError("web1", "no answer from 10.0.0.11:22 within 5s")
+        self.lost = False
+        return self
+
+
+@pytest.mark.parametrize("script, refusals, history", [
+    # Lost while the new color starts: once back, it is stopped, the attempt noted, the lock released.
+    (RELINK, 0, {"release": "r9", "result": "failed", "step": "Deploy (after 'Upload release r9.')"}),
+    # Lost while watching, after the switch: the failure and the color traffic is on are noted.
+    (WATCH, 2, {"release": "r9", "result": "failed", "step": "Deploy (after \"Switch nginx's backend upstream to "
+                                                              "blue.\")", "live": "blue"}),
+])
+def test_a_lost_connection_is_opened_again_to_note_the_failure_and_release_the_lock(monkeypatch, script, refusals,
+                                                                                     history):
+    monkeypatch.setattr("vigil.deploy.lock.time.sleep", lambda seconds: None)
+    artifact_file = Path(__file__)
+    artifact = Artifact("backend", "r9", artifact_file, "0" * 64, "worktree", "h" * 64, artifact_file.stat().st_size)
+    settings = dataclasses.replace(settings_from_vars(vars_with(), "backend"), drain=0, tasks=())
+    host = LosesItsConnectionHost(script, refusals)
+    deploy = HostDeploy(host, Host("web1", "10.0.0.11", 22, "deploy", None, ("web",), 5, 30), settings, artifact,
+                        "alice@laptop")
+    result = deploy.deploy()
+    assert result.error.startswith(history["step"] + ": nothing came back from 10.0.0.11 for 30s"), result.error
+    assert host.reconnects == refusals + 1
+    assert [op.name for op in result.operations][-1] == "Release the deploy lock."
+    assert "Connect again." in [op.name for op in result.operations]
+    assert host.commands[-1].argv[2] == RELEASE_LOCK
+    noted = [json.loads(c.stdin) for c in host.commands if c.argv[2] == APPEND_HISTORY]
+    assert noted and {key: noted[-1][key] for key in history} == history
+
+
+def test_a_host_that_stays_out_of_reach_keeps_the_lock_for_the_next_deploy_to_take_over():
+    artifact_file = Path(__file__)
+    artifact = Artifact("backend", "r9", artifact_file, "0" * 64, "worktree", "h" * 64, artifact_file.stat().st_size)
+    # A 4 s lease: one try in its first half, no wait between tries.
+    settings = dataclasses.replace(settings_from_vars(vars_with(), "backend"), drain=0, tasks=(), lock_lease=4)
+    host = LosesItsConnectionHost(UNPACK, None, releases=("r1",))
+    deploy = HostDeploy(host, Host("web1", "10.0.0.11", 22, "deploy", None, ("web",), 5, 30), settings, artifact,
+                        "alice@laptop")
+    result = deploy.deploy()
+    assert host.reconnects == 1
+    assert "; no new connection within 2 s (no answer from 10.0.0.11:22 within 5s): the deploy lock stays until " \
+           "its lease (4 s) runs out, then the next deploy takes it over" in result.error
+    assert "Release the deploy lock." not in [op.name for op in result.operations]
+    assert "clean-up failed" not in result.error
 
 
 @pytest.mark.parametrize("restart_every, fail_after, passes, said", [

@@ -171,6 +171,12 @@ class SSHTransport:
         self.login_user = user
         return self
 
+    def reconnect(self) -> "SSHTransport":
+        """A new connection as the same user, after the old one was lost (a stall closed it, or the
+        network dropped it)."""
+        self.close()
+        return self._connect_as(self.login_user)
+
     def close(self) -> None:
         if self._watch is not None:
             self._watch.stop()
