@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from pathlib import Path
 
 from pyrage import x25519
@@ -43,7 +44,21 @@ def load_identities(env: str, paths: SecretsPaths) -> list[x25519.Identity]:
             f"no age identity for env {env!r}: set VIGIL_AGE_IDENTITY, or create {path} "
             f"with `invoke secrets.init --env={env}` (or copy it from a teammate's password manager)"
         )
+    check_private(path)
     return parse_identities(path.read_text(), str(path))
+
+
+def check_private(path: Path) -> None:
+    """Refuse an identity file others may read, as ssh refuses such a private key: whoever can read it
+    can decrypt every secret of the env."""
+    mode = path.stat().st_mode
+    if not stat.S_ISREG(mode):
+        raise SecretsError(f"{path}: an age identity must be a regular file")
+    if mode & 0o077:
+        raise SecretsError(
+            f"{path}: permissions {stat.S_IMODE(mode):04o} are too open: an age identity must be readable by its "
+            f"owner only (group and others can read every secret of the env); run `chmod 600 {path}`"
+        )
 
 
 def parse_recipients(text: str, where: str) -> list[tuple[str, str]]:
@@ -82,6 +97,7 @@ def create_identity(env: str, paths: SecretsPaths) -> tuple[x25519.Identity, Pat
     """A new key pair for `env`, its private half saved 0600 in the identity file (never overwritten)."""
     path = paths.identity_file(env)
     if path.exists():
+        check_private(path)
         return parse_identities(path.read_text(), str(path))[0], path
     identity = x25519.Identity.generate()
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -1,9 +1,10 @@
-"""Masking: every spelling in which a secret value may leak (raw, URL-encoded, base64, a URL's password),
-registered with the redactor before anything can print it."""
+"""Masking: every spelling in which a secret value may leak (raw, JSON-escaped, URL-encoded, base64, a URL's
+password), registered with the redactor before anything can print it."""
 
 from __future__ import annotations
 
 import base64
+import json
 import urllib.parse
 from typing import Any, Mapping, Protocol
 
@@ -54,8 +55,10 @@ def _base64_cores(raw: bytes) -> set[str]:
 
 
 def forms_of(value: str) -> set[str]:
-    """The spellings in which `value` is likely to leak: raw, URL-encoded, base64, a URL's password."""
+    """The spellings in which `value` is likely to leak: raw, JSON-escaped (an app that logs JSON), URL-encoded,
+    base64, a URL's password."""
     forms = {value, urllib.parse.quote(value, safe=""), urllib.parse.quote(value), urllib.parse.quote_plus(value)}
+    forms |= {json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1]}
     forms |= {form.lower() for form in list(forms) if "%" in form}  # lowercase percent-escapes
     forms |= password_forms(value) | _base64_cores(value.encode())
     # Encodings of short values are shorter still: below 8 characters they only mask noise.

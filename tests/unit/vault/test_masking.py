@@ -1,6 +1,7 @@
 """Masking: every likely spelling of a value, a URL's password alone, public values left readable."""
 
 import base64
+import json
 import urllib.parse
 
 import pytest
@@ -26,6 +27,13 @@ def test_every_likely_spelling_of_a_value_is_masked(schema):
         base64.urlsafe_b64encode(value.encode()).decode().rstrip("="),
     ):
         assert REDACTOR.redact(f"before {form} after") == "before *** after", form
+
+
+@pytest.mark.parametrize("value", ['sec"ret\\with-quotes', "tab\tand-wörd-42", "ümlaut-only-secret"])
+def test_a_value_an_app_logs_as_json_is_masked_in_its_escaped_form(schema, value):
+    register({"JWT_SECRET": value}, schema)
+    for line in (json.dumps({"msg": "boot", "secret": value}), json.dumps({"secret": value}, ensure_ascii=False)):
+        assert REDACTOR.redact(line).endswith('"secret": "***"}'), line
 
 
 @pytest.mark.parametrize("spelling", [

@@ -1,6 +1,8 @@
 """The encrypted store: age interop both ways, tampering and wrong keys, saving only what is valid, recipients,
 one writer at a time, and the draft directory an edit uses."""
 
+import re
+import stat
 import subprocess
 
 import pytest
@@ -115,3 +117,19 @@ def test_the_draft_directory_goes_with_everything_an_editor_left_in_it():
 def test_bad_recipient_lines_name_file_and_line(line, message):
     with pytest.raises(SecretsError, match=f"recipients/prod.txt:2: {message}"):
         parse_recipients(f"# team\n{line}\n", "recipients/prod.txt")
+
+
+@pytest.mark.parametrize("mode, message", [
+    (0o644, "permissions 0644 are too open: an age identity must be readable by its owner only"),
+    (0o640, "permissions 0640 are too open"),
+    (0o604, "run `chmod 600 "),
+])
+def test_an_identity_file_others_may_read_is_refused_and_left_as_it_is(initialised, mode, message):
+    path = initialised.identity_file("sandbox")
+    path.chmod(mode)
+    with pytest.raises(SecretsError, match=re.escape(message)) as raised:
+        load("sandbox", initialised)
+    assert str(path) in str(raised.value) and "AGE-SECRET-KEY" not in str(raised.value)
+    assert stat.S_IMODE(path.stat().st_mode) == mode  # vigil does not chmod behind the operator's back
+    path.chmod(0o600)
+    assert load("sandbox", initialised)
