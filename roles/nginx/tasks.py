@@ -1,5 +1,6 @@
 """The nginx role: the app's HTTPS site with Mozilla intermediate TLS, Helmet's headers, rate limits and CORS."""
 
+import ipaddress
 import re
 import urllib.parse
 
@@ -41,6 +42,22 @@ def _cors_origins(vars) -> list[str]:
         if not isinstance(origin, str) or not re.fullmatch(ORIGIN, origin):
             raise ConfigError(f"{vars.where('nginx_cors_origins')}: {origin!r} is not an origin like https://app.example")
     return origins
+
+
+def _trusted_proxies(vars) -> list[str]:
+    """nginx_trusted_proxies as networks nginx accepts (10.0.0.5, 10.0.0.0/24, 2001:db8::/32)."""
+    proxies = vars["nginx_trusted_proxies"]
+    if not isinstance(proxies, list):
+        raise ConfigError(f"{vars.where('nginx_trusted_proxies')}: expected a list of addresses or networks")
+    networks = []
+    for proxy in proxies:
+        try:
+            networks.append(str(ipaddress.ip_network(str(proxy), strict=False)))
+        except ValueError:
+            raise ConfigError(
+                f"{vars.where('nginx_trusted_proxies')}: {proxy!r} is not an address or network like 10.0.0.0/24"
+            ) from None
+    return networks
 
 
 def _certificate(vars, server_name: str):
@@ -140,6 +157,8 @@ def tasks(role, vars):
         "api_burst": vars.integer("nginx_api_burst", minimum=0),
         "cors_origins": _cors_origins(vars),
         "internal_port": vars.integer("nginx_internal_api_port", minimum=1025),
+        "redirect_host": f"[{server_name}]" if ":" in server_name else server_name,
+        "trusted_proxies": _trusted_proxies(vars),
     })
     upstreams = render_template(role.template("upstreams.conf.j2"), {
         "backend_port": ports["backend"]["blue"], "frontend_port": ports["frontend"]["blue"]})

@@ -148,6 +148,11 @@ def https(sandbox, path: str, **kwargs) -> requests.Response:
 def test_https_verifies_against_the_sandbox_ca_and_http_redirects(provisioned, sandbox):
     plain = requests.get(f"http://{sandbox.addresses['vps2']}/prayers?x=1", allow_redirects=False, timeout=10)
     assert plain.status_code == 301 and plain.headers["Location"] == f"https://{sandbox.addresses['vps2']}/prayers?x=1"
+    # A Host header of the client's choosing is not where the redirect sends it.
+    spoofed = requests.get(f"http://{sandbox.addresses['vps2']}/x", headers={"Host": "evil.example"},
+                           allow_redirects=False, timeout=10)
+    assert spoofed.headers["Location"] == f"https://{sandbox.addresses['vps2']}/x"
+    assert plain.headers["Server"] == "nginx"  # no version
     response = https(sandbox, "/")  # verified: requests raises on an untrusted certificate
     assert response.status_code in (
         200,
@@ -175,6 +180,12 @@ def test_cors_answers_only_the_configured_frontend_origin(provisioned, sandbox):
     assert allowed["Access-Control-Allow-Origin"] == "http://localhost"
     denied = https(sandbox, "/api/prayers", headers={"Origin": "https://evil.example"}).headers
     assert not [name for name in denied if name.lower().startswith("access-control-")]
+    # A preflight answer carries the security headers too.
+    preflight = requests.options(f"https://{sandbox.addresses['vps2']}/api/prayers", verify=str(CA), timeout=10,
+                                 headers={"Origin": "http://localhost", "Access-Control-Request-Method": "POST"})
+    assert preflight.status_code == 204 and preflight.headers["Access-Control-Allow-Origin"] == "http://localhost"
+    assert preflight.headers["Strict-Transport-Security"].startswith("max-age=") and \
+        preflight.headers["X-Content-Type-Options"] == "nosniff"
 
 
 def test_a_burst_against_the_api_gets_429s(provisioned, sandbox):

@@ -15,8 +15,9 @@ from vigil.sandbox import ca as sandbox_ca
 
 def nginx_operations(**overrides):
     role = load_role("nginx")
-    vars = role_vars(role, layout({"web": ["web1"]}), "web1", nginx_tls="certbot", nginx_server_name="app.example.org",
-                     nginx_cors_origins=["https://app.example.org"], **overrides)
+    settings = {"nginx_tls": "certbot", "nginx_server_name": "app.example.org",
+                "nginx_cors_origins": ["https://app.example.org"], **overrides}
+    vars = role_vars(role, layout({"web": ["web1"]}), "web1", **settings)
     return role.tasks(role, vars)
 
 
@@ -92,3 +93,41 @@ def test_the_upstream_switch_helper_rewrites_one_upstream_checked(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["switch", "upstreams.conf"]  # no temporary file left
 
 
+
+
+def site_conf(**overrides) -> str:
+    (site,) = [op for op in nginx_operations(**overrides) if getattr(op, "path", "").endswith("/together-pray.conf")
+               and "sites-available" in op.path]
+    return site.content.decode() if isinstance(site.content, bytes) else site.content
+
+
+@pytest.mark.parametrize("overrides, present, absent", [
+    # The edge: no version, the client's X-Forwarded-For replaced, the redirect to the configured name.
+    ({}, ["server_tokens off;", "proxy_set_header X-Forwarded-For $remote_addr;",
+          "return 301 https://app.example.org$request_uri;"],
+     ["$proxy_add_x_forwarded_for", "https://$host", "set_real_ip_from"]),
+    # Behind a balancer: only its X-Forwarded-For is believed.
+    ({"nginx_trusted_proxies": ["10.0.0.5", "10.1.0.0/16"]},
+     ["set_real_ip_from 10.0.0.5/32;", "set_real_ip_from 10.1.0.0/16;", "real_ip_header X-Forwarded-For;"],
+     ["$proxy_add_x_forwarded_for"]),
+    ({"nginx_server_name": "2001:db8::7"}, ["return 301 https://[2001:db8::7]$request_uri;"], []),
+])
+def test_the_site_answers_as_the_edge(overrides, present, absent):
+    site = site_conf(**overrides)
+    for line in present:
+        assert line in site
+    for line in absent:
+        assert line not in site
+
+
+def test_a_cors_preflight_answer_keeps_the_security_headers():
+    site = site_conf()
+    preflight = site[site.index("if ($request_method = OPTIONS)"):]
+    preflight = preflight[:preflight.index("return 204;")]
+    assert "include /etc/nginx/snippets/vigil-security-headers.conf;" in preflight
+
+
+@pytest.mark.parametrize("proxies", [["10.0.0.0/33"], ["lb.example"], "10.0.0.5"])
+def test_a_bad_trusted_proxy_names_the_key(proxies):
+    with pytest.raises(ConfigError, match="nginx_trusted_proxies"):
+        site_conf(nginx_trusted_proxies=proxies)
