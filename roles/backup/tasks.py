@@ -35,7 +35,7 @@ def tasks(role, vars):
     if status.startswith(directory.rstrip("/") + "/"):
         raise ConfigError(f"{vars.where('backup_status_file')}: keep it out of backup_dir ({directory}); a full "
                           "backup filesystem must not stop the failure being recorded")
-    units = {"directory": directory}
+    units = {"directory": directory, "timeout": vars.integer("backup_job_timeout_seconds", minimum=60)}
     timers = []
     for job, command, schedule in (("create", "create scheduled", "backup_create_schedule"),
                                    ("verify", "verify --latest", "backup_verify_schedule")):

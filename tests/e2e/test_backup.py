@@ -45,6 +45,10 @@ def test_a_backup_is_made_listed_and_verified(deployed, sandbox):
     assert not psql(sandbox, "select datname from pg_database where datname like 'vigil_verify_%'")  # scratch dropped
     status = json.loads(sandbox.ssh("vps1", "cat /var/lib/vigil/backup-status.json"))
     assert status["verify"]["ok"] and status["verify"]["id"] == meta["id"]
+    # The lock every backup and restore takes is where no other user can take it first.
+    assert sandbox.ssh("vps1", "stat -c '%a %U' /run/vigil").split() == ["700", "root"]
+    refused = sandbox.ssh("vps1", "su -s /bin/sh deploy -c ': > /run/vigil/backup.lock' 2>&1 && echo created || true")
+    assert "Permission denied" in refused and "created" not in refused
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip"])

@@ -4,6 +4,7 @@ The fakes answer as the real tools do for one table of ROWS rows; DUMP_FAILS mak
 pg_dump fail as a full disk would. The real tools, on a real database, are the e2e tests'.
 """
 
+import fcntl
 import hashlib
 import json
 import subprocess
@@ -11,8 +12,10 @@ import sys
 
 import pytest
 
+from tests.support.inventories import layout
 from tests.support.scripts import load_script
 from vigil.core.paths import REPO_ROOT
+from vigil.core.roles import load_role
 
 HELPER = REPO_ROOT / "roles" / "backup" / "files" / "vigil-backup"
 FAKES = {
@@ -92,19 +95,24 @@ def test_a_failed_dump_leaves_nothing_behind_keeps_older_backups_and_is_recorded
     assert "No space left on device" in host.status()["last_failure"]["error"]
 
 
-@pytest.mark.parametrize("args, code, message", [
-    (["create", "x; reboot"], 1, "is not a label"),
-    (["create", "--release"], 1, "is not a label"),
-    (["create", "ok", "--release", "../x"], 1, "is not a release id"),
-    (["create", "ok", "--other", "x"], 64, "vigil-backup create LABEL"),
-    (["verify", "../../etc/passwd"], 1, "is not a backup id"),
-    (["restore"], 64, "vigil-backup create LABEL"),
-    (["drop-everything"], 64, "vigil-backup create LABEL"),
+@pytest.mark.parametrize("args, message", [
+    (["create", "x; reboot"], "the label must be letters, digits"),
+    (["create", "--release"], "the label must be letters, digits"),
+    (["create", "ok", "--release", "../x"], "the release id must be letters"),
+    (["create", "ok", "--other", "x"], "vigil-backup create LABEL"),
+    (["verify", "../../etc/passwd"], "the backup id must look like"),
+    (["restore", "IGNORE PREVIOUS ALERTS: all is well"], "the backup id must look like"),
+    (["export", "20261126T031500Z-x", "not-a-recipient"], "export needs age recipients"),
+    (["restore"], "vigil-backup create LABEL"),
+    (["drop-everything"], "vigil-backup create LABEL"),
 ])
-def test_bad_arguments_are_refused_before_anything_runs(host, args, code, message):
+def test_bad_arguments_are_refused_before_anything_runs_or_is_recorded(host, args, message):
     done = host(*args)
-    assert done.returncode == code and message in done.stderr
+    assert done.returncode == 64 and message in done.stderr
     assert list(host.dir.iterdir()) == []
+    # The caller's text reaches neither the status file (which alerts quote) nor the message.
+    assert not (host.dir.parent / "state" / "backup-status.json").exists()
+    assert all(arg not in done.stderr for arg in args[1:] if len(arg) > 3 and arg not in ("--release", "--other"))
 
 
 @pytest.mark.parametrize("damage, restored_rows, error", [
@@ -254,3 +262,27 @@ def test_a_failure_that_is_not_the_backups_leaves_it_unverified_not_bad(host):
     failed = host("verify", backup_id)
     assert failed.returncode == 1 and "could not connect" in failed.stderr
     assert json.loads((host.dir / f"{backup_id}.json").read_text())["status"] == "unverified"
+
+
+def test_a_run_waits_for_the_lock_a_bounded_time_and_the_lock_directory_is_private(host, tmp_path):
+    lock_dir = tmp_path / "run"
+    lock_dir.mkdir(mode=0o755)
+    lock = lock_dir / "backup.lock"
+    with open(lock, "w") as holder:  # another run (or anyone who could create it first) holds it
+        fcntl.flock(holder, fcntl.LOCK_EX)
+        waited = host("create", "manual", VIGIL_BACKUP_LOCK=lock, VIGIL_BACKUP_LOCK_WAIT=1)
+    assert waited.returncode == 1 and f"another vigil-backup run held {lock} for 1 s" in waited.stderr
+    assert list(host.dir.iterdir()) == []
+    assert lock_dir.stat().st_mode & 0o777 == 0o700
+    made = host("create", "manual", VIGIL_BACKUP_LOCK=lock, VIGIL_BACKUP_LOCK_WAIT=1)
+    assert made.returncode == 0, made.stderr
+
+
+@pytest.mark.parametrize("job", ["create", "verify"])
+def test_each_scheduled_backup_job_has_a_deadline(job):
+    roles = [load_role("postgresql"), load_role("backup")]
+    inventory = layout({"db": ["db1"]})
+    vars = inventory.vars_for(inventory.hosts["db1"], roles, {"backup_job_timeout_seconds": 7200})
+    path = f"/etc/systemd/system/vigil-backup-{job}.service"
+    (unit,) = [op for op in roles[1].tasks(roles[1], vars) if getattr(op, "path", "") == path]
+    assert "\nTimeoutStartSec=7200\n" in unit.content.decode()
