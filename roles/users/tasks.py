@@ -69,14 +69,15 @@ def tasks(role, vars):
             system=True,
             name=f"Ensure the app user {app} exists and cannot log in.",
         ),
-        # The app's group: deploys hand their releases to it. systemd-journal: a deploy reads its
-        # release's logs (a failed migration, a health gate).
+        # The app's group: deploys hand their releases to it. Not systemd-journal (the whole journal:
+        # sudo lines, sshd, PostgreSQL): a deploy reads its own units' logs through the unit helper.
         User(
             deploy,
             shell="/bin/bash",
-            groups=[app, "systemd-journal"],
+            groups=[app],
+            not_groups=["systemd-journal"],
             authorized_keys=deploy_keys,
-            name=f"Ensure the deploy user {deploy} has the team's keys, the app's group and the journal.",
+            name=f"Ensure the deploy user {deploy} has the team's keys and the app's group, not the journal.",
         ),
         File(
             APP_UNIT_HELPER,

@@ -305,6 +305,14 @@ def test_the_deploy_users_sudo_covers_the_apps_units_and_nginx_reload_only(provi
         refused = deploy_sudo(address, *command)
         assert refused.returncode == 1 and ("a password is required" in refused.stderr
                                             or "is not allowed to execute" in refused.stderr), (command, refused.stderr)
+    # The journal: only the app's units' logs, through the helper; not the systemd-journal group.
+    assert "systemd-journal" not in sandbox.ssh("vps2", "id -nG deploy").split()
+    logs = deploy_sudo(address, "/usr/local/sbin/vigil-app-unit", "logs", "together-pray-backend@blue.service")
+    assert logs.returncode == 0, logs.stderr
+    assert deploy_sudo(address, "/usr/local/sbin/vigil-app-unit", "logs", "ssh.service").returncode == 77
+    whole = subprocess.run(["ssh", *SSH_OPTIONS, f"deploy@{address}", "journalctl -q --no-pager -n 5 -u ssh.service"],
+                           capture_output=True, text=True, timeout=60)
+    assert "sshd" not in whole.stdout, whole.stdout  # journalctl shows a non-member only its own user's entries
 
 
 def test_a_source_rule_added_later_goes_first_for_ipv6_too(provisioned, sandbox):

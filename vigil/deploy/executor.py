@@ -117,9 +117,7 @@ class HostDeploy:
         return result
 
     def journal_tail(self, unit: str) -> str:
-        result = self.transport.run(
-            Command(("journalctl", "-q", "--no-pager", "-o", "cat", "-n", "300", "-u", unit), sudo=False)
-        )
+        result = self.transport.run(helper(UNIT_HELPER, "logs", unit))
         if not result.ok:
             return "(no journal access)"
         return REDACTOR.redact(log_excerpt(result.stdout))

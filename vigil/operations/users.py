@@ -17,6 +17,7 @@ from vigil.operations.files import atomic_write
 class User(Operation):
     """A local user with this shell, home and groups; `authorized_keys` (if given) exactly these keys.
 
+    not_groups: groups the user must not be in (a privilege an older version gave, taken back).
     Example: User("deploy", shell="/bin/bash", groups=["sudo"], authorized_keys=["ssh-ed25519 AAAA... ops"])
     """
 
@@ -25,6 +26,7 @@ class User(Operation):
     home: str | None = None
     system: bool = False
     groups: Sequence[str] = ()
+    not_groups: Sequence[str] = ()
     authorized_keys: Sequence[str] | None = None
     name: str = ""
     notify: tuple[str, ...] = ()
@@ -63,6 +65,10 @@ class User(Operation):
             if missing:
                 commands.append(cmd("usermod", "--append", "--groups", ",".join(missing), "--", self.user))
                 notes.append(f"add to groups {', '.join(missing)}")
+            extra = [group for group in self.not_groups if group in state.groups]
+            commands += [cmd("gpasswd", "--delete", self.user, group) for group in extra]
+            if extra:
+                notes.append(f"remove from groups {', '.join(extra)}")
         if self.authorized_keys is not None:
             wanted = ("\n".join(self.authorized_keys) + "\n").encode()
             ssh_dir: FileState = (

@@ -73,6 +73,15 @@ def test_the_deploy_users_sudoers_allows_only_the_helper_and_nginx():
         (["restart", "together-pray-x.service;reboot"], 77, "is not a unit name"),
         (["restart", "--root=/tmp", "together-pray-backend.service"], 77, "is not a unit name"),
         (["restart", "together-pray-../../x.service"], 77, "is not a unit name"),
+        # Logs of the app's units only, instead of the whole journal.
+        (
+            ["logs", "together-pray-backend@blue.service", "together-pray-backend-migrate@r9.service"],
+            0,
+            "journalctl --quiet --no-pager --output=cat --lines=300 --unit=together-pray-backend@blue.service "
+            "--unit=together-pray-backend-migrate@r9.service",
+        ),
+        (["logs", "ssh.service"], 77, "ssh.service is not one of the app's units"),
+        (["logs", "--since=-1y", "together-pray-backend@blue.service"], 77, "is not a unit name"),
         (["edit", "together-pray-backend.service"], 64, "usage"),
         (["daemon-reload"], 64, "usage"),
     ],
@@ -82,7 +91,8 @@ def test_the_app_unit_helper_acts_on_the_apps_units_only(tmp_path, args, code, o
     helper = next(op for op in role.tasks(role, vars) if getattr(op, "path", "") == "/usr/local/sbin/vigil-app-unit")
     # The real script, with systemctl swapped for echo so what it would run shows.
     script = tmp_path / "vigil-app-unit"
-    script.write_text(helper.content.decode().replace("exec /usr/bin/systemctl", "exec echo systemctl"))
+    script.write_text(helper.content.decode().replace("exec /usr/bin/systemctl", "exec echo systemctl")
+                      .replace("exec /usr/bin/journalctl", "exec echo journalctl"))
     result = subprocess.run(["sh", str(script), *args], capture_output=True, text=True)
     assert result.returncode == code and output in (result.stdout + result.stderr)
 
