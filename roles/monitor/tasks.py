@@ -111,6 +111,7 @@ def probe_settings(vars, checks: list[str]) -> dict:
         }
     if "backup" in checks:
         settings["backup_status_file"] = others.path("backup_status_file")
+        settings["backup_max_age_hours"] = vars.integer("monitor_backup_max_age_hours", minimum=0)
     return settings
 
 

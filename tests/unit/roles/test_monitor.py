@@ -260,6 +260,8 @@ SETTINGS = {
     ({"timeout": 0}, "timeout must be"),
     ({"down_after": 0}, "down_after must be"),
     ({"checks": ["backup"]}, "backup_status_file must be an absolute path"),
+    ({"checks": ["backup"], "backup_status_file": "/x", "backup_max_age_hours": "26"}, "backup_max_age_hours must be"),
+    ({"checks": ["backup"], "backup_status_file": "/x", "backup_max_age_hours": -1}, "backup_max_age_hours must be"),
     ({"state_file": "probe-state.json"}, "state_file must be an absolute path"),
 ])
 def test_settings_are_checked(tmp_path, change, message):
@@ -512,3 +514,22 @@ def test_the_webhook_env_file_is_root_only_and_never_displayed(secret, line):
             shown += [op.name, plan.summary, plan.reason, plan.diff or "", *(c.display("ops") for c in plan.commands)]
     text = "\n".join(shown)
     assert "probe.env" in text and "tokenvalue" not in text and WEBHOOK not in text
+
+
+def test_backups_that_stopped_happening_are_down_once_until_a_new_one_is_made():
+    """The newest good backup 11 days old: down (once), as a failure would be; a new backup recovers it."""
+    eleven_days = datetime.datetime(2026, 12, 7, 9, 0, tzinfo=datetime.timezone.utc)
+    state, alerts = probe.transition({}, {}, eleven_days, IDENTITY, 1, GOOD, 26)
+    (down,) = alerts
+    assert down["vigil"]["event"] == "down" and state["backup"]["result"] == "fail"
+    assert down["text"] == (":red_circle: [sandbox] vps1 backup is stale: no backup since 20261126T031500Z-scheduled "
+                            "at 2026-11-26T03:15:40Z, 11 days ago (more than 26 h): the scheduled backups stopped")
+    state, again = probe.transition(state, {}, eleven_days + datetime.timedelta(minutes=1), IDENTITY, 1, GOOD, 26)
+    assert again == []
+    fresh = {"create": {"at": "2026-12-07T09:01:30Z", "ok": True, "id": "20261207T090100Z-manual"}}
+    state, back = probe.transition(state, {}, eleven_days + datetime.timedelta(minutes=2), IDENTITY, 1, fresh, 26)
+    assert [alert["vigil"]["event"] for alert in back] == ["recovered"] and state["backup"]["result"] == "ok"
+    # Within the allowed age, and with no limit, the same old backup is fine.
+    assert probe.transition({}, {}, eleven_days, IDENTITY, 1, GOOD, 0)[1] == []
+    assert probe.transition({}, {}, datetime.datetime(2026, 11, 27, 5, 0, tzinfo=datetime.timezone.utc), IDENTITY, 1,
+                            GOOD, 26)[1] == []
