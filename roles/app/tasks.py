@@ -16,6 +16,7 @@ from vigil.operations.files import Directory, File
 from vigil.operations.systemd import DaemonReload
 
 COLORS = ("blue", "green")
+RELEASE_ENV_HELPER = "/usr/local/sbin/vigil-release-env"
 TASK_NAME = r"[a-z][a-z0-9-]{0,30}"
 
 
@@ -37,6 +38,9 @@ def tasks(role, vars):
             config_dir, owner="root", group=app, mode="0750", name=f"Ensure {config_dir} is readable by the app only."
         ),
     ]
+    operations.append(File(RELEASE_ENV_HELPER, render_template(role.template("vigil-release-env.j2"), {
+        "services": list(services), "root": root, "run_dir": f"/run/{name}"}), mode="0755",
+        name=f"Ensure {RELEASE_ENV_HELPER} writes each color's release id as root."))
     for service, source in services.items():
         ports = color_ports(vars, service)
         entry = entries.get(source.kind) if isinstance(entries, dict) else None
@@ -54,7 +58,8 @@ def tasks(role, vars):
                                    name=f"Ensure {service}@{color} listens on 127.0.0.1:{ports[color]}."))
         unit = render_template(role.template("service.j2"), {
             "app": name, "service": service, "user": app, "root": root, "config_dir": config_dir, "entry": entry,
-            "stop_timeout": vars.integer("app_stop_timeout", minimum=1)})
+            "stop_timeout": vars.integer("app_stop_timeout", minimum=1), "run_dir": f"/run/{name}",
+            "release_env": RELEASE_ENV_HELPER})
         operations.append(File(f"/etc/systemd/system/{name}-{service}@.service", unit, notify=reload,
                                name=f"Ensure the {service} unit runs one color per instance."))
         for task, command in (release_tasks.get(service) or {}).items():

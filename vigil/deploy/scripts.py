@@ -13,7 +13,9 @@ from vigil.deploy.settings import COLORS, Settings
 
 STATE = r'''
 base=$1; upstream=$2; name=$3; blue_unit=$4; green_unit=$5
-echo "@lock"; cat -- "$base/.deploy-lock/owner.json" 2>/dev/null; echo
+# Only regular files are read: a FIFO or a device put in their place must not stall the reader.
+regular() { [ -f "$1" ] && cat -- "$1" 2>/dev/null; }
+echo "@lock"; regular "$base/.deploy-lock/owner.json"; echo
 echo "@current"; readlink -- "$base/current" 2>/dev/null
 for color in blue green; do echo "@color $color"; readlink -- "$base/colors/$color" 2>/dev/null; done
 echo "@units"; systemctl is-active -- "$blue_unit" "$green_unit" 2>/dev/null
@@ -24,9 +26,9 @@ for dir in "$base"/releases/*/; do
     id=$(basename -- "$dir")
     case "$id" in *.partial) continue ;; esac
     if [ -e "$dir/.vigil-bad" ]; then status=bad; else status=good; fi
-    printf '%s %s ' "$id" "$status"; cat -- "$dir/.vigil-release.json" 2>/dev/null | tr -d '\n'; echo
+    printf '%s %s ' "$id" "$status"; regular "$dir/.vigil-release.json" | tr -d '\n'; echo
 done
-echo "@history"; tail -n 200 -- "$base/deploys.jsonl" 2>/dev/null
+echo "@history"; [ -f "$base/deploys.jsonl" ] && tail -n 200 -- "$base/deploys.jsonl" 2>/dev/null
 echo "@end"
 '''
 

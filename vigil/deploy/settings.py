@@ -100,6 +100,8 @@ class Settings:
     watch: int = 30
     # MiB that must be free under the service's directory before a deploy builds or ships anything.
     min_free_mb: int = 512
+    # The user who owns the releases and the lock (deploys log in as it; status screens read as it).
+    owner: str = "deploy"
 
 
 def settings_from_vars(vars: HostVars, service: str) -> Settings:
@@ -125,6 +127,7 @@ def settings_from_vars(vars: HostVars, service: str) -> Settings:
     return Settings(
         layout=Layout(vars.path("app_root"), name, service),
         group=vars.user("app_group"),
+        owner=vars.user("app_owner"),
         upstream_file=f"/etc/nginx/conf.d/{name}-upstreams.conf",
         upstream_name=f"{name.replace('-', '_')}_{service}",
         ports={color: int(ports[color]) for color in COLORS},

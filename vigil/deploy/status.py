@@ -60,12 +60,18 @@ def read_states(env: str, services: list[str], limit: str | None):
     )
 
 
+# Seconds a status screen waits for a host's deploy state before it counts as no answer.
+STATE_TIMEOUT = 30
+
+
 def states_as_admin(transport: Transport, settings: list[Settings]) -> dict[str, HostState]:
-    """Each service's state on one host, read as root: the admin user (status screens, runbooks) is not
-    in the app's group, which alone may read the releases. A host that cannot answer holds none."""
+    """Each service's state on one host, for the admin user (status screens, runbooks), who is not in
+    the app's group: read as the deploy user, who owns it (never as root, through files that user
+    controls), within STATE_TIMEOUT seconds. A host that cannot answer holds none."""
     if not settings:
         return {}
-    answer = transport.run(dataclasses.replace(states_command(settings), sudo=True))
+    command = dataclasses.replace(states_command(settings), sudo=False, as_user=settings[0].owner)
+    answer = transport.run(command, timeout=STATE_TIMEOUT)
     return parse_states(answer.stdout) if answer.ok else {}
 
 

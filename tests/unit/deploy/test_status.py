@@ -1,12 +1,24 @@
 """deploy.releases and deploy.status: rows from a host's answer, and what counts as wrong."""
 
 import dataclasses
+import os
+import subprocess
 
 import pytest
 
+from vigil.core.connectors import Result
+from vigil.deploy.scripts import STATES
 from vigil.deploy.settings import Layout, Settings
 from vigil.deploy.state import parse_states
-from vigil.deploy.status import age, release_rows, releases_by_host, status_row, where_served
+from vigil.deploy.status import (
+    STATE_TIMEOUT,
+    age,
+    release_rows,
+    releases_by_host,
+    states_as_admin,
+    status_row,
+    where_served,
+)
 
 SETTINGS = Settings(
     layout=Layout("/srv/together-pray", "together-pray", "backend"),
@@ -137,3 +149,34 @@ def test_which_hosts_run_which_release():
 ])
 def test_where_a_service_is_served_names_every_host(serving, unreached, line):
     assert where_served(serving, unreached) == line
+
+
+def test_a_fifo_in_place_of_the_deploy_state_files_does_not_stall_the_reader(tmp_path):
+    """The deploy user can put a FIFO where owner.json, a release's metadata or the history should be:
+    the state is read anyway, without those, at once."""
+    base = tmp_path / "backend"
+    (base / ".deploy-lock").mkdir(parents=True)
+    (base / "releases" / "r1").mkdir(parents=True)
+    os.symlink("releases/r1", base / "current")
+    for path in (base / ".deploy-lock" / "owner.json", base / "releases" / "r1" / ".vigil-release.json",
+                 base / "deploys.jsonl"):
+        os.mkfifo(path)
+    upstreams = tmp_path / "upstreams.conf"
+    upstreams.write_text("upstream together_pray_backend { server 127.0.0.1:3002; keepalive 16; }\n")
+    done = subprocess.run(["sh", "-c", STATES, "states", "backend", str(base), str(upstreams), "together_pray_backend",
+                           "a@blue.service", "a@green.service"], capture_output=True, text=True, timeout=10)
+    state = parse_states(done.stdout)["backend"]
+    assert (state.current, state.live_port, list(state.releases), state.history) == ("r1", 3002, ["r1"], [])
+
+
+def test_status_screens_read_the_deploy_state_as_its_owner_within_a_deadline():
+    asked = []
+
+    class Host:
+        def run(self, command, timeout=None):
+            asked.append((command, timeout))
+            return Result(0, ANSWER, "")
+
+    states_as_admin(Host(), [dataclasses.replace(SETTINGS, owner="deploy")])
+    (command, timeout), = asked
+    assert command.render("ops").startswith("sudo -n -H -u deploy -- ") and timeout == STATE_TIMEOUT
