@@ -1,12 +1,15 @@
 """The app repository's CI/CD pipeline as a GitHub Actions workflow, built as data (`invoke ci.workflow`).
 
 Test the backend against a real PostgreSQL service (build, migrations, tests) and the frontend
-(tests, build); then deploy through vigil's own tasks: staging on every push to the main branch,
-production on a version tag or a manual run, each in its GitHub environment (production's required
-reviewers are the manual approval). The deploy jobs check out this ops repository and take the SSH
-key, the pinned host keys and the env's age identity from the environment's secrets; those reach the
-steps only through `env:`, never inside a script, and nothing untrusted (branch names, titles) is
-expanded into one.
+(tests, build); build the release artifacts once, in a job that holds no secret, and hand them on
+checksummed; then deploy them through vigil's own tasks: staging on every push to the main branch,
+production on a version tag, each in its GitHub environment (production's required reviewers are the
+manual approval). Third-party code (npm install scripts, the apps' builds) runs only in jobs without
+the env's secrets: a deploy job downloads and verifies the artifact, ships it and builds nothing
+(VIGIL_NO_BUILD), so the age identity that opens every secret of the env never meets npm. Secrets
+reach steps only through `env:`, never inside a script, and nothing untrusted (branch names, titles)
+is expanded into one. Actions are pinned to commit SHAs; vigil's Python dependencies are installed
+hash-locked (requirements.lock).
 """
 
 from __future__ import annotations
@@ -29,10 +32,29 @@ SECRETS = {
     "VIGIL_SSH_KEY": "the deploy user's private SSH key (the inventory's ssh_key)",
     "VIGIL_KNOWN_HOSTS": "the env's pinned host keys (inventory/<env>.known_hosts)",
     "VIGIL_AGE_IDENTITY": "an age identity that is a recipient of secrets/<env>.env.age",
-    "VIGIL_REPO_TOKEN": "a read-only token for the ops repository (checked out beside the app)",
+    "VIGIL_REPO_TOKEN": "a read-only token for the ops repository (a repository secret: the build job uses it too)",
 }
-PINNED_ACTIONS = {"checkout": "actions/checkout@v4", "setup-node": "actions/setup-node@v4",
-                  "setup-python": "actions/setup-python@v5"}
+# Every action at a full commit SHA (a tag can be moved to other code), its release tag beside it in
+# the written file. To update one: take the new release's commit from the action's own release page
+# (`git ls-remote https://github.com/actions/checkout refs/tags/v6.0.2`), check it against a second
+# source, and change both here; tests/unit/ci checks the shape.
+PINNED_ACTIONS = {
+    "checkout": ("actions/checkout", "de0fac2e4500dabe0009e67214ff5f5447ce83dd", "v6.0.2"),
+    "setup-node": ("actions/setup-node", "49933ea5288caeca8642d1e84afbd3f7d6820020", "v4.4.0"),
+    "setup-python": ("actions/setup-python", "a309ff8b426b58ec0e2a45f0f869d46889d02405", "v6.2.0"),
+    "upload-artifact": ("actions/upload-artifact", "ea165f8d65b6e75b540449e92b4886f43607fa02", "v4.6.2"),
+    "download-artifact": ("actions/download-artifact", "d3f86a106a0bac45b974a628896c90dbdf5c8093", "v4.3.0"),
+}
+# vigil's own dependencies, every one pinned with its hashes (pip-compile --generate-hashes requirements.txt).
+LOCKED_REQUIREMENTS = "requirements.lock"
+# Where `deploy.build` leaves the artifacts in the ops checkout, and the checksums that travel with them.
+ARTIFACTS = ".vigil/artifacts"
+CHECKSUMS = "SHA256SUMS"
+
+
+def uses(action: str) -> str:
+    name, commit, _ = PINNED_ACTIONS[action]
+    return f"{name}@{commit}"
 
 
 @dataclass(frozen=True)
@@ -72,6 +94,11 @@ class Pipeline:
         return self
 
 
+def _checkout(**options) -> dict:
+    """actions/checkout that leaves no token behind in .git/config for later steps to find."""
+    return {"uses": uses("checkout"), "with": {**options, "persist-credentials": False}}
+
+
 def _node_job(pipeline: Pipeline, directory: str, steps: list[dict], **extra) -> dict:
     return {
         "runs-on": "ubuntu-latest",
@@ -79,8 +106,8 @@ def _node_job(pipeline: Pipeline, directory: str, steps: list[dict], **extra) ->
         **extra,
         "defaults": {"run": {"working-directory": directory}},
         "steps": [
-            {"uses": PINNED_ACTIONS["checkout"]},
-            {"uses": PINNED_ACTIONS["setup-node"],
+            _checkout(),
+            {"uses": uses("setup-node"),
              "with": {"node-version": pipeline.node_version, "cache": "npm",
                       "cache-dependency-path": f"{directory}/package-lock.json"}},
             {"name": "Install the exact dependencies", "run": "npm ci"},
@@ -89,9 +116,47 @@ def _node_job(pipeline: Pipeline, directory: str, steps: list[dict], **extra) ->
     }
 
 
-def _deploy_job(pipeline: Pipeline, env: str, needs: list[str], condition: str) -> dict:
+def _vigil_steps(pipeline: Pipeline) -> list[dict]:
+    """Check out this ops repository (its token used by the checkout alone) and install vigil, hash-locked."""
+    return [
+        {"name": "Check out the ops repository",
+         **_checkout(repository=pipeline.vigil_repository, token="${{ secrets.VIGIL_REPO_TOKEN }}", path="vigil")},
+        {"uses": uses("setup-python"),
+         "with": {"python-version": pipeline.python_version, "cache": "pip",
+                  "cache-dependency-path": f"vigil/{LOCKED_REQUIREMENTS}"}},
+        {"name": "Install vigil (every dependency pinned and hash-checked)",
+         "run": f"python -m pip install --require-hashes --no-deps -r {LOCKED_REQUIREMENTS}"},
+    ]
+
+
+def _build_job(pipeline: Pipeline, needs: list[str]) -> dict:
+    """Build each service's release artifact once, with no secret in reach of npm; upload it with its checksums."""
     return {
         "needs": needs,
+        "if": "github.event_name != 'pull_request'",
+        "runs-on": "ubuntu-latest",
+        "timeout-minutes": 30,
+        "defaults": {"run": {"working-directory": "vigil"}},
+        "outputs": {"digest": "${{ steps.checksums.outputs.digest }}"},
+        "steps": [
+            *_vigil_steps(pipeline),
+            {"uses": uses("setup-node"), "with": {"node-version": pipeline.node_version}},
+            {"name": "Build this commit's release artifacts", "env": {"ENV_NAME": pipeline.staging_env},
+             "run": 'python -m invoke deploy.build --env="$ENV_NAME" --ref="$GITHUB_SHA"'},
+            {"name": "Checksum the artifacts", "id": "checksums",
+             "run": f"cd {ARTIFACTS}\n"
+                    f"find . -name '*.tar.gz' -o -name '*.json' | sort | xargs sha256sum > {CHECKSUMS}\n"
+                    f'echo "digest=$(sha256sum {CHECKSUMS} | cut -d" " -f1)" >> "$GITHUB_OUTPUT"\n'},
+            {"uses": uses("upload-artifact"),
+             "with": {"name": "release-${{ github.sha }}", "path": f"vigil/{ARTIFACTS}",
+                      "if-no-files-found": "error", "retention-days": 30}},
+        ],
+    }
+
+
+def _deploy_job(pipeline: Pipeline, env: str, condition: str) -> dict:
+    return {
+        "needs": ["build"],
         "if": condition,
         "runs-on": "ubuntu-latest",
         "timeout-minutes": 45,
@@ -101,25 +166,14 @@ def _deploy_job(pipeline: Pipeline, env: str, needs: list[str], condition: str) 
         "concurrency": {"group": f"deploy-{env}", "cancel-in-progress": False},
         "defaults": {"run": {"working-directory": "vigil"}},
         "steps": [
-            {
-                "name": "Check out the ops repository",
-                "uses": PINNED_ACTIONS["checkout"],
-                "with": {
-                    "repository": pipeline.vigil_repository,
-                    "token": "${{ secrets.VIGIL_REPO_TOKEN }}",
-                    "path": "vigil",
-                },
-            },
-            {
-                "uses": PINNED_ACTIONS["setup-python"],
-                "with": {
-                    "python-version": pipeline.python_version,
-                    "cache": "pip",
-                    "cache-dependency-path": "vigil/requirements.txt",
-                },
-            },
-            {"uses": PINNED_ACTIONS["setup-node"], "with": {"node-version": pipeline.node_version}},
-            {"name": "Install vigil", "run": "python -m pip install -r requirements.txt"},
+            *_vigil_steps(pipeline),
+            {"uses": uses("download-artifact"),
+             "with": {"name": "release-${{ github.sha }}", "path": f"vigil/{ARTIFACTS}"}},
+            {"name": "Check the artifacts are the ones the build job made",
+             "env": {"DIGEST": "${{ needs.build.outputs.digest }}"},
+             "run": f"cd {ARTIFACTS}\n"
+                    f"printf '%s  {CHECKSUMS}\\n' \"$DIGEST\" | sha256sum --check --strict\n"
+                    f"sha256sum --check --strict {CHECKSUMS}\n"},
             {
                 "name": "Install the deploy key and the pinned host keys",
                 "env": {
@@ -135,7 +189,9 @@ def _deploy_job(pipeline: Pipeline, env: str, needs: list[str], condition: str) 
             },
             {
                 "name": f"Deploy this commit to {env}",
-                "env": {"VIGIL_AGE_IDENTITY": "${{ secrets.VIGIL_AGE_IDENTITY }}", "ENV_NAME": env},
+                # VIGIL_NO_BUILD: ship the build job's artifacts or fail; never run npm next to the identity.
+                "env": {"VIGIL_AGE_IDENTITY": "${{ secrets.VIGIL_AGE_IDENTITY }}", "ENV_NAME": env,
+                        "VIGIL_NO_BUILD": "1"},
                 "run": 'python -m invoke deploy.all --env="$ENV_NAME" --ref="$GITHUB_SHA"',
             },
             {
@@ -178,9 +234,15 @@ def workflow(pipeline: Pipeline) -> dict:
         {"name": "Test", "run": "npm test --if-present"},
         {"name": "Build", "run": "npm run build"},
     ], env={"NEXT_TELEMETRY_DISABLED": "1"})
-    on_branch = f"github.event_name == 'push' && github.ref == 'refs/heads/{pipeline.branch}'"
-    on_tag = "github.event_name == 'push' && startsWith(github.ref, 'refs/tags/')"
-    manual = f"github.event_name == 'workflow_dispatch' && inputs.env == '{pipeline.production_env}'"
+    main = f"github.ref == 'refs/heads/{pipeline.branch}'"
+    tag = "startsWith(github.ref, 'refs/tags/')"
+    # Automatic: staging on a push to the main branch, production on a version tag. By hand: the same
+    # refs only (a branch of anyone's choosing deploys nowhere); the environments' own branch rules
+    # (docs/ci.md) enforce it again on GitHub's side.
+    staging = (f"(github.event_name == 'push' && {main}) || (github.event_name == 'workflow_dispatch' "
+               f"&& inputs.env == '{pipeline.staging_env}' && {main})")
+    production = (f"(github.event_name == 'push' && {tag}) || (github.event_name == 'workflow_dispatch' "
+                  f"&& inputs.env == '{pipeline.production_env}' && {tag})")
     return {
         "name": "test and deploy",
         "on": {
@@ -189,7 +251,8 @@ def workflow(pipeline: Pipeline) -> dict:
             "workflow_dispatch": {
                 "inputs": {
                     "env": {
-                        "description": "Where to deploy this commit",
+                        "description": "Where to deploy this commit (staging from the main branch, "
+                                       "production from a version tag)",
                         "required": True,
                         "type": "choice",
                         "options": [pipeline.staging_env, pipeline.production_env],
@@ -202,16 +265,9 @@ def workflow(pipeline: Pipeline) -> dict:
         "jobs": {
             "backend": backend,
             "frontend": frontend,
-            f"deploy-{pipeline.staging_env}": _deploy_job(
-                pipeline,
-                pipeline.staging_env,
-                ["backend", "frontend"],
-                f"({on_branch}) "
-                f"|| (github.event_name == 'workflow_dispatch' && inputs.env == '{pipeline.staging_env}')",
-            ),
-            f"deploy-{pipeline.production_env}": _deploy_job(
-                pipeline, pipeline.production_env, ["backend", "frontend"], f"({on_tag}) || ({manual})"
-            ),
+            "build": _build_job(pipeline, ["backend", "frontend"]),
+            f"deploy-{pipeline.staging_env}": _deploy_job(pipeline, pipeline.staging_env, staging),
+            f"deploy-{pipeline.production_env}": _deploy_job(pipeline, pipeline.production_env, production),
         },
     }
 
@@ -233,4 +289,10 @@ def render(document: dict, command: str) -> str:
     header = (f"# Written by vigil: {command}\n"
               "# Regenerate it rather than editing it. The deploy environments need these secrets:\n"
               + "".join(f"#   {name}: {what}\n" for name, what in SECRETS.items()))
-    return header + yaml.dump(document, Dumper=_Dumper, sort_keys=False, width=120, default_flow_style=False)
+    text = yaml.dump(document, Dumper=_Dumper, sort_keys=False, width=120, default_flow_style=False)
+    # The release tag beside each pinned commit, for the reader (YAML itself has no place for it).
+    tags = {f"{name}@{commit}": tag for name, commit, tag in PINNED_ACTIONS.values()}
+    text = re.sub(r"^(\s*(?:- )?uses: )(\S+)$", lambda m: m.group(0) + (f" # {tags[m.group(2)]}"
+                                                                       if m.group(2) in tags else ""),
+                  text, flags=re.MULTILINE)
+    return header + text

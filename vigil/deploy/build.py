@@ -326,6 +326,10 @@ def run_step(argv: list[str], cwd: Path, env: dict[str, str], log: Path) -> int:
             return 127
 
 
+# Set (to anything) where vigil must never build, only ship artifacts built elsewhere (CI deploy jobs).
+NO_BUILD_VARIABLE = "VIGIL_NO_BUILD"
+
+
 def build(source: AppSource, state: LocalState | None = None, runner: Runner = run_step,
           echo: Callable[[str], None] = lambda line: None) -> Artifact:
     """The artifact of `source`: from the cache when this source was built before, else built now.
@@ -347,6 +351,13 @@ def build(source: AppSource, state: LocalState | None = None, runner: Runner = r
         if cached:
             echo(f"{source.service}: {artifact_id} already built ({rel(target)})")
             return dataclasses.replace(cached, cached=True)
+        if os.environ.get(NO_BUILD_VARIABLE):
+            # A CI deploy job holds the env's decryption key: it ships what a job without secrets built.
+            raise BuildError(
+                f"{source.service}: no artifact {artifact_id} in {rel(directory)}, and {NO_BUILD_VARIABLE} says "
+                "this machine may not build (it holds the env's secrets; npm scripts run any code): build it "
+                "where no secret is (the workflow's build job) and bring the artifact here"
+            )
         node = (
             subprocess.run(["node", "--version"], capture_output=True, text=True).stdout if shutil.which("node") else ""
         )

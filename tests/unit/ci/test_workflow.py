@@ -40,6 +40,7 @@ def test_it_runs_on_pushes_to_main_on_version_tags_on_pull_requests_and_by_hand(
         "branches": ["main"]
     }
     assert triggers["workflow_dispatch"]["inputs"]["env"]["options"] == ["staging", "production"]
+    assert document["jobs"]["build"]["if"] == "github.event_name != 'pull_request'"  # a PR builds nothing to ship
     assert document["permissions"] == {"contents": "read"}
 
 
@@ -61,26 +62,82 @@ def test_the_backend_is_built_migrated_and_tested_against_a_real_postgresql(docu
 
 # (job, what must be true of it)
 DEPLOYS = [
-    ("deploy-staging", "staging", "refs/heads/main", "inputs.env == 'staging'"),
+    ("deploy-staging", "staging", "github.ref == 'refs/heads/main'", "inputs.env == 'staging'"),
     ("deploy-production", "production", "startsWith(github.ref, 'refs/tags/')", "inputs.env == 'production'"),
 ]
 
 
-@pytest.mark.parametrize("job_id, env, automatic, manual", DEPLOYS)
-def test_each_env_deploys_after_both_test_jobs_through_vigil_behind_its_environment(
-    document, job_id, env, automatic, manual
+@pytest.mark.parametrize("job_id, env, ref, manual", DEPLOYS)
+def test_each_env_deploys_the_build_jobs_artifact_through_vigil_behind_its_environment(
+    document, job_id, env, ref, manual
 ):
     job = document["jobs"][job_id]
-    assert job["needs"] == ["backend", "frontend"] and job["environment"] == env
-    assert automatic in job["if"] and manual in job["if"]
+    assert job["needs"] == ["build"] and document["jobs"]["build"]["needs"] == ["backend", "frontend"]
+    assert job["environment"] == env
+    # Automatic and by hand, only from its own refs: a manual run from any other branch deploys nothing.
+    automatic, by_hand = job["if"].split(" || ")
+    assert ref in automatic and manual in by_hand and ref in by_hand
     assert job["concurrency"] == {"group": f"deploy-{env}", "cancel-in-progress": False}
     checkout = job["steps"][0]
     assert checkout["with"]["repository"] == "together-pray/vigil" and checkout["with"]["path"] == "vigil"
     deploy = next(step for step in job["steps"] if "deploy.all" in step.get("run", ""))
     assert deploy["run"] == 'python -m invoke deploy.all --env="$ENV_NAME" --ref="$GITHUB_SHA"'
-    assert deploy["env"] == {"VIGIL_AGE_IDENTITY": "${{ secrets.VIGIL_AGE_IDENTITY }}", "ENV_NAME": env}
+    assert deploy["env"] == {"VIGIL_AGE_IDENTITY": "${{ secrets.VIGIL_AGE_IDENTITY }}", "ENV_NAME": env,
+                             "VIGIL_NO_BUILD": "1"}
     keys = next(step for step in job["steps"] if "VIGIL_SSH_KEY" in step.get("env", {}))
     assert keys["env"]["VIGIL_KNOWN_HOSTS"] == "${{ secrets.VIGIL_KNOWN_HOSTS }}" and "umask 077" in keys["run"]
+    # The artifact is checked against the digest the build job gave before anything uses it.
+    names = [step.get("name", step.get("uses", "")) for step in job["steps"]]
+    check = next(step for step in job["steps"] if step.get("name", "").startswith("Check the artifacts"))
+    assert check["env"] == {"DIGEST": "${{ needs.build.outputs.digest }}"} and "sha256sum --check" in check["run"]
+    assert names.index(check["name"]) < names.index(deploy["name"])
+
+
+def runs_third_party_code(job: dict) -> bool:
+    """npm (install scripts, the apps' builds), directly or through deploy.build."""
+    return any("npm" in step.get("run", "") or "deploy.build" in step.get("run", "")
+               or "setup-node" in step.get("uses", "") for step in job["steps"])
+
+
+def test_the_age_identity_never_reaches_a_job_that_runs_third_party_code(document):
+    jobs = document["jobs"]
+    holding = {name for name, job in jobs.items() if "VIGIL_AGE_IDENTITY" in json.dumps(job)}
+    assert holding == {"deploy-staging", "deploy-production"}
+    assert not [name for name in holding if runs_third_party_code(jobs[name])]
+    # Where npm runs, no secret at all, but the ops repository's read token given to the checkout action.
+    for name, job in jobs.items():
+        if runs_third_party_code(job):
+            used = [step for step in job["steps"] if "secrets." in json.dumps(step)]
+            assert all(step["uses"].startswith("actions/checkout@") and
+                       set(re.findall(r"secrets\.([A-Z_]+)", json.dumps(step))) == {"VIGIL_REPO_TOKEN"}
+                       for step in used), name
+    build = jobs["build"]
+    assert build["outputs"] == {"digest": "${{ steps.checksums.outputs.digest }}"}
+    assert "sha256sum" in next(step for step in build["steps"] if step.get("id") == "checksums")["run"]
+
+
+def test_actions_are_pinned_to_commits_and_no_checkout_keeps_its_token(document, written):
+    used = [step["uses"] for job in document["jobs"].values() for step in job["steps"] if "uses" in step]
+    assert used and all(re.fullmatch(r"actions/[a-z-]+@[0-9a-f]{40}", action) for action in used), used
+    text = written.read_text()
+    assert all(re.search(rf"uses: {re.escape(action)} # v\d+\.\d+\.\d+$", text, re.MULTILINE) for action in used)
+    for job in document["jobs"].values():
+        for step in job["steps"]:
+            if step.get("uses", "").startswith("actions/checkout@"):
+                assert step["with"]["persist-credentials"] is False
+
+
+def test_vigil_is_installed_hash_locked_from_a_lock_that_matches_requirements(document):
+    installs = [step["run"] for job in document["jobs"].values() for step in job["steps"]
+                if "pip install" in step.get("run", "")]
+    assert installs and all("--require-hashes" in run and "requirements.lock" in run for run in installs)
+    lock = (REPO / "requirements.lock").read_text()
+    pinned = dict(re.findall(r"^([a-z0-9._-]+)==(\S+) \\$", lock, re.MULTILINE))
+    wanted = dict(re.findall(r"^([A-Za-z0-9._-]+)==(\S+)$", (REPO / "requirements.txt").read_text(), re.MULTILINE))
+    normal = lambda name: re.sub(r"[-_.]+", "-", name).lower()  # noqa: E731 - as PEP 503 compares names
+    assert {normal(name): version for name, version in wanted.items()}.items() <= pinned.items()
+    # Every package in the lock carries its hashes (pip refuses the whole file otherwise).
+    assert len(pinned) == len(re.findall(r"==\S+ \\\n\s+--hash=sha256:", lock))
 
 
 def test_no_secret_or_untrusted_value_is_expanded_inside_a_script(document):

@@ -61,6 +61,24 @@ def test_the_same_source_gives_the_same_bytes_and_another_source_another_id(tmp_
     assert build(source, LocalState(tmp_path / "one")).id != first.id
 
 
+def test_where_building_is_forbidden_only_an_artifact_built_elsewhere_is_shipped(tmp_path, monkeypatch):
+    """A CI deploy job (VIGIL_NO_BUILD) finds the build job's artifact, and never runs npm when it is missing."""
+    source = AppSource("backend", "node", project(tmp_path / "app"))
+    elsewhere = build(source, LocalState(tmp_path / "build-job"))
+    monkeypatch.setenv("VIGIL_NO_BUILD", "1")
+
+    def npm(*args):
+        raise AssertionError("nothing may be built here")
+
+    with pytest.raises(BuildError, match="VIGIL_NO_BUILD says this machine may not build") as refused:
+        build(source, LocalState(tmp_path / "deploy-job"), runner=npm)
+    assert elsewhere.id in refused.value.message
+    (tmp_path / "deploy-job").mkdir(exist_ok=True)
+    subprocess.run(["cp", "-r", str(tmp_path / "build-job" / "artifacts"), str(tmp_path / "deploy-job")], check=True)
+    shipped = build(source, LocalState(tmp_path / "deploy-job"), runner=npm)
+    assert (shipped.id, shipped.sha256, shipped.cached) == (elsewhere.id, elsewhere.sha256, True)
+
+
 def test_a_failing_step_names_itself_and_leaves_no_artifact(tmp_path):
     source = AppSource(
         "backend",
