@@ -10,6 +10,7 @@ root-only env file the probe reads itself.
 import dataclasses
 import functools
 import json
+import posixpath
 
 from vigil.core.errors import ConfigError, MissingSecretError
 from vigil.core.operations import render_template
@@ -131,7 +132,10 @@ def tasks(role, vars):
     checks = checks_for(onboarded_roles(vars))
     settings = probe_settings(vars, checks)
     interval = vars.integer("monitor_interval", minimum=10)
-    service = render_template(role.template("vigil-probe.service.j2"), {"probe": PROBE, "interval": interval})
+    # The only places the probe writes: its state and events files' directories.
+    writable = sorted({posixpath.dirname(settings[key]) for key in ("state_file", "events_file")})
+    service = render_template(role.template("vigil-probe.service.j2"),
+                              {"probe": PROBE, "interval": interval, "writable": writable})
     timer = render_template(role.template("vigil-probe.timer.j2"), {"interval": interval})
     reload = ("reload systemd",)
     return [

@@ -1,0 +1,61 @@
+"""Every systemd unit vigil installs is hardened until `systemd-analyze security` rates it OK (at most 2.0),
+scored offline on the rendered unit exactly as onboarding writes it."""
+
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from tests.support.inventories import layout
+from vigil.core.roles import load_role
+
+# At most this exposure (systemd's scale: 0 safe, 10 unsafe; "OK" up to about 4.9).
+MOST = 2.0
+ROLES = ("postgresql", "app", "nginx", "backup", "monitor")
+
+
+def installed_units() -> dict[str, bytes]:
+    """Every .service file the roles write for a host that is web and database at once."""
+    inventory = layout({"web": ["web1"], "db": ["web1"]})
+    roles = [load_role(name) for name in ROLES]
+    vars = inventory.vars_for(inventory.hosts["web1"], roles, {})
+    # postgresql's and nginx's settings only: their units are Debian's own.
+    return {op.path.rsplit("/", 1)[1]: op.content for role in roles if role.name in ("app", "backup", "monitor")
+            for op in role.tasks(role, vars)
+            if getattr(op, "path", "").startswith("/etc/systemd/system/") and op.path.endswith(".service")}
+
+
+UNITS = installed_units()
+
+
+def exposure(path) -> float:
+    if shutil.which("systemd-analyze") is None:
+        pytest.fail("systemd-analyze is missing: install systemd (scripts/bootstrap does)")
+    scored = subprocess.run(["systemd-analyze", "security", "--offline=true", str(path)], capture_output=True,
+                            text=True, timeout=60)
+    found = re.search(r"Overall exposure level for \S+: ([0-9.]+)", scored.stdout + scored.stderr)
+    assert found, scored.stdout + scored.stderr
+    return float(found.group(1))
+
+
+def test_every_unit_of_the_app_the_backups_and_the_probe_is_scored():
+    assert {"together-pray-backend@.service", "together-pray-frontend@.service",
+            "together-pray-backend-migrate@.service", "vigil-backup-create.service", "vigil-backup-verify.service",
+            "vigil-probe.service"} <= set(UNITS)
+
+
+@pytest.mark.parametrize("name", sorted(UNITS))
+def test_each_unit_is_rated_ok(tmp_path, name):
+    path = tmp_path / name
+    path.write_bytes(UNITS[name])
+    assert exposure(path) <= MOST
+
+
+def test_the_score_would_catch_a_unit_that_lost_its_hardening(tmp_path):
+    unit = UNITS["together-pray-backend@.service"].decode()
+    weakened = "\n".join(line for line in unit.splitlines()
+                         if not line.startswith(("CapabilityBoundingSet", "SystemCallFilter", "RestrictAddress")))
+    path = tmp_path / "weakened@.service"
+    path.write_text(weakened + "\n")
+    assert exposure(path) > MOST
