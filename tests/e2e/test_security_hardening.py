@@ -2,6 +2,7 @@
 the env file a color's unit loads at a root-only file, and leave a FIFO where status screens read the
 deploy state. Neither works any more."""
 
+import json
 import time
 
 from tests.support.sandbox_hosts import invoke
@@ -51,3 +52,12 @@ def test_a_fifo_in_the_deploy_state_does_not_stall_the_status_screens(deployed, 
         assert deploy_status.json["hosts"]["vps1"]["backend"]["release"], deploy_status.stdout[-2000:]
     finally:
         as_deploy(sandbox, "vps1", f"rm -rf {lock}")
+
+
+def test_root_keeps_a_record_of_what_deploys_had_it_do_that_the_deploy_user_cannot_touch(deployed, sandbox):
+    trail = "/var/log/vigil/deploy-actions.jsonl"
+    lines = [json.loads(line) for line in sandbox.ssh("vps2", f"cat {trail}").splitlines()]
+    assert any(line["helper"] == "vigil-switch-upstream" and line["by"] == "deploy" for line in lines), lines
+    assert any(line["helper"] == "vigil-app-unit" and line["action"] == "restart" for line in lines), lines
+    tried = as_deploy(sandbox, "vps2", f"{{ cat {trail}; echo forged >> {trail}; }} 2>&1; true")
+    assert tried.count("Permission denied") == 2 and "forged" not in sandbox.ssh("vps2", f"cat {trail}")

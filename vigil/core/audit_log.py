@@ -18,6 +18,9 @@ from vigil.core.output import Environment
 from vigil.core.redaction import REDACTOR
 
 REMOTE_AUDIT_LOG = "/var/log/vigil/audit.log"
+# Root's own line for each change the deploy user asked of a root helper (vigil-app-unit,
+# vigil-switch-upstream): the deploy user can add to it only through them, and can neither read nor edit it.
+REMOTE_ACTIONS_LOG = "/var/log/vigil/deploy-actions.jsonl"
 
 
 def operator() -> str:

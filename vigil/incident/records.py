@@ -213,6 +213,8 @@ def _cell(text: str) -> str:
 def render_report(incident: Incident, timeline: list[dict], health: list[dict]) -> str:
     """The post-mortem in Markdown: summary, impact window, timeline, actions taken, follow-ups to fill."""
     data = incident.data
+    actions_on_hosts = [event for event in health if event.get("kind") == "action"]
+    health = [event for event in health if event.get("kind") != "action"]
     start, end, basis = impact_window(health, timeline)
     runs = data.get("runs", [])
     actions = [
@@ -232,6 +234,17 @@ def render_report(incident: Incident, timeline: list[dict], health: list[dict]) 
                 "detail": event.get("detail", ""),
             }
             for event in health
+        ]
+        + [
+            {
+                "at": event.get("at", ""),
+                "who": f"root on {event.get('host', '?')}",
+                "kind": "host action",
+                "step": f"{event.get('helper', '?')} {event.get('action', '?')} {event.get('args', '')}".strip(),
+                "result": "asked",
+                "detail": f"by {event.get('by', '?')}",
+            }
+            for event in actions_on_hosts
         ],
         key=lambda entry: entry.get("at", ""),
     )

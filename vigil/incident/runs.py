@@ -8,8 +8,8 @@ import json
 import time
 from typing import Callable
 
-from vigil.core.audit_log import audit_locally
-from vigil.core.commands import Command
+from vigil.core.audit_log import REMOTE_ACTIONS_LOG, audit_locally
+from vigil.core.commands import script
 from vigil.core.errors import ConfigError, VigilError
 from vigil.core.fanout import answered, unreachable
 from vigil.core.output import Environment
@@ -109,18 +109,29 @@ def run_runbook(
     return run, opened["incident"]
 
 
+# The probe's events file, then root's record of what the deploy user's helpers did, in one round trip.
+HOST_HISTORY = 'cat -- "$1" 2>/dev/null; echo "@actions"; tail -n 5000 -- "$2" 2>/dev/null'
+
+
 def read_health_events(hosts: EnvHosts, since: str) -> tuple[list[dict], dict[str, str]]:
-    """The probes' state changes on every host since `since` (UTC ISO), and the hosts that could not say."""
+    """The probes' state changes on every host since `since` (UTC ISO), each root-side action of a deploy
+    since then (`"kind": "action"`, its `at` from the record's `time`), and the hosts that could not say."""
     def work(transport, host):
-        answer = transport.run(Command(("cat", "--", hosts.vars(host).path("monitor_events_file")), sudo=True))
-        events = []
-        for line in answer.stdout.splitlines() if answer.ok else []:
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(event, dict) and event.get("at", "") >= since:
-                events.append({**event, "host": event.get("host") or host})
+        answer = transport.run(script(HOST_HISTORY, hosts.vars(host).path("monitor_events_file"),
+                                      REMOTE_ACTIONS_LOG))
+        events, probe_part, _, actions_part = [], *(answer.stdout.partition("@actions\n") if answer.ok else ("",) * 3)
+        for part, kind in ((probe_part, "probe"), (actions_part, "action")):
+            for line in part.splitlines():
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    continue
+                if not isinstance(event, dict):
+                    continue
+                if kind == "action":
+                    event = {**event, "at": str(event.get("time", "")), "kind": "action"}
+                if event.get("at", "") >= since:
+                    events.append({**event, "host": event.get("host") or host})
         return events
 
     answers = hosts.on_hosts(list(hosts.hosts), work)

@@ -179,3 +179,18 @@ def test_a_note_goes_on_the_timeline_and_can_resolve_the_incident(tmp_path, monk
     with pytest.raises(Exit) as refused:
         tasks.maintenance(Context(), "on", env="production", incident=incident.id)
     assert refused.value.code == 3  # about sandbox, not production: refused before any host
+
+
+def test_the_post_mortem_shows_what_the_deploy_user_had_root_do_on_the_hosts(tmp_path):
+    """Root's own record (vigil-app-unit, vigil-switch-upstream) is in the timeline, in time order, and never
+    moves the impact window."""
+    incident = open_incident("sandbox", "backend-down", root=tmp_path, when=OPENED)
+    action = {"at": "2026-11-26T02:59:00Z", "time": "2026-11-26T02:59:00Z", "kind": "action", "host": "vps1",
+              "by": "deploy", "helper": "vigil-app-unit", "action": "restart",
+              "args": "together-pray-backend@green.service"}
+    text = render_report(incident, TIMELINE, PROBE + [action])
+    rows = [line for line in text.splitlines() if line.startswith("| 2026")]
+    assert ("| 2026-11-26T02:59:00Z | root on vps1 | vigil-app-unit restart together-pray-backend@green.service "
+            "| asked | by deploy |") in rows
+    assert [row.split(" | ")[0][2:] for row in rows] == sorted(row.split(" | ")[0][2:] for row in rows)
+    assert "Window: 2026-11-26T02:58:00Z to 2026-11-26T03:03:00Z" in text

@@ -1,6 +1,7 @@
 """roles/nginx: certificates from certbot (Let's Encrypt or a private ACME server), and the helper that
 switches one upstream, checked by nginx -t."""
 
+import json
 import re
 import subprocess
 
@@ -82,7 +83,8 @@ def test_the_upstream_switch_helper_rewrites_one_upstream_checked(
     helper = (helper.replace("/etc/nginx/conf.d/together-pray-upstreams.conf", str(upstreams))
               .replace("nginx -t -q", "true" if nginx_accepts else "false")
               .replace("systemctl reload nginx.service", "echo reloaded")
-              .replace("/run/vigil", str(tmp_path / "run")))
+              .replace("/run/vigil", str(tmp_path / "run"))
+              .replace("/var/log/vigil", str(tmp_path / "log")))
     script = tmp_path / "switch"
     script.write_text(helper)
     result = subprocess.run(["sh", str(script), *args], capture_output=True, text=True)
@@ -92,7 +94,12 @@ def test_the_upstream_switch_helper_rewrites_one_upstream_checked(
     assert f"upstream together_pray_frontend {{ server 127.0.0.1:{frontend}; keepalive 16; }}" in text
     assert ("reloaded" in result.stdout) is (code == 0)
     # No temporary file left; the lock (not taken for a usage error) in a directory only its owner may enter.
-    left = ["switch", "upstreams.conf"] if code == 64 else ["run", "switch", "upstreams.conf"]
+    left = {0: ["log", "run", "switch", "upstreams.conf"], 64: ["switch", "upstreams.conf"]}.get(
+        code, ["run", "switch", "upstreams.conf"])
+    trail = tmp_path / "log" / "deploy-actions.jsonl"
+    assert trail.exists() is (code == 0)  # a switch that happened is on root's record, one refused is not
+    if code == 0:
+        assert json.loads(trail.read_text())["args"] == " ".join(args)
     assert sorted(p.name for p in tmp_path.iterdir()) == left
     if code != 64:
         assert (tmp_path / "run").stat().st_mode & 0o777 == 0o700

@@ -1,6 +1,7 @@
 """roles/users and roles/ssh: an admin user for provisioning, a deploy user scoped to deploys, the
 helper that lets it act on the app's units only, and the lock-out check after an sshd change."""
 
+import json
 import re
 import subprocess
 
@@ -92,9 +93,21 @@ def test_the_app_unit_helper_acts_on_the_apps_units_only(tmp_path, args, code, o
     # The real script, with systemctl swapped for echo so what it would run shows.
     script = tmp_path / "vigil-app-unit"
     script.write_text(helper.content.decode().replace("exec /usr/bin/systemctl", "exec echo systemctl")
-                      .replace("exec /usr/bin/journalctl", "exec echo journalctl"))
-    result = subprocess.run(["sh", str(script), *args], capture_output=True, text=True)
+                      .replace("exec /usr/bin/journalctl", "exec echo journalctl")
+                      .replace("/var/log/vigil", str(tmp_path / "log")))
+    result = subprocess.run(["sh", str(script), *args], capture_output=True, text=True,
+                            env={"PATH": "/usr/bin:/bin", "SUDO_USER": "deploy"})
     assert result.returncode == code and output in (result.stdout + result.stderr)
+    # Root's own record of each change the deploy user asked for; nothing for a read or a refusal.
+    trail = tmp_path / "log" / "deploy-actions.jsonl"
+    recorded = [json.loads(line) for line in trail.read_text().splitlines()] if trail.exists() else []
+    if code == 0 and args[0] not in ("is-active", "status", "logs"):
+        (line,) = recorded
+        assert (line["by"], line["helper"], line["action"], line["args"]) == (
+            "deploy", "vigil-app-unit", args[0], " ".join(args[1:]))
+        assert trail.stat().st_mode & 0o777 == 0o640
+    else:
+        assert recorded == []
 
 
 @pytest.mark.parametrize("deploy_has_our_key, confirmed", [(True, ("deploy",)), (False, ())])
