@@ -124,6 +124,9 @@ def site_conf(**overrides) -> str:
 ])
 def test_the_site_answers_as_the_edge(overrides, present, absent):
     site = site_conf(**overrides)
+    # Per server, never at http level, where Debian's nginx.conf may set it already (nginx -t: "duplicate").
+    assert site.count("server_tokens off;") == site.count("\nserver {")
+    assert not [line for line in site.splitlines() if line.startswith("server_tokens")]
     for line in present:
         assert line in site
     for line in absent:
