@@ -6,6 +6,7 @@ from tests.support.sandbox_hosts import invoke
 from vigil.core.errors import ExitCode
 
 HEADERS = "/etc/nginx/snippets/vigil-security-headers.conf"
+SITE = "/etc/nginx/sites-available/together-pray.conf"
 
 
 def failing(run) -> set[tuple[str, str]]:
@@ -26,6 +27,19 @@ WEAKNESSES = [
      {("secrets files 0600, owned by the app user", "vps2")}),
     (f"cp {HEADERS} /root/headers.conf && sed -i '/Strict-Transport-Security/d' {HEADERS} && systemctl reload nginx",
      f"cp /root/headers.conf {HEADERS} && systemctl reload nginx", "vps2", {("HSTS", "vps2")}),
+    # A drop-in that takes the probe's confinement away, as a hand-made "fix" might.
+    ("mkdir -p /etc/systemd/system/vigil-probe.service.d && printf '[Service]\\nProtectSystem=no\\n"
+     "SystemCallFilter=\\nRestrictAddressFamilies=\\nRestrictNamespaces=no\\nProtectKernelModules=no\\n"
+     "ProtectKernelLogs=no\\nProtectProc=default\\nProcSubset=all\\nPrivateDevices=no\\n' "
+     "> /etc/systemd/system/vigil-probe.service.d/weak.conf && systemctl daemon-reload",
+     "rm -r /etc/systemd/system/vigil-probe.service.d && systemctl daemon-reload", "vps2",
+     {("systemd units rated OK", "vps2")}),
+    ("usermod -aG systemd-journal deploy", "gpasswd -d deploy systemd-journal", "vps2",
+     {("deploy user reads only its app's logs", "vps2")}),
+    ("chmod 755 /run/vigil", "chmod 700 /run/vigil", "vps1", {("lock directory root-only", "vps1")}),
+    (f"sed -i 's/server_tokens off;/server_tokens on;/' {SITE} && systemctl reload nginx",
+     f"sed -i 's/server_tokens on;/server_tokens off;/' {SITE} && systemctl reload nginx", "vps2",
+     {("server hides its version", "vps2")}),
 ]
 
 
@@ -36,10 +50,14 @@ def test_the_security_checklist_passes_on_the_sandbox(verified_backup):
     assert {"HTTP redirects to HTTPS", "HSTS", "only TLS 1.2 and 1.3", "secrets files 0600, owned by the app user",
             "no plaintext secret in git", "CORS restricted to the configured origin", "rate limiting active",
             "PostgreSQL not reachable from outside", "security headers", "SSH hardened", "firewall active",
-            "unattended upgrades on", "backups recent", "backups verified", "certificate not close to expiry"} <= items
+            "unattended upgrades on", "backups recent", "backups verified", "certificate not close to expiry",
+            "systemd units rated OK", "deploy user reads only its app's logs", "lock directory root-only",
+            "server hides its version"} <= items
 
 
-@pytest.mark.parametrize("weaken, undo, host, expected", WEAKNESSES, ids=["5432 open", "secrets file 644", "no HSTS"])
+@pytest.mark.parametrize("weaken, undo, host, expected", WEAKNESSES, ids=[
+    "5432 open", "secrets file 644", "no HSTS", "unit unconfined", "deploy reads the journal", "lock dir 755",
+    "server_tokens on"])
 def test_each_weakness_fails_the_right_item(verified_backup, sandbox, weaken, undo, host, expected):
     sandbox.ssh(host, weaken)
     try:

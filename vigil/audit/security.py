@@ -31,7 +31,7 @@ from vigil.vault.store import load
 # secrets files secrets.push writes. TLS versions are tried against the host's own nginx (old ones with
 # OpenSSL's security level 0, so that a refusal is the server's, not this client's).
 SECURITY_FACTS = r"""
-site=$1; shift
+site=$1; app=$2; deploy=$3; shift 3
 echo "@sshd"; sshd -T 2>/dev/null \
     | grep -Ei '^(permitrootlogin|passwordauthentication|kbdinteractiveauthentication|permitemptypasswords) '
 echo "@ufw"; ufw status verbose 2>/dev/null
@@ -46,8 +46,23 @@ echo "@tls"; [ -n "$site" ] && for version in tls1 tls1_1 tls1_2 tls1_3; do
         -cipher 'DEFAULT:@SECLEVEL=0' >/dev/null 2>&1
     then echo "$version accepted"; else echo "$version refused"; fi
 done
+# Each of vigil's units as systemd-analyze rates it (a template through an instance of its own).
+echo "@exposure"; for file in /etc/systemd/system/vigil-*.service /etc/systemd/system/"$app"-*.service; do
+    [ -f "$file" ] || continue
+    unit=$(basename -- "$file"); case "$unit" in *@.service) unit="${unit%@.service}@audit.service" ;; esac
+    score=$(systemd-analyze security --no-pager -- "$unit" 2>/dev/null \
+        | sed -n 's/.*Overall exposure level for [^:]*: \([0-9.]*\).*/\1/p')
+    printf '%s %s\n' "$unit" "${score:-?}"
+done
+echo "@groups"; [ -n "$deploy" ] && id -nG -- "$deploy" 2>/dev/null
+echo "@lockdir"; [ -e /run/vigil ] && stat -c '%a %U %F' /run/vigil
 echo "@end"
 """
+
+# At most this exposure for each of vigil's units (systemd-analyze security: 0 safe, 10 unsafe).
+MOST_EXPOSURE = 2.0
+# Groups that read the whole journal (sudo lines, sshd, PostgreSQL): the deploy user is in neither.
+JOURNAL_GROUPS = {"systemd-journal", "adm"}
 
 SSH_HARDENED = {"permitrootlogin": "no", "passwordauthentication": "no", "kbdinteractiveauthentication": "no",
                 "permitemptypasswords": "no"}
@@ -56,8 +71,8 @@ SECURITY_HEADERS = ("Strict-Transport-Security", "Content-Security-Policy", "X-C
 FOREIGN_ORIGIN = "https://audit.invalid"
 
 
-def security_facts_command(site: str, secrets_files: list[str]) -> Command:
-    return script(SECURITY_FACTS, site, *secrets_files)
+def security_facts_command(site: str, secrets_files: list[str], app: str = "", deploy: str = "") -> Command:
+    return script(SECURITY_FACTS, site, app, deploy, *secrets_files)
 
 
 @dataclass
@@ -68,6 +83,9 @@ class SecurityFacts:
     upgrades: tuple[str, str] = ("", "")
     nginx: list[str] = field(default_factory=list)
     tls: dict[str, bool] = field(default_factory=dict)  # tls1_2 -> accepted
+    exposure: dict[str, float | None] = field(default_factory=dict)  # unit -> systemd-analyze's rating
+    deploy_groups: list[str] = field(default_factory=list)
+    lock_dir: tuple[str, str, str] | None = None  # mode, owner, kind; None: not there (yet)
 
 
 TLS_NAMES = {"tls1": "TLSv1", "tls1_1": "TLSv1.1", "tls1_2": "TLSv1.2", "tls1_3": "TLSv1.3"}
@@ -92,6 +110,14 @@ def parse_security_facts(stdout: str) -> SecurityFacts:
         elif section == "tls" and text.split()[0] in TLS_NAMES:
             version, _, answer = text.partition(" ")
             facts.tls[version] = answer == "accepted"
+        elif section == "exposure" and len(text.split()) == 2:
+            unit, score = text.split()
+            facts.exposure[unit] = float(score) if re.fullmatch(r"[0-9]+(\.[0-9]+)?", score) else None
+        elif section == "groups":
+            facts.deploy_groups = text.split()
+        elif section == "lockdir" and len(text.split(maxsplit=2)) == 3:
+            mode, owner, kind = text.split(maxsplit=2)
+            facts.lock_dir = (mode, owner, kind)
     return facts
 
 
@@ -144,9 +170,28 @@ def host_items(
                 limits[0].rstrip(";") if limits else "no limit_req in nginx -T",
             )
         )
+    items += hardening_items(host, facts, web)
     enabled, running = facts.upgrades
     items.append(Item("unattended upgrades on", host, enabled == "enabled" and running == "active",
                       f"unattended-upgrades.service {enabled or '?'}, {running or '?'}"))
+    return items
+
+
+def hardening_items(host: str, facts: SecurityFacts, web: bool) -> list[Item]:
+    """vigil's units confined, the deploy user kept out of the journal, the locks where only root reaches."""
+    exposed = {unit: score for unit, score in facts.exposure.items() if score is None or score > MOST_EXPOSURE}
+    items = [Item("systemd units rated OK", host, bool(facts.exposure) and not exposed,
+                  "; ".join(f"{unit} {'unrated' if score is None else score}" for unit, score in exposed.items())
+                  + f" (at most {MOST_EXPOSURE} wanted)" if exposed
+                  else ", ".join(f"{unit} {score}" for unit, score in facts.exposure.items()) or "no vigil unit found")]
+    if web:
+        reading = sorted(JOURNAL_GROUPS & set(facts.deploy_groups))
+        items.append(Item("deploy user reads only its app's logs", host, bool(facts.deploy_groups) and not reading,
+                          f"in {', '.join(reading)}: the whole journal" if reading
+                          else "not in systemd-journal or adm" if facts.deploy_groups else "no deploy user found"))
+    lock = facts.lock_dir
+    items.append(Item("lock directory root-only", host, lock is None or (lock[0], lock[1], lock[2]) == (
+        "700", "root", "directory"), "/run/vigil not created yet" if lock is None else f"/run/vigil {' '.join(lock)}"))
     return items
 
 
@@ -175,8 +220,12 @@ def site_items(host: str, server_name: str, verify, allowed_origin: str, get=Non
         missing = [name for name in SECURITY_HEADERS[1:] if name not in page.headers]
         items.append(Item("security headers", host, not missing,
                           f"missing {', '.join(missing)}" if missing else ", ".join(SECURITY_HEADERS[1:])))
+        server = page.headers.get("Server", "")
+        items.append(Item("server hides its version", host, not re.search(r"[0-9]", server),
+                          f"Server: {server}" if server else "no Server header"))
     except requests.RequestException as error:
-        items += [Item(name, host, False, type(error).__name__) for name in ("HSTS", "security headers")]
+        items += [Item(name, host, False, type(error).__name__)
+                  for name in ("HSTS", "security headers", "server hides its version")]
     try:
         answers = {origin: options(f"https://{server_name}/api/prayers", verify=verify, timeout=10,
                                    headers={"Origin": origin, "Access-Control-Request-Method": "GET"})
@@ -290,7 +339,9 @@ def security(env: str, limit: str | None) -> list[Item]:
     def ask(transport, host: Host) -> list[Item]:
         web = topology.runs_app(host.name)
         site = site_of(inventory.vars_for(host, roles))[0] if web else ""
-        facts = parse_security_facts(transport.run(security_facts_command(site, files), timeout=120).stdout)
+        vars = inventory.vars_for(host, roles)
+        command = security_facts_command(site, files, vars.string("app_name"), vars.string("app_owner"))
+        facts = parse_security_facts(transport.run(command, timeout=120).stdout)
         return host_items(host.name, facts, web, database is not None and host.name == database.name, schema.app_user)
 
     answers = on_hosts(inventory, hosts, ask)

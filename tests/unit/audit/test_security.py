@@ -42,6 +42,14 @@ tls1 refused
 tls1_1 refused
 tls1_2 accepted
 tls1_3 accepted
+@exposure
+together-pray-backend@audit.service 1.3
+vigil-backup-create.service 1.4
+vigil-probe.service 1.6
+@groups
+deploy together-pray
+@lockdir
+700 root directory
 @end
 """
 
@@ -57,7 +65,8 @@ def test_a_hardened_host_passes_every_item_it_answers_for():
     items = items_of(parse_security_facts(ANSWER))
     assert set(items) == {"SSH hardened", "firewall active", "PostgreSQL not open to the world (firewall)",
                           "secrets files 0600, owned by the app user", "only TLS 1.2 and 1.3", "rate limiting active",
-                          "unattended upgrades on"}
+                          "unattended upgrades on", "systemd units rated OK", "deploy user reads only its app's logs",
+                          "lock directory root-only"}
     assert all(item.ok for item in items.values()), [item for item in items.values() if not item.ok]
 
 
@@ -84,6 +93,14 @@ BROKEN = [
     (("tls1_2 accepted\ntls1_3 accepted", "tls1_2 refused\ntls1_3 refused"), "only TLS 1.2 and 1.3", "accepts nothing"),
     (("limit_req zone=together_pray_api burst=20 nodelay;\n", ""), "rate limiting active", "no limit_req"),
     (("enabled active", "disabled inactive"), "unattended upgrades on", "disabled, inactive"),
+    (("vigil-probe.service 1.6", "vigil-probe.service 8.6"), "systemd units rated OK",
+     "vigil-probe.service 8.6 (at most 2.0 wanted)"),
+    (("vigil-probe.service 1.6", "vigil-probe.service ?"), "systemd units rated OK", "vigil-probe.service unrated"),
+    (("deploy together-pray", "deploy together-pray systemd-journal"), "deploy user reads only its app's logs",
+     "in systemd-journal: the whole journal"),
+    (("deploy together-pray", "deploy adm"), "deploy user reads only its app's logs", "in adm"),
+    (("700 root directory", "755 root directory"), "lock directory root-only", "/run/vigil 755 root"),
+    (("700 root directory", "700 deploy directory"), "lock directory root-only", "/run/vigil 700 deploy"),
 ]
 
 
@@ -105,6 +122,7 @@ GOOD_PAGE = {
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
+    "Server": "nginx",
 }
 
 
@@ -125,7 +143,7 @@ def site(page_headers: dict, allowed: str = "https://pray.example", foreign: str
 
 def test_a_visitor_is_sent_to_https_with_hsts_the_headers_and_strict_cors():
     items = site(GOOD_PAGE)
-    assert all(item.ok for item in items.values()) and len(items) == 4
+    assert all(item.ok for item in items.values()) and len(items) == 5
 
 
 # (page headers, allowed origin's answer, a foreign origin's answer, the item that fails)
@@ -143,6 +161,7 @@ SITE_BROKEN = [
         "",
         "security headers",
     ),
+    ({**GOOD_PAGE, "Server": "nginx/1.26.3"}, "https://pray.example", "", "server hides its version"),
     (GOOD_PAGE, "https://pray.example", "*", "CORS restricted to the configured origin"),
     (GOOD_PAGE, "https://pray.example", "https://audit.invalid", "CORS restricted to the configured origin"),
 ]
