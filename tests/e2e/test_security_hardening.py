@@ -20,12 +20,15 @@ def test_a_color_never_loads_a_file_the_deploy_user_links_its_release_env_to(dep
     live_port = sandbox.ssh(host, "sed -n 's/^upstream together_pray_backend { server 127.0.0.1:\\([0-9]*\\);.*/\\1/p' "
                                   "/etc/nginx/conf.d/together-pray-upstreams.conf").strip()
     idle = "green" if live_port == "3001" else "blue"
-    release = sandbox.ssh(host, f"basename $(readlink {BASE}/colors/{idle})").strip()
+    release = sandbox.ssh(host, f"basename $(readlink {BASE}/current)").strip()
+    link = f"{BASE}/colors/{idle}"
+    linked_before = sandbox.ssh(host, f"readlink {link} || true").strip()
     env_file = f"{BASE}/releases/{release}/release.env"
     unit = f"together-pray-backend@{idle}.service"
     mode = sandbox.ssh(host, f"stat -c %a {BASE}/releases/{release}").strip()
-    as_deploy(sandbox, host, f"chmod u+w {BASE}/releases/{release} && mv {env_file} {env_file}.kept && "
-                             f"ln -s {ROOT_ONLY} {env_file}")
+    # What the deploy key allows: point the idle color at a release whose release.env is a link to root's file.
+    as_deploy(sandbox, host, f"ln -sfn ../releases/{release} {link} && chmod u+w {BASE}/releases/{release} && "
+                             f"mv {env_file} {env_file}.kept && ln -s {ROOT_ONLY} {env_file}")
     try:
         sandbox.ssh(host, f"/usr/local/sbin/vigil-app-unit restart {unit}")
         deadline = time.monotonic() + 60
@@ -37,8 +40,9 @@ def test_a_color_never_loads_a_file_the_deploy_user_links_its_release_env_to(dep
         assert not [line for line in environment if line.startswith("ALERT_WEBHOOK_URL")]
     finally:
         sandbox.ssh(host, f"systemctl stop {unit}")
+        restore_link = f"ln -sfn {linked_before} {link}" if linked_before else f"rm -f {link}"
         as_deploy(sandbox, host, f"rm -f {env_file} && mv {env_file}.kept {env_file} && "
-                                 f"chmod {mode} {BASE}/releases/{release}")
+                                 f"chmod {mode} {BASE}/releases/{release} && {restore_link}")
 
 
 def test_a_fifo_in_the_deploy_state_does_not_stall_the_status_screens(deployed, sandbox):

@@ -3,10 +3,16 @@ waits on it fails at once; one that answers is left alone (a fake transport stan
 
 import threading
 import time
+from types import SimpleNamespace
 
+import paramiko
 import pytest
 
+from vigil.core.commands import cmd
+from vigil.core.connectors.ssh import SSHTransport
 from vigil.core.connectors.stall import StallWatch
+from vigil.core.errors import UnreachableError
+from vigil.core.inventory import Host
 
 
 class FakeTransport:
@@ -50,3 +56,24 @@ def test_a_watch_stopped_with_its_connection_does_not_close_it():
     transport.close()  # the connection closed by its owner: the pending probe ends, nothing stalled
     time.sleep(0.1)
     assert watch.stalled is False
+
+
+class NoChannel:
+    """A live connection on which the host never answers a request for a new channel."""
+
+    def is_active(self) -> bool:
+        return True
+
+    def open_session(self, timeout=None):
+        raise paramiko.SSHException("Timeout opening channel.")
+
+
+def test_a_channel_that_never_opens_is_said_to_be_a_stall_naming_the_host_and_command(tmp_path):
+    host = Host("web1", "10.0.0.11", 22, "deploy", None, ("web",), 5, 30)
+    ssh = SSHTransport(host, tmp_path / "known_hosts", "staging")
+    ssh._connection = SimpleNamespace(transport=NoChannel(), close=lambda: None)
+    with pytest.raises(UnreachableError) as lost:
+        ssh.run(cmd("systemctl", "is-active", "nginx"))
+    assert lost.value.reason == (
+        "nothing came back from 10.0.0.11 for 5s when asked to run a command: the connection stalled (a dropped "
+        "network, or a firewall dropping packets) during `sudo -n -H -- systemctl is-active nginx`")

@@ -221,6 +221,10 @@ class SSHTransport:
             detail = getattr(error, "strerror", None) or str(error)
             what = "the SSH connection was closed" if isinstance(error, EOFError) or not detail else (
                 f"the SSH connection failed: {detail}")
+            if channel is None and "Timeout opening channel" in detail:
+                # The host did not even answer a new command's request: the same silence the stall watch ends.
+                what = (f"nothing came back from {host.address} for {host.connect_timeout:g}s when asked to run a "
+                        "command: the connection stalled (a dropped network, or a firewall dropping packets)")
             raise self._lost(what, command) from None
         finally:
             if channel is not None:
