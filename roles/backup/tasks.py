@@ -29,6 +29,7 @@ def tasks(role, vars):
         "owner": vars.string("postgresql_user", IDENTIFIER),
         "directory": directory,
         "status": status,
+        "status_group": vars.user("backup_status_group"),
         "retention": {rule: vars.integer(f"backup_keep_{rule}", minimum=1) for rule in ("daily", "weekly", "monthly")},
         "migrations_table": vars.string("backup_migrations_table", IDENTIFIER),
     }

@@ -20,6 +20,7 @@ from vigil.core.validation import address
 from vigil.operations.apt import AptPackages
 from vigil.operations.files import Directory, File
 from vigil.operations.systemd import DaemonReload, SystemdUnit
+from vigil.operations.users import User
 from vigil.vault.env_files import render_dotenv
 
 PROBE = "/usr/local/sbin/vigil-probe"
@@ -27,6 +28,9 @@ SETTINGS = "/etc/vigil/probe.json"
 WEBHOOK_ENV = "/etc/vigil/probe.env"
 WEBHOOK_KEY = "ALERT_WEBHOOK_URL"
 UNIT = "vigil-probe"
+# The probe's own user and directory (its state, events and lock).
+PROBE_USER = "vigil-probe"
+PROBE_HOME = "/var/lib/vigil/probe"
 # The app's /health, under the /api/ prefix roles/nginx strips; the frontend's page at the root.
 BACKEND_PATH = "/api/health"
 FRONTEND_PATH = "/"
@@ -132,10 +136,13 @@ def tasks(role, vars):
     checks = checks_for(onboarded_roles(vars))
     settings = probe_settings(vars, checks)
     interval = vars.integer("monitor_interval", minimum=10)
-    # The only places the probe writes: its state and events files' directories.
-    writable = sorted({posixpath.dirname(settings[key]) for key in ("state_file", "events_file")})
+    # The only place the probe writes: its own directory, where its state and events files must be.
+    for key in ("state_file", "events_file"):
+        if posixpath.dirname(settings[key]) != PROBE_HOME:
+            raise ConfigError(f"{vars.where(f'monitor_{key}')}: keep it in {PROBE_HOME}, the probe user's "
+                              "own directory (the probe runs unprivileged and writes nowhere else)")
     service = render_template(role.template("vigil-probe.service.j2"),
-                              {"probe": PROBE, "interval": interval, "writable": writable})
+                              {"probe": PROBE, "interval": interval, "user": PROBE_USER, "home": PROBE_HOME})
     timer = render_template(role.template("vigil-probe.timer.j2"), {"interval": interval})
     reload = ("reload systemd",)
     return [
@@ -143,8 +150,13 @@ def tasks(role, vars):
         Directory("/etc/vigil", mode="0755"),
         File(SETTINGS, json.dumps(settings, indent=2, sort_keys=True) + "\n", mode="0644",
              name=f"Ensure {SETTINGS} names this host's checks: {', '.join(checks) or 'none'}."),
-        File(WEBHOOK_ENV, webhook_env(vars), mode="0600", secret=True, env_file=True,
-             name=f"Ensure {WEBHOOK_ENV} holds the alert webhook's URL, for root only."),
+        # The probe runs as its own unprivileged user, in its own directory.
+        Directory(posixpath.dirname(PROBE_HOME), mode="0755"),
+        User(PROBE_USER, shell="/usr/sbin/nologin", home=PROBE_HOME, system=True,
+             name=f"Ensure the probe's user {PROBE_USER} exists and cannot log in."),
+        Directory(PROBE_HOME, owner=PROBE_USER, group=PROBE_USER, mode="0750"),
+        File(WEBHOOK_ENV, webhook_env(vars), mode="0640", group=PROBE_USER, secret=True, env_file=True,
+             name=f"Ensure {WEBHOOK_ENV} holds the alert webhook's URL, for root and the probe only."),
         File(PROBE, role.file("vigil-probe"), mode="0755", name=f"Ensure {PROBE} is installed."),
         File(f"/etc/systemd/system/{UNIT}.service", service, notify=reload,
              name=f"Ensure {UNIT}.service runs {PROBE}."),

@@ -96,7 +96,7 @@ def probe_sees_ok(sandbox, host: str, check: str, timeout: float = ALERT_WITHIN 
     """Wait for the host's probe to have seen `check` ok: a change it never saw is not a change to alert."""
     deadline = time.time() + timeout
     while time.time() < deadline:
-        state = json.loads(sandbox.ssh(host, "cat /var/lib/vigil/probe-state.json 2>/dev/null || echo {}"))
+        state = json.loads(sandbox.ssh(host, "cat /var/lib/vigil/probe/state.json 2>/dev/null || echo {}"))
         if state.get("checks", {}).get(check, {}).get("state") == "ok":
             return
         time.sleep(5)

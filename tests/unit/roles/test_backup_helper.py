@@ -5,8 +5,10 @@ pg_dump fail as a full disk would. The real tools, on a real database, are the e
 """
 
 import fcntl
+import grp
 import hashlib
 import json
+import os
 import subprocess
 import sys
 
@@ -286,3 +288,15 @@ def test_each_scheduled_backup_job_has_a_deadline(job):
     path = f"/etc/systemd/system/vigil-backup-{job}.service"
     (unit,) = [op for op in roles[1].tasks(roles[1], vars) if getattr(op, "path", "") == path]
     assert "\nTimeoutStartSec=7200\n" in unit.content.decode()
+
+
+@pytest.mark.parametrize("group, mode", [("", 0o600), ("no-such-group-here", 0o600), ("{own}", 0o640)])
+def test_the_status_file_is_readable_by_the_probes_group_when_there_is_one(host, tmp_path, group, mode):
+    own = grp.getgrgid(os.getgid()).gr_name
+    config = json.loads((tmp_path / "backup.json").read_text())
+    (tmp_path / "backup.json").write_text(json.dumps({**config, "status_group": group.format(own=own)}))
+    assert host("create", "manual").returncode == 0
+    status = tmp_path / "state" / "backup-status.json"
+    assert status.stat().st_mode & 0o777 == mode
+    if mode == 0o640:
+        assert status.stat().st_gid == os.getgid()

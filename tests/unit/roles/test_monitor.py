@@ -491,10 +491,10 @@ def test_bad_settings_name_the_key(overrides, message):
 
 
 @pytest.mark.parametrize("secret, line", [(WEBHOOK, f"ALERT_WEBHOOK_URL={WEBHOOK}"), (None, "ALERT_WEBHOOK_URL=")])
-def test_the_webhook_env_file_is_root_only_and_never_displayed(secret, line):
+def test_the_webhook_env_file_is_for_root_and_the_probe_only_and_never_displayed(secret, line):
     operations = monitor_operations(SHARED, "vps1", secret=secret)
     (env_file,) = [op for op in operations if isinstance(op, File) and op.path == "/etc/vigil/probe.env"]
-    assert (env_file.secret, env_file.mode, env_file.owner, env_file.group) == (True, "0600", "root", "root")
+    assert (env_file.secret, env_file.mode, env_file.owner, env_file.group) == (True, "0640", "root", "vigil-probe")
     assert line in env_file.content.decode().splitlines()
     shown = []
     for op in operations:
@@ -533,3 +533,20 @@ def test_backups_that_stopped_happening_are_down_once_until_a_new_one_is_made():
     assert probe.transition({}, {}, eleven_days, IDENTITY, 1, GOOD, 0)[1] == []
     assert probe.transition({}, {}, datetime.datetime(2026, 11, 27, 5, 0, tzinfo=datetime.timezone.utc), IDENTITY, 1,
                             GOOD, 26)[1] == []
+
+
+def test_the_probe_runs_as_its_own_user_writing_only_its_own_directory():
+    operations = monitor_operations(SHARED, "vps1")
+    (unit,) = [op for op in operations if isinstance(op, File) and op.path == "/etc/systemd/system/vigil-probe.service"]
+    text = unit.content.decode()
+    assert "\nUser=vigil-probe\n" in text and "\nReadWritePaths=/var/lib/vigil/probe\n" in text
+    assert "\nCapabilityBoundingSet=\n" in text
+    settings = json.loads(next(op for op in operations if isinstance(op, File) and op.path == "/etc/vigil/probe.json")
+                          .content)
+    assert (settings["state_file"], settings["events_file"]) == ("/var/lib/vigil/probe/state.json",
+                                                                   "/var/lib/vigil/probe/events.jsonl")
+
+
+def test_a_state_file_outside_the_probes_directory_is_refused_naming_the_key():
+    with pytest.raises(ConfigError, match="monitor_state_file.*keep it in /var/lib/vigil/probe"):
+        monitor_operations(SHARED, "vps1", monitor_state_file="/var/lib/vigil/probe-state.json")
