@@ -49,10 +49,13 @@ def black_holed_deploy(sandbox, source: str, inventory, open_after: float | None
     result = {}
     deploying = threading.Thread(target=lambda: result.setdefault("run", invoke(
         "deploy.backend", "--json", "--limit=vps2", f"--source={source}", inventory=inventory, timeout=300)))
+    started = int(time.time())
     deploying.start()
     try:
+        # This deploy's lock (not one an earlier test left behind): its owner.json is younger than the run.
+        taken = f"[ \"$(stat -c %Y {LOCK}/owner.json 2>/dev/null || echo 0)\" -ge {started} ] && echo locked || true"
         for _ in range(600):
-            if sandbox.ssh("vps2", f"test -d {LOCK} && echo locked || true").strip() == "locked":
+            if sandbox.ssh("vps2", taken).strip() == "locked":
                 break
             time.sleep(0.1)
         subprocess.run([part.replace("{}", "-I") for part in drop], check=True)
@@ -73,7 +76,9 @@ def test_a_black_holed_connection_fails_the_deploy_and_the_next_one_takes_over_t
     run = black_holed_deploy(sandbox, source, inventory, open_after=None)
     assert run.code in (ExitCode.HOST_FAILED, ExitCode.UNREACHABLE), run.stdout[-2000:] + run.stderr
     reason = run.host("vps2")["error"] or run.host("vps2")["unreachable"]
-    assert f"nothing came back from {sandbox.addresses['vps2']} for 30s: the connection stalled" in reason, reason
+    # Cut off mid-command (the stall watch, after 30 s) or asking for the next one (no channel within 10 s).
+    assert f"nothing came back from {sandbox.addresses['vps2']} for " in reason, reason
+    assert "the connection stalled" in reason, reason
     assert "EOFError" not in reason
     # It tried to connect again for half the 20 s lease, then left the lock to the lease.
     assert "the deploy lock stays until its lease (20 s) runs out" in reason, reason
