@@ -138,7 +138,8 @@ def test_every_task_with_verbose_and_diff_and_a_failure_leaks_no_value(provision
     sandbox.ssh(
         "vps2",
         f"mkdir -p '{DROPIN.rsplit('/', 1)[0]}' && "
-        "printf '[Service]\\nEnvironmentFile=\\nEnvironmentFile=/etc/together-pray/backend.env\\n"
+        # ExecStartPre= too: the color's release-id helper takes blue or green, not this made-up instance.
+        "printf '[Service]\\nEnvironmentFile=\\nEnvironmentFile=/etc/together-pray/backend.env\\nExecStartPre=\\n"
         f"WorkingDirectory=/\\nExecStart=\\nExecStart=/bin/sleep infinity\\nExecReload=/bin/false\\n' > '{DROPIN}' && "
         f"systemctl daemon-reload && systemctl start {UNIT}",
     )
