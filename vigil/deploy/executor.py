@@ -30,6 +30,7 @@ from vigil.deploy.scripts import (
     RELEASE_LOCK,
     RELINK,
     RETIRE,
+    STILL_OURS,
     UNPACK,
     WATCH,
     as_deploy,
@@ -166,11 +167,8 @@ class HostDeploy:
             last = self.result.operations[-1].name if self.result.operations else ""
             step = (failure.step if isinstance(failure, DeployFailed)
                     else f"Deploy (after {last!r})" if last else "Deploy")
-            reason = (
-                failure.reason
-                if isinstance(failure, (DeployFailed, HostError))
-                else f"{type(failure).__name__}: {failure}"
-            )
+            reason = (failure.reason if isinstance(failure, (DeployFailed, HostError))
+                      else f"{type(failure).__name__}: {failure}")
             self.record(step, FAILED, error=REDACTOR.redact(reason))
             self.result.error = f"{step}: {REDACTOR.redact(reason)}"
             if isinstance(failure, UnreachableError) and not self.connect_again():
@@ -197,8 +195,12 @@ class HostDeploy:
         def waiting(line: str) -> None:
             if self.progress:
                 self.progress(self.host.name, OperationResult("Connect again.", "waiting", summary=line))
-
         why = reconnect(self.transport, window, waiting)
+        # Reached again, but the next deploy may have taken the lock over: then the host is its to touch.
+        if not why and not self.transport.run(as_deploy(STILL_OURS, self.settings.layout.lock, self.token)).ok:
+            self.record("Connect again.", FAILED, error="the lock was taken over meanwhile")
+            self.result.error += "; connected again, but the next deploy had taken the lock over: left the host to it"
+            return False
         self.record("Connect again.", FAILED if why else OK, error=why, summary="" if why else "to clean up and unlock")
         if why:
             self.result.error += (f"; no new connection within {window:g} s ({why}): the deploy lock stays until its "

@@ -93,6 +93,12 @@ grep -qF "\"token\": \"$token\"" "$lock/owner.json" 2>/dev/null || exit 3
 rm -rf -- "$lock"
 '''
 
+# Exit 0 when the lock is still this deploy's (its token in owner.json): after a lost connection, the
+# next deploy may have taken it over, and then the host is that deploy's to touch, not ours.
+STILL_OURS = r'''
+grep -qF "\"token\": \"$2\"" "$1/owner.json" 2>/dev/null
+'''
+
 # The lock, then (only once it is ours) the host's state: one round trip.
 # ...and the attempt's first line in the host's own history ($4, into $3): a deploy cut off later
 # is still on record there.

@@ -29,6 +29,7 @@ from vigil.deploy.scripts import (
     LOCK_AND_STATE,
     RELEASE_LOCK,
     RELINK,
+    STILL_OURS,
     TAKE_LOCK,
     UNPACK,
     WATCH,
@@ -485,6 +486,41 @@ def test_a_lost_connection_is_opened_again_to_note_the_failure_and_release_the_l
     assert host.commands[-1].argv[2] == RELEASE_LOCK
     noted = [json.loads(c.stdin) for c in host.commands if c.argv[2] == APPEND_HISTORY]
     assert noted and {key: noted[-1][key] for key in history} == history
+
+
+class TakenOverWhileAwayHost(LosesItsConnectionHost):
+    """Comes back, but the next deploy has taken the lock over meanwhile (STILL_OURS fails)."""
+
+    def run(self, command, timeout=None):
+        if not self.lost and command.argv[2] == STILL_OURS:
+            self.commands.append(command)
+            return Result(1, "", "")
+        return super().run(command, timeout)
+
+
+def test_a_deploy_that_comes_back_after_its_lock_was_taken_over_touches_nothing(monkeypatch):
+    monkeypatch.setattr("vigil.deploy.lock.time.sleep", lambda seconds: None)
+    artifact_file = Path(__file__)
+    artifact = Artifact("backend", "r9", artifact_file, "0" * 64, "worktree", "h" * 64, artifact_file.stat().st_size)
+    settings = dataclasses.replace(settings_from_vars(vars_with(), "backend"), drain=0, tasks=())
+    host = TakenOverWhileAwayHost(RELINK, 0)
+    result = HostDeploy(host, Host("web1", "10.0.0.11", 22, "deploy", None, ("web",), 5, 30), settings, artifact,
+                        "alice@laptop").deploy()
+    assert result.error.endswith("; connected again, but the next deploy had taken the lock over: left the host to it")
+    after = [command.argv[2] for command in host.commands[host.commands.index(
+        next(c for c in host.commands if c.argv[2] == STILL_OURS)):]]
+    assert after == [STILL_OURS]  # no unit stopped, nothing marked bad, no history line, no lock released
+
+
+@pytest.mark.parametrize("owner, ours", [('{"token": "abc123", "who": "a"}', True), ('{"token": "zzz"}', False),
+                                         (None, False)])
+def test_still_ours_reads_the_token_in_the_lock(tmp_path, owner, ours):
+    lock = tmp_path / ".deploy-lock"
+    if owner is not None:
+        lock.mkdir()
+        (lock / "owner.json").write_text(json.dumps(json.loads(owner)))
+    done = subprocess.run(["sh", "-c", STILL_OURS, "still-ours", str(lock), "abc123"], timeout=10)
+    assert (done.returncode == 0) is ours
 
 
 def test_a_host_that_stays_out_of_reach_keeps_the_lock_for_the_next_deploy_to_take_over():
