@@ -416,12 +416,15 @@ def plan_hosts(requested: int, healthy: set[str], releases: dict[str, str] | Non
     asked = set(replace)
     for name in sorted(asked):
         index = host_name_index(name)
-        if index is None or index > requested:
+        # A stopped host beyond --hosts may be named too: it is removed, as extras that stopped are.
+        if index is None or (index > requested and name not in set(stopped)):
             raise SandboxError(f"--replace={name}: not one of vps1..vps{requested} (--hosts={requested})")
     kept_stopped = sorted(set(stopped) - asked, key=lambda name: host_name_index(name) or 0)
     if kept_stopped:
         one = len(kept_stopped) == 1
         flags = " ".join(f"--replace={name}" for name in kept_stopped)
+        highest = max(host_name_index(name) or 0 for name in kept_stopped)
+        flags = (f"--hosts={highest} " if highest > requested else "") + flags
         raise SandboxError(
             f"{', '.join(kept_stopped)} {'is' if one else 'are'} stopped, and "
             f"{'its disk keeps' if one else 'their disks keep'} what was onboarded and deployed: "

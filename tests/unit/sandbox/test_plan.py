@@ -419,6 +419,8 @@ def test_bad_release_flags_are_one_clear_line(flags, requested, message):
         (2, {"vps1", "vps2"}, set(), ["vps1"], ["vps1"], ["vps1"], ["vps2"]),
         # A host that is neither running nor stopped (never created) is just created.
         (2, {"vps1"}, set(), ["vps2"], ["vps2"], [], ["vps1"]),
+        # A stopped host beyond --hosts named by --replace goes (it is not wanted back).
+        (1, {"vps1"}, {"vps3"}, ["vps3"], [], ["vps3"], ["vps1"]),
     ],
 )
 def test_plan_hosts_replaces_what_replace_names(requested, healthy, stopped, replace, create, replaced, keep):
@@ -435,8 +437,9 @@ def test_plan_hosts_replaces_what_replace_names(requested, healthy, stopped, rep
         (2, {"vps1", "vps2"}, ["vps1"], "vps2 is stopped"),
         (2, {"vps1", "vps2"}, [], "vps1, vps2 are stopped, and their disks keep what was onboarded and deployed: "
                                   "`sudo invoke sandbox.up --replace=vps1 --replace=vps2` replaces them"),
-        # A stopped host beyond --hosts would be removed as a leftover: refused just the same.
-        (1, {"vps2"}, [], "vps2 is stopped"),
+        # A stopped host beyond --hosts would be removed as a leftover: refused just the same, and the
+        # command it suggests keeps it in the plan.
+        (1, {"vps2"}, [], "`sudo invoke sandbox.up --hosts=2 --replace=vps2` replaces it"),
         (2, set(), ["vps3"], "--replace=vps3: not one of vps1..vps2 (--hosts=2)"),
         (2, set(), ["web1"], "--replace=web1: not one of vps1..vps2"),
     ],
