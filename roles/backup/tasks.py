@@ -7,6 +7,7 @@ leave the host (backup.pull).
 """
 
 import json
+import posixpath
 
 from vigil.core.errors import ConfigError
 from vigil.core.operations import render_template
@@ -36,7 +37,9 @@ def tasks(role, vars):
     if status.startswith(directory.rstrip("/") + "/"):
         raise ConfigError(f"{vars.where('backup_status_file')}: keep it out of backup_dir ({directory}); a full "
                           "backup filesystem must not stop the failure being recorded")
-    units = {"directory": directory, "timeout": vars.integer("backup_job_timeout_seconds", minimum=60)}
+    status_dir = posixpath.dirname(status)
+    units = {"directory": directory, "status_dir": status_dir,
+             "timeout": vars.integer("backup_job_timeout_seconds", minimum=60)}
     timers = []
     for job, command, schedule in (("create", "create scheduled", "backup_create_schedule"),
                                    ("verify", "verify --latest", "backup_verify_schedule")):
@@ -65,6 +68,8 @@ def tasks(role, vars):
         AptPackages(["age"], name="Ensure age is installed (backups leave the host encrypted)."),
         Directory(directory, owner="postgres", group="postgres", mode="0700"),
         Directory("/etc/vigil", mode="0755"),
+        # Where the status file goes: the jobs may write there and nowhere else but the backups.
+        Directory(status_dir, mode="0755"),
         File(CONFIG, json.dumps(settings, indent=2, sort_keys=True) + "\n", mode="0644",
              name=f"Ensure {CONFIG} describes the database and where its backups go."),
         File(HELPER, role.file("vigil-backup"), mode="0755", name=f"Ensure {HELPER} is installed."),

@@ -12,6 +12,7 @@ import functools
 import json
 import posixpath
 
+from vigil.core.commands import script
 from vigil.core.errors import ConfigError, MissingSecretError
 from vigil.core.operations import render_template
 from vigil.core.paths import rel
@@ -19,6 +20,7 @@ from vigil.core.roles import load_playbook, load_role
 from vigil.core.validation import address
 from vigil.operations.apt import AptPackages
 from vigil.operations.files import Directory, File
+from vigil.operations.guarded import Guarded
 from vigil.operations.systemd import DaemonReload, SystemdUnit
 from vigil.operations.users import User
 from vigil.vault.env_files import render_dotenv
@@ -131,6 +133,17 @@ def webhook_env(vars) -> str:
     return render_dotenv({WEBHOOK_KEY: url})
 
 
+def status_file_readable(settings: dict) -> list:
+    """A backup status file written before the probe ran unprivileged (0600 root) made readable to it
+    (vigil-backup writes new ones so): otherwise the backup check could only say "unknown"."""
+    if "backup_status_file" not in settings:
+        return []
+    path = settings["backup_status_file"]
+    return [Guarded([script('chgrp -- "$2" "$1" && chmod 0640 -- "$1"', path, PROBE_USER)],
+                    unless=script('[ ! -f "$1" ] || [ "$(stat -c %a:%G -- "$1")" = "640:$2" ]', path, PROBE_USER),
+                    name=f"Ensure {path} is readable by {PROBE_USER}.")]
+
+
 def tasks(role, vars):
     """The monitor role's operations for one host, in order."""
     checks = checks_for(onboarded_roles(vars))
@@ -155,6 +168,7 @@ def tasks(role, vars):
         User(PROBE_USER, shell="/usr/sbin/nologin", home=PROBE_HOME, system=True,
              name=f"Ensure the probe's user {PROBE_USER} exists and cannot log in."),
         Directory(PROBE_HOME, owner=PROBE_USER, group=PROBE_USER, mode="0750"),
+        *status_file_readable(settings),
         File(WEBHOOK_ENV, webhook_env(vars), mode="0640", group=PROBE_USER, secret=True, env_file=True,
              name=f"Ensure {WEBHOOK_ENV} holds the alert webhook's URL, for root and the probe only."),
         File(PROBE, role.file("vigil-probe"), mode="0755", name=f"Ensure {PROBE} is installed."),

@@ -6,10 +6,13 @@ the webhook takes posts, and exactly which alerts reached it on that run.
 """
 
 import datetime
+import grp
 import json
+import os
 import re
 import socket
 import ssl
+import subprocess
 
 import pytest
 
@@ -550,3 +553,22 @@ def test_the_probe_runs_as_its_own_user_writing_only_its_own_directory():
 def test_a_state_file_outside_the_probes_directory_is_refused_naming_the_key():
     with pytest.raises(ConfigError, match="monitor_state_file.*keep it in /var/lib/vigil/probe"):
         monitor_operations(SHARED, "vps1", monitor_state_file="/var/lib/vigil/probe-state.json")
+
+
+def test_a_status_file_from_before_the_probe_ran_unprivileged_is_made_readable_to_it(tmp_path):
+    """The real commands of the Guarded step, on a scratch file, with this machine's own group for the probe's."""
+    (step,) = [op for op in monitor_operations(SHARED, "vps1") if type(op).__name__ == "Guarded"]
+    assert step.name == "Ensure /var/lib/vigil/backup-status.json is readable by vigil-probe."
+    group = grp.getgrgid(os.getgid()).gr_name
+    status = tmp_path / "backup-status.json"
+
+    def run(command) -> int:
+        argv = [*command.argv[:-2], str(status), group]  # the script's own two arguments, for this machine
+        return subprocess.run(argv, capture_output=True, timeout=10).returncode
+
+    assert run(step.unless) == 0  # no status file yet: nothing to do
+    status.write_text("{}")
+    status.chmod(0o600)
+    assert run(step.unless) != 0
+    assert run(step.commands[0]) == 0
+    assert status.stat().st_mode & 0o777 == 0o640 and run(step.unless) == 0  # and the next run changes nothing
