@@ -180,7 +180,18 @@ def test_the_timer_makes_a_scheduled_backup(deployed, sandbox):
         assert made, sandbox.ssh(
             "vps1", "systemctl list-timers vigil-backup-create.timer; journalctl -u vigil-backup-create -n 20"
         )
-        assert "Result=success" in sandbox.ssh("vps1", "systemctl show -p Result vigil-backup-create.service")
+        # The job ends (its status recorded, pruned) as it would under its hardening, not just its dump.
+        while "ActiveState=active" in sandbox.ssh("vps1", "systemctl show -p ActiveState vigil-backup-create.service") \
+                or "ActiveState=activating" in sandbox.ssh("vps1", "systemctl show -p ActiveState vigil-backup-create"):
+            assert time.monotonic() < deadline + 120, "the scheduled backup job did not finish"
+            time.sleep(2)
+        assert "Result=success" in sandbox.ssh("vps1", "systemctl show -p Result vigil-backup-create.service"), \
+            sandbox.ssh("vps1", "journalctl -u vigil-backup-create -n 30")
+        status = json.loads(sandbox.ssh("vps1", "cat /var/lib/vigil/backup-status.json"))
+        assert status["create"]["ok"] and status["create"]["id"].endswith("-scheduled")
+        # Readable by the unprivileged probe, through its group.
+        assert sandbox.ssh("vps1", "stat -c '%a %U %G' /var/lib/vigil/backup-status.json").split() == [
+            "640", "root", "vigil-probe"]
     finally:
         assert invoke("provision.server", "--limit=vps1").code == 0
     assert "03:15:00" in sandbox.ssh("vps1", "systemctl cat vigil-backup-create.timer")
