@@ -210,8 +210,11 @@ class StepFailed(Exception):
 # one name per line: a run that dies between a change and its handler (a failed
 # reload, a dropped connection) leaves them there, and the next run on that host runs
 # them even though nothing changes then.
+# The file is root's alone (umask 077); its directory is made if missing but never re-moded: other state
+# lives beside it (/var/lib/vigil/probe, the backup status), which its own users must reach.
 def _remember_pending(path: str, names: list[str]) -> Command:
-    return script('f=$1; shift; install -d -m 0700 "$(dirname -- "$f")" && printf "%s\\n" "$@" >> "$f"', path, *names)
+    return script('f=$1; shift; mkdir -p -- "$(dirname -- "$f")" && (umask 077 && printf "%s\\n" "$@" >> "$f")',
+                  path, *names)
 
 
 def parse_pending(stdout: str, status: int) -> list[str]:

@@ -4,11 +4,13 @@ import contextlib
 import dataclasses
 import io
 import json
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from vigil.core import runner
 from vigil.core.commands import Secret, cmd
 from vigil.core.connectors.local import LocalTransport
 from vigil.core.errors import ExitCode, UnreachableError
@@ -313,3 +315,15 @@ def test_the_recap_shows_an_errors_first_line_and_v_all_of_it(tmp_path, go):
         text = out.getvalue()
         assert "\x1b[31m" not in text and "line 0" in text
         assert ("line 3" in text) is verbose and ("+3 lines: -v" in text) is not verbose
+
+
+def test_pending_handlers_are_root_only_and_never_re_mode_the_shared_directory(tmp_path):
+    """/var/lib/vigil holds the probe's own directory and the backup status too: the engine must not shut it."""
+    shared = tmp_path / "vigil"
+    shared.mkdir(mode=0o755)
+    shared.chmod(0o755)
+    command = runner._remember_pending(str(shared / "pending-handlers"), ["reload nginx"])
+    subprocess.run(list(command.argv), check=True, timeout=10)
+    assert shared.stat().st_mode & 0o777 == 0o755
+    assert (shared / "pending-handlers").read_text() == "reload nginx\n"
+    assert (shared / "pending-handlers").stat().st_mode & 0o777 == 0o600
