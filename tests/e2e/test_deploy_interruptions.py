@@ -58,6 +58,7 @@ def black_holed_deploy(sandbox, source: str, inventory, open_after: float | None
             if sandbox.ssh("vps2", taken).strip() == "locked":
                 break
             time.sleep(0.1)
+        time.sleep(1)  # the lock's round trip (it reads the host's state too) has ended: the next step is cut
         subprocess.run([part.replace("{}", "-I") for part in drop], check=True)
         deploying.join(timeout=open_after)
     finally:

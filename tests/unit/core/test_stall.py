@@ -77,3 +77,36 @@ def test_a_channel_that_never_opens_is_said_to_be_a_stall_naming_the_host_and_co
     assert lost.value.reason == (
         "nothing came back from 10.0.0.11 for 5s when asked to run a command: the connection stalled (a dropped "
         "network, or a firewall dropping packets) during `sudo -n -H -- systemctl is-active nginx`")
+
+
+class ClosedUnderTheCommand:
+    """The channel opens, then the connection is closed before the command says how it ended."""
+
+    def __init__(self):
+        self.active = True
+
+    def is_active(self) -> bool:
+        return self.active
+
+    def open_session(self, timeout=None):
+        transport = self
+
+        class Channel:
+            def settimeout(self, seconds): pass
+            def exec_command(self, command): pass
+            def shutdown_write(self): pass
+            def close(self): pass
+            def recv_exit_status(self):
+                transport.active = False
+                return -1
+
+        return Channel()
+
+
+def test_a_command_cut_off_before_its_exit_status_is_a_lost_connection_not_a_failed_command(tmp_path, monkeypatch):
+    host = Host("web1", "10.0.0.11", 22, "deploy", None, ("web",), 5, 30)
+    ssh = SSHTransport(host, tmp_path / "known_hosts", "staging")
+    ssh._connection = SimpleNamespace(transport=ClosedUnderTheCommand(), close=lambda: None)
+    monkeypatch.setattr(ssh, "_collect", lambda channel, timeout, sink=None: (b"", b""))
+    with pytest.raises(UnreachableError, match="the SSH connection was closed during `sudo -n -H -- true`"):
+        ssh.run(cmd("true"))

@@ -216,6 +216,9 @@ class SSHTransport:
             channel.shutdown_write()
             stdout, stderr = self._collect(channel, timeout, sink)
             status = channel.recv_exit_status()
+            if status == -1 and not transport.is_active():
+                # Closed under the command (the stall watch, a dropped network): it never said how it ended.
+                raise EOFError()
         except (paramiko.SSHException, EOFError, OSError) as error:
             # paramiko's EOFError says nothing ("EOFError: "): a person reads what happened instead.
             detail = getattr(error, "strerror", None) or str(error)
