@@ -6,6 +6,7 @@ import urllib.parse
 
 from cryptography import x509
 
+from vigil.core.audit_log import RECORD_ACTION
 from vigil.core.commands import cmd, script
 from vigil.core.errors import ConfigError
 from vigil.core.operations import render_template
@@ -173,7 +174,8 @@ def tasks(role, vars):
         File(f"/etc/nginx/conf.d/{SITE}-upstreams.conf", upstreams, replace=False, notify=reload,
              name="Ensure the app upstreams exist (deploys switch their colors)."),
         File(SWITCH_HELPER, render_template(role.template("vigil-switch-upstream.j2"), {
-            "ports": ports, "upstreams": f"/etc/nginx/conf.d/{SITE}-upstreams.conf", "prefix": SITE.replace("-", "_")}),
+            "ports": ports, "upstreams": f"/etc/nginx/conf.d/{SITE}-upstreams.conf", "prefix": SITE.replace("-", "_"),
+            "record": RECORD_ACTION}),
              mode="0755", name=f"Ensure {SWITCH_HELPER} switches an upstream's color, checked."),
         File(f"/etc/nginx/sites-available/{SITE}.conf", site, notify=reload, name="Ensure the app's site is managed."),
         Symlink(f"/etc/nginx/sites-enabled/{SITE}.conf", f"/etc/nginx/sites-available/{SITE}.conf", notify=reload,

@@ -21,6 +21,19 @@ REMOTE_AUDIT_LOG = "/var/log/vigil/audit.log"
 # Root's own line for each change the deploy user asked of a root helper (vigil-app-unit,
 # vigil-switch-upstream): the deploy user can add to it only through them, and can neither read nor edit it.
 REMOTE_ACTIONS_LOG = "/var/log/vigil/deploy-actions.jsonl"
+# The shell function root's helpers (vigil-app-unit, vigil-switch-upstream) call as
+# `record HELPER ACTION ARGS` to append to REMOTE_ACTIONS_LOG; its values are the helpers' checked words.
+RECORD_ACTION = r"""
+# One root-owned line per change asked for (read-only actions are not), in the audit trail the deploy
+# user can add to only through these helpers and can neither read nor edit.
+record() {
+    by=${SUDO_USER:-root}
+    case "$by" in *[!A-Za-z0-9._-]*) by=unknown ;; esac
+    (umask 027 && install -d -m 0750 "$(dirname -- "$VIGIL_ACTIONS_LOG")" \
+        && printf '{"time":"%s","by":"%s","helper":"%s","action":"%s","args":"%s"}\n' \
+        "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$by" "$1" "$2" "$3" >> "$VIGIL_ACTIONS_LOG") || true
+}
+""".replace("$VIGIL_ACTIONS_LOG", REMOTE_ACTIONS_LOG)
 
 
 def operator() -> str:

@@ -78,25 +78,31 @@ cat > "$lock/owner.json"
 touch -- "$lock/heartbeat"
 '''
 
+# ours LOCK TOKEN: whether the lock carries this deploy's token (its heartbeat, release and the clean-up
+# after a reconnect are for its own deploy only).
+OURS = r'''
+ours() { grep -qF "\"token\": \"$2\"" "$1/owner.json" 2>/dev/null; }
+'''
+
 # While a deploy runs it says it is alive, on its own lock only (after a takeover, not on the new one).
-HEARTBEAT = r'''
+HEARTBEAT = OURS + r'''
 lock=$1; token=$2
-grep -qF "\"token\": \"$token\"" "$lock/owner.json" 2>/dev/null && touch -- "$lock/heartbeat"
+ours "$lock" "$token" && touch -- "$lock/heartbeat"
 '''
 
 # Only the deploy that took the lock removes it (its token is in owner.json): after a forced
 # unlock, the old deploy must not remove the lock a new deploy holds. Exit 3: not ours (left).
-RELEASE_LOCK = r'''
+RELEASE_LOCK = OURS + r'''
 lock=$1; token=$2
 [ -d "$lock" ] || exit 0
-grep -qF "\"token\": \"$token\"" "$lock/owner.json" 2>/dev/null || exit 3
+ours "$lock" "$token" || exit 3
 rm -rf -- "$lock"
 '''
 
 # Exit 0 when the lock is still this deploy's (its token in owner.json): after a lost connection, the
 # next deploy may have taken it over, and then the host is that deploy's to touch, not ours.
-STILL_OURS = r'''
-grep -qF "\"token\": \"$2\"" "$1/owner.json" 2>/dev/null
+STILL_OURS = OURS + r'''
+ours "$1" "$2"
 '''
 
 # The lock, then (only once it is ours) the host's state: one round trip.
@@ -251,13 +257,13 @@ exit "$failed"
 # After the switch, in one round trip: `current` (atomic), the history line (stdin), pruning, the
 # lock (if still ours). Exit 1: `current` was not switched; 2: the history line was not written;
 # 3: a release was not pruned (the lock is released); 4: the lock could not be removed.
-FINISH = RELINK + r''' || exit 1
+FINISH = OURS + RELINK + r''' || exit 1
 rm -f -- "$3"
 history=$4; releases=$5; lock=$6; token=$7; shift 7
 cat >> "$history" || exit 2
 pruned=0
 for id in "$@"; do rm -rf -- "$releases/$id" || pruned=3; done
-grep -qF "\"token\": \"$token\"" "$lock/owner.json" 2>/dev/null && { rm -rf -- "$lock" || exit 4; }
+ours "$lock" "$token" && { rm -rf -- "$lock" || exit 4; }
 exit "$pruned"
 '''
 
