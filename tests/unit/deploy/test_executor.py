@@ -586,7 +586,9 @@ def test_the_lock_is_taken_once_and_released_only_by_its_holder(tmp_path):
     taken = sh(TAKE_LOCK, lock, "120", stdin='{"who": "alice", "token": "aaaa"}')
     assert taken.returncode == 0 and (Path(lock) / "heartbeat").exists()
     held = sh(TAKE_LOCK, lock, "120", stdin='{"who": "bob", "token": "bbbb"}')
-    assert held.returncode == 75 and parse_holder(held.stdout) == ({"who": "alice", "token": "aaaa"}, 0)
+    holder, silent = parse_holder(held.stdout)
+    # Silent for as long as the two takes were apart: a second or two on a busy machine.
+    assert held.returncode == 75 and holder == {"who": "alice", "token": "aaaa"} and 0 <= silent <= 2
     assert sh(RELEASE_LOCK, lock, "bbbb").returncode == 3 and Path(lock).is_dir()  # not bob's: left
     assert sh(RELEASE_LOCK, lock, "aaaa").returncode == 0 and not Path(lock).exists()
     assert sh(RELEASE_LOCK, lock, "aaaa").returncode == 0  # already gone
