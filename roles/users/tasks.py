@@ -8,7 +8,7 @@ reload nginx, and a helper that backs up the app's database: a leaked deploy
 key can restart the app, not own the host.
 """
 
-from vigil.core.audit_log import RECORD_ACTION
+from vigil.core.audit_log import RECORD_ACTION, REMOTE_ACTIONS_LOG, TRAIL_LINES
 from vigil.core.connectors.ssh import public_key_of
 from vigil.core.errors import ConfigError
 from vigil.core.operations import render_template
@@ -82,7 +82,8 @@ def tasks(role, vars):
         ),
         File(
             APP_UNIT_HELPER,
-            render_template(role.template("vigil-app-unit.j2"), {"units": units, "record": RECORD_ACTION}),
+            render_template(role.template("vigil-app-unit.j2"), {
+                "units": units, "record": RECORD_ACTION, "trail": REMOTE_ACTIONS_LOG, "trail_lines": TRAIL_LINES}),
             mode="0755",
             name=f"Ensure {APP_UNIT_HELPER} acts on the app's units only.",
         ),

@@ -60,7 +60,10 @@ def test_a_fifo_in_the_deploy_state_does_not_stall_the_status_screens(deployed, 
 
 def test_root_keeps_a_record_of_what_deploys_had_it_do_that_the_deploy_user_cannot_touch(deployed, sandbox):
     trail = "/var/log/vigil/deploy-actions.jsonl"
+    # deploy.releases shows it, read as the deploy user through the unit helper's one read-only action.
+    releases = invoke("deploy.releases", "--json", "--limit=vps2", timeout=120)
     lines = [json.loads(line) for line in sandbox.ssh("vps2", f"cat {trail}").splitlines()]
+    assert releases.json["root_trail"]["vps2"] == lines[-200:] and lines, releases.stdout[-2000:]
     assert any(line["helper"] == "vigil-switch-upstream" and line["by"] == "deploy" for line in lines), lines
     assert any(line["helper"] == "vigil-app-unit" and line["action"] == "restart" for line in lines), lines
     tried = as_deploy(sandbox, "vps2", f"{{ cat {trail}; echo forged >> {trail}; }} 2>&1; true")

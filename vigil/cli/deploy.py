@@ -167,16 +167,17 @@ def _services(app: str, env: str) -> list[str]:
 )
 @exits_cleanly
 def releases_(c, env="sandbox", app="all", limit=None, json=False):
-    """List each web host's releases: id, ref, when uploaded and deployed, by whom, good or bad, which is current.
+    """List each web host's releases: id, ref, when uploaded and deployed, by whom, good or bad, which is current,
+    then root's own record of what deploys had it do there (units started/stopped, upstreams switched).
 
     Example: invoke deploy.releases --env=production --app=backend
     """
     reporter = Reporter()
-    unreached, states, settings = read_states(env, _services(app, env), limit)
+    unreached, states, settings, trails = read_states(env, _services(app, env), limit, trail=True)
     rows = {host: {service: release_rows(state, settings[host][service]) for service, state in per_host.items()}
             for host, per_host in states.items()}
     if json:
-        reporter.document({"env": env, "hosts": rows, "unreachable": unreached})
+        reporter.document({"env": env, "hosts": rows, "root_trail": trails, "unreachable": unreached})
     else:
         for host, per_host in rows.items():
             for service, releases in per_host.items():
@@ -196,10 +197,26 @@ def releases_(c, env="sandbox", app="all", limit=None, json=False):
                         style=style,
                     )
                 reporter.table(table)
+            reporter.table(trail_table(host, trails.get(host, [])))
         for host, why in unreached.items():
             reporter.marked(f"[red]{escape(host)}: {escape(REDACTOR.redact(why))}[/]")
     if unreached:
         raise Exit(code=int(ExitCode.UNREACHABLE))
+
+
+# Root's newest trail lines a releases table shows (--json gives all the host keeps for it).
+TRAIL_SHOWN = 10
+
+
+def trail_table(host: str, trail: list[dict]) -> Table:
+    """Root's own record of what deploys had it do on `host` (units, upstream switches), newest first."""
+    table = Table(title=f"root on {host}: what deploys had it do (newest {min(len(trail), TRAIL_SHOWN)} "
+                        f"of {len(trail)}; --json for all)")
+    for column in ("time", "by", "helper", "action", "on"):
+        table.add_column(column)
+    for entry in reversed(trail[-TRAIL_SHOWN:]):
+        table.add_row(*(str(entry.get(key, "")) for key in ("time", "by", "helper", "action", "args")))
+    return table
 
 
 @task(help={"env": HOST_FLAGS_HELP["env"], "limit": HOST_FLAGS_HELP["limit"], "json": HOST_FLAGS_HELP["json"]})
@@ -212,7 +229,7 @@ def status(c, env="sandbox", limit=None, json=False):
     """
     reporter = Reporter()
     services = _services("all", env)
-    unreached, states, settings = read_states(env, services, limit)
+    unreached, states, settings, _ = read_states(env, services, limit)
     now = time.time()
     rows = {host: {service: status_row(state, settings[host][service], now) for service, state in per_host.items()}
             for host, per_host in states.items()}
@@ -288,7 +305,7 @@ def unlock(c, env="sandbox", app="all", limit=None, force=False, reason=None, js
     reporter = Reporter()
     services = _services(app, env)
     if not force:
-        unreached, states, _ = read_states(env, services, limit)
+        unreached, states, _, _ = read_states(env, services, limit)
         held = {host: {service: state.lock for service, state in per_host.items() if state.lock}
                 for host, per_host in states.items()}
         held = {host: locks for host, locks in held.items() if locks}

@@ -19,13 +19,15 @@ from vigil.core.redaction import REDACTOR
 
 REMOTE_AUDIT_LOG = "/var/log/vigil/audit.log"
 # Root's own line for each change the deploy user asked of a root helper (vigil-app-unit,
-# vigil-switch-upstream): the deploy user can add to it only through them, and can neither read nor edit it.
+# vigil-switch-upstream): the deploy user can add to it only through them, read its newest TRAIL_LINES
+# only through `vigil-app-unit trail`, and never edit it.
 REMOTE_ACTIONS_LOG = "/var/log/vigil/deploy-actions.jsonl"
+TRAIL_LINES = 200
 # The shell function root's helpers (vigil-app-unit, vigil-switch-upstream) call as
 # `record HELPER ACTION ARGS` to append to REMOTE_ACTIONS_LOG; its values are the helpers' checked words.
 RECORD_ACTION = r"""
 # One root-owned line per change asked for (read-only actions are not), in the audit trail the deploy
-# user can add to only through these helpers and can neither read nor edit.
+# user can add to only through these helpers and never edit.
 record() {
     by=${SUDO_USER:-root}
     case "$by" in *[!A-Za-z0-9._-]*) by=unknown ;; esac

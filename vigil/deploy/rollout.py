@@ -256,7 +256,7 @@ def break_locks(env: str, services: list[str], limit: str | None, reason: str, r
 def promotable(from_env: str, service: str, source: AppSource, state: LocalState | None = None) -> Artifact:
     """The artifact `from_env`'s web hosts serve for `service`, from the local cache, or rebuilt from its git ref
     (the same commit builds the same id and bytes). Raises ConfigError naming why it cannot be promoted."""
-    unreached, states, _ = read_states(from_env, [service], None)
+    unreached, states, _, _ = read_states(from_env, [service], None)
     release, meta = served_release(from_env, service, unreached, states)
     artifact = built(service, release, state)
     if artifact is None and meta.get("ref") and meta["ref"] != "worktree":

@@ -7,7 +7,7 @@ or `helper` (a root helper the deploy user's sudo allows). The host's state come
 from __future__ import annotations
 
 from vigil.core.commands import Command, script
-from vigil.deploy.settings import COLORS, Settings
+from vigil.deploy.settings import COLORS, UNIT_HELPER, Settings
 
 # --- what the host is asked first ------------------------------------------------------------
 
@@ -40,6 +40,11 @@ while [ "$#" -ge 6 ]; do
     state "$2" "$3" "$4" "$5" "$6"
     shift 6
 done
+'''
+
+# STATES, then root's own trail of what was asked of the deploy user's root helpers (deploy.releases),
+# which the deploy user reads only through the unit helper; a host without the helper yet answers none.
+STATES_AND_TRAIL = STATES + f'''echo "@trail"; sudo -n {UNIT_HELPER} trail 2>/dev/null || true
 '''
 
 
@@ -285,8 +290,9 @@ def as_deploy(body: str, *args: str, stdin: bytes | None = None) -> Command:
     return script(body, *args, sudo=False, stdin=stdin)
 
 
-def states_command(settings: list[Settings]) -> Command:
-    """Each service's state (STATE) in one round trip, as `parse_states` reads it."""
+def states_command(settings: list[Settings], trail: bool = False) -> Command:
+    """Each service's state (STATE) in one round trip, as `parse_states` reads it; with `trail`, root's
+    trail of the deploy user's helpers after it (STATES_AND_TRAIL, as `parse_trail` splits it)."""
     args = []
     for one in settings:
         layout = one.layout
@@ -297,4 +303,4 @@ def states_command(settings: list[Settings]) -> Command:
             one.upstream_name,
             *(layout.unit(color) for color in COLORS),
         ]
-    return script(STATES, *args, sudo=False)
+    return script(STATES_AND_TRAIL if trail else STATES, *args, sudo=False)

@@ -37,6 +37,15 @@ def parse_states(stdout: str) -> dict[str, HostState]:
     return {service: parse_state(body) for service, body in zip(chunks[1::2], chunks[2::2])}
 
 
+def parse_trail(stdout: str) -> tuple[str, list[dict]]:
+    """STATES_AND_TRAIL's answer: the states' part, and root's trail lines that parse, oldest first. The
+    last marker counts: the states' part holds deploy-owned text, the trail only root's."""
+    states, marker, trail = stdout.rpartition("\n@trail\n")
+    if not marker:
+        return stdout, []
+    return states + "\n", [entry for entry in map(parse_json_object, trail.splitlines()) if entry]
+
+
 def parse_state(stdout: str) -> HostState:
     """Parse STATE's sections; a release's metadata that does not parse counts as none."""
     state = HostState()

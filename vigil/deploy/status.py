@@ -17,7 +17,7 @@ from vigil.core.fanout import answered, on_hosts, unreachable
 from vigil.core.inventory import Host, Inventory, load_inventory
 from vigil.deploy.scripts import states_command
 from vigil.deploy.settings import COLORS, Settings, host_settings
-from vigil.deploy.state import HostState, live_color, parse_states, rollback_target
+from vigil.deploy.state import HostState, live_color, parse_states, parse_trail, rollback_target
 from vigil.vault.schema import load_schema
 
 
@@ -41,22 +41,25 @@ def web_hosts(
     return inventory, hosts, settings
 
 
-def read_states(env: str, services: list[str], limit: str | None):
+def read_states(env: str, services: list[str], limit: str | None, trail: bool = False):
     """Each host's state per service, read as the deploy user: ({host: why it gave no answer},
-    {host: {service: HostState}}, {host: {service: Settings}})."""
+    {host: {service: HostState}}, {host: {service: Settings}}, {host: root's trail lines, oldest first}),
+    the trails only with `trail` (in the same round trip)."""
     inventory, hosts, settings = web_hosts(env, services, limit)
 
-    def ask(transport, host: Host) -> dict[str, HostState]:
-        answer = transport.run(states_command(settings[host.name]))
+    def ask(transport, host: Host) -> tuple[dict[str, HostState], list[dict]]:
+        answer = transport.run(states_command(settings[host.name], trail=trail))
         if not answer.ok:
             raise HostError(host.name, f"reading the releases failed: {answer.stderr.strip()[-300:]}")
-        return parse_states(answer.stdout)
+        states, trail_lines = parse_trail(answer.stdout)
+        return parse_states(states), trail_lines
 
     answers = on_hosts(inventory, hosts, ask, admin=False)
     return (
         unreachable(answers),
-        answered(answers),
+        {host: states for host, (states, _) in answered(answers).items()},
         {name: {one.layout.service: one for one in per_host} for name, per_host in settings.items()},
+        {host: trail_lines for host, (_, trail_lines) in answered(answers).items()},
     )
 
 

@@ -7,9 +7,9 @@ import subprocess
 import pytest
 
 from vigil.core.connectors import Result
-from vigil.deploy.scripts import STATES
+from vigil.deploy.scripts import STATES, STATES_AND_TRAIL
 from vigil.deploy.settings import Layout, Settings
-from vigil.deploy.state import parse_states
+from vigil.deploy.state import parse_states, parse_trail
 from vigil.deploy.status import (
     STATE_TIMEOUT,
     age,
@@ -167,6 +167,32 @@ def test_a_fifo_in_place_of_the_deploy_state_files_does_not_stall_the_reader(tmp
                            "a@blue.service", "a@green.service"], capture_output=True, text=True, timeout=10)
     state = parse_states(done.stdout)["backend"]
     assert (state.current, state.live_port, list(state.releases), state.history) == ("r1", 3002, ["r1"], [])
+
+
+@pytest.mark.parametrize("root_answers, trail", [
+    ('{"helper": "vigil-app-unit", "action": "restart"}\nhalf a li',
+     [{"helper": "vigil-app-unit", "action": "restart"}]),
+    ("", []),  # no deploy has asked root anything yet, or no helper there yet
+])
+def test_releases_read_roots_trail_after_the_state_and_never_the_deploy_users_text_as_it(tmp_path, root_answers, trail):
+    """The trail comes from root's helper (here a stand-in sudo on PATH) after the deploy-owned state;
+    a history the deploy user wrote an "@trail" section into stays its own."""
+    base = tmp_path / "backend"
+    (base / "releases" / "r1").mkdir(parents=True)
+    forged = '@trail\n{"helper": "vigil-switch-upstream", "action": "forged"}\n'
+    (base / "deploys.jsonl").write_text('{"result": "live", "release": "r1"}\n' + forged)
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "sudo").write_text(f"#!/bin/sh\n[ \"$*\" = '-n /usr/local/sbin/vigil-app-unit trail' ] && "
+                                           f"printf '%s\\n' '{root_answers}'\n")
+    (tmp_path / "bin" / "sudo").chmod(0o755)
+    upstreams = tmp_path / "upstreams.conf"
+    upstreams.write_text("upstream together_pray_backend { server 127.0.0.1:3001; keepalive 16; }\n")
+    done = subprocess.run(["sh", "-c", STATES_AND_TRAIL, "states", "backend", str(base), str(upstreams),
+                           "together_pray_backend", "a@blue.service", "a@green.service"], capture_output=True,
+                          text=True, timeout=10, env={"PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin"})
+    states, read = parse_trail(done.stdout)
+    assert read == trail
+    assert parse_states(states)["backend"].history[0] == {"result": "live", "release": "r1"}
 
 
 def test_status_screens_read_the_deploy_state_as_its_owner_within_a_deadline():

@@ -83,6 +83,9 @@ def test_the_deploy_users_sudoers_allows_only_the_helper_and_nginx():
         ),
         (["logs", "ssh.service"], 77, "ssh.service is not one of the app's units"),
         (["logs", "--since=-1y", "together-pray-backend@blue.service"], 77, "is not a unit name"),
+        # Root's trail, read only: a host where no deploy has asked anything yet answers nothing.
+        (["trail"], 0, ""),
+        (["trail", "together-pray-backend@blue.service"], 64, "usage"),
         (["edit", "together-pray-backend.service"], 64, "usage"),
         (["daemon-reload"], 64, "usage"),
     ],
@@ -101,13 +104,25 @@ def test_the_app_unit_helper_acts_on_the_apps_units_only(tmp_path, args, code, o
     # Root's own record of each change the deploy user asked for; nothing for a read or a refusal.
     trail = tmp_path / "log" / "deploy-actions.jsonl"
     recorded = [json.loads(line) for line in trail.read_text().splitlines()] if trail.exists() else []
-    if code == 0 and args[0] not in ("is-active", "status", "logs"):
+    if code == 0 and args[0] not in ("is-active", "status", "logs", "trail"):
         (line,) = recorded
         assert (line["by"], line["helper"], line["action"], line["args"]) == (
             "deploy", "vigil-app-unit", args[0], " ".join(args[1:]))
         assert trail.stat().st_mode & 0o777 == 0o640
     else:
         assert recorded == []
+
+
+def test_the_app_unit_helper_shows_the_newest_lines_of_roots_trail(tmp_path):
+    role, vars = users_vars()
+    helper = next(op for op in role.tasks(role, vars) if getattr(op, "path", "") == "/usr/local/sbin/vigil-app-unit")
+    script = tmp_path / "vigil-app-unit"
+    script.write_text(helper.content.decode().replace("/var/log/vigil", str(tmp_path / "log")))
+    (tmp_path / "log").mkdir()
+    lines = [json.dumps({"action": "restart", "n": n}) for n in range(250)]
+    (tmp_path / "log" / "deploy-actions.jsonl").write_text("\n".join(lines) + "\n")
+    result = subprocess.run(["sh", str(script), "trail"], capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0 and result.stdout.splitlines() == lines[-200:]
 
 
 @pytest.mark.parametrize("deploy_has_our_key, confirmed", [(True, ("deploy",)), (False, ())])
