@@ -38,15 +38,17 @@ def _print_timings(timings: Timings) -> None:
     _echo("time: " + ", ".join(f"{phase} {seconds:g} s" for phase, seconds in timings.phases.items()))
 
 
-@task(auto_shortflags=False, iterable=["debian", "replace"], help={
+@task(auto_shortflags=False, iterable=["debian", "replace", "group"], help={
     "hosts": "How many VPSes (vps1..vpsN) to have running; default 2. Healthy extra ones keep running.",
     "check": "Only print what would change; change nothing.",
     "debian": "Debian release: 13 (trixie, the default) or 12 (bookworm) for every host, or NAME:RELEASE "
               "for one host (--debian=vps3:12). Repeatable. A running host on another release is replaced.",
     "replace": "A VPS to replace with a fresh one (new host key, nothing onboarded), running or stopped: "
                "--replace=vps2. Repeatable. Without it a stopped VPS (after a reboot or poweroff) is refused.",
+    "group": "Put a VPS in an inventory group (web, db, backup, monitor, lb) instead of the default layout "
+             "(web: all, db: the first): --group=vps3:backup. Repeatable; kept with the VPS.",
 })
-def up(c, hosts=2, check=False, debian=None, replace=None):
+def up(c, hosts=2, check=False, debian=None, replace=None, group=None):
     """Boot sandbox VPSes (real systemd Debian 13 or 12 with sshd) and write inventory/sandbox.yml.
 
     Each VPS gets its own network namespace and address (vpsN at 10.213.N.2),
@@ -57,10 +59,12 @@ def up(c, hosts=2, check=False, debian=None, replace=None):
     stopped VPS is replaced only when --replace names it. Running it again
     changes nothing. Needs root.
 
-    Example: sudo invoke sandbox.up --hosts=3 --debian=vps3:12
+    Examples: sudo invoke sandbox.up --hosts=3 --debian=vps3:12
+              sudo invoke sandbox.up --hosts=3 --group=vps3:backup
     """
     try:
-        result = lifecycle.up(hosts=int(hosts), check=check, echo=_echo, debian=debian or (), replace=replace or ())
+        result = lifecycle.up(hosts=int(hosts), check=check, echo=_echo, debian=debian or (), replace=replace or (),
+                              groups=group or ())
     except SandboxError as error:
         raise _fail(error) from None
     if check:

@@ -56,6 +56,7 @@ from vigil.sandbox.plan import (
     client_key_command,
     desired_iptables_rules,
     image_build_command,
+    parse_group_flags,
     parse_release_flags,
     plan_cleanup,
     plan_hosts,
@@ -85,7 +86,7 @@ class UpResult:
 
 
 def up(hosts: int = 2, check: bool = False, paths: SandboxPaths = SandboxPaths(), echo: Echo = lambda line: None,
-       debian: Iterable[str] = (), replace: Iterable[str] = ()) -> UpResult:
+       debian: Iterable[str] = (), replace: Iterable[str] = (), groups: Iterable[str] = ()) -> UpResult:
     """Make sure vps1..vpsN run on the asked Debian releases, removing stale leftovers first.
 
     Changes nothing when they already do.
@@ -96,10 +97,13 @@ def up(hosts: int = 2, check: bool = False, paths: SandboxPaths = SandboxPaths()
     debian: `--debian` flags (see parse_release_flags); a running host on another release is replaced.
     replace: hosts to replace with fresh ones, running or stopped. A stopped host (its disk still here)
     not named here makes `up` refuse, rather than lose what was onboarded on it.
+    groups: `--group=NAME:GROUP` flags (see parse_group_flags): the inventory groups of the hosts they
+    name, kept with each host; the others keep theirs.
     Example: up(hosts=2, debian=["vps2:12"], echo=print).created == ["vps1", "vps2"]
     """
     started = time.monotonic()
     releases = parse_release_flags(debian, hosts)
+    given_groups = parse_group_flags(groups, hosts)
     tools = dict(REQUIRED_TOOLS)
     if not all(paths.image(release).is_dir() for release in set(releases.values())):
         tools.update(IMAGE_BUILD_TOOLS)
@@ -114,6 +118,9 @@ def up(hosts: int = 2, check: bool = False, paths: SandboxPaths = SandboxPaths()
         facts = gather_facts(paths)
         healthy = healthy_hosts(facts, authorized_key)
         running = {name: host.get("release", DEFAULT_RELEASE) for name, host in facts.state.items()}
+        # A host keeps its groups when replaced; a --group flag gives new ones.
+        wanted_groups = {name: host["groups"] for name, host in facts.state.items() if host.get("groups")}
+        wanted_groups.update(given_groups)
         host_plan = plan_hosts(hosts, healthy, releases, running, stopped_hosts(facts, healthy), replace)
         result.kept, result.extra, result.replaced = host_plan.keep, host_plan.extra, host_plan.replace
         healthy -= set(host_plan.replace)
@@ -139,8 +146,13 @@ def up(hosts: int = 2, check: bool = False, paths: SandboxPaths = SandboxPaths()
         result.timings.record("cleanup", phase)
 
         state = {name: host for name, host in load_state(paths).items() if name in healthy}
+        regrouped = [name for name in state if name in given_groups and state[name].get("groups") != given_groups[name]]
+        for name in regrouped:
+            state[name]["groups"] = given_groups[name]
+        if regrouped:
+            save_state(paths, state)
         if host_plan.create:
-            start_hosts(host_plan, state, authorized_key, paths, echo, result)
+            start_hosts(host_plan, state, authorized_key, paths, echo, result, wanted_groups)
         else:
             result.inventory_changed = [str(path) for path in write_inventory(paths, state)]
         for name in host_plan.keep:
@@ -168,7 +180,7 @@ def describe_up(paths: SandboxPaths, cleanup: CleanupPlan, host_plan: UpPlan) ->
 
 
 def start_hosts(host_plan: UpPlan, state: dict[str, dict], authorized_key: str, paths: SandboxPaths,
-                echo: Echo, result: UpResult) -> None:
+                echo: Echo, result: UpResult, groups: dict[str, list[str]]) -> None:
     """Create and boot the plan's new hosts, recording each in `state` (and state.json) as soon as it starts."""
     phase = time.monotonic()
     create = host_plan.create
@@ -178,6 +190,8 @@ def start_hosts(host_plan: UpPlan, state: dict[str, dict], authorized_key: str, 
         paths.release_apt_archives(release).mkdir(parents=True, exist_ok=True)
         echo(f"{vps.name}: starting Debian {release} at {vps.address}")
         state[vps.name] = create_vps(vps, paths, authorized_key, release)
+        if vps.name in groups:
+            state[vps.name]["groups"] = groups[vps.name]
         # Saved at once, so a run killed from here on leaves state that `down` can follow.
         save_state(paths, state)
     hand_to_repo_owner(paths, paths.state_file)

@@ -19,9 +19,11 @@ from vigil.sandbox.plan import (
     desired_iptables_rules,
     host_key_command,
     image_build_command,
+    inventory_groups,
     network_up_commands,
     nspawn_command,
     overlay_mount_command,
+    parse_group_flags,
     parse_release_flags,
     plan_cleanup,
     plan_hosts,
@@ -262,9 +264,9 @@ vars:
   app_min_healthy_seconds: 5   # and a shorter stability gate (default 10)
   users_admin_authorized_keys: ['']
   users_deploy_authorized_keys: ['']
-groups:
-  web: {hosts: [vps1, vps2]}   # every host
-  db: {hosts: [vps1]}          # the first host
+groups:   # web: every host given no --group; db: the first of them, unless one was given db
+  web: {hosts: [vps1, vps2]}
+  db: {hosts: [vps1]}
 hosts:
   vps1: {address: 10.213.1.2, vars: {firewall_ssh_trusted_sources: [10.213.1.1]}}
   vps2: {address: 10.213.2.2, vars: {firewall_ssh_trusted_sources: [10.213.2.1]}}
@@ -287,6 +289,36 @@ def test_render_inventory_parses_to_the_schema(count):
                                  "vars": {"firewall_ssh_trusted_sources": [host["address"][:-1] + "1"]}}
                   for host in hosts},
     }
+
+
+@pytest.mark.parametrize("given, layout", [
+    ({}, {"web": ["vps1", "vps2", "vps3"], "db": ["vps1"]}),
+    # A backup host holds the repository only: no app, no database.
+    ({"vps3": ["backup"]}, {"web": ["vps1", "vps2"], "db": ["vps1"], "backup": ["vps3"]}),
+    # A database host of its own: the others run the app.
+    ({"vps1": ["db"], "vps3": ["backup", "monitor"]},
+     {"web": ["vps2"], "db": ["vps1"], "backup": ["vps3"], "monitor": ["vps3"]}),
+    ({"vps2": ["web", "lb"]}, {"web": ["vps1", "vps3", "vps2"], "db": ["vps1"], "lb": ["vps2"]}),
+])
+def test_hosts_given_groups_are_in_those_alone_and_the_rest_run_the_app(given, layout):
+    hosts = [{"name": f"vps{i}", "address": f"10.213.{i}.2", "groups": given.get(f"vps{i}", [])} for i in (1, 2, 3)]
+    assert inventory_groups(hosts) == layout
+    rendered = parse_yaml(render_inventory(hosts, PATHS), "inventory/sandbox.yml").data["groups"]
+    assert rendered == {group: {"hosts": members} for group, members in layout.items()}
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["vps4:backup"], "'vps4' is not one of vps1..vps3 (--hosts=3)"),
+    (["vps3:backups"], "unknown group 'backups'; choose web, db, backup, monitor, lb"),
+    (["vps3"], "unknown group ''"),
+])
+def test_a_group_flag_names_a_wanted_host_and_a_known_group(flags, message):
+    with pytest.raises(SandboxError, match=re.escape(message)):
+        parse_group_flags(flags, 3)
+
+
+def test_group_flags_may_give_a_host_several_groups_once_each():
+    assert parse_group_flags(["vps3:backup", "vps3:monitor", "vps3:backup"], 3) == {"vps3": ["backup", "monitor"]}
 
 
 def test_render_known_hosts():
