@@ -21,6 +21,7 @@ def tasks(role, vars):
                           f"({vars.host.port}); a firewall without it would lock everyone out")
     trusted = [ufw_source(source, vars.where("firewall_ssh_trusted_sources"))
                for source in vars.string_list("firewall_ssh_trusted_sources")]
+    trusted += [source for source in ssh_peers(vars) if source not in trusted]
     rules = ([f"allow from {source} to any port {ssh_port} proto tcp" for source in trusted]
              + [f"limit {ssh_port}/tcp"] + [f"allow {port}/tcp" for port in ports if port != ssh_port]
              + [f"allow from {source} to any port {port} proto tcp" for port, source in group_sources(vars)])
@@ -40,6 +41,24 @@ def tasks(role, vars):
              name="Ensure fail2ban watches sshd."),
         SystemdUnit("fail2ban.service", enabled=True, running=True),
     ]
+
+
+def ssh_peers(vars) -> list[str]:
+    """Addresses of the inventory hosts firewall_ssh_peer_groups lets log in here without the rate limit."""
+    where = vars.where("firewall_ssh_peer_groups")
+    pairs = vars["firewall_ssh_peer_groups"]
+    if not isinstance(pairs, list):
+        raise ConfigError(f"{where}: expected a list of {{hosts: GROUP, from: GROUP}}")
+    sources = []
+    for index, pair in enumerate(pairs):
+        if not isinstance(pair, dict) or set(pair) != {"hosts", "from"} or not all(
+                isinstance(pair[key], str) for key in pair):
+            raise ConfigError(f"{where}[{index}]: expected {{hosts: GROUP, from: GROUP}}, got {pair!r}")
+        groups = vars.inventory.groups if vars.inventory is not None else {}
+        if pair["hosts"] not in vars.host.groups or pair["from"] not in groups:
+            continue
+        sources += [ufw_source(peer, where) for peer in vars.peer_addresses(pair["from"], f"{where}[{index}].from")]
+    return list(dict.fromkeys(sources))
 
 
 def group_sources(vars) -> list[tuple[int, str]]:

@@ -405,6 +405,10 @@ class HostVars:
         """This host's address on the private network: `private_address`, else `address` if it is an IP."""
         return _private_address(self.host, self.inventory)
 
+    def address_of(self, name: str) -> str:
+        """The private address of inventory host `name`: what this host dials to reach it."""
+        return _private_address(self.inventory.hosts[name], self.inventory)
+
     def peer_addresses(self, group: str, where: str) -> list[str]:
         """The private addresses of the other hosts of `group`, in inventory order; `where` names the var.
 

@@ -6,7 +6,7 @@ import difflib
 import hashlib
 import posixpath
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 from vigil.core.commands import Command, cmd, script
@@ -143,7 +143,8 @@ class File(Operation):
     """
 
     path: str
-    content: str | bytes
+    # Never in the operation's repr (a traceback, a test's failure): it may hold secrets.
+    content: str | bytes = field(repr=False)
     owner: str = "root"
     group: str = "root"
     mode: str = "0644"

@@ -26,7 +26,8 @@ TLS_DIR = "/etc/postgresql/vigil"
 SERVER_CERTIFICATE = f"{TLS_DIR}/server.crt"
 SERVER_KEY = f"{TLS_DIR}/server.key"
 SETTING_NAME = re.compile(r"^[a-z_]+$")
-SETTING_VALUE = re.compile(r"^[A-Za-z0-9_.,*:/ -]+$")
+# `%` and `=` for archive_command ("pgbackrest --stanza=x archive-push %p"); values travel as SQL literals.
+SETTING_VALUE = re.compile(r"^[A-Za-z0-9_.,*:/ %=-]+$")
 
 
 def psql_stdin(sql: str) -> Command:

@@ -233,6 +233,7 @@ def test_shipped_roles_and_playbooks_load():
         "app",
         "postgresql",
         "backup",
+        "pgbackrest",
         "monitor",
     ]
 

@@ -1,0 +1,192 @@
+"""The pgbackrest role: WAL archived continuously and backups kept in an encrypted pgBackRest
+repository on a backup host of its own, so a lost database host takes at most `archive_timeout`
+seconds of commits with it.
+
+Two ends, picked by the host's groups: the database host (group db) pushes its WAL to the
+repository over SSH as postgres, in the background from a local queue; the repository host (the
+first host of `pgbackrest_repository_group`) holds the encrypted repository and logs in to the
+database host as postgres to take backups. Each direction has its own key derived from the
+PGBACKREST_SSH_SEED secret (vigil.vault.derived_keys), accepted only from the peer's address
+(`restrict,from=`), and each end pins the other's host key from the inventory's known_hosts. The
+firewall role opens SSH between the two without its rate limit (firewall_ssh_peer_groups).
+Nothing happens where the inventory has no repository group.
+"""
+
+from vigil.core.commands import script
+from vigil.core.errors import ConfigError
+from vigil.core.operations import render_template
+from vigil.operations.apt import AptPackages
+from vigil.operations.files import Directory, File
+from vigil.operations.guarded import Guarded
+from vigil.operations.postgresql import PostgresSettings
+from vigil.operations.systemd import ServiceAction
+from vigil.operations.users import User
+from vigil.vault.derived_keys import derive_ssh_key
+
+SSH_WRAPPER = "/usr/local/lib/vigil/pgbackrest-ssh"
+CONFIG = "/etc/pgbackrest/pgbackrest.conf"
+REPOSITORY_USER = "pgbackrest"
+# The repository user's home (its SSH key); the repository itself is pgbackrest_repository_path.
+REPOSITORY_HOME = "/var/lib/pgbackrest"
+DATABASE_USER = "postgres"
+DATABASE_HOME = "/var/lib/postgresql"
+STANZA = r"[a-z][a-z0-9_-]{0,62}"
+SIZE = r"[0-9]+(KiB|MiB|GiB|TiB|KB|MB|GB|TB)?"
+# One key per direction of login: the database host's postgres pushing WAL to the repository, and
+# the repository host's pgbackrest taking backups from the database.
+DATABASE_TO_REPOSITORY = "pgbackrest archive: database to repository"
+REPOSITORY_TO_DATABASE = "pgbackrest backup: repository to database"
+
+# The data directory PostgreSQL reports must be the one pgBackRest is told; otherwise say which to set.
+PG_PATH_MATCHES = 'test "$(psql -XAtqc "show data_directory" 2>/dev/null)" = "$1"'
+PG_PATH_MISMATCH = (
+    'echo "pgbackrest_pg_path is $1 but PostgreSQL here keeps its data in '
+    '$(psql -XAtqc "show data_directory" 2>/dev/null || echo "a directory it did not say (is it running?)"): '
+    'set pgbackrest_pg_path to it" >&2; exit 1'
+)
+# Creating the stanza needs the database host onboarded (its key accepted, archiving on): hosts are
+# onboarded side by side, so keep trying for a while before failing with pgBackRest's own error.
+STANZA_CREATE = r'''
+tries=0
+until out=$(pgbackrest --stanza="$1" stanza-create 2>&1); do
+    tries=$((tries + 1))
+    if [ "$tries" -ge 24 ]; then printf '%s\n' "$out" >&2; exit 1; fi
+    sleep 5
+done
+'''
+
+
+def tasks(role, vars):
+    """The pgbackrest role's operations for one host, in order: the repository end, the database end, or none."""
+    group = vars.string("pgbackrest_repository_group", r"[A-Za-z0-9_-]+")
+    inventory = vars.inventory
+    repositories = inventory.groups.get(group, []) if inventory is not None else []
+    databases = inventory.groups.get("db", []) if inventory is not None else []
+    if not repositories or not databases:
+        return []
+    repository, database = inventory.hosts[repositories[0]], inventory.hosts[databases[0]]
+    if repository.name == database.name:
+        raise ConfigError(f"{vars.where('pgbackrest_repository_group')}: {repository.name} is both the database "
+                          "host and the repository's: backups must live on another host")
+    if vars.host.name == repository.name:
+        return repository_end(role, vars, database)
+    if vars.host.name == database.name:
+        return database_end(role, vars, repository)
+    return []
+
+
+def settings(vars) -> dict:
+    """What both ends' configuration shares, validated."""
+    compress = vars.string("pgbackrest_compress_type", "zst|lz4|gz|none")
+    return {
+        "stanza": vars.string("pgbackrest_stanza", STANZA),
+        "pg_path": vars.path("pgbackrest_pg_path"),
+        "compress_type": compress,
+        "process_max": vars.integer("pgbackrest_process_max", minimum=1),
+        "ssh_wrapper": SSH_WRAPPER,
+    }
+
+
+def peer_of(vars, peer) -> tuple[str, int]:
+    """The address and SSH port this host reaches `peer` on: its private address."""
+    return vars.address_of(peer.name), peer.port
+
+
+def pinned_host_keys(vars, peer, address: str) -> str:
+    """known_hosts lines for `peer` at `address`, with the keys the inventory's known_hosts pins for it."""
+    path = vars.inventory.known_hosts
+    wanted = {peer.address, f"[{peer.address}]:{peer.port}"}
+    name = address if peer.port == 22 else f"[{address}]:{peer.port}"
+    lines = []
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        fields = line.split()
+        if len(fields) >= 3 and not line.startswith("#") and wanted & set(fields[0].split(",")):
+            lines.append(f"{name} {fields[1]} {fields[2]}")
+    if not lines:
+        raise ConfigError(f"{vars.where('pgbackrest_repository_group')}: inventory/{path.name} pins no host key for "
+                          f"{peer.name} ({peer.address}): run `invoke provision.trust --limit={peer.name}` first")
+    return "\n".join(lines) + "\n"
+
+
+def login(role, vars, user: str, home: str, own_key: str, peer, address: str) -> list:
+    """The user's key for logging in to `peer`, the peer's pinned host key, and pgBackRest's ssh wrapper."""
+    key = derive_ssh_key(vars.secret("PGBACKREST_SSH_SEED"), own_key)
+    ssh_dir = f"{home}/.ssh"
+    return [
+        Directory(ssh_dir, owner=user, group=user, mode="0700"),
+        File(f"{ssh_dir}/vigil-pgbackrest", key.private_pem.value, owner=user, group=user, mode="0600", secret=True,
+             name=f"Ensure {user} has its key for logging in to {peer.name} (pgBackRest)."),
+        File(f"{ssh_dir}/vigil-pgbackrest.known_hosts", pinned_host_keys(vars, peer, address), owner=user,
+             group=user, mode="0644", name=f"Ensure {user} knows {peer.name}'s host key."),
+        Directory("/usr/local/lib/vigil", mode="0755"),
+        # One pgBackRest user per host (a host is never both ends), so the wrapper names its files.
+        File(SSH_WRAPPER, render_template(role.template("pgbackrest-ssh.j2"), {
+            "key": f"{ssh_dir}/vigil-pgbackrest", "known_hosts": f"{ssh_dir}/vigil-pgbackrest.known_hosts"}),
+            mode="0755",
+            name=f"Ensure {SSH_WRAPPER} logs in with pgBackRest's own key and pinned host keys."),
+    ]
+
+
+def accepted_key(vars, purpose: str, address: str) -> str:
+    """The authorized_keys line for the peer's key: from its address only, no pty or forwarding."""
+    return f'restrict,from="{address}" {derive_ssh_key(vars.secret("PGBACKREST_SSH_SEED"), purpose).public_line}'
+
+
+def database_end(role, vars, repository) -> list:
+    shared = settings(vars)
+    address, port = peer_of(vars, repository)
+    archive_timeout = vars.integer("pgbackrest_archive_timeout", minimum=1)
+    config = render_template(role.template("pgbackrest.conf.j2"), {
+        **shared, "side": "database", "peer": address, "peer_user": REPOSITORY_USER, "peer_port": port,
+        "archive_queue_max": vars.string("pgbackrest_archive_queue_max", SIZE)})
+    return [
+        AptPackages(["pgbackrest"], name="Ensure pgBackRest is installed."),
+        Guarded([script(PG_PATH_MISMATCH, shared["pg_path"], as_user=DATABASE_USER)],
+                unless=script(PG_PATH_MATCHES, shared["pg_path"], as_user=DATABASE_USER),
+                name=f"Ensure PostgreSQL keeps its data in {shared['pg_path']} (pgbackrest_pg_path)."),
+        *login(role, vars, DATABASE_USER, DATABASE_HOME, DATABASE_TO_REPOSITORY, repository, address),
+        File(f"{DATABASE_HOME}/.ssh/authorized_keys", accepted_key(vars, REPOSITORY_TO_DATABASE, address) + "\n",
+             owner=DATABASE_USER, group=DATABASE_USER, mode="0600",
+             name=f"Ensure postgres accepts the backup host {repository.name}'s pgBackRest key, from it alone."),
+        Directory("/var/spool/pgbackrest", owner=DATABASE_USER, group=DATABASE_USER, mode="0750"),
+        Directory("/var/log/pgbackrest", owner=DATABASE_USER, group=DATABASE_USER, mode="0750"),
+        Directory("/etc/pgbackrest", mode="0755"),
+        File(CONFIG, config, group=DATABASE_USER, mode="0640",
+             name=f"Ensure pgBackRest pushes WAL to the repository on {repository.name}."),
+        PostgresSettings({
+            "wal_level": "replica",
+            "archive_mode": "on",
+            "archive_command": f"pgbackrest --stanza={shared['stanza']} archive-push %p",
+            "archive_timeout": str(archive_timeout),
+        }, notify=("restart postgresql",), name=f"Ensure PostgreSQL archives its WAL through pgBackRest "
+                                                f"(at least every {archive_timeout} s)."),
+    ]
+
+
+def repository_end(role, vars, database) -> list:
+    shared = settings(vars)
+    address, port = peer_of(vars, database)
+    repository_path = vars.path("pgbackrest_repository_path")
+    config = render_template(role.template("pgbackrest.conf.j2"), {
+        **shared, "side": "repository", "peer": address, "peer_user": DATABASE_USER, "peer_port": port,
+        "repository_path": repository_path, "cipher_pass": vars.secret("PGBACKREST_CIPHER_PASS").value})
+    return [
+        AptPackages(["pgbackrest"], name="Ensure pgBackRest is installed."),
+        User(REPOSITORY_USER, shell="/bin/sh", home=REPOSITORY_HOME, system=True,
+             authorized_keys=[accepted_key(vars, DATABASE_TO_REPOSITORY, address)],
+             name=f"Ensure the pgbackrest user owns the repository and accepts {database.name}'s key, from it alone."),
+        Directory(REPOSITORY_HOME, owner=REPOSITORY_USER, group=REPOSITORY_USER, mode="0750"),
+        Directory(repository_path, owner=REPOSITORY_USER, group=REPOSITORY_USER, mode="0750"),
+        *login(role, vars, REPOSITORY_USER, REPOSITORY_HOME, REPOSITORY_TO_DATABASE, database, address),
+        Directory("/var/log/pgbackrest", owner=REPOSITORY_USER, group=REPOSITORY_USER, mode="0750"),
+        Directory("/etc/pgbackrest", mode="0755"),
+        File(CONFIG, config, group=REPOSITORY_USER, mode="0640", secret=True,
+             name=f"Ensure the repository is encrypted and backs up {database.name}."),
+        Guarded([script(STANZA_CREATE, shared["stanza"], as_user=REPOSITORY_USER)],
+                creates=f"{repository_path}/backup/{shared['stanza']}/backup.info",
+                name=f"Ensure the repository holds stanza {shared['stanza']}, checked against {database.name}."),
+    ]
+
+
+def handlers(role, vars):
+    return {"restart postgresql": ServiceAction("postgresql.service", "restart")}

@@ -1,0 +1,122 @@
+"""roles/pgbackrest: which end each host gets, the keys each end accepts and holds, and the
+repository's encryption; the SSH keys derived from the env's seed (vigil.vault.derived_keys)."""
+
+import dataclasses
+import re
+import subprocess
+
+import pytest
+
+from tests.support.inventories import layout
+from vigil.core.commands import Secret
+from vigil.core.errors import ConfigError
+from vigil.core.redaction import REDACTOR
+from vigil.core.roles import load_role
+from vigil.operations.files import File
+from vigil.operations.postgresql import PostgresSettings
+from vigil.vault.derived_keys import derive_ssh_key
+
+SECRETS = {"PGBACKREST_CIPHER_PASS": "a-repository-cipher-pass-of-32-chars-and-more",
+           "PGBACKREST_SSH_SEED": "a-seed-for-the-pgbackrest-ssh-keys-32+"}
+THREE_HOSTS = {"web": ["web1"], "db": ["db1"], "backup": ["backup1"]}
+
+
+def operations(tmp_path, groups, host, secrets=SECRETS, pins=True):
+    inventory = layout(groups, private={"db1": "10.0.0.5", "backup1": "10.0.0.9"})
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text("".join(f"{h.address} ssh-ed25519 AAAA{h.name}\n" for h in inventory.hosts.values()
+                                   if pins))
+    inventory = dataclasses.replace(inventory, known_hosts=known_hosts)
+    role = load_role("pgbackrest")
+    vars = inventory.vars_for(inventory.hosts[host], [role], secrets=lambda: secrets)
+    return role.tasks(role, vars)
+
+
+def files(ops) -> dict[str, File]:
+    return {op.path: op for op in ops if isinstance(op, File)}
+
+
+@pytest.mark.parametrize("groups, host", [
+    ({"web": ["web1"], "db": ["db1"]}, "db1"),  # no backup host: the database is left as it is
+    (THREE_HOSTS, "web1"),
+])
+def test_hosts_that_are_neither_end_get_nothing(tmp_path, groups, host):
+    assert operations(tmp_path, groups, host) == []
+
+
+def test_the_database_end_archives_its_wal_to_the_backup_host_without_the_cipher(tmp_path):
+    ops = operations(tmp_path, THREE_HOSTS, "db1")
+    config = files(ops)["/etc/pgbackrest/pgbackrest.conf"].content.decode()
+    assert "repo1-host=10.0.0.9\nrepo1-host-user=pgbackrest\n" in config and "archive-async=y" in config
+    assert "pg1-path=/var/lib/postgresql/17/main" in config and "cipher" not in config.replace("encrypts", "")
+    (settings,) = [op for op in ops if isinstance(op, PostgresSettings)]
+    assert settings.settings == {"wal_level": "replica", "archive_mode": "on", "archive_timeout": "60",
+                                 "archive_command": "pgbackrest --stanza=together-pray archive-push %p"}
+    assert settings.notify == ("restart postgresql",)
+    # It pins the backup host's key at the address it dials, from the inventory's known_hosts.
+    pinned = files(ops)["/var/lib/postgresql/.ssh/vigil-pgbackrest.known_hosts"].content.decode()
+    assert pinned == "10.0.0.9 ssh-ed25519 AAAAbackup1\n"
+
+
+def test_the_repository_is_encrypted_with_the_envs_passphrase_and_its_config_is_secret(tmp_path):
+    ops = operations(tmp_path, THREE_HOSTS, "backup1")
+    config = files(ops)["/etc/pgbackrest/pgbackrest.conf"]
+    text = config.content.decode()
+    assert "repo1-cipher-type=aes-256-cbc\n" in text
+    assert f"repo1-cipher-pass={SECRETS['PGBACKREST_CIPHER_PASS']}\n" in text
+    assert config.secret and config.mode == "0640" and config.group == "pgbackrest"
+    assert SECRETS["PGBACKREST_CIPHER_PASS"] not in REDACTOR.redact(text)
+    assert "pg1-host=10.0.0.5\npg1-host-user=postgres\n" in text and "repo1-path=/var/lib/pgbackrest/repository" in text
+
+
+def test_each_end_accepts_exactly_the_key_the_other_holds_and_only_from_its_address(tmp_path):
+    database, repository = operations(tmp_path, THREE_HOSTS, "db1"), operations(tmp_path, THREE_HOSTS, "backup1")
+    (user,) = [op for op in repository if type(op).__name__ == "User"]
+    directions = [
+        (files(database)["/var/lib/postgresql/.ssh/vigil-pgbackrest"], user.authorized_keys[0], "10.0.0.5"),
+        (files(repository)["/var/lib/pgbackrest/.ssh/vigil-pgbackrest"],
+         files(database)["/var/lib/postgresql/.ssh/authorized_keys"].content.decode().strip(), "10.0.0.9"),
+    ]
+    held = []
+    for private_key, accepted, source in directions:
+        options, key_type, key = accepted.split()[:3]
+        assert options == f'restrict,from="{source}"' and private_key.secret and private_key.mode == "0600"
+        public = subprocess.run(["ssh-keygen", "-y", "-f", "/dev/stdin"], input=private_key.content,
+                                capture_output=True, check=True).stdout.decode().split()
+        assert public[:2] == [key_type, key]
+        held.append(key)
+    assert held[0] != held[1]  # one key per direction
+
+
+def test_a_derived_key_is_the_same_for_the_same_seed_and_purpose_only():
+    seed = Secret("a-seed-for-the-pgbackrest-ssh-keys-32+")
+    one, again = derive_ssh_key(seed, "a"), derive_ssh_key(seed, "a")
+    assert one.private_pem.value == again.private_pem.value and one.public_line == again.public_line
+    assert derive_ssh_key(seed, "b").public_line.split()[1] != one.public_line.split()[1]
+    assert derive_ssh_key(Secret("another-seed-for-the-ssh-keys-of-32+"), "a").public_line != one.public_line
+    assert one.private_pem.value not in REDACTOR.redact(one.private_pem.value)
+
+
+@pytest.mark.parametrize("groups, host, secrets, pins, message", [
+    ({"web": ["web1"], "db": ["db1"], "backup": ["db1"]}, "db1", SECRETS, True,
+     "db1 is both the database host and the repository's"),
+    (THREE_HOSTS, "backup1", SECRETS, False, "pins no host key for db1 (203.0.113.2): run `invoke provision.trust"),
+])
+def test_a_layout_it_cannot_serve_is_refused_naming_the_host(tmp_path, groups, host, secrets, pins, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        operations(tmp_path, groups, host, secrets, pins)
+
+
+def test_a_missing_passphrase_names_the_secret(tmp_path):
+    with pytest.raises(Exception, match="secret PGBACKREST_CIPHER_PASS is missing"):
+        operations(tmp_path, THREE_HOSTS, "backup1", {"PGBACKREST_SSH_SEED": SECRETS["PGBACKREST_SSH_SEED"]})
+
+
+@pytest.mark.parametrize("host, exempt", [("db1", ["10.0.0.9"]), ("backup1", ["10.0.0.5"]), ("web1", [])])
+def test_the_two_ends_log_in_to_each_other_without_the_ssh_rate_limit(host, exempt):
+    inventory = layout(THREE_HOSTS, private={"db1": "10.0.0.5", "backup1": "10.0.0.9"})
+    role = load_role("firewall")
+    rules = next(op for op in role.tasks(role, inventory.vars_for(inventory.hosts[host], [role])) if
+                 type(op).__name__ == "Firewall").rules
+    allowed = [rule.split()[2] for rule in rules[:rules.index("limit 22/tcp")]]
+    assert allowed == exempt
