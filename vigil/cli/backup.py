@@ -5,6 +5,7 @@ Create, list, verify, restore, prune, and copies off the host (pull, decrypt).
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -14,12 +15,22 @@ from rich.table import Table
 
 from vigil.backup import restore as restoring
 from vigil.backup.helper import LABEL, BackupError, ask, check_id, connect, database_host
+from vigil.backup.repository import (
+    STANZA_NO_BACKUP,
+    STANZA_OK,
+    check_backup_type,
+    create_backup,
+    find_repository,
+    read_contents,
+    utc,
+)
 from vigil.backup.transfer import copy_to_host, describe, pulled_dir
 from vigil.backup.transfer import decrypt as decrypt_backup
 from vigil.backup.transfer import pull as pull_backup
 from vigil.cli.common import HOST_FLAGS_HELP, exits_cleanly
 from vigil.core.audit_log import audit_locally
 from vigil.core.errors import ConfigError, ExitCode
+from vigil.core.inventory import load_inventory
 from vigil.core.output import Reporter
 from vigil.vault.keys import load_identities, load_recipients
 from vigil.vault.paths import SecretsPaths
@@ -43,15 +54,32 @@ def _size(size) -> str:
     return f"{size / 1048576:.1f} MiB" if size >= 1048576 else f"{size / 1024:.0f} KiB"
 
 
-@task(help={**ENV_HELP, "label": "A word for why (default: manual); the id is <UTC time>-<label>."})
+@task(help={**ENV_HELP, "label": "A word for why (default: manual); the id is <UTC time>-<label>.",
+            "type": "With a backup host: full, diff (changes since the last full) or incr (since the last "
+                    "backup; the default, and a full when there is none yet)."})
 @exits_cleanly
-def create(c, env="sandbox", label="manual", json=False):
-    """Back the database up now: pg_dump -Fc on its host, synced, checksummed, each table's rows counted.
+def create(c, env="sandbox", label="manual", type="incr", json=False):  # noqa: A002 (the flag is --type)
+    """Back the database up now: into the backup host's pgBackRest repository where there is one,
+    else pg_dump -Fc on its host, synced, checksummed, each table's rows counted.
 
-    Example: invoke backup.create --env=production --label=before-import
+    Example: invoke backup.create --env=production --label=before-import --type=full
     """
     if not LABEL.match(label):
         raise ConfigError(f"--label: {label!r} is not a label (letters, digits, '.', '_', '-'; at most 40)")
+    check_backup_type(type)
+    inventory = load_inventory(env)
+    repository = find_repository(inventory)
+    if repository is not None:
+        with connect(inventory, repository.host) as transport:
+            made = create_backup(transport, repository, type, label)
+        _audit("backup.create", env, repository.host.name, "ok", backup=made.label)
+        _print(dataclasses.asdict(made), json,
+               f"{repository.host.name}: {made.label} ({made.type}) of {_size(made.size)}, "
+               f"{_size(made.stored)} stored, in {made.stopped - made.started:.0f}s")
+        return
+    if type != "incr":
+        raise ConfigError(f"--type={type}: backup types need a backup host (group `backup`, roles/pgbackrest); "
+                          f"inventory/{env}.yml has none")
     inventory, host = database_host(env)
     with connect(inventory, host) as transport:
         made = ask(transport, host, "create", label)
@@ -69,8 +97,14 @@ def create(c, env="sandbox", label="manual", json=False):
 def list_(c, env="sandbox", json=False):
     """List the backups on the database host: when, size, verified when and how, which retention rule keeps it.
 
+    With a backup host: its pgBackRest repository's backups, and the window a restore can reach.
     Example: invoke backup.list --env=production
     """
+    inventory = load_inventory(env)
+    repository = find_repository(inventory)
+    if repository is not None:
+        _list_repository(inventory, repository, json)
+        return
     inventory, host = database_host(env)
     with connect(inventory, host) as transport:
         backups = ask(transport, host, "list")
@@ -94,6 +128,33 @@ def list_(c, env="sandbox", json=False):
             style="red" if meta.get("status") == "bad" else "",
         )
     Reporter().table(table)
+
+
+def _list_repository(inventory, repository, json: bool) -> None:
+    env = inventory.env
+    with connect(inventory, repository.host) as transport:
+        contents = read_contents(transport, repository)
+    window = contents.window
+    if json:
+        Reporter().document({"host": repository.host.name, "stanza": repository.stanza, "status": contents.status,
+                             "message": contents.message, "backups": [dataclasses.asdict(b) for b in contents.backups],
+                             "window": {"from": utc(window[0]), "to": utc(window[1])} if window else None})
+        return
+    table = Table(title=f"backups of {env} in the repository on {repository.host.name}")
+    for column in ("backup", "type", "finished", "took", "database", "stored", "label"):
+        table.add_column(column)
+    for backup in contents.backups:
+        table.add_row(backup.label, backup.type, utc(backup.stopped), f"{backup.stopped - backup.started:.0f}s",
+                      _size(backup.size), _size(backup.stored), str(backup.annotation.get("vigil-label", "")),
+                      style="red" if backup.page_errors else "")
+    reporter = Reporter()
+    reporter.table(table)
+    if window:
+        reporter.line(f"restore to any second from {utc(window[0])} to {utc(window[1])}")
+    else:
+        reporter.line("no backup yet: nothing to restore to (invoke backup.create --type=full)")
+    if contents.status not in (STANZA_OK, STANZA_NO_BACKUP):
+        reporter.marked(f"[red]the repository says: {contents.message} (code {contents.status})[/]")
 
 
 @task(help={**ENV_HELP, "id": "The backup to verify (`backup.list`), or `latest` for the newest."})

@@ -1,0 +1,87 @@
+"""The database's WAL and backups in an encrypted pgBackRest repository on a backup host of its own.
+
+vps3 boots as the session's backup host (`--group=vps3:backup`) next to the onboarded vps1
+(database) and vps2; onboarding both ends makes vps1 archive its WAL there. Runs after the other
+modules that use the session's hosts (by name), because the sandbox inventory then has a backup
+host, and before test_sandbox_vpses, which removes it with the rest.
+"""
+
+import json
+
+import pytest
+
+from tests.support.sandbox_hosts import INVENTORY, invoke
+from vigil.core.yaml_loader import load_yaml
+
+DATABASE, REPOSITORY = "vps1", "vps3"
+STANZA = "together-pray"
+
+
+@pytest.fixture(scope="module")
+def repository(provisioned, sandbox):
+    """vps3 up as the backup host and both ends onboarded: the first and the second provision.server's runs."""
+    generated = invoke("secrets.generate", "--env=sandbox")  # the repository's passphrase and SSH seed
+    assert generated.code == 0, generated.stdout + generated.stderr
+    started = invoke("sandbox.up", "--hosts=3", f"--group={REPOSITORY}:backup", timeout=1200)
+    assert started.code == 0, started.stdout + started.stderr
+    address = load_yaml(INVENTORY / "sandbox.yml")["hosts"][REPOSITORY]["address"]
+    first = invoke("provision.server", "--json", f"--limit={DATABASE},{REPOSITORY}", timeout=1800)
+    assert first.code == 0, first.stdout[-4000:] + first.stderr
+    second = invoke("provision.server", "--json", f"--limit={DATABASE},{REPOSITORY}", timeout=1800)
+    return address, first, second
+
+
+def as_user(sandbox, address: str, user: str, command: str, check: bool = True) -> str:
+    return sandbox.ssh_at(address, f"runuser -u {user} -- sh -c '{command}'", check)
+
+
+def test_onboarding_both_ends_converges_and_a_second_run_changes_nothing(repository):
+    _, first, second = repository
+    assert first.host(REPOSITORY)["changed"] > 0 and first.host(DATABASE)["changed"] > 0
+    assert second.code == 0 and [second.host(host)["changed"] for host in (DATABASE, REPOSITORY)] == [0, 0], \
+        second.stdout[-3000:]
+
+
+def test_the_database_archives_its_wal_into_the_backup_hosts_repository(repository, sandbox):
+    address, _, _ = repository
+    database = sandbox.addresses[DATABASE]
+    settings = as_user(sandbox, database, "postgres",
+                       'psql -XAtc "select setting from pg_settings where name in '
+                       "('archive_mode', 'archive_timeout') order by name\"")
+    assert settings.split() == ["on", "60"]
+    # `check` switches to a new WAL segment and waits until the repository has it: archiving works end to end.
+    as_user(sandbox, database, "postgres", f"pgbackrest --stanza={STANZA} check")
+    archived = as_user(sandbox, database, "postgres",
+                       'psql -XAtc "select archived_count, failed_count from pg_stat_archiver"').split("|")
+    assert int(archived[0]) >= 1, archived
+
+
+def test_a_full_backup_lands_encrypted_in_the_repository_and_opens_a_restore_window(repository, sandbox):
+    address, _, _ = repository
+    made = invoke("backup.create", "--type=full", "--label=first", "--json", timeout=1800)
+    assert made.code == 0, made.stdout + made.stderr
+    assert made.json["type"] == "full" and made.json["annotation"] == {"vigil-label": "first"}
+    listed = invoke("backup.list", "--json")
+    assert listed.code == 0 and listed.json["status"] == 0, listed.stdout + listed.stderr
+    assert [backup["label"] for backup in listed.json["backups"]] == [made.json["label"]]
+    window = listed.json["window"]
+    assert window["from"] <= window["to"], window
+    table = invoke("backup.list")
+    assert f"restore to any second from {window['from']}" in table.stdout, table.stdout
+    info = json.loads(as_user(sandbox, address, "pgbackrest", f"pgbackrest --stanza={STANZA} info --output=json"))
+    assert info[0]["cipher"] == "aes-256-cbc", info
+    # Encrypted at rest: pgBackRest's files are OpenSSL-format ciphertext, unreadable without the passphrase.
+    header = sandbox.ssh_at(address, f"head -c 8 /var/lib/pgbackrest/repository/backup/{STANZA}/backup.info")
+    assert header == "Salted__"
+    # The database host holds no passphrase: it could not read its own backups if taken.
+    assert "cipher" not in sandbox.ssh(DATABASE, "grep -v '^#' /etc/pgbackrest/pgbackrest.conf")
+
+
+@pytest.mark.parametrize("flag, message", [("--type=snapshot", "--type: 'snapshot' is not one of full, diff, incr"),
+                                           ("--label=a b", "--label: 'a b' is not a label")])
+def test_bad_input_is_refused_before_the_repository_is_touched(repository, sandbox, flag, message):
+    address, _, _ = repository
+    before = sandbox.ssh_at(address, f"ls /var/lib/pgbackrest/repository/backup/{STANZA}")
+    refused = invoke("backup.create", flag)
+    assert refused.code != 0 and message in refused.stderr, refused.stderr
+    assert sandbox.ssh_at(address, f"ls /var/lib/pgbackrest/repository/backup/{STANZA}") == before

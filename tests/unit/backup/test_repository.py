@@ -1,0 +1,80 @@
+"""vigil.backup.repository: the env's repository host, pgBackRest's info read, and the restore window."""
+
+import json
+import re
+
+import pytest
+
+from tests.support.inventories import layout
+from vigil.backup.repository import check_backup_type, find_repository, parse_contents, utc
+from vigil.core.errors import ConfigError
+
+
+def info(*backups, code=0, message="ok", stanza="together-pray"):
+    """pgBackRest's `info --output=json` for one stanza, as 2.55 prints it."""
+    return json.dumps([{
+        "name": stanza, "cipher": "aes-256-cbc", "status": {"code": code, "message": message},
+        "backup": [{"label": label, "type": kind, "timestamp": {"start": start, "stop": stop},
+                    "info": {"size": 1048576, "repository": {"size": 4096, "delta": 2048}},
+                    "annotation": {"vigil-label": "manual"}, "error": False}
+                   for label, kind, start, stop in backups],
+    }])
+
+
+FULL = ("20261203-100000F", "full", 1796292000, 1796292030)
+INCR = ("20261203-100000F_20261203-110000I", "incr", 1796295600, 1796295605)
+
+
+@pytest.mark.parametrize("answer, window, status", [
+    # From just after the oldest backup ended to the newest WAL's arrival.
+    (info(FULL, INCR) + "\n@wal\n1796299200.25\n", (1796292031, 1796299200.25), 0),
+    # No WAL arrived since (or the archive is empty): the newest backup's end.
+    (info(FULL) + "\n@wal\n\n", (1796292031, 1796292031), 0),
+    # No backup yet: nothing to restore to, whatever WAL there is.
+    (info(code=2, message="no valid backups") + "\n@wal\n1796299200\n", None, 2),
+])
+def test_the_window_runs_from_the_oldest_backups_end_to_the_newest_wal(answer, window, status):
+    contents = parse_contents(answer, "together-pray")
+    assert contents.window == window and contents.status == status
+
+
+def test_backups_are_read_oldest_first_with_their_sizes_and_label():
+    contents = parse_contents(info(FULL, INCR) + "\n@wal\n\n", "together-pray")
+    assert [(b.label, b.type, b.size, b.stored, b.annotation) for b in contents.backups] == [
+        (FULL[0], "full", 1048576, 2048, {"vigil-label": "manual"}),
+        (INCR[0], "incr", 1048576, 2048, {"vigil-label": "manual"}),
+    ]
+
+
+def test_another_stanzas_info_is_not_taken_for_ours():
+    contents = parse_contents(info(FULL, stanza="other") + "\n@wal\n\n", "together-pray")
+    assert contents.backups == [] and contents.status == 1 and "no stanza together-pray" in contents.message
+
+
+def test_info_that_is_not_json_is_a_clear_error():
+    with pytest.raises(ConfigError, match="pgBackRest's info is not JSON: 'ERROR: \\[041\\]"):
+        parse_contents("ERROR: [041] unable to open file\n@wal\n\n", "together-pray")
+
+
+def test_times_are_given_as_restore_takes_them_in_utc():
+    assert utc(1796292031) == "2026-12-03 10:00:31+00"
+
+
+@pytest.mark.parametrize("groups, found", [
+    ({"web": ["web1"], "db": ["db1"], "backup": ["backup1"]}, ("backup1", "db1")),
+    ({"web": ["web1"], "db": ["db1"]}, None),
+    ({"web": ["web1"], "db": ["db1"], "backup": []}, None),
+])
+def test_the_repository_is_the_first_backup_host_and_backs_up_the_database_host(groups, found):
+    repository = find_repository(layout(groups))
+    if found is None:
+        assert repository is None
+    else:
+        assert (repository.host.name, repository.database.name) == found
+        assert (repository.stanza, repository.path) == ("together-pray", "/var/lib/pgbackrest/repository")
+
+
+@pytest.mark.parametrize("value", ["", "FULL", "snapshot", "full;reboot"])
+def test_a_backup_type_pgbackrest_does_not_have_is_refused_naming_the_flag(value):
+    with pytest.raises(ConfigError, match=re.escape(f"--type: {value!r} is not one of full, diff, incr")):
+        check_backup_type(value)

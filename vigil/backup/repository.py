@@ -1,0 +1,182 @@
+"""The pgBackRest repository on the backup host (roles/pgbackrest): where it is, what it holds, and
+the window of time a restore can reach.
+
+pgBackRest does the work; vigil finds the hosts, asks in one round trip, and reads its JSON. A
+window runs from the end of the oldest backup to the arrival of the newest archived WAL: any second
+in between can be restored, as WAL is replayed on top of the backup before it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from vigil.backup.helper import BackupError
+from vigil.core.commands import Command, script
+from vigil.core.errors import ConfigError
+from vigil.core.inventory import Host, Inventory
+from vigil.core.redaction import REDACTOR
+from vigil.core.roles import load_role
+
+REPOSITORY_USER = "pgbackrest"
+DATABASE_USER = "postgres"
+BACKUP_TYPES = ("full", "diff", "incr")
+# pgBackRest's stanza status codes (info): 0 ok, 2 no valid backup yet; anything else is a problem.
+STANZA_OK, STANZA_NO_BACKUP = 0, 2
+# Seconds a backup may take before vigil stops waiting (the backup host's own timer has its own deadline).
+BACKUP_TIMEOUT = 6 * 3600
+
+
+@dataclass(frozen=True)
+class Repository:
+    """The env's repository host, its database host, and how pgBackRest names the cluster there."""
+
+    host: Host
+    database: Host
+    stanza: str
+    path: str
+
+
+def find_repository(inventory: Inventory) -> Repository | None:
+    """The env's repository (the first host of pgbackrest_repository_group) and database host; None when
+    the inventory has no repository group, as roles/pgbackrest then configures none."""
+    role = load_role("pgbackrest")
+    databases = inventory.groups.get("db", [])
+    if not databases:
+        return None
+    vars = inventory.vars_for(inventory.hosts[databases[0]], [role])
+    group = vars.string("pgbackrest_repository_group", r"[A-Za-z0-9_-]+")
+    if not inventory.groups.get(group):
+        return None
+    host = inventory.hosts[inventory.groups[group][0]]
+    settings = inventory.vars_for(host, [role])
+    return Repository(host.as_admin(), inventory.hosts[databases[0]].as_admin(),
+                      settings.string("pgbackrest_stanza", r"[a-z][a-z0-9_-]{0,62}"),
+                      settings.path("pgbackrest_repository_path"))
+
+
+def require_repository(inventory: Inventory, env: str) -> Repository:
+    repository = find_repository(inventory)
+    if repository is None:
+        raise ConfigError(f"inventory/{env}.yml has no backup host: add one to group `backup` and run "
+                          f"`invoke provision.server --env={env}` (roles/pgbackrest)")
+    return repository
+
+
+def pgbackrest(repository: Repository, *args: str) -> Command:
+    """pgBackRest ARGS for the stanza, as the repository's own user on the backup host."""
+    return Command(("pgbackrest", f"--stanza={repository.stanza}", *args), sudo=True, as_user=REPOSITORY_USER)
+
+
+# What the repository holds, then when its newest WAL arrived (seconds since the epoch), in one round trip.
+CONTENTS = r'''
+pgbackrest --stanza="$1" info --output=json || exit
+echo "@wal"
+find "$2/archive/$1" -type f -name '0*' -printf '%T@\n' 2>/dev/null | sort -n | tail -n 1
+'''
+
+
+def contents_command(repository: Repository) -> Command:
+    return script(CONTENTS, repository.stanza, repository.path, as_user=REPOSITORY_USER)
+
+
+@dataclass(frozen=True)
+class Backup:
+    label: str
+    type: str
+    started: float
+    stopped: float
+    size: int  # the database's bytes
+    stored: int  # the repository's bytes for this backup (compressed, encrypted)
+    annotation: dict = field(default_factory=dict)
+    # PostgreSQL's page checksums failed on some page while it was copied: a damaged database, saved as it was.
+    page_errors: bool = False
+
+
+@dataclass(frozen=True)
+class Contents:
+    """What the repository holds: its status, backups (oldest first) and the restore window."""
+
+    status: int
+    message: str
+    backups: list[Backup]
+    newest_wal: float | None
+
+    @property
+    def window(self) -> tuple[float, float] | None:
+        """(earliest, latest) second a restore can reach, or None before the first backup."""
+        if not self.backups:
+            return None
+        earliest = self.backups[0].stopped + 1  # a backup serves targets strictly after its end
+        latest = max(self.newest_wal or 0, self.backups[-1].stopped)
+        return earliest, max(latest, earliest)
+
+
+def parse_contents(stdout: str, stanza: str) -> Contents:
+    """CONTENTS's answer. pgBackRest's `info` exits 0 whatever the stanza's status: read the code."""
+    info_part, _, wal_part = stdout.partition("\n@wal\n")
+    try:
+        stanzas = json.loads(info_part)
+    except ValueError:
+        raise ConfigError(f"pgBackRest's info is not JSON: {info_part.strip()[:200]!r}") from None
+    stanza_info = next((item for item in stanzas if isinstance(item, dict) and item.get("name") == stanza), None)
+    if stanza_info is None:
+        return Contents(1, f"no stanza {stanza} in the repository", [], None)
+    status = stanza_info.get("status") or {}
+    backups = [
+        Backup(
+            label=str(item.get("label", "")),
+            type=str(item.get("type", "")),
+            started=float((item.get("timestamp") or {}).get("start", 0)),
+            stopped=float((item.get("timestamp") or {}).get("stop", 0)),
+            size=int((item.get("info") or {}).get("size", 0)),
+            stored=int(((item.get("info") or {}).get("repository") or {}).get("delta", 0)),
+            annotation=dict(item.get("annotation") or {}),
+            page_errors=bool(item.get("error")),
+        )
+        for item in stanza_info.get("backup") or []
+        if isinstance(item, dict)
+    ]
+    wal = wal_part.strip()
+    return Contents(int(status.get("code", 99)), str(status.get("message", "")), backups,
+                    float(wal) if wal else None)
+
+
+def read_contents(transport, repository: Repository) -> Contents:
+    """The repository's status, backups and window, from the backup host."""
+    answer = transport.run(contents_command(repository), timeout=120)
+    if not answer.ok:
+        raise BackupError(f"{repository.host.name}: pgBackRest's info failed: {last_line(answer)}")
+    return parse_contents(answer.stdout, repository.stanza)
+
+
+def create_backup(transport, repository: Repository, backup_type: str, label: str) -> Backup:
+    """A `backup_type` backup taken now, annotated with `label`; the repository's newest backup after it."""
+    check_backup_type(backup_type)
+    answer = transport.run(pgbackrest(repository, f"--type={backup_type}", f"--annotation=vigil-label={label}",
+                                      "backup"), timeout=BACKUP_TIMEOUT)
+    if not answer.ok:
+        raise BackupError(f"{repository.host.name}: pgBackRest's backup failed: {last_line(answer)}")
+    contents = read_contents(transport, repository)
+    if not contents.backups:
+        raise BackupError(f"{repository.host.name}: pgBackRest reported success but the repository lists no backup")
+    return contents.backups[-1]
+
+
+def check_backup_type(backup_type: str) -> str:
+    if backup_type not in BACKUP_TYPES:
+        raise ConfigError(f"--type: {backup_type!r} is not one of {', '.join(BACKUP_TYPES)}")
+    return backup_type
+
+
+def last_line(answer) -> str:
+    """The line that says why pgBackRest failed (its ERROR line, else the last), masked."""
+    lines = [line.strip() for line in (answer.stderr + answer.stdout).splitlines() if line.strip()]
+    errors = [line for line in lines if "ERROR" in line]
+    return REDACTOR.redact((errors or lines or [f"exited {answer.status}"])[-1])
+
+
+def utc(seconds: float) -> str:
+    """An epoch second as the time a restore takes: 2026-12-03 14:15:00+00."""
+    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%d %H:%M:%S+00")
