@@ -7,6 +7,7 @@ host, and before test_sandbox_vpses, which removes it with the rest.
 """
 
 import json
+import time
 
 import pytest
 
@@ -33,6 +34,12 @@ def repository(provisioned, sandbox):
 
 def as_user(sandbox, address: str, user: str, command: str, check: bool = True) -> str:
     return sandbox.ssh_at(address, f"runuser -u {user} -- sh -c '{command}'", check)
+
+
+def sql(sandbox, statement: str) -> str:
+    """`statement` in the app's database on the database host, as postgres; its rows, one per line."""
+    return sandbox.ssh(DATABASE, f"cd / && runuser -u postgres -- psql -XAtq -v ON_ERROR_STOP=1 -d together_pray "
+                                 f"<<'SQL'\n{statement}\nSQL").strip()
 
 
 def test_onboarding_both_ends_converges_and_a_second_run_changes_nothing(repository):
@@ -85,3 +92,41 @@ def test_bad_input_is_refused_before_the_repository_is_touched(repository, sandb
     refused = invoke("backup.create", flag)
     assert refused.code != 0 and message in refused.stderr, refused.stderr
     assert sandbox.ssh_at(address, f"ls /var/lib/pgbackrest/repository/backup/{STANZA}") == before
+
+
+def test_a_restore_to_a_second_brings_back_what_was_committed_by_then_and_its_safety_point_undoes_it(
+        repository, deployed, sandbox):
+    sql(sandbox, "create table if not exists pitr_marks (n int primary key)")
+    sql(sandbox, "insert into pitr_marks values (1)")
+    time.sleep(2)
+    target = sql(sandbox, "select to_char(now() at time zone 'utc', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')")
+    time.sleep(2)
+    sql(sandbox, "insert into pitr_marks values (2)")
+    # Until its WAL is archived a second is not in the window yet: `check` closes the segment and waits for it.
+    as_user(sandbox, sandbox.addresses[DATABASE], "postgres", f"cd / && pgbackrest --stanza={STANZA} check")
+
+    restored = invoke("backup.restore", f"--to-time={target}", "--yes", "--json", timeout=1800)
+    assert restored.code == 0, restored.stdout[-3000:] + restored.stderr
+    assert sql(sandbox, "select n from pitr_marks order by n") == "1"
+    assert all(restored.json["health"].values()) and restored.json["timeline"] == 2, restored.json
+    safety = restored.json["safety_point"]
+
+    # The moment before the restore is still there, on the timeline it was on.
+    undone = invoke("backup.restore", f"--to-time={safety['at']}", f"--timeline={safety['timeline']}", "--yes",
+                    "--json", timeout=1800)
+    assert undone.code == 0, undone.stdout[-3000:] + undone.stderr
+    assert sql(sandbox, "select n from pitr_marks order by n").split() == ["1", "2"]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--to-time=2001-01-01T00:00:00Z"], "--to-time: 2001-01-01 00:00:00+00 is outside the window the repository "
+                                         "on vps3 can restore to: any second from"),
+    (["--to-time=yesterday"], "--to-time: 'yesterday' is not a time"),
+    (["--to-backup=20010101-000000F"], "--to-backup: '20010101-000000F' is not a backup in the repository on vps3"),
+])
+def test_a_restore_target_the_repository_cannot_reach_is_refused_and_nothing_changes(repository, sandbox, flags,
+                                                                                     message):
+    before = sql(sandbox, "select pg_postmaster_start_time()")
+    refused = invoke("backup.restore", *flags, "--yes")
+    assert refused.code != 0 and message in refused.stderr, refused.stderr
+    assert sql(sandbox, "select pg_postmaster_start_time()") == before

@@ -13,6 +13,7 @@ from invoke import Collection, task
 from invoke.exceptions import Exit
 from rich.table import Table
 
+from vigil.backup import pitr
 from vigil.backup import restore as restoring
 from vigil.backup.helper import LABEL, BackupError, ask, check_id, connect, database_host
 from vigil.backup.repository import (
@@ -199,20 +200,50 @@ def prune(c, env="sandbox", dry_run=False, json=False):
     )
 
 
-@task(help={**ENV_HELP, "id": "The backup to restore (`backup.list`).", "yes": "Do not ask for confirmation.",
-            "force": "Restore even a backup that is unverified or failed verification."})
+@task(help={**ENV_HELP, "id": "The backup to restore (`backup.list`); with a backup host, `latest` (the default).",
+            "yes": "Do not ask for confirmation.",
+            "force": "Restore even a backup that is unverified or failed verification.",
+            "to_time": "With a backup host: restore to this second (2026-12-03T14:15:00Z; without an offset, UTC), "
+                       "inside the window backup.list shows.",
+            "to_backup": "With a backup host: restore to the end of this backup (its label in backup.list).",
+            "timeline": "With --to-time: follow this PostgreSQL timeline (the latest by default); a restore's "
+                        "safety point names its own, to go back to it after that restore."})
 @exits_cleanly
-def restore(c, id, env="sandbox", yes=False, force=False, json=False):
-    """Replace the database with a backup: maintenance on, a safety backup, restore and swap, checks, maintenance off.
+def restore(c, id=None, env="sandbox", yes=False, force=False, json=False, to_time=None, to_backup=None,
+            timeline=None):
+    """Replace the database: maintenance on, a safety point, the restore, checks, maintenance off.
 
-    The steps are docs/runbooks/restore.md's. Refuses an unverified or bad backup unless --force.
-    Example: invoke backup.restore 20261126T031500Z-scheduled --env=production --yes
+    With a backup host, to any second of the repository's window (--to-time), to a backup's end
+    (--to-backup) or to the latest archived second; without one, with a dump backup ID (restored and
+    swapped in after a safety backup). The steps are docs/runbooks/restore.md's.
+    Examples: invoke backup.restore --to-time=2026-12-03T14:15:00Z --env=production --yes
+              invoke backup.restore 20261126T031500Z-scheduled --env=staging --yes
     """
-    backup_id = check_id(id)
-    inventory, host = database_host(env)
-    restoring.confirm(env, yes)
+    inventory = load_inventory(env)
+    repository = find_repository(inventory)
     reporter = Reporter()
-    report = restoring.restore(env, inventory, host, backup_id, force, (lambda line: None) if json else reporter.line)
+    say = (lambda line: None) if json else reporter.line
+    if repository is not None:
+        if to_time and to_backup:
+            raise ConfigError("--to-time and --to-backup name two targets: give one")
+        if id not in (None, "latest"):
+            raise ConfigError(f"ID: {id!r}: with a backup host, restore to a time (--to-time) or a backup "
+                              "(--to-backup), or give no ID for the latest second")
+        if timeline is not None and not re.fullmatch(r"[1-9][0-9]{0,8}", str(timeline)):
+            raise ConfigError(f"--timeline: {timeline!r} is not a timeline number (1, 2...)")
+        target = pitr.Target(at=pitr.parse_time(to_time) if to_time else None,
+                             backup=pitr.check_label(to_backup) if to_backup else None,
+                             timeline=int(timeline) if timeline is not None else None)
+        restoring.confirm(env, yes)
+        report = pitr.restore_to(env, inventory, repository, target, say)
+    else:
+        if to_time or to_backup:
+            raise ConfigError(f"--to-time and --to-backup need a backup host (group `backup`, roles/pgbackrest); "
+                              f"inventory/{env}.yml has none")
+        backup_id = check_id(id or "")
+        inventory, host = database_host(env)
+        restoring.confirm(env, yes)
+        report = restoring.restore(env, inventory, host, backup_id, force, say)
     if json:
         reporter.document(report)
     if not all(report["health"].values()):

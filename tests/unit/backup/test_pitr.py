@@ -1,0 +1,79 @@
+"""vigil.backup.pitr: the target a restore goes to, read from its flags and checked against the window."""
+
+import re
+
+import pytest
+
+from tests.support.inventories import layout
+from vigil.backup.pitr import Target, check_label, check_target, parse_time
+from vigil.backup.repository import Backup, Contents, find_repository
+from vigil.core.errors import ConfigError
+
+REPOSITORY = find_repository(layout({"web": ["web1"], "db": ["db1"], "backup": ["backup1"]}))
+FULL = Backup("20261203-100000F", "full", 1796292000, 1796292030, 1, 1)
+CONTENTS = Contents(0, "ok", [FULL], newest_wal=1796299200)
+
+
+@pytest.mark.parametrize("text, seconds", [
+    ("2026-12-03T10:00:31Z", 1796292031),
+    ("2026-12-03 10:00:31+00:00", 1796292031),
+    ("2026-12-03T11:00:31+01:00", 1796292031),
+    ("2026-12-03T10:00:31", 1796292031),  # no offset: UTC, as vigil prints every time
+    ("2026-12-03T10:00:31.5Z", 1796292031.5),
+])
+def test_a_time_is_read_in_iso_8601_with_utc_by_default(text, seconds):
+    assert parse_time(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["yesterday", "2026-13-03T10:00:00Z", "03/12/2026 10:00", "", "1796292031"])
+def test_a_malformed_time_is_refused_naming_the_flag(text):
+    with pytest.raises(ConfigError, match=re.escape(f"--to-time: {text!r} is not a time")):
+        parse_time(text)
+
+
+@pytest.mark.parametrize("target, message", [
+    (Target(at=1796292030), "--to-time: 2026-12-03 10:00:30+00 is outside the window the repository on backup1 can "
+                            "restore to: any second from 2026-12-03 10:00:31+00 to 2026-12-03 12:00:00+00"),
+    (Target(at=1796299201), "is outside the window"),
+    (Target(backup="20261202-100000F"), "--to-backup: '20261202-100000F' is not a backup in the repository on "
+                                        "backup1 (20261203-100000F; invoke backup.list)"),
+    (Target(timeline=1), "--timeline follows a timeline to a time: give --to-time too"),
+])
+def test_a_target_outside_what_the_repository_holds_is_refused_naming_it(target, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        check_target(target, CONTENTS, REPOSITORY)
+
+
+@pytest.mark.parametrize("target", [Target(at=1796292031), Target(at=1796299200), Target(backup=FULL.label),
+                                    Target(), Target(at=1796295000, timeline=1)])
+def test_a_target_inside_the_window_is_taken(target):
+    check_target(target, CONTENTS, REPOSITORY)
+
+
+def test_nothing_can_be_restored_before_the_first_backup():
+    with pytest.raises(ConfigError, match="holds no backup yet"):
+        check_target(Target(), Contents(2, "no valid backups", [], 1796299200), REPOSITORY)
+
+
+@pytest.mark.parametrize("target, options", [
+    (Target(at=1796292031), ["--type=time", "--target=2026-12-03 10:00:31+00", "--target-action=promote"]),
+    (Target(at=1796292031, timeline=1), ["--type=time", "--target=2026-12-03 10:00:31+00", "--target-action=promote",
+                                         "--target-timeline=1"]),
+    (Target(backup=FULL.label), ["--set=20261203-100000F", "--type=immediate", "--target-action=promote"]),
+    (Target(), ["--type=default"]),
+])
+def test_each_target_is_pgbackrests_restore_options(target, options):
+    assert target.options() == options
+
+
+@pytest.mark.parametrize("label, ok", [
+    ("20261203-100000F", True), ("20261203-100000F_20261203-110000I", True),
+    ("20261203-100000F_20261203-110000D", True),
+    ("latest", False), ("20261203-100000F;reboot", False), ("../20261203-100000F", False),
+])
+def test_a_backup_label_is_pgbackrests_or_refused(label, ok):
+    if ok:
+        assert check_label(label) == label
+    else:
+        with pytest.raises(ConfigError, match="is not a backup label"):
+            check_label(label)

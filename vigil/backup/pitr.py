@@ -1,0 +1,193 @@
+"""Restoring the env's database to a point in time from the pgBackRest repository (`backup.restore
+--to-time`, `--to-backup`, or the latest second), on the database host, step by step:
+
+1. the target is checked against the repository's window before anything changes;
+2. maintenance on on the web hosts;
+3. a safety point: PostgreSQL's current WAL is switched out and archived, so the moment just before
+   the restore stays restorable (the report says how to go back to it);
+4. PostgreSQL stopped, `pgbackrest restore --delta` to the target (only changed files are rewritten),
+   PostgreSQL started, and waited for until recovery has reached the target and it accepts writes;
+5. maintenance off, the backend's health checked on every web host.
+
+pgBackRest restores; vigil decides the target, guards the order and reports.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from vigil.backup.helper import BackupError, connect
+from vigil.backup.repository import Contents, Repository, last_line, read_contents, utc
+from vigil.backup.restore import Say, health, maintenance, maintenance_off
+from vigil.core.audit_log import audit_locally
+from vigil.core.commands import script
+from vigil.core.errors import ConfigError, UnreachableError
+from vigil.core.inventory import Inventory
+from vigil.core.roles import load_role
+from vigil.vault.schema import load_schema
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a restore goes: a second (`at`), a backup's end (`backup`), or the newest archived second."""
+
+    at: float | None = None
+    backup: str | None = None
+    # The timeline to follow (None: the latest). Going back to a safety point, after a restore started
+    # a new timeline, follows the safety point's own.
+    timeline: int | None = None
+
+    def describe(self) -> str:
+        if self.at is not None:
+            return utc(self.at)
+        return f"backup {self.backup}" if self.backup else "the latest archived second"
+
+    def options(self) -> list[str]:
+        """pgBackRest's restore options for this target."""
+        if self.at is not None:
+            timeline = [f"--target-timeline={self.timeline}"] if self.timeline else []
+            return ["--type=time", f"--target={utc(self.at)}", "--target-action=promote", *timeline]
+        if self.backup:
+            return [f"--set={self.backup}", "--type=immediate", "--target-action=promote"]
+        return ["--type=default"]
+
+
+# pgBackRest's backup labels: a full's start, and for a diff or incr its own after an underscore.
+LABEL = re.compile(r"^[0-9]{8}-[0-9]{6}F(_[0-9]{8}-[0-9]{6}[DI])?$")
+
+
+def check_label(label: str, flag: str = "--to-backup") -> str:
+    if not LABEL.match(label or ""):
+        raise ConfigError(f"{flag}: {label!r} is not a backup label like 20261203-031500F (invoke backup.list)")
+    return label
+
+
+def parse_time(text: str, flag: str = "--to-time") -> float:
+    """An ISO 8601 time (2026-12-03T14:15:00Z, 2026-12-03 14:15:00+01:00; without an offset, UTC) as
+    epoch seconds; anything else is refused naming the flag."""
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ConfigError(f"{flag}: {text!r} is not a time; give it as 2026-12-03T14:15:00Z (UTC, or with "
+                          "its offset: +01:00)") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp()
+
+
+def check_target(target: Target, contents: Contents, repository: Repository) -> None:
+    """Refuse a target the repository cannot reach, naming what it can."""
+    window = contents.window
+    where = f"the repository on {repository.host.name}"
+    if window is None:
+        raise ConfigError(f"{where} holds no backup yet: nothing to restore (invoke backup.create --type=full)")
+    if target.backup is not None:
+        labels = [backup.label for backup in contents.backups]
+        if target.backup not in labels:
+            raise ConfigError(f"--to-backup: {target.backup!r} is not a backup in {where} "
+                              f"({', '.join(labels)}; invoke backup.list)")
+    if target.timeline is not None and target.at is None:
+        raise ConfigError("--timeline follows a timeline to a time: give --to-time too")
+    if target.at is not None and not window[0] <= target.at <= window[1]:
+        raise ConfigError(f"--to-time: {utc(target.at)} is outside the window {where} can restore to: "
+                          f"any second from {utc(window[0])} to {utc(window[1])}")
+
+
+# The safety point: the second now, then `pgbackrest check`, which closes the current WAL segment and
+# waits until the repository has it, so that second stays restorable. Prints it and the timeline.
+SAFETY_POINT = r'''
+cd /
+now="select extract(epoch from now()), timeline_id from pg_control_checkpoint()"
+point=$(runuser -u postgres -- psql -XAtqc "$now") || exit
+runuser -u postgres -- pgbackrest --stanza="$1" check >/dev/null || exit
+echo "$point"
+'''
+# Stop PostgreSQL, restore over its data directory (only changed files: --delta), start it, and wait
+# for recovery to reach the target and promote. PostgreSQL that stops instead (a target past the end
+# of the archived WAL) is reported with the last lines of its log.
+RESTORE = r'''
+cd /
+stanza=$1; deadline=$2; shift 2
+systemctl stop postgresql.service || exit
+if ! runuser -u postgres -- pgbackrest --stanza="$stanza" --delta --log-level-console=warn "$@" restore; then
+    echo "pgbackrest restore failed; PostgreSQL is stopped" >&2; exit 3
+fi
+systemctl start postgresql.service
+end=$(( $(date +%s) + deadline ))
+while [ "$(date +%s)" -lt "$end" ]; do
+    state=$(runuser -u postgres -- psql -XAtqc "select pg_is_in_recovery()" 2>/dev/null)
+    if [ "$state" = f ]; then
+        runuser -u postgres -- psql -XAtqc "select extract(epoch from now()), timeline_id from pg_control_checkpoint()"
+        exit 0
+    fi
+    # A cluster that stopped by itself (a target past the archived WAL) will not come back.
+    if pg_lsclusters --no-header | grep -q ' down '; then break; fi
+    sleep 1
+done
+echo "PostgreSQL did not come back writable after the restore:" >&2
+tail -n 5 "$(ls -t /var/log/postgresql/postgresql-*.log | head -n 1)" >&2
+exit 4
+'''
+# Seconds PostgreSQL may take to replay WAL up to the target and promote.
+RECOVERY_DEADLINE = 3600
+
+
+def restore_to(env: str, inventory: Inventory, repository: Repository, target: Target, say: Say) -> dict:
+    """Restore the env's database host to `target` from `repository`; returns the report (the target,
+    the safety point, seconds taken, each web host's health). `say` gets a line per step."""
+    with connect(inventory, repository.host) as transport:
+        contents = read_contents(transport, repository)
+    check_target(target, contents, repository)
+    database = repository.database
+    web = [host.as_admin() for host in load_schema().topology(inventory).app_hosts()]
+    port = int(inventory.vars_for(web[0], [load_role("nginx")])["nginx_internal_api_port"]) if web else 0
+    report: dict = {"env": env, "target": target.describe(), "host": database.name}
+    failed_on = maintenance(env, web, on=True)
+    if failed_on:
+        maintenance(env, [h for h in web if h.name not in failed_on], on=False)
+        raise BackupError(f"maintenance mode could not be turned on on {', '.join(failed_on)}; nothing was restored")
+    say(f"maintenance on: {', '.join(h.name for h in web)}")
+    try:
+        with connect(inventory, database) as transport:
+            safety = transport.run(script(SAFETY_POINT, repository.stanza), timeout=300)
+            if not safety.ok:
+                raise BackupError(f"{database.name}: the safety point could not be archived, so nothing was "
+                                  f"restored: {last_line(safety)}")
+            at, timeline = safety.stdout.split("|")[:2]
+            report["safety_point"] = {"at": utc(float(at)), "timeline": int(timeline)}
+            say(f"{database.name}: safety point {utc(float(at))} archived (timeline {int(timeline)}); to go "
+                f"back to it: invoke backup.restore --to-time='{utc(float(at))}' --timeline={int(timeline)} "
+                f"--env={env}")
+            began = datetime.now(timezone.utc).timestamp()
+            restored = transport.run(script(RESTORE, repository.stanza, str(RECOVERY_DEADLINE), *target.options()),
+                                     timeout=RECOVERY_DEADLINE + 600)
+    except UnreachableError:
+        audit_locally("backup.restore", env, [database.name], "unknown", target=target.describe())
+        raise BackupError(f"{database.name}: the connection was lost during the restore; maintenance mode stays on. "
+                          f"Check PostgreSQL on {database.name}, then "
+                          f"`invoke incident.maintenance off --env={env}`") from None
+    except BackupError:
+        maintenance_off(env, web, say)
+        audit_locally("backup.restore", env, [database.name], "failed", target=target.describe())
+        raise
+    if not restored.ok:
+        # PostgreSQL may be stopped or half-recovered: the site stays in maintenance until someone looks.
+        audit_locally("backup.restore", env, [database.name], "failed", target=target.describe())
+        raise BackupError(f"{database.name}: the restore to {target.describe()} failed and maintenance mode stays on: "
+                          f"{last_line(restored)}")
+    report["seconds"] = round(datetime.now(timezone.utc).timestamp() - began, 1)
+    report["timeline"] = int(restored.stdout.strip().split("|")[1])
+    say(f"{database.name}: restored to {target.describe()} in {report['seconds']}s "
+        f"(now on timeline {report['timeline']})")
+    failed_off = maintenance_off(env, web, say)
+    healthy = {}
+    for web_host in web:
+        ok, answer = health(inventory, web_host, port)
+        healthy[web_host.name] = ok and web_host.name not in failed_off
+        say(f"{web_host.name}: health {'ok' if ok else 'FAILED'}: {answer}")
+    report["health"] = healthy
+    audit_locally("backup.restore", env, [database.name], "ok" if all(healthy.values()) else "unhealthy",
+                  target=target.describe(), safety_point=report["safety_point"]["at"])
+    return report
