@@ -97,8 +97,12 @@ def check_target(target: Target, contents: Contents, repository: Repository) -> 
 
 # The safety point: the second now, then `pgbackrest check`, which closes the current WAL segment and
 # waits until the repository has it, so that second stays restorable. Prints it and the timeline.
+# A cluster that is not the repository's (its system identifier differs: a database host rebuilt
+# after a loss) holds nothing to keep: it prints "new" and its identifier instead.
 SAFETY_POINT = r'''
 cd /
+system=$(runuser -u postgres -- psql -XAtqc "select system_identifier from pg_control_system()") || exit
+if [ "$system" != "$2" ]; then echo "new|$system"; exit 0; fi
 now="select extract(epoch from now()), timeline_id from pg_control_checkpoint()"
 point=$(runuser -u postgres -- psql -XAtqc "$now") || exit
 runuser -u postgres -- pgbackrest --stanza="$1" check >/dev/null || exit
@@ -151,15 +155,20 @@ def restore_to(env: str, inventory: Inventory, repository: Repository, target: T
     say(f"maintenance on: {', '.join(h.name for h in web)}")
     try:
         with connect(inventory, database) as transport:
-            safety = transport.run(script(SAFETY_POINT, repository.stanza), timeout=300)
+            safety = transport.run(script(SAFETY_POINT, repository.stanza, contents.system_id or ""), timeout=300)
             if not safety.ok:
                 raise BackupError(f"{database.name}: the safety point could not be archived, so nothing was "
                                   f"restored: {last_line(safety)}")
-            at, timeline = safety.stdout.split("|")[:2]
-            report["safety_point"] = {"at": utc(float(at)), "timeline": int(timeline)}
-            say(f"{database.name}: safety point {utc(float(at))} archived (timeline {int(timeline)}); to go "
-                f"back to it: invoke backup.restore --to-time='{utc(float(at))}' --timeline={int(timeline)} "
-                f"--env={env}")
+            at, timeline = safety.stdout.strip().split("|")[:2]
+            if at == "new":
+                report["safety_point"] = None
+                say(f"{database.name}: its cluster (system {timeline}) is not the one the repository backs up "
+                    f"({contents.system_id}): a new database host, nothing to keep; no safety point")
+            else:
+                report["safety_point"] = {"at": utc(float(at)), "timeline": int(timeline)}
+                say(f"{database.name}: safety point {utc(float(at))} archived (timeline {int(timeline)}); to go "
+                    f"back to it: invoke backup.restore --to-time='{utc(float(at))}' --timeline={int(timeline)} "
+                    f"--env={env}")
             began = datetime.now(timezone.utc).timestamp()
             restored = transport.run(script(RESTORE, repository.stanza, str(RECOVERY_DEADLINE), *target.options()),
                                      timeout=RECOVERY_DEADLINE + 600)
@@ -189,5 +198,5 @@ def restore_to(env: str, inventory: Inventory, repository: Repository, target: T
         say(f"{web_host.name}: health {'ok' if ok else 'FAILED'}: {answer}")
     report["health"] = healthy
     audit_locally("backup.restore", env, [database.name], "ok" if all(healthy.values()) else "unhealthy",
-                  target=target.describe(), safety_point=report["safety_point"]["at"])
+                  target=target.describe(), safety_point=(report["safety_point"] or {}).get("at", "none"))
     return report

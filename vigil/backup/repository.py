@@ -102,6 +102,8 @@ class Contents:
     message: str
     backups: list[Backup]
     newest_wal: float | None
+    # PostgreSQL's system identifier of the cluster the repository backs up now (None: not known yet).
+    system_id: str | None = None
 
     @property
     def window(self) -> tuple[float, float] | None:
@@ -139,8 +141,10 @@ def parse_contents(stdout: str, stanza: str) -> Contents:
         if isinstance(item, dict)
     ]
     wal = wal_part.strip()
+    databases = [item for item in stanza_info.get("db") or [] if isinstance(item, dict)]
     return Contents(int(status.get("code", 99)), str(status.get("message", "")), backups,
-                    float(wal) if wal else None)
+                    float(wal) if wal else None,
+                    str(databases[-1].get("system-id")) if databases and databases[-1].get("system-id") else None)
 
 
 def read_contents(transport, repository: Repository) -> Contents:

@@ -14,6 +14,7 @@ def info(*backups, code=0, message="ok", stanza="together-pray"):
     """pgBackRest's `info --output=json` for one stanza, as 2.55 prints it."""
     return json.dumps([{
         "name": stanza, "cipher": "aes-256-cbc", "status": {"code": code, "message": message},
+        "db": [{"id": 1, "repo-key": 1, "system-id": 7441234567890123456, "version": "17"}],
         "backup": [{"label": label, "type": kind, "timestamp": {"start": start, "stop": stop},
                     "info": {"size": 1048576, "repository": {"size": 4096, "delta": 2048}},
                     "annotation": {"vigil-label": "manual"}, "error": False}
@@ -44,6 +45,11 @@ def test_backups_are_read_oldest_first_with_their_sizes_and_label():
         (FULL[0], "full", 1048576, 2048, {"vigil-label": "manual"}),
         (INCR[0], "incr", 1048576, 2048, {"vigil-label": "manual"}),
     ]
+
+
+def test_the_cluster_the_repository_backs_up_is_known_by_its_system_identifier():
+    # A rebuilt database host's new cluster has another: nothing on it is the repository's to keep.
+    assert parse_contents(info(FULL) + "\n@wal\n\n", "together-pray").system_id == "7441234567890123456"
 
 
 def test_another_stanzas_info_is_not_taken_for_ours():
