@@ -58,8 +58,11 @@ def push_plans(inventory: Inventory, schema: Schema, values: dict[str, str], env
         derived = derive_values(schema, values, topology, host, services)
         host_values = {**values, **derived}
         if "sslrootcert=" in derived.get("DATABASE_URL", ""):
+            # The app reads it when it starts: a new one (a rebuilt database host) needs a restart.
+            readers = tuple(f"restart {service.name}" for service in services if service.units
+                            and "DATABASE_URL" in schema.for_service(service.name, host_values))
             operations.append(File(database_root_certificate(schema), certificate().encode(), owner="root",
-                                   group=schema.app_user, mode="0644",
+                                   group=schema.app_user, mode="0644", notify=readers,
                                    name="Ensure the database server's certificate is here to verify it by."))
         for service in services:
             content = render_dotenv(schema.for_service(service.name, host_values), list(schema.keys))

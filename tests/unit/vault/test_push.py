@@ -85,6 +85,11 @@ def test_web_hosts_on_other_machines_get_the_database_certificate_beside_the_url
     holders = [plan.host.name for plan in plans
                if any(getattr(op, "path", "") == "/etc/together-pray/database-server.crt" for op in plan.operations)]
     assert (len(calls), holders) == (fetched, certificate_on)
+    # The backend reads it when it starts: a new certificate (a rebuilt database host) restarts it.
+    for plan in plans:
+        for op in plan.operations:
+            if getattr(op, "path", "") == "/etc/together-pray/database-server.crt":
+                assert op.notify == ("restart backend",) and "restart backend" in plan.handlers
 
 
 def test_a_database_url_that_is_set_wins_and_two_database_hosts_need_one(schema):
