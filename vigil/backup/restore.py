@@ -41,7 +41,10 @@ def migration_drift(restored: list[str], release_files: list[str]) -> list[str]:
 
 
 HEALTH = r"""
-port=$1; end=$(( $(date +%s) + 60 ))
+port=$1; current=$2
+# A host with no backend release (a database host rebuilt after a loss, not deployed to yet) has nothing to wait for.
+[ -e "$current" ] || { echo "no backend release is deployed here" >&2; exit 1; }
+end=$(( $(date +%s) + 60 ))
 while [ "$(date +%s)" -lt "$end" ]; do
     if body=$(curl -fsS --max-time 5 "http://127.0.0.1:$port/api/health" 2>&1) \
         && printf '%s' "$body" | grep -q '"database":"up"'; then
@@ -55,8 +58,9 @@ echo "not healthy within 60s: $body" >&2; exit 1
 
 def health(inventory: Inventory, host: Host, port: int) -> tuple[bool, str]:
     """The backend's /health through nginx's loopback listener on `host` (its pool reconnects after a restore)."""
+    current = host_settings(inventory, host, ["backend"])[0].layout.current
     with connect(inventory, host) as transport:
-        result = transport.run(script(HEALTH, str(port), sudo=False), timeout=120)
+        result = transport.run(script(HEALTH, str(port), current, sudo=False), timeout=120)
     return result.ok, (result.stdout or result.stderr).strip()[-300:]
 
 
