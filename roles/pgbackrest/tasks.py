@@ -19,7 +19,7 @@ from vigil.operations.apt import AptPackages
 from vigil.operations.files import Directory, File
 from vigil.operations.guarded import Guarded
 from vigil.operations.postgresql import PostgresSettings
-from vigil.operations.systemd import ServiceAction
+from vigil.operations.systemd import DaemonReload, ServiceAction, SystemdUnit
 from vigil.operations.users import User
 from vigil.vault.derived_keys import derive_ssh_key
 
@@ -28,6 +28,10 @@ CONFIG = "/etc/pgbackrest/pgbackrest.conf"
 REPOSITORY_USER = "pgbackrest"
 # The repository user's home (its SSH key); the repository itself is pgbackrest_repository_path.
 REPOSITORY_HOME = "/var/lib/pgbackrest"
+# pgBackRest's lock files on the backup host: one place for the timers and manual runs.
+LOCK_PATH = f"{REPOSITORY_HOME}/lock"
+BACKUP_UNIT = "/etc/systemd/system/vigil-pgbackrest-backup@.service"
+CALENDAR = r"[A-Za-z0-9 ,:*./~-]{1,64}"
 DATABASE_USER = "postgres"
 DATABASE_HOME = "/var/lib/postgresql"
 STANZA = r"[a-z][a-z0-9_-]{0,62}"
@@ -169,24 +173,44 @@ def repository_end(role, vars, database) -> list:
     repository_path = vars.path("pgbackrest_repository_path")
     config = render_template(role.template("pgbackrest.conf.j2"), {
         **shared, "side": "repository", "peer": address, "peer_user": DATABASE_USER, "peer_port": port,
-        "repository_path": repository_path, "cipher_pass": vars.secret("PGBACKREST_CIPHER_PASS").value})
+        "repository_path": repository_path, "cipher_pass": vars.secret("PGBACKREST_CIPHER_PASS").value,
+        "window_days": vars.integer("pgbackrest_window_days", minimum=1), "lock_path": LOCK_PATH})
+    service = render_template(role.template("backup@.service.j2"), {
+        "stanza": shared["stanza"], "repository_path": repository_path, "lock_path": LOCK_PATH,
+        "timeout": vars.integer("pgbackrest_backup_timeout_seconds", minimum=60)})
+    timers = []
+    for backup_type in ("full", "incr"):
+        calendar = vars.string(f"pgbackrest_{backup_type}_schedule", CALENDAR)
+        timers += [
+            File(f"/etc/systemd/system/vigil-pgbackrest-{backup_type}.timer",
+                 render_template(role.template("backup.timer.j2"), {"type": backup_type, "calendar": calendar}),
+                 notify=("reload systemd",), name=f"Ensure a {backup_type} backup is taken at {calendar}."),
+            SystemdUnit(f"vigil-pgbackrest-{backup_type}.timer", enabled=True, running=True),
+        ]
     return [
         AptPackages(["pgbackrest"], name="Ensure pgBackRest is installed."),
         User(REPOSITORY_USER, shell="/bin/sh", home=REPOSITORY_HOME, system=True,
-             authorized_keys=[accepted_key(vars, DATABASE_TO_REPOSITORY, address)],
-             name=f"Ensure the pgbackrest user owns the repository and accepts {database.name}'s key, from it alone."),
+             name="Ensure the pgbackrest user exists to own the repository."),
         Directory(REPOSITORY_HOME, owner=REPOSITORY_USER, group=REPOSITORY_USER, mode="0750"),
         Directory(repository_path, owner=REPOSITORY_USER, group=REPOSITORY_USER, mode="0750"),
         *login(role, vars, REPOSITORY_USER, REPOSITORY_HOME, REPOSITORY_TO_DATABASE, database, address),
+        File(f"{REPOSITORY_HOME}/.ssh/authorized_keys", accepted_key(vars, DATABASE_TO_REPOSITORY, address) + "\n",
+             owner=REPOSITORY_USER, group=REPOSITORY_USER, mode="0600",
+             name=f"Ensure pgbackrest accepts the database host {database.name}'s pgBackRest key, from it alone."),
         Directory("/var/log/pgbackrest", owner=REPOSITORY_USER, group=REPOSITORY_USER, mode="0750"),
+        Directory(LOCK_PATH, owner=REPOSITORY_USER, group=REPOSITORY_USER, mode="0750"),
         Directory("/etc/pgbackrest", mode="0755"),
         File(CONFIG, config, group=REPOSITORY_USER, mode="0640", secret=True,
-             name=f"Ensure the repository is encrypted and backs up {database.name}."),
+             name=f"Ensure the repository is encrypted, keeps {vars['pgbackrest_window_days']} days and backs up "
+                  f"{database.name}."),
         Guarded([script(STANZA_CREATE, shared["stanza"], as_user=REPOSITORY_USER)],
                 creates=f"{repository_path}/backup/{shared['stanza']}/backup.info",
                 name=f"Ensure the repository holds stanza {shared['stanza']}, checked against {database.name}."),
+        File(BACKUP_UNIT, service, notify=("reload systemd",),
+             name="Ensure the scheduled backups run as pgbackrest, hardened, with a deadline."),
+        *timers,
     ]
 
 
 def handlers(role, vars):
-    return {"restart postgresql": ServiceAction("postgresql.service", "restart")}
+    return {"restart postgresql": ServiceAction("postgresql.service", "restart"), "reload systemd": DaemonReload()}

@@ -9,6 +9,7 @@ in between can be restored, as WAL is replayed on top of the backup before it.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -166,6 +167,29 @@ def create_backup(transport, repository: Repository, backup_type: str, label: st
     if not contents.backups:
         raise BackupError(f"{repository.host.name}: pgBackRest reported success but the repository lists no backup")
     return contents.backups[-1]
+
+
+# A backup label anywhere in a line of pgBackRest's output.
+LABEL_IN_TEXT = re.compile(r"\b[0-9]{8}-[0-9]{6}F(?:_[0-9]{8}-[0-9]{6}[DI])?\b")
+
+
+def expire(transport, repository: Repository, dry_run: bool) -> dict:
+    """pgBackRest's expire by the repository's retention (pgbackrest_window_days): the backups it removes
+    (or, dry, would remove) and those it keeps. It never removes what the window still needs."""
+    before = read_contents(transport, repository)
+    answer = transport.run(pgbackrest(repository, "--log-level-console=info", *(["--dry-run"] if dry_run else []),
+                                      "expire"), timeout=3600)
+    if not answer.ok:
+        raise BackupError(f"{repository.host.name}: pgBackRest's expire failed: {last_line(answer)}")
+    labels = [backup.label for backup in before.backups]
+    if dry_run:
+        named = {label for line in answer.stdout.splitlines() if "expire" in line or "remove" in line
+                 for label in LABEL_IN_TEXT.findall(line)}
+        removed = [label for label in labels if label in named]
+    else:
+        after = {backup.label for backup in read_contents(transport, repository).backups}
+        removed = [label for label in labels if label not in after]
+    return {"dry_run": dry_run, "deleted": removed, "kept": [label for label in labels if label not in removed]}
 
 
 def check_backup_type(backup_type: str) -> str:

@@ -21,6 +21,7 @@ from vigil.backup.repository import (
     STANZA_OK,
     check_backup_type,
     create_backup,
+    expire,
     find_repository,
     read_contents,
     utc,
@@ -185,8 +186,20 @@ def verify(c, id, env="sandbox", json=False):
 def prune(c, env="sandbox", dry_run=False, json=False):
     """Delete the backups no retention rule keeps (grandfather-father-son; never the newest verified one).
 
+    With a backup host: pgBackRest's expire, which keeps the last pgbackrest_window_days days restorable.
     Example: invoke backup.prune --env=production --dry-run
     """
+    inventory = load_inventory(env)
+    repository = find_repository(inventory)
+    if repository is not None:
+        with connect(inventory, repository.host) as transport:
+            result = expire(transport, repository, dry_run)
+        if not dry_run:
+            _audit("backup.prune", env, repository.host.name, "ok", deleted=result["deleted"])
+        deleted = result["deleted"]
+        _print(result, json, f"{repository.host.name}: {'would delete' if dry_run else 'deleted'} {len(deleted)}"
+                             f"{': ' + ', '.join(deleted) if deleted else ''}; kept {len(result['kept'])}")
+        return
     inventory, host = database_host(env)
     with connect(inventory, host) as transport:
         result = ask(transport, host, "prune", *(["--dry-run"] if dry_run else []))

@@ -71,9 +71,9 @@ def test_the_repository_is_encrypted_with_the_envs_passphrase_and_its_config_is_
 
 def test_each_end_accepts_exactly_the_key_the_other_holds_and_only_from_its_address(tmp_path):
     database, repository = operations(tmp_path, THREE_HOSTS, "db1"), operations(tmp_path, THREE_HOSTS, "backup1")
-    (user,) = [op for op in repository if type(op).__name__ == "User"]
     directions = [
-        (files(database)["/var/lib/postgresql/.ssh/vigil-pgbackrest"], user.authorized_keys[0], "10.0.0.5"),
+        (files(database)["/var/lib/postgresql/.ssh/vigil-pgbackrest"],
+         files(repository)["/var/lib/pgbackrest/.ssh/authorized_keys"].content.decode().strip(), "10.0.0.5"),
         (files(repository)["/var/lib/pgbackrest/.ssh/vigil-pgbackrest"],
          files(database)["/var/lib/postgresql/.ssh/authorized_keys"].content.decode().strip(), "10.0.0.9"),
     ]
@@ -120,3 +120,15 @@ def test_the_two_ends_log_in_to_each_other_without_the_ssh_rate_limit(host, exem
                  type(op).__name__ == "Firewall").rules
     allowed = [rule.split()[2] for rule in rules[:rules.index("limit 22/tcp")]]
     assert allowed == exempt
+
+
+def test_the_repository_keeps_the_window_and_takes_a_weekly_full_and_daily_incrementals(tmp_path):
+    ops = operations(tmp_path, THREE_HOSTS, "backup1")
+    config = files(ops)["/etc/pgbackrest/pgbackrest.conf"].content.decode()
+    assert "repo1-retention-full-type=time\nrepo1-retention-full=14\n" in config
+    assert "lock-path=/var/lib/pgbackrest/lock" in config
+    timers = {path.rsplit("/", 1)[1]: op.content.decode() for path, op in files(ops).items() if path.endswith(".timer")}
+    assert "OnCalendar=Sun *-*-* 02:30:00" in timers["vigil-pgbackrest-full.timer"]
+    assert "Unit=vigil-pgbackrest-backup@incr.service" in timers["vigil-pgbackrest-incr.timer"]
+    service = files(ops)["/etc/systemd/system/vigil-pgbackrest-backup@.service"].content.decode()
+    assert "User=pgbackrest" in service and "--type=%i" in service and "TimeoutStartSec=21600" in service
