@@ -41,6 +41,12 @@ def as_user(sandbox, address: str, user: str, command: str, check: bool = True) 
     return sandbox.ssh_at(address, f"runuser -u {user} -- sh -c '{command}'", check)
 
 
+def repository_info(sandbox, address: str) -> list:
+    """pgBackRest's own account of the repository, asked on the backup host."""
+    return json.loads(as_user(sandbox, address, "pgbackrest",
+                              f"cd / && pgbackrest --stanza={STANZA} info --output=json"))
+
+
 def sql(sandbox, statement: str) -> str:
     """`statement` in the app's database on the database host, as postgres; its rows, one per line."""
     return sandbox.ssh(DATABASE, f"cd / && runuser -u postgres -- psql -XAtq -v ON_ERROR_STOP=1 -d together_pray "
@@ -63,7 +69,7 @@ def test_the_database_archives_its_wal_into_the_backup_hosts_repository(reposito
     assert settings.split() == ["on", "15"]  # the sandbox's pgbackrest_archive_timeout
     # `check` switches to a new WAL segment and waits until the repository has it: archiving works end to end.
     as_user(sandbox, database, "postgres", f"cd / && pgbackrest --stanza={STANZA} check")
-    info = json.loads(as_user(sandbox, address, "pgbackrest", f"cd / && pgbackrest --stanza={STANZA} info --output=json"))
+    info = repository_info(sandbox, address)
     assert info[0]["archive"] and info[0]["archive"][0]["max"], info
 
 
@@ -79,7 +85,7 @@ def test_a_full_backup_lands_encrypted_in_the_repository_and_opens_a_restore_win
     assert window["from"] <= window["to"], window
     table = invoke("backup.list")
     assert f"restore to any second from {window['from']}" in table.stdout, table.stdout
-    info = json.loads(as_user(sandbox, address, "pgbackrest", f"cd / && pgbackrest --stanza={STANZA} info --output=json"))
+    info = repository_info(sandbox, address)
     assert info[0]["cipher"] == "aes-256-cbc", info
     # Encrypted at rest: pgBackRest's files are OpenSSL-format ciphertext, unreadable without the passphrase.
     header = sandbox.ssh_at(address, f"head -c 8 /var/lib/pgbackrest/repository/backup/{STANZA}/backup.info")
