@@ -57,6 +57,10 @@ def role_defaults(name: str) -> tuple[dict, str]:
     return role.defaults, f"{rel(role.path / 'defaults.yml')}:"
 
 
+# roles/pgbackrest's archiving check on the database host.
+ARCHIVE_CHECK_UNIT = "vigil-pgbackrest-check"
+
+
 def onboarded_roles(vars) -> set[str]:
     """The roles playbooks/onboard.yml applies to this host, whichever plays they come from."""
     if vars.inventory is None:
@@ -85,6 +89,15 @@ def checks_for(roles: set[str]) -> list[str]:
     checks += ["postgresql"] if "postgresql" in roles else []
     checks += ["backup"] if "backup" in roles else []
     return checks
+
+
+def archives_wal(vars) -> bool:
+    """Whether roles/pgbackrest makes this host the database end of a repository: its first database
+    host, where the inventory has a repository group."""
+    others = with_defaults_of(vars, ["pgbackrest"])
+    group = others.string("pgbackrest_repository_group", r"[A-Za-z0-9_-]+")
+    databases = vars.inventory.groups.get("db", [])
+    return bool(vars.inventory.groups.get(group)) and databases[:1] == [vars.host.name]
 
 
 def probe_settings(vars, checks: list[str]) -> dict:
@@ -116,6 +129,11 @@ def probe_settings(vars, checks: list[str]) -> dict:
             "frontend_path": FRONTEND_PATH,
             "maintenance_flag": MAINTENANCE_FLAG,
         }
+    if "wal-archive" in checks:
+        archive = with_defaults_of(vars, ["pgbackrest"])
+        settings["wal_archive_unit"] = f"{ARCHIVE_CHECK_UNIT}.service"
+        # Three intervals without a run: the timer has stopped.
+        settings["wal_archive_max_age_seconds"] = 3 * archive.integer("pgbackrest_check_interval", minimum=60)
     if "backup" in checks:
         settings["backup_status_file"] = others.path("backup_status_file")
         settings["backup_max_age_hours"] = vars.integer("monitor_backup_max_age_hours", minimum=0)
@@ -146,7 +164,7 @@ def status_file_readable(settings: dict) -> list:
 
 def tasks(role, vars):
     """The monitor role's operations for one host, in order."""
-    checks = checks_for(onboarded_roles(vars))
+    checks = checks_for(onboarded_roles(vars)) + (["wal-archive"] if archives_wal(vars) else [])
     settings = probe_settings(vars, checks)
     interval = vars.integer("monitor_interval", minimum=10)
     # The only place the probe writes: its own directory, where its state and events files must be.

@@ -31,6 +31,10 @@ REPOSITORY_HOME = "/var/lib/pgbackrest"
 # pgBackRest's lock files on the backup host: one place for the timers and manual runs.
 LOCK_PATH = f"{REPOSITORY_HOME}/lock"
 BACKUP_UNIT = "/etc/systemd/system/vigil-pgbackrest-backup@.service"
+# The database host's end-to-end archiving check, which the health probe watches (check wal-archive).
+CHECK_UNIT = "vigil-pgbackrest-check"
+# Seconds the check waits for its WAL segment to reach the repository before it fails.
+CHECK_WAIT = 60
 CALENDAR = r"[A-Za-z0-9 ,:*./~-]{1,64}"
 DATABASE_USER = "postgres"
 DATABASE_HOME = "/var/lib/postgresql"
@@ -157,6 +161,13 @@ def database_end(role, vars, repository) -> list:
         Directory("/etc/pgbackrest", mode="0755"),
         File(CONFIG, config, group=DATABASE_USER, mode="0640",
              name=f"Ensure pgBackRest pushes WAL to the repository on {repository.name}."),
+        File(f"/etc/systemd/system/{CHECK_UNIT}.service", render_template(role.template("check.service.j2"), {
+            "stanza": shared["stanza"], "archive_wait": CHECK_WAIT, "timeout": CHECK_WAIT + 60}),
+            notify=("reload systemd",), name="Ensure WAL archiving can be checked end to end, as postgres, hardened."),
+        File(f"/etc/systemd/system/{CHECK_UNIT}.timer", render_template(role.template("check.timer.j2"), {
+            "every": vars.integer("pgbackrest_check_interval", minimum=60)}),
+            notify=("reload systemd",), name="Ensure WAL archiving is checked on a schedule."),
+        SystemdUnit(f"{CHECK_UNIT}.timer", enabled=True, running=True),
         PostgresSettings({
             "wal_level": "replica",
             "archive_mode": "on",

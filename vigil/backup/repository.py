@@ -72,7 +72,10 @@ def pgbackrest(repository: Repository, *args: str) -> Command:
 
 # What the repository holds, then when its newest WAL arrived (seconds since the epoch), in one round trip.
 CONTENTS = r'''
+cd /
 pgbackrest --stanza="$1" info --output=json || exit
+# pgBackRest's JSON ends without a newline.
+echo
 echo "@wal"
 find "$2/archive/$1" -type f -name '0*' -printf '%T@\n' 2>/dev/null | sort -n | tail -n 1
 '''
@@ -118,7 +121,7 @@ class Contents:
 
 def parse_contents(stdout: str, stanza: str) -> Contents:
     """CONTENTS's answer. pgBackRest's `info` exits 0 whatever the stanza's status: read the code."""
-    info_part, _, wal_part = stdout.partition("\n@wal\n")
+    info_part, _, wal_part = stdout.rpartition("\n@wal\n")
     try:
         stanzas = json.loads(info_part)
     except ValueError:

@@ -1,12 +1,14 @@
 """vigil.backup.repository: the env's repository host, pgBackRest's info read, and the restore window."""
 
 import json
+import os
 import re
+import subprocess
 
 import pytest
 
 from tests.support.inventories import layout
-from vigil.backup.repository import check_backup_type, find_repository, parse_contents, utc
+from vigil.backup.repository import CONTENTS, check_backup_type, find_repository, parse_contents, utc
 from vigil.core.errors import ConfigError
 
 
@@ -37,6 +39,20 @@ INCR = ("20261203-100000F_20261203-110000I", "incr", 1796295600, 1796295605)
 def test_the_window_runs_from_the_oldest_backups_end_to_the_newest_wal(answer, window, status):
     contents = parse_contents(answer, "together-pray")
     assert contents.window == window and contents.status == status
+
+
+def test_the_answer_is_read_as_contents_prints_it(tmp_path):
+    """CONTENTS for real, with pgBackRest's JSON (which ends with no newline) from a stand-in on PATH."""
+    (tmp_path / "pgbackrest").write_text(f"#!/bin/sh\nprintf '%s' '{info(FULL)}'\n")
+    (tmp_path / "pgbackrest").chmod(0o755)
+    wal = tmp_path / "repo" / "archive" / "together-pray" / "17-1" / "0000000100000000"
+    wal.mkdir(parents=True)
+    (wal / "000000010000000000000004-abc.zst").write_text("")
+    os.utime(wal / "000000010000000000000004-abc.zst", (1796299200, 1796299200))
+    done = subprocess.run(["sh", "-c", CONTENTS, "contents", "together-pray", str(tmp_path / "repo")],
+                          capture_output=True, text=True, env={"PATH": f"{tmp_path}:/usr/bin:/bin"})
+    contents = parse_contents(done.stdout, "together-pray")
+    assert [backup.label for backup in contents.backups] == [FULL[0]] and contents.newest_wal == 1796299200
 
 
 def test_backups_are_read_oldest_first_with_their_sizes_and_label():

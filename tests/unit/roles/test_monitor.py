@@ -572,3 +572,39 @@ def test_a_status_file_from_before_the_probe_ran_unprivileged_is_made_readable_t
     assert run(step.unless) != 0
     assert run(step.commands[0]) == 0
     assert status.stat().st_mode & 0o777 == 0o640 and run(step.unless) == 0  # and the next run changes nothing
+
+
+NOW = 1796309000
+
+
+@pytest.mark.parametrize("run, result, detail", [
+    ({"Result": "success", "ExecMainStatus": "0", "ExecMainExitTimestamp": f"@{NOW - 120}"}, "ok",
+     "WAL reached the repository 2 min ago"),
+    # pgbackrest check failed: the segment did not reach the backup host within its wait.
+    ({"Result": "exit-code", "ExecMainStatus": "82", "ExecMainExitTimestamp": f"@{NOW - 30}"}, "fail",
+     "pgbackrest check failed 30 s ago (exit 82): WAL is not reaching the backup host's repository"),
+    # The check itself stopped running: its timer is gone or stuck.
+    ({"Result": "success", "ExecMainStatus": "0", "ExecMainExitTimestamp": f"@{NOW - 3600}"}, "fail",
+     "WAL archiving last checked 60 min ago: the archive check's timer has stopped"),
+    ({"Result": "success", "ExecMainStatus": "0", "ExecMainExitTimestamp": ""}, "ok",
+     "the archive check has not run yet"),
+])
+def test_wal_archiving_is_down_when_its_check_fails_or_stops_running(run, result, detail):
+    assert probe.judge_wal_archive(run, NOW, 900) == (result, detail)
+
+
+@pytest.mark.parametrize("groups, host, checks", [
+    ({"web": ["web1"], "db": ["db1"], "backup": ["backup1"]}, "db1", ["postgresql", "backup", "wal-archive"]),
+    ({"web": ["web1"], "db": ["db1"]}, "db1", ["postgresql", "backup"]),
+    ({"web": ["web1"], "db": ["db1"], "backup": ["backup1"]}, "backup1", []),
+])
+def test_the_database_end_of_a_repository_watches_its_wal_archiving(groups, host, checks):
+    plans = build_host_plans(layout(groups), "onboard", host, {}, lambda: {
+        "PGBACKREST_CIPHER_PASS": "c" * 40, "PGBACKREST_SSH_SEED": "s" * 40, "DB_PASSWORD": "d" * 30},
+        only_roles=["monitor"])
+    settings = json.loads(next(op.content for op in plans[0].operations
+                               if getattr(op, "path", "") == "/etc/vigil/probe.json"))
+    assert settings["checks"] == checks
+    if "wal-archive" in checks:
+        assert (settings["wal_archive_unit"], settings["wal_archive_max_age_seconds"]) == (
+            "vigil-pgbackrest-check.service", 900)

@@ -30,16 +30,19 @@ def installed_units() -> dict[str, bytes]:
 
 
 def repository_units() -> dict[str, bytes]:
-    """The backup host's scheduled pgBackRest backups (roles/pgbackrest)."""
+    """The backup host's scheduled pgBackRest backups and the database host's archiving check (roles/pgbackrest)."""
     inventory = layout({"web": ["web1"], "db": ["db1"], "backup": ["backup1"]})
     role = load_role("pgbackrest")
     secrets = {"PGBACKREST_CIPHER_PASS": "c" * 40, "PGBACKREST_SSH_SEED": "s" * 40}
     known_hosts = Path(tempfile.mkdtemp()) / "known_hosts"
     known_hosts.write_text("".join(f"{host.address} ssh-ed25519 AAAA\n" for host in inventory.hosts.values()))
     inventory = dataclasses.replace(inventory, known_hosts=known_hosts)
-    vars = inventory.vars_for(inventory.hosts["backup1"], [role], secrets=lambda: secrets)
-    return {op.path.rsplit("/", 1)[1]: op.content for op in role.tasks(role, vars)
-            if getattr(op, "path", "").startswith("/etc/systemd/system/") and op.path.endswith(".service")}
+    units = {}
+    for host in ("backup1", "db1"):
+        vars = inventory.vars_for(inventory.hosts[host], [role], secrets=lambda: secrets)
+        units.update({op.path.rsplit("/", 1)[1]: op.content for op in role.tasks(role, vars)
+                      if getattr(op, "path", "").startswith("/etc/systemd/system/") and op.path.endswith(".service")})
+    return units
 
 
 UNITS = installed_units() | repository_units()
@@ -58,7 +61,8 @@ def exposure(path) -> float:
 def test_every_unit_of_the_app_the_backups_and_the_probe_is_scored():
     assert {"together-pray-backend@.service", "together-pray-frontend@.service",
             "together-pray-backend-migrate@.service", "vigil-backup-create.service", "vigil-backup-verify.service",
-            "vigil-probe.service", "vigil-pgbackrest-backup@.service"} <= set(UNITS)
+            "vigil-probe.service", "vigil-pgbackrest-backup@.service",
+            "vigil-pgbackrest-check.service"} <= set(UNITS)
 
 
 @pytest.mark.parametrize("name", sorted(UNITS))
