@@ -141,6 +141,39 @@ def test_a_restore_target_the_repository_cannot_reach_is_refused_and_nothing_cha
     assert sql(sandbox, "select pg_postmaster_start_time()") == before
 
 
+def probe_state(sandbox, check: str) -> dict:
+    """The database host's probe run now (as its timer runs it), and what it holds for `check`."""
+    sandbox.ssh(DATABASE, "systemctl start vigil-probe.service")
+    return json.loads(sandbox.ssh(DATABASE, "cat /var/lib/vigil/probe/state.json"))["checks"][check]
+
+
+def test_a_backup_host_out_of_reach_alerts_and_the_archive_catches_up_with_no_gap(repository, deployed, sandbox):
+    address, _, _ = repository
+    database = sandbox.addresses[DATABASE]
+    drop = f"ufw insert 1 deny from {database}"
+    sandbox.ssh_at(address, drop)  # the backup host's firewall drops the database host
+    try:
+        sql(sandbox, "create table if not exists outage_marks (n int primary key)")
+        sql(sandbox, "insert into outage_marks values (1)")
+        time.sleep(2)
+        inside = sql(sandbox, "select to_char(now() at time zone 'utc', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')")
+        time.sleep(2)
+        sql(sandbox, "insert into outage_marks values (2)")  # the database keeps taking writes
+        failed = sandbox.ssh(DATABASE, "systemctl start vigil-pgbackrest-check.service", check=False)
+        assert "failed" in failed or sandbox.ssh(
+            DATABASE, "systemctl show -p Result --value vigil-pgbackrest-check.service").strip() != "success"
+        state = probe_state(sandbox, "wal-archive")
+        assert state["state"] == "down" and "not reaching the backup host" in state["detail"], state
+    finally:
+        sandbox.ssh_at(address, f"ufw delete deny from {database}")
+    # Back in reach: the WAL that waited on the database host reaches the repository, with no gap.
+    sandbox.ssh(DATABASE, "systemctl start vigil-pgbackrest-check.service")
+    assert probe_state(sandbox, "wal-archive")["state"] == "ok"
+    restored = invoke("backup.restore", f"--to-time={inside}", "--yes", "--json", timeout=1800)
+    assert restored.code == 0, restored.stdout[-3000:] + restored.stderr
+    assert sql(sandbox, "select n from outage_marks order by n") == "1"
+
+
 def post_prayer(address: str, body: str) -> dict:
     answer = requests.post(f"https://{address}/api/prayers", json={"author": "dr", "body": body}, verify=str(CA),
                            timeout=10)
