@@ -100,6 +100,12 @@ def archives_wal(vars) -> bool:
     return bool(vars.inventory.groups.get(group)) and databases[:1] == [vars.host.name]
 
 
+def holds_repository(vars) -> bool:
+    """Whether roles/pgbackrest makes this host the home of the repository (the first host of its group)."""
+    group = with_defaults_of(vars, ["pgbackrest"]).string("pgbackrest_repository_group", r"[A-Za-z0-9_-]+")
+    return vars.inventory.groups.get(group, [])[:1] == [vars.host.name] and bool(vars.inventory.groups.get("db"))
+
+
 def probe_settings(vars, checks: list[str]) -> dict:
     """/etc/vigil/probe.json's content for this host."""
     interval, timeout = vars.integer("monitor_interval", minimum=10), vars.integer("monitor_timeout", minimum=1)
@@ -134,6 +140,12 @@ def probe_settings(vars, checks: list[str]) -> dict:
         settings["wal_archive_unit"] = f"{ARCHIVE_CHECK_UNIT}.service"
         # Three intervals without a run: the timer has stopped.
         settings["wal_archive_max_age_seconds"] = 3 * archive.integer("pgbackrest_check_interval", minimum=60)
+    if "repository" in checks:
+        repository = with_defaults_of(vars, ["pgbackrest"])
+        settings["repository_path"] = repository.path("pgbackrest_repository_path")
+        settings["repository_backup_units"] = [f"vigil-pgbackrest-backup@{kind}.service" for kind in ("full", "incr")]
+        settings["repository_max_age_hours"] = vars.integer("monitor_backup_max_age_hours", minimum=1)
+        settings["repository_disk_max_percent"] = vars.integer("monitor_repository_disk_max_percent", minimum=1)
     if "backup" in checks:
         settings["backup_status_file"] = others.path("backup_status_file")
         settings["backup_max_age_hours"] = vars.integer("monitor_backup_max_age_hours", minimum=0)
@@ -164,7 +176,8 @@ def status_file_readable(settings: dict) -> list:
 
 def tasks(role, vars):
     """The monitor role's operations for one host, in order."""
-    checks = checks_for(onboarded_roles(vars)) + (["wal-archive"] if archives_wal(vars) else [])
+    checks = checks_for(onboarded_roles(vars)) + (["wal-archive"] if archives_wal(vars) else []) + (
+        ["repository"] if holds_repository(vars) else [])
     settings = probe_settings(vars, checks)
     interval = vars.integer("monitor_interval", minimum=10)
     # The only place the probe writes: its own directory, where its state and events files must be.

@@ -202,7 +202,9 @@ def repository_end(role, vars, database) -> list:
         AptPackages(["pgbackrest"], name="Ensure pgBackRest is installed."),
         User(REPOSITORY_USER, shell="/bin/sh", home=REPOSITORY_HOME, system=True,
              name="Ensure the pgbackrest user exists to own the repository."),
-        Directory(REPOSITORY_HOME, owner=REPOSITORY_USER, group=REPOSITORY_USER, mode="0750"),
+        # Searchable by all, so the health probe can measure the repository's disk; what is in it is
+        # closed on its own (the repository 0750, the keys 0700).
+        Directory(REPOSITORY_HOME, owner=REPOSITORY_USER, group=REPOSITORY_USER, mode="0755"),
         Directory(repository_path, owner=REPOSITORY_USER, group=REPOSITORY_USER, mode="0750"),
         *login(role, vars, REPOSITORY_USER, REPOSITORY_HOME, REPOSITORY_TO_DATABASE, database, address),
         File(f"{REPOSITORY_HOME}/.ssh/authorized_keys", accepted_key(vars, DATABASE_TO_REPOSITORY, address) + "\n",

@@ -596,9 +596,9 @@ def test_wal_archiving_is_down_when_its_check_fails_or_stops_running(run, result
 @pytest.mark.parametrize("groups, host, checks", [
     ({"web": ["web1"], "db": ["db1"], "backup": ["backup1"]}, "db1", ["postgresql", "backup", "wal-archive"]),
     ({"web": ["web1"], "db": ["db1"]}, "db1", ["postgresql", "backup"]),
-    ({"web": ["web1"], "db": ["db1"], "backup": ["backup1"]}, "backup1", []),
+    ({"web": ["web1"], "db": ["db1"], "backup": ["backup1"]}, "backup1", ["repository"]),
 ])
-def test_the_database_end_of_a_repository_watches_its_wal_archiving(groups, host, checks):
+def test_the_database_end_of_a_repository_watches_its_wal_archiving(tmp_path, groups, host, checks):
     plans = build_host_plans(layout(groups), "onboard", host, {}, lambda: {
         "PGBACKREST_CIPHER_PASS": "c" * 40, "PGBACKREST_SSH_SEED": "s" * 40, "DB_PASSWORD": "d" * 30},
         only_roles=["monitor"])
@@ -608,3 +608,28 @@ def test_the_database_end_of_a_repository_watches_its_wal_archiving(groups, host
     if "wal-archive" in checks:
         assert (settings["wal_archive_unit"], settings["wal_archive_max_age_seconds"]) == (
             "vigil-pgbackrest-check.service", 900)
+    if "repository" in checks:
+        assert settings["repository_path"] == "/var/lib/pgbackrest/repository"
+        assert (settings["repository_max_age_hours"], settings["repository_disk_max_percent"]) == (26, 85)
+    # The probe accepts what the role writes.
+    written = tmp_path / "probe.json"
+    written.write_text(json.dumps(settings))
+    assert probe.load_settings(str(written))["checks"] == checks
+
+
+def ran(result: str, hours_ago: float | None) -> dict:
+    return {"Result": result, "ExecMainStatus": "0" if result == "success" else "1",
+            "ExecMainExitTimestamp": "" if hours_ago is None else f"@{int(NOW - hours_ago * 3600)}"}
+
+
+@pytest.mark.parametrize("runs, used, result, detail", [
+    ([ran("success", 30), ran("success", 2)], 40.0, "ok", "last scheduled backup 2 h ago; disk 40% full"),
+    # A stale repository: the timers stopped (or every run since fails) for longer than a day's schedule.
+    ([ran("success", 264), ran("exit-code", 1)], 40.0, "fail",
+     "the last scheduled backup succeeded 11 days ago (more than 26 h): the scheduled backups stopped"),
+    ([ran("exit-code", 1), ran("success", None)], 40.0, "fail", "no scheduled backup has succeeded yet: every run failed"),
+    ([ran("success", None), ran("success", None)], 40.0, "ok", "no scheduled backup has run yet; disk 40% full"),
+    ([ran("success", 2), ran("success", 2)], 91.5, "fail", "the repository's disk is 92% full (more than 85%)"),
+])
+def test_the_repository_is_down_when_its_disk_fills_or_its_backups_stop(runs, used, result, detail):
+    assert probe.judge_repository(runs, used, NOW, 26, 85) == (result, detail)
