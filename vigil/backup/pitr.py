@@ -114,9 +114,26 @@ echo "$point"
 RESTORE = r'''
 cd /
 stanza=$1; deadline=$2; shift 2
+down() { ! pg_lsclusters --no-header | grep -qv ' down '; }
 systemctl stop postgresql.service || exit
-if ! runuser -u postgres -- pgbackrest --stanza="$stanza" --delta --log-level-console=warn "$@" restore; then
-    echo "pgbackrest restore failed; PostgreSQL is stopped" >&2; exit 3
+# Stopping postgresql.service stops its clusters in the same transaction, but may return first.
+end=$(( $(date +%s) + 120 ))
+until down; do
+    [ "$(date +%s)" -lt "$end" ] || { echo "PostgreSQL did not stop within 120 s; nothing was restored" >&2; exit 3; }
+    sleep 1
+done
+runuser -u postgres -- pgbackrest --stanza="$stanza" --delta --log-level-console=warn "$@" restore
+code=$?
+if [ "$code" -ne 0 ]; then
+    case "$code" in
+        # Refused before anything was written (PostgreSQL running, a target it cannot reach, the
+        # repository out of reach...): the database is as it was, so it serves again.
+        31|32|37|38|40|58|72|75|103)
+            systemctl start postgresql.service
+            echo "pgbackrest restore refused (exit $code): nothing was restored and PostgreSQL runs again" >&2 ;;
+        *) echo "pgbackrest restore failed (exit $code); PostgreSQL is stopped: restore again" >&2 ;;
+    esac
+    exit 3
 fi
 systemctl start postgresql.service
 end=$(( $(date +%s) + deadline ))
@@ -127,13 +144,23 @@ while [ "$(date +%s)" -lt "$end" ]; do
         exit 0
     fi
     # A cluster that stopped by itself (a target past the archived WAL) will not come back.
-    if pg_lsclusters --no-header | grep -q ' down '; then break; fi
+    if down; then break; fi
     sleep 1
 done
 echo "PostgreSQL did not come back writable after the restore:" >&2
 tail -n 5 "$(ls -t /var/log/postgresql/postgresql-*.log | head -n 1)" >&2
 exit 4
 '''
+# What RESTORE says when pgBackRest refused before writing anything and PostgreSQL runs again.
+REFUSED_UNTOUCHED = "nothing was restored and PostgreSQL runs again"
+
+
+def refusal(answer) -> str:
+    """pgBackRest's own reason for refusing (its ERROR line), else RESTORE's."""
+    errors = [line for line in answer.stderr.splitlines() if "ERROR" in line]
+    return (errors or [last_line(answer)])[-1].strip()
+
+
 # Seconds PostgreSQL may take to replay WAL up to the target and promote.
 RECOVERY_DEADLINE = 3600
 
@@ -182,8 +209,12 @@ def restore_to(env: str, inventory: Inventory, repository: Repository, target: T
         audit_locally("backup.restore", env, [database.name], "failed", target=target.describe())
         raise
     if not restored.ok:
-        # PostgreSQL may be stopped or half-recovered: the site stays in maintenance until someone looks.
         audit_locally("backup.restore", env, [database.name], "failed", target=target.describe())
+        if REFUSED_UNTOUCHED in restored.stderr:
+            maintenance_off(env, web, say)
+            raise BackupError(f"{database.name}: the restore to {target.describe()} was refused and nothing changed: "
+                              f"{refusal(restored)}")
+        # PostgreSQL may be stopped or half-recovered: the site stays in maintenance until someone looks.
         raise BackupError(f"{database.name}: the restore to {target.describe()} failed and maintenance mode stays on: "
                           f"{last_line(restored)}")
     report["seconds"] = round(datetime.now(timezone.utc).timestamp() - began, 1)

@@ -1,11 +1,12 @@
 """vigil.backup.pitr: the target a restore goes to, read from its flags and checked against the window."""
 
 import re
+import subprocess
 
 import pytest
 
 from tests.support.inventories import layout
-from vigil.backup.pitr import Target, check_label, check_target, parse_time
+from vigil.backup.pitr import RESTORE, Target, check_label, check_target, parse_time
 from vigil.backup.repository import Backup, Contents, find_repository
 from vigil.core.errors import ConfigError
 
@@ -77,3 +78,31 @@ def test_a_backup_label_is_pgbackrests_or_refused(label, ok):
     else:
         with pytest.raises(ConfigError, match="is not a backup label"):
             check_label(label)
+
+
+@pytest.mark.parametrize("restore_exit, restarted, said", [
+    (0, True, ""),
+    (38, True, "refused (exit 38): nothing was restored and PostgreSQL runs again"),  # PostgreSQL still running
+    (75, True, "refused (exit 75)"),  # no backup set for the target
+    (26, False, "failed (exit 26); PostgreSQL is stopped"),  # a checksum error half-way: not started on it
+])
+def test_postgresql_runs_again_after_a_restore_refused_before_writing_and_stays_stopped_after_a_broken_one(
+        tmp_path, restore_exit, restarted, said):
+    """RESTORE for real, with stand-ins on PATH for systemctl, pg_lsclusters, runuser and pgbackrest."""
+    log = tmp_path / "calls"
+    fakes = {
+        "systemctl": f'echo "systemctl $*" >> {log}',
+        "pg_lsclusters": "echo '17 main 5432 down postgres /var/lib/postgresql/17/main log'",
+        # runuser -u postgres -- CMD...: the restore's exit, and a promoted cluster for psql.
+        "runuser": f'shift 3; echo "$*" >> {log}; case "$1" in pgbackrest) exit {restore_exit} ;; '
+                   "psql) case \"$*\" in *pg_is_in_recovery*) echo f ;; *) echo '1796292031|2' ;; esac ;; esac",
+    }
+    for name, body in fakes.items():
+        (tmp_path / name).write_text(f"#!/bin/sh\n{body}\n")
+        (tmp_path / name).chmod(0o755)
+    done = subprocess.run(["sh", "-c", RESTORE, "restore", "together-pray", "5", "--type=default"],
+                          capture_output=True, text=True, timeout=30, env={"PATH": f"{tmp_path}:/usr/bin:/bin"})
+    calls = log.read_text().splitlines()
+    assert calls[0] == "systemctl stop postgresql.service"
+    assert ("systemctl start postgresql.service" in calls) == restarted
+    assert (done.returncode == 0) == (restore_exit == 0) and said in done.stderr

@@ -627,7 +627,8 @@ def ran(result: str, hours_ago: float | None) -> dict:
     # A stale repository: the timers stopped (or every run since fails) for longer than a day's schedule.
     ([ran("success", 264), ran("exit-code", 1)], 40.0, "fail",
      "the last scheduled backup succeeded 11 days ago (more than 26 h): the scheduled backups stopped"),
-    ([ran("exit-code", 1), ran("success", None)], 40.0, "fail", "no scheduled backup has succeeded yet: every run failed"),
+    ([ran("exit-code", 1), ran("success", None)], 40.0, "fail",
+     "no scheduled backup has succeeded yet: every run failed"),
     ([ran("success", None), ran("success", None)], 40.0, "ok", "no scheduled backup has run yet; disk 40% full"),
     ([ran("success", 2), ran("success", 2)], 91.5, "fail", "the repository's disk is 92% full (more than 85%)"),
 ])
