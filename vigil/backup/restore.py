@@ -43,7 +43,8 @@ def migration_drift(restored: list[str], release_files: list[str]) -> list[str]:
 HEALTH = r"""
 port=$1; current=$2
 # A host with no backend release (a database host rebuilt after a loss, not deployed to yet) has nothing to wait for.
-[ -e "$current" ] || { echo "no backend release is deployed here" >&2; exit 1; }
+# (Asked as root: the releases are the deploy user's and the app's, not the admin's to read.)
+sudo -n test -e "$current" || { echo "no backend release is deployed here" >&2; exit 1; }
 end=$(( $(date +%s) + 60 ))
 while [ "$(date +%s)" -lt "$end" ]; do
     if body=$(curl -fsS --max-time 5 "http://127.0.0.1:$port/api/health" 2>&1) \
