@@ -114,24 +114,24 @@ def test_a_restore_to_a_second_brings_back_what_was_committed_by_then_and_its_sa
     # Until its WAL is archived a second is not in the window yet: `check` closes the segment and waits for it.
     as_user(sandbox, sandbox.addresses[DATABASE], "postgres", f"cd / && pgbackrest --stanza={STANZA} check")
 
-    restored = invoke("backup.restore", f"--to-time={target}", "--yes", "--json", timeout=1800)
+    restored = invoke("backup.restore", target, "--yes", "--json", timeout=1800)
     assert restored.code == 0, restored.stdout[-3000:] + restored.stderr
     assert sql(sandbox, "select n from pitr_marks order by n") == "1"
     assert all(restored.json["health"].values()) and restored.json["timeline"] == 2, restored.json
     safety = restored.json["safety_point"]
 
     # The moment before the restore is still there, on the timeline it was on.
-    undone = invoke("backup.restore", f"--to-time={safety['at']}", f"--timeline={safety['timeline']}", "--yes",
+    undone = invoke("backup.restore", safety["at"], f"--timeline={safety['timeline']}", "--yes",
                     "--json", timeout=1800)
     assert undone.code == 0, undone.stdout[-3000:] + undone.stderr
     assert sql(sandbox, "select n from pitr_marks order by n").split() == ["1", "2"]
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--to-time=2001-01-01T00:00:00Z"], "--to-time: 2001-01-01 00:00:00+00 is outside the window the repository "
+    (["2001-01-01T00:00:00Z"], "TARGET: 2001-01-01 00:00:00+00 is outside the window the repository "
                                          "on vps3 can restore to: any second from"),
-    (["--to-time=yesterday"], "--to-time: 'yesterday' is not a time"),
-    (["--to-backup=20010101-000000F"], "--to-backup: '20010101-000000F' is not a backup in the repository on vps3"),
+    (["yesterday"], "TARGET: 'yesterday' is not a time"),
+    (["20010101-000000F"], "TARGET: '20010101-000000F' is not a backup in the repository on vps3"),
 ])
 def test_a_restore_target_the_repository_cannot_reach_is_refused_and_nothing_changes(repository, sandbox, flags,
                                                                                      message):
@@ -169,7 +169,7 @@ def test_a_backup_host_out_of_reach_alerts_and_the_archive_catches_up_with_no_ga
     # Back in reach: the WAL that waited on the database host reaches the repository, with no gap.
     sandbox.ssh(DATABASE, "systemctl start vigil-pgbackrest-check.service")
     assert probe_state(sandbox, "wal-archive")["state"] == "ok"
-    restored = invoke("backup.restore", f"--to-time={inside}", "--yes", "--json", timeout=1800)
+    restored = invoke("backup.restore", inside, "--yes", "--json", timeout=1800)
     assert restored.code == 0, restored.stdout[-3000:] + restored.stderr
     assert sql(sandbox, "select n from outage_marks order by n") == "1"
 
@@ -209,7 +209,7 @@ def test_a_database_host_lost_for_good_is_rebuilt_with_everything_archived_befor
     # The new host made its own TLS certificate: the web hosts verify the database by it.
     pushed = invoke("secrets.push")
     assert pushed.code == 0, pushed.stdout[-3000:] + pushed.stderr
-    restored = invoke("backup.restore", "--yes", "--json", timeout=1800)
+    restored = invoke("backup.restore", "latest", "--yes", "--json", timeout=1800)
     # vps1 runs no app yet (the runbook's last step deploys it): its health fails at once, vps2's is back.
     assert restored.json["safety_point"] is None and restored.json["health"] == {DATABASE: False, "vps2": True}, \
         restored.stdout[-3000:] + restored.stderr

@@ -1,5 +1,5 @@
 """Restoring the env's database to a point in time from the pgBackRest repository (`backup.restore
---to-time`, `--to-backup`, or the latest second), on the database host, step by step:
+TIME`, a backup's LABEL, or `latest`), on the database host, step by step:
 
 1. the target is checked against the repository's window before anything changes;
 2. maintenance on on the web hosts;
@@ -58,13 +58,32 @@ class Target:
 LABEL = re.compile(r"^[0-9]{8}-[0-9]{6}F(_[0-9]{8}-[0-9]{6}[DI])?$")
 
 
-def check_label(label: str, flag: str = "--to-backup") -> str:
+def check_label(label: str, flag: str = "TARGET") -> str:
     if not LABEL.match(label or ""):
         raise ConfigError(f"{flag}: {label!r} is not a backup label like 20261203-031500F (invoke backup.list)")
     return label
 
 
-def parse_time(text: str, flag: str = "--to-time") -> float:
+def parse_target(text: str, timeline: int | None = None) -> Target:
+    """`backup.restore TARGET`: `latest`, a backup's label, or a time (see parse_time)."""
+    if text == "latest":
+        target = Target()
+    elif LABEL.match(text):
+        target = Target(backup=text)
+    else:
+        try:
+            target = Target(at=parse_time(text, "TARGET"))
+        except ConfigError:
+            raise ConfigError(f"TARGET: {text!r} is not a time (2026-12-03T14:15:00Z; UTC unless it has an offset "
+                              "such as +01:00), a backup label (20261203-031500F) or latest") from None
+    if timeline is not None:
+        if target.at is None:
+            raise ConfigError("--timeline follows a timeline to a time: give a time as TARGET")
+        target = Target(at=target.at, timeline=timeline)
+    return target
+
+
+def parse_time(text: str, flag: str = "TARGET") -> float:
     """An ISO 8601 time (2026-12-03T14:15:00Z, 2026-12-03 14:15:00+01:00; without an offset, UTC) as
     epoch seconds; anything else is refused naming the flag."""
     try:
@@ -86,12 +105,12 @@ def check_target(target: Target, contents: Contents, repository: Repository) -> 
     if target.backup is not None:
         labels = [backup.label for backup in contents.backups]
         if target.backup not in labels:
-            raise ConfigError(f"--to-backup: {target.backup!r} is not a backup in {where} "
+            raise ConfigError(f"TARGET: {target.backup!r} is not a backup in {where} "
                               f"({', '.join(labels)}; invoke backup.list)")
     if target.timeline is not None and target.at is None:
-        raise ConfigError("--timeline follows a timeline to a time: give --to-time too")
+        raise ConfigError("--timeline follows a timeline to a time: give a time as TARGET")
     if target.at is not None and not window[0] <= target.at <= window[1]:
-        raise ConfigError(f"--to-time: {utc(target.at)} is outside the window {where} can restore to: "
+        raise ConfigError(f"TARGET: {utc(target.at)} is outside the window {where} can restore to: "
                           f"any second from {utc(window[0])} to {utc(window[1])}")
 
 
@@ -194,8 +213,7 @@ def restore_to(env: str, inventory: Inventory, repository: Repository, target: T
             else:
                 report["safety_point"] = {"at": utc(float(at)), "timeline": int(timeline)}
                 say(f"{database.name}: safety point {utc(float(at))} archived (timeline {int(timeline)}); to go "
-                    f"back to it: invoke backup.restore --to-time='{utc(float(at))}' --timeline={int(timeline)} "
-                    f"--env={env}")
+                    f"back to it: invoke backup.restore '{utc(float(at))}' --timeline={int(timeline)} --env={env}")
             began = datetime.now(timezone.utc).timestamp()
             restored = transport.run(script(RESTORE, repository.stanza, str(RECOVERY_DEADLINE), *target.options()),
                                      timeout=RECOVERY_DEADLINE + 600)

@@ -213,23 +213,22 @@ def prune(c, env="sandbox", dry_run=False, json=False):
     )
 
 
-@task(help={**ENV_HELP, "id": "The backup to restore (`backup.list`); with a backup host, `latest` (the default).",
+@task(help={**ENV_HELP, "target": "What to restore to. With a backup host: `latest` (the newest archived second), a "
+                              "time inside backup.list's window (2026-12-03T14:15:00Z; without an offset, UTC), or "
+                              "a backup's label (its end); without one: a dump backup's id (backup.list).",
             "yes": "Do not ask for confirmation.",
-            "force": "Restore even a backup that is unverified or failed verification.",
-            "to_time": "With a backup host: restore to this second (2026-12-03T14:15:00Z; without an offset, UTC), "
-                       "inside the window backup.list shows.",
-            "to_backup": "With a backup host: restore to the end of this backup (its label in backup.list).",
-            "timeline": "With --to-time: follow this PostgreSQL timeline (the latest by default); a restore's "
-                        "safety point names its own, to go back to it after that restore."})
+            "force": "Restore even a dump backup that is unverified or failed verification.",
+            "timeline": "With a time: follow this PostgreSQL timeline (the latest by default); a restore's safety "
+                        "point names its own, to go back to it after that restore."})
 @exits_cleanly
-def restore(c, id=None, env="sandbox", yes=False, force=False, json=False, to_time=None, to_backup=None,
-            timeline=None):
+def restore(c, target, env="sandbox", yes=False, force=False, json=False, timeline=None):
     """Replace the database: maintenance on, a safety point, the restore, checks, maintenance off.
 
-    With a backup host, to any second of the repository's window (--to-time), to a backup's end
-    (--to-backup) or to the latest archived second; without one, with a dump backup ID (restored and
-    swapped in after a safety backup). The steps are docs/runbooks/restore.md's.
-    Examples: invoke backup.restore --to-time=2026-12-03T14:15:00Z --env=production --yes
+    With a backup host, to any second of the repository's window, to a backup's end or to the latest
+    archived second; without one, to a dump backup (restored and swapped in after a safety backup).
+    The steps are docs/runbooks/restore.md's.
+    Examples: invoke backup.restore 2026-12-03T14:15:00Z --env=production --yes
+              invoke backup.restore latest --env=production --yes
               invoke backup.restore 20261126T031500Z-scheduled --env=staging --yes
     """
     inventory = load_inventory(env)
@@ -237,23 +236,16 @@ def restore(c, id=None, env="sandbox", yes=False, force=False, json=False, to_ti
     reporter = Reporter()
     say = (lambda line: None) if json else reporter.line
     if repository is not None:
-        if to_time and to_backup:
-            raise ConfigError("--to-time and --to-backup name two targets: give one")
-        if id not in (None, "latest"):
-            raise ConfigError(f"ID: {id!r}: with a backup host, restore to a time (--to-time) or a backup "
-                              "(--to-backup), or give no ID for the latest second")
         if timeline is not None and not re.fullmatch(r"[1-9][0-9]{0,8}", str(timeline)):
             raise ConfigError(f"--timeline: {timeline!r} is not a timeline number (1, 2...)")
-        target = pitr.Target(at=pitr.parse_time(to_time) if to_time else None,
-                             backup=pitr.check_label(to_backup) if to_backup else None,
-                             timeline=int(timeline) if timeline is not None else None)
+        point = pitr.parse_target(target, timeline=int(timeline) if timeline is not None else None)
         restoring.confirm(env, yes)
-        report = pitr.restore_to(env, inventory, repository, target, say)
+        report = pitr.restore_to(env, inventory, repository, point, say)
     else:
-        if to_time or to_backup:
-            raise ConfigError(f"--to-time and --to-backup need a backup host (group `backup`, roles/pgbackrest); "
+        if timeline is not None:
+            raise ConfigError(f"--timeline needs a backup host (group `backup`, roles/pgbackrest); "
                               f"inventory/{env}.yml has none")
-        backup_id = check_id(id or "")
+        backup_id = check_id(target, "TARGET")
         inventory, host = database_host(env)
         restoring.confirm(env, yes)
         report = restoring.restore(env, inventory, host, backup_id, force, say)

@@ -6,7 +6,7 @@ import subprocess
 import pytest
 
 from tests.support.inventories import layout
-from vigil.backup.pitr import RESTORE, Target, check_label, check_target, parse_time
+from vigil.backup.pitr import RESTORE, Target, check_label, check_target, parse_target, parse_time
 from vigil.backup.repository import Backup, Contents, find_repository
 from vigil.core.errors import ConfigError
 
@@ -28,17 +28,17 @@ def test_a_time_is_read_in_iso_8601_with_utc_by_default(text, seconds):
 
 @pytest.mark.parametrize("text", ["yesterday", "2026-13-03T10:00:00Z", "03/12/2026 10:00", "", "1796292031"])
 def test_a_malformed_time_is_refused_naming_the_flag(text):
-    with pytest.raises(ConfigError, match=re.escape(f"--to-time: {text!r} is not a time")):
-        parse_time(text)
+    with pytest.raises(ConfigError, match=re.escape(f"TARGET: {text!r} is not a time")):
+        parse_target(text)
 
 
 @pytest.mark.parametrize("target, message", [
-    (Target(at=1796292030), "--to-time: 2026-12-03 10:00:30+00 is outside the window the repository on backup1 can "
+    (Target(at=1796292030), "TARGET: 2026-12-03 10:00:30+00 is outside the window the repository on backup1 can "
                             "restore to: any second from 2026-12-03 10:00:31+00 to 2026-12-03 12:00:00+00"),
     (Target(at=1796299201), "is outside the window"),
-    (Target(backup="20261202-100000F"), "--to-backup: '20261202-100000F' is not a backup in the repository on "
+    (Target(backup="20261202-100000F"), "TARGET: '20261202-100000F' is not a backup in the repository on "
                                         "backup1 (20261203-100000F; invoke backup.list)"),
-    (Target(timeline=1), "--timeline follows a timeline to a time: give --to-time too"),
+    (Target(timeline=1), "--timeline follows a timeline to a time: give a time as TARGET"),
 ])
 def test_a_target_outside_what_the_repository_holds_is_refused_naming_it(target, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
@@ -54,6 +54,21 @@ def test_a_target_inside_the_window_is_taken(target):
 def test_nothing_can_be_restored_before_the_first_backup():
     with pytest.raises(ConfigError, match="holds no backup yet"):
         check_target(Target(), Contents(2, "no valid backups", [], 1796299200), REPOSITORY)
+
+
+@pytest.mark.parametrize("text, timeline, target", [
+    ("latest", None, Target()),
+    ("20261203-100000F", None, Target(backup="20261203-100000F")),
+    ("2026-12-03T10:00:31Z", None, Target(at=1796292031)),
+    ("2026-12-03T10:00:31Z", 1, Target(at=1796292031, timeline=1)),
+])
+def test_a_restore_target_is_latest_a_backup_label_or_a_time(text, timeline, target):
+    assert parse_target(text, timeline) == target
+
+
+def test_a_timeline_needs_a_time():
+    with pytest.raises(ConfigError, match="--timeline follows a timeline to a time"):
+        parse_target("latest", 1)
 
 
 @pytest.mark.parametrize("target, options", [
