@@ -20,13 +20,11 @@ from datetime import datetime, timezone
 
 from vigil.backup.helper import BackupError, connect
 from vigil.backup.repository import Contents, Repository, last_line, read_contents, utc
-from vigil.backup.restore import Say, health, maintenance, maintenance_off
+from vigil.backup.restore import Say, back_in_service, maintenance_off, maintenance_on
 from vigil.core.audit_log import audit_locally
 from vigil.core.commands import script
 from vigil.core.errors import ConfigError, UnreachableError
 from vigil.core.inventory import Inventory
-from vigil.core.roles import load_role
-from vigil.vault.schema import load_schema
 
 
 @dataclass(frozen=True)
@@ -191,14 +189,8 @@ def restore_to(env: str, inventory: Inventory, repository: Repository, target: T
         contents = read_contents(transport, repository)
     check_target(target, contents, repository)
     database = repository.database
-    web = [host.as_admin() for host in load_schema().topology(inventory).app_hosts()]
-    port = int(inventory.vars_for(web[0], [load_role("nginx")])["nginx_internal_api_port"]) if web else 0
     report: dict = {"env": env, "target": target.describe(), "host": database.name}
-    failed_on = maintenance(env, web, on=True)
-    if failed_on:
-        maintenance(env, [h for h in web if h.name not in failed_on], on=False)
-        raise BackupError(f"maintenance mode could not be turned on on {', '.join(failed_on)}; nothing was restored")
-    say(f"maintenance on: {', '.join(h.name for h in web)}")
+    web = maintenance_on(env, inventory, say)
     try:
         with connect(inventory, database) as transport:
             safety = transport.run(script(SAFETY_POINT, repository.stanza, contents.system_id or ""), timeout=300)
@@ -239,13 +231,7 @@ def restore_to(env: str, inventory: Inventory, repository: Repository, target: T
     report["timeline"] = int(restored.stdout.strip().split("|")[1])
     say(f"{database.name}: restored to {target.describe()} in {report['seconds']}s "
         f"(now on timeline {report['timeline']})")
-    failed_off = maintenance_off(env, web, say)
-    healthy = {}
-    for web_host in web:
-        ok, answer = health(inventory, web_host, port)
-        healthy[web_host.name] = ok and web_host.name not in failed_off
-        say(f"{web_host.name}: health {'ok' if ok else 'FAILED'}: {answer}")
-    report["health"] = healthy
+    report["health"] = healthy = back_in_service(env, inventory, web, say)
     audit_locally("backup.restore", env, [database.name], "ok" if all(healthy.values()) else "unhealthy",
                   target=target.describe(), safety_point=(report["safety_point"] or {}).get("at", "none"))
     return report

@@ -100,14 +100,8 @@ def restore(env: str, inventory: Inventory, host: Host, backup_id: str, force: b
     a line per step. A failure before the restore turns maintenance off again; a connection lost during
     it leaves maintenance on (the restore may still be running).
     """
-    web = [web_host.as_admin() for web_host in load_schema().topology(inventory).app_hosts()]
-    port = int(inventory.vars_for(web[0], [load_role("nginx")])["nginx_internal_api_port"]) if web else 0
     report: dict = {"backup": backup_id, "env": env, "warnings": []}
-    failed_on = maintenance(env, web, on=True)
-    if failed_on:
-        maintenance(env, [h for h in web if h.name not in failed_on], on=False)
-        raise BackupError(f"maintenance mode could not be turned on on {', '.join(failed_on)}; nothing was restored")
-    say(f"maintenance on: {', '.join(h.name for h in web)}")
+    web = maintenance_on(env, inventory, say)
     try:
         with connect(inventory, host) as transport:
             result = ask(transport, host, "restore", backup_id, *(["--force"] if force else []), timeout=7200)
@@ -132,16 +126,34 @@ def restore(env: str, inventory: Inventory, host: Host, backup_id: str, force: b
             ]
         for warning in report["warnings"]:
             say(f"warning: {warning}")
+    report["health"] = healthy = back_in_service(env, inventory, web, say)
+    audit_locally("backup.restore", env, [host.name], "ok" if all(healthy.values()) else "unhealthy", backup=backup_id,
+                  safety_backup=report.get("safety_backup"))
+    return report
+
+
+def maintenance_on(env: str, inventory: Inventory, say: Say) -> list[Host]:
+    """Maintenance mode on every web host before a restore; the web hosts. Where it cannot be turned on
+    everywhere, it is turned off again and nothing is restored."""
+    web = [web_host.as_admin() for web_host in load_schema().topology(inventory).app_hosts()]
+    failed_on = maintenance(env, web, on=True)
+    if failed_on:
+        maintenance(env, [h for h in web if h.name not in failed_on], on=False)
+        raise BackupError(f"maintenance mode could not be turned on on {', '.join(failed_on)}; nothing was restored")
+    say(f"maintenance on: {', '.join(h.name for h in web)}")
+    return web
+
+
+def back_in_service(env: str, inventory: Inventory, web: list[Host], say: Say) -> dict[str, bool]:
+    """After a restore: maintenance off, then the backend's health on every web host; {host: healthy}."""
+    port = int(inventory.vars_for(web[0], [load_role("nginx")])["nginx_internal_api_port"]) if web else 0
     failed_off = maintenance_off(env, web, say)
     healthy = {}
     for web_host in web:
         ok, answer = health(inventory, web_host, port)
         healthy[web_host.name] = ok and web_host.name not in failed_off
         say(f"{web_host.name}: health {'ok' if ok else 'FAILED'}: {answer}")
-    report["health"] = healthy
-    audit_locally("backup.restore", env, [host.name], "ok" if all(healthy.values()) else "unhealthy", backup=backup_id,
-                  safety_backup=report.get("safety_backup"))
-    return report
+    return healthy
 
 
 def maintenance_off(env: str, hosts: list[Host], say: Say) -> list[str]:
