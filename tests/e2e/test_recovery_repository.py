@@ -120,8 +120,8 @@ def test_a_restore_to_a_second_brings_back_what_was_committed_by_then_and_its_sa
     assert all(restored.json["health"].values()) and restored.json["timeline"] == 2, restored.json
     safety = restored.json["safety_point"]
 
-    # The moment before the restore is still there, on the timeline it was on.
-    undone = invoke("backup.restore", safety["at"], f"--timeline={safety['timeline']}", "--yes",
+    # The moment before the restore is still there: its named restore point, on the timeline it was on.
+    undone = invoke("backup.restore", safety["name"], f"--timeline={safety['timeline']}", "--yes",
                     "--json", timeout=1800)
     assert undone.code == 0, undone.stdout[-3000:] + undone.stderr
     assert sql(sandbox, "select n from pitr_marks order by n").split() == ["1", "2"]

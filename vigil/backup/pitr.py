@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from vigil.backup.helper import BackupError, connect
-from vigil.backup.repository import Contents, Repository, last_line, read_contents, utc
+from vigil.backup.repository import Backup, Contents, Repository, last_line, read_contents, utc
 from vigil.backup.restore import Say, back_in_service, maintenance_off, maintenance_on
 from vigil.core.audit_log import audit_locally
 from vigil.core.commands import script
@@ -36,16 +36,25 @@ class Target:
     # The timeline to follow (None: the latest). Going back to a safety point, after a restore started
     # a new timeline, follows the safety point's own.
     timeline: int | None = None
+    # A named restore point (a safety point); `at` is then its time, read from its name.
+    point: str | None = None
 
     def describe(self) -> str:
+        if self.point:
+            return f"restore point {self.point}"
         if self.at is not None:
             return utc(self.at)
         return f"backup {self.backup}" if self.backup else "the latest archived second"
 
-    def options(self) -> list[str]:
-        """pgBackRest's restore options for this target."""
+    def options(self, backups: list[Backup] = ()) -> list[str]:
+        """pgBackRest's restore options for this target. A restore point replays from the newest backup
+        that ended before it (pgBackRest would take the newest of all, maybe after the point)."""
+        timeline = [f"--target-timeline={self.timeline}"] if self.timeline else []
+        if self.point:
+            before = [backup.label for backup in backups if backup.stopped < (self.at or 0)]
+            return ["--type=name", f"--target={self.point}", "--target-action=promote",
+                    *([f"--set={before[-1]}"] if before else []), *timeline]
         if self.at is not None:
-            timeline = [f"--target-timeline={self.timeline}"] if self.timeline else []
             return ["--type=time", f"--target={utc(self.at)}", "--target-action=promote", *timeline]
         if self.backup:
             return [f"--set={self.backup}", "--type=immediate", "--target-action=promote"]
@@ -54,6 +63,8 @@ class Target:
 
 # pgBackRest's backup labels: a full's start, and for a diff or incr its own after an underscore.
 LABEL = re.compile(r"^[0-9]{8}-[0-9]{6}F(_[0-9]{8}-[0-9]{6}[DI])?$")
+# vigil's named restore points: what made it and when (UTC), e.g. vigil-safety-20261203T151828Z.
+RESTORE_POINT = re.compile(r"^vigil-[a-z]+-([0-9]{8}T[0-9]{6}Z)$")
 
 
 def check_label(label: str, flag: str = "TARGET") -> str:
@@ -64,8 +75,12 @@ def check_label(label: str, flag: str = "TARGET") -> str:
 
 def parse_target(text: str, timeline: int | None = None) -> Target:
     """`backup.restore TARGET`: `latest`, a backup's label, or a time (see parse_time)."""
+    named = RESTORE_POINT.match(text)
     if text == "latest":
         target = Target()
+    elif named:
+        at = datetime.strptime(named.group(1), "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc).timestamp()
+        target = Target(at=at, point=text)
     elif LABEL.match(text):
         target = Target(backup=text)
     else:
@@ -73,11 +88,12 @@ def parse_target(text: str, timeline: int | None = None) -> Target:
             target = Target(at=parse_time(text, "TARGET"))
         except ConfigError:
             raise ConfigError(f"TARGET: {text!r} is not a time (2026-12-03T14:15:00Z; UTC unless it has an offset "
-                              "such as +01:00), a backup label (20261203-031500F) or latest") from None
+                              "such as +01:00), a backup label (20261203-031500F), a restore point "
+                              "(vigil-safety-20261203T151828Z) or latest") from None
     if timeline is not None:
         if target.at is None:
-            raise ConfigError("--timeline follows a timeline to a time: give a time as TARGET")
-        target = Target(at=target.at, timeline=timeline)
+            raise ConfigError("--timeline follows a timeline to a time: give a time or a restore point as TARGET")
+        target = Target(at=target.at, point=target.point, timeline=timeline)
     return target
 
 
@@ -106,24 +122,27 @@ def check_target(target: Target, contents: Contents, repository: Repository) -> 
             raise ConfigError(f"TARGET: {target.backup!r} is not a backup in {where} "
                               f"({', '.join(labels)}; invoke backup.list)")
     if target.timeline is not None and target.at is None:
-        raise ConfigError("--timeline follows a timeline to a time: give a time as TARGET")
+        raise ConfigError("--timeline follows a timeline to a time: give a time or a restore point as TARGET")
     if target.at is not None and not window[0] <= target.at <= window[1]:
         raise ConfigError(f"TARGET: {utc(target.at)} is outside the window {where} can restore to: "
                           f"any second from {utc(window[0])} to {utc(window[1])}")
 
 
-# The safety point: the second now, then `pgbackrest check`, which closes the current WAL segment and
-# waits until the repository has it, so that second stays restorable. Prints it and the timeline.
+# The safety point: a named restore point now (a record in the WAL that recovery can stop at exactly:
+# a time after the last commit of a timeline cannot be reached), then `pgbackrest check`, which closes
+# the current WAL segment and waits until the repository has it. Prints its time, timeline and name.
 # A cluster that is not the repository's (its system identifier differs: a database host rebuilt
 # after a loss) holds nothing to keep: it prints "new" and its identifier instead.
 SAFETY_POINT = r'''
 cd /
 system=$(runuser -u postgres -- psql -XAtqc "select system_identifier from pg_control_system()") || exit
 if [ "$system" != "$2" ]; then echo "new|$system"; exit 0; fi
-now="select extract(epoch from now()), timeline_id from pg_control_checkpoint()"
-point=$(runuser -u postgres -- psql -XAtqc "$now") || exit
+name="vigil-safety-$(date -u +%Y%m%dT%H%M%SZ)"
+point=$(runuser -u postgres -- psql -XAtqc \
+    "select extract(epoch from now()), timeline_id, pg_create_restore_point('$name') from pg_control_checkpoint()") \
+    || exit
 runuser -u postgres -- pgbackrest --stanza="$1" check >/dev/null || exit
-echo "$point"
+echo "$point|$name"
 '''
 # Stop PostgreSQL, restore over its data directory (only changed files: --delta), start it, and wait
 # for recovery to reach the target and promote. PostgreSQL that stops instead (a target past the end
@@ -131,7 +150,8 @@ echo "$point"
 RESTORE = r'''
 cd /
 stanza=$1; deadline=$2; shift 2
-down() { ! pg_lsclusters --no-header | grep -qv ' down '; }
+# Every cluster down ("down", or "down,recovery" with a recovery pending).
+down() { pg_lsclusters --no-header | awk '$4 !~ /^down/ { up = 1 } END { exit up }'; }
 systemctl stop postgresql.service || exit
 # Stopping postgresql.service stops its clusters in the same transaction, but may return first.
 end=$(( $(date +%s) + 120 ))
@@ -197,17 +217,19 @@ def restore_to(env: str, inventory: Inventory, repository: Repository, target: T
             if not safety.ok:
                 raise BackupError(f"{database.name}: the safety point could not be archived, so nothing was "
                                   f"restored: {last_line(safety)}")
-            at, timeline = safety.stdout.strip().split("|")[:2]
+            at, timeline, *named = safety.stdout.strip().split("|")
             if at == "new":
                 report["safety_point"] = None
                 say(f"{database.name}: its cluster (system {timeline}) is not the one the repository backs up "
                     f"({contents.system_id}): a new database host, nothing to keep; no safety point")
             else:
-                report["safety_point"] = {"at": utc(float(at)), "timeline": int(timeline)}
-                say(f"{database.name}: safety point {utc(float(at))} archived (timeline {int(timeline)}); to go "
-                    f"back to it: invoke backup.restore '{utc(float(at))}' --timeline={int(timeline)} --env={env}")
+                name = named[-1]
+                report["safety_point"] = {"name": name, "at": utc(float(at)), "timeline": int(timeline)}
+                say(f"{database.name}: safety point {name} archived (timeline {int(timeline)}); to go back to "
+                    f"it: invoke backup.restore {name} --timeline={int(timeline)} --env={env}")
             began = datetime.now(timezone.utc).timestamp()
-            restored = transport.run(script(RESTORE, repository.stanza, str(RECOVERY_DEADLINE), *target.options()),
+            restored = transport.run(script(RESTORE, repository.stanza, str(RECOVERY_DEADLINE),
+                                            *target.options(contents.backups)),
                                      timeout=RECOVERY_DEADLINE + 600)
     except UnreachableError:
         audit_locally("backup.restore", env, [database.name], "unknown", target=target.describe())

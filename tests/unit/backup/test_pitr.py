@@ -38,7 +38,7 @@ def test_a_malformed_time_is_refused_naming_the_flag(text):
     (Target(at=1796299201), "is outside the window"),
     (Target(backup="20261202-100000F"), "TARGET: '20261202-100000F' is not a backup in the repository on "
                                         "backup1 (20261203-100000F; invoke backup.list)"),
-    (Target(timeline=1), "--timeline follows a timeline to a time: give a time as TARGET"),
+    (Target(timeline=1), "--timeline follows a timeline to a time: give a time or a restore point as TARGET"),
 ])
 def test_a_target_outside_what_the_repository_holds_is_refused_naming_it(target, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
@@ -61,6 +61,7 @@ def test_nothing_can_be_restored_before_the_first_backup():
     ("20261203-100000F", None, Target(backup="20261203-100000F")),
     ("2026-12-03T10:00:31Z", None, Target(at=1796292031)),
     ("2026-12-03T10:00:31Z", 1, Target(at=1796292031, timeline=1)),
+    ("vigil-safety-20261203T100031Z", 1, Target(at=1796292031, point="vigil-safety-20261203T100031Z", timeline=1)),
 ])
 def test_a_restore_target_is_latest_a_backup_label_or_a_time(text, timeline, target):
     assert parse_target(text, timeline) == target
@@ -77,9 +78,14 @@ def test_a_timeline_needs_a_time():
                                          "--target-timeline=1"]),
     (Target(backup=FULL.label), ["--set=20261203-100000F", "--type=immediate", "--target-action=promote"]),
     (Target(), ["--type=default"]),
+    # A restore point replays from the newest backup that ended before it.
+    (Target(at=1796295000, point="vigil-safety-20261203T105000Z", timeline=1),
+     ["--type=name", "--target=vigil-safety-20261203T105000Z", "--target-action=promote", "--set=20261203-100000F",
+      "--target-timeline=1"]),
 ])
 def test_each_target_is_pgbackrests_restore_options(target, options):
-    assert target.options() == options
+    assert target.options([FULL, Backup("20261203-100000F_20261203-120000I", "incr", 1796299000, 1796299100, 1, 1)]) \
+        == options
 
 
 @pytest.mark.parametrize("label, ok", [
@@ -97,6 +103,8 @@ def test_a_backup_label_is_pgbackrests_or_refused(label, ok):
 
 @pytest.mark.parametrize("restore_exit, restarted, said", [
     (0, True, ""),
+    # Restored, but PostgreSQL stopped in recovery (a target past the archived WAL): said, not waited for.
+    ("0 recovery", True, "PostgreSQL did not come back writable after the restore"),
     (38, True, "refused (exit 38): nothing was restored and PostgreSQL runs again"),  # PostgreSQL still running
     (75, True, "refused (exit 75)"),  # no backup set for the target
     (26, False, "failed (exit 26); PostgreSQL is stopped"),  # a checksum error half-way: not started on it
@@ -105,12 +113,15 @@ def test_postgresql_runs_again_after_a_restore_refused_before_writing_and_stays_
         tmp_path, restore_exit, restarted, said):
     """RESTORE for real, with stand-ins on PATH for systemctl, pg_lsclusters, runuser and pgbackrest."""
     log = tmp_path / "calls"
+    exit_code = str(restore_exit).split()[0]
+    psql = ("exit 2" if "recovery" in str(restore_exit) else
+            "case \"$*\" in *pg_is_in_recovery*) echo f ;; *) echo '1796292031|2' ;; esac")
     fakes = {
         "systemctl": f'echo "systemctl $*" >> {log}',
-        "pg_lsclusters": "echo '17 main 5432 down postgres /var/lib/postgresql/17/main log'",
-        # runuser -u postgres -- CMD...: the restore's exit, and a promoted cluster for psql.
-        "runuser": f'shift 3; echo "$*" >> {log}; case "$1" in pgbackrest) exit {restore_exit} ;; '
-                   "psql) case \"$*\" in *pg_is_in_recovery*) echo f ;; *) echo '1796292031|2' ;; esac ;; esac",
+        "pg_lsclusters": "echo '17 main 5432 down,recovery postgres /var/lib/postgresql/17/main log'",
+        # runuser -u postgres -- CMD...: the restore's exit, and a promoted cluster for psql (or none).
+        "runuser": f'shift 3; echo "$*" >> {log}; case "$1" in pgbackrest) exit {exit_code} ;; '
+                   f"psql) {psql} ;; esac",
     }
     for name, body in fakes.items():
         (tmp_path / name).write_text(f"#!/bin/sh\n{body}\n")
@@ -120,4 +131,4 @@ def test_postgresql_runs_again_after_a_restore_refused_before_writing_and_stays_
     calls = log.read_text().splitlines()
     assert calls[0] == "systemctl stop postgresql.service"
     assert ("systemctl start postgresql.service" in calls) == restarted
-    assert (done.returncode == 0) == (restore_exit == 0) and said in done.stderr
+    assert (done.returncode == 0) == (restore_exit == 0) and said in done.stderr, done.stderr
