@@ -177,6 +177,9 @@ end=$(( $(date +%s) + deadline ))
 while [ "$(date +%s)" -lt "$end" ]; do
     state=$(runuser -u postgres -- psql -XAtqc "select pg_is_in_recovery()" 2>/dev/null)
     if [ "$state" = f ]; then
+        # The checkpointer went to sleep for checkpoint_timeout while still in recovery, where
+        # archive_timeout does not apply: wake it, or WAL waits up to 5 minutes to be archived.
+        runuser -u postgres -- psql -XAtqc "select pg_reload_conf()" >/dev/null
         runuser -u postgres -- psql -XAtqc "select extract(epoch from now()), timeline_id from pg_control_checkpoint()"
         exit 0
     fi

@@ -132,3 +132,5 @@ def test_postgresql_runs_again_after_a_restore_refused_before_writing_and_stays_
     assert calls[0] == "systemctl stop postgresql.service"
     assert ("systemctl start postgresql.service" in calls) == restarted
     assert (done.returncode == 0) == (restore_exit == 0) and said in done.stderr, done.stderr
+    # Promoted: the checkpointer, asleep since recovery, is woken so archive_timeout holds at once.
+    assert any("pg_reload_conf" in call for call in calls) == (restore_exit == 0)
