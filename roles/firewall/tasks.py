@@ -43,18 +43,26 @@ def tasks(role, vars):
     ]
 
 
+def group_entries(vars, key: str, shape: str, valid) -> list[tuple[int, dict]]:
+    """The entries of `key`, a list of mappings that name inventory groups, each checked by `valid`;
+    (index, entry) pairs. `shape` says what one looks like, for the error."""
+    where, entries = vars.where(key), vars[key]
+    if not isinstance(entries, list):
+        raise ConfigError(f"{where}: expected a list of {shape}")
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, dict) or not valid(entry):
+            raise ConfigError(f"{where}[{index}]: expected {shape}, got {entry!r}")
+    return list(enumerate(entries))
+
+
 def ssh_peers(vars) -> list[str]:
     """Addresses of the inventory hosts firewall_ssh_peer_groups lets log in here without the rate limit."""
     where = vars.where("firewall_ssh_peer_groups")
-    pairs = vars["firewall_ssh_peer_groups"]
-    if not isinstance(pairs, list):
-        raise ConfigError(f"{where}: expected a list of {{hosts: GROUP, from: GROUP}}")
+    groups = vars.inventory.groups if vars.inventory is not None else {}
     sources = []
-    for index, pair in enumerate(pairs):
-        if not isinstance(pair, dict) or set(pair) != {"hosts", "from"} or not all(
-                isinstance(pair[key], str) for key in pair):
-            raise ConfigError(f"{where}[{index}]: expected {{hosts: GROUP, from: GROUP}}, got {pair!r}")
-        groups = vars.inventory.groups if vars.inventory is not None else {}
+    for index, pair in group_entries(vars, "firewall_ssh_peer_groups", "{hosts: GROUP, from: GROUP}",
+                                     lambda pair: set(pair) == {"hosts", "from"}
+                                     and all(isinstance(pair[key], str) for key in pair)):
         if pair["hosts"] not in vars.host.groups or pair["from"] not in groups:
             continue
         sources += [ufw_source(peer, where) for peer in vars.peer_addresses(pair["from"], f"{where}[{index}].from")]
@@ -64,15 +72,12 @@ def ssh_peers(vars) -> list[str]:
 def group_sources(vars) -> list[tuple[int, str]]:
     """(port, source address) pairs that firewall_group_rules open on this host."""
     where = vars.where("firewall_group_rules")
-    rules = vars["firewall_group_rules"]
-    if not isinstance(rules, list):
-        raise ConfigError(f"{where}: expected a list of {{hosts: GROUP, port: PORT, from: GROUP}}")
     pairs = []
-    for index, rule in enumerate(rules):
-        if (not isinstance(rule, dict) or set(rule) != {"hosts", "port", "from"}
-                or not all(isinstance(rule[key], str) for key in ("hosts", "from"))
-                or isinstance(rule["port"], bool) or not isinstance(rule["port"], int) or not 0 < rule["port"] < 65536):
-            raise ConfigError(f"{where}[{index}]: expected {{hosts: GROUP, port: PORT, from: GROUP}}, got {rule!r}")
+    for index, rule in group_entries(vars, "firewall_group_rules", "{hosts: GROUP, port: PORT, from: GROUP}",
+                                     lambda rule: set(rule) == {"hosts", "port", "from"}
+                                     and all(isinstance(rule[key], str) for key in ("hosts", "from"))
+                                     and not isinstance(rule["port"], bool) and isinstance(rule["port"], int)
+                                     and 0 < rule["port"] < 65536):
         if vars.inventory is not None and rule["hosts"] not in vars.inventory.groups:
             raise ConfigError(f"{where}[{index}].hosts: no group {rule['hosts']!r} in the inventory")
         if rule["hosts"] not in vars.host.groups:

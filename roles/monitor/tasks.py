@@ -17,6 +17,7 @@ from vigil.core.errors import ConfigError, MissingSecretError
 from vigil.core.operations import render_template
 from vigil.core.paths import rel
 from vigil.core.roles import load_playbook, load_role
+from vigil.core.topology import repository_ends
 from vigil.core.validation import address
 from vigil.operations.apt import AptPackages
 from vigil.operations.files import Directory, File
@@ -91,19 +92,12 @@ def checks_for(roles: set[str]) -> list[str]:
     return checks
 
 
-def archives_wal(vars) -> bool:
-    """Whether roles/pgbackrest makes this host the database end of a repository: its first database
-    host, where the inventory has a repository group."""
-    others = with_defaults_of(vars, ["pgbackrest"])
-    group = others.string("pgbackrest_repository_group", r"[A-Za-z0-9_-]+")
-    databases = vars.inventory.groups.get("db", [])
-    return bool(vars.inventory.groups.get(group)) and databases[:1] == [vars.host.name]
-
-
-def holds_repository(vars) -> bool:
-    """Whether roles/pgbackrest makes this host the home of the repository (the first host of its group)."""
+def pgbackrest_end(vars) -> str | None:
+    """Which end of a pgBackRest repository roles/pgbackrest makes this host: "repository",
+    "database", or None."""
     group = with_defaults_of(vars, ["pgbackrest"]).string("pgbackrest_repository_group", r"[A-Za-z0-9_-]+")
-    return vars.inventory.groups.get(group, [])[:1] == [vars.host.name] and bool(vars.inventory.groups.get("db"))
+    ends = repository_ends(vars.inventory.groups, group)
+    return dict(zip(ends, ("repository", "database"))).get(vars.host.name) if ends else None
 
 
 def probe_settings(vars, checks: list[str]) -> dict:
@@ -176,8 +170,9 @@ def status_file_readable(settings: dict) -> list:
 
 def tasks(role, vars):
     """The monitor role's operations for one host, in order."""
-    checks = checks_for(onboarded_roles(vars)) + (["wal-archive"] if archives_wal(vars) else []) + (
-        ["repository"] if holds_repository(vars) else [])
+    # The database end watches its WAL archiving; the repository end its disk and scheduled backups.
+    checks = checks_for(onboarded_roles(vars)) + {"database": ["wal-archive"], "repository": ["repository"]}.get(
+        pgbackrest_end(vars), [])
     settings = probe_settings(vars, checks)
     interval = vars.integer("monitor_interval", minimum=10)
     # The only place the probe writes: its own directory, where its state and events files must be.

@@ -15,6 +15,7 @@ Nothing happens where the inventory has no repository group.
 from vigil.core.commands import script
 from vigil.core.errors import ConfigError
 from vigil.core.operations import render_template
+from vigil.core.topology import repository_ends
 from vigil.operations.apt import AptPackages
 from vigil.operations.files import Directory, File
 from vigil.operations.guarded import Guarded
@@ -68,11 +69,10 @@ def tasks(role, vars):
     """The pgbackrest role's operations for one host, in order: the repository end, the database end, or none."""
     group = vars.string("pgbackrest_repository_group", r"[A-Za-z0-9_-]+")
     inventory = vars.inventory
-    repositories = inventory.groups.get(group, []) if inventory is not None else []
-    databases = inventory.groups.get("db", []) if inventory is not None else []
-    if not repositories or not databases:
+    ends = repository_ends(inventory.groups, group) if inventory is not None else None
+    if ends is None:
         return []
-    repository, database = inventory.hosts[repositories[0]], inventory.hosts[databases[0]]
+    repository, database = (inventory.hosts[name] for name in ends)
     if repository.name == database.name:
         raise ConfigError(f"{vars.where('pgbackrest_repository_group')}: {repository.name} is both the database "
                           "host and the repository's: backups must live on another host")

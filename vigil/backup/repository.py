@@ -19,9 +19,9 @@ from vigil.core.errors import ConfigError
 from vigil.core.inventory import Host, Inventory
 from vigil.core.redaction import REDACTOR
 from vigil.core.roles import load_role
+from vigil.core.topology import repository_ends
 
 REPOSITORY_USER = "pgbackrest"
-DATABASE_USER = "postgres"
 BACKUP_TYPES = ("full", "diff", "incr")
 # pgBackRest's stanza status codes (info): 0 ok, 2 no valid backup yet; anything else is a problem.
 STANZA_OK, STANZA_NO_BACKUP = 0, 2
@@ -43,26 +43,19 @@ def find_repository(inventory: Inventory) -> Repository | None:
     """The env's repository (the first host of pgbackrest_repository_group) and database host; None when
     the inventory has no repository group, as roles/pgbackrest then configures none."""
     role = load_role("pgbackrest")
-    databases = inventory.groups.get("db", [])
+    databases = inventory.groups.get("db") or []
     if not databases:
         return None
-    vars = inventory.vars_for(inventory.hosts[databases[0]], [role])
-    group = vars.string("pgbackrest_repository_group", r"[A-Za-z0-9_-]+")
-    if not inventory.groups.get(group):
+    group = inventory.vars_for(inventory.hosts[databases[0]], [role]).string("pgbackrest_repository_group",
+                                                                             r"[A-Za-z0-9_-]+")
+    ends = repository_ends(inventory.groups, group)
+    if ends is None:
         return None
-    host = inventory.hosts[inventory.groups[group][0]]
+    host, database = (inventory.hosts[name] for name in ends)
     settings = inventory.vars_for(host, [role])
-    return Repository(host.as_admin(), inventory.hosts[databases[0]].as_admin(),
+    return Repository(host.as_admin(), database.as_admin(),
                       settings.string("pgbackrest_stanza", r"[a-z][a-z0-9_-]{0,62}"),
                       settings.path("pgbackrest_repository_path"))
-
-
-def require_repository(inventory: Inventory, env: str) -> Repository:
-    repository = find_repository(inventory)
-    if repository is None:
-        raise ConfigError(f"inventory/{env}.yml has no backup host: add one to group `backup` and run "
-                          f"`invoke provision.server --env={env}` (roles/pgbackrest)")
-    return repository
 
 
 def pgbackrest(repository: Repository, *args: str) -> Command:

@@ -102,3 +102,10 @@ class Topology:
                           "which is neither a group nor a host there")
             raise ConfigError(f"{rel(self.inventory.path)} has {len(hosts)} database hosts ({found}): {needed_for}")
         return hosts[0]
+
+
+def repository_ends(groups: Mapping[str, list[str]], repository_group: str) -> tuple[str, str] | None:
+    """(the repository host, the database host it backs up) as roles/pgbackrest sets them up: the first
+    host of `repository_group` and the first of group db; None where either group has no host."""
+    repositories, databases = groups.get(repository_group) or [], groups.get("db") or []
+    return (repositories[0], databases[0]) if repositories and databases else None
