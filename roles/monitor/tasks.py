@@ -140,6 +140,10 @@ def probe_settings(vars, checks: list[str]) -> dict:
         settings["repository_backup_units"] = [f"vigil-pgbackrest-backup@{kind}.service" for kind in ("full", "incr")]
         settings["repository_max_age_hours"] = vars.integer("monitor_backup_max_age_hours", minimum=1)
         settings["repository_disk_max_percent"] = vars.integer("monitor_repository_disk_max_percent", minimum=1)
+    if "drill" in checks:
+        drill = with_defaults_of(vars, ["pgbackrest"])
+        settings["drill_result_file"] = f"{drill.path('pgbackrest_drill_path')}/last.json"
+        settings["drill_max_age_days"] = vars.integer("monitor_drill_max_age_days", minimum=1)
     if "backup" in checks:
         settings["backup_status_file"] = others.path("backup_status_file")
         settings["backup_max_age_hours"] = vars.integer("monitor_backup_max_age_hours", minimum=0)
@@ -170,9 +174,9 @@ def status_file_readable(settings: dict) -> list:
 
 def tasks(role, vars):
     """The monitor role's operations for one host, in order."""
-    # The database end watches its WAL archiving; the repository end its disk and scheduled backups.
-    checks = checks_for(onboarded_roles(vars)) + {"database": ["wal-archive"], "repository": ["repository"]}.get(
-        pgbackrest_end(vars), [])
+    # The database end watches its WAL archiving; the repository end its disk, scheduled backups and drill.
+    by_end = {"database": ["wal-archive"], "repository": ["repository", "drill"]}
+    checks = checks_for(onboarded_roles(vars)) + by_end.get(pgbackrest_end(vars), [])
     settings = probe_settings(vars, checks)
     interval = vars.integer("monitor_interval", minimum=10)
     # The only place the probe writes: its own directory, where its state and events files must be.

@@ -12,9 +12,12 @@ firewall role opens SSH between the two without its rate limit (firewall_ssh_pee
 Nothing happens where the inventory has no repository group.
 """
 
+import json
+
 from vigil.core.commands import script
 from vigil.core.errors import ConfigError
 from vigil.core.operations import render_template
+from vigil.core.roles import load_role
 from vigil.core.topology import repository_ends
 from vigil.operations.apt import AptPackages
 from vigil.operations.files import Directory, File
@@ -32,6 +35,14 @@ REPOSITORY_HOME = "/var/lib/pgbackrest"
 # pgBackRest's lock files on the backup host: one place for the timers and manual runs.
 LOCK_PATH = f"{REPOSITORY_HOME}/lock"
 BACKUP_UNIT = "/etc/systemd/system/vigil-pgbackrest-backup@.service"
+# The restore drill (files/vigil-pgbackrest-drill): its program, settings, working directory (a
+# scratch cluster under it while it runs, its last result beside it) and unit.
+DRILL = "/usr/local/lib/vigil/vigil-pgbackrest-drill"
+DRILL_CONFIG = "/etc/vigil/pgbackrest-drill.json"
+DRILL_UNIT = "vigil-pgbackrest-drill"
+# Debian creates and starts a "main" cluster when PostgreSQL's server is installed: the backup host
+# wants only its binaries, for the drill's scratch cluster.
+NO_MAIN_CLUSTER = "/etc/postgresql-common/createcluster.d/vigil-no-main-cluster.conf"
 # The database host's end-to-end archiving check, which the health probe watches (check wal-archive).
 CHECK_UNIT = "vigil-pgbackrest-check"
 # Seconds the check waits for its WAL segment to reach the repository before it fails.
@@ -62,6 +73,26 @@ until out=$(pgbackrest --stanza="$1" stanza-create 2>&1); do
     if [ "$tries" -ge 24 ]; then printf '%s\n' "$out" >&2; exit 1; fi
     sleep 5
 done
+'''
+
+
+# A new repository configuration must open the repository already there: a passphrase that is not the
+# one it was encrypted with (PGBACKREST_CIPHER_PASS changed, or another env's) would leave every backup
+# and archive-push failing. Read the repository's backup.info with it ($3, the new file) before it is
+# written; a repository not created yet has nothing to open. Run as root: no log or lock is written.
+OPENS_REPOSITORY = r'''
+test -e "$2/backup/$1/backup.info" || exit 0
+cd / && pgbackrest --config="$3" --stanza="$1" --log-level-file=off --log-level-console=off \
+    repo-get "backup/$1/backup.info" >/dev/null 2>&1
+code=$?
+case $code in
+    0) exit 0 ;;
+    95) echo "the repository in $2 was encrypted with another passphrase than the env's PGBACKREST_CIPHER_PASS: \
+set the secret back to the repository's (nothing was changed here)" >&2 ;;
+    *) echo "the repository in $2 could not be opened with the new configuration (pgbackrest exit $code); \
+nothing was changed here" >&2 ;;
+esac
+exit 1
 '''
 
 
@@ -189,7 +220,7 @@ def repository_end(role, vars, database) -> list:
     service = render_template(role.template("backup@.service.j2"), {
         "stanza": shared["stanza"], "repository_path": repository_path, "lock_path": LOCK_PATH,
         "timeout": vars.integer("pgbackrest_backup_timeout_seconds", minimum=60)})
-    timers = []
+    timers = drill(role, vars, database, shared["stanza"], repository_path)
     for backup_type in ("full", "incr"):
         calendar = vars.string(f"pgbackrest_{backup_type}_schedule", CALENDAR)
         timers += [
@@ -211,9 +242,12 @@ def repository_end(role, vars, database) -> list:
              owner=REPOSITORY_USER, group=REPOSITORY_USER, mode="0600",
              name=f"Ensure pgbackrest accepts the database host {database.name}'s pgBackRest key, from it alone."),
         Directory("/var/log/pgbackrest", owner=REPOSITORY_USER, group=REPOSITORY_USER, mode="0750"),
+        # The package makes it postgres's; a restore here (the drill's) cleans its queue as pgbackrest.
+        Directory("/var/spool/pgbackrest", owner=REPOSITORY_USER, group=REPOSITORY_USER, mode="0750"),
         Directory(LOCK_PATH, owner=REPOSITORY_USER, group=REPOSITORY_USER, mode="0750"),
         Directory("/etc/pgbackrest", mode="0755"),
         File(CONFIG, config, group=REPOSITORY_USER, mode="0640", secret=True,
+             validate=("sh", "-c", OPENS_REPOSITORY, "vigil", shared["stanza"], repository_path),
              name=f"Ensure the repository is encrypted, keeps {vars['pgbackrest_window_days']} days and backs up "
                   f"{database.name}."),
         Guarded([script(STANZA_CREATE, shared["stanza"], as_user=REPOSITORY_USER)],
@@ -222,6 +256,48 @@ def repository_end(role, vars, database) -> list:
         File(BACKUP_UNIT, service, notify=("reload systemd",),
              name="Ensure the scheduled backups run as pgbackrest, hardened, with a deadline."),
         *timers,
+    ]
+
+
+def drill(role, vars, database, stanza: str, repository_path: str) -> list:
+    """The restore drill on the backup host: PostgreSQL's binaries (no cluster of their own), the
+    program, its settings, and its unit and weekly timer. Run after the repository exists."""
+    path = vars.path("pgbackrest_drill_path")
+    calendar = vars.string("pgbackrest_drill_schedule", CALENDAR)
+    address, ssh_port = peer_of(vars, database)
+    # The app's database as the database host's own postgresql role creates it.
+    database_vars = vars.inventory.vars_for(database, [load_role("postgresql")])
+    port = vars.integer("pgbackrest_drill_port", minimum=1024)
+    if port > 65535:
+        raise ConfigError(f"{vars.where('pgbackrest_drill_port')}: {port} is not a port")
+    settings = {
+        "stanza": stanza, "database": database_vars.string("postgresql_database", r"[a-z_][a-z0-9_]{0,62}"),
+        "peer_address": address, "peer_port": ssh_port, "ssh": SSH_WRAPPER, "scratch": f"{path}/scratch",
+        "result": f"{path}/last.json", "lock": f"{LOCK_PATH}/vigil-drill.lock", "port": port,
+        "lock_wait_seconds": vars.integer("pgbackrest_drill_lock_wait_seconds", minimum=1),
+        "recovery_deadline_seconds": vars.integer("pgbackrest_drill_timeout_seconds", minimum=60),
+    }
+    unit = render_template(role.template("drill.service.j2"), {
+        "stanza": stanza, "drill": DRILL, "repository_path": repository_path, "lock_path": LOCK_PATH,
+        "drill_path": path, "timeout": settings["recovery_deadline_seconds"] + 900})
+    return [
+        Directory("/etc/postgresql-common/createcluster.d", mode="0755"),
+        File(NO_MAIN_CLUSTER, "# Managed by vigil (roles/pgbackrest): PostgreSQL here serves only the restore drill.\n"
+                              "create_main_cluster = false\n",
+             name="Ensure installing PostgreSQL here creates no cluster of its own."),
+        AptPackages(vars.string_list("pgbackrest_drill_packages"),
+                    name="Ensure PostgreSQL's server binaries are here for the restore drill."),
+        # Readable by all: the health probe reads the last result (no secret is in it).
+        Directory(path, owner=REPOSITORY_USER, group=REPOSITORY_USER, mode="0755"),
+        Directory("/etc/vigil", mode="0755"),
+        File(DRILL_CONFIG, json.dumps(settings, indent=2, sort_keys=True) + "\n", group=REPOSITORY_USER, mode="0640",
+             name=f"Ensure the restore drill knows where {database.name}'s database and its scratch cluster are."),
+        File(DRILL, role.file("vigil-pgbackrest-drill"), mode="0755", name=f"Ensure {DRILL} is installed."),
+        File(f"/etc/systemd/system/{DRILL_UNIT}.service", unit, notify=("reload systemd",),
+             name="Ensure the restore drill runs as pgbackrest, hardened, with a deadline."),
+        File(f"/etc/systemd/system/{DRILL_UNIT}.timer", render_template(role.template("drill.timer.j2"), {
+            "calendar": calendar}), notify=("reload systemd",), name=f"Ensure the restore drill runs at {calendar}."),
+        SystemdUnit(f"{DRILL_UNIT}.timer", enabled=True, running=True),
     ]
 
 

@@ -46,19 +46,17 @@ class Target:
             return utc(self.at)
         return f"backup {self.backup}" if self.backup else "the latest archived second"
 
-    def options(self, backups: list[Backup] = ()) -> list[str]:
-        """pgBackRest's restore options for this target. A restore point replays from the newest backup
-        that ended before it (pgBackRest would take the newest of all, maybe after the point)."""
+    def options(self, backup: str) -> list[str]:
+        """pgBackRest's restore options for this target, replayed from `backup` (choose_backup's)."""
         timeline = [f"--target-timeline={self.timeline}"] if self.timeline else []
+        chosen = [f"--set={backup}"]
         if self.point:
-            before = [backup.label for backup in backups if backup.stopped < (self.at or 0)]
-            return ["--type=name", f"--target={self.point}", "--target-action=promote",
-                    *([f"--set={before[-1]}"] if before else []), *timeline]
+            return ["--type=name", f"--target={self.point}", "--target-action=promote", *chosen, *timeline]
         if self.at is not None:
-            return ["--type=time", f"--target={utc(self.at)}", "--target-action=promote", *timeline]
+            return ["--type=time", f"--target={utc(self.at)}", "--target-action=promote", *chosen, *timeline]
         if self.backup:
-            return [f"--set={self.backup}", "--type=immediate", "--target-action=promote"]
-        return ["--type=default"]
+            return [*chosen, "--type=immediate", "--target-action=promote"]
+        return ["--type=default", *chosen]
 
 
 # pgBackRest's backup labels: a full's start, and for a diff or incr its own after an underscore.
@@ -126,6 +124,27 @@ def check_target(target: Target, contents: Contents, repository: Repository) -> 
     if target.at is not None and not window[0] <= target.at <= window[1]:
         raise ConfigError(f"TARGET: {utc(target.at)} is outside the window {where} can restore to: "
                           f"any second from {utc(window[0])} to {utc(window[1])}")
+
+
+def choose_backup(target: Target, backups: list[Backup], force: bool = False) -> Backup:
+    """The backup set a restore to `target` replays from: the named one, else the newest that ended
+    before the target (pgBackRest would take the newest of all, maybe after a restore point). A set whose
+    restore drill failed is passed over for an older one, and refused by name, unless `force`."""
+    if target.backup is not None:
+        candidates = [backup for backup in backups if backup.label == target.backup]
+    elif target.at is not None:
+        candidates = [backup for backup in backups if backup.stopped < target.at]
+    else:
+        candidates = list(backups)
+    if not candidates:
+        raise ConfigError(f"TARGET: no backup ended before {target.describe()}")
+    sound = candidates if force else [backup for backup in candidates if backup.drill != "failed"]
+    if not sound:
+        failed = ", ".join(backup.label for backup in candidates)
+        raise ConfigError(f"TARGET: {target.describe()} can only be restored from a backup that failed its restore "
+                          f"drill ({failed}; invoke backup.list): restore anyway with --force, or choose an earlier "
+                          "target")
+    return sound[-1]
 
 
 # The safety point: a named restore point now (a record in the WAL that recovery can stop at exactly:
@@ -205,14 +224,22 @@ def refusal(answer) -> str:
 RECOVERY_DEADLINE = 3600
 
 
-def restore_to(env: str, inventory: Inventory, repository: Repository, target: Target, say: Say) -> dict:
+def restore_to(env: str, inventory: Inventory, repository: Repository, target: Target, say: Say,
+               force: bool = False) -> dict:
     """Restore the env's database host to `target` from `repository`; returns the report (the target,
-    the safety point, seconds taken, each web host's health). `say` gets a line per step."""
+    the backup replayed from, the safety point, seconds taken, each web host's health). `say` gets a
+    line per step. force: replay even from a backup set whose restore drill failed."""
     with connect(inventory, repository.host) as transport:
         contents = read_contents(transport, repository)
     check_target(target, contents, repository)
+    backup = choose_backup(target, contents.backups, force)
     database = repository.database
-    report: dict = {"env": env, "target": target.describe(), "host": database.name}
+    report: dict = {"env": env, "target": target.describe(), "host": database.name, "backup": backup.label}
+    passed_over = [item.label for item in contents.backups if item.drill == "failed" and item.stopped > backup.stopped
+                   and (target.at is None or item.stopped < target.at) and target.backup is None]
+    if passed_over:
+        say(f"{repository.host.name}: replaying from {backup.label}, passing over {', '.join(passed_over)} "
+            f"(failed its restore drill)")
     web = maintenance_on(env, inventory, say)
     try:
         with connect(inventory, database) as transport:
@@ -232,7 +259,7 @@ def restore_to(env: str, inventory: Inventory, repository: Repository, target: T
                     f"it: invoke backup.restore {name} --timeline={int(timeline)} --env={env}")
             began = datetime.now(timezone.utc).timestamp()
             restored = transport.run(script(RESTORE, repository.stanza, str(RECOVERY_DEADLINE),
-                                            *target.options(contents.backups)),
+                                            *target.options(backup.label)),
                                      timeout=RECOVERY_DEADLINE + 600)
     except UnreachableError:
         audit_locally("backup.restore", env, [database.name], "unknown", target=target.describe())

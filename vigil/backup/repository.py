@@ -37,6 +37,8 @@ class Repository:
     database: Host
     stanza: str
     path: str
+    # Where the restore drill keeps its scratch cluster and last result (pgbackrest_drill_path).
+    drill_path: str = "/var/lib/pgbackrest/drill"
 
 
 def find_repository(inventory: Inventory) -> Repository | None:
@@ -55,7 +57,7 @@ def find_repository(inventory: Inventory) -> Repository | None:
     settings = inventory.vars_for(host, [role])
     return Repository(host.as_admin(), database.as_admin(),
                       settings.string("pgbackrest_stanza", r"[a-z][a-z0-9_-]{0,62}"),
-                      settings.path("pgbackrest_repository_path"))
+                      settings.path("pgbackrest_repository_path"), settings.path("pgbackrest_drill_path"))
 
 
 def pgbackrest(repository: Repository, *args: str) -> Command:
@@ -89,6 +91,11 @@ class Backup:
     annotation: dict = field(default_factory=dict)
     # PostgreSQL's page checksums failed on some page while it was copied: a damaged database, saved as it was.
     page_errors: bool = False
+
+    @property
+    def drill(self) -> str | None:
+        """The last restore drill of this set, as the drill annotated it: "ok", "failed", or None (none yet)."""
+        return self.annotation.get("vigil-drill")
 
 
 @dataclass(frozen=True)
@@ -163,6 +170,59 @@ def create_backup(transport, repository: Repository, backup_type: str, label: st
     if not contents.backups:
         raise BackupError(f"{repository.host.name}: pgBackRest reported success but the repository lists no backup")
     return contents.backups[-1]
+
+
+# roles/pgbackrest's restore drill: its unit, and where it leaves its result on the backup host.
+DRILL_UNIT = "vigil-pgbackrest-drill.service"
+# Run the drill's unit (it blocks until the drill ends), then print when it was started and the result
+# file, which a drill that did not get to run leaves older than that; then the unit's last lines.
+DRILL = r'''
+cd /
+started=$(date +%s)
+systemctl start "$1"
+echo "@started $started"
+cat "$2" 2>/dev/null
+echo
+echo "@log"
+journalctl --unit="$1" --since="@$started" --output=cat --no-pager 2>/dev/null | tail -n 3
+'''
+# Seconds vigil waits for a drill (the unit has its own deadline, pgbackrest_drill_timeout_seconds).
+DRILL_TIMEOUT = 4 * 3600
+
+
+def drill_result_path(repository: Repository) -> str:
+    return f"{repository.drill_path}/last.json"
+
+
+def run_drill(transport, repository: Repository) -> dict:
+    """The restore drill, run now through its unit on the backup host; its result (`ok` says whether it
+    passed). A drill that could not start (another one runs, its settings are wrong) is a BackupError."""
+    answer = transport.run(script(DRILL, DRILL_UNIT, drill_result_path(repository)), timeout=DRILL_TIMEOUT)
+    return parse_drill(answer.stdout, repository.host.name)
+
+
+def parse_drill(stdout: str, host: str) -> dict:
+    """DRILL's answer: the result the drill wrote in this run, else why there is none."""
+    head, _, log = stdout.partition("\n@log\n")
+    started_line, _, document = head.partition("\n")
+    started = started_line.removeprefix("@started ").strip()
+    try:
+        result = json.loads(document) if document.strip() else None
+    except ValueError:
+        result = None
+    at = result.get("at") if isinstance(result, dict) else None
+    if not started.isdigit() or not isinstance(at, str) or parse_stamp(at) < int(started):
+        why = REDACTOR.redact(log.strip().splitlines()[-1] if log.strip() else "it left no result")
+        raise BackupError(f"{host}: the restore drill did not run: {why}")
+    return result
+
+
+def parse_stamp(text: str) -> float:
+    """The drill's UTC stamp (2026-12-03T17:21:40Z) as epoch seconds; 0 for anything else."""
+    try:
+        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).timestamp()
+    except ValueError:
+        return 0.0
 
 
 # A backup label anywhere in a line of pgBackRest's output.

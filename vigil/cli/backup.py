@@ -24,6 +24,7 @@ from vigil.backup.repository import (
     expire,
     find_repository,
     read_contents,
+    run_drill,
     utc,
 )
 from vigil.backup.transfer import copy_to_host, describe, pulled_dir
@@ -143,12 +144,12 @@ def _list_repository(inventory, repository, json: bool) -> None:
                              "window": {"from": utc(window[0]), "to": utc(window[1])} if window else None})
         return
     table = Table(title=f"backups of {env} in the repository on {repository.host.name}")
-    for column in ("backup", "type", "finished", "took", "database", "stored", "label"):
+    for column in ("backup", "type", "finished", "took", "database", "stored", "label", "drill"):
         table.add_column(column)
     for backup in contents.backups:
         table.add_row(backup.label, backup.type, utc(backup.stopped), f"{backup.stopped - backup.started:.0f}s",
                       _size(backup.size), _size(backup.stored), str(backup.annotation.get("vigil-label", "")),
-                      style="red" if backup.page_errors else "")
+                      _drill_cell(backup), style="red" if backup.page_errors or backup.drill == "failed" else "")
     reporter = Reporter()
     reporter.table(table)
     if window:
@@ -159,14 +160,33 @@ def _list_repository(inventory, repository, json: bool) -> None:
         reporter.marked(f"[red]the repository says: {contents.message} (code {contents.status})[/]")
 
 
-@task(help={**ENV_HELP, "id": "The backup to verify (`backup.list`), or `latest` for the newest."})
+def _drill_cell(backup) -> str:
+    """A backup's last restore drill as backup.list shows it: "ok at ..., restored in 2.1s", "failed at ..."."""
+    if backup.drill is None:
+        return ""
+    at = str(backup.annotation.get("vigil-drill-at", "")).replace("T", " ").rstrip("Z")
+    rto = backup.annotation.get("vigil-drill-rto")
+    return f"{backup.drill} {at}" + (f", restored in {rto}s" if backup.drill == "ok" and rto else "")
+
+
+@task(help={**ENV_HELP, "id": "The backup to verify (`backup.list`), or `latest` for the newest (with a backup "
+                                 "host: `latest` only, the drill's subject)."})
 @exits_cleanly
 def verify(c, id, env="sandbox", json=False):
-    """Restore a backup into a scratch database and compare every table's rows with its record (then drop it).
+    """The restore drill: restore the newest backup into a scratch database and compare every table's rows.
 
+    With a backup host: on it, the newest backup plus WAL restored into a scratch cluster, replayed to a
+    marker made on the live database just before, `pgbackrest verify`, every table's rows compared with
+    the live ones at the marker, its RTO recorded on the backup set; weekly by timer too.
+    Without one: a dump backup restored into a scratch database and compared with its record.
     A failure marks the backup bad (restore refuses it) and exits non-zero.
     Example: invoke backup.verify latest --env=production
     """
+    inventory = load_inventory(env)
+    repository = find_repository(inventory)
+    if repository is not None:
+        _drill(env, inventory, repository, id, json)
+        return
     target = "--latest" if id == "latest" else check_id(id)
     inventory, host = database_host(env)
     with connect(inventory, host) as transport:
@@ -179,6 +199,24 @@ def verify(c, id, env="sandbox", json=False):
     verified = meta["verified"]
     _print(meta, json, f"{host.name}: {meta['id']} verified: restored in {verified['restore_seconds']}s, "
                        f"{verified['rows']} rows in {len(meta['tables'])} tables as recorded")
+
+
+def _drill(env: str, inventory, repository, id: str, json: bool) -> None:
+    if id != "latest":
+        raise ConfigError(f"ID: {id!r}: with a backup host the drill restores the newest backup; give `latest`")
+    with connect(inventory, repository.host) as transport:
+        result = run_drill(transport, repository)
+    where = repository.host.name
+    _audit("backup.verify", env, where, "ok" if result["ok"] else "failed", backup=result.get("backup", ""))
+    if json:
+        Reporter().document(result)
+    elif result["ok"]:
+        Reporter().line(f"{where}: {result['backup']} restored to {result['restore_point']} in "
+                        f"{result['rto_seconds']}s (RTO), verified, {result['rows']} rows in {result['tables']} "
+                        f"tables as on the live database (its writes paused {result['writes_paused_ms']} ms)")
+    if not result["ok"]:
+        raise BackupError(f"{where}: the restore drill of {result.get('backup') or 'the newest backup'} failed: "
+                          f"{result.get('error', 'no reason given')}")
 
 
 @task(help={**ENV_HELP, "dry_run": "Say what would be deleted, delete nothing."})
@@ -217,7 +255,8 @@ def prune(c, env="sandbox", dry_run=False, json=False):
                               "time inside backup.list's window (2026-12-03T14:15:00Z; without an offset, UTC), or "
                               "a backup's label (its end); without one: a dump backup's id (backup.list).",
             "yes": "Do not ask for confirmation.",
-            "force": "Restore even a dump backup that is unverified or failed verification.",
+            "force": "Restore even from a backup that failed its restore drill (backup.list), or a dump backup "
+                     "that is unverified or failed verification.",
             "timeline": "With a time: follow this PostgreSQL timeline (the latest by default); a restore's safety "
                         "point names its own, to go back to it after that restore."})
 @exits_cleanly
@@ -240,7 +279,7 @@ def restore(c, target, env="sandbox", yes=False, force=False, json=False, timeli
             raise ConfigError(f"--timeline: {timeline!r} is not a timeline number (1, 2...)")
         point = pitr.parse_target(target, timeline=int(timeline) if timeline is not None else None)
         restoring.confirm(env, yes)
-        report = pitr.restore_to(env, inventory, repository, point, say)
+        report = pitr.restore_to(env, inventory, repository, point, say, force)
     else:
         if timeline is not None:
             raise ConfigError(f"--timeline needs a backup host (group `backup`, roles/pgbackrest); "

@@ -1,12 +1,13 @@
 """vigil.backup.pitr: the target a restore goes to, read from its flags and checked against the window."""
 
+import dataclasses
 import re
 import subprocess
 
 import pytest
 
 from tests.support.inventories import layout
-from vigil.backup.pitr import RESTORE, Target, check_label, check_target, parse_target, parse_time
+from vigil.backup.pitr import RESTORE, Target, check_label, check_target, choose_backup, parse_target, parse_time
 from vigil.backup.repository import Backup, Contents, find_repository
 from vigil.core.errors import ConfigError
 
@@ -73,19 +74,48 @@ def test_a_timeline_needs_a_time():
 
 
 @pytest.mark.parametrize("target, options", [
-    (Target(at=1796292031), ["--type=time", "--target=2026-12-03 10:00:31+00", "--target-action=promote"]),
+    (Target(at=1796292031), ["--type=time", "--target=2026-12-03 10:00:31+00", "--target-action=promote",
+                             "--set=20261203-100000F"]),
     (Target(at=1796292031, timeline=1), ["--type=time", "--target=2026-12-03 10:00:31+00", "--target-action=promote",
-                                         "--target-timeline=1"]),
+                                         "--set=20261203-100000F", "--target-timeline=1"]),
     (Target(backup=FULL.label), ["--set=20261203-100000F", "--type=immediate", "--target-action=promote"]),
-    (Target(), ["--type=default"]),
-    # A restore point replays from the newest backup that ended before it.
+    (Target(), ["--type=default", "--set=20261203-100000F"]),
     (Target(at=1796295000, point="vigil-safety-20261203T105000Z", timeline=1),
      ["--type=name", "--target=vigil-safety-20261203T105000Z", "--target-action=promote", "--set=20261203-100000F",
       "--target-timeline=1"]),
 ])
-def test_each_target_is_pgbackrests_restore_options(target, options):
-    assert target.options([FULL, Backup("20261203-100000F_20261203-120000I", "incr", 1796299000, 1796299100, 1, 1)]) \
-        == options
+def test_each_target_is_pgbackrests_restore_options_from_the_chosen_backup(target, options):
+    assert target.options(FULL.label) == options
+
+
+INCR = Backup("20261203-100000F_20261203-120000I", "incr", 1796299000, 1796299100, 1, 1)
+FAILED_INCR = dataclasses.replace(INCR, annotation={"vigil-drill": "failed"})
+PASSED_FULL = dataclasses.replace(FULL, annotation={"vigil-drill": "ok"})
+
+
+@pytest.mark.parametrize("target, backups, force, chosen", [
+    # The newest backup that ended before the target: pgBackRest's own would be the newest of all.
+    (Target(at=1796295000, point="vigil-safety-20261203T105000Z"), [FULL, INCR], False, FULL),
+    (Target(at=1796299101), [FULL, INCR], False, INCR),
+    (Target(), [FULL, INCR], False, INCR),
+    (Target(backup=FULL.label), [FULL, INCR], False, FULL),
+    # A set whose drill failed is passed over for an older one; --force takes it.
+    (Target(), [PASSED_FULL, FAILED_INCR], False, PASSED_FULL),
+    (Target(at=1796299101), [FULL, FAILED_INCR], False, FULL),
+    (Target(), [PASSED_FULL, FAILED_INCR], True, FAILED_INCR),
+    (Target(backup=FAILED_INCR.label), [FULL, FAILED_INCR], True, FAILED_INCR),
+])
+def test_a_restore_replays_from_the_newest_sound_backup_before_its_target(target, backups, force, chosen):
+    assert choose_backup(target, backups, force) == chosen
+
+
+@pytest.mark.parametrize("target, backups", [
+    (Target(backup=FAILED_INCR.label), [FULL, FAILED_INCR]),
+    (Target(), [dataclasses.replace(FULL, annotation={"vigil-drill": "failed"})]),
+])
+def test_a_backup_that_failed_its_drill_is_refused_by_name_unless_forced(target, backups):
+    with pytest.raises(ConfigError, match=r"from a backup that failed its restore drill \(20261203-100000F.*--force"):
+        choose_backup(target, backups)
 
 
 @pytest.mark.parametrize("label, ok", [

@@ -596,7 +596,7 @@ def test_wal_archiving_is_down_when_its_check_fails_or_stops_running(run, result
 @pytest.mark.parametrize("groups, host, checks", [
     ({"web": ["web1"], "db": ["db1"], "backup": ["backup1"]}, "db1", ["postgresql", "backup", "wal-archive"]),
     ({"web": ["web1"], "db": ["db1"]}, "db1", ["postgresql", "backup"]),
-    ({"web": ["web1"], "db": ["db1"], "backup": ["backup1"]}, "backup1", ["repository"]),
+    ({"web": ["web1"], "db": ["db1"], "backup": ["backup1"]}, "backup1", ["repository", "drill"]),
 ])
 def test_the_database_end_of_a_repository_watches_its_wal_archiving(tmp_path, groups, host, checks):
     plans = build_host_plans(layout(groups), "onboard", host, {}, lambda: {
@@ -611,6 +611,9 @@ def test_the_database_end_of_a_repository_watches_its_wal_archiving(tmp_path, gr
     if "repository" in checks:
         assert settings["repository_path"] == "/var/lib/pgbackrest/repository"
         assert (settings["repository_max_age_hours"], settings["repository_disk_max_percent"]) == (26, 85)
+    if "drill" in checks:
+        assert (settings["drill_result_file"], settings["drill_max_age_days"]) == (
+            "/var/lib/pgbackrest/drill/last.json", 8)
     # The probe accepts what the role writes.
     written = tmp_path / "probe.json"
     written.write_text(json.dumps(settings))
@@ -634,3 +637,35 @@ def ran(result: str, hours_ago: float | None) -> dict:
 ])
 def test_the_repository_is_down_when_its_disk_fills_or_its_backups_stop(runs, used, result, detail):
     assert probe.judge_repository(runs, used, NOW, 26, 85) == (result, detail)
+
+
+def drilled(days_ago: float, ok: bool = True, **more) -> dict:
+    at = datetime.datetime.fromtimestamp(NOW - days_ago * 86400, datetime.timezone.utc)
+    return {"at": at.strftime("%Y-%m-%dT%H:%M:%SZ"), "ok": ok, "backup": "20261129-023000F", "rto_seconds": 4.2,
+            **more}
+
+
+@pytest.mark.parametrize("result, verdict, detail", [
+    (drilled(2), "ok", "the restore drill of 20261129-023000F passed 2 days ago, restored in 4.2s"),
+    (None, "ok", "no restore drill has run yet"),
+    (drilled(0.01, ok=False, error="pgbackrest verify found damage in the repository: invalid checksum "
+                                   "'20261129-023000F/bundle/1'"), "fail",
+     "the restore drill of 20261129-023000F failed 14 min ago: pgbackrest verify found damage in the repository: "
+     "invalid checksum '20261129-023000F/bundle/1'"),
+    # The drill's timer stopped: a pass long ago proves nothing about today's backups.
+    (drilled(9), "fail", "the last restore drill passed 9 days ago (more than 8 days): the drill's timer has stopped"),
+    ("its result /x cannot be read: Permission denied", "fail",
+     "the restore drill cannot be judged: its result /x cannot be read: Permission denied"),
+    ({"ok": True}, "fail", "the restore drill's result has no time: None"),
+])
+def test_the_drill_is_down_when_the_last_one_failed_or_none_passed_for_a_week(result, verdict, detail):
+    assert probe.judge_drill(result, NOW, 8) == (verdict, detail)
+
+
+def test_the_drills_result_file_is_read_or_its_problem_said(tmp_path):
+    path = tmp_path / "last.json"
+    assert probe.read_drill_result(str(path)) is None
+    path.write_text('{"at": "2026-12-03T05:00:00Z", "ok": true}')
+    assert probe.read_drill_result(str(path)) == {"at": "2026-12-03T05:00:00Z", "ok": True}
+    path.write_text("[1]")
+    assert probe.read_drill_result(str(path)).endswith("is not a JSON object")

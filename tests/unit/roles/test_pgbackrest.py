@@ -2,6 +2,7 @@
 repository's encryption; the SSH keys derived from the env's seed (vigil.vault.derived_keys)."""
 
 import dataclasses
+import json
 import re
 import subprocess
 
@@ -132,3 +133,39 @@ def test_the_repository_keeps_the_window_and_takes_a_weekly_full_and_daily_incre
     assert "Unit=vigil-pgbackrest-backup@incr.service" in timers["vigil-pgbackrest-incr.timer"]
     service = files(ops)["/etc/systemd/system/vigil-pgbackrest-backup@.service"].content.decode()
     assert "User=pgbackrest" in service and "--type=%i" in service and "TimeoutStartSec=21600" in service
+
+
+def test_the_backup_host_drills_restores_in_a_scratch_cluster_of_postgresql_without_one_of_its_own(tmp_path):
+    ops = operations(tmp_path, THREE_HOSTS, "backup1")
+    # No "main" cluster is created when the server package lands: the file comes before the package.
+    no_main = files(ops)["/etc/postgresql-common/createcluster.d/vigil-no-main-cluster.conf"]
+    packages = [op for op in ops if type(op).__name__ == "AptPackages"]
+    assert "create_main_cluster = false" in no_main.content.decode()
+    assert ops.index(no_main) < ops.index(next(op for op in packages if op.packages == ["postgresql"]))
+    settings = json.loads(files(ops)["/etc/vigil/pgbackrest-drill.json"].content)
+    assert settings == {
+        "stanza": "together-pray", "database": "together_pray", "peer_address": "10.0.0.5", "peer_port": 22,
+        "ssh": "/usr/local/lib/vigil/pgbackrest-ssh", "scratch": "/var/lib/pgbackrest/drill/scratch",
+        "result": "/var/lib/pgbackrest/drill/last.json", "lock": "/var/lib/pgbackrest/lock/vigil-drill.lock",
+        "port": 5499, "lock_wait_seconds": 10, "recovery_deadline_seconds": 3600}
+    service = files(ops)["/etc/systemd/system/vigil-pgbackrest-drill.service"].content.decode()
+    assert "User=pgbackrest" in service and "ExecStart=/usr/local/lib/vigil/vigil-pgbackrest-drill" in service
+    assert "ReadWritePaths=/var/lib/pgbackrest/repository /var/log/pgbackrest /var/lib/pgbackrest/lock " \
+           "/var/spool/pgbackrest /var/lib/pgbackrest/drill" in service
+    timer = files(ops)["/etc/systemd/system/vigil-pgbackrest-drill.timer"].content.decode()
+    assert "OnCalendar=Sun *-*-* 05:00:00" in timer and "Unit=vigil-pgbackrest-drill.service" in timer
+    # The drill runs where the repository and its stanza already are.
+    stanza = next(op for op in ops if "stanza" in getattr(op, "name", ""))
+    assert ops.index(stanza) < ops.index(files(ops)["/etc/systemd/system/vigil-pgbackrest-drill.service"])
+
+
+def test_the_drill_counts_the_database_the_database_host_names(tmp_path):
+    inventory_vars = {"postgresql_database": "prayers_prod"}
+    inventory = layout(THREE_HOSTS, private={"db1": "10.0.0.5", "backup1": "10.0.0.9"},
+                       host_vars={"db1": inventory_vars})
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text("".join(f"{h.address} ssh-ed25519 AAAA{h.name}\n" for h in inventory.hosts.values()))
+    inventory = dataclasses.replace(inventory, known_hosts=known_hosts)
+    role = load_role("pgbackrest")
+    ops = role.tasks(role, inventory.vars_for(inventory.hosts["backup1"], [role], secrets=lambda: SECRETS))
+    assert json.loads(files(ops)["/etc/vigil/pgbackrest-drill.json"].content)["database"] == "prayers_prod"
