@@ -140,6 +140,120 @@ def test_a_restore_target_the_repository_cannot_reach_is_refused_and_nothing_cha
     assert sql(sandbox, "select pg_postmaster_start_time()") == before
 
 
+# Every table of the app's database with its rows, as the drill counts them.
+LIVE_ROWS = r"""
+select coalesce(sum((xpath('/row/c/text()', query_to_xml(format('select count(*) as c from %I.%I', n.nspname,
+       c.relname), false, true, '')))[1]::text::bigint), 0), count(*)
+from pg_class c join pg_namespace n on n.oid = c.relnamespace
+where c.relkind in ('r', 'p') and not c.relispartition
+  and n.nspname not in ('pg_catalog', 'information_schema') and n.nspname not like 'pg\_toast%'
+"""
+
+
+def repository_backups(label: str | None = None) -> list[dict] | dict:
+    listed = invoke("backup.list", "--json")
+    assert listed.code == 0, listed.stdout + listed.stderr
+    backups = listed.json["backups"]
+    return next(backup for backup in backups if backup["label"] == label) if label else backups
+
+
+def drill_state(sandbox, address: str) -> dict:
+    """The backup host's probe run now, and what it holds for its restore drill."""
+    sandbox.ssh_at(address, "systemctl start vigil-probe.service")
+    return json.loads(sandbox.ssh_at(address, "cat /var/lib/vigil/probe/state.json"))["checks"]["drill"]
+
+
+def history_files(sandbox, address: str) -> str:
+    return sandbox.ssh_at(address, f"find /var/lib/pgbackrest/repository/archive/{STANZA} -name '*.history' | sort")
+
+
+def test_the_restore_drill_restores_the_newest_backup_beside_the_live_database_and_records_its_rto(
+        repository, deployed, sandbox):
+    address, _, _ = repository
+    histories = history_files(sandbox, address)
+    drilled = invoke("backup.verify", "latest", "--json", timeout=1800)
+    assert drilled.code == 0, drilled.stdout[-3000:] + drilled.stderr
+    result = drilled.json
+    rows, tables = sql(sandbox, LIVE_ROWS).split("|")
+    # Every table, with the rows the live database holds (nothing writes here meanwhile).
+    assert result["ok"] and result["verified"] and (result["rows"], result["tables"]) == (int(rows), int(tables)), \
+        result
+    assert int(tables) >= 1 and result["rto_seconds"] > 0
+    newest = repository_backups()[-1]
+    assert result["backup"] == newest["label"]
+    assert newest["annotation"]["vigil-drill"] == "ok"
+    assert newest["annotation"]["vigil-drill-rto"] == str(result["rto_seconds"])
+    # Nothing is left behind: no scratch cluster, nothing listening, nothing written into the repository
+    # by the scratch cluster (it was promoted on a timeline of its own, with archiving off).
+    assert sandbox.ssh_at(address, "ls /var/lib/pgbackrest/drill").split() == ["last.json"]
+    assert sandbox.ssh_at(address, "pg_lsclusters --no-header") == ""
+    assert ":5499 " not in sandbox.ssh_at(address, "ss -ltnH")
+    assert history_files(sandbox, address) == histories
+    assert drill_state(sandbox, address)["state"] == "ok"
+
+
+def test_a_flipped_byte_in_a_backup_fails_the_drill_naming_it_and_restores_pass_that_backup_over(
+        repository, deployed, sandbox):
+    address, _, _ = repository
+    before = repository_backups()[-1]["label"]
+    made = invoke("backup.create", "--type=full", "--label=to-damage", "--json", timeout=1800)
+    assert made.code == 0, made.stdout + made.stderr
+    label = made.json["label"]
+    bundles = f"/var/lib/pgbackrest/repository/backup/{STANZA}/{label}/bundle"
+    damaged = sandbox.ssh_at(address, f"ls -S {bundles} | head -n 1").strip()
+    path = f"{bundles}/{damaged}"
+    sandbox.ssh_at(address, f"cp -p {path} /root/undamaged && size=$(stat -c %s {path}) && "
+                            f"printf '\\336\\255\\276\\357' | dd of={path} bs=1 seek=$((size / 2)) conv=notrunc "
+                            "status=none")
+    try:
+        failed = invoke("backup.verify", "latest", timeout=1800)
+        assert failed.code != 0 and f"invalid checksum '{label}/bundle/{damaged}'" in failed.stderr, \
+            failed.stdout + failed.stderr
+        assert repository_backups(label)["annotation"]["vigil-drill"] == "failed"
+        state = drill_state(sandbox, address)
+        assert state["state"] == "down" and f"the restore drill of {label} failed" in state["detail"], state
+
+        # Restoring that backup is refused before anything changes...
+        started = sql(sandbox, "select pg_postmaster_start_time()")
+        refused = invoke("backup.restore", label, "--yes")
+        assert refused.code != 0 and "failed its restore drill" in refused.stderr, refused.stderr
+        assert sql(sandbox, "select pg_postmaster_start_time()") == started
+        # ...and the latest second is restored from the sound backup before it, with the WAL since.
+        sql(sandbox, "create table if not exists drill_marks (n int primary key); insert into drill_marks values (1)")
+        as_user(sandbox, sandbox.addresses[DATABASE], "postgres", f"cd / && pgbackrest --stanza={STANZA} check")
+        restored = invoke("backup.restore", "latest", "--yes", "--json", timeout=1800)
+        assert restored.code == 0 and restored.json["backup"] == before, restored.stdout[-3000:] + restored.stderr
+        assert sql(sandbox, "select n from drill_marks") == "1"
+    finally:
+        sandbox.ssh_at(address, f"cp -p /root/undamaged {path}")
+    repaired = invoke("backup.verify", "latest", timeout=1800)
+    assert repaired.code == 0, repaired.stdout[-3000:] + repaired.stderr
+    assert drill_state(sandbox, address)["state"] == "ok"
+
+
+def test_a_wrong_repository_passphrase_is_refused_before_anything_is_written(repository, sandbox, tmp_path):
+    address, _, _ = repository
+    config = "sha256sum /etc/pgbackrest/pgbackrest.conf"
+    before = sandbox.ssh_at(address, config)
+    secrets = REPO / "secrets" / "sandbox.env.age"
+    saved = tmp_path / "sandbox.env.age"
+    saved.write_bytes(secrets.read_bytes())
+    wrong = "a-passphrase-this-repository-was-never-encrypted-with"
+    try:
+        changed = invoke("secrets.set", "PGBACKREST_CIPHER_PASS", input=wrong + "\n")
+        assert changed.code == 0, changed.stdout + changed.stderr
+        refused = invoke("provision.server", "--json", f"--limit={REPOSITORY}", timeout=1800)
+        assert refused.code != 0
+        assert refused.host(REPOSITORY)["changed"] == 0, refused.stdout[-3000:]
+        assert "encrypted with another passphrase than the env's PGBACKREST_CIPHER_PASS" in refused.stdout, \
+            refused.stdout[-3000:]
+        assert wrong not in refused.stdout + refused.stderr
+    finally:
+        secrets.write_bytes(saved.read_bytes())
+    assert sandbox.ssh_at(address, config) == before
+    assert invoke("backup.list").code == 0
+
+
 def probe_state(sandbox, check: str) -> dict:
     """The database host's probe run now (as its timer runs it), and what it holds for `check`."""
     sandbox.ssh(DATABASE, "systemctl start vigil-probe.service")
@@ -213,5 +327,7 @@ def test_a_database_host_lost_for_good_is_rebuilt_with_everything_archived_befor
     assert restored.json["safety_point"] is None and restored.json["health"] == {DATABASE: False, "vps2": True}, \
         restored.stdout[-3000:] + restored.stderr
     assert set(kept) <= prayers(web)
-    # The restored cluster archives on into the same repository.
+    # The restored cluster archives on into the same repository, and its restore drill passes.
     as_user(sandbox, sandbox.addresses[DATABASE], "postgres", f"cd / && pgbackrest --stanza={STANZA} check")
+    drilled = invoke("backup.verify", "latest", timeout=1800)
+    assert drilled.code == 0, drilled.stdout[-3000:] + drilled.stderr
