@@ -59,29 +59,16 @@ def admin_user() -> str:
     return load_yaml(INVENTORY)["defaults"]["admin_user"]
 
 
+def ssh_argv(address: str) -> list[str]:
+    """ssh to a VPS as the admin user, with the sandbox's key and pinned host keys; the command follows."""
+    return ["ssh", "-i", str(KEY), "-o", f"UserKnownHostsFile={KNOWN_HOSTS}", "-o", "StrictHostKeyChecking=yes",
+            "-o", "BatchMode=yes", "-F", "/dev/null", f"{admin_user()}@{address}"]
+
+
 def on_host(address: str, script: str, timeout: float = 3600) -> str:
     """A shell script as root on a VPS (the admin user, through sudo); its stdout."""
-    done = subprocess.run(
-        [
-            "ssh",
-            "-i",
-            str(KEY),
-            "-o",
-            f"UserKnownHostsFile={KNOWN_HOSTS}",
-            "-o",
-            "StrictHostKeyChecking=yes",
-            "-o",
-            "BatchMode=yes",
-            "-F",
-            "/dev/null",
-            f"{admin_user()}@{address}",
-            "sudo -n sh -s",
-        ],
-        input=script,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    done = subprocess.run([*ssh_argv(address), "sudo -n sh -s"], input=script, capture_output=True, text=True,
+                          timeout=timeout)
     if done.returncode != 0:
         raise BenchError(f"on {address}: exited {done.returncode}: {done.stderr[-2000:]}")
     return done.stdout

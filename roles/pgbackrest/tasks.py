@@ -51,6 +51,7 @@ CALENDAR = r"[A-Za-z0-9 ,:*./~-]{1,64}"
 DATABASE_USER = "postgres"
 DATABASE_HOME = "/var/lib/postgresql"
 STANZA = r"[a-z][a-z0-9_-]{0,62}"
+IDENTIFIER = r"[a-z_][a-z0-9_]{0,62}"
 SIZE = r"[0-9]+(KiB|MiB|GiB|TiB|KB|MB|GB|TB)?"
 # One key per direction of login: the database host's postgres pushing WAL to the repository, and
 # the repository host's pgbackrest taking backups from the database.
@@ -271,7 +272,8 @@ def drill(role, vars, database, stanza: str, repository_path: str) -> list:
     if port > 65535:
         raise ConfigError(f"{vars.where('pgbackrest_drill_port')}: {port} is not a port")
     settings = {
-        "stanza": stanza, "database": database_vars.string("postgresql_database", r"[a-z_][a-z0-9_]{0,62}"),
+        "stanza": stanza, "database": database_vars.string("postgresql_database", IDENTIFIER),
+        "owner": database_vars.string("postgresql_user", IDENTIFIER),
         "peer_address": address, "peer_port": ssh_port, "ssh": SSH_WRAPPER, "scratch": f"{path}/scratch",
         "result": f"{path}/last.json", "lock": f"{LOCK_PATH}/vigil-drill.lock", "port": port,
         "lock_wait_seconds": vars.integer("pgbackrest_drill_lock_wait_seconds", minimum=1),

@@ -71,8 +71,9 @@ def check_label(label: str, flag: str = "TARGET") -> str:
     return label
 
 
-def parse_target(text: str, timeline: int | None = None) -> Target:
-    """`backup.restore TARGET`: `latest`, a backup's label, or a time (see parse_time)."""
+def parse_target(text: str, timeline: int | None = None, flag: str = "TARGET") -> Target:
+    """`backup.restore TARGET`: `latest`, a backup's label, a restore point or a time (see parse_time);
+    `flag` names where it came from in errors."""
     named = RESTORE_POINT.match(text)
     if text == "latest":
         target = Target()
@@ -83,14 +84,14 @@ def parse_target(text: str, timeline: int | None = None) -> Target:
         target = Target(backup=text)
     else:
         try:
-            target = Target(at=parse_time(text, "TARGET"))
+            target = Target(at=parse_time(text, flag))
         except ConfigError:
-            raise ConfigError(f"TARGET: {text!r} is not a time (2026-12-03T14:15:00Z; UTC unless it has an offset "
+            raise ConfigError(f"{flag}: {text!r} is not a time (2026-12-03T14:15:00Z; UTC unless it has an offset "
                               "such as +01:00), a backup label (20261203-031500F), a restore point "
                               "(vigil-safety-20261203T151828Z) or latest") from None
     if timeline is not None:
         if target.at is None:
-            raise ConfigError("--timeline follows a timeline to a time: give a time or a restore point as TARGET")
+            raise ConfigError(f"--timeline follows a timeline to a time: give a time or a restore point as {flag}")
         target = Target(at=target.at, point=target.point, timeline=timeline)
     return target
 

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from vigil.backup import pitr
 from vigil.backup import restore as restoring
+from vigil.backup.branch import drop_branch, make_branch
 from vigil.backup.helper import LABEL, BackupError, ask, check_id, connect, database_host
 from vigil.backup.repository import (
     STANZA_NO_BACKUP,
@@ -292,6 +293,44 @@ def restore(c, target, env="sandbox", yes=False, force=False, json=False, timeli
         reporter.document(report)
     if not all(report["health"].values()):
         raise Exit(code=int(ExitCode.HOST_FAILED))
+
+
+@task(help={**ENV_HELP, "name": "The new database's name (lower-case letters, digits and _).",
+            "at": "The moment to branch: latest, a time inside backup.list's window (2026-12-03T14:15:00Z; UTC "
+                  "unless it has an offset), a backup's label or a restore point.",
+            "timeline": "With a time: follow this PostgreSQL timeline (the latest by default).",
+            "force": "Branch even from a backup that failed its restore drill.",
+            "drop": "Drop the branch NAME instead (only a database made by backup.branch)."})
+@exits_cleanly
+def branch(c, name, at="latest", env="sandbox", timeline=None, force=False, drop=False, json=False):
+    """Branch a point in time: the database as it was then, as a new database beside the live one.
+
+    Restored on the backup host from its pgBackRest repository and copied into database NAME on the
+    database host, owned by the app's role, its rows counted on both sides; the live database is not
+    touched. Needs a backup host.
+    Examples: invoke backup.branch --name=yesterday --at=2026-12-02T09:00:00Z --env=production
+              invoke backup.branch --name=yesterday --drop --env=production
+    """
+    inventory = load_inventory(env)
+    repository = find_repository(inventory)
+    if repository is None:
+        raise ConfigError(f"backup.branch restores from a backup host (group `backup`, roles/pgbackrest); "
+                          f"inventory/{env}.yml has none")
+    where = repository.database.name
+    if drop:
+        drop_branch(inventory, repository, name)
+        _audit("backup.branch", env, where, "ok", dropped=name)
+        _print({"dropped": name, "host": where}, json, f"{where}: branch {name} dropped")
+        return
+    if timeline is not None and not re.fullmatch(r"[1-9][0-9]{0,8}", str(timeline)):
+        raise ConfigError(f"--timeline: {timeline!r} is not a timeline number (1, 2...)")
+    point = pitr.parse_target(at, timeline=int(timeline) if timeline is not None else None, flag="--at")
+    report = make_branch(inventory, repository, point, name, force)
+    _audit("backup.branch", env, where, "ok", branch=name, target=report["target"], backup=report["backup"])
+    last = report.get("last_transaction") or "none replayed"
+    _print(report, json, f"{where}: database {name} is {env}'s as of {report['target']} (last transaction "
+                         f"{last}; from backup {report['backup']}), {report['rows']} rows in {report['tables']} "
+                         f"tables, in {report['seconds']}s")
 
 
 @task(help={**ENV_HELP, "id": "The backup to copy (`backup.list`), or `latest` for the newest.",

@@ -144,7 +144,8 @@ def test_the_backup_host_drills_restores_in_a_scratch_cluster_of_postgresql_with
     assert ops.index(no_main) < ops.index(next(op for op in packages if op.packages == ["postgresql"]))
     settings = json.loads(files(ops)["/etc/vigil/pgbackrest-drill.json"].content)
     assert settings == {
-        "stanza": "together-pray", "database": "together_pray", "peer_address": "10.0.0.5", "peer_port": 22,
+        "stanza": "together-pray", "database": "together_pray", "owner": "together_pray",
+        "peer_address": "10.0.0.5", "peer_port": 22,
         "ssh": "/usr/local/lib/vigil/pgbackrest-ssh", "scratch": "/var/lib/pgbackrest/drill/scratch",
         "result": "/var/lib/pgbackrest/drill/last.json", "lock": "/var/lib/pgbackrest/lock/vigil-drill.lock",
         "port": 5499, "lock_wait_seconds": 10, "recovery_deadline_seconds": 3600}

@@ -75,7 +75,8 @@ def test_nothing_to_drill_is_said(info, message):
         drill.newest_backup(info)
 
 
-SETTINGS = {"stanza": "together-pray", "database": "together_pray", "peer_address": "10.0.0.5", "peer_port": 22,
+SETTINGS = {"stanza": "together-pray", "database": "together_pray", "owner": "together_pray",
+        "peer_address": "10.0.0.5", "peer_port": 22,
             "ssh": "/usr/local/lib/vigil/pgbackrest-ssh", "scratch": "/var/lib/pgbackrest/drill/scratch",
             "result": "/var/lib/pgbackrest/drill/last.json", "lock": "/var/lib/pgbackrest/lock/vigil-drill.lock",
             "port": 5499, "lock_wait_seconds": 10, "recovery_deadline_seconds": 3600}
