@@ -47,9 +47,9 @@ def repository_info(sandbox, address: str) -> list:
                               f"cd / && pgbackrest --stanza={STANZA} info --output=json"))
 
 
-def sql(sandbox, statement: str) -> str:
-    """`statement` in the app's database on the database host, as postgres; its rows, one per line."""
-    return sandbox.ssh(DATABASE, f"cd / && runuser -u postgres -- psql -XAtq -v ON_ERROR_STOP=1 -d together_pray "
+def sql(sandbox, statement: str, database: str = "together_pray") -> str:
+    """`statement` in `database` (the app's) on the database host, as postgres; its rows, one per line."""
+    return sandbox.ssh(DATABASE, f"cd / && runuser -u postgres -- psql -XAtq -v ON_ERROR_STOP=1 -d {database} "
                                  f"<<'SQL'\n{statement}\nSQL").strip()
 
 
@@ -252,6 +252,43 @@ def test_a_wrong_repository_passphrase_is_refused_before_anything_is_written(rep
         secrets.write_bytes(saved.read_bytes())
     assert sandbox.ssh_at(address, config) == before
     assert invoke("backup.list").code == 0
+
+
+def test_a_branch_of_a_past_second_is_a_new_database_beside_the_live_one_which_is_not_touched(
+        repository, deployed, sandbox):
+    sql(sandbox, "create table if not exists branch_marks (n int primary key); insert into branch_marks values (1)")
+    time.sleep(2)
+    moment = sql(sandbox, "select to_char(now() at time zone 'utc', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')")
+    time.sleep(2)
+    sql(sandbox, "insert into branch_marks values (2)")
+    as_user(sandbox, sandbox.addresses[DATABASE], "postgres", f"cd / && pgbackrest --stanza={STANZA} check")
+    started = sql(sandbox, "select pg_postmaster_start_time()")
+
+    made = invoke("backup.branch", "--name=before_two", f"--at={moment}", "--json", timeout=1800)
+    assert made.code == 0, made.stdout[-3000:] + made.stderr
+    assert sql(sandbox, "select n from branch_marks", database="before_two") == "1"
+    rows, tables = sql(sandbox, LIVE_ROWS, database="before_two").split("|")
+    assert (made.json["rows"], made.json["tables"]) == (int(rows), int(tables))
+    # The app's role owns it and everything in it, as it owns the live database.
+    assert sql(sandbox, "select pg_get_userbyid(datdba) from pg_database where datname = 'before_two'") == \
+        "together_pray"
+    assert sql(sandbox, "select distinct tableowner from pg_tables where schemaname = 'public'",
+               database="before_two") == "together_pray"
+    # The live database went on as it was: not restarted, both rows there.
+    assert sql(sandbox, "select pg_postmaster_start_time()") == started
+    assert sql(sandbox, "select n from branch_marks order by n").split() == ["1", "2"]
+
+    taken = invoke("backup.branch", "--name=before_two", f"--at={moment}")
+    assert taken.code != 0 and "a database named before_two already exists" in taken.stderr, taken.stderr
+    assert sql(sandbox, "select n from branch_marks", database="before_two") == "1"
+    for flags, message in ((["--name=together_pray"], "is the app's or PostgreSQL's own database"),
+                           (["--name=together_pray", "--drop"], "is the app's or PostgreSQL's own database"),
+                           (["--name=x", "--at=yesterday"], "--at: 'yesterday' is not a time")):
+        refused = invoke("backup.branch", *flags)
+        assert refused.code != 0 and message in refused.stderr, refused.stderr
+    dropped = invoke("backup.branch", "--name=before_two", "--drop")
+    assert dropped.code == 0, dropped.stdout + dropped.stderr
+    assert sql(sandbox, "select count(*) from pg_database where datname = 'before_two'") == "0"
 
 
 def probe_state(sandbox, check: str) -> dict:
