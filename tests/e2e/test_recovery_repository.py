@@ -256,7 +256,8 @@ def test_a_wrong_repository_passphrase_is_refused_before_anything_is_written(rep
 
 def test_a_branch_of_a_past_second_is_a_new_database_beside_the_live_one_which_is_not_touched(
         repository, deployed, sandbox):
-    sql(sandbox, "create table if not exists branch_marks (n int primary key); insert into branch_marks values (1)")
+    sql(sandbox, "drop table if exists branch_marks; create table branch_marks (n int primary key); "
+                 "insert into branch_marks values (1)")
     time.sleep(2)
     moment = sql(sandbox, "select to_char(now() at time zone 'utc', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')")
     time.sleep(2)

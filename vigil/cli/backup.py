@@ -391,5 +391,5 @@ def decrypt(c, file, env="sandbox", out=None):
 
 
 ns = Collection("backup")
-for command in (create, list_, verify, restore, prune, pull, decrypt):
+for command in (create, list_, verify, restore, branch, prune, pull, decrypt):
     ns.add_task(command)

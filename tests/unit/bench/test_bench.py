@@ -12,6 +12,7 @@ import pytest
 from bench.common import Spread, alternating, markdown_table
 from bench.onboard_noop import counts
 from bench.peers.export import Manifest, UnknownOperation
+from bench.recovery import RecoveryResult
 from vigil.core.commands import Secret, cmd, script
 from vigil.core.inventory import Host
 from vigil.core.paths import REPO_ROOT
@@ -206,3 +207,18 @@ def test_the_readme_performance_table_is_the_latest_recorded_results_summary():
     table = section_table(latest.read_text(), "## Summary")
     assert len(table) >= 4
     assert [line for line in performance.splitlines() if line.startswith("|")] == table
+
+
+@pytest.mark.parametrize("vigil, raw, rpo, verdicts", [
+    ([6.0, 6.2, 5.9], [5.8, 5.7, 5.9], 12.4, ["1.03 (target at most 1.1): met", "RPO 12.4 s", "): met"]),
+    ([7.5, 7.6, 7.4], [5.8, 5.7, 5.9], 75.0, ["1.29 (target at most 1.1): MISSED", "RPO 75.0 s", "): MISSED"]),
+])
+def test_the_recovery_verdicts_hold_the_wrapper_and_the_rpo_to_their_targets(vigil, raw, rpo, verdicts):
+    result = RecoveryResult(1000, "80 MB", 15, {"vigil": vigil, "pgbackrest": raw, "pg_dump": [9.0]}, 4.2,
+                            acknowledged=400, recovered=277, rpo_seconds=rpo, rto_seconds=190, restore_seconds=31.5,
+                            steps={"the restore": 40.0})
+    wrapper, point = result.verdicts()
+    assert wrapper.endswith(verdicts[0]) and point.startswith(verdicts[1]) and point.endswith(verdicts[2])
+    table = result.loss_table()
+    assert f"| RPO: commits lost | {rpo:.1f} s (123 rows) |" in table
+    assert "| ... of which the restore | 40 s |" in table and "| restore drill's RTO (backup.verify) | 4.2 s |" in table
