@@ -190,6 +190,11 @@ def test_the_restore_drill_restores_the_newest_backup_beside_the_live_database_a
     assert ":5499 " not in sandbox.ssh_at(address, "ss -ltnH")
     assert history_files(sandbox, address) == histories
     assert drill_state(sandbox, address)["state"] == "ok"
+    # incident.status shows the backup host's repository, its window and the drill.
+    status = invoke("incident.status", "--json", f"--limit={REPOSITORY}", timeout=300)
+    lines = {check["name"]: check for check in status.json["hosts"][0]["checks"]}
+    assert lines["repository"]["state"] == "ok" and "restore to any second from" in lines["repository"]["detail"]
+    assert lines["restore drill"]["state"] == "ok" and newest["label"] in lines["restore drill"]["detail"], lines
 
 
 def test_a_flipped_byte_in_a_backup_fails_the_drill_naming_it_and_restores_pass_that_backup_over(
