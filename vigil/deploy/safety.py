@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable
 
+from vigil.core.commands import Command
 from vigil.core.redaction import REDACTOR
 from vigil.deploy.scripts import helper
 from vigil.deploy.settings import BACKUP_HELPER, RESTORE_POINT_HELPER
@@ -48,11 +49,12 @@ class Kept:
 
 
 class KeepFailed(Exception):
-    pass
+    """Nothing could be kept (the helper failed or answered what it never says): the deploy stops."""
 
 
-def keep_command(database: DatabaseHost, label: str, release: str):
-    """The helper call: a restore point of kind migrate or revert (from the label), else a dump backup."""
+def keep_command(database: DatabaseHost, label: str, release: str) -> Command:
+    """The helper call: a restore point (kind `revert` before reverting migrations, whose label is
+    pre-revert; else `migrate`), or a dump backup labelled `label`."""
     if database.restore_points:
         return helper(RESTORE_POINT_HELPER, "revert" if "revert" in label else "migrate")
     return helper(BACKUP_HELPER, "create", label, "--release", release)
