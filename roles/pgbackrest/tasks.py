@@ -35,6 +35,8 @@ REPOSITORY_HOME = "/var/lib/pgbackrest"
 # pgBackRest's lock files on the backup host: one place for the timers and manual runs.
 LOCK_PATH = f"{REPOSITORY_HOME}/lock"
 BACKUP_UNIT = "/etc/systemd/system/vigil-pgbackrest-backup@.service"
+# On the database host: the restore point a deploy makes before it migrates (vigil.deploy.safety).
+RESTORE_POINT = "/usr/local/sbin/vigil-restore-point"
 # The restore drill (files/vigil-pgbackrest-drill): its program, settings, working directory (a
 # scratch cluster under it while it runs, its last result beside it) and unit.
 DRILL = "/usr/local/lib/vigil/vigil-pgbackrest-drill"
@@ -200,6 +202,8 @@ def database_end(role, vars, repository) -> list:
             "every": vars.integer("pgbackrest_check_interval", minimum=60)}),
             notify=("reload systemd",), name="Ensure WAL archiving is checked on a schedule."),
         SystemdUnit(f"{CHECK_UNIT}.timer", enabled=True, running=True),
+        File(RESTORE_POINT, render_template(role.template("restore-point.j2"), {"stanza": shared["stanza"]}),
+             mode="0755", name=f"Ensure {RESTORE_POINT} makes and archives a restore point before a migration."),
         PostgresSettings({
             "wal_level": "replica",
             "archive_mode": "on",

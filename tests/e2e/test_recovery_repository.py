@@ -190,6 +190,11 @@ def test_the_restore_drill_restores_the_newest_backup_beside_the_live_database_a
     assert ":5499 " not in sandbox.ssh_at(address, "ss -ltnH")
     assert history_files(sandbox, address) == histories
     assert drill_state(sandbox, address)["state"] == "ok"
+    # incident.status shows the backup host's repository, its window and the drill.
+    status = invoke("incident.status", "--json", f"--limit={REPOSITORY}", timeout=300)
+    lines = {check["name"]: check for check in status.json["hosts"][0]["checks"]}
+    assert lines["repository"]["state"] == "ok" and "restore to any second from" in lines["repository"]["detail"]
+    assert lines["restore drill"]["state"] == "ok" and newest["label"] in lines["restore drill"]["detail"], lines
 
 
 def test_a_flipped_byte_in_a_backup_fails_the_drill_naming_it_and_restores_pass_that_backup_over(
@@ -290,6 +295,24 @@ def test_a_branch_of_a_past_second_is_a_new_database_beside_the_live_one_which_i
     dropped = invoke("backup.branch", "--name=before_two", "--drop")
     assert dropped.code == 0, dropped.stdout + dropped.stderr
     assert sql(sandbox, "select count(*) from pg_database where datname = 'before_two'") == "0"
+
+
+def test_the_deploy_user_makes_the_restore_point_a_migration_needs_and_a_restore_returns_to_it(
+        repository, deployed, sandbox):
+    """What a deploy does before it migrates, where there is a backup host (vigil.deploy.safety)."""
+    sql(sandbox, "drop table if exists migrate_marks; create table migrate_marks (n int primary key); "
+                 "insert into migrate_marks values (1)")
+    as_deploy = "runuser -u deploy -- sudo -n /usr/local/sbin/vigil-restore-point"
+    answer = sandbox.ssh(DATABASE, f"cd / && {as_deploy} migrate").strip()
+    at, timeline, name = answer.split("|")
+    assert name.startswith("vigil-migrate-") and int(timeline) >= 1
+    # Only the two words: anything else is not the deploy user's to run as root.
+    assert "password is required" in sandbox.ssh(DATABASE, f"cd / && {as_deploy} drop 2>&1 || true")
+    sql(sandbox, "insert into migrate_marks values (2)")  # the migration's change, and writes after it
+
+    restored = invoke("backup.restore", name, f"--timeline={timeline}", "--yes", "--json", timeout=1800)
+    assert restored.code == 0, restored.stdout[-3000:] + restored.stderr
+    assert sql(sandbox, "select n from migrate_marks order by n") == "1"
 
 
 def probe_state(sandbox, check: str) -> dict:

@@ -80,6 +80,25 @@ def contents_command(repository: Repository) -> Command:
     return script(CONTENTS, repository.stanza, repository.path, as_user=REPOSITORY_USER)
 
 
+# What the status screen asks the backup host, in one round trip: the repository, then the last drill.
+STATUS = CONTENTS + 'echo "@drill"\ncat "$3" 2>/dev/null\n'
+
+
+def status_command(repository: Repository) -> Command:
+    return script(STATUS, repository.stanza, repository.path, f"{repository.drill_path}/last.json",
+                  as_user=REPOSITORY_USER)
+
+
+def parse_status(stdout: str, stanza: str) -> tuple[Contents, dict | None]:
+    """STATUS's answer: the repository's contents and the last drill's result (None before the first)."""
+    contents_part, _, drill_part = stdout.rpartition("\n@drill\n")
+    try:
+        drill = json.loads(drill_part) if drill_part.strip() else None
+    except ValueError:
+        drill = {"at": "", "ok": False, "error": "its result file is not JSON"}
+    return parse_contents(contents_part, stanza), drill if isinstance(drill, dict) else None
+
+
 @dataclass(frozen=True)
 class Backup:
     label: str

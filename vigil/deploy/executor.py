@@ -21,12 +21,14 @@ from vigil.core.redaction import REDACTOR, mask_url_passwords
 from vigil.core.runner import CHANGED, FAILED, OK, HostResult, OperationResult
 from vigil.deploy.build import Artifact
 from vigil.deploy.lock import LOCK_WAIT_NOTE, Heartbeat, acquire, owner_record, reconnect, takeover_note
+from vigil.deploy.safety import DatabaseHost, KeepFailed, keep, record_json
 from vigil.deploy.scripts import (
     APPEND_HISTORY,
     FINISH,
     HEALTH_GATE,
     LIST_MIGRATIONS,
     MARK_BAD,
+    RECORD_POINT,
     RELEASE_LOCK,
     RELINK,
     RETIRE,
@@ -36,7 +38,7 @@ from vigil.deploy.scripts import (
     as_deploy,
     helper,
 )
-from vigil.deploy.settings import BACKUP_HELPER, COLORS, SWITCH_HELPER, UNIT_HELPER, Settings
+from vigil.deploy.settings import COLORS, SWITCH_HELPER, UNIT_HELPER, Settings
 from vigil.deploy.state import (
     HostState,
     interrupted_deploy,
@@ -44,8 +46,8 @@ from vigil.deploy.state import (
     log_excerpt,
     migrations_added,
     parse_gate,
-    parse_json_object,
     prune_candidates,
+    restore_point_before,
     rollback_target,
 )
 
@@ -83,8 +85,8 @@ class HostDeploy:
     # With rollback: first revert the migrations the current release added (the first host only).
     revert_migrations: bool = False
     progress: Callable[[str, OperationResult], None] | None = None
-    # The database host's name and how to reach it as the deploy user (None: not a host of the inventory).
-    database: tuple[str, Callable[[], Any]] | None = None
+    # The database host and how to reach it as the deploy user (None: not a host of the inventory).
+    database: DatabaseHost | None = None
     clock: Callable[[], float] = time.time
     # While waiting for another deploy's lock, a progress line every this many seconds.
     lock_wait_note: float = LOCK_WAIT_NOTE
@@ -94,7 +96,7 @@ class HostDeploy:
         self.result = HostResult(self.host.name, started=self.clock())
         self.release = self.artifact.id if self.artifact else (self.rollback_to or "")
         self.ref = self.artifact.ref if self.artifact else ""
-        self.backup = ""  # where the pre-migration backup went: host:path
+        self.backup = ""  # what was kept before the database changed: host:path, or a restore point
         self.serving = ""  # the release the host serves when the deploy ends (unknown until read)
         # Only a release that was run (a task, a start, a health gate) can be blamed for a failure.
         self.release_tried = False
@@ -222,10 +224,10 @@ class HostDeploy:
         newest first, after a backup; the current release keeps serving until the switch."""
         began, settings, current = time.monotonic(), self.settings, state.current or ""
         step = f"Revert the migrations {current} added."
-        listed = self.run(
-            as_deploy(LIST_MIGRATIONS, settings.layout.releases, settings.migrations_dir, current, self.release), step
-        )
-        added = migrations_added(listed.stdout, current, self.release)
+        listed = self.run(as_deploy(LIST_MIGRATIONS, settings.layout.releases, settings.migrations_dir, current,
+                                    self.release), step)
+        added, point = migrations_added(listed.stdout, current, self.release), restore_point_before(listed.stdout)
+        instead = f" (or the database to before they ran, losing all writes since: {point['restore']})" if point else ""
         if not added:
             self.record(step, OK, summary=f"{current} added none")
             return
@@ -239,7 +241,7 @@ class HostDeploy:
                     f"reverting {migration} failed after {done} of {len(added)} reverted; {unit}'s log:\n"
                     f"{self.journal_tail(unit)}\nThe database was backed up before: {self.backup}",
                 )
-        self.record(step, CHANGED, summary=f"reverted {', '.join(added)}", began=began)
+        self.record(step, CHANGED, summary=f"reverted {', '.join(added)}{instead}", began=began)
 
     def choose_rollback(self, state: HostState) -> None:
         step = "Choose the release to return to."
@@ -313,23 +315,21 @@ class HostDeploy:
                     summary=f"{self.artifact.size // 1024} KiB, checksum verified")
 
     def backup_database(self, label: str, release: str) -> None:
-        began, step = time.monotonic(), "Back up the database."
-        if self.database is None:
+        """Keep the database as it is now (safety.py): a restore point, recorded beside the release, or a
+        dump backup."""
+        database, began = self.database, time.monotonic()
+        step = "Make a restore point." if database and database.restore_points else "Back up the database."
+        if database is None:
             self.record(step, OK, summary="no database host in the inventory (DATABASE_URL set by hand): not backed up")
             return
-        name, connect = self.database
-        command, timeout = helper(BACKUP_HELPER, "create", label, "--release", release), self.settings.task_timeout + 60
-        if name == self.host.name:
-            result = self.transport.run(command, timeout=timeout)
-        else:
-            with connect() as transport:
-                result = transport.run(command, timeout=timeout)
-        if not result.ok:
-            raise DeployFailed(step, f"{name}: `{command.display(self.host.user)}` exited {result.status}: "
-                                     f"{REDACTOR.redact(result.stderr.strip()[-500:])}")
-        made = parse_json_object(result.stdout) or {}
-        self.backup = f"{name}:{made.get('path') or made.get('id', '?')}"
-        self.record(step, CHANGED, summary=self.backup, began=began)
+        try:
+            kept = keep(database, self.transport, self.host, label, release, self.settings.task_timeout + 60)
+        except KeepFailed as problem:
+            raise DeployFailed(step, str(problem)) from None
+        if kept.record:
+            self.run(as_deploy(RECORD_POINT, self.settings.layout.release(release), record_json(kept)), step)
+        self.backup = kept.where
+        self.record(step, CHANGED, summary=kept.summary, began=began)
 
     def release_task(self, task: str) -> None:
         began, unit = time.monotonic(), self.settings.layout.task_unit(task, self.release)

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from vigil.backup.repository import find_repository
 from vigil.core.audit_log import append_local_audit, audit_record, operator
 from vigil.core.errors import ConfigError, ExitCode
 from vigil.core.fanout import connect
@@ -20,6 +21,7 @@ from vigil.core.runner import CHANGED, FAILED, OK, HostPlan, HostResult, Operati
 from vigil.deploy.build import GIT_URL, AppSource, Artifact, app_sources, build, built
 from vigil.deploy.executor import HostDeploy
 from vigil.deploy.preflight import preflight
+from vigil.deploy.safety import DatabaseHost
 from vigil.deploy.scripts import APPEND_HISTORY, BREAK_LOCK, as_deploy
 from vigil.deploy.settings import Settings, host_settings
 from vigil.deploy.state import HostState, parse_json_object
@@ -138,7 +140,8 @@ def deploy_service(
         settings[host.name] = dataclasses.replace(settings[host.name], tasks=())
     # None: no database host in the inventory, or several: the app's database is not one vigil runs.
     db = topology.database_or_none()
-    database = (db.name, lambda: connect(inventory, db, admin=False)) if db else None
+    database = DatabaseHost(db.name, lambda: connect(inventory, db, admin=False),
+                            restore_points=find_repository(inventory) is not None, env=env) if db else None
     if revert_migrations:
         for host in hosts:
             if not settings[host.name].migrations_dir or not settings[host.name].revert_task:

@@ -247,6 +247,9 @@ for release in "$@"; do
     echo "@release $release"
     ls -1 -- "$releases/$release/$dir" 2>/dev/null
 done
+# The restore point made before the first release's migrations, if any (vigil.deploy.safety).
+echo "@point"
+cat -- "$releases/$1/.vigil-restore-point.json" 2>/dev/null
 '''
 
 
@@ -277,6 +280,8 @@ APPEND_HISTORY = 'cat >> "$1"'
 
 # A release that failed (its gate, its migration) or that an incident rolled back from: no rollback
 # returns to it. $1: the release's directory, $2: its id, $3: who marked it.
+# The restore point made before a release's migrations, recorded beside its files (safety.py).
+RECORD_POINT = 'test -d "$1" && printf \'%s\\n\' "$2" > "$1/.vigil-restore-point.json"'
 MARK_BAD = 'test -d "$1" && printf \'{"id": "%s", "status": "bad", "by": "%s"}\\n\' "$2" "$3" > "$1/.vigil-bad"'
 
 

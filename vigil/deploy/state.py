@@ -118,12 +118,21 @@ def parse_json_object(text: str) -> dict | None:
 def migrations_added(listing: str, current: str, target: str) -> list[str]:
     """LIST_MIGRATIONS's answer -> the migrations `current` has and `target` has not, newest first
     (the order a revert undoes them: file names start with their timestamp)."""
+    listing = listing.split("\n@point\n", 1)[0]
     chunks = re.split(r"^@release (\S+)\n", listing, flags=re.MULTILINE)
     files = {
         release: {name for name in body.split() if name.endswith(".js")}
         for release, body in zip(chunks[1::2], chunks[2::2])
     }
     return sorted(files.get(current, set()) - files.get(target, set()), reverse=True)
+
+
+def restore_point_before(listing: str) -> dict | None:
+    """LIST_MIGRATIONS's answer -> the restore point recorded before the current release's migrations
+    (name, at, timeline, restore: the command), or None."""
+    _, found, record = listing.partition("\n@point\n")
+    point = parse_json_object(record) if found else None
+    return point if point and isinstance(point.get("restore"), str) else None
 
 
 def live_color(state: HostState, settings: Settings) -> str | None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from vigil.backup.repository import find_repository, last_line, parse_status, status_command
 from vigil.core.fanout import Unreachable, on_hosts
 from vigil.core.inventory import Host, load_inventory
 from vigil.core.roles import load_role
@@ -14,7 +15,7 @@ from vigil.deploy.settings import host_settings
 from vigil.deploy.status import states_as_admin, status_row
 from vigil.incident.endpoints import https_checks, site_of
 from vigil.incident.host_status import host_status_command, parse_host_status
-from vigil.incident.status_rules import Check, host_checks, release_checks, verdict
+from vigil.incident.status_rules import FAIL, Check, host_checks, release_checks, repository_checks, verdict
 from vigil.vault.schema import load_schema
 
 # The roles whose vars a status screen reads (the site, the units, the backup directory).
@@ -42,10 +43,12 @@ def gather(env: str, limit: str | None) -> list[HostReport]:
     database = topology.database_or_none()
     roles = [load_role(name) for name in STATUS_ROLES]
     hosts = inventory.select(limit)
+    repository = find_repository(inventory)
 
     def roles_of(name: str) -> list[str]:
         web, db = topology.runs_app(name), database is not None and name == database.name
-        return [role for role, on in (("web", web), ("database", db)) if on]
+        backup = repository is not None and name == repository.host.name
+        return [role for role, on in (("web", web), ("database", db), ("backup", backup)) if on]
 
     def ask(transport, host: Host) -> HostReport:
         vars = inventory.vars_for(host, roles)
@@ -73,6 +76,12 @@ def gather(env: str, limit: str | None) -> list[HostReport]:
             else ()
         )
         report.checks = host_checks(facts, units, database=db, web=web, release_tasks=tasks) + release_checks(rows)
+        if repository is not None and host.name == repository.host.name:
+            answer = transport.run(status_command(repository), timeout=120)
+            if answer.ok:
+                report.checks += repository_checks(*parse_status(answer.stdout, repository.stanza), time.time())
+            else:
+                report.checks.append(Check("repository", FAIL, f"pgBackRest's info failed: {last_line(answer)}"))
         return report
 
     # An unreachable host keeps its roles: the screen says which web or database host is gone.

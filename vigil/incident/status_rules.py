@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+from vigil.backup.repository import STANZA_NO_BACKUP, STANZA_OK, Contents, utc
 from vigil.incident.host_status import HostFacts
 
 OK, WARN, FAIL = "ok", "warn", "fail"
@@ -14,6 +15,10 @@ DISK_WARN, DISK_FAIL = 80, 90
 MEMORY_WARN = 10  # % available
 CERT_WARN_DAYS, CERT_FAIL_DAYS = 21, 7
 BACKUP_WARN_HOURS, BACKUP_FAIL_HOURS = 26, 50
+# The database host's archive check closes a WAL segment every 5 minutes: WAL this old has stopped coming.
+WAL_LAG_WARN_SECONDS = 900
+# The restore drill runs weekly: a pass older than this proves little about today's backups.
+DRILL_WARN_DAYS = 8
 
 
 @dataclass(frozen=True)
@@ -120,6 +125,47 @@ def backup_checks(status: dict, now: str, on_disk: tuple[str, str] = ("", "")) -
             )
         )
     return checks
+
+
+def repository_checks(contents: Contents, drill: dict | None, now: float) -> list[Check]:
+    """The backup host's pgBackRest repository: its state and restore window, WAL still arriving, the
+    newest backup's age, and the last restore drill (its result file's document, None before the first)."""
+    if contents.status not in (STANZA_OK, STANZA_NO_BACKUP):
+        checks = [Check("repository", FAIL, f"pgBackRest says: {contents.message} (code {contents.status})")]
+    elif contents.window is None:
+        checks = [Check("repository", FAIL, "no backup yet: nothing can be restored "
+                                            "(invoke backup.create --type=full)")]
+    else:
+        start, end = contents.window
+        checks = [Check("repository", OK, f"restore to any second from {utc(start)} to {utc(end)} "
+                                          f"({len(contents.backups)} backups)")]
+    if contents.newest_wal is not None:
+        lag = now - contents.newest_wal
+        checks.append(Check("WAL archive", WARN if lag > WAL_LAG_WARN_SECONDS else OK,
+                            f"the newest WAL arrived {lag / 60:.0f} min ago"))
+    if contents.backups:
+        newest = contents.backups[-1]
+        age = (now - newest.stopped) / 3600
+        state = FAIL if age > BACKUP_FAIL_HOURS else WARN if age > BACKUP_WARN_HOURS else OK
+        checks.append(Check("last backup", state, f"{newest.label} ({newest.type}), {age:.1f} h ago"))
+    checks.append(drill_check(drill, now))
+    return checks
+
+
+def drill_check(drill: dict | None, now: float) -> Check:
+    """The last restore drill: passed lately, passed too long ago, failed, or none yet."""
+    if not drill:
+        return Check("restore drill", WARN, "none yet (invoke backup.verify latest)")
+    try:
+        at = datetime.strptime(str(drill.get("at")), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).timestamp()
+    except ValueError:
+        return Check("restore drill", FAIL, f"its result has no time: {drill.get('at')!r}")
+    days = (now - at) / 86400
+    if drill.get("ok") is not True:
+        return Check("restore drill", FAIL, f"{drill.get('backup') or 'the newest backup'} failed "
+                                            f"{days:.1f} days ago: {drill.get('error', 'no reason given')}")
+    return Check("restore drill", WARN if days > DRILL_WARN_DAYS else OK,
+                 f"{drill.get('backup')} passed {days:.1f} days ago, restored in {drill.get('rto_seconds')}s")
 
 
 def release_checks(rows: dict[str, dict]) -> list[Check]:

@@ -20,6 +20,7 @@ from vigil.deploy.build import Artifact
 from vigil.deploy.executor import HostDeploy
 from vigil.deploy.lock import Heartbeat
 from vigil.deploy.rollout import checked_artifact, deploy_work, served_release, serving_line
+from vigil.deploy.safety import DatabaseHost, KeepFailed, parse_kept
 from vigil.deploy.scripts import (
     APPEND_HISTORY,
     BREAK_LOCK,
@@ -45,6 +46,7 @@ from vigil.deploy.state import (
     parse_holder,
     parse_state,
     prune_candidates,
+    restore_point_before,
     rollback_target,
 )
 
@@ -286,6 +288,22 @@ def test_a_rollback_reverts_only_what_the_current_release_added_newest_first(lis
     assert migrations_added(listing, "r2", "r1") == added
 
 
+POINT = ('{"name": "vigil-migrate-20261203T144320Z", "at": "2026-12-03T14:43:20Z", "timeline": 1, "release": "r2", '
+         '"restore": "invoke backup.restore vigil-migrate-20261203T144320Z --timeline=1 --env=staging"}')
+
+
+@pytest.mark.parametrize("listing, added, point", [
+    (f"@release r2\n1-A.js\n2-B.js\n@release r1\n1-A.js\n@point\n{POINT}\n", ["2-B.js"],
+     "invoke backup.restore vigil-migrate-20261203T144320Z --timeline=1 --env=staging"),
+    ("@release r2\n1-A.js\n2-B.js\n@release r1\n1-A.js\n@point\n", ["2-B.js"], None),  # a dump backup's deploy
+    ("@release r2\n1-A.js\n@release r1\n@point\n{not json\n", ["1-A.js"], None),
+])
+def test_a_rollback_offers_the_restore_point_made_before_the_current_releases_migrations(listing, added, point):
+    assert migrations_added(listing, "r2", "r1") == added
+    found = restore_point_before(listing)
+    assert (found or {}).get("restore") == point
+
+
 @pytest.mark.parametrize("spec, message", [
     ({"dir": "../etc", "revert": "revert"}, "expected {dir: a path inside the release"),
     ({"dir": "dist/migrations", "revert": "nope"}, "'nope' is not in app_release_tasks.backend"),
@@ -355,21 +373,25 @@ class ScriptedHost:
 
     def run(self, command, timeout=None):
         self.commands.append(command)
+        if command.argv[-2:] == ("/usr/local/sbin/vigil-restore-point", "migrate"):
+            return Result(0, "1796309000|1|vigil-migrate-20261203T144320Z\n", "")
         return Result(0, self.state if len(self.commands) == 1 else "3 checks in a row passed\n", "")
 
 
-@pytest.mark.parametrize("on_host, tasks, round_trips", [
-    (("r1", "r9"), (), 7),           # warm: lock and state, start, gate, switch, watch, retire, finish and unlock
-    (("r1",), (), 8),                # cold: and the upload
-    (("r1",), ("migrate",), 10),     # and a backup and the migration
+@pytest.mark.parametrize("on_host, tasks, restore_points, round_trips", [
+    (("r1", "r9"), (), False, 7),        # warm: lock and state, start, gate, switch, watch, retire, finish and unlock
+    (("r1",), (), False, 8),             # cold: and the upload
+    (("r1",), ("migrate",), False, 10),  # and a backup and the migration
+    (("r1",), ("migrate",), True, 11),   # a restore point instead of the backup, and its record beside the release
 ])
-def test_a_deploy_asks_each_host_a_fixed_few_round_trips(on_host, tasks, round_trips):
+def test_a_deploy_asks_each_host_a_fixed_few_round_trips(on_host, tasks, restore_points, round_trips):
     artifact_file = Path(__file__)  # any bytes: the fake host takes them
     artifact = Artifact("backend", "r9", artifact_file, "0" * 64, "worktree", "h" * 64, artifact_file.stat().st_size)
     settings = dataclasses.replace(settings_from_vars(vars_with(), "backend"), drain=0, tasks=tasks)
     host = ScriptedHost(on_host)
+    database = DatabaseHost("web1", lambda: pytest.fail("the database is on this host"), restore_points, "staging")
     deploy = HostDeploy(host, Host("web1", "10.0.0.11", 22, "deploy", None, ("web",), 5, 30), settings, artifact,
-                          "alice@laptop", database=("web1", lambda: pytest.fail("the database is on this host")))
+                        "alice@laptop", database=database)
     result = deploy.deploy()
     assert result.error == "" and deploy.serving == "r9"
     assert len(host.commands) == round_trips
@@ -802,3 +824,33 @@ def test_a_rerun_after_a_cut_off_deploy_says_what_it_repairs_and_converges():
     found = next(op for op in result.operations if op.name == "Find an interrupted deploy.")
     assert "runs r3, while current names r1; this deploy brings both to r9" in found.summary
     assert deploy.served_before == "r3"
+
+
+def test_a_migration_with_a_backup_host_is_preceded_by_a_restore_point_recorded_beside_its_release():
+    artifact_file = Path(__file__)
+    artifact = Artifact("backend", "r9", artifact_file, "0" * 64, "worktree", "h" * 64, artifact_file.stat().st_size)
+    settings = dataclasses.replace(settings_from_vars(vars_with(), "backend"), drain=0, tasks=("migrate",))
+    host = ScriptedHost(("r1",))
+    database = DatabaseHost("web1", lambda: pytest.fail("the database is on this host"), True, "staging")
+    deploy = HostDeploy(host, Host("web1", "10.0.0.11", 22, "deploy", None, ("web",), 5, 30), settings, artifact,
+                        "alice@laptop", database=database)
+    result = deploy.deploy()
+    assert result.error == ""
+    step = next(op for op in result.operations if op.name == "Make a restore point.")
+    assert step.summary == ("restore point vigil-migrate-20261203T144320Z (timeline 1); to return to it: invoke "
+                            "backup.restore vigil-migrate-20261203T144320Z --timeline=1 --env=staging")
+    recorded = next(command for command in host.commands if ".vigil-restore-point.json" in " ".join(command.argv))
+    assert recorded.argv[-2] == "/srv/together-pray/backend/releases/r9"
+    assert json.loads(recorded.argv[-1]) == {
+        "name": "vigil-migrate-20261203T144320Z", "at": "2026-12-03T14:43:20Z", "timeline": 1, "release": "r9",
+        "restore": "invoke backup.restore vigil-migrate-20261203T144320Z --timeline=1 --env=staging"}
+    # The migration runs after the point is made, never before.
+    names = [op.name for op in result.operations]
+    assert names.index("Make a restore point.") < names.index("Run migrate for r9.")
+
+
+@pytest.mark.parametrize("answer", ["", "1796309000|1|vigil-migrate-x\n", "ERROR: something\n"])
+def test_a_restore_point_that_cannot_be_read_stops_the_deploy_before_the_migration(answer):
+    database = DatabaseHost("db1", lambda: None, True, "staging")
+    with pytest.raises(KeepFailed, match="vigil-restore-point answered"):
+        parse_kept(database, answer, "r9")

@@ -1,6 +1,7 @@
 """incident.status: a host's answer parsed, and the verdict rules, table by table (no hosts)."""
 
 import datetime
+import json
 import os
 import subprocess
 from types import SimpleNamespace
@@ -8,12 +9,20 @@ from types import SimpleNamespace
 import pytest
 import requests
 
+from vigil.backup.repository import Backup, Contents, parse_status
 from vigil.core.redaction import REDACTOR, mask_log_line
 from vigil.deploy.maintenance import MAINTENANCE_FLAG, maintenance_operations
 from vigil.incident.endpoints import https_checks
 from vigil.incident.host_status import HostFacts, host_status_command, parse_host_status
 from vigil.incident.logs import SINCE, journal_command, merge_logs, parse_journal
-from vigil.incident.status_rules import backup_checks, certificate_days, host_checks, release_checks, verdict
+from vigil.incident.status_rules import (
+    backup_checks,
+    certificate_days,
+    host_checks,
+    release_checks,
+    repository_checks,
+    verdict,
+)
 
 ANSWER = """@units
 nginx.service active
@@ -261,3 +270,52 @@ def test_the_host_status_script_finds_the_newest_dump(tmp_path):
     command = host_status_command([], "", [], str(tmp_path))
     answer = subprocess.run(list(command.argv), capture_output=True, text=True, timeout=60)
     assert parse_host_status(answer.stdout).newest_backup == ("2025-11-26T03:00:00Z", "newest")
+
+
+NOW = 1796309000.0  # 2026-12-03T14:43:20Z
+FULL = Backup("20261203-023000F", "full", NOW - 9 * 3600 - 60, NOW - 9 * 3600, 1, 1)
+STALE = Backup("20261201-023000F", "full", NOW - 60 * 3600 - 60, NOW - 60 * 3600, 1, 1)
+
+
+def drilled(days_ago: float, ok: bool = True) -> dict:
+    at = datetime.datetime.fromtimestamp(NOW - days_ago * 86400, datetime.timezone.utc).strftime(
+        "%Y-%m-%dT%H:%M:%SZ")
+    return {"at": at, "ok": ok, "backup": FULL.label, "rto_seconds": 3.1,
+            **({} if ok else {"error": "pgbackrest verify found damage in the repository: invalid checksum"})}
+
+
+@pytest.mark.parametrize("contents, drill, expected", [
+    (Contents(0, "ok", [FULL], NOW - 120), drilled(2),
+     [("repository", "ok"), ("WAL archive", "ok"), ("last backup", "ok"), ("restore drill", "ok")]),
+    # WAL stopped arriving (the archive check runs every 5 minutes), the newest backup is 60 h old,
+    # the drill failed.
+    (Contents(0, "ok", [STALE], NOW - 3600), drilled(0.5, ok=False),
+     [("repository", "ok"), ("WAL archive", "warn"), ("last backup", "fail"), ("restore drill", "fail")]),
+    (Contents(2, "no valid backups", [], None), None, [("repository", "fail"), ("restore drill", "warn")]),
+    (Contents(99, "[FormatError] unable to load info file", [], None), None,
+     [("repository", "fail"), ("restore drill", "warn")]),
+    (Contents(0, "ok", [FULL], NOW - 120), drilled(9),
+     [("repository", "ok"), ("WAL archive", "ok"), ("last backup", "ok"), ("restore drill", "warn")]),
+])
+def test_the_backup_hosts_repository_is_judged_by_its_window_wal_newest_backup_and_drill(contents, drill, expected):
+    assert [(check.name, check.state) for check in repository_checks(contents, drill, NOW)] == expected
+
+
+def test_the_repository_line_says_the_window_and_a_failed_drill_says_why():
+    checks = {check.name: check.detail for check in repository_checks(
+        Contents(0, "ok", [FULL], NOW - 120), drilled(0.5, ok=False), NOW)}
+    assert checks["repository"] == "restore to any second from 2026-12-03 05:43:21+00 to 2026-12-03 14:41:20+00 " \
+                                   "(1 backups)"
+    assert checks["restore drill"] == ("20261203-023000F failed 0.5 days ago: pgbackrest verify found damage in the "
+                                       "repository: invalid checksum")
+
+
+@pytest.mark.parametrize("drill_part, drill", [
+    ('{"at": "2026-12-03T05:00:00Z", "ok": true}', {"at": "2026-12-03T05:00:00Z", "ok": True}),
+    ("", None),
+    ("{not json", {"at": "", "ok": False, "error": "its result file is not JSON"}),
+])
+def test_the_backup_hosts_one_answer_holds_the_repository_and_the_last_drill(drill_part, drill):
+    info = json.dumps([{"name": "together-pray", "status": {"code": 0, "message": "ok"}, "backup": [], "db": []}])
+    contents, parsed = parse_status(f"{info}\n@wal\n1796308880.5\n@drill\n{drill_part}", "together-pray")
+    assert (contents.status, contents.newest_wal, parsed) == (0, 1796308880.5, drill)

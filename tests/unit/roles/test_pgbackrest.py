@@ -170,3 +170,26 @@ def test_the_drill_counts_the_database_the_database_host_names(tmp_path):
     role = load_role("pgbackrest")
     ops = role.tasks(role, inventory.vars_for(inventory.hosts["backup1"], [role], secrets=lambda: SECRETS))
     assert json.loads(files(ops)["/etc/vigil/pgbackrest-drill.json"].content)["database"] == "prayers_prod"
+
+
+@pytest.mark.parametrize("word, code, said", [("migrate", 0, "vigil-migrate-"), ("revert", 0, "vigil-revert-"),
+                                              ("", 64, "usage"), ("drop", 64, "usage")])
+def test_the_restore_point_helper_takes_two_words_and_archives_the_point_it_made(tmp_path, word, code, said):
+    """vigil-restore-point for real, with psql and pgbackrest stood in for by runuser on PATH."""
+    ops = operations(tmp_path, THREE_HOSTS, "db1")
+    helper = tmp_path / "vigil-restore-point"
+    helper.write_bytes(files(ops)["/usr/local/sbin/vigil-restore-point"].content)
+    log = tmp_path / "calls"
+    answer = 'echo "1796309000|1|$(echo "$*" | grep -o "vigil-[a-z]*-[0-9TZ]*" | head -n 1)"'
+    (tmp_path / "runuser").write_text(f'#!/bin/sh\nshift 3\necho "$*" | tr "\\n" " " >> {log}; echo >> {log}\n'
+                                      f'case "$1" in psql) {answer} ;; esac\n')
+    (tmp_path / "runuser").chmod(0o755)
+    done = subprocess.run(["sh", str(helper), *([word] if word else [])], capture_output=True, text=True, timeout=30,
+                          env={"PATH": f"{tmp_path}:/usr/bin:/bin"})
+    assert done.returncode == code and said in done.stdout + done.stderr
+    calls = log.read_text().splitlines() if log.exists() else []
+    if code == 0:
+        assert calls[0].startswith("psql ") and "pg_create_restore_point('vigil-" in calls[0]
+        assert calls[1].startswith("pgbackrest --stanza=together-pray") and calls[1].strip().endswith(" check")
+    else:
+        assert calls == []

@@ -1,0 +1,96 @@
+"""What a deploy keeps before it changes the database (migrations, or reverting them), so the change
+can be undone to the second before it.
+
+With a backup host (roles/pgbackrest) that is a named restore point in the pgBackRest repository
+(`vigil-migrate-<UTC>`, archived at once by vigil-restore-point on the database host): nothing is
+copied, and `backup.restore <name>` returns the database to exactly that moment. Without one it is a
+dump backup (vigil-backup create). Either way the deploy user runs a root helper that takes fixed
+words only (roles/users' sudoers).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from vigil.core.commands import Command
+from vigil.core.redaction import REDACTOR
+from vigil.deploy.scripts import helper
+from vigil.deploy.settings import BACKUP_HELPER, RESTORE_POINT_HELPER
+from vigil.deploy.state import parse_json_object
+
+# vigil-restore-point's answer: epoch seconds, timeline, the point's name.
+POINT = re.compile(r"^([0-9]+(?:\.[0-9]+)?)\|([0-9]+)\|(vigil-[a-z]+-[0-9]{8}T[0-9]{6}Z)$")
+# Beside a release's files: the restore point made before its migrations ran.
+RECORD = ".vigil-restore-point.json"
+
+
+@dataclass(frozen=True)
+class DatabaseHost:
+    """The env's database host as a deploy reaches it (as the deploy user), and whether its WAL goes
+    to a pgBackRest repository (then deploys make restore points instead of dump backups)."""
+
+    name: str
+    connect: Callable[[], Any]
+    restore_points: bool = False
+    env: str = "sandbox"  # named in the command a restore point's record gives
+
+
+@dataclass(frozen=True)
+class Kept:
+    """What was kept: where (for messages), and the restore point's record (None for a dump backup)."""
+
+    where: str
+    summary: str
+    record: dict | None = None
+
+
+class KeepFailed(Exception):
+    """Nothing could be kept (the helper failed or answered what it never says): the deploy stops."""
+
+
+def keep_command(database: DatabaseHost, label: str, release: str) -> Command:
+    """The helper call: a restore point (kind `revert` before reverting migrations, whose label is
+    pre-revert; else `migrate`), or a dump backup labelled `label`."""
+    if database.restore_points:
+        return helper(RESTORE_POINT_HELPER, "revert" if "revert" in label else "migrate")
+    return helper(BACKUP_HELPER, "create", label, "--release", release)
+
+
+def parse_kept(database: DatabaseHost, stdout: str, release: str) -> Kept:
+    """The helper's answer as what was kept; a restore point names the command that returns to it."""
+    if not database.restore_points:
+        made = parse_json_object(stdout) or {}
+        where = f"{database.name}:{made.get('path') or made.get('id', '?')}"
+        return Kept(where, where)
+    found = POINT.match(stdout.strip().splitlines()[-1] if stdout.strip() else "")
+    if not found:
+        raise KeepFailed(f"{database.name}: vigil-restore-point answered {REDACTOR.redact(stdout.strip()[-200:])!r}")
+    at, timeline, name = float(found.group(1)), int(found.group(2)), found.group(3)
+    back = f"invoke backup.restore {name} --timeline={timeline} --env={database.env}"
+    record = {"name": name, "at": datetime.fromtimestamp(at, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+              "timeline": timeline, "release": release, "restore": back}
+    return Kept(f"restore point {name}", f"restore point {name} (timeline {timeline}); to return to it: {back}",
+                record)
+
+
+def keep(database: DatabaseHost, transport, host, label: str, release: str, timeout: float) -> Kept:
+    """Keep the database now, from `host` (over `transport`, or a connection of the database host's own
+    when it is another host); KeepFailed says why not."""
+    command = keep_command(database, label, release)
+    if database.name == host.name:
+        result = transport.run(command, timeout=timeout)
+    else:
+        with database.connect() as other:
+            result = other.run(command, timeout=timeout)
+    if not result.ok:
+        raise KeepFailed(f"{database.name}: `{command.display(host.user)}` exited {result.status}: "
+                         f"{REDACTOR.redact(result.stderr.strip()[-500:])}")
+    return parse_kept(database, result.stdout, release)
+
+
+def record_json(kept: Kept) -> str:
+    return json.dumps(kept.record, sort_keys=True)
