@@ -19,7 +19,7 @@ from vigil.core.errors import ConfigError
 from vigil.core.inventory import Host, Inventory
 from vigil.core.redaction import REDACTOR
 from vigil.core.roles import load_role
-from vigil.core.topology import repository_ends
+from vigil.core.topology import inventory_repository_ends
 
 REPOSITORY_USER = "pgbackrest"
 BACKUP_TYPES = ("full", "diff", "incr")
@@ -44,17 +44,11 @@ class Repository:
 def find_repository(inventory: Inventory) -> Repository | None:
     """The env's repository (the first host of pgbackrest_repository_group) and database host; None when
     the inventory has no repository group, as roles/pgbackrest then configures none."""
-    role = load_role("pgbackrest")
-    databases = inventory.groups.get("db") or []
-    if not databases:
-        return None
-    group = inventory.vars_for(inventory.hosts[databases[0]], [role]).string("pgbackrest_repository_group",
-                                                                             r"[A-Za-z0-9_-]+")
-    ends = repository_ends(inventory.groups, group)
+    ends = inventory_repository_ends(inventory)
     if ends is None:
         return None
     host, database = (inventory.hosts[name] for name in ends)
-    settings = inventory.vars_for(host, [role])
+    settings = inventory.vars_for(host, [load_role("pgbackrest")])
     return Repository(host.as_admin(), database.as_admin(),
                       settings.string("pgbackrest_stanza", r"[a-z][a-z0-9_-]{0,62}"),
                       settings.path("pgbackrest_repository_path"), settings.path("pgbackrest_drill_path"))

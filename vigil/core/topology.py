@@ -15,7 +15,7 @@ from typing import Mapping
 from vigil.core.errors import ConfigError
 from vigil.core.inventory import Host, Inventory
 from vigil.core.paths import rel
-from vigil.core.roles import load_playbook
+from vigil.core.roles import load_playbook, load_role
 
 ONBOARDING = "onboard"
 DATABASE_ROLE = "postgresql"
@@ -109,3 +109,14 @@ def repository_ends(groups: Mapping[str, list[str]], repository_group: str) -> t
     host of `repository_group` and the first of group db; None where either group has no host."""
     repositories, databases = groups.get(repository_group) or [], groups.get("db") or []
     return (repositories[0], databases[0]) if repositories and databases else None
+
+
+def inventory_repository_ends(inventory: Inventory) -> tuple[str, str] | None:
+    """repository_ends for `inventory`, with the repository group the database host's vars name
+    (roles/pgbackrest's pgbackrest_repository_group); None where there is no repository."""
+    databases = inventory.groups.get("db") or []
+    if not databases:
+        return None
+    group = inventory.vars_for(inventory.hosts[databases[0]], [load_role("pgbackrest")]).string(
+        "pgbackrest_repository_group", r"[A-Za-z0-9_-]+")
+    return repository_ends(inventory.groups, group)

@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from vigil.backup.repository import find_repository
 from vigil.core.audit_log import append_local_audit, audit_record, operator
 from vigil.core.errors import ConfigError, ExitCode
 from vigil.core.fanout import connect
@@ -18,6 +17,7 @@ from vigil.core.output import Environment, Reporter, exit_code
 from vigil.core.paths import LocalState, rel
 from vigil.core.roles import load_role
 from vigil.core.runner import CHANGED, FAILED, OK, HostPlan, HostResult, OperationResult, RunOptions, run
+from vigil.core.topology import inventory_repository_ends
 from vigil.deploy.build import GIT_URL, AppSource, Artifact, app_sources, build, built
 from vigil.deploy.executor import HostDeploy
 from vigil.deploy.preflight import preflight
@@ -141,7 +141,7 @@ def deploy_service(
     # None: no database host in the inventory, or several: the app's database is not one vigil runs.
     db = topology.database_or_none()
     database = DatabaseHost(db.name, lambda: connect(inventory, db, admin=False),
-                            restore_points=find_repository(inventory) is not None, env=env) if db else None
+                            restore_points=inventory_repository_ends(inventory) is not None, env=env) if db else None
     if revert_migrations:
         for host in hosts:
             if not settings[host.name].migrations_dir or not settings[host.name].revert_task:
