@@ -161,6 +161,13 @@ def _list_repository(inventory, repository, json: bool) -> None:
         reporter.marked(f"[red]the repository says: {contents.message} (code {contents.status})[/]")
 
 
+def _timeline(timeline) -> int | None:
+    """--timeline as a number, or None when not given; anything else is refused naming the flag."""
+    if timeline is not None and not re.fullmatch(r"[1-9][0-9]{0,8}", str(timeline)):
+        raise ConfigError(f"--timeline: {timeline!r} is not a timeline number (1, 2...)")
+    return int(timeline) if timeline is not None else None
+
+
 def _drill_cell(backup) -> str:
     """A backup's last restore drill as backup.list shows it: "ok at ..., restored in 2.1s", "failed at ..."."""
     if backup.drill is None:
@@ -276,9 +283,7 @@ def restore(c, target, env="sandbox", yes=False, force=False, json=False, timeli
     reporter = Reporter()
     say = (lambda line: None) if json else reporter.line
     if repository is not None:
-        if timeline is not None and not re.fullmatch(r"[1-9][0-9]{0,8}", str(timeline)):
-            raise ConfigError(f"--timeline: {timeline!r} is not a timeline number (1, 2...)")
-        point = pitr.parse_target(target, timeline=int(timeline) if timeline is not None else None)
+        point = pitr.parse_target(target, timeline=_timeline(timeline))
         restoring.confirm(env, yes)
         report = pitr.restore_to(env, inventory, repository, point, say, force)
     else:
@@ -322,9 +327,7 @@ def branch(c, name, at="latest", env="sandbox", timeline=None, force=False, drop
         _audit("backup.branch", env, where, "ok", dropped=name)
         _print({"dropped": name, "host": where}, json, f"{where}: branch {name} dropped")
         return
-    if timeline is not None and not re.fullmatch(r"[1-9][0-9]{0,8}", str(timeline)):
-        raise ConfigError(f"--timeline: {timeline!r} is not a timeline number (1, 2...)")
-    point = pitr.parse_target(at, timeline=int(timeline) if timeline is not None else None, flag="--at")
+    point = pitr.parse_target(at, timeline=_timeline(timeline), flag="--at")
     report = make_branch(inventory, repository, point, name, force)
     _audit("backup.branch", env, where, "ok", branch=name, target=report["target"], backup=report["backup"])
     last = report.get("last_transaction") or "none replayed"

@@ -11,6 +11,7 @@ from tests.support.scripts import load_script
 from vigil.backup.branch import DROP, MARK, branch_command, check_name
 from vigil.backup.pitr import Target
 from vigil.backup.repository import find_repository
+from vigil.cli.backup import _timeline
 from vigil.core.errors import ConfigError
 from vigil.core.paths import REPO_ROOT
 
@@ -102,3 +103,14 @@ def test_only_a_database_vigil_made_as_a_branch_is_dropped(tmp_path, found, code
     assert log.exists() == dropped
     if dropped:
         assert log.read_text().strip() == "dropdb --force yesterday"
+
+
+@pytest.mark.parametrize("given, timeline", [(None, None), ("2", 2), (3, 3)])
+def test_a_timeline_flag_is_a_number_or_absent(given, timeline):
+    assert _timeline(given) == timeline
+
+
+@pytest.mark.parametrize("given", ["0", "two", "1;reboot", "-1"])
+def test_a_timeline_that_is_not_one_is_refused_naming_the_flag(given):
+    with pytest.raises(ConfigError, match=re.escape(f"--timeline: {given!r} is not a timeline number")):
+        _timeline(given)
