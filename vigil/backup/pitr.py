@@ -109,8 +109,8 @@ def parse_time(text: str, flag: str = "TARGET") -> float:
     return moment.timestamp()
 
 
-def check_target(target: Target, contents: Contents, repository: Repository) -> None:
-    """Refuse a target the repository cannot reach, naming what it can."""
+def check_target(target: Target, contents: Contents, repository: Repository, flag: str = "TARGET") -> None:
+    """Refuse a target the repository cannot reach, naming what it can (and `flag`, where it came from)."""
     window = contents.window
     where = f"the repository on {repository.host.name}"
     if window is None:
@@ -118,16 +118,16 @@ def check_target(target: Target, contents: Contents, repository: Repository) -> 
     if target.backup is not None:
         labels = [backup.label for backup in contents.backups]
         if target.backup not in labels:
-            raise ConfigError(f"TARGET: {target.backup!r} is not a backup in {where} "
+            raise ConfigError(f"{flag}: {target.backup!r} is not a backup in {where} "
                               f"({', '.join(labels)}; invoke backup.list)")
     if target.timeline is not None and target.at is None:
-        raise ConfigError("--timeline follows a timeline to a time: give a time or a restore point as TARGET")
+        raise ConfigError(f"--timeline follows a timeline to a time: give a time or a restore point as {flag}")
     if target.at is not None and not window[0] <= target.at <= window[1]:
-        raise ConfigError(f"TARGET: {utc(target.at)} is outside the window {where} can restore to: "
+        raise ConfigError(f"{flag}: {utc(target.at)} is outside the window {where} can restore to: "
                           f"any second from {utc(window[0])} to {utc(window[1])}")
 
 
-def choose_backup(target: Target, backups: list[Backup], force: bool = False) -> Backup:
+def choose_backup(target: Target, backups: list[Backup], force: bool = False, flag: str = "TARGET") -> Backup:
     """The backup set a restore to `target` replays from: the named one, else the newest that ended
     before the target (pgBackRest would take the newest of all, maybe after a restore point). A set whose
     restore drill failed is passed over for an older one, and refused by name, unless `force`."""
@@ -138,11 +138,11 @@ def choose_backup(target: Target, backups: list[Backup], force: bool = False) ->
     else:
         candidates = list(backups)
     if not candidates:
-        raise ConfigError(f"TARGET: no backup ended before {target.describe()}")
+        raise ConfigError(f"{flag}: no backup ended before {target.describe()}")
     sound = candidates if force else [backup for backup in candidates if backup.drill != "failed"]
     if not sound:
         failed = ", ".join(backup.label for backup in candidates)
-        raise ConfigError(f"TARGET: {target.describe()} can only be restored from a backup that failed its restore "
+        raise ConfigError(f"{flag}: {target.describe()} can only be restored from a backup that failed its restore "
                           f"drill ({failed}; invoke backup.list): restore anyway with --force, or choose an earlier "
                           "target")
     return sound[-1]

@@ -9,8 +9,8 @@ import pytest
 from tests.support.inventories import layout
 from tests.support.scripts import load_script
 from vigil.backup.branch import DROP, MARK, branch_command, check_name
-from vigil.backup.pitr import Target
-from vigil.backup.repository import find_repository
+from vigil.backup.pitr import Target, check_target, choose_backup
+from vigil.backup.repository import Backup, Contents, find_repository
 from vigil.cli.backup import _timeline
 from vigil.core.errors import ConfigError
 from vigil.core.paths import REPO_ROOT
@@ -114,3 +114,11 @@ def test_a_timeline_flag_is_a_number_or_absent(given, timeline):
 def test_a_timeline_that_is_not_one_is_refused_naming_the_flag(given):
     with pytest.raises(ConfigError, match=re.escape(f"--timeline: {given!r} is not a timeline number")):
         _timeline(given)
+
+
+def test_a_branch_outside_the_window_is_refused_naming_its_own_flag():
+    contents = Contents(0, "ok", [Backup("20261203-100000F", "full", 1796292000, 1796292030, 1, 1)], 1796299200)
+    with pytest.raises(ConfigError, match=re.escape("--at: 2001-01-01 00:00:00+00 is outside the window")):
+        check_target(Target(at=978307200), contents, REPOSITORY, flag="--at")
+    with pytest.raises(ConfigError, match=re.escape("--at: no backup ended before")):
+        choose_backup(Target(at=1796292000), contents.backups, flag="--at")
