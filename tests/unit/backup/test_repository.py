@@ -8,7 +8,8 @@ import subprocess
 import pytest
 
 from tests.support.inventories import layout
-from vigil.backup.repository import CONTENTS, check_backup_type, find_repository, parse_contents, utc
+from vigil.backup.helper import BackupError
+from vigil.backup.repository import CONTENTS, check_backup_type, find_repository, parse_contents, parse_drill, utc
 from vigil.core.errors import ConfigError
 
 
@@ -100,3 +101,28 @@ def test_the_repository_is_the_first_backup_host_and_backs_up_the_database_host(
 def test_a_backup_type_pgbackrest_does_not_have_is_refused_naming_the_flag(value):
     with pytest.raises(ConfigError, match=re.escape(f"--type: {value!r} is not one of full, diff, incr")):
         check_backup_type(value)
+
+
+@pytest.mark.parametrize("stdout, result", [
+    # The drill ran in this call: its result, written after the call started.
+    ('@started 1796309000\n{"at": "2026-12-03T14:43:21Z", "ok": false, "error": "rows differ"}\n@log\n',
+     {"at": "2026-12-03T14:43:21Z", "ok": False, "error": "rows differ"}),
+])
+def test_the_drill_run_now_is_read_from_its_result_file(stdout, result):
+    assert parse_drill(stdout, "backup1") == result
+
+
+@pytest.mark.parametrize("stdout, why", [
+    # Another drill held the lock, or the settings were refused: the file is last week's.
+    ('@started 1796309000\n{"at": "2026-11-26T05:00:00Z", "ok": true}\n@log\n'
+     "vigil-pgbackrest-drill: another drill or branch is running here: try again when it ends\n",
+     "another drill or branch is running here"),
+    ("@started 1796309000\n\n@log\n", "it left no result"),
+    ("@started 1796309000\n{broken\n@log\nFailed to start vigil-pgbackrest-drill.service: Unit not found.\n",
+     "Unit not found"),
+])
+def test_a_drill_that_did_not_run_is_an_error_saying_why(stdout, why):
+    with pytest.raises(BackupError, match=re.escape("backup1: the restore drill did not run: ")):
+        parse_drill(stdout, "backup1")
+    with pytest.raises(BackupError, match=re.escape(why)):
+        parse_drill(stdout, "backup1")
