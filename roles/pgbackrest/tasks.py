@@ -9,6 +9,9 @@ database host as postgres to take backups. Each direction has its own key derive
 PGBACKREST_SSH_SEED secret (vigil.vault.derived_keys), accepted only from the peer's address
 (`restrict,from=`), and each end pins the other's host key from the inventory's known_hosts. The
 firewall role opens SSH between the two without its rate limit (firewall_ssh_peer_groups).
+The repository host also runs the weekly restore drill (files/vigil-pgbackrest-drill, which
+`backup.branch` uses too) in a scratch cluster of PostgreSQL's binaries; the database host has
+the restore point a deploy makes before it migrates (vigil-restore-point).
 Nothing happens where the inventory has no repository group.
 """
 
