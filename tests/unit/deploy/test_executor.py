@@ -27,6 +27,7 @@ from vigil.deploy.scripts import (
     FINISH,
     HEALTH_GATE,
     HEARTBEAT,
+    LIST_MIGRATIONS,
     LOCK_AND_STATE,
     RELEASE_LOCK,
     RELINK,
@@ -854,3 +855,20 @@ def test_a_restore_point_that_cannot_be_read_stops_the_deploy_before_the_migrati
     database = DatabaseHost("db1", lambda: None, True, "staging")
     with pytest.raises(KeepFailed, match="vigil-restore-point answered"):
         parse_kept(database, answer, "r9")
+
+
+@pytest.mark.parametrize("point", [None, POINT])
+def test_listing_the_migrations_succeeds_with_or_without_a_restore_point(tmp_path, point):
+    """LIST_MIGRATIONS for real: a release without a restore point (no backup host) lists as well."""
+    for release, names in (("r2", ["1-A.js", "2-B.js"]), ("r1", ["1-A.js"])):
+        (tmp_path / release / "dist" / "migrations").mkdir(parents=True)
+        for name in names:
+            (tmp_path / release / "dist" / "migrations" / name).write_text("")
+    if point:
+        (tmp_path / "r2" / ".vigil-restore-point.json").write_text(point + "\n")
+    done = subprocess.run(["sh", "-c", LIST_MIGRATIONS, "list", str(tmp_path), "dist/migrations", "r2", "r1"],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert migrations_added(done.stdout, "r2", "r1") == ["2-B.js"]
+    found = restore_point_before(done.stdout) or {}
+    assert found.get("name") == ("vigil-migrate-20261203T144320Z" if point else None)
