@@ -346,8 +346,13 @@ class HostDeploy:
         began, layout = time.monotonic(), self.settings.layout
         step = f"Start {layout.service}@{idle} on {self.release}."
         self.release_tried = True
-        self.run(as_deploy(RELINK + ' && sudo -n "$3" restart "$4"', layout.color(idle), f"../releases/{self.release}",
-                           UNIT_HELPER, layout.unit(idle)), step)
+        try:
+            self.run(as_deploy(RELINK + ' && sudo -n "$3" restart "$4"', layout.color(idle),
+                               f"../releases/{self.release}", UNIT_HELPER, layout.unit(idle)), step)
+        except DeployFailed as failed:
+            # systemctl only says "see journalctl"; systemd's own lines there say why (a missing env file,
+            # a spawn error), and so does the app's output when it exits at once.
+            raise DeployFailed(step, f"{failed.reason}\nits log:\n{self.journal_tail(layout.unit(idle))}") from None
         self.record(step, CHANGED, summary=f"port {self.settings.ports[idle]}", began=began)
 
     def health_gate(self, idle: str) -> None:

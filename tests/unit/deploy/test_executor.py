@@ -460,6 +460,34 @@ def test_a_release_that_fails_its_watch_after_the_switch_is_switched_back_and_ma
     assert (history["release"], history["result"], history["switched_back_to"]) == ("r9", "failed", "r1")
 
 
+class CannotStartItsColorHost(ScriptedHost):
+    """A host where systemd refuses to start the new color: systemctl's own answer says only "see
+    journalctl"; the unit's journal says why."""
+
+    def run(self, command, timeout=None):
+        if command.argv[2].startswith(RELINK):
+            self.commands.append(command)
+            return Result(1, "", "Job for together-pray-backend@blue.service failed because of unavailable resources "
+                                 "or another system error.")
+        if command.argv[-2:] == ("logs", "together-pray-backend@blue.service"):
+            self.commands.append(command)
+            return Result(0, "together-pray-backend@blue.service: Failed to load environment files: No such file "
+                             "or directory\ntogether-pray-backend@blue.service: Failed with result 'resources'.\n", "")
+        return super().run(command, timeout)
+
+
+def test_a_color_that_cannot_start_is_reported_with_what_its_journal_says():
+    artifact_file = Path(__file__)
+    artifact = Artifact("backend", "r9", artifact_file, "0" * 64, "worktree", "h" * 64, artifact_file.stat().st_size)
+    settings = dataclasses.replace(settings_from_vars(vars_with(), "backend"), drain=0, tasks=())
+    deploy = HostDeploy(CannotStartItsColorHost(("r1", "r9")), Host("web1", "10.0.0.11", 22, "deploy", None, ("web",),
+                                                                     5, 30), settings, artifact, "alice@laptop")
+    result = deploy.deploy()
+    assert result.error.startswith("Start backend@blue on r9.: ")
+    assert "unavailable resources" in result.error and "Failed to load environment files" in result.error
+    assert deploy.serving == "r1"
+
+
 class LosesItsConnectionHost(ScriptedHost):
     """A host whose connection drops at the first command running `script`; it comes back after
     `refusals` reconnects (never with None)."""
