@@ -112,11 +112,12 @@ class HostDeploy:
         if self.progress:
             self.progress(self.host.name, op)
 
-    def run(self, command: Command, step: str, timeout: float | None = None):
+    def run(self, command: Command, step: str, timeout: float | None = None, unit: str | None = None):
         result = self.transport.run(command, timeout=timeout)
         if not result.ok:
             detail = "\n".join(REDACTOR.redact((result.stderr or result.stdout).strip()).splitlines()[-LOG_TAIL_LINES:])
-            raise DeployFailed(step, f"`{command.display(self.host.user)}` exited {result.status}: {detail}")
+            log = f"\nits log:\n{self.journal_tail(unit)}" if unit else ""  # systemd says there why it failed
+            raise DeployFailed(step, f"`{command.display(self.host.user)}` exited {result.status}: {detail}{log}")
         return result
 
     def journal_tail(self, unit: str) -> str:
@@ -346,13 +347,8 @@ class HostDeploy:
         began, layout = time.monotonic(), self.settings.layout
         step = f"Start {layout.service}@{idle} on {self.release}."
         self.release_tried = True
-        try:
-            self.run(as_deploy(RELINK + ' && sudo -n "$3" restart "$4"', layout.color(idle),
-                               f"../releases/{self.release}", UNIT_HELPER, layout.unit(idle)), step)
-        except DeployFailed as failed:
-            # systemctl only says "see journalctl"; systemd's own lines there say why (a missing env file,
-            # a spawn error), and so does the app's output when it exits at once.
-            raise DeployFailed(step, f"{failed.reason}\nits log:\n{self.journal_tail(layout.unit(idle))}") from None
+        self.run(as_deploy(RELINK + ' && sudo -n "$3" restart "$4"', layout.color(idle), f"../releases/{self.release}",
+                           UNIT_HELPER, layout.unit(idle)), step, unit=layout.unit(idle))
         self.record(step, CHANGED, summary=f"port {self.settings.ports[idle]}", began=began)
 
     def health_gate(self, idle: str) -> None:
