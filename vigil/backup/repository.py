@@ -104,6 +104,13 @@ class Backup:
     annotation: dict = field(default_factory=dict)
     # PostgreSQL's page checksums failed on some page while it was copied: a damaged database, saved as it was.
     page_errors: bool = False
+    # The WAL segments from the backup's start to its stop: what makes its copy consistent.
+    wal_start: str = ""
+    wal_stop: str = ""
+    # The earlier sets a diff or incr backup takes unchanged files from (none for a full).
+    references: tuple[str, ...] = ()
+    # The archive directory its WAL is in (PostgreSQL's version and the repository's database id: 17-1).
+    archive_id: str = ""
 
     @property
     def drill(self) -> str | None:
@@ -143,6 +150,10 @@ def parse_contents(stdout: str, stanza: str) -> Contents:
     if stanza_info is None:
         return Contents(1, f"no stanza {stanza} in the repository", [], None)
     status = stanza_info.get("status") or {}
+    archive_ids = {
+        (item.get("database") or {}).get("id"): str(item.get("id", ""))
+        for item in stanza_info.get("archive") or [] if isinstance(item, dict)
+    }
     backups = [
         Backup(
             label=str(item.get("label", "")),
@@ -153,6 +164,10 @@ def parse_contents(stdout: str, stanza: str) -> Contents:
             stored=int(((item.get("info") or {}).get("repository") or {}).get("delta", 0)),
             annotation=dict(item.get("annotation") or {}),
             page_errors=bool(item.get("error")),
+            wal_start=str((item.get("archive") or {}).get("start") or ""),
+            wal_stop=str((item.get("archive") or {}).get("stop") or ""),
+            references=tuple(str(label) for label in item.get("reference") or []),
+            archive_id=archive_ids.get((item.get("database") or {}).get("id"), ""),
         )
         for item in stanza_info.get("backup") or []
         if isinstance(item, dict)

@@ -20,6 +20,38 @@ from vigil.core.paths import LocalState, rel
 from vigil.core.redaction import REDACTOR
 
 
+def receive(transport: Transport, command: Command, target: Path, host: str, what: str) -> tuple[str, int]:
+    """Stream what `command` prints into `target`.partial and check it against the sha256 and size the host
+    reports last on stderr (as JSON). Returns (sha256, size), the partial file kept for the caller to name;
+    on any failure nothing is kept."""
+    partial = target.with_name(target.name + ".partial")
+    digest, size = hashlib.sha256(), 0
+    with open(partial, "wb") as out:
+        def sink(chunk: bytes) -> None:
+            nonlocal size
+            digest.update(chunk)
+            size += len(chunk)
+            out.write(chunk)
+
+        try:
+            result = transport.run(command, timeout=7200, sink=sink)
+        except BaseException:
+            out.close()
+            partial.unlink(missing_ok=True)
+            raise
+    sent = last_json(result.stderr)
+    if not result.ok or not sent:
+        partial.unlink(missing_ok=True)
+        raise BackupError(f"{host}: copying {what} failed: {REDACTOR.redact(result.stderr.strip()[-300:])}")
+    if (sent.get("sha256"), sent.get("size")) != (digest.hexdigest(), size):
+        partial.unlink(missing_ok=True)
+        raise BackupError(
+            f"{host}: {what} arrived damaged (sha256 {digest.hexdigest()[:16]}, {size} bytes; "
+            f"sent {str(sent.get('sha256'))[:16]}, {sent.get('size')} bytes); nothing was kept"
+        )
+    return digest.hexdigest(), size
+
+
 def pull(
     transport: Transport,
     host: Host,
@@ -35,33 +67,9 @@ def pull(
     into.mkdir(parents=True, exist_ok=True)
     target = into / f"{env}-{backup_id}.dump.age"
     partial = target.with_name(target.name + ".partial")
-    digest, size = hashlib.sha256(), 0
-    with open(partial, "wb") as out:
-        def sink(chunk: bytes) -> None:
-            nonlocal size
-            digest.update(chunk)
-            size += len(chunk)
-            out.write(chunk)
-
-        try:
-            result = transport.run(
-                Command((HELPER, "export", backup_id, *recipients), sudo=True), timeout=7200, sink=sink
-            )
-        except BaseException:
-            out.close()
-            partial.unlink(missing_ok=True)
-            raise
+    sha256, size = receive(transport, Command((HELPER, "export", backup_id, *recipients), sudo=True), target,
+                           host.name, f"the export of {backup_id}")
     try:
-        sent = last_json(result.stderr)
-        if not result.ok or not sent:
-            raise BackupError(
-                f"{host.name}: export of {backup_id} failed: {REDACTOR.redact(result.stderr.strip()[-300:])}"
-            )
-        if (sent.get("sha256"), sent.get("size")) != (digest.hexdigest(), size):
-            raise BackupError(
-                f"{host.name}: {backup_id} arrived damaged (sha256 {digest.hexdigest()[:16]}, {size} bytes; "
-                f"sent {str(sent.get('sha256'))[:16]}, {sent.get('size')} bytes); nothing was kept"
-            )
         record = record or next((entry for entry in ask(transport, host, "list") if entry.get("id") == backup_id), {})
         if not record.get("sha256"):
             raise BackupError(
@@ -75,7 +83,7 @@ def pull(
         "env": env,
         "from": host.name,
         "pulled_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "encrypted_sha256": digest.hexdigest(),
+        "encrypted_sha256": sha256,
         "encrypted_size": size,
         "recipients": recipients,
         "dump_sha256": record.get("sha256"),

@@ -17,6 +17,7 @@ from vigil.backup import pitr
 from vigil.backup import restore as restoring
 from vigil.backup.branch import drop_branch, make_branch
 from vigil.backup.helper import LABEL, BackupError, ask, check_id, connect, database_host
+from vigil.backup.offsite import check_label, pull_set
 from vigil.backup.repository import (
     STANZA_NO_BACKUP,
     STANZA_OK,
@@ -336,46 +337,65 @@ def branch(c, name, at="latest", env="sandbox", timeline=None, force=False, drop
                          f"tables, in {report['seconds']}s")
 
 
-@task(help={**ENV_HELP, "id": "The backup to copy (`backup.list`), or `latest` for the newest.",
+@task(help={**ENV_HELP, "id": "The backup to copy (`backup.list`), or `latest` for the newest (with a backup host: "
+                             "the newest whose restore drill did not fail).",
             "to_dir": "Where to put it on this machine (default: .vigil/backups/<env>/).",
             "to_host": "Also put it on this inventory host (under --host-dir).",
             "host_dir": "The directory on --to-host (default: /var/backups/vigil-offsite)."})
 @exits_cleanly
 def pull(c, id, env="sandbox", to_dir=None, to_host=None, host_dir="/var/backups/vigil-offsite", json=False):
-    """Copy a backup off its host, encrypted on the host to the env's age recipients, checksum checked on arrival.
+    """Copy a backup off its host, checked by sha256 on arrival. With a backup host: the set, the sets it
+    builds on and its WAL, as a repository of their own, still encrypted with the repository's cipher.
+    Without: the dump, age-encrypted on its host to the env's recipients.
 
     Example: invoke backup.pull latest --env=production --to-host=vps2
     """
-    if id != "latest":
-        check_id(id)
     if not re.fullmatch(r"/[A-Za-z0-9._/-]+", host_dir) or ".." in host_dir.split("/"):
         raise ConfigError(f"--host-dir: {host_dir!r} is not an absolute path")
-    recipients = [key for key, _ in load_recipients(env, SecretsPaths.default())]
-    inventory, host = database_host(env)
-    with connect(inventory, host) as transport:
-        listed = (
-            [meta for meta in ask(transport, host, "list") if meta.get("status") != "bad"] if id == "latest" else []
-        )
-        if id == "latest" and not listed:
-            raise BackupError(f"{host.name}: there is no backup yet (`invoke backup.create --env={env}`)")
-        backup_id = listed[-1]["id"] if listed else id
-        path = pull_backup(transport, host, env, backup_id, recipients, pulled_dir(env, to_dir),
-                           record=listed[-1] if listed else None)
-    result = {"id": backup_id, "path": str(path), "recipients": len(recipients)}
+    inventory = load_inventory(env)
+    other = None
     if to_host:
         other = next((h for h in inventory.select(to_host)), None)
         if other is None or other.name != to_host:
             raise ConfigError(f"--to-host: {to_host!r} is not a host of inventory/{env}.yml")
+    repository = find_repository(inventory)
+    if repository is not None:
+        label = id if id == "latest" else check_label(id)
+        with connect(inventory, repository.host) as transport:
+            contents = read_contents(transport, repository)
+            if not contents.backups:
+                raise BackupError(f"{repository.host.name}: there is no backup yet (`invoke backup.create "
+                                  f"--env={env}`)")
+            if label != "latest" and label not in {backup.label for backup in contents.backups}:
+                raise ConfigError(f"ID: {label} is not in {repository.host.name}'s repository (invoke backup.list)")
+            chosen = pitr.choose_backup(pitr.Target(backup=None if label == "latest" else label), contents.backups,
+                                        force=label != "latest", flag="ID")
+            path = pull_set(transport, repository, chosen, env, pulled_dir(env, to_dir))
+        source, backup_id, what = repository.host.name, chosen.label, "encrypted with the repository's cipher"
+    else:
+        if id != "latest":
+            check_id(id)
+        recipients = [key for key, _ in load_recipients(env, SecretsPaths.default())]
+        inventory, host = database_host(env)
+        with connect(inventory, host) as transport:
+            listed = (
+                [meta for meta in ask(transport, host, "list") if meta.get("status") != "bad"]
+                if id == "latest" else []
+            )
+            if id == "latest" and not listed:
+                raise BackupError(f"{host.name}: there is no backup yet (`invoke backup.create --env={env}`)")
+            backup_id = listed[-1]["id"] if listed else id
+            path = pull_backup(transport, host, env, backup_id, recipients, pulled_dir(env, to_dir),
+                               record=listed[-1] if listed else None)
+        source, what = host.name, f"age-encrypted to {len(recipients)} recipient(s)"
+    result = {"id": backup_id, "path": str(path), "from": source}
+    if other is not None:
         other = other.as_admin()
         with connect(inventory, other) as transport:
             result["copied_to"] = f"{other.name}:{copy_to_host(transport, other, path, host_dir)}"
-    _audit("backup.pull", env, host.name, "ok", backup=backup_id, copied_to=result.get("copied_to", ""))
-    _print(
-        result,
-        json,
-        f"{backup_id}: {describe(path)} (age-encrypted to {len(recipients)} recipient(s), sha256 checked)"
-        + (f"; copied to {result['copied_to']}" if to_host else ""),
-    )
+    _audit("backup.pull", env, source, "ok", backup=backup_id, copied_to=result.get("copied_to", ""))
+    _print(result, json, f"{backup_id}: {describe(path)} ({what}, sha256 checked)"
+                         + (f"; copied to {result['copied_to']}" if other is not None else ""))
 
 
 @task(help={"file": "A pulled backup (.dump.age).", "env": "Whose age identity decrypts it (default: sandbox).",
