@@ -6,8 +6,10 @@ modules that use the session's hosts (by name), because the sandbox inventory th
 host, and before test_sandbox_vpses, which removes it with the rest.
 """
 
+import hashlib
 import json
 import os
+import re
 import signal
 import time
 
@@ -21,6 +23,8 @@ DATABASE, REPOSITORY = "vps1", "vps3"
 STANZA = "together-pray"
 CA = REPO / ".vigil" / "sandbox" / "ca" / "ca.crt"
 STATE = REPO / ".vigil" / "sandbox" / "state.json"
+REPOSITORY_PATH = "/var/lib/pgbackrest/repository"
+REPOSITORY_DISK = "512m"
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +35,10 @@ def repository(provisioned, sandbox):
     started = invoke("sandbox.up", "--hosts=3", f"--group={REPOSITORY}:backup", timeout=1200)
     assert started.code == 0, started.stdout + started.stderr
     address = load_yaml(INVENTORY / "sandbox.yml")["hosts"][REPOSITORY]["address"]
+    # The repository on a filesystem of its own, as a dedicated disk would be, so that filling it
+    # (test_a_full_repository_disk_...) fills nothing else.
+    sandbox.ssh_at(address, f"mkdir -p {REPOSITORY_PATH} && mount -t tmpfs -o size={REPOSITORY_DISK} "
+                            f"vigil-e2e-repository {REPOSITORY_PATH}")
     first = invoke("provision.server", "--json", f"--limit={DATABASE},{REPOSITORY}", timeout=1800)
     assert first.code == 0, first.stdout[-4000:] + first.stderr
     second = invoke("provision.server", "--json", f"--limit={DATABASE},{REPOSITORY}", timeout=1800)
@@ -259,6 +267,38 @@ def test_a_wrong_repository_passphrase_is_refused_before_anything_is_written(rep
     assert invoke("backup.list").code == 0
 
 
+def test_a_pulled_set_is_a_repository_of_its_own_that_pgbackrest_verifies_still_encrypted(
+        repository, sandbox, tmp_path):
+    address, _, _ = repository
+    newest = repository_backups()[-1]
+    offsite, unpacked = "/var/tmp/vigil-e2e-offsite", "/var/tmp/vigil-e2e-pulled"
+    pulled = invoke("backup.pull", "latest", f"--to-dir={tmp_path}", f"--to-host={REPOSITORY}",
+                    f"--host-dir={offsite}", "--json", timeout=1800)
+    assert pulled.code == 0, pulled.stdout[-3000:] + pulled.stderr
+    assert pulled.json["id"] == newest["label"] and pulled.json["from"] == REPOSITORY
+    tar = tmp_path / f"sandbox-{newest['label']}.pgbackrest.tar"
+    record = json.loads(tar.with_suffix(".json").read_text())
+    assert record["sha256"] == hashlib.sha256(tar.read_bytes()).hexdigest() and record["sets"][-1] == newest["label"]
+    try:
+        # Unpacked elsewhere, it is a repository pgBackRest reads with the env's passphrase: the set is
+        # listed, and `verify` finds every file of it and of its WAL sound.
+        as_user(sandbox, address, "root", f"install -d -o pgbackrest -g pgbackrest -m 0750 {unpacked} && "
+                                          f"tar -xf {offsite}/{tar.name} -C {unpacked} && "
+                                          f"chown -R pgbackrest:pgbackrest {unpacked}")
+        assert as_user(sandbox, address, "root", f"head -c 8 {unpacked}/backup/{STANZA}/{newest['label']}/"
+                                                 "backup.manifest") == "Salted__"
+        other = f"cd / && pgbackrest --stanza={STANZA} --repo1-path={unpacked}"
+        listed = json.loads(as_user(sandbox, address, "pgbackrest", f"{other} info --output=json"))
+        assert newest["label"] in [backup["label"] for backup in listed[0]["backup"]], listed
+        verified = as_user(sandbox, address, "pgbackrest",
+                           f"{other} --set={newest['label']} --output=text --verbose verify 2>&1", check=False)
+        assert re.findall(r"^status: (\S+)", verified, re.MULTILINE) == ["ok"], verified
+    finally:
+        sandbox.ssh_at(address, f"rm -rf {offsite} {unpacked}")
+    missing = invoke("backup.pull", "20200101-000000F", f"--to-dir={tmp_path}")
+    assert missing.code != 0 and "ID: 20200101-000000F is not in vps3's repository" in missing.stderr, missing.stderr
+
+
 def test_a_branch_of_a_past_second_is_a_new_database_beside_the_live_one_which_is_not_touched(
         repository, deployed, sandbox):
     sql(sandbox, "drop table if exists branch_marks; create table branch_marks (n int primary key); "
@@ -346,6 +386,34 @@ def test_a_backup_host_out_of_reach_alerts_and_the_archive_catches_up_with_no_ga
     restored = invoke("backup.restore", inside, "--yes", "--json", timeout=1800)
     assert restored.code == 0, restored.stdout[-3000:] + restored.stderr
     assert sql(sandbox, "select n from outage_marks order by n") == "1"
+
+
+def test_a_full_repository_disk_alerts_records_no_broken_backup_and_recovers_once_freed(
+        repository, deployed, sandbox):
+    address, _, _ = repository
+    before = [backup["label"] for backup in repository_backups()]
+    filler = f"{REPOSITORY_PATH}/vigil-e2e-filler"
+    sandbox.ssh_at(address, f"dd if=/dev/zero of={filler} bs=1M status=none 2>/dev/null; df --output=avail "
+                            f"{REPOSITORY_PATH} | tail -n 1 | grep -qx ' *0'")  # full: not a byte left
+    try:
+        refused = invoke("backup.create", "--type=full", "--label=no-room", timeout=1800)
+        assert refused.code != 0 and "No space left on device" in refused.stderr, refused.stdout + refused.stderr
+        # Nothing half-written is listed as a backup, and the probe on the backup host says why.
+        assert [backup["label"] for backup in repository_backups()] == before
+        state = json.loads(sandbox.ssh_at(address, "systemctl start vigil-probe.service && "
+                                                   "cat /var/lib/vigil/probe/state.json"))["checks"]["repository"]
+        assert state["state"] == "down" and "the repository's disk is 100% full" in state["detail"], state
+        sql(sandbox, "create table if not exists full_marks (n int primary key); insert into full_marks values (1)")
+    finally:
+        sandbox.ssh_at(address, f"rm -f {filler}")
+    # Room again: the WAL that waited reaches the repository, a backup lands, the check recovers.
+    as_user(sandbox, sandbox.addresses[DATABASE], "postgres", f"cd / && pgbackrest --stanza={STANZA} check")
+    made = invoke("backup.create", "--type=full", "--label=room-again", "--json", timeout=1800)
+    assert made.code == 0, made.stdout + made.stderr
+    assert [backup["label"] for backup in repository_backups()] == [*before, made.json["label"]]
+    state = json.loads(sandbox.ssh_at(address, "systemctl start vigil-probe.service && "
+                                               "cat /var/lib/vigil/probe/state.json"))["checks"]["repository"]
+    assert state["state"] == "ok", state
 
 
 def post_prayer(address: str, body: str) -> dict:
