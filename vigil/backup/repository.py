@@ -193,11 +193,30 @@ def create_backup(transport, repository: Repository, backup_type: str, label: st
     answer = transport.run(pgbackrest(repository, f"--type={backup_type}", f"--annotation=vigil-label={label}",
                                       "backup"), timeout=BACKUP_TIMEOUT)
     if not answer.ok:
-        raise BackupError(f"{repository.host.name}: pgBackRest's backup failed: {last_line(answer)}")
+        full = transport.run(script(DISK, repository.path, as_user=REPOSITORY_USER), timeout=60)
+        raise BackupError(f"{repository.host.name}: pgBackRest's backup failed: {last_line(answer)}"
+                          f"{full_disk_note(full.stdout if full.ok else '')}")
     contents = read_contents(transport, repository)
     if not contents.backups:
         raise BackupError(f"{repository.host.name}: pgBackRest reported success but the repository lists no backup")
     return contents.backups[-1]
+
+
+# How full the repository's filesystem is: percent used and bytes available.
+DISK = 'df --output=pcent,avail -B1 -- "$1" | tail -n 1'
+
+
+def full_disk_note(answer: str) -> str:
+    """What to add to a failed backup's error when the repository's disk is full: pgBackRest then reports
+    what failed first (often WAL that could not be archived), not why."""
+    fields = answer.replace("%", " ").split()
+    if len(fields) != 2 or not all(field.isdigit() for field in fields):
+        return ""
+    percent, available = (int(field) for field in fields)
+    if percent < 99 and available >= 16 * 1048576:  # room for a WAL segment at least
+        return ""
+    return (f"; the repository's disk is full ({percent}% used): neither backups nor WAL fit. Free space there "
+            "(or give it a bigger disk), then back up again")
 
 
 # roles/pgbackrest's restore drill: its unit, and where it leaves its result on the backup host.

@@ -9,7 +9,15 @@ import pytest
 
 from tests.support.inventories import layout
 from vigil.backup.helper import BackupError
-from vigil.backup.repository import CONTENTS, check_backup_type, find_repository, parse_contents, parse_drill, utc
+from vigil.backup.repository import (
+    CONTENTS,
+    check_backup_type,
+    find_repository,
+    full_disk_note,
+    parse_contents,
+    parse_drill,
+    utc,
+)
 from vigil.core.errors import ConfigError
 
 
@@ -126,3 +134,15 @@ def test_a_drill_that_did_not_run_is_an_error_saying_why(stdout, why):
         parse_drill(stdout, "backup1")
     with pytest.raises(BackupError, match=re.escape(why)):
         parse_drill(stdout, "backup1")
+
+
+@pytest.mark.parametrize("answer, note", [
+    ("100%        0\n", "the repository's disk is full (100% used)"),
+    (" 99%  1048576\n", "the repository's disk is full (99% used)"),
+    (" 60%  4096\n", "the repository's disk is full (60% used)"),  # not a WAL segment's room left
+    (" 42% 536870912\n", ""),
+    ("", ""),  # df could not say
+    ("df: /var/lib/pgbackrest/repository: No such file or directory\n", ""),
+])
+def test_a_failed_backup_says_when_the_repository_disk_is_full(answer, note):
+    assert (note in full_disk_note(answer)) and (bool(note) == bool(full_disk_note(answer)))
