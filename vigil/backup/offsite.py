@@ -106,8 +106,8 @@ def pull_set(transport: Transport, repository: Repository, backup: Backup, env: 
     into.mkdir(parents=True, exist_ok=True)
     target = into / f"{env}-{backup.label}.pgbackrest.tar"
     partial = target.with_name(target.name + ".partial")
-    sha256, size = receive(transport, pack_command(repository, backup), target, repository.host.name,
-                           f"backup set {backup.label}")
+    sha256, size, _ = receive(transport, pack_command(repository, backup), target, repository.host.name,
+                              f"backup set {backup.label}")
     record = {
         "id": backup.label,
         "env": env,

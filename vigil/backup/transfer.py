@@ -20,10 +20,10 @@ from vigil.core.paths import LocalState, rel
 from vigil.core.redaction import REDACTOR
 
 
-def receive(transport: Transport, command: Command, target: Path, host: str, what: str) -> tuple[str, int]:
+def receive(transport: Transport, command: Command, target: Path, host: str, what: str) -> tuple[str, int, dict]:
     """Stream what `command` prints into `target`.partial and check it against the sha256 and size the host
-    reports last on stderr (as JSON). Returns (sha256, size), the partial file kept for the caller to name;
-    on any failure nothing is kept."""
+    reports last on stderr (as JSON). Returns (sha256, size, the host's report), the partial file kept for
+    the caller to name; on any failure nothing is kept."""
     partial = target.with_name(target.name + ".partial")
     digest, size = hashlib.sha256(), 0
     with open(partial, "wb") as out:
@@ -49,7 +49,7 @@ def receive(transport: Transport, command: Command, target: Path, host: str, wha
             f"{host}: {what} arrived damaged (sha256 {digest.hexdigest()[:16]}, {size} bytes; "
             f"sent {str(sent.get('sha256'))[:16]}, {sent.get('size')} bytes); nothing was kept"
         )
-    return digest.hexdigest(), size
+    return digest.hexdigest(), size, sent
 
 
 def pull(
@@ -67,8 +67,8 @@ def pull(
     into.mkdir(parents=True, exist_ok=True)
     target = into / f"{env}-{backup_id}.dump.age"
     partial = target.with_name(target.name + ".partial")
-    sha256, size = receive(transport, Command((HELPER, "export", backup_id, *recipients), sudo=True), target,
-                           host.name, f"the export of {backup_id}")
+    sha256, size, _ = receive(transport, Command((HELPER, "export", backup_id, *recipients), sudo=True), target,
+                              host.name, f"the export of {backup_id}")
     try:
         record = record or next((entry for entry in ask(transport, host, "list") if entry.get("id") == backup_id), {})
         if not record.get("sha256"):

@@ -16,6 +16,7 @@ from rich.table import Table
 from vigil.backup import pitr
 from vigil.backup import restore as restoring
 from vigil.backup.branch import drop_branch, make_branch
+from vigil.backup.export import export_database
 from vigil.backup.helper import LABEL, BackupError, ask, check_id, connect, database_host
 from vigil.backup.offsite import check_label, pull_set
 from vigil.backup.repository import (
@@ -37,6 +38,7 @@ from vigil.core.audit_log import audit_locally
 from vigil.core.errors import ConfigError, ExitCode
 from vigil.core.inventory import load_inventory
 from vigil.core.output import Reporter
+from vigil.core.roles import load_role
 from vigil.vault.keys import load_identities, load_recipients
 from vigil.vault.paths import SecretsPaths
 
@@ -398,6 +400,25 @@ def pull(c, id, env="sandbox", to_dir=None, to_host=None, host_dir="/var/backups
                          + (f"; copied to {result['copied_to']}" if other is not None else ""))
 
 
+@task(help={**ENV_HELP, "to_dir": "Where to put it on this machine (default: .vigil/backups/<env>/)."})
+@exits_cleanly
+def export(c, env="sandbox", to_dir=None, json=False):
+    """Dump the app's database now as a portable `pg_dump -Fc`, age-encrypted on its host to the env's
+    recipients, for moving the data elsewhere (`backup.decrypt` opens it; pg_restore loads it).
+
+    Example: invoke backup.export --env=production
+    """
+    recipients = [key for key, _ in load_recipients(env, SecretsPaths.default())]
+    inventory, host = database_host(env)
+    database = inventory.vars_for(host, [load_role("postgresql")]).string("postgresql_database")
+    with connect(inventory, host) as transport:
+        path, record = export_database(transport, host, env, database, recipients, pulled_dir(env, to_dir))
+    _audit("backup.export", env, host.name, "ok", export=record["id"])
+    _print({**record, "path": str(path)}, json,
+           f"{host.name}: {database} exported to {describe(path)} ({_size(record['dump_size'])} pg_dump -Fc, "
+           f"age-encrypted to {len(recipients)} recipient(s), sha256 checked)")
+
+
 @task(help={"file": "A pulled backup (.dump.age).", "env": "Whose age identity decrypts it (default: sandbox).",
             "out": "Where to write the dump (default: beside it, without .age)."})
 @exits_cleanly
@@ -414,5 +435,5 @@ def decrypt(c, file, env="sandbox", out=None):
 
 
 ns = Collection("backup")
-for command in (create, list_, verify, restore, branch, prune, pull, decrypt):
+for command in (create, list_, verify, restore, branch, prune, pull, export, decrypt):
     ns.add_task(command)
