@@ -50,8 +50,6 @@ DRILL_UNIT = "vigil-pgbackrest-drill"
 NO_MAIN_CLUSTER = "/etc/postgresql-common/createcluster.d/vigil-no-main-cluster.conf"
 # The database host's end-to-end archiving check, which the health probe watches (check wal-archive).
 CHECK_UNIT = "vigil-pgbackrest-check"
-# Seconds the check waits for its WAL segment to reach the repository before it fails.
-CHECK_WAIT = 60
 CALENDAR = r"[A-Za-z0-9 ,:*./~-]{1,64}"
 DATABASE_USER = "postgres"
 DATABASE_HOME = "/var/lib/postgresql"
@@ -129,6 +127,7 @@ def settings(vars) -> dict:
         "compress_type": compress,
         "process_max": vars.integer("pgbackrest_process_max", minimum=1),
         "ssh_wrapper": SSH_WRAPPER,
+        "archive_wait": vars.integer("pgbackrest_archive_wait_seconds", minimum=5),
     }
 
 
@@ -199,7 +198,8 @@ def database_end(role, vars, repository) -> list:
         File(CONFIG, config, group=DATABASE_USER, mode="0640",
              name=f"Ensure pgBackRest pushes WAL to the repository on {repository.name}."),
         File(f"/etc/systemd/system/{CHECK_UNIT}.service", render_template(role.template("check.service.j2"), {
-            "stanza": shared["stanza"], "archive_wait": CHECK_WAIT, "timeout": CHECK_WAIT + 60}),
+            "stanza": shared["stanza"], "archive_wait": shared["archive_wait"],
+            "timeout": shared["archive_wait"] + 60}),
             notify=("reload systemd",), name="Ensure WAL archiving can be checked end to end, as postgres, hardened."),
         File(f"/etc/systemd/system/{CHECK_UNIT}.timer", render_template(role.template("check.timer.j2"), {
             "every": vars.integer("pgbackrest_check_interval", minimum=60)}),

@@ -19,7 +19,16 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from vigil.backup.helper import BackupError, connect
-from vigil.backup.repository import Backup, Contents, Repository, last_line, read_contents, utc
+from vigil.backup.repository import (
+    Backup,
+    Contents,
+    Repository,
+    hold_backups,
+    last_line,
+    read_contents,
+    release_backups,
+    utc,
+)
 from vigil.backup.restore import Say, back_in_service, maintenance_off, maintenance_on
 from vigil.core.audit_log import audit_locally
 from vigil.core.commands import script
@@ -232,8 +241,25 @@ def restore_to(env: str, inventory: Inventory, repository: Repository, target: T
     line per step. force: replay even from a backup set whose restore drill failed."""
     with connect(inventory, repository.host) as transport:
         contents = read_contents(transport, repository)
-    check_target(target, contents, repository)
-    backup = choose_backup(target, contents.backups, force)
+        check_target(target, contents, repository)
+        backup = choose_backup(target, contents.backups, force)
+        # No backup or expire runs while the database is restored: they would copy a cluster being
+        # replaced, or remove what the restore reads.
+        hold_backups(transport, repository, RECOVERY_DEADLINE + 1200)
+    try:
+        return restore_held(env, inventory, repository, target, say, contents, backup)
+    finally:
+        try:
+            with connect(inventory, repository.host) as transport:
+                release_backups(transport, repository)
+        except (UnreachableError, BackupError):
+            say(f"{repository.host.name}: could not release the backup lock; it ends by itself within "
+                f"{(RECOVERY_DEADLINE + 1200) // 60} minutes of the restore's start")
+
+
+def restore_held(env: str, inventory: Inventory, repository: Repository, target: Target, say: Say,
+                 contents: Contents, backup: Backup) -> dict:
+    """restore_to's work, the repository's backup lock held."""
     database = repository.database
     report: dict = {"env": env, "target": target.describe(), "host": database.name, "backup": backup.label}
     passed_over = [item.label for item in contents.backups if item.drill == "failed" and item.stopped > backup.stopped

@@ -22,6 +22,8 @@ from vigil.core.roles import load_role
 from vigil.core.topology import inventory_repository_ends
 
 REPOSITORY_USER = "pgbackrest"
+# roles/pgbackrest's lock-path on the backup host, shared by its timers and the backup tasks.
+LOCK_PATH = "/var/lib/pgbackrest/lock"
 BACKUP_TYPES = ("full", "diff", "incr")
 # pgBackRest's stanza status codes (info): 0 ok, 2 no valid backup yet; anything else is a problem.
 STANZA_OK, STANZA_NO_BACKUP = 0, 2
@@ -193,22 +195,71 @@ def create_backup(transport, repository: Repository, backup_type: str, label: st
     answer = transport.run(pgbackrest(repository, f"--type={backup_type}", f"--annotation=vigil-label={label}",
                                       "backup"), timeout=BACKUP_TIMEOUT)
     if not answer.ok:
-        full = transport.run(script(DISK, repository.path, as_user=REPOSITORY_USER), timeout=60)
+        why = transport.run(script(DISK, repository.path, HOLD_UNIT, as_user=REPOSITORY_USER), timeout=60)
         raise BackupError(f"{repository.host.name}: pgBackRest's backup failed: {last_line(answer)}"
-                          f"{full_disk_note(full.stdout if full.ok else '')}")
+                          f"{failure_note(why.stdout if why.ok else '')}")
     contents = read_contents(transport, repository)
     if not contents.backups:
         raise BackupError(f"{repository.host.name}: pgBackRest reported success but the repository lists no backup")
     return contents.backups[-1]
 
 
-# How full the repository's filesystem is: percent used and bytes available.
-DISK = 'df --output=pcent,avail -B1 -- "$1" | tail -n 1'
+# A restore holds pgBackRest's own backup lock on the repository host for as long as it runs, so that
+# no backup or expire (scheduled or asked for) runs at the same time: pgBackRest refuses them itself.
+# A transient unit holds it (flock, as pgBackRest locks); vigil stops the unit when the restore ends,
+# and a vigil that died mid-restore leaves it to end at its deadline. It cannot start while a backup
+# holds the lock: the restore is then refused before anything changes.
+HOLD_UNIT = "vigil-restore-hold.service"
+# Written by the hold once it has the lock (so the restore knows it is its own that holds it).
+HOLD_MARK = f"{LOCK_PATH}/vigil-restore-hold.held"
+HOLD = r"""
+cd /
+unit=$1; mark=$2; lock="$3/$4-backup-1.lock"; deadline=$5
+if systemctl is-active --quiet "$unit"; then
+    echo "another restore is running (it holds the repository's backup lock: $unit)" >&2; exit 75
+fi
+systemctl reset-failed "$unit" 2>/dev/null
+rm -f "$mark"
+systemd-run --quiet --unit="$unit" --uid=pgbackrest --gid=pgbackrest --property=RuntimeMaxSec="$deadline" \
+    flock --nonblock --conflict-exit-code 75 "$lock" sh -c 'touch "$1" && exec sleep infinity' hold "$mark" || exit
+i=0
+until [ -e "$mark" ]; do
+    if ! systemctl is-active --quiet "$unit"; then
+        echo "a backup is running (pgBackRest holds its backup lock): restore once it has ended" >&2; exit 75
+    fi
+    i=$((i + 1))
+    if [ "$i" -ge 100 ]; then
+        systemctl stop "$unit"; echo "the backup lock was not taken within 10 s" >&2; exit 75
+    fi
+    sleep 0.1
+done
+"""
+RELEASE = 'systemctl stop "$1" 2>/dev/null; rm -f "$2"; true'
 
 
-def full_disk_note(answer: str) -> str:
-    """What to add to a failed backup's error when the repository's disk is full: pgBackRest then reports
-    what failed first (often WAL that could not be archived), not why."""
+def hold_backups(transport, repository: Repository, seconds: int) -> None:
+    """Take the repository's backup lock for at most `seconds`; BackupError (nothing held) when a backup
+    or another restore runs."""
+    answer = transport.run(script(HOLD, HOLD_UNIT, HOLD_MARK, LOCK_PATH, repository.stanza, str(seconds)),
+                           timeout=60)
+    if not answer.ok:
+        raise BackupError(f"{repository.host.name}: nothing was restored: {last_line(answer)}")
+
+
+def release_backups(transport, repository: Repository) -> None:
+    transport.run(script(RELEASE, HOLD_UNIT, HOLD_MARK), timeout=60)
+
+
+# Why a backup failed, when pgBackRest's own words do not say: how full the repository's filesystem
+# is (percent used, bytes available), and whether a restore holds the backup lock.
+DISK = 'df --output=pcent,avail -B1 -- "$1" | tail -n 1; systemctl is-active --quiet "$2" && echo restoring; true'
+
+
+def failure_note(answer: str) -> str:
+    """What to add to a failed backup's error (DISK's answer): a restore holds the lock, or the
+    repository's disk is full (pgBackRest then reports what failed first, often WAL not archived)."""
+    if "restoring" in answer.split():
+        return "; a restore of the database is running and holds the repository's backup lock: back up once it ends"
     fields = answer.replace("%", " ").split()
     if len(fields) != 2 or not all(field.isdigit() for field in fields):
         return ""

@@ -221,6 +221,7 @@ def render_inventory(hosts: list[dict], paths: SandboxPaths) -> str:
         "  app_watch_seconds: 10   # a shorter watch after each switch keeps sandbox iterations quick (default 30)",
         "  app_min_healthy_seconds: 5   # and a shorter stability gate (default 10)",
         "  pgbackrest_archive_timeout: 15   # WAL archived at least every 15 s with a backup host (default 60)",
+        "  pgbackrest_archive_wait_seconds: 20   # WAL arrives in seconds here: report a stall sooner (default 60)",
         f"  users_admin_authorized_keys: [{_public_key_line(paths)!r}]",
         f"  users_deploy_authorized_keys: [{_public_key_line(paths)!r}]",
         "groups:   # web: every host given no --group; db: the first of them, unless one was given db",

@@ -12,8 +12,8 @@ from vigil.backup.helper import BackupError
 from vigil.backup.repository import (
     CONTENTS,
     check_backup_type,
+    failure_note,
     find_repository,
-    full_disk_note,
     parse_contents,
     parse_drill,
     utc,
@@ -145,4 +145,8 @@ def test_a_drill_that_did_not_run_is_an_error_saying_why(stdout, why):
     ("df: /var/lib/pgbackrest/repository: No such file or directory\n", ""),
 ])
 def test_a_failed_backup_says_when_the_repository_disk_is_full(answer, note):
-    assert (note in full_disk_note(answer)) and (bool(note) == bool(full_disk_note(answer)))
+    assert (note in failure_note(answer)) and (bool(note) == bool(failure_note(answer)))
+
+
+def test_a_backup_refused_during_a_restore_says_the_restore_holds_the_lock():
+    assert "a restore of the database is running" in failure_note(" 42% 536870912\nrestoring\n")

@@ -9,6 +9,7 @@ import subprocess
 import pytest
 
 from tests.support.inventories import layout
+from vigil.backup.repository import LOCK_PATH
 from vigil.core.commands import Secret
 from vigil.core.errors import ConfigError
 from vigil.core.redaction import REDACTOR
@@ -127,7 +128,7 @@ def test_the_repository_keeps_the_window_and_takes_a_weekly_full_and_daily_incre
     ops = operations(tmp_path, THREE_HOSTS, "backup1")
     config = files(ops)["/etc/pgbackrest/pgbackrest.conf"].content.decode()
     assert "repo1-retention-full-type=time\nrepo1-retention-full=14\n" in config
-    assert "lock-path=/var/lib/pgbackrest/lock" in config
+    assert f"lock-path={LOCK_PATH}\n" in config  # where a restore takes pgBackRest's backup lock
     timers = {path.rsplit("/", 1)[1]: op.content.decode() for path, op in files(ops).items() if path.endswith(".timer")}
     assert "OnCalendar=Sun *-*-* 02:30:00" in timers["vigil-pgbackrest-full.timer"]
     assert "Unit=vigil-pgbackrest-backup@incr.service" in timers["vigil-pgbackrest-incr.timer"]

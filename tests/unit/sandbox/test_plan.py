@@ -263,6 +263,7 @@ vars:
   app_watch_seconds: 10   # a shorter watch after each switch keeps sandbox iterations quick (default 30)
   app_min_healthy_seconds: 5   # and a shorter stability gate (default 10)
   pgbackrest_archive_timeout: 15   # WAL archived at least every 15 s with a backup host (default 60)
+  pgbackrest_archive_wait_seconds: 20   # WAL arrives in seconds here: report a stall sooner (default 60)
   users_admin_authorized_keys: ['']
   users_deploy_authorized_keys: ['']
 groups:   # web: every host given no --group; db: the first of them, unless one was given db
@@ -283,7 +284,7 @@ def test_render_inventory_parses_to_the_schema(count):
         "defaults": {"user": "deploy", "admin_user": "ops", "bootstrap_user": "root", "port": 22,
                      "ssh_key": "../.vigil/sandbox/id_ed25519"},
         "vars": {"nginx_tls": "local-ca", "app_watch_seconds": 10, "app_min_healthy_seconds": 5,
-                 "pgbackrest_archive_timeout": 15,
+                 "pgbackrest_archive_timeout": 15, "pgbackrest_archive_wait_seconds": 20,
                  "users_admin_authorized_keys": [""],
                  "users_deploy_authorized_keys": [""]},
         "groups": {"web": {"hosts": names}, "db": {"hosts": names[:1]}},
