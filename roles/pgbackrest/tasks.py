@@ -86,9 +86,17 @@ done
 # written; a repository not created yet has nothing to open. Run as root: no log or lock is written.
 OPENS_REPOSITORY = r'''
 test -e "$2/backup/$1/backup.info" || exit 0
-cd / && pgbackrest --config="$3" --stanza="$1" --log-level-file=off --log-level-console=off \
-    repo-get "backup/$1/backup.info" >/dev/null 2>&1
+info=$(cd / && pgbackrest --config="$3" --stanza="$1" --log-level-file=off --log-level-console=off \
+    repo-get "backup/$1/backup.info" 2>/dev/null)
 code=$?
+# A wrong key decrypts about one file in 256 into garbage without an error (AES-CBC's padding happens
+# to look valid): only pgBackRest's own text proves the passphrase.
+if [ "$code" -eq 0 ]; then
+    case "$info" in
+        "[backrest]"*) ;;
+        *) code=95 ;;
+    esac
+fi
 case $code in
     0) exit 0 ;;
     95) echo "the repository in $2 was encrypted with another passphrase than the env's PGBACKREST_CIPHER_PASS: \

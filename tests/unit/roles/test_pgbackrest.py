@@ -194,3 +194,26 @@ def test_the_restore_point_helper_takes_two_words_and_archives_the_point_it_made
         assert calls[1].startswith("pgbackrest --stanza=together-pray") and calls[1].strip().endswith(" check")
     else:
         assert calls == []
+
+
+@pytest.mark.parametrize("prints, exits, code, said", [
+    ("[backrest]\nbackrest-format=5\n", 0, 0, ""),
+    # A wrong key: pgBackRest says so (95)...
+    ("", 95, 1, "encrypted with another passphrase than the env's PGBACKREST_CIPHER_PASS"),
+    # ...or, about once in 256, decrypts garbage without an error.
+    ("\\321\\020\\371\\020\\006", 0, 1, "encrypted with another passphrase than the env's PGBACKREST_CIPHER_PASS"),
+    ("", 41, 1, "could not be opened with the new configuration (pgbackrest exit 41)"),
+])
+def test_a_configuration_is_written_only_if_its_passphrase_opens_the_repository_there(tmp_path, prints, exits, code,
+                                                                                        said):
+    """The repository configuration's validator for real, pgbackrest stood in for on PATH."""
+    ops = operations(tmp_path, THREE_HOSTS, "backup1")
+    validate = files(ops)["/etc/pgbackrest/pgbackrest.conf"].validate
+    repository = tmp_path / "repository"
+    (repository / "backup" / "together-pray").mkdir(parents=True)
+    (repository / "backup" / "together-pray" / "backup.info").write_text("Salted__")
+    (tmp_path / "pgbackrest").write_text(f"#!/bin/sh\nprintf '{prints}'\nexit {exits}\n")
+    (tmp_path / "pgbackrest").chmod(0o755)
+    argv = [*validate[:-1], str(repository), str(tmp_path / "new.conf")]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=30, env={"PATH": f"{tmp_path}:/usr/bin:/bin"})
+    assert done.returncode == code and said in done.stderr
