@@ -145,7 +145,8 @@ def parse_contents(stdout: str, stanza: str) -> Contents:
     """CONTENTS's answer. pgBackRest's `info` exits 0 whatever the stanza's status: read the code."""
     info_part, _, wal_part = stdout.rpartition("\n@wal\n")
     try:
-        stanzas = json.loads(info_part)
+        # strict=False: an error message in it may quote raw bytes (a file decrypted with the wrong key).
+        stanzas = json.loads(info_part, strict=False)
     except ValueError:
         raise ConfigError(f"pgBackRest's info is not JSON: {info_part.strip()[:200]!r}") from None
     stanza_info = next((item for item in stanzas if isinstance(item, dict) and item.get("name") == stanza), None)

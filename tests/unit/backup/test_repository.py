@@ -150,3 +150,11 @@ def test_a_failed_backup_says_when_the_repository_disk_is_full(answer, note):
 
 def test_a_backup_refused_during_a_restore_says_the_restore_holds_the_lock():
     assert "a restore of the database is running" in failure_note(" 42% 536870912\nrestoring\n")
+
+
+def test_an_info_whose_error_quotes_raw_bytes_is_read_as_the_stanzas_error():
+    """pgBackRest quotes what it could not parse: a backup.info decrypted with a wrong key."""
+    answer = ('[{"name":"together-pray","backup":[],"db":[],"status":{"code":99,"message":"[FormatError] unable to '
+              'load info file: key/value found outside of section at line 1: \x10\x06\x1e3)"}}]\n@wal\n\n')
+    contents = parse_contents(answer, "together-pray")
+    assert contents.status == 99 and contents.message.startswith("[FormatError] unable to load info file")
