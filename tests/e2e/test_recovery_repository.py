@@ -6,17 +6,21 @@ modules that use the session's hosts (by name), because the sandbox inventory th
 host, and before test_sandbox_vpses, which removes it with the rest.
 """
 
+import base64
 import hashlib
 import json
 import os
 import re
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 import requests
 
 from tests.support.sandbox_hosts import INVENTORY, REPO, invoke
+from vigil.backup.repository import HOLD_MARK, HOLD_UNIT, LOCK_PATH
 from vigil.core.yaml_loader import load_yaml
 
 DATABASE, REPOSITORY = "vps1", "vps3"
@@ -35,10 +39,6 @@ def repository(provisioned, sandbox):
     started = invoke("sandbox.up", "--hosts=3", f"--group={REPOSITORY}:backup", timeout=1200)
     assert started.code == 0, started.stdout + started.stderr
     address = load_yaml(INVENTORY / "sandbox.yml")["hosts"][REPOSITORY]["address"]
-    # The repository on a filesystem of its own, as a dedicated disk would be, so that filling it
-    # (test_a_full_repository_disk_...) fills nothing else.
-    sandbox.ssh_at(address, f"mkdir -p {REPOSITORY_PATH} && mount -t tmpfs -o size={REPOSITORY_DISK} "
-                            f"vigil-e2e-repository {REPOSITORY_PATH}")
     first = invoke("provision.server", "--json", f"--limit={DATABASE},{REPOSITORY}", timeout=1800)
     assert first.code == 0, first.stdout[-4000:] + first.stderr
     second = invoke("provision.server", "--json", f"--limit={DATABASE},{REPOSITORY}", timeout=1800)
@@ -121,10 +121,18 @@ def test_a_restore_to_a_second_brings_back_what_was_committed_by_then_and_its_sa
     # Until its WAL is archived a second is not in the window yet: `check` closes the segment and waits for it.
     as_user(sandbox, sandbox.addresses[DATABASE], "postgres", f"cd / && pgbackrest --stanza={STANZA} check")
 
+    # The app holds its pool's connections open while the restore runs: they are cut, and it reconnects.
+    def app_connections() -> int:
+        # A request first: the pool closes connections idle for 10 s.
+        requests.get(f"https://{sandbox.addresses[DATABASE]}/api/health", verify=str(CA), timeout=10)
+        return int(sql(sandbox, "select count(*) from pg_stat_activity where usename = 'together_pray'"))
+
+    assert app_connections() > 0
     restored = invoke("backup.restore", target, "--yes", "--json", timeout=1800)
     assert restored.code == 0, restored.stdout[-3000:] + restored.stderr
     assert sql(sandbox, "select n from pitr_marks order by n") == "1"
     assert all(restored.json["health"].values()) and restored.json["timeline"] == 2, restored.json
+    assert app_connections() > 0
     safety = restored.json["safety_point"]
 
     # The moment before the restore is still there: its named restore point, on the timeline it was on.
@@ -299,6 +307,55 @@ def test_a_pulled_set_is_a_repository_of_its_own_that_pgbackrest_verifies_still_
     assert missing.code != 0 and "ID: 20200101-000000F is not in vps3's repository" in missing.stderr, missing.stderr
 
 
+def test_the_scheduled_backup_runs_as_its_timer_starts_it_and_prune_keeps_what_the_window_promises(
+        repository, sandbox):
+    address, _, _ = repository
+    timers = sandbox.ssh_at(address, "systemctl list-timers --all --no-legend 'vigil-pgbackrest-*'")
+    for timer in ("vigil-pgbackrest-full.timer", "vigil-pgbackrest-incr.timer", "vigil-pgbackrest-drill.timer"):
+        assert timer in timers, timers
+    before = [backup["label"] for backup in repository_backups()]
+    # What the daily timer starts: an incremental on the newest backup, annotated as scheduled.
+    sandbox.ssh_at(address, "systemctl start vigil-pgbackrest-backup@incr.service")
+    made = repository_backups()[-1]
+    assert made["label"] not in before and made["type"] == "incr", made
+    assert made["annotation"]["vigil-label"] == "scheduled"
+    window = invoke("backup.list", "--json").json["window"]
+    pruned = invoke("backup.prune", "--json")
+    # Everything is inside the 14-day window: pgBackRest's expire removes nothing.
+    assert pruned.code == 0 and pruned.json["deleted"] == [], pruned.stdout + pruned.stderr
+    after = invoke("backup.list", "--json").json
+    assert after["window"]["from"] == window["from"]
+    assert [backup["label"] for backup in after["backups"]] == [*before, made["label"]]
+
+
+# Every table's exact row count, one "table=rows" per line.
+ROW_COUNTS = ("select table_name || '=' || (xpath('/row/c/text()', query_to_xml(format('select count(*) as c from "
+              "%I.%I', table_schema, table_name), false, true, '')))[1]::text from information_schema.tables "
+              "where table_schema = 'public' and table_type = 'BASE TABLE' order by 1")
+
+
+def test_an_export_is_a_portable_dump_that_loads_into_another_database_with_every_row(
+        repository, deployed, sandbox, tmp_path):
+    exported = invoke("backup.export", f"--to-dir={tmp_path}", "--json", timeout=1800)
+    assert exported.code == 0, exported.stdout[-3000:] + exported.stderr
+    path = Path(exported.json["path"])
+    assert path.read_bytes().startswith(b"age-encryption.org/v1")  # encrypted before it left the host
+    dump = tmp_path / "export.dump"
+    opened = invoke("backup.decrypt", str(path), f"--out={dump}")
+    assert opened.code == 0, opened.stdout + opened.stderr
+    # Loaded where the data moves to (here a new database beside the live one): every row is there.
+    copy = base64.b64encode(dump.read_bytes()).decode()
+    try:
+        sandbox.ssh(DATABASE, f"base64 -d > /var/tmp/vigil-e2e-export.dump <<'EOF'\n{copy}\nEOF\n"
+                              "cd / && runuser -u postgres -- createdb vigil_e2e_export && "
+                              "runuser -u postgres -- pg_restore --no-owner --exit-on-error -d vigil_e2e_export "
+                              "/var/tmp/vigil-e2e-export.dump")
+        assert sql(sandbox, ROW_COUNTS, database="vigil_e2e_export") == sql(sandbox, ROW_COUNTS)
+    finally:
+        sandbox.ssh(DATABASE, "cd / && runuser -u postgres -- dropdb --if-exists vigil_e2e_export; "
+                              "rm -f /var/tmp/vigil-e2e-export.dump")
+
+
 def test_a_branch_of_a_past_second_is_a_new_database_beside_the_live_one_which_is_not_touched(
         repository, deployed, sandbox):
     sql(sandbox, "drop table if exists branch_marks; create table branch_marks (n int primary key); "
@@ -388,16 +445,64 @@ def test_a_backup_host_out_of_reach_alerts_and_the_archive_catches_up_with_no_ga
     assert sql(sandbox, "select n from outage_marks order by n") == "1"
 
 
+def test_a_backup_and_a_restore_never_run_at_once(repository, deployed, sandbox):
+    address, _, _ = repository
+    # A backup running (pgBackRest's backup lock held, as a backup holds it): a restore is refused
+    # before anything changes.
+    started = sql(sandbox, "select pg_postmaster_start_time()")
+    sandbox.ssh_at(address, f"systemd-run --quiet --unit=vigil-e2e-backup --uid=pgbackrest flock "
+                            f"{LOCK_PATH}/{STANZA}-backup-1.lock sleep 300 && sleep 1")
+    try:
+        refused = invoke("backup.restore", "latest", "--yes", timeout=600)
+        assert refused.code != 0 and "nothing was restored: a backup is running" in refused.stderr, refused.stderr
+        assert sql(sandbox, "select pg_postmaster_start_time()") == started
+    finally:
+        sandbox.ssh_at(address, "systemctl stop vigil-e2e-backup")
+    # A restore running: a backup asked for meanwhile is refused by pgBackRest, and vigil says why.
+    with ThreadPoolExecutor(1) as pool:
+        restoring = pool.submit(invoke, "backup.restore", "latest", "--yes", "--json", timeout=1800)
+        deadline = time.monotonic() + 120
+        while sandbox.ssh_at(address, f"test -e {HOLD_MARK} && echo held || true").strip() != "held":
+            assert time.monotonic() < deadline and not restoring.done(), "the restore never held the backup lock"
+            time.sleep(0.5)
+        refused = invoke("backup.create", "--label=during-a-restore", timeout=600)
+        restored = restoring.result()
+    assert refused.code != 0 and "a restore of the database is running" in refused.stderr, refused.stderr
+    assert restored.code == 0, restored.stdout[-3000:] + restored.stderr
+    assert "during-a-restore" not in json.dumps(repository_backups())
+    # Released once the restore ended: the next backup is not refused (test_a_full_repository_disk_...).
+    assert sandbox.ssh_at(address, f"systemctl is-active {HOLD_UNIT} || true").strip() != "active"
+
+
+def move_the_repository_onto_a_disk_of_its_own(sandbox, address: str) -> None:
+    """As an operator gives the repository a disk of its own (here a REPOSITORY_DISK filesystem, so that
+    filling it fills nothing else): pgBackRest stopped on both ends while it is copied (WAL waits on the
+    database host), the new filesystem mounted in its place, pgBackRest started again."""
+    ends = ((sandbox.addresses[DATABASE], "postgres"), (address, "pgbackrest"))
+    for host, user in ends:
+        as_user(sandbox, host, user, f"cd / && pgbackrest --stanza={STANZA} stop")
+    try:
+        disk = "/mnt/vigil-e2e-repository"
+        sandbox.ssh_at(address, f"mkdir -p {disk} && mount -t tmpfs -o size={REPOSITORY_DISK},mode=0750,"
+                                f"uid=$(id -u pgbackrest),gid=$(id -g pgbackrest) vigil-e2e-repository {disk} && "
+                                f"cp -a {REPOSITORY_PATH}/. {disk}/ && mount --bind {disk} {REPOSITORY_PATH}")
+    finally:
+        for host, user in ends:
+            as_user(sandbox, host, user, f"cd / && pgbackrest --stanza={STANZA} start")
+
+
 def test_a_full_repository_disk_alerts_records_no_broken_backup_and_recovers_once_freed(
         repository, deployed, sandbox):
     address, _, _ = repository
+    move_the_repository_onto_a_disk_of_its_own(sandbox, address)
     before = [backup["label"] for backup in repository_backups()]
     filler = f"{REPOSITORY_PATH}/vigil-e2e-filler"
     sandbox.ssh_at(address, f"dd if=/dev/zero of={filler} bs=1M status=none 2>/dev/null; df --output=avail "
                             f"{REPOSITORY_PATH} | tail -n 1 | grep -qx ' *0'")  # full: not a byte left
     try:
         refused = invoke("backup.create", "--type=full", "--label=no-room", timeout=1800)
-        assert refused.code != 0 and "No space left on device" in refused.stderr, refused.stdout + refused.stderr
+        assert refused.code != 0 and "the repository's disk is full (100% used)" in refused.stderr, \
+            refused.stdout + refused.stderr
         # Nothing half-written is listed as a backup, and the probe on the backup host says why.
         assert [backup["label"] for backup in repository_backups()] == before
         state = json.loads(sandbox.ssh_at(address, "systemctl start vigil-probe.service && "
