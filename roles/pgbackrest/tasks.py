@@ -38,6 +38,7 @@ REPOSITORY_HOME = "/var/lib/pgbackrest"
 # pgBackRest's lock files on the backup host: one place for the timers and manual runs.
 LOCK_PATH = f"{REPOSITORY_HOME}/lock"
 BACKUP_UNIT = "/etc/systemd/system/vigil-pgbackrest-backup@.service"
+S3_BACKUP_UNIT = "/etc/systemd/system/vigil-pgbackrest-backup-s3@.service"
 # On the database host: the restore point a deploy makes before it migrates (vigil.deploy.safety).
 RESTORE_POINT = "/usr/local/sbin/vigil-restore-point"
 # The restore drill (files/vigil-pgbackrest-drill): its program, settings, working directory (a
@@ -86,7 +87,7 @@ done
 # written; a repository not created yet has nothing to open. Run as root: no log or lock is written.
 OPENS_REPOSITORY = r'''
 test -e "$2/backup/$1/backup.info" || exit 0
-info=$(cd / && pgbackrest --config="$3" --stanza="$1" --log-level-file=off --log-level-console=off \
+info=$(cd / && pgbackrest --config="$3" --stanza="$1" --repo=1 --log-level-file=off --log-level-console=off \
     repo-get "backup/$1/backup.info" 2>/dev/null)
 code=$?
 # A wrong key decrypts about one file in 256 into garbage without an error (AES-CBC's padding happens
@@ -139,6 +140,24 @@ def settings(vars) -> dict:
     }
 
 
+def s3_repository(vars) -> dict | None:
+    """The second repository on S3-compatible storage, when pgbackrest_s3_bucket is set (else None): the
+    settings and secrets both ends' configurations give it."""
+    bucket = vars.string("pgbackrest_s3_bucket", r"|[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+    if not bucket:
+        return None
+    return {
+        "bucket": bucket,
+        "endpoint": vars.string("pgbackrest_s3_endpoint", r"[A-Za-z0-9][A-Za-z0-9.-]*(:[0-9]{1,5})?"),
+        "region": vars.string("pgbackrest_s3_region", r"[a-z0-9][a-z0-9-]{0,31}"),
+        "path": vars.path("pgbackrest_s3_path"),
+        "uri_style": vars.string("pgbackrest_s3_uri_style", "host|path"),
+        "key": vars.secret("PGBACKREST_S3_KEY").value,
+        "key_secret": vars.secret("PGBACKREST_S3_KEY_SECRET").value,
+        "cipher_pass": vars.secret("PGBACKREST_S3_CIPHER_PASS").value,
+    }
+
+
 def peer_of(vars, peer) -> tuple[str, int]:
     """The address and SSH port this host reaches `peer` on: its private address."""
     return vars.address_of(peer.name), peer.port
@@ -188,9 +207,10 @@ def database_end(role, vars, repository) -> list:
     shared = settings(vars)
     address, port = peer_of(vars, repository)
     archive_timeout = vars.integer("pgbackrest_archive_timeout", minimum=1)
+    s3 = s3_repository(vars)
     config = render_template(role.template("pgbackrest.conf.j2"), {
         **shared, "side": "database", "peer": address, "peer_user": REPOSITORY_USER, "peer_port": port,
-        "archive_queue_max": vars.string("pgbackrest_archive_queue_max", SIZE)})
+        "archive_queue_max": vars.string("pgbackrest_archive_queue_max", SIZE), "s3": s3})
     return [
         AptPackages(["pgbackrest"], name="Ensure pgBackRest is installed."),
         Guarded([script(PG_PATH_MISMATCH, shared["pg_path"], as_user=DATABASE_USER)],
@@ -203,8 +223,9 @@ def database_end(role, vars, repository) -> list:
         Directory("/var/spool/pgbackrest", owner=DATABASE_USER, group=DATABASE_USER, mode="0750"),
         Directory("/var/log/pgbackrest", owner=DATABASE_USER, group=DATABASE_USER, mode="0750"),
         Directory("/etc/pgbackrest", mode="0755"),
-        File(CONFIG, config, group=DATABASE_USER, mode="0640",
-             name=f"Ensure pgBackRest pushes WAL to the repository on {repository.name}."),
+        File(CONFIG, config, group=DATABASE_USER, mode="0640", secret=s3 is not None,
+             name=f"Ensure pgBackRest pushes WAL to the repository on {repository.name}"
+                  f"{' and to S3 bucket ' + s3['bucket'] if s3 else ''}."),
         File(f"/etc/systemd/system/{CHECK_UNIT}.service", render_template(role.template("check.service.j2"), {
             "stanza": shared["stanza"], "archive_wait": shared["archive_wait"],
             "timeout": shared["archive_wait"] + 60}),
@@ -232,18 +253,28 @@ def repository_end(role, vars, database) -> list:
     config = render_template(role.template("pgbackrest.conf.j2"), {
         **shared, "side": "repository", "peer": address, "peer_user": DATABASE_USER, "peer_port": port,
         "repository_path": repository_path, "cipher_pass": vars.secret("PGBACKREST_CIPHER_PASS").value,
-        "window_days": vars.integer("pgbackrest_window_days", minimum=1), "lock_path": LOCK_PATH})
-    service = render_template(role.template("backup@.service.j2"), {
-        "stanza": shared["stanza"], "repository_path": repository_path, "lock_path": LOCK_PATH,
-        "timeout": vars.integer("pgbackrest_backup_timeout_seconds", minimum=60)})
+        "window_days": vars.integer("pgbackrest_window_days", minimum=1), "lock_path": LOCK_PATH,
+        "s3": s3_repository(vars)})
+    unit = {"stanza": shared["stanza"], "repository_path": repository_path, "lock_path": LOCK_PATH,
+            "timeout": vars.integer("pgbackrest_backup_timeout_seconds", minimum=60), "repo_option": "", "into": ""}
+    service = render_template(role.template("backup@.service.j2"), unit)
     timers = drill(role, vars, database, shared["stanza"], repository_path)
-    for backup_type in ("full", "incr"):
-        calendar = vars.string(f"pgbackrest_{backup_type}_schedule", CALENDAR)
+    schedules = [(backup_type, vars.string(f"pgbackrest_{backup_type}_schedule", CALENDAR),
+                  f"vigil-pgbackrest-backup@{backup_type}.service") for backup_type in ("full", "incr")]
+    if s3_repository(vars) is not None:
+        # The second repository's weekly full: pgBackRest backs up into one repository per run.
+        timers.append(File(S3_BACKUP_UNIT, render_template(role.template("backup@.service.j2"), {
+            **unit, "repo_option": " --repo=2", "into": " into S3"}), notify=("reload systemd",),
+            name="Ensure backups into the S3 repository run as pgbackrest, hardened, with a deadline."))
+        schedules.append(("s3-full", vars.string("pgbackrest_s3_full_schedule", CALENDAR),
+                          "vigil-pgbackrest-backup-s3@full.service"))
+    for name, calendar, started in schedules:
         timers += [
-            File(f"/etc/systemd/system/vigil-pgbackrest-{backup_type}.timer",
-                 render_template(role.template("backup.timer.j2"), {"type": backup_type, "calendar": calendar}),
-                 notify=("reload systemd",), name=f"Ensure a {backup_type} backup is taken at {calendar}."),
-            SystemdUnit(f"vigil-pgbackrest-{backup_type}.timer", enabled=True, running=True),
+            File(f"/etc/systemd/system/vigil-pgbackrest-{name}.timer",
+                 render_template(role.template("backup.timer.j2"), {"type": name, "calendar": calendar,
+                                                                    "unit": started}),
+                 notify=("reload systemd",), name=f"Ensure a {name} backup is taken at {calendar}."),
+            SystemdUnit(f"vigil-pgbackrest-{name}.timer", enabled=True, running=True),
         ]
     return [
         AptPackages(["pgbackrest"], name="Ensure pgBackRest is installed."),

@@ -62,9 +62,10 @@ def pgbackrest(repository: Repository, *args: str) -> Command:
 
 
 # What the repository holds, then when its newest WAL arrived (seconds since the epoch), in one round trip.
+# The backup host's repository (repo1) only: a second one on S3 has a window of its own.
 CONTENTS = r'''
 cd /
-pgbackrest --stanza="$1" info --output=json || exit
+pgbackrest --stanza="$1" --repo=1 info --output=json || exit
 # pgBackRest's JSON ends without a newline.
 echo
 echo "@wal"

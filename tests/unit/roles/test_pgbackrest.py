@@ -217,3 +217,58 @@ def test_a_configuration_is_written_only_if_its_passphrase_opens_the_repository_
     argv = [*validate[:-1], str(repository), str(tmp_path / "new.conf")]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=30, env={"PATH": f"{tmp_path}:/usr/bin:/bin"})
     assert done.returncode == code and said in done.stderr
+
+
+S3 = {"pgbackrest_s3_bucket": "together-pray-backups", "pgbackrest_s3_endpoint": "s3.eu-central-1.amazonaws.com",
+      "pgbackrest_s3_region": "eu-central-1"}
+S3_SECRETS = {**SECRETS, "PGBACKREST_S3_KEY": "AKIAEXAMPLEKEY0001", "PGBACKREST_S3_KEY_SECRET": "s3-key-secret-value",
+              "PGBACKREST_S3_CIPHER_PASS": "a-second-repository-pass-of-32-chars-and-more"}
+
+
+def operations_with(tmp_path, host, host_vars, secrets):
+    inventory = layout(THREE_HOSTS, private={"db1": "10.0.0.5", "backup1": "10.0.0.9"},
+                       host_vars={"db1": host_vars, "backup1": host_vars})
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text("".join(f"{h.address} ssh-ed25519 AAAA{h.name}\n" for h in inventory.hosts.values()))
+    inventory = dataclasses.replace(inventory, known_hosts=known_hosts)
+    role = load_role("pgbackrest")
+    return role.tasks(role, inventory.vars_for(inventory.hosts[host], [role], secrets=lambda: secrets))
+
+
+def test_an_s3_bucket_is_a_second_repository_each_end_reaches_with_its_own_passphrase(tmp_path):
+    repository = files(operations_with(tmp_path, "backup1", S3, S3_SECRETS))
+    config = repository["/etc/pgbackrest/pgbackrest.conf"].content.decode()
+    for line in ("repo2-type=s3", "repo2-s3-bucket=together-pray-backups", "repo2-s3-region=eu-central-1",
+                 "repo2-s3-endpoint=s3.eu-central-1.amazonaws.com", "repo2-s3-uri-style=host",
+                 "repo2-s3-key-secret=s3-key-secret-value", "repo2-retention-full=14",
+                 f"repo2-cipher-pass={S3_SECRETS['PGBACKREST_S3_CIPHER_PASS']}",
+                 f"repo1-cipher-pass={SECRETS['PGBACKREST_CIPHER_PASS']}"):
+        assert line + "\n" in config, line
+    # Backups go into it weekly, one repository per pgBackRest run.
+    unit = repository["/etc/systemd/system/vigil-pgbackrest-backup-s3@.service"].content.decode()
+    assert "--stanza=together-pray --repo=2 --type=%i" in unit
+    timer = repository["/etc/systemd/system/vigil-pgbackrest-s3-full.timer"].content.decode()
+    assert "OnCalendar=Sun *-*-* 04:30:00" in timer and "Unit=vigil-pgbackrest-backup-s3@full.service" in timer
+    # The database host archives WAL into it too, with the second passphrase only, its file kept secret.
+    database = files(operations_with(tmp_path, "db1", S3, S3_SECRETS))["/etc/pgbackrest/pgbackrest.conf"]
+    text = database.content.decode()
+    assert "repo2-s3-bucket=together-pray-backups\n" in text and database.secret
+    assert S3_SECRETS["PGBACKREST_S3_CIPHER_PASS"] in text and SECRETS["PGBACKREST_CIPHER_PASS"] not in text
+
+
+def test_without_a_bucket_there_is_no_second_repository(tmp_path):
+    ops = files(operations_with(tmp_path, "backup1", {}, SECRETS))
+    assert "repo2" not in ops["/etc/pgbackrest/pgbackrest.conf"].content.decode()
+    assert not [path for path in ops if "s3" in path]
+    assert not files(operations_with(tmp_path, "db1", {}, SECRETS))["/etc/pgbackrest/pgbackrest.conf"].secret
+
+
+@pytest.mark.parametrize("host_vars, secrets, message", [
+    (S3, SECRETS, "secret PGBACKREST_S3_KEY is missing"),
+    ({**S3, "pgbackrest_s3_endpoint": ""}, S3_SECRETS, "pgbackrest_s3_endpoint"),
+    ({**S3, "pgbackrest_s3_bucket": "Not A Bucket"}, S3_SECRETS, "pgbackrest_s3_bucket"),
+    ({**S3, "pgbackrest_s3_uri_style": "virtual"}, S3_SECRETS, "pgbackrest_s3_uri_style"),
+])
+def test_an_s3_repository_it_cannot_reach_is_refused_naming_the_key(tmp_path, host_vars, secrets, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        operations_with(tmp_path, "backup1", host_vars, secrets)
