@@ -158,6 +158,12 @@ def s3_repository(vars) -> dict | None:
     }
 
 
+def hardening(role) -> str:
+    """The sandboxing every unit of this role shares (each adds the paths it may write), rated OK by
+    `systemd-analyze security`."""
+    return role.template("hardening.j2")
+
+
 def peer_of(vars, peer) -> tuple[str, int]:
     """The address and SSH port this host reaches `peer` on: its private address."""
     return vars.address_of(peer.name), peer.port
@@ -227,7 +233,7 @@ def database_end(role, vars, repository) -> list:
              name=f"Ensure pgBackRest pushes WAL to the repository on {repository.name}"
                   f"{' and to S3 bucket ' + s3['bucket'] if s3 else ''}."),
         File(f"/etc/systemd/system/{CHECK_UNIT}.service", render_template(role.template("check.service.j2"), {
-            "stanza": shared["stanza"], "archive_wait": shared["archive_wait"],
+            "stanza": shared["stanza"], "archive_wait": shared["archive_wait"], "hardening": hardening(role),
             "timeout": shared["archive_wait"] + 60}),
             notify=("reload systemd",), name="Ensure WAL archiving can be checked end to end, as postgres, hardened."),
         File(f"/etc/systemd/system/{CHECK_UNIT}.timer", render_template(role.template("check.timer.j2"), {
@@ -256,7 +262,8 @@ def repository_end(role, vars, database) -> list:
         "window_days": vars.integer("pgbackrest_window_days", minimum=1), "lock_path": LOCK_PATH,
         "s3": s3_repository(vars)})
     unit = {"stanza": shared["stanza"], "repository_path": repository_path, "lock_path": LOCK_PATH,
-            "timeout": vars.integer("pgbackrest_backup_timeout_seconds", minimum=60), "repo_option": "", "into": ""}
+            "timeout": vars.integer("pgbackrest_backup_timeout_seconds", minimum=60), "repo_option": "", "into": "",
+            "hardening": hardening(role)}
     service = render_template(role.template("backup@.service.j2"), unit)
     timers = drill(role, vars, database, shared["stanza"], repository_path)
     schedules = [(backup_type, vars.string(f"pgbackrest_{backup_type}_schedule", CALENDAR),
@@ -327,7 +334,7 @@ def drill(role, vars, database, stanza: str, repository_path: str) -> list:
     }
     unit = render_template(role.template("drill.service.j2"), {
         "stanza": stanza, "drill": DRILL, "repository_path": repository_path, "lock_path": LOCK_PATH,
-        "drill_path": path, "timeout": settings["recovery_deadline_seconds"] + 900})
+        "drill_path": path, "timeout": settings["recovery_deadline_seconds"] + 900, "hardening": hardening(role)})
     return [
         Directory("/etc/postgresql-common/createcluster.d", mode="0755"),
         File(NO_MAIN_CLUSTER, "# Managed by vigil (roles/pgbackrest): PostgreSQL here serves only the restore drill.\n"
