@@ -37,11 +37,16 @@ age = subprocess.Popen(["age", "--encrypt", *[arg for r in recipients for arg in
 plain, sent = hashlib.sha256(), hashlib.sha256()
 sizes = {"dump": 0, "sent": 0}
 def feed():
-    for block in iter(lambda: dump.stdout.read(1 << 16), b""):
-        plain.update(block)
-        sizes["dump"] += len(block)
-        age.stdin.write(block)
-    age.stdin.close()
+    try:
+        for block in iter(lambda: dump.stdout.read(1 << 16), b""):
+            plain.update(block)
+            sizes["dump"] += len(block)
+            age.stdin.write(block)
+        age.stdin.close()
+    except BrokenPipeError:
+        pass  # age ended first: its exit code says why
+    finally:
+        dump.stdout.close()  # pg_dump stops (SIGPIPE) rather than wait on a reader that is gone
 feeder = threading.Thread(target=feed)
 feeder.start()
 for block in iter(lambda: age.stdout.read(1 << 16), b""):
@@ -50,10 +55,12 @@ for block in iter(lambda: age.stdout.read(1 << 16), b""):
     sys.stdout.buffer.write(block)
 feeder.join()
 sys.stdout.buffer.flush()
-if dump.wait() != 0:
-    sys.exit("pg_dump: " + dump.stderr.read().decode(errors="replace").strip()[-300:])
+# age first: a pg_dump that failed leaves age to encrypt what it got, while an age that failed
+# leaves pg_dump killed by the closed pipe, saying nothing of why.
 if age.wait() != 0:
     sys.exit("age: " + age.stderr.read().decode(errors="replace").strip()[-300:])
+if dump.wait() != 0:
+    sys.exit("pg_dump: " + dump.stderr.read().decode(errors="replace").strip()[-300:])
 version = subprocess.run(["pg_dump", "--version"], capture_output=True, text=True).stdout.strip()
 print(json.dumps({"sha256": sent.hexdigest(), "size": sizes["sent"], "dump_sha256": plain.hexdigest(),
                   "dump_size": sizes["dump"], "pg_dump": version}), file=sys.stderr)

@@ -50,6 +50,16 @@ def test_a_failed_dump_fails_the_export_with_pg_dumps_reason(tmp_path):
     assert done.returncode != 0 and "pg_dump: pg_dump: error: connection to server failed" in done.stderr.decode()
 
 
+def test_an_age_that_fails_fails_the_export_without_waiting_on_pg_dump(tmp_path):
+    """A large dump and an age that exits at once: pg_dump is not left blocked writing to nobody."""
+    env = stand_ins(tmp_path, dump="#!/bin/sh\n[ \"$1\" = --version ] && exit 0\nexec head -c 50000000 /dev/zero\n")
+    (tmp_path / "bin" / "age").write_text("#!/bin/sh\necho 'age: error: no identity' >&2\nexit 1\n")
+    (tmp_path / "bin" / "age").chmod(0o755)
+    command = export_command("together_pray", [str(pyrage.x25519.Identity.generate().to_public())])
+    done = subprocess.run(command.argv, capture_output=True, env=env, timeout=60)
+    assert done.returncode != 0 and "age: age: error: no identity" in done.stderr.decode()
+
+
 @pytest.mark.parametrize("recipients", [[], ["age1short"], ["ssh-ed25519 AAAA"]])
 def test_recipients_that_are_not_age_keys_are_refused_before_the_host_is_asked(recipients):
     with pytest.raises(BackupError, match="age recipients"):
