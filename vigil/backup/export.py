@@ -47,14 +47,20 @@ def feed():
         pass  # age ended first: its exit code says why
     finally:
         dump.stdout.close()  # pg_dump stops (SIGPIPE) rather than wait on a reader that is gone
-feeder = threading.Thread(target=feed)
+feeder = threading.Thread(target=feed, daemon=True)
 feeder.start()
-for block in iter(lambda: age.stdout.read(1 << 16), b""):
-    sent.update(block)
-    sizes["sent"] += len(block)
-    sys.stdout.buffer.write(block)
+try:
+    for block in iter(lambda: age.stdout.read(1 << 16), b""):
+        sent.update(block)
+        sizes["sent"] += len(block)
+        sys.stdout.buffer.write(block)
+    sys.stdout.buffer.flush()
+except BrokenPipeError:
+    # The receiving end went away: end pg_dump now, or it keeps its snapshot (and its table locks).
+    dump.kill()
+    age.kill()
+    sys.exit("the connection that received the export was closed")
 feeder.join()
-sys.stdout.buffer.flush()
 # age first: a pg_dump that failed leaves age to encrypt what it got, while an age that failed
 # leaves pg_dump killed by the closed pipe, saying nothing of why.
 if age.wait() != 0:

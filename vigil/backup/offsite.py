@@ -7,7 +7,9 @@ repository keeps them, encrypted with the repository's cipher: the copy is as sa
 the repository is, and pgBackRest restores from it with the env's passphrase:
 
     tar -xf production-20261203-021500F.pgbackrest.tar -C /var/tmp/pulled
-    pgbackrest --stanza=together-pray --repo1-path=/var/tmp/pulled --set=20261203-021500F --type=immediate restore
+    PGBACKREST_REPO1_CIPHER_PASS=... pgbackrest --stanza=together-pray --reset-repo1-host --reset-pg1-host \
+        --repo1-path=/var/tmp/pulled --repo1-cipher-type=aes-256-cbc --pg1-path=DATA \
+        --set=20261203-021500F --type=immediate restore
 
 The backup host packs and checksums it in one pass; it is named here only once the checksum matches.
 """
@@ -47,7 +49,9 @@ for label in sets:
     top = f"backup/{stanza}/{label}"
     if not os.path.isdir(os.path.join(repository, top)):
         sys.exit(f"backup set {label} is not in the repository")
-    for directory, subdirectories, files in os.walk(os.path.join(repository, top)):
+    def unreadable(error):
+        raise error
+    for directory, subdirectories, files in os.walk(os.path.join(repository, top), onerror=unreadable):
         subdirectories.sort()
         members += sorted(os.path.relpath(os.path.join(directory, name), repository) for name in files)
 archive, found = f"archive/{stanza}/{archive_id}", set()
@@ -77,8 +81,11 @@ out = Hashing(sys.stdout.buffer)
 with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
     for member in members:
         path = os.path.join(repository, member)
-        if os.path.exists(path):
-            tar.add(path, arcname=member, recursive=False)
+        if not os.path.exists(path):
+            if member.endswith(".copy"):
+                continue  # pgBackRest's spare copy of an info file: the file itself is there
+            sys.exit(f"{member} vanished while it was packed (an expire ran?): the copy is not complete")
+        tar.add(path, arcname=member, recursive=False)
 sys.stdout.buffer.flush()
 print(json.dumps({"sha256": out.digest.hexdigest(), "size": out.size, "files": len(members),
                   "wal": len(found)}), file=sys.stderr)
@@ -121,8 +128,10 @@ def pull_set(transport: Transport, repository: Repository, backup: Backup, env: 
         "stanza": repository.stanza,
         "drill": backup.drill or "none yet",
         "encrypted_with": "the repository's cipher (PGBACKREST_CIPHER_PASS in the env's secrets)",
-        "restore": (f"tar -xf {target.name} -C DIR && pgbackrest --stanza={repository.stanza} --repo1-path=DIR "
-                    f"--set={backup.label} --type=immediate restore"),
+        "restore": (f"tar -xf {target.name} -C DIR; then, where pgBackRest and PostgreSQL of the same major "
+                    f"version are, with PGBACKREST_REPO1_CIPHER_PASS set: pgbackrest --stanza={repository.stanza} "
+                    "--reset-repo1-host --reset-pg1-host --repo1-path=DIR --repo1-cipher-type=aes-256-cbc "
+                    f"--pg1-path=DATA --set={backup.label} --type=immediate restore"),
     }
     target.with_suffix(".json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
     os.replace(partial, target)

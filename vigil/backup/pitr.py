@@ -15,6 +15,7 @@ pgBackRest restores; vigil decides the target, guards the order and reports.
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -32,7 +33,7 @@ from vigil.backup.repository import (
 from vigil.backup.restore import Say, back_in_service, maintenance_off, maintenance_on
 from vigil.core.audit_log import audit_locally
 from vigil.core.commands import script
-from vigil.core.errors import ConfigError, UnreachableError
+from vigil.core.errors import ConfigError, UnreachableError, VigilError
 from vigil.core.inventory import Inventory
 
 
@@ -232,6 +233,13 @@ def refusal(answer) -> str:
 
 # Seconds PostgreSQL may take to replay WAL up to the target and promote.
 RECOVERY_DEADLINE = 3600
+# Seconds a restore holds the repository's backup lock at most: every step's own deadline (the safety
+# point, pgBackRest's restore and recovery, the health checks), so it never lapses under a restore.
+HOLD_SECONDS = 300 + RECOVERY_DEADLINE + 600 + 1800
+
+
+class OutcomeUnknown(BackupError):
+    """The connection to the database host was lost mid-restore: it may still be running there."""
 
 
 def restore_to(env: str, inventory: Inventory, repository: Repository, target: Target, say: Say,
@@ -245,16 +253,19 @@ def restore_to(env: str, inventory: Inventory, repository: Repository, target: T
         backup = choose_backup(target, contents.backups, force)
         # No backup or expire runs while the database is restored: they would copy a cluster being
         # replaced, or remove what the restore reads.
-        hold_backups(transport, repository, RECOVERY_DEADLINE + 1200)
+        hold_backups(transport, repository, HOLD_SECONDS)
     try:
         return restore_held(env, inventory, repository, target, say, contents, backup)
     finally:
-        try:
-            with connect(inventory, repository.host) as transport:
-                release_backups(transport, repository)
-        except (UnreachableError, BackupError):
-            say(f"{repository.host.name}: could not release the backup lock; it ends by itself within "
-                f"{(RECOVERY_DEADLINE + 1200) // 60} minutes of the restore's start")
+        # After a lost connection the restore may still run on the database host: the lock then stays
+        # until its deadline.
+        if sys.exc_info()[0] is not OutcomeUnknown:
+            try:
+                with connect(inventory, repository.host) as transport:
+                    release_backups(transport, repository)
+            except VigilError as error:
+                say(f"{repository.host.name}: could not release the backup lock ({error}); it ends by itself "
+                    f"within {HOLD_SECONDS // 60} minutes of the restore's start")
 
 
 def restore_held(env: str, inventory: Inventory, repository: Repository, target: Target, say: Say,
@@ -290,9 +301,9 @@ def restore_held(env: str, inventory: Inventory, repository: Repository, target:
                                      timeout=RECOVERY_DEADLINE + 600)
     except UnreachableError:
         audit_locally("backup.restore", env, [database.name], "unknown", target=target.describe())
-        raise BackupError(f"{database.name}: the connection was lost during the restore; maintenance mode stays on. "
-                          f"Check PostgreSQL on {database.name}, then "
-                          f"`invoke incident.maintenance off --env={env}`") from None
+        raise OutcomeUnknown(f"{database.name}: the connection was lost during the restore; maintenance mode stays "
+                             f"on, and no backup runs until the restore's deadline. Check PostgreSQL on "
+                             f"{database.name}, then `invoke incident.maintenance off --env={env}`") from None
     except BackupError:
         maintenance_off(env, web, say)
         audit_locally("backup.restore", env, [database.name], "failed", target=target.describe())

@@ -223,6 +223,7 @@ fi
 systemctl reset-failed "$unit" 2>/dev/null
 rm -f "$mark"
 systemd-run --quiet --unit="$unit" --uid=pgbackrest --gid=pgbackrest --property=RuntimeMaxSec="$deadline" \
+    --property=CollectMode=inactive-or-failed \
     flock --nonblock --conflict-exit-code 75 "$lock" sh -c 'touch "$1" && exec sleep infinity' hold "$mark" || exit
 i=0
 until [ -e "$mark" ]; do

@@ -410,7 +410,8 @@ def export(c, env="sandbox", to_dir=None, json=False):
     """
     recipients = [key for key, _ in load_recipients(env, SecretsPaths.default())]
     inventory, host = database_host(env)
-    database = inventory.vars_for(host, [load_role("postgresql")]).string("postgresql_database")
+    database = inventory.vars_for(host, [load_role("postgresql")]).string("postgresql_database",
+                                                                          r"[a-z_][a-z0-9_]{0,62}")
     with connect(inventory, host) as transport:
         path, record = export_database(transport, host, env, database, recipients, pulled_dir(env, to_dir))
     _audit("backup.export", env, host.name, "ok", export=record["id"])

@@ -79,6 +79,17 @@ def test_a_set_whose_wal_has_a_gap_is_not_packed_and_the_segment_is_named(tmp_pa
     assert "WAL segment 0000000100000000000000FF of the set is not in the repository" in done.stderr.decode()
 
 
+def test_a_file_that_vanishes_while_packed_fails_the_copy_naming_it(tmp_path):
+    """An expire removing a set's WAL between the listing and the packing: no incomplete copy is sent."""
+    root = repository_tree(tmp_path)
+    repository = dataclasses.replace(find_repository(layout({"db": ["db1"], "backup": ["backup1"]})), path=str(root))
+    argv = list(pack_command(repository, FULL).argv)
+    # The program lists the archive, then packs; a wrapper deletes a segment in between.
+    program = argv[3].replace("out = Hashing(", "os.remove(os.path.join(repository, members[-1]))\nout = Hashing(", 1)
+    done = subprocess.run([*argv[:3], program, *argv[4:]], capture_output=True)
+    assert done.returncode != 0 and "vanished while it was packed" in done.stderr.decode()
+
+
 def test_the_wal_range_references_and_archive_of_each_set_are_read_from_pgbackrests_info():
     info = [{"name": STANZA, "status": {"code": 0, "message": "ok"},
              "db": [{"id": 1, "repo-key": 1, "system-id": 7441234567890123456, "version": "17"}],
@@ -127,5 +138,6 @@ def test_a_pulled_set_is_named_only_when_it_arrived_as_packed(tmp_path, damage):
     assert path.name == "staging-20261203-100000F.pgbackrest.tar"
     record = json.loads(path.with_suffix(".json").read_text())
     assert record["sets"] == [FULL.label] and record["wal"] == [FULL.wal_start, FULL.wal_stop]
-    assert f"--repo1-path=DIR --set={FULL.label} --type=immediate restore" in record["restore"]
+    assert f"--reset-pg1-host --repo1-path=DIR --repo1-cipher-type=aes-256-cbc --pg1-path=DATA --set={FULL.label} " \
+           "--type=immediate restore" in record["restore"]
     assert sorted(p.name for p in into.iterdir()) == [path.with_suffix(".json").name, path.name]

@@ -7,8 +7,11 @@ import subprocess
 import pytest
 
 from tests.support.inventories import layout
+from vigil.backup import pitr
+from vigil.backup.helper import BackupError
 from vigil.backup.pitr import RESTORE, Target, check_label, check_target, choose_backup, parse_target, parse_time
-from vigil.backup.repository import Backup, Contents, find_repository
+from vigil.backup.repository import HOLD, RELEASE, Backup, Contents, find_repository
+from vigil.core.connectors import Result
 from vigil.core.errors import ConfigError
 
 REPOSITORY = find_repository(layout({"web": ["web1"], "db": ["db1"], "backup": ["backup1"]}))
@@ -164,3 +167,45 @@ def test_postgresql_runs_again_after_a_restore_refused_before_writing_and_stays_
     assert (done.returncode == 0) == (restore_exit == 0) and said in done.stderr, done.stderr
     # Promoted: the checkpointer, asleep since recovery, is woken so archive_timeout holds at once.
     assert any("pg_reload_conf" in call for call in calls) == (restore_exit == 0)
+
+
+class RecordingHost:
+    """The backup host: what it was asked, in order (hold and release are told apart by their scripts)."""
+
+    def __init__(self):
+        self.asked = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def run(self, command, timeout=None):
+        self.asked.append({HOLD: "hold", RELEASE: "release"}.get(command.argv[2], "other"))
+        return Result(0, "", "")
+
+
+@pytest.mark.parametrize("outcome, released", [
+    (None, True),                                            # restored
+    (BackupError("vps1: the restore failed"), True),         # failed: nothing runs on the host any more
+    (pitr.OutcomeUnknown("vps1: the connection was lost"), False),  # may still run there: the lock stays
+])
+def test_a_restore_holds_the_backup_lock_and_releases_it_unless_it_may_still_run(monkeypatch, outcome, released):
+    host = RecordingHost()
+    monkeypatch.setattr(pitr, "connect", lambda inventory, target: host)
+    monkeypatch.setattr(pitr, "read_contents", lambda transport, repository: Contents(0, "ok", [FULL], 1796299200))
+
+    def restore_held(*args):
+        if outcome:
+            raise outcome
+        return {"restored": True}
+
+    monkeypatch.setattr(pitr, "restore_held", restore_held)
+    repository = find_repository(layout({"web": ["web1"], "db": ["db1"], "backup": ["backup1"]}))
+    if outcome:
+        with pytest.raises(type(outcome)):
+            pitr.restore_to("staging", None, repository, Target(), lambda line: None)
+    else:
+        assert pitr.restore_to("staging", None, repository, Target(), lambda line: None) == {"restored": True}
+    assert host.asked == (["hold", "release"] if released else ["hold"])
