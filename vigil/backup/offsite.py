@@ -18,18 +18,16 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 from pathlib import Path
 
 from vigil.backup.helper import BackupError
+from vigil.backup.pitr import LABEL
 from vigil.backup.repository import REPOSITORY_USER, Backup, Repository
 from vigil.backup.transfer import receive
 from vigil.core.commands import Command
 from vigil.core.connectors import Transport
 from vigil.core.errors import ConfigError
-
-LABEL = re.compile(r"[0-9]{8}-[0-9]{6}F(?:_[0-9]{8}-[0-9]{6}[DI])?")
 
 # Run by python3 on the backup host, as the repository's user: the tar on stdout, then its sha256, size
 # and what it holds as one JSON line on stderr. Arguments: the repository, the stanza, the archive id,
@@ -93,7 +91,7 @@ print(json.dumps({"sha256": out.digest.hexdigest(), "size": out.size, "files": l
 
 
 def check_label(label: str) -> str:
-    if not LABEL.fullmatch(label):
+    if not LABEL.fullmatch(label):  # pitr's: the label a restore takes
         raise ConfigError(f"ID: {label!r} is neither `latest` nor a backup set's label (invoke backup.list)")
     return label
 

@@ -197,7 +197,7 @@ def create_backup(transport, repository: Repository, backup_type: str, label: st
     answer = transport.run(pgbackrest(repository, f"--type={backup_type}", f"--annotation=vigil-label={label}",
                                       "backup"), timeout=BACKUP_TIMEOUT)
     if not answer.ok:
-        why = transport.run(script(DISK, repository.path, HOLD_UNIT, as_user=REPOSITORY_USER), timeout=60)
+        why = transport.run(script(WHY_BACKUP_FAILED, repository.path, HOLD_UNIT, as_user=REPOSITORY_USER), timeout=60)
         raise BackupError(f"{repository.host.name}: pgBackRest's backup failed: {last_line(answer)}"
                           f"{failure_note(why.stdout if why.ok else '')}")
     contents = read_contents(transport, repository)
@@ -255,11 +255,12 @@ def release_backups(transport, repository: Repository) -> None:
 
 # Why a backup failed, when pgBackRest's own words do not say: how full the repository's filesystem
 # is (percent used, bytes available), and whether a restore holds the backup lock.
-DISK = 'df --output=pcent,avail -B1 -- "$1" | tail -n 1; systemctl is-active --quiet "$2" && echo restoring; true'
+WHY_BACKUP_FAILED = ('df --output=pcent,avail -B1 -- "$1" | tail -n 1; '
+                     'systemctl is-active --quiet "$2" && echo restoring; true')
 
 
 def failure_note(answer: str) -> str:
-    """What to add to a failed backup's error (DISK's answer): a restore holds the lock, or the
+    """What to add to a failed backup's error (WHY_BACKUP_FAILED's answer): a restore holds the lock, or the
     repository's disk is full (pgBackRest then reports what failed first, often WAL not archived)."""
     if "restoring" in answer.split():
         return "; a restore of the database is running and holds the repository's backup lock: back up once it ends"
