@@ -53,6 +53,21 @@ def test_the_deploy_users_sudoers_allows_only_the_helper_and_nginx():
     ]
 
 
+def app_unit_helper(tmp_path, systemctl):
+    """The real vigil-app-unit, with systemctl swapped for a shell script (`systemctl`'s body) and
+    journalctl for echo, so what it would run shows."""
+    role, vars = users_vars()
+    helper = next(op for op in role.tasks(role, vars) if getattr(op, "path", "") == "/usr/local/sbin/vigil-app-unit")
+    fake = tmp_path / "systemctl"
+    fake.write_text("#!/bin/sh\n" + systemctl)
+    fake.chmod(0o755)
+    script = tmp_path / "vigil-app-unit"
+    script.write_text(helper.content.decode().replace("/usr/bin/systemctl", str(fake))
+                      .replace("exec /usr/bin/journalctl", "exec echo journalctl")
+                      .replace("/var/log/vigil", str(tmp_path / "log")))
+    return script
+
+
 @pytest.mark.parametrize(
     "args, code, output",
     [
@@ -92,13 +107,7 @@ def test_the_deploy_users_sudoers_allows_only_the_helper_and_nginx():
     ],
 )
 def test_the_app_unit_helper_acts_on_the_apps_units_only(tmp_path, args, code, output):
-    role, vars = users_vars()
-    helper = next(op for op in role.tasks(role, vars) if getattr(op, "path", "") == "/usr/local/sbin/vigil-app-unit")
-    # The real script, with systemctl swapped for echo so what it would run shows.
-    script = tmp_path / "vigil-app-unit"
-    script.write_text(helper.content.decode().replace("exec /usr/bin/systemctl", "exec echo systemctl")
-                      .replace("exec /usr/bin/journalctl", "exec echo journalctl")
-                      .replace("/var/log/vigil", str(tmp_path / "log")))
+    script = app_unit_helper(tmp_path, 'echo systemctl "$@"\n')
     result = subprocess.run(["sh", str(script), *args], capture_output=True, text=True,
                             env={"PATH": "/usr/bin:/bin", "SUDO_USER": "deploy"})
     assert result.returncode == code and output in (result.stdout + result.stderr)
@@ -112,6 +121,35 @@ def test_the_app_unit_helper_acts_on_the_apps_units_only(tmp_path, args, code, o
         assert trail.stat().st_mode & 0o777 == 0o640
     else:
         assert recorded == []
+
+
+# A fake systemctl whose first restart fails with the unit's Result as given, and whose later
+# starts succeed; it logs every call.
+FAILING_ONCE = """echo "$*" >> "$(dirname "$0")/calls"
+case "$*" in
+    show*) echo {result} ;;
+    *restart*) exit 1 ;;
+esac
+"""
+
+
+@pytest.mark.parametrize(
+    "result, code, calls",
+    [
+        # systemd could not spawn it (its cgroup reuse race): reset, then one more start.
+        ("resources", 0, ["--no-pager restart -- U", "show --property=Result --value -- U", "reset-failed -- U",
+                          "--no-pager start -- U"]),
+        # The app itself failed: no second try, and the failure stands.
+        ("exit-code", 1, ["--no-pager restart -- U", "show --property=Result --value -- U"]),
+    ],
+)
+def test_the_app_unit_helper_starts_once_more_only_what_systemd_could_not_spawn(tmp_path, result, code, calls):
+    unit = "together-pray-backend@green.service"
+    script = app_unit_helper(tmp_path, FAILING_ONCE.format(result=result))
+    run = subprocess.run(["sh", str(script), "restart", unit], capture_output=True, text=True,
+                         env={"PATH": "/usr/bin:/bin", "SUDO_USER": "deploy"})
+    assert run.returncode == code, run.stderr
+    assert (tmp_path / "calls").read_text().splitlines() == [call.replace("U", unit) for call in calls]
 
 
 def test_the_app_unit_helper_shows_the_newest_lines_of_roots_trail(tmp_path):
