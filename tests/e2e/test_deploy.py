@@ -385,18 +385,20 @@ def test_a_rollback_returns_to_the_previous_good_release_and_refuses_a_bad_one(d
     assert health(address)["release"] == previous
 
 
-def test_a_rollback_with_migrations_reverts_what_the_bad_release_added(deployed, sandbox, tmp_path):
-    def add_column(source):
-        add_migration(source, 1764000000002, "AddPrayerMood", up=['ALTER TABLE "prayers" ADD "mood" text'],
-                      down=['ALTER TABLE "prayers" DROP COLUMN "mood"'])
+def add_mood_column(source):
+    """The release test_recovery_repository migrates too: the same source builds the same artifact, once."""
+    add_migration(source, 1764000000002, "AddPrayerMood", up=['ALTER TABLE "prayers" ADD "mood" text'],
+                  down=['ALTER TABLE "prayers" DROP COLUMN "mood"'])
 
+
+def test_a_rollback_with_migrations_reverts_what_the_bad_release_added(deployed, sandbox, tmp_path):
     def columns():
         return sandbox.ssh("vps1", "su postgres -c \"psql -tA -d together_pray -c \\\"select column_name from "
                                    "information_schema.columns where table_name = 'prayers'\\\"\"").split()
 
     # On vps2: the database is on vps1, so the backups go through a second connection, to vps1.
     before = health(sandbox.addresses["vps2"])["release"]
-    inventory = scratch_with_backend(sandbox, tmp_path, variant(tmp_path, "with-mood", add_column))
+    inventory = scratch_with_backend(sandbox, tmp_path, variant(tmp_path, "with-mood", add_mood_column))
     deployed_mood = invoke("deploy.backend", "--json", "--limit=vps2", inventory=inventory, timeout=900)
     assert deployed_mood.code == 0, deployed_mood.stdout[-3000:] + deployed_mood.stderr
     assert "mood" in columns()

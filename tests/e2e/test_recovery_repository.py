@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.e2e.test_deploy import add_mood_column, current_release, scratch_with_backend, variant
 from tests.support.sandbox_hosts import INVENTORY, REPO, invoke
 from vigil.backup.repository import HOLD_MARK, HOLD_UNIT, LOCK_PATH
 from vigil.core.yaml_loader import load_yaml
@@ -394,22 +395,39 @@ def test_a_branch_of_a_past_second_is_a_new_database_beside_the_live_one_which_i
     assert sql(sandbox, "select count(*) from pg_database where datname = 'before_two'") == "0"
 
 
-def test_the_deploy_user_makes_the_restore_point_a_migration_needs_and_a_restore_returns_to_it(
-        repository, deployed, sandbox):
-    """What a deploy does before it migrates, where there is a backup host (vigil.deploy.safety)."""
+def test_a_migrating_deploy_makes_a_restore_point_and_a_rollback_returns_the_database_to_it(
+        repository, deployed, sandbox, tmp_path):
+    """With a backup host, a deploy makes a restore point before it migrates (vigil.deploy.safety), and
+    `deploy.rollback --restore-point` undoes the migration by the database's history, code first."""
+    # The deploy user's root helper takes only its two words.
+    as_deploy = "runuser -u deploy -- sudo -n /usr/local/sbin/vigil-restore-point"
+    assert "password is required" in sandbox.ssh(DATABASE, f"cd / && {as_deploy} drop 2>&1 || true")
     sql(sandbox, "drop table if exists migrate_marks; create table migrate_marks (n int primary key); "
                  "insert into migrate_marks values (1)")
-    as_deploy = "runuser -u deploy -- sudo -n /usr/local/sbin/vigil-restore-point"
-    answer = sandbox.ssh(DATABASE, f"cd / && {as_deploy} migrate").strip()
-    at, timeline, name = answer.split("|")
-    assert name.startswith("vigil-migrate-") and int(timeline) >= 1
-    # Only the two words: anything else is not the deploy user's to run as root.
-    assert "password is required" in sandbox.ssh(DATABASE, f"cd / && {as_deploy} drop 2>&1 || true")
-    sql(sandbox, "insert into migrate_marks values (2)")  # the migration's change, and writes after it
+    columns = "select column_name from information_schema.columns where table_name = 'prayers' order by 1"
+    before, schema = current_release(sandbox, "vps2"), sql(sandbox, columns)
+    inventory = scratch_with_backend(sandbox, tmp_path, variant(tmp_path, "with-mood", add_mood_column))
+    migrated = invoke("deploy.backend", "--json", "--limit=vps2", inventory=inventory, timeout=900)
+    assert migrated.code == 0, migrated.stdout[-3000:] + migrated.stderr
+    release = current_release(sandbox, "vps2")
+    record = json.loads(sandbox.ssh("vps2", f"cat /srv/together-pray/backend/releases/{release}/"
+                                            ".vigil-restore-point.json"))
+    made = next(op for op in migrated.host("vps2")["operations"] if op["name"] == "Make a restore point.")
+    assert made["summary"].startswith(f"restore point {record['name']} ") and record["release"] == release
+    assert "mood" in sql(sandbox, columns).split()
+    sql(sandbox, "insert into migrate_marks values (2)")  # a write after the migration, lost by the restore
 
-    restored = invoke("backup.restore", name, f"--timeline={timeline}", "--yes", "--json", timeout=1800)
-    assert restored.code == 0, restored.stdout[-3000:] + restored.stderr
-    assert sql(sandbox, "select n from migrate_marks order by n") == "1"
+    rolled = invoke("deploy.rollback", "--app=backend", "--restore-point", "--yes", "--json", "--limit=vps2",
+                    inventory=inventory, timeout=1800)
+    assert rolled.code == 0, rolled.stdout[-3000:] + rolled.stderr
+    assert rolled.json["rollback"]["exit_code"] == 0 and rolled.json["restore"]["target"] == \
+        f"restore point {record['name']}"
+    assert current_release(sandbox, "vps2") == before
+    assert sql(sandbox, columns) == schema and sql(sandbox, "select n from migrate_marks order by n") == "1"
+    # Nothing left to return to: the release serving now made no restore point.
+    again = invoke("deploy.rollback", "--app=backend", "--restore-point", "--yes", "--limit=vps2",
+                   inventory=inventory, timeout=300)
+    assert again.code != 0 and "made no restore point" in again.stdout + again.stderr
 
 
 def probe_state(sandbox, check: str) -> dict:

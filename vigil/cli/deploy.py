@@ -11,6 +11,7 @@ from invoke.exceptions import Exit
 from rich.markup import escape
 from rich.table import Table
 
+from vigil.backup.undo import undo_migrations_by_restore
 from vigil.cli.common import HOST_FLAGS_HELP, exit_unless_ok, exits_cleanly
 from vigil.core.errors import ConfigError, ExitCode
 from vigil.core.output import Reporter
@@ -103,22 +104,43 @@ def all_(c, env="sandbox", limit=None, ref=None, serial=0, lock_wait=0, verbose=
         "app": "backend or frontend.",
         "to": "The release id to return to (default: each host's previous good release; `deploy.releases` lists them).",
         "migrations": "First revert the migrations the current release added (after a backup), with its own code.",
+        "restore_point": "Instead of down migrations: roll back, then return the database to the restore point the "
+                         "current release made before its migrations (needs a backup host; every write since is "
+                         "lost, after a safety point).",
+        "yes": "With --restore-point: do not ask for confirmation.",
     }
 )
 @exits_cleanly
 def rollback(
-    c, app, env="sandbox", limit=None, to=None, migrations=False, serial=0, lock_wait=0, verbose=False, json=False
+    c, app, env="sandbox", limit=None, to=None, migrations=False, restore_point=False, yes=False, serial=0,
+    lock_wait=0, verbose=False, json=False
 ):
     """Return a service to an earlier release, through the same health-gated switch; releases marked bad are skipped.
 
-    Example: invoke deploy.rollback --app=backend --env=production [--migrations]
+    Example: invoke deploy.rollback --app=backend --env=production [--migrations | --restore-point]
     """
     sources = services_of(env)
     if app not in sources:
         raise ConfigError(f"--app: {app!r} is not one of {', '.join(sources)}")
     if to is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,80}", to):
         raise ConfigError(f"--to: {to!r} is not a release id")
+    if migrations and restore_point:
+        raise ConfigError("--migrations and --restore-point both undo the migrations: choose one")
     reporter = Reporter(json_output=json, verbose=verbose)
+    if restore_point:
+        # With --json, one document: the rollback's hosts and the restore's report.
+        rolling = Reporter.quiet() if json else reporter
+        code, results, report = undo_migrations_by_restore(
+            env, app, limit, yes, reporter.say,
+            lambda: deploy_service(env, app, sources[app], limit, RunOptions(serial=int(serial)), rolling,
+                                   lock_wait=float(lock_wait), rollback=True, rollback_to=to)[::2])
+        if json:
+            reporter.document({"rollback": {"exit_code": int(code), "hosts": [one.as_dict() for one in results]},
+                               "restore": report})
+        exit_unless_ok(code)
+        if not all(report["health"].values()):
+            raise Exit(code=int(ExitCode.HOST_FAILED))
+        return
     code, _, _ = deploy_service(env, app, sources[app], limit, RunOptions(serial=int(serial)), reporter,
                                 lock_wait=float(lock_wait), rollback=True, rollback_to=to, revert_migrations=migrations)
     exit_unless_ok(code)

@@ -21,7 +21,7 @@ from vigil.core.topology import inventory_repository_ends
 from vigil.deploy.build import GIT_URL, AppSource, Artifact, app_sources, build, built
 from vigil.deploy.executor import HostDeploy
 from vigil.deploy.preflight import preflight
-from vigil.deploy.safety import DatabaseHost
+from vigil.deploy.safety import DatabaseHost, parse_serving_point, serving_point_command
 from vigil.deploy.scripts import APPEND_HISTORY, BREAK_LOCK, as_deploy
 from vigil.deploy.settings import Settings, host_settings
 from vigil.deploy.state import HostState, parse_json_object
@@ -127,11 +127,7 @@ def deploy_service(
     if service not in schema.services:
         raise ConfigError(f"{service!r} is not a service of {schema.path.name} ({', '.join(schema.services)})")
     topology = schema.topology(inventory)
-    runs_service = {host.name for host in topology.app_hosts(service)}
-    hosts = [host for host in inventory.select(limit) if host.name in runs_service]
-    if not hosts:
-        raise ConfigError(f"--limit {limit or 'all'} selects no host of group {schema.services[service].hosts!r} "
-                          f"in inventory/{env}.yml")
+    hosts = service_hosts(env, inventory, schema, service, limit)
     settings = {host.name: host_settings(inventory, host, [service])[0] for host in hosts}
     # Release tasks (migrations) touch the shared database: the first host runs them, alone, before
     # any other host starts the new release; the others skip them.
@@ -195,6 +191,33 @@ def deploy_service(
     append_local_audit(record, environment)
     reporter.recap(f"{task} {record['release']}", env, results, notes={service: serving_line(results, serving)})
     return code, artifact, results
+
+
+def service_hosts(env: str, inventory, schema, service: str, limit: str | None) -> list[Host]:
+    """The hosts `limit` selects of those the secrets schema runs `service` on; ConfigError when none."""
+    runs_service = {host.name for host in schema.topology(inventory).app_hosts(service)}
+    hosts = [host for host in inventory.select(limit) if host.name in runs_service]
+    if not hosts:
+        raise ConfigError(f"--limit {limit or 'all'} selects no host of group {schema.services[service].hosts!r} "
+                          f"in inventory/{env}.yml")
+    return hosts
+
+
+def serving_restore_point(env: str, service: str, limit: str | None) -> tuple[str, dict]:
+    """The restore point the release `service` serves made before its migrations ran, and the host whose
+    record says so (the one that ran them), asked host by host in order; ConfigError when none has one."""
+    inventory = load_inventory(env)
+    hosts = service_hosts(env, inventory, load_schema(), service, limit)
+    for host in hosts:
+        layout = host_settings(inventory, host, [service])[0].layout
+        with connect(inventory, host, admin=False) as transport:
+            answer = transport.run(serving_point_command(layout.current, layout.releases))
+        point = parse_serving_point(answer.stdout) if answer.ok else None
+        if point:
+            return host.name, point
+    raise ConfigError(f"--restore-point: the {service} release served on {', '.join(host.name for host in hosts)} "
+                      "made no restore point (it ran no migration, or the env had no backup host then); "
+                      "--migrations runs the down migrations instead")
 
 
 def break_locks(env: str, services: list[str], limit: str | None, reason: str, reporter: Reporter,

@@ -16,14 +16,16 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-from vigil.core.commands import Command
+from vigil.core.commands import Command, script
 from vigil.core.redaction import REDACTOR
 from vigil.deploy.scripts import helper
 from vigil.deploy.settings import BACKUP_HELPER, RESTORE_POINT_HELPER
 from vigil.deploy.state import parse_json_object
 
+# A restore point's name: what made it and when (UTC).
+POINT_NAME = r"vigil-[a-z]+-[0-9]{8}T[0-9]{6}Z"
 # vigil-restore-point's answer: epoch seconds, timeline, the point's name.
-POINT = re.compile(r"^([0-9]+(?:\.[0-9]+)?)\|([0-9]+)\|(vigil-[a-z]+-[0-9]{8}T[0-9]{6}Z)$")
+POINT = re.compile(rf"^([0-9]+(?:\.[0-9]+)?)\|([0-9]+)\|({POINT_NAME})$")
 # Beside a release's files: the restore point made before its migrations ran.
 RECORD = ".vigil-restore-point.json"
 
@@ -94,3 +96,27 @@ def keep(database: DatabaseHost, transport, host, label: str, release: str, time
 
 def record_json(kept: Kept) -> str:
     return json.dumps(kept.record, sort_keys=True)
+
+
+# The restore point the serving release made before its migrations ran (RECORD beside its files), as
+# the deploy user; none (it ran no migration, or the env had no backup host then) is an empty answer.
+SERVING_POINT = r'''
+current=$(readlink -- "$1") || exit 0
+cat -- "$2/${current##*/}/$3" 2>/dev/null || true
+'''
+
+
+def serving_point_command(current_link: str, releases: str) -> Command:
+    return script(SERVING_POINT, current_link, releases, RECORD, sudo=False)
+
+
+def parse_serving_point(stdout: str) -> dict | None:
+    """SERVING_POINT's answer as the record keep() wrote (name, at, timeline, release), or None when there
+    is none or it is not one (a record is read, never trusted: its name and timeline are checked)."""
+    record = parse_json_object(stdout) if stdout.strip() else None
+    if not record:
+        return None
+    name, timeline = record.get("name"), record.get("timeline")
+    if not isinstance(name, str) or not re.fullmatch(POINT_NAME, name) or type(timeline) is not int or timeline < 1:
+        return None
+    return record
