@@ -76,7 +76,7 @@ RESTORE_POINT = re.compile(r"^vigil-[a-z]+-([0-9]{8}T[0-9]{6}Z)$")
 
 
 def check_label(label: str, flag: str = "TARGET") -> str:
-    if not LABEL.match(label or ""):
+    if not LABEL.fullmatch(label or ""):
         raise ConfigError(f"{flag}: {label!r} is not a backup label like 20261203-031500F (invoke backup.list)")
     return label
 
@@ -84,13 +84,13 @@ def check_label(label: str, flag: str = "TARGET") -> str:
 def parse_target(text: str, timeline: int | None = None, flag: str = "TARGET") -> Target:
     """`backup.restore TARGET`: `latest`, a backup's label, a restore point or a time (see parse_time);
     `flag` names where it came from in errors."""
-    named = RESTORE_POINT.match(text)
+    named = RESTORE_POINT.fullmatch(text)
     if text == "latest":
         target = Target()
     elif named:
         at = datetime.strptime(named.group(1), "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc).timestamp()
         target = Target(at=at, point=text)
-    elif LABEL.match(text):
+    elif LABEL.fullmatch(text):
         target = Target(backup=text)
     else:
         try:

@@ -71,7 +71,7 @@ def create(c, env="sandbox", label="manual", type="incr", json=False):  # noqa: 
 
     Example: invoke backup.create --env=production --label=before-import --type=full
     """
-    if not LABEL.match(label):
+    if not LABEL.fullmatch(label):
         raise ConfigError(f"--label: {label!r} is not a label (letters, digits, '.', '_', '-'; at most 40)")
     check_backup_type(type)
     inventory = load_inventory(env)

@@ -30,7 +30,8 @@ def test_a_time_is_read_in_iso_8601_with_utc_by_default(text, seconds):
     assert parse_time(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["yesterday", "2026-13-03T10:00:00Z", "03/12/2026 10:00", "", "1796292031"])
+@pytest.mark.parametrize("text", ["yesterday", "2026-13-03T10:00:00Z", "03/12/2026 10:00", "", "1796292031",
+                                  "vigil-safety-20261203T151828Z\n", "20261203-100000F\n"])
 def test_a_malformed_time_is_refused_naming_the_flag(text):
     with pytest.raises(ConfigError, match=re.escape(f"TARGET: {text!r} is not a time")):
         parse_target(text)
@@ -125,6 +126,7 @@ def test_a_backup_that_failed_its_drill_is_refused_by_name_unless_forced(target,
     ("20261203-100000F", True), ("20261203-100000F_20261203-110000I", True),
     ("20261203-100000F_20261203-110000D", True),
     ("latest", False), ("20261203-100000F;reboot", False), ("../20261203-100000F", False),
+    ("20261203-100000F\n", False),  # `$` alone would let a trailing newline through
 ])
 def test_a_backup_label_is_pgbackrests_or_refused(label, ok):
     if ok:
