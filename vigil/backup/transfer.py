@@ -16,6 +16,7 @@ from vigil.core.commands import Command, script
 from vigil.core.connectors import Transport
 from vigil.core.errors import ConfigError
 from vigil.core.inventory import Host
+from vigil.core.local_files import sha256_of
 from vigil.core.paths import LocalState, rel
 from vigil.core.redaction import REDACTOR
 
@@ -145,9 +146,9 @@ def copy_to_host(transport: Transport, host: Host, path: Path, directory: str) -
             'if [ "$got" != "$3" ]; then rm -f -- "$2.partial"; echo "arrived damaged: $got" >&2; exit 65; fi; '
             'mv -f -- "$2.partial" "$2"')
     for file in (path.with_suffix(".json"), path):  # the metadata first: the backup's arrival completes the copy
-        content = file.read_bytes()
-        result = transport.run(script(body, directory, f"{directory}/{file.name}", hashlib.sha256(content).hexdigest(),
-                                      stdin=content), timeout=7200)
+        # Streamed from the file, never read into memory: a pulled set can be larger than this machine's memory.
+        result = transport.run(script(body, directory, f"{directory}/{file.name}", sha256_of(file), stdin=file),
+                               timeout=7200)
         if not result.ok:
             raise BackupError(f"{host.name}: copying {file.name} failed: {result.stderr.strip()[-300:]}")
     target = f"{directory}/{path.name}"

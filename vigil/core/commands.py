@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Union
 
 from vigil.core.redaction import MASK, REDACTOR, Redactor
@@ -55,7 +56,8 @@ class Command:
     argv: the program and its arguments; each token is quoted when rendered.
     sudo: run as root (through `sudo -n` when the login user is not root).
     as_user: run as this user instead (through `sudo -n -u`).
-    stdin: bytes fed to the program; never shown, so secrets travel here, not in argv.
+    stdin: bytes fed to the program, or a local file's path to stream from (a backup of any size, never
+        held in memory); never shown, so secrets travel here, not in argv.
     Example: Command(("systemctl", "reload", "nginx")).render("deploy")
              -> "sudo -n -H -- systemctl reload nginx"
     """
@@ -63,7 +65,7 @@ class Command:
     argv: tuple[Token, ...]
     sudo: bool = True
     as_user: str | None = None
-    stdin: bytes | None = field(default=None, repr=False, compare=False)
+    stdin: bytes | Path | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self):
         if not self.argv:
@@ -93,7 +95,7 @@ class Command:
         return self.display()
 
 
-def cmd(*argv: Token, sudo: bool = True, as_user: str | None = None, stdin: bytes | None = None) -> Command:
+def cmd(*argv: Token, sudo: bool = True, as_user: str | None = None, stdin: bytes | Path | None = None) -> Command:
     """Shorthand for `Command(argv)`.
 
     Example: cmd("mkdir", "-p", "/srv/app")
@@ -102,7 +104,7 @@ def cmd(*argv: Token, sudo: bool = True, as_user: str | None = None, stdin: byte
 
 
 def script(
-    body: str, *args: Token, sudo: bool = True, as_user: str | None = None, stdin: bytes | None = None
+    body: str, *args: Token, sudo: bool = True, as_user: str | None = None, stdin: bytes | Path | None = None
 ) -> Command:
     """A fixed shell snippet that reads its values only from "$1", "$2"...
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -37,3 +38,12 @@ def unique_path(directory: Path, stem: str, suffix: str) -> Path:
         if not path.exists():
             return path
     raise FileExistsError(f"{directory}: no free name for {stem}{suffix}")
+
+
+def sha256_of(path: Path) -> str:
+    """The hex sha256 of a file of any size, read in blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Callable
 
 from vigil.core.errors import ConfigError, VigilError
+from vigil.core.local_files import sha256_of
 from vigil.core.paths import REPO_ROOT, LocalState, rel
 from vigil.facts.nodejs import parse_node_version
 from vigil.operations.nodejs import satisfies
@@ -300,14 +301,6 @@ def package(build_dir: Path, kind: Kind, target: Path) -> None:
                     archive.addfile(info, stream)
             else:
                 archive.addfile(info)
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 Runner = Callable[[list[str], Path, dict[str, str], Path], int]

@@ -1,5 +1,6 @@
 """The stall watch: a connection that stops answering is closed after stall_timeout seconds, so whatever
-waits on it fails at once; one that answers is left alone (a fake transport stands for paramiko's)."""
+waits on it fails at once; one that answers is left alone (a fake transport stands for paramiko's).
+And what a command's stdin streams from a file, in bounded blocks."""
 
 import threading
 import time
@@ -9,7 +10,8 @@ import paramiko
 import pytest
 
 from vigil.core.commands import cmd
-from vigil.core.connectors.ssh import SSHTransport
+from vigil.core.connectors.local import LocalTransport
+from vigil.core.connectors.ssh import STDIN_BLOCK, SSHTransport
 from vigil.core.connectors.stall import StallWatch
 from vigil.core.errors import UnreachableError
 from vigil.core.inventory import Host
@@ -110,3 +112,71 @@ def test_a_command_cut_off_before_its_exit_status_is_a_lost_connection_not_a_fai
     monkeypatch.setattr(ssh, "_collect", lambda channel, timeout, sink=None: (b"", b""))
     with pytest.raises(UnreachableError, match="the SSH connection was closed during `sudo -n -H -- true`"):
         ssh.run(cmd("true"))
+
+
+class RecordingChannel:
+    """A channel that records what is sent to the command's stdin and answers nothing, exit 0."""
+
+    def __init__(self):
+        self.blocks, self.eof_received, self.closed = [], False, False
+
+    def settimeout(self, timeout):
+        pass
+
+    def exec_command(self, command):
+        pass
+
+    def sendall(self, data):
+        self.blocks.append(bytes(data))
+
+    def shutdown_write(self):
+        self.eof_received = True
+
+    def get_transport(self):
+        return LiveTransport(self)
+
+    def recv_ready(self):
+        return False
+
+    def recv_stderr_ready(self):
+        return False
+
+    def exit_status_ready(self):
+        return True
+
+    def recv_exit_status(self):
+        return 0
+
+    def close(self):
+        self.closed = True
+
+
+class LiveTransport:
+    def __init__(self, channel):
+        self.channel = channel
+
+    def is_active(self):
+        return True
+
+    def open_session(self, timeout=None):
+        return self.channel
+
+
+def test_a_file_given_as_stdin_is_streamed_in_blocks_never_read_whole(tmp_path):
+    """What backup.pull --to-host sends: a set larger than memory must go through in bounded blocks."""
+    data = bytes(range(256)) * (3 * STDIN_BLOCK // 256 + 17)  # three blocks and a bit
+    path = tmp_path / "set.tar"
+    path.write_bytes(data)
+    host = Host("backup1", "10.0.0.12", 22, "deploy", None, ("backup",), 5, 30)
+    ssh, channel = SSHTransport(host, tmp_path / "known_hosts", "staging"), RecordingChannel()
+    ssh._connection = SimpleNamespace(transport=LiveTransport(channel), close=lambda: None)
+    assert ssh.run(cmd("sh", "-c", "cat > /dev/null", stdin=path)).ok
+    assert b"".join(channel.blocks) == data and max(map(len, channel.blocks)) == STDIN_BLOCK
+    assert len(channel.blocks) == 4
+
+
+def test_the_local_connector_streams_a_file_given_as_stdin(tmp_path):
+    path = tmp_path / "set.tar"
+    path.write_bytes(b"x" * (STDIN_BLOCK + 5))
+    answer = LocalTransport().run(cmd("wc", "-c", sudo=False, stdin=path))
+    assert answer.ok and answer.stdout.strip() == str(STDIN_BLOCK + 5)

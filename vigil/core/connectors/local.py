@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 from vigil.core.commands import Command
 from vigil.core.connectors import Result
@@ -15,12 +16,12 @@ class LocalTransport:
     """
 
     def run(self, command: Command, timeout: float | None = None) -> Result:
-        completed = subprocess.run(
-            ["sh", "-c", command.render(None)],
-            input=command.stdin,
-            capture_output=True,
-            timeout=timeout,
-        )
+        argv = ["sh", "-c", command.render(None)]
+        if isinstance(command.stdin, Path):
+            with open(command.stdin, "rb") as stream:
+                completed = subprocess.run(argv, stdin=stream, capture_output=True, timeout=timeout)
+        else:
+            completed = subprocess.run(argv, input=command.stdin, capture_output=True, timeout=timeout)
         return Result(
             completed.returncode, completed.stdout.decode(errors="replace"), completed.stderr.decode(errors="replace")
         )

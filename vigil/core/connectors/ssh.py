@@ -26,6 +26,8 @@ from vigil.core.inventory import Host
 from vigil.core.paths import rel
 
 KEEPALIVE_SECONDS = 5
+# A file streamed to a command's stdin goes in blocks of this many bytes: memory stays flat whatever its size.
+STDIN_BLOCK = 1 << 20
 SUDO_PASSWORD_MARKERS = ("a password is required", "a terminal is required")
 
 
@@ -211,7 +213,11 @@ class SSHTransport:
             # Bounds every blocking send and receive, including feeding stdin to a stalled host.
             channel.settimeout(timeout)
             channel.exec_command(command.render(self.login_user))
-            if command.stdin is not None:
+            if isinstance(command.stdin, Path):
+                with open(command.stdin, "rb") as stream:
+                    for block in iter(lambda: stream.read(STDIN_BLOCK), b""):
+                        channel.sendall(block)
+            elif command.stdin is not None:
                 channel.sendall(command.stdin)
             channel.shutdown_write()
             stdout, stderr = self._collect(channel, timeout, sink)
