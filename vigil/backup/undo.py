@@ -17,7 +17,7 @@ from vigil.backup import pitr
 from vigil.backup import restore as restoring
 from vigil.backup.helper import connect
 from vigil.backup.repository import find_repository, read_contents
-from vigil.core.errors import ConfigError, ExitCode
+from vigil.core.errors import ConfigError, ExitCode, VigilError
 from vigil.core.inventory import load_inventory
 from vigil.core.runner import HostResult
 from vigil.deploy.rollout import serving_restore_point
@@ -51,4 +51,13 @@ def undo_migrations_by_restore(env: str, service: str, limit: str | None, yes: b
     if code != ExitCode.OK:
         say("the rollback failed: the database was not restored")
         return code, results, None
-    return code, results, pitr.restore_to(env, inventory, repository, target, say)
+    try:
+        return code, results, pitr.restore_to(env, inventory, repository, target, say)
+    except pitr.OutcomeUnknown:
+        raise  # the restore may still be running: its own message says what to look at
+    except VigilError as error:
+        # The code is back already: say so, and how to finish, with whatever stopped the restore.
+        error.message = (f"{service} was rolled back, but the database was not restored to {point['name']}: "
+                         f"{error.message} (to finish: invoke backup.restore {point['name']} "
+                         f"--timeline={point['timeline']} --env={env})")
+        raise

@@ -90,3 +90,23 @@ def test_a_failed_rollback_leaves_the_database_as_it_was(monkeypatch):
         "sandbox", "backend", None, True, said.append, lambda: (ExitCode.HOST_FAILED, []))
     assert (code, report) == (ExitCode.HOST_FAILED, None)
     assert said[-1] == "the rollback failed: the database was not restored"
+
+
+def test_a_restore_refused_after_the_rollback_says_the_code_is_back_and_how_to_finish(monkeypatch):
+    inventory = layout({"web": ["web1"], "db": ["db1"], "backup": ["backup1"]})
+    monkeypatch.setattr(undo, "load_inventory", lambda env: inventory)
+    monkeypatch.setattr(undo, "serving_restore_point", lambda env, service, limit: ("web1", RECORD))
+    monkeypatch.setattr(undo, "connect", NoConnection)
+    monkeypatch.setattr(undo, "read_contents",
+                        lambda transport, repository: Contents(0, "ok", [BEFORE], POINT_AT + 120))
+
+    def busy(*args, **kwargs):
+        raise ConfigError("backup1: a backup is running; restore once it is done")
+
+    monkeypatch.setattr(undo.pitr, "restore_to", busy)
+    with pytest.raises(ConfigError) as refused:
+        undo.undo_migrations_by_restore("staging", "backend", None, True, print, lambda: (ExitCode.OK, []))
+    assert refused.value.message == (
+        "backend was rolled back, but the database was not restored to vigil-migrate-20261203T144320Z: backup1: a "
+        "backup is running; restore once it is done (to finish: invoke backup.restore "
+        "vigil-migrate-20261203T144320Z --timeline=2 --env=staging)")
