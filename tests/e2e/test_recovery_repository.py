@@ -398,36 +398,45 @@ def test_a_branch_of_a_past_second_is_a_new_database_beside_the_live_one_which_i
 def test_a_migrating_deploy_makes_a_restore_point_and_a_rollback_returns_the_database_to_it(
         repository, deployed, sandbox, tmp_path):
     """With a backup host, a deploy makes a restore point before it migrates (vigil.deploy.safety), and
-    `deploy.rollback --restore-point` undoes the migration by the database's history, code first."""
+    `deploy.rollback --restore-point` undoes the migration by the database's history: the database
+    returns to the point, then the code to the release before, under maintenance mode."""
     # The deploy user's root helper takes only its two words.
     as_deploy = "runuser -u deploy -- sudo -n /usr/local/sbin/vigil-restore-point"
     assert "password is required" in sandbox.ssh(DATABASE, f"cd / && {as_deploy} drop 2>&1 || true")
     sql(sandbox, "drop table if exists migrate_marks; create table migrate_marks (n int primary key); "
                  "insert into migrate_marks values (1)")
     columns = "select column_name from information_schema.columns where table_name = 'prayers' order by 1"
-    before, schema = current_release(sandbox, "vps2"), sql(sandbox, columns)
+    web = ("vps1", "vps2")
+    before, schema = {host: current_release(sandbox, host) for host in web}, sql(sandbox, columns)
     inventory = scratch_with_backend(sandbox, tmp_path, variant(tmp_path, "with-mood", add_mood_column))
-    migrated = invoke("deploy.backend", "--json", "--limit=vps2", inventory=inventory, timeout=900)
+    migrated = invoke("deploy.backend", "--json", inventory=inventory, timeout=900)
     assert migrated.code == 0, migrated.stdout[-3000:] + migrated.stderr
-    release = current_release(sandbox, "vps2")
-    record = json.loads(sandbox.ssh("vps2", f"cat /srv/together-pray/backend/releases/{release}/"
+    release = current_release(sandbox, "vps1")
+    # The first host ran the migration, after the restore point, and recorded it beside the release.
+    record = json.loads(sandbox.ssh("vps1", f"cat /srv/together-pray/backend/releases/{release}/"
                                             ".vigil-restore-point.json"))
-    made = next(op for op in migrated.host("vps2")["operations"] if op["name"] == "Make a restore point.")
+    made = next(op for op in migrated.host("vps1")["operations"] if op["name"] == "Make a restore point.")
     assert made["summary"].startswith(f"restore point {record['name']} ") and record["release"] == release
     assert "mood" in sql(sandbox, columns).split()
     sql(sandbox, "insert into migrate_marks values (2)")  # a write after the migration, lost by the restore
 
-    rolled = invoke("deploy.rollback", "--app=backend", "--restore-point", "--yes", "--json", "--limit=vps2",
-                    inventory=inventory, timeout=1800)
+    # The database is every web host's: a rollback that would leave one serving the new release is refused.
+    partial = invoke("deploy.rollback", "--app=backend", "--restore-point", "--yes", "--limit=vps2",
+                     inventory=inventory, timeout=300)
+    assert partial.code != 0 and "--limit must select them all; it leaves out vps1" in partial.stderr, partial.stderr
+    assert sql(sandbox, "select n from migrate_marks order by n") == "1\n2"
+
+    rolled = invoke("deploy.rollback", "--app=backend", "--restore-point", "--yes", "--json", inventory=inventory,
+                    timeout=1800)
     assert rolled.code == 0, rolled.stdout[-3000:] + rolled.stderr
-    assert rolled.json["rollback"]["exit_code"] == 0 and rolled.json["restore"]["target"] == \
-        f"restore point {record['name']}"
-    assert current_release(sandbox, "vps2") == before
+    assert rolled.json["restore"]["target"] == f"restore point {record['name']}", rolled.stdout[-3000:]
+    assert {host["host"]: host["status"] for host in rolled.json["rollback"]} == {"vps1": "changed", "vps2": "changed"}
+    assert {host: current_release(sandbox, host) for host in web} == before
     assert sql(sandbox, columns) == schema and sql(sandbox, "select n from migrate_marks order by n") == "1"
+    assert all(healthy for healthy in rolled.json["restore"]["health"].values())
     # Nothing left to return to: the release serving now made no restore point.
-    again = invoke("deploy.rollback", "--app=backend", "--restore-point", "--yes", "--limit=vps2",
-                   inventory=inventory, timeout=300)
-    assert again.code != 0 and "made no restore point" in again.stdout + again.stderr
+    again = invoke("deploy.rollback", "--app=backend", "--restore-point", "--yes", inventory=inventory, timeout=300)
+    assert again.code != 0 and "made no restore point" in again.stderr, again.stdout + again.stderr
 
 
 def probe_state(sandbox, check: str) -> dict:

@@ -18,6 +18,7 @@ import re
 import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Callable
 
 from vigil.backup.helper import BackupError, connect
 from vigil.backup.repository import (
@@ -236,6 +237,8 @@ RECOVERY_DEADLINE = 3600
 # Seconds a restore holds the repository's backup lock at most: every step's own deadline (the safety
 # point, pgBackRest's restore and recovery, the health checks), so it never lapses under a restore.
 HOLD_SECONDS = 300 + RECOVERY_DEADLINE + 600 + 1800
+# And what runs between the restore and the site's return (a code rollback), at most.
+BEFORE_SERVICE_SECONDS = 1800
 
 
 class OutcomeUnknown(BackupError):
@@ -243,19 +246,21 @@ class OutcomeUnknown(BackupError):
 
 
 def restore_to(env: str, inventory: Inventory, repository: Repository, target: Target, say: Say,
-               force: bool = False) -> dict:
+               force: bool = False, before_service: Callable[[], None] | None = None) -> dict:
     """Restore the env's database host to `target` from `repository`; returns the report (the target,
     the backup replayed from, the safety point, seconds taken, each web host's health). `say` gets a
-    line per step. force: replay even from a backup set whose restore drill failed."""
+    line per step. force: replay even from a backup set whose restore drill failed. before_service:
+    run once the database is restored, maintenance mode still on (a code rollback to match it); if it
+    raises, maintenance mode stays on."""
     with connect(inventory, repository.host) as transport:
         contents = read_contents(transport, repository)
         check_target(target, contents, repository)
         backup = choose_backup(target, contents.backups, force)
         # No backup or expire runs while the database is restored: they would copy a cluster being
         # replaced, or remove what the restore reads.
-        hold_backups(transport, repository, HOLD_SECONDS)
+        hold_backups(transport, repository, HOLD_SECONDS + (BEFORE_SERVICE_SECONDS if before_service else 0))
     try:
-        return restore_held(env, inventory, repository, target, say, contents, backup)
+        return restore_held(env, inventory, repository, target, say, contents, backup, before_service)
     finally:
         # After a lost connection the restore may still run on the database host: the lock then stays
         # until its deadline.
@@ -269,7 +274,7 @@ def restore_to(env: str, inventory: Inventory, repository: Repository, target: T
 
 
 def restore_held(env: str, inventory: Inventory, repository: Repository, target: Target, say: Say,
-                 contents: Contents, backup: Backup) -> dict:
+                 contents: Contents, backup: Backup, before_service: Callable[[], None] | None = None) -> dict:
     """restore_to's work, the repository's backup lock held."""
     database = repository.database
     report: dict = {"env": env, "target": target.describe(), "host": database.name, "backup": backup.label}
@@ -321,6 +326,13 @@ def restore_held(env: str, inventory: Inventory, repository: Repository, target:
     report["timeline"] = int(restored.stdout.strip().split("|")[1])
     say(f"{database.name}: restored to {target.describe()} in {report['seconds']}s "
         f"(now on timeline {report['timeline']})")
+    if before_service is not None:
+        try:
+            before_service()
+        except VigilError:
+            audit_locally("backup.restore", env, [database.name], "ok, maintenance stays on",
+                          target=target.describe())
+            raise
     report["health"] = healthy = back_in_service(env, inventory, web, say)
     audit_locally("backup.restore", env, [database.name], "ok" if all(healthy.values()) else "unhealthy",
                   target=target.describe(), safety_point=(report["safety_point"] or {}).get("at", "none"))

@@ -1,12 +1,13 @@
 """Undoing a release's migrations by the database's history instead of its down migrations
-(`deploy.rollback --restore-point`): the code goes back first, through the usual health-gated
-switch, then the database to the restore point the release made just before it migrated.
+(`deploy.rollback --restore-point`): the database returns to the restore point the serving release
+made just before it migrated, and the code rolls back to the release before it while maintenance
+mode still covers the site, so nobody is served one release on the other's schema.
 
-Code first: the earlier release reading the newer schema for a moment is what expand/contract
-migrations allow, a rollback that fails its health gate leaves the database untouched, and the
-restore's own health checks then run against the code that matches the restored schema. Whatever
-can refuse (no backup host, no restore point, a point the repository's window no longer reaches,
-no confirmation) refuses before anything changes.
+Whatever can refuse (no backup host, a --limit short of every host the database serves, hosts that
+disagree on the release, no restore point, a point the repository's window no longer reaches, no
+confirmation) refuses before anything changes. The restore holds the repository's backup lock
+until the rollback is done. A rollback that fails after the restore leaves maintenance mode on,
+and says how to finish.
 """
 
 from __future__ import annotations
@@ -15,23 +16,23 @@ from typing import Callable
 
 from vigil.backup import pitr
 from vigil.backup import restore as restoring
-from vigil.backup.helper import connect
+from vigil.backup.helper import BackupError, connect
 from vigil.backup.repository import find_repository, read_contents
-from vigil.core.errors import ConfigError, ExitCode, VigilError
+from vigil.core.errors import ConfigError, ExitCode
 from vigil.core.inventory import load_inventory
 from vigil.core.runner import HostResult
 from vigil.deploy.rollout import serving_restore_point
 
 FLAG = "--restore-point"
 Say = Callable[[str], None]
+RollBack = Callable[[], tuple[ExitCode, list[HostResult]]]
 
 
-def undo_migrations_by_restore(env: str, service: str, limit: str | None, yes: bool, say: Say,
-                               roll_back: Callable[[], tuple[ExitCode, list[HostResult]]],
-                               ) -> tuple[ExitCode, list[HostResult], dict | None]:
-    """Roll `service` back (`roll_back`), then restore the database to the restore point its serving
-    release made before its migrations. Returns the rollback's exit code and host results, and the
-    restore's report (None when the rollback failed and the database was left as it was)."""
+def undo_migrations_by_restore(env: str, service: str, limit: str | None, yes: bool, say: Say, roll_back: RollBack,
+                               prompt: Callable[[str], str] = input) -> dict:
+    """Restore the database to the restore point `service`'s serving release made before its migrations,
+    then, maintenance mode still on, roll `service` back (`roll_back`). Returns the restore's report;
+    raises BackupError when the rollback failed (the database restored, maintenance mode on)."""
     inventory = load_inventory(env)
     repository = find_repository(inventory)
     if repository is None:
@@ -43,21 +44,19 @@ def undo_migrations_by_restore(env: str, service: str, limit: str | None, yes: b
         contents = read_contents(transport, repository)
     pitr.check_target(target, contents, repository, flag=FLAG)
     pitr.choose_backup(target, contents.backups, flag=FLAG)
-    say(f"{host}: {service} release {point.get('release', '?')} made restore point {point['name']} "
-        f"(timeline {point['timeline']}) before its migrations ran; after the rollback the database returns "
-        "to it, and every write since is lost (a safety point is made first)")
-    restoring.confirm(env, yes)
-    code, results = roll_back()
-    if code != ExitCode.OK:
-        say("the rollback failed: the database was not restored")
-        return code, results, None
-    try:
-        return code, results, pitr.restore_to(env, inventory, repository, target, say)
-    except pitr.OutcomeUnknown:
-        raise  # the restore may still be running: its own message says what to look at
-    except VigilError as error:
-        # The code is back already: say so, and how to finish, with whatever stopped the restore.
-        error.message = (f"{service} was rolled back, but the database was not restored to {point['name']}: "
-                         f"{error.message} (to finish: invoke backup.restore {point['name']} "
-                         f"--timeline={point['timeline']} --env={env})")
-        raise
+    about = (f"{host}: {service} release {point['release']} made restore point {point['name']} (timeline "
+             f"{point['timeline']}) before its migrations ran. The database returns to it, losing every write "
+             f"since (a safety point is made first), then {service} rolls back, under maintenance mode.")
+    if yes:
+        say(about)
+    restoring.confirm(env, yes, lambda question: prompt(f"{about}\n{question}"))
+    def roll_code_back() -> None:
+        code, _ = roll_back()
+        if code != ExitCode.OK:
+            raise BackupError(
+                f"the database was restored to {point['name']}, but rolling {service} back failed, so maintenance "
+                f"mode stays on (nobody is served release {point['release']} on the older schema): mend it, "
+                f"`invoke deploy.rollback --app={service} --env={env}`, then `invoke incident.maintenance off "
+                f"--env={env}`")
+
+    return pitr.restore_to(env, inventory, repository, target, say, before_service=roll_code_back)

@@ -13,7 +13,7 @@ from rich.table import Table
 
 from vigil.backup.undo import undo_migrations_by_restore
 from vigil.cli.common import HOST_FLAGS_HELP, exit_unless_ok, exits_cleanly
-from vigil.core.errors import ConfigError, ExitCode
+from vigil.core.errors import ConfigError, ExitCode, VigilError
 from vigil.core.output import Reporter
 from vigil.core.redaction import REDACTOR
 from vigil.core.runner import RunOptions
@@ -104,9 +104,9 @@ def all_(c, env="sandbox", limit=None, ref=None, serial=0, lock_wait=0, verbose=
         "app": "backend or frontend.",
         "to": "The release id to return to (default: each host's previous good release; `deploy.releases` lists them).",
         "migrations": "First revert the migrations the current release added (after a backup), with its own code.",
-        "restore_point": "Instead of down migrations: roll back, then return the database to the restore point the "
-                         "current release made before its migrations (needs a backup host; every write since is "
-                         "lost, after a safety point).",
+        "restore_point": "Instead of down migrations: return the database to the restore point the current release "
+                         "made before its migrations, then roll back, all under maintenance mode (needs a backup "
+                         "host; every write since is lost, after a safety point).",
         "yes": "With --restore-point: do not ask for confirmation.",
     }
 )
@@ -126,24 +126,40 @@ def rollback(
         raise ConfigError(f"--to: {to!r} is not a release id")
     if migrations and restore_point:
         raise ConfigError("--migrations and --restore-point both undo the migrations: choose one")
+    if to is not None and restore_point:
+        raise ConfigError("--to with --restore-point: the release to return to is the one before the restore "
+                          "point's; leave --to out")
     reporter = Reporter(json_output=json, verbose=verbose)
     if restore_point:
-        # With --json, one document: the rollback's hosts and the restore's report.
-        rolling = Reporter.quiet() if json else reporter
-        code, results, report = undo_migrations_by_restore(
-            env, app, limit, yes, reporter.say,
-            lambda: deploy_service(env, app, sources[app], limit, RunOptions(serial=int(serial)), rolling,
-                                   lock_wait=float(lock_wait), rollback=True, rollback_to=to)[::2])
-        if json:
-            reporter.document({"rollback": {"exit_code": int(code), "hosts": [one.as_dict() for one in results]},
-                               "restore": report})
-        exit_unless_ok(code)
-        if not all(report["health"].values()):
-            raise Exit(code=int(ExitCode.HOST_FAILED))
+        _undo_by_restore(env, app, sources[app], limit, int(serial), float(lock_wait), yes, reporter, json)
         return
     code, _, _ = deploy_service(env, app, sources[app], limit, RunOptions(serial=int(serial)), reporter,
                                 lock_wait=float(lock_wait), rollback=True, rollback_to=to, revert_migrations=migrations)
     exit_unless_ok(code)
+
+
+def _undo_by_restore(env, app, source, limit, serial, lock_wait, yes, reporter: Reporter, json: bool) -> None:
+    """deploy.rollback --restore-point; with --json, one document: the rollback's hosts and the restore's
+    report, or the error that stopped them."""
+    rolling = Reporter.quiet() if json else reporter
+    rolled: list = []
+
+    def roll_back():
+        code, _, results = deploy_service(env, app, source, limit, RunOptions(serial=serial), rolling,
+                                          lock_wait=lock_wait, rollback=True)
+        rolled.extend(results)
+        return code, results
+
+    try:
+        report = undo_migrations_by_restore(env, app, limit, yes, reporter.say, roll_back, prompt=reporter.prompt)
+    except VigilError as error:
+        if json:
+            reporter.document({"rollback": [one.as_dict() for one in rolled], "error": REDACTOR.redact(error.message)})
+        raise
+    if json:
+        reporter.document({"rollback": [one.as_dict() for one in rolled], "restore": report})
+    if not all(report["health"].values()):
+        raise Exit(code=int(ExitCode.HOST_FAILED))
 
 
 @task(help={**{key: text for key, text in DEPLOY_HELP.items() if key not in ("ref", "source")},

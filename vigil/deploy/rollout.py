@@ -204,20 +204,34 @@ def service_hosts(env: str, inventory, schema, service: str, limit: str | None) 
 
 
 def serving_restore_point(env: str, service: str, limit: str | None) -> tuple[str, dict]:
-    """The restore point the release `service` serves made before its migrations ran, and the host whose
-    record says so (the one that ran them), asked host by host in order; ConfigError when none has one."""
+    """The restore point the release every host of `service` serves made before its migrations ran, and
+    the host whose record says so (the one that ran them). ConfigError when `limit` leaves a host out
+    (it would go on serving that release on the restored database), the hosts serve different
+    releases, or none has a record."""
     inventory = load_inventory(env)
-    hosts = service_hosts(env, inventory, load_schema(), service, limit)
-    for host in hosts:
+    schema = load_schema()
+    every = service_hosts(env, inventory, schema, service, None)
+    chosen = {host.name for host in service_hosts(env, inventory, schema, service, limit)}
+    left_out = [host.name for host in every if host.name not in chosen]
+    if left_out:
+        raise ConfigError(f"--restore-point: the database is every {service} host's, so --limit must select them "
+                          f"all; it leaves out {', '.join(left_out)}")
+    serving, points = {}, {}
+    for host in every:
         layout = host_settings(inventory, host, [service])[0].layout
         with connect(inventory, host, admin=False) as transport:
             answer = transport.run(serving_point_command(layout.current, layout.releases))
-        point = parse_serving_point(answer.stdout) if answer.ok else None
-        if point:
-            return host.name, point
-    raise ConfigError(f"--restore-point: the {service} release served on {', '.join(host.name for host in hosts)} "
-                      "made no restore point (it ran no migration, or the env had no backup host then); "
-                      "--migrations runs the down migrations instead")
+        serving[host.name], points[host.name] = parse_serving_point(answer.stdout) if answer.ok else (None, None)
+    if None in serving.values() or len(set(serving.values())) != 1:
+        listed = ", ".join(f"{host}: {release or 'nothing'}" for host, release in serving.items())
+        raise ConfigError(f"--restore-point: the {service} hosts do not all serve one release ({listed}); "
+                          "finish that deploy first")
+    found = next(((host, point) for host, point in points.items() if point), None)
+    if found is None:
+        raise ConfigError(f"--restore-point: {service} release {next(iter(serving.values()))} made no restore point "
+                          "(it ran no migration, or the env had no backup host then); --migrations runs the down "
+                          "migrations instead")
+    return found
 
 
 def break_locks(env: str, services: list[str], limit: str | None, reason: str, reporter: Reporter,

@@ -98,10 +98,12 @@ def record_json(kept: Kept) -> str:
     return json.dumps(kept.record, sort_keys=True)
 
 
-# The restore point the serving release made before its migrations ran (RECORD beside its files), as
-# the deploy user; none (it ran no migration, or the env had no backup host then) is an empty answer.
+# The release serving now, then the restore point it made before its migrations ran (RECORD beside its
+# files), as the deploy user; no record (it ran no migration, or the env had no backup host then) is an
+# empty second part.
 SERVING_POINT = r'''
 current=$(readlink -- "$1") || exit 0
+printf '%s\n' "${current##*/}"
 cat -- "$2/${current##*/}/$3" 2>/dev/null || true
 '''
 
@@ -110,13 +112,20 @@ def serving_point_command(current_link: str, releases: str) -> Command:
     return script(SERVING_POINT, current_link, releases, RECORD, sudo=False)
 
 
-def parse_serving_point(stdout: str) -> dict | None:
-    """SERVING_POINT's answer as the record keep() wrote (name, at, timeline, release), or None when there
-    is none or it is not one (a record is read, never trusted: its name and timeline are checked)."""
-    record = parse_json_object(stdout) if stdout.strip() else None
+def parse_serving_point(stdout: str) -> tuple[str | None, dict | None]:
+    """SERVING_POINT's answer: the serving release (None: none) and its restore point record (name, at,
+    timeline, release), or None when there is none or it is not one: a record is read, never trusted,
+    so its name, time, timeline and release are checked."""
+    release, _, rest = stdout.partition("\n")
+    release = release.strip() or None
+    record = parse_json_object(rest) if rest.strip() else None
     if not record:
-        return None
+        return release, None
     name, timeline = record.get("name"), record.get("timeline")
     if not isinstance(name, str) or not re.fullmatch(POINT_NAME, name) or type(timeline) is not int or timeline < 1:
-        return None
-    return record
+        return release, None
+    try:
+        datetime.strptime(name.rsplit("-", 1)[1], "%Y%m%dT%H%M%SZ")
+    except ValueError:  # a name of the right shape, but no real time
+        return release, None
+    return release, record if record.get("release") == release else None
