@@ -18,7 +18,7 @@ from vigil.backup import pitr
 from vigil.backup import restore as restoring
 from vigil.backup.helper import BackupError, connect
 from vigil.backup.repository import find_repository, read_contents
-from vigil.core.errors import ConfigError, ExitCode
+from vigil.core.errors import ConfigError, ExitCode, VigilError
 from vigil.core.inventory import load_inventory
 from vigil.core.runner import HostResult
 from vigil.deploy.rollout import serving_restore_point
@@ -50,13 +50,18 @@ def undo_migrations_by_restore(env: str, service: str, limit: str | None, yes: b
     if yes:
         say(about)
     restoring.confirm(env, yes, lambda question: prompt(f"{about}\n{question}"))
+
     def roll_code_back() -> None:
-        code, _ = roll_back()
-        if code != ExitCode.OK:
+        try:
+            code, _ = roll_back()
+            why = "" if code == ExitCode.OK else f"it exited {code.name.lower()}; its recap says where"
+        except VigilError as error:  # refused before it began (a deploy lock held, a host out of reach)
+            why = error.message
+        if why:
             raise BackupError(
-                f"the database was restored to {point['name']}, but rolling {service} back failed, so maintenance "
-                f"mode stays on (nobody is served release {point['release']} on the older schema): mend it, "
-                f"`invoke deploy.rollback --app={service} --env={env}`, then `invoke incident.maintenance off "
-                f"--env={env}`")
+                f"the database was restored to {point['name']}, but rolling {service} back failed ({why}), so "
+                f"maintenance mode stays on (nobody is served release {point['release']} on the older schema): "
+                f"mend it, `invoke deploy.rollback --app={service} --env={env}`, then `invoke incident.maintenance "
+                f"off --env={env}`")
 
     return pitr.restore_to(env, inventory, repository, target, say, before_service=roll_code_back)

@@ -112,8 +112,29 @@ def test_the_code_rolls_back_after_the_restore_and_a_failed_rollback_keeps_maint
                                     lambda: order.append("rollback") or (ExitCode.OK, []))
     assert order == [("restore", "vigil-migrate-20261203T144320Z", 2), "rollback", "maintenance off"]
 
-    order.clear()
-    with pytest.raises(BackupError, match="rolling backend back failed, so maintenance mode stays on"):
-        undo.undo_migrations_by_restore("staging", "backend", None, True, print,
-                                        lambda: order.append("rollback") or (ExitCode.HOST_FAILED, []))
-    assert order == [("restore", "vigil-migrate-20261203T144320Z", 2), "rollback"]
+
+
+def held_lock():
+    raise ConfigError("vps1: a deploy of backend is running (lock held by ci); wait for it or pass --lock-wait")
+
+
+@pytest.mark.parametrize("roll_back, why", [
+    (lambda: (ExitCode.HOST_FAILED, []), "it exited host_failed; its recap says where"),
+    (held_lock, "vps1: a deploy of backend is running (lock held by ci)"),  # refused before it began
+])
+def test_a_rollback_that_fails_after_the_restore_keeps_maintenance_on_and_says_so(monkeypatch, roll_back, why):
+    with_repository(monkeypatch, [BEFORE], POINT_AT + 120)
+    order = []
+
+    def restore_to(env, inventory, repository, target, say, before_service=None):
+        order.append("restore")
+        before_service()
+        order.append("maintenance off")
+
+    monkeypatch.setattr(undo.pitr, "restore_to", restore_to)
+    with pytest.raises(BackupError) as failed:
+        undo.undo_migrations_by_restore("staging", "backend", None, True, print, roll_back)
+    assert order == ["restore"]
+    assert failed.value.message.startswith(
+        f"the database was restored to vigil-migrate-20261203T144320Z, but rolling backend back failed ({why}")
+    assert "maintenance mode stays on" in failed.value.message
