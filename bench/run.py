@@ -6,7 +6,8 @@ hosts), then, each comparison in alternating rounds (median, min and max of --ro
   1. a no-op re-run of the full onboarding: vigil against Ansible and pyinfra (bench/onboard_noop.py)
   2. SSH round trips per host in those runs, counted on the hosts
   3. a backend deploy under load: vigil against a naive restart (bench/deploy_under_load.py)
-  4. backup create + verify against raw pg_dump + pg_restore (bench/backup_vs_raw.py)
+  4. a full backup into the pgBackRest repository through vigil against raw pgbackrest and pg_dump -Fc,
+     then the database host lost: RPO and RTO (bench/recovery.py)
 
 Prints the summary table and writes bench/results/<date>.md (the machine, every table, the
 targets). The README's Performance section carries the summary table of the latest results file
@@ -24,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import backup_vs_raw, deploy_under_load, onboard_noop, recovery  # noqa: E402
+from bench import deploy_under_load, onboard_noop, recovery  # noqa: E402
 from bench.common import REPO, BenchError, Spread, invoke, machine, markdown_table  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
@@ -32,7 +33,7 @@ SUMMARY_HEADING = "## Summary"
 
 
 def summary(noop: onboard_noop.NoopResult, deploy: deploy_under_load.DeployResult,
-            backup: backup_vs_raw.BackupResult, lost: recovery.RecoveryResult) -> str:
+            lost: recovery.RecoveryResult) -> str:
     """The headline table: each comparison's medians, their ratio, and the target."""
     median = {name: Spread.of(measured.seconds).median for name, measured in noop.measured.items()}
     trips = {name: max(measured.sessions["vps1"]) for name, measured in noop.measured.items()}
@@ -82,12 +83,6 @@ def summary(noop: onboard_noop.NoopResult, deploy: deploy_under_load.DeployResul
         ],
         ["p99 latency during a backend deploy", p99("vigil"), f"steady state {p99('steady')}", ""],
         [
-            "backup create + verify",
-            f"{Spread.of(backup.seconds['vigil']).median:.2f} s",
-            f"raw pg_dump + pg_restore {Spread.of(backup.seconds['raw']).median:.2f} s",
-            verdict(backup.ratio, backup_vs_raw.TARGET),
-        ],
-        [
             "full backup into the pgBackRest repository",
             f"{Spread.of(lost.backups['vigil']).median:.2f} s",
             f"raw pgbackrest {Spread.of(lost.backups['pgbackrest']).median:.2f} s, "
@@ -118,7 +113,7 @@ def commit() -> str:
     return (done.stdout.strip() or "unknown") + (" (with uncommitted changes)" if dirty.stdout.strip() else "")
 
 
-def report(day: str, rounds: int, noop, deploy, backup, lost, minutes: float) -> str:
+def report(day: str, rounds: int, noop, deploy, lost, minutes: float) -> str:
     versions = ", ".join(noop.versions.values())
     return "\n".join([
         f"# Benchmarks, {day}",
@@ -133,7 +128,7 @@ def report(day: str, rounds: int, noop, deploy, backup, lost, minutes: float) ->
         "",
         SUMMARY_HEADING,
         "",
-        summary(noop, deploy, backup, lost),
+        summary(noop, deploy, lost),
         "",
         "## 1. No-op re-run of the full onboarding",
         "",
@@ -163,15 +158,7 @@ def report(day: str, rounds: int, noop, deploy, backup, lost, minutes: float) ->
         deploy.table(),
         "",
         *([f"Naive restart failures over all rounds: {deploy.failures()}.", ""] if deploy.failures() else []),
-        "## 4. Backup create and verify",
-        "",
-        f"The app's database on vps1 plus a {backup.rows:,}-row table ({backup.size}), timed on the host.",
-        "",
-        backup.table(),
-        "",
-        f"- {backup.verdict()}",
-        "",
-        "## 5. Losing the database host, with a pgBackRest repository",
+        "## 4. Losing the database host, with a pgBackRest repository",
         "",
         f"vps1 (database and web), vps2 (web), vps3 (backup host); the app's database plus a {lost.rows:,}-row",
         f"table ({lost.size}). Full backups, {rounds} alternating rounds, each timed from this machine (vigil: a fresh",
@@ -200,13 +187,12 @@ def main(rounds: int = 5, requests: int = 2000, rows: int = 1_000_000, keep: boo
     try:
         noop = onboard_noop.measure(rounds)
         deploy = deploy_under_load.measure(rounds, requests)
-        backup = backup_vs_raw.measure(rows, rounds)
         lost = recovery.measure(rows, rounds)
     finally:
         if not keep:
             invoke("sandbox.down")
     day = time.strftime("%Y-%m-%d", time.gmtime())
-    text = report(day, rounds, noop, deploy, backup, lost, (time.monotonic() - began) / 60)
+    text = report(day, rounds, noop, deploy, lost, (time.monotonic() - began) / 60)
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{day}.md"
     path.write_text(text)

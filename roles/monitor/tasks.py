@@ -1,10 +1,11 @@
 """The monitor role: /usr/local/sbin/vigil-probe on every host, run by a timer, posting changes to a webhook.
 
-The probe checks what onboarding installed on the host (the site through nginx on web hosts;
-PostgreSQL and the backups' status on the database host; all of them on a host that is both), so
-the checks are chosen here from playbooks/onboard.yml and the inventory, and written to
-/etc/vigil/probe.json. The webhook's URL (the ALERT_WEBHOOK_URL secret, optional) goes to a
-root-only env file the probe reads itself.
+The probe checks what onboarding installed on the host: the site through nginx on web hosts;
+PostgreSQL, and its WAL archiving where there is a backup host, on the database host (both kinds on a
+host that is both); the pgBackRest repository and its restore drill on the backup host. So the checks
+are chosen here from playbooks/onboard.yml and the inventory, and written to /etc/vigil/probe.json.
+The webhook's URL (the ALERT_WEBHOOK_URL secret, optional) goes to a root-only env file the probe
+reads itself.
 """
 
 import dataclasses
@@ -12,7 +13,6 @@ import functools
 import json
 import posixpath
 
-from vigil.core.commands import script
 from vigil.core.errors import ConfigError, MissingSecretError
 from vigil.core.operations import render_template
 from vigil.core.paths import rel
@@ -21,7 +21,6 @@ from vigil.core.topology import repository_ends
 from vigil.core.validation import address
 from vigil.operations.apt import AptPackages
 from vigil.operations.files import Directory, File
-from vigil.operations.guarded import Guarded
 from vigil.operations.systemd import DaemonReload, SystemdUnit
 from vigil.operations.users import User
 from vigil.vault.env_files import render_dotenv
@@ -75,7 +74,7 @@ def onboarded_roles(vars) -> set[str]:
 
 def with_defaults_of(vars, roles: list[str]):
     """`vars` with other roles' defaults beneath every layer: this role's play applies only this role,
-    yet the probe must see the site and the backups the way roles/nginx and roles/backup set them up."""
+    yet the probe must see the site and the repository the way roles/nginx and roles/pgbackrest set them up."""
     values, origins = {}, {}
     for name in roles:
         defaults, where = role_defaults(name)
@@ -88,7 +87,6 @@ def checks_for(roles: set[str]) -> list[str]:
     """The probe's checks for a host that onboarding gives `roles`."""
     checks = ["backend", "frontend"] if "nginx" in roles else []
     checks += ["postgresql"] if "postgresql" in roles else []
-    checks += ["backup"] if "backup" in roles else []
     return checks
 
 
@@ -117,7 +115,7 @@ def probe_settings(vars, checks: list[str]) -> dict:
         "events_file": vars.path("monitor_events_file"),
         "webhook_env_file": WEBHOOK_ENV,
     }
-    others = with_defaults_of(vars, ["nginx", "backup"])
+    others = with_defaults_of(vars, ["nginx"])
     if "backend" in checks:
         settings["site"] = {
             # As roles/nginx names the site: the TLS server name and Host header the probe sends.
@@ -144,9 +142,6 @@ def probe_settings(vars, checks: list[str]) -> dict:
         drill = with_defaults_of(vars, ["pgbackrest"])
         settings["drill_result_file"] = f"{drill.path('pgbackrest_drill_path')}/last.json"
         settings["drill_max_age_days"] = vars.integer("monitor_drill_max_age_days", minimum=1)
-    if "backup" in checks:
-        settings["backup_status_file"] = others.path("backup_status_file")
-        settings["backup_max_age_hours"] = vars.integer("monitor_backup_max_age_hours", minimum=0)
     return settings
 
 
@@ -159,17 +154,6 @@ def webhook_env(vars) -> str:
                 f"# invoke secrets.set {WEBHOOK_KEY} --env={vars.values['vigil_env']}, then provision.server.\n"
                 f"{WEBHOOK_KEY}=\n")
     return render_dotenv({WEBHOOK_KEY: url})
-
-
-def status_file_readable(settings: dict) -> list:
-    """A backup status file written before the probe ran unprivileged (0600 root) made readable to it
-    (vigil-backup writes new ones so): otherwise the backup check could only say "unknown"."""
-    if "backup_status_file" not in settings:
-        return []
-    path = settings["backup_status_file"]
-    return [Guarded([script('chgrp -- "$2" "$1" && chmod 0640 -- "$1"', path, PROBE_USER)],
-                    unless=script('[ ! -f "$1" ] || [ "$(stat -c %a:%G -- "$1")" = "640:$2" ]', path, PROBE_USER),
-                    name=f"Ensure {path} is readable by {PROBE_USER}.")]
 
 
 def tasks(role, vars):
@@ -198,7 +182,6 @@ def tasks(role, vars):
         User(PROBE_USER, shell="/usr/sbin/nologin", home=PROBE_HOME, system=True,
              name=f"Ensure the probe's user {PROBE_USER} exists and cannot log in."),
         Directory(PROBE_HOME, owner=PROBE_USER, group=PROBE_USER, mode="0750"),
-        *status_file_readable(settings),
         File(WEBHOOK_ENV, webhook_env(vars), mode="0640", group=PROBE_USER, secret=True, env_file=True,
              name=f"Ensure {WEBHOOK_ENV} holds the alert webhook's URL, for root and the probe only."),
         File(PROBE, role.file("vigil-probe"), mode="0755", name=f"Ensure {PROBE} is installed."),

@@ -8,7 +8,7 @@ and the firewall role opens 5432 to them alone (firewall_group_rules).
 
 from vigil.core.commands import script
 from vigil.operations.apt import AptPackages
-from vigil.operations.files import Directory, File
+from vigil.operations.files import Absent, Directory, File
 from vigil.operations.guarded import Guarded
 from vigil.operations.postgresql import (
     SERVER_CERTIFICATE,
@@ -60,11 +60,29 @@ def tasks(role, vars):
             vars.string_list("postgresql_packages", r"[a-z0-9][a-z0-9+.-]+"), name="Ensure PostgreSQL is installed."
         ),
         SystemdUnit("postgresql.service", enabled=True, running=True),
+        AptPackages(["age"], name="Ensure age is installed (backup.export encrypts its dump with it here)."),
+        *retired_dump_backups(),
         *certificate,
         PostgresSettings(settings, notify=("restart postgresql",)),
         PostgresRole(user, vars.secret("DB_PASSWORD")),
         PostgresDatabase(database, owner=user),
         PostgresClients(database, user, clients, notify=("reload postgresql",)),
+    ]
+
+
+# The dump backups' helper, timers and settings, from before pgBackRest (roles/backup, removed in December
+# 2026): stopped and removed from hosts onboarded then. Their dumps in /var/backups/vigil stay, the
+# operator's to keep or delete (docs/backup.md). Remove this once every host has run it.
+RETIRED_TIMERS = ("vigil-backup-create.timer", "vigil-backup-verify.timer")
+RETIRED_FILES = ("/usr/local/sbin/vigil-backup", "/etc/vigil/backup.json", "/var/lib/vigil/backup-status.json",
+                 *(f"/etc/systemd/system/vigil-backup-{job}.{kind}" for job in ("create", "verify")
+                   for kind in ("timer", "service")))
+
+
+def retired_dump_backups() -> list:
+    return [
+        *(SystemdUnit(timer, enabled=False, running=False) for timer in RETIRED_TIMERS),
+        *(Absent(path, notify=("reload systemd",)) for path in RETIRED_FILES),
     ]
 
 

@@ -21,8 +21,6 @@ UNIT_PATTERN = r"[A-Za-z0-9_][A-Za-z0-9@._*:-]*\.service"
 APP_UNIT_HELPER = "/usr/local/sbin/vigil-app-unit"
 # Installed by the nginx role on the web hosts; allowed here so the sudoers file is the same everywhere.
 SWITCH_HELPER = "/usr/local/sbin/vigil-switch-upstream"
-# Installed by the backup role on the database host; the deploy user may only `create` with it.
-BACKUP_HELPER = "/usr/local/sbin/vigil-backup create"
 # Installed by the pgbackrest role on a database host with a backup host: a restore point before a
 # migration (or its revert), with one of two fixed words.
 RESTORE_POINT_HELPER = "/usr/local/sbin/vigil-restore-point"
@@ -98,14 +96,13 @@ def tasks(role, vars):
                     "user": deploy,
                     "helper": APP_UNIT_HELPER,
                     "switch_helper": SWITCH_HELPER,
-                    "backup_helper": BACKUP_HELPER,
                     "restore_point_helper": RESTORE_POINT_HELPER,
                 },
             ),
             mode="0440",
             validate=("visudo", "-c", "-q", "-f"),
-            name=f"Ensure {deploy}'s sudo covers the app's units, an nginx reload and a database backup or restore "
-                 "point, nothing else.",
+            name=f"Ensure {deploy}'s sudo covers the app's units, an nginx reload and a database restore point, "
+                 "nothing else.",
         ),
     ]
 

@@ -1,5 +1,5 @@
-"""Programs vigil installs on hosts (roles/*/files/vigil-backup, vigil-probe), imported as modules from
-their files so their logic is unit-tested here, where they are written."""
+"""Programs vigil installs on hosts (roles/monitor's vigil-probe, roles/pgbackrest's drill), imported as
+modules from their files so their logic is unit-tested here, where they are written."""
 
 from __future__ import annotations
 

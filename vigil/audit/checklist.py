@@ -5,6 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vigil.incident.status import HostReport
+from vigil.incident.status_rules import OK
+
+# incident.status's line -> the checklist's item. The backup items judge the backup host's pgBackRest
+# repository (status_rules.repository_checks), the only place backups are kept.
+CERTIFICATE_ITEMS = {"TLS certificate": "certificate not close to expiry"}
+BACKUP_ITEMS = {"last backup": "backups recent", "restore drill": "backups verified",
+                "repository": "backup repository healthy"}
+NO_BACKUP_HOST = ("the env has no backup host (inventory group `backup`, roles/pgbackrest): "
+                  "nothing backs the database up")
 
 
 @dataclass(frozen=True)
@@ -17,9 +26,29 @@ class Item:
     evidence: str
 
 
-def status_items(reports: list[HostReport]) -> list[Item]:
-    """Certificates and backups, as incident.status judges them."""
-    wanted = {"TLS certificate": "certificate not close to expiry", "last backup": "backups recent",
-              "last verify": "backups verified", "backup failure": "no backup failure since the last good one"}
-    return [Item(wanted[check.name], report.host, check.state == "ok", check.detail)
-            for report in reports for check in report.checks if check.name in wanted]
+def status_items(reports: list[HostReport], has_backup_host: bool) -> list[Item]:
+    """Certificates and backups, as incident.status judges them: a line passes only when it is "ok".
+
+    The backup items are the backup host's; in an env without one (`has_backup_host`, from the
+    inventory: --limit may leave the backup host's report out) they fail on its database host.
+    """
+    items = []
+    for report in reports:
+        checks = {check.name: check for check in report.checks}
+        items += [Item(item, report.host, checks[name].state == OK, checks[name].detail)
+                  for name, item in CERTIFICATE_ITEMS.items() if name in checks]
+        if "backup" in report.roles:
+            items += [Item(item, report.host, checks[name].state == OK, checks[name].detail) if name in checks
+                      else Item(item, report.host, False, unjudged(report, checks))
+                      for name, item in BACKUP_ITEMS.items()]
+        elif "database" in report.roles and not has_backup_host:
+            items += [Item(item, report.host, False, NO_BACKUP_HOST) for item in BACKUP_ITEMS.values()]
+    return items
+
+
+def unjudged(report: HostReport, checks: dict) -> str:
+    """Why the backup host's report has no line for an item: unreachable, or what its repository line says
+    (no backup yet, pgBackRest's info failed)."""
+    if report.unreachable:
+        return f"the backup host could not be asked: {report.unreachable}"
+    return checks["repository"].detail if "repository" in checks else "incident.status did not judge it"

@@ -20,6 +20,7 @@ from vigil.core.facts import sections
 from vigil.core.fanout import Unreachable, on_hosts, unreachable
 from vigil.core.inventory import Host, HostVars, load_inventory
 from vigil.core.roles import load_role
+from vigil.core.topology import inventory_repository_ends
 from vigil.incident.endpoints import site_of
 from vigil.incident.status import gather
 from vigil.vault.paths import SecretsError, SecretsPaths
@@ -360,6 +361,6 @@ def security(env: str, limit: str | None) -> list[Item]:
             items.append(authentication_item(host.name, server_name, verify, protected_routes(vars)))
         if database is not None and host.name == database.name:
             items.append(port_closed_item(host.name, host.address, 5432))
-    items += status_items(gather(env, limit))
+    items += status_items(gather(env, limit), inventory_repository_ends(inventory) is not None)
     items.append(repository_item(env))
     return items

@@ -1,10 +1,14 @@
-"""Backups from the control machine: every task asks the database host's own vigil-backup (roles/backup).
+"""Backups from the control machine, on pgBackRest: the database host archives its WAL, and the backup
+host keeps the backups, in an encrypted repository (roles/pgbackrest).
 
-The program on the host makes, verifies, prunes and restores backups (the
-timers run the same one), so a task is one or two round trips as the admin
-user. What leaves the host leaves encrypted: `pull` streams an age-encrypted
-copy, checks its sha256 against what the host sent, and only then names it.
+pgBackRest does the work; vigil finds the two ends, asks each in as few round trips as it can,
+reads pgBackRest's JSON, and adds what it lacks: the window a restore can reach, maintenance mode and
+a safety point around a restore, the restore drill's row counts and RTO, a branch of a past second,
+and the portable export.
 
-helper: asking the host's vigil-backup; transfer: pull, decrypt, copy to another host; restore: the
-restore procedure (docs/runbooks/restore.md) from maintenance on to health checked.
+access: the tasks' error, connections and hosts; repository: what the repository holds and the
+window; pitr: a restore to a second; branch: a past second as a new database; undo: a deploy's
+migrations undone by its restore point; offsite: a set pulled off the backup host; export: the
+portable pg_dump; transfer: streaming copies in, decrypting an export, copying on to another host;
+restore: the steps around a restore (confirmation, maintenance, health).
 """

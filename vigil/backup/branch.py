@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import re
 
-from vigil.backup.helper import BackupError, connect
+from vigil.backup.access import BackupError, connect
 from vigil.backup.pitr import Target, check_target, choose_backup
 from vigil.backup.repository import REPOSITORY_USER, Repository, last_line, read_contents
 from vigil.core.commands import Command, script

@@ -16,7 +16,7 @@ import re
 import time
 from pathlib import Path
 
-from vigil.backup.helper import BackupError
+from vigil.backup.access import BackupError
 from vigil.backup.transfer import receive
 from vigil.core.commands import Command
 from vigil.core.connectors import Transport

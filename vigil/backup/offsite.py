@@ -21,7 +21,7 @@ import os
 import time
 from pathlib import Path
 
-from vigil.backup.helper import BackupError
+from vigil.backup.access import BackupError
 from vigil.backup.pitr import LABEL
 from vigil.backup.repository import REPOSITORY_USER, Backup, Repository
 from vigil.backup.transfer import receive

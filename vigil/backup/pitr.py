@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable
 
-from vigil.backup.helper import BackupError, connect
+from vigil.backup.access import BackupError, connect
 from vigil.backup.repository import (
     Backup,
     Contents,

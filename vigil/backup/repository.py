@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from vigil.backup.helper import BackupError
+from vigil.backup.access import BackupError
 from vigil.core.commands import Command, script
 from vigil.core.errors import ConfigError
 from vigil.core.inventory import Host, Inventory
@@ -54,6 +54,15 @@ def find_repository(inventory: Inventory) -> Repository | None:
     return Repository(host.as_admin(), database.as_admin(),
                       settings.string("pgbackrest_stanza", r"[a-z][a-z0-9_-]{0,62}"),
                       settings.path("pgbackrest_repository_path"), settings.path("pgbackrest_drill_path"))
+
+
+def require_repository(inventory: Inventory, task: str) -> Repository:
+    """The env's repository, or the refusal of `task` (before it connects anywhere) saying what to add where."""
+    repository = find_repository(inventory)
+    if repository is None:
+        raise ConfigError(f"{task} needs a backup host: inventory/{inventory.env}.yml has no host in group `backup` "
+                          f"(roles/pgbackrest keeps the database's backups and WAL there; see docs/backup.md)")
+    return repository
 
 
 def pgbackrest(repository: Repository, *args: str) -> Command:

@@ -1,16 +1,15 @@
-"""Restoring a backup over the env's database, step by step (docs/runbooks/restore.md): maintenance on,
-a safety backup and the restore (by the host's vigil-backup), the serving release's migrations compared,
-maintenance off, the backend's health checked on every web host."""
+"""What a restore does around pgBackRest's (pitr.py), step by step as docs/runbooks/restore.md has it:
+the confirmation, maintenance mode on every web host, then maintenance off and the backend's health
+checked on every web host."""
 
 from __future__ import annotations
 
 import sys
 from typing import Callable
 
-from vigil.backup.helper import BackupError, ask, connect
-from vigil.core.audit_log import audit_locally
-from vigil.core.commands import Command, script
-from vigil.core.errors import ConfigError, UnreachableError, VigilError
+from vigil.backup.access import BackupError, connect
+from vigil.core.commands import script
+from vigil.core.errors import ConfigError, VigilError
 from vigil.core.inventory import Host, Inventory
 from vigil.core.roles import load_role
 from vigil.deploy.maintenance import set_maintenance
@@ -18,26 +17,6 @@ from vigil.deploy.settings import host_settings
 from vigil.vault.schema import load_schema
 
 Say = Callable[[str], None]
-
-
-def migration_drift(restored: list[str], release_files: list[str]) -> list[str]:
-    """Warnings when the restored database's applied migrations (timestamps) differ from the release's files."""
-    shipped = {
-        name.split("-", 1)[0] for name in release_files if name.endswith(".js") and name.split("-", 1)[0].isdigit()
-    }
-    applied = set(restored)
-    warnings = []
-    if shipped - applied:
-        warnings.append(
-            f"the serving release has migrations the restored database lacks ({', '.join(sorted(shipped - applied))}): "
-            "run the backend's migrate task (deploy.backend) or roll back to a release that matches"
-        )
-    if applied - shipped:
-        warnings.append(
-            "the restored database has migrations the serving release does not know "
-            f"({', '.join(sorted(applied - shipped))})"
-        )
-    return warnings
 
 
 HEALTH = r"""
@@ -65,20 +44,6 @@ def health(inventory: Inventory, host: Host, port: int) -> tuple[bool, str]:
     return result.ok, (result.stdout or result.stderr).strip()[-300:]
 
 
-def release_migrations(inventory: Inventory, host: Host) -> list[str]:
-    """The migration files of the backend release `host` serves (its app_migrations directory)."""
-    settings = host_settings(inventory, host, ["backend"])[0]
-    if not settings.migrations_dir:
-        raise BackupError(f"{host.name}: the backend has no app_migrations directory to compare with")
-    with connect(inventory, host) as transport:
-        result = transport.run(
-            Command(("ls", "-1", "--", f"{settings.layout.current}/{settings.migrations_dir}"), sudo=True)
-        )
-    if not result.ok:
-        raise BackupError(f"{host.name}: {result.stderr.strip()[-200:] or 'no release is deployed'}")
-    return result.stdout.split()
-
-
 def confirm(env: str, yes: bool, prompt: Callable[[str], str] = input) -> None:
     """A restore replaces the env's database: --yes, or the env's name typed at a terminal."""
     if yes:
@@ -87,49 +52,11 @@ def confirm(env: str, yes: bool, prompt: Callable[[str], str] = input) -> None:
         raise ConfigError(f"restoring replaces the {env} database: pass --yes to confirm (no terminal to ask on)")
     if (
         prompt(
-            f"Restoring replaces the {env} database (a safety backup is taken first). Type {env!r} to go on: "
+            f"Restoring replaces the {env} database (a safety point is kept first, to undo it). Type {env!r} to go on: "
         ).strip()
         != env
     ):
         raise ConfigError("not confirmed; nothing was changed")
-
-
-def restore(env: str, inventory: Inventory, host: Host, backup_id: str, force: bool, say: Say) -> dict:
-    """Replace the env's database on `host` (its database host, as `database_host` gives it) with backup
-    `backup_id`; returns the report (the host's answer, the warnings, each web host's health). `say` gets
-    a line per step. A failure before the restore turns maintenance off again; a connection lost during
-    it leaves maintenance on (the restore may still be running).
-    """
-    report: dict = {"backup": backup_id, "env": env, "warnings": []}
-    web = maintenance_on(env, inventory, say)
-    try:
-        with connect(inventory, host) as transport:
-            result = ask(transport, host, "restore", backup_id, *(["--force"] if force else []), timeout=7200)
-    except UnreachableError:
-        # The restore may still be running on the host: the site stays in maintenance until someone looks.
-        audit_locally("backup.restore", env, [host.name], "unknown", backup=backup_id)
-        raise BackupError(f"{host.name}: the connection was lost during the restore; maintenance mode stays on. "
-                          f"See `sudo vigil-backup status` on {host.name}, then "
-                          f"`invoke incident.maintenance off --env={env}`") from None
-    except Exception:
-        maintenance_off(env, web, say)
-        audit_locally("backup.restore", env, [host.name], "failed", backup=backup_id)
-        raise
-    report.update(result)
-    say(f"{host.name}: restored {backup_id} in {result['seconds']}s; safety backup {result['safety_backup']} kept")
-    if web:
-        try:
-            report["warnings"] = migration_drift(result.get("migrations", []), release_migrations(inventory, web[0]))
-        except VigilError as problem:
-            report["warnings"] = [
-                f"the serving release's migrations could not be read ({problem.message}); compare by hand"
-            ]
-        for warning in report["warnings"]:
-            say(f"warning: {warning}")
-    report["health"] = healthy = back_in_service(env, inventory, web, say)
-    audit_locally("backup.restore", env, [host.name], "ok" if all(healthy.values()) else "unhealthy", backup=backup_id,
-                  safety_backup=report.get("safety_backup"))
-    return report
 
 
 def maintenance_on(env: str, inventory: Inventory, say: Say) -> list[Host]:

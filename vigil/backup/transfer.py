@@ -1,17 +1,17 @@
-"""Copies off the database host: pulled age-encrypted and checked on arrival, decrypted here and checked
-against the dump's recorded checksum, copied on to another host. A copy that fails leaves nothing named."""
+"""Copies off a host: streamed in and checked on arrival (an export, a pulled backup set), an export
+decrypted here and checked against its dump's recorded checksum, a copy put on another host. A copy
+that fails leaves nothing named."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-import time
 from pathlib import Path
 
 import pyrage
 
-from vigil.backup.helper import HELPER, BackupError, ask
+from vigil.backup.access import BackupError
 from vigil.core.commands import Command, script
 from vigil.core.connectors import Transport
 from vigil.core.errors import ConfigError
@@ -53,48 +53,6 @@ def receive(transport: Transport, command: Command, target: Path, host: str, wha
     return digest.hexdigest(), size, sent
 
 
-def pull(
-    transport: Transport,
-    host: Host,
-    env: str,
-    backup_id: str,
-    recipients: list[str],
-    into: Path,
-    record: dict | None = None,
-) -> Path:
-    """Stream the backup, age-encrypted on the host to `recipients`, into `into`; the file is named
-    only once its sha256 matches what the host sent. Returns the .age file (metadata beside it).
-    record: the backup's metadata if the caller listed it already (else it is asked for)."""
-    into.mkdir(parents=True, exist_ok=True)
-    target = into / f"{env}-{backup_id}.dump.age"
-    partial = target.with_name(target.name + ".partial")
-    sha256, size, _ = receive(transport, Command((HELPER, "export", backup_id, *recipients), sudo=True), target,
-                              host.name, f"the export of {backup_id}")
-    try:
-        record = record or next((entry for entry in ask(transport, host, "list") if entry.get("id") == backup_id), {})
-        if not record.get("sha256"):
-            raise BackupError(
-                f"{host.name}: {backup_id} has no recorded checksum to check a decrypted copy against; nothing was kept"
-            )
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-    sidecar = {
-        "id": backup_id,
-        "env": env,
-        "from": host.name,
-        "pulled_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "encrypted_sha256": sha256,
-        "encrypted_size": size,
-        "recipients": recipients,
-        "dump_sha256": record.get("sha256"),
-        "backup": record,
-    }
-    target.with_suffix(".json").write_text(json.dumps(sidecar, indent=2, sort_keys=True) + "\n")
-    os.replace(partial, target)
-    return target
-
-
 def last_json(text: str) -> dict:
     for line in reversed(text.strip().splitlines()):
         try:
@@ -107,7 +65,7 @@ def last_json(text: str) -> dict:
 
 
 def decrypt(path: Path, identities: list, out: Path) -> Path:
-    """Decrypt a pulled backup to `out`, checked against the dump's recorded sha256; on any failure
+    """Decrypt an export (backup.export) to `out`, checked against the dump's recorded sha256; on any failure
     (a wrong key above all) nothing is written."""
     if not path.is_file():
         raise ConfigError(f"{path}: no such file")
@@ -140,7 +98,8 @@ def decrypt(path: Path, identities: list, out: Path) -> Path:
 
 
 def copy_to_host(transport: Transport, host: Host, path: Path, directory: str) -> str:
-    """Put a pulled (encrypted) backup and its metadata on another inventory host, checked on arrival."""
+    """Put a pulled backup set (encrypted, as a tarball) and its record on another inventory host, checked on
+    arrival."""
     body = ('set -e; install -d -m 0700 -- "$1"; cat > "$2.partial"; '
             'got=$(sha256sum -- "$2.partial" | cut -d" " -f1); '
             'if [ "$got" != "$3" ]; then rm -f -- "$2.partial"; echo "arrived damaged: $got" >&2; exit 65; fi; '
@@ -156,7 +115,7 @@ def copy_to_host(transport: Transport, host: Host, path: Path, directory: str) -
 
 
 def pulled_dir(env: str, to_dir: str | None, state: LocalState | None = None) -> Path:
-    """Where `backup.pull` puts a copy: --to-dir, else .vigil/backups/<env>/."""
+    """Where `backup.pull` and `backup.export` put a copy: --to-dir, else .vigil/backups/<env>/."""
     return Path(to_dir) if to_dir else (state or LocalState.default()).backups / env
 
 

@@ -16,7 +16,7 @@ from typing import Callable
 
 from vigil.backup import pitr
 from vigil.backup import restore as restoring
-from vigil.backup.helper import BackupError, connect
+from vigil.backup.access import BackupError, connect
 from vigil.backup.repository import find_repository, read_contents
 from vigil.core.errors import ConfigError, ExitCode, VigilError
 from vigil.core.inventory import load_inventory

@@ -1,6 +1,7 @@
-"""backup: the app database's backups on its host.
+"""backup: the app database's backups and WAL, in the pgBackRest repository on the env's backup host.
 
-Create, list, verify, restore, prune, and copies off the host (pull, decrypt).
+Create, list, verify (the restore drill), restore to any second, branch a second, prune, pull a set
+off the backup host; export a portable dump and decrypt it.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from rich.table import Table
 
 from vigil.backup import pitr
 from vigil.backup import restore as restoring
+from vigil.backup.access import LABEL, BackupError, connect, database_host
 from vigil.backup.branch import drop_branch, make_branch
 from vigil.backup.export import export_database
-from vigil.backup.helper import LABEL, BackupError, ask, check_id, connect, database_host
 from vigil.backup.offsite import check_label, pull_set
 from vigil.backup.repository import (
     STANZA_NO_BACKUP,
@@ -25,14 +26,13 @@ from vigil.backup.repository import (
     check_backup_type,
     create_backup,
     expire,
-    find_repository,
     read_contents,
+    require_repository,
     run_drill,
     utc,
 )
 from vigil.backup.transfer import copy_to_host, describe, pulled_dir
 from vigil.backup.transfer import decrypt as decrypt_backup
-from vigil.backup.transfer import pull as pull_backup
 from vigil.cli.common import HOST_FLAGS_HELP, exits_cleanly
 from vigil.core.audit_log import audit_locally
 from vigil.core.errors import ConfigError, ExitCode
@@ -62,12 +62,11 @@ def _size(size) -> str:
 
 
 @task(help={**ENV_HELP, "label": "A word for why (default: manual); the id is <UTC time>-<label>.",
-            "type": "With a backup host: full, diff (changes since the last full) or incr (since the last "
-                    "backup; the default, and a full when there is none yet)."})
+            "type": "full, diff (changes since the last full) or incr (since the last backup; the default, "
+                    "and a full when there is none yet)."})
 @exits_cleanly
 def create(c, env="sandbox", label="manual", type="incr", json=False):  # noqa: A002 (the flag is --type)
-    """Back the database up now: into the backup host's pgBackRest repository where there is one,
-    else pg_dump -Fc on its host, synced, checksummed, each table's rows counted.
+    """Back the database up now, into the backup host's pgBackRest repository.
 
     Example: invoke backup.create --env=production --label=before-import --type=full
     """
@@ -75,66 +74,25 @@ def create(c, env="sandbox", label="manual", type="incr", json=False):  # noqa: 
         raise ConfigError(f"--label: {label!r} is not a label (letters, digits, '.', '_', '-'; at most 40)")
     check_backup_type(type)
     inventory = load_inventory(env)
-    repository = find_repository(inventory)
-    if repository is not None:
-        with connect(inventory, repository.host) as transport:
-            made = create_backup(transport, repository, type, label)
-        _audit("backup.create", env, repository.host.name, "ok", backup=made.label)
-        _print(dataclasses.asdict(made), json,
-               f"{repository.host.name}: {made.label} ({made.type}) of {_size(made.size)}, "
-               f"{_size(made.stored)} stored, in {made.stopped - made.started:.0f}s")
-        return
-    if type != "incr":
-        raise ConfigError(f"--type={type}: backup types need a backup host (group `backup`, roles/pgbackrest); "
-                          f"inventory/{env}.yml has none")
-    inventory, host = database_host(env)
-    with connect(inventory, host) as transport:
-        made = ask(transport, host, "create", label)
-    _audit("backup.create", env, host.name, "ok", backup=made["id"])
-    _print(
-        made,
-        json,
-        f"{host.name}: {made['id']} {_size(made['size'])} in {made['seconds']}s, "
-        f"{len(made['tables'])} tables, {sum(made['tables'].values())} rows, sha256 {made['sha256'][:16]}",
-    )
+    repository = require_repository(inventory, "backup.create")
+    with connect(inventory, repository.host) as transport:
+        made = create_backup(transport, repository, type, label)
+    _audit("backup.create", env, repository.host.name, "ok", backup=made.label)
+    _print(dataclasses.asdict(made), json,
+           f"{repository.host.name}: {made.label} ({made.type}) of {_size(made.size)}, "
+           f"{_size(made.stored)} stored, in {made.stopped - made.started:.0f}s")
 
 
 @task(name="list", help=ENV_HELP)
 @exits_cleanly
 def list_(c, env="sandbox", json=False):
-    """List the backups on the database host: when, size, verified when and how, which retention rule keeps it.
+    """List the backups in the repository (when, type, size, label, last restore drill) and the window a
+    restore can reach: "restore to any second from T1 to T2".
 
-    With a backup host: its pgBackRest repository's backups, and the window a restore can reach.
     Example: invoke backup.list --env=production
     """
     inventory = load_inventory(env)
-    repository = find_repository(inventory)
-    if repository is not None:
-        _list_repository(inventory, repository, json)
-        return
-    inventory, host = database_host(env)
-    with connect(inventory, host) as transport:
-        backups = ask(transport, host, "list")
-    if json:
-        _print(backups, True, "")
-        return
-    table = Table(title=f"backups of {env} on {host.name}")
-    for column in ("id", "release", "size", "rows", "status", "verified", "restore", "kept by"):
-        table.add_column(column)
-    for meta in backups:
-        verified = meta.get("verified") or {}
-        table.add_row(
-            meta["id"],
-            meta.get("release", ""),
-            _size(meta.get("size")),
-            str(sum((meta.get("tables") or {}).values())),
-            meta.get("status", ""),
-            (verified.get("at", "") + ("" if verified.get("ok", True) else " failed")),
-            f"{verified['restore_seconds']}s" if "restore_seconds" in verified else "",
-            meta.get("kept_by") or "next prune",
-            style="red" if meta.get("status") == "bad" else "",
-        )
-    Reporter().table(table)
+    _list_repository(inventory, require_repository(inventory, "backup.list"), json)
 
 
 def _list_repository(inventory, repository, json: bool) -> None:
@@ -180,41 +138,24 @@ def _drill_cell(backup) -> str:
     return f"{backup.drill} {at}" + (f", restored in {rto}s" if backup.drill == "ok" and rto else "")
 
 
-@task(help={**ENV_HELP, "id": "The backup to verify (`backup.list`), or `latest` for the newest (with a backup "
-                                 "host: `latest` only, the drill's subject)."})
+@task(help={**ENV_HELP, "id": "`latest`: the drill restores the newest backup (a word kept for what may come: a "
+                                 "backup's label)."})
 @exits_cleanly
 def verify(c, id, env="sandbox", json=False):
-    """The restore drill: restore the newest backup into a scratch database and compare every table's rows.
+    """The restore drill: on the backup host, the newest backup plus WAL restored into a scratch cluster,
+    replayed to a marker made on the live database just before, `pgbackrest verify`, every table's rows
+    compared with the live ones at the marker, its RTO recorded on the backup set; weekly by timer too.
+    A failure marks the backup (restore then refuses it without --force) and exits non-zero.
 
-    With a backup host: on it, the newest backup plus WAL restored into a scratch cluster, replayed to a
-    marker made on the live database just before, `pgbackrest verify`, every table's rows compared with
-    the live ones at the marker, its RTO recorded on the backup set; weekly by timer too.
-    Without one: a dump backup restored into a scratch database and compared with its record.
-    A failure marks the backup bad (restore refuses it) and exits non-zero.
     Example: invoke backup.verify latest --env=production
     """
     inventory = load_inventory(env)
-    repository = find_repository(inventory)
-    if repository is not None:
-        _drill(env, inventory, repository, id, json)
-        return
-    target = "--latest" if id == "latest" else check_id(id)
-    inventory, host = database_host(env)
-    with connect(inventory, host) as transport:
-        try:
-            meta = ask(transport, host, "verify", target)
-        except BackupError:
-            _audit("backup.verify", env, host.name, "failed", backup=target)
-            raise
-    _audit("backup.verify", env, host.name, "ok", backup=meta["id"])
-    verified = meta["verified"]
-    _print(meta, json, f"{host.name}: {meta['id']} verified: restored in {verified['restore_seconds']}s, "
-                       f"{verified['rows']} rows in {len(meta['tables'])} tables as recorded")
+    _drill(env, inventory, require_repository(inventory, "backup.verify"), id, json)
 
 
 def _drill(env: str, inventory, repository, id: str, json: bool) -> None:
     if id != "latest":
-        raise ConfigError(f"ID: {id!r}: with a backup host the drill restores the newest backup; give `latest`")
+        raise ConfigError(f"ID: {id!r}: the drill restores the newest backup; give `latest`")
     with connect(inventory, repository.host) as transport:
         result = run_drill(transport, repository)
     where = repository.host.name
@@ -233,70 +174,45 @@ def _drill(env: str, inventory, repository, id: str, json: bool) -> None:
 @task(help={**ENV_HELP, "dry_run": "Say what would be deleted, delete nothing."})
 @exits_cleanly
 def prune(c, env="sandbox", dry_run=False, json=False):
-    """Delete the backups no retention rule keeps (grandfather-father-son; never the newest verified one).
+    """pgBackRest's expire: delete the backups (and their WAL) older than the window it must keep, the last
+    pgbackrest_window_days days restorable; never what the window promises.
 
-    With a backup host: pgBackRest's expire, which keeps the last pgbackrest_window_days days restorable.
     Example: invoke backup.prune --env=production --dry-run
     """
     inventory = load_inventory(env)
-    repository = find_repository(inventory)
-    if repository is not None:
-        with connect(inventory, repository.host) as transport:
-            result = expire(transport, repository, dry_run)
-        if not dry_run:
-            _audit("backup.prune", env, repository.host.name, "ok", deleted=result["deleted"])
-        deleted = result["deleted"]
-        _print(result, json, f"{repository.host.name}: {'would delete' if dry_run else 'deleted'} {len(deleted)}"
-                             f"{': ' + ', '.join(deleted) if deleted else ''}; kept {len(result['kept'])}")
-        return
-    inventory, host = database_host(env)
-    with connect(inventory, host) as transport:
-        result = ask(transport, host, "prune", *(["--dry-run"] if dry_run else []))
+    repository = require_repository(inventory, "backup.prune")
+    with connect(inventory, repository.host) as transport:
+        result = expire(transport, repository, dry_run)
     if not dry_run:
-        _audit("backup.prune", env, host.name, "ok", deleted=result["deleted"])
-    _print(
-        result,
-        json,
-        f"{host.name}: {'would delete' if dry_run else 'deleted'} {len(result['deleted'])}"
-        f"{': ' + ', '.join(result['deleted']) if result['deleted'] else ''}; kept {len(result['kept'])}",
-    )
+        _audit("backup.prune", env, repository.host.name, "ok", deleted=result["deleted"])
+    deleted = result["deleted"]
+    _print(result, json, f"{repository.host.name}: {'would delete' if dry_run else 'deleted'} {len(deleted)}"
+                         f"{': ' + ', '.join(deleted) if deleted else ''}; kept {len(result['kept'])}")
 
 
-@task(help={**ENV_HELP, "target": "What to restore to. With a backup host: `latest` (the newest archived second), a "
-                              "time inside backup.list's window (2026-12-03T14:15:00Z; without an offset, UTC), or "
-                              "a backup's label (its end); without one: a dump backup's id (backup.list).",
+@task(help={**ENV_HELP, "target": "What to restore to: `latest` (the newest archived second), a time inside "
+                              "backup.list's window (2026-12-03T14:15:00Z; without an offset, UTC), a backup's label "
+                              "(its end) or a restore point (a deploy's, a safety point).",
             "yes": "Do not ask for confirmation.",
-            "force": "Restore even from a backup that failed its restore drill (backup.list), or a dump backup "
-                     "that is unverified or failed verification.",
+            "force": "Restore even from a backup that failed its restore drill (backup.list).",
             "timeline": "With a time: follow this PostgreSQL timeline (the latest by default); a restore's safety "
                         "point names its own, to go back to it after that restore."})
 @exits_cleanly
 def restore(c, target, env="sandbox", yes=False, force=False, json=False, timeline=None):
     """Replace the database: maintenance on, a safety point, the restore, checks, maintenance off.
 
-    With a backup host, to any second of the repository's window, to a backup's end or to the latest
-    archived second; without one, to a dump backup (restored and swapped in after a safety backup).
-    The steps are docs/runbooks/restore.md's.
+    To any second of the repository's window, to a backup's end, to a restore point or to the latest
+    archived second. The steps are docs/runbooks/restore.md's.
     Examples: invoke backup.restore 2026-12-03T14:15:00Z --env=production --yes
               invoke backup.restore latest --env=production --yes
-              invoke backup.restore 20261126T031500Z-scheduled --env=staging --yes
+              invoke backup.restore 20261203-031500F --env=staging --yes
     """
     inventory = load_inventory(env)
-    repository = find_repository(inventory)
+    repository = require_repository(inventory, "backup.restore")
+    point = pitr.parse_target(target, timeline=_timeline(timeline))
+    restoring.confirm(env, yes)
     reporter = Reporter()
-    say = (lambda line: None) if json else reporter.line
-    if repository is not None:
-        point = pitr.parse_target(target, timeline=_timeline(timeline))
-        restoring.confirm(env, yes)
-        report = pitr.restore_to(env, inventory, repository, point, say, force)
-    else:
-        if timeline is not None:
-            raise ConfigError(f"--timeline needs a backup host (group `backup`, roles/pgbackrest); "
-                              f"inventory/{env}.yml has none")
-        backup_id = check_id(target, "TARGET")
-        inventory, host = database_host(env)
-        restoring.confirm(env, yes)
-        report = restoring.restore(env, inventory, host, backup_id, force, say)
+    report = pitr.restore_to(env, inventory, repository, point, (lambda line: None) if json else reporter.line, force)
     if json:
         reporter.document(report)
     if not all(report["health"].values()):
@@ -315,15 +231,12 @@ def branch(c, name, at="latest", env="sandbox", timeline=None, force=False, drop
 
     Restored on the backup host from its pgBackRest repository and copied into database NAME on the
     database host, owned by the app's role, its rows counted on both sides; the live database is not
-    touched. Needs a backup host.
+    touched.
     Examples: invoke backup.branch --name=yesterday --at=2026-12-02T09:00:00Z --env=production
               invoke backup.branch --name=yesterday --drop --env=production
     """
     inventory = load_inventory(env)
-    repository = find_repository(inventory)
-    if repository is None:
-        raise ConfigError(f"backup.branch restores from a backup host (group `backup`, roles/pgbackrest); "
-                          f"inventory/{env}.yml has none")
+    repository = require_repository(inventory, "backup.branch")
     where = repository.database.name
     if drop:
         drop_branch(inventory, repository, name)
@@ -339,64 +252,45 @@ def branch(c, name, at="latest", env="sandbox", timeline=None, force=False, drop
                          f"tables, in {report['seconds']}s")
 
 
-@task(help={**ENV_HELP, "id": "The backup to copy (`backup.list`), or `latest` for the newest (with a backup host: "
-                             "the newest whose restore drill did not fail).",
+@task(help={**ENV_HELP, "id": "The backup to copy (its label in `backup.list`), or `latest` for the newest whose "
+                             "restore drill did not fail.",
             "to_dir": "Where to put it on this machine (default: .vigil/backups/<env>/).",
             "to_host": "Also put it on this inventory host (under --host-dir).",
             "host_dir": "The directory on --to-host (default: /var/backups/vigil-offsite)."})
 @exits_cleanly
 def pull(c, id, env="sandbox", to_dir=None, to_host=None, host_dir="/var/backups/vigil-offsite", json=False):
-    """Copy a backup off its host, checked by sha256 on arrival. With a backup host: the set, the sets it
-    builds on and its WAL, as a repository of their own, still encrypted with the repository's cipher.
-    Without: the dump, age-encrypted on its host to the env's recipients.
+    """Copy a backup set off the backup host, checked by sha256 on arrival: the set, the sets it builds on
+    and its WAL, as a repository of their own, still encrypted with the repository's cipher.
 
     Example: invoke backup.pull latest --env=production --to-host=vps2
     """
     if not re.fullmatch(r"/[A-Za-z0-9._/-]+", host_dir) or ".." in host_dir.split("/"):
         raise ConfigError(f"--host-dir: {host_dir!r} is not an absolute path")
     inventory = load_inventory(env)
+    repository = require_repository(inventory, "backup.pull")
     other = None
     if to_host:
         other = next((h for h in inventory.select(to_host)), None)
         if other is None or other.name != to_host:
             raise ConfigError(f"--to-host: {to_host!r} is not a host of inventory/{env}.yml")
-    repository = find_repository(inventory)
-    if repository is not None:
-        label = id if id == "latest" else check_label(id)
-        with connect(inventory, repository.host) as transport:
-            contents = read_contents(transport, repository)
-            if not contents.backups:
-                raise BackupError(f"{repository.host.name}: there is no backup yet (`invoke backup.create "
-                                  f"--env={env}`)")
-            if label != "latest" and label not in {backup.label for backup in contents.backups}:
-                raise ConfigError(f"ID: {label} is not in {repository.host.name}'s repository (invoke backup.list)")
-            chosen = pitr.choose_backup(pitr.Target(backup=None if label == "latest" else label), contents.backups,
-                                        force=label != "latest", flag="ID")
-            path = pull_set(transport, repository, chosen, env, pulled_dir(env, to_dir))
-        source, backup_id, what = repository.host.name, chosen.label, "encrypted with the repository's cipher"
-    else:
-        if id != "latest":
-            check_id(id)
-        recipients = [key for key, _ in load_recipients(env, SecretsPaths.default())]
-        inventory, host = database_host(env)
-        with connect(inventory, host) as transport:
-            listed = (
-                [meta for meta in ask(transport, host, "list") if meta.get("status") != "bad"]
-                if id == "latest" else []
-            )
-            if id == "latest" and not listed:
-                raise BackupError(f"{host.name}: there is no backup yet (`invoke backup.create --env={env}`)")
-            backup_id = listed[-1]["id"] if listed else id
-            path = pull_backup(transport, host, env, backup_id, recipients, pulled_dir(env, to_dir),
-                               record=listed[-1] if listed else None)
-        source, what = host.name, f"age-encrypted to {len(recipients)} recipient(s)"
+    label = id if id == "latest" else check_label(id)
+    with connect(inventory, repository.host) as transport:
+        contents = read_contents(transport, repository)
+        if not contents.backups:
+            raise BackupError(f"{repository.host.name}: there is no backup yet (`invoke backup.create --env={env}`)")
+        if label != "latest" and label not in {backup.label for backup in contents.backups}:
+            raise ConfigError(f"ID: {label} is not in {repository.host.name}'s repository (invoke backup.list)")
+        chosen = pitr.choose_backup(pitr.Target(backup=None if label == "latest" else label), contents.backups,
+                                    force=label != "latest", flag="ID")
+        path = pull_set(transport, repository, chosen, env, pulled_dir(env, to_dir))
+    source, backup_id = repository.host.name, chosen.label
     result = {"id": backup_id, "path": str(path), "from": source}
     if other is not None:
         other = other.as_admin()
         with connect(inventory, other) as transport:
             result["copied_to"] = f"{other.name}:{copy_to_host(transport, other, path, host_dir)}"
     _audit("backup.pull", env, source, "ok", backup=backup_id, copied_to=result.get("copied_to", ""))
-    _print(result, json, f"{backup_id}: {describe(path)} ({what}, sha256 checked)"
+    _print(result, json, f"{backup_id}: {describe(path)} (encrypted with the repository's cipher, sha256 checked)"
                          + (f"; copied to {result['copied_to']}" if other is not None else ""))
 
 
@@ -420,13 +314,14 @@ def export(c, env="sandbox", to_dir=None, json=False):
            f"age-encrypted to {len(recipients)} recipient(s), sha256 checked)")
 
 
-@task(help={"file": "A pulled backup (.dump.age).", "env": "Whose age identity decrypts it (default: sandbox).",
+@task(help={"file": "An export (.dump.age, from backup.export).",
+            "env": "Whose age identity decrypts it (default: sandbox).",
             "out": "Where to write the dump (default: beside it, without .age)."})
 @exits_cleanly
 def decrypt(c, file, env="sandbox", out=None):
-    """Decrypt a pulled backup with the env's age identity; checked against the dump's recorded checksum.
+    """Decrypt an export with the env's age identity; checked against the dump's recorded checksum.
 
-    Example: invoke backup.decrypt .vigil/backups/production/production-20261126T031500Z-scheduled.dump.age --env=production
+    Example: invoke backup.decrypt .vigil/backups/production/production-20261126T031500Z-export.dump.age --env=production
     """  # noqa: E501 (an example command is one line, to copy whole)
     path = Path(file)
     target = Path(out) if out else path.with_name(path.name.removesuffix(".age"))

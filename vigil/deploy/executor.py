@@ -96,7 +96,7 @@ class HostDeploy:
         self.result = HostResult(self.host.name, started=self.clock())
         self.release = self.artifact.id if self.artifact else (self.rollback_to or "")
         self.ref = self.artifact.ref if self.artifact else ""
-        self.backup = ""  # what was kept before the database changed: host:path, or a restore point
+        self.backup = ""  # what was kept before the database changed: the restore point, if any
         self.serving = ""  # the release the host serves when the deploy ends (unknown until read)
         # Only a release that was run (a task, a start, a health gate) can be blamed for a failure.
         self.release_tried = False
@@ -240,7 +240,7 @@ class HostDeploy:
                 raise DeployFailed(
                     step,
                     f"reverting {migration} failed after {done} of {len(added)} reverted; {unit}'s log:\n"
-                    f"{self.journal_tail(unit)}\nThe database was backed up before: {self.backup}",
+                    f"{self.journal_tail(unit)}\nKept before it: {self.backup}",
                 )
         self.record(step, CHANGED, summary=f"reverted {', '.join(added)}{instead}", began=began)
 
@@ -316,20 +316,20 @@ class HostDeploy:
                     summary=f"{self.artifact.size // 1024} KiB, checksum verified")
 
     def backup_database(self, label: str, release: str) -> None:
-        """Keep the database as it is now (safety.py): a restore point, recorded beside the release, or a
-        dump backup."""
-        database, began = self.database, time.monotonic()
-        step = "Make a restore point." if database and database.restore_points else "Back up the database."
-        if database is None:
-            self.record(step, OK, summary="no database host in the inventory (DATABASE_URL set by hand): not backed up")
+        """Keep the database as it is now (safety.py): a restore point, recorded beside the release; where
+        the env has no backup host there is nothing to keep it in, and the step says so."""
+        database, began, step = self.database, time.monotonic(), "Make a restore point."
+        if database is None or not database.restore_points:
+            self.record(step, OK, summary="nothing kept: " + (
+                "no database host in the inventory (DATABASE_URL set by hand)" if database is None else
+                "the env has no backup host (group `backup`, roles/pgbackrest) to keep a restore point in"))
             return
         try:
             kept = keep(database, self.transport, self.host, label, release, self.settings.task_timeout + 60)
         except KeepFailed as problem:
             raise DeployFailed(step, str(problem)) from None
-        if kept.record:
-            self.run(as_deploy(RECORD_POINT, self.settings.layout.release(release), record_json(kept)), step)
-        self.backup = kept.where
+        self.run(as_deploy(RECORD_POINT, self.settings.layout.release(release), record_json(kept)), step)
+        self.backup = kept.summary
         self.record(step, CHANGED, summary=kept.summary, began=began)
 
     def release_task(self, task: str) -> None:
@@ -337,7 +337,7 @@ class HostDeploy:
         self.release_tried = True
         result = self.transport.run(helper(UNIT_HELPER, "start", unit), timeout=self.settings.task_timeout + 60)
         if not result.ok:
-            kept = f"\nThe database was backed up before it: {self.backup}" if self.backup else ""
+            kept = f"\nKept before it: {self.backup}" if self.backup else ""
             raise DeployFailed(
                 f"Run {task} for {self.release}.", f"{unit} failed; its log:\n{self.journal_tail(unit)}{kept}"
             )

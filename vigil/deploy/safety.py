@@ -1,11 +1,11 @@
 """What a deploy keeps before it changes the database (migrations, or reverting them), so the change
 can be undone to the second before it.
 
-With a backup host (roles/pgbackrest) that is a named restore point in the pgBackRest repository
-(`vigil-migrate-<UTC>`, archived at once by vigil-restore-point on the database host): nothing is
-copied, and `backup.restore <name>` returns the database to exactly that moment. Without one it is a
-dump backup (vigil-backup create). Either way the deploy user runs a root helper that takes fixed
-words only (roles/users' sudoers).
+That is a named restore point in the pgBackRest repository on the env's backup host
+(`vigil-migrate-<UTC>`, archived at once by vigil-restore-point on the database host, a root helper
+the deploy user's sudo allows with fixed words only): nothing is copied, and `backup.restore <name>`
+returns the database to exactly that moment. An env without a backup host keeps nothing, and the
+deploy says so.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any, Callable
 from vigil.core.commands import Command, script
 from vigil.core.redaction import REDACTOR
 from vigil.deploy.scripts import helper
-from vigil.deploy.settings import BACKUP_HELPER, RESTORE_POINT_HELPER
+from vigil.deploy.settings import RESTORE_POINT_HELPER
 from vigil.deploy.state import parse_json_object
 
 # A restore point's name: what made it and when (UTC).
@@ -33,7 +33,7 @@ RECORD = ".vigil-restore-point.json"
 @dataclass(frozen=True)
 class DatabaseHost:
     """The env's database host as a deploy reaches it (as the deploy user), and whether its WAL goes
-    to a pgBackRest repository (then deploys make restore points instead of dump backups)."""
+    to a pgBackRest repository (only then can a deploy keep a restore point)."""
 
     name: str
     connect: Callable[[], Any]
@@ -43,31 +43,25 @@ class DatabaseHost:
 
 @dataclass(frozen=True)
 class Kept:
-    """What was kept: where (for messages), and the restore point's record (None for a dump backup)."""
+    """What was kept: the restore point (for messages), and its record beside the release."""
 
     where: str
     summary: str
-    record: dict | None = None
+    record: dict
 
 
 class KeepFailed(Exception):
     """Nothing could be kept (the helper failed or answered what it never says): the deploy stops."""
 
 
-def keep_command(database: DatabaseHost, label: str, release: str) -> Command:
-    """The helper call: a restore point (kind `revert` before reverting migrations, whose label is
-    pre-revert; else `migrate`), or a dump backup labelled `label`."""
-    if database.restore_points:
-        return helper(RESTORE_POINT_HELPER, "revert" if "revert" in label else "migrate")
-    return helper(BACKUP_HELPER, "create", label, "--release", release)
+def keep_command(label: str) -> Command:
+    """The helper call: a restore point of kind `revert` before reverting migrations (label pre-revert),
+    else `migrate`."""
+    return helper(RESTORE_POINT_HELPER, "revert" if "revert" in label else "migrate")
 
 
 def parse_kept(database: DatabaseHost, stdout: str, release: str) -> Kept:
-    """The helper's answer as what was kept; a restore point names the command that returns to it."""
-    if not database.restore_points:
-        made = parse_json_object(stdout) or {}
-        where = f"{database.name}:{made.get('path') or made.get('id', '?')}"
-        return Kept(where, where)
+    """The helper's answer as the restore point kept, with the command that returns to it."""
     found = POINT.match(stdout.strip().splitlines()[-1] if stdout.strip() else "")
     if not found:
         raise KeepFailed(f"{database.name}: vigil-restore-point answered {REDACTOR.redact(stdout.strip()[-200:])!r}")
@@ -82,7 +76,7 @@ def parse_kept(database: DatabaseHost, stdout: str, release: str) -> Kept:
 def keep(database: DatabaseHost, transport, host, label: str, release: str, timeout: float) -> Kept:
     """Keep the database now, from `host` (over `transport`, or a connection of the database host's own
     when it is another host); KeepFailed says why not."""
-    command = keep_command(database, label, release)
+    command = keep_command(label)
     if database.name == host.name:
         result = transport.run(command, timeout=timeout)
     else:

@@ -13,7 +13,6 @@ from vigil.core.roles import load_role
 COLORS = ("blue", "green")
 UNIT_HELPER = "/usr/local/sbin/vigil-app-unit"
 SWITCH_HELPER = "/usr/local/sbin/vigil-switch-upstream"
-BACKUP_HELPER = "/usr/local/sbin/vigil-backup"
 # roles/pgbackrest's, on a database host whose WAL goes to a backup host's repository.
 RESTORE_POINT_HELPER = "/usr/local/sbin/vigil-restore-point"
 

@@ -10,10 +10,11 @@ from typing import Callable
 
 import requests
 
-from vigil.backup.helper import ask as ask_backup_helper
+from vigil.backup.access import connect
+from vigil.backup.repository import create_backup, require_repository
 from vigil.core.commands import script
 from vigil.core.errors import ExitCode, VigilError
-from vigil.core.fanout import Unreachable, connect
+from vigil.core.fanout import Unreachable
 from vigil.core.local_files import unique_path
 from vigil.core.output import Reporter
 from vigil.core.playbook import Target, run_playbook
@@ -34,8 +35,7 @@ from vigil.vault.store import lookup
 
 # Each known place on one of the full filesystems ($2: their mount points, comma-separated): print
 # "<place> <bytes freed>"; places elsewhere are left alone (freeing them cannot help). The journal keeps
-# $1 of archived files; temporary files untouched for a week and rotated logs go; backups past
-# retention go by vigil-backup's own rules (never the newest verified one, never a pinned one).
+# $1 of archived files; temporary files untouched for a week and rotated logs go.
 FREE_DISK = r"""
 journal_keep=$1; mounts=",$2,"; shift 2
 size() { du -sb -- "$@" 2>/dev/null | awk '{s += $1} END {print s + 0}'; }
@@ -53,7 +53,6 @@ for place in "$@"; do
     rotated-logs) dirs=/var/log ;;
     old-tmp) dirs="/tmp /var/tmp" ;;
     core-dumps) dirs=/var/lib/systemd/coredump ;;
-    old-backups) dirs=/var/backups/vigil ;;
     *) continue ;;
     esac
     # shellcheck disable=SC2086
@@ -68,9 +67,6 @@ for place in "$@"; do
             -delete 2>/dev/null ;;
     old-tmp) find /tmp /var/tmp -xdev -mindepth 1 -type f -mtime +7 -atime +7 -delete 2>/dev/null ;;
     core-dumps) find /var/lib/systemd/coredump -xdev -mindepth 1 -type f -delete 2>/dev/null ;;
-    old-backups)
-        [ -x /usr/local/sbin/vigil-backup ] \
-            && { /usr/local/sbin/vigil-backup prune >/dev/null || echo "old-backups: prune failed" >&2; } ;;
     esac
     # shellcheck disable=SC2086
     after=$(size $dirs)
@@ -296,24 +292,22 @@ def act_free_disk(hosts: EnvHosts, step: Step, failing: Failing) -> str:
             return [], [answer.stderr.strip()[-200:] or f"exited {answer.status}"]
         freed = parse_freed(answer.stdout)
         places = ", ".join(f"{place} {megabytes(size)}" for place, size in freed.items() if size) or "nothing to free"
-        return [f"freed {megabytes(sum(freed.values()))} on {', '.join(full[host])} ({places})"], \
-            [line for line in answer.stderr.splitlines() if line.startswith("old-backups")]
+        return [f"freed {megabytes(sum(freed.values()))} on {', '.join(full[host])} ({places})"], []
 
     return summarise("", hosts.on_hosts(sorted(full), free)).strip()
 
 
 def act_backup(hosts: EnvHosts, step: Step, failing: Failing) -> str:
-    """A backup on the database host, made by its vigil-backup."""
-    database = hosts.running("postgresql")
-    if not database:
-        raise ActionFailed("the inventory runs no database host to back up")
-    host = hosts.hosts[database[0]].as_admin()
+    """An incremental backup now, into the backup host's pgBackRest repository (a full one when it holds
+    none yet), annotated with the step's label."""
     try:
-        with connect(hosts.inventory, host) as transport:
-            made = ask_backup_helper(transport, host, "create", step.params["label"])
+        repository = require_repository(hosts.inventory, "the runbook's backup action")
+        with connect(hosts.inventory, repository.host) as transport:
+            made = create_backup(transport, repository, "incr", step.params["label"])
     except VigilError as error:
         raise ActionFailed(str(error)) from None
-    return f"backup {made.get('id', '?')} on {host.name} ({megabytes(made.get('size', 0))})"
+    return (f"backup {made.label} ({made.type}) on {repository.host.name} "
+            f"({megabytes(made.size)}, {megabytes(made.stored)} stored)")
 
 
 class _Placeholders(dict):

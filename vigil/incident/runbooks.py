@@ -33,9 +33,11 @@ STEP_ID = re.compile(r"^[a-z][a-z0-9_-]{0,40}$")
 CONDITION = re.compile(r"^([a-z][a-z0-9_-]{0,40}) (passed|failed)$")
 
 # Where free_disk looks: each place is a kind of file a host can always do without.
-FREE_PLACES = ("journal", "apt-cache", "rotated-logs", "old-tmp", "core-dumps", "old-backups")
+FREE_PLACES = ("journal", "apt-cache", "rotated-logs", "old-tmp", "core-dumps")
 HOST_GROUPS = ("all", "web", "database")
-DISK_PATHS = ("/", "/var", "/var/log", "/var/lib/postgresql", "/var/backups/vigil", "/srv", "/tmp")
+# The disk check's filesystems: those holding any of these that exist on a host. The last is the backup
+# host's pgBackRest repository (roles/pgbackrest's pgbackrest_repository_path), as full a stop as any.
+DISK_PATHS = ("/", "/var", "/var/log", "/var/lib/postgresql", "/srv", "/tmp", "/var/lib/pgbackrest/repository")
 
 
 # --- what each step kind takes: key -> validator(value, where) -> cleaned value ----------------------

@@ -1,5 +1,6 @@
 """`incident.snapshot`: a diagnostics bundle of every host, each line redacted, saved here as a 0600
-tar.gz: unit states, recent logs, nginx's error log, disk, memory, top processes, listening ports."""
+tar.gz: unit states, recent logs, nginx's error log, disk, memory, top processes, listening ports, and on
+the backup host its pgBackRest repository and last restore drill."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import tarfile
 import time
 from pathlib import Path
 
+from vigil.backup.repository import find_repository, status_command
 from vigil.core.commands import script
 from vigil.core.fanout import on_hosts, unreachable
 from vigil.core.inventory import Host, load_inventory
@@ -31,7 +33,6 @@ section "listening"; ss -Hltnp 2>&1
 section "recent logs"; journalctl --no-pager -n 400 -u "$app-*" -u nginx.service -u 'postgresql*' -u 'vigil-*' 2>&1
 section "nginx error log"; tail -n 200 /var/log/nginx/error.log 2>&1
 section "probe state"; cat /var/lib/vigil/probe/state.json 2>&1
-section "backup status"; cat /var/lib/vigil/backup-status.json 2>&1
 """
 
 
@@ -41,10 +42,16 @@ def snapshot(env: str, into: Path, when: float | None = None) -> tuple[Path, dic
     inventory = load_inventory(env)
     load_for_masking(env)
     app = app_name(inventory)
+    repository = find_repository(inventory)
 
     def ask(transport, host: Host) -> str:
         answer = transport.run(script(SNAPSHOT, app), timeout=120)
-        return "\n".join(mask_log_line(line) for line in (answer.stdout + answer.stderr).splitlines()) + "\n"
+        text = answer.stdout + answer.stderr
+        if repository is not None and host.name == repository.host.name:
+            # What incident.status reads there: pgBackRest's info, the newest WAL's arrival, the last drill.
+            held = transport.run(status_command(repository), timeout=120)
+            text += "\n===== backup repository =====\n" + held.stdout + held.stderr
+        return "\n".join(mask_log_line(line) for line in text.splitlines()) + "\n"
 
     answers = on_hosts(inventory, inventory.select(None), ask)
     when = when if when is not None else time.time()

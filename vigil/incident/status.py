@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass, field
 
 from vigil.backup.repository import find_repository, last_line, parse_status, status_command
+from vigil.core.errors import ConfigError
 from vigil.core.fanout import Unreachable, on_hosts
 from vigil.core.inventory import Host, load_inventory
 from vigil.core.roles import load_role
@@ -15,11 +16,14 @@ from vigil.deploy.settings import host_settings
 from vigil.deploy.status import states_as_admin, status_row
 from vigil.incident.endpoints import https_checks, site_of
 from vigil.incident.host_status import host_status_command, parse_host_status
-from vigil.incident.status_rules import FAIL, Check, host_checks, release_checks, repository_checks, verdict
+from vigil.incident.status_rules import FAIL, WARN, Check, host_checks, release_checks, repository_checks, verdict
 from vigil.vault.schema import load_schema
 
-# The roles whose vars a status screen reads (the site, the units, the backup directory).
-STATUS_ROLES = ("app", "nginx", "postgresql", "backup")
+# The roles whose vars a status screen reads (the site, the units).
+STATUS_ROLES = ("app", "nginx", "postgresql")
+# The database host's line in an env without a backup host: nothing to restore from, ever.
+NO_BACKUPS = Check("backups", WARN, "none: the env has no backup host (inventory group `backup`, roles/pgbackrest)")
+
 
 @dataclass
 class HostReport:
@@ -53,6 +57,7 @@ def gather(env: str, limit: str | None) -> list[HostReport]:
     def ask(transport, host: Host) -> HostReport:
         vars = inventory.vars_for(host, roles)
         web, db = topology.runs_app(host.name), database is not None and host.name == database.name
+        holds_repository = repository is not None and host.name == repository.host.name
         report = HostReport(host.name, roles_of(host.name))
         settings = host_settings(inventory, host, list(schema.services)) if web else []
         states = states_as_admin(transport, settings)
@@ -62,10 +67,9 @@ def gather(env: str, limit: str | None) -> list[HostReport]:
                       if rows.get(one.layout.service, {}).get("live")]
         units = (["nginx.service"] if web else []) + live_units + (["postgresql.service"] if db else [])
         _, certificate, _ = site_of(vars) if web else ("", "", True)
-        directories = [vars.path("backup_dir")] if db else []
-        facts = parse_host_status(
-            transport.run(host_status_command(units, certificate, directories, directories[0] if db else "")).stdout
-        )
+        # The backup host's repository may sit on a filesystem of its own (roles/pgbackrest advises it).
+        directories = [repository.path] if holds_repository else []
+        facts = parse_host_status(transport.run(host_status_command(units, certificate, directories)).stdout)
         tasks = (
             tuple(
                 f"{vars['app_name']}-{service}-{task}@"
@@ -75,13 +79,17 @@ def gather(env: str, limit: str | None) -> list[HostReport]:
             if web
             else ()
         )
-        report.checks = host_checks(facts, units, database=db, web=web, release_tasks=tasks) + release_checks(rows)
-        if repository is not None and host.name == repository.host.name:
+        report.checks = host_checks(facts, units, web=web, release_tasks=tasks) + release_checks(rows)
+        if db and repository is None:
+            report.checks.append(NO_BACKUPS)
+        if holds_repository:
             answer = transport.run(status_command(repository), timeout=120)
-            if answer.ok:
+            try:
+                if not answer.ok:
+                    raise ConfigError(f"pgBackRest's info failed: {last_line(answer)}")
                 report.checks += repository_checks(*parse_status(answer.stdout, repository.stanza), time.time())
-            else:
-                report.checks.append(Check("repository", FAIL, f"pgBackRest's info failed: {last_line(answer)}"))
+            except ConfigError as problem:  # one host's odd answer is its line, not the end of the screen
+                report.checks.append(Check("repository", FAIL, problem.message))
         return report
 
     # An unreachable host keeps its roles: the screen says which web or database host is gone.

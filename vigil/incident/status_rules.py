@@ -10,7 +10,8 @@ from vigil.backup.repository import STANZA_NO_BACKUP, STANZA_OK, Contents, utc
 from vigil.incident.host_status import HostFacts
 
 OK, WARN, FAIL = "ok", "warn", "fail"
-# Thresholds: a disk this full, memory this scarce, a certificate this close to expiry, a backup this old.
+# Thresholds: a disk this full, memory this scarce, a certificate this close to expiry, the repository's newest
+# backup this old.
 DISK_WARN, DISK_FAIL = 80, 90
 MEMORY_WARN = 10  # % available
 CERT_WARN_DAYS, CERT_FAIL_DAYS = 21, 7
@@ -30,14 +31,6 @@ class Check:
     detail: str
 
 
-def _hours_since(when: str, now: str) -> float | None:
-    try:
-        parse = lambda text: datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)  # noqa: E731
-        return (parse(now) - parse(when)).total_seconds() / 3600
-    except (TypeError, ValueError):
-        return None
-
-
 def certificate_days(end: str, now: str) -> int | None:
     """Whole days from `now` (ISO) to openssl's -enddate ("Nov 26 03:00:00 2027 GMT")."""
     try:
@@ -48,7 +41,7 @@ def certificate_days(end: str, now: str) -> int | None:
     return int((expires - current).total_seconds() // 86400)
 
 
-def host_checks(facts: HostFacts, expected_units: list[str], database: bool, web: bool,
+def host_checks(facts: HostFacts, expected_units: list[str], web: bool,
                 release_tasks: tuple[str, ...] = ()) -> list[Check]:
     """The verdict on one host's facts, a line per concern.
 
@@ -84,46 +77,6 @@ def host_checks(facts: HostFacts, expected_units: list[str], database: bool, web
             checks.append(Check("TLS certificate", state, f"{days} days left"))
         if facts.maintenance:
             checks.append(Check("maintenance mode", WARN, "on: visitors get the maintenance page"))
-    if database:
-        checks += backup_checks(facts.backup, facts.now, facts.newest_backup)
-    return checks
-
-
-def backup_checks(status: dict, now: str, on_disk: tuple[str, str] = ("", "")) -> list[Check]:
-    """The newest backup's age, the last verification, and the last failure if it came after them.
-
-    on_disk: (when, id) of the newest backup file, which speaks when the status file has lost track.
-    """
-    checks = []
-    created = status.get("create", {})
-    age = _hours_since(created.get("at", ""), now) if created.get("ok") else None
-    disk_age = _hours_since(on_disk[0], now) if on_disk[0] else None
-    if age is None and disk_age is not None:
-        lost = "unreadable" if "unreadable" in status else "empty" if not status else "without a good backup"
-        state = FAIL if disk_age > BACKUP_FAIL_HOURS else WARN
-        checks.append(Check("last backup", state, f"{on_disk[1]}, {disk_age:.1f} h ago (found on disk; the status "
-                                                  f"file /var/lib/vigil/backup-status.json is {lost})"))
-    elif age is None:
-        checks.append(Check("last backup", FAIL, "none recorded"))
-    else:
-        state = FAIL if age > BACKUP_FAIL_HOURS else WARN if age > BACKUP_WARN_HOURS else OK
-        checks.append(Check("last backup", state, f"{created.get('id', '?')}, {age:.1f} h ago"))
-    verified = status.get("verify")
-    if verified:
-        checks.append(Check("last verify", OK if verified.get("ok") else FAIL,
-                            f"{verified.get('id', '?')} at {verified.get('at', '?')}"
-                            + ("" if verified.get("ok") else f": {verified.get('error', 'failed')}")))
-    else:
-        checks.append(Check("last verify", WARN, "never verified"))
-    failure = status.get("last_failure")
-    if failure and failure.get("at", "") > max(
-        created.get("at", "") if created.get("ok") else "", (verified or {}).get("at", "")
-    ):
-        checks.append(
-            Check(
-                "backup failure", FAIL, f"{failure.get('command')} at {failure.get('at')}: {failure.get('error', '')}"
-            )
-        )
     return checks
 
 

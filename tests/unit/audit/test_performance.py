@@ -63,7 +63,7 @@ HEADROOM = [
     (IDLE, (2048000, 1024000), {"/": 40}, []),
     (BUSY, (2048000, 1024000), {"/": 40}, ["CPU headroom"]),
     (IDLE, (2048000, 204800), {"/": 40}, ["memory headroom"]),
-    (IDLE, (2048000, 1024000), {"/": 40, "/var/backups/vigil": 85}, ["disk headroom"]),
+    (IDLE, (2048000, 1024000), {"/": 40, "/var/lib/pgbackrest/repository": 85}, ["disk headroom"]),
 ]
 
 

@@ -44,7 +44,7 @@ tls1_2 accepted
 tls1_3 accepted
 @exposure
 together-pray-backend@audit.service 1.3
-vigil-backup-create.service 1.4
+vigil-pgbackrest-backup@incr.service 1.4
 vigil-probe.service 1.6
 @groups
 deploy together-pray

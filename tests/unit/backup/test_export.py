@@ -8,8 +8,8 @@ import subprocess
 import pyrage
 import pytest
 
+from vigil.backup.access import BackupError
 from vigil.backup.export import export_command, export_database
-from vigil.backup.helper import BackupError
 from vigil.core.connectors import Result
 from vigil.core.inventory import Host
 

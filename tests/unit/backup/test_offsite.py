@@ -12,7 +12,7 @@ import tarfile
 import pytest
 
 from tests.support.inventories import layout
-from vigil.backup.helper import BackupError
+from vigil.backup.access import BackupError
 from vigil.backup.offsite import check_label, pack_command, pull_set
 from vigil.backup.repository import Backup, find_repository, parse_contents
 from vigil.core.connectors import Result

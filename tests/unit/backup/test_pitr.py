@@ -8,7 +8,7 @@ import pytest
 
 from tests.support.inventories import layout
 from vigil.backup import pitr
-from vigil.backup.helper import BackupError
+from vigil.backup.access import BackupError
 from vigil.backup.pitr import RESTORE, Target, check_label, check_target, choose_backup, parse_target, parse_time
 from vigil.backup.repository import HOLD, RELEASE, Backup, Contents, find_repository
 from vigil.core.connectors import Result

@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from tests.support.inventories import layout
-from vigil.backup.helper import BackupError
+from vigil.backup.access import BackupError
 from vigil.backup.repository import (
     CONTENTS,
     check_backup_type,

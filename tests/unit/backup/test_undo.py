@@ -8,7 +8,7 @@ import pytest
 
 from tests.support.inventories import layout
 from vigil.backup import undo
-from vigil.backup.helper import BackupError
+from vigil.backup.access import BackupError
 from vigil.backup.repository import Backup, Contents
 from vigil.core.errors import ConfigError, ExitCode
 from vigil.deploy.safety import parse_serving_point

@@ -232,7 +232,6 @@ def test_shipped_roles_and_playbooks_load():
         "nginx",
         "app",
         "postgresql",
-        "backup",
         "pgbackrest",
         "monitor",
     ]

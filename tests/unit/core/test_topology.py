@@ -39,7 +39,7 @@ def test_web_and_database_hosts(tmp_path, groups, hosts, web, database):
     assert names(layout.app_hosts()) == web == names(layout.app_hosts("backend"))
     assert names(layout.running("nginx")) == web
     assert getattr(layout.database_or_none(), "name", None) == database
-    assert names(layout.running("backup")) == ([database] if database else [])
+    assert names(layout.running("postgresql")) == ([database] if database else [])
     assert all(layout.runs_app(name) for name in web) and not layout.runs_app("nobody")
 
 
@@ -64,8 +64,8 @@ def test_services_may_run_on_different_groups(tmp_path):
 def test_a_task_that_needs_one_database_host_says_why(tmp_path, groups, hosts, message):
     layout = topology(tmp_path, groups, hosts)
     with pytest.raises(ConfigError) as raised:
-        layout.database("the backup tasks act on the env's database host")
-    assert str(raised.value).endswith(f"staging.yml {message}the backup tasks act on the env's database host")
+        layout.database("backup.export dumps the env's one database")
+    assert str(raised.value).endswith(f"staging.yml {message}backup.export dumps the env's one database")
 
 
 def test_a_service_naming_an_unknown_group_names_the_schema_key_when_its_hosts_are_needed(tmp_path):

@@ -382,8 +382,8 @@ class ScriptedHost:
 @pytest.mark.parametrize("on_host, tasks, restore_points, round_trips", [
     (("r1", "r9"), (), False, 7),        # warm: lock and state, start, gate, switch, watch, retire, finish and unlock
     (("r1",), (), False, 8),             # cold: and the upload
-    (("r1",), ("migrate",), False, 10),  # and a backup and the migration
-    (("r1",), ("migrate",), True, 11),   # a restore point instead of the backup, and its record beside the release
+    (("r1",), ("migrate",), False, 9),   # and the migration (no backup host: nothing to keep a restore point in)
+    (("r1",), ("migrate",), True, 11),   # and a restore point first, and its record beside the release
 ])
 def test_a_deploy_asks_each_host_a_fixed_few_round_trips(on_host, tasks, restore_points, round_trips):
     artifact_file = Path(__file__)  # any bytes: the fake host takes them
@@ -396,6 +396,12 @@ def test_a_deploy_asks_each_host_a_fixed_few_round_trips(on_host, tasks, restore
     result = deploy.deploy()
     assert result.error == "" and deploy.serving == "r9"
     assert len(host.commands) == round_trips
+    kept = [op for op in result.operations if op.name == "Make a restore point."]
+    if tasks:  # said either way: what was kept, or that nothing could be
+        assert kept[0].summary.startswith("restore point vigil-migrate-" if restore_points else
+                                          "nothing kept: the env has no backup host"), kept
+    else:
+        assert kept == []
     assert [op.name for op in result.operations][-3:] == [
         "Make r9 current.",
         "Prune old releases.",

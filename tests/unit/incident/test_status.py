@@ -2,21 +2,22 @@
 
 import datetime
 import json
-import os
 import subprocess
 from types import SimpleNamespace
 
 import pytest
 import requests
 
+from tests.support.inventories import layout
 from vigil.backup.repository import Backup, Contents, parse_status
+from vigil.core.connectors import Result
 from vigil.core.redaction import REDACTOR, mask_log_line
 from vigil.deploy.maintenance import MAINTENANCE_FLAG, maintenance_operations
+from vigil.incident import status
 from vigil.incident.endpoints import https_checks
 from vigil.incident.host_status import HostFacts, host_status_command, parse_host_status
 from vigil.incident.logs import SINCE, journal_command, merge_logs, parse_journal
 from vigil.incident.status_rules import (
-    backup_checks,
     certificate_days,
     host_checks,
     release_checks,
@@ -32,16 +33,13 @@ postgresql.service failed
 postgresql@17-main.service
 @disk
 / 42%
-/var/backups/vigil 91%
+/var/lib/pgbackrest/repository 91%
 @memory
 2048000 1024000
 @load
 0.52 0.40 0.30 2
 @certificate
 Nov 26 03:00:00 2027 GMT
-@backup
-{"create": {"at": "2026-11-26T03:15:00Z", "ok": true, "id": "20261126T031500Z-scheduled"}, \
-"verify": {"at": "2026-11-22T04:30:00Z", "ok": true, "id": "x"}}
 @maintenance
 on
 @now
@@ -57,66 +55,27 @@ def test_a_hosts_answer_is_read_whole():
         "together-pray-backend@green.service": "active",
         "postgresql.service": "failed",
     }
-    assert facts.failed == ["postgresql@17-main.service"] and facts.disks == {"/": 42, "/var/backups/vigil": 91}
+    assert facts.failed == ["postgresql@17-main.service"]
+    assert facts.disks == {"/": 42, "/var/lib/pgbackrest/repository": 91}
     assert (facts.memory, facts.load, facts.maintenance, facts.now) == (
         (2048000, 1024000),
         (0.52, 2),
         True,
         "2026-11-26T09:15:00Z",
     )
-    assert facts.backup["create"]["id"] == "20261126T031500Z-scheduled"
 
 
 def test_the_checks_name_each_problem():
     facts = parse_host_status(ANSWER)
-    checks = {c.name: (c.state, c.detail) for c in host_checks(facts, list(facts.units), database=True, web=True)}
+    checks = {c.name: (c.state, c.detail) for c in host_checks(facts, list(facts.units), web=True)}
     assert checks["postgresql.service"] == ("fail", "failed") and checks["nginx.service"][0] == "ok"
     assert checks["failed units"] == ("fail", "postgresql@17-main.service")
-    assert checks["disk /var/backups/vigil"] == ("fail", "91% used") and checks["disk /"][0] == "ok"
+    assert checks["disk /var/lib/pgbackrest/repository"] == ("fail", "91% used") and checks["disk /"][0] == "ok"
     assert checks["TLS certificate"] == ("ok", "364 days left")
     assert checks["maintenance mode"][0] == "warn"
-    assert checks["last backup"] == ("ok", "20261126T031500Z-scheduled, 6.0 h ago")
-    assert verdict(host_checks(facts, list(facts.units), database=True, web=True)) == "unhealthy"
-
-
-@pytest.mark.parametrize(
-    "status, expected",
-    [
-        ({}, [("last backup", "fail"), ("last verify", "warn")]),
-        (
-            {
-                "create": {"at": "2026-11-25T05:00:00Z", "ok": True, "id": "old"},
-                "verify": {"at": "2026-11-25T06:00:00Z", "ok": True},
-            },
-            [("last backup", "warn"), ("last verify", "ok")],
-        ),
-        (
-            {
-                "create": {"at": "2026-11-24T03:00:00Z", "ok": True, "id": "older"},
-                "verify": {"at": "2026-11-24T04:00:00Z", "ok": True},
-            },
-            [("last backup", "fail"), ("last verify", "ok")],
-        ),
-        (
-            {
-                "create": {"at": "2026-11-26T03:00:00Z", "ok": True, "id": "b"},
-                "verify": {"at": "2026-11-26T04:00:00Z", "ok": False, "error": "row counts differ"},
-            },
-            [("last backup", "ok"), ("last verify", "fail")],
-        ),
-        # A failure after the last good backup: the timer's run tonight failed.
-        (
-            {
-                "create": {"at": "2026-11-25T03:00:00Z", "ok": True, "id": "b"},
-                "verify": {"at": "2026-11-25T04:00:00Z", "ok": True},
-                "last_failure": {"at": "2026-11-26T03:00:00Z", "command": "create", "error": "No space left on device"},
-            },
-            [("last backup", "warn"), ("last verify", "ok"), ("backup failure", "fail")],
-        ),
-    ],
-)
-def test_backups_are_judged_by_age_verification_and_failures_since(status, expected):
-    assert [(c.name, c.state) for c in backup_checks(status, "2026-11-26T09:00:00Z")] == expected
+    # Backups are judged on the backup host, from its repository (repository_checks), never from a host's own answer.
+    assert not [name for name in checks if "backup" in name]
+    assert verdict(host_checks(facts, list(facts.units), web=True)) == "unhealthy"
 
 
 @pytest.mark.parametrize("end, days, state", [
@@ -127,7 +86,7 @@ def test_certificates_close_to_expiry_warn_then_fail(end, days, state):
     assert certificate_days(end, "2026-11-26T09:00:00Z") == days
     facts = HostFacts(certificate_end=end, now="2026-11-26T09:00:00Z")
     assert (
-        next(c for c in host_checks(facts, [], database=False, web=True) if c.name == "TLS certificate").state == state
+        next(c for c in host_checks(facts, [], web=True) if c.name == "TLS certificate").state == state
     )
 
 
@@ -166,13 +125,13 @@ def test_maintenance_is_the_flag_nginx_checks():
 
 @pytest.mark.parametrize("failed, expected", [
     (["together-pray-backend-migrate@r9.service"], [("failed release tasks", "warn")]),
-    (["vigil-backup-create.service", "together-pray-backend-migrate@r9.service"],
+    (["vigil-pgbackrest-backup@incr.service", "together-pray-backend-migrate@r9.service"],
      [("failed units", "fail"), ("failed release tasks", "warn")]),
-    (["vigil-backup-create.service"], [("failed units", "fail")]),
+    (["vigil-pgbackrest-backup@incr.service"], [("failed units", "fail")]),
 ])
 def test_a_release_task_a_failed_deploy_left_warns_and_any_other_failed_unit_fails(failed, expected):
     facts = HostFacts(failed=failed)
-    found = [(c.name, c.state) for c in host_checks(facts, [], database=False, web=False,
+    found = [(c.name, c.state) for c in host_checks(facts, [], web=False,
                                                       release_tasks=("together-pray-backend-migrate@",))
              if c.name.startswith("failed")]
     assert found == expected
@@ -238,38 +197,12 @@ def test_log_lines_lose_every_value_named_as_a_secret(line, shown):
     assert mask_log_line(line) == shown
 
 
-@pytest.mark.parametrize("status, on_disk, expected", [
-    # The status file lost track (a full disk left it empty, or it is unreadable): the dump on disk speaks.
-    ({}, ("2026-11-26T03:00:00Z", "20261126T030000Z-scheduled"),
-     ("warn", "20261126T030000Z-scheduled, 6.0 h ago (found on disk; the status file "
-              "/var/lib/vigil/backup-status.json is empty)")),
-    ({"unreadable": '{"create": {"at'}, ("2026-11-23T03:00:00Z", "old"),
-     ("fail", "old, 78.0 h ago (found on disk; the status file /var/lib/vigil/backup-status.json is unreadable)")),
-    # Nothing recorded and nothing on disk.
-    ({}, ("", ""), ("fail", "none recorded")),
-    # A recorded backup wins over the file listing.
-    ({"create": {"at": "2026-11-26T08:00:00Z", "ok": True, "id": "b"}}, ("2026-11-20T03:00:00Z", "old"),
-     ("ok", "b, 1.0 h ago")),
-])
-def test_the_last_backup_is_found_on_disk_when_the_status_file_lost_track(status, on_disk, expected):
-    last = backup_checks(status, "2026-11-26T09:00:00Z", on_disk)[0]
-    assert (last.name, last.state, last.detail) == ("last backup", *expected)
-
-
-def test_the_newest_backup_on_disk_is_read_from_the_hosts_answer():
-    facts = parse_host_status("@newest-backup\n2026-11-26T03:00:00Z 20261126T030000Z-scheduled\n@end\n")
-    assert facts.newest_backup == ("2026-11-26T03:00:00Z", "20261126T030000Z-scheduled")
-    assert parse_host_status("@newest-backup\n@end\n").newest_backup == ("", "")
-
-
-def test_the_host_status_script_finds_the_newest_dump(tmp_path):
-    for name, when in (("older", 1_764_120_000), ("newest", 1_764_126_000), ("partial.dump.partial", 1_764_129_000)):
-        path = tmp_path / (name if name.endswith(".partial") else f"{name}.dump")
-        path.write_text("x")
-        os.utime(path, (when, when))
-    command = host_status_command([], "", [], str(tmp_path))
+def test_the_host_status_script_reports_the_filesystem_of_each_directory_asked(tmp_path):
+    """HOST_STATUS for real: the directories after the units and the certificate are df'ed, / always."""
+    command = host_status_command([], "", [str(tmp_path), str(tmp_path / "absent")])
     answer = subprocess.run(list(command.argv), capture_output=True, text=True, timeout=60)
-    assert parse_host_status(answer.stdout).newest_backup == ("2025-11-26T03:00:00Z", "newest")
+    disks = parse_host_status(answer.stdout).disks
+    assert set(disks) == {"/", str(tmp_path)} and all(0 <= used <= 100 for used in disks.values())
 
 
 NOW = 1796309000.0  # 2026-12-03T14:43:20Z
@@ -297,7 +230,7 @@ def drilled(days_ago: float, ok: bool = True) -> dict:
     (Contents(0, "ok", [FULL], NOW - 120), drilled(9),
      [("repository", "ok"), ("WAL archive", "ok"), ("last backup", "ok"), ("restore drill", "warn")]),
 ])
-def test_the_backup_hosts_repository_is_judged_by_its_window_wal_newest_backup_and_drill(contents, drill, expected):
+def test_the_backup_hosts_repository_is_judged_by_its_window_wal_last_backup_and_drill(contents, drill, expected):
     assert [(check.name, check.state) for check in repository_checks(contents, drill, NOW)] == expected
 
 
@@ -319,3 +252,30 @@ def test_the_backup_hosts_one_answer_holds_the_repository_and_the_last_drill(dri
     info = json.dumps([{"name": "together-pray", "status": {"code": 0, "message": "ok"}, "backup": [], "db": []}])
     contents, parsed = parse_status(f"{info}\n@wal\n1796308880.5\n@drill\n{drill_part}", "together-pray")
     assert (contents.status, contents.newest_wal, parsed) == (0, 1796308880.5, drill)
+
+
+class AnswersNothing:
+    """A host that answers every question with nothing: the checks say what they can of that."""
+
+    def run(self, command, timeout=None):
+        return Result(0, "", "")
+
+
+@pytest.mark.parametrize("groups, warned", [
+    ({"web": ["web1"], "db": ["db1"]}, ["db1"]),                       # nothing backs the database up
+    ({"web": ["web1"], "db": ["db1"], "backup": ["backup1"]}, []),     # the backup host's lines say it
+    ({"web": ["web1"]}, []),                                           # no database here to back up
+])
+def test_the_database_host_warns_when_the_env_has_no_backup_host(monkeypatch, groups, warned):
+    monkeypatch.setattr(status, "load_inventory", lambda env: layout(groups))
+    monkeypatch.setattr(status, "on_hosts", lambda inventory, hosts, ask: {
+        host.name: ask(AnswersNothing(), host) for host in hosts})
+    monkeypatch.setattr(status, "https_checks", lambda *args: [])
+    reports = status.gather("sandbox", None)
+    assert [report.host for report in reports
+            if any(check == status.NO_BACKUPS for check in report.checks)] == warned
+    # The backup host's empty answer is its own failing line, never the end of the whole screen.
+    assert [(check.state, check.detail) for report in reports for check in report.checks
+            if check.name == "repository"] == ([("fail", "pgBackRest's info is not JSON: ''")] if "backup" in groups
+                                               else [])
+    assert status.NO_BACKUPS.state == "warn" and "no backup host" in status.NO_BACKUPS.detail

@@ -10,7 +10,10 @@ from tests.support.inventories import layout, role_vars
 from vigil.core.errors import ConfigError
 from vigil.core.inventory import Host, Inventory
 from vigil.core.roles import load_role
+from vigil.operations.apt import AptPackages
+from vigil.operations.files import Absent
 from vigil.operations.postgresql import PostgresClients, PostgresSettings
+from vigil.operations.systemd import SystemdUnit
 
 # --- a database host of its own ---------------------------------------------------------
 
@@ -86,3 +89,26 @@ def test_a_peer_known_only_by_name_needs_a_private_address():
         role.tasks(role, role_vars(role, named, "db1"))
 
 
+
+
+# --- what the dump backups left on hosts onboarded before pgBackRest ------------------------------
+
+
+def test_the_database_host_stops_the_dump_backups_timers_then_removes_their_program_and_units_not_the_dumps():
+    role = load_role("postgresql")
+    vars = SHARED.vars_for(SHARED.hosts["web1"], [role], secrets=lambda: {"DB_PASSWORD": "a-database-password-of-24+"})
+    operations = role.tasks(role, vars)
+    stopped = [op for op in operations if isinstance(op, SystemdUnit) and op.unit.startswith("vigil-backup-")]
+    assert [(op.unit, op.enabled, op.running) for op in stopped] == [
+        ("vigil-backup-create.timer", False, False), ("vigil-backup-verify.timer", False, False)]
+    removed = [op for op in operations if isinstance(op, Absent)]
+    assert {op.path for op in removed} == {
+        "/usr/local/sbin/vigil-backup", "/etc/vigil/backup.json", "/var/lib/vigil/backup-status.json",
+        *(f"/etc/systemd/system/vigil-backup-{job}.{kind}" for job in ("create", "verify")
+          for kind in ("timer", "service")),
+    }
+    assert all(op.notify == ("reload systemd",) for op in removed)
+    # Stopped before their unit files go, or systemd would keep a running timer it can no longer describe.
+    assert max(operations.index(op) for op in stopped) < min(operations.index(op) for op in removed)
+    assert not any("/var/backups" in str(getattr(op, "path", "")) for op in operations)  # the dumps are the operator's
+    assert any(isinstance(op, AptPackages) and list(op.packages) == ["age"] for op in operations)  # backup.export's

@@ -1,18 +1,15 @@
 """roles/monitor: the probe's decisions (pure), its checks and posts on loopback, and the role's files per layout.
 
-The probe (roles/monitor/files/vigil-probe) is imported from its file, as the backup helper is.
-Each transition case is a run of steps: what the checks found, the backup status file, whether
-the webhook takes posts, and exactly which alerts reached it on that run.
+The probe (roles/monitor/files/vigil-probe) is imported from its file. Each transition case is a
+run of steps: what the checks found, whether the webhook takes posts, and exactly which alerts
+reached it on that run.
 """
 
 import datetime
-import grp
 import json
-import os
 import re
 import socket
 import ssl
-import subprocess
 
 import pytest
 
@@ -41,124 +38,88 @@ probe = load_script(PROBE, "vigil_probe")
 OK = {"backend": "ok", "frontend": "ok"}
 BACKEND_502 = {"backend": "fail", "frontend": "ok"}
 MAINTENANCE = {"backend": "maintenance", "frontend": "maintenance"}
-GOOD = {"create": {"at": "2026-11-26T03:15:40Z", "ok": True, "id": "20261126T031500Z-scheduled"}}
-FAILED = {**GOOD, "last_failure": {"command": "create", "at": "2026-11-27T03:15:09Z", "ok": False,
-                                   "error": "pg_dump of together_pray: No space left on device"}}
-FAILED_AGAIN = {**FAILED, "last_failure": {**FAILED["last_failure"], "at": "2026-11-28T03:15:11Z"}}
-RECOVERED = {**FAILED_AGAIN, "create": {"at": "2026-11-29T03:15:30Z", "ok": True, "id": "20261129T031500Z-scheduled"}}
-STALE_FAILURE = {**GOOD, "last_failure": {"command": "create", "at": "2026-11-25T03:15:09Z", "ok": False, "error": "x"}}
-VERIFY_FAILED = {
-    **GOOD,
-    "last_failure": {"command": "verify", "at": "2026-11-29T04:30:00Z", "ok": False, "error": "row counts differ"},
-}
-VERIFY_PASSED = {**VERIFY_FAILED, "verify": {"at": "2026-12-06T04:30:00Z", "ok": True, "id": "x"}}
-
-# (name, down_after, steps); a step: (minute, checks' results, backup status (None: not this host's
-# check; a str: no status to judge), the webhook ("up", "down" or None: none configured), posted).
+# (name, down_after, steps); a step: (minute, checks' results, the webhook ("up", "down" or None: none
+# configured), posted).
 CASES = [
-    ("first run, all ok: nothing", 1, [(0, OK, None, "up", [])]),
-    ("ok -> down: one down", 1, [(0, OK, None, "up", []), (1, BACKEND_502, None, "up", ["backend down"])]),
-    ("a first run that finds it down posts it", 1, [(0, BACKEND_502, None, "up", ["backend down"])]),
+    ("first run, all ok: nothing", 1, [(0, OK, "up", [])]),
+    ("ok -> down: one down", 1, [(0, OK, "up", []), (1, BACKEND_502, "up", ["backend down"])]),
+    ("a first run that finds it down posts it", 1, [(0, BACKEND_502, "up", ["backend down"])]),
     (
         "down -> down: nothing more",
         1,
         [
-            (0, BACKEND_502, None, "up", ["backend down"]),
-            (1, BACKEND_502, None, "up", []),
-            (2, BACKEND_502, None, "up", []),
+            (0, BACKEND_502, "up", ["backend down"]),
+            (1, BACKEND_502, "up", []),
+            (2, BACKEND_502, "up", []),
         ],
     ),
     (
         "down -> ok: recovered",
         1,
         [
-            (0, OK, None, "up", []),
-            (1, BACKEND_502, None, "up", ["backend down"]),
-            (4, OK, None, "up", ["backend recovered"]),
-            (5, OK, None, "up", []),
+            (0, OK, "up", []),
+            (1, BACKEND_502, "up", ["backend down"]),
+            (4, OK, "up", ["backend recovered"]),
+            (5, OK, "up", []),
         ],
     ),
     (
         "maintenance is planned: nothing",
         1,
         [
-            (0, OK, None, "up", []),
-            (1, MAINTENANCE, None, "up", []),
-            (2, MAINTENANCE, None, "up", []),
-            (3, OK, None, "up", []),
+            (0, OK, "up", []),
+            (1, MAINTENANCE, "up", []),
+            (2, MAINTENANCE, "up", []),
+            (3, OK, "up", []),
         ],
     ),
     (
         "down, then maintenance, then up: recovered",
         1,
         [
-            (0, BACKEND_502, None, "up", ["backend down"]),
-            (1, MAINTENANCE, None, "up", []),
-            (2, OK, None, "up", ["backend recovered"]),
+            (0, BACKEND_502, "up", ["backend down"]),
+            (1, MAINTENANCE, "up", []),
+            (2, OK, "up", ["backend recovered"]),
         ],
     ),
     (
         "a failed post stays pending and is delivered once",
         1,
         [
-            (0, OK, None, "up", []),
-            (1, BACKEND_502, None, "down", []),
-            (2, BACKEND_502, None, "down", []),
-            (3, BACKEND_502, None, "up", ["backend down"]),
-            (4, BACKEND_502, None, "up", []),
+            (0, OK, "up", []),
+            (1, BACKEND_502, "down", []),
+            (2, BACKEND_502, "down", []),
+            (3, BACKEND_502, "up", ["backend down"]),
+            (4, BACKEND_502, "up", []),
         ],
     ),
     (
         "pending alerts go in order",
         1,
         [
-            (0, BACKEND_502, None, "down", []),
-            (1, OK, None, "down", []),
-            (2, OK, None, "up", ["backend down", "backend recovered"]),
-            (3, OK, None, "up", []),
+            (0, BACKEND_502, "down", []),
+            (1, OK, "down", []),
+            (2, OK, "up", ["backend down", "backend recovered"]),
+            (3, OK, "up", []),
         ],
     ),
-    ("no webhook: logged, not kept for later", 1, [(0, BACKEND_502, None, None, []), (1, BACKEND_502, None, "up", [])]),
+    ("no webhook: logged, not kept for later", 1, [(0, BACKEND_502, None, []), (1, BACKEND_502, "up", [])]),
     (
         "down_after 2 needs two failures in a row",
         2,
         [
-            (0, OK, None, "up", []),
-            (1, BACKEND_502, None, "up", []),
-            (2, OK, None, "up", []),
-            (3, BACKEND_502, None, "up", []),
-            (4, BACKEND_502, None, "up", ["backend down"]),
-            (5, OK, None, "up", ["backend recovered"]),
+            (0, OK, "up", []),
+            (1, BACKEND_502, "up", []),
+            (2, OK, "up", []),
+            (3, BACKEND_502, "up", []),
+            (4, BACKEND_502, "up", ["backend down"]),
+            (5, OK, "up", ["backend recovered"]),
         ],
     ),
     (
         "maintenance breaks a failure streak",
         2,
-        [(0, BACKEND_502, None, "up", []), (1, MAINTENANCE, None, "up", []), (2, BACKEND_502, None, "up", [])],
-    ),
-    (
-        "a backup failure once, then recovered",
-        1,
-        [
-            (0, {}, GOOD, "up", []),
-            (1, {}, FAILED, "up", ["backup down"]),
-            (2, {}, FAILED, "up", []),
-            (3, {}, FAILED_AGAIN, "up", []),
-            (4, {}, RECOVERED, "up", ["backup recovered"]),
-            (5, {}, RECOVERED, "up", []),
-        ],
-    ),
-    ("a failure older than the last good backup: nothing", 1, [(0, {}, STALE_FAILURE, "up", [])]),
-    ("no status file yet: nothing", 1, [(0, {}, "no backup has run yet", "up", [])]),
-    (
-        "a failed verify, cleared by a passing one",
-        1,
-        [(0, {}, VERIFY_FAILED, "up", ["backup down"]), (1, {}, VERIFY_PASSED, "up", ["backup recovered"])],
-    ),
-    (
-        "a failed backup post is retried too",
-        1,
-        [(0, {}, FAILED, "down", []), (1, {}, FAILED, "up", ["backup down"]), (2, {}, FAILED, "up", [])],
+        [(0, BACKEND_502, "up", []), (1, MAINTENANCE, "up", []), (2, BACKEND_502, "up", [])],
     ),
 ]
 
@@ -166,11 +127,11 @@ CASES = [
 def run_steps(steps, down_after):
     """Each step through transition() and deliver() as main() chains them; what reached the webhook per step."""
     state, posted_per_step, saved = {}, [], []
-    for minute, results, backup, webhook, _ in steps:
+    for minute, results, webhook, _ in steps:
         now = START + datetime.timedelta(minutes=minute)
         found = {check: {"result": result, "detail": "HTTP 502 in 3 ms" if result == "fail" else "fine"}
                  for check, result in results.items()}
-        state, _ = probe.transition(state, found, now, IDENTITY, down_after, backup)
+        state, _ = probe.transition(state, found, now, IDENTITY, down_after)
         posted = []
 
         def send(document, webhook=webhook, posted=posted):
@@ -189,11 +150,11 @@ def test_transitions_post_only_changes_and_each_once(name, down_after, steps):
     state, posted_per_step = run_steps(steps, down_after)
     for (minute, *_, expected), posted in zip(steps, posted_per_step):
         assert [f"{p['vigil']['check']} {p['vigil']['event']}" for p in posted] == expected, f"minute {minute}"
-    assert state["pending"] == [] or steps[-1][3] == "down"
+    assert state["pending"] == [] or steps[-1][2] == "down"
 
 
 def test_alert_texts_and_machine_fields():
-    _, posted = run_steps([(0, OK, None, "up", []), (1, BACKEND_502, None, "up", []), (4, OK, None, "up", [])], 1)
+    _, posted = run_steps([(0, OK, "up", []), (1, BACKEND_502, "up", []), (4, OK, "up", [])], 1)
     down, recovered = posted[1][0], posted[2][0]
     assert down["text"] == ":red_circle: [sandbox] vps1 backend is down: HTTP 502 in 3 ms (since 2026-11-26T05:41:00Z)"
     assert down["vigil"] == {
@@ -208,14 +169,6 @@ def test_alert_texts_and_machine_fields():
     }
     assert recovered["text"] == ":large_green_circle: [sandbox] vps1 backend recovered after 3 min"
     assert recovered["vigil"]["event"] == "recovered"
-
-
-def test_backup_alert_texts():
-    _, posted = run_steps([(0, {}, FAILED, "up", []), (1, {}, RECOVERED, "up", [])], 1)
-    assert posted[0][0]["text"] == (":red_circle: [sandbox] vps1 backup failed: create at 2026-11-27T03:15:09Z: "
-                                    "pg_dump of together_pray: No space left on device")
-    assert posted[1][0]["text"] == (":large_green_circle: [sandbox] vps1 backup recovered after 2 days: "
-                                    "create 20261129T031500Z-scheduled succeeded at 2026-11-29T03:15:30Z")
 
 
 def test_a_late_delivery_says_so_and_markup_in_details_is_escaped():
@@ -262,9 +215,8 @@ SETTINGS = {
     ({"site": {**SETTINGS["site"], "backend_path": "api/health"}}, "site.backend_path"),
     ({"timeout": 0}, "timeout must be"),
     ({"down_after": 0}, "down_after must be"),
-    ({"checks": ["backup"]}, "backup_status_file must be an absolute path"),
-    ({"checks": ["backup"], "backup_status_file": "/x", "backup_max_age_hours": "26"}, "backup_max_age_hours must be"),
-    ({"checks": ["backup"], "backup_status_file": "/x", "backup_max_age_hours": -1}, "backup_max_age_hours must be"),
+    # The dump-era backup check is gone: settings that still name it are refused, not half-run.
+    ({"checks": ["backend", "backup"]}, "checks must be a list"),
     ({"state_file": "probe-state.json"}, "state_file must be an absolute path"),
 ])
 def test_settings_are_checked(tmp_path, change, message):
@@ -449,8 +401,8 @@ SHARED = {"web": ["vps1"], "db": ["vps1"]}
 
 @pytest.mark.parametrize("groups, host, checks", [
     (SPLIT, "web1", ["backend", "frontend"]),
-    (SPLIT, "db1", ["postgresql", "backup"]),
-    (SHARED, "vps1", ["backend", "frontend", "postgresql", "backup"]),  # one probe, both kinds of checks
+    (SPLIT, "db1", ["postgresql"]),
+    (SHARED, "vps1", ["backend", "frontend", "postgresql"]),  # one probe, both kinds of checks
     ({"web": ["web1"], "db": ["db1"], "bastion": ["jump1"]}, "jump1", []),
 ])
 def test_each_host_gets_the_checks_of_what_onboarding_installs(groups, host, checks):
@@ -458,7 +410,7 @@ def test_each_host_gets_the_checks_of_what_onboarding_installs(groups, host, che
     settings = json.loads(files["/etc/vigil/probe.json"].content)
     assert settings["checks"] == checks and settings["host"] == host and settings["env"] == "sandbox"
     assert ("site" in settings) is ("backend" in checks)
-    assert settings.get("backup_status_file") == ("/var/lib/vigil/backup-status.json" if "backup" in checks else None)
+    assert not [key for key in settings if key.startswith("backup")]
     assert files["/usr/local/sbin/vigil-probe"].mode == "0755"
     assert "OnUnitActiveSec=60\n" in files["/etc/systemd/system/vigil-probe.timer"].content.decode()
 
@@ -519,25 +471,6 @@ def test_the_webhook_env_file_is_for_root_and_the_probe_only_and_never_displayed
     assert "probe.env" in text and "tokenvalue" not in text and WEBHOOK not in text
 
 
-def test_backups_that_stopped_happening_are_down_once_until_a_new_one_is_made():
-    """The newest good backup 11 days old: down (once), as a failure would be; a new backup recovers it."""
-    eleven_days = datetime.datetime(2026, 12, 7, 9, 0, tzinfo=datetime.timezone.utc)
-    state, alerts = probe.transition({}, {}, eleven_days, IDENTITY, 1, GOOD, 26)
-    (down,) = alerts
-    assert down["vigil"]["event"] == "down" and state["backup"]["result"] == "fail"
-    assert down["text"] == (":red_circle: [sandbox] vps1 backup is stale: no backup since 20261126T031500Z-scheduled "
-                            "at 2026-11-26T03:15:40Z, 11 days ago (more than 26 h): the scheduled backups stopped")
-    state, again = probe.transition(state, {}, eleven_days + datetime.timedelta(minutes=1), IDENTITY, 1, GOOD, 26)
-    assert again == []
-    fresh = {"create": {"at": "2026-12-07T09:01:30Z", "ok": True, "id": "20261207T090100Z-manual"}}
-    state, back = probe.transition(state, {}, eleven_days + datetime.timedelta(minutes=2), IDENTITY, 1, fresh, 26)
-    assert [alert["vigil"]["event"] for alert in back] == ["recovered"] and state["backup"]["result"] == "ok"
-    # Within the allowed age, and with no limit, the same old backup is fine.
-    assert probe.transition({}, {}, eleven_days, IDENTITY, 1, GOOD, 0)[1] == []
-    assert probe.transition({}, {}, datetime.datetime(2026, 11, 27, 5, 0, tzinfo=datetime.timezone.utc), IDENTITY, 1,
-                            GOOD, 26)[1] == []
-
-
 def test_the_probe_runs_as_its_own_user_writing_only_its_own_directory():
     operations = monitor_operations(SHARED, "vps1")
     (unit,) = [op for op in operations if isinstance(op, File) and op.path == "/etc/systemd/system/vigil-probe.service"]
@@ -553,25 +486,6 @@ def test_the_probe_runs_as_its_own_user_writing_only_its_own_directory():
 def test_a_state_file_outside_the_probes_directory_is_refused_naming_the_key():
     with pytest.raises(ConfigError, match="monitor_state_file.*keep it in /var/lib/vigil/probe"):
         monitor_operations(SHARED, "vps1", monitor_state_file="/var/lib/vigil/probe-state.json")
-
-
-def test_a_status_file_from_before_the_probe_ran_unprivileged_is_made_readable_to_it(tmp_path):
-    """The real commands of the Guarded step, on a scratch file, with this machine's own group for the probe's."""
-    (step,) = [op for op in monitor_operations(SHARED, "vps1") if type(op).__name__ == "Guarded"]
-    assert step.name == "Ensure /var/lib/vigil/backup-status.json is readable by vigil-probe."
-    group = grp.getgrgid(os.getgid()).gr_name
-    status = tmp_path / "backup-status.json"
-
-    def run(command) -> int:
-        argv = [*command.argv[:-2], str(status), group]  # the script's own two arguments, for this machine
-        return subprocess.run(argv, capture_output=True, timeout=10).returncode
-
-    assert run(step.unless) == 0  # no status file yet: nothing to do
-    status.write_text("{}")
-    status.chmod(0o600)
-    assert run(step.unless) != 0
-    assert run(step.commands[0]) == 0
-    assert status.stat().st_mode & 0o777 == 0o640 and run(step.unless) == 0  # and the next run changes nothing
 
 
 NOW = 1796309000
@@ -594,8 +508,8 @@ def test_wal_archiving_is_down_when_its_check_fails_or_stops_running(run, result
 
 
 @pytest.mark.parametrize("groups, host, checks", [
-    ({"web": ["web1"], "db": ["db1"], "backup": ["backup1"]}, "db1", ["postgresql", "backup", "wal-archive"]),
-    ({"web": ["web1"], "db": ["db1"]}, "db1", ["postgresql", "backup"]),
+    ({"web": ["web1"], "db": ["db1"], "backup": ["backup1"]}, "db1", ["postgresql", "wal-archive"]),
+    ({"web": ["web1"], "db": ["db1"]}, "db1", ["postgresql"]),
     ({"web": ["web1"], "db": ["db1"], "backup": ["backup1"]}, "backup1", ["repository", "drill"]),
 ])
 def test_the_database_end_of_a_repository_watches_its_wal_archiving(tmp_path, groups, host, checks):

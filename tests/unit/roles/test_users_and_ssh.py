@@ -46,7 +46,7 @@ def test_the_deploy_users_sudoers_allows_only_the_helper_and_nginx():
     deploy = [line for line in files["/etc/sudoers.d/vigil-deploy"].splitlines() if line and not line.startswith("#")]
     assert deploy == [
         "Cmnd_Alias VIGIL_DEPLOY = /usr/local/sbin/vigil-app-unit, /usr/local/sbin/vigil-switch-upstream, "
-        "/usr/local/sbin/vigil-backup create *, /usr/local/sbin/vigil-restore-point migrate, "
+        "/usr/local/sbin/vigil-restore-point migrate, "
         "/usr/local/sbin/vigil-restore-point revert, /usr/sbin/nginx -t, /usr/bin/systemctl reload nginx.service",
         "deploy ALL=(root) NOPASSWD: VIGIL_DEPLOY",
         "Defaults:deploy !requiretty",
