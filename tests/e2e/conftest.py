@@ -1,4 +1,5 @@
-"""End-to-end fixtures: real sandbox VPSes booted once per test session and shared.
+"""End-to-end fixtures: real sandbox VPSes booted once per test session and shared: vps1 (database and
+app), vps2 (app) and vps3 (the backup host, whose pgBackRest repository keeps vps1's backups and WAL).
 
 Tests drive vigil exactly as a person does (`invoke ...` in a subprocess) and
 read the hosts back over plain OpenSSH with the pinned keys (tests/support/sandbox_hosts.py).
@@ -12,7 +13,7 @@ import shutil
 
 import pytest
 
-from tests.support.sandbox_hosts import HOSTS, INVENTORY, Run, Sandbox, invoke
+from tests.support.sandbox_hosts import BACKUP_HOST, HOSTS, INVENTORY, SESSION_HOSTS, Run, Sandbox, invoke
 from vigil.core.yaml_loader import load_yaml
 
 
@@ -21,21 +22,22 @@ def sandbox() -> Sandbox:
     if os.geteuid() != 0 or shutil.which("systemd-nspawn") is None:
         pytest.fail("e2e tests boot sandbox VPSes: run them as root after scripts/bootstrap")
     was_up = (INVENTORY / "sandbox.yml").exists()
-    started = invoke("sandbox.up", f"--hosts={HOSTS}", timeout=1200)
+    started = invoke("sandbox.up", f"--hosts={HOSTS}", f"--group={BACKUP_HOST}:backup", timeout=1200)
     assert started.code == 0, started.stdout + started.stderr
     data = load_yaml(INVENTORY / "sandbox.yml")
     # Only the hosts the session asked for: a module may add more (Debian 12 ones) to the same sandbox.
-    session_hosts = [f"vps{index}" for index in range(1, HOSTS + 1)]
-    yield Sandbox({name: data["hosts"][name]["address"] for name in session_hosts})
+    yield Sandbox({name: data["hosts"][name]["address"] for name in SESSION_HOSTS})
     if not was_up and not os.environ.get("VIGIL_KEEP_SANDBOX"):
         invoke("sandbox.down", timeout=300)
 
 
 @pytest.fixture(scope="session")
 def provisioned(sandbox: Sandbox) -> tuple[Run, Run]:
-    """provision.server run twice on every sandbox host: the first converges, the second must change nothing."""
-    first = invoke("provision.server", "--json", "--limit=vps1,vps2")
-    second = invoke("provision.server", "--json", "--limit=vps1,vps2")
+    """provision.server run twice on every session host: the first converges, the second must change nothing."""
+    generated = invoke("secrets.generate", "--env=sandbox")  # the repository's passphrase and SSH seed, if new
+    assert generated.code == 0, generated.stdout + generated.stderr
+    first = invoke("provision.server", "--json", f"--limit={','.join(SESSION_HOSTS)}", timeout=1800)
+    second = invoke("provision.server", "--json", f"--limit={','.join(SESSION_HOSTS)}", timeout=1800)
     return first, second
 
 

@@ -1,4 +1,5 @@
-"""audit.security and audit.performance on the session's deployed hosts (vps1: web and database, vps2: web)."""
+"""audit.security and audit.performance on the session's deployed hosts (vps1: web and database, vps2: web,
+vps3: the backup host)."""
 
 import pytest
 
@@ -15,7 +16,7 @@ def failing(run) -> set[tuple[str, str]]:
 
 @pytest.fixture(scope="module")
 def verified_backup(deployed):
-    """The checklist wants a recent verified backup on the database host."""
+    """The checklist wants a recent backup in the backup host's repository, and a passing restore drill."""
     assert invoke("backup.create", "--label=audit").code == 0 and invoke("backup.verify", "latest").code == 0
 
 

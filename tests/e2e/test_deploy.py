@@ -6,6 +6,7 @@ migration) are scratch copies of the sample with one change each.
 """
 
 import json
+import re
 import shlex
 import shutil
 import subprocess
@@ -184,9 +185,14 @@ def test_a_release_that_fails_while_watched_after_the_switch_is_switched_back(de
     assert (last["release"], last["result"], last["switched_back_to"]) == (failed, "failed", before)
 
 
+def restore_points_made(sandbox) -> list[str]:
+    """The restore points PostgreSQL on vps1 logged making (deploys make them before migrating)."""
+    return re.findall(r'restore point "(vigil-[a-z]+-[0-9TZ]+)" created',
+                      sandbox.ssh("vps1", "cat /var/log/postgresql/postgresql-*-main.log"))
+
+
 def test_a_deploy_that_would_fail_on_sudo_stops_before_any_build_or_backup(deployed, sandbox):
-    backups = "ls /var/backups/vigil | wc -l"
-    before = sandbox.ssh("vps1", backups)
+    before = restore_points_made(sandbox)
     sandbox.ssh("vps1", "mv /etc/sudoers.d/vigil-deploy /root/vigil-deploy.sudoers")
     try:
         run = invoke("deploy.backend", "--limit=vps1", timeout=600)
@@ -195,7 +201,7 @@ def test_a_deploy_that_would_fail_on_sudo_stops_before_any_build_or_backup(deplo
     assert run.code == ExitCode.HOST_FAILED, run.stdout[-2000:] + run.stderr
     assert "nothing was built, backed up or changed" in run.stderr
     assert "vps1: sudo: deploy may not run /usr/local/sbin/vigil-app-unit without a password" in run.stderr
-    assert sandbox.ssh("vps1", backups) == before  # no pre-migration backup was taken
+    assert restore_points_made(sandbox) == before  # no restore point was made before migrating
 
 
 def test_a_failing_migration_switches_nothing_and_leaves_the_database_unchanged(deployed, sandbox, tmp_path):
@@ -210,14 +216,11 @@ def test_a_failing_migration_switches_nothing_and_leaves_the_database_unchanged(
     assert run.code == ExitCode.HOST_FAILED
     error = run.host("vps1")["error"]
     assert error.startswith("Run migrate for") and "division by zero" in error
-    # The backup taken before the migration is kept and named; it is a whole pg_dump archive.
-    backup = error.split("The database was backed up before it: vps1:")[1].split()[0]
-    assert backup.endswith("-pre-migrate.dump")
-    listing = sandbox.ssh("vps1", f"pg_restore --list {backup} | grep -c 'TABLE DATA public prayers'")
-    assert listing.strip() == "1"
-    meta = json.loads(sandbox.ssh("vps1", f"cat {backup[:-len('.dump')]}.json"))
-    assert meta["sha256"] == sandbox.ssh("vps1", f"sha256sum {backup}").split()[0]
-    assert meta["release"] == run.json["task"].split()[-1] and meta["tables"]["public.prayers"] >= 1
+    # The restore point made before the migration is named, with the command that returns to it.
+    kept = re.search(r"Kept before it: restore point (vigil-migrate-[0-9TZ]+) \(timeline ([0-9]+)\); to return to "
+                     r"it: invoke backup.restore (\S+) --timeline=([0-9]+) --env=sandbox", error)
+    assert kept and kept.group(1) == kept.group(3) and kept.group(2) == kept.group(4), error
+    assert kept.group(1) in restore_points_made(sandbox)
     assert health(sandbox.addresses["vps1"])["release"] == before
     tables = sandbox.ssh(
         "vps1",
@@ -396,14 +399,14 @@ def test_a_rollback_with_migrations_reverts_what_the_bad_release_added(deployed,
         return sandbox.ssh("vps1", "su postgres -c \"psql -tA -d together_pray -c \\\"select column_name from "
                                    "information_schema.columns where table_name = 'prayers'\\\"\"").split()
 
-    # On vps2: the database is on vps1, so the backups go through a second connection, to vps1.
+    # On vps2: the database is on vps1, so the restore points are made over a second connection, to vps1.
     before = health(sandbox.addresses["vps2"])["release"]
     inventory = scratch_with_backend(sandbox, tmp_path, variant(tmp_path, "with-mood", add_mood_column))
     deployed_mood = invoke("deploy.backend", "--json", "--limit=vps2", inventory=inventory, timeout=900)
     assert deployed_mood.code == 0, deployed_mood.stdout[-3000:] + deployed_mood.stderr
     assert "mood" in columns()
-    backed_up = next(op for op in deployed_mood.host("vps2")["operations"] if op["name"] == "Back up the database.")
-    assert backed_up["summary"].startswith("vps1:/var/backups/vigil/")
+    kept = next(op for op in deployed_mood.host("vps2")["operations"] if op["name"] == "Make a restore point.")
+    assert kept["summary"].startswith("restore point vigil-migrate-"), kept
     rolled = invoke(
         "deploy.rollback", "--app=backend", "--migrations", "--json", "--limit=vps2", inventory=inventory, timeout=600
     )
@@ -414,8 +417,9 @@ def test_a_rollback_with_migrations_reverts_what_the_bad_release_added(deployed,
     names = sandbox.ssh("vps1", "su postgres -c \"psql -tA -d together_pray -c 'select name from migrations'\"").split()
     assert names == ["CreatePrayers1764000000000"]
     assert health(sandbox.addresses["vps2"])["release"] == before
-    pre_revert = sandbox.ssh("vps1", "ls /var/backups/vigil").split()
-    assert any(name.endswith("-pre-revert.dump") for name in pre_revert)
+    kept = next(op for op in rolled.host("vps2")["operations"] if op["name"] == "Make a restore point.")
+    assert kept["summary"].startswith("restore point vigil-revert-"), kept
+    assert kept["summary"].split()[2] in restore_points_made(sandbox)
 
 
 def test_promote_ships_the_very_artifact_the_other_env_serves(deployed, sandbox, tmp_path):

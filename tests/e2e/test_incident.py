@@ -1,4 +1,5 @@
-"""incident.status and incident.maintenance on the session's deployed hosts (vps1: web and database, vps2: web)."""
+"""incident.status and incident.maintenance on the session's deployed hosts (vps1: web and database, vps2: web,
+vps3: the backup host)."""
 
 import requests
 
@@ -20,8 +21,13 @@ def test_status_is_healthy_then_names_a_stopped_backend_and_exits_non_zero(deplo
     assert healthy.json["verdict"] in ("healthy", "degraded")  # degraded: this machine's disk or load, never a failure
     vps1 = checks(healthy, "vps1")
     for name in ("nginx.service", "postgresql.service", "backend release", "frontend release", "backend health (https)",
-                 "frontend page (https)", "TLS certificate", "last backup", "last verify"):
+                 "frontend page (https)", "TLS certificate"):
         assert vps1[name]["state"] == "ok", (name, vps1[name])
+    # The backups are the backup host's: its repository's window, the backup just made, the drill just passed.
+    vps3 = checks(healthy, "vps3")
+    for name in ("repository", "last backup", "restore drill"):
+        assert vps3[name]["state"] == "ok", (name, vps3[name])
+    assert vps3["repository"]["detail"].startswith("restore to any second from "), vps3["repository"]
     live = next(name for name in vps1 if name.startswith("together-pray-backend@"))
     sandbox.ssh("vps1", f"systemctl stop {live}")
     try:

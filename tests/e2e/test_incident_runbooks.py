@@ -167,24 +167,6 @@ def test_a_stopped_backend_is_alerted_restarted_by_its_runbook_recovered_and_rep
     assert not alerts.matching("vps2", "backend", "down")
 
 
-def test_a_failed_backup_is_alerted_and_its_recovery_too(alerts, sandbox):
-    directory = "/var/backups/vigil"
-    sandbox.ssh(
-        "vps1",
-        f"mount -t tmpfs -o size=64k,mode=0700,uid=$(id -u postgres),gid=$(id -g postgres) vigil-e2e-full {directory}"
-        f" && head -c 60000 /dev/zero > {directory}/filler",
-    )
-    try:
-        failed_at = time.time()
-        assert invoke("backup.create", "--label=alert").code != 0
-        alerts.wait_for("vps1", "backup", "down", failed_at, ALERT_WITHIN + 30)
-    finally:
-        sandbox.ssh("vps1", f"umount {directory}")
-    made_at = time.time()
-    assert invoke("backup.create", "--label=alert").code == 0
-    alerts.wait_for("vps1", "backup", "recovered", made_at, ALERT_WITHIN + 30)
-
-
 def test_a_release_that_fails_after_its_health_gate_is_rolled_back_by_bad_deploy(deployed, sandbox, tmp_path):
     def fail_after_the_gate(source):
         path = source / "src" / "health.controller.ts"
@@ -313,9 +295,11 @@ def test_a_snapshot_is_a_private_redacted_archive_of_every_host(deployed, sandbo
             member.name.rsplit("/", 1)[1]: archive.extractfile(member).read().decode()
             for member in archive.getmembers()
         }
-    assert set(texts) == {"vps1.txt", "vps2.txt"}
+    assert set(texts) == {"vps1.txt", "vps2.txt", "vps3.txt"}
     for section in ("===== units", "===== disk", "===== top processes", "===== recent logs", "===== nginx error log"):
         assert section in texts["vps2.txt"]
+    # The backup host's own: what its repository holds, read by pgBackRest.
+    assert "===== backup repository" in texts["vps3.txt"] and '"together-pray"' in texts["vps3.txt"]
     password = sandbox.ssh(
         "vps1", "sed -n 's/^DATABASE_URL=.*:\\(.*\\)@.*/\\1/p' /etc/together-pray/backend.env"
     ).strip()

@@ -1,6 +1,6 @@
 """provision.server on real sandbox VPSes: convergence, idempotency, check mode, parallel hosts."""
 
-from tests.support.sandbox_hosts import REPO, invoke
+from tests.support.sandbox_hosts import REPO, SESSION_HOSTS, invoke
 
 LOCAL_AUDIT = REPO / ".vigil" / "audit.log"
 
@@ -9,10 +9,10 @@ def local_audit_lines() -> list[str]:
     return LOCAL_AUDIT.read_text().splitlines() if LOCAL_AUDIT.exists() else []
 
 
-def test_first_run_converges_both_hosts(provisioned, sandbox):
+def test_first_run_converges_every_host(provisioned, sandbox):
     first, _ = provisioned
     assert first.code == 0, first.stderr
-    for name in ("vps1", "vps2"):
+    for name in SESSION_HOSTS:
         host = first.host(name)
         assert host["status"] in ("ok", "changed") and host["failed"] == 0
         # Read the host back: what the base role promises is really there.
@@ -29,7 +29,7 @@ def test_first_run_converges_both_hosts(provisioned, sandbox):
 def test_second_run_reports_zero_changed(provisioned):
     _, second = provisioned
     assert second.code == 0, second.stderr
-    for name in ("vps1", "vps2"):
+    for name in SESSION_HOSTS:
         host = second.host(name)
         assert (host["status"], host["changed"], host["failed"]) == ("ok", 0, 0), host
         assert host["ok"] == len(host["operations"]) > 0

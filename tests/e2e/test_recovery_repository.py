@@ -1,9 +1,8 @@
 """The database's WAL and backups in an encrypted pgBackRest repository on a backup host of its own.
 
-vps3 boots as the session's backup host (`--group=vps3:backup`) next to the onboarded vps1
-(database) and vps2; onboarding both ends makes vps1 archive its WAL there. Runs after the other
-modules that use the session's hosts (by name), because the sandbox inventory then has a backup
-host, and before test_sandbox_vpses, which removes it with the rest.
+vps3 is the session's backup host (conftest: `--group=vps3:backup`) next to vps1 (database) and
+vps2; onboarding both ends makes vps1 archive its WAL there. The destroyed-host test rebuilds vps1;
+test_sandbox_vpses, after this module, removes the whole sandbox anyway.
 """
 
 import base64
@@ -11,6 +10,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -20,9 +20,8 @@ import pytest
 import requests
 
 from tests.e2e.test_deploy import add_mood_column, current_release, scratch_with_backend, variant
-from tests.support.sandbox_hosts import INVENTORY, REPO, invoke
+from tests.support.sandbox_hosts import REPO, invoke
 from vigil.backup.repository import HOLD_MARK, HOLD_UNIT, LOCK_PATH
-from vigil.core.yaml_loader import load_yaml
 
 DATABASE, REPOSITORY = "vps1", "vps3"
 STANZA = "together-pray"
@@ -30,20 +29,15 @@ CA = REPO / ".vigil" / "sandbox" / "ca" / "ca.crt"
 STATE = REPO / ".vigil" / "sandbox" / "state.json"
 REPOSITORY_PATH = "/var/lib/pgbackrest/repository"
 REPOSITORY_DISK = "512m"
+RUNBOOK = REPO / "docs" / "runbooks" / "restore.md"
 
 
 @pytest.fixture(scope="module")
 def repository(provisioned, sandbox):
-    """vps3 up as the backup host and both ends onboarded: the first and the second provision.server's runs."""
-    generated = invoke("secrets.generate", "--env=sandbox")  # the repository's passphrase and SSH seed
-    assert generated.code == 0, generated.stdout + generated.stderr
-    started = invoke("sandbox.up", "--hosts=3", f"--group={REPOSITORY}:backup", timeout=1200)
-    assert started.code == 0, started.stdout + started.stderr
-    address = load_yaml(INVENTORY / "sandbox.yml")["hosts"][REPOSITORY]["address"]
-    first = invoke("provision.server", "--json", f"--limit={DATABASE},{REPOSITORY}", timeout=1800)
+    """The backup host's address, and the session's first and second provision.server runs (both ends in them)."""
+    first, second = provisioned
     assert first.code == 0, first.stdout[-4000:] + first.stderr
-    second = invoke("provision.server", "--json", f"--limit={DATABASE},{REPOSITORY}", timeout=1800)
-    return address, first, second
+    return sandbox.addresses[REPOSITORY], first, second
 
 
 def as_user(sandbox, address: str, user: str, command: str, check: bool = True) -> str:
@@ -141,6 +135,39 @@ def test_a_restore_to_a_second_brings_back_what_was_committed_by_then_and_its_sa
                     "--json", timeout=1800)
     assert undone.code == 0, undone.stdout[-3000:] + undone.stderr
     assert sql(sandbox, "select n from pitr_marks order by n").split() == ["1", "2"]
+
+
+def test_the_restore_runbook_as_written_returns_to_the_second_before_the_damage_past_a_held_session(
+        repository, deployed, sandbox):
+    sql(sandbox, "create table if not exists pitr_marks (n int primary key)")
+    sql(sandbox, "insert into pitr_marks values (100)")
+    time.sleep(2)
+    before_damage = sql(sandbox, "select to_char(now() at time zone 'utc', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')")
+    time.sleep(2)
+    sql(sandbox, "insert into pitr_marks values (101)")  # the damage
+    as_user(sandbox, sandbox.addresses[DATABASE], "postgres", f"cd / && pgbackrest --stanza={STANZA} check")
+    # A session that holds its connection for ten minutes, as a busy app's pool would.
+    sandbox.ssh(DATABASE, "setsid -f runuser -u postgres -- psql -X -d together_pray -c 'select pg_sleep(600)' "
+                          ">/dev/null 2>&1 < /dev/null")
+    holding = ("select count(*) from pg_stat_activity where datname = 'together_pray' "
+               "and query like '%pg_sleep(600)%' and pid <> pg_backend_pid()")
+    deadline = time.monotonic() + 10
+    while sql(sandbox, holding) != "1":
+        assert time.monotonic() < deadline, "the holding session never connected"
+        time.sleep(0.25)
+    commands = [line.strip() for block in re.findall(r"```sh\n(.*?)```", RUNBOOK.read_text(), re.S)
+                for line in block.splitlines() if line.strip().startswith("invoke ")]
+    assert [command.split()[1] for command in commands] == ["backup.list", "backup.restore", "deploy.status"]
+    for command in commands:
+        args = [arg.replace("ENV", "sandbox").replace("TIME", before_damage) for arg in shlex.split(command)[1:]]
+        run = invoke(*args, timeout=1800)
+        assert run.code == 0, f"{command}: {run.stdout[-3000:]}{run.stderr}"
+        if args[0] == "backup.restore":
+            assert "health ok" in run.stdout and "vigil-safety-" in run.stdout, run.stdout
+    assert sql(sandbox, "select n from pitr_marks where n >= 100 order by n") == "100"
+    assert sql(sandbox, holding) == "0"  # cut by the restore
+    maintenance = sandbox.ssh(DATABASE, "test -e /var/www/together-pray/maintenance.on && echo on || echo off")
+    assert maintenance.strip() == "off"
 
 
 @pytest.mark.parametrize("flags, message", [

@@ -18,7 +18,11 @@ from vigil.core.yaml_loader import load_yaml
 REPO = Path(__file__).resolve().parents[2]
 INVENTORY = REPO / "inventory"
 SANDBOX_KEY = REPO / ".vigil" / "sandbox" / "id_ed25519"
-HOSTS = 2
+# The session's layout: vps1 the database and an app host, vps2 an app host, vps3 the backup host
+# (the pgBackRest repository every env needs for its backups).
+HOSTS = 3
+BACKUP_HOST = "vps3"
+SESSION_HOSTS = tuple(f"vps{index}" for index in range(1, HOSTS + 1))
 
 
 @dataclass
