@@ -43,9 +43,9 @@ class DatabaseHost:
 
 @dataclass(frozen=True)
 class Kept:
-    """What was kept: the restore point (for messages), and its record beside the release."""
+    """What was kept: the restore point and the command back to it (for messages), and its record beside
+    the release."""
 
-    where: str
     summary: str
     record: dict
 
@@ -69,8 +69,7 @@ def parse_kept(database: DatabaseHost, stdout: str, release: str) -> Kept:
     back = f"invoke backup.restore {name} --timeline={timeline} --env={database.env}"
     record = {"name": name, "at": datetime.fromtimestamp(at, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
               "timeline": timeline, "release": release, "restore": back}
-    return Kept(f"restore point {name}", f"restore point {name} (timeline {timeline}); to return to it: {back}",
-                record)
+    return Kept(f"restore point {name} (timeline {timeline}); to return to it: {back}", record)
 
 
 def keep(database: DatabaseHost, transport, host, label: str, release: str, timeout: float) -> Kept:
