@@ -82,7 +82,9 @@ RETIRED_FILES = ("/usr/local/sbin/vigil-backup", "/etc/vigil/backup.json", "/var
 def retired_dump_backups() -> list:
     return [
         *(SystemdUnit(timer, enabled=False, running=False) for timer in RETIRED_TIMERS),
-        *(Absent(path, notify=("reload systemd",)) for path in RETIRED_FILES),
+        # Only a unit file's removal needs systemd to forget it.
+        *(Absent(path, notify=("reload systemd",) if path.startswith("/etc/systemd/") else ())
+          for path in RETIRED_FILES),
     ]
 
 

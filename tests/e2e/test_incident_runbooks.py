@@ -257,8 +257,9 @@ def test_each_runbook_mends_its_fault_and_a_second_run_changes_nothing(deployed,
     second = invoke("incident.run", runbook, "--yes", "--json", timeout=600)
     assert second.code == 0 and second.json["outcome"] == "resolved" and len(second.json["steps"]) == 1
     assert {name: current_release(sandbox, name) for name in ("vps1", "vps2")} == releases
-    for address in sandbox.addresses.values():
-        assert requests.get(f"https://{address}/api/prayers", verify=str(CA), timeout=10).status_code == 200
+    for web in ("vps1", "vps2"):
+        answer = requests.get(f"https://{sandbox.addresses[web]}/api/prayers", verify=str(CA), timeout=10)
+        assert answer.status_code == 200
 
 
 def test_a_runbook_with_a_bad_step_is_refused_before_anything_runs_and_confirmation_is_required(

@@ -203,11 +203,20 @@ def service_hosts(env: str, inventory, schema, service: str, limit: str | None) 
     return hosts
 
 
+def newest_point(points: dict[str, dict | None]) -> tuple[str, dict] | None:
+    """(host, record) of the newest restore point the hosts' records name; None when none has one. A host
+    that ran the release's migrations in an earlier deploy keeps that deploy's record beside the release,
+    while the host that ran them this time holds this deploy's. (A point's name ends in the UTC time it
+    was made, which parse_serving_point checks.)"""
+    return max(((host, point) for host, point in points.items() if point),
+               key=lambda found: found[1]["name"].rsplit("-", 1)[1], default=None)
+
+
 def serving_restore_point(env: str, service: str, limit: str | None) -> tuple[str, dict]:
     """The restore point the release every host of `service` serves made before its migrations ran, and
-    the host whose record says so (the one that ran them). ConfigError when `limit` leaves a host out
-    (it would go on serving that release on the restored database), the hosts serve different
-    releases, or none has a record."""
+    the host whose record says so (newest_point). ConfigError when `limit` leaves a host out (it would
+    go on serving that release on the restored database), the hosts serve different releases, or none
+    has a record."""
     inventory = load_inventory(env)
     schema = load_schema()
     every = service_hosts(env, inventory, schema, service, None)
@@ -226,7 +235,7 @@ def serving_restore_point(env: str, service: str, limit: str | None) -> tuple[st
         listed = ", ".join(f"{host}: {release or 'nothing'}" for host, release in serving.items())
         raise ConfigError(f"--restore-point: the {service} hosts do not all serve one release ({listed}); "
                           "finish that deploy first")
-    found = next(((host, point) for host, point in points.items() if point), None)
+    found = newest_point(points)
     if found is None:
         raise ConfigError(f"--restore-point: {service} release {next(iter(serving.values()))} made no restore point "
                           "(it ran no migration, or the env had no backup host then); --migrations runs the down "

@@ -19,7 +19,7 @@ from vigil.core.runner import HostPlan, HostResult, OperationResult, RunOptions,
 from vigil.deploy.build import Artifact
 from vigil.deploy.executor import HostDeploy
 from vigil.deploy.lock import Heartbeat
-from vigil.deploy.rollout import checked_artifact, deploy_work, served_release, serving_line
+from vigil.deploy.rollout import checked_artifact, deploy_work, newest_point, served_release, serving_line
 from vigil.deploy.safety import DatabaseHost, KeepFailed, parse_kept
 from vigil.deploy.scripts import (
     APPEND_HISTORY,
@@ -906,3 +906,20 @@ def test_listing_the_migrations_succeeds_with_or_without_a_restore_point(tmp_pat
     assert migrations_added(done.stdout, "r2", "r1") == ["2-B.js"]
     found = restore_point_before(done.stdout) or {}
     assert found.get("name") == ("vigil-migrate-20261203T144320Z" if point else None)
+
+
+def point(name: str) -> dict:
+    return {"name": name, "timeline": 1, "release": "r2"}
+
+
+@pytest.mark.parametrize("points, chosen", [
+    ({"web1": point("vigil-migrate-20261204T194913Z"), "web2": point("vigil-migrate-20261204T193957Z")}, "web1"),
+    # web2 ran the release's migrations this time; web1's record is from an earlier deploy of it.
+    ({"web1": point("vigil-migrate-20261204T193957Z"), "web2": point("vigil-migrate-20261204T194913Z")}, "web2"),
+    ({"web1": point("vigil-migrate-20261204T193957Z"), "web2": point("vigil-revert-20261204T194002Z")}, "web2"),
+    ({"web1": None, "web2": point("vigil-migrate-20261204T193957Z")}, "web2"),
+    ({"web1": None, "web2": None}, None),
+])
+def test_a_rollback_to_a_restore_point_takes_the_newest_record_of_the_serving_release(points, chosen):
+    found = newest_point(points)
+    assert (found[0] if found else None) == chosen
