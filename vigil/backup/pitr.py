@@ -226,10 +226,21 @@ exit 4
 REFUSED_UNTOUCHED = "nothing was restored and PostgreSQL runs again"
 
 
+# pgBackRest's refusal of a backup whose timeline the target's history branched away from before the
+# backup ended (a restore went back past it, to an older point or timeline).
+OFF_HISTORY = "ERROR: [058]"
+
+
 def refusal(answer) -> str:
-    """pgBackRest's own reason for refusing (its ERROR line), else RESTORE's."""
+    """pgBackRest's own reason for refusing (its ERROR line), else RESTORE's; with what to do about a
+    backup off the target's history, which vigil's choice of backup does not yet know of."""
     errors = [line for line in answer.stderr.splitlines() if "ERROR" in line]
-    return (errors or [last_line(answer)])[-1].strip()
+    reason = (errors or [last_line(answer)])[-1].strip()
+    if OFF_HISTORY in reason:
+        reason += (" (the newest backup before the target was taken on a timeline a later restore left: restore "
+                   "to an older backup by its label, or take a full backup, `invoke backup.create --type=full`, "
+                   "for the seconds after it)")
+    return reason
 
 
 # Seconds PostgreSQL may take to replay WAL up to the target and promote.

@@ -9,7 +9,16 @@ import pytest
 from tests.support.inventories import layout
 from vigil.backup import pitr
 from vigil.backup.access import BackupError
-from vigil.backup.pitr import RESTORE, Target, check_label, check_target, choose_backup, parse_target, parse_time
+from vigil.backup.pitr import (
+    RESTORE,
+    Target,
+    check_label,
+    check_target,
+    choose_backup,
+    parse_target,
+    parse_time,
+    refusal,
+)
 from vigil.backup.repository import HOLD, RELEASE, Backup, Contents, find_repository
 from vigil.core.connectors import Result
 from vigil.core.errors import ConfigError
@@ -211,3 +220,13 @@ def test_a_restore_holds_the_backup_lock_and_releases_it_unless_it_may_still_run
     else:
         assert pitr.restore_to("staging", None, repository, Target(), lambda line: None) == {"restored": True}
     assert host.asked == (["hold", "release"] if released else ["hold"])
+
+
+@pytest.mark.parametrize("stderr, said", [
+    ("P00  ERROR: [058]: backup timeline 5, lsn 0/34000028 is not in the history of target timeline 7\n",
+     "is not in the history of target timeline 7 (the newest backup before the target was taken on a timeline"),
+    ("P00  ERROR: [075]: no backup set found to restore\n", "P00  ERROR: [075]: no backup set found to restore"),
+])
+def test_a_refusal_is_pgbackrests_own_line_and_a_backup_off_the_targets_history_says_what_to_do(stderr, said):
+    reason = refusal(Result(38, "", stderr))
+    assert said in reason and reason.endswith(")") == ("[058]" in stderr)
