@@ -36,6 +36,7 @@ from vigil.core.audit_log import audit_locally
 from vigil.core.commands import script
 from vigil.core.errors import ConfigError, UnreachableError, VigilError
 from vigil.core.inventory import Inventory
+from vigil.deploy.safety import POINT_NAME
 
 
 @dataclass(frozen=True)
@@ -72,8 +73,8 @@ class Target:
 
 # pgBackRest's backup labels: a full's start, and for a diff or incr its own after an underscore.
 LABEL = re.compile(r"^[0-9]{8}-[0-9]{6}F(_[0-9]{8}-[0-9]{6}[DI])?$")
-# vigil's named restore points: what made it and when (UTC), e.g. vigil-safety-20261203T151828Z.
-RESTORE_POINT = re.compile(r"^vigil-[a-z]+-([0-9]{8}T[0-9]{6}Z)$")
+# vigil's named restore points (deploy/safety.py), e.g. vigil-safety-20261203T151828Z.
+RESTORE_POINT = re.compile(POINT_NAME)
 
 
 def check_label(label: str, flag: str = "TARGET") -> str:
@@ -89,7 +90,7 @@ def parse_target(text: str, timeline: int | None = None, flag: str = "TARGET") -
     if text == "latest":
         target = Target()
     elif named:
-        at = datetime.strptime(named.group(1), "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc).timestamp()
+        at = datetime.strptime(named.group("made"), "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc).timestamp()
         target = Target(at=at, point=text)
     elif LABEL.fullmatch(text):
         target = Target(backup=text)

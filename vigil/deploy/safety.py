@@ -22,8 +22,8 @@ from vigil.deploy.scripts import helper
 from vigil.deploy.settings import RESTORE_POINT_HELPER
 from vigil.deploy.state import parse_json_object
 
-# A restore point's name: what made it and when (UTC).
-POINT_NAME = r"vigil-[a-z]+-[0-9]{8}T[0-9]{6}Z"
+# A restore point's name: what made it and when (UTC), the one pattern deploys and backup.restore read.
+POINT_NAME = r"vigil-[a-z]+-(?P<made>[0-9]{8}T[0-9]{6}Z)"
 # vigil-restore-point's answer: epoch seconds, timeline, the point's name.
 POINT = re.compile(rf"^([0-9]+(?:\.[0-9]+)?)\|([0-9]+)\|({POINT_NAME})$")
 # Beside a release's files: the restore point made before its migrations ran.
