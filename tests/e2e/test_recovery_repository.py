@@ -131,12 +131,24 @@ def test_a_restore_to_a_second_brings_back_what_was_committed_by_then_and_its_sa
     assert all(restored.json["health"].values()) and restored.json["timeline"] == 2, restored.json
     assert app_connections() > 0
     safety = restored.json["safety_point"]
+    # A backup on the new timeline, which going back to the safety point will leave.
+    left = invoke("backup.create", "--label=left-behind", "--json", timeout=1800)
+    assert left.code == 0, left.stdout[-3000:] + left.stderr
 
     # The moment before the restore is still there: its named restore point, on the timeline it was on.
     undone = invoke("backup.restore", safety["name"], f"--timeline={safety['timeline']}", "--yes",
                     "--json", timeout=1800)
     assert undone.code == 0, undone.stdout[-3000:] + undone.stderr
     assert sql(sandbox, "select n from pitr_marks order by n").split() == ["1", "2"]
+    # The latest second of the timeline that goes on from there: replayed past the backup on the one left.
+    sql(sandbox, "insert into pitr_marks values (3)")
+    as_user(sandbox, sandbox.addresses[DATABASE], "postgres", f"cd / && pgbackrest --stanza={STANZA} check")
+    latest = invoke("backup.restore", "latest", "--yes", "--json", timeout=1800)
+    assert latest.code == 0, latest.stdout[-3000:] + latest.stderr
+    assert latest.json["backup"] != left.json["label"], latest.json
+    assert sql(sandbox, "select n from pitr_marks order by n").split() == ["1", "2", "3"]
+    # As docs/backup.md advises after going back in time: a full backup the drill can take.
+    assert invoke("backup.create", "--type=full", "--label=after-going-back", timeout=1800).code == 0
 
 
 def test_the_restore_runbook_as_written_returns_to_the_second_before_the_damage_past_a_held_session(

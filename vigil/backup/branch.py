@@ -68,7 +68,7 @@ def make_branch(inventory: Inventory, repository: Repository, target: Target, na
     with connect(inventory, repository.host) as transport:
         contents = read_contents(transport, repository)
         check_target(target, contents, repository, flag="--at")
-        backup = choose_backup(target, contents.backups, force, flag="--at")
+        backup = choose_backup(target, contents.backups, force, flag="--at", histories=contents.histories)
         answer = transport.run(branch_command(name, backup.label, target), timeout=BRANCH_TIMEOUT)
     report = parse_branch(answer, repository.host.name)
     report["target"] = target.describe()

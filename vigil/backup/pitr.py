@@ -139,16 +139,39 @@ def check_target(target: Target, contents: Contents, repository: Repository, fla
                           f"any second from {utc(window[0])} to {utc(window[1])}")
 
 
-def choose_backup(target: Target, backups: list[Backup], force: bool = False, flag: str = "TARGET") -> Backup:
+def on_history(backup: Backup, timeline: int, histories: dict[int, list[tuple[int, int]]]) -> bool:
+    """Whether recovery along `timeline` can replay from `backup`: taken on it, or on a timeline it came
+    from before that one ended. Unknown (a history not read, a backup's WAL not named): assumed so, and
+    pgBackRest checks it again before it writes anything."""
+    history = histories.get(timeline, [] if timeline == 1 else None)  # the first timeline came from none
+    if backup.timeline is None or backup.timeline == timeline or history is None:
+        return True
+    ended = dict(history).get(backup.timeline)
+    return ended is not None and backup.ended_by is not None and backup.ended_by <= ended
+
+
+def choose_backup(target: Target, backups: list[Backup], force: bool = False, flag: str = "TARGET",
+                  histories: dict[int, list[tuple[int, int]]] | None = None) -> Backup:
     """The backup set a restore to `target` replays from: the named one, else the newest that ended
-    before the target (pgBackRest would take the newest of all, maybe after a restore point). A set whose
-    restore drill failed is passed over for an older one, and refused by name, unless `force`."""
+    before the target (pgBackRest would take the newest of all, maybe after a restore point) on the
+    target's timeline history: after a restore that went back in time, a backup taken on the timeline
+    it left cannot reach the target (`histories`: Contents.histories). A set whose restore drill failed
+    is passed over for an older one, and refused by name, unless `force`."""
     if target.backup is not None:
         candidates = [backup for backup in backups if backup.label == target.backup]
     elif target.at is not None:
         candidates = [backup for backup in backups if backup.stopped < target.at]
     else:
         candidates = list(backups)
+    if candidates and histories and target.backup is None:
+        # The target's timeline: the one named, else the newest, as recovery itself takes it ("latest").
+        timeline = target.timeline or max([*histories, *(backup.timeline or 1 for backup in backups)])
+        reachable = [backup for backup in candidates if on_history(backup, timeline, histories)]
+        if not reachable:
+            raise ConfigError(f"{flag}: no backup before {target.describe()} is on timeline {timeline}'s history "
+                              "(each was taken on a timeline a restore left): take a full backup, `invoke "
+                              "backup.create --type=full`, to restore the seconds after it")
+        candidates = reachable
     if not candidates:
         raise ConfigError(f"{flag}: no backup ended before {target.describe()}")
     sound = candidates if force else [backup for backup in candidates if backup.drill != "failed"]
@@ -234,7 +257,7 @@ OFF_HISTORY = "ERROR: [058]"
 
 def refusal(answer) -> str:
     """pgBackRest's own reason for refusing (its ERROR line), else RESTORE's; with what to do about a
-    backup off the target's history, which vigil's choice of backup does not yet know of."""
+    backup off the target's history (choose_backup passes those over, where it could read the history)."""
     errors = [line for line in answer.stderr.splitlines() if "ERROR" in line]
     reason = (errors or [last_line(answer)])[-1].strip()
     if OFF_HISTORY in reason:
@@ -267,7 +290,7 @@ def restore_to(env: str, inventory: Inventory, repository: Repository, target: T
     with connect(inventory, repository.host) as transport:
         contents = read_contents(transport, repository)
         check_target(target, contents, repository)
-        backup = choose_backup(target, contents.backups, force)
+        backup = choose_backup(target, contents.backups, force, histories=contents.histories)
         # No backup or expire runs while the database is restored: they would copy a cluster being
         # replaced, or remove what the restore reads.
         hold_backups(transport, repository, HOLD_SECONDS + (BEFORE_SERVICE_SECONDS if before_service else 0))

@@ -79,6 +79,13 @@ pgbackrest --stanza="$1" --repo=1 info --output=json || exit
 echo
 echo "@wal"
 find "$2/archive/$1" -type f -name '0*' -printf '%T@\n' 2>/dev/null | sort -n | tail -n 1
+# Each timeline's history (which timelines it came from, and where each ended), decrypted by pgBackRest.
+echo "@history"
+for history in "$2/archive/$1"/*/[0-9A-F]*.history; do
+    [ -f "$history" ] || continue
+    echo "@@${history##*/}"
+    pgbackrest --stanza="$1" repo-get "archive/$1/${history#"$2/archive/$1/"}" 2>/dev/null || echo "@@unreadable"
+done
 '''
 
 
@@ -125,6 +132,24 @@ class Backup:
     archive_id: str = ""
 
     @property
+    def timeline(self) -> int | None:
+        """The timeline it was taken on (its first WAL segment's name says), None when not known."""
+        try:
+            return int(self.wal_start[:8], 16) if len(self.wal_start) == 24 else None
+        except ValueError:
+            return None
+
+    @property
+    def ended_by(self) -> int | None:
+        """An LSN its copy is consistent by: the end of its last WAL segment (16 MiB segments, PostgreSQL's
+        default), a little past where it stopped. None when not known."""
+        try:
+            log, segment = int(self.wal_stop[8:16], 16), int(self.wal_stop[16:24], 16)
+        except ValueError:
+            return None
+        return (log << 32) + ((segment + 1) << 24) if len(self.wal_stop) == 24 else None
+
+    @property
     def drill(self) -> str | None:
         """The last restore drill of this set, as the drill annotated it: "ok", "failed", or None (none yet)."""
         return self.annotation.get("vigil-drill")
@@ -140,6 +165,9 @@ class Contents:
     newest_wal: float | None
     # PostgreSQL's system identifier of the cluster the repository backs up now (None: not known yet).
     system_id: str | None = None
+    # Each timeline after the first: the timelines it came from, each with the LSN where it ended (from its
+    # history file); a timeline whose history could not be read is missing.
+    histories: dict[int, list[tuple[int, int]]] = field(default_factory=dict)
 
     @property
     def window(self) -> tuple[float, float] | None:
@@ -151,8 +179,33 @@ class Contents:
         return earliest, max(latest, earliest)
 
 
+def parse_lsn(text: str) -> int:
+    """PostgreSQL's LSN as a number: 0/34000028 -> 0x34000028."""
+    high, _, low = text.partition("/")
+    return (int(high, 16) << 32) + int(low, 16)
+
+
+def parse_histories(text: str) -> dict[int, list[tuple[int, int]]]:
+    """CONTENTS's @history part: `@@<timeline>.history` then the file (lines of parent timeline, the LSN
+    where it ended, the reason), per timeline. A file unreadable or not of that shape is left out."""
+    histories: dict[int, list[tuple[int, int]]] = {}
+    for block in text.split("@@")[1:]:
+        name, _, body = block.partition("\n")
+        try:
+            timeline = int(name.strip().removesuffix(".history"), 16)
+            ended = [(int(fields[0]), parse_lsn(fields[1])) for fields in
+                     (line.split("\t") for line in body.splitlines() if line.strip() and not line.startswith("#"))]
+        except (ValueError, IndexError):
+            continue
+        if ended:
+            histories[timeline] = ended
+    return histories
+
+
 def parse_contents(stdout: str, stanza: str) -> Contents:
     """CONTENTS's answer. pgBackRest's `info` exits 0 whatever the stanza's status: read the code."""
+    at = stdout.find("\n@history\n")
+    stdout, history_part = (stdout[:at + 1], stdout[at + len("\n@history\n"):]) if at >= 0 else (stdout, "")
     info_part, _, wal_part = stdout.rpartition("\n@wal\n")
     try:
         # strict=False: an error message in it may quote raw bytes (a file decrypted with the wrong key).
@@ -189,7 +242,8 @@ def parse_contents(stdout: str, stanza: str) -> Contents:
     databases = [item for item in stanza_info.get("db") or [] if isinstance(item, dict)]
     return Contents(int(status.get("code", 99)), str(status.get("message", "")), backups,
                     float(wal) if wal else None,
-                    str(databases[-1].get("system-id")) if databases and databases[-1].get("system-id") else None)
+                    str(databases[-1].get("system-id")) if databases and databases[-1].get("system-id") else None,
+                    parse_histories(history_part))
 
 
 def read_contents(transport, repository: Repository) -> Contents:

@@ -43,7 +43,7 @@ def undo_migrations_by_restore(env: str, service: str, limit: str | None, yes: b
     with connect(inventory, repository.host) as transport:
         contents = read_contents(transport, repository)
     pitr.check_target(target, contents, repository, flag=FLAG)
-    pitr.choose_backup(target, contents.backups, flag=FLAG)
+    pitr.choose_backup(target, contents.backups, flag=FLAG, histories=contents.histories)
     about = (f"{host}: {service} release {point['release']} made restore point {point['name']} (timeline "
              f"{point['timeline']}) before its migrations ran. The database returns to it, losing every write "
              f"since (a safety point is made first), then {service} rolls back, under maintenance mode.")

@@ -230,3 +230,43 @@ def test_a_restore_holds_the_backup_lock_and_releases_it_unless_it_may_still_run
 def test_a_refusal_is_pgbackrests_own_line_and_a_backup_off_the_targets_history_says_what_to_do(stderr, said):
     reason = refusal(Result(38, "", stderr))
     assert said in reason and reason.endswith(")") == ("[058]" in stderr)
+
+
+def on(timeline: int, label: str, stopped: float, stop_segment: int) -> Backup:
+    """A backup taken on `timeline` whose WAL ran from segment 0x20 to `stop_segment` of log 0."""
+    return Backup(label, "full", stopped - 30, stopped, 1, 1, wal_start=f"{timeline:08X}{0:08X}{0x20:08X}",
+                  wal_stop=f"{timeline:08X}{0:08X}{stop_segment:08X}")
+
+
+# Timeline 1 until a restore at 0/40000000 went on as timeline 2; a later restore went back to a point on
+# timeline 1 at 0/30000000 and went on as timeline 3, leaving timeline 2 (and what was backed up on it).
+ON_1 = on(1, "20261204-100000F", 1796378400, 0x25)            # ended by 0/26000000: before both branches
+ON_1_LATE = on(1, "20261204-110000F", 1796382000, 0x35)       # ended by 0/36000000: after timeline 3 branched
+ON_2 = on(2, "20261204-120000F", 1796385600, 0x45)
+ON_3 = on(3, "20261204-130000F", 1796389200, 0x52)
+HISTORIES = {2: [(1, 0x40000000)], 3: [(1, 0x30000000)]}
+
+
+@pytest.mark.parametrize("target, backups, histories, chosen", [
+    # The latest timeline is 3: timeline 2's backup and timeline 1's after the branch cannot reach it.
+    (Target(), [ON_1, ON_1_LATE, ON_2], HISTORIES, ON_1),
+    (Target(at=1796390000), [ON_1, ON_1_LATE, ON_2, ON_3], HISTORIES, ON_3),
+    # Back to timeline 2 (a safety point's): timeline 1's backups ended before it branched, 2's own.
+    (Target(at=1796386000, timeline=2), [ON_1, ON_1_LATE, ON_2, ON_3], HISTORIES, ON_2),
+    (Target(at=1796383000, timeline=2), [ON_1, ON_1_LATE, ON_2, ON_3], HISTORIES, ON_1_LATE),
+    # Timeline 1 came from none: only its own backups.
+    (Target(at=1796390000, timeline=1), [ON_1, ON_1_LATE, ON_2, ON_3], HISTORIES, ON_1_LATE),
+    # No history read (none yet, or unreadable): by time alone, as before, and pgBackRest checks.
+    (Target(), [ON_1, ON_1_LATE, ON_2], {}, ON_2),
+    # A backup's label names it whatever its timeline.
+    (Target(backup=ON_2.label), [ON_1, ON_2, ON_3], HISTORIES, ON_2),
+])
+def test_a_restore_replays_from_the_newest_backup_on_the_target_timelines_history(target, backups, histories,
+                                                                                    chosen):
+    assert choose_backup(target, backups, histories=histories) == chosen
+
+
+def test_no_backup_on_the_targets_history_is_refused_saying_what_to_do():
+    with pytest.raises(ConfigError, match=r"TARGET: no backup before the latest archived second is on timeline 3's "
+                                          r"history .*invoke backup.create --type=full"):
+        choose_backup(Target(), [ON_1_LATE, ON_2], histories=HISTORIES)

@@ -51,17 +51,42 @@ def test_the_window_runs_from_the_oldest_backups_end_to_the_newest_wal(answer, w
 
 
 def test_the_answer_is_read_as_contents_prints_it(tmp_path):
-    """CONTENTS for real, with pgBackRest's JSON (which ends with no newline) from a stand-in on PATH."""
-    (tmp_path / "pgbackrest").write_text(f"#!/bin/sh\nprintf '%s' '{info(FULL)}'\n")
+    """CONTENTS for real, with pgBackRest's JSON (which ends with no newline) and a timeline's history
+    (decrypted by its repo-get) from a stand-in on PATH."""
+    (tmp_path / "pgbackrest").write_text(
+        "#!/bin/sh\n"
+        f"case \"$*\" in *' info '*) printf '%s' '{info(FULL)}' ;;\n"
+        "*' repo-get archive/together-pray/17-1/00000002.history') printf '1\\t0/34000028\\tbefore 2026-12-04\\n' ;;\n"
+        "*) exit 1 ;; esac\n")
     (tmp_path / "pgbackrest").chmod(0o755)
     wal = tmp_path / "repo" / "archive" / "together-pray" / "17-1" / "0000000100000000"
     wal.mkdir(parents=True)
     (wal / "000000010000000000000004-abc.zst").write_text("")
     os.utime(wal / "000000010000000000000004-abc.zst", (1796299200, 1796299200))
+    (wal.parent / "00000002.history").write_text("encrypted")
+    os.utime(wal.parent / "00000002.history", (1796299100, 1796299100))
     done = subprocess.run(["sh", "-c", CONTENTS, "contents", "together-pray", str(tmp_path / "repo")],
                           capture_output=True, text=True, env={"PATH": f"{tmp_path}:/usr/bin:/bin"})
     contents = parse_contents(done.stdout, "together-pray")
     assert [backup.label for backup in contents.backups] == [FULL[0]] and contents.newest_wal == 1796299200
+    assert contents.histories == {2: [(1, 0x34000028)]}
+
+
+@pytest.mark.parametrize("history, histories", [
+    ("", {}),
+    ("@@00000002.history\n1\t0/34000028\tno recovery target specified\n", {2: [(1, 0x34000028)]}),
+    # Timeline 10 (0xA) came from 3, which came from 1: every ancestor, each with where it ended.
+    ("@@00000003.history\n1\t0/5000000\tbefore x\n@@0000000A.history\n1\t0/5000000\tbefore x\n"
+     "3\t1/2000A0\tat restore point \"vigil-safety-20261204T195039Z\"\n",
+     {3: [(1, 0x5000000)], 10: [(1, 0x5000000), (3, 0x1002000A0)]}),
+    # A history pgBackRest could not read is left out, not guessed.
+    ("@@00000002.history\n@@unreadable\n", {}),
+])
+def test_each_timelines_history_is_read_with_where_its_ancestors_ended(history, histories):
+    for wal in ("", "1796299200\n"):  # with WAL arrived or none: the parts stay apart
+        contents = parse_contents(info(FULL) + f"\n@wal\n{wal}@history\n{history}", "together-pray")
+        assert contents.histories == histories and len(contents.backups) == 1
+        assert contents.newest_wal == (1796299200 if wal else None)
 
 
 def test_backups_are_read_oldest_first_with_their_sizes_and_label():
