@@ -81,7 +81,7 @@ echo "@wal"
 find "$2/archive/$1" -type f -name '0*' -printf '%T@\n' 2>/dev/null | sort -n | tail -n 1
 # Each timeline's history (which timelines it came from, and where each ended), decrypted by pgBackRest.
 echo "@history"
-for history in "$2/archive/$1"/*/[0-9A-F]*.history; do
+for history in "$2/archive/$1"/*/[0-9A-F]*.history*; do
     [ -f "$history" ] || continue
     echo "@@${history##*/}"
     pgbackrest --stanza="$1" repo-get "archive/$1/${history#"$2/archive/$1/"}" 2>/dev/null || echo "@@unreadable"
@@ -192,10 +192,10 @@ def parse_histories(text: str) -> dict[int, list[tuple[int, int]]]:
     for block in text.split("@@")[1:]:
         name, _, body = block.partition("\n")
         try:
-            timeline = int(name.strip().removesuffix(".history"), 16)
+            timeline = int(name.strip().split(".history", 1)[0], 16)
             ended = [(int(fields[0]), parse_lsn(fields[1])) for fields in
                      (line.split("\t") for line in body.splitlines() if line.strip() and not line.startswith("#"))]
-        except (ValueError, IndexError):
+        except (ValueError, IndexError):  # not a history file's text (one stored compressed, say): left out
             continue
         if ended:
             histories[timeline] = ended
