@@ -407,6 +407,7 @@ def test_a_rollback_with_migrations_reverts_what_the_bad_release_added(deployed,
     assert "mood" in columns()
     kept = next(op for op in deployed_mood.host("vps2")["operations"] if op["name"] == "Make a restore point.")
     assert kept["summary"].startswith("restore point vigil-migrate-"), kept
+    mood_release, migrate_point = current_release(sandbox, "vps2"), kept["summary"].split()[2]
     rolled = invoke(
         "deploy.rollback", "--app=backend", "--migrations", "--json", "--limit=vps2", inventory=inventory, timeout=600
     )
@@ -423,6 +424,9 @@ def test_a_rollback_with_migrations_reverts_what_the_bad_release_added(deployed,
     kept = next(op for op in rolled.host("vps2")["operations"] if op["name"] == "Make a restore point.")
     assert kept["summary"].startswith("restore point vigil-revert-"), kept
     assert kept["summary"].split()[2] in restore_points_made(sandbox)
+    # The release's record still names the point before its migrations: a revert's is no way back to that.
+    record = sandbox.ssh("vps2", f"cat /srv/together-pray/backend/releases/{mood_release}/.vigil-restore-point.json")
+    assert json.loads(record)["name"] == migrate_point
 
 
 def test_promote_ships_the_very_artifact_the_other_env_serves(deployed, sandbox, tmp_path):

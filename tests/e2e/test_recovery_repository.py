@@ -483,7 +483,7 @@ def test_a_migrating_deploy_makes_a_restore_point_and_a_rollback_returns_the_dat
     made_at = record["name"].rsplit("-", 1)[1]  # a point's name ends in the UTC time it was made
     assert all(json.loads(found)["name"].rsplit("-", 1)[1] < made_at for found in points if found), points
     again = invoke("deploy.rollback", "--app=backend", "--restore-point", inventory=inventory, timeout=300)
-    assert again.code == ExitCode.BAD_INPUT and record["name"] not in again.stdout + again.stderr, again.stderr
+    assert again.code == ExitCode.BAD_INPUT, again.stdout + again.stderr
     assert sql(sandbox, "select n from migrate_marks order by n") == "1"
 
 

@@ -90,7 +90,10 @@ def parse_target(text: str, timeline: int | None = None, flag: str = "TARGET") -
     if text == "latest":
         target = Target()
     elif named:
-        at = datetime.strptime(named.group("made"), "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc).timestamp()
+        try:
+            at = datetime.strptime(named.group("made"), "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc).timestamp()
+        except ValueError:  # the shape of a time, not a real one (month 13, second 99)
+            raise ConfigError(f"{flag}: {text!r} is not a restore point: its time is not a real one") from None
         target = Target(at=at, point=text)
     elif LABEL.fullmatch(text):
         target = Target(backup=text)
@@ -139,7 +142,7 @@ def check_target(target: Target, contents: Contents, repository: Repository, fla
                           f"any second from {utc(window[0])} to {utc(window[1])}")
 
 
-def on_history(backup: Backup, timeline: int, histories: dict[int, list[tuple[int, int]]]) -> bool:
+def on_history(backup: Backup, timeline: int, histories: dict[int, list[tuple[int, int]] | None]) -> bool:
     """Whether recovery along `timeline` can replay from `backup`: taken on it, or on a timeline it came
     from before that one ended. Unknown (a history not read, a backup's WAL not named): assumed so, and
     pgBackRest checks it again before it writes anything."""
@@ -151,7 +154,7 @@ def on_history(backup: Backup, timeline: int, histories: dict[int, list[tuple[in
 
 
 def choose_backup(target: Target, backups: list[Backup], force: bool = False, flag: str = "TARGET",
-                  histories: dict[int, list[tuple[int, int]]] | None = None) -> Backup:
+                  histories: dict[int, list[tuple[int, int]] | None] | None = None) -> Backup:
     """The backup set a restore to `target` replays from: the named one, else the newest that ended
     before the target (pgBackRest would take the newest of all, maybe after a restore point) on the
     target's timeline history: after a restore that went back in time, a backup taken on the timeline
@@ -164,8 +167,9 @@ def choose_backup(target: Target, backups: list[Backup], force: bool = False, fl
     else:
         candidates = list(backups)
     if candidates and histories and target.backup is None:
-        # The target's timeline: the one named, else the newest, as recovery itself takes it ("latest").
-        timeline = target.timeline or max([*histories, *(backup.timeline or 1 for backup in backups)])
+        # The target's timeline: the one named, else the newest (every timeline after the first has a
+        # history file), as recovery itself takes it ("latest").
+        timeline = target.timeline or max([1, *histories])
         reachable = [backup for backup in candidates if on_history(backup, timeline, histories)]
         if not reachable:
             raise ConfigError(f"{flag}: no backup before {target.describe()} is on timeline {timeline}'s history "

@@ -83,8 +83,9 @@ find "$2/archive/$1" -type f -name '0*' -printf '%T@\n' 2>/dev/null | sort -n | 
 echo "@history"
 for history in "$2/archive/$1"/*/[0-9A-F]*.history*; do
     [ -f "$history" ] || continue
-    echo "@@${history##*/}"
-    pgbackrest --stanza="$1" repo-get "archive/$1/${history#"$2/archive/$1/"}" 2>/dev/null || echo "@@unreadable"
+    echo "@@${history#"$2/archive/$1/"}"
+    pgbackrest --stanza="$1" repo-get "archive/$1/${history#"$2/archive/$1/"}" 2>/dev/null || echo "#unreadable"
+    echo  # a history ends with a newline; should one not, its last line still ends here
 done
 '''
 
@@ -94,7 +95,7 @@ def contents_command(repository: Repository) -> Command:
 
 
 # What the status screen asks the backup host, in one round trip: the repository, then the last drill.
-STATUS = CONTENTS + 'echo "@drill"\ncat "$3" 2>/dev/null\n'
+STATUS = CONTENTS + 'echo "@drill"\ncat "$3" 2>/dev/null || true  # none before the first drill\n'
 
 
 def status_command(repository: Repository) -> Command:
@@ -104,7 +105,9 @@ def status_command(repository: Repository) -> Command:
 
 def parse_status(stdout: str, stanza: str) -> tuple[Contents, dict | None]:
     """STATUS's answer: the repository's contents and the last drill's result (None before the first)."""
-    contents_part, _, drill_part = stdout.rpartition("\n@drill\n")
+    contents_part, marked, drill_part = stdout.rpartition("\n@drill\n")
+    # CONTENTS's answer as it ends alone; no drill part at all (a script cut short): contents only.
+    contents_part, drill_part = (contents_part + "\n", drill_part) if marked else (stdout, "")
     try:
         drill = json.loads(drill_part) if drill_part.strip() else None
     except ValueError:
@@ -166,8 +169,8 @@ class Contents:
     # PostgreSQL's system identifier of the cluster the repository backs up now (None: not known yet).
     system_id: str | None = None
     # Each timeline after the first: the timelines it came from, each with the LSN where it ended (from its
-    # history file); a timeline whose history could not be read is missing.
-    histories: dict[int, list[tuple[int, int]]] = field(default_factory=dict)
+    # history file); None for a timeline whose history could not be read.
+    histories: dict[int, list[tuple[int, int]] | None] = field(default_factory=dict)
 
     @property
     def window(self) -> tuple[float, float] | None:
@@ -179,33 +182,44 @@ class Contents:
         return earliest, max(latest, earliest)
 
 
+# Where CONTENTS's histories begin (STATUS's drill part may follow right after, without a blank line).
+HISTORY_PART = re.compile(r"\n@history(?:\n|$)")
+
+
 def parse_lsn(text: str) -> int:
     """PostgreSQL's LSN as a number: 0/34000028 -> 0x34000028."""
     high, _, low = text.partition("/")
     return (int(high, 16) << 32) + int(low, 16)
 
 
-def parse_histories(text: str) -> dict[int, list[tuple[int, int]]]:
-    """CONTENTS's @history part: `@@<timeline>.history` then the file (lines of parent timeline, the LSN
-    where it ended, the reason), per timeline. A file unreadable or not of that shape is left out."""
-    histories: dict[int, list[tuple[int, int]]] = {}
+def parse_histories(text: str, archive_id: str) -> dict[int, list[tuple[int, int]] | None]:
+    """CONTENTS's @history part: `@@<archive id>/<timeline>.history` then the file (lines of parent
+    timeline, the LSN where it ended, the reason), for the cluster the repository backs up now (its
+    archive id: a cluster before a major upgrade numbered its timelines apart). A timeline whose file
+    could not be read, or is not of that shape, is there with None: it exists, its history is unknown."""
+    histories: dict[int, list[tuple[int, int]] | None] = {}
     for block in text.split("@@")[1:]:
         name, _, body = block.partition("\n")
+        directory, _, file = name.strip().partition("/")
         try:
-            timeline = int(name.strip().split(".history", 1)[0], 16)
+            timeline = int(file.split(".history", 1)[0], 16)
+        except ValueError:
+            continue
+        if directory != archive_id:
+            continue
+        try:
             ended = [(int(fields[0]), parse_lsn(fields[1])) for fields in
                      (line.split("\t") for line in body.splitlines() if line.strip() and not line.startswith("#"))]
-        except (ValueError, IndexError):  # not a history file's text (one stored compressed, say): left out
-            continue
-        if ended:
-            histories[timeline] = ended
+        except (ValueError, IndexError):  # not a history file's text
+            ended = []
+        histories[timeline] = ended or None
     return histories
 
 
 def parse_contents(stdout: str, stanza: str) -> Contents:
     """CONTENTS's answer. pgBackRest's `info` exits 0 whatever the stanza's status: read the code."""
-    at = stdout.find("\n@history\n")
-    stdout, history_part = (stdout[:at + 1], stdout[at + len("\n@history\n"):]) if at >= 0 else (stdout, "")
+    found = HISTORY_PART.search(stdout)
+    stdout, history_part = (stdout[:found.start() + 1], stdout[found.end():]) if found else (stdout, "")
     info_part, _, wal_part = stdout.rpartition("\n@wal\n")
     try:
         # strict=False: an error message in it may quote raw bytes (a file decrypted with the wrong key).
@@ -239,11 +253,15 @@ def parse_contents(stdout: str, stanza: str) -> Contents:
         if isinstance(item, dict)
     ]
     wal = wal_part.strip()
+    try:
+        newest_wal = float(wal) if wal else None
+    except ValueError:
+        raise ConfigError(f"the newest WAL's time is not a number: {wal[:60]!r}") from None
     databases = [item for item in stanza_info.get("db") or [] if isinstance(item, dict)]
-    return Contents(int(status.get("code", 99)), str(status.get("message", "")), backups,
-                    float(wal) if wal else None,
+    current = archive_ids.get(databases[-1].get("id"), "") if databases else ""
+    return Contents(int(status.get("code", 99)), str(status.get("message", "")), backups, newest_wal,
                     str(databases[-1].get("system-id")) if databases and databases[-1].get("system-id") else None,
-                    parse_histories(history_part))
+                    parse_histories(history_part, current))
 
 
 def read_contents(transport, repository: Repository) -> Contents:

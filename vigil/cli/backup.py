@@ -61,7 +61,7 @@ def _size(size) -> str:
     return f"{size / 1048576:.1f} MiB" if size >= 1048576 else f"{size / 1024:.0f} KiB"
 
 
-@task(help={**ENV_HELP, "label": "A word for why (default: manual); the id is <UTC time>-<label>.",
+@task(help={**ENV_HELP, "label": "A word for why (default: manual), kept as the backup's vigil-label (backup.list).",
             "type": "full, diff (changes since the last full) or incr (since the last backup; the default, "
                     "and a full when there is none yet)."})
 @exits_cleanly

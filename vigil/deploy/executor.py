@@ -222,7 +222,7 @@ class HostDeploy:
 
     def revert(self, state: HostState) -> None:
         """Revert, with the current release's own code, the migrations it has and the target has not,
-        newest first, after a backup; the current release keeps serving until the switch."""
+        newest first, after a restore point; the current release keeps serving until the switch."""
         began, settings, current = time.monotonic(), self.settings, state.current or ""
         step = f"Revert the migrations {current} added."
         listed = self.run(as_deploy(LIST_MIGRATIONS, settings.layout.releases, settings.migrations_dir, current,
@@ -237,11 +237,9 @@ class HostDeploy:
         for done, migration in enumerate(added):
             result = self.transport.run(helper(UNIT_HELPER, "start", unit), timeout=settings.task_timeout + 60)
             if not result.ok:
-                raise DeployFailed(
-                    step,
-                    f"reverting {migration} failed after {done} of {len(added)} reverted; {unit}'s log:\n"
-                    f"{self.journal_tail(unit)}\nKept before it: {self.backup}",
-                )
+                raise DeployFailed(step, f"reverting {migration} failed after {done} of {len(added)} reverted; "
+                                         f"{unit}'s log:\n{self.journal_tail(unit)}"
+                                         + (f"\nKept before it: {self.backup}" if self.backup else ""))
         self.record(step, CHANGED, summary=f"reverted {', '.join(added)}{instead}", began=began)
 
     def choose_rollback(self, state: HostState) -> None:
@@ -328,7 +326,8 @@ class HostDeploy:
             kept = keep(database, self.transport, self.host, label, release, self.settings.task_timeout + 60)
         except KeepFailed as problem:
             raise DeployFailed(step, str(problem)) from None
-        self.run(as_deploy(RECORD_POINT, self.settings.layout.release(release), record_json(kept)), step)
+        if "revert" not in label:  # the release's record is the point before its migrations, never a revert's
+            self.run(as_deploy(RECORD_POINT, self.settings.layout.release(release), record_json(kept)), step)
         self.backup = kept.summary
         self.record(step, CHANGED, summary=kept.summary, began=began)
 

@@ -203,12 +203,17 @@ def service_hosts(env: str, inventory, schema, service: str, limit: str | None) 
     return hosts
 
 
+# The restore points made before a release's migrations ran (deploy/safety.py: kind `migrate`).
+MIGRATE = "vigil-migrate-"
+
+
 def newest_point(points: dict[str, dict | None]) -> tuple[str, dict] | None:
-    """(host, record) of the newest restore point the hosts' records name; None when none has one. A host
+    """(host, record) of the newest restore point made before migrations ran (a release's record of
+    another kind, left by an older version, is no way back to before them); None when none has one. A host
     that ran the release's migrations in an earlier deploy keeps that deploy's record beside the release,
     while the host that ran them this time holds this deploy's. (A point's name ends in the UTC time it
     was made, which parse_serving_point checks.)"""
-    return max(((host, point) for host, point in points.items() if point),
+    return max(((host, point) for host, point in points.items() if point and point["name"].startswith(MIGRATE)),
                key=lambda found: found[1]["name"].rsplit("-", 1)[1], default=None)
 
 

@@ -270,3 +270,13 @@ def test_no_backup_on_the_targets_history_is_refused_saying_what_to_do():
     with pytest.raises(ConfigError, match=r"TARGET: no backup before the latest archived second is on timeline 3's "
                                           r"history .*invoke backup.create --type=full"):
         choose_backup(Target(), [ON_1_LATE, ON_2], histories=HISTORIES)
+
+
+def test_a_timeline_whose_history_could_not_be_read_is_not_guessed():
+    # The newest timeline (3) exists but its history is unknown: every backup may reach it, as before.
+    assert choose_backup(Target(), [ON_1, ON_1_LATE, ON_2], histories={2: [(1, 0x40000000)], 3: None}) == ON_2
+
+
+def test_a_restore_point_whose_time_is_not_a_real_one_is_refused_naming_the_flag():
+    with pytest.raises(ConfigError, match=r"--at: 'vigil-safety-20261399T999999Z' is not a restore point"):
+        parse_target("vigil-safety-20261399T999999Z", flag="--at")

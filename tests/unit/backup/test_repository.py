@@ -11,11 +11,13 @@ from tests.support.inventories import layout
 from vigil.backup.access import BackupError
 from vigil.backup.repository import (
     CONTENTS,
+    STATUS,
     check_backup_type,
     failure_note,
     find_repository,
     parse_contents,
     parse_drill,
+    parse_status,
     utc,
 )
 from vigil.core.errors import ConfigError
@@ -26,6 +28,7 @@ def info(*backups, code=0, message="ok", stanza="together-pray"):
     return json.dumps([{
         "name": stanza, "cipher": "aes-256-cbc", "status": {"code": code, "message": message},
         "db": [{"id": 1, "repo-key": 1, "system-id": 7441234567890123456, "version": "17"}],
+        "archive": [{"id": "17-1", "database": {"id": 1, "repo-key": 1}}],
         "backup": [{"label": label, "type": kind, "timestamp": {"start": start, "stop": stop},
                     "info": {"size": 1048576, "repository": {"size": 4096, "delta": 2048}},
                     "annotation": {"vigil-label": "manual"}, "error": False}
@@ -50,37 +53,67 @@ def test_the_window_runs_from_the_oldest_backups_end_to_the_newest_wal(answer, w
     assert contents.window == window and contents.status == status
 
 
-def test_the_answer_is_read_as_contents_prints_it(tmp_path):
-    """CONTENTS for real, with pgBackRest's JSON (which ends with no newline) and a timeline's history
-    (decrypted by its repo-get) from a stand-in on PATH."""
+def stand_in_pgbackrest(tmp_path) -> dict:
+    """A repository with WAL on timeline 1 and 2 and, in the archive of a cluster before a major upgrade
+    (16-2), a timeline 2 of its own; a pgbackrest on PATH that answers `info` with pgBackRest's JSON
+    (which ends with no newline) and `repo-get` with the history files' text."""
     (tmp_path / "pgbackrest").write_text(
         "#!/bin/sh\n"
         f"case \"$*\" in *' info '*) printf '%s' '{info(FULL)}' ;;\n"
-        "*' repo-get archive/together-pray/17-1/00000002.history') printf '1\\t0/34000028\\tbefore 2026-12-04\\n' ;;\n"
+        "*' repo-get archive/together-pray/17-1/00000002.history') printf '1\\t0/34000028\\tbefore x\\n' ;;\n"
+        "*' repo-get archive/together-pray/16-2/00000002.history') printf '1\\t0/9000000\\tbefore y\\n' ;;\n"
         "*) exit 1 ;; esac\n")
     (tmp_path / "pgbackrest").chmod(0o755)
-    wal = tmp_path / "repo" / "archive" / "together-pray" / "17-1" / "0000000100000000"
+    archive = tmp_path / "repo" / "archive" / "together-pray"
+    wal = archive / "17-1" / "0000000100000000"
     wal.mkdir(parents=True)
     (wal / "000000010000000000000004-abc.zst").write_text("")
     os.utime(wal / "000000010000000000000004-abc.zst", (1796299200, 1796299200))
-    (wal.parent / "00000002.history").write_text("encrypted")
-    os.utime(wal.parent / "00000002.history", (1796299100, 1796299100))
+    for cluster in ("17-1", "16-2"):
+        (archive / cluster).mkdir(exist_ok=True)
+        (archive / cluster / "00000002.history").write_text("encrypted")
+        os.utime(archive / cluster / "00000002.history", (1796299100, 1796299100))
+    return {"PATH": f"{tmp_path}:/usr/bin:/bin"}
+
+
+def test_the_answer_is_read_as_contents_prints_it(tmp_path):
+    environment = stand_in_pgbackrest(tmp_path)
     done = subprocess.run(["sh", "-c", CONTENTS, "contents", "together-pray", str(tmp_path / "repo")],
-                          capture_output=True, text=True, env={"PATH": f"{tmp_path}:/usr/bin:/bin"})
+                          capture_output=True, text=True, env=environment)
     contents = parse_contents(done.stdout, "together-pray")
     assert [backup.label for backup in contents.backups] == [FULL[0]] and contents.newest_wal == 1796299200
-    assert contents.histories == {2: [(1, 0x34000028)]}
+    assert contents.histories == {2: [(1, 0x34000028)]}  # the cluster backed up now: 17-1's
+
+
+@pytest.mark.parametrize("drill", [None, {"at": "2026-12-04T05:00:00Z", "ok": True}])
+@pytest.mark.parametrize("with_history", [True, False])
+def test_the_status_answer_is_read_as_status_prints_it_before_the_first_drill_and_restore_too(
+        tmp_path, drill, with_history):
+    environment = stand_in_pgbackrest(tmp_path)
+    if not with_history:
+        for history in (tmp_path / "repo").rglob("*.history"):
+            history.unlink()
+    if drill is not None:
+        (tmp_path / "last.json").write_text(json.dumps(drill))
+    done = subprocess.run(["sh", "-c", STATUS, "status", "together-pray", str(tmp_path / "repo"),
+                           str(tmp_path / "last.json")], capture_output=True, text=True, env=environment)
+    assert done.returncode == 0, done.stderr  # no drill yet is no failure of the answer
+    contents, parsed = parse_status(done.stdout, "together-pray")
+    assert (contents.newest_wal, parsed) == (1796299200, drill)
+    assert contents.histories == ({2: [(1, 0x34000028)]} if with_history else {})
 
 
 @pytest.mark.parametrize("history, histories", [
     ("", {}),
-    ("@@00000002.history\n1\t0/34000028\tno recovery target specified\n", {2: [(1, 0x34000028)]}),
+    ("@@17-1/00000002.history\n1\t0/34000028\tno recovery target specified\n\n", {2: [(1, 0x34000028)]}),
     # Timeline 10 (0xA) came from 3, which came from 1: every ancestor, each with where it ended.
-    ("@@00000003.history\n1\t0/5000000\tbefore x\n@@0000000A.history\n1\t0/5000000\tbefore x\n"
+    ("@@17-1/00000003.history\n1\t0/5000000\tbefore x\n@@17-1/0000000A.history\n1\t0/5000000\tbefore x\n"
      "3\t1/2000A0\tat restore point \"vigil-safety-20261204T195039Z\"\n",
      {3: [(1, 0x5000000)], 10: [(1, 0x5000000), (3, 0x1002000A0)]}),
-    # A history pgBackRest could not read is left out, not guessed.
-    ("@@00000002.history\n@@unreadable\n", {}),
+    # A history pgBackRest could not read: the timeline exists, its history is unknown, never guessed.
+    ("@@17-1/00000002.history\n#unreadable\n\n", {2: None}),
+    # Another cluster's (before a major upgrade) numbers its timelines apart.
+    ("@@16-2/00000005.history\n1\t0/5000000\tbefore x\n", {}),
 ])
 def test_each_timelines_history_is_read_with_where_its_ancestors_ended(history, histories):
     for wal in ("", "1796299200\n"):  # with WAL arrived or none: the parts stay apart

@@ -296,7 +296,7 @@ POINT = ('{"name": "vigil-migrate-20261203T144320Z", "at": "2026-12-03T14:43:20Z
 @pytest.mark.parametrize("listing, added, point", [
     (f"@release r2\n1-A.js\n2-B.js\n@release r1\n1-A.js\n@point\n{POINT}\n", ["2-B.js"],
      "invoke backup.restore vigil-migrate-20261203T144320Z --timeline=1 --env=staging"),
-    ("@release r2\n1-A.js\n2-B.js\n@release r1\n1-A.js\n@point\n", ["2-B.js"], None),  # a dump backup's deploy
+    ("@release r2\n1-A.js\n2-B.js\n@release r1\n1-A.js\n@point\n", ["2-B.js"], None),  # a deploy with no backup host
     ("@release r2\n1-A.js\n@release r1\n@point\n{not json\n", ["1-A.js"], None),
 ])
 def test_a_rollback_offers_the_restore_point_made_before_the_current_releases_migrations(listing, added, point):
@@ -916,7 +916,9 @@ def point(name: str) -> dict:
     ({"web1": point("vigil-migrate-20261204T194913Z"), "web2": point("vigil-migrate-20261204T193957Z")}, "web1"),
     # web2 ran the release's migrations this time; web1's record is from an earlier deploy of it.
     ({"web1": point("vigil-migrate-20261204T193957Z"), "web2": point("vigil-migrate-20261204T194913Z")}, "web2"),
-    ({"web1": point("vigil-migrate-20261204T193957Z"), "web2": point("vigil-revert-20261204T194002Z")}, "web2"),
+    # A revert's point (an older version recorded them too) is the schema after the migrations: no way back.
+    ({"web1": point("vigil-migrate-20261204T193957Z"), "web2": point("vigil-revert-20261204T194002Z")}, "web1"),
+    ({"web1": None, "web2": point("vigil-revert-20261204T194002Z")}, None),
     ({"web1": None, "web2": point("vigil-migrate-20261204T193957Z")}, "web2"),
     ({"web1": None, "web2": None}, None),
 ])
