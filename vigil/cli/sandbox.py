@@ -12,7 +12,7 @@ from invoke.exceptions import Exit
 from rich.table import Table
 
 from vigil.core.output import Reporter
-from vigil.sandbox import lifecycle
+from vigil.sandbox import lifecycle, power
 from vigil.sandbox.apply import Timings
 from vigil.sandbox.paths import SandboxError
 
@@ -153,6 +153,33 @@ def ssh(c, host, command=None, user=None):
     os.execvp(argv[0], argv)
 
 
+@task(help={"host": "The sandbox host, e.g. vps2."})
+def poweroff(c, host):
+    """Power a sandbox VPS off, as a provider's console does: systemd inside shuts down, then it is gone.
+
+    Its disk stays; `sandbox.poweron` boots it again. A fault to practise on (monitoring's HostDown).
+    Example: sudo invoke sandbox.poweroff vps2
+    """
+    try:
+        stopped = power.poweroff(host)
+    except SandboxError as error:
+        raise _fail(error) from None
+    _echo(f"poweroff: {host} {'is off' if stopped else 'was already off'}")
+
+
+@task(help={"host": "The sandbox host, e.g. vps2."})
+def poweron(c, host):
+    """Boot a powered-off sandbox VPS again, on its own disk, address and host key.
+
+    Example: sudo invoke sandbox.poweron vps2
+    """
+    try:
+        booted = power.poweron(host)
+    except SandboxError as error:
+        raise _fail(error) from None
+    _echo(f"poweron: {host} {booted}")
+
+
 ns = Collection("sandbox")
-for _task in (up, down, status, ssh):
+for _task in (up, down, status, ssh, poweroff, poweron):
     ns.add_task(_task)

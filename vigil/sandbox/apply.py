@@ -409,8 +409,11 @@ def start_nspawn(vps: Vps, paths: SandboxPaths) -> int:
     return process.pid
 
 
-def wait_until_booted(vps: Vps, pid: int, paths: SandboxPaths, deadline: float) -> str:
-    """Wait for sshd, then for systemd to finish booting; returns "running" or "degraded"."""
+def wait_until_booted(vps: Vps, pid: int, paths: SandboxPaths, deadline: float, onboarded: bool = False) -> str:
+    """Wait for sshd, then for systemd to finish booting; returns "running" or "degraded".
+
+    onboarded: root cannot log in any more; ask as the admin user, through sudo.
+    """
     console_log = paths.vps_dir(vps.name) / "console.log"
     while not tcp_port_open(vps.address, timeout=0.5):
         if not process_is_alive(pid):
@@ -423,7 +426,8 @@ def wait_until_booted(vps: Vps, pid: int, paths: SandboxPaths, deadline: float) 
     remaining = max(5.0, deadline - time.monotonic())
     try:
         # is-system-running exits 1 for "degraded", which is still a booted, usable system.
-        system_state = run_command(boot_wait_command(paths, vps), timeout=remaining, ok_exit_codes=(0, 1)).strip()
+        system_state = run_command(boot_wait_command(paths, vps, onboarded), timeout=remaining,
+                                   ok_exit_codes=(0, 1)).strip()
     except SandboxError as error:
         raise SandboxError(f"{vps.name}: systemd did not finish booting: {error.message}; see {console_log}") from None
     if system_state not in ("running", "degraded"):

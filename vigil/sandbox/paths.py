@@ -40,6 +40,25 @@ IMAGE_COMPLETE_MARKERS = ("usr/lib/systemd/systemd", "usr/sbin/sshd", "usr/bin/p
 
 NSPAWN_PROPAGATE_DIR = Path("/run/systemd/nspawn/propagate")
 SSHD_DROPIN = "etc/ssh/sshd_config.d/00-vigil-sandbox.conf"
+
+# The sandbox inventory's vars: what makes a throwaway VPS quicker to test than a production host.
+SANDBOX_VARS = (
+    "  nginx_tls: local-ca   # HTTPS from the sandbox's own CA (.vigil/sandbox/ca/ca.crt)",
+    "  app_watch_seconds: 10   # a shorter watch after each switch keeps sandbox iterations quick (default 30)",
+    "  app_min_healthy_seconds: 5   # and a shorter stability gate (default 10)",
+    "  pgbackrest_archive_timeout: 15   # WAL archived at least every 15 s with a backup host (default 60)",
+    "  pgbackrest_archive_wait_seconds: 20   # WAL arrives in seconds here: report a stall sooner (default 60)",
+    "  # With a monitor host: alerts within about 40 s, resolved within a minute, a heartbeat every 20 s",
+    "  # (defaults 15, 10, 15, 45, 10, 120 and 60) so that the tests wait less.",
+    "  monitoring_scrape_interval: 5",
+    "  monitoring_scrape_timeout: 4",
+    "  monitoring_evaluation_interval: 5",
+    "  monitoring_down_for_seconds: 20",
+    "  monitoring_group_wait_seconds: 5",
+    "  monitoring_group_interval_seconds: 15",
+    "  monitoring_heartbeat_seconds: 20",
+)
+
 COMMAND_TIMEOUT = 60
 IMAGE_BUILD_TIMEOUT = 1800
 BOOT_TIMEOUT = 60

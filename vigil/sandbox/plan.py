@@ -19,6 +19,7 @@ from vigil.sandbox.paths import (
     NETNS_PREFIX,
     PEER_LINK_PREFIX,
     SANDBOX_NETWORK,
+    SANDBOX_VARS,
     VPS_INTERFACE,
     IptablesRule,
     SandboxError,
@@ -161,9 +162,17 @@ systemctl is-system-running
 '''
 
 
-def boot_wait_command(paths: SandboxPaths, vps: Vps) -> list[str]:
-    """Ask the VPS's systemd to report once boot has finished (running or degraded)."""
+# The admin user onboarding makes on sandbox VPSes (inventory/sandbox.yml's admin_user), which takes
+# over from root, whose logins onboarding turns off.
+ADMIN_USER = "ops"
+
+
+def boot_wait_command(paths: SandboxPaths, vps: Vps, onboarded: bool = False) -> list[str]:
+    """Ask the VPS's systemd to report once boot has finished (running or degraded); as the admin
+    user through sudo on a VPS already onboarded."""
     # ssh hands the remote shell one string: the script travels quoted inside it.
+    if onboarded:
+        return ssh_command(paths, vps.address, [shlex.join(["sudo", "-n", "sh", "-c", BOOT_WAIT])], user=ADMIN_USER)
     return ssh_command(paths, vps.address, [shlex.join(["sh", "-c", BOOT_WAIT])])
 
 
@@ -212,16 +221,12 @@ def render_inventory(hosts: list[dict], paths: SandboxPaths) -> str:
         f"known_hosts: {known_hosts}      # relative to inventory/",
         "defaults:",
         "  user: deploy            # deploys log in as deploy; its sudo covers deploys only (roles/users)",
-        "  admin_user: ops         # provisioning logs in as ops, root through sudo (roles/users)",
+        f"  admin_user: {ADMIN_USER}         # provisioning logs in as {ADMIN_USER}, root through sudo (roles/users)",
         "  bootstrap_user: root    # until then: a fresh VPS knows only root",
         "  port: 22",
         f"  ssh_key: {ssh_key}   # relative to the inventory file",
         "vars:",
-        "  nginx_tls: local-ca   # HTTPS from the sandbox's own CA (.vigil/sandbox/ca/ca.crt)",
-        "  app_watch_seconds: 10   # a shorter watch after each switch keeps sandbox iterations quick (default 30)",
-        "  app_min_healthy_seconds: 5   # and a shorter stability gate (default 10)",
-        "  pgbackrest_archive_timeout: 15   # WAL archived at least every 15 s with a backup host (default 60)",
-        "  pgbackrest_archive_wait_seconds: 20   # WAL arrives in seconds here: report a stall sooner (default 60)",
+        *SANDBOX_VARS,
         f"  users_admin_authorized_keys: [{_public_key_line(paths)!r}]",
         f"  users_deploy_authorized_keys: [{_public_key_line(paths)!r}]",
         "groups:   # web: every host given no --group; db: the first of them, unless one was given db",
