@@ -2,6 +2,7 @@
 
 from vigil.core.errors import ConfigError
 from vigil.core.operations import render_template
+from vigil.core.topology import MONITOR_GROUP
 from vigil.operations.apt import AptPackages
 from vigil.operations.files import File
 from vigil.operations.systemd import ServiceAction, SystemdUnit
@@ -63,7 +64,7 @@ def ssh_peers(vars) -> list[str]:
     for index, pair in group_entries(vars, "firewall_ssh_peer_groups", "{hosts: GROUP, from: GROUP}",
                                      lambda pair: set(pair) == {"hosts", "from"}
                                      and all(isinstance(pair[key], str) for key in pair)):
-        if pair["hosts"] not in vars.host.groups or pair["from"] not in groups:
+        if pair["hosts"] not in (*vars.host.groups, "all") or pair["from"] not in groups:
             continue
         sources += [ufw_source(peer, where) for peer in vars.peer_addresses(pair["from"], f"{where}[{index}].from")]
     return list(dict.fromkeys(sources))
@@ -78,9 +79,12 @@ def group_sources(vars) -> list[tuple[int, str]]:
                                      and all(isinstance(rule[key], str) for key in ("hosts", "from"))
                                      and not isinstance(rule["port"], bool) and isinstance(rule["port"], int)
                                      and 0 < rule["port"] < 65536):
-        if vars.inventory is not None and rule["hosts"] not in vars.inventory.groups:
+        if vars.inventory is not None and rule["hosts"] not in (*vars.inventory.groups, "all"):
             raise ConfigError(f"{where}[{index}].hosts: no group {rule['hosts']!r} in the inventory")
-        if rule["hosts"] not in vars.host.groups:
+        if rule["hosts"] != "all" and rule["hosts"] not in vars.host.groups:
+            continue
+        # The monitor's rules hold in every env; one without a monitor host has nobody to open them to.
+        if rule["from"] == MONITOR_GROUP and (vars.inventory is None or MONITOR_GROUP not in vars.inventory.groups):
             continue
         peers = vars.peer_addresses(rule["from"], f"{where}[{index}].from")
         pairs += [(rule["port"], ufw_source(peer, where)) for peer in peers]

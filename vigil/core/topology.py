@@ -19,6 +19,8 @@ from vigil.core.roles import load_playbook, load_role
 
 ONBOARDING = "onboard"
 DATABASE_ROLE = "postgresql"
+# The monitor host's group (roles/monitoring): Prometheus and Alertmanager watch every host from there.
+MONITOR_GROUP = "monitor"
 
 
 @dataclass(frozen=True)
@@ -120,3 +122,9 @@ def inventory_repository_ends(inventory: Inventory) -> tuple[str, str] | None:
     group = inventory.vars_for(inventory.hosts[databases[0]], [load_role("pgbackrest")]).string(
         "pgbackrest_repository_group", r"[A-Za-z0-9_-]+")
     return repository_ends(inventory.groups, group)
+
+
+def monitor_host(inventory: Inventory) -> Host | None:
+    """The env's monitor host, the first of group `monitor`; None where the inventory has none."""
+    names = inventory.groups.get(MONITOR_GROUP) or []
+    return inventory.hosts[names[0]] if names else None

@@ -13,6 +13,8 @@ from vigil.core.operations import Operation
 from vigil.core.output import Reporter
 from vigil.core.playbook import run_plans
 from vigil.core.runner import HostPlan, RunOptions
+from vigil.core.topology import monitor_host
+from vigil.monitor.textfile import MAINTENANCE_METRIC, maintenance_metric
 from vigil.operations.files import Absent, File
 from vigil.vault.schema import load_schema
 
@@ -20,12 +22,23 @@ from vigil.vault.schema import load_schema
 MAINTENANCE_FLAG = "/var/www/together-pray/maintenance.on"
 
 
-def maintenance_operations(on: bool) -> list[Operation]:
-    """Maintenance mode on a web host: the flag file nginx checks (the app keeps running)."""
+def maintenance_operations(on: bool, watched: bool = False) -> list[Operation]:
+    """Maintenance mode on a web host: the flag file nginx checks (the app keeps running).
+
+    watched: the env has a monitor host; the host's maintenance metric follows the flag, so
+    Alertmanager mutes the host's web alerts while it is on (roles/monitoring).
+    """
     if on:
-        return [File(MAINTENANCE_FLAG, "on\n", mode="0644",
-                     name="Ensure maintenance mode is on: the site answers 503 with Retry-After.")]
-    return [Absent(MAINTENANCE_FLAG, name="Ensure maintenance mode is off.")]
+        operations = [File(MAINTENANCE_FLAG, "on\n", mode="0644",
+                           name="Ensure maintenance mode is on: the site answers 503 with Retry-After.")]
+    else:
+        operations = [Absent(MAINTENANCE_FLAG, name="Ensure maintenance mode is off.")]
+    if watched:
+        # Muted before the site answers 503, unmuted after it serves again: no alert for the switch itself.
+        metric = File(MAINTENANCE_METRIC, maintenance_metric(on), mode="0644",
+                      name=f"Ensure the monitor host sees maintenance mode {'on' if on else 'off'}.")
+        operations = [metric, *operations] if on else [*operations, metric]
+    return operations
 
 
 def set_maintenance(env: str, on: bool, limit: str | None, reporter: Reporter | None = None,
@@ -40,7 +53,8 @@ def set_maintenance(env: str, on: bool, limit: str | None, reporter: Reporter | 
     hosts = [host for host in inventory.select(limit) if host.name in web]
     if not hosts:
         raise ConfigError(f"--limit {limit or 'all'} selects no web host in inventory/{env}.yml")
-    plans = [HostPlan(host.as_admin(), maintenance_operations(on)) for host in hosts]
+    watched = monitor_host(inventory) is not None
+    plans = [HostPlan(host.as_admin(), maintenance_operations(on, watched)) for host in hosts]
     code, results = run_plans(
         f"incident.maintenance {'on' if on else 'off'}",
         inventory,

@@ -234,6 +234,8 @@ def test_shipped_roles_and_playbooks_load():
         "postgresql",
         "pgbackrest",
         "monitor",
+        "exporters",
+        "monitoring",
     ]
 
 
