@@ -173,6 +173,16 @@ class SSHTransport:
         self.login_user = user
         return self
 
+    def forward_local(self, local_port: int, remote_port: int):
+        """A context manager: 127.0.0.1:local_port on this machine reaches 127.0.0.1:remote_port on the host
+        through this connection (Fabric's forward_local), until it exits. For pages a host serves on its
+        loopback only (the monitor host's Prometheus and Alertmanager).
+        """
+        if self._connection is None:
+            raise RuntimeError("connect() first")
+        return self._connection.forward_local(local_port=local_port, remote_port=remote_port,
+                                              remote_host="127.0.0.1", local_host="127.0.0.1")
+
     def reconnect(self) -> "SSHTransport":
         """A new connection as the same user, after the old one was lost (a stall closed it, or the
         network dropped it)."""
