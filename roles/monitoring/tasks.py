@@ -151,16 +151,16 @@ def scrape_timeout(vars) -> int:
     return timeout
 
 
-def alertmanager_config(vars, webhook: bool, heartbeat: bool) -> dict:
+def alertmanager_config(vars, webhook: bool, heartbeat_url: bool) -> dict:
     """alertmanager.yml: the team's receiver (Slack format), the heartbeat's, and the inhibitions."""
-    heartbeat_every = f"{vars.integer('monitoring_heartbeat_seconds', minimum=10)}s"
+    heartbeat = vars.integer("monitoring_heartbeat_seconds", minimum=10)
     team = {"name": "team"}
     if webhook:
         team["slack_configs"] = [{"api_url_file": WEBHOOK_URL_FILE, "send_resolved": True,
                                   "title": '{{ template "vigil.title" . }}', "text": '{{ template "vigil.text" . }}',
                                   "fallback": '{{ template "vigil.title" . }}'}]
     beat = {"name": "heartbeat"}
-    if heartbeat:
+    if heartbeat_url:
         beat["webhook_configs"] = [{"url_file": HEARTBEAT_URL_FILE, "send_resolved": False}]
     return {
         "templates": [TEMPLATES],
@@ -172,8 +172,11 @@ def alertmanager_config(vars, webhook: bool, heartbeat: bool) -> dict:
             "group_interval": f"{vars.integer('monitoring_group_interval_seconds', minimum=1)}s",
             "repeat_interval": f"{vars.integer('monitoring_repeat_interval_hours', minimum=1)}h",
             "routes": [
+                # Alertmanager sends a group only when it flushes it, every group_interval, and repeats it
+                # once repeat_interval has passed: equal, a flush a few milliseconds early skips a beat. So
+                # the repeat is shorter (Alertmanager logs a warning about that) and every flush beats.
                 {"matchers": ['alertname="Watchdog"'], "receiver": "heartbeat", "group_wait": "0s",
-                 "group_interval": heartbeat_every, "repeat_interval": heartbeat_every},
+                 "group_interval": f"{heartbeat}s", "repeat_interval": f"{heartbeat // 2}s"},
                 # Alerts that only inform the others (maintenance mode) are never sent.
                 {"matchers": ['severity="none"'], "receiver": "silent"},
             ],
@@ -209,6 +212,8 @@ def alert_rules(role, vars) -> str:
         down_for=vars.integer("monitoring_down_for_seconds", minimum=0),
         certificate_days=vars.integer("monitoring_certificate_days", minimum=1),
         disk_hours=vars.integer("monitoring_disk_full_within_hours", minimum=1),
+        disk_percent=vars.integer("monitoring_disk_used_percent", minimum=1),
+        drill_days=vars.integer("monitoring_drill_max_age_days", minimum=1),
         memory_percent=vars.integer("monitoring_memory_available_percent", minimum=1),
         api_error_ratio=ratio, api_min_rate=rate,
         backup_hours=vars.integer("monitoring_backup_max_age_hours", minimum=1),

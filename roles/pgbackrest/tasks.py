@@ -46,10 +46,12 @@ RESTORE_POINT = "/usr/local/sbin/vigil-restore-point"
 DRILL = "/usr/local/lib/vigil/vigil-pgbackrest-drill"
 DRILL_CONFIG = "/etc/vigil/pgbackrest-drill.json"
 DRILL_UNIT = "vigil-pgbackrest-drill"
+# Writes a scheduled job's success as a node-exporter textfile metric (files/vigil-record-success).
+RECORD_SUCCESS = "/usr/local/lib/vigil/vigil-record-success"
 # Debian creates and starts a "main" cluster when PostgreSQL's server is installed: the backup host
 # wants only its binaries, for the drill's scratch cluster.
 NO_MAIN_CLUSTER = "/etc/postgresql-common/createcluster.d/vigil-no-main-cluster.conf"
-# The database host's end-to-end archiving check, which the health probe watches (check wal-archive).
+# The database host's end-to-end archiving check; its unit failed is WalArchivingFailing on the monitor host.
 CHECK_UNIT = "vigil-pgbackrest-check"
 CALENDAR = r"[A-Za-z0-9 ,:*./~-]{1,64}"
 DATABASE_USER = "postgres"
@@ -263,7 +265,7 @@ def repository_end(role, vars, database) -> list:
         "s3": s3_repository(vars)})
     unit = {"stanza": shared["stanza"], "repository_path": repository_path, "lock_path": LOCK_PATH,
             "timeout": vars.integer("pgbackrest_backup_timeout_seconds", minimum=60), "repo_option": "", "into": "",
-            "hardening": hardening(role)}
+            "hardening": hardening(role), "record_success": RECORD_SUCCESS, "repository": "local"}
     service = render_template(role.template("backup@.service.j2"), unit)
     timers = drill(role, vars, database, shared["stanza"], repository_path)
     schedules = [(backup_type, vars.string(f"pgbackrest_{backup_type}_schedule", CALENDAR),
@@ -271,7 +273,7 @@ def repository_end(role, vars, database) -> list:
     if s3_repository(vars) is not None:
         # The second repository's weekly full: pgBackRest backs up into one repository per run.
         timers.append(File(S3_BACKUP_UNIT, render_template(role.template("backup@.service.j2"), {
-            **unit, "repo_option": " --repo=2", "into": " into S3"}), notify=("reload systemd",),
+            **unit, "repo_option": " --repo=2", "into": " into S3", "repository": "s3"}), notify=("reload systemd",),
             name="Ensure backups into the S3 repository run as pgbackrest, hardened, with a deadline."))
         schedules.append(("s3-full", vars.string("pgbackrest_s3_full_schedule", CALENDAR),
                           "vigil-pgbackrest-backup-s3@full.service"))
@@ -287,11 +289,12 @@ def repository_end(role, vars, database) -> list:
         AptPackages(["pgbackrest"], name="Ensure pgBackRest is installed."),
         User(REPOSITORY_USER, shell="/bin/sh", home=REPOSITORY_HOME, system=True,
              name="Ensure the pgbackrest user exists to own the repository."),
-        # Searchable by all, so the health probe can measure the repository's disk; what is in it is
-        # closed on its own (the repository 0750, the keys 0700).
+        # Searchable by all, as before; what is in it is closed on its own (the repository 0750, the keys 0700).
         Directory(REPOSITORY_HOME, owner=REPOSITORY_USER, group=REPOSITORY_USER, mode="0755"),
         Directory(repository_path, owner=REPOSITORY_USER, group=REPOSITORY_USER, mode="0750"),
         *login(role, vars, REPOSITORY_USER, REPOSITORY_HOME, REPOSITORY_TO_DATABASE, database, address),
+        File(RECORD_SUCCESS, role.file("vigil-record-success"), mode="0755",
+             name="Ensure the backups and the drill can record their success for the monitor host."),
         File(f"{REPOSITORY_HOME}/.ssh/authorized_keys", accepted_key(vars, DATABASE_TO_REPOSITORY, address) + "\n",
              owner=REPOSITORY_USER, group=REPOSITORY_USER, mode="0600",
              name=f"Ensure pgbackrest accepts the database host {database.name}'s pgBackRest key, from it alone."),
@@ -334,7 +337,8 @@ def drill(role, vars, database, stanza: str, repository_path: str) -> list:
     }
     unit = render_template(role.template("drill.service.j2"), {
         "stanza": stanza, "drill": DRILL, "repository_path": repository_path, "lock_path": LOCK_PATH,
-        "drill_path": path, "timeout": settings["recovery_deadline_seconds"] + 900, "hardening": hardening(role)})
+        "drill_path": path, "timeout": settings["recovery_deadline_seconds"] + 900, "hardening": hardening(role),
+        "record_success": RECORD_SUCCESS})
     return [
         Directory("/etc/postgresql-common/createcluster.d", mode="0755"),
         File(NO_MAIN_CLUSTER, "# Managed by vigil (roles/pgbackrest): PostgreSQL here serves only the restore drill.\n"
@@ -342,7 +346,7 @@ def drill(role, vars, database, stanza: str, repository_path: str) -> list:
              name="Ensure installing PostgreSQL here creates no cluster of its own."),
         AptPackages(vars.string_list("pgbackrest_drill_packages"),
                     name="Ensure PostgreSQL's server binaries are here for the restore drill."),
-        # Readable by all: the health probe reads the last result (no secret is in it).
+        # Readable by all: incident.status reads the last result (no secret is in it).
         Directory(path, owner=REPOSITORY_USER, group=REPOSITORY_USER, mode="0755"),
         Directory("/etc/vigil", mode="0755"),
         File(DRILL_CONFIG, json.dumps(settings, indent=2, sort_keys=True) + "\n", group=REPOSITORY_USER, mode="0640",

@@ -200,7 +200,7 @@ def test_alertmanager_posts_to_the_secret_urls_read_from_files_only_it_can_read(
     assert heartbeat["webhook_configs"][0]["url_file"] == "/etc/prometheus/vigil-alert-heartbeat.url"
     watchdog = config["route"]["routes"][0]
     assert (watchdog["receiver"], watchdog["repeat_interval"], watchdog["group_interval"]) == (
-        "heartbeat", "60s", "60s")
+        "heartbeat", "30s", "60s")
     maintenance = config["inhibit_rules"][0]
     assert maintenance == {"source_matchers": ['alertname="MaintenanceMode"'], "target_matchers": ['scope="web"'],
                            "equal": ["host"]}
@@ -227,13 +227,20 @@ def test_without_the_urls_nothing_is_posted_and_the_role_says_so():
 ])
 def test_each_host_runs_the_exporters_of_what_it_does(host, services):
     operations = monitor_plan(host=host)
-    running = [op.unit.removesuffix(".service") for op in operations if type(op).__name__ == "SystemdUnit"]
+    running = [op.unit.removesuffix(".service") for op in operations
+               if type(op).__name__ == "SystemdUnit" and op.running]
     assert running == services
 
 
-def test_without_a_monitor_host_nothing_is_installed():
-    groups = {"web": ["web1"], "db": ["web1"]}
-    assert monitor_plan(groups, host="web1") == []
+def test_without_a_monitor_host_nothing_is_installed_and_the_old_probe_is_retired_everywhere():
+    for groups in ({"web": ["web1"], "db": ["web1"]}, MONITORED):
+        operations = monitor_plan(groups, host="web1")
+        retired = [op for op in operations if "probe" in getattr(op, "unit", getattr(op, "path", ""))]
+        assert {type(op).__name__ for op in retired} == {"SystemdUnit", "Absent"}
+        assert [(op.enabled, op.running) for op in retired if type(op).__name__ == "SystemdUnit"] == [(False, False)]
+        assert "/etc/vigil/probe.env" in [getattr(op, "path", "") for op in retired]  # it held the webhook's URL
+        if "monitor" not in groups:
+            assert operations == retired
 
 
 def test_the_daemons_get_their_arguments_before_debian_starts_them():
