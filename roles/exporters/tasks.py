@@ -6,16 +6,17 @@ the local socket as a `prometheus` role in pg_monitor; web hosts get mtail, coun
 by status for the API's error rate. Debian's packages start their daemon as soon as they are
 installed, so each one's /etc/default file is written first, and the firewall (which runs earlier in
 the onboarding) already keeps the ports closed to all but the monitor host.
-Nothing happens where the inventory has no monitor host.
+Nothing is installed where the inventory has no monitor host. On every host, the health probe that
+watched each host from itself before (vigil-probe) is retired: one alerting path, from outside.
 """
 
 from vigil.core.commands import cmd, script
 from vigil.core.topology import monitor_host
 from vigil.monitor.textfile import MAINTENANCE_METRIC, TEXTFILE_DIR, maintenance_metric
 from vigil.operations.apt import AptPackages
-from vigil.operations.files import Directory, File
+from vigil.operations.files import Absent, Directory, File
 from vigil.operations.guarded import Guarded
-from vigil.operations.systemd import ServiceAction, SystemdUnit
+from vigil.operations.systemd import DaemonReload, ServiceAction, SystemdUnit
 
 NODE_EXPORTER = "prometheus-node-exporter"
 POSTGRES_EXPORTER = "prometheus-postgres-exporter"
@@ -80,11 +81,29 @@ def mtail(role, vars) -> list:
     ]
 
 
+# The health probe of earlier releases (roles/monitor): its timer, program, settings, webhook URL and
+# units. Its state directory, /var/lib/vigil/probe (its old events), and its user are left to the operator.
+RETIRED_PROBE_TIMER = "vigil-probe.timer"
+RETIRED_PROBE_FILES = ("/usr/local/sbin/vigil-probe", "/etc/vigil/probe.json", "/etc/vigil/probe.env",
+                       "/etc/systemd/system/vigil-probe.service", "/etc/systemd/system/vigil-probe.timer")
+
+
+def retired_probe() -> list:
+    return [
+        SystemdUnit(RETIRED_PROBE_TIMER, enabled=False, running=False,
+                    name="Ensure the retired health probe (vigil-probe) no longer runs."),
+        # Only a unit file's removal needs systemd to forget it.
+        *(Absent(path, notify=("reload systemd",) if path.startswith("/etc/systemd/") else ())
+          for path in RETIRED_PROBE_FILES),
+    ]
+
+
 def tasks(role, vars):
     """The exporters role's operations for one host, in order."""
+    operations = retired_probe()
     if vars.inventory is None or monitor_host(vars.inventory) is None:
-        return []
-    operations = node_exporter(vars)
+        return operations
+    operations += node_exporter(vars)
     if "db" in vars.host.groups:
         operations += postgres_exporter(vars)
     if "web" in vars.host.groups:
@@ -93,5 +112,6 @@ def tasks(role, vars):
 
 
 def handlers(role, vars):
-    return {f"restart {unit}": ServiceAction(f"{unit}.service", "restart")
-            for unit in (NODE_EXPORTER, POSTGRES_EXPORTER, MTAIL)}
+    return {"reload systemd": DaemonReload(),
+            **{f"restart {unit}": ServiceAction(f"{unit}.service", "restart")
+               for unit in (NODE_EXPORTER, POSTGRES_EXPORTER, MTAIL)}}

@@ -79,14 +79,19 @@ def group_sources(vars) -> list[tuple[int, str]]:
                                      and all(isinstance(rule[key], str) for key in ("hosts", "from"))
                                      and not isinstance(rule["port"], bool) and isinstance(rule["port"], int)
                                      and 0 < rule["port"] < 65536):
+        # The monitor host's rules hold in every env; one without a monitor host has nothing to open.
+        if MONITOR_GROUP in (rule["hosts"], rule["from"]) and (
+                vars.inventory is None or MONITOR_GROUP not in vars.inventory.groups):
+            continue
         if vars.inventory is not None and rule["hosts"] not in (*vars.inventory.groups, "all"):
             raise ConfigError(f"{where}[{index}].hosts: no group {rule['hosts']!r} in the inventory")
         if rule["hosts"] != "all" and rule["hosts"] not in vars.host.groups:
             continue
-        # The monitor's rules hold in every env; one without a monitor host has nobody to open them to.
-        if rule["from"] == MONITOR_GROUP and (vars.inventory is None or MONITOR_GROUP not in vars.inventory.groups):
-            continue
-        peers = vars.peer_addresses(rule["from"], f"{where}[{index}].from")
+        if rule["from"] == "all":
+            others = (name for name in vars.inventory.hosts if name != vars.host.name)
+            peers = list(dict.fromkeys(vars.address_of(name) for name in others))
+        else:
+            peers = vars.peer_addresses(rule["from"], f"{where}[{index}].from")
         pairs += [(rule["port"], ufw_source(peer, where)) for peer in peers]
     return pairs
 

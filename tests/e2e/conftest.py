@@ -1,5 +1,6 @@
 """End-to-end fixtures: real sandbox VPSes booted once per test session and shared: vps1 (database and
-app), vps2 (app) and vps3 (the backup host, whose pgBackRest repository keeps vps1's backups and WAL).
+app), vps2 (app), vps3 (the backup host, whose pgBackRest repository keeps vps1's backups and WAL) and
+vps4 (the monitor host, whose Prometheus and Alertmanager watch the others).
 
 Tests drive vigil exactly as a person does (`invoke ...` in a subprocess) and
 read the hosts back over plain OpenSSH with the pinned keys (tests/support/sandbox_hosts.py).
@@ -13,7 +14,17 @@ import shutil
 
 import pytest
 
-from tests.support.sandbox_hosts import BACKUP_HOST, HOSTS, INVENTORY, SESSION_HOSTS, Run, Sandbox, invoke
+from tests.support.alerts import AlertReceiver, scratch_secrets
+from tests.support.sandbox_hosts import (
+    BACKUP_HOST,
+    HOSTS,
+    INVENTORY,
+    MONITOR_HOST,
+    SESSION_HOSTS,
+    Run,
+    Sandbox,
+    invoke,
+)
 from vigil.core.yaml_loader import load_yaml
 
 
@@ -22,7 +33,8 @@ def sandbox() -> Sandbox:
     if os.geteuid() != 0 or shutil.which("systemd-nspawn") is None:
         pytest.fail("e2e tests boot sandbox VPSes: run them as root after scripts/bootstrap")
     was_up = (INVENTORY / "sandbox.yml").exists()
-    started = invoke("sandbox.up", f"--hosts={HOSTS}", f"--group={BACKUP_HOST}:backup", timeout=1200)
+    started = invoke("sandbox.up", f"--hosts={HOSTS}", f"--group={BACKUP_HOST}:backup",
+                     f"--group={MONITOR_HOST}:monitor", timeout=1200)
     assert started.code == 0, started.stdout + started.stderr
     data = load_yaml(INVENTORY / "sandbox.yml")
     # Only the hosts the session asked for: a module may add more (Debian 12 ones) to the same sandbox.
@@ -49,3 +61,21 @@ def deployed(provisioned, sandbox: Sandbox) -> Run:
     first = invoke("deploy.all", "--json", timeout=1800)
     assert first.code == 0, first.stdout[-4000:] + first.stderr
     return first
+
+
+@pytest.fixture(scope="session")
+def alerting(deployed, tmp_path_factory):
+    """The monitor host's Alertmanager posts to a local receiver: alerts to its Slack URL, the heartbeat
+    to its heartbeat URL (both set in scratch secrets, so the developer's are never touched)."""
+    receiver = AlertReceiver()
+    extra = scratch_secrets(tmp_path_factory.mktemp("alert-secrets"), ALERT_WEBHOOK_URL=receiver.slack_url,
+                            ALERT_HEARTBEAT_URL=receiver.heartbeat_url)
+    applied = invoke("provision.server", f"--limit={MONITOR_HOST}", extra_env=extra)
+    assert applied.code == 0, applied.stdout[-3000:] + applied.stderr
+    # The URLs are secrets: never printed.
+    assert receiver.slack_url not in applied.stdout + applied.stderr
+    assert receiver.heartbeat_url not in applied.stdout + applied.stderr
+    yield receiver
+    receiver.close()
+    # Back to the developer's secrets: Alertmanager stops posting to a receiver that is gone.
+    invoke("provision.server", f"--limit={MONITOR_HOST}")

@@ -28,12 +28,13 @@ WEAKNESSES = [
      {("secrets files 0600, owned by the app user", "vps2")}),
     (f"cp {HEADERS} /root/headers.conf && sed -i '/Strict-Transport-Security/d' {HEADERS} && systemctl reload nginx",
      f"cp /root/headers.conf {HEADERS} && systemctl reload nginx", "vps2", {("HSTS", "vps2")}),
-    # A drop-in that takes the probe's confinement away, as a hand-made "fix" might.
-    ("mkdir -p /etc/systemd/system/vigil-probe.service.d && printf '[Service]\\nProtectSystem=no\\n"
+    # A drop-in that takes the backend's confinement away, as a hand-made "fix" might (the running
+    # colors keep theirs until they restart; the audit rates the unit as it would start now).
+    ("mkdir -p /etc/systemd/system/together-pray-backend@.service.d && printf '[Service]\\nProtectSystem=no\\n"
      "SystemCallFilter=\\nRestrictAddressFamilies=\\nRestrictNamespaces=no\\nProtectKernelModules=no\\n"
-     "ProtectKernelLogs=no\\nProtectProc=default\\nProcSubset=all\\nPrivateDevices=no\\n' "
-     "> /etc/systemd/system/vigil-probe.service.d/weak.conf && systemctl daemon-reload",
-     "rm -r /etc/systemd/system/vigil-probe.service.d && systemctl daemon-reload", "vps2",
+     "ProtectKernelLogs=no\\nProtectProc=default\\nProcSubset=all\\nPrivateDevices=no\\nCapabilityBoundingSet=\\n' "
+     "> /etc/systemd/system/together-pray-backend@.service.d/weak.conf && systemctl daemon-reload",
+     "rm -r /etc/systemd/system/together-pray-backend@.service.d && systemctl daemon-reload", "vps2",
      {("systemd units rated OK", "vps2")}),
     ("usermod -aG systemd-journal deploy", "gpasswd -d deploy systemd-journal", "vps2",
      {("deploy user reads only its app's logs", "vps2")}),

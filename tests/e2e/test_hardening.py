@@ -8,7 +8,9 @@ import time
 from tests.support.sandbox_hosts import invoke
 
 BASE = "/srv/together-pray/backend"
-ROOT_ONLY = "/etc/vigil/probe.env"  # root's KEY=VALUE file: ALERT_WEBHOOK_URL
+# A root-only KEY=VALUE file, as the hosts hold for their daemons' secrets.
+ROOT_ONLY = "/etc/vigil/e2e-root-only.env"
+MARKER = "VIGIL_E2E_ROOT_ONLY"
 
 
 def as_deploy(sandbox, host: str, command: str) -> str:
@@ -27,6 +29,7 @@ def test_a_color_never_loads_a_file_the_deploy_user_links_its_release_env_to(dep
     unit = f"together-pray-backend@{idle}.service"
     mode = sandbox.ssh(host, f"stat -c %a {BASE}/releases/{release}").strip()
     # What the deploy key allows: point the idle color at a release whose release.env is a link to root's file.
+    sandbox.ssh(host, f"mkdir -p /etc/vigil && install -m 0600 /dev/null {ROOT_ONLY} && echo {MARKER}=1 > {ROOT_ONLY}")
     as_deploy(sandbox, host, f"ln -sfn ../releases/{release} {link} && chmod u+w {BASE}/releases/{release} && "
                              f"mv {env_file} {env_file}.kept && ln -s {ROOT_ONLY} {env_file}")
     try:
@@ -37,12 +40,13 @@ def test_a_color_never_loads_a_file_the_deploy_user_links_its_release_env_to(dep
             time.sleep(1)
         environment = sandbox.ssh(host, f"tr '\\0' '\\n' < /proc/{pid}/environ").splitlines()
         assert f"RELEASE_ID={release}" in environment
-        assert not [line for line in environment if line.startswith("ALERT_WEBHOOK_URL")]
+        assert not [line for line in environment if line.startswith(MARKER)]
     finally:
         sandbox.ssh(host, f"systemctl stop {unit}")
         restore_link = f"ln -sfn {linked_before} {link}" if linked_before else f"rm -f {link}"
         as_deploy(sandbox, host, f"rm -f {env_file} && mv {env_file}.kept {env_file} && "
                                  f"chmod {mode} {BASE}/releases/{release} && {restore_link}")
+        sandbox.ssh(host, f"rm -f {ROOT_ONLY}")
 
 
 def test_a_fifo_in_the_deploy_state_does_not_stall_the_status_screens(deployed, sandbox):

@@ -1,15 +1,12 @@
 """Runbooks, alerts and post-mortems on the session's deployed hosts (vps1: web and database, vps2: web).
 
-Alerts go to a webhook receiver this test runs on the control machine, at the
-address the VPSes reach it by (their gateway): the probes post to it exactly
-as they would to Slack. The webhook URL lives in a scratch copy of the
-sandbox secrets, so the developer's own secrets are never touched.
+Alerts come from the monitor host (vps4): its Alertmanager posts to a receiver this test session runs on
+the control machine (the `alerting` fixture, tests/support/alerts.py), exactly as it would to Slack.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 import tarfile
 import time
 
@@ -17,70 +14,13 @@ import pytest
 import requests
 
 from tests.e2e.test_deploy import current_release, scratch_with_backend, variant
-from tests.support.loopback import LoopbackServer
-from tests.support.sandbox_hosts import REPO, invoke
+from tests.support.alerts import scratch_secrets
+from tests.support.sandbox_hosts import MONITOR_HOST, REPO, invoke
 from vigil.core.errors import ExitCode
-from vigil.sandbox.paths import Vps
 
 CA = REPO / ".vigil" / "sandbox" / "ca" / "ca.crt"
-# The probe runs every minute; an alert may take one interval plus the probe's own checks.
-ALERT_WITHIN = 120
-
-
-class Alerts:
-    """A Slack-compatible incoming webhook on the VPSes' gateway: keeps every JSON body posted to it."""
-
-    def __init__(self):
-        self.server = LoopbackServer(answer=(200, b"ok"), host="0.0.0.0")
-        self.url = f"http://{Vps(1).gateway}:{self.server.port}/services/T000/B000/e2e"
-
-    @property
-    def received(self) -> list[tuple[float, dict]]:
-        return self.server.received()
-
-    def matching(self, host: str, check: str, event: str) -> list[tuple[float, dict]]:
-        return [
-            (at, body)
-            for at, body in self.received
-            if (body.get("vigil", {}).get("host"), body["vigil"].get("check"), body["vigil"].get("event"))
-            == (host, check, event)
-        ]
-
-    def wait_for(self, host: str, check: str, event: str, since: float, timeout: float) -> float:
-        """Seconds from `since` to the first such alert after it; fails after `timeout`."""
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            found = [at for at, _ in self.matching(host, check, event) if at >= since]
-            if found:
-                return found[0] - since
-            time.sleep(2)
-        seen = [body.get("text") for _, body in self.received]
-        raise AssertionError(f"no {event!r} alert for {host} {check} within {timeout} s; received: {seen}")
-
-
-def scratch_secrets(root, **values: str) -> dict:
-    """A copy of the sandbox secrets (and their key) in `root` with `values` set; the env for invoke."""
-    shutil.copytree(REPO / "secrets", root / "secrets")
-    (root / ".vigil" / "age").mkdir(parents=True)
-    shutil.copy(REPO / ".vigil" / "age" / "sandbox.key", root / ".vigil" / "age" / "sandbox.key")
-    extra = {"VIGIL_SECRETS": str(root / "secrets")}
-    for key, value in values.items():
-        assert invoke("secrets.set", key, extra_env=extra, input=value + "\n").code == 0
-    return extra
-
-
-@pytest.fixture(scope="module")
-def alerts(deployed, sandbox, tmp_path_factory):
-    """The probes on both hosts post to a local receiver (ALERT_WEBHOOK_URL set in scratch secrets)."""
-    receiver = Alerts()
-    extra = scratch_secrets(tmp_path_factory.mktemp("alert-secrets"), ALERT_WEBHOOK_URL=receiver.url)
-    applied = invoke("provision.server", "--limit=vps1,vps2", extra_env=extra)
-    assert applied.code == 0, applied.stdout[-3000:] + applied.stderr
-    assert receiver.url not in applied.stdout + applied.stderr  # the webhook URL is a secret
-    yield receiver
-    receiver.server.close()
-    # Back to the developer's secrets (no webhook): the probes stop posting to a receiver that is gone.
-    invoke("provision.server", "--limit=vps1,vps2")
+# The sandbox's monitor host: a probe every 5 s, BackendDown after 20 s down, Alertmanager's 5 s wait.
+ALERT_WITHIN = 90
 
 
 def live_unit(sandbox, host: str, service: str) -> str:
@@ -92,15 +32,21 @@ def live_unit(sandbox, host: str, service: str) -> str:
     return units[0]
 
 
-def probe_sees_ok(sandbox, host: str, check: str, timeout: float = ALERT_WITHIN + 30) -> None:
-    """Wait for the host's probe to have seen `check` ok: a change it never saw is not a change to alert."""
+def monitor_sees_up(sandbox, host: str, service: str, timeout: float = 120) -> None:
+    """Wait until the monitor host's probe of `service` on `host` succeeds and no alert about it fires:
+    a fault it never saw up is not a new outage."""
+    query = f'probe_success{{job="site", host="{host}", service="{service}"}}'
     deadline = time.time() + timeout
     while time.time() < deadline:
-        state = json.loads(sandbox.ssh(host, "cat /var/lib/vigil/probe/state.json 2>/dev/null || echo {}"))
-        if state.get("checks", {}).get(check, {}).get("state") == "ok":
+        answer = json.loads(sandbox.ssh(MONITOR_HOST, "curl -sS -G http://127.0.0.1:9090/api/v1/query "
+                                                      f"--data-urlencode 'query={query}'"))["data"]["result"]
+        alerts = json.loads(sandbox.ssh(MONITOR_HOST, "curl -sS http://127.0.0.1:9090/api/v1/alerts"))["data"]["alerts"]
+        firing = [a for a in alerts if a["labels"].get("host") == host and a["labels"]["alertname"] != "Watchdog"
+                  and a["labels"].get("scope") == "web"]
+        if answer and answer[0]["value"][1] == "1" and not firing:
             return
-        time.sleep(5)
-    raise AssertionError(f"{host}'s probe never saw {check} ok: {state}")
+        time.sleep(3)
+    raise AssertionError(f"the monitor host never saw {host}'s {service} up: {answer} {firing}")
 
 
 def in_order(rows: list[str], *markers: str) -> None:
@@ -116,14 +62,14 @@ def steps(run) -> dict[str, dict]:
     return {step["id"]: step for step in run.json["steps"]}
 
 
-def test_a_stopped_backend_is_alerted_restarted_by_its_runbook_recovered_and_reported(alerts, sandbox):
+def test_a_stopped_backend_is_alerted_restarted_by_its_runbook_recovered_and_reported(alerting, sandbox):
     unit = live_unit(sandbox, "vps1", "backend")
-    probe_sees_ok(sandbox, "vps1", "backend")
+    monitor_sees_up(sandbox, "vps1", "backend")
     stopped = time.time()
     sandbox.ssh("vps1", f"systemctl stop {unit}")
     status = invoke("incident.status", "--json", "--limit=vps1", timeout=300)
     assert status.code == ExitCode.HOST_FAILED and status.json["verdict"] == "unhealthy"
-    assert alerts.wait_for("vps1", "backend", "down", stopped, ALERT_WITHIN + 30) <= ALERT_WITHIN
+    assert alerting.wait_for("FIRING", "BackendDown", "vps1", stopped, ALERT_WITHIN + 30) <= ALERT_WITHIN
 
     run = invoke("incident.run", "backend-down", "--yes", "--json", timeout=600)
     assert run.code == 0, run.stdout[-3000:] + run.stderr
@@ -136,7 +82,7 @@ def test_a_stopped_backend_is_alerted_restarted_by_its_runbook_recovered_and_rep
     )
     assert done["recovered"]["outcome"] == "passed" and "escalate" not in done
     assert sandbox.ssh("vps1", f"systemctl is-active {unit}").strip() == "active"
-    alerts.wait_for("vps1", "backend", "recovered", stopped, ALERT_WITHIN + 30)
+    alerting.wait_for("RESOLVED", "BackendDown", "vps1", stopped, ALERT_WITHIN + 30)
 
     incident = run.json["incident"]
     report = invoke("incident.report", incident, timeout=300)
@@ -145,26 +91,25 @@ def test_a_stopped_backend_is_alerted_restarted_by_its_runbook_recovered_and_rep
     assert "## Timeline (UTC)" in text and "## Follow-ups" in text
     since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stopped - 1))
     rows = [line for line in text.splitlines() if line.startswith("| 20") and line[2:22] >= since]
-    # In this order after the stop (an earlier "recovered" row may precede it: the probe saw
-    # the fixture's provision restart the backend).
+    # In this order after the stop.
     in_order(
         rows,
-        "probe on vps1 | backend down",
+        "alert on vps1 | BackendDown firing",
         "health: ",
         "restart: ",
         "recovered: ",
-        "probe on vps1 | backend recovered",
+        "alert on vps1 | BackendDown resolved",
     )
     window = next(line for line in text.splitlines() if line.startswith("- Window: "))
-    assert "from the hosts' health probes" in window and window[10:30] >= since
+    assert "from the monitor host's alerts" in window and window[10:30] >= since
     assert (REPO / ".vigil" / "incidents" / incident / "postmortem.md").read_text() in text
 
     again = invoke("incident.run", "backend-down", "--yes", "--json", timeout=600)
     assert again.code == 0 and list(steps(again)) == ["health"] and again.json["outcome"] == "resolved"
-    # State changes only: one "down" and one "recovered" however many minutes the probes ran.
-    assert len([at for at, _ in alerts.matching("vps1", "backend", "down") if at >= stopped]) == 1
-    assert len([at for at, _ in alerts.matching("vps1", "backend", "recovered") if at >= stopped]) == 1
-    assert not alerts.matching("vps2", "backend", "down")
+    # Deduplicated: one message when it fired and one when it resolved; nothing about the other web host.
+    sent = [line for line in alerting.alerts(stopped) if line[2:] == ("BackendDown", "vps1")]
+    assert [status for _, status, _, _ in sent] == ["FIRING", "RESOLVED"]
+    assert [line for line in alerting.alerts(stopped) if line[3] == "vps2"] == []
 
 
 def test_a_release_that_fails_after_its_health_gate_is_rolled_back_by_bad_deploy(deployed, sandbox, tmp_path):

@@ -20,6 +20,7 @@ import pytest
 import requests
 
 from tests.e2e.test_deploy import add_mood_column, current_release, scratch_with_backend, variant
+from tests.support.alerts import alert_state, prometheus, wait_for_alert_state
 from tests.support.sandbox_hosts import REPO, invoke
 from vigil.backup.repository import HOLD_MARK, HOLD_UNIT, LOCK_PATH
 from vigil.core.errors import ExitCode
@@ -215,10 +216,18 @@ def repository_backups(label: str | None = None) -> list[dict] | dict:
     return next(backup for backup in backups if backup["label"] == label) if label else backups
 
 
-def drill_state(sandbox, address: str) -> dict:
-    """The backup host's probe run now, and what it holds for its restore drill."""
-    sandbox.ssh_at(address, "systemctl start vigil-probe.service")
-    return json.loads(sandbox.ssh_at(address, "cat /var/lib/vigil/probe/state.json"))["checks"]["drill"]
+def drill_alerts(sandbox) -> tuple[str | None, float]:
+    """What the monitor host makes of the backup host's restore drill: the BackupFailed alert's state,
+    and the seconds since the last drill that passed (its textfile metric)."""
+    wait = time.time()
+    while True:  # the node exporter's next scrape, after the drill's unit changed
+        state = alert_state(sandbox, "BackupFailed", REPOSITORY)
+        passed = prometheus(sandbox, "query", query=f'time() - vigil_restore_drill_last_success_timestamp_seconds'
+                                                    f'{{host="{REPOSITORY}"}}')["result"]
+        age = float(passed[0]["value"][1]) if passed else float("inf")
+        if time.time() - wait > 15:
+            return state, age
+        time.sleep(3)
 
 
 def history_files(sandbox, address: str) -> str:
@@ -247,7 +256,9 @@ def test_the_restore_drill_restores_the_newest_backup_beside_the_live_database_a
     assert sandbox.ssh_at(address, "pg_lsclusters --no-header") == ""
     assert ":5499 " not in sandbox.ssh_at(address, "ss -ltnH")
     assert history_files(sandbox, address) == histories
-    assert drill_state(sandbox, address)["state"] == "ok"
+    # The monitor host sees it pass: no BackupFailed, and the drill's success is a minute old at most.
+    state, age = drill_alerts(sandbox)
+    assert state is None and age < 60, (state, age)
     # incident.status shows the backup host's repository, its window and the drill.
     status = invoke("incident.status", "--json", f"--limit={REPOSITORY}", timeout=300)
     lines = {check["name"]: check for check in status.json["hosts"][0]["checks"]}
@@ -273,8 +284,8 @@ def test_a_flipped_byte_in_a_backup_fails_the_drill_naming_it_and_restores_pass_
         assert failed.code != 0 and f"invalid checksum '{label}/bundle/{damaged}'" in failed.stderr, \
             failed.stdout + failed.stderr
         assert repository_backups(label)["annotation"]["vigil-drill"] == "failed"
-        state = drill_state(sandbox, address)
-        assert state["state"] == "down" and f"the restore drill of {label} failed" in state["detail"], state
+        # The drill's unit failed: the monitor host pages BackupFailed for the backup host.
+        wait_for_alert_state(sandbox, "BackupFailed", REPOSITORY, ("firing",), timeout=60)
 
         # Restoring that backup is refused before anything changes...
         started = sql(sandbox, "select pg_postmaster_start_time()")
@@ -291,7 +302,7 @@ def test_a_flipped_byte_in_a_backup_fails_the_drill_naming_it_and_restores_pass_
         sandbox.ssh_at(address, f"cp -p /root/undamaged {path}")
     repaired = invoke("backup.verify", "latest", timeout=1800)
     assert repaired.code == 0, repaired.stdout[-3000:] + repaired.stderr
-    assert drill_state(sandbox, address)["state"] == "ok"
+    wait_for_alert_state(sandbox, "BackupFailed", REPOSITORY, (None,), timeout=60)
 
 
 def test_a_wrong_repository_passphrase_is_refused_before_anything_is_written(repository, sandbox, tmp_path):
@@ -487,12 +498,6 @@ def test_a_migrating_deploy_makes_a_restore_point_and_a_rollback_returns_the_dat
     assert sql(sandbox, "select n from migrate_marks order by n") == "1"
 
 
-def probe_state(sandbox, check: str) -> dict:
-    """The database host's probe run now (as its timer runs it), and what it holds for `check`."""
-    sandbox.ssh(DATABASE, "systemctl start vigil-probe.service")
-    return json.loads(sandbox.ssh(DATABASE, "cat /var/lib/vigil/probe/state.json"))["checks"][check]
-
-
 def test_a_backup_host_out_of_reach_alerts_and_the_archive_catches_up_with_no_gap(repository, deployed, sandbox):
     address, _, _ = repository
     database = sandbox.addresses[DATABASE]
@@ -508,13 +513,13 @@ def test_a_backup_host_out_of_reach_alerts_and_the_archive_catches_up_with_no_ga
         failed = sandbox.ssh(DATABASE, "systemctl start vigil-pgbackrest-check.service", check=False)
         assert "failed" in failed or sandbox.ssh(
             DATABASE, "systemctl show -p Result --value vigil-pgbackrest-check.service").strip() != "success"
-        state = probe_state(sandbox, "wal-archive")
-        assert state["state"] == "down" and "not reaching the backup host" in state["detail"], state
+        # The monitor host sees the archive check fail: WalArchivingFailing is on its way (it waits 5 min).
+        wait_for_alert_state(sandbox, "WalArchivingFailing", DATABASE, ("pending", "firing"), timeout=60)
     finally:
         sandbox.ssh_at(address, f"ufw delete deny from {database}")
     # Back in reach: the WAL that waited on the database host reaches the repository, with no gap.
     sandbox.ssh(DATABASE, "systemctl start vigil-pgbackrest-check.service")
-    assert probe_state(sandbox, "wal-archive")["state"] == "ok"
+    wait_for_alert_state(sandbox, "WalArchivingFailing", DATABASE, (None,), timeout=60)
     restored = invoke("backup.restore", inside, "--yes", "--json", timeout=1800)
     assert restored.code == 0, restored.stdout[-3000:] + restored.stderr
     assert sql(sandbox, "select n from outage_marks order by n") == "1"
@@ -578,11 +583,9 @@ def test_a_full_repository_disk_alerts_records_no_broken_backup_and_recovers_onc
         refused = invoke("backup.create", "--type=full", "--label=no-room", timeout=1800)
         assert refused.code != 0 and "the repository's disk is full (100% used)" in refused.stderr, \
             refused.stdout + refused.stderr
-        # Nothing half-written is listed as a backup, and the probe on the backup host says why.
+        # Nothing half-written is listed as a backup, and the monitor host sees the repository's disk full.
         assert [backup["label"] for backup in repository_backups()] == before
-        state = json.loads(sandbox.ssh_at(address, "systemctl start vigil-probe.service && "
-                                                   "cat /var/lib/vigil/probe/state.json"))["checks"]["repository"]
-        assert state["state"] == "down" and "the repository's disk is 100% full" in state["detail"], state
+        wait_for_alert_state(sandbox, "DiskAlmostFull", REPOSITORY, ("pending", "firing"), timeout=60)
         sql(sandbox, "create table if not exists full_marks (n int primary key); insert into full_marks values (1)")
     finally:
         sandbox.ssh_at(address, f"rm -f {filler}")
@@ -591,9 +594,7 @@ def test_a_full_repository_disk_alerts_records_no_broken_backup_and_recovers_onc
     made = invoke("backup.create", "--type=full", "--label=room-again", "--json", timeout=1800)
     assert made.code == 0, made.stdout + made.stderr
     assert [backup["label"] for backup in repository_backups()] == [*before, made.json["label"]]
-    state = json.loads(sandbox.ssh_at(address, "systemctl start vigil-probe.service && "
-                                               "cat /var/lib/vigil/probe/state.json"))["checks"]["repository"]
-    assert state["state"] == "ok", state
+    wait_for_alert_state(sandbox, "DiskAlmostFull", REPOSITORY, (None,), timeout=60)
 
 
 def post_prayer(address: str, body: str) -> dict:

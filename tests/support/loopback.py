@@ -50,10 +50,11 @@ class LoopbackServer:
         with self.lock:
             return [entry["json"] for entry in self.seen if "json" in entry]
 
-    def received(self) -> list[tuple[float, dict]]:
-        """(when, JSON body) of every POST so far."""
+    def received(self, path_prefix: str = "") -> list[tuple[float, dict]]:
+        """(when, JSON body) of every POST so far (to a path that starts with `path_prefix`)."""
         with self.lock:
-            return [(at, entry["json"]) for at, entry in zip(self.times, self.seen) if "json" in entry]
+            return [(at, entry["json"]) for at, entry in zip(self.times, self.seen)
+                    if "json" in entry and entry["path"].startswith(path_prefix)]
 
     def close(self) -> None:
         self.server.shutdown()

@@ -19,9 +19,11 @@ REPO = Path(__file__).resolve().parents[2]
 INVENTORY = REPO / "inventory"
 SANDBOX_KEY = REPO / ".vigil" / "sandbox" / "id_ed25519"
 # The session's layout: vps1 the database and an app host, vps2 an app host, vps3 the backup host
-# (the pgBackRest repository every env needs for its backups).
-HOSTS = 3
+# (the pgBackRest repository every env needs for its backups), vps4 the monitor host (Prometheus and
+# Alertmanager, watching the others from outside).
+HOSTS = 4
 BACKUP_HOST = "vps3"
+MONITOR_HOST = "vps4"
 SESSION_HOSTS = tuple(f"vps{index}" for index in range(1, HOSTS + 1))
 
 

@@ -1,4 +1,4 @@
-"""Programs vigil installs on hosts (roles/monitor's vigil-probe, roles/pgbackrest's drill), imported as
+"""Programs vigil installs on hosts (roles/pgbackrest's drill), imported as
 modules from their files so their logic is unit-tested here, where they are written."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[2]
 def load_script(path: Path, name: str) -> ModuleType:
     """The Python program at `path` (no .py suffix needed) as a module called `name`.
 
-    Example: probe = load_script(REPO / "roles/monitor/files/vigil-probe", "vigil_probe")
+    Example: drill = load_script(REPO / "roles/pgbackrest/files/vigil-pgbackrest-drill", "vigil_drill")
     """
     loader = importlib.machinery.SourceFileLoader(name, str(path))
     spec = importlib.util.spec_from_loader(name, loader)

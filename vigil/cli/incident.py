@@ -15,7 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from vigil.cli.common import HOST_FLAGS_HELP, exit_unless_ok, exits_cleanly
-from vigil.core.errors import ConfigError, ExitCode
+from vigil.core.errors import ConfigError, ExitCode, VigilError
 from vigil.core.local_files import write_private
 from vigil.core.output import Reporter
 from vigil.core.paths import LocalState
@@ -24,13 +24,14 @@ from vigil.deploy.maintenance import set_maintenance
 from vigil.incident import records
 from vigil.incident.engine import CHECKED, DECLINED, RESOLVED
 from vigil.incident.hosts import EnvHosts
-from vigil.incident.logs import SINCE, gather_logs
+from vigil.incident.logs import SINCE, gather_archive, gather_logs
 from vigil.incident.runbooks import load_all
-from vigil.incident.runs import read_health_events, run_runbook
+from vigil.incident.runs import read_host_actions, run_runbook
 from vigil.incident.services import SERVICE_UNITS
 from vigil.incident.snapshot import snapshot as take_snapshot
 from vigil.incident.status import gather
 from vigil.incident.status_rules import FAIL, OK, WARN
+from vigil.monitor.alerts import alert_history
 
 STYLE = {OK: "green", WARN: "yellow", FAIL: "red"}
 
@@ -133,15 +134,20 @@ def note(c, id, text=None, resolved=False):
     Reporter().line(f"{record.id}: noted" + (" and resolved" if resolved else ""))
 
 
-@task(help={"service": "backend, frontend, nginx, postgresql or all (default: all).",
+@task(help={"service": "backend, frontend, nginx, postgresql or all (default: all; with --archive, every line).",
             "since": "From when, as journalctl reads it (default: \"1 hour ago\"; \"2026-11-26 03:00\", \"today\").",
             "lines": "At most this many lines per host (default: 500).",
+            "archive": "Read what the hosts shipped to the monitor host (a host that is down or gone included).",
+            "grep": "Only lines that match this pattern (journalctl --grep).",
             "env": HOST_FLAGS_HELP["env"], "limit": HOST_FLAGS_HELP["limit"], "json": HOST_FLAGS_HELP["json"]})
 @exits_cleanly
-def logs(c, service="all", since="1 hour ago", lines=500, env="sandbox", limit=None, json=False):
+def logs(c, service="all", since="1 hour ago", lines=500, env="sandbox", limit=None, json=False, archive=False,
+         grep=""):
     """The journal of a service on every host that runs it, merged by time, secrets masked.
 
+    With --archive, from the monitor host's copy (roles/journal): the last lines of a host that died.
     Example: invoke incident.logs --service=backend --since="30 min ago" --env=production
+             invoke incident.logs --archive --limit=web2 --since="2 hours ago" --env=production
     """
     reporter = Reporter()
     services = list(SERVICE_UNITS) if service == "all" else [service]
@@ -151,7 +157,12 @@ def logs(c, service="all", since="1 hour ago", lines=500, env="sandbox", limit=N
         raise ConfigError(f"--since: {since!r} is not a time journalctl reads (\"1 hour ago\", \"2026-11-26 03:00\")")
     if not str(lines).isdigit() or not 1 <= int(lines) <= 100000:
         raise ConfigError(f"--lines: {lines!r} is not a number from 1 to 100000")
-    merged, problems = gather_logs(env, services, since, int(lines), limit)
+    if len(grep) > 200 or "\n" in grep:
+        raise ConfigError("--grep: at most 200 characters, on one line")
+    if archive:
+        merged, problems = gather_archive(env, None if service == "all" else services, since, int(lines), limit, grep)
+    else:
+        merged, problems = gather_logs(env, services, since, int(lines), limit, grep)
     shown = [mask_log_line(line.render()) for line in merged]
     if json:
         reporter.document({"lines": shown, "unreadable": problems})
@@ -264,23 +275,31 @@ def run(c, name, env="sandbox", yes=False, check=False, incident=None, json=Fals
             "force": "Replace a post-mortem already written there (it may hold what people filled in)."})
 @exits_cleanly
 def report(c, id, output=None, force=False):
-    """A post-mortem in Markdown: summary, impact window (from the hosts' health probes), timeline,
+    """A post-mortem in Markdown: summary, impact window (from the monitor host's alerts), timeline,
     actions taken, and the sections left to fill.
 
     Example: invoke incident.report 20261126-054000-backend-down
     """
     reporter = Reporter()
     record = records.load_incident(id)
-    hosts = EnvHosts(record.data["env"], record, lambda text: None)
+    env = record.data["env"]
+    hosts = EnvHosts(env, record, lambda text: None)
     opened = records.parse_utc(record.data["opened_at"]) or 0
-    # The probes' changes from an hour before the incident was opened: what went wrong before anyone ran vigil.
-    health, unreadable = read_health_events(hosts, records.utc(opened - 3600))
     timeline = record.timeline()
     last = max([entry["at"] for entry in timeline] + [record.data["opened_at"]])
-    health = [
-        event for event in health if event.get("at", "") <= records.utc((records.parse_utc(last) or opened) + 1800)
-    ]
-    text = records.render_report(record, timeline, health)
+    # From an hour before the incident was opened (what went wrong before anyone ran vigil) to half an
+    # hour after its last entry.
+    start, end = opened - 3600, min((records.parse_utc(last) or opened) + 1800, time.time())
+    notes = []
+    try:
+        alerts = alert_history(env, start, end)
+    except VigilError as error:  # the monitor host down is a note in the report, not the end of it
+        alerts, notes = [], [f"the monitor host's alerts could not be read: {error.message}"]
+    if alerts is None:
+        alerts, notes = [], [f"no monitor host in inventory/{env}.yml: no alert history (docs/monitoring.md)"]
+    actions, unreadable = read_host_actions(hosts, records.utc(start))
+    actions = [event for event in actions if event.get("at", "") <= records.utc(end)]
+    text = records.render_report(record, timeline, alerts + actions)
     path = Path(output) if output else record.directory / "postmortem.md"
     if path.exists() and not force:
         raise ConfigError(
@@ -289,8 +308,10 @@ def report(c, id, output=None, force=False):
     write_private(path, text)
     reporter.line(text)
     reporter.line(f"written to {path}")
+    for note in notes:
+        reporter.line(note)
     for host, why in unreadable.items():
-        reporter.line(f"{host}: its probe history could not be read: {why}")
+        reporter.line(f"{host}: what root did for deploys could not be read: {why}")
 
 
 @task(

@@ -18,8 +18,8 @@ from vigil.vault.schema import load_schema
 from vigil.vault.store import load_for_masking
 
 Answer = TypeVar("Answer")
-# The roles whose vars the steps read: the app's layout, the site, the database, the probe.
-STEP_ROLES = ("app", "nginx", "postgresql", "monitor")
+# The roles whose vars the steps read: the app's layout, the site, the database.
+STEP_ROLES = ("app", "nginx", "postgresql")
 
 
 class EnvHosts:

@@ -1,4 +1,5 @@
-"""`incident.logs`: the journal of a service on every host that runs it, merged by time, secrets masked."""
+"""`incident.logs`: the journal of a service on every host that runs it, merged by time, secrets masked;
+with --archive, what the hosts shipped to the monitor host (a host that is gone included)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,13 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from vigil.core.commands import Command
-from vigil.core.errors import HostError
-from vigil.core.fanout import answered, on_hosts, unreachable
+from vigil.core.commands import Command, script
+from vigil.core.errors import ConfigError, HostError
+from vigil.core.fanout import answered, connect, on_hosts, unreachable
 from vigil.core.inventory import Host, load_inventory
 from vigil.deploy.settings import app_name
 from vigil.incident.services import SERVICE_UNITS, hosts_running
+from vigil.monitor.prometheus import require_monitor
 from vigil.vault.schema import load_schema
 from vigil.vault.store import load_for_masking
 
@@ -33,9 +35,10 @@ class LogLine:
         return f"{when} {self.host} {self.unit.removesuffix('.service')}: {self.message}"
 
 
-def journal_command(patterns: list[str], since: str, lines: int) -> Command:
+def journal_command(patterns: list[str], since: str, lines: int, grep: str = "") -> Command:
     return Command(("journalctl", "--no-pager", "--quiet", "-o", "json", "--since", since, "-n", str(lines),
-                    *[arg for pattern in patterns for arg in ("-u", pattern)]), sudo=True)
+                    *[arg for pattern in patterns for arg in ("-u", pattern)],
+                    *([f"--grep={grep}"] if grep else [])), sudo=True)
 
 
 def parse_journal(host: str, stdout: str) -> list[LogLine]:
@@ -60,7 +63,7 @@ def merge_logs(per_host: list[list[LogLine]]) -> list[LogLine]:
     return sorted((line for lines in per_host for line in lines), key=lambda line: (line.time, line.host))
 
 
-def gather_logs(env: str, services: list[str], since: str, lines: int, limit: str | None):
+def gather_logs(env: str, services: list[str], since: str, lines: int, limit: str | None, grep: str = ""):
     """(merged lines, {host: why it could not be read}) for `services` on the hosts that run them."""
     inventory = load_inventory(env)
     load_for_masking(env)  # a log line quoting one of the env's values is masked
@@ -71,7 +74,7 @@ def gather_logs(env: str, services: list[str], since: str, lines: int, limit: st
     def ask(transport, host: Host) -> list[LogLine]:
         patterns = [pattern.format(app=app) for service in services if host.name in runs_on[service]
                     for pattern in SERVICE_UNITS[service]]
-        answer = transport.run(journal_command(patterns, since, lines))
+        answer = transport.run(journal_command(patterns, since, lines, grep))
         if not answer.ok:
             raise HostError(host.name, answer.stderr.strip()[-300:])
         return parse_journal(host.name, answer.stdout)
@@ -79,3 +82,65 @@ def gather_logs(env: str, services: list[str], since: str, lines: int, limit: st
     hosts = [host for host in inventory.select(limit) if any(host.name in runs_on[service] for service in services)]
     answers = on_hosts(inventory, hosts, ask)
     return merge_logs(list(answered(answers).values())), unreachable(answers)
+
+
+# On the monitor host (roles/journal): what each host shipped, one file per host, read there as root.
+ARCHIVE = r'''
+set -f  # the unit and file patterns are journalctl's to match, not the shell's
+dir=$1 since=$2 lines=$3 grep=$4
+shift 4
+units=""
+while [ "$1" != "--" ]; do units="$units -u $1"; shift; done
+shift
+for host in "$@"; do
+    echo "@host $host"
+    if out=$(journalctl --no-pager --quiet -o json --since "$since" -n "$lines" $units ${grep:+--grep="$grep"} \
+        --file="$dir/remote-$host*.journal" 2>&1); then
+        printf '%s\n' "$out"
+    else
+        printf '@error %s\n' "$(printf '%s' "$out" | tail -n 1)"
+    fi
+done
+'''
+ARCHIVE_DIR = "/var/log/journal/remote"
+
+
+def archive_command(hosts: list[str], patterns: list[str], since: str, lines: int, grep: str) -> Command:
+    return script(ARCHIVE, ARCHIVE_DIR, since, str(lines), grep, *patterns, "--", *hosts)
+
+
+def split_archive(stdout: str) -> tuple[dict[str, str], dict[str, str]]:
+    """The ARCHIVE script's output: (host -> its journal's JSON lines, host -> why they could not be read)."""
+    parts: dict[str, list[str]] = {}
+    problems: dict[str, str] = {}
+    current = None
+    for line in stdout.splitlines():
+        if line.startswith("@host "):
+            current = line[6:].strip()
+            parts[current] = []
+        elif line.startswith("@error ") and current is not None:
+            problems[current] = line[7:].strip() or "journalctl failed"
+        elif current is not None:
+            parts[current].append(line)
+    return {host: "\n".join(lines) for host, lines in parts.items()}, problems
+
+
+def gather_archive(env: str, services: list[str] | None, since: str, lines: int, limit: str | None,
+                   grep: str = "") -> tuple[list[LogLine], dict[str, str]]:
+    """(the journal lines the selected hosts shipped to the monitor host (roles/journal), merged by time,
+    {host: why its lines could not be read}): a host that is down, or gone, included.
+    services: only these services' units (None: every line); grep: only lines that match (journalctl --grep)."""
+    inventory = load_inventory(env)
+    load_for_masking(env)
+    monitor = require_monitor(inventory, "incident.logs --archive")
+    hosts = [host.name for host in inventory.select(limit) if host.name != monitor.name]
+    if not hosts:
+        raise ConfigError(f"--limit {limit}: no host but the monitor host itself, whose journal is not shipped")
+    app = app_name(inventory)
+    patterns = sorted({pattern.format(app=app) for service in services or [] for pattern in SERVICE_UNITS[service]})
+    with connect(inventory, monitor) as transport:
+        answer = transport.run(archive_command(hosts, patterns, since, lines, grep), timeout=300)
+    if not answer.ok:
+        raise HostError(monitor.name, answer.stderr.strip()[-300:] or f"journalctl exited {answer.status}")
+    texts, problems = split_archive(answer.stdout)
+    return merge_logs([parse_journal(host, text) for host, text in texts.items()]), problems

@@ -4,7 +4,7 @@ Each incident is a directory under .vigil/incidents/<id>/ (mode 0700): record.js
 (env, title, who opened it, each runbook run and its outcome), timeline.jsonl
 (one line per check, action, alert or note, redacted as it is written) and
 whatever the steps collected (logs). `incident.report ID` renders the
-post-mortem from the record, its timeline and the hosts' probe history.
+post-mortem from the record, its timeline and the monitor host's alert history.
 """
 
 from __future__ import annotations
@@ -166,13 +166,13 @@ def list_incidents(root: Path | None = None) -> list[dict]:
 
 
 def impact_window(health: list[dict], timeline: list[dict]) -> tuple[str, str, str]:
-    """(start, end, what it is based on). From the hosts' probe transitions when there are any: the outage
+    """(start, end, what it is based on). From the monitor host's alerts when there are any: the outage
     (from a "down" to the "recovered" that left nothing down) under way when the runbook first found
-    something failing, else the last one before. Without probe data, from the timeline's own checks (the
+    something failing, else the last one before. Without alerts, from the timeline's own checks (the
     first failed check to the check that resolved the incident). End "" means still ongoing."""
     failed = [entry["at"] for entry in timeline if entry.get("kind") == "check" and entry.get("result") == "failed"]
     resolved = [entry["at"] for entry in timeline if entry.get("kind") == "run" and entry.get("result") == "resolved"]
-    # Only the probes' checks the runbooks found failing (a backup alert an hour earlier is another story);
+    # Only the alerts of what the runbooks found failing (a backup alert an hour earlier is another story);
     # all of them when the runbooks named nothing.
     named = {tuple(item.split(" ", 1)) for entry in timeline for item in entry.get("failing", []) if " " in item}
     relevant = [event for event in health if (event.get("host"), event.get("check")) in named] if named else health
@@ -192,7 +192,7 @@ def impact_window(health: list[dict], timeline: list[dict]) -> tuple[str, str, s
         first_seen = failed[0] if failed else max((entry.get("at", "") for entry in timeline), default="9999")
         before = [outage for outage in outages if outage[0] <= first_seen]
         start, end = (before or outages)[-1]
-        return start, end, "the hosts' health probes"
+        return start, end, "the monitor host's alerts"
     if failed:
         return failed[0], next((at for at in resolved if at >= failed[0]), ""), "vigil's checks during the runbook runs"
     return "", "", "no failure was observed"
@@ -227,9 +227,10 @@ def render_report(incident: Incident, timeline: list[dict], health: list[dict]) 
         + [
             {
                 "at": event.get("at", ""),
-                "who": f"probe on {event.get('host', '?')}",
+                "who": f"alert on {event.get('host', '?')}",
                 "kind": "alert",
-                "step": f"{event.get('check', '?')} {event.get('event', '?')}",
+                "step": f"{event.get('alert', event.get('check', '?'))} "
+                        f"{'firing' if event.get('event') == 'down' else 'resolved'}",
                 "result": event.get("event", ""),
                 "detail": event.get("detail", ""),
             }

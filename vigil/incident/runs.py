@@ -1,6 +1,6 @@
 """A runbook run, recorded: validated whole before anything runs, then run on the env's hosts, every
-step on the incident's timeline and every action in the local audit log. And the probes' history, which
-the post-mortem draws its impact window from."""
+step on the incident's timeline and every action in the local audit log. And what root did for deploys on
+each host, which the post-mortem's timeline shows beside the monitor host's alerts."""
 
 from __future__ import annotations
 
@@ -109,29 +109,26 @@ def run_runbook(
     return run, opened["incident"]
 
 
-# The probe's events file, then root's record of what the deploy user's helpers did, in one round trip.
-HOST_HISTORY = 'cat -- "$1" 2>/dev/null; echo "@actions"; tail -n 5000 -- "$2" 2>/dev/null'
+# Root's record of what the deploy user's helpers did on the host.
+HOST_ACTIONS = 'tail -n 5000 -- "$1" 2>/dev/null'
 
 
-def read_health_events(hosts: EnvHosts, since: str) -> tuple[list[dict], dict[str, str]]:
-    """The probes' state changes on every host since `since` (UTC ISO), each root-side action of a deploy
-    since then (`"kind": "action"`, its `at` from the record's `time`), and the hosts that could not say."""
+def read_host_actions(hosts: EnvHosts, since: str) -> tuple[list[dict], dict[str, str]]:
+    """Each root-side action of a deploy on every host since `since` (UTC ISO; `"kind": "action"`, its `at`
+    from the record's `time`), and the hosts that could not say."""
     def work(transport, host):
-        answer = transport.run(script(HOST_HISTORY, hosts.vars(host).path("monitor_events_file"),
-                                      REMOTE_ACTIONS_LOG))
-        events, probe_part, _, actions_part = [], *(answer.stdout.partition("@actions\n") if answer.ok else ("",) * 3)
-        for part, kind in ((probe_part, "probe"), (actions_part, "action")):
-            for line in part.splitlines():
-                try:
-                    event = json.loads(line)
-                except ValueError:
-                    continue
-                if not isinstance(event, dict):
-                    continue
-                if kind == "action":
-                    event = {**event, "at": str(event.get("time", "")), "kind": "action"}
-                if event.get("at", "") >= since:
-                    events.append({**event, "host": event.get("host") or host})
+        answer = transport.run(script(HOST_ACTIONS, REMOTE_ACTIONS_LOG))
+        events = []
+        for line in answer.stdout.splitlines() if answer.ok else ():
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if not isinstance(event, dict):
+                continue
+            event = {**event, "at": str(event.get("time", "")), "kind": "action"}
+            if event["at"] >= since:
+                events.append({**event, "host": event.get("host") or host})
         return events
 
     answers = hosts.on_hosts(list(hosts.hosts), work)

@@ -32,7 +32,6 @@ section "top processes"; ps -eo pid,user,pcpu,pmem,rss,etime,comm --sort=-pcpu 2
 section "listening"; ss -Hltnp 2>&1
 section "recent logs"; journalctl --no-pager -n 400 -u "$app-*" -u nginx.service -u 'postgresql*' -u 'vigil-*' 2>&1
 section "nginx error log"; tail -n 200 /var/log/nginx/error.log 2>&1
-section "probe state"; cat /var/lib/vigil/probe/state.json 2>&1
 """
 
 

@@ -8,15 +8,26 @@ import time
 from dataclasses import dataclass, field
 
 from vigil.backup.repository import find_repository, last_line, parse_status, status_command
-from vigil.core.errors import ConfigError
+from vigil.core.errors import ConfigError, VigilError
 from vigil.core.fanout import Unreachable, on_hosts
 from vigil.core.inventory import Host, load_inventory
 from vigil.core.roles import load_role
+from vigil.core.topology import monitor_host
 from vigil.deploy.settings import host_settings
 from vigil.deploy.status import states_as_admin, status_row
 from vigil.incident.endpoints import https_checks, site_of
 from vigil.incident.host_status import host_status_command, parse_host_status
-from vigil.incident.status_rules import FAIL, WARN, Check, host_checks, release_checks, repository_checks, verdict
+from vigil.incident.status_rules import (
+    FAIL,
+    WARN,
+    Check,
+    alert_checks,
+    host_checks,
+    release_checks,
+    repository_checks,
+    verdict,
+)
+from vigil.monitor.alerts import firing_command, parse_firing
 from vigil.vault.schema import load_schema
 
 # The roles whose vars a status screen reads (the site, the units).
@@ -48,11 +59,14 @@ def gather(env: str, limit: str | None) -> list[HostReport]:
     roles = [load_role(name) for name in STATUS_ROLES]
     hosts = inventory.select(limit)
     repository = find_repository(inventory)
+    monitor = monitor_host(inventory)
 
     def roles_of(name: str) -> list[str]:
         web, db = topology.runs_app(name), database is not None and name == database.name
         backup = repository is not None and name == repository.host.name
-        return [role for role, on in (("web", web), ("database", db), ("backup", backup)) if on]
+        watches = monitor is not None and name == monitor.name
+        return [role for role, on in (("web", web), ("database", db), ("backup", backup), ("monitor", watches))
+                if on]
 
     def ask(transport, host: Host) -> HostReport:
         vars = inventory.vars_for(host, roles)
@@ -90,6 +104,12 @@ def gather(env: str, limit: str | None) -> list[HostReport]:
                 report.checks += repository_checks(*parse_status(answer.stdout, repository.stanza), time.time())
             except ConfigError as problem:  # one host's odd answer is its line, not the end of the screen
                 report.checks.append(Check("repository", FAIL, problem.message))
+        if monitor is not None and host.name == monitor.name:
+            answer = transport.run(firing_command(), timeout=90)
+            try:
+                report.checks += alert_checks(parse_firing(answer.stdout))
+            except (ValueError, VigilError) as problem:
+                report.checks.append(Check("alerts", FAIL, f"Alertmanager did not answer: {problem}"))
         return report
 
     # An unreachable host keeps its roles: the screen says which web or database host is gone.

@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 
 from vigil.backup.repository import STANZA_NO_BACKUP, STANZA_OK, Contents, utc
 from vigil.incident.host_status import HostFacts
+from vigil.monitor.alerts import FiringAlert
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 # Thresholds: a disk this full, memory this scarce, a certificate this close to expiry, the repository's newest
@@ -119,6 +120,14 @@ def drill_check(drill: dict | None, now: float) -> Check:
                                             f"{days:.1f} days ago: {drill.get('error', 'no reason given')}")
     return Check("restore drill", WARN if days > DRILL_WARN_DAYS else OK,
                  f"{drill.get('backup')} passed {days:.1f} days ago, restored in {drill.get('rto_seconds')}s")
+
+
+def alert_checks(alerts: list[FiringAlert]) -> list[Check]:
+    """The monitor host's line: the alerts Alertmanager sends now (one line each), or none firing."""
+    if not alerts:
+        return [Check("alerts", OK, "none firing")]
+    return [Check(f"alert {alert.name}", FAIL if alert.severity == "page" else WARN,
+                  f"on {alert.host} since {alert.since}: {alert.summary}") for alert in alerts]
 
 
 def release_checks(rows: dict[str, dict]) -> list[Check]:

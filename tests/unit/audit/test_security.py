@@ -45,7 +45,7 @@ tls1_3 accepted
 @exposure
 together-pray-backend@audit.service 1.3
 vigil-pgbackrest-backup@incr.service 1.4
-vigil-probe.service 1.6
+vigil-pgbackrest-check.service 1.6
 @groups
 deploy together-pray
 @lockdir
@@ -93,9 +93,10 @@ BROKEN = [
     (("tls1_2 accepted\ntls1_3 accepted", "tls1_2 refused\ntls1_3 refused"), "only TLS 1.2 and 1.3", "accepts nothing"),
     (("limit_req zone=together_pray_api burst=20 nodelay;\n", ""), "rate limiting active", "no limit_req"),
     (("enabled active", "disabled inactive"), "unattended upgrades on", "disabled, inactive"),
-    (("vigil-probe.service 1.6", "vigil-probe.service 8.6"), "systemd units rated OK",
-     "vigil-probe.service 8.6 (at most 2.0 wanted)"),
-    (("vigil-probe.service 1.6", "vigil-probe.service ?"), "systemd units rated OK", "vigil-probe.service unrated"),
+    (("vigil-pgbackrest-check.service 1.6", "vigil-pgbackrest-check.service 8.6"), "systemd units rated OK",
+     "vigil-pgbackrest-check.service 8.6 (at most 2.0 wanted)"),
+    (("vigil-pgbackrest-check.service 1.6", "vigil-pgbackrest-check.service ?"), "systemd units rated OK",
+     "vigil-pgbackrest-check.service unrated"),
     (("deploy together-pray", "deploy together-pray systemd-journal"), "deploy user reads only its app's logs",
      "in systemd-journal: the whole journal"),
     (("deploy together-pray", "deploy adm"), "deploy user reads only its app's logs", "in adm"),

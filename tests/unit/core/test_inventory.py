@@ -233,8 +233,8 @@ def test_shipped_roles_and_playbooks_load():
         "app",
         "postgresql",
         "pgbackrest",
-        "monitor",
         "exporters",
+        "journal",
         "monitoring",
     ]
 

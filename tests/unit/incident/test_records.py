@@ -51,11 +51,12 @@ def test_a_run_resolves_the_record_and_a_check_only_run_does_not(tmp_path):
     assert (record["status"], record["resolved_at"]) == ("resolved", "2026-11-26T03:01:30Z")
 
 
-PROBE = [
-    {"at": "2026-11-26T02:58:00Z", "host": "vps1", "check": "backend", "event": "down", "detail": "HTTP 502"},
-    {"at": "2026-11-26T02:59:00Z", "host": "vps2", "check": "backend", "event": "down", "detail": "HTTP 502"},
-    {"at": "2026-11-26T03:02:00Z", "host": "vps1", "check": "backend", "event": "recovered", "detail": "HTTP 200"},
-    {"at": "2026-11-26T03:03:00Z", "host": "vps2", "check": "backend", "event": "recovered", "detail": "HTTP 200"},
+# The monitor host's alert history, as vigil.monitor.alerts.history_events gives it.
+ALERTS = [
+    {"at": "2026-11-26T02:58:00Z", "host": "vps1", "check": "backend", "alert": "BackendDown", "event": "down"},
+    {"at": "2026-11-26T02:59:00Z", "host": "vps2", "check": "backend", "alert": "BackendDown", "event": "down"},
+    {"at": "2026-11-26T03:02:00Z", "host": "vps1", "check": "backend", "alert": "BackendDown", "event": "recovered"},
+    {"at": "2026-11-26T03:03:00Z", "host": "vps2", "check": "backend", "alert": "BackendDown", "event": "recovered"},
 ]
 TIMELINE = [
     {
@@ -100,30 +101,30 @@ TIMELINE = [
     },
 ]
 
-# (probe events, timeline, expected window)
+# (alert events, timeline, expected window)
 WINDOWS = [
-    (PROBE, TIMELINE, ("2026-11-26T02:58:00Z", "2026-11-26T03:03:00Z", "the hosts' health probes")),
-    (PROBE[:3], TIMELINE, ("2026-11-26T02:58:00Z", "", "the hosts' health probes")),  # vps2 never recovered
+    (ALERTS, TIMELINE, ("2026-11-26T02:58:00Z", "2026-11-26T03:03:00Z", "the monitor host's alerts")),
+    (ALERTS[:3], TIMELINE, ("2026-11-26T02:58:00Z", "", "the monitor host's alerts")),  # vps2 never recovered
     ([], TIMELINE, ("2026-11-26T03:00:01Z", "2026-11-26T03:01:00Z", "vigil's checks during the runbook runs")),
     ([], TIMELINE[:1], ("", "", "no failure was observed")),
     # An earlier outage that ended before this one: the window is the one under way when the runbook ran.
-    ([{**PROBE[0], "at": "2026-11-26T01:00:00Z"}, {**PROBE[2], "at": "2026-11-26T01:05:00Z"}] + PROBE, TIMELINE,
-     ("2026-11-26T02:58:00Z", "2026-11-26T03:03:00Z", "the hosts' health probes")),
+    ([{**ALERTS[0], "at": "2026-11-26T01:00:00Z"}, {**ALERTS[2], "at": "2026-11-26T01:05:00Z"}] + ALERTS, TIMELINE,
+     ("2026-11-26T02:58:00Z", "2026-11-26T03:03:00Z", "the monitor host's alerts")),
     # A backup alert long before: not this incident's (the runbook found vps1's backend failing).
-    ([{"at": "2026-11-26T01:00:00Z", "host": "vps1", "check": "backup", "event": "down"}] + PROBE[:1] + PROBE[2:3],
+    ([{"at": "2026-11-26T01:00:00Z", "host": "vps1", "check": "backup", "event": "down"}] + ALERTS[:1] + ALERTS[2:3],
      [{**entry, "failing": ["vps1 backend"]} if entry["step"] == "health" else entry for entry in TIMELINE],
-     ("2026-11-26T02:58:00Z", "2026-11-26T03:02:00Z", "the hosts' health probes")),
+     ("2026-11-26T02:58:00Z", "2026-11-26T03:02:00Z", "the monitor host's alerts")),
 ]
 
 
 @pytest.mark.parametrize("health, timeline, window", WINDOWS)
-def test_the_impact_window_comes_from_the_probes_else_the_checks(health, timeline, window):
+def test_the_impact_window_comes_from_the_alerts_else_the_checks(health, timeline, window):
     assert impact_window(health, timeline) == window
 
 
 def test_the_post_mortem_has_every_section_and_the_events_in_time_order(tmp_path):
     incident = open_incident("sandbox", "backend-down", root=tmp_path, when=OPENED)
-    text = render_report(incident, TIMELINE, PROBE)
+    text = render_report(incident, TIMELINE, ALERTS)
     for heading in ("# Post-mortem: backend-down (sandbox)", "## Summary", "## Impact", "## Timeline (UTC)",
                     "## Actions taken", "## Root cause", "## Follow-ups"):
         assert heading in text
@@ -131,7 +132,7 @@ def test_the_post_mortem_has_every_section_and_the_events_in_time_order(tmp_path
     rows = [line for line in text.splitlines() if line.startswith("| 2026")]
     assert [row.split(" | ")[0][2:] for row in rows] == sorted(row.split(" | ")[0][2:] for row in rows)
     assert (
-        any("probe on vps1 | backend down" in row for row in rows)
+        any("alert on vps1 | BackendDown firing" in row for row in rows)
         and "- 2026-11-26T03:00:30Z restart: done (restarted vps1)" in text
     )
 
@@ -188,7 +189,7 @@ def test_the_post_mortem_shows_what_the_deploy_user_had_root_do_on_the_hosts(tmp
     action = {"at": "2026-11-26T02:59:00Z", "time": "2026-11-26T02:59:00Z", "kind": "action", "host": "vps1",
               "by": "deploy", "helper": "vigil-app-unit", "action": "restart",
               "args": "together-pray-backend@green.service"}
-    text = render_report(incident, TIMELINE, PROBE + [action])
+    text = render_report(incident, TIMELINE, ALERTS + [action])
     rows = [line for line in text.splitlines() if line.startswith("| 2026")]
     assert ("| 2026-11-26T02:59:00Z | root on vps1 | vigil-app-unit restart together-pray-backend@green.service "
             "| asked | by deploy |") in rows
