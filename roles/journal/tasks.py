@@ -2,9 +2,12 @@
 died still has its last lines there (incident.logs --archive).
 
 Debian's systemd-journal-upload on each host posts to systemd-journal-remote on the monitor host over
-HTTPS; both sides present a certificate of the env's private CA (vigil.vault.derived_ca, from the
-MONITORING_TLS_SEED secret) and check the other's, and journal-remote keeps one file per host, named by
-the host's certificate (its inventory name). Nothing happens where the inventory has no monitor host.
+HTTPS, checking the monitor host's certificate against the env's private CA (vigil.vault.derived_ca,
+from the MONITORING_TLS_SEED secret): the journals go to no other machine. Debian builds journal-remote
+without client-certificate checks (its --trust is "not available"), so it is the firewall that lets only
+the env's hosts post (firewall_group_rules); each uploader still presents its own certificate.
+journal-remote keeps one file per host, named by the address it posts from: remote-<private address>.journal.
+Nothing happens where the inventory has no monitor host.
 """
 
 from vigil.core.topology import monitor_host
@@ -18,7 +21,7 @@ PACKAGE = "systemd-journal-remote"
 SEED = "MONITORING_TLS_SEED"
 TLS_DIR = "/etc/ssl/vigil-journal"
 CA_FILE = f"{TLS_DIR}/ca.crt"
-# Where journal-remote keeps what it receives (its unit's LogsDirectory): remote-<host>.journal.
+# Where journal-remote keeps what it receives (its unit's LogsDirectory): remote-<address>.journal.
 ARCHIVE_DIR = "/var/log/journal/remote"
 UPLOAD_USER, REMOTE_USER = "systemd-journal-upload", "systemd-journal-remote"
 SIZE = r"[0-9]+[KMGT]?"
@@ -45,7 +48,6 @@ def receiving(vars) -> list:
     restart = f"restart {REMOTE_USER}"
     drop_in = ("# Managed by vigil (roles/journal).\n[Remote]\nSplitMode=host\n"
                f"ServerKeyFile={TLS_DIR}/{vars.host.name}.key\nServerCertificateFile={TLS_DIR}/{vars.host.name}.crt\n"
-               f"TrustedCertificateFile={CA_FILE}\n"
                f"MaxUse={vars.string('journal_remote_max_use', SIZE)}\n"
                f"KeepFree={vars.string('journal_remote_keep_free', SIZE)}\n")
     socket = f"# Managed by vigil (roles/journal).\n[Socket]\nListenStream=\nListenStream={port}\n"
@@ -54,7 +56,7 @@ def receiving(vars) -> list:
         *tls_files(vars, REMOTE_USER, [vars.private_address()], restart),
         Directory("/etc/systemd/journal-remote.conf.d", mode="0755"),
         File("/etc/systemd/journal-remote.conf.d/vigil.conf", drop_in, notify=(restart,),
-             name="Ensure journal-remote keeps one file per host and checks each host's certificate."),
+             name="Ensure journal-remote keeps one file per host, on a bounded share of the disk."),
         Directory("/etc/systemd/system/systemd-journal-remote.socket.d", mode="0755"),
         File("/etc/systemd/system/systemd-journal-remote.socket.d/vigil.conf", socket, notify=("reload systemd",),
              name=f"Ensure journal-remote listens on port {port}."),

@@ -208,6 +208,12 @@ def _private_address(host: Host, inventory: "Inventory | None") -> str:
                           f"and database rules need an IP: set hosts.{host.name}.private_address") from None
 
 
+def private_address(host: Host, inventory: "Inventory") -> str:
+    """Host `host`'s address on the env's private network (`private_address`, else its address if an IP):
+    what the other hosts, the monitor host among them, see it come from."""
+    return _private_address(host, inventory)
+
+
 def _seconds(merged: dict, spec: dict, name: str, default: float, host_key: str, where: str) -> float:
     value = merged.get(name, default)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from vigil.core.commands import Command, script
 from vigil.core.errors import ConfigError, HostError
 from vigil.core.fanout import answered, connect, on_hosts, unreachable
-from vigil.core.inventory import Host, load_inventory
+from vigil.core.inventory import Host, load_inventory, private_address
 from vigil.deploy.settings import app_name
 from vigil.incident.services import SERVICE_UNITS, hosts_running
 from vigil.monitor.prometheus import require_monitor
@@ -92,10 +92,11 @@ shift 4
 units=""
 while [ "$1" != "--" ]; do units="$units -u $1"; shift; done
 shift
-for host in "$@"; do
+for pair in "$@"; do
+    host=${pair%%=*} address=${pair#*=}
     echo "@host $host"
     if out=$(journalctl --no-pager --quiet -o json --since "$since" -n "$lines" $units ${grep:+--grep="$grep"} \
-        --file="$dir/remote-$host*.journal" 2>&1); then
+        --file="$dir/remote-$address*.journal" 2>&1); then
         printf '%s\n' "$out"
     else
         printf '@error %s\n' "$(printf '%s' "$out" | tail -n 1)"
@@ -105,8 +106,10 @@ done
 ARCHIVE_DIR = "/var/log/journal/remote"
 
 
-def archive_command(hosts: list[str], patterns: list[str], since: str, lines: int, grep: str) -> Command:
-    return script(ARCHIVE, ARCHIVE_DIR, since, str(lines), grep, *patterns, "--", *hosts)
+def archive_command(hosts: dict[str, str], patterns: list[str], since: str, lines: int, grep: str) -> Command:
+    """hosts: inventory name -> the private address it ships from (journal-remote names its file by it)."""
+    return script(ARCHIVE, ARCHIVE_DIR, since, str(lines), grep, *patterns, "--",
+                  *(f"{name}={address}" for name, address in hosts.items()))
 
 
 def split_archive(stdout: str) -> tuple[dict[str, str], dict[str, str]]:
@@ -133,7 +136,8 @@ def gather_archive(env: str, services: list[str] | None, since: str, lines: int,
     inventory = load_inventory(env)
     load_for_masking(env)
     monitor = require_monitor(inventory, "incident.logs --archive")
-    hosts = [host.name for host in inventory.select(limit) if host.name != monitor.name]
+    hosts = {host.name: private_address(host, inventory) for host in inventory.select(limit)
+             if host.name != monitor.name}
     if not hosts:
         raise ConfigError(f"--limit {limit}: no host but the monitor host itself, whose journal is not shipped")
     app = app_name(inventory)

@@ -1,5 +1,5 @@
 """incident.logs --archive: the monitor host's copy of each host's journal (roles/journal), asked in one
-round trip, split per host, unreadable hosts named."""
+round trip, split per host (journal-remote names each host's file by its address), unreadable hosts named."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ from vigil.incident.logs import ARCHIVE, archive_command, journal_command, parse
 
 
 def test_the_command_carries_every_value_as_an_argument():
-    command = archive_command(["web1", "web2"], ["together-pray-backend@*"], "1 hour ago", 200, "it's $(bad)")
+    command = archive_command({"web1": "10.0.0.11", "web2": "10.0.0.12"}, ["together-pray-backend@*"], "1 hour ago",
+                              200, "it's $(bad)")
     assert command.argv[:3] == ("sh", "-c", ARCHIVE)
     assert command.argv[4:] == ("/var/log/journal/remote", "1 hour ago", "200", "it's $(bad)",
-                                "together-pray-backend@*", "--", "web1", "web2")
+                                "together-pray-backend@*", "--", "web1=10.0.0.11", "web2=10.0.0.12")
 
 
 def test_the_script_reads_each_hosts_files_with_the_patterns_unexpanded(tmp_path):
@@ -22,12 +23,13 @@ def test_the_script_reads_each_hosts_files_with_the_patterns_unexpanded(tmp_path
     fake.write_text('#!/bin/sh\nfor a in "$@"; do echo "$a"; done\n[ "$1" = --fail ] && exit 1\nexit 0\n')
     fake.chmod(0o755)
     (tmp_path / "web1.journal").write_text("")  # a file a shell glob could have matched
-    command = archive_command(["web1"], ["together-pray-backend@*"], "today", 5, "")
+    command = archive_command({"web1": "10.0.0.11"}, ["together-pray-backend@*"], "today", 5, "")
     done = subprocess.run(list(command.argv), capture_output=True, text=True, cwd=tmp_path,
                           env={"PATH": f"{tmp_path}:/usr/bin:/bin"})
     texts, problems = split_archive(done.stdout)
     arguments = texts["web1"].splitlines()
-    assert "together-pray-backend@*" in arguments and "--file=/var/log/journal/remote/remote-web1*.journal" in arguments
+    assert "together-pray-backend@*" in arguments
+    assert "--file=/var/log/journal/remote/remote-10.0.0.11*.journal" in arguments
     assert not [argument for argument in arguments if argument.startswith("--grep")] and problems == {}
 
 

@@ -27,7 +27,9 @@ def content(operations, path: str) -> str:
 def test_each_host_uploads_to_the_monitor_hosts_private_address_with_its_own_certificate(tmp_path):
     operations = plan("web2").operations
     drop_in = content(operations, "/etc/systemd/journal-upload.conf.d/vigil.conf")
+    # It posts to the monitor host only once that host's certificate checks out against the env's CA.
     assert "URL=https://203.0.113.4:19532\n" in drop_in
+    assert "TrustedCertificateFile=/etc/ssl/vigil-journal/ca.crt\n" in drop_in
     certificate = x509.load_pem_x509_certificate(content(operations, "/etc/ssl/vigil-journal/web2.crt").encode())
     assert certificate.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value == "web2"
     key = next(op for op in operations if getattr(op, "path", "") == "/etc/ssl/vigil-journal/web2.key")
@@ -40,10 +42,10 @@ def test_each_host_uploads_to_the_monitor_hosts_private_address_with_its_own_cer
     assert verified.returncode == 0, verified.stdout + verified.stderr
 
 
-def test_the_monitor_host_receives_one_file_per_host_checking_their_certificates():
+def test_the_monitor_host_receives_one_file_per_host_on_a_bounded_share_of_its_disk():
     operations = plan("mon1").operations
     drop_in = content(operations, "/etc/systemd/journal-remote.conf.d/vigil.conf")
-    assert "SplitMode=host\n" in drop_in and "TrustedCertificateFile=/etc/ssl/vigil-journal/ca.crt\n" in drop_in
+    assert "SplitMode=host\n" in drop_in and "MaxUse=4G\n" in drop_in and "KeepFree=1G\n" in drop_in
     server = x509.load_pem_x509_certificate(content(operations, "/etc/ssl/vigil-journal/mon1.crt").encode())
     names = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert [str(address) for address in names.get_values_for_type(x509.IPAddress)] == ["203.0.113.4"]
