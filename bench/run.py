@@ -8,6 +8,8 @@ hosts), then, each comparison in alternating rounds (median, min and max of --ro
   3. a backend deploy under load: vigil against a naive restart (bench/deploy_under_load.py)
   4. a full backup into the pgBackRest repository through vigil against raw pgbackrest and pg_dump -Fc,
      then the database host lost: RPO and RTO (bench/recovery.py)
+  5. a VPS powered off to the alert at the webhook, with the monitor host's default intervals, and the
+     monitor host's memory and CPU at rest watching 6 hosts (bench/alerting.py)
 
 Prints the summary table and writes bench/results/<date>.md (the machine, every table, the
 targets). The README's Performance section carries the summary table of the latest results file
@@ -25,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import deploy_under_load, onboard_noop, recovery  # noqa: E402
+from bench import alerting, deploy_under_load, onboard_noop, recovery  # noqa: E402
 from bench.common import REPO, BenchError, Spread, invoke, machine, markdown_table  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
@@ -33,7 +35,7 @@ SUMMARY_HEADING = "## Summary"
 
 
 def summary(noop: onboard_noop.NoopResult, deploy: deploy_under_load.DeployResult,
-            lost: recovery.RecoveryResult) -> str:
+            lost: recovery.RecoveryResult, alerts: alerting.AlertingResult) -> str:
     """The headline table: each comparison's medians, their ratio, and the target."""
     median = {name: Spread.of(measured.seconds).median for name, measured in noop.measured.items()}
     trips = {name: max(measured.sessions["vps1"]) for name, measured in noop.measured.items()}
@@ -101,6 +103,18 @@ def summary(noop: onboard_noop.NoopResult, deploy: deploy_under_load.DeployResul
             f"restore step {lost.restore_seconds:.1f} s, restore drill {lost.drill_rto:.1f} s",
             "",
         ],
+        [
+            "VPS powered off to the alert at the webhook",
+            f"{Spread.of(alerts.latencies).median:.0f} s",
+            "default intervals (15 s scrapes, 45 s down)",
+            "within 90 s" if Spread.of(alerts.latencies).median <= alerting.LATENCY_TARGET else "MORE THAN 90 s",
+        ],
+        [
+            f"monitor host at rest, {alerts.watched} hosts watched",
+            f"{sum(alerts.memory_mib.values()):.0f} MiB, {sum(alerts.cpu_percent.values()):.1f} % of a core",
+            "Prometheus, Alertmanager, blackbox exporter",
+            "",
+        ],
     ]
     return markdown_table(["what", "vigil (median)", "compared with (median)", "ratio or result"], rows)
 
@@ -113,7 +127,7 @@ def commit() -> str:
     return (done.stdout.strip() or "unknown") + (" (with uncommitted changes)" if dirty.stdout.strip() else "")
 
 
-def report(day: str, rounds: int, noop, deploy, lost, minutes: float) -> str:
+def report(day: str, rounds: int, noop, deploy, lost, alerts, minutes: float) -> str:
     versions = ", ".join(noop.versions.values())
     return "\n".join([
         f"# Benchmarks, {day}",
@@ -128,7 +142,7 @@ def report(day: str, rounds: int, noop, deploy, lost, minutes: float) -> str:
         "",
         SUMMARY_HEADING,
         "",
-        summary(noop, deploy, lost),
+        summary(noop, deploy, lost, alerts),
         "",
         "## 1. No-op re-run of the full onboarding",
         "",
@@ -174,6 +188,17 @@ def report(day: str, rounds: int, noop, deploy, lost, minutes: float) -> str:
         "",
         *[f"- {line}" for line in lost.verdicts()],
         "",
+        "## 5. Monitoring from outside",
+        "",
+        "vps1 (database and web), vps2 to vps6 (web) and vps7 (the monitor host), onboarded with",
+        "roles/monitoring's default intervals. vps2 powered off (`sandbox.poweroff`), then the seconds until",
+        "a receiver on this machine (ALERT_WEBHOOK_URL) got FIRING HostDown; powered on and resolved before the",
+        "next round. The monitor host's three daemons at rest, over a minute, from their cgroups:",
+        "",
+        alerts.table(),
+        "",
+        *[f"- {line}" for line in alerts.verdicts()],
+        "",
     ])
 
 
@@ -188,11 +213,12 @@ def main(rounds: int = 5, requests: int = 2000, rows: int = 1_000_000, keep: boo
         noop = onboard_noop.measure(rounds)
         deploy = deploy_under_load.measure(rounds, requests)
         lost = recovery.measure(rows, rounds)
+        alerts = alerting.measure(rounds)
     finally:
         if not keep:
             invoke("sandbox.down")
     day = time.strftime("%Y-%m-%d", time.gmtime())
-    text = report(day, rounds, noop, deploy, lost, (time.monotonic() - began) / 60)
+    text = report(day, rounds, noop, deploy, lost, alerts, (time.monotonic() - began) / 60)
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{day}.md"
     path.write_text(text)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.alerting import AlertingResult
 from bench.common import Spread, alternating, markdown_table
 from bench.onboard_noop import counts
 from bench.peers.export import Manifest, UnknownOperation
@@ -222,3 +223,16 @@ def test_the_recovery_verdicts_hold_the_wrapper_and_the_rpo_to_their_targets(vig
     table = result.loss_table()
     assert f"| RPO: commits lost | {rpo:.1f} s (123 rows) |" in table
     assert "| ... of which the restore | 40 s |" in table and "| restore drill's RTO (backup.verify) | 4.2 s |" in table
+
+
+@pytest.mark.parametrize("latencies, verdict", [
+    ([70.0, 75.5, 68.0, 80.0, 72.0], "alert latency 72 s (target at most 90 s): met"),
+    ([95.0, 101.0, 99.0], "alert latency 99 s (target at most 90 s): MISSED"),
+])
+def test_the_alert_latency_is_held_to_its_target_and_the_monitor_hosts_cost_is_shown(latencies, verdict):
+    units = ("prometheus", "prometheus-alertmanager", "prometheus-blackbox-exporter")
+    result = AlertingResult(latencies, dict(zip(units, (80.0, 25.0, 15.0))), dict(zip(units, (1.5, 0.2, 0.4))), 6)
+    assert result.verdicts() == [verdict]
+    table = result.table()
+    assert "| prometheus at rest: memory / CPU of one core | 80 MiB / 1.5 % |" in table
+    assert "| the three together | 120 MiB / 2.1 % |" in table
