@@ -10,6 +10,8 @@ The configs are built from the inventory here, as data, and each is checked by t
 tool (promtool, amtool) before it replaces the running one. Only the monitor host gets anything.
 """
 
+import functools
+
 import jinja2
 import yaml
 from cryptography.hazmat.primitives import serialization
@@ -44,9 +46,15 @@ def listen(service: str) -> str:
     return f"127.0.0.1:{PORTS[service]}"
 
 
+@functools.lru_cache(maxsize=None)
+def role_named(name: str):
+    """roles/<name>, read once per run: the configs ask for it once per watched host."""
+    return load_role(name)
+
+
 def other_vars(vars, name: str, role: str):
     """Inventory host `name`'s vars with `role`'s defaults beneath them: how that role set the host up."""
-    return vars.inventory.vars_for(vars.inventory.hosts[name], [load_role(role)])
+    return vars.inventory.vars_for(vars.inventory.hosts[name], [role_named(role)])
 
 
 def hosts_in(vars, group: str) -> list[str]:
@@ -113,15 +121,15 @@ def probe_job(job: str, targets: list[dict]) -> dict:
 def prometheus_config(vars) -> dict:
     """prometheus.yml: every host's exporters, the probes from outside, the rules and Alertmanager."""
     inventory = vars.inventory
-    exporters = load_role("exporters")
-    ports = {key: vars.inventory.vars_for(vars.host, [exporters]).integer(f"exporters_{key}_port", minimum=1)
-             for key in ("node", "postgres", "mtail")}
     scrape = {"prometheus": [static([listen(PROMETHEUS)], host=vars.host.name)],
               "alertmanager": [static([listen(ALERTMANAGER)], host=vars.host.name)]}
-    # The exporters, on each host's private address (the firewall opens their ports to this host only).
+    # The exporters, on each host's private address (the firewall opens their ports to this host only),
+    # at the port that host's own vars give roles/exporters.
     for job, group in (("node", None), ("postgres", "db"), ("mtail", "web")):
         names = list(inventory.hosts) if group is None else hosts_in(vars, group)
-        scrape[job] = [static([f"{vars.address_of(name)}:{ports[job]}"], host=name) for name in names]
+        scrape[job] = [static([f"{vars.address_of(name)}:"
+                               f"{other_vars(vars, name, 'exporters').integer(f'exporters_{job}_port', minimum=1)}"],
+                              host=name) for name in names]
     jobs = [{"job_name": job, "static_configs": targets} for job, targets in scrape.items()]
     sites = [static([f"https://{inventory.hosts[name].address}{path}"], host=name, service=service,
                     __param_module=f"site_{name}")
