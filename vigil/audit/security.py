@@ -181,10 +181,12 @@ def host_items(
 def hardening_items(host: str, facts: SecurityFacts, web: bool) -> list[Item]:
     """vigil's units confined, the deploy user kept out of the journal, the locks where only root reaches."""
     exposed = {unit: score for unit, score in facts.exposure.items() if score is None or score > MOST_EXPOSURE}
-    items = [Item("systemd units rated OK", host, bool(facts.exposure) and not exposed,
+    # A host may run none of vigil's own units (the monitor host runs Debian's): nothing to rate, nothing exposed.
+    items = [Item("systemd units rated OK", host, not exposed,
                   "; ".join(f"{unit} {'unrated' if score is None else score}" for unit, score in exposed.items())
                   + f" (at most {MOST_EXPOSURE} wanted)" if exposed
-                  else ", ".join(f"{unit} {score}" for unit, score in facts.exposure.items()) or "no vigil unit found")]
+                  else ", ".join(f"{unit} {score}" for unit, score in facts.exposure.items())
+                  or "none of vigil's units on this host")]
     if web:
         reading = sorted(JOURNAL_GROUPS & set(facts.deploy_groups))
         items.append(Item("deploy user reads only its app's logs", host, bool(facts.deploy_groups) and not reading,

@@ -113,6 +113,13 @@ def test_each_weakness_fails_its_own_item_and_only_it(change, item, evidence):
     assert others in ([], ["PostgreSQL not open to the world (firewall)"])  # a dead firewall opens the database too
 
 
+def test_a_host_without_vigils_units_has_nothing_to_rate():
+    answer = ANSWER.replace("together-pray-backend@audit.service 1.3\nvigil-pgbackrest-backup@incr.service 1.4\n"
+                            "vigil-pgbackrest-check.service 1.6\n", "")
+    item = items_of(parse_security_facts(answer))["systemd units rated OK"]
+    assert item.ok and item.evidence == "none of vigil's units on this host"
+
+
 def response(status=200, **headers):
     return SimpleNamespace(status_code=status, headers=headers)
 
