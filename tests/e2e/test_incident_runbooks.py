@@ -241,11 +241,13 @@ def test_a_snapshot_is_a_private_redacted_archive_of_every_host(deployed, sandbo
             member.name.rsplit("/", 1)[1]: archive.extractfile(member).read().decode()
             for member in archive.getmembers()
         }
-    assert set(texts) == {"vps1.txt", "vps2.txt", "vps3.txt"}
+    assert set(texts) == {"vps1.txt", "vps2.txt", "vps3.txt", "vps4.txt"}
     for section in ("===== units", "===== disk", "===== top processes", "===== recent logs", "===== nginx error log"):
         assert section in texts["vps2.txt"]
     # The backup host's own: what its repository holds, read by pgBackRest.
     assert "===== backup repository" in texts["vps3.txt"] and '"together-pray"' in texts["vps3.txt"]
+    # The monitor host's own: what Alertmanager sends now (the heartbeat, at least, always fires).
+    assert "===== alerts firing (Alertmanager)" in texts["vps4.txt"] and '"Watchdog"' in texts["vps4.txt"]
     password = sandbox.ssh(
         "vps1", "sed -n 's/^DATABASE_URL=.*:\\(.*\\)@.*/\\1/p' /etc/together-pray/backend.env"
     ).strip()

@@ -1,6 +1,6 @@
 """`incident.snapshot`: a diagnostics bundle of every host, each line redacted, saved here as a 0600
-tar.gz: unit states, recent logs, nginx's error log, disk, memory, top processes, listening ports, and on
-the backup host its pgBackRest repository and last restore drill."""
+tar.gz: unit states, recent logs, nginx's error log, disk, memory, top processes, listening ports; on
+the backup host its pgBackRest repository and last restore drill; on the monitor host the alerts that fire."""
 
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ from vigil.core.fanout import on_hosts, unreachable
 from vigil.core.inventory import Host, load_inventory
 from vigil.core.local_files import unique_path
 from vigil.core.redaction import mask_log_line
+from vigil.core.topology import monitor_host
 from vigil.deploy.settings import app_name
+from vigil.monitor.alerts import firing_command
 from vigil.vault.store import load_for_masking
 
 SNAPSHOT = r"""
@@ -42,6 +44,7 @@ def snapshot(env: str, into: Path, when: float | None = None) -> tuple[Path, dic
     load_for_masking(env)
     app = app_name(inventory)
     repository = find_repository(inventory)
+    monitor = monitor_host(inventory)
 
     def ask(transport, host: Host) -> str:
         answer = transport.run(script(SNAPSHOT, app), timeout=120)
@@ -50,6 +53,9 @@ def snapshot(env: str, into: Path, when: float | None = None) -> tuple[Path, dic
             # What incident.status reads there: pgBackRest's info, the newest WAL's arrival, the last drill.
             held = transport.run(status_command(repository), timeout=120)
             text += "\n===== backup repository =====\n" + held.stdout + held.stderr
+        if monitor is not None and host.name == monitor.name:
+            firing = transport.run(firing_command(), timeout=90)
+            text += "\n===== alerts firing (Alertmanager) =====\n" + firing.stdout + firing.stderr
         return "\n".join(mask_log_line(line) for line in text.splitlines()) + "\n"
 
     answers = on_hosts(inventory, inventory.select(None), ask)
