@@ -27,6 +27,7 @@ from vigil.core.commands import Command, Secret  # noqa: E402
 from vigil.core.connectors.ssh import SSHTransport  # noqa: E402
 from vigil.core.inventory import load_inventory  # noqa: E402
 from vigil.core.playbook import build_host_plans  # noqa: E402
+from vigil.core.roles import load_playbook  # noqa: E402
 from vigil.core.runner import HostPlan  # noqa: E402
 from vigil.facts.host import memory_fact  # noqa: E402
 from vigil.operations.apt import AptPackages  # noqa: E402
@@ -47,6 +48,9 @@ from vigil.operations.ufw import Firewall  # noqa: E402
 from vigil.operations.users import User  # noqa: E402
 from vigil.vault.store import lookup  # noqa: E402
 
+# The roles the peers have no counterpart for: monitoring from a monitor host (the benchmark's layout has
+# none, so they only retire the old probe there; an e2e session's hosts are watched by one).
+VIGIL_ONLY = ("exporters", "journal", "monitoring")
 # The handlers the peers define (by these names): an operation notifying any other is an error.
 HANDLERS = ("reload ssh", "confirm ssh login", "restart fail2ban", "reload nginx", "reload systemd",
             "restart postgresql", "reload postgresql")
@@ -172,7 +176,8 @@ def export(env: str, limit: str, work: Path) -> list[Path]:
     work.mkdir(parents=True, exist_ok=True)
     work.chmod(0o700)
     written = []
-    for host_plan in build_host_plans(inventory, "onboard", limit, {}, lookup(env)):
+    roles = [role.name for play in load_playbook("onboard") for role in play.roles if role.name not in VIGIL_ONLY]
+    for host_plan in build_host_plans(inventory, "onboard", limit, {}, lookup(env), only_roles=roles):
         if host_plan.refused:
             raise SystemExit(f"{host_plan.host.name}: {host_plan.refused.step}: {host_plan.refused.reason}")
         directory = work / host_plan.host.name

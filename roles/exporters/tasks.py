@@ -31,11 +31,12 @@ CREATE_ROLE = ("do $$ begin if not exists (select from pg_roles where rolname = 
                "create role prometheus login; end if; end $$; grant pg_monitor to prometheus;")
 
 
-def default_file(path: str, lines: dict[str, str], restart: str, what: str) -> File:
+def default_file(path: str, lines: dict[str, str], restart: str, what: str, owner: str = "root",
+                 mode: str = "0644") -> File:
     """A Debian /etc/default file of KEY="value" lines for a daemon; its change restarts the daemon."""
     body = "".join(f'{key}="{value}"\n' for key, value in lines.items())
-    return File(path, f"# Managed by vigil (roles/exporters).\n{body}", notify=(restart,),
-                name=f"Ensure {path} sets {what}.")
+    return File(path, f"# Managed by vigil (roles/exporters).\n{body}", owner=owner, group=owner, mode=mode,
+                notify=(restart,), name=f"Ensure {path} sets {what}.")
 
 
 def node_exporter(vars) -> list:
@@ -52,9 +53,12 @@ def node_exporter(vars) -> list:
 def postgres_exporter(vars) -> list:
     port = vars.integer("exporters_postgres_port", minimum=1)
     return [
+        # Owned as the package's postinst leaves it (a DSN may carry a password): the node exporter, installed
+        # just before, made the user.
         default_file(f"/etc/default/{POSTGRES_EXPORTER}",
                      {"DATA_SOURCE_NAME": DATA_SOURCE, "ARGS": f"--web.listen-address=:{port}"},
-                     f"restart {POSTGRES_EXPORTER}", f"the postgres exporter's login and port, {port}"),
+                     f"restart {POSTGRES_EXPORTER}", f"the postgres exporter's login and port, {port}",
+                     owner="prometheus", mode="0640"),
         Guarded([cmd("psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", CREATE_ROLE, as_user="postgres")],
                 unless=script(ROLE_IS_MONITOR, as_user="postgres"),
                 name=f"Ensure PostgreSQL role {MONITOR_ROLE} exists and is in pg_monitor (statistics only)."),
@@ -112,6 +116,8 @@ def tasks(role, vars):
 
 
 def handlers(role, vars):
-    return {"reload systemd": DaemonReload(),
-            **{f"restart {unit}": ServiceAction(f"{unit}.service", "restart")
-               for unit in (NODE_EXPORTER, POSTGRES_EXPORTER, MTAIL)}}
+    handlers = {"reload systemd": DaemonReload()}
+    if vars.inventory is not None and monitor_host(vars.inventory) is not None:
+        handlers |= {f"restart {unit}": ServiceAction(f"{unit}.service", "restart")
+                     for unit in (NODE_EXPORTER, POSTGRES_EXPORTER, MTAIL)}
+    return handlers

@@ -78,6 +78,13 @@ def sending(vars, monitor) -> list:
         User(UPLOAD_USER, shell="/usr/sbin/nologin", home="/nonexistent", system=True,
              name=f"Ensure {UPLOAD_USER} exists, to own the journal key."),
         *tls_files(vars, UPLOAD_USER, [], restart),
+        # Debian's unit retries a failed upload with a growing delay, but five failures in ten seconds
+        # (the monitor host rebooting) would stop it for good: no limit, so it resumes from its saved
+        # cursor once the monitor host is back, and nothing written meanwhile is lost.
+        Directory(f"/etc/systemd/system/{UPLOAD_USER}.service.d", mode="0755"),
+        File(f"/etc/systemd/system/{UPLOAD_USER}.service.d/vigil.conf",
+             "# Managed by vigil (roles/journal).\n[Unit]\nStartLimitIntervalSec=0\n", notify=("reload systemd",),
+             name="Ensure journal-upload keeps retrying while the monitor host is away."),
         Directory("/etc/systemd/journal-upload.conf.d", mode="0755"),
         File("/etc/systemd/journal-upload.conf.d/vigil.conf", drop_in, notify=(restart,),
              name=f"Ensure the journal is shipped to the monitor host {monitor.name} over TLS."),
@@ -94,6 +101,8 @@ def tasks(role, vars):
 
 
 def handlers(role, vars):
+    if vars.inventory is None or monitor_host(vars.inventory) is None:
+        return {}
     return {
         "reload systemd": DaemonReload(),
         f"restart {REMOTE_USER}": ServiceAction([f"{REMOTE_USER}.socket", f"{REMOTE_USER}.service"], "try-restart"),

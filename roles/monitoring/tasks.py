@@ -16,6 +16,7 @@ import jinja2
 import yaml
 from cryptography.hazmat.primitives import serialization
 
+from vigil.core.commands import script
 from vigil.core.errors import ConfigError, MissingSecretError
 from vigil.core.paths import REPO_ROOT, rel
 from vigil.core.roles import load_role
@@ -40,6 +41,14 @@ PORTS = {PROMETHEUS: 9090, ALERTMANAGER: 9093, BLACKBOX: 9115}
 # As roles/nginx serves them: the API's health under /api/, the frontend at the root, on 443.
 SITE_CHECKS = {"frontend": "/", "backend": "/api/health"}
 SSH_BANNER = "^SSH-2.0-"
+# Before a reload (SIGHUP): a daemon the same run restarted a moment ago (its arguments changed) has not
+# installed its SIGHUP handler yet, and the signal would end it. Wait until it has run for two seconds.
+SETTLE = r"""
+started=$(systemctl show -p ActiveEnterTimestamp --value "$1")
+[ -n "$started" ] || exit 0
+age=$(( $(date +%s) - $(date -d "$started" +%s) ))
+[ "$age" -ge 2 ] || sleep $(( 2 - age ))
+"""
 
 
 def listen(service: str) -> str:
@@ -298,8 +307,12 @@ def tasks(role, vars):
 
 
 def handlers(role, vars):
+    monitor = monitor_host(vars.inventory) if vars.inventory is not None else None
+    if monitor is None or monitor.name != vars.host.name:
+        return {}
     handlers = {}
     for service in (PROMETHEUS, ALERTMANAGER, BLACKBOX):
         handlers[f"restart {service}"] = ServiceAction(f"{service}.service", "restart")
-        handlers[f"reload {service}"] = ServiceAction(f"{service}.service", "reload-or-restart")
+        handlers[f"reload {service}"] = ServiceAction(f"{service}.service", "reload-or-restart",
+                                                      check=script(SETTLE, f"{service}.service"))
     return handlers

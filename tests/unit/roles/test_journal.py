@@ -42,6 +42,11 @@ def test_each_host_uploads_to_the_monitor_hosts_private_address_with_its_own_cer
     assert verified.returncode == 0, verified.stdout + verified.stderr
 
 
+def test_an_upload_keeps_retrying_while_the_monitor_host_is_away():
+    drop_in = content(plan("web1").operations, "/etc/systemd/system/systemd-journal-upload.service.d/vigil.conf")
+    assert "[Unit]\nStartLimitIntervalSec=0\n" in drop_in
+
+
 def test_the_monitor_host_receives_one_file_per_host_on_a_bounded_share_of_its_disk():
     operations = plan("mon1").operations
     drop_in = content(operations, "/etc/systemd/journal-remote.conf.d/vigil.conf")
