@@ -26,7 +26,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import REPO, BenchError, Spread, invoke, markdown_table, on_host, sandbox_hosts  # noqa: E402
+from bench.common import (  # noqa: E402
+    REPO,
+    BenchError,
+    Spread,
+    commit,
+    invoke,
+    machine,
+    markdown_table,
+    on_host,
+    sandbox_hosts,
+)
 from tests.support.alerts import AlertReceiver, scratch_secrets  # noqa: E402
 
 HOSTS, MONITOR, VICTIM = 7, "vps7", "vps2"
@@ -116,14 +126,46 @@ def measure(rounds: int) -> AlertingResult:
         receiver.close()
 
 
+def report(result: AlertingResult, rounds: int, minutes: float) -> str:
+    """This benchmark alone, as a results file: bench/results/<date>-alerting.md (`invoke bench` puts the
+    same figures in its full results file)."""
+    return "\n".join([
+        f"# Monitoring benchmark, {time.strftime('%Y-%m-%d', time.gmtime())}",
+        "",
+        f"`.venv/bin/python bench/alerting.py --rounds {rounds}` at commit {commit()}, on its own (not a full",
+        f"`invoke bench`: the README's table stays the latest full run's). The run took {minutes:.0f} minutes.",
+        "",
+        "## Machine",
+        "",
+        *[f"- {line}" for line in machine()],
+        "",
+        "## Monitoring from outside",
+        "",
+        f"vps1 (database and web), vps2 to vps{HOSTS - 1} (web) and {MONITOR} (the monitor host), onboarded with",
+        "roles/monitoring's default intervals. vps2 powered off (`sandbox.poweroff`), then the seconds until",
+        "a receiver on this machine (ALERT_WEBHOOK_URL) got FIRING HostDown; powered on and resolved before the",
+        "next round. The monitor host's three daemons at rest, over a minute, from their cgroups:",
+        "",
+        result.table(),
+        "",
+        *[f"- {line}" for line in result.verdicts()],
+        "",
+    ])
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     options = parser.parse_args()
+    began = time.monotonic()
     try:
         result = measure(options.rounds)
     except BenchError as error:
         sys.exit(f"bench: {error}")
-    print(result.table())
-    print("\n".join(result.verdicts()))
-    print(f"(from {REPO})")
+    finally:
+        invoke("sandbox.down")
+    text = report(result, options.rounds, (time.monotonic() - began) / 60)
+    path = REPO / "bench" / "results" / f"{time.strftime('%Y-%m-%d', time.gmtime())}-alerting.md"
+    path.write_text(text)
+    print(text)
+    print(f"written: {path.relative_to(REPO)}")

@@ -144,3 +144,11 @@ def machine() -> list[str]:
         f"{release.get('PRETTY_NAME', 'unknown OS')}, Linux {platform.release()}, Python {platform.python_version()}",
         "sandbox VPSes: systemd-nspawn Debian 13 containers on this machine, each in its own network namespace",
     ]
+
+
+def commit() -> str:
+    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True, text=True
+    )
+    return (done.stdout.strip() or "unknown") + (" (with uncommitted changes)" if dirty.stdout.strip() else "")

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -28,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import alerting, deploy_under_load, onboard_noop, recovery  # noqa: E402
-from bench.common import REPO, BenchError, Spread, invoke, machine, markdown_table  # noqa: E402
+from bench.common import REPO, BenchError, Spread, commit, invoke, machine, markdown_table  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
 SUMMARY_HEADING = "## Summary"
@@ -117,14 +116,6 @@ def summary(noop: onboard_noop.NoopResult, deploy: deploy_under_load.DeployResul
         ],
     ]
     return markdown_table(["what", "vigil (median)", "compared with (median)", "ratio or result"], rows)
-
-
-def commit() -> str:
-    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
-    dirty = subprocess.run(
-        ["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True, text=True
-    )
-    return (done.stdout.strip() or "unknown") + (" (with uncommitted changes)" if dirty.stdout.strip() else "")
 
 
 def report(day: str, rounds: int, noop, deploy, lost, alerts, minutes: float) -> str:
