@@ -47,13 +47,13 @@ DEFAULTS = {"monitoring_scrape_interval": 15, "monitoring_scrape_timeout": 10, "
 # issue 19: a VPS down reaches the webhook within 90 s (median), with the default intervals.
 LATENCY_TARGET = 90
 UNITS = ("prometheus", "prometheus-alertmanager", "prometheus-blackbox-exporter")
-# A minute of the three units' memory and CPU, sampled every 5 s from their cgroups.
+# A minute of the three units' memory and CPU, sampled every 5 s as systemd accounts them (its own
+# view of their cgroups, whatever the cgroup tree looks like inside a container).
 AT_REST = r"""
 for i in $(seq 0 12); do
     for unit in prometheus prometheus-alertmanager prometheus-blackbox-exporter; do
-        dir=/sys/fs/cgroup/system.slice/$unit.service
-        printf '%s %s %s %s\n' "$i" "$unit" "$(cat $dir/memory.current)" \
-            "$(sed -n 's/^usage_usec //p' $dir/cpu.stat)"
+        printf '%s %s %s %s\n' "$i" "$unit" \
+            $(systemctl show -p MemoryCurrent -p CPUUsageNSec --value "$unit.service" | tr '\n' ' ')
     done
     [ "$i" -lt 12 ] && sleep 5
 done
@@ -94,12 +94,17 @@ def prepare(receiver: AlertReceiver, scratch: Path) -> dict:
 
 
 def at_rest(address: str) -> tuple[dict[str, float], dict[str, float]]:
+    """(unit -> median MiB, unit -> percent of one core) over a minute; NaN where systemd accounts nothing."""
     samples: dict[str, list[tuple[int, int]]] = {unit: [] for unit in UNITS}
     for line in on_host(address, AT_REST, timeout=180).splitlines():
-        _, unit, memory, cpu = line.split()
-        samples[unit].append((int(memory), int(cpu)))
-    memory = {unit: Spread.of([m / 1048576 for m, _ in rows]).median for unit, rows in samples.items()}
-    cpu = {unit: (rows[-1][1] - rows[0][1]) / 60e6 * 100 for unit, rows in samples.items()}
+        fields = line.split()
+        if len(fields) == 4 and fields[2].isdigit() and fields[3].isdigit():
+            samples[fields[1]].append((int(fields[2]), int(fields[3])))
+    memory = {unit: Spread.of([m / 1048576 for m, _ in rows]).median if rows else float("nan")
+              for unit, rows in samples.items()}
+    # CPUUsageNSec: nanoseconds of CPU; over the minute between the first and the last sample.
+    cpu = {unit: (rows[-1][1] - rows[0][1]) / 60e9 * 100 if len(rows) > 1 else float("nan")
+           for unit, rows in samples.items()}
     return memory, cpu
 
 
