@@ -55,7 +55,7 @@ for i in $(seq 0 12); do
         printf '%s %s %s %s\n' "$i" "$unit" \
             $(systemctl show -p MemoryCurrent -p CPUUsageNSec --value "$unit.service" | tr '\n' ' ')
     done
-    [ "$i" -lt 12 ] && sleep 5
+    if [ "$i" -lt 12 ]; then sleep 5; fi
 done
 """
 
@@ -113,7 +113,7 @@ def measure(rounds: int) -> AlertingResult:
     try:
         with tempfile.TemporaryDirectory() as scratch:
             hosts = prepare(receiver, Path(scratch))
-        time.sleep(120)  # every target scraped a few times, the onboarding's own alerts settled
+        time.sleep(60)  # every target scraped a few times, the onboarding's own alerts settled
         memory, cpu = at_rest(hosts[MONITOR])
         latencies = []
         for _ in range(rounds):
