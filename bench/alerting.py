@@ -47,13 +47,14 @@ DEFAULTS = {"monitoring_scrape_interval": 15, "monitoring_scrape_timeout": 10, "
 # issue 19: a VPS down reaches the webhook within 90 s (median), with the default intervals.
 LATENCY_TARGET = 90
 UNITS = ("prometheus", "prometheus-alertmanager", "prometheus-blackbox-exporter")
-# A minute of the three units' memory and CPU, sampled every 5 s as systemd accounts them (its own
-# view of their cgroups, whatever the cgroup tree looks like inside a container).
+# A minute of the three daemons' memory (resident) and CPU (seconds used so far), sampled every 5 s from
+# their processes: systemd inside the sandbox's containers accounts neither (MemoryCurrent and
+# CPUUsageNSec stay unset there).
 AT_REST = r"""
 for i in $(seq 0 12); do
     for unit in prometheus prometheus-alertmanager prometheus-blackbox-exporter; do
-        printf '%s %s %s %s\n' "$i" "$unit" \
-            $(systemctl show -p MemoryCurrent -p CPUUsageNSec --value "$unit.service" | tr '\n' ' ')
+        pid=$(systemctl show -p MainPID --value "$unit.service")
+        printf '%s %s %s %s\n' "$i" "$unit" $(ps -o rss=,cputimes= -p "$pid")
     done
     if [ "$i" -lt 12 ]; then sleep 5; fi
 done
@@ -94,16 +95,16 @@ def prepare(receiver: AlertReceiver, scratch: Path) -> dict:
 
 
 def at_rest(address: str) -> tuple[dict[str, float], dict[str, float]]:
-    """(unit -> median MiB, unit -> percent of one core) over a minute; NaN where systemd accounts nothing."""
+    """(unit -> median resident MiB, unit -> percent of one core) over a minute; NaN where a daemon gave nothing."""
     samples: dict[str, list[tuple[int, int]]] = {unit: [] for unit in UNITS}
     for line in on_host(address, AT_REST, timeout=180).splitlines():
         fields = line.split()
         if len(fields) == 4 and fields[2].isdigit() and fields[3].isdigit():
             samples[fields[1]].append((int(fields[2]), int(fields[3])))
-    memory = {unit: Spread.of([m / 1048576 for m, _ in rows]).median if rows else float("nan")
+    memory = {unit: Spread.of([kib / 1024 for kib, _ in rows]).median if rows else float("nan")
               for unit, rows in samples.items()}
-    # CPUUsageNSec: nanoseconds of CPU; over the minute between the first and the last sample.
-    cpu = {unit: (rows[-1][1] - rows[0][1]) / 60e9 * 100 if len(rows) > 1 else float("nan")
+    # CPU seconds used over the minute between the first and the last sample.
+    cpu = {unit: (rows[-1][1] - rows[0][1]) / 60 * 100 if len(rows) > 1 else float("nan")
            for unit, rows in samples.items()}
     return memory, cpu
 
@@ -149,7 +150,7 @@ def report(result: AlertingResult, rounds: int, minutes: float) -> str:
         f"vps1 (database and web), vps2 to vps{HOSTS - 1} (web) and {MONITOR} (the monitor host), onboarded with",
         "roles/monitoring's default intervals. vps2 powered off (`sandbox.poweroff`), then the seconds until",
         "a receiver on this machine (ALERT_WEBHOOK_URL) got FIRING HostDown; powered on and resolved before the",
-        "next round. The monitor host's three daemons at rest, over a minute, from their cgroups:",
+        "next round. The monitor host's three daemons at rest, over a minute, from their processes:",
         "",
         result.table(),
         "",

@@ -184,7 +184,7 @@ def report(day: str, rounds: int, noop, deploy, lost, alerts, minutes: float) ->
         "vps1 (database and web), vps2 to vps6 (web) and vps7 (the monitor host), onboarded with",
         "roles/monitoring's default intervals. vps2 powered off (`sandbox.poweroff`), then the seconds until",
         "a receiver on this machine (ALERT_WEBHOOK_URL) got FIRING HostDown; powered on and resolved before the",
-        "next round. The monitor host's three daemons at rest, over a minute, from their cgroups:",
+        "next round. The monitor host's three daemons at rest, over a minute, from their processes:",
         "",
         alerts.table(),
         "",
