@@ -6,7 +6,6 @@ the control machine (the `alerting` fixture, tests/support/alerts.py), exactly a
 
 from __future__ import annotations
 
-import json
 import tarfile
 import time
 
@@ -14,8 +13,8 @@ import pytest
 import requests
 
 from tests.e2e.test_deploy import current_release, scratch_with_backend, variant
-from tests.support.alerts import scratch_secrets
-from tests.support.sandbox_hosts import MONITOR_HOST, REPO, invoke
+from tests.support.alerts import prometheus, scratch_secrets
+from tests.support.sandbox_hosts import REPO, invoke
 from vigil.core.errors import ExitCode
 
 CA = REPO / ".vigil" / "sandbox" / "ca" / "ca.crt"
@@ -38,9 +37,8 @@ def monitor_sees_up(sandbox, host: str, service: str, timeout: float = 120) -> N
     query = f'probe_success{{job="site", host="{host}", service="{service}"}}'
     deadline = time.time() + timeout
     while time.time() < deadline:
-        answer = json.loads(sandbox.ssh(MONITOR_HOST, "curl -sS -G http://127.0.0.1:9090/api/v1/query "
-                                                      f"--data-urlencode 'query={query}'"))["data"]["result"]
-        alerts = json.loads(sandbox.ssh(MONITOR_HOST, "curl -sS http://127.0.0.1:9090/api/v1/alerts"))["data"]["alerts"]
+        answer = prometheus(sandbox, "query", query=query)["result"]
+        alerts = prometheus(sandbox, "alerts")["alerts"]
         firing = [a for a in alerts if a["labels"].get("host") == host and a["labels"]["alertname"] != "Watchdog"
                   and a["labels"].get("scope") == "web"]
         if answer and answer[0]["value"][1] == "1" and not firing:

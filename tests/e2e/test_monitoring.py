@@ -8,7 +8,6 @@ scrape every 5 s, alerts after 20 s down, a heartbeat every 20 s), so an alert a
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import threading
@@ -16,6 +15,7 @@ import time
 
 import requests
 
+from tests.support.alerts import prometheus
 from tests.support.sandbox_hosts import MONITOR_HOST, REPO, invoke, tcp_probe
 
 CA = REPO / ".vigil" / "sandbox" / "ca" / "ca.crt"
@@ -26,11 +26,6 @@ ALERT_WITHIN = 90
 HEARTBEAT_EVERY = 20
 # The alerts that say a host or its site is down.
 AVAILABILITY = ("HostDown", "BackendDown", "FrontendDown")
-
-
-def prometheus(sandbox, path: str) -> dict:
-    """GET a Prometheus API path on the monitor host, from there (it listens on loopback only)."""
-    return json.loads(sandbox.ssh(MONITOR_HOST, f"curl -sS 'http://127.0.0.1:9090/api/v1/{path}'"))["data"]
 
 
 def live_unit(sandbox, host: str, service: str) -> str:
