@@ -42,8 +42,9 @@ from tests.support.alerts import AlertReceiver, scratch_secrets  # noqa: E402
 HOSTS, MONITOR, VICTIM = 7, "vps7", "vps2"
 # roles/monitoring's defaults: what a real env runs (inventory/sandbox.yml shortens them for the tests).
 DEFAULTS = {"monitoring_scrape_interval": 15, "monitoring_scrape_timeout": 10, "monitoring_evaluation_interval": 15,
-            "monitoring_down_for_seconds": 45, "monitoring_group_wait_seconds": 10,
-            "monitoring_group_interval_seconds": 120, "monitoring_heartbeat_seconds": 60}
+            "monitoring_down_for_seconds": 45, "monitoring_boot_grace_seconds": 180,
+            "monitoring_group_wait_seconds": 10, "monitoring_group_interval_seconds": 120,
+            "monitoring_heartbeat_seconds": 60}
 # issue 19: a VPS down reaches the webhook within 90 s (median), with the default intervals.
 LATENCY_TARGET = 90
 UNITS = ("prometheus", "prometheus-alertmanager", "prometheus-blackbox-exporter")

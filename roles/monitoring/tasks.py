@@ -210,6 +210,20 @@ def alertmanager_config(vars, webhook: bool, heartbeat_url: bool) -> dict:
     }
 
 
+def down_for(vars) -> int:
+    """monitoring_down_for_seconds, long enough for a host's own alert to come before its services'."""
+    wait = vars.integer("monitoring_down_for_seconds", minimum=0)
+    # A host's site probes may fail up to a scrape (and its timeout) before its exporter's scrape does, and
+    # the rules see it an evaluation later: a service alert must still be pending by then.
+    behind = (vars.integer("monitoring_scrape_interval", minimum=1) + scrape_timeout(vars)
+              + vars.integer("monitoring_evaluation_interval", minimum=1))
+    if wait < behind:
+        raise ConfigError(f"{vars.where('monitoring_down_for_seconds')}: {wait} s is shorter than a scrape, its "
+                          f"timeout and an evaluation ({behind} s): a host going down would page for its services "
+                          "before it pages for the host")
+    return wait
+
+
 def alert_rules(role, vars) -> str:
     """The alert rules, rendered with the thresholds (Prometheus's own {{ }} templates pass through)."""
     environment = jinja2.Environment(variable_start_string="[[", variable_end_string="]]",
@@ -226,7 +240,10 @@ def alert_rules(role, vars) -> str:
     base = vars.string("monitoring_runbook_base_url", r"|https?://[^\s'\"]+/")
     return environment.from_string(role.template("alert-rules.yml.j2")).render(
         env=vars.string("vigil_env"),
-        down_for=vars.integer("monitoring_down_for_seconds", minimum=0),
+        down_for=down_for(vars),
+        # Held off while the host is unreachable, and for the grace after: (PromQL's own brackets, so built here).
+        unreachable_lately="max_over_time(vigil:host_unreachable["
+                           f"{vars.integer('monitoring_boot_grace_seconds', minimum=0)}s])",
         certificate_days=vars.integer("monitoring_certificate_days", minimum=1),
         disk_hours=vars.integer("monitoring_disk_full_within_hours", minimum=1),
         disk_percent=vars.integer("monitoring_disk_used_percent", minimum=1),

@@ -265,11 +265,12 @@ vars:
   pgbackrest_archive_timeout: 15   # WAL archived at least every 15 s with a backup host (default 60)
   pgbackrest_archive_wait_seconds: 20   # WAL arrives in seconds here: report a stall sooner (default 60)
   # With a monitor host: alerts within about 40 s, resolved within a minute, a heartbeat every 20 s
-  # (defaults 15, 10, 15, 45, 10, 120 and 60) so that the tests wait less.
+  # (defaults 15, 10, 15, 45, 180, 10, 120 and 60) so that the tests wait less.
   monitoring_scrape_interval: 5
   monitoring_scrape_timeout: 4
   monitoring_evaluation_interval: 5
   monitoring_down_for_seconds: 20
+  monitoring_boot_grace_seconds: 45
   monitoring_group_wait_seconds: 5
   monitoring_group_interval_seconds: 15
   monitoring_heartbeat_seconds: 20
@@ -295,7 +296,8 @@ def test_render_inventory_parses_to_the_schema(count):
         "vars": {"nginx_tls": "local-ca", "app_watch_seconds": 10, "app_min_healthy_seconds": 5,
                  "pgbackrest_archive_timeout": 15, "pgbackrest_archive_wait_seconds": 20,
                  "monitoring_scrape_interval": 5, "monitoring_scrape_timeout": 4, "monitoring_evaluation_interval": 5,
-                 "monitoring_down_for_seconds": 20, "monitoring_group_wait_seconds": 5,
+                 "monitoring_down_for_seconds": 20, "monitoring_boot_grace_seconds": 45,
+                 "monitoring_group_wait_seconds": 5,
                  "monitoring_group_interval_seconds": 15, "monitoring_heartbeat_seconds": 20,
                  "users_admin_authorized_keys": [""],
                  "users_deploy_authorized_keys": [""]},
