@@ -89,6 +89,10 @@ def test_the_heartbeat_arrives_and_stops_with_the_monitor_host(alerting, sandbox
 class SitePoller:
     """Fetches a web host's site every half second from this machine: when it went down and came back."""
 
+    TIMEOUT, PERIOD = 2, 0.5
+    # How late it may see a change: a fetch that hangs on a host coming up waits out its timeout first.
+    SLACK = TIMEOUT + PERIOD
+
     def __init__(self, address: str):
         self.url, self.results, self.stop = f"https://{address}/", [], threading.Event()
         self.thread = threading.Thread(target=self.run, daemon=True)
@@ -98,11 +102,11 @@ class SitePoller:
         while not self.stop.is_set():
             at = time.time()
             try:
-                ok = requests.get(self.url, verify=str(CA), timeout=2).status_code == 200
+                ok = requests.get(self.url, verify=str(CA), timeout=self.TIMEOUT).status_code == 200
             except requests.RequestException:
                 ok = False
             self.results.append((at, ok))
-            self.stop.wait(max(0.0, 0.5 - (time.time() - at)))
+            self.stop.wait(max(0.0, self.PERIOD - (time.time() - at)))
 
     def outage(self) -> tuple[float, float]:
         """(first failure, first success after it)."""
@@ -130,8 +134,8 @@ def test_a_powered_off_web_host_pages_host_down_only_then_resolved_and_uptime_me
         assert archived.code == 0, archived.stdout + archived.stderr
         assert [line for line in archived.json["lines"] if f" {WEB} " in line and line.endswith(marker)], archived.json
         assert alerting.wait_for("FIRING", "HostDown", WEB, off, ALERT_WITHIN + 30) <= ALERT_WITHIN
-        # Three minutes off in all, measured.
-        time.sleep(max(0.0, off + 180 - time.time()))
+        # Two minutes off in all: more than a day's error budget at 99.9 % (86 s).
+        time.sleep(max(0.0, off + 120 - time.time()))
     finally:
         powered = invoke("sandbox.poweron", WEB, timeout=300)
         assert powered.code == 0, powered.stdout + powered.stderr
@@ -151,9 +155,9 @@ def test_a_powered_off_web_host_pages_host_down_only_then_resolved_and_uptime_me
     frontend = next(s for s in report.json["services"] if (s["service"], s["host"]) == ("frontend", WEB))
     outage = next(o for o in frontend["outages"] if o["start"] >= down - 2 * SCRAPE_INTERVAL)
     measured = back - down
-    # The probes' outage matches the one measured from here within one scrape interval (and the poll's half second).
-    assert abs(outage["seconds"] - measured) <= SCRAPE_INTERVAL + 1, (outage, measured)
-    assert abs(outage["start"] - down) <= SCRAPE_INTERVAL + 1, (outage, down)
+    # The probes' outage matches the one measured from here within one scrape interval and the poller's slack.
+    assert abs(outage["seconds"] - measured) <= SCRAPE_INTERVAL + SitePoller.SLACK, (outage, measured)
+    assert abs(outage["start"] - down) <= SCRAPE_INTERVAL + SitePoller.SLACK, (outage, down)
     assert not frontend["met"] and frontend["budget_left_seconds"] < 0
     # The other host's frontend was never down meanwhile.
     other = next(s for s in report.json["services"] if (s["service"], s["host"]) == ("frontend", OTHER_WEB))
