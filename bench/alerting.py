@@ -8,7 +8,7 @@ for the tests; --var puts the defaults back), deploys the sample app, and points
 a scratch copy of the secrets) at a receiver on this machine. Then:
 
   at rest   the monitor host's Prometheus, Alertmanager and blackbox exporter, watching 6 hosts: their
-            memory (cgroup memory.current, the median of a minute) and CPU (share of one core over it)
+            resident memory (the median of a minute) and CPU (share of one core over it)
   latency   each round: vps2 powered off (`sandbox.poweroff`), the seconds until the receiver gets
             FIRING HostDown for it; then powered on and RESOLVED awaited before the next round
 
