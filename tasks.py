@@ -2,10 +2,11 @@
 
 from invoke import Collection
 
-from vigil.cli import audit, backup, bench, ci, deploy, incident, monitor, provision, sandbox, vault
+from vigil.cli import audit, backup, bench, ci, deploy, env, incident, monitor, provision, sandbox, vault
 
 ns = Collection()
 ns.add_collection(sandbox.ns)
+ns.add_collection(env.ns)
 ns.add_collection(provision.ns)
 ns.add_collection(vault.ns)  # secrets.*
 ns.add_collection(deploy.ns)

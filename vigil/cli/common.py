@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 import traceback
 
 from invoke.exceptions import Exit
 
-from vigil.core.errors import ExitCode, VigilError
+from vigil.core.errors import ConfigError, ExitCode, VigilError
 from vigil.core.output import Reporter
 
 HOST_FLAGS_HELP = {
@@ -51,3 +52,16 @@ def exit_unless_ok(code: ExitCode) -> None:
     """Leave with `code` unless it is OK."""
     if code != ExitCode.OK:
         raise Exit(code=int(code))
+
+
+def confirm_key(task_name: str, describe: str, question: str, yes: bool) -> bool:
+    """A host key shown (its fingerprint) and accepted by a person at the terminal, or by --yes.
+
+    Without a terminal and without --yes nothing can be confirmed: an error, not a silent accept.
+    """
+    Reporter().line(describe)
+    if yes:
+        return True
+    if not sys.stdin.isatty():
+        raise ConfigError(f"{task_name}: no terminal to confirm on; check the fingerprint and pass --yes")
+    return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import sys
-
 from invoke import Collection, task
 from invoke.exceptions import Exit
 
-from vigil.cli.common import HOST_FLAGS_HELP, exit_unless_ok, exits_cleanly
+from vigil.cli.common import HOST_FLAGS_HELP, confirm_key, exit_unless_ok, exits_cleanly
 from vigil.core.connectors.trust import apply_trust, plan_trust
 from vigil.core.errors import ConfigError, ExitCode
 from vigil.core.inventory import load_inventory
@@ -53,14 +51,12 @@ def trust(c, host, env="sandbox", yes=False):
     if host not in inventory.hosts:
         raise ConfigError(f"--host: unknown host {host!r} in inventory/{env}.yml")
     plan = plan_trust(inventory.hosts[host], inventory.known_hosts)
-    reporter.line(plan.describe(inventory.known_hosts))
     if plan.action == "none":
+        reporter.line(plan.describe(inventory.known_hosts))
         return
-    if not yes:
-        if not sys.stdin.isatty():
-            raise ConfigError("provision.trust: no terminal to confirm on; check the fingerprint and pass --yes")
-        if input(f"{plan.action} this key for {host}? [y/N] ").strip().lower() not in ("y", "yes"):
-            raise Exit("not trusted; nothing changed", code=int(ExitCode.HOST_FAILED))
+    if not confirm_key("provision.trust", plan.describe(inventory.known_hosts), f"{plan.action} this key for {host}?",
+                       yes):
+        raise Exit("not trusted; nothing changed", code=int(ExitCode.HOST_FAILED))
     apply_trust(plan, inventory.known_hosts)
     reporter.line(f"pinned {host} in {inventory.known_hosts.name}")
 

@@ -237,7 +237,7 @@ def load_inventory(env: str, inventory_dir: Path | None = None) -> Inventory:
         raise ConfigError(f"--env: {env!r} is not a valid environment name")
     path = directory / f"{env}.yml"
     if not path.exists():
-        known = sorted(p.stem for p in directory.glob("*.yml"))
+        known = sorted(p.stem for p in directory.glob("*.yml") if "." not in p.stem)  # not the *.example.yml
         hint = " (run `invoke sandbox.up` first)" if env == DEFAULT_ENV else ""
         raise ConfigError(
             f"--env: unknown environment {env!r}: {rel(path)} does not exist{hint}; known: {', '.join(known) or 'none'}"
