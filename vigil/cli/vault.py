@@ -6,6 +6,7 @@ import getpass
 import os
 import shlex
 import sys
+from pathlib import Path
 
 from invoke import Collection, task
 from invoke.exceptions import Exit
@@ -15,7 +16,7 @@ from vigil.core.errors import ExitCode
 from vigil.core.output import Reporter
 from vigil.core.paths import rel
 from vigil.core.runner import RunOptions
-from vigil.vault import editing, rotation
+from vigil.vault import editing, importing, rotation
 from vigil.vault.env_files import check_value
 from vigil.vault.generate import generate_missing, generate_value, refresh_sandbox_defaults
 from vigil.vault.keys import load_recipients
@@ -164,6 +165,53 @@ def diff(c, env="sandbox", against=None, hosts=False, limit=None):
     Reporter().line(f"{against} -> {env}: {editing.describe_changes(diff_values(other, values))}")
 
 
+@task(iterable=["file"], help={
+    **ENV_HELP,
+    "file": "An export of the PaaS's variables (repeatable): `vercel env pull`'s .env.local, `railway variables "
+            "--kv` or `--json`, a file holding a Neon connection string.",
+    "strict": "Refuse keys the schema does not know instead of asking.",
+    "keep_unknown": "Keep every key the schema does not know without asking (added to secrets/schema.yml).",
+    "domain": "The new domain, for FRONTEND_URL and NEXT_PUBLIC_API_URL (default: the env's, from env.new).",
+    "check": "Plan only: show what would be imported and dropped; write nothing.",
+})
+@exits_cleanly
+def import_(c, env="sandbox", file=None, strict=False, keep_unknown=False, domain=None, check=False):
+    """Import the variables exported from a PaaS into an env's secrets, mapped onto the schema.
+
+    The PaaS's own variables and database URL are dropped, the site's URLs become the new domain's,
+    keys of the schema are imported; others are kept only when you say so. No value is printed.
+    Example: invoke secrets.import --env=staging --file=.env.local --file=railway.env
+    """
+    reporter = Reporter()
+    if strict and keep_unknown:
+        raise SecretsError("secrets.import: --strict and --keep-unknown contradict each other; choose one")
+
+    def keep(entry) -> bool:
+        if strict:
+            return False
+        if keep_unknown:
+            return True
+        if not sys.stdin.isatty():
+            raise SecretsError(f"{entry.key} (from {entry.where}) is not in the schema and there is no terminal to "
+                               "ask on: pass --keep-unknown to keep such keys or --strict to refuse them; "
+                               "nothing was imported")
+        return input(f"{entry.key} (from {entry.where}) is not in the schema; keep it for "
+                     f"{', '.join(importing.services_of(entry))}? [y/N] ").strip().lower() in ("y", "yes")
+
+    paths, schema = open_env(env)
+    result = importing.import_files(env, paths, schema, [Path(name) for name in file or []], keep, strict=strict,
+                                    domain=domain, check=check)
+    for line in importing.describe(result.plan):
+        reporter.line(line)
+    if check:
+        reporter.line("check: nothing written")
+        return
+    reporter.line(f"{env}: {editing.describe_changes(result.changes)}")
+    if result.missing:
+        reporter.line("still to set: " + "; ".join(result.missing))
+    audit_secrets_task("secrets.import", env)
+
+
 @task(help=ENV_HELP)
 @exits_cleanly
 def check(c, env="sandbox"):
@@ -276,4 +324,5 @@ ns = Collection("secrets")
 for _task in (init, edit, unset, diff, check, generate, push, rotate, recipients, scan):
     ns.add_task(_task)
 ns.add_task(set_, name="set")
+ns.add_task(import_, name="import")
 ns.add_task(list_, name="list")

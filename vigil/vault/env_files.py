@@ -34,7 +34,7 @@ def parse_dotenv(text: str, where: str) -> dict[str, str]:
             raise SecretsError(f"{where}: line {line}: a key without a value (write KEY=...)")
         if binding.key in result:
             raise SecretsError(f"{where}: line {line}: {binding.key} is given twice")
-        check_value(binding.key, binding.value, where)
+        check_value(binding.key, binding.value, f"{where}: line {line}")
         result[binding.key] = binding.value
     return result
 
