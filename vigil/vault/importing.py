@@ -251,8 +251,9 @@ def import_files(env: str, paths: SecretsPaths, schema: Schema, files: list[Path
     if not files:
         raise SecretsError("secrets.import: give at least one --file=EXPORT")
     entries = merge([read_export(path) for path in files])
-    # From here on, whatever vigil prints masks them, even an error that quotes one by accident.
-    register({entry.key: entry.value for entry in entries}, schema)
+    # From here on, whatever vigil prints masks them, even an error that quotes one by accident. Not the
+    # platform's own (never printed, and RAILWAY_ENVIRONMENT_NAME=production would mask every "production").
+    register({entry.key: entry.value for entry in entries if not PLATFORM.match(entry.key)}, schema)
     with locked(env, paths):
         current = load(env, paths, schema)
         plan = plan_import(entries, current, schema, site_values(current, domain))
