@@ -7,11 +7,14 @@ import os
 from pathlib import Path
 
 from invoke import Collection, task
+from invoke.exceptions import Exit
 
 from vigil.cli.common import confirm_key, exits_cleanly
-from vigil.core.inventory import default_inventory_dir
+from vigil.core.errors import ExitCode
+from vigil.core.inventory import default_inventory_dir, load_inventory
 from vigil.core.output import Reporter
 from vigil.core.paths import rel
+from vigil.environments import preflight
 from vigil.environments.scaffold import EnvRequest, create_env, parse_hosts
 from vigil.vault.store import audit_secrets_task, open_env
 
@@ -58,5 +61,35 @@ def new(c, name, host=None, group=None, private=None, domain=None, email=None, s
     audit_secrets_task("env.new", name)
 
 
+@task(help={
+    "name": "The env to check (inventory/NAME.yml).",
+    "skip": "Items to leave out, comma-separated: " + ", ".join(preflight.KINDS) + " (--skip=dns before the "
+            "domain is switched).",
+    "resolver": "Ask this DNS server where the domain points (IP or IP:PORT; default: this machine's resolver).",
+    "json": "Print the items as one JSON document.",
+})
+@exits_cleanly
+def check(c, name, skip="", resolver=None, json=False):
+    """Before the first onboarding: SSH, release, disk, memory, ports 80/443, DNS and secrets, one line each.
+
+    Exits 3 if any item fails.
+    Example: invoke env.check staging --resolver=1.1.1.1
+    """
+    reporter = Reporter(json_output=json)
+    inventory = load_inventory(name)
+    _, schema = open_env(name)
+    items = preflight.check_env(inventory, schema, [kind for kind in skip.split(",") if kind], resolver)
+    failed = [item for item in items if not item.ok]
+    if json:
+        reporter.document({"env": name, "ok": not failed, "items": [item.as_json() for item in items]})
+    else:
+        for item in items:
+            reporter.line(item.line())
+        reporter.line(f"{name}: {len(items) - len(failed)} of {len(items)} items ok")
+    if failed:
+        raise Exit(code=int(ExitCode.BAD_INPUT))
+
+
 ns = Collection("env")
 ns.add_task(new)
+ns.add_task(check)
