@@ -7,14 +7,16 @@ off the backup host; export a portable dump and decrypt it.
 from __future__ import annotations
 
 import dataclasses
+import getpass
 import re
+import sys
 from pathlib import Path
 
 from invoke import Collection, task
 from invoke.exceptions import Exit
 from rich.table import Table
 
-from vigil.backup import pitr
+from vigil.backup import importing, pitr
 from vigil.backup import restore as restoring
 from vigil.backup.access import LABEL, BackupError, connect, database_host
 from vigil.backup.branch import drop_branch, make_branch
@@ -31,6 +33,7 @@ from vigil.backup.repository import (
     run_drill,
     utc,
 )
+from vigil.backup.source import read_ca
 from vigil.backup.transfer import copy_to_host, describe, pulled_dir
 from vigil.backup.transfer import decrypt as decrypt_backup
 from vigil.cli.common import HOST_FLAGS_HELP, exits_cleanly
@@ -330,6 +333,57 @@ def decrypt(c, file, env="sandbox", out=None):
     Reporter().line(f"{written}: decrypted, sha256 as recorded; restore it with pg_restore")
 
 
+@task(name="import", help={
+    **ENV_HELP,
+    "from_url": "The PaaS's database: postgresql://USER@HOST:PORT/DATABASE, without its password (typed at the "
+                "prompt, or on stdin): a command line is seen by ps and kept in shell history.",
+    "from_env_file": "Or an export of the PaaS's variables (secrets.import's --file): its database URL, the "
+                     "direct one preferred (DATABASE_URL_UNPOOLED, DATABASE_PUBLIC_URL, DATABASE_URL).",
+    "ca": "The PaaS's CA certificate (PEM file) or `system` (a public CA, as Neon's): TLS with sslmode=verify-full. "
+          "Without it sslmode=require (encrypted, not verified).",
+    "replace": "Replace a database that already holds rows (after a verified backup of it; kept renamed).",
+    "final": "The cut-over: maintenance mode on and the source read-only first; the write downtime is reported.",
+})
+@exits_cleanly
+def import_(c, env="sandbox", from_url=None, from_env_file=None, ca=None, replace=False, final=False, json=False):
+    """Copy the PaaS's database into the env's: TLS, streamed, every table's rows and checksum compared, then
+    swapped in and backed up (verified). Nothing of the app's database changes unless all of that held.
+
+    Example: invoke backup.import --env=staging --from-env-file=railway.env --ca=railway-ca.pem
+    """
+    reporter = Reporter(json_output=json)
+    source = importing.source_from_flags(from_url, from_env_file, read_ca(ca), _read_password)
+    report = importing.import_database(env, source, replace=replace, final=final, reporter=reporter)
+    _audit("backup.import", env, report.host, "ok", source=report.source, final=str(final))
+    if json:
+        reporter.document(dataclasses.asdict(report))
+        return
+    table = Table(title=f"{report.source} -> {report.host}:{report.database}")
+    for column in ("table", "rows", "checksum"):
+        table.add_column(column)
+    for name, figures in sorted(report.tables.items()):
+        table.add_row(name, str(figures["rows"]), f"{str(figures['checksum'])[:16]} (equal)")
+    reporter.table(table)
+    for note in report.notes:
+        reporter.line(f"note: {note}")
+    reporter.line(f"{report.database}: {len(report.tables)} tables, {sum(t['rows'] for t in report.tables.values())} "
+                  f"rows equal to the source's; {_size(report.bytes)} copied in {report.copy_seconds:.1f}s, "
+                  f"{report.seconds:.0f}s in all" + (f"; the database it replaced is kept as {report.replaced}"
+                                                      if report.replaced else "")
+                  + (f"; backups {', '.join(report.backups)}" if report.backups else ""))
+    if report.write_downtime_seconds is not None:
+        reporter.line(f"write downtime: {report.write_downtime_seconds:.1f}s (source read-only until the env served "
+                      "again); the source stays read-only: the PaaS must take no more writes")
+
+
+def _read_password() -> str:
+    """The source's password from a hidden prompt on a terminal, else from stdin's first line."""
+    if sys.stdin.isatty():
+        return getpass.getpass("the source database's password: ")
+    return sys.stdin.readline().rstrip("\n")
+
+
 ns = Collection("backup")
 for command in (create, list_, verify, restore, branch, prune, pull, export, decrypt):
     ns.add_task(command)
+ns.add_task(import_, name="import")

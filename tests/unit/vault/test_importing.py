@@ -1,7 +1,6 @@
 """secrets.import: the PaaS's exports read as their platforms write them, each key mapped by the rules of
 vigil/vault/importing.py, unknown keys kept only when a person says so, and no value ever in a message."""
 
-from pathlib import Path
 
 import pytest
 

@@ -1,0 +1,113 @@
+"""backup.import: the source's URL taken apart (TLS always, the password never on a command line), the
+copy's figures compared with the source's, and the refusals that come before anything is created."""
+
+import json
+
+import pytest
+
+from vigil.backup import importing
+from vigil.backup.access import BackupError
+from vigil.backup.copy_in import Target, compare, copy_in_command
+from vigil.backup.source import parse_source
+from vigil.core.errors import ConfigError
+from vigil.core.redaction import REDACTOR
+
+PASSWORD = "npg_Sup3rSecretPassw0rd"
+
+
+@pytest.mark.parametrize("url, ca, expected", [
+    ("postgresql://neondb_owner@ep-calm-sea-123456-pooler.eu-central-1.aws.neon.tech/neondb?sslmode=require"
+     "&channel_binding=require", "system",
+     ("ep-calm-sea-123456.eu-central-1.aws.neon.tech", 5432, "neondb", "neondb_owner", "verify-full",
+      (("channel_binding", "require"),))),
+    ("postgres://postgres@roundhouse.proxy.rlwy.net:41234/railway", None,
+     ("roundhouse.proxy.rlwy.net", 41234, "railway", "postgres", "require", ())),
+    ("postgresql://app@10.213.5.1:5432/app?sslmode=disable", "-----BEGIN CERTIFICATE-----\n",
+     ("10.213.5.1", 5432, "app", "app", "verify-full", ())),
+])
+def test_a_source_url_becomes_a_service_with_tls_always(url, ca, expected):
+    source = parse_source(url, PASSWORD, ca, "--from-url")
+    assert (source.host, source.port, source.database, source.user, source.sslmode, source.parameters) == expected
+    service = source.service_file()
+    assert f"sslmode={expected[4]}" in service and PASSWORD not in service
+    assert source.password_file().endswith(f":{PASSWORD}\n")
+    assert PASSWORD not in source.shown
+
+
+@pytest.mark.parametrize("url, password, message", [
+    ("mysql://root@db.example.com/app", PASSWORD, "not a postgres:// URL"),
+    ("postgresql:///app", PASSWORD, "not a postgres:// URL with a host"),
+    ("postgresql://app@db.example.com/app", None, "no password"),
+    ("postgresql://app@db.example.com/app?sslrootcert=/etc/passwd&host=/tmp", PASSWORD, "parameter 'host'"),
+    ("postgresql://app@db.example.com/app?service=other", PASSWORD, "parameter 'service'"),
+    ("postgresql://@db.example.com/app", PASSWORD, "the URL's user is missing"),
+])
+def test_a_bad_source_url_is_refused_naming_what(url, password, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        parse_source(url, password, None, "--from-url")
+
+
+def test_a_password_in_the_url_on_the_command_line_is_refused_and_masked():
+    url = f"postgresql://app:{PASSWORD}@db.example.com/app"
+    with pytest.raises(ConfigError) as error:
+        importing.source_from_flags(url, None, None, lambda: "")
+    assert "carries a password" in error.value.message and PASSWORD not in error.value.message
+    assert REDACTOR.redact(f"echo {PASSWORD}") == "echo ***"
+
+
+def test_the_env_file_gives_the_direct_url_and_its_password(tmp_path):
+    export = tmp_path / ".env.local"
+    export.write_text(f'DATABASE_URL="postgresql://u:{PASSWORD}@ep-x-1-pooler.us-east-2.aws.neon.tech/db"\n'
+                      f'DATABASE_URL_UNPOOLED="postgresql://u:{PASSWORD}@ep-x-1.us-east-2.aws.neon.tech/db"\n')
+    source = importing.source_from_flags(None, str(export), "system", lambda: pytest.fail("no prompt"))
+    assert (source.host, source.password, source.sslmode) == ("ep-x-1.us-east-2.aws.neon.tech", PASSWORD,
+                                                              "verify-full")
+
+
+def test_the_password_travels_on_stdin_never_in_argv():
+    source = parse_source("postgresql://app@db.example.com/app", PASSWORD, None, "--from-url")
+    command = copy_in_command("copy", source, Target("together_pray", "together_pray"))
+    assert PASSWORD not in " ".join(command.argv)
+    assert json.loads(command.stdin)["pgpass"] == f"db.example.com:5432:app:app:{PASSWORD}\n"
+    assert command.argv[-1] == "copy"
+
+
+@pytest.mark.parametrize("target", [Target("Bad-Name", "app"), Target("app", "app; drop")])
+def test_names_that_reach_sql_are_validated(target):
+    source = parse_source("postgresql://app@db.example.com/app", PASSWORD, None, "--from-url")
+    with pytest.raises(BackupError, match="is not a database or role name"):
+        copy_in_command("copy", source, target)
+
+
+@pytest.mark.parametrize("source, copy, differing", [
+    ({"public.prayers": [3, "7"], "public.prayers_id_seq": [-1, "3"]},
+     {"public.prayers": [3, "7"], "public.prayers_id_seq": [-1, "3"]}, []),
+    ({"public.prayers": [3, "7"]}, {"public.prayers": [2, "5"]}, ["public.prayers: source 3 rows, checksum 7, "
+                                                                  "copy 2 rows, checksum 5"]),
+    ({"public.prayers": [3, "7"]}, {"public.prayers": [3, "8"]}, ["public.prayers: source 3 rows, checksum 7, "
+                                                                  "copy 3 rows, checksum 8"]),
+    ({"public.prayers": [3, "7"], "public.users": [1, "1"]}, {"public.prayers": [3, "7"]},
+     ["public.users: source 1 rows, checksum 1, copy missing"]),
+    ({"public.prayers_id_seq": [-1, "9"]}, {"public.prayers_id_seq": [-1, "3"]},
+     ["public.prayers_id_seq: source last value 9, copy last value 3"]),
+])
+def test_every_table_and_sequence_must_match(source, copy, differing):
+    assert [mismatch.describe() for mismatch in compare(source, copy)] == differing
+
+
+@pytest.mark.parametrize("version_num, pg_dump, ok", [(150018, "17.6", True), (170006, "17.6", True),
+                                                      (180001, "17.6", False), (90624, "15.18", True)])
+def test_pg_dump_reads_its_own_major_version_and_older(version_num, pg_dump, ok):
+    if ok:
+        importing.check_versions(version_num, pg_dump, "db1")
+    else:
+        with pytest.raises(BackupError, match="runs PostgreSQL 18, newer than this host's pg_dump 17.6"):
+            importing.check_versions(version_num, pg_dump, "db1")
+
+
+def test_a_database_that_holds_rows_is_refused_without_replace():
+    importing.refuse_rows([], "together_pray", "db1", replace=False)
+    importing.refuse_rows(["public.prayers"], "together_pray", "db1", replace=True)
+    with pytest.raises(BackupError, match="together_pray already holds rows \\(public.prayers\\); nothing was "
+                                          "changed. --replace"):
+        importing.refuse_rows(["public.prayers"], "together_pray", "db1", replace=False)
