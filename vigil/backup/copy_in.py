@@ -142,7 +142,7 @@ try:
         restore = subprocess.Popen(["runuser", "-u", "postgres", "--", "pg_restore", "--no-owner", "--no-acl",
                                     "--exit-on-error", f"--dbname={scratch}"],
                                    stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd="/")
-        copied, said = 0, time.monotonic()
+        copied, said, broken = 0, time.monotonic(), False
         try:
             for block in iter(lambda: dump.stdout.read(1 << 16), b""):
                 restore.stdin.write(block)
@@ -152,13 +152,14 @@ try:
                     said = time.monotonic()
             restore.stdin.close()
         except BrokenPipeError:
+            broken = True  # pg_restore stopped reading: its error is the cause
             dump.kill()
-        if restore.wait() != 0:
-            dump.kill()
-            dump.wait()
-            fail("pg_restore into the scratch database", restore.stderr.read().decode(errors="replace"))
-        if dump.wait() != 0:
+        # Whichever ended first says why: a dump cut short leaves pg_restore a truncated archive.
+        dumped, restored = dump.wait(), restore.wait()
+        if dumped != 0 and not broken:
             fail("pg_dump of the source", dump.stderr.read().decode(errors="replace"))
+        if restored != 0:
+            fail("pg_restore into the scratch database", restore.stderr.read().decode(errors="replace"))
         copy_seconds = time.time() - started
         tables = [row for row in ask(session, TABLES)]
         source = figures(ask(session, figures_sql(tables)))
