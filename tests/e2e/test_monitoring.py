@@ -68,11 +68,12 @@ def test_every_target_is_scraped_and_the_exporters_answer_the_monitor_host_only(
 
 def test_the_heartbeat_arrives_and_stops_with_the_monitor_host(alerting, sandbox):
     start = time.time()
-    wait_until(lambda: len(alerting.heartbeats(start)) >= 2, 3 * HEARTBEAT_EVERY, "two heartbeats")
+    wait_until(lambda: alerting.heartbeats(start), 2 * HEARTBEAT_EVERY, "a heartbeat")
     assert invoke("sandbox.poweroff", MONITOR_HOST).code == 0
     off = time.time()
     try:
-        time.sleep(3 * HEARTBEAT_EVERY)
+        # Two beats' time: what a healthchecks-style service is told to wait, plus a grace.
+        time.sleep(2 * HEARTBEAT_EVERY)
         # A post already on its way when the power went is all that may arrive.
         assert [at for at in alerting.heartbeats(off + 2)] == []
     finally:
@@ -81,7 +82,7 @@ def test_the_heartbeat_arrives_and_stops_with_the_monitor_host(alerting, sandbox
     on = time.time()
     # Prometheus evaluates at once, but Alertmanager takes about a minute after a boot to send again.
     wait_until(lambda: alerting.heartbeats(on), 120, "a heartbeat after the monitor host booted")
-    beats = wait_until(lambda: len(alerting.heartbeats(on)) >= 3 and alerting.heartbeats(on), 3 * HEARTBEAT_EVERY,
+    beats = wait_until(lambda: len(alerting.heartbeats(on)) >= 2 and alerting.heartbeats(on), 2 * HEARTBEAT_EVERY,
                        "the heartbeat's pace again")
     assert all(abs((later - earlier) - HEARTBEAT_EVERY) <= 3 for earlier, later in zip(beats, beats[1:])), beats
 

@@ -88,7 +88,7 @@ def run_on_a_terminal(command: str, env: dict, cwd: Path, answer: str, timeout: 
 @pytest.fixture(scope="module")
 def fresh(sandbox):
     """vps5 and vps6, fresh; the sandbox's other hosts kept on the Debian release each runs."""
-    running = load_state(SandboxPaths.default())
+    running = load_state(SandboxPaths())
     releases = [f"--debian={name}:{host['release']}" for name, host in running.items() if host.get("release")]
     started = invoke("sandbox.up", "--hosts=6", *releases, timeout=1200)
     assert started.code == 0, started.stdout + started.stderr

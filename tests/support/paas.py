@@ -105,7 +105,6 @@ def paas_database(listen: str, directory: Path, rows: int):
                           "-w", "start")
     assert started.returncode == 0, started.stderr + (directory / "log").read_text()[-2000:]
     try:
-        paas.psql("SELECT 1")  # the owner logs in
         subprocess.run([str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(PORT), "-U", OWNER, DATABASE],
                        check=True, env=paas.client_env(), timeout=60)
         migrate(paas, directory / "backend")

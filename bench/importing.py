@@ -1,0 +1,167 @@
+"""Benchmark: `backup.import` of a million-row PaaS database against a bare `pg_dump | pg_restore`
+between the same two servers, in the same rounds.
+
+Run as root from the repository: `.venv/bin/python bench/importing.py [--rounds 3]`. Boots vps1 and
+onboards it (the env's database host; no backup host, so no backup follows the import: the figure is the
+copy with its checks), starts the stand-in PaaS database of tests/support/paas.py on vps1's gateway
+(Debian's PostgreSQL on this machine, TLS from the sandbox CA, the app's schema and a million rows), then
+alternates in each round:
+
+  bare     on vps1: `pg_dump -Fc | pg_restore` from the source into a fresh database, over the same TLS
+  vigil    `invoke backup.import --from-url=... --ca=...`: inspect, the copy from an exported snapshot,
+           every table and sequence counted and checksummed on both sides, compared, swapped in
+
+Target (issue 20): vigil at most 1.3 times the bare copy, checks included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import (  # noqa: E402
+    REPO,
+    BenchError,
+    Spread,
+    alternating,
+    commit,
+    invoke,
+    machine,
+    markdown_table,
+    on_host,
+    sandbox_hosts,
+)
+from tests.support.paas import DATABASE, OWNER, PORT, paas_database  # noqa: E402
+from vigil.sandbox.paths import Vps  # noqa: E402
+
+ROWS = 1_000_000
+TARGET_RATIO = 1.3
+CA = REPO / ".vigil" / "sandbox" / "ca" / "ca.crt"
+# The bare copy, as a person would type it on the database host: the password in a 0600 file (the
+# script travels on ssh's stdin, never in a command line). Its values are appended as sh variables.
+BARE = r"""
+set -e
+secret=$(mktemp) && chmod 600 "$secret" && chown postgres "$secret"
+printf '%s:%s:%s:%s:%s\n' "$host" "$port" "$database" "$user" "$password" > "$secret"
+runuser -u postgres -- dropdb --if-exists bare_copy
+runuser -u postgres -- createdb bare_copy
+start=$(date +%s.%N)
+runuser -u postgres -- env PGPASSFILE="$secret" pg_dump --format=custom --no-owner --no-acl \
+  --dbname="host=$host port=$port dbname=$database user=$user sslmode=require" \
+  | runuser -u postgres -- pg_restore --no-owner --no-acl --exit-on-error --dbname=bare_copy
+end=$(date +%s.%N)
+rm -f "$secret"
+runuser -u postgres -- dropdb bare_copy
+echo "seconds $(echo "$end - $start" | bc)"
+"""
+# Back to an empty app database before each vigil round (the import refuses one that holds rows).
+EMPTY = r"""
+set -e
+runuser -u postgres -- psql -X -q -c "DROP DATABASE IF EXISTS together_pray WITH (FORCE)" \
+  -c "CREATE DATABASE together_pray OWNER together_pray"
+"""
+
+
+@dataclass
+class ImportResult:
+    bare: list[float]
+    vigil: list[float]
+
+    @property
+    def ratio(self) -> float:
+        return Spread.of(self.vigil).median / Spread.of(self.bare).median
+
+    def table(self) -> str:
+        return markdown_table(["a million-row PaaS database into vps1", "seconds"], [
+            ["bare `pg_dump -Fc | pg_restore` on vps1", Spread.of(self.bare).show("s")],
+            ["`backup.import` (snapshot, copy, both sides counted and checksummed, swap)",
+             Spread.of(self.vigil).show("s")],
+            ["ratio of the medians", f"{self.ratio:.2f}"],
+        ])
+
+    def verdicts(self) -> list[str]:
+        return [f"backup.import {self.ratio:.2f} times the bare copy (target at most {TARGET_RATIO}): "
+                f"{'met' if self.ratio <= TARGET_RATIO else 'MISSED'}"]
+
+
+def measure(rounds: int) -> ImportResult:
+    invoke("sandbox.down")
+    invoke("sandbox.up", "--hosts=1")
+    invoke("secrets.generate", "--env=sandbox")
+    invoke("provision.server")
+    address, gateway = sandbox_hosts()["vps1"]["address"], Vps.from_name("vps1").gateway
+    directory = Path(tempfile.mkdtemp(prefix="vigil-paas-"))
+    times: dict[str, list[float]] = {"bare": [], "vigil": []}
+    try:
+        with paas_database(gateway, directory, ROWS) as paas:
+            for round_ in range(rounds):
+                for way in alternating(["bare", "vigil"], round_):
+                    if way == "bare":
+                        values = {"host": gateway, "port": PORT, "database": DATABASE, "user": OWNER,
+                                  "password": paas.password}
+                        said = on_host(address, "".join(f"{name}={shlex.quote(str(value))}\n"
+                                                        for name, value in values.items()) + BARE)
+                        times["bare"].append(float(said.split()[-1]))
+                        continue
+                    on_host(address, EMPTY)
+                    started = time.monotonic()
+                    ran = subprocess.run([sys.executable, "-m", "invoke", "backup.import",
+                                          f"--from-url=postgresql://{OWNER}@{gateway}:{PORT}/{DATABASE}",
+                                          f"--ca={CA}"], cwd=REPO, input=paas.password + "\n", capture_output=True,
+                                         text=True, timeout=1800)
+                    times["vigil"].append(time.monotonic() - started)
+                    if ran.returncode != 0:
+                        raise BenchError(f"backup.import failed: {ran.stdout[-2000:]}{ran.stderr[-2000:]}")
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    return ImportResult(times["bare"], times["vigil"])
+
+
+def report(result: ImportResult, rounds: int, minutes: float) -> str:
+    return "\n".join([
+        f"# Import benchmark, {time.strftime('%Y-%m-%d', time.gmtime())}",
+        "",
+        f"`.venv/bin/python bench/importing.py --rounds {rounds}` at commit {commit()}, on its own (not a full",
+        f"`invoke bench`). The run took {minutes:.0f} minutes.",
+        "",
+        "## Machine",
+        "",
+        *[f"- {line}" for line in machine()],
+        "",
+        "## Moving a database in (issue 20)",
+        "",
+        f"A stand-in PaaS database on this machine ({ROWS:,} prayers and the app's schema, TLS), copied into",
+        "vps1's PostgreSQL 17 by each way in turn, in the same rounds:",
+        "",
+        result.table(),
+        "",
+        *[f"- {line}" for line in result.verdicts()],
+        "",
+    ])
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    options = parser.parse_args()
+    began = time.monotonic()
+    try:
+        result = measure(options.rounds)
+    except BenchError as error:
+        sys.exit(f"bench: {error}")
+    finally:
+        invoke("sandbox.down")
+    text = report(result, options.rounds, (time.monotonic() - began) / 60)
+    path = REPO / "bench" / "results" / f"{time.strftime('%Y-%m-%d', time.gmtime())}-import.md"
+    path.write_text(text)
+    print(text)
+    print(f"written: {path.relative_to(REPO)}")
