@@ -30,7 +30,10 @@ from vigil.core.redaction import REDACTOR
 DATABASE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 COPY_IN = r'''
-import json, os, shutil, subprocess, sys, tempfile, threading, time
+import json, os, shutil, signal, subprocess, sys, tempfile, threading, time
+# A closed connection or a kill still runs the `finally` below: the password file never outlives us.
+for ending in (signal.SIGHUP, signal.SIGTERM):
+    signal.signal(ending, lambda number, frame: sys.exit(128 + number))
 action = sys.argv[1]
 config = json.loads(sys.stdin.read())
 target, scratch, owner = config["target"], config["scratch"], config["owner"]
@@ -54,7 +57,7 @@ def quoted(name):
 def literal(text):
     return "'" + text.replace("'", "''") + "'"
 
-private = tempfile.mkdtemp(prefix="vigil-import-")
+private = tempfile.mkdtemp(prefix="vigil-import-", dir="/run")  # memory, never a disk
 shutil.chown(private, "postgres", "postgres")
 os.chmod(private, 0o700)
 env = {"PATH": "/usr/bin:/bin", "PGSERVICEFILE": f"{private}/service.conf", "PGPASSFILE": f"{private}/pgpass",

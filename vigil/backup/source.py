@@ -81,6 +81,8 @@ def parse_source(url: str, password: str | None, ca: str | None, where: str) -> 
     if not secret:
         raise ConfigError(f"{where}: no password (none in the URL, none given on stdin or at the prompt)")
     register({"SOURCE_PASSWORD": secret})
+    if any(ord(character) < 32 for character in secret):
+        raise ConfigError(f"{where}: the password holds a line break or control character; vigil cannot pass it on")
     host = validation.address(parsed.hostname, f"{where}: host")
     notes = []
     pooler = NEON_POOLER.match(host)
