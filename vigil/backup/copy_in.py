@@ -5,10 +5,11 @@ On the database host, in one Python program run by root (COPY_IN) and asked one 
   inspect  the source's version, size and tables; the destination's pg_dump and whether its database
            holds rows. Nothing is created.
   copy     a scratch database (owned by the app's role) filled by `pg_dump | pg_restore` from a snapshot
-           exported by a session on the source, which then counts and checksums every table in that same
-           snapshot; the copy is counted and checksummed too. Progress lines come as the bytes flow.
-  swap     the scratch database renamed to the app's, the one it replaces kept under another name (or
-           dropped when it held no rows); the app's sessions are ended so the rename can happen.
+           exported by a session on the source, which meanwhile counts and checksums every table in that
+           same snapshot; the copy is counted and checksummed too, and swapped in (as below) when every
+           figure is equal. Progress lines come as the bytes flow.
+  swap     the swap alone: the scratch database renamed to the app's, the one it replaces kept under
+           another name (or dropped when it held no rows); the app's sessions are ended for the rename.
   drop     the scratch database removed (a copy that did not match, or was cut off).
   freeze / thaw  for the cut-over (--final): the source made read-only for new sessions and its others
            ended, or made writable again when the import fails.
@@ -107,6 +108,19 @@ def figures_sql(tables):
 def figures(rows):
     return {name: [int(count), str(total)] for name, count, total in rows}
 
+def swap(kept):
+    """The scratch database renamed to the app's; the app's kept as `kept`, or dropped when that is empty."""
+    statements = [f"ALTER DATABASE {quoted(scratch)} RENAME TO {quoted(target)};"]
+    if local(f"SELECT 1 FROM pg_database WHERE datname = '{target}';"):
+        # New sessions refused, the open ones ended (waiting for each), then the names change.
+        local(f"ALTER DATABASE {quoted(target)} WITH ALLOW_CONNECTIONS false;")
+        local(f"SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity WHERE datname = '{target}' "
+              "AND pid <> pg_backend_pid();")
+        statements.insert(0, f"ALTER DATABASE {quoted(target)} RENAME TO {quoted(kept)};" if kept
+                          else f"DROP DATABASE {quoted(target)};")
+    for statement in statements:
+        local(statement)
+
 try:
     private_file("service.conf", config["service"] + (
         "sslrootcert=system\n" if config["ca"] == "system" else
@@ -145,6 +159,18 @@ try:
         restore = subprocess.Popen(["runuser", "-u", "postgres", "--", "pg_restore", "--no-owner", "--no-acl",
                                     "--exit-on-error", f"--dbname={scratch}"],
                                    stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd="/")
+        # The source counts and checksums its tables in the exported snapshot while pg_dump reads it.
+        checked = {}
+
+        def check_source():
+            try:
+                checked["figures"] = figures(ask(session, figures_sql(ask(session, TABLES))))
+            except SystemExit:
+                checked["failed"] = True
+            checked["seconds"] = time.time() - started
+
+        checker = threading.Thread(target=check_source)
+        checker.start()
         copied, said, broken = 0, time.monotonic(), False
         try:
             for block in iter(lambda: dump.stdout.read(1 << 16), b""):
@@ -164,8 +190,10 @@ try:
         if restored != 0:
             fail("pg_restore into the scratch database", restore.stderr.read().decode(errors="replace"))
         copy_seconds = time.time() - started
-        tables = [row for row in ask(session, TABLES)]
-        source = figures(ask(session, figures_sql(tables)))
+        checker.join()
+        if "figures" not in checked:
+            fail("the source database", session.stderr.read())
+        source = checked["figures"]
         ask(session, "COMMIT;")
         session.stdin.close()
         session.wait()
@@ -190,21 +218,18 @@ FOR object IN SELECT format('ALTER SCHEMA %I OWNER TO %I', nspname, '{owner}') A
   AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_namespace'::regclass AND d.objid = oid
   AND d.deptype = 'e')
 LOOP EXECUTE object.statement; END LOOP; END $$;""", scratch)
+        checking = time.time()
         copy = figures(local(figures_sql(local(TABLES, scratch)), scratch))
-        print(json.dumps({"source": source, "copy": copy, "bytes": copied, "copy_seconds": round(copy_seconds, 3)}))
+        seconds = {"copy": round(copy_seconds, 3), "check_source": round(checked["seconds"], 3),
+                   "check_copy": round(time.time() - checking, 3)}
+        # Equal to the last figure: swapped in now, in the same visit (the control machine compares again).
+        swapped = source == copy
+        if swapped:
+            swap(config["keep_as"])
+        print(json.dumps({"source": source, "copy": copy, "bytes": copied, "seconds": seconds, "swapped": swapped}))
     elif action == "swap":
-        kept = config["keep_as"]
-        statements = [f"ALTER DATABASE {quoted(scratch)} RENAME TO {quoted(target)};"]
-        if local(f"SELECT 1 FROM pg_database WHERE datname = '{target}';"):
-            # New sessions refused, the open ones ended (waiting for each), then the names change.
-            local(f"ALTER DATABASE {quoted(target)} WITH ALLOW_CONNECTIONS false;")
-            local(f"SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity WHERE datname = '{target}' "
-                  "AND pid <> pg_backend_pid();")
-            statements.insert(0, f"ALTER DATABASE {quoted(target)} RENAME TO {quoted(kept)};" if kept
-                              else f"DROP DATABASE {quoted(target)};")
-        for statement in statements:
-            local(statement)
-        print(json.dumps({"kept_as": kept}))
+        swap(config["keep_as"])
+        print(json.dumps({"kept_as": config["keep_as"]}))
     elif action == "drop":
         local(f"DROP DATABASE IF EXISTS {quoted(scratch)};")
         print(json.dumps({"dropped": scratch}))

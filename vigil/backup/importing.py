@@ -39,6 +39,7 @@ class ImportReport:
     tables: dict[str, dict] = field(default_factory=dict)  # name -> {"rows": n, "checksum": s}
     bytes: int = 0
     copy_seconds: float = 0.0
+    check_seconds: float = 0.0  # what the checks added to the copy (the source's overlap it)
     seconds: float = 0.0
     replaced: str = ""  # what the replaced database is kept as
     backups: list[str] = field(default_factory=list)
@@ -151,14 +152,13 @@ def import_database(env: str, source: Source, replace: bool = False, final: bool
             reporter.line(f"source {source.shown}: read-only now, {ended['sessions_ended']} session(s) ended")
         try:
             reporter.line(f"copying {source.shown} into {host.name}:{target.scratch}")
-            copied = ask("copy", sink=progress_sink(reporter))
+            keep_as = f"{target.database}_replaced_{time.strftime('%Y%m%d%H%M%S', time.gmtime())}" if holding else ""
+            copied = ask("copy", keep_as, sink=progress_sink(reporter))
             mismatches: list[Mismatch] = compare(copied["source"], copied["copy"])
-            if mismatches:
+            if mismatches or not copied["swapped"]:
                 raise BackupError(f"{host.name}: the copy differs from the source: "
                                   + "; ".join(m.describe() for m in mismatches[:5])
                                   + f"; the scratch database was dropped, {target.database} is unchanged")
-            keep_as = f"{target.database}_replaced_{time.strftime('%Y%m%d%H%M%S', time.gmtime())}" if holding else ""
-            ask("swap", keep_as)
         except BaseException:
             try:
                 ask("drop")
@@ -175,7 +175,9 @@ def import_database(env: str, source: Source, replace: bool = False, final: bool
             raise
     report.tables = {name: {"rows": figures[0], "checksum": figures[1]}
                      for name, figures in copied["copy"].items() if figures[0] >= 0}
-    report.bytes, report.copy_seconds, report.replaced = copied["bytes"], copied["copy_seconds"], keep_as
+    report.bytes, report.copy_seconds, report.replaced = copied["bytes"], copied["seconds"]["copy"], keep_as
+    report.check_seconds = max(copied["seconds"]["check_source"] - copied["seconds"]["copy"], 0) \
+        + copied["seconds"]["check_copy"]
     after = verified_backup(inventory, "after-import", reporter)
     if after is None:
         report.notes.append(f"no backup host in inventory/{env}.yml: no backup was taken (docs/backup.md)")

@@ -366,11 +366,15 @@ def import_(c, env="sandbox", from_url=None, from_env_file=None, ca=None, replac
     reporter.table(table)
     for note in report.notes:
         reporter.line(f"note: {note}")
-    reporter.line(f"{report.database}: {len(report.tables)} tables, {sum(t['rows'] for t in report.tables.values())} "
-                  f"rows equal to the source's; {_size(report.bytes)} copied in {report.copy_seconds:.1f}s, "
-                  f"{report.seconds:.0f}s in all" + (f"; the database it replaced is kept as {report.replaced}"
-                                                      if report.replaced else "")
-                  + (f"; backups {', '.join(report.backups)}" if report.backups else ""))
+    rows = sum(figures["rows"] for figures in report.tables.values())
+    said = [f"{report.database}: {len(report.tables)} tables, {rows} rows equal to the source's",
+            f"{_size(report.bytes)} copied in {report.copy_seconds:.1f}s",
+            f"the checks added {report.check_seconds:.1f}s, {report.seconds:.0f}s in all"]
+    if report.replaced:
+        said.append(f"the database it replaced is kept as {report.replaced}")
+    if report.backups:
+        said.append(f"backups {', '.join(report.backups)}")
+    reporter.line("; ".join(said))
     if report.write_downtime_seconds is not None:
         reporter.line(f"write downtime: {report.write_downtime_seconds:.1f}s (source read-only until the env served "
                       "again); the source stays read-only: the PaaS must take no more writes")
