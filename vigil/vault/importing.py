@@ -213,6 +213,8 @@ def describe(plan: ImportPlan) -> list[str]:
         lines.append(f"drop {', '.join(key for key, reason in plan.dropped if reason == why)} ({why})")
     for entry in plan.kept_unknown:
         lines.append(f"new in the schema: {entry.key} (for {', '.join(services_of(entry))}; from {entry.where})")
+    for key in (key for key in SITE_KEYS if key in plan.imported):
+        lines.append(f"{key}: the PaaS's address kept, as the env has no domain yet: give --domain")
     return lines
 
 

@@ -191,3 +191,12 @@ def test_an_imported_value_the_schema_refuses_names_the_key_and_imports_nothing(
 def test_the_source_database_is_read_through_a_direct_reachable_url(exports, files, key):
     entries = importing.merge([importing.read_export(exports / name) for name in files])
     assert importing.source_database_url(entries, "export")[1] == key
+
+
+def test_without_a_new_domain_the_paas_address_is_kept_and_said(paths, exports):
+    schema = load_schema(paths)
+    init_env("bare", paths, schema, "unit test")
+    result = importing.import_files("bare", paths, schema, [exports / "railway.env"], keep=lambda entry: False)
+    assert load("bare", paths)["FRONTEND_URL"] == "https://together-pray.vercel.app"
+    assert "FRONTEND_URL: the PaaS's address kept, as the env has no domain yet: give --domain" in (
+        importing.describe(result.plan))
