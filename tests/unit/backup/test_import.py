@@ -111,3 +111,17 @@ def test_a_database_that_holds_rows_is_refused_without_replace():
     with pytest.raises(BackupError, match="together_pray already holds rows \\(public.prayers\\); nothing was "
                                           "changed. --replace"):
         importing.refuse_rows(["public.prayers"], "together_pray", "db1", replace=False)
+
+
+def test_progress_lines_are_read_as_they_come_and_every_line_is_kept():
+    shown = []
+
+    class Screen:
+        def line(self, text):
+            shown.append(text)
+
+    sink = importing.progress_sink(Screen(), every=0)
+    for chunk in (b'{"copied": 10485', b'760}\n{"copied": 20971520}\n{"source": ', b'{}}\n'):
+        sink(chunk)
+    assert sink.lines == ['{"copied": 10485760}', '{"copied": 20971520}', '{"source": {}}']
+    assert [line.split(" in ")[0] for line in shown] == ["  copied 10.0 MiB", "  copied 20.0 MiB"]
