@@ -18,6 +18,7 @@ Target (issue 20): vigil at most 1.3 times the bare copy, checks included.
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import shutil
 import subprocess
@@ -77,6 +78,7 @@ class ImportResult:
     bare: list[float]  # from this machine, as a person runs it: ssh, a fresh database, the pipe
     bare_pipe: list[float]  # the pipe alone, timed on vps1
     vigil: list[float]
+    phases: dict[str, float]  # where the last round of backup.import spent its time
 
     @property
     def ratio(self) -> float:
@@ -91,6 +93,9 @@ class ImportResult:
             ["ratio of the medians", f"{self.ratio:.2f}"],
         ])
 
+    def where_the_time_went(self) -> str:
+        return ", ".join(f"{name} {seconds:.2f}s" for name, seconds in self.phases.items())
+
     def verdicts(self) -> list[str]:
         return [f"backup.import {self.ratio:.2f} times the bare copy (target at most {TARGET_RATIO}): "
                 f"{'met' if self.ratio <= TARGET_RATIO else 'MISSED'}"]
@@ -104,6 +109,7 @@ def measure(rounds: int) -> ImportResult:
     address, gateway = sandbox_hosts()["vps1"]["address"], Vps.from_name("vps1").gateway
     directory = Path(tempfile.mkdtemp(prefix="vigil-paas-"))
     times: dict[str, list[float]] = {"bare": [], "bare_pipe": [], "vigil": []}
+    phases: dict[str, float] = {}
     try:
         with paas_database(gateway, directory, ROWS) as paas:
             for round_ in range(rounds):
@@ -119,16 +125,19 @@ def measure(rounds: int) -> ImportResult:
                         continue
                     on_host(address, EMPTY)
                     started = time.monotonic()
-                    ran = subprocess.run([sys.executable, "-m", "invoke", "backup.import",
+                    ran = subprocess.run([sys.executable, "-m", "invoke", "backup.import", "--json",
                                           f"--from-url=postgresql://{OWNER}@{gateway}:{PORT}/{DATABASE}",
                                           f"--ca={CA}"], cwd=REPO, input=paas.password + "\n", capture_output=True,
                                          text=True, timeout=1800)
                     times["vigil"].append(time.monotonic() - started)
                     if ran.returncode != 0:
                         raise BenchError(f"backup.import failed: {ran.stdout[-2000:]}{ran.stderr[-2000:]}")
+                    said = json.loads(ran.stdout[ran.stdout.index("{"):])
+                    phases = {"the CLI starting, before the import": times["vigil"][-1] - said["seconds"],
+                              **said["phases"]}
     finally:
         shutil.rmtree(directory, ignore_errors=True)
-    return ImportResult(times["bare"], times["bare_pipe"], times["vigil"])
+    return ImportResult(times["bare"], times["bare_pipe"], times["vigil"], phases)
 
 
 def report(result: ImportResult, rounds: int, minutes: float) -> str:
@@ -148,6 +157,10 @@ def report(result: ImportResult, rounds: int, minutes: float) -> str:
         "vps1's PostgreSQL 17 by each way in turn, in the same rounds:",
         "",
         result.table(),
+        "",
+        "Where backup.import's last round spent its time (the import's steps as seconds from its start;",
+        "then the copy's own: the pipe, the source's checks in the same snapshot, the copy's checks):",
+        result.where_the_time_went() + ".",
         "",
         *[f"- {line}" for line in result.verdicts()],
         "",

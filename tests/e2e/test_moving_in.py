@@ -40,6 +40,7 @@ ROWS = 1_000_000
 DOC = REPO / "docs" / "moving-in.md"
 WRITTEN_AFTER_REHEARSAL = "written on the PaaS after the rehearsal, before the cut-over"
 # Every app table's figures on one side: rows and an order-free checksum of the rows' text.
+# (md5 here, not vigil's own hash: an independent check.)
 FIGURES = ("SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SELECT 'prayers', count(*), "
            "sum(('x' || left(md5(r::text), 16))::bit(64)::bigint::numeric) FROM prayers r UNION ALL "
            "SELECT 'migrations', count(*), sum(('x' || left(md5(r::text), 16))::bit(64)::bigint::numeric) "

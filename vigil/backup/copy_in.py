@@ -94,13 +94,15 @@ TABLES = """SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n
 WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
 AND n.nspname NOT LIKE 'pg_toast%' AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
 AND d.objid = c.oid AND d.deptype = 'e') ORDER BY 1, 2;"""
-# The same text on both sides whatever their settings, so a row's checksum is its content's.
+# The same text on both sides whatever their settings, so a row's checksum is its content's. The hash is
+# PostgreSQL's own 64-bit one (hashtextextended, stable across versions: hash partitioning relies on it),
+# half md5's cost; a checksum that differs only refuses the copy, it can never let a bad one through.
 STABLE = ("SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'postgres'; "
           "SET extra_float_digits = 3; SET bytea_output = 'hex';")
 
 def figures_sql(tables):
     parts = [f"SELECT {literal(s + '.' + t)}, count(*), "
-             f"coalesce(sum(('x' || left(md5(r::text), 16))::bit(64)::bigint::numeric), 0) "
+             f"coalesce(sum(hashtextextended(r::text, 0)), 0) "
              f"FROM {quoted(s)}.{quoted(t)} r" for s, t in tables]
     sequences = "SELECT schemaname || '.' || sequencename, -1, coalesce(last_value, 0) FROM pg_sequences"
     return STABLE + " " + " UNION ALL ".join(parts + [sequences]) + ";"

@@ -44,6 +44,8 @@ class ImportReport:
     replaced: str = ""  # what the replaced database is kept as
     backups: list[str] = field(default_factory=list)
     write_downtime_seconds: float | None = None
+    # Seconds from the start at which each step was done, and the copy's own (copy, check_source, check_copy).
+    phases: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
 
@@ -131,7 +133,9 @@ def import_database(env: str, source: Source, replace: bool = False, final: bool
             result = transport.run(copy_in_command(action, source, target, keep_as), timeout=7200, sink=sink)
             return answer_of(_Output(result, sink.lines) if sink else result, action, host.name)
 
+        phases = {"connected": time.monotonic() - started}
         seen = ask("inspect")
+        phases["inspected"] = time.monotonic() - started
         check_versions(seen["source"]["version_num"], seen["destination"]["pg_dump"], host.name)
         holding = seen["destination"]["holding"]
         refuse_rows(holding, target.database, host.name, replace)
@@ -154,6 +158,7 @@ def import_database(env: str, source: Source, replace: bool = False, final: bool
             reporter.line(f"copying {source.shown} into {host.name}:{target.scratch}")
             keep_as = f"{target.database}_replaced_{time.strftime('%Y%m%d%H%M%S', time.gmtime())}" if holding else ""
             copied = ask("copy", keep_as, sink=progress_sink(reporter))
+            phases["copied, checked and swapped"] = time.monotonic() - started
             mismatches: list[Mismatch] = compare(copied["source"], copied["copy"])
             if mismatches or not copied["swapped"]:
                 raise BackupError(f"{host.name}: the copy differs from the source: "
@@ -187,6 +192,7 @@ def import_database(env: str, source: Source, replace: bool = False, final: bool
         set_maintenance(env, False, None)
         report.write_downtime_seconds = round(time.monotonic() - frozen_at, 1)
     report.seconds = round(time.monotonic() - started, 1)
+    report.phases = {**{name: round(at, 2) for name, at in phases.items()}, **copied["seconds"]}
     return report
 
 
