@@ -149,12 +149,14 @@ def import_database(env: str, source: Source, replace: bool = False, final: bool
         if final:
             _, failed = set_maintenance(env, True, None)
             if failed:
+                set_maintenance(env, False, None)
                 raise BackupError(f"maintenance mode could not be turned on at {', '.join(failed)}; nothing was "
                                   "copied")
             frozen_at = time.monotonic()
-            ended = ask("freeze")
-            reporter.line(f"source {source.shown}: read-only now, {ended['sessions_ended']} session(s) ended")
         try:
+            if final:
+                ended = ask("freeze")
+                reporter.line(f"source {source.shown}: read-only now, {ended['sessions_ended']} session(s) ended")
             reporter.line(f"copying {source.shown} into {host.name}:{target.scratch}")
             keep_as = f"{target.database}_replaced_{time.strftime('%Y%m%d%H%M%S', time.gmtime())}" if holding else ""
             copied = ask("copy", keep_as, sink=progress_sink(reporter))
@@ -178,6 +180,13 @@ def import_database(env: str, source: Source, replace: bool = False, final: bool
                                    "... RESET default_transaction_read_only on it")
                 set_maintenance(env, False, None)
             raise
+    if final:
+        # The env takes writes again now; the backup below runs beside it.
+        _, failed = set_maintenance(env, False, None)
+        report.write_downtime_seconds = round(time.monotonic() - frozen_at, 1)
+        if failed:
+            report.notes.append(f"maintenance mode is still on at {', '.join(failed)}: invoke incident.maintenance "
+                                f"off --env={env}")
     report.tables = {name: {"rows": figures[0], "checksum": figures[1]}
                      for name, figures in copied["copy"].items() if figures[0] >= 0}
     report.bytes, report.copy_seconds, report.replaced = copied["bytes"], copied["seconds"]["copy"], keep_as
@@ -188,9 +197,6 @@ def import_database(env: str, source: Source, replace: bool = False, final: bool
         report.notes.append(f"no backup host in inventory/{env}.yml: no backup was taken (docs/backup.md)")
     else:
         report.backups.append(after)
-    if final:
-        set_maintenance(env, False, None)
-        report.write_downtime_seconds = round(time.monotonic() - frozen_at, 1)
     report.seconds = round(time.monotonic() - started, 1)
     report.phases = {**{name: round(at, 2) for name, at in phases.items()}, **copied["seconds"]}
     return report
