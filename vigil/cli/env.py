@@ -16,6 +16,8 @@ from vigil.core.output import Reporter
 from vigil.core.paths import rel
 from vigil.environments import preflight
 from vigil.environments.scaffold import EnvRequest, create_env, parse_hosts
+from vigil.vault.paths import SecretsPaths
+from vigil.vault.schema import load_schema
 from vigil.vault.store import audit_secrets_task, open_env
 
 
@@ -42,7 +44,8 @@ def new(c, name, host=None, group=None, private=None, domain=None, email=None, s
     reporter = Reporter()
     request = EnvRequest(name, parse_hosts(host or [], group or [], private or []), Path(ssh_key).expanduser(),
                          domain, email)
-    paths, schema = open_env(name)
+    paths = SecretsPaths.default()  # nothing of any env is touched before create_env's checks
+    schema = load_schema(paths)
     label = f"{getpass.getuser()}@{os.uname().nodename}"
 
     def confirm(plan, known_hosts) -> bool:
