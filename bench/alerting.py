@@ -27,7 +27,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import (  # noqa: E402
-    REPO,
     BenchError,
     Spread,
     commit,
@@ -35,6 +34,7 @@ from bench.common import (  # noqa: E402
     machine,
     markdown_table,
     on_host,
+    run_alone,
     sandbox_hosts,
 )
 from tests.support.alerts import AlertReceiver, scratch_secrets  # noqa: E402
@@ -164,16 +164,4 @@ def report(result: AlertingResult, rounds: int, minutes: float) -> str:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
-    options = parser.parse_args()
-    began = time.monotonic()
-    try:
-        result = measure(options.rounds)
-    except BenchError as error:
-        sys.exit(f"bench: {error}")
-    finally:
-        invoke("sandbox.down")
-    text = report(result, options.rounds, (time.monotonic() - began) / 60)
-    path = REPO / "bench" / "results" / f"{time.strftime('%Y-%m-%d', time.gmtime())}-alerting.md"
-    path.write_text(text)
-    print(text)
-    print(f"written: {path.relative_to(REPO)}")
+    run_alone("alerting", measure, report, parser.parse_args().rounds)

@@ -152,3 +152,21 @@ def commit() -> str:
         ["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True, text=True
     )
     return (done.stdout.strip() or "unknown") + (" (with uncommitted changes)" if dirty.stdout.strip() else "")
+
+
+def run_alone(name: str, measure, report, rounds: int) -> None:
+    """A benchmark run on its own (not a full `invoke bench`): measure(rounds), the sandbox removed
+    whatever happens, then report(result, rounds, minutes) printed and written to
+    bench/results/<date>-<name>.md."""
+    began = time.monotonic()
+    try:
+        result = measure(rounds)
+    except BenchError as error:
+        sys.exit(f"bench: {error}")
+    finally:
+        invoke("sandbox.down")
+    text = report(result, rounds, (time.monotonic() - began) / 60)
+    path = REPO / "bench" / "results" / f"{time.strftime('%Y-%m-%d', time.gmtime())}-{name}.md"
+    path.write_text(text)
+    print(text)
+    print(f"written: {path.relative_to(REPO)}")

@@ -40,6 +40,7 @@ from bench.common import (  # noqa: E402
     machine,
     markdown_table,
     on_host,
+    run_alone,
     sandbox_hosts,
 )
 from tests.support.paas import DATABASE, OWNER, PORT, paas_database  # noqa: E402
@@ -170,16 +171,4 @@ def report(result: ImportResult, rounds: int, minutes: float) -> str:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
-    options = parser.parse_args()
-    began = time.monotonic()
-    try:
-        result = measure(options.rounds)
-    except BenchError as error:
-        sys.exit(f"bench: {error}")
-    finally:
-        invoke("sandbox.down")
-    text = report(result, options.rounds, (time.monotonic() - began) / 60)
-    path = REPO / "bench" / "results" / f"{time.strftime('%Y-%m-%d', time.gmtime())}-import.md"
-    path.write_text(text)
-    print(text)
-    print(f"written: {path.relative_to(REPO)}")
+    run_alone("import", measure, report, parser.parse_args().rounds)

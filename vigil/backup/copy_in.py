@@ -275,18 +275,18 @@ def copy_in_command(action: str, source: Source, target: Target, keep_as: str = 
     return Command(("python3", "-I", "-c", COPY_IN, action), sudo=True, stdin=json.dumps(config).encode())
 
 
-def answer_of(result, action: str, host: str) -> dict:
+def answer_of(ok: bool, stdout: str, stderr: str, action: str, host: str) -> dict:
     """COPY_IN's last JSON line, or its error as a BackupError (masked: a source error may quote the URL)."""
-    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
-    if result.ok and lines:
+    lines = [line for line in stdout.splitlines() if line.startswith("{")]
+    if ok and lines:
         return json.loads(lines[-1])
     problem = {}
-    for line in reversed(result.stderr.strip().splitlines()):
+    for line in reversed(stderr.strip().splitlines()):
         if line.startswith("{"):
             problem = json.loads(line)
             break
     what = problem.get("error") or f"backup.import {action}"
-    detail = problem.get("detail") or result.stderr.strip()[-300:]
+    detail = problem.get("detail") or stderr.strip()[-300:]
     raise BackupError(REDACTOR.redact(f"{host}: {what} failed: {detail}"))
 
 

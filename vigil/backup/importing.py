@@ -107,14 +107,6 @@ def progress_sink(reporter: Reporter, every: float = 5.0) -> Callable[[bytes], N
     return sink
 
 
-class _Output:
-    """A COPY_IN result as answer_of reads it, rebuilt from what the sink kept."""
-
-    def __init__(self, result, lines: list[str]):
-        self.ok, self.stderr = result.ok, result.stderr
-        self.stdout = "\n".join(lines)
-
-
 def import_database(env: str, source: Source, replace: bool = False, final: bool = False,
                     reporter: Reporter | None = None) -> ImportReport:
     """Copy `source` into `env`'s database, by the steps of this module's docstring.
@@ -131,7 +123,9 @@ def import_database(env: str, source: Source, replace: bool = False, final: bool
     with connect(inventory, host) as transport:
         def ask(action: str, keep_as: str = "", sink=None) -> dict:
             result = transport.run(copy_in_command(action, source, target, keep_as), timeout=7200, sink=sink)
-            return answer_of(_Output(result, sink.lines) if sink else result, action, host.name)
+            # With a sink, what the program printed is in the lines it kept, not in the result.
+            stdout = "\n".join(sink.lines) if sink else result.stdout
+            return answer_of(result.ok, stdout, result.stderr, action, host.name)
 
         phases = {"connected": time.monotonic() - started}
         seen = ask("inspect")

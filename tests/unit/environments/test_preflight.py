@@ -1,14 +1,11 @@
 """env.check: each item judged from what the host, the network and DNS answered (given here as data)."""
 
-import shutil
 
 import pytest
 
 from vigil.core.errors import ConfigError
 from vigil.core.inventory import Host
-from vigil.core.paths import REPO_ROOT
 from vigil.environments import preflight
-from vigil.vault.paths import SecretsPaths
 from vigil.vault.schema import load_schema
 from vigil.vault.store import init_env, load, save
 
@@ -92,18 +89,6 @@ def test_an_unknown_item_to_skip_is_refused_before_anything_is_asked():
 def test_a_failing_item_says_fail_first():
     assert preflight.Item("dns", "app.example.com", False, "x").line().startswith("FAIL")
     assert preflight.Item("dns", "app.example.com", True, "x").line().startswith("ok")
-
-
-@pytest.fixture
-def paths(tmp_path, monkeypatch):
-    root = tmp_path / "secrets"
-    root.mkdir()
-    shutil.copy(REPO_ROOT / "secrets" / "schema.yml", root / "schema.yml")
-    monkeypatch.setenv("VIGIL_SECRETS", str(root))
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    for name in ("VIGIL_AGE_IDENTITY", "VIGIL_AGE_IDENTITY_FILE"):
-        monkeypatch.delenv(name, raising=False)
-    return SecretsPaths(root)
 
 
 def test_secrets_are_complete_or_the_missing_keys_are_named(paths):

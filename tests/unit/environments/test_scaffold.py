@@ -1,7 +1,6 @@
 """env.new: hosts and groups from flags, the inventory it writes (the two example files are what it writes
 for their commands), and all-or-nothing: a refused key, a taken name or a failure writes nothing."""
 
-import shutil
 from pathlib import Path
 
 import paramiko
@@ -12,7 +11,6 @@ from vigil.core.errors import ConfigError
 from vigil.core.inventory import load_inventory
 from vigil.core.paths import REPO_ROOT
 from vigil.environments.scaffold import EnvRequest, NewHost, create_env, parse_hosts, render_inventory
-from vigil.vault.paths import SecretsPaths
 from vigil.vault.schema import load_schema
 from vigil.vault.store import load
 
@@ -85,17 +83,11 @@ def test_the_example_inventories_are_what_env_new_writes_and_load(name, tmp_path
 # --- create_env: the files, all or nothing ------------------------------------------------------------
 
 @pytest.fixture
-def scratch(tmp_path, monkeypatch):
-    """A scratch inventory/ and secrets/ (the shipped schema), a team key, and the age key's home."""
-    secrets = tmp_path / "secrets"
-    secrets.mkdir()
-    shutil.copy(REPO_ROOT / "secrets" / "schema.yml", secrets / "schema.yml")
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    for name in ("VIGIL_AGE_IDENTITY", "VIGIL_AGE_IDENTITY_FILE"):
-        monkeypatch.delenv(name, raising=False)
+def scratch(tmp_path, paths):
+    """A scratch inventory/ and secrets/ (tests/unit/conftest.py), and a team key."""
     private = tmp_path / "id_team"
     paramiko.RSAKey.generate(2048).write_private_key_file(str(private))
-    return tmp_path / "inventory", SecretsPaths(secrets), private
+    return tmp_path / "inventory", paths, private
 
 
 def offered_keys(names):
