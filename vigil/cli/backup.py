@@ -20,6 +20,7 @@ from vigil.backup import importing, pitr
 from vigil.backup import restore as restoring
 from vigil.backup.access import LABEL, BackupError, connect, database_host
 from vigil.backup.branch import drop_branch, make_branch
+from vigil.backup.dump_file import check_dump
 from vigil.backup.export import export_database
 from vigil.backup.offsite import check_label, pull_set
 from vigil.backup.repository import (
@@ -339,20 +340,28 @@ def decrypt(c, file, env="sandbox", out=None):
                 "prompt, or on stdin): a command line is seen by ps and kept in shell history.",
     "from_env_file": "Or an export of the PaaS's variables (secrets.import's --file): its database URL, the "
                      "direct one preferred (DATABASE_URL_UNPOOLED, DATABASE_PUBLIC_URL, DATABASE_URL).",
+    "from_dump": "Or a pg_dump archive of it (pg_dump --format=custom or tar; a PaaS's backup download): put on "
+                 "the database host, restored, and its every table's rows and checksum compared with the copy's.",
     "ca": "The PaaS's CA certificate (PEM file) or `system` (a public CA, as Neon's): TLS with sslmode=verify-full. "
           "Without it sslmode=require (encrypted, not verified).",
     "replace": "Replace a database that already holds rows (after a verified backup of it; kept renamed).",
     "final": "The cut-over: maintenance mode on and the source read-only first; the write downtime is reported.",
 })
 @exits_cleanly
-def import_(c, env="sandbox", from_url=None, from_env_file=None, ca=None, replace=False, final=False, json=False):
+def import_(c, env="sandbox", from_url=None, from_env_file=None, from_dump=None, ca=None, replace=False, final=False,
+            json=False):
     """Copy the PaaS's database into the env's: TLS, streamed, every table's rows and checksum compared, then
     swapped in and backed up (verified). Nothing of the app's database changes unless all of that held.
 
     Example: invoke backup.import --env=staging --from-env-file=railway.env --ca=railway-ca.pem
     """
     reporter = Reporter(json_output=json)
-    source = importing.source_from_flags(from_url, from_env_file, read_ca(ca), _read_password)
+    if from_dump:
+        if from_url or from_env_file or ca:
+            raise ConfigError("backup.import: --from-dump takes no --from-url, --from-env-file or --ca")
+        source = check_dump(Path(from_dump))
+    else:
+        source = importing.source_from_flags(from_url, from_env_file, read_ca(ca), _read_password)
     report = importing.import_database(env, source, replace=replace, final=final, reporter=reporter)
     _audit("backup.import", env, report.host, "ok", source=report.source, final=str(final))
     if json:

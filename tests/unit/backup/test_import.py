@@ -1,13 +1,17 @@
 """backup.import: the source's URL taken apart (TLS always, the password never on a command line), the
-copy's figures compared with the source's, and the refusals that come before anything is created."""
+copy's figures compared with the source's, the refusals that come before anything is created, and an
+archive's (--from-dump) figures read from its SQL."""
 
 import json
+from pathlib import Path
 
 import pytest
 
-from vigil.backup import importing
+from vigil.backup import copy_in_program, importing
 from vigil.backup.access import BackupError
-from vigil.backup.copy_in import Target, compare, copy_in_command
+from vigil.backup.copy_in import COPY_IN, Target, compare, copy_in_command
+from vigil.backup.copy_in_program import DumpFigures
+from vigil.backup.dump_file import check_dump
 from vigil.backup.source import parse_source
 from vigil.core.errors import ConfigError
 from vigil.core.redaction import REDACTOR
@@ -125,3 +129,71 @@ def test_progress_lines_are_read_as_they_come_and_every_line_is_kept():
         sink(chunk)
     assert sink.lines == ['{"copied": 10485760}', '{"copied": 20971520}', '{"source": {}}']
     assert [line.split(" in ")[0] for line in shown] == ["  copied 10.0 MiB", "  copied 20.0 MiB"]
+
+
+# --- --from-dump ----------------------------------------------------------------------------------
+
+SQL = (b"SET client_encoding = 'UTF8';\n"
+       b"COPY public.prayers (id, author, body) FROM stdin;\n"
+       b"1\tann\tpeace\n2\tbo\tpatience\n\\.\n"
+       b"COPY public.\"Odd Name\" FROM stdin;\n\\.\n"
+       b"SELECT pg_catalog.setval('public.prayers_id_seq', 2, true);\n"
+       b"CREATE FUNCTION f() RETURNS void AS $$ COPY x FROM stdin; $$ LANGUAGE sql;\n")
+
+
+def figures_of(sql: bytes) -> DumpFigures:
+    figures = DumpFigures()
+    for line in sql.splitlines(keepends=True):
+        figures.line(line)
+    return figures
+
+
+def test_a_dumps_sql_gives_every_tables_rows_and_every_sequences_value():
+    tables = figures_of(SQL).tables
+    assert {name: value[0] for name, value in tables.items()} == {
+        "public.prayers": 2, 'public."Odd Name"': 0, "public.prayers_id_seq": -1}
+    assert tables["public.prayers_id_seq"][1] == "2, true"
+
+
+@pytest.mark.parametrize("changed, equal", [
+    (SQL.replace(b"1\tann\tpeace\n2\tbo\tpatience\n", b"2\tbo\tpatience\n1\tann\tpeace\n"), True),  # order is free
+    (SQL.replace(b"patience", b"patiencE"), False),  # one byte
+    (SQL.replace(b"2\tbo\tpatience\n", b""), False),  # a row less
+    (SQL.replace(b"2, true", b"3, true"), False),  # a sequence further on
+])
+def test_the_checksum_sees_any_change_in_a_row_but_not_their_order(changed, equal):
+    assert (figures_of(changed).tables == figures_of(SQL).tables) is equal
+
+
+def test_data_that_ends_before_its_end_mark_is_noticed():
+    assert figures_of(SQL[:SQL.index(b"\\.")]).table == "public.prayers"
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"PGDMP\x01\x10\x00", None),
+    (b"toc.dat\0".ljust(257, b"\0") + b"ustar\x0000".ljust(255, b"\0"), None),
+    (b"--\n-- PostgreSQL database dump\n--\n", "is a plain SQL dump; .* pg_dump --format=custom"),
+    (b"\x1f\x8b\x08\x00", "is not a pg_dump archive"),
+    (b"", "is not a pg_dump archive"),
+])
+def test_only_an_archive_pg_restore_reads_is_taken(tmp_path, content, message):
+    path = tmp_path / "paas.dump"
+    path.write_bytes(content)
+    if message is None:
+        dump = check_dump(path)
+        assert dump.remote.startswith("/var/lib/postgresql/vigil-import/import-") and dump.shown == str(path)
+        command = copy_in_command("restore", dump.remote, Target("together_pray", "together_pray"))
+        assert json.loads(command.stdin)["dump"] == dump.remote and "pgpass" not in json.loads(command.stdin)
+    else:
+        with pytest.raises(ConfigError, match=f"--from-dump: {path} {message}"):
+            check_dump(path)
+
+
+def test_a_missing_archive_is_named():
+    with pytest.raises(ConfigError, match="--from-dump: /nonexistent/paas.dump is not a file"):
+        check_dump(Path("/nonexistent/paas.dump"))
+
+
+def test_the_program_shipped_to_the_host_is_the_one_tested_here():
+    assert COPY_IN == Path(copy_in_program.__file__).read_text()
+    compile(COPY_IN, "copy_in_program", "exec")
