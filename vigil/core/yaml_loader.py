@@ -6,10 +6,19 @@ words; `0644`, octal to YAML 1.1 and decimal to 1.2, is refused rather than gues
 is an error, where PyYAML keeps the last silently. Every error names the file, line and column; every
 value comes back as plain Python data (dict, list, str, int, float, bool, None), and the line of each
 key or item is kept beside it; a key merged in (`<<: *anchor`) has the line of the map merging it.
+
+ruamel's round-trip parser is pure Python, and a task reads twenty or more files (every role's defaults,
+the inventory, the schema) before it asks a host anything; so what `read_yaml` parsed once is kept as
+JSON under .vigil/cache/yaml/, named by the SHA-256 of the file's text: a changed file is a new name,
+never a stale answer. Files only (they are on disk already; nothing given as text is kept), and only a
+document JSON holds exactly (string keys; no dates) is kept.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,9 +31,11 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.scalarint import ScalarInt
 
 from vigil.core.errors import ConfigError
-from vigil.core.paths import rel
+from vigil.core.paths import LocalState, rel
 
 DUPLICATE_KEY = re.compile(r'found duplicate key "(.*)" with value')
+# Part of every cache entry's name: a change to what parsing returns must change it.
+CACHE_FORMAT = "1"
 
 
 @dataclass(frozen=True)
@@ -119,7 +130,44 @@ def read_yaml(path: Path, where: str | None = None) -> YamlDocument:
         raise ConfigError(f"{where}: not UTF-8 text (byte {error.start})") from None
     except OSError as error:
         raise ConfigError(f"{where}: cannot read: {error.strerror or error}") from None
-    return parse_yaml(text, where)
+    cached = _cache_path(text)
+    try:
+        kept = json.loads(cached.read_text())
+        return YamlDocument(kept["data"], where, {tuple(path): line for path, line in kept["lines"]})
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    document = parse_yaml(text, where)
+    _keep(cached, document)
+    return document
+
+
+def _cache_path(text: str) -> Path:
+    digest = hashlib.sha256(f"{CACHE_FORMAT}\0{text}".encode()).hexdigest()
+    return LocalState.default().root / "cache" / "yaml" / f"{digest}.json"
+
+
+def _json_exact(value: Any) -> bool:
+    """Whether JSON gives `value` back as it is (it turns an int key into a string, a date into an error)."""
+    if isinstance(value, dict):
+        return all(isinstance(key, str) and _json_exact(item) for key, item in value.items())
+    if isinstance(value, list):
+        return all(_json_exact(item) for item in value)
+    return value is None or type(value) in (str, int, float, bool)
+
+
+def _keep(cached: Path, document: YamlDocument) -> None:
+    """The parsed document written beside the others, whole or not at all; a cache that cannot be written
+    (a read-only checkout) only costs the next run its parse."""
+    if not _json_exact(document.data) or not all(_json_exact(list(path)) for path in document.lines):
+        return
+    text = json.dumps({"data": document.data, "lines": [[list(path), line] for path, line in document.lines.items()]})
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        temporary = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
+        temporary.write_text(text)
+        os.replace(temporary, cached)
+    except OSError:
+        pass
 
 
 def load_yaml(path: Path) -> Any:

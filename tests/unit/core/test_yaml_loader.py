@@ -1,7 +1,11 @@
-"""The one YAML loader: YAML 1.2 values, the line of every key, and errors that name file, line and column."""
+"""The one YAML loader: YAML 1.2 values, the line of every key, errors that name file, line and column, and
+the cache of what a file parsed to."""
+
+import datetime
 
 import pytest
 
+from vigil.core import yaml_loader
 from vigil.core.errors import ConfigError
 from vigil.core.yaml_loader import parse_yaml, read_yaml, yaml_value
 
@@ -76,3 +80,50 @@ def test_unreadable_files_are_named(tmp_path, content, message):
 ])
 def test_a_command_line_value_reads_as_yaml_or_stays_text(text, value):
     assert yaml_value(text) == value
+
+
+# --- the parse cache --------------------------------------------------------------------------------
+
+@pytest.fixture
+def state(tmp_path, monkeypatch):
+    monkeypatch.setenv("VIGIL_STATE_DIR", str(tmp_path / "state"))
+    return tmp_path / "state" / "cache" / "yaml"
+
+
+def test_a_file_parsed_once_is_read_from_the_cache_with_its_lines(tmp_path, state, monkeypatch):
+    path = tmp_path / "staging.yml"
+    path.write_text("hosts:\n  web1:\n    address: 10.0.0.5\n")
+    first = read_yaml(path, "inventory/staging.yml")
+    assert len(list(state.iterdir())) == 1
+    # A second read parses nothing: the parser is out of reach.
+    monkeypatch.setattr(yaml_loader, "parse_yaml", lambda *args: pytest.fail("parsed again"))
+    again = read_yaml(path, "inventory/staging.yml")
+    assert again == first and again.at("hosts", "web1", "address") == "inventory/staging.yml:3"
+
+
+def test_a_changed_file_is_parsed_anew_never_answered_from_the_cache(tmp_path, state):
+    path = tmp_path / "defaults.yml"
+    path.write_text("nginx_port: 80\n")
+    assert read_yaml(path).data == {"nginx_port": 80}
+    path.write_text("nginx_port: 8080\n")
+    assert read_yaml(path).data == {"nginx_port": 8080}
+
+
+@pytest.mark.parametrize("text, data", [
+    ("1: one\n", {1: "one"}),  # JSON would make the key "1"
+    ("when: 2026-12-05\n", {"when": datetime.date(2026, 12, 5)}),  # JSON has no dates
+])
+def test_a_document_json_would_change_is_not_kept(tmp_path, state, text, data):
+    path = tmp_path / "odd.yml"
+    path.write_text(text)
+    assert read_yaml(path).data == data and read_yaml(path).data == data
+    assert not state.exists() or list(state.iterdir()) == []
+
+
+def test_a_cache_that_cannot_be_written_costs_only_the_parse(tmp_path, monkeypatch):
+    blocked = tmp_path / "file-not-a-directory"
+    blocked.write_text("")
+    monkeypatch.setenv("VIGIL_STATE_DIR", str(blocked))
+    path = tmp_path / "play.yml"
+    path.write_text("- name: onboard\n")
+    assert read_yaml(path).data == [{"name": "onboard"}]
