@@ -21,6 +21,9 @@ KEY = REPO / ".vigil" / "sandbox" / "id_ed25519"
 CA = REPO / ".vigil" / "sandbox" / "ca" / "ca.crt"
 # Each VPS's root filesystem as this machine sees it: its journal is read from here, without SSH.
 VPS_ROOTS = Path("/var/lib/vigil/sandbox")
+# Every Python program timed here (vigil's tasks and the Python peers alike) keeps its compiled bytecode, as
+# an installed one does: a shell that says PYTHONDONTWRITEBYTECODE would have each run compile every module.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 
 
 class BenchError(Exception):
