@@ -7,7 +7,9 @@ the imported prayers over HTTPS, every table's rows and checksum equal to the Pa
 The one edit the sandbox needs: Let's Encrypt cannot reach it, so the inventory env.new wrote is pointed
 at a local ACME server (tests/support/acme.py), whose DNS helper also stands in for the domain's records
 (env.check asks it with --resolver). The faults are injected on the way: a key not accepted, a wrong
-password, a port nobody answers, a certificate from another CA, the source ending the copy midway.
+password, a port nobody answers, a certificate from another CA, the source ending the copy midway; and
+before the rehearsal the same database comes in as a pg_dump archive (after a plain SQL dump and an
+archive cut in half are refused), then the app's database is emptied again for the doc's next step.
 Runs last (tests/e2e/conftest.py): it adds VPSes to the sandbox.
 """
 
@@ -252,8 +254,29 @@ def inject_source_faults(walk, run) -> dict:
     with SourceCutter(paas) as cutter:
         found["cut"] = run("invoke backup.import --env=staging --from-env-file=railway.env --ca=paas-ca.pem")
     found["cut_sessions"] = cutter.cut
+    # The same database as archives: a plain SQL dump, an archive cut in half, then a whole one.
+    make_archives(walk)
+    found["dump_plain"] = run("invoke backup.import --env=staging --from-dump=paas.sql")
+    found["dump_cut"] = run("invoke backup.import --env=staging --from-dump=cut.dump")
     found["databases_after_faults"] = databases(walk["addresses"][WEB])
+    found["dump"] = run("invoke backup.import --env=staging --from-dump=paas.dump")
+    found["uploads_left"] = ssh(walk["addresses"][WEB], "ls -A /var/lib/postgresql/vigil-import")
+    found["dump_figures"], found["paas_figures"] = database_figures(walk["addresses"][WEB]), paas.psql(FIGURES)
+    # Emptied again, so the doc's rehearsal runs as written (it refuses a database that holds rows).
+    ssh(walk["addresses"][WEB], "runuser -u postgres -- psql -X -q -c 'DROP DATABASE together_pray WITH (FORCE)' "
+                                "-c 'CREATE DATABASE together_pray OWNER together_pray'")
     return found
+
+
+def make_archives(walk) -> None:
+    """paas.dump (pg_dump --format=custom of the PaaS), cut.dump (its first half), paas.sql (plain SQL)."""
+    paas, workdir = walk["paas"], walk["workdir"]
+    for name, format_ in (("paas.dump", "custom"), ("paas.sql", "plain")):
+        subprocess.run([str(paas.bin / "pg_dump"), f"--format={format_}", f"--file={workdir / name}", "-h",
+                        "127.0.0.1", "-p", str(PORT), "-U", OWNER, "-d", DATABASE], env=paas.client_env(), check=True,
+                       timeout=600)
+    whole = (workdir / "paas.dump").read_bytes()
+    (workdir / "cut.dump").write_bytes(whole[:len(whole) // 2])
 
 
 # --- what the walk shows --------------------------------------------------------------------------
@@ -333,6 +356,26 @@ def test_a_source_that_fails_leaves_the_apps_database_as_it_was(walked, walk, fa
     assert [name for name in faults["databases_after_faults"] if "import" in name] == []
     if fault == "cut":
         assert faults["cut_sessions"] >= 1
+
+
+def test_an_archive_is_imported_checked_table_by_table_and_leaves_nothing_on_the_host(walked):
+    _, faults = walked
+    code, output = faults["dump"]
+    assert code == 0 and "rows equal to the source's" in output, output[-3000:]
+    assert faults["dump_figures"].split() == faults["paas_figures"].split()
+    assert faults["uploads_left"] == ""
+
+
+@pytest.mark.parametrize("fault, says", [
+    ("dump_plain", "--from-dump: paas.sql is a plain SQL dump"),
+    ("dump_cut", "--from-dump cut.dump: web1: pg_restore of the archive failed"),
+])
+def test_an_archive_that_cannot_be_restored_is_named_and_changes_nothing(walked, fault, says):
+    _, faults = walked
+    code, output = faults[fault]
+    assert code != 0 and says in output, output[-3000:]
+    # No scratch database left (the rehearsal after them found the app's empty, as it refuses one with rows).
+    assert [name for name in faults["databases_after_faults"] if "import" in name] == []
 
 
 def test_a_database_that_holds_rows_is_refused_without_replace(walked, walk):

@@ -320,8 +320,10 @@ class Program:
         local.close()
         sql = self.postgres("pg_restore", "--no-owner", "--no-acl", "--file=-", path, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
+        # psql's notices go to a file: a pipe nobody reads until the end could fill and stop it mid-load.
+        notices = open(f"{self.private}/load.log", "w+b")  # noqa: SIM115 (read after psql ends)
         load = self.postgres("psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", f"--dbname={self.scratch}",
-                             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=notices)
         archive = DumpFigures()
         copied, broken = self.relay(sql.stdout, load.stdin, archive.line)
         if broken:
@@ -330,7 +332,8 @@ class Program:
         if read != 0 and not broken:
             raise Failed("pg_restore of the archive", sql.stderr.read().decode(errors="replace"))
         if loaded != 0:
-            raise Failed("loading the archive into the scratch database", load.stderr.read().decode(errors="replace"))
+            notices.seek(0)
+            raise Failed("loading the archive into the scratch database", notices.read().decode(errors="replace"))
         if archive.table is not None:
             raise Failed("reading the archive", f"the data of {archive.table} ends before its end mark")
         copy_seconds, checking = time.time() - started, time.time()
