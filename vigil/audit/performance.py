@@ -8,8 +8,6 @@ import re
 import time
 from dataclasses import dataclass
 
-import requests
-
 from vigil.audit.checklist import Item
 from vigil.core.commands import Command, script
 from vigil.core.fanout import answered, on_hosts, unreachable
@@ -59,6 +57,9 @@ def page_items(host: str, timings: list[Timing], target: float = PAGE_LOAD_TARGE
 
 def measure_page(url: str, verify, count: int) -> tuple[list[Timing], dict]:
     """`count` sequential loads of the page (bounded: a few seconds each at most); and the last response's headers."""
+    # requests on first use: every task imports this module, few ask a site anything (CLI start-up).
+    import requests  # noqa: PLC0415
+
     timings, headers = [], {}
     with requests.Session() as session:
         for _ in range(count):
@@ -126,6 +127,8 @@ MAX_CONNECTIONS = "runuser -u postgres -- psql -X -Atc 'show max_connections'"
 
 def performance(env: str, limit: str | None, count: int) -> list[Item]:
     """The performance checklist: page loads from here, delivery, pooling, and each host's headroom."""
+    import requests  # noqa: PLC0415 (as in measure_page)
+
     inventory = load_inventory(env)
     schema = load_schema()
     topology = schema.topology(inventory)

@@ -11,8 +11,6 @@ import socket
 import urllib.parse
 from dataclasses import dataclass, field
 
-import requests
-
 from vigil.audit.checklist import Item, status_items
 from vigil.core.commands import Command, script
 from vigil.core.errors import ConfigError
@@ -201,6 +199,9 @@ def hardening_items(host: str, facts: SecurityFacts, web: bool) -> list[Item]:
 def site_items(host: str, server_name: str, verify, allowed_origin: str, get=None, options=None) -> list[Item]:
     """What a visitor sees: HTTP sends to HTTPS, HSTS and the other security headers, CORS for the
     configured origin only."""
+    # requests on first use: every task imports this module, few ask a site anything (CLI start-up).
+    import requests  # noqa: PLC0415
+
     get = get or requests.get
     options = options or requests.options
     items = []
@@ -270,6 +271,9 @@ def protected_routes(vars: HostVars) -> list[tuple[str, str]]:
 
 def authentication_item(host: str, server_name: str, verify, routes: list[tuple[str, str]], send=None) -> Item:
     """Each protected route, asked without credentials, must answer 401 or 403."""
+    # requests on first use: every task imports this module, few ask a site anything (CLI start-up).
+    import requests  # noqa: PLC0415
+
     send = send or requests.request
     if not routes:
         return Item(

@@ -11,8 +11,6 @@ import functools
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-import jinja2
-
 from vigil.core.commands import Command
 from vigil.core.facts import Fact
 
@@ -86,13 +84,18 @@ class ConfirmLogin(Operation):
         return noop("checked by the runner with a fresh connection")
 
 
-_TEMPLATES = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
+@functools.lru_cache(maxsize=1)
+def _templates():
+    # jinja2 is imported by the first render, not by every task that never renders one (CLI start-up).
+    import jinja2  # noqa: PLC0415
+
+    return jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
 
 
 @functools.lru_cache(maxsize=256)
-def _compiled(source: str) -> jinja2.Template:
+def _compiled(source: str):
     # Compiling is most of a render's cost, and every host of a run renders the same templates.
-    return _TEMPLATES.from_string(source)
+    return _templates().from_string(source)
 
 
 def render_template(source: str, variables: Mapping[str, Any]) -> str:

@@ -12,9 +12,10 @@ import ipaddress
 import socket
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
-import dns.exception
-import dns.resolver
+if TYPE_CHECKING:
+    import dns.resolver
 
 from vigil.core.commands import script
 from vigil.core.connectors import Transport
@@ -113,6 +114,9 @@ def tcp_state(address: str, port: int) -> str:
 
 def resolver_for(server: str | None) -> dns.resolver.Resolver:
     """This machine's resolver, or the DNS server `server` (IP or IP:PORT) alone."""
+    # dnspython on first use: env.check alone needs it, and every task imports this module (CLI start-up).
+    import dns.resolver  # noqa: PLC0415
+
     if not server:
         return dns.resolver.Resolver()
     address, port = server, 53
@@ -140,6 +144,8 @@ def is_ip(address: str) -> bool:
 
 def lookup(resolver: dns.resolver.Resolver, name: str) -> set[str]:
     """The A and AAAA addresses of `name` ({} if it has none)."""
+    import dns.resolver  # noqa: PLC0415 (as in resolver_for)
+
     found: set[str] = set()
     for record in ("A", "AAAA"):
         try:
@@ -151,6 +157,8 @@ def lookup(resolver: dns.resolver.Resolver, name: str) -> set[str]:
 
 def dns_item(domain: str, web_addresses: set[str], resolve: Callable[[str], set[str]]) -> Item:
     """The domain points at the web hosts, and only at them."""
+    import dns.exception  # noqa: PLC0415 (as in resolver_for)
+
     try:
         found = resolve(domain)
     except dns.exception.DNSException as error:

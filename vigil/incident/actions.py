@@ -8,8 +8,6 @@ import os
 import time
 from typing import Callable
 
-import requests
-
 from vigil.backup.access import connect
 from vigil.backup.repository import create_backup, require_repository
 from vigil.core.commands import script
@@ -134,6 +132,9 @@ def summarise(verb: str, answers: dict[str, tuple[list[str], list[str]] | Unreac
 
 def post_alert(url: str, payload: dict, timeout: float = 10) -> str:
     """POST Slack-compatible JSON; "" on success, else why (never the URL: it is a secret)."""
+    # requests on first use: every task imports this module, few post an alert (CLI start-up).
+    import requests  # noqa: PLC0415
+
     try:
         response = requests.post(url, json=payload, timeout=timeout)
     except requests.RequestException as error:

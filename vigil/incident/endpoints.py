@@ -3,12 +3,10 @@ them up, and what a request to each app service must get back over HTTPS."""
 
 from __future__ import annotations
 
-import requests
-
 from vigil.core.inventory import HostVars
 from vigil.incident.services import APP_SERVICES
 from vigil.incident.status_rules import FAIL, OK, Check
-from vigil.sandbox.ca import CA_DIR
+from vigil.sandbox.paths import CA_DIR
 
 
 def site_of(vars: HostVars) -> tuple[str, str, str | bool]:
@@ -27,6 +25,9 @@ HTTP_ENDPOINTS = {"backend": ("backend health (https)", "/api/health", '"status"
 def https_checks(server_name: str, verify: str | bool, get=None,
                  services: tuple[str, ...] | list[str] = APP_SERVICES) -> list[Check]:
     """The backend's health and the frontend's page, as a visitor reaches them (nginx, TLS, the app)."""
+    # requests on first use: every task imports this module, few ask a site anything (CLI start-up).
+    import requests  # noqa: PLC0415
+
     get = get or requests.get
     checks = []
     for name, path, expect in (HTTP_ENDPOINTS[service] for service in services):

@@ -19,9 +19,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from vigil.core.local_files import write_private
-from vigil.core.paths import REPO_ROOT
+from vigil.sandbox.paths import CA_DIR
 
-CA_DIR = REPO_ROOT / ".vigil" / "sandbox" / "ca"
 CA_DAYS = 3650
 HOST_DAYS = 397  # the longest any browser accepts
 RENEW_WITHIN_DAYS = 30

@@ -21,6 +21,9 @@ VPS_INTERFACE = "eth0"
 HOST_NAME_PATTERN = re.compile(r"^vps([1-9][0-9]*)$")
 # Each VPS costs a systemd boot and ~50 MB of RAM; past this a typo is likelier than a need.
 MAX_HOSTS = 32
+# The sandbox's certificate authority (vigil/sandbox/ca.py): named here, where naming it costs no import of
+# the cryptography it is made with.
+CA_DIR = REPO_ROOT / ".vigil" / "sandbox" / "ca"
 
 # The Debian releases a sandbox VPS can run, by version, and the one it runs unless told.
 DEBIAN_RELEASES = {"12": "bookworm", "13": "trixie"}
