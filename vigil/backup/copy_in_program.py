@@ -4,18 +4,17 @@ text (vigil/backup/copy_in.py) and imported by the unit tests for its pure parts
 
   copy     from a PaaS URL. First the inspection (the source's version and tables, this host's pg_dump,
            whether the app's database holds rows); it stops there, having created nothing, when asked to
-           (`inspect_only`) or when the copy cannot go on (a source newer than pg_dump; rows in the way and
-           no `rows_ok`). Then, from one snapshot exported by a session on the source: the schema dumped
-           while the scratch database is created, its pre-data restored, the data streamed
+           (the action `inspect`) or when the copy cannot go on (a source newer than pg_dump; rows in the
+           way and no `rows_ok`). Then, from one snapshot exported by a session on the source: the schema
+           dumped while the scratch database is created, its pre-data restored, the data streamed
            `pg_dump | pg_restore` (progress lines as the bytes flow) while the source's session counts and
            checksums every table in that same snapshot, then the post-data (indexes, constraints) restored
-           while the copy is counted and checksummed. The copy is handed to the app's role and swapped in
-           when every figure is equal.
+           while the copy is counted and checksummed. The copy is handed to the app's role and, when every
+           figure is equal, swapped in: renamed to the app's database, the one it replaces kept under another
+           name (or dropped when it held no rows), the app's sessions ended for the rename.
   restore  from a pg_dump archive already put on this host: the same inspection, then the archive as SQL
            (`pg_restore -f -`) through this program into `psql` on the scratch database, its COPY blocks
            counted and checksummed as they pass; the copy is dumped again and counted the same way.
-  swap     the swap alone: the scratch database renamed to the app's, the one it replaces kept under
-           another name (or dropped when it held no rows); the app's sessions are ended for the rename.
   drop     the scratch database removed (a copy that did not match, or was cut off).
   freeze / thaw  for the cut-over (--final): the source made read-only for new sessions and its others
            ended, or made writable again when the import fails.
@@ -175,9 +174,10 @@ class Program:
     def session(self, database):
         return Session(self, database)
 
-    def inspect(self, source_version, source_tables, local):
-        """What the copy is up against here; `stop` says why it must not go on (nothing is created then)."""
-        dump = subprocess.run(["pg_dump", "--version"], capture_output=True, text=True).stdout.split()[2]
+    def inspect(self, source_version, source_tables, local, dump_version):
+        """What the copy is up against here; `stop` says why it must not go on (nothing is created then).
+        `dump_version`: `pg_dump --version` started beside the source's questions."""
+        dump = dump_version.communicate()[0].split()[2]
         exists = bool(local.ask(f"SELECT 1 FROM pg_database WHERE datname = {literal(self.target)};"))
         holding = [row[0] for row in self.session(self.target).once(HOLDING)] if exists else []
         stop = ""
@@ -187,6 +187,10 @@ class Program:
             stop = "holding"
         return {"source": {"version_num": source_version, "tables": source_tables},
                 "destination": {"pg_dump": dump, "exists": exists, "holding": holding}, "stop": stop}
+
+    @staticmethod
+    def dump_version():
+        return subprocess.Popen(["pg_dump", "--version"], stdout=subprocess.PIPE, text=True)
 
     def create_scratch(self, local):
         local.ask(f"DROP DATABASE IF EXISTS {quoted(self.scratch)};")
@@ -210,23 +214,25 @@ class Program:
             return copied, True  # the reader stopped: its own error says why
         return copied, False
 
-    def hand_over_and_swap(self, copy_session, source, copy, bytes_, seconds):
+    def hand_over_and_swap(self, local, copy_session, source, copy, bytes_, seconds):
         handing = time.time()
         copy_session.ask(HAND_OVER.replace("{owner}", literal(self.owner)))
         copy_session.close()
         swapped = source == copy
         if swapped:
-            self.swap(self.config["keep_as"])
+            self.swap(self.config["keep_as"], local)
+        local.close()
         seconds["swap"] = round(time.time() - handing, 3)
         return {"source": source, "copy": copy, "bytes": bytes_, "seconds": seconds, "swapped": swapped}
 
     def from_url(self, inspect_only):
+        # This host's side starts while the source is asked (its TLS handshake is the longer wait).
+        local, dump_version = self.session("postgres"), self.dump_version()
         source = self.session("service=paas")
         version = int(source.ask("SELECT current_setting('server_version_num');")[0][0])
         tables = source.ask(TABLES + ";")
         by_value = source.ask(BY_VALUE) if version >= 140000 else []
-        local = self.session("postgres")
-        seen = self.inspect(version, [f"{s}.{t}" for s, t in tables], local)
+        seen = self.inspect(version, [f"{s}.{t}" for s, t in tables], local, dump_version)
         if inspect_only or seen["stop"]:
             return {"inspected": seen}
         source.ask("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;")
@@ -289,8 +295,8 @@ class Program:
         seconds = {"inspect": round(started - self.began, 3), "copy": round(copy_seconds, 3),
                    "check_source": round(checked["seconds"], 3),
                    "check_copy": round(time.time() - checking, 3)}
-        local.close()
-        return {"inspected": seen, **self.hand_over_and_swap(copy_session, checked["figures"], copy, copied, seconds)}
+        return {"inspected": seen, **self.hand_over_and_swap(local, copy_session, checked["figures"], copy, copied,
+                                                              seconds)}
 
     def restore_section(self, archive, section):
         """One section of the schema's archive restored into the scratch database; its failure, or None."""
@@ -312,12 +318,11 @@ class Program:
         version = int(found.group(1)) * 10000 + int(found.group(2) or 0) if found else 0
         tables = sorted({".".join(line.split()[5:7]) for line in contents.splitlines() if " TABLE DATA " in line})
         local = self.session("postgres")
-        seen = self.inspect(version, tables, local)
+        seen = self.inspect(version, tables, local, self.dump_version())
         if seen["stop"]:
             return {"inspected": seen}
         started = time.time()
         self.create_scratch(local)
-        local.close()
         sql = self.postgres("pg_restore", "--no-owner", "--no-acl", "--file=-", path, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
         # psql's notices go to a file: a pipe nobody reads until the end could fill and stop it mid-load.
@@ -347,23 +352,37 @@ class Program:
         seconds = {"inspect": round(started - self.began, 3), "copy": round(copy_seconds, 3), "check_source": 0.0,
                    "check_copy": round(time.time() - checking, 3)}
         copy_session = self.session(self.scratch)
-        return {"inspected": seen, **self.hand_over_and_swap(copy_session, archive.tables, copy.tables, copied,
+        return {"inspected": seen, **self.hand_over_and_swap(local, copy_session, archive.tables, copy.tables, copied,
                                                               seconds)}
 
-    def swap(self, kept):
-        """The scratch database renamed to the app's; the app's kept as `kept`, or dropped when that is empty."""
-        local = self.session("postgres")
-        statements = [f"ALTER DATABASE {quoted(self.scratch)} RENAME TO {quoted(self.target)};"]
+    def swap(self, kept, local):
+        """The scratch database renamed to the app's; the app's kept as `kept`, or, when it held no rows,
+        renamed out of the way and dropped after this program ends (DROP DATABASE waits for a checkpoint,
+        which after a large copy is most of the swap's time).
+        `local`: a session on this host's `postgres` database (none may be connected to the two renamed)."""
+        statements, emptied = [f"ALTER DATABASE {quoted(self.scratch)} RENAME TO {quoted(self.target)};"], ""
         if local.ask(f"SELECT 1 FROM pg_database WHERE datname = {literal(self.target)};"):
             # New sessions refused, the open ones ended (waiting for each), then the names change.
             local.ask(f"ALTER DATABASE {quoted(self.target)} WITH ALLOW_CONNECTIONS false;")
             local.ask(f"SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity WHERE datname = "
                       f"{literal(self.target)} AND pid <> pg_backend_pid();")
-            statements.insert(0, f"ALTER DATABASE {quoted(self.target)} RENAME TO {quoted(kept)};" if kept
-                              else f"DROP DATABASE {quoted(self.target)};")
+            if not kept:
+                emptied = f"{self.target}_emptied"[:63]
+                local.ask(f"DROP DATABASE IF EXISTS {quoted(emptied)};")  # one a drop before did not finish
+            statements.insert(0, f"ALTER DATABASE {quoted(self.target)} RENAME TO {quoted(kept or emptied)};")
+        # The copy's own sessions have just ended, their backends maybe not yet: PostgreSQL's rename waits for
+        # them in steps of 100 ms; this waits in steps of 10.
+        local.ask(f"DO $$ BEGIN FOR attempt IN 1..1000 LOOP PERFORM pg_stat_clear_snapshot(); EXIT WHEN NOT EXISTS "
+                  f"(SELECT 1 FROM pg_stat_activity WHERE datname = {literal(self.scratch)}); PERFORM pg_sleep(0.01); "
+                  "END LOOP; END $$;")
         for statement in statements:
             local.ask(statement)
-        local.close()
+        if emptied:
+            # A unit of its own, so it outlives this visit and its outcome is in the host's journal.
+            subprocess.run(["systemd-run", "--quiet", "--collect", "--no-block",
+                            f"--unit=vigil-import-drop-{os.getpid()}", "--", "runuser", "-u", "postgres", "--",
+                            "dropdb", "--if-exists", emptied],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
 
     def freeze(self, on):
         source = self.session("service=paas")
@@ -383,9 +402,6 @@ class Program:
             return self.from_url(action == "inspect")
         if action == "restore":
             return self.from_dump()
-        if action == "swap":
-            self.swap(self.config["keep_as"])
-            return {"kept_as": self.config["keep_as"]}
         if action == "drop":
             local = self.session("postgres")
             local.ask(f"DROP DATABASE IF EXISTS {quoted(self.scratch)};")
