@@ -48,6 +48,8 @@ from vigil.sandbox.paths import Vps  # noqa: E402
 
 ROWS = 1_000_000
 TARGET_RATIO = 1.3
+DESCRIPTION = (f"A stand-in PaaS database on this machine ({ROWS:,} prayers and the app's schema, TLS), copied into\n"
+               "vps1's PostgreSQL 17 by each way in turn, in the same rounds:")
 CA = REPO / ".vigil" / "sandbox" / "ca" / "ca.crt"
 # The bare copy, as a person would type it on the database host: the password in a 0600 file (the
 # script travels on ssh's stdin, never in a command line). Its values are appended as sh variables.
@@ -154,8 +156,7 @@ def report(result: ImportResult, rounds: int, minutes: float) -> str:
         "",
         "## Moving a database in (issue 20)",
         "",
-        f"A stand-in PaaS database on this machine ({ROWS:,} prayers and the app's schema, TLS), copied into",
-        "vps1's PostgreSQL 17 by each way in turn, in the same rounds:",
+        DESCRIPTION,
         "",
         result.table(),
         "",

@@ -10,6 +10,8 @@ hosts), then, each comparison in alternating rounds (median, min and max of --ro
      then the database host lost: RPO and RTO (bench/recovery.py)
   5. a VPS powered off to the alert at the webhook, with the monitor host's default intervals, and the
      monitor host's memory and CPU at rest watching 6 hosts (bench/alerting.py)
+  6. a million-row PaaS database moved in: `backup.import` against a bare `pg_dump | pg_restore`
+     between the same two servers (bench/importing.py)
 
 Prints the summary table and writes bench/results/<date>.md (the machine, every table, the
 targets). The README's Performance section carries the summary table of the latest results file
@@ -26,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import alerting, deploy_under_load, onboard_noop, recovery  # noqa: E402
+from bench import alerting, deploy_under_load, importing, onboard_noop, recovery  # noqa: E402
 from bench.common import REPO, BenchError, Spread, commit, invoke, machine, markdown_table  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
@@ -34,7 +36,8 @@ SUMMARY_HEADING = "## Summary"
 
 
 def summary(noop: onboard_noop.NoopResult, deploy: deploy_under_load.DeployResult,
-            lost: recovery.RecoveryResult, alerts: alerting.AlertingResult) -> str:
+            lost: recovery.RecoveryResult, alerts: alerting.AlertingResult,
+            moved: importing.ImportResult) -> str:
     """The headline table: each comparison's medians, their ratio, and the target."""
     median = {name: Spread.of(measured.seconds).median for name, measured in noop.measured.items()}
     trips = {name: max(measured.sessions["vps1"]) for name, measured in noop.measured.items()}
@@ -114,11 +117,17 @@ def summary(noop: onboard_noop.NoopResult, deploy: deploy_under_load.DeployResul
             "Prometheus, Alertmanager, blackbox exporter",
             "",
         ],
+        [
+            "a million-row PaaS database moved in (backup.import, checks included)",
+            f"{Spread.of(moved.vigil).median:.2f} s",
+            f"bare pg_dump | pg_restore {Spread.of(moved.bare).median:.2f} s",
+            verdict(moved.ratio, importing.TARGET_RATIO),
+        ],
     ]
     return markdown_table(["what", "vigil (median)", "compared with (median)", "ratio or result"], rows)
 
 
-def report(day: str, rounds: int, noop, deploy, lost, alerts, minutes: float) -> str:
+def report(day: str, rounds: int, noop, deploy, lost, alerts, moved, minutes: float) -> str:
     versions = ", ".join(noop.versions.values())
     return "\n".join([
         f"# Benchmarks, {day}",
@@ -133,7 +142,7 @@ def report(day: str, rounds: int, noop, deploy, lost, alerts, minutes: float) ->
         "",
         SUMMARY_HEADING,
         "",
-        summary(noop, deploy, lost, alerts),
+        summary(noop, deploy, lost, alerts, moved),
         "",
         "## 1. No-op re-run of the full onboarding",
         "",
@@ -191,6 +200,17 @@ def report(day: str, rounds: int, noop, deploy, lost, alerts, minutes: float) ->
         "",
         *[f"- {line}" for line in alerts.verdicts()],
         "",
+        "## 6. Moving a database in",
+        "",
+        importing.DESCRIPTION,
+        "",
+        moved.table(),
+        "",
+        "Where backup.import's last round spent its time:",
+        moved.where_the_time_went() + ".",
+        "",
+        *[f"- {line}" for line in moved.verdicts()],
+        "",
     ])
 
 
@@ -206,11 +226,12 @@ def main(rounds: int = 5, requests: int = 2000, rows: int = 1_000_000, keep: boo
         deploy = deploy_under_load.measure(rounds, requests)
         lost = recovery.measure(rows, rounds)
         alerts = alerting.measure(rounds)
+        moved = importing.measure(rounds)
     finally:
         if not keep:
             invoke("sandbox.down")
     day = time.strftime("%Y-%m-%d", time.gmtime())
-    text = report(day, rounds, noop, deploy, lost, alerts, (time.monotonic() - began) / 60)
+    text = report(day, rounds, noop, deploy, lost, alerts, moved, (time.monotonic() - began) / 60)
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{day}.md"
     path.write_text(text)

@@ -11,6 +11,7 @@ import pytest
 
 from bench.alerting import AlertingResult
 from bench.common import Spread, alternating, markdown_table
+from bench.importing import ImportResult
 from bench.onboard_noop import counts
 from bench.peers.export import Manifest, UnknownOperation
 from bench.recovery import RecoveryResult
@@ -238,3 +239,14 @@ def test_the_alert_latency_is_held_to_its_target_and_the_monitor_hosts_cost_is_s
     table = result.table()
     assert "| prometheus at rest: memory / CPU of one core | 80 MiB / 1.5 % |" in table
     assert "| the three together | 120 MiB / 2.1 % |" in table
+
+
+@pytest.mark.parametrize("bare, vigil, verdict", [
+    ([1.9, 2.0, 1.8], [2.4, 2.5, 2.3], "backup.import 1.26 times the bare copy (target at most 1.3): met"),
+    ([1.9, 2.0, 1.8], [2.9, 2.8, 3.0], "backup.import 1.53 times the bare copy (target at most 1.3): MISSED"),
+])
+def test_the_import_is_held_to_its_ratio_against_the_bare_copy(bare, vigil, verdict):
+    result = ImportResult(bare, [1.6, 1.6, 1.6], vigil, {"copy": 1.4, "check_copy": 0.5})
+    assert result.verdicts() == [verdict]
+    assert f"| ratio of the medians | {result.ratio:.2f} |" in result.table()
+    assert result.where_the_time_went() == "copy 1.40s, check_copy 0.50s"
