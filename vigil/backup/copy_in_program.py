@@ -266,6 +266,9 @@ class Program:
             raise problem
         restore = self.postgres("pg_restore", "--no-owner", "--no-acl", "--exit-on-error", f"--dbname={self.scratch}",
                                 stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # The session that counts the copy connects while the data flows, and finds its tables meanwhile.
+        copy_session = self.session(self.scratch)
+        copy_session.send(TABLES + ";")
         copied, broken = self.relay(data.stdout, restore.stdin)
         if broken:
             data.kill()
@@ -282,8 +285,7 @@ class Program:
                                 daemon=True)
         post.start()
         checking = time.time()
-        copy_session = self.session(self.scratch)
-        copy = figures(copy_session.ask(figures_sql(copy_session.ask(TABLES + ";"), by_value)))
+        copy = figures(copy_session.ask(figures_sql(copy_session.answer(), by_value)))
         post.join()
         if built["problem"]:
             raise built["problem"]
@@ -423,11 +425,18 @@ class Session:
                                      stderr=subprocess.PIPE, text=True, bufsize=1)
 
     def ask(self, sql):
+        self.send(sql)
+        return self.answer()
+
+    def send(self, sql):
+        """`sql` sent, its rows left to `answer` (read them before sending more)."""
         try:
             self.psql.stdin.write(sql + "\n\\echo __vigil_end__\n")
             self.psql.stdin.flush()
         except BrokenPipeError:
             pass
+
+    def answer(self):
         rows = []
         for line in self.psql.stdout:
             line = line.rstrip("\n")
