@@ -182,14 +182,17 @@ def copy_checked(inventory, ask: Callable[..., dict], action: str, report: Impor
     env, host, database = inventory.env, report.host, report.database
     started = time.monotonic() - phases["connected"]
 
+    def drop() -> None:
+        try:
+            ask("drop")
+        except BackupError as error:
+            reporter.error(f"the scratch database could not be dropped: {error.message}")
+
     def copying(*args, **kwargs) -> dict:
         try:
             return ask(*args, **kwargs)
         except BaseException:
-            try:
-                ask("drop")
-            except BackupError as error:
-                reporter.error(f"the scratch database could not be dropped: {error.message}")
+            drop()
             raise
 
     reporter.line(f"copying {report.source} into {host}:{database}")
@@ -202,7 +205,7 @@ def copy_checked(inventory, ask: Callable[..., dict], action: str, report: Impor
     refuse_rows(holding, database, host, replace)
     if "swapped" in first:
         phases["copied, checked and swapped"] = phases.pop("inspected")
-        return checked(first, copying, host, database)
+        return checked(first, drop, host, database)
     if holding:
         before = verified_backup(inventory, "before-import", reporter)
         if before is None:
@@ -220,8 +223,8 @@ def copy_checked(inventory, ask: Callable[..., dict], action: str, report: Impor
         if final:
             ended = ask("freeze")
             reporter.line(f"source {report.source}: read-only now, {ended['sessions_ended']} session(s) ended")
-        copied = checked(copying(action, report.replaced, rows_ok=True, sink=progress_sink(reporter)), copying,
-                         host, database)
+        copied = checked(copying(action, report.replaced, rows_ok=True, sink=progress_sink(reporter)), drop, host,
+                         database)
         phases["copied, checked and swapped"] = time.monotonic() - started
         return copied
     except BaseException:
@@ -236,11 +239,12 @@ def copy_checked(inventory, ask: Callable[..., dict], action: str, report: Impor
         raise
 
 
-def checked(copied: dict, copying: Callable[..., dict], host: str, database: str) -> dict:
+def checked(copied: dict, drop: Callable[[], None], host: str, database: str) -> dict:
     """A copy whose every figure equals the source's, and swapped in; else the scratch database dropped
-    (by `copying`, after the error)."""
+    and the difference the error."""
     mismatches: list[Mismatch] = compare(copied["source"], copied["copy"])
     if mismatches or not copied["swapped"]:
+        drop()
         raise BackupError(f"{host}: the copy differs from the source: "
                           + "; ".join(m.describe() for m in mismatches[:5])
                           + f"; the scratch database was dropped, {database} is unchanged")

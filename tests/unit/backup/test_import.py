@@ -197,3 +197,19 @@ def test_a_missing_archive_is_named():
 def test_the_program_shipped_to_the_host_is_the_one_tested_here():
     assert COPY_IN == Path(copy_in_program.__file__).read_text()
     compile(COPY_IN, "copy_in_program", "exec")
+
+
+@pytest.mark.parametrize("copied, dropped", [
+    ({"source": {"public.prayers": [3, "7"]}, "copy": {"public.prayers": [3, "7"]}, "swapped": True}, False),
+    ({"source": {"public.prayers": [3, "7"]}, "copy": {"public.prayers": [2, "5"]}, "swapped": False}, True),
+    # The host's program and this machine must agree: equal figures the host did not swap are not a success.
+    ({"source": {"public.prayers": [3, "7"]}, "copy": {"public.prayers": [3, "7"]}, "swapped": False}, True),
+])
+def test_a_copy_that_differs_is_dropped_and_the_apps_database_named_unchanged(copied, dropped):
+    drops = []
+    if not dropped:
+        assert importing.checked(copied, lambda: drops.append(1), "db1", "together_pray") is copied
+    else:
+        with pytest.raises(BackupError, match="the scratch database was dropped, together_pray is unchanged"):
+            importing.checked(copied, lambda: drops.append(1), "db1", "together_pray")
+    assert drops == ([1] if dropped else [])
