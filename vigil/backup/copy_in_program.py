@@ -59,8 +59,9 @@ GROUP BY 1, 2 HAVING bool_and(coalesce(e.typtype, b.typtype) = 'e' OR (coalesce(
   = 'pg_catalog'::regnamespace AND coalesce(e.typname, b.typname) IN ('int2', 'int4', 'int8', 'numeric', 'float4',
   'float8', 'bool', 'text', 'varchar', 'bpchar', 'name', 'char', 'uuid', 'date', 'time', 'timestamp', 'timestamptz',
   'interval', 'bytea', 'jsonb', 'inet', 'cidr', 'macaddr', 'oid')));"""
-# The owner of everything the copy made becomes the app's role, as if its migrations had made it. ({owner}: the
-# role's name as a literal; psql does not put variables into a dollar-quoted body.)
+# The owner of everything the copy made becomes the app's role, as if its migrations had made it: tables,
+# sequences, views, functions, schemas, and the enums and domains its next migration may have to alter.
+# ({owner}: the role's name as a literal; psql does not put variables into a dollar-quoted body.)
 HAND_OVER = """DO $$ DECLARE object record; BEGIN
 FOR object IN SELECT format('ALTER %s %I.%I OWNER TO %I', CASE c.relkind WHEN 'S' THEN 'SEQUENCE'
   WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW' WHEN 'f' THEN 'FOREIGN TABLE' ELSE 'TABLE' END,
@@ -75,6 +76,14 @@ FOR object IN SELECT format('ALTER ROUTINE %s OWNER TO %I', p.oid::regprocedure,
   WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
   AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid
   AND d.deptype = 'e')
+LOOP EXECUTE object.statement; END LOOP;
+FOR object IN SELECT format('ALTER %s %I.%I OWNER TO %I', CASE t.typtype WHEN 'd' THEN 'DOMAIN' ELSE 'TYPE' END,
+  n.nspname, t.typname, {owner}) AS statement
+  FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace LEFT JOIN pg_class c ON c.oid = t.typrelid
+  WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'
+  AND t.typtype IN ('e', 'd', 'r', 'c') AND (t.typrelid = 0 OR c.relkind = 'c')
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_type'::regclass AND d.objid = t.oid
+  AND d.deptype IN ('e', 'i'))
 LOOP EXECUTE object.statement; END LOOP;
 FOR object IN SELECT format('ALTER SCHEMA %I OWNER TO %I', nspname, {owner}) AS statement FROM pg_namespace
   WHERE nspname NOT IN ('pg_catalog', 'information_schema', 'public') AND nspname NOT LIKE 'pg_%'
