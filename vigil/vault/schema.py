@@ -45,6 +45,10 @@ class KeyRule:
     # False only for values that are public by nature (NODE_ENV, a site's URL): masking
     # "production" would mask the env's own name in every line vigil prints.
     secret: bool = True
+    # What a preview of the env gets (vigil/previews/values.py): "shared" (the env's value), "fresh" (a new
+    # random one), "site" (the env's URL moved to the preview's address), "database" (its own database's
+    # URL); "" for the default: fresh when generated, database when derived, shared when public, else none.
+    preview: str = ""
 
     def required_in(self, env: str) -> bool:
         return self.required if isinstance(self.required, bool) else env in self.required
@@ -52,7 +56,8 @@ class KeyRule:
 
 URL_RULE_KEYS = {"schemes", "https_outside_sandbox", "sslmode_require_remote", "password_from"}
 RULE_KEYS = {"services", "description", "required", "min_length", "distinct_from", "one_of", "url",
-             "generate", "sandbox", "secret", "derive", "applied_by"}
+             "generate", "sandbox", "secret", "derive", "applied_by", "preview"}
+PREVIEW_VALUES = ("shared", "fresh", "site", "database")
 # What `derive:` may name, and the keys each derivation reads.
 DERIVATIONS = {"postgresql": ("DB_PASSWORD",)}
 
@@ -197,6 +202,10 @@ def load_schema(paths: SecretsPaths | None = None) -> Schema:
             isinstance(required, list) and all(isinstance(e, str) for e in required)
         ):
             raise SecretsError(f"{at}.required: expected true, false or a list of envs")
+        preview = spec.get("preview") or ""
+        if preview and preview not in PREVIEW_VALUES or preview == "fresh" and not spec.get("generate"):
+            raise SecretsError(f"{at}.preview: expected one of {', '.join(PREVIEW_VALUES)} (fresh only for a key "
+                               "with generate:)")
         derive = spec.get("derive") or ""
         if derive and (derive not in DERIVATIONS or required is not False):
             raise SecretsError(f"{at}.derive: expected one of {', '.join(DERIVATIONS)}, with required: false "
@@ -218,6 +227,7 @@ def load_schema(paths: SecretsPaths | None = None) -> Schema:
             secret=spec.get("secret", True) is not False,
             derive=derive,
             applied_by=str(spec.get("applied_by") or ""),
+            preview=preview,
         )
     for rule in keys.values():
         if rule.password_from and rule.password_from not in keys:
