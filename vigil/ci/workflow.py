@@ -47,6 +47,13 @@ PINNED_ACTIONS = {
 }
 # vigil's own dependencies, every one pinned with its hashes (pip-compile --generate-hashes requirements.txt).
 LOCKED_REQUIREMENTS = "requirements.lock"
+# A pull request from a branch of this repository (a fork's has no secrets, and gets no preview), and one
+# still open.
+OWN_PULL_REQUEST = "github.event.pull_request.head.repo.full_name == github.repository"
+OPEN_OWN_PULL_REQUEST = f"{OWN_PULL_REQUEST} && github.event.action != 'closed'"
+IDENTITY = {"VIGIL_AGE_IDENTITY": "${{ secrets.VIGIL_AGE_IDENTITY }}"}
+# A pull request closing only takes its preview down: nothing is tested or built for it.
+NOT_CLOSING = {"if": "github.event.action != 'closed'"}
 # Where `deploy.build` leaves the artifacts in the ops checkout, and the checksums that travel with them.
 ARTIFACTS = ".vigil/artifacts"
 CHECKSUMS = "SHA256SUMS"
@@ -76,6 +83,12 @@ class Pipeline:
     postgres_version: str = "17"
     python_version: str = "3.11"
     ssh_key_path: str = "~/.ssh/id_ed25519"
+    # Preview jobs: each open pull request of this repository served beside staging (issue 21: the CLI
+    # offers them once preview.up and preview.down exist).
+    # The GitHub environment they run in holds the staging env's secrets and lets pull request branches
+    # deploy (staging's own environment admits the main branch only).
+    previews: bool = False
+    preview_environment: str = "preview"
 
     def validate(self) -> "Pipeline":
         rules = [("vigil_repository", REPOSITORY, "owner/name"), ("branch", BRANCH, "a branch name"),
@@ -83,6 +96,7 @@ class Pipeline:
                  ("production_env", ENV_NAME, "an env name"), ("backend_dir", DIRECTORY, "a relative directory"),
                  ("frontend_dir", DIRECTORY, "a relative directory"), ("node_version", VERSION, "a version (20)"),
                  ("postgres_version", VERSION, "a version (17)"), ("python_version", VERSION, "a version (3.11)"),
+                 ("preview_environment", ENV_NAME, "an environment name"),
                  ("ssh_key_path", re.compile(r"^~?/[A-Za-z0-9_./-]{1,200}$"), "an absolute or ~/ path")]
         for name, pattern, what in rules:
             value = getattr(self, name)
@@ -133,7 +147,9 @@ def _build_job(pipeline: Pipeline, needs: list[str]) -> dict:
     """Build each service's release artifact once, with no secret in reach of npm; upload it with its checksums."""
     return {
         "needs": needs,
-        "if": "github.event_name != 'pull_request'",
+        # A pull request's code is built only for its preview: from a branch of this repository, still open.
+        "if": f"github.event_name != 'pull_request' || ({OPEN_OWN_PULL_REQUEST})" if pipeline.previews
+              else "github.event_name != 'pull_request'",
         "runs-on": "ubuntu-latest",
         "timeout-minutes": 30,
         "defaults": {"run": {"working-directory": "vigil"}},
@@ -154,6 +170,35 @@ def _build_job(pipeline: Pipeline, needs: list[str]) -> dict:
     }
 
 
+def _artifact_steps() -> list[dict]:
+    """The build job's artifacts downloaded and checked against the digest it gave."""
+    return [
+        {"uses": uses("download-artifact"),
+         "with": {"name": "release-${{ github.sha }}", "path": f"vigil/{ARTIFACTS}"}},
+        {"name": "Check the artifacts are the ones the build job made",
+         "env": {"DIGEST": "${{ needs.build.outputs.digest }}"},
+         "run": f"cd {ARTIFACTS}\n"
+                f"printf '%s  {CHECKSUMS}\\n' \"$DIGEST\" | sha256sum --check --strict\n"
+                f"sha256sum --check --strict {CHECKSUMS}\n"},
+    ]
+
+
+def _keys_step(pipeline: Pipeline, env: str) -> dict:
+    return {
+        "name": "Install the deploy key and the pinned host keys",
+        "env": {
+            "VIGIL_SSH_KEY": "${{ secrets.VIGIL_SSH_KEY }}",
+            "VIGIL_KNOWN_HOSTS": "${{ secrets.VIGIL_KNOWN_HOSTS }}",
+            "KEY_PATH": pipeline.ssh_key_path,
+            "ENV_NAME": env,
+        },
+        "run": "key=${KEY_PATH/#\\~/$HOME}\n"
+        'install -d -m 700 "$(dirname "$key")"\n'
+        '(umask 077 && printf \'%s\\n\' "$VIGIL_SSH_KEY" > "$key")\n'
+        'printf \'%s\\n\' "$VIGIL_KNOWN_HOSTS" > "inventory/$ENV_NAME.known_hosts"\n',
+    }
+
+
 def _deploy_job(pipeline: Pipeline, env: str, condition: str) -> dict:
     return {
         "needs": ["build"],
@@ -167,26 +212,8 @@ def _deploy_job(pipeline: Pipeline, env: str, condition: str) -> dict:
         "defaults": {"run": {"working-directory": "vigil"}},
         "steps": [
             *_vigil_steps(pipeline),
-            {"uses": uses("download-artifact"),
-             "with": {"name": "release-${{ github.sha }}", "path": f"vigil/{ARTIFACTS}"}},
-            {"name": "Check the artifacts are the ones the build job made",
-             "env": {"DIGEST": "${{ needs.build.outputs.digest }}"},
-             "run": f"cd {ARTIFACTS}\n"
-                    f"printf '%s  {CHECKSUMS}\\n' \"$DIGEST\" | sha256sum --check --strict\n"
-                    f"sha256sum --check --strict {CHECKSUMS}\n"},
-            {
-                "name": "Install the deploy key and the pinned host keys",
-                "env": {
-                    "VIGIL_SSH_KEY": "${{ secrets.VIGIL_SSH_KEY }}",
-                    "VIGIL_KNOWN_HOSTS": "${{ secrets.VIGIL_KNOWN_HOSTS }}",
-                    "KEY_PATH": pipeline.ssh_key_path,
-                    "ENV_NAME": env,
-                },
-                "run": "key=${KEY_PATH/#\\~/$HOME}\n"
-                'install -d -m 700 "$(dirname "$key")"\n'
-                '(umask 077 && printf \'%s\\n\' "$VIGIL_SSH_KEY" > "$key")\n'
-                'printf \'%s\\n\' "$VIGIL_KNOWN_HOSTS" > "inventory/$ENV_NAME.known_hosts"\n',
-            },
+            *_artifact_steps(),
+            _keys_step(pipeline, env),
             {
                 "name": f"Deploy this commit to {env}",
                 # VIGIL_NO_BUILD: ship the build job's artifacts or fail; never run npm next to the identity.
@@ -201,6 +228,42 @@ def _deploy_job(pipeline: Pipeline, env: str, condition: str) -> dict:
                 "run": 'python -m invoke deploy.status --env="$ENV_NAME"',
             },
         ],
+    }
+
+
+def _preview_job(pipeline: Pipeline, closing: bool) -> dict:
+    """A pull request's preview beside staging, up while it is open (its URL on the pull request, through
+    the job's environment: a deployment GitHub records itself, no write permission asked), down once closed.
+    Only for a branch of this repository: a fork's pull request gets no secret and no preview."""
+    env = pipeline.staging_env
+    names = {"ENV_NAME": env, "BRANCH": "${{ github.head_ref }}"}
+    if closing:
+        steps = [{"name": "Remove this pull request's preview", "env": {**names, **IDENTITY},
+                  "run": 'python -m invoke preview.down --env="$ENV_NAME" --branch="$BRANCH" --missing-ok'}]
+    else:
+        steps = [*_artifact_steps(), _keys_step(pipeline, env), {
+            "name": "Deploy this pull request's preview", "id": "up",
+            # The build job's artifacts of this commit, shipped as they are (VIGIL_NO_BUILD).
+            "env": {**names, **IDENTITY, "PULL_REQUEST": "${{ github.event.pull_request.number }}",
+                    "VIGIL_NO_BUILD": "1"},
+            "run": 'python -m invoke preview.up --env="$ENV_NAME" --branch="$BRANCH" --pr="$PULL_REQUEST" '
+                   '--ref="$GITHUB_SHA" --json > preview.json\n'
+                   'python -c \'import json; print("url=" + json.load(open("preview.json"))["url"])\' '
+                   '>> "$GITHUB_OUTPUT"\n'}]
+    if closing:
+        steps.insert(0, _keys_step(pipeline, env))
+    return {
+        **({} if closing else {"needs": ["build"]}),
+        "if": f"github.event_name == 'pull_request' && {'' if closing else '('}"
+              + (f"{OWN_PULL_REQUEST} && github.event.action == 'closed'" if closing else OPEN_OWN_PULL_REQUEST + ")"),
+        "runs-on": "ubuntu-latest",
+        "timeout-minutes": 20 if closing else 45,
+        "environment": pipeline.preview_environment if closing else {
+            "name": pipeline.preview_environment, "url": "${{ steps.up.outputs.url }}"},
+        # One run per pull request at a time: a push while its preview is coming up waits, never cuts it.
+        "concurrency": {"group": "preview-${{ github.event.pull_request.number }}", "cancel-in-progress": False},
+        "defaults": {"run": {"working-directory": "vigil"}},
+        "steps": [*_vigil_steps(pipeline), *steps],
     }
 
 
@@ -229,11 +292,12 @@ def workflow(pipeline: Pipeline) -> dict:
             }
         },
         env={"DATABASE_URL": database, "NODE_ENV": "test"},
+        **(NOT_CLOSING if pipeline.previews else {}),
     )
     frontend = _node_job(pipeline, pipeline.frontend_dir, [
         {"name": "Test", "run": "npm test --if-present"},
         {"name": "Build", "run": "npm run build"},
-    ], env={"NEXT_TELEMETRY_DISABLED": "1"})
+    ], env={"NEXT_TELEMETRY_DISABLED": "1"}, **(NOT_CLOSING if pipeline.previews else {}))
     main = f"github.ref == 'refs/heads/{pipeline.branch}'"
     tag = "startsWith(github.ref, 'refs/tags/')"
     # Automatic: staging on a push to the main branch, production on a version tag. By hand: the same
@@ -247,7 +311,9 @@ def workflow(pipeline: Pipeline) -> dict:
         "name": "test and deploy",
         "on": {
             "push": {"branches": [pipeline.branch], "tags": [pipeline.tag_pattern]},
-            "pull_request": {"branches": [pipeline.branch]},
+            "pull_request": {"branches": [pipeline.branch],
+                             **({"types": ["opened", "synchronize", "reopened", "closed"]} if pipeline.previews
+                                else {})},
             "workflow_dispatch": {
                 "inputs": {
                     "env": {
@@ -268,6 +334,8 @@ def workflow(pipeline: Pipeline) -> dict:
             "build": _build_job(pipeline, ["backend", "frontend"]),
             f"deploy-{pipeline.staging_env}": _deploy_job(pipeline, pipeline.staging_env, staging),
             f"deploy-{pipeline.production_env}": _deploy_job(pipeline, pipeline.production_env, production),
+            **({"preview": _preview_job(pipeline, closing=False),
+                "preview-down": _preview_job(pipeline, closing=True)} if pipeline.previews else {}),
         },
     }
 

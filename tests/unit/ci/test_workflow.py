@@ -39,6 +39,7 @@ def test_it_runs_on_pushes_to_main_on_version_tags_on_pull_requests_and_by_hand(
     assert triggers["push"] == {"branches": ["main"], "tags": ["v*"]} and triggers["pull_request"] == {
         "branches": ["main"]
     }
+    assert "pull_request_target" not in triggers  # it would hand the PR's code this repository's secrets
     assert triggers["workflow_dispatch"]["inputs"]["env"]["options"] == ["staging", "production"]
     assert document["jobs"]["build"]["if"] == "github.event_name != 'pull_request'"  # a PR builds nothing to ship
     assert document["permissions"] == {"contents": "read"}
@@ -176,3 +177,57 @@ REFUSED = [
 def test_bad_settings_are_refused_naming_the_flag(field, value, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         workflow(dataclasses.replace(PIPELINE, **{field: value}))
+
+
+@pytest.fixture(scope="module")
+def with_previews(tmp_path_factory) -> tuple[Path, dict]:
+    path = tmp_path_factory.mktemp("previews") / "deploy.yml"
+    path.write_text(render(workflow(dataclasses.replace(PIPELINE, previews=True)),
+                           "invoke ci.workflow --vigil-repo=together-pray/vigil --previews"))
+    return path, yaml.safe_load(path.read_text())
+
+
+def test_with_previews_a_pull_request_of_this_repository_is_built_for_its_preview_and_nothing_else(with_previews):
+    _, document = with_previews
+    assert document["on"]["pull_request"]["types"] == ["opened", "synchronize", "reopened", "closed"]
+    assert "pull_request_target" not in document["on"]
+    assert document["jobs"]["build"]["if"] == (
+        "github.event_name != 'pull_request' || (github.event.pull_request.head.repo.full_name == "
+        "github.repository && github.event.action != 'closed')")
+    jobs = document["jobs"]
+    holding = {name for name, job in jobs.items() if "VIGIL_AGE_IDENTITY" in json.dumps(job)}
+    assert holding == {"deploy-staging", "deploy-production", "preview", "preview-down"}
+    assert not [name for name in holding if runs_third_party_code(jobs[name])]
+
+
+def test_with_previews_actionlint_finds_nothing_wrong_and_no_script_expands_a_value(with_previews):
+    written, document = with_previews
+    linted = subprocess.run(["node", str(LINT), str(written)], capture_output=True, text=True, timeout=120)
+    assert (linted.returncode, json.loads(linted.stdout)) == (0, []), linted.stdout + linted.stderr
+    # The branch name is the pull request author's to choose: it reaches a script only through env:.
+    scripts = [step["run"] for job in document["jobs"].values() for step in job["steps"] if "run" in step]
+    assert not [script for script in scripts if "${{" in script]
+    assert set(re.findall(r"secrets\.([A-Z_]+)", json.dumps(document))) == set(SECRETS)
+
+
+def test_an_open_pull_request_of_this_repository_gets_its_preview_and_loses_it_once_closed(with_previews):
+    _, document = with_previews
+    up, down = document["jobs"]["preview"], document["jobs"]["preview-down"]
+    own = "github.event.pull_request.head.repo.full_name == github.repository"
+    assert up["if"] == f"github.event_name == 'pull_request' && ({own} && github.event.action != 'closed')"
+    assert down["if"] == f"github.event_name == 'pull_request' && {own} && github.event.action == 'closed'"
+    assert up["needs"] == ["build"] and "needs" not in down
+    run = next(step for step in up["steps"] if step.get("id") == "up")
+    assert "preview.up --env=\"$ENV_NAME\" --branch=\"$BRANCH\" --pr=\"$PULL_REQUEST\"" in run["run"]
+    assert run["env"]["VIGIL_NO_BUILD"] == "1" and run["env"]["BRANCH"] == "${{ github.head_ref }}"
+    assert "preview.down" in down["steps"][-1]["run"] and "--branch=\"$BRANCH\"" in down["steps"][-1]["run"]
+    # The URL shows on the pull request through the job's environment: no write permission asked for it.
+    assert up["environment"] == {"name": "preview", "url": "${{ steps.up.outputs.url }}"}
+    assert down["environment"] == "preview" and document["permissions"] == {"contents": "read"}
+    assert up["concurrency"] == down["concurrency"] == {
+        "group": "preview-${{ github.event.pull_request.number }}", "cancel-in-progress": False}
+
+
+def test_a_closing_pull_request_is_neither_tested_nor_built(with_previews):
+    jobs = with_previews[1]["jobs"]
+    assert jobs["backend"]["if"] == jobs["frontend"]["if"] == "github.event.action != 'closed'"
