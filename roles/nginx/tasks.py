@@ -153,13 +153,14 @@ def tasks(role, vars):
         "csp": vars.string("nginx_content_security_policy", r"[^\"\n\\]+"),
     })
     site = render_template(role.template("site.conf.j2"), {
-        "server_name": server_name, "certificate": certificate, "certificate_key": key, "acme_root": ACME_ROOT,
+        "server_name": server_name, "acme_root": ACME_ROOT,
         "api_rate": vars.integer("nginx_api_rate_per_second", minimum=1),
-        "api_burst": vars.integer("nginx_api_burst", minimum=0),
         "cors_origins": _cors_origins(vars),
         "internal_port": vars.integer("nginx_internal_api_port", minimum=1025),
         "redirect_host": f"[{server_name}]" if ":" in server_name else server_name,
-        "trusted_proxies": _trusted_proxies(vars),
+        "server_body": app_server(role, vars, certificate, key, api_zone="together_pray_api",
+                                  cors="together_pray_cors", backend="http://together_pray_backend/",
+                                  frontend="http://together_pray_frontend"),
     })
     upstreams = render_template(role.template("upstreams.conf.j2"), {
         "backend_port": ports["backend"]["blue"], "frontend_port": ports["frontend"]["blue"]})
@@ -183,6 +184,18 @@ def tasks(role, vars):
         Absent("/etc/nginx/sites-enabled/default", notify=reload, name="Ensure Debian's default site is disabled."),
         SystemdUnit("nginx.service", enabled=True, running=True),
     ]
+
+
+def app_server(role, vars, certificate: str, key: str, api_zone: str, cors: str, backend: str, frontend: str) -> str:
+    """The inside of an app's HTTPS server block (app-server.conf.j2): TLS, the security headers, the proxy
+    headers, maintenance mode, the API's rate limit and CORS, the routes to the backend and the frontend.
+    The main site and every preview (roles/previews) render it, so they are the same in all of this.
+    api_zone: its limit_req zone; cors: the prefix of its $<cors>_origin and $<cors>_credentials maps;
+    backend, frontend: what proxy_pass names (an upstream, or a loopback address)."""
+    return render_template(role.template("app-server.conf.j2"), {
+        "certificate": certificate, "certificate_key": key, "api_burst": vars.integer("nginx_api_burst", minimum=0),
+        "trusted_proxies": _trusted_proxies(vars), "api_zone": api_zone, "cors": cors, "backend": backend,
+        "frontend": frontend})
 
 
 def handlers(role, vars):
