@@ -59,15 +59,18 @@ def tasks(role, vars):
         unit = render_template(role.template("service.j2"), {
             "app": name, "service": service, "user": app, "root": root, "config_dir": config_dir, "entry": entry,
             "stop_timeout": vars.integer("app_stop_timeout", minimum=1), "run_dir": f"/run/{name}",
-            "release_env": RELEASE_ENV_HELPER})
+            "release_env": RELEASE_ENV_HELPER, "hardening": role.template("hardening.j2")})
         operations.append(File(f"/etc/systemd/system/{name}-{service}@.service", unit, notify=reload,
                                name=f"Ensure the {service} unit runs one color per instance."))
         for task, command in (release_tasks.get(service) or {}).items():
             operations.append(File(f"/etc/systemd/system/{name}-{service}-{task}@.service",
                                    render_template(role.template("task.j2"), {
-                                       "app": name, "service": service, "task": task, "user": app, "root": root,
-                                       "config_dir": config_dir, "command": task_command(vars, service, task, command),
-                                       "timeout": vars.integer("app_release_task_timeout", minimum=1)}),
+                                       "app": name, "service": service, "task": task, "user": app,
+                                       "working_directory": f"{root}/{service}/releases/%i",
+                                       "env_file": f"{config_dir}/{service}.env",
+                                       "command": task_command(vars, service, task, command),
+                                       "timeout": vars.integer("app_release_task_timeout", minimum=1),
+                                       "hardening": role.template("hardening.j2")}),
                                    notify=reload, name=f"Ensure the {service} {task} unit runs a release's {task}."))
     return operations
 
