@@ -6,18 +6,16 @@ run once per color (blue, green) on that color's port, and one per release
 task (migrations), all started through /usr/local/sbin/vigil-app-unit.
 """
 
-import re
-import shlex
 
 from vigil.core.errors import ConfigError
 from vigil.core.operations import render_template
 from vigil.deploy.build import app_sources
+from vigil.deploy.settings import task_command
 from vigil.operations.files import Directory, File
 from vigil.operations.systemd import DaemonReload
 
 COLORS = ("blue", "green")
 RELEASE_ENV_HELPER = "/usr/local/sbin/vigil-release-env"
-TASK_NAME = r"[a-z][a-z0-9-]{0,30}"
 
 
 def tasks(role, vars):
@@ -85,18 +83,6 @@ def color_ports(vars, service: str) -> dict[str, int]:
             f"for {service} (nginx_{service}_ports, run in the same play)"
         )
     return ports
-
-
-def task_command(vars, service: str, task: str, command) -> str:
-    where = f"{vars.where('app_release_tasks')}.{service}.{task}"
-    if not isinstance(task, str) or not re.fullmatch(TASK_NAME, task):
-        raise ConfigError(f"{where}: not a task name")
-    if not isinstance(command, list) or not command or not all(isinstance(part, str) and part for part in command):
-        raise ConfigError(f"{where}: expected a command as a list of words")
-    if any(character in part for part in command for character in "\n%$;"):
-        raise ConfigError(f"{where}: a word may not hold a newline, %, $ or ;")
-    program = command[0] if command[0].startswith("/") else f"/usr/bin/{command[0]}"
-    return shlex.join([program, *command[1:]])
 
 
 def handlers(role, vars):

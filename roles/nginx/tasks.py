@@ -1,6 +1,5 @@
 """The nginx role: the app's HTTPS site with Mozilla intermediate TLS, Helmet's headers, rate limits and CORS."""
 
-import ipaddress
 import re
 import urllib.parse
 
@@ -12,6 +11,7 @@ from vigil.core.errors import ConfigError
 from vigil.core.operations import render_template
 from vigil.core.paths import REPO_ROOT, rel
 from vigil.core.validation import address
+from vigil.deploy.edge import app_server
 from vigil.operations.apt import AptPackages
 from vigil.operations.files import Absent, Directory, File, Symlink
 from vigil.operations.guarded import Guarded
@@ -43,22 +43,6 @@ def _cors_origins(vars) -> list[str]:
         if not isinstance(origin, str) or not re.fullmatch(ORIGIN, origin):
             raise ConfigError(f"{vars.where('nginx_cors_origins')}: {origin!r} is not an origin like https://app.example")
     return origins
-
-
-def _trusted_proxies(vars) -> list[str]:
-    """nginx_trusted_proxies as networks nginx accepts (10.0.0.5, 10.0.0.0/24, 2001:db8::/32)."""
-    proxies = vars["nginx_trusted_proxies"]
-    if not isinstance(proxies, list):
-        raise ConfigError(f"{vars.where('nginx_trusted_proxies')}: expected a list of addresses or networks")
-    networks = []
-    for proxy in proxies:
-        try:
-            networks.append(str(ipaddress.ip_network(str(proxy), strict=False)))
-        except ValueError:
-            raise ConfigError(
-                f"{vars.where('nginx_trusted_proxies')}: {proxy!r} is not an address or network like 10.0.0.0/24"
-            ) from None
-    return networks
 
 
 def _certificate(vars, server_name: str):
@@ -158,7 +142,7 @@ def tasks(role, vars):
         "cors_origins": _cors_origins(vars),
         "internal_port": vars.integer("nginx_internal_api_port", minimum=1025),
         "redirect_host": f"[{server_name}]" if ":" in server_name else server_name,
-        "server_body": app_server(role, vars, certificate, key, api_zone="together_pray_api",
+        "server_body": app_server(vars, certificate, key, api_zone="together_pray_api",
                                   cors="together_pray_cors", backend="http://together_pray_backend/",
                                   frontend="http://together_pray_frontend"),
     })
@@ -184,18 +168,6 @@ def tasks(role, vars):
         Absent("/etc/nginx/sites-enabled/default", notify=reload, name="Ensure Debian's default site is disabled."),
         SystemdUnit("nginx.service", enabled=True, running=True),
     ]
-
-
-def app_server(role, vars, certificate: str, key: str, api_zone: str, cors: str, backend: str, frontend: str) -> str:
-    """The inside of an app's HTTPS server block (app-server.conf.j2): TLS, the security headers, the proxy
-    headers, maintenance mode, the API's rate limit and CORS, the routes to the backend and the frontend.
-    The main site and every preview (roles/previews) render it, so they are the same in all of this.
-    api_zone: its limit_req zone; cors: the prefix of its $<cors>_origin and $<cors>_credentials maps;
-    backend, frontend: what proxy_pass names (an upstream, or a loopback address)."""
-    return render_template(role.template("app-server.conf.j2"), {
-        "certificate": certificate, "certificate_key": key, "api_burst": vars.integer("nginx_api_burst", minimum=0),
-        "trusted_proxies": _trusted_proxies(vars), "api_zone": api_zone, "cors": cors, "backend": backend,
-        "frontend": frontend})
 
 
 def handlers(role, vars):

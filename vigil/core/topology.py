@@ -21,6 +21,8 @@ ONBOARDING = "onboard"
 DATABASE_ROLE = "postgresql"
 # The monitor host's group (roles/monitoring): Prometheus and Alertmanager watch every host from there.
 MONITOR_GROUP = "monitor"
+# Where previews run (invoke preview.up): the hosts of group `preview`, else the web hosts.
+PREVIEW_GROUP = "preview"
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,12 @@ def inventory_repository_ends(inventory: Inventory) -> tuple[str, str] | None:
     group = inventory.vars_for(inventory.hosts[databases[0]], [load_role("pgbackrest")]).string(
         "pgbackrest_repository_group", r"[A-Za-z0-9_-]+")
     return repository_ends(inventory.groups, group)
+
+
+def preview_hosts(inventory: Inventory) -> list[Host]:
+    """The hosts previews run on: group `preview` where the inventory has one, else group `web`."""
+    names = inventory.groups.get(PREVIEW_GROUP) or inventory.groups.get("web") or []
+    return [inventory.hosts[name] for name in names]
 
 
 def monitor_host(inventory: Inventory) -> Host | None:

@@ -4,6 +4,7 @@ gate, from the app and nginx roles' vars (every bad value named by its key)."""
 from __future__ import annotations
 
 import re
+import shlex
 from dataclasses import dataclass
 
 from vigil.core.errors import ConfigError
@@ -15,6 +16,7 @@ UNIT_HELPER = "/usr/local/sbin/vigil-app-unit"
 SWITCH_HELPER = "/usr/local/sbin/vigil-switch-upstream"
 # roles/pgbackrest's, on a database host whose WAL goes to a backup host's repository.
 RESTORE_POINT_HELPER = "/usr/local/sbin/vigil-restore-point"
+TASK_NAME = r"[a-z][a-z0-9-]{0,30}"
 
 
 @dataclass(frozen=True)
@@ -190,3 +192,16 @@ def app_name(inventory: Inventory) -> str:
     """The app's name (app_name: its units, paths and upstreams are named after it), one per inventory."""
     first = next(iter(inventory.hosts.values()))
     return inventory.vars_for(first, [load_role("app")]).string("app_name", r"[a-z][a-z0-9-]{0,30}")
+
+
+def task_command(vars, service: str, task: str, command) -> str:
+    """A release task's command line for its unit's ExecStart= (app_release_tasks.<service>.<task>), checked."""
+    where = f"{vars.where('app_release_tasks')}.{service}.{task}"
+    if not isinstance(task, str) or not re.fullmatch(TASK_NAME, task):
+        raise ConfigError(f"{where}: not a task name")
+    if not isinstance(command, list) or not command or not all(isinstance(part, str) and part for part in command):
+        raise ConfigError(f"{where}: expected a command as a list of words")
+    if any(character in part for part in command for character in "\n%$;"):
+        raise ConfigError(f"{where}: a word may not hold a newline, %, $ or ;")
+    program = command[0] if command[0].startswith("/") else f"/usr/bin/{command[0]}"
+    return shlex.join([program, *command[1:]])

@@ -231,6 +231,7 @@ def test_shipped_roles_and_playbooks_load():
         "nodejs",
         "nginx",
         "app",
+        "previews",
         "postgresql",
         "pgbackrest",
         "exporters",
