@@ -210,6 +210,14 @@ def _cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
+def _within_a_second(entry: dict) -> int:
+    """Times are kept to the second: within one, an alert firing comes first (it is what the steps answer)
+    and an alert resolving last (it follows what fixed it)."""
+    if entry.get("kind") != "alert":
+        return 1
+    return 0 if entry.get("result") == "down" else 2
+
+
 def render_report(incident: Incident, timeline: list[dict], health: list[dict]) -> str:
     """The post-mortem in Markdown: summary, impact window, timeline, actions taken, follow-ups to fill."""
     data = incident.data
@@ -247,7 +255,7 @@ def render_report(incident: Incident, timeline: list[dict], health: list[dict]) 
             }
             for event in actions_on_hosts
         ],
-        key=lambda entry: entry.get("at", ""),
+        key=lambda entry: (entry.get("at", ""), _within_a_second(entry)),
     )
     lines = [
         f"# Post-mortem: {data.get('title', incident.id)} ({data.get('env', '?')})",

@@ -195,3 +195,14 @@ def test_the_post_mortem_shows_what_the_deploy_user_had_root_do_on_the_hosts(tmp
             "| asked | by deploy |") in rows
     assert [row.split(" | ")[0][2:] for row in rows] == sorted(row.split(" | ")[0][2:] for row in rows)
     assert "Window: 2026-11-26T02:58:00Z to 2026-11-26T03:03:00Z" in text
+
+
+def test_within_one_second_an_alert_firing_comes_before_the_steps_and_one_resolving_after(tmp_path):
+    incident = open_incident("sandbox", "backend-down", root=tmp_path, when=OPENED)
+    second = "2026-11-26T03:00:00Z"
+    timeline = [{"at": second, "who": "ops", "kind": "check", "step": "health", "result": "failed", "detail": ""},
+                {"at": second, "who": "ops", "kind": "action", "step": "restart", "result": "done", "detail": ""}]
+    alerts = [{"at": second, "host": "vps1", "alert": "BackendDown", "event": "recovered"},
+              {"at": second, "host": "vps1", "alert": "BackendDown", "event": "down"}]
+    rows = [line for line in render_report(incident, timeline, alerts).splitlines() if line.startswith(f"| {second}")]
+    assert [row.split(" | ")[2] for row in rows] == ["BackendDown firing", "health", "restart", "BackendDown resolved"]
