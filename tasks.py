@@ -2,7 +2,7 @@
 
 from invoke import Collection
 
-from vigil.cli import audit, backup, bench, ci, deploy, env, incident, monitor, provision, sandbox, vault
+from vigil.cli import audit, backup, bench, ci, deploy, env, incident, monitor, preview, provision, sandbox, vault
 
 ns = Collection()
 ns.add_collection(sandbox.ns)
@@ -11,6 +11,7 @@ ns.add_collection(provision.ns)
 ns.add_collection(vault.ns)  # secrets.*
 ns.add_collection(deploy.ns)
 ns.add_collection(backup.ns)
+ns.add_collection(preview.ns)
 ns.add_collection(incident.ns)
 ns.add_collection(monitor.ns)
 ns.add_collection(ci.ns)

@@ -17,40 +17,15 @@ from vigil.deploy.build import app_sources
 from vigil.deploy.settings import task_command
 from vigil.operations.files import Directory, File
 from vigil.operations.systemd import DaemonReload, ServiceAction
+from vigil.previews.model import RECORDS, SERVICES, preview_settings
 from vigil.sandbox import ca as sandbox_ca
 
-# Where a preview host keeps its previews' records (vigil/previews/model.py): root's alone.
-RECORDS = "/var/lib/vigil/previews"
 CERTIFICATE, KEY = "/etc/ssl/vigil/previews.crt", "/etc/ssl/vigil/previews.key"
-SERVICES = ("backend", "frontend")
-
-
-def settings(vars) -> dict:
-    """The role's settings for one host, checked: what preview.up reads too."""
-    label = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
-    domain = vars.string("previews_domain", rf"|{label}(\.{label})+")
-    name = vars.string("app_name", r"[a-z][a-z0-9-]{0,30}")
-    return {
-        "domain": domain,
-        "app": name,
-        "root": f"{vars.path('app_root')}/previews",
-        "config_dir": f"{vars.path('app_config_dir')}/previews",
-        "user": vars.user("app_group"),
-        "max_per_host": vars.integer("previews_max_per_host", minimum=1),
-        "ttl_days": vars.integer("previews_ttl_days", minimum=1),
-        "memory_max": vars.string("previews_memory_max", r"[1-9][0-9]*[KMG]?"),
-        "cpu_quota": vars.string("previews_cpu_quota", r"[1-9][0-9]{0,3}%"),
-        "port_base": vars.integer("previews_port_base", minimum=1025),
-        "api_rate": vars.integer("previews_api_rate_per_second", minimum=1),
-        "zone": name.replace("-", "_") + "_previews",
-        "units": {service: f"{name}-preview-{service}@.service" for service in SERVICES},
-        "migrate_unit": f"{name}-preview-migrate@.service",
-    }
 
 
 def tasks(role, vars):
     """The previews role's operations for one host, in order."""
-    chosen = settings(vars)
+    chosen = preview_settings(vars)
     inventory = vars.inventory
     if not chosen["domain"] or inventory is None or vars.host.name not in {h.name for h in preview_hosts(inventory)}:
         return []

@@ -27,10 +27,10 @@ import time
 from pathlib import Path
 
 import pytest
-import requests
 import yaml
 
 from tests.support.acme import CA, RESOLVER, local_acme
+from tests.support.named_https import session_for
 from tests.support.paas import DATABASE, NEWEST_PRAYER, OWNER, PORT, paas_database
 from tests.support.sandbox_hosts import REPO, SANDBOX_KEY, invoke, ssh
 from vigil.sandbox.facts import load_state
@@ -285,9 +285,8 @@ def served_prayers(walk) -> list[dict]:
     """GET /api/prayers at the web host, for the domain, its certificate verified against the ACME root."""
     root = walk["workdir"] / "acme-root.pem"
     root.write_text(walk["acme"]["root"])
-    session = requests.Session()
     # The domain resolves to the web host here as it would in DNS; TLS checks the certificate for it.
-    session.mount("https://", HostHeaderAdapter(walk["addresses"][WEB]))
+    session = session_for(DOMAIN, walk["addresses"][WEB])
     answer = session.get(f"https://{DOMAIN}/api/prayers", verify=str(root), timeout=15)
     assert answer.status_code == 200, answer.text[:500]
     return answer.json()
@@ -384,19 +383,3 @@ def test_a_database_that_holds_rows_is_refused_without_replace(walked, walk):
                                       walk["env"], walk["workdir"], "n")
     assert code != 0 and "already holds rows" in output and "--replace" in output, output[-2000:]
     assert database_figures(walk["addresses"][WEB]) == before
-
-
-class HostHeaderAdapter(requests.adapters.HTTPAdapter):
-    """Connects to `address` for every name, keeping the name for TLS (SNI, the certificate) and Host."""
-
-    def __init__(self, address: str):
-        self.address = address
-        super().__init__()
-
-    def send(self, request, **kwargs):
-        connection_pool_kwargs = self.poolmanager.connection_pool_kw
-        connection_pool_kwargs["server_hostname"] = DOMAIN
-        connection_pool_kwargs["assert_hostname"] = DOMAIN
-        request.url = request.url.replace(f"https://{DOMAIN}", f"https://{self.address}")
-        request.headers["Host"] = DOMAIN
-        return super().send(request, **kwargs)

@@ -21,6 +21,9 @@ from vigil.core.errors import ConfigError
 from vigil.previews.slug import is_slug
 
 DAY = 86400
+# Where a preview host keeps its previews' records: root's alone.
+RECORDS = "/var/lib/vigil/previews"
+SERVICES = ("backend", "frontend")
 
 
 @dataclass(frozen=True)
@@ -97,3 +100,26 @@ def expired(hosts: dict[str, list[PreviewRecord]], now: float | None = None) -> 
 
 def describe_time(seconds: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(seconds))
+
+
+def preview_settings(vars) -> dict:
+    """roles/previews's settings for one host's vars, checked: what the role installs and preview.up uses."""
+    label = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
+    domain = vars.string("previews_domain", rf"|{label}(\.{label})+")
+    name = vars.string("app_name", r"[a-z][a-z0-9-]{0,30}")
+    return {
+        "domain": domain,
+        "app": name,
+        "root": f"{vars.path('app_root')}/previews",
+        "config_dir": f"{vars.path('app_config_dir')}/previews",
+        "user": vars.user("app_group"),
+        "max_per_host": vars.integer("previews_max_per_host", minimum=1),
+        "ttl_days": vars.integer("previews_ttl_days", minimum=1),
+        "memory_max": vars.string("previews_memory_max", r"[1-9][0-9]*[KMG]?"),
+        "cpu_quota": vars.string("previews_cpu_quota", r"[1-9][0-9]{0,3}%"),
+        "port_base": vars.integer("previews_port_base", minimum=1025),
+        "api_rate": vars.integer("previews_api_rate_per_second", minimum=1),
+        "zone": name.replace("-", "_") + "_previews",
+        "units": {service: f"{name}-preview-{service}@.service" for service in SERVICES},
+        "migrate_unit": f"{name}-preview-migrate@.service",
+    }

@@ -1,0 +1,328 @@
+"""`preview.up`, `preview.down`, `preview.list` and `preview.prune`: a branch served beside its env.
+
+up, in order, each step only once the one before held:
+  1. its name (vigil/previews/slug.py), every preview host's records read (one visit each), its place
+     (the host it runs on, else the one with the most room; refused when the hosts are full)
+  2. its artifacts: built from the branch once, as deploys build (or, in CI, the build job's, shipped)
+  3. its database and role on the env's database server (new: filled from the env's database by
+     `pg_dump | pg_restore` in one snapshot, the role owning every object; a preview already up keeps
+     its data), its password new every time
+  4. its secrets, derived from the env's (vigil/previews/values.py), its site from the env's own site
+     settings (the same server block: vigil/deploy/edge.py)
+  5. its archives put on its host, then the host's program (vigil/previews/host_program.py) installs it:
+     releases, env files, migrations, units, the health gate, the site, the record
+A new preview that fails on the way leaves nothing: the host removes what it put there, and its
+database and role are dropped. down removes all of it from the name alone; prune removes the expired.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from vigil.core.commands import Command, script
+from vigil.core.errors import ConfigError, VigilError
+from vigil.core.fanout import connect
+from vigil.core.inventory import Host, Inventory, load_inventory
+from vigil.core.local_files import sha256_of
+from vigil.core.operations import render_template
+from vigil.core.output import Reporter
+from vigil.core.redaction import REDACTOR
+from vigil.core.roles import load_role
+from vigil.core.topology import preview_hosts
+from vigil.deploy.build import REF_PATTERN, build
+from vigil.deploy.edge import app_server
+from vigil.deploy.rollout import services_of
+from vigil.previews.model import (
+    DAY,
+    RECORDS,
+    SERVICES,
+    Limits,
+    PreviewRecord,
+    database_of,
+    expired,
+    place,
+    ports_of,
+    preview_settings,
+)
+from vigil.previews.slug import is_slug, slug_of
+from vigil.previews.values import preview_secrets
+from vigil.vault.env_files import render_dotenv
+from vigil.vault.masking import register
+from vigil.vault.schema import load_schema
+from vigil.vault.store import load
+
+HOST_PROGRAM = (Path(__file__).parent / "host_program.py").read_text()
+ROLES = ("app", "nginx", "previews")
+# The archive streamed to the host, checked by its SHA-256 before it is named.
+PUT = ('set -e; install -d -m 0700 -o root -g root -- "$1"; trap \'rm -f -- "$2.partial"\' EXIT; '
+       'cat > "$2.partial"; got=$(sha256sum -- "$2.partial" | cut -d" " -f1); '
+       'if [ "$got" != "$3" ]; then echo "arrived damaged ($got)" >&2; exit 65; fi; mv -f -- "$2.partial" "$2"')
+# On the database host, as postgres: the preview's database filled from the env's in one snapshot, every
+# object created as the preview's role. $1 the env's database, $2 the preview's role and database.
+FILL = ('set -o pipefail; runuser -u postgres -- pg_dump --format=custom --no-owner --no-acl --dbname="$1" '
+        '| runuser -u postgres -- pg_restore --no-owner --no-acl --exit-on-error --role="$2" --dbname="$2"')
+
+
+class PreviewError(VigilError):
+    """A preview could not be put up or taken down; the message names the host and the step."""
+
+
+@dataclass
+class Context:
+    env: str
+    inventory: Inventory
+    hosts: list[Host]
+    settings: dict  # roles/previews settings (the first preview host's)
+    vars: object  # that host's vars for app, nginx and previews
+
+    @classmethod
+    def of(cls, env: str) -> Context:
+        inventory = load_inventory(env)
+        hosts = preview_hosts(inventory)
+        if not hosts:
+            raise ConfigError(f"inventory/{env}.yml: no host to run previews on (group preview, else web)")
+        vars = inventory.vars_for(hosts[0], [load_role(name) for name in ROLES])
+        settings = preview_settings(vars)
+        if not settings["domain"]:
+            raise ConfigError(f"inventory/{env}.yml: previews_domain is not set: previews are served at "
+                              "https://<name>.<previews_domain> (docs/previews.md)")
+        return cls(env, inventory, hosts, settings, vars)
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(self.settings["max_per_host"], self.settings["ttl_days"] * DAY, self.settings["port_base"])
+
+    def program_config(self, **extra) -> dict:
+        chosen = self.settings
+        return {"root": chosen["root"], "config_dir": chosen["config_dir"], "records": RECORDS,
+                "user": chosen["user"], "app": chosen["app"], "units": chosen["units"],
+                "migrate_unit": chosen["migrate_unit"], **extra}
+
+
+
+
+def ask(transport, host: Host, action: str, config: dict) -> dict:
+    """The host program's `action`, its configuration on stdin; its answer, or a PreviewError naming why."""
+    done = transport.run(Command(("python3", "-I", "-c", HOST_PROGRAM, action), sudo=True,
+                                 stdin=json.dumps(config).encode()), timeout=1800)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.ok and lines:
+        return json.loads(lines[-1])
+    problem = next((json.loads(line) for line in reversed(done.stderr.splitlines()) if line.startswith("{")), {})
+    raise PreviewError(REDACTOR.redact(f"{host.name}: {problem.get('error') or action} failed: "
+                                       f"{problem.get('detail') or done.stderr.strip()[-300:]}"))
+
+
+def list_previews(context: Context) -> dict[str, list[dict]]:
+    """Every preview host's previews (their records and the memory their units use), one visit each."""
+    found = {}
+    for host in context.hosts:
+        with connect(context.inventory, host) as transport:
+            found[host.name] = ask(transport, host, "list", context.program_config())["previews"]
+    return found
+
+
+def records_of(listed: dict[str, list[dict]]) -> dict[str, list[PreviewRecord]]:
+    return {host: [PreviewRecord.from_json(data, host) for data in previews] for host, previews in listed.items()}
+
+
+def database_host(context: Context) -> tuple[Host, str]:
+    """The env's database host and its app database's name (the preview's is copied from it)."""
+    db_names = context.inventory.groups.get("db") or []
+    if not db_names:
+        raise ConfigError(f"inventory/{context.env}.yml: no db host to put the previews' databases on")
+    host = context.inventory.hosts[db_names[0]]
+    postgresql = context.inventory.vars_for(host, [load_role("postgresql")])
+    return host, postgresql.string("postgresql_database", r"[a-z_][a-z0-9_]{0,62}")
+
+
+def up(env: str, branch: str, pr: int | None = None, ref: str | None = None, reporter: Reporter | None = None,
+       worktree: bool = False, source: tuple[str, str] | None = None) -> dict:
+    """Put the preview of `branch` up (or update it), by the steps of this module's docstring. Built from `ref`
+    (default: the branch), or with `worktree` as deploy.build builds without --ref; `source`: (service, a
+    directory or git URL) to build that service from instead, as deploy.build --source."""
+    reporter = reporter or Reporter.quiet()
+    started = time.monotonic()
+    context = Context.of(env)
+    slug = slug_of(branch)
+    records = records_of(list_previews(context))
+    host_name, slot = place(slug, branch, records, context.limits)
+    host = context.inventory.hosts[host_name]
+    existing = next((r for r in records[host_name] if r.slug == slug), None)
+    db_host, env_database = database_host(context)
+    if db_host.name != host.name:
+        raise ConfigError(f"{host.name}: previews run on the env's database host ({db_host.name}) for now: set "
+                          f"group preview to [{db_host.name}] in inventory/{env}.yml (docs/previews.md)")
+    build_ref = None if worktree else ref or branch
+    if build_ref is not None and not REF_PATTERN.match(build_ref):
+        raise ConfigError(f"--branch {branch!r} is not a ref vigil builds from (letters, digits, . _ / -): give "
+                          "its commit with --ref (CI gives $GITHUB_SHA); the preview keeps the branch's name")
+    reporter.line(f"preview {slug} of {branch!r} on {host.name}, slot {slot}")
+    artifacts = {service: build(source, echo=reporter.line) for service, source in
+                 services_of(env, ref=build_ref, source=source).items() if service in SERVICES}
+    built = time.monotonic()
+    database, password = database_of(slug), secrets.token_urlsafe(32)
+    register({"PREVIEW_DATABASE_PASSWORD": password})
+    with connect(context.inventory, db_host) as db_transport:
+        made = prepare_database(db_transport, db_host, database, password, env_database, fill=existing is None)
+        copied = time.monotonic()
+        try:
+            answer = install(context, host, slug, branch, slot, pr, artifacts, database, password,
+                             existing, reporter)
+        except BaseException:
+            if made:
+                drop_database(db_transport, db_host, database)
+            raise
+    return {"slug": slug, "url": f"https://{slug}.{context.settings['domain']}", "host": host.name,
+            "database": database, "steps": answer["steps"], "created": existing is None,
+            "seconds": {"build": round(built - started, 1), "database": round(copied - built, 1),
+                        "deploy": round(time.monotonic() - copied, 1)}}
+
+
+def prepare_database(transport, host: Host, database: str, password: str, env_database: str, fill: bool) -> bool:
+    """The preview's role (its password set anew) and database; filled from the env's when new. True when
+    this made the database (a failure later drops it)."""
+    sql = (f"SET log_statement = 'none';\n"
+           f"SELECT format('CREATE ROLE %I LOGIN', '{database}') WHERE NOT EXISTS "
+           f"(SELECT 1 FROM pg_roles WHERE rolname = '{database}') \\gexec\n"
+           f"ALTER ROLE \"{database}\" WITH LOGIN PASSWORD '{password}';\n"
+           f"SELECT NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = '{database}') AS new \\gset\n"
+           f"\\if :new\nCREATE DATABASE \"{database}\" OWNER \"{database}\";\n"
+           f"REVOKE CONNECT ON DATABASE \"{database}\" FROM PUBLIC;\n\\endif\n\\echo made :new\n")
+    done = transport.run(Command(("runuser", "-u", "postgres", "--", "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1",
+                                  "-d", "postgres"), sudo=True, stdin=sql.encode()), timeout=300)
+    if not done.ok:
+        raise PreviewError(REDACTOR.redact(f"{host.name}: the preview's database {database}: "
+                                           f"{done.stderr.strip()[-300:]}"))
+    made = "made t" in done.stdout
+    if made and fill:
+        filled = transport.run(Command(("bash", "-c", FILL, "vigil", env_database, database), sudo=True),
+                               timeout=7200)
+        if not filled.ok:
+            drop_database(transport, host, database)
+            raise PreviewError(f"{host.name}: copying {env_database} into {database} failed: "
+                               f"{filled.stderr.strip()[-300:]}; it was dropped")
+    return made
+
+
+def drop_database(transport, host: Host, database: str) -> bool:
+    """The preview's database and role gone; True when there was one."""
+    if not database.startswith("preview_"):
+        raise PreviewError(f"{database!r} is not a preview's database")
+    sql = (f"SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = '{database}') OR EXISTS "
+           f"(SELECT 1 FROM pg_roles WHERE rolname = '{database}') AS was \\gset\n"
+           f"DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE);\nDROP ROLE IF EXISTS \"{database}\";\n"
+           f"\\echo was :was\n")
+    done = transport.run(Command(("runuser", "-u", "postgres", "--", "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1",
+                                  "-d", "postgres"), sudo=True, stdin=sql.encode()), timeout=300)
+    if not done.ok:
+        raise PreviewError(f"{host.name}: dropping {database}: {done.stderr.strip()[-300:]}")
+    return "was t" in done.stdout
+
+
+def install(context: Context, host: Host, slug: str, branch: str, slot: int, pr: int | None, artifacts: dict,
+            database: str, password: str, existing: PreviewRecord | None, reporter: Reporter) -> dict:
+    chosen, vars = context.settings, context.inventory.vars_for(host, [load_role(name) for name in ROLES])
+    ports = ports_of(slot, chosen["port_base"])
+    origin = f"https://{slug}.{chosen['domain']}"
+    database_url = f"postgresql://{database}:{password}@127.0.0.1:5432/{database}"
+    derived = preview_secrets(load_schema(), load(context.env), origin, database_url)
+    for note in derived.left_out:
+        reporter.line(f"  left out: {note}")
+    env_files = {}
+    for service in SERVICES:
+        values = {**derived.values.get(service, {}), "PORT": str(ports[service]), "HOST": "127.0.0.1",
+                  # The preview's own backend, whose routes have no /api (nginx strips it for browsers).
+                  "HOSTNAME": "127.0.0.1", "API_INTERNAL_URL": f"http://127.0.0.1:{ports['backend']}",
+                  "RELEASE_ID": artifacts[service].id}
+        env_files[service] = render_dotenv(values)
+    tls = vars.string("nginx_tls", "local-ca|certbot")
+    certificate, key = (("/etc/ssl/vigil/previews.crt", "/etc/ssl/vigil/previews.key") if tls == "local-ca" else
+                        (f"/etc/letsencrypt/live/{chosen['domain']}/fullchain.pem",
+                         f"/etc/letsencrypt/live/{chosen['domain']}/privkey.pem"))
+    cors = f"preview{slot}_cors"  # one slot per preview on a host; a short name (nginx hashes its variables)
+    site = render_template(load_role("previews").template("site.conf.j2"), {
+        "slug": slug, "cors": cors, "origin": origin, "server_name": f"{slug}.{chosen['domain']}",
+        "acme_root": "/var/www/html",
+        "server_body": app_server(vars, certificate, key, api_zone=chosen["zone"], cors=cors,
+                                  backend=f"http://127.0.0.1:{ports['backend']}/",
+                                  frontend=f"http://127.0.0.1:{ports['frontend']}")})
+    health = vars["app_health"]
+    now = time.time()
+    record = PreviewRecord(slug, branch, host.name, slot, database, existing.created if existing else now,
+                           now + context.limits.ttl_seconds, pr, artifacts["backend"].ref,
+                           {service: artifact.id for service, artifact in artifacts.items()})
+    with connect(context.inventory, host) as transport:
+        for service, artifact in artifacts.items():
+            incoming = f"{chosen['root']}/.incoming"
+            put = transport.run(script(PUT, incoming, f"{incoming}/{slug}-{service}.tar.gz", sha256_of(artifact.path),
+                                       stdin=artifact.path), timeout=1800)
+            if not put.ok:
+                raise PreviewError(f"{host.name}: putting the {service} release there failed: "
+                                   f"{put.stderr.strip()[-300:]}")
+        config = context.program_config(
+            slug=slug, releases={service: {"id": artifact.id} for service, artifact in artifacts.items()},
+            env_files=env_files, migrate=True, site=site,
+            health={service: {"port": ports[service], "path": health[service]["path"],
+                              "contains": f'"release":"{artifacts[service].id}"' if health[service].get("release")
+                              else ""} for service in SERVICES},
+            health_timeout=vars.integer("app_health_timeout", minimum=1), record=record.to_json())
+        reporter.line(f"  installing on {host.name}: releases, env files, migrations, units, health gate, site")
+        return ask(transport, host, "install", config)
+
+
+def find(context: Context, name: str | None, branch: str | None) -> tuple[str, str]:
+    """(slug, its host's name or "") of the preview named by NAME or --branch."""
+    if bool(name) == bool(branch):
+        raise ConfigError("preview.down: give the preview's NAME (preview.list) or --branch")
+    slug = name or slug_of(branch)
+    if not is_slug(slug):
+        raise ConfigError(f"{slug!r} is not a preview's name (preview.list shows them)")
+    for host, records in records_of(list_previews(context)).items():
+        if any(record.slug == slug for record in records):
+            return slug, host
+    return slug, ""
+
+
+def down(env: str, name: str | None = None, branch: str | None = None, missing_ok: bool = False) -> dict:
+    """Remove the preview from its host (units, site, files, env files, record) and its database and role.
+    Its records gone, it is still looked for on every preview host, so a half-made one goes too."""
+    context = Context.of(env)
+    slug, host_name = find(context, name, branch)
+    removed: dict[str, list[str]] = {}
+    for host in context.hosts:
+        with connect(context.inventory, host) as transport:
+            gone = ask(transport, host, "remove", context.program_config(slug=slug))["removed"]
+        if gone:
+            removed[host.name] = gone
+    db_host, _ = database_host(context)
+    with connect(context.inventory, db_host) as transport:
+        if drop_database(transport, db_host, database_of(slug)):
+            removed.setdefault(db_host.name, []).append("database and role")
+    if not removed and not missing_ok:
+        raise ConfigError(f"no preview {slug} in {env} (preview.list shows them); nothing was changed")
+    return {"slug": slug, "host": host_name, "removed": removed}
+
+
+def prune(env: str, now: float | None = None) -> list[dict]:
+    """Every preview past its expiry, removed."""
+    context = Context.of(env)
+    return [down(env, name=record.slug, missing_ok=True)
+            for record in expired(records_of(list_previews(context)), now)]
+
+
+def logs(env: str, name: str, lines: int = 100) -> str:
+    context = Context.of(env)
+    slug, host_name = find(context, name, None)
+    if not host_name:
+        raise ConfigError(f"no preview {slug} in {env} (preview.list shows them)")
+    host = context.inventory.hosts[host_name]
+    units = [unit.replace("@.service", f"@{slug}.service") for unit in context.settings["units"].values()]
+    with connect(context.inventory, host) as transport:
+        done = transport.run(Command(("journalctl", "--no-pager", "-n", str(int(lines)),
+                                      *[item for unit in units for item in ("-u", unit)]), sudo=True))
+    return done.stdout
