@@ -83,8 +83,8 @@ class Pipeline:
     postgres_version: str = "17"
     python_version: str = "3.11"
     ssh_key_path: str = "~/.ssh/id_ed25519"
-    # Preview jobs: each open pull request of this repository served beside staging (issue 21: the CLI
-    # offers them once preview.up and preview.down exist).
+    # Preview jobs (ci.workflow --previews, docs/previews.md): each open pull request of this repository
+    # served beside staging.
     # The GitHub environment they run in holds the staging env's secrets and lets pull request branches
     # deploy (staging's own environment admits the main branch only).
     previews: bool = False
