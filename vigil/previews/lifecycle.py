@@ -103,8 +103,6 @@ class Context:
                 "migrate_unit": chosen["migrate_unit"], **extra}
 
 
-
-
 def ask(transport, host: Host, action: str, config: dict) -> dict:
     """The host program's `action`, its configuration on stdin; its answer, or a PreviewError naming why."""
     done = transport.run(Command(("python3", "-I", "-c", HOST_PROGRAM, action), sudo=True,
