@@ -14,6 +14,7 @@ from bench.common import Spread, alternating, markdown_table
 from bench.importing import ImportResult
 from bench.onboard_noop import counts
 from bench.peers.export import Manifest, UnknownOperation
+from bench.previews import PreviewResult
 from bench.recovery import RecoveryResult
 from vigil.core.commands import Secret, cmd, script
 from vigil.core.inventory import Host
@@ -250,3 +251,11 @@ def test_the_import_is_held_to_its_ratio_against_the_bare_copy(bare, vigil, verd
     assert result.verdicts() == [verdict]
     assert f"| ratio of the medians | {result.ratio:.2f} |" in result.table()
     assert result.where_the_time_went() == "copy 1.40s, check_copy 0.50s"
+
+
+def test_the_preview_figures_show_the_copy_and_the_deploy_apart_and_the_memory():
+    result = PreviewResult([10.1, 12.0, 11.0], [3.0, 3.2, 3.1], [6.0, 7.0, 6.5], [150.4, 160.0, 155.2])
+    table = result.table()
+    assert "| `preview.up` to serving (no build: the env's artifacts) | 11.00 s (10.10 to 12.00) |" in table
+    assert "3.10 s (3.00 to 3.20)" in table and "6.50 s (6.00 to 7.00)" in table
+    assert "| memory of a running preview (backend and frontend) | 155 MiB (150 to 160) |" in table
