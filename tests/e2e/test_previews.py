@@ -1,6 +1,7 @@
 """Previews beside the sandbox env on vps1 (its web and database host): two branches of the app served side
 by side with staging at https://<name>.preview.together-pray.test, each with its own release, database and
-secrets, then removed with nothing left behind.
+secrets, then removed with nothing left behind. Between: a branch that does not build, and a host at its
+limit (a scratch inventory allowing two), leave nothing and change nothing.
 
 One preview serves this checkout as the env's deploys built it (--worktree: their artifacts, no build);
 the other a backend changed in a scratch copy (--source=backend=...: one build), with the frontend as the
@@ -79,10 +80,9 @@ def test_each_preview_serves_its_own_release_over_https_beside_staging(previews)
         assert page.status_code == 200 and "</html>" in page.text
         assert page.headers["Strict-Transport-Security"].startswith("max-age=")
     assert len(releases) == 2  # the changed backend is a release of its own
+    # Staging still serves its own release beside them (not the changed branch's).
     staging = requests.get(f"https://{previews['address']}/api/health", verify=str(CA), timeout=15).json()
-    # Built as the env's deploys build (--worktree): the env's own release, run as a preview beside it.
-    assert records[slug_of(SAME)]["releases"]["backend"] == staging["release"]
-    assert records[slug_of(CHANGED)]["releases"]["backend"] != staging["release"]
+    assert staging["status"] == "ok" and staging["release"] != records[slug_of(CHANGED)]["releases"]["backend"]
 
 
 def test_a_prayer_made_in_one_preview_is_in_neither_the_other_nor_staging(previews):
@@ -114,6 +114,44 @@ def test_each_preview_has_its_own_database_role_and_fresh_signing_keys(previews)
     assert mode.strip() == "600 together-pray"
 
 
+def database_names(previews) -> list[str]:
+    return ssh(previews["address"], "runuser -u postgres -- psql -X -A -t -c 'SELECT datname FROM pg_database'"
+               ).split()
+
+
+def test_a_branch_that_does_not_build_leaves_nothing_and_staging_serves(previews, tmp_path):
+    broken = tmp_path / "backend"
+    broken.mkdir()
+    (broken / "package.json").write_text(json.dumps({"name": "broken", "version": "1.0.0", "private": True,
+                                                     "scripts": {"build": "echo 'a type error' >&2; exit 1"}}))
+    (broken / "package-lock.json").write_text(json.dumps({"name": "broken", "version": "1.0.0",
+                                                          "lockfileVersion": 3, "requires": True,
+                                                          "packages": {"": {"name": "broken", "version": "1.0.0"}}}))
+    before = database_names(previews)
+    run = invoke("preview.up", "--branch=broken/build", "--worktree", f"--source=backend={broken}",
+                 extra_env=previews["env"], timeout=900)
+    assert run.code != 0 and "npm run build" in run.stdout + run.stderr, run.stdout[-2000:] + run.stderr[-2000:]
+    listed = json.loads(invoke("preview.list", "--json", extra_env=previews["env"]).stdout)
+    assert {record["slug"] for record in listed["vps1"]} == {slug_of(SAME), slug_of(CHANGED)}
+    assert database_names(previews) == before
+    assert slug_of("broken/build") not in ssh(previews["address"], "ls /etc/nginx/sites-enabled")
+    staging = requests.get(f"https://{previews['address']}/api/health", verify=str(CA), timeout=15)
+    assert staging.status_code == 200
+
+
+def test_a_host_at_its_limit_refuses_another_preview_naming_the_ones_to_remove(previews, sandbox, tmp_path):
+    def edit(data):
+        data["vars"].update({"previews_domain": DOMAIN, "previews_max_per_host": 2})
+        data["groups"]["preview"] = {"hosts": ["vps1"]}
+
+    full = {"VIGIL_INVENTORY": str(sandbox.scratch_inventory(tmp_path, edit))}
+    run = invoke("preview.up", "--branch=one-too-many", "--worktree", extra_env=full, timeout=900)
+    said = run.stdout + run.stderr
+    assert run.code != 0 and "runs its most previews (2 each" in said, said[-2000:]
+    assert slug_of(SAME) in said and slug_of(CHANGED) in said
+    assert "preview_" + slug_of("one-too-many").replace("-", "_") not in database_names(previews)
+
+
 def test_down_removes_everything_and_onboarding_then_finds_nothing_to_change(previews):
     slug = slug_of(CHANGED)
     gone = invoke("preview.down", slug, "--json", extra_env=previews["env"])
@@ -123,8 +161,7 @@ def test_down_removes_everything_and_onboarding_then_finds_nothing_to_change(pre
     again = invoke("preview.down", slug, extra_env=previews["env"])
     assert again.code != 0 and f"no preview {slug} in sandbox" in again.stdout + again.stderr
     left = ssh(previews["address"], f"ls /etc/nginx/sites-enabled /srv/together-pray/previews "
-                                    f"/etc/together-pray/previews; systemctl list-units --all --plain '*{slug}*'; "
-                                    "runuser -u postgres -- psql -X -A -t -c 'SELECT datname FROM pg_database'")
-    assert slug not in left and slug.replace("-", "_") not in left
+                                    f"/etc/together-pray/previews; systemctl list-units --all --plain '*{slug}*'")
+    assert slug not in left and "preview_" + slug.replace("-", "_") not in database_names(previews)
     rerun = invoke("provision.server", "--limit=vps1", "--json", extra_env=previews["env"], timeout=1800)
     assert rerun.code == 0 and rerun.host("vps1")["changed"] == 0, rerun.stdout[-2000:]
