@@ -72,6 +72,7 @@ def measure(rounds: int) -> PreviewResult:
     INVENTORY.write_text(yaml.safe_dump(data, sort_keys=False))
     invoke("secrets.generate", "--env=sandbox")
     invoke("provision.server")
+    invoke("secrets.push")
     invoke("deploy.all")
     address = sandbox_hosts()["vps1"]["address"]
     on_host(address, MORE_ROWS)
