@@ -191,12 +191,7 @@ def prepare_database(transport, host: Host, database: str, password: str, env_da
            f"SELECT NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = '{database}') AS new \\gset\n"
            f"\\if :new\nCREATE DATABASE \"{database}\" OWNER \"{database}\";\n"
            f"REVOKE CONNECT ON DATABASE \"{database}\" FROM PUBLIC;\n\\endif\n\\echo made :new\n")
-    done = transport.run(Command(("runuser", "-u", "postgres", "--", "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1",
-                                  "-d", "postgres"), sudo=True, stdin=sql.encode()), timeout=300)
-    if not done.ok:
-        raise PreviewError(REDACTOR.redact(f"{host.name}: the preview's database {database}: "
-                                           f"{done.stderr.strip()[-300:]}"))
-    made = "made t" in done.stdout
+    made = "made t" in as_postgres(transport, host, sql, f"the preview's database {database}")
     if made and fill:
         filled = transport.run(Command(("bash", "-c", FILL, "vigil", env_database, database), sudo=True),
                                timeout=7200)
@@ -215,11 +210,17 @@ def drop_database(transport, host: Host, database: str) -> bool:
            f"(SELECT 1 FROM pg_roles WHERE rolname = '{database}') AS was \\gset\n"
            f"DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE);\nDROP ROLE IF EXISTS \"{database}\";\n"
            f"\\echo was :was\n")
+    return "was t" in as_postgres(transport, host, sql, f"dropping {database}")
+
+
+def as_postgres(transport, host: Host, sql: str, what: str) -> str:
+    """`sql` through psql as postgres on the database host (on stdin: a password in it is on no command
+    line); its output, or a PreviewError naming `what` (masked: psql may quote the statement)."""
     done = transport.run(Command(("runuser", "-u", "postgres", "--", "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1",
                                   "-d", "postgres"), sudo=True, stdin=sql.encode()), timeout=300)
     if not done.ok:
-        raise PreviewError(f"{host.name}: dropping {database}: {done.stderr.strip()[-300:]}")
-    return "was t" in done.stdout
+        raise PreviewError(REDACTOR.redact(f"{host.name}: {what}: {done.stderr.strip()[-300:]}"))
+    return done.stdout
 
 
 def install(context: Context, host: Host, slug: str, branch: str, slot: int, pr: int | None, artifacts: dict,
