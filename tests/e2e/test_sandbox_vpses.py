@@ -61,6 +61,8 @@ def test_each_vps_is_a_real_systemd_debian_13_with_its_own_address(sandbox):
         assert sandbox.ssh(name, ". /etc/os-release; echo $VERSION_CODENAME").strip() == "trixie"
         assert sandbox.ssh(name, "hostname").strip() == name
         assert address in sandbox.ssh(name, "ip -o -4 addr show")
+        # The image is stamped up to date, as a provider's is: no first-boot ldconfig racing the other VPSes' boots.
+        assert sandbox.ssh(name, "systemctl show -p ConditionResult --value ldconfig.service").strip() == "no"
 
 
 def test_leftovers_of_a_killed_run_are_removed_and_running_vpses_kept(sandbox):

@@ -55,6 +55,7 @@ from vigil.sandbox.plan import (
     render_known_hosts,
     render_sshd_dropin,
 )
+from vigil.sandbox.rootfs import mark_first_boot_done, rootfs_path, write_into_rootfs
 
 Echo = Callable[[str], None]
 
@@ -84,28 +85,6 @@ def hand_to_repo_owner(paths: SandboxPaths, *targets: Path) -> None:
     for target in targets:
         if target.exists():
             os.chown(target, owner.st_uid, owner.st_gid)
-
-
-def rootfs_path(root: Path, relative: str) -> Path:
-    """`relative` inside a VPS root; SandboxError if a directory on the way is a symlink out of it."""
-    path = root
-    for part in Path(relative.lstrip("/")).parts[:-1]:
-        path = path / part
-        # An image symlink would make us write on the host instead of inside the VPS.
-        if path.is_symlink():
-            raise SandboxError(f"{path} is a symlink; refusing to write through it")
-    return root / relative.lstrip("/")
-
-
-def write_into_rootfs(root: Path, relative: str, content: str, mode: int = 0o644) -> None:
-    """Write a file inside a VPS root, replacing a file or symlink there without following it."""
-    target = rootfs_path(root, relative)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if target.is_symlink() or target.exists():
-        target.unlink()
-    with open(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode), "w") as stream:
-        stream.write(content)
-    os.chmod(target, mode)
 
 
 @dataclass
@@ -380,6 +359,7 @@ def prepare_rootfs(vps: Vps, paths: SandboxPaths, authorized_key: str, release: 
     run_command(overlay_mount_command(paths.image(release), upper, work, root))
 
     write_into_rootfs(root, "etc/hostname", f"{vps.name}\n")
+    mark_first_boot_done(root)
     hosts_file = rootfs_path(root, "etc/hosts")
     write_into_rootfs(
         root, "etc/hosts", render_etc_hosts(hosts_file.read_text() if hosts_file.is_file() else "", vps.name)

@@ -4,6 +4,7 @@ commands run, the preconditions named, and the tasks' exit codes.
 No network and no root.
 """
 
+import os
 import re
 from pathlib import Path
 
@@ -21,7 +22,6 @@ from vigil.sandbox.apply import (
     restore_ip_forward,
     save_state,
     seed_apt_archives,
-    write_into_rootfs,
     write_inventory,
 )
 from vigil.sandbox.facts import (
@@ -42,6 +42,7 @@ from vigil.sandbox.facts import (
 )
 from vigil.sandbox.local_commands import run_command
 from vigil.sandbox.paths import IMAGE_COMPLETE_MARKERS, REQUIRED_TOOLS, SandboxError, SandboxPaths, SandboxUnsupported
+from vigil.sandbox.rootfs import UPDATE_STAMPS, mark_first_boot_done, write_into_rootfs
 
 # --- fact parsers -----------------------------------------------------------
 
@@ -215,6 +216,17 @@ def test_write_into_rootfs_refuses_a_symlinked_directory(tmp_path):
 def test_write_into_rootfs_sets_the_mode(tmp_path):
     write_into_rootfs(tmp_path, "root/.ssh/authorized_keys", "ssh-ed25519 AAAA vigil-sandbox\n", 0o600)
     assert ((tmp_path / "root/.ssh/authorized_keys").stat().st_mode & 0o777) == 0o600
+
+
+def test_the_first_boot_stamps_carry_the_images_usr_time_so_the_update_units_are_skipped(tmp_path):
+    (tmp_path / "usr").mkdir()
+    (tmp_path / "etc").mkdir()
+    os.utime(tmp_path / "usr", ns=(1_700_000_000_123_456_789, 1_700_000_000_123_456_789))
+    mark_first_boot_done(tmp_path)
+    for relative in UPDATE_STAMPS:
+        stamp = tmp_path / relative
+        assert stamp.read_text() == "TIMESTAMP_NSEC=1700000000123456789\n"
+        assert stamp.stat().st_mtime_ns == 1_700_000_000_123_456_789
 
 
 def test_apt_archives_are_seeded_and_harvested_by_hard_links(tmp_path):
