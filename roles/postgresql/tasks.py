@@ -7,6 +7,7 @@ and the firewall role opens 5432 to them alone (firewall_group_rules).
 """
 
 from vigil.core.commands import script
+from vigil.core.topology import PREVIEW_GROUP
 from vigil.operations.apt import AptPackages
 from vigil.operations.files import Absent, Directory, File
 from vigil.operations.guarded import Guarded
@@ -34,6 +35,10 @@ def tasks(role, vars):
     clients = vars.peer_addresses(
         vars.string("postgresql_client_group", r"[A-Za-z0-9_-]+"), vars.where("postgresql_client_group")
     )
+    previews = None
+    if vars.get("previews_domain"):
+        group = PREVIEW_GROUP if PREVIEW_GROUP in vars.inventory.groups else vars["postgresql_client_group"]
+        previews = vars.peer_addresses(group, vars.where("previews_domain"))
     listen = vars.string("postgresql_listen_addresses", r"[a-z0-9.:, -]+")
     if listen == "auto":
         listen = ",".join(["localhost", vars.private_address()] if clients else ["localhost"])
@@ -66,7 +71,7 @@ def tasks(role, vars):
         PostgresSettings(settings, notify=("restart postgresql",)),
         PostgresRole(user, vars.secret("DB_PASSWORD")),
         PostgresDatabase(database, owner=user),
-        PostgresClients(database, user, clients, notify=("reload postgresql",)),
+        PostgresClients(database, user, clients, previews, notify=("reload postgresql",)),
     ]
 
 

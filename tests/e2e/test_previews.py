@@ -1,11 +1,12 @@
-"""Previews beside the sandbox env on vps1 (its web and database host): two branches of the app served side
-by side with staging at https://<name>.preview.together-pray.test, each with its own release, database and
-secrets, then removed with nothing left behind. Between: a branch that does not build, and a host at its
-limit (a scratch inventory allowing two), leave nothing and change nothing.
+"""Previews beside the sandbox env on its two web hosts: two branches of the app served side by side with
+staging at https://<name>.preview.together-pray.test, each with its own release, database and secrets, one on
+vps1 (the database host: its database over loopback), the other on vps2 (over TLS), then removed with nothing
+left behind. Between: a branch that does not build, and hosts at their limit (a scratch inventory allowing
+one each), leave nothing and change nothing; each preview's role reaches its own database and no other.
 
 One preview serves this checkout as the env's deploys built it (--worktree: their artifacts, no build);
 the other a backend changed in a scratch copy (--source=backend=...: one build), with the frontend as the
-first's. The previews' settings (previews_domain, group preview: vps1) are in a scratch copy of the
+first's. The previews' settings (previews_domain, group preview: vps1, vps2) are in a scratch copy of the
 sandbox inventory.
 """
 
@@ -42,11 +43,12 @@ def changed_backend(tmp_path_factory):
 def previews(deployed, sandbox, changed_backend, tmp_path_factory):
     def edit(data):
         data["vars"]["previews_domain"] = DOMAIN
-        data["groups"]["preview"] = {"hosts": ["vps1"]}
+        data["groups"]["preview"] = {"hosts": ["vps1", "vps2"]}
 
     inventory = sandbox.scratch_inventory(tmp_path_factory.mktemp("inventory"), edit)
     env = {"VIGIL_INVENTORY": str(inventory)}
-    readied = invoke("provision.server", "--limit=vps1", extra_env=env, timeout=1800)
+    # vps1: the previews' site settings and pg_hba.conf's rules for them; vps2: the previews' settings.
+    readied = invoke("provision.server", "--limit=vps1,vps2", extra_env=env, timeout=1800)
     assert readied.code == 0, readied.stdout + readied.stderr
     made = {}
     builds = {SAME: ["--worktree"], CHANGED: ["--worktree", f"--source=backend={changed_backend}"]}
@@ -55,20 +57,31 @@ def previews(deployed, sandbox, changed_backend, tmp_path_factory):
                      timeout=1800)
         assert run.code == 0, run.stdout[-3000:] + run.stderr[-3000:]
         made[branch] = json.loads(run.stdout[run.stdout.index("{"):])
-    yield {"env": env, "made": made, "address": sandbox.addresses["vps1"]}
+    yield {"env": env, "made": made, "address": sandbox.addresses["vps1"],
+           "on": {branch: sandbox.addresses[made[branch]["host"]] for branch in made}}
     for branch in (SAME, CHANGED):
         invoke("preview.down", f"--branch={branch}", "--missing-ok", extra_env=env, timeout=600)
 
 
 def get(previews, branch: str, path: str) -> requests.Response:
     name = f"{slug_of(branch)}.{DOMAIN}"
-    return session_for(name, previews["address"]).get(f"https://{name}{path}", verify=str(CA), timeout=15)
+    return session_for(name, previews["on"][branch]).get(f"https://{name}{path}", verify=str(CA), timeout=15)
+
+
+def listed(previews) -> dict[str, dict]:
+    """Every preview's record, by name, each with the host it runs on."""
+    hosts = json.loads(invoke("preview.list", "--json", extra_env=previews["env"]).stdout)
+    return {record["slug"]: {**record, "on": host} for host, records in hosts.items() for record in records}
 
 
 def test_each_preview_serves_its_own_release_over_https_beside_staging(previews):
-    listed = json.loads(invoke("preview.list", "--json", extra_env=previews["env"]).stdout)
-    records = {record["slug"]: record for record in listed["vps1"]}
+    records = listed(previews)
     assert set(records) == {slug_of(SAME), slug_of(CHANGED)}
+    # The second goes where there is the most room: the other host.
+    assert (records[slug_of(SAME)]["on"], records[slug_of(CHANGED)]["on"]) == ("vps1", "vps2")
+    # The env has a backup host: each database is a branch of staging's, made there.
+    for branch in (SAME, CHANGED):
+        assert previews["made"][branch]["data"].startswith("together_pray as of "), previews["made"][branch]
     releases = set()
     for branch in (SAME, CHANGED):
         health = get(previews, branch, "/api/health").json()
@@ -90,7 +103,7 @@ def test_a_prayer_made_in_one_preview_is_in_neither_the_other_nor_staging(previe
     made = get(previews, SAME, "/api/health")  # warm the session's name
     assert made.status_code == 200
     name = f"{slug_of(SAME)}.{DOMAIN}"
-    posted = session_for(name, previews["address"]).post(f"https://{name}/api/prayers",
+    posted = session_for(name, previews["on"][SAME]).post(f"https://{name}/api/prayers",
                                                          json={"author": "preview", "body": marker},
                                                          verify=str(CA), timeout=15)
     assert posted.status_code == 201, posted.text
@@ -101,17 +114,37 @@ def test_a_prayer_made_in_one_preview_is_in_neither_the_other_nor_staging(previe
 
 
 def test_each_preview_has_its_own_database_role_and_fresh_signing_keys(previews):
-    files = {branch: ssh(previews["address"], f"cat /etc/together-pray/previews/{slug_of(branch)}/backend.env")
+    files = {branch: ssh(previews["on"][branch], f"cat /etc/together-pray/previews/{slug_of(branch)}/backend.env")
              for branch in (SAME, CHANGED)}
     staging = ssh(previews["address"], "cat /etc/together-pray/backend.env")
     secret = {name: {line.split("=", 1)[1] for line in text.splitlines() if line.startswith("JWT_SECRET=")}
               for name, text in {**files, "staging": staging}.items()}
     assert len(set.union(*secret.values())) == 3
+    database = {branch: "preview_" + slug_of(branch).replace("-", "_") for branch in (SAME, CHANGED)}
     for branch, text in files.items():
-        database = "preview_" + slug_of(branch).replace("-", "_")
-        assert f"@127.0.0.1:5432/{database}" in text and f"FRONTEND_URL=https://{slug_of(branch)}.{DOMAIN}" in text
-    mode = ssh(previews["address"], f"stat -c '%a %U' /etc/together-pray/previews/{slug_of(SAME)}/backend.env")
+        assert f"FRONTEND_URL=https://{slug_of(branch)}.{DOMAIN}" in text
+    # On the database host over loopback; from the other host over TLS, the server verified.
+    assert f"@127.0.0.1:5432/{database[SAME]}\n" in files[SAME]
+    assert f"@{previews['address']}:5432/{database[CHANGED]}?sslmode=verify-full&sslrootcert=" in files[CHANGED]
+    mode = ssh(previews["on"][CHANGED], f"stat -c '%a %U' /etc/together-pray/previews/{slug_of(CHANGED)}/backend.env")
     assert mode.strip() == "600 together-pray"
+    # Each role, with its own password, is turned away from staging's database and from the other preview's.
+    passwords = {branch: next(line for line in text.splitlines() if line.startswith("DATABASE_URL="))
+                 .split("://", 1)[1].split("@", 1)[0].split(":", 1)[1] for branch, text in files.items()}
+    for branch, other in ((SAME, CHANGED), (CHANGED, SAME)):
+        for target in ("together_pray", database[other]):
+            said = connect_as(previews["address"], database[branch], passwords[branch], target)
+            assert "pg_hba.conf rejects connection" in said or "no pg_hba.conf entry" in said, (branch, target, said)
+        assert connect_as(previews["address"], database[branch], passwords[branch], database[branch]).strip() == "1"
+
+
+def connect_as(address: str, role: str, password: str, database: str) -> str:
+    """psql on the database host as `role` over loopback TCP (the password in a private pass file, on no
+    command line); what it printed."""
+    return ssh(address, f"""f=$(mktemp); trap 'rm -f "$f"' EXIT; cat > "$f" <<'PASS'
+*:*:*:{role}:{password}
+PASS
+PGPASSFILE="$f" psql -X -A -t -h 127.0.0.1 -U {role} -d {database} -c 'SELECT 1' 2>&1 || true""")
 
 
 def database_names(previews) -> list[str]:
@@ -131,23 +164,23 @@ def test_a_branch_that_does_not_build_leaves_nothing_and_staging_serves(previews
     run = invoke("preview.up", "--branch=broken/build", "--worktree", f"--source=backend={broken}",
                  extra_env=previews["env"], timeout=900)
     assert run.code != 0 and "npm run build" in run.stdout + run.stderr, run.stdout[-2000:] + run.stderr[-2000:]
-    listed = json.loads(invoke("preview.list", "--json", extra_env=previews["env"]).stdout)
-    assert {record["slug"] for record in listed["vps1"]} == {slug_of(SAME), slug_of(CHANGED)}
+    assert set(listed(previews)) == {slug_of(SAME), slug_of(CHANGED)}
     assert database_names(previews) == before
-    assert slug_of("broken/build") not in ssh(previews["address"], "ls /etc/nginx/sites-enabled")
+    for address in set(previews["on"].values()):
+        assert slug_of("broken/build") not in ssh(address, "ls /etc/nginx/sites-enabled")
     staging = requests.get(f"https://{previews['address']}/api/health", verify=str(CA), timeout=15)
     assert staging.status_code == 200
 
 
 def test_a_host_at_its_limit_refuses_another_preview_naming_the_ones_to_remove(previews, sandbox, tmp_path):
     def edit(data):
-        data["vars"].update({"previews_domain": DOMAIN, "previews_max_per_host": 2})
-        data["groups"]["preview"] = {"hosts": ["vps1"]}
+        data["vars"].update({"previews_domain": DOMAIN, "previews_max_per_host": 1})
+        data["groups"]["preview"] = {"hosts": ["vps1", "vps2"]}
 
     full = {"VIGIL_INVENTORY": str(sandbox.scratch_inventory(tmp_path, edit))}
     run = invoke("preview.up", "--branch=one-too-many", "--worktree", extra_env=full, timeout=900)
     said = run.stdout + run.stderr
-    assert run.code != 0 and "runs its most previews (2 each" in said, said[-2000:]
+    assert run.code != 0 and "runs its most previews (1 each" in said, said[-2000:]
     assert slug_of(SAME) in said and slug_of(CHANGED) in said
     assert "preview_" + slug_of("one-too-many").replace("-", "_") not in database_names(previews)
 
@@ -156,12 +189,14 @@ def test_down_removes_everything_and_onboarding_then_finds_nothing_to_change(pre
     slug = slug_of(CHANGED)
     gone = invoke("preview.down", slug, "--json", extra_env=previews["env"])
     assert gone.code == 0, gone.stdout + gone.stderr
-    removed = json.loads(gone.stdout[gone.stdout.index("{"):])["removed"]["vps1"]
-    assert set(removed) >= {"record", "units", "site", "files", "env files", "database and role"}
+    removed = json.loads(gone.stdout[gone.stdout.index("{"):])["removed"]
+    assert set(removed["vps2"]) >= {"record", "units", "site", "files", "env files"}
+    assert removed["vps1"] == ["database and role"]  # its database, on the database host
     again = invoke("preview.down", slug, extra_env=previews["env"])
     assert again.code != 0 and f"no preview {slug} in sandbox" in again.stdout + again.stderr
-    left = ssh(previews["address"], f"ls /etc/nginx/sites-enabled /srv/together-pray/previews "
-                                    f"/etc/together-pray/previews; systemctl list-units --all --plain '*{slug}*'")
+    left = ssh(previews["on"][CHANGED], f"ls /etc/nginx/sites-enabled /srv/together-pray/previews "
+                                        f"/etc/together-pray/previews; systemctl list-units --all --plain '*{slug}*'")
     assert slug not in left and "preview_" + slug.replace("-", "_") not in database_names(previews)
-    rerun = invoke("provision.server", "--limit=vps1", "--json", extra_env=previews["env"], timeout=1800)
-    assert rerun.code == 0 and rerun.host("vps1")["changed"] == 0, rerun.stdout[-2000:]
+    rerun = invoke("provision.server", "--limit=vps1,vps2", "--json", extra_env=previews["env"], timeout=1800)
+    assert rerun.code == 0, rerun.stdout[-2000:]
+    assert (rerun.host("vps1")["changed"], rerun.host("vps2")["changed"]) == (0, 0), rerun.stdout[-2000:]

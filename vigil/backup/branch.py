@@ -40,10 +40,12 @@ def check_name(name: str, inventory: Inventory, database_host) -> str:
     return name
 
 
-def branch_command(name: str, label: str, target: Target) -> Command:
-    """The backup host's branch program: the set is its own argument, the rest pgBackRest's target options."""
+def branch_command(name: str, label: str, target: Target, owner: str = "") -> Command:
+    """The backup host's branch program: the set is its own argument, then the owner when it is not the app's
+    role (a preview's), then pgBackRest's target options."""
     options = [option for option in target.options(label) if not option.startswith("--set=")]
-    return Command((DRILL, "branch", name, label, *options), sudo=True, as_user=REPOSITORY_USER)
+    owned = (f"--owner={owner}",) if owner else ()
+    return Command((DRILL, "branch", name, label, *owned, *options), sudo=True, as_user=REPOSITORY_USER)
 
 
 def parse_branch(answer, host: str) -> dict:
@@ -61,15 +63,16 @@ def parse_branch(answer, host: str) -> dict:
 
 
 def make_branch(inventory: Inventory, repository: Repository, target: Target, name: str,
-                force: bool = False) -> dict:
-    """The database as of `target`, as a new database `name` on the database host; the program's report
-    (name, backup, rows and tables copied, its last transaction's time, seconds)."""
+                force: bool = False, owner: str = "") -> dict:
+    """The database as of `target`, as a new database `name` on the database host, owned by the app's role
+    or `owner` (a preview's role); the program's report (name, backup, rows and tables copied, its last
+    transaction's time, seconds)."""
     check_name(name, inventory, repository.database)
     with connect(inventory, repository.host) as transport:
         contents = read_contents(transport, repository)
         check_target(target, contents, repository, flag="--at")
         backup = choose_backup(target, contents.backups, force, flag="--at", histories=contents.histories)
-        answer = transport.run(branch_command(name, backup.label, target), timeout=BRANCH_TIMEOUT)
+        answer = transport.run(branch_command(name, backup.label, target, owner), timeout=BRANCH_TIMEOUT)
     report = parse_branch(answer, repository.host.name)
     report["target"] = target.describe()
     return report

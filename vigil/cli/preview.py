@@ -23,11 +23,14 @@ ENV_HELP = {"env": "The env the previews stand beside, whose hosts, data and sec
             "ref": "Build (or, in CI, ship) this commit instead of the branch's head.",
             "worktree": "Build as deploy.build does without --ref: each service's configured source and ref (the "
                         "sandbox's: this checkout's working tree, uncommitted changes included).",
-            "source": "SERVICE=PATH_OR_URL: build that service from there instead (deploy.build --source)."})
+            "source": "SERVICE=PATH_OR_URL: build that service from there instead (deploy.build --source).",
+            "at": "A new preview's data: the env's as of this moment (a time, a backup's label, a restore point, or "
+                  "latest: backup.branch's --at). Without a backup host: a copy of the live database."})
 @exits_cleanly
-def up(c, branch=None, env="sandbox", pr=None, ref=None, worktree=False, source=None, json=False):
-    """Serve BRANCH at https://<name>.<previews_domain>: built once, its own database copied from the env's,
-    its own secrets, capped units; a preview already up is updated (its data kept) and its expiry refreshed.
+def up(c, branch=None, env="sandbox", pr=None, ref=None, worktree=False, source=None, at="latest", json=False):
+    """Serve BRANCH at https://<name>.<previews_domain>: built once, its own database branched from the env's
+    (backup.branch, or a live copy without a backup host), its own secrets, capped units; a preview already
+    up is updated (its data kept) and its expiry refreshed.
 
     Example: invoke preview.up --env=staging --branch=feature/login --pr=42
     """
@@ -47,14 +50,14 @@ def up(c, branch=None, env="sandbox", pr=None, ref=None, worktree=False, source=
     if worktree and ref:
         raise ConfigError("preview.up: --worktree builds each service's configured ref: give it or --ref, not both")
     reporter = Reporter(json_output=json)
-    made = lifecycle.up(env, branch, number, ref, reporter, worktree=worktree, source=chosen)
+    made = lifecycle.up(env, branch, number, ref, reporter, worktree=worktree, source=chosen, at=at)
     audit_locally("preview.up", env, [made["host"]], "ok", preview=made["slug"])
     if json:
         reporter.document(made)
         return
     seconds = made["seconds"]
     reporter.line(f"{made['url']} serves {branch!r} ({'new' if made['created'] else 'updated'}; database "
-                  f"{made['database']}; built in {seconds['build']}s, database {seconds['database']}s, "
+                  f"{made['database']}: {made['data']}; built in {seconds['build']}s, database {seconds['database']}s, "
                   f"deployed in {seconds['deploy']}s)")
 
 

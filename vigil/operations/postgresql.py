@@ -181,15 +181,22 @@ class PostgresDatabase(Operation):
         return noop(f"database {self.database} exists, owned by {self.owner}")
 
 
-HBA_BEGIN = "# BEGIN vigil: app clients on other hosts (roles/postgresql; edits are overwritten)"
+HBA_BEGIN = "# BEGIN vigil: app clients on other hosts, previews (roles/postgresql; edits are overwritten)"
 HBA_END = "# END vigil"
+# The group role every preview's role is a member of (vigil/previews): the rules below hold for each.
+PREVIEWS_GROUP = "vigil_previews"
 
 
 def with_hba_block(content: str, lines: list[str]) -> str:
-    """`content` with vigil's block holding exactly `lines` at the end (no block when there are none)."""
+    """`content` with vigil's block holding exactly `lines` first (no block when there are none).
+
+    First, because pg_hba.conf's first matching line decides: the distribution's `host all all 127.0.0.1/32`
+    would otherwise let a preview's role reach every database over loopback. A block of an older vigil
+    (its BEGIN line worded otherwise), wherever it is, is replaced.
+    """
     kept, inside = [], False
     for line in content.splitlines():
-        if line == HBA_BEGIN:
+        if line.startswith("# BEGIN vigil:"):
             inside = True
         elif inside and line == HBA_END:
             inside = False
@@ -197,52 +204,72 @@ def with_hba_block(content: str, lines: list[str]) -> str:
             kept.append(line)
     while kept and not kept[-1].strip():
         kept.pop()
+    while kept and not kept[0].strip():
+        kept.pop(0)
     if lines:
-        kept += ["", HBA_BEGIN, *lines, HBA_END]
+        kept = [HBA_BEGIN, *lines, HBA_END, "", *kept]
     return "\n".join(kept) + "\n"
+
+
+def cidr(address: str) -> str:
+    return f"{address}/{128 if ':' in address else 32}"
 
 
 @dataclass
 class PostgresClients(Operation):
-    """The app's role may log in to its database over TLS (hostssl, scram-sha-256) from exactly these addresses.
+    """The app's role may log in to its database over TLS (hostssl, scram-sha-256) from exactly these addresses;
+    with `previews` (a list, empty included: previews are on), each preview's role to its own database only.
 
-    Lines vigil adds live in one marked block at the end of pg_hba.conf; the
-    distribution's own lines (local peer, localhost scram) are left as they are.
+    A preview's role is a member of vigil_previews and its database bears its name (`samerole`): it logs in
+    over loopback or, from the preview hosts other than this one (`previews`), over TLS; to any other
+    database, or from anywhere else, it is rejected. Lines vigil adds live in one marked block at the start
+    of pg_hba.conf; the distribution's own lines (local peer, localhost scram) are left as they are.
     Example: PostgresClients("together_pray", "together_pray", ["10.0.0.11"], notify=("reload postgresql",))
     """
 
     database: str
     role: str
     addresses: list[str]
+    previews: list[str] | None = None
     name: str = ""
     notify: tuple[str, ...] = ()
 
     def __post_init__(self):
         identifier(self.database), identifier(self.role)
-        for address in self.addresses:
+        for address in [*self.addresses, *(self.previews or [])]:
             if not re.fullmatch(r"[0-9a-fA-F.:]+", address):
                 raise ValueError(f"not an IP address: {address!r}")
-        self.name = self.name or (f"Ensure only {', '.join(self.addresses)} may log in to {self.database} over TLS."
-                                  if self.addresses else f"Ensure no other host may log in to {self.database}.")
+        self.name = self.name or (f"Ensure only {', '.join(self.addresses)} may log in to {self.database} over TLS"
+                                  if self.addresses else f"Ensure no other host may log in to {self.database}")
+        self.name += ", and each preview to its own database only." if self.previews is not None else "."
 
     def lines(self) -> list[str]:
-        return [f"hostssl {self.database} {self.role} {address}/{128 if ':' in address else 32} scram-sha-256"
-                for address in self.addresses]
+        previews = [] if self.previews is None else [
+            f"local   all      +{PREVIEWS_GROUP} reject",
+            f"host    samerole +{PREVIEWS_GROUP} 127.0.0.1/32 scram-sha-256",
+            f"host    samerole +{PREVIEWS_GROUP} ::1/128 scram-sha-256",
+            *(f"hostssl samerole +{PREVIEWS_GROUP} {cidr(address)} scram-sha-256" for address in self.previews),
+            f"host    all      +{PREVIEWS_GROUP} all reject",
+        ]
+        return [*previews, *(f"hostssl {self.database} {self.role} {cidr(address)} scram-sha-256"
+                             for address in self.addresses)]
 
     def facts(self):
         return [hba_fact()]
 
     def plan(self, known):
         state = known[hba_fact().key]
+        allowed = ", ".join(self.addresses) or "no other host"
+        allowed += "; previews to their own databases" if self.previews is not None else ""
         if state is None:
-            if not self.addresses:
+            if not self.lines():
                 return noop("no client rules to add")
             return change("add client rules once PostgreSQL runs",
                           script('echo "PostgreSQL does not answer: cannot find pg_hba.conf" >&2; exit 1'))
         path, content = state
         after = with_hba_block(content, self.lines())
         if after == content:
-            return noop(f"{path} already allows exactly {', '.join(self.addresses) or 'no other host'}")
-        return change(f"allow {', '.join(self.addresses) or 'no other host'} in {path}",
+            return noop(f"{path} already allows exactly {allowed}")
+        return change(f"allow {allowed} in {path}",
                       atomic_write(path, after.encode(), "postgres", "postgres", "0640"),
                       diff=text_diff(path, content.encode(), after.encode(), False))

@@ -5,11 +5,12 @@ configuration (the preview's env files among it) as JSON on stdin. Standard libr
   list     every preview's record (<records>/<slug>.json), with the memory its units use now
   install  a preview put in place from the archives already on the host (<root>/.incoming/): its releases
            unpacked, its env files written (0600, the app's user), its migrations run against its own
-           database, its units started, both answering on their ports (the health gate), its site
-           enabled (nginx -t first), and its record written last. A step that fails removes everything
+           database, its units started, both answering on their ports (the health gate), its own
+           certificate obtained (certbot, HTTP-01) where it gets one, its site enabled (nginx -t first),
+           and its record written last. A step that fails removes everything
            the preview has on this host, and the answer says which step.
-  remove   everything a preview has on this host, whatever state it is in: units, site, files, env files,
-           record. Nothing there: nothing done (the answer says so).
+  remove   everything a preview has on this host, whatever state it is in: units, site, certificate, files,
+           env files, record. Nothing there: nothing done (the answer says so).
 
 Every answer is one JSON line on stdout; a failure is a JSON line on stderr and exit 3.
 """
@@ -55,6 +56,9 @@ class Preview:
         self.enabled = f"/etc/nginx/sites-enabled/{config['app']}-preview-{self.slug}.conf"
         self.units = [unit.replace("@.service", f"@{self.slug}.service") for unit in config["units"].values()]
         self.migrate = config["migrate_unit"].replace("@.service", f"@{self.slug}.service")
+        self.certificate = config.get("certificate")
+        if self.certificate and not self.certificate["name"].startswith(self.slug + "."):
+            raise Failed("the preview's certificate", f"{self.certificate['name']!r} is not {self.slug}'s name")
 
     def install(self):
         done = []
@@ -71,6 +75,9 @@ class Preview:
             run("systemctl", "restart", *self.units)
             self.health_gate()
             done.append("health gate")
+            if self.certificate:
+                self.obtain_certificate()
+                done.append("certificate")
             self.enable_site()
             done.append("site")
             self.write_record()
@@ -146,6 +153,16 @@ class Preview:
                     raise Failed(f"the health gate ({service} at {url})", log[-600:])
                 time.sleep(0.5)
 
+    def obtain_certificate(self):
+        """The preview's own certificate, by HTTP-01 through the env's site on port 80 (its default server
+        serves every name's challenges from acme_root), as the env's own is obtained (roles/nginx)."""
+        wanted = self.certificate
+        if os.path.exists(f"/etc/letsencrypt/live/{wanted['name']}/fullchain.pem"):
+            return
+        server = ["--server", wanted["server"]] if wanted["server"] else []
+        run("certbot", "certonly", "--non-interactive", "--agree-tos", "--email", wanted["email"], "--webroot",
+            "-w", wanted["acme_root"], "-d", wanted["name"], "--cert-name", wanted["name"], *server)
+
     def enable_site(self):
         with open(self.site + ".new", "w") as handle:
             handle.write(self.config["site"])
@@ -182,6 +199,9 @@ class Preview:
                     os.unlink(path)
             run("systemctl", "reload", "nginx.service", check=False)
             removed.append("site")
+        if self.certificate and os.path.exists(f"/etc/letsencrypt/renewal/{self.certificate['name']}.conf"):
+            run("certbot", "delete", "--non-interactive", "--cert-name", self.certificate["name"], check=False)
+            removed.append("certificate")
         for path, what in ((self.root, "files"), (self.env_dir, "env files")):
             if os.path.lexists(path):
                 shutil.rmtree(path)

@@ -4,9 +4,11 @@ up, in order, each step only once the one before held:
   1. its name (vigil/previews/slug.py), every preview host's records read (one visit each), its place
      (the host it runs on, else the one with the most room; refused when the hosts are full)
   2. its artifacts: built from the branch once, as deploys build (or, in CI, the build job's, shipped)
-  3. its database and role on the env's database server (new: filled from the env's database by
-     `pg_dump | pg_restore` in one snapshot, the role owning every object; a preview already up keeps
-     its data), its password new every time
+  3. its database and role on the env's database server (new: a branch of the env's database at a moment,
+     --at, made by the backup host as backup.branch makes one; without a backup host, a copy of the live
+     database by `pg_dump | pg_restore` in one snapshot; the role owning every object either way; a preview
+     already up keeps its data), its password new every time; the role, in group vigil_previews, may reach its own
+     database only (pg_hba.conf, roles/postgresql), over loopback or TLS from another web host
   4. its secrets, derived from the env's (vigil/previews/values.py), its site from the env's own site
      settings (the same server block: vigil/deploy/edge.py)
   5. its archives put on its host, then the host's program (vigil/previews/host_program.py) installs it:
@@ -22,11 +24,15 @@ import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
+from vigil.backup.branch import make_branch
+from vigil.backup.pitr import parse_target
+from vigil.backup.repository import find_repository
 from vigil.core.commands import Command, script
 from vigil.core.errors import ConfigError, VigilError
 from vigil.core.fanout import connect
-from vigil.core.inventory import Host, Inventory, load_inventory
+from vigil.core.inventory import Host, HostVars, Inventory, load_inventory
 from vigil.core.local_files import sha256_of
 from vigil.core.operations import render_template
 from vigil.core.output import Reporter
@@ -36,6 +42,7 @@ from vigil.core.topology import preview_hosts
 from vigil.deploy.build import REF_PATTERN, build
 from vigil.deploy.edge import app_server
 from vigil.deploy.rollout import services_of
+from vigil.operations.postgresql import PREVIEWS_GROUP
 from vigil.previews.model import (
     DAY,
     RECORDS,
@@ -50,6 +57,7 @@ from vigil.previews.model import (
 )
 from vigil.previews.slug import is_slug, slug_of
 from vigil.previews.values import preview_secrets
+from vigil.vault.derive import database_root_certificate, database_url
 from vigil.vault.env_files import render_dotenv
 from vigil.vault.masking import register
 from vigil.vault.schema import load_schema
@@ -57,6 +65,8 @@ from vigil.vault.store import load
 
 HOST_PROGRAM = (Path(__file__).parent / "host_program.py").read_text()
 ROLES = ("app", "nginx", "previews")
+# Where certbot's HTTP-01 challenges are served from, as for the env's own site (roles/nginx).
+ACME_ROOT = "/var/www/html"
 # The archive streamed to the host, checked by its SHA-256 before it is named.
 PUT = ('set -e; install -d -m 0700 -o root -g root -- "$1"; trap \'rm -f -- "$2.partial"\' EXIT; '
        'cat > "$2.partial"; got=$(sha256sum -- "$2.partial" | cut -d" " -f1); '
@@ -85,6 +95,11 @@ class Context:
         hosts = preview_hosts(inventory)
         if not hosts:
             raise ConfigError(f"inventory/{env}.yml: no host to run previews on (group preview, else web)")
+        strays = [host.name for host in hosts if host.name not in inventory.groups.get("web", [])]
+        if strays:
+            # Onboarding gives only web hosts the apps' runtime, the database's certificate and its firewall opening.
+            raise ConfigError(f"inventory/{env}.yml: groups.preview: {', '.join(strays)} not in group web: "
+                              "previews run on web hosts (docs/previews.md)")
         vars = inventory.vars_for(hosts[0], [load_role(name) for name in ROLES])
         settings = preview_settings(vars)
         if not settings["domain"]:
@@ -101,6 +116,16 @@ class Context:
         return {"root": chosen["root"], "config_dir": chosen["config_dir"], "records": RECORDS,
                 "user": chosen["user"], "app": chosen["app"], "units": chosen["units"],
                 "migrate_unit": chosen["migrate_unit"], **extra}
+
+    def certificate(self, slug: str) -> dict | None:
+        """How the host gets the preview's own certificate (previews_certificates: per-name, with certbot);
+        None where a wildcard one serves every preview."""
+        if self.vars.string("nginx_tls", "local-ca|certbot") != "certbot" or \
+                self.settings["certificates"] != "per-name":
+            return None
+        return {"name": f"{slug}.{self.settings['domain']}", "acme_root": ACME_ROOT,
+                "email": self.vars.string("nginx_certbot_email", r"[^@\s]+@[^@\s]+"),
+                "server": self.vars.string("nginx_certbot_server", r"|https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?")}
 
 
 def ask(transport, host: Host, action: str, config: dict) -> dict:
@@ -128,21 +153,21 @@ def records_of(listed: dict[str, list[dict]]) -> dict[str, list[PreviewRecord]]:
     return {host: [PreviewRecord.from_json(data, host) for data in previews] for host, previews in listed.items()}
 
 
-def database_host(context: Context) -> tuple[Host, str]:
-    """The env's database host and its app database's name (the preview's is copied from it)."""
+def database_host(context: Context) -> tuple[Host, HostVars]:
+    """The env's database host and its postgresql vars (the preview's database is copied from the app's)."""
     db_names = context.inventory.groups.get("db") or []
     if not db_names:
         raise ConfigError(f"inventory/{context.env}.yml: no db host to put the previews' databases on")
     host = context.inventory.hosts[db_names[0]]
-    postgresql = context.inventory.vars_for(host, [load_role("postgresql")])
-    return host, postgresql.string("postgresql_database", r"[a-z_][a-z0-9_]{0,62}")
+    return host, context.inventory.vars_for(host, [load_role("postgresql")])
 
 
 def up(env: str, branch: str, pr: int | None = None, ref: str | None = None, reporter: Reporter | None = None,
-       worktree: bool = False, source: tuple[str, str] | None = None) -> dict:
+       worktree: bool = False, source: tuple[str, str] | None = None, at: str = "latest") -> dict:
     """Put the preview of `branch` up (or update it), by the steps of this module's docstring. Built from `ref`
     (default: the branch), or with `worktree` as deploy.build builds without --ref; `source`: (service, a
-    directory or git URL) to build that service from instead, as deploy.build --source."""
+    directory or git URL) to build that service from instead, as deploy.build --source; `at`: the moment of
+    the env's data a new preview starts from (backup.branch's --at; needs a backup host)."""
     reporter = reporter or Reporter.quiet()
     started = time.monotonic()
     context = Context.of(env)
@@ -151,10 +176,18 @@ def up(env: str, branch: str, pr: int | None = None, ref: str | None = None, rep
     host_name, slot = place(slug, branch, records, context.limits)
     host = context.inventory.hosts[host_name]
     existing = next((r for r in records[host_name] if r.slug == slug), None)
-    db_host, env_database = database_host(context)
-    if db_host.name != host.name:
-        raise ConfigError(f"{host.name}: previews run on the env's database host ({db_host.name}) for now: set "
-                          f"group preview to [{db_host.name}] in inventory/{env}.yml (docs/previews.md)")
+    db_host, db_vars = database_host(context)
+    env_database = db_vars.string("postgresql_database", r"[a-z_][a-z0-9_]{0,62}")
+    repository = find_repository(context.inventory)
+    if repository is None and at != "latest":
+        raise ConfigError(f"--at {at}: a preview starts from a moment of the env's data only where there are backups "
+                          f"to branch: inventory/{env}.yml has no backup host (without one, previews copy the "
+                          "live database)")
+    moment = parse_target(at, flag="--at")
+    branched: dict = {}
+
+    def branch_of(name: str) -> None:
+        branched.update(make_branch(context.inventory, repository, moment, name, owner=name))
     build_ref = None if worktree else ref or branch
     if build_ref is not None and not REF_PATTERN.match(build_ref):
         raise ConfigError(f"--branch {branch!r} is not a ref vigil builds from (letters, digits, . _ / -): give "
@@ -166,10 +199,11 @@ def up(env: str, branch: str, pr: int | None = None, ref: str | None = None, rep
     database, password = database_of(slug), secrets.token_urlsafe(32)
     register({"PREVIEW_DATABASE_PASSWORD": password})
     with connect(context.inventory, db_host) as db_transport:
-        made = prepare_database(db_transport, db_host, database, password, env_database, fill=existing is None)
+        made = prepare_database(db_transport, db_host, database, password, env_database, fill=existing is None,
+                                branch=branch_of if repository else None)
         copied = time.monotonic()
         try:
-            answer = install(context, host, slug, branch, slot, pr, artifacts, database, password,
+            answer = install(context, host, slug, branch, slot, pr, artifacts, database, password, db_vars,
                              existing, reporter)
         except BaseException:
             if made:
@@ -177,29 +211,48 @@ def up(env: str, branch: str, pr: int | None = None, ref: str | None = None, rep
             raise
     return {"slug": slug, "url": f"https://{slug}.{context.settings['domain']}", "host": host.name,
             "database": database, "steps": answer["steps"], "created": existing is None,
+            "data": (f"{env_database} as of {branched['target']} (backup {branched['backup']}, last transaction "
+                     f"{branched.get('last_transaction') or 'none replayed'})" if branched else
+                     f"{env_database} copied live" if made else "kept"),
             "seconds": {"build": round(built - started, 1), "database": round(copied - built, 1),
                         "deploy": round(time.monotonic() - copied, 1)}}
 
 
-def prepare_database(transport, host: Host, database: str, password: str, env_database: str, fill: bool) -> bool:
-    """The preview's role (its password set anew) and database; filled from the env's when new. True when
-    this made the database (a failure later drops it)."""
+def prepare_database(transport, host: Host, database: str, password: str, env_database: str, fill: bool,
+                     branch: Callable[[str], object] | None = None) -> bool:
+    """The preview's role (its password set anew) and database; filled from the env's when new: by `branch`
+    (a point in time from the backup host, made owned by the role) where there is one, else by a copy of
+    the live database in one snapshot. True when this made the database (a failure later drops it)."""
     sql = (f"SET log_statement = 'none';\n"
            f"SELECT format('CREATE ROLE %I LOGIN', '{database}') WHERE NOT EXISTS "
            f"(SELECT 1 FROM pg_roles WHERE rolname = '{database}') \\gexec\n"
            f"ALTER ROLE \"{database}\" WITH LOGIN PASSWORD '{password}';\n"
+           # pg_hba.conf admits a member of this group to its own database only (roles/postgresql).
+           f"SELECT format('CREATE ROLE %I NOLOGIN', '{PREVIEWS_GROUP}') WHERE NOT EXISTS "
+           f"(SELECT 1 FROM pg_roles WHERE rolname = '{PREVIEWS_GROUP}') \\gexec\n"
+           f"GRANT \"{PREVIEWS_GROUP}\" TO \"{database}\";\n"
            f"SELECT NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = '{database}') AS new \\gset\n"
-           f"\\if :new\nCREATE DATABASE \"{database}\" OWNER \"{database}\";\n"
-           f"REVOKE CONNECT ON DATABASE \"{database}\" FROM PUBLIC;\n\\endif\n\\echo made :new\n")
-    made = "made t" in as_postgres(transport, host, sql, f"the preview's database {database}")
-    if made and fill:
-        filled = transport.run(Command(("bash", "-c", FILL, "vigil", env_database, database), sudo=True),
-                               timeout=7200)
-        if not filled.ok:
-            drop_database(transport, host, database)
-            raise PreviewError(f"{host.name}: copying {env_database} into {database} failed: "
-                               f"{filled.stderr.strip()[-300:]}; it was dropped")
-    return made
+           f"\\echo new :new\n")
+    if "new t" not in as_postgres(transport, host, sql, f"the preview's role {database}"):
+        return False
+    try:
+        if fill and branch is not None:
+            branch(database)
+        else:
+            as_postgres(transport, host, f'CREATE DATABASE "{database}" OWNER "{database}";\n',
+                        f"the preview's database {database}")
+            if fill:
+                filled = transport.run(Command(("bash", "-c", FILL, "vigil", env_database, database), sudo=True),
+                                       timeout=7200)
+                if not filled.ok:
+                    raise PreviewError(f"{host.name}: copying {env_database} into {database} failed: "
+                                       f"{filled.stderr.strip()[-300:]}")
+        as_postgres(transport, host, f'REVOKE CONNECT ON DATABASE "{database}" FROM PUBLIC;\n',
+                    f"the preview's database {database}")
+    except BaseException:
+        drop_database(transport, host, database)
+        raise
+    return True
 
 
 def drop_database(transport, host: Host, database: str) -> bool:
@@ -224,12 +277,15 @@ def as_postgres(transport, host: Host, sql: str, what: str) -> str:
 
 
 def install(context: Context, host: Host, slug: str, branch: str, slot: int, pr: int | None, artifacts: dict,
-            database: str, password: str, existing: PreviewRecord | None, reporter: Reporter) -> dict:
+            database: str, password: str, db_vars: HostVars, existing: PreviewRecord | None,
+            reporter: Reporter) -> dict:
     chosen, vars = context.settings, context.inventory.vars_for(host, [load_role(name) for name in ROLES])
     ports = ports_of(slot, chosen["port_base"])
     origin = f"https://{slug}.{chosen['domain']}"
-    database_url = f"postgresql://{database}:{password}@127.0.0.1:5432/{database}"
-    derived = preview_secrets(load_schema(), load(context.env), origin, database_url)
+    schema = load_schema()
+    # From another host: over TLS, the server verified with the certificate secrets.push gave the web hosts.
+    url = database_url(db_vars, host, database, password, database, database_root_certificate(schema))
+    derived = preview_secrets(schema, load(context.env), origin, url)
     for note in derived.left_out:
         reporter.line(f"  left out: {note}")
     env_files = {}
@@ -239,14 +295,14 @@ def install(context: Context, host: Host, slug: str, branch: str, slot: int, pr:
                   "HOSTNAME": "127.0.0.1", "API_INTERNAL_URL": f"http://127.0.0.1:{ports['backend']}",
                   "RELEASE_ID": artifacts[service].id}
         env_files[service] = render_dotenv(values)
-    tls = vars.string("nginx_tls", "local-ca|certbot")
+    tls, own = vars.string("nginx_tls", "local-ca|certbot"), context.certificate(slug)
+    live = f"/etc/letsencrypt/live/{own['name'] if own else chosen['domain']}"
     certificate, key = (("/etc/ssl/vigil/previews.crt", "/etc/ssl/vigil/previews.key") if tls == "local-ca" else
-                        (f"/etc/letsencrypt/live/{chosen['domain']}/fullchain.pem",
-                         f"/etc/letsencrypt/live/{chosen['domain']}/privkey.pem"))
+                        (f"{live}/fullchain.pem", f"{live}/privkey.pem"))
     cors = f"preview{slot}_cors"  # one slot per preview on a host; a short name (nginx hashes its variables)
     site = render_template(load_role("previews").template("site.conf.j2"), {
         "slug": slug, "cors": cors, "origin": origin, "server_name": f"{slug}.{chosen['domain']}",
-        "acme_root": "/var/www/html",
+        "acme_root": ACME_ROOT,
         "server_body": app_server(vars, certificate, key, api_zone=chosen["zone"], cors=cors,
                                   backend=f"http://127.0.0.1:{ports['backend']}/",
                                   frontend=f"http://127.0.0.1:{ports['frontend']}")})
@@ -269,7 +325,8 @@ def install(context: Context, host: Host, slug: str, branch: str, slot: int, pr:
             health={service: {"port": ports[service], "path": health[service]["path"],
                               "contains": f'"release":"{artifacts[service].id}"' if health[service].get("release")
                               else ""} for service in SERVICES},
-            health_timeout=vars.integer("app_health_timeout", minimum=1), record=record.to_json())
+            health_timeout=vars.integer("app_health_timeout", minimum=1), record=record.to_json(),
+            certificate=own)
         reporter.line(f"  installing on {host.name}: releases, env files, migrations, units, health gate, site")
         return ask(transport, host, "install", config)
 
@@ -295,7 +352,8 @@ def down(env: str, name: str | None = None, branch: str | None = None, missing_o
     removed: dict[str, list[str]] = {}
     for host in context.hosts:
         with connect(context.inventory, host) as transport:
-            gone = ask(transport, host, "remove", context.program_config(slug=slug))["removed"]
+            gone = ask(transport, host, "remove", context.program_config(slug=slug,
+                                                                         certificate=context.certificate(slug)))["removed"]
         if gone:
             removed[host.name] = gone
     db_host, _ = database_host(context)

@@ -119,6 +119,7 @@ def preview_settings(vars) -> dict:
         "cpu_quota": vars.string("previews_cpu_quota", r"[1-9][0-9]{0,3}%"),
         "port_base": vars.integer("previews_port_base", minimum=1025),
         "api_rate": vars.integer("previews_api_rate_per_second", minimum=1),
+        "certificates": vars.string("previews_certificates", "wildcard|per-name"),
         "zone": name.replace("-", "_") + "_previews",
         "units": {service: f"{name}-preview-{service}@.service" for service in SERVICES},
         "migrate_unit": f"{name}-preview-migrate@.service",

@@ -7,7 +7,7 @@ import urllib.parse
 
 from vigil.core.commands import Command
 from vigil.core.fanout import connect
-from vigil.core.inventory import Host
+from vigil.core.inventory import Host, HostVars
 from vigil.core.roles import load_role
 from vigil.core.topology import Topology
 from vigil.operations.postgresql import SERVER_CERTIFICATE
@@ -30,8 +30,14 @@ def postgresql_url(topology: Topology, host: Host, password: str, root_certifica
     db_vars = topology.inventory.vars_for(db, [load_role("postgresql")])
     user = db_vars.string("postgresql_user", r"[a-z_][a-z0-9_]{0,62}")
     database = db_vars.string("postgresql_database", r"[a-z_][a-z0-9_]{0,62}")
+    return database_url(db_vars, host, user, password, database, root_certificate)
+
+
+def database_url(db_vars: HostVars, host: Host, user: str, password: str, database: str,
+                 root_certificate: str) -> str:
+    """`user`'s URL of `database` on the database host of `db_vars`, as seen from `host` (see postgresql_url)."""
     credentials = f"{urllib.parse.quote(user, safe='')}:{urllib.parse.quote(password, safe='')}"
-    if db.name == host.name:
+    if db_vars.host.name == host.name:
         return f"postgresql://{credentials}@127.0.0.1:{POSTGRESQL_PORT}/{database}"
     address = db_vars.private_address()
     address = f"[{address}]" if ":" in address else address

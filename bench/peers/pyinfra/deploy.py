@@ -275,8 +275,10 @@ if pg:
                     kept.append(line)
             while kept and not kept[-1].strip():
                 kept.pop()
-            if hba["lines"]:
-                kept += ["", hba["begin"], *hba["lines"], hba["end"]]
+            while kept and not kept[0].strip():
+                kept.pop(0)
+            if hba["lines"]:  # first: pg_hba.conf's first matching line decides
+                kept = [hba["begin"], *hba["lines"], hba["end"], "", *kept]
             wanted = "\n".join(kept) + "\n"
             if wanted != content:
                 notify(hba["notify"], files.put(name=f"Ensure {path} allows exactly the app's clients",

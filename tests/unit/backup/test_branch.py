@@ -38,6 +38,8 @@ def test_the_backup_host_is_told_the_set_and_the_target_as_separate_arguments():
                             "--type=time", "--target=2026-12-03 10:00:31+00", "--target-action=promote")
     assert command.as_user == "pgbackrest"
     assert drill.usable_branch(list(command.argv[1:]))
+    owned = branch_command("preview_a", "20261203-100000F", Target(at=1796292031), owner="preview_a")
+    assert owned.argv[4] == "--owner=preview_a" and drill.usable_branch(list(owned.argv[1:]))
 
 
 @pytest.mark.parametrize("argv, usable", [
@@ -53,6 +55,11 @@ def test_the_backup_host_is_told_the_set_and_the_target_as_separate_arguments():
     (["branch", "yesterday", "20261203-100000F", "--type=time", "--target=x'; rm -rf /"], False),
     (["branch", "yesterday", "20261203-100000F", "--exec=/bin/sh"], False),
     (["branch", "yesterday", "20261203-100000F"], False),
+    # A preview's role may own its branch; no other role may, and an owner alone is no target.
+    (["branch", "preview_a", "20261203-100000F", "--owner=preview_a", "--type=default"], True),
+    (["branch", "preview_a", "20261203-100000F", "--owner=postgres", "--type=default"], False),
+    (["branch", "preview_a", "20261203-100000F", "--owner=preview_a"], False),
+    (["branch", "preview_a", "20261203-100000F", "--type=default", "--owner=preview_a"], False),
 ])
 def test_the_program_takes_only_a_name_a_label_and_pgbackrests_target_options(argv, usable):
     assert drill.usable_branch(argv) == usable

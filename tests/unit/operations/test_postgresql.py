@@ -99,30 +99,40 @@ def test_postgres_operations_refuse_unsafe_names(build):
 DEBIAN_HBA = "local all postgres peer\nhost all all 127.0.0.1/32 scram-sha-256\n"
 
 
+def block(*lines: str) -> str:
+    return "\n".join([HBA_BEGIN, *lines, HBA_END]) + "\n\n"
+
+
+APP_FROM_11 = "hostssl app app_user 10.0.0.11/32 scram-sha-256"
+# A preview's role: its own database only, over loopback or TLS from the other preview hosts; else rejected.
+PREVIEW_RULES = ("local   all      +vigil_previews reject",
+                 "host    samerole +vigil_previews 127.0.0.1/32 scram-sha-256",
+                 "host    samerole +vigil_previews ::1/128 scram-sha-256")
+PREVIEWS_REJECTED = "host    all      +vigil_previews all reject"
+
+
 @pytest.mark.parametrize(
-    "content, addresses, expected",
+    "content, addresses, previews, expected",
     [
-        (DEBIAN_HBA, [], DEBIAN_HBA),
-        (
-            DEBIAN_HBA,
-            ["10.0.0.11"],
-            DEBIAN_HBA + "\n" + HBA_BEGIN + "\nhostssl app app_user 10.0.0.11/32 scram-sha-256\n" + HBA_END + "\n",
-        ),
+        (DEBIAN_HBA, [], None, DEBIAN_HBA),
+        # First in the file: the distribution's loopback line must not admit a preview's role to every database.
+        (DEBIAN_HBA, ["10.0.0.11"], None, block(APP_FROM_11) + DEBIAN_HBA),
         # The block is replaced, not added twice; an emptied list removes it.
-        (
-            DEBIAN_HBA + "\n" + HBA_BEGIN + "\nhostssl app app_user 10.0.0.9/32 scram-sha-256\n" + HBA_END + "\n",
-            ["fd00::1"],
-            DEBIAN_HBA + "\n" + HBA_BEGIN + "\nhostssl app app_user fd00::1/128 scram-sha-256\n" + HBA_END + "\n",
-        ),
-        (
-            DEBIAN_HBA + "\n" + HBA_BEGIN + "\nhostssl app app_user 10.0.0.9/32 scram-sha-256\n" + HBA_END + "\n",
-            [],
-            DEBIAN_HBA,
-        ),
+        (block("hostssl app app_user 10.0.0.9/32 scram-sha-256") + DEBIAN_HBA, ["fd00::1"], None,
+         block("hostssl app app_user fd00::1/128 scram-sha-256") + DEBIAN_HBA),
+        (block("hostssl app app_user 10.0.0.9/32 scram-sha-256") + DEBIAN_HBA, [], None, DEBIAN_HBA),
+        # An older vigil's block, at the end under another heading, moves first.
+        (DEBIAN_HBA + "\n# BEGIN vigil: app clients on other hosts (roles/postgresql; edits are overwritten)\n"
+         + APP_FROM_11 + "\n" + HBA_END + "\n", ["10.0.0.11"], None, block(APP_FROM_11) + DEBIAN_HBA),
+        # Previews on, all on this host: loopback only.
+        (DEBIAN_HBA, [], [], block(*PREVIEW_RULES, PREVIEWS_REJECTED) + DEBIAN_HBA),
+        (DEBIAN_HBA, ["10.0.0.11"], ["10.0.0.11"],
+         block(*PREVIEW_RULES, "hostssl samerole +vigil_previews 10.0.0.11/32 scram-sha-256", PREVIEWS_REJECTED,
+               APP_FROM_11) + DEBIAN_HBA),
     ],
 )
-def test_pg_hba_block(content, addresses, expected):
-    clients = PostgresClients("app", "app_user", addresses)
+def test_pg_hba_block(content, addresses, previews, expected):
+    clients = PostgresClients("app", "app_user", addresses, previews)
     plan = clients.plan({"postgresql:hba": ("/etc/postgresql/15/main/pg_hba.conf", content)})
     if expected == content:
         assert not plan.changes

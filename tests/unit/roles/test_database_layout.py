@@ -41,6 +41,26 @@ def test_postgresql_listens_and_admits_by_layout(inventory, host, listen, client
     assert next(op for op in operations if isinstance(op, PostgresClients)).addresses == clients
 
 
+PREVIEWS_ON = {"previews_domain": "preview.example.org"}
+
+
+@pytest.mark.parametrize("groups, previews", [
+    ({"web": ["web1", "web2"], "db": ["web1"]}, None),  # previews_domain unset: no rule for previews at all
+    ({"web": ["web1", "web2"], "db": ["web1"], "preview": ["web2"]}, ["10.0.0.12"]),
+    ({"web": ["web1", "web2"], "db": ["web1"]}, ["10.0.0.12"]),  # no preview group: the web hosts
+    ({"web": ["web1", "web2"], "db": ["web1"], "preview": ["web1"]}, []),  # this host's previews: loopback
+])
+def test_previews_may_reach_their_own_databases_from_the_preview_hosts(groups, previews):
+    host_vars = {"web1": PREVIEWS_ON} if previews is not None else {}
+    inventory = layout(groups, private={"web1": "10.0.0.11", "web2": "10.0.0.12"}, host_vars=host_vars)
+    role = load_role("postgresql")
+    vars = inventory.vars_for(inventory.hosts["web1"], [role],
+                              secrets=lambda: {"DB_PASSWORD": "a-database-password-of-24+"})
+    clients = next(op for op in role.tasks(role, vars) if isinstance(op, PostgresClients))
+    assert clients.previews == previews
+    assert clients.addresses == ["10.0.0.12"]  # the app's own rule is the same either way
+
+
 @pytest.mark.parametrize(
     "inventory, host, opened",
     [
