@@ -383,3 +383,31 @@ def test_a_database_that_holds_rows_is_refused_without_replace(walked, walk):
                                       walk["env"], walk["workdir"], "n")
     assert code != 0 and "already holds rows" in output and "--replace" in output, output[-2000:]
     assert database_figures(walk["addresses"][WEB]) == before
+
+
+def test_a_preview_gets_a_certificate_of_its_own_by_http_01_and_loses_it_with_the_preview(walked, walk, tmp_path):
+    """The env the doc made, with previews on and no DNS API (previews_certificates: per-name): the local ACME
+    server validates the preview's own name through the env's site on port 80."""
+    inventory = tmp_path / "inventory"
+    shutil.copytree(walk["inventory"], inventory)
+    data = yaml.safe_load((inventory / "staging.yml").read_text())
+    data["vars"].update({"previews_domain": "preview.together-pray.test", "previews_certificates": "per-name"})
+    (inventory / "staging.yml").write_text(yaml.safe_dump(data, sort_keys=False))
+    env = {**walk["env"], "VIGIL_INVENTORY": str(inventory)}
+
+    def run(command: str) -> tuple[int, str]:
+        return run_on_a_terminal(command, env, walk["workdir"], "y")
+
+    code, output = run("invoke provision.server --env=staging")
+    assert code == 0, output[-3000:]
+    code, output = run("invoke preview.up --env=staging --branch=feature/own-certificate --worktree")
+    assert code == 0, output[-3000:]
+    name = re.search(r"https://([a-z0-9-]+\.preview\.together-pray\.test)", output).group(1)
+    issuer = tmp_path / "acme-root.pem"
+    issuer.write_text(walk["acme"]["root"])
+    page = session_for(name, walk["addresses"][WEB]).get(f"https://{name}/api/health", verify=str(issuer), timeout=15)
+    assert page.status_code == 200 and page.json()["database"] == "up", page.text
+    assert name in ssh(walk["addresses"][WEB], "certbot certificates 2>/dev/null")
+    code, output = run(f"invoke preview.down {name.split('.')[0]} --env=staging")
+    assert code == 0 and "certificate" in output, output[-3000:]
+    assert name not in ssh(walk["addresses"][WEB], "certbot certificates 2>/dev/null; ls /etc/letsencrypt/live")

@@ -20,6 +20,8 @@ import json
 import os
 import re
 import shutil
+import socket
+import ssl
 import subprocess
 import sys
 import tarfile
@@ -173,6 +175,31 @@ class Preview:
         if checked.returncode != 0:
             raise Failed("nginx -t with the preview's site", checked.stderr[-600:])
         run("systemctl", "reload", "nginx.service")
+        self.wait_until_served()
+
+    def wait_until_served(self, timeout=30, address=("127.0.0.1", 443)):
+        """nginx's reload returns before its new workers take over: the site is served once a TLS handshake for
+        the preview's name gets the certificate its site names (else the env's site answers it)."""
+        served = self.config["served"]
+        with open(served["certificate"]) as handle:
+            first = re.search(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", handle.read(), re.S)
+        wanted = ssl.PEM_cert_to_DER_cert(first.group(0))
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE  # compared below, byte for byte
+        deadline, got = time.monotonic() + timeout, None
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(address, timeout=5) as raw, \
+                        context.wrap_socket(raw, server_hostname=served["name"]) as tls:
+                    got = tls.getpeercert(binary_form=True)
+            except OSError as error:
+                got = error
+            if got == wanted:
+                return
+            time.sleep(0.2)
+        why = f": {got}" if isinstance(got, OSError) else ""
+        raise Failed("nginx serving the preview's site",
+                     f"{served['name']} still gets another certificate after {timeout}s{why}")
 
     def write_record(self):
         os.makedirs(self.config["records"], mode=0o700, exist_ok=True)

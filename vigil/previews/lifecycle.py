@@ -326,7 +326,7 @@ def install(context: Context, host: Host, slug: str, branch: str, slot: int, pr:
                               "contains": f'"release":"{artifacts[service].id}"' if health[service].get("release")
                               else ""} for service in SERVICES},
             health_timeout=vars.integer("app_health_timeout", minimum=1), record=record.to_json(),
-            certificate=own)
+            certificate=own, served={"name": f"{slug}.{chosen['domain']}", "certificate": certificate})
         reporter.line(f"  installing on {host.name}: releases, env files, migrations, units, health gate, site")
         return ask(transport, host, "install", config)
 
