@@ -13,20 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vigil.backup.access import BackupError
-from vigil.core.commands import script
+from vigil.core.commands import checked_upload, script
 from vigil.core.connectors import Transport
 from vigil.core.errors import ConfigError
-from vigil.core.local_files import sha256_of
 
 UPLOADS = "/var/lib/postgresql/vigil-import"
 # The archive's size twice over must be free: the archive itself, and room for the restore to start.
-PUT = ('set -e; install -d -m 0700 -o postgres -g postgres -- "$1"; '
-       'free=$(df --output=avail -B1 -- "$1" | tail -n 1); '
-       'if [ "$free" -lt "$4" ]; then echo "only $free bytes free in $1; the archive needs $4" >&2; exit 66; fi; '
-       'trap \'rm -f -- "$2.partial"\' EXIT; cat > "$2.partial"; '
-       'got=$(sha256sum -- "$2.partial" | cut -d" " -f1); '
-       'if [ "$got" != "$3" ]; then echo "the archive arrived damaged ($got)" >&2; exit 65; fi; '
-       'chown postgres:postgres -- "$2.partial"; chmod 0600 -- "$2.partial"; mv -f -- "$2.partial" "$2"')
+FREE_FACTOR = 2
 
 
 @dataclass(frozen=True)
@@ -63,7 +56,7 @@ def check_dump(path: Path, flag: str = "--from-dump") -> DumpFile:
 def put_dump(transport: Transport, host: str, dump: DumpFile) -> None:
     """The archive streamed to the host (never read into memory here), checked there by its SHA-256."""
     size = dump.path.stat().st_size
-    result = transport.run(script(PUT, UPLOADS, dump.remote, sha256_of(dump.path), str(2 * size), stdin=dump.path),
+    result = transport.run(checked_upload(dump.path, dump.remote, "postgres:postgres", FREE_FACTOR * size),
                            timeout=7200)
     if not result.ok:
         raise BackupError(f"{host}: putting {dump.path} there failed: {result.stderr.strip()[-300:]}; nothing "

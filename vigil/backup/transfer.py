@@ -12,11 +12,10 @@ from pathlib import Path
 import pyrage
 
 from vigil.backup.access import BackupError
-from vigil.core.commands import Command, script
+from vigil.core.commands import Command, checked_upload
 from vigil.core.connectors import Transport
 from vigil.core.errors import ConfigError
 from vigil.core.inventory import Host
-from vigil.core.local_files import sha256_of
 from vigil.core.paths import LocalState, rel
 from vigil.core.redaction import REDACTOR
 
@@ -100,14 +99,8 @@ def decrypt(path: Path, identities: list, out: Path) -> Path:
 def copy_to_host(transport: Transport, host: Host, path: Path, directory: str) -> str:
     """Put a pulled backup set (encrypted, as a tarball) and its record on another inventory host, checked on
     arrival."""
-    body = ('set -e; install -d -m 0700 -- "$1"; cat > "$2.partial"; '
-            'got=$(sha256sum -- "$2.partial" | cut -d" " -f1); '
-            'if [ "$got" != "$3" ]; then rm -f -- "$2.partial"; echo "arrived damaged: $got" >&2; exit 65; fi; '
-            'mv -f -- "$2.partial" "$2"')
     for file in (path.with_suffix(".json"), path):  # the metadata first: the backup's arrival completes the copy
-        # Streamed from the file, never read into memory: a pulled set can be larger than this machine's memory.
-        result = transport.run(script(body, directory, f"{directory}/{file.name}", sha256_of(file), stdin=file),
-                               timeout=7200)
+        result = transport.run(checked_upload(file, f"{directory}/{file.name}"), timeout=7200)
         if not result.ok:
             raise BackupError(f"{host.name}: copying {file.name} failed: {result.stderr.strip()[-300:]}")
     target = f"{directory}/{path.name}"

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Union
 
+from vigil.core.local_files import sha256_of
 from vigil.core.redaction import MASK, REDACTOR, Redactor
 
 
@@ -114,3 +115,25 @@ def script(
     Example: script('test -e "$1" || touch "$1"', "/etc/vigil")
     """
     return Command(("sh", "-c", body, "vigil", *args), sudo=sudo, as_user=as_user, stdin=stdin)
+
+
+# A local file streamed on stdin into "$2.partial", checked by its SHA-256 ($3), then renamed to "$2": a
+# damaged or cut upload leaves nothing behind. "$1" (the directory) is made 0700 for "$5" (user:group), which
+# also owns the file (0600); "$4" bytes must be free in "$1" first (0: not checked).
+CHECKED_UPLOAD = (
+    'set -e; install -d -m 0700 -o "${5%%:*}" -g "${5#*:}" -- "$1"; '
+    'if [ "$4" -gt 0 ]; then free=$(df --output=avail -B1 -- "$1" | tail -n 1); '
+    'if [ "$free" -lt "$4" ]; then echo "only $free bytes free in $1, and $4 are needed" >&2; exit 66; fi; fi; '
+    'trap \'rm -f -- "$2.partial"\' EXIT; cat > "$2.partial"; got=$(sha256sum -- "$2.partial" | cut -d" " -f1); '
+    'if [ "$got" != "$3" ]; then echo "arrived damaged (its SHA-256 is $got, not $3)" >&2; exit 65; fi; '
+    'chown -- "$5" "$2.partial"; chmod 0600 -- "$2.partial"; mv -f -- "$2.partial" "$2"'
+)
+
+
+def checked_upload(path: Path, target: str, owner: str = "root:root", free_needed: int = 0) -> Command:
+    """`path` streamed (never read into memory here) to `target` on a host, checked there by its SHA-256.
+
+    Example: checked_upload(Path("paas.dump"), "/var/lib/postgresql/vigil-import/x.dump", "postgres:postgres")
+    """
+    directory = target.rsplit("/", 1)[0]
+    return script(CHECKED_UPLOAD, directory, target, sha256_of(path), str(free_needed), owner, stdin=path)

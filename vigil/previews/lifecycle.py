@@ -29,11 +29,10 @@ from typing import Callable
 from vigil.backup.branch import make_branch
 from vigil.backup.pitr import parse_target
 from vigil.backup.repository import find_repository
-from vigil.core.commands import Command, script
+from vigil.core.commands import Command, checked_upload
 from vigil.core.errors import ConfigError, VigilError
 from vigil.core.fanout import connect
 from vigil.core.inventory import Host, HostVars, Inventory, load_inventory
-from vigil.core.local_files import sha256_of
 from vigil.core.operations import render_template
 from vigil.core.output import Reporter
 from vigil.core.redaction import REDACTOR
@@ -67,10 +66,6 @@ HOST_PROGRAM = (Path(__file__).parent / "host_program.py").read_text()
 ROLES = ("app", "nginx", "previews")
 # Where certbot's HTTP-01 challenges are served from, as for the env's own site (roles/nginx).
 ACME_ROOT = "/var/www/html"
-# The archive streamed to the host, checked by its SHA-256 before it is named.
-PUT = ('set -e; install -d -m 0700 -o root -g root -- "$1"; trap \'rm -f -- "$2.partial"\' EXIT; '
-       'cat > "$2.partial"; got=$(sha256sum -- "$2.partial" | cut -d" " -f1); '
-       'if [ "$got" != "$3" ]; then echo "arrived damaged ($got)" >&2; exit 65; fi; mv -f -- "$2.partial" "$2"')
 # On the database host, as postgres: the preview's database filled from the env's in one snapshot, every
 # object created as the preview's role. $1 the env's database, $2 the preview's role and database.
 FILL = ('set -o pipefail; runuser -u postgres -- pg_dump --format=custom --no-owner --no-acl --dbname="$1" '
@@ -314,8 +309,7 @@ def install(context: Context, host: Host, slug: str, branch: str, slot: int, pr:
     with connect(context.inventory, host) as transport:
         for service, artifact in artifacts.items():
             incoming = f"{chosen['root']}/.incoming"
-            put = transport.run(script(PUT, incoming, f"{incoming}/{slug}-{service}.tar.gz", sha256_of(artifact.path),
-                                       stdin=artifact.path), timeout=1800)
+            put = transport.run(checked_upload(artifact.path, f"{incoming}/{slug}-{service}.tar.gz"), timeout=1800)
             if not put.ok:
                 raise PreviewError(f"{host.name}: putting the {service} release there failed: "
                                    f"{put.stderr.strip()[-300:]}")

@@ -1,11 +1,12 @@
 """Command rendering, quoting, sudo prefixes and secret masking."""
 
 import json
+import os
 import subprocess
 
 import pytest
 
-from vigil.core.commands import Command, Secret, cmd, script
+from vigil.core.commands import Command, Secret, checked_upload, cmd, script
 from vigil.core.redaction import REDACTOR
 
 HOSTILE = ["web1; rm -rf /", "$(id)", "`id`", "a'b", 'a"b', "x\ny", "*", "~root", "a b"]
@@ -82,3 +83,27 @@ def test_command_rejects_non_string_tokens():
         cmd("sleep", 5)
     with pytest.raises(ValueError):
         Command(())
+
+
+# --- a local file put on a host, checked on arrival ------------------------------------------------------------
+
+@pytest.mark.parametrize("sent, free_needed, code, said", [
+    (b"the archive", 0, 0, ""),
+    (b"the archive, damaged on the way", 0, 65, "arrived damaged (its SHA-256 is "),
+    (b"the arch", 0, 65, "arrived damaged"),  # cut short
+    (b"the archive", 10**18, 66, "bytes free in "),  # checked before a byte is written
+])
+def test_an_upload_is_renamed_into_place_only_whole_and_checked(tmp_path, sent, free_needed, code, said):
+    source = tmp_path / "archive"
+    source.write_bytes(b"the archive")
+    owner = f"{os.getuid()}:{os.getgid()}"
+    command = checked_upload(source, str(tmp_path / "uploads" / "archive.dump"), owner, free_needed)
+    assert command.argv[-1] == owner and command.stdin == source  # streamed from the file
+    done = subprocess.run(command.argv, input=sent, capture_output=True, timeout=30)
+    assert (done.returncode, said in done.stderr.decode()) == (code, True), done.stderr
+    arrived = sorted(path.name for path in (tmp_path / "uploads").iterdir())
+    assert arrived == (["archive.dump"] if code == 0 else [])
+    if code == 0:
+        assert (tmp_path / "uploads" / "archive.dump").read_bytes() == b"the archive"
+        assert oct((tmp_path / "uploads" / "archive.dump").stat().st_mode & 0o777) == "0o600"
+        assert oct((tmp_path / "uploads").stat().st_mode & 0o777) == "0o700"
