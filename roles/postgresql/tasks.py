@@ -37,7 +37,8 @@ def tasks(role, vars):
     )
     previews = None
     if vars.get("previews_domain"):
-        group = PREVIEW_GROUP if PREVIEW_GROUP in vars.inventory.groups else vars["postgresql_client_group"]
+        # Where previews run (vigil.core.topology.preview_hosts): group preview, else web.
+        group = PREVIEW_GROUP if vars.inventory.groups.get(PREVIEW_GROUP) else "web"
         previews = vars.peer_addresses(group, vars.where("previews_domain"))
     listen = vars.string("postgresql_listen_addresses", r"[a-z0-9.:, -]+")
     if listen == "auto":

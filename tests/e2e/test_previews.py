@@ -24,7 +24,7 @@ from tests.support.sandbox_hosts import REPO, invoke, ssh
 from vigil.previews.slug import slug_of
 
 CA = REPO / ".vigil" / "sandbox" / "ca" / "ca.crt"
-DOMAIN = "preview.together-pray.test"
+DOMAIN, OTHER_DOMAIN = "preview.together-pray.test", "two.preview.together-pray.test"
 SAME, CHANGED = "Feature/Login.v2", "fix/prayers-$(id)"
 
 
@@ -39,13 +39,16 @@ def changed_backend(tmp_path_factory):
     return copy
 
 
+def previews_on(data: dict, **more) -> None:
+    """Previews on vps1 and vps2, each under its own domain (one wildcard DNS record each)."""
+    data["vars"].update({"previews_domain": DOMAIN, **more})
+    data["hosts"]["vps2"].setdefault("vars", {})["previews_domain"] = OTHER_DOMAIN
+    data["groups"]["preview"] = {"hosts": ["vps1", "vps2"]}
+
+
 @pytest.fixture(scope="module")
 def previews(deployed, sandbox, changed_backend, tmp_path_factory):
-    def edit(data):
-        data["vars"]["previews_domain"] = DOMAIN
-        data["groups"]["preview"] = {"hosts": ["vps1", "vps2"]}
-
-    inventory = sandbox.scratch_inventory(tmp_path_factory.mktemp("inventory"), edit)
+    inventory = sandbox.scratch_inventory(tmp_path_factory.mktemp("inventory"), previews_on)
     env = {"VIGIL_INVENTORY": str(inventory)}
     # vps1: the previews' site settings and pg_hba.conf's rules for them; vps2: the previews' settings.
     readied = invoke("provision.server", "--limit=vps1,vps2", extra_env=env, timeout=1800)
@@ -58,13 +61,14 @@ def previews(deployed, sandbox, changed_backend, tmp_path_factory):
         assert run.code == 0, run.stdout[-3000:] + run.stderr[-3000:]
         made[branch] = json.loads(run.stdout[run.stdout.index("{"):])
     yield {"env": env, "made": made, "address": sandbox.addresses["vps1"],
-           "on": {branch: sandbox.addresses[made[branch]["host"]] for branch in made}}
+           "on": {branch: sandbox.addresses[made[branch]["host"]] for branch in made},
+           "names": {branch: made[branch]["url"].removeprefix("https://") for branch in made}}
     for branch in (SAME, CHANGED):
         invoke("preview.down", f"--branch={branch}", "--missing-ok", extra_env=env, timeout=600)
 
 
 def get(previews, branch: str, path: str) -> requests.Response:
-    name = f"{slug_of(branch)}.{DOMAIN}"
+    name = previews["names"][branch]
     return session_for(name, previews["on"][branch]).get(f"https://{name}{path}", verify=str(CA), timeout=15)
 
 
@@ -102,7 +106,7 @@ def test_a_prayer_made_in_one_preview_is_in_neither_the_other_nor_staging(previe
     marker = f"only in one preview {uuid.uuid4()}"
     made = get(previews, SAME, "/api/health")  # warm the session's name
     assert made.status_code == 200
-    name = f"{slug_of(SAME)}.{DOMAIN}"
+    name = previews["names"][SAME]
     posted = session_for(name, previews["on"][SAME]).post(f"https://{name}/api/prayers",
                                                          json={"author": "preview", "body": marker},
                                                          verify=str(CA), timeout=15)
@@ -122,12 +126,18 @@ def test_each_preview_has_its_own_database_role_and_fresh_signing_keys(previews)
     assert len(set.union(*secret.values())) == 3
     database = {branch: "preview_" + slug_of(branch).replace("-", "_") for branch in (SAME, CHANGED)}
     for branch, text in files.items():
-        assert f"FRONTEND_URL=https://{slug_of(branch)}.{DOMAIN}" in text
+        assert f"FRONTEND_URL=https://{previews['names'][branch]}" in text
     # On the database host over loopback; from the other host over TLS, the server verified.
     assert f"@127.0.0.1:5432/{database[SAME]}\n" in files[SAME]
     assert f"@{previews['address']}:5432/{database[CHANGED]}?sslmode=verify-full&sslrootcert=" in files[CHANGED]
     mode = ssh(previews["on"][CHANGED], f"stat -c '%a %U' /etc/together-pray/previews/{slug_of(CHANGED)}/backend.env")
     assert mode.strip() == "600 together-pray"
+    # Capped as roles/previews's defaults say (384M, 50% of a core). The sandbox's containers (cgroup v1 on
+    # this machine) cannot enforce them; a VPS's systemd does.
+    for service in ("backend", "frontend"):
+        caps = ssh(previews["on"][CHANGED], "systemctl show -p MemoryMax -p CPUQuotaPerSecUSec "
+                                            f"together-pray-preview-{service}@{slug_of(CHANGED)}.service")
+        assert sorted(caps.split()) == ["CPUQuotaPerSecUSec=500ms", "MemoryMax=402653184"], caps
     # Each role, with its own password, is turned away from staging's database and from the other preview's.
     passwords = {branch: next(line for line in text.splitlines() if line.startswith("DATABASE_URL="))
                  .split("://", 1)[1].split("@", 1)[0].split(":", 1)[1] for branch, text in files.items()}
@@ -172,12 +182,38 @@ def test_a_branch_that_does_not_build_leaves_nothing_and_staging_serves(previews
     assert staging.status_code == 200
 
 
-def test_a_host_at_its_limit_refuses_another_preview_naming_the_ones_to_remove(previews, sandbox, tmp_path):
-    def edit(data):
-        data["vars"].update({"previews_domain": DOMAIN, "previews_max_per_host": 1})
-        data["groups"]["preview"] = {"hosts": ["vps1", "vps2"]}
+def test_a_preview_whose_health_gate_fails_leaves_nothing_and_staging_serves(previews, sandbox, tmp_path):
+    """The fault: the port the preview's backend would listen on is taken on every preview host (a squatter
+    answering 404), so its backend cannot start and the gate never sees its health."""
+    impatient = {"VIGIL_INVENTORY": str(sandbox.scratch_inventory(
+        tmp_path, lambda data: previews_on(data, app_health_timeout=15)))}
+    port = 4100 + 2  # the next free slot's backend: each host runs one preview
+    hosts = sorted(set(previews["on"].values()))
+    for address in hosts:
+        ssh(address, f"systemd-run --unit=vigil-test-squatter python3 -m http.server {port} --bind 127.0.0.1")
+    before = database_names(previews)
+    try:
+        run = invoke("preview.up", "--branch=gate/fails", "--worktree", extra_env=impatient, timeout=900)
+    finally:
+        for address in hosts:
+            ssh(address, "systemctl stop vigil-test-squatter.service")
+    said = run.stdout + run.stderr
+    assert run.code != 0 and "the health gate (backend at http://127.0.0.1:4102" in said, said[-2000:]
+    slug = slug_of("gate/fails")
+    assert slug not in listed(previews) and database_names(previews) == before
+    for address in hosts:
+        left = ssh(address, f"ls /etc/nginx/sites-enabled /srv/together-pray/previews /etc/together-pray/previews; "
+                            f"systemctl list-units --all --plain --no-legend '*{slug}*'")
+        assert slug not in left, left
+    roles = ssh(previews["address"], "runuser -u postgres -- psql -X -A -t -c 'SELECT rolname FROM pg_roles'")
+    assert "preview_" + slug.replace("-", "_") not in roles.split()
+    staging = requests.get(f"https://{previews['address']}/api/health", verify=str(CA), timeout=15)
+    assert staging.status_code == 200
 
-    full = {"VIGIL_INVENTORY": str(sandbox.scratch_inventory(tmp_path, edit))}
+
+def test_a_host_at_its_limit_refuses_another_preview_naming_the_ones_to_remove(previews, sandbox, tmp_path):
+    full = {"VIGIL_INVENTORY": str(sandbox.scratch_inventory(
+        tmp_path, lambda data: previews_on(data, previews_max_per_host=1)))}
     run = invoke("preview.up", "--branch=one-too-many", "--worktree", extra_env=full, timeout=900)
     said = run.stdout + run.stderr
     assert run.code != 0 and "runs its most previews (1 each" in said, said[-2000:]

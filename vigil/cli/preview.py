@@ -98,7 +98,7 @@ def list_(c, env="sandbox", json=False):
     for host, previews in found.items():
         for preview in previews:
             table.add_row(preview["slug"], preview["branch"], preview.get("commit", "")[:10],
-                          f"https://{preview['slug']}.{context.settings['domain']}", host,
+                          f"https://{context.name_of(preview['slug'], host)}", host,
                           f"{(now - preview['created']) / 3600:.1f} h",
                           time.strftime("%Y-%m-%d %H:%M", time.gmtime(preview["expires"])),
                           f"{preview['memory'] / 1048576:.0f} MiB")

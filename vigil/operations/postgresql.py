@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from vigil.core.commands import Command, Secret, script
+from vigil.core.errors import ConfigError
 from vigil.core.operations import Operation, change, noop
 from vigil.facts.host import memory_fact
 from vigil.facts.postgresql import database_fact, hba_fact, identifier, psql, role_fact, settings_fact, sql_literal
@@ -202,6 +203,9 @@ def with_hba_block(content: str, lines: list[str]) -> str:
             inside = False
         elif not inside:
             kept.append(line)
+    if inside:
+        # Everything after it would be taken for vigil's and replaced.
+        raise ConfigError(f"pg_hba.conf has a '# BEGIN vigil:' line without its {HBA_END!r}: mend it by hand")
     while kept and not kept[-1].strip():
         kept.pop()
     while kept and not kept[0].strip():

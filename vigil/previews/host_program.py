@@ -84,7 +84,8 @@ class Preview:
             done.append("site")
             self.write_record()
         except Failed as failure:
-            removed = self.remove()
+            # A certificate obtained stays for the next try: each issue counts against the CA's rate limits.
+            removed = self.remove(keep_certificate=True)
             failure.detail = f"{failure.detail} (then removed: {', '.join(removed) or 'nothing'})"
             raise
         return {"installed": self.slug, "steps": done}
@@ -129,6 +130,12 @@ class Preview:
             with os.fdopen(descriptor, "w") as handle:
                 handle.write(text)
             shutil.chown(path + ".new", self.config["user"], self.config["user"])
+            os.replace(path + ".new", path)
+        if self.config.get("database_certificate"):  # public: the server's, to verify it from this host
+            path = f"{self.env_dir}/database-server.crt"
+            with open(path + ".new", "w") as handle:
+                handle.write(self.config["database_certificate"])
+            os.chmod(path + ".new", 0o644)
             os.replace(path + ".new", path)
 
     def run_migrations(self):
@@ -207,7 +214,7 @@ class Preview:
             json.dump(self.config["record"], handle)
         os.replace(self.record + ".new", self.record)
 
-    def remove(self):
+    def remove(self, keep_certificate=False):
         """Everything of the preview on this host, record first (it is no longer listed whatever follows)."""
         removed = []
         if os.path.exists(self.record):
@@ -226,7 +233,8 @@ class Preview:
                     os.unlink(path)
             run("systemctl", "reload", "nginx.service", check=False)
             removed.append("site")
-        if self.certificate and os.path.exists(f"/etc/letsencrypt/renewal/{self.certificate['name']}.conf"):
+        renewal = f"/etc/letsencrypt/renewal/{self.certificate['name']}.conf" if self.certificate else ""
+        if renewal and not keep_certificate and os.path.exists(renewal):
             run("certbot", "delete", "--non-interactive", "--cert-name", self.certificate["name"], check=False)
             removed.append("certificate")
         for path, what in ((self.root, "files"), (self.env_dir, "env files")):

@@ -24,13 +24,9 @@ import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
-from vigil.backup.branch import make_branch
-from vigil.backup.pitr import parse_target
-from vigil.backup.repository import find_repository
 from vigil.core.commands import Command, checked_upload
-from vigil.core.errors import ConfigError, VigilError
+from vigil.core.errors import ConfigError
 from vigil.core.fanout import connect
 from vigil.core.inventory import Host, HostVars, Inventory, load_inventory
 from vigil.core.operations import render_template
@@ -41,7 +37,8 @@ from vigil.core.topology import preview_hosts
 from vigil.deploy.build import REF_PATTERN, build
 from vigil.deploy.edge import app_server
 from vigil.deploy.rollout import services_of
-from vigil.operations.postgresql import PREVIEWS_GROUP
+from vigil.previews import database as previews_database
+from vigil.previews.database import PreviewError, Seed, server_certificate
 from vigil.previews.model import (
     DAY,
     RECORDS,
@@ -56,7 +53,7 @@ from vigil.previews.model import (
 )
 from vigil.previews.slug import is_slug, slug_of
 from vigil.previews.values import preview_secrets
-from vigil.vault.derive import database_root_certificate, database_url
+from vigil.vault.derive import database_url
 from vigil.vault.env_files import render_dotenv
 from vigil.vault.masking import register
 from vigil.vault.schema import load_schema
@@ -64,25 +61,18 @@ from vigil.vault.store import load
 
 HOST_PROGRAM = (Path(__file__).parent / "host_program.py").read_text()
 ROLES = ("app", "nginx", "previews")
+# Beside a preview's env files: the database server's certificate, where it runs on another host.
+DB_CERTIFICATE = "database-server.crt"
 # Where certbot's HTTP-01 challenges are served from, as for the env's own site (roles/nginx).
 ACME_ROOT = "/var/www/html"
-# On the database host, as postgres: the preview's database filled from the env's in one snapshot, every
-# object created as the preview's role. $1 the env's database, $2 the preview's role and database.
-FILL = ('set -o pipefail; runuser -u postgres -- pg_dump --format=custom --no-owner --no-acl --dbname="$1" '
-        '| runuser -u postgres -- pg_restore --no-owner --no-acl --exit-on-error --role="$2" --dbname="$2"')
-
-
-class PreviewError(VigilError):
-    """A preview could not be put up or taken down; the message names the host and the step."""
-
-
 @dataclass
 class Context:
     env: str
     inventory: Inventory
     hosts: list[Host]
-    settings: dict  # roles/previews settings (the first preview host's)
+    settings: dict  # roles/previews settings (the first preview host's: every host's but the domain must agree)
     vars: object  # that host's vars for app, nginx and previews
+    domains: dict[str, str]  # each preview host's previews_domain
 
     @classmethod
     def of(cls, env: str) -> Context:
@@ -95,16 +85,29 @@ class Context:
             # Onboarding gives only web hosts the apps' runtime, the database's certificate and its firewall opening.
             raise ConfigError(f"inventory/{env}.yml: groups.preview: {', '.join(strays)} not in group web: "
                               "previews run on web hosts (docs/previews.md)")
-        vars = inventory.vars_for(hosts[0], [load_role(name) for name in ROLES])
-        settings = preview_settings(vars)
-        if not settings["domain"]:
-            raise ConfigError(f"inventory/{env}.yml: previews_domain is not set: previews are served at "
-                              "https://<name>.<previews_domain> (docs/previews.md)")
-        return cls(env, inventory, hosts, settings, vars)
+        settings = {host.name: preview_settings(inventory.vars_for(host, [load_role(name) for name in ROLES]))
+                    for host in hosts}
+        domains = {name: chosen["domain"] for name, chosen in settings.items()}
+        unset = [name for name, domain in domains.items() if not domain]
+        if unset:
+            raise ConfigError(f"inventory/{env}.yml: previews_domain is not set for {', '.join(unset)}: previews "
+                              "are served at https://<name>.<previews_domain> (docs/previews.md)")
+        if len(set(domains.values())) < len(domains):
+            # One wildcard record for several hosts would send a name to a host that does not run it.
+            raise ConfigError(f"inventory/{env}.yml: the preview hosts {', '.join(domains)} share a previews_domain: "
+                              "give each its own (hosts.NAME.vars) and each its own wildcard DNS record "
+                              "(docs/previews.md)")
+        first = hosts[0]
+        return cls(env, inventory, hosts, settings[first.name],
+                   inventory.vars_for(first, [load_role(name) for name in ROLES]), domains)
 
     @property
     def limits(self) -> Limits:
         return Limits(self.settings["max_per_host"], self.settings["ttl_days"] * DAY, self.settings["port_base"])
+
+    def name_of(self, slug: str, host: str) -> str:
+        """The preview's host name: under its preview host's domain."""
+        return f"{slug}.{self.domains[host]}"
 
     def program_config(self, **extra) -> dict:
         chosen = self.settings
@@ -112,15 +115,16 @@ class Context:
                 "user": chosen["user"], "app": chosen["app"], "units": chosen["units"],
                 "migrate_unit": chosen["migrate_unit"], **extra}
 
-    def certificate(self, slug: str) -> dict | None:
-        """How the host gets the preview's own certificate (previews_certificates: per-name, with certbot);
+    def certificate(self, slug: str, host: str) -> dict | None:
+        """How `host` gets the preview's own certificate (previews_certificates: per-name, with certbot);
         None where a wildcard one serves every preview."""
         if self.vars.string("nginx_tls", "local-ca|certbot") != "certbot" or \
                 self.settings["certificates"] != "per-name":
             return None
-        return {"name": f"{slug}.{self.settings['domain']}", "acme_root": ACME_ROOT,
+        return {"name": self.name_of(slug, host), "acme_root": ACME_ROOT,
                 "email": self.vars.string("nginx_certbot_email", r"[^@\s]+@[^@\s]+"),
-                "server": self.vars.string("nginx_certbot_server", r"|https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?")}
+                "server": self.vars.string("nginx_certbot_server",
+                                           r"|https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?")}
 
 
 def ask(transport, host: Host, action: str, config: dict) -> dict:
@@ -173,16 +177,10 @@ def up(env: str, branch: str, pr: int | None = None, ref: str | None = None, rep
     existing = next((r for r in records[host_name] if r.slug == slug), None)
     db_host, db_vars = database_host(context)
     env_database = db_vars.string("postgresql_database", r"[a-z_][a-z0-9_]{0,62}")
-    repository = find_repository(context.inventory)
-    if repository is None and at != "latest":
-        raise ConfigError(f"--at {at}: a preview starts from a moment of the env's data only where there are backups "
-                          f"to branch: inventory/{env}.yml has no backup host (without one, previews copy the "
-                          "live database)")
-    moment = parse_target(at, flag="--at")
-    branched: dict = {}
-
-    def branch_of(name: str) -> None:
-        branched.update(make_branch(context.inventory, repository, moment, name, owner=name))
+    if existing is not None and at != "latest":
+        raise ConfigError(f"--at {at}: the preview {slug} is up, and keeps its data through updates: take it down "
+                          "first (invoke preview.down) to start it again from another moment")
+    seed = Seed.of(context.inventory, env_database, at)
     build_ref = None if worktree else ref or branch
     if build_ref is not None and not REF_PATTERN.match(build_ref):
         raise ConfigError(f"--branch {branch!r} is not a ref vigil builds from (letters, digits, . _ / -): give "
@@ -194,92 +192,35 @@ def up(env: str, branch: str, pr: int | None = None, ref: str | None = None, rep
     database, password = database_of(slug), secrets.token_urlsafe(32)
     register({"PREVIEW_DATABASE_PASSWORD": password})
     with connect(context.inventory, db_host) as db_transport:
-        made = prepare_database(db_transport, db_host, database, password, env_database, fill=existing is None,
-                                branch=branch_of if repository else None)
+        # From another host the preview verifies the server as the env's backend does: with its certificate.
+        certificate = server_certificate(db_transport, db_host) if db_host.name != host.name else ""
+        made = previews_database.prepare(
+            db_transport, db_host, database, password, fill=existing is None, env_database=env_database,
+            branch=(lambda name: seed.branch(context.inventory, name)) if seed.repository else None)
         copied = time.monotonic()
         try:
             answer = install(context, host, slug, branch, slot, pr, artifacts, database, password, db_vars,
-                             existing, reporter)
+                             certificate, existing, reporter)
         except BaseException:
             if made:
-                drop_database(db_transport, db_host, database)
+                previews_database.drop(db_transport, db_host, database)
             raise
-    return {"slug": slug, "url": f"https://{slug}.{context.settings['domain']}", "host": host.name,
+    return {"slug": slug, "url": f"https://{context.name_of(slug, host.name)}", "host": host.name,
             "database": database, "steps": answer["steps"], "created": existing is None,
-            "data": (f"{env_database} as of {branched['target']} (backup {branched['backup']}, last transaction "
-                     f"{branched.get('last_transaction') or 'none replayed'})" if branched else
-                     f"{env_database} copied live" if made else "kept"),
+            "data": seed.describe(made),
             "seconds": {"build": round(built - started, 1), "database": round(copied - built, 1),
                         "deploy": round(time.monotonic() - copied, 1)}}
 
 
-def prepare_database(transport, host: Host, database: str, password: str, env_database: str, fill: bool,
-                     branch: Callable[[str], object] | None = None) -> bool:
-    """The preview's role (its password set anew) and database; filled from the env's when new: by `branch`
-    (a point in time from the backup host, made owned by the role) where there is one, else by a copy of
-    the live database in one snapshot. True when this made the database (a failure later drops it)."""
-    sql = (f"SET log_statement = 'none';\n"
-           f"SELECT format('CREATE ROLE %I LOGIN', '{database}') WHERE NOT EXISTS "
-           f"(SELECT 1 FROM pg_roles WHERE rolname = '{database}') \\gexec\n"
-           f"ALTER ROLE \"{database}\" WITH LOGIN PASSWORD '{password}';\n"
-           # pg_hba.conf admits a member of this group to its own database only (roles/postgresql).
-           f"SELECT format('CREATE ROLE %I NOLOGIN', '{PREVIEWS_GROUP}') WHERE NOT EXISTS "
-           f"(SELECT 1 FROM pg_roles WHERE rolname = '{PREVIEWS_GROUP}') \\gexec\n"
-           f"GRANT \"{PREVIEWS_GROUP}\" TO \"{database}\";\n"
-           f"SELECT NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = '{database}') AS new \\gset\n"
-           f"\\echo new :new\n")
-    if "new t" not in as_postgres(transport, host, sql, f"the preview's role {database}"):
-        return False
-    try:
-        if fill and branch is not None:
-            branch(database)
-        else:
-            as_postgres(transport, host, f'CREATE DATABASE "{database}" OWNER "{database}";\n',
-                        f"the preview's database {database}")
-            if fill:
-                filled = transport.run(Command(("bash", "-c", FILL, "vigil", env_database, database), sudo=True),
-                                       timeout=7200)
-                if not filled.ok:
-                    raise PreviewError(f"{host.name}: copying {env_database} into {database} failed: "
-                                       f"{filled.stderr.strip()[-300:]}")
-        as_postgres(transport, host, f'REVOKE CONNECT ON DATABASE "{database}" FROM PUBLIC;\n',
-                    f"the preview's database {database}")
-    except BaseException:
-        drop_database(transport, host, database)
-        raise
-    return True
-
-
-def drop_database(transport, host: Host, database: str) -> bool:
-    """The preview's database and role gone; True when there was one."""
-    if not database.startswith("preview_"):
-        raise PreviewError(f"{database!r} is not a preview's database")
-    sql = (f"SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = '{database}') OR EXISTS "
-           f"(SELECT 1 FROM pg_roles WHERE rolname = '{database}') AS was \\gset\n"
-           f"DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE);\nDROP ROLE IF EXISTS \"{database}\";\n"
-           f"\\echo was :was\n")
-    return "was t" in as_postgres(transport, host, sql, f"dropping {database}")
-
-
-def as_postgres(transport, host: Host, sql: str, what: str) -> str:
-    """`sql` through psql as postgres on the database host (on stdin: a password in it is on no command
-    line); its output, or a PreviewError naming `what` (masked: psql may quote the statement)."""
-    done = transport.run(Command(("runuser", "-u", "postgres", "--", "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1",
-                                  "-d", "postgres"), sudo=True, stdin=sql.encode()), timeout=300)
-    if not done.ok:
-        raise PreviewError(REDACTOR.redact(f"{host.name}: {what}: {done.stderr.strip()[-300:]}"))
-    return done.stdout
-
-
 def install(context: Context, host: Host, slug: str, branch: str, slot: int, pr: int | None, artifacts: dict,
-            database: str, password: str, db_vars: HostVars, existing: PreviewRecord | None,
+            database: str, password: str, db_vars: HostVars, db_certificate: str, existing: PreviewRecord | None,
             reporter: Reporter) -> dict:
     chosen, vars = context.settings, context.inventory.vars_for(host, [load_role(name) for name in ROLES])
     ports = ports_of(slot, chosen["port_base"])
-    origin = f"https://{slug}.{chosen['domain']}"
+    origin = f"https://{context.name_of(slug, host.name)}"
     schema = load_schema()
     # From another host: over TLS, the server verified with the certificate secrets.push gave the web hosts.
-    url = database_url(db_vars, host, database, password, database, database_root_certificate(schema))
+    url = database_url(db_vars, host, database, password, database, f"{chosen['config_dir']}/{slug}/{DB_CERTIFICATE}")
     derived = preview_secrets(schema, load(context.env), origin, url)
     for note in derived.left_out:
         reporter.line(f"  left out: {note}")
@@ -290,13 +231,13 @@ def install(context: Context, host: Host, slug: str, branch: str, slot: int, pr:
                   "HOSTNAME": "127.0.0.1", "API_INTERNAL_URL": f"http://127.0.0.1:{ports['backend']}",
                   "RELEASE_ID": artifacts[service].id}
         env_files[service] = render_dotenv(values)
-    tls, own = vars.string("nginx_tls", "local-ca|certbot"), context.certificate(slug)
-    live = f"/etc/letsencrypt/live/{own['name'] if own else chosen['domain']}"
+    tls, own = vars.string("nginx_tls", "local-ca|certbot"), context.certificate(slug, host.name)
+    live = f"/etc/letsencrypt/live/{own['name'] if own else context.domains[host.name]}"
     certificate, key = (("/etc/ssl/vigil/previews.crt", "/etc/ssl/vigil/previews.key") if tls == "local-ca" else
                         (f"{live}/fullchain.pem", f"{live}/privkey.pem"))
     cors = f"preview{slot}_cors"  # one slot per preview on a host; a short name (nginx hashes its variables)
     site = render_template(load_role("previews").template("site.conf.j2"), {
-        "slug": slug, "cors": cors, "origin": origin, "server_name": f"{slug}.{chosen['domain']}",
+        "slug": slug, "cors": cors, "origin": origin, "server_name": context.name_of(slug, host.name),
         "acme_root": ACME_ROOT,
         "server_body": app_server(vars, certificate, key, api_zone=chosen["zone"], cors=cors,
                                   backend=f"http://127.0.0.1:{ports['backend']}/",
@@ -315,12 +256,12 @@ def install(context: Context, host: Host, slug: str, branch: str, slot: int, pr:
                                    f"{put.stderr.strip()[-300:]}")
         config = context.program_config(
             slug=slug, releases={service: {"id": artifact.id} for service, artifact in artifacts.items()},
-            env_files=env_files, migrate=True, site=site,
+            env_files=env_files, database_certificate=db_certificate, migrate=True, site=site,
             health={service: {"port": ports[service], "path": health[service]["path"],
                               "contains": f'"release":"{artifacts[service].id}"' if health[service].get("release")
                               else ""} for service in SERVICES},
             health_timeout=vars.integer("app_health_timeout", minimum=1), record=record.to_json(),
-            certificate=own, served={"name": f"{slug}.{chosen['domain']}", "certificate": certificate})
+            certificate=own, served={"name": context.name_of(slug, host.name), "certificate": certificate})
         reporter.line(f"  installing on {host.name}: releases, env files, migrations, units, health gate, site")
         return ask(transport, host, "install", config)
 
@@ -346,13 +287,14 @@ def down(env: str, name: str | None = None, branch: str | None = None, missing_o
     removed: dict[str, list[str]] = {}
     for host in context.hosts:
         with connect(context.inventory, host) as transport:
-            gone = ask(transport, host, "remove", context.program_config(slug=slug,
-                                                                         certificate=context.certificate(slug)))["removed"]
+            # Its certificate named whatever previews_certificates says now: one obtained before goes too.
+            config = context.program_config(slug=slug, certificate={"name": context.name_of(slug, host.name)})
+            gone = ask(transport, host, "remove", config)["removed"]
         if gone:
             removed[host.name] = gone
     db_host, _ = database_host(context)
     with connect(context.inventory, db_host) as transport:
-        if drop_database(transport, db_host, database_of(slug)):
+        if previews_database.drop(transport, db_host, database_of(slug)):
             removed.setdefault(db_host.name, []).append("database and role")
     if not removed and not missing_ok:
         raise ConfigError(f"no preview {slug} in {env} (preview.list shows them); nothing was changed")

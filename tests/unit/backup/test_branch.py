@@ -1,8 +1,10 @@
 """vigil.backup.branch and the branch half of vigil-pgbackrest-drill: which names a branch may take,
 what the backup host is told, and the database host's scripts run for real with stand-ins on PATH."""
 
+import fcntl
 import re
 import subprocess
+import threading
 
 import pytest
 
@@ -72,24 +74,31 @@ def fake_path(tmp_path, fakes: dict) -> dict:
     return {"PATH": f"{tmp_path}:/usr/bin:/bin"}
 
 
-@pytest.mark.parametrize("existing, restore_exit, code, calls", [
-    ("", 0, 0, ["createdb --owner=together_pray --template=template0 yesterday", "comment", "pg_restore"]),
+RESTORE = "pg_restore --no-owner --role=together_pray --exit-on-error --single-transaction -d yesterday"
+
+
+@pytest.mark.parametrize("existing, restore_exit, acl, code, calls", [
+    ("", 0, "", 0, ["createdb --owner=together_pray --template=template0 yesterday", "comment", RESTORE]),
+    # A preview's branch: the live database's grants left out.
+    ("", 0, "no-acl", 0, ["createdb --owner=together_pray --template=template0 yesterday", "comment",
+                          RESTORE.replace("--no-owner", "--no-owner --no-acl")]),
     # A name already taken: refused before anything is created, and nothing is dropped.
-    ("1", 0, 3, []),
+    ("1", 0, "", 3, []),
     # A copy that fails half-way leaves no half a branch.
-    ("", 1, 4, ["createdb --owner=together_pray --template=template0 yesterday", "comment", "pg_restore",
-                "dropdb yesterday"]),
+    ("", 1, "", 4, ["createdb --owner=together_pray --template=template0 yesterday", "comment", RESTORE,
+                    "dropdb yesterday"]),
 ])
 def test_a_branch_is_created_empty_filled_in_one_transaction_and_dropped_if_the_fill_fails(
-        tmp_path, existing, restore_exit, code, calls):
+        tmp_path, existing, restore_exit, acl, code, calls):
     log = tmp_path / "calls"
     env = fake_path(tmp_path, {
         "psql": f'case "$*" in *pg_database*) echo "{existing}" ;; *comment*) echo comment >> {log} ;; esac',
         "createdb": f'echo "createdb $*" >> {log}',
-        "pg_restore": f'echo pg_restore >> {log}; cat > /dev/null; exit {restore_exit}',
+        "pg_restore": f'echo "pg_restore $*" >> {log}; cat > /dev/null; exit {restore_exit}',
         "dropdb": f'echo "dropdb $*" >> {log}',
     })
-    done = subprocess.run(["sh", "-c", drill.BRANCH_FILL, "vigil", "yesterday", "together_pray", "vigil branch of x"],
+    done = subprocess.run(["sh", "-c", drill.BRANCH_FILL, "vigil", "yesterday", "together_pray", "vigil branch of x",
+                           acl],
                           input="dump", capture_output=True, text=True, timeout=30, env=env)
     assert done.returncode == code, done.stderr
     assert (log.read_text().splitlines() if log.exists() else []) == calls
@@ -129,3 +138,23 @@ def test_a_branch_outside_the_window_is_refused_naming_its_own_flag():
         check_target(Target(at=978307200), contents, REPOSITORY, flag="--at")
     with pytest.raises(ConfigError, match=re.escape("--at: no backup ended before")):
         choose_backup(Target(at=1796292000), contents.backups, flag="--at")
+
+
+@pytest.mark.parametrize("released_after, wait, taken", [
+    (None, 0, True),   # nobody holds it
+    (0.5, 10, True),   # a branch waits for the drill or branch before it
+    (0, 0, False),     # the drill does not wait (released only after)
+])
+def test_a_branch_waits_its_turn_for_the_lock_and_the_drill_does_not(tmp_path, released_after, wait, taken):
+    path = tmp_path / "drill.lock"
+    with open(path, "a") as holder, open(path, "a") as waiter:
+        release = None
+        if released_after is not None:
+            fcntl.flock(holder, fcntl.LOCK_EX)
+            release = threading.Timer(released_after, fcntl.flock, (holder, fcntl.LOCK_UN))
+            if released_after:
+                release.start()
+        assert drill.take_lock(waiter, wait) == taken
+        if release is not None:
+            release.cancel()
+            fcntl.flock(holder, fcntl.LOCK_UN)

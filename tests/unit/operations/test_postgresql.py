@@ -7,6 +7,7 @@ import hmac
 import pytest
 
 from vigil.core.commands import Secret
+from vigil.core.errors import ConfigError
 from vigil.facts.postgresql import settings_fact
 from vigil.operations.postgresql import (
     HBA_BEGIN,
@@ -142,3 +143,9 @@ def test_pg_hba_block(content, addresses, previews, expected):
         assert not clients.plan({"postgresql:hba": ("/etc/postgresql/15/main/pg_hba.conf", expected)}).changes
 
 
+
+
+def test_a_vigil_block_left_without_its_end_is_refused_not_taken_for_the_rest_of_the_file():
+    cut = block(APP_FROM_11).replace(HBA_END + "\n", "") + DEBIAN_HBA
+    with pytest.raises(ConfigError, match="without its '# END vigil': mend it by hand"):
+        PostgresClients("app", "app_user", ["10.0.0.11"]).plan({"postgresql:hba": ("/etc/pg_hba.conf", cut)})
