@@ -4,15 +4,13 @@ up, in order, each step only once the one before held:
   1. its name (vigil/previews/slug.py), every preview host's records read (one visit each), its place
      (the host it runs on, else the one with the most room; refused when the hosts are full)
   2. its artifacts: built from the branch once, as deploys build (or, in CI, the build job's, shipped)
-  3. its database and role on the env's database server (new: a branch of the env's database at a moment,
-     --at, made by the backup host as backup.branch makes one; without a backup host, a copy of the live
-     database by `pg_dump | pg_restore` in one snapshot; the role owning every object either way; a preview
-     already up keeps its data), its password new every time; the role, in group vigil_previews, may reach its own
-     database only (pg_hba.conf, roles/postgresql), over loopback or TLS from another web host
+  3. its database and role on the env's database server (vigil/previews/database.py: a new one branched
+     from the env's at a moment by the backup host, else copied live; a preview already up keeps its data;
+     its password new every time)
   4. its secrets, derived from the env's (vigil/previews/values.py), its site from the env's own site
      settings (the same server block: vigil/deploy/edge.py)
   5. its archives put on its host, then the host's program (vigil/previews/host_program.py) installs it:
-     releases, env files, migrations, units, the health gate, the site, the record
+     releases, env files, migrations, units, the health gate, its certificate, the site, the record
 A new preview that fails on the way leaves nothing: the host removes what it put there, and its
 database and role are dropped. down removes all of it from the name alone; prune removes the expired.
 """
