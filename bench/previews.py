@@ -46,6 +46,12 @@ MORE_ROWS = f"""runuser -u postgres -- psql -X -q -d together_pray -c "INSERT IN
 """
 
 
+DESCRIPTION = (f"vps1 runs the sandbox env (web and database, no backup host: each preview's database a live copy) "
+               f"with {ROWS:,} prayers more than the sample's; each round puts a new branch's preview up on it and "
+               "takes it down. The memory is the two services' resident memory (the sandbox's containers keep no "
+               "per-unit accounting), read after the preview served a page.")
+
+
 @dataclass
 class PreviewResult:
     total: list[float]  # preview.up, start to exit, as a person runs it
@@ -108,9 +114,7 @@ def report(result: PreviewResult, rounds: int, minutes: float) -> str:
         "",
         "## A preview beside an env with a million rows (issue 21)",
         "",
-        f"vps1 runs the sandbox env (web and database) with {ROWS:,} prayers more than the sample's; each round",
-        "puts a new branch's preview up on it and takes it down. The memory is the two services' resident",
-        "memory (the sandbox's containers keep no per-unit accounting), read after the preview served a page.",
+        DESCRIPTION,
         "",
         result.table(),
         "",

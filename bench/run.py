@@ -12,6 +12,8 @@ hosts), then, each comparison in alternating rounds (median, min and max of --ro
      monitor host's memory and CPU at rest watching 6 hosts (bench/alerting.py)
   6. a million-row PaaS database moved in: `backup.import` against a bare `pg_dump | pg_restore`
      between the same two servers (bench/importing.py)
+  7. a preview of a branch beside an env holding a million rows: `preview.up` to serving, and the memory
+     a running preview takes (bench/previews.py)
 
 Prints the summary table and writes bench/results/<date>.md (the machine, every table, the
 targets). The README's Performance section carries the summary table of the latest results file
@@ -28,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import alerting, deploy_under_load, importing, onboard_noop, recovery  # noqa: E402
+from bench import alerting, deploy_under_load, importing, onboard_noop, previews, recovery  # noqa: E402
 from bench.common import REPO, BenchError, Spread, commit, invoke, machine, markdown_table  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
@@ -37,7 +39,7 @@ SUMMARY_HEADING = "## Summary"
 
 def summary(noop: onboard_noop.NoopResult, deploy: deploy_under_load.DeployResult,
             lost: recovery.RecoveryResult, alerts: alerting.AlertingResult,
-            moved: importing.ImportResult) -> str:
+            moved: importing.ImportResult, preview: previews.PreviewResult) -> str:
     """The headline table: each comparison's medians, their ratio, and the target."""
     median = {name: Spread.of(measured.seconds).median for name, measured in noop.measured.items()}
     trips = {name: max(measured.sessions["vps1"]) for name, measured in noop.measured.items()}
@@ -123,11 +125,17 @@ def summary(noop: onboard_noop.NoopResult, deploy: deploy_under_load.DeployResul
             f"bare pg_dump | pg_restore {Spread.of(moved.bare).median:.2f} s",
             verdict(moved.ratio, importing.TARGET_RATIO),
         ],
+        [
+            "a preview of a branch up to serving, beside a million rows",
+            f"{Spread.of(preview.total).median:.1f} s",
+            f"{Spread.of(preview.memory_mib).median:.0f} MiB per running preview",
+            "recorded (no target)",
+        ],
     ]
     return markdown_table(["what", "vigil (median)", "compared with (median)", "ratio or result"], rows)
 
 
-def report(day: str, rounds: int, noop, deploy, lost, alerts, moved, minutes: float) -> str:
+def report(day: str, rounds: int, noop, deploy, lost, alerts, moved, preview, minutes: float) -> str:
     versions = ", ".join(noop.versions.values())
     return "\n".join([
         f"# Benchmarks, {day}",
@@ -142,7 +150,7 @@ def report(day: str, rounds: int, noop, deploy, lost, alerts, moved, minutes: fl
         "",
         SUMMARY_HEADING,
         "",
-        summary(noop, deploy, lost, alerts, moved),
+        summary(noop, deploy, lost, alerts, moved, preview),
         "",
         "## 1. No-op re-run of the full onboarding",
         "",
@@ -211,6 +219,12 @@ def report(day: str, rounds: int, noop, deploy, lost, alerts, moved, minutes: fl
         "",
         *[f"- {line}" for line in moved.verdicts()],
         "",
+        "## 7. A preview beside its env",
+        "",
+        previews.DESCRIPTION,
+        "",
+        preview.table(),
+        "",
     ])
 
 
@@ -227,11 +241,12 @@ def main(rounds: int = 5, requests: int = 2000, rows: int = 1_000_000, keep: boo
         lost = recovery.measure(rows, rounds)
         alerts = alerting.measure(rounds)
         moved = importing.measure(rounds)
+        preview = previews.measure(rounds)
     finally:
         if not keep:
             invoke("sandbox.down")
     day = time.strftime("%Y-%m-%d", time.gmtime())
-    text = report(day, rounds, noop, deploy, lost, alerts, moved, (time.monotonic() - began) / 60)
+    text = report(day, rounds, noop, deploy, lost, alerts, moved, preview, (time.monotonic() - began) / 60)
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{day}.md"
     path.write_text(text)
