@@ -49,6 +49,7 @@ SANDBOX_VARS = (
     "  nginx_tls: local-ca   # HTTPS from the sandbox's own CA (.vigil/sandbox/ca/ca.crt)",
     "  app_watch_seconds: 10   # a shorter watch after each switch keeps sandbox iterations quick (default 30)",
     "  app_min_healthy_seconds: 5   # and a shorter stability gate (default 10)",
+    "  app_health_timeout: 25   # the sample app is healthy in seconds here: a failing gate ends sooner (default 60)",
     "  pgbackrest_archive_timeout: 15   # WAL archived at least every 15 s with a backup host (default 60)",
     "  pgbackrest_archive_wait_seconds: 20   # WAL arrives in seconds here: report a stall sooner (default 60)",
     "  # With a monitor host: alerts within about 40 s, resolved within a minute, a heartbeat every 20 s",
