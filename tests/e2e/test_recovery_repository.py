@@ -616,8 +616,12 @@ def test_a_database_host_lost_for_good_is_rebuilt_with_everything_archived_befor
     web = sandbox.addresses["vps2"]
     kept = [post_prayer(web, f"before the loss {n}")["body"] for n in range(5)]
     # PostgreSQL closes the segment holding them within archive_timeout (15 s in the sandbox), and it is
-    # pushed at once.
-    time.sleep(30)
+    # pushed at once: wait until the archiver reports that segment, or a later one, in the repository.
+    written = sql(sandbox, "select pg_walfile_name(pg_current_wal_lsn())")
+    deadline = time.monotonic() + 90
+    while sql(sandbox, f"select coalesce(last_archived_wal >= '{written}', false) from pg_stat_archiver") != "t":
+        assert time.monotonic() < deadline, f"{written} not archived within 90 s"
+        time.sleep(1)
     post_prayer(web, "in the last seconds")  # may be lost: within archive_timeout of the loss (the RPO)
     pid = next(host["pid"] for host in json.loads(STATE.read_text())["hosts"] if host["name"] == DATABASE)
     os.kill(pid, signal.SIGKILL)  # the power cut: no shutdown, nothing flushed or archived after this
