@@ -53,6 +53,10 @@ def previews(deployed, sandbox, changed_backend, tmp_path_factory):
     # vps1: the previews' site settings and pg_hba.conf's rules for them; vps2: the previews' settings.
     readied = invoke("provision.server", "--limit=vps1,vps2", extra_env=env, timeout=1800)
     assert readied.code == 0, readied.stdout + readied.stderr
+    # A backup in the backup host's repository, for the previews' databases to be branched from (run alone,
+    # this module may come before any other made one).
+    backed_up = invoke("backup.create", "--label=previews", timeout=900)
+    assert backed_up.code == 0, backed_up.stdout[-2000:] + backed_up.stderr
     made = {}
     builds = {SAME: ["--worktree"], CHANGED: ["--worktree", f"--source=backend={changed_backend}"]}
     for branch in (SAME, CHANGED):
