@@ -225,6 +225,44 @@ def test_a_host_at_its_limit_refuses_another_preview_naming_the_ones_to_remove(p
     assert "preview_" + slug_of("one-too-many").replace("-", "_") not in database_names(previews)
 
 
+def test_an_update_keeps_the_previews_data_and_renews_its_password_and_expiry(previews):
+    marker = f"kept through an update {uuid.uuid4()}"
+    name = previews["names"][SAME]
+    posted = session_for(name, previews["on"][SAME]).post(f"https://{name}/api/prayers",
+                                                          json={"author": "preview", "body": marker},
+                                                          verify=str(CA), timeout=15)
+    assert posted.status_code == 201, posted.text
+    env_file = f"cat /etc/together-pray/previews/{slug_of(SAME)}/backend.env"
+    before, record = ssh(previews["on"][SAME], env_file), listed(previews)[slug_of(SAME)]
+    again = invoke("preview.up", f"--branch={SAME}", "--worktree", "--json", extra_env=previews["env"], timeout=1800)
+    assert again.code == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    made = json.loads(again.stdout[again.stdout.index("{"):])
+    assert (made["created"], made["data"], made["host"]) == (False, "kept", "vps1")
+    assert marker in get(previews, SAME, "/api/prayers").text
+    after = ssh(previews["on"][SAME], env_file)
+    url = [line for line in after.splitlines() if line.startswith("DATABASE_URL=")]
+    assert url and url[0] not in before  # a new password
+    assert listed(previews)[slug_of(SAME)]["expires"] > record["expires"]
+
+
+def test_logs_show_the_previews_own_units(previews):
+    shown = invoke("preview.logs", slug_of(CHANGED), "--lines=1000", extra_env=previews["env"])
+    assert shown.code == 0 and f"together-pray-preview-backend@{slug_of(CHANGED)}" in shown.stdout, shown.stdout[-2000:]
+    assert f"@{slug_of(SAME)}" not in shown.stdout
+
+
+def test_prune_removes_the_expired_preview_and_only_it(previews):
+    """Time passes for one preview: its record's expiry set in the past on its host, as seven days would."""
+    record = f"/var/lib/vigil/previews/{slug_of(SAME)}.json"
+    ssh(previews["on"][SAME], f"python3 -c 'import json, sys, time; p = sys.argv[1]; d = json.load(open(p)); "
+                              f"d[\"expires\"] = time.time() - 60; json.dump(d, open(p, \"w\"))' {record}")
+    pruned = invoke("preview.prune", "--json", extra_env=previews["env"], timeout=600)
+    assert pruned.code == 0, pruned.stdout + pruned.stderr
+    assert [item["slug"] for item in json.loads(pruned.stdout[pruned.stdout.index("["):])] == [slug_of(SAME)]
+    assert set(listed(previews)) == {slug_of(CHANGED)}
+    assert "preview_" + slug_of(SAME).replace("-", "_") not in database_names(previews)
+
+
 def test_down_removes_everything_and_onboarding_then_finds_nothing_to_change(previews):
     slug = slug_of(CHANGED)
     gone = invoke("preview.down", slug, "--json", extra_env=previews["env"])
