@@ -1,8 +1,10 @@
 """Previews beside the sandbox env on its two web hosts: two branches of the app served side by side with
-staging at https://<name>.preview.together-pray.test, each with its own release, database and secrets, one on
-vps1 (the database host: its database over loopback), the other on vps2 (over TLS), then removed with nothing
-left behind. Between: a branch that does not build, and hosts at their limit (a scratch inventory allowing
-one each), leave nothing and change nothing; each preview's role reaches its own database and no other.
+staging, each with its own release, database (a branch of staging's, made by the backup host) and secrets,
+one on vps1 (the database host: its database over loopback, https://<name>.preview.together-pray.test), the
+other on vps2 (over TLS, under vps2's own domain), then removed with nothing left behind. Between: a branch
+that does not build, a preview whose health gate fails, and hosts at their limit leave nothing and change
+nothing; each preview's role reaches its own database and no other; an update keeps a preview's data;
+prune removes the expired one.
 
 One preview serves this checkout as the env's deploys built it (--worktree: their artifacts, no build);
 the other a backend changed in a scratch copy (--source=backend=...: one build), with the frontend as the
