@@ -73,9 +73,10 @@ def previews(deployed, sandbox, changed_backend, tmp_path_factory):
         invoke("preview.down", f"--branch={branch}", "--missing-ok", extra_env=env, timeout=600)
 
 
-def get(previews, branch: str, path: str) -> requests.Response:
+def get(previews, branch: str, path: str, headers: dict | None = None) -> requests.Response:
     name = previews["names"][branch]
-    return session_for(name, previews["on"][branch]).get(f"https://{name}{path}", verify=str(CA), timeout=15)
+    return session_for(name, previews["on"][branch]).get(f"https://{name}{path}", verify=str(CA), timeout=15,
+                                                         headers=headers)
 
 
 def listed(previews) -> dict[str, dict]:
@@ -102,6 +103,14 @@ def test_each_preview_serves_its_own_release_over_https_beside_staging(previews)
         page = get(previews, branch, "/")
         assert page.status_code == 200 and "</html>" in page.text
         assert page.headers["Strict-Transport-Security"].startswith("max-age=")
+        assert page.headers["X-Content-Type-Options"] == "nosniff"
+        # CORS answers the preview's own address, not staging's nor the other preview's.
+        origin = f"https://{previews['names'][branch]}"
+        own = get(previews, branch, "/api/prayers", {"Origin": origin}).headers
+        assert own["Access-Control-Allow-Origin"] == origin
+        for foreign in ("http://localhost", f"https://{previews['names'][SAME if branch == CHANGED else CHANGED]}"):
+            denied = get(previews, branch, "/api/prayers", {"Origin": foreign}).headers
+            assert not [name for name in denied if name.lower().startswith("access-control-")], (branch, foreign)
     assert len(releases) == 2  # the changed backend is a release of its own
     # Staging still serves its own release beside them (not the changed branch's).
     staging = requests.get(f"https://{previews['address']}/api/health", verify=str(CA), timeout=15).json()
