@@ -262,6 +262,14 @@ def test_logs_show_the_previews_own_units(previews):
     assert f"@{slug_of(SAME)}" not in shown.stdout
 
 
+def test_a_burst_against_a_previews_api_gets_429s(previews):
+    name = previews["names"][CHANGED]
+    with session_for(name, previews["on"][CHANGED]) as session:
+        codes = [session.get(f"https://{name}/api/health", verify=str(CA), timeout=10).status_code
+                 for _ in range(60)]  # bounded: 60 requests
+    assert 429 in codes and codes[0] != 429
+
+
 def test_prune_removes_the_expired_preview_and_only_it(previews):
     """Time passes for one preview: its record's expiry set in the past on its host, as seven days would."""
     record = f"/var/lib/vigil/previews/{slug_of(SAME)}.json"
