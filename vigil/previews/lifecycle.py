@@ -63,12 +63,14 @@ ROLES = ("app", "nginx", "previews")
 DB_CERTIFICATE = "database-server.crt"
 # Where certbot's HTTP-01 challenges are served from, as for the env's own site (roles/nginx).
 ACME_ROOT = "/var/www/html"
+
+
 @dataclass
 class Context:
     env: str
     inventory: Inventory
     hosts: list[Host]
-    settings: dict  # roles/previews settings (the first preview host's: every host's but the domain must agree)
+    settings: dict  # roles/previews settings: the first preview host's limits and paths, used for every host
     vars: object  # that host's vars for app, nginx and previews
     domains: dict[str, str]  # each preview host's previews_domain
 
