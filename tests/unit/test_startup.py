@@ -1,12 +1,16 @@
-"""The CLI's start-up: `invoke` imports every task module for its list, so a heavy dependency that only a
-few tasks use is imported by those tasks when they run, never by every start."""
+"""The CLI's start-up: a task imports only its own task module (vigil/cli/namespace.py), and `invoke --list`
+imports every one, so a heavy dependency that only a few tasks use is imported by those tasks when they run,
+never by every start."""
 
 import json
+import re
 import subprocess
 import sys
+from importlib import import_module
 
 import pytest
 
+from vigil.cli.namespace import COLLECTIONS, modules_for, namespace, run_by_invoke
 from vigil.core.paths import REPO_ROOT
 
 # What each is for: the tasks that need it import it on first use.
@@ -32,3 +36,65 @@ def test_the_cli_starts_without_a_dependency_only_some_tasks_need(imported_by_th
 
 def test_the_cli_still_lists_every_collection(imported_by_the_cli):
     assert {"vigil.cli.backup", "vigil.cli.env", "vigil.cli.audit", "vigil.cli.incident"} <= imported_by_the_cli
+
+
+# --- only the task modules a command line names -----------------------------------------------------------
+
+EVERY = ["sandbox", "env", "provision", "vault", "deploy", "backup", "preview", "incident", "monitor", "ci", "audit",
+         "bench"]
+
+
+@pytest.mark.parametrize(("arguments", "modules"), [
+    (["backup.import", "--env=staging", "--from-url", "postgresql://u@h/db"], ["backup"]),
+    (["--help", "backup.import"], ["backup"]),
+    (["-e", "secrets.edit", "--env=sandbox"], ["vault"]),
+    (["sandbox.up", "provision.server", "deploy.backend", "deploy.frontend"], ["sandbox", "provision", "deploy"]),
+    (["bench", "--rounds=1"], ["bench"]),
+    (["incident.runbook", "deploy-failed.yml"], ["incident"]),
+    (["incident.logs", "--service", "backup"], ["backup", "incident"]),  # a value that looks like one: one more
+    (["preview.up", "--branch=feature.x"], ["preview"]),
+    ([], EVERY),
+    (["--help"], EVERY),
+    (["--list"], EVERY),
+    (["-l", "backup"], EVERY),
+    (["--list=backup"], EVERY),
+    (["--complete", "--", "invoke", "backup.im"], EVERY),
+    (["nosuch.task"], EVERY),  # Invoke's own "No idea what" answer, beside the whole list
+])
+def test_a_command_line_imports_the_modules_of_the_tasks_it_names(arguments, modules):
+    assert modules_for(arguments) == modules
+
+
+@pytest.mark.parametrize(("argv", "by_invoke"), [
+    (["/usr/local/bin/invoke", "backup.import"], True),
+    (["inv", "--list"], True),
+    ([".venv/lib/python3.11/site-packages/invoke/__main__.py", "deploy.backend"], True),
+    (["-c"], False),  # python -c "import tasks"
+    (["/usr/bin/pytest", "-k", "backup"], False),
+    ([], False),
+])
+def test_only_invokes_command_line_is_read_as_tasks(argv, by_invoke):
+    assert run_by_invoke(argv) is by_invoke
+
+
+def test_every_task_module_is_reachable_by_its_collections_name():
+    with_tasks = {path.stem for path in (REPO_ROOT / "vigil" / "cli").glob("*.py")
+                  if re.search(r"^(ns = Collection\(|@task)", path.read_text(), re.MULTILINE)}
+    assert with_tasks == set(EVERY)
+    for name, module in COLLECTIONS.items():
+        assert import_module(f"vigil.cli.{module}").ns.name == name
+
+
+def test_the_namespace_of_a_named_task_is_its_collection_alone():
+    root = namespace(["invoke", "backup.import", "--env=staging"])
+    assert list(root.collections) == ["backup"] and "import" in root.collections["backup"].tasks
+    whole = namespace(["invoke", "--list"])
+    assert list(whole.collections) == list(COLLECTIONS) and list(whole.tasks) == ["bench"]
+
+
+def test_a_task_starts_without_the_other_task_modules():
+    done = subprocess.run([sys.executable, "-c", "import json, sys; sys.argv = ['invoke', 'backup.import']; "
+                           "import tasks; print(json.dumps(sorted(sys.modules)))"],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, check=True)
+    task_modules = {name for name in json.loads(done.stdout) if name.startswith("vigil.cli.")}
+    assert task_modules == {"vigil.cli.backup", "vigil.cli.common", "vigil.cli.namespace"}
