@@ -45,12 +45,19 @@ class Role:
             raise ConfigError(f"{rel(path)}: template not found") from None
 
 
-def load_role(name: str, roles_dir: Path | None = None) -> Role:
-    """Load `roles/<name>`: defaults.yml (every key prefixed `<name>_`) and tasks.py."""
+def role_path(name: str, roles_dir: Path | None = None) -> Path:
+    """The directory of role `name`, which must exist with its tasks.py; nothing of it is loaded (a reference
+    to a role is checked without executing its tasks.py and reading its defaults)."""
     validation.name(name, "playbook roles")
     path = (roles_dir or REPO_ROOT / "roles") / name
     if not (path / "tasks.py").exists():
         raise ConfigError(f"{rel(path)}: role {name!r} not found (no tasks.py)")
+    return path
+
+
+def load_role(name: str, roles_dir: Path | None = None) -> Role:
+    """Load `roles/<name>`: defaults.yml (every key prefixed `<name>_`) and tasks.py."""
+    path = role_path(name, roles_dir)
     defaults_path = path / "defaults.yml"
     defaults = check_vars(load_yaml(defaults_path), rel(defaults_path)) if defaults_path.exists() else {}
     prefix = f"{name}_"

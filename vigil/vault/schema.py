@@ -12,7 +12,7 @@ from vigil.core import validation
 from vigil.core.errors import ConfigError
 from vigil.core.inventory import Inventory
 from vigil.core.paths import rel
-from vigil.core.roles import load_role
+from vigil.core.roles import role_path
 from vigil.core.topology import Topology
 from vigil.core.yaml_loader import load_yaml
 from vigil.vault.env_files import KEY_PATTERN
@@ -237,7 +237,7 @@ def load_schema(paths: SecretsPaths | None = None) -> Schema:
                 raise SecretsError(f"{where}: keys.{rule.key}.distinct_from: unknown key {other!r}")
         if rule.applied_by:
             try:
-                load_role(rule.applied_by)
+                role_path(rule.applied_by)
             except ConfigError:
                 raise SecretsError(
                     f"{where}: keys.{rule.key}.applied_by: no role {rule.applied_by!r} in roles/"

@@ -4,6 +4,7 @@ import re
 
 import pytest
 
+from vigil.core import roles
 from vigil.core.paths import REPO_ROOT
 from vigil.vault.generate import generate_missing
 from vigil.vault.schema import check_rule, load_schema
@@ -106,9 +107,26 @@ def test_unknown_key_is_named(schema):
             "app: {user: tp, config_dir: /etc/tp}\nservices: {}\nkeys: {U: {required: production}}\n",
             "keys.U.required: expected true, false or a list",
         ),
+        (
+            "app: {user: tp, config_dir: /etc/tp}\nservices: {}\nkeys: {U: {required: false, applied_by: nginks}}\n",
+            "keys.U.applied_by: no role 'nginks' in roles/",
+        ),
+        (
+            "app: {user: tp, config_dir: /etc/tp}\nservices: {}\nkeys: {U: {required: false, applied_by: ../x}}\n",
+            "keys.U.applied_by: no role '../x' in roles/",
+        ),
     ],
 )
 def test_bad_schema_names_the_rule(paths, text, message):
     paths.schema.write_text(text)
     with pytest.raises(Exception, match=re.escape(message)):
         load_schema(paths)
+
+
+def test_a_role_a_key_names_is_checked_without_loading_it(paths, monkeypatch):
+    """Every task reads the schema: a key's applied_by names a role by its directory, and its tasks.py is not
+    executed for it (the roles' modules, and what they import, are onboarding's cost)."""
+    loaded = []
+    monkeypatch.setattr(roles.importlib.util, "spec_from_file_location", lambda *a, **k: loaded.append(a))
+    assert any(rule.applied_by for rule in load_schema(paths).keys.values())
+    assert loaded == []
