@@ -48,8 +48,10 @@ STABLE = ("SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET IntervalStyle =
           "SET extra_float_digits = 3; SET bytea_output = 'hex';")
 # Tables whose every column is of a type hash_record_extended (PostgreSQL 14+) hashes by value, twice as fast as
 # hashing the row's text; others (json, xml, geometric types, a type of an extension...) are hashed as text.
-# Both are PostgreSQL's own 64-bit hashes, stable across versions (hash partitioning relies on them).
-BY_VALUE = """SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+# Both are PostgreSQL's own 64-bit hashes, stable across versions (hash partitioning relies on them). With its
+# columns, named: a ROW() of them hashes as the whole row does, without copying each row into a composite first
+# (a fifth less time a row).
+BY_VALUE = """SELECT n.nspname, c.relname, string_agg(format('%I', a.attname), ', ' ORDER BY a.attnum) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
 JOIN pg_type t ON t.oid = a.atttypid
 JOIN pg_type b ON b.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
@@ -111,9 +113,14 @@ def literal(text):
 
 def figures_sql(tables, by_value):
     """Every table's rows and checksum (the 64-bit hash of each row, summed: order-free), and every sequence's
-    last value, in one query. `by_value`: the tables hashed by hash_record_extended (BY_VALUE)."""
+    last value, in one query. `by_value`: BY_VALUE's rows, the tables hashed by hash_record_extended and their
+    columns."""
+    columns = {(schema, table): names for schema, table, names in by_value}
+
     def row_hash(schema, table):
-        return "hash_record_extended(r, 0)" if [schema, table] in by_value else "hashtextextended(r::text, 0)"
+        if (schema, table) in columns:
+            return f"hash_record_extended(ROW({columns[schema, table]}), 0)"
+        return "hashtextextended(r::text, 0)"
 
     parts = [f"SELECT {literal(s + '.' + t)}, count(*), coalesce(sum({row_hash(s, t)}), 0) "
              f"FROM {quoted(s)}.{quoted(t)} r" for s, t in tables]

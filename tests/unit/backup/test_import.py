@@ -194,6 +194,19 @@ def test_a_missing_archive_is_named():
         check_dump(Path("/nonexistent/paas.dump"))
 
 
+def test_a_table_of_hashable_types_is_hashed_by_its_columns_others_by_their_text():
+    sql = copy_in_program.figures_sql([["public", "prayers"], ["public", "events"], ["odd schema", 'We"ird']],
+                                      [["public", "prayers", 'id, author, body, "createdAt"']])
+    parts = sql.split(" UNION ALL ")
+    assert parts[0].endswith("""SELECT 'public.prayers', count(*), coalesce(sum(hash_record_extended(ROW(id, author, \
+body, "createdAt"), 0)), 0) FROM "public"."prayers" r""")
+    assert parts[1].endswith("""SELECT 'public.events', count(*), coalesce(sum(hashtextextended(r::text, 0)), 0) \
+FROM "public"."events" r""")
+    assert parts[2] == ("""SELECT 'odd schema.We"ird', count(*), coalesce(sum(hashtextextended(r::text, 0)), 0) \
+FROM "odd schema"."We""ird" r""")
+    assert parts[3].startswith("SELECT schemaname || '.' || sequencename, -1") and sql.count(";") == 6
+
+
 def test_the_program_shipped_to_the_host_is_the_one_tested_here():
     assert COPY_IN == Path(copy_in_program.__file__).read_text()
     compile(COPY_IN, "copy_in_program", "exec")
