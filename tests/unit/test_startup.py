@@ -3,6 +3,7 @@ imports every one, so a heavy dependency that only a few tasks use is imported b
 never by every start."""
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -98,3 +99,13 @@ def test_a_task_starts_without_the_other_task_modules():
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, check=True)
     task_modules = {name for name in json.loads(done.stdout) if name.startswith("vigil.cli.")}
     assert task_modules == {"vigil.cli.backup", "vigil.cli.common", "vigil.cli.namespace"}
+
+
+def test_a_task_run_caches_the_bytecode_of_what_it_imports(tmp_path):
+    """Invoke turns bytecode caching off for its process (tasks.py leaves no .pyc); tasks.py turns it back on, or
+    every module a task imports would be compiled again on every run."""
+    environment = {name: value for name, value in os.environ.items() if name != "PYTHONDONTWRITEBYTECODE"}
+    subprocess.run([sys.executable, "-m", "invoke", "--help", "backup.import"], cwd=REPO_ROOT, capture_output=True,
+                   timeout=60, check=True, env={**environment, "PYTHONPYCACHEPREFIX": str(tmp_path)})
+    cached = {path.name.split(".")[0] for path in tmp_path.rglob("*.pyc") if "vigil" in path.parts}
+    assert {"backup", "access", "importing"} <= cached  # vigil.cli.backup and what it imports
