@@ -51,7 +51,8 @@ STABLE = ("SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET IntervalStyle =
 # Both are PostgreSQL's own 64-bit hashes, stable across versions (hash partitioning relies on them). With its
 # columns, named: a ROW() of them hashes as the whole row does, without copying each row into a composite first
 # (a fifth less time a row).
-BY_VALUE = """SELECT n.nspname, c.relname, string_agg(format('%I', a.attname), ', ' ORDER BY a.attnum) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+BY_VALUE = """SELECT n.nspname, c.relname, string_agg(format('%I', a.attname), ', ' ORDER BY a.attnum)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
 JOIN pg_type t ON t.oid = a.atttypid
 JOIN pg_type b ON b.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
