@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ from invoke import Collection, task
 from invoke.exceptions import Exit
 
 from vigil.cli.common import HOST_FLAGS_HELP, exit_unless_ok, exits_cleanly
-from vigil.core.errors import ExitCode
+from vigil.core.errors import ConfigError, ExitCode
 from vigil.core.output import Reporter
 from vigil.core.paths import rel
 from vigil.core.runner import RunOptions
@@ -260,17 +261,24 @@ def push(c, env="sandbox", limit=None, check=False, diff=False, verbose=False, j
 
 
 @task(help={**PUSH_HELP, "key": "The key to rotate.",
-            "check": "Plan only: show which hosts would change; the new value is neither saved nor pushed."})
+            "check": "Plan only: show which hosts would change; the new value is neither saved nor pushed.",
+            "grace": "Seconds the app still accepts what the old value signed (keys with previous: in the schema; "
+                     "default: its grace_seconds). 0 after a leak."})
 @exits_cleanly
-def rotate(c, key, env="sandbox", limit=None, check=False, diff=False, verbose=False, json=False, forks=10, serial=0):
+def rotate(c, key, env="sandbox", limit=None, check=False, diff=False, verbose=False, json=False, forks=10, serial=0,
+           grace=None):
     """Give a key a new value, push it, and reload or restart the services that use it.
 
-    Generatable keys get a random value; others are read like secrets.set (prompt or stdin).
-    Example: invoke secrets.rotate JWT_REFRESH_SECRET --env=production
+    Generatable keys get a random value; others are read like secrets.set (prompt or stdin). A key with
+    previous: in the schema (JWT_SECRET) keeps its old value for a grace period: nobody is logged out.
+    Example: invoke secrets.rotate JWT_SECRET --env=production   (after a leak: --grace=0)
     """
     reporter = Reporter(json_output=json, verbose=verbose, check=check)
     options = RunOptions(check=check, diff=diff, forks=int(forks), serial=int(serial))
-    exit_unless_ok(rotation.rotate(env, key, _read_value, limit, options, reporter, Reporter().line))
+    if grace is not None and not re.fullmatch(r"[0-9]{1,9}", str(grace)):
+        raise ConfigError("--grace: expected seconds, 0 or more")
+    exit_unless_ok(rotation.rotate(env, key, _read_value, limit, options, reporter, Reporter().line,
+                                   None if grace is None else int(grace)))
 
 
 @task(help={**ENV_HELP, "add": "A public key to add: 'age1... # who'.", "remove": "A public key to remove."})

@@ -3,6 +3,7 @@ in place in the right order (the role that applies it first, then the services t
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
 from typing import Callable
 
 from vigil.core.errors import ExitCode
@@ -15,6 +16,7 @@ from vigil.vault.derive import fetch_database_certificate
 from vigil.vault.generate import generate_value, refresh_sandbox_defaults
 from vigil.vault.paths import SANDBOX, SecretsError
 from vigil.vault.push import push_plans
+from vigil.vault.schema import KeyRule
 from vigil.vault.store import audit_secrets_task, load, locked, lookup, open_env, save
 
 Say = Callable[[str], None]
@@ -39,11 +41,30 @@ def push(env: str, limit: str | None, options: RunOptions, reporter: Reporter, t
     return code
 
 
+def kept_previous(rule: KeyRule, values: dict[str, str], grace: int | None, now: datetime) -> dict[str, str]:
+    """What a rotation of `rule`'s key keeps of the value it replaces: the value, and until when the app still
+    accepts what it signed (`grace` seconds from `now`; None: the schema's grace_seconds). Nothing for a key
+    without `previous:` in the schema, or one that had no value."""
+    if rule.previous is None:
+        if grace is not None:
+            raise SecretsError(f"--grace: {rule.key} keeps no previous value (no previous: in the schema)")
+        return {}
+    if rule.key not in values:
+        return {}
+    seconds = rule.previous.grace_seconds if grace is None else grace
+    if seconds < 0:
+        raise SecretsError("--grace: expected seconds, 0 or more")
+    until = (now + timedelta(seconds=seconds)).astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {rule.previous.key: values[rule.key], rule.previous.until: until}
+
+
 def rotate(env: str, key: str, read_value: Callable[[str], str], limit: str | None, options: RunOptions,
-           reporter: Reporter, say: Say) -> ExitCode:
+           reporter: Reporter, say: Say, grace: int | None = None) -> ExitCode:
     """Give `key` a new value (random when generatable, else `read_value(key)`), save it, apply it with the
     role that puts it in place (DB_PASSWORD: the database role's password) and push it to the services
-    that read it. With options.check, nothing is saved or changed: the plan is printed.
+    that read it. A key with `previous:` in the schema keeps the value it replaces for `grace` seconds (the
+    schema's by default), so what it signed stays valid that long. With options.check, nothing is saved or
+    changed: the plan is printed.
     """
     paths, schema = open_env(env)
     if key not in schema.keys:
@@ -52,7 +73,8 @@ def rotate(env: str, key: str, read_value: Callable[[str], str], limit: str | No
     value = generate_value(rule) if rule.generate else read_value(key)
     with locked(env, paths):
         values = load(env, paths, schema)
-        rotated = {**values, key: value}
+        kept = kept_previous(rule, values, grace, datetime.now(timezone.utc))
+        rotated = {**values, key: value, **kept}
         refreshed = refresh_sandbox_defaults(schema, rotated, [key]) if env == SANDBOX else []
         if not options.check:
             save(env, rotated, schema, paths)
@@ -62,7 +84,12 @@ def rotate(env: str, key: str, read_value: Callable[[str], str], limit: str | No
         code = apply_role_first(env, key, rule.applied_by, options, reporter, say)
         if code != ExitCode.OK:
             return code
-    services = sorted({service for name in [key, *refreshed] for service in schema.services_using(name, rotated)})
+    if kept:
+        until = kept[rule.previous.until]
+        say(f"{'would keep' if options.check else 'kept'} the old value as {rule.previous.key}: what it signed is "
+            f"accepted until {until}")
+    services = sorted({service for name in [key, *refreshed, *kept]
+                       for service in schema.services_using(name, rotated)})
     if not services:
         say(f"{verb} {key}; no service reads it directly (see its description in the schema)")
         return ExitCode.OK

@@ -20,6 +20,16 @@ from vigil.vault.masking import split_url
 from vigil.vault.paths import SANDBOX, SecretsError, SecretsPaths
 
 
+@dataclass(frozen=True)
+class Previous:
+    """Where secrets.rotate keeps the value it replaces (`key`), and until when the app accepts what that value
+    signed (`until`: an ISO 8601 UTC time, `grace_seconds` after the rotation)."""
+
+    key: str
+    until: str
+    grace_seconds: int
+
+
 @dataclass
 class KeyRule:
     """What one key must be: who gets it, where it is required, and the checks its value must pass."""
@@ -49,6 +59,9 @@ class KeyRule:
     # random one), "site" (the env's URL moved to the preview's address), "database" (its own database's
     # URL); "" for the default: fresh when generated, database when derived, shared when public, else none.
     preview: str = ""
+    # Rotated, the old value is kept for a grace period (JWT_SECRET: tokens it signed stay valid, so a
+    # rotation logs nobody out); None: the old value is gone at once.
+    previous: Previous | None = None
 
     def required_in(self, env: str) -> bool:
         return self.required if isinstance(self.required, bool) else env in self.required
@@ -56,7 +69,8 @@ class KeyRule:
 
 URL_RULE_KEYS = {"schemes", "https_outside_sandbox", "sslmode_require_remote", "password_from"}
 RULE_KEYS = {"services", "description", "required", "min_length", "distinct_from", "one_of", "url",
-             "generate", "sandbox", "secret", "derive", "applied_by", "preview"}
+             "generate", "sandbox", "secret", "derive", "applied_by", "preview", "previous"}
+PREVIOUS_KEYS = {"key", "until", "grace_seconds"}
 PREVIEW_VALUES = ("shared", "fresh", "site", "database")
 # What `derive:` may name, and the keys each derivation reads.
 DERIVATIONS = {"postgresql": ("DB_PASSWORD",)}
@@ -159,6 +173,28 @@ def _is_local(hostname: str) -> bool:
     return hostname in ("localhost", "127.0.0.1", "::1") or hostname.startswith("/")
 
 
+def _previous(spec, at: str) -> Previous | None:
+    if spec is None:
+        return None
+    grace = spec.get("grace_seconds") if isinstance(spec, dict) else None
+    if (not isinstance(spec, dict) or set(spec) != PREVIOUS_KEYS or not all(isinstance(spec[k], str) for k in
+            ("key", "until")) or isinstance(grace, bool) or not isinstance(grace, int) or grace < 0):
+        raise SecretsError(f"{at}.previous: expected {{key: KEY, until: KEY, grace_seconds: seconds (0 or more)}}")
+    return Previous(spec["key"], spec["until"], grace)
+
+
+def _check_previous(previous: Previous, keys: dict[str, KeyRule], at: str) -> None:
+    """The keys a rotation writes exist, are never required (an env that was never rotated has neither), and
+    the time is public (it is no secret, and masking a date would mask it in every line)."""
+    for name in (previous.key, previous.until):
+        if name not in keys:
+            raise SecretsError(f"{at}: unknown key {name!r}")
+        if keys[name].required is not False:
+            raise SecretsError(f"{at}: {name} must be required: false (it is set by secrets.rotate)")
+    if keys[previous.until].secret:
+        raise SecretsError(f"{at}: {previous.until} must be secret: false (a time, shown as it is)")
+
+
 def load_schema(paths: SecretsPaths | None = None) -> Schema:
     """Read and validate secrets/schema.yml."""
     paths = paths or SecretsPaths.default()
@@ -228,6 +264,7 @@ def load_schema(paths: SecretsPaths | None = None) -> Schema:
             derive=derive,
             applied_by=str(spec.get("applied_by") or ""),
             preview=preview,
+            previous=_previous(spec.get("previous"), at),
         )
     for rule in keys.values():
         if rule.password_from and rule.password_from not in keys:
@@ -242,6 +279,8 @@ def load_schema(paths: SecretsPaths | None = None) -> Schema:
                 raise SecretsError(
                     f"{where}: keys.{rule.key}.applied_by: no role {rule.applied_by!r} in roles/"
                 ) from None
+        if rule.previous:
+            _check_previous(rule.previous, keys, f"{where}: keys.{rule.key}.previous")
         for source in DERIVATIONS.get(rule.derive, ()):
             if source not in keys:
                 raise SecretsError(f"{where}: keys.{rule.key}.derive: {rule.derive} needs key {source} in the schema")
