@@ -1,6 +1,7 @@
 import "reflect-metadata";
 import { DataSource, DataSourceOptions } from "typeorm";
 import { Prayer } from "./prayer.entity";
+import { User } from "./user.entity";
 
 /**
  * The connection, from DATABASE_URL alone (vigil writes it into the service's
@@ -15,7 +16,7 @@ export function dataSourceOptions(): DataSourceOptions {
   return {
     type: "postgres",
     url,
-    entities: [Prayer],
+    entities: [Prayer, User],
     migrations: [__dirname + "/migrations/*.js"],
     migrationsTransactionMode: "each",
     synchronize: false,

@@ -1,10 +1,10 @@
-import { BadRequestException, Body, Controller, Get, Post } from "@nestjs/common";
+import { BadRequestException, Body, Controller, Get, Post, Req, UseGuards } from "@nestjs/common";
 import { InjectRepository } from "@nestjs/typeorm";
 import { Repository } from "typeorm";
+import { AccessTokenGuard, Authenticated } from "./auth/auth.guard";
 import { Prayer } from "./prayer.entity";
 
 interface NewPrayer {
-  author?: unknown;
   body?: unknown;
 }
 
@@ -18,13 +18,14 @@ export class PrayersController {
     return this.prayers.find({ order: { createdAt: "DESC", id: "DESC" }, take: 50 });
   }
 
+  /** Posting needs an access token (reading stays public): the author is the token's user. */
   @Post()
-  async create(@Body() input: NewPrayer): Promise<Prayer> {
-    const author = typeof input?.author === "string" ? input.author.trim() : "";
+  @UseGuards(AccessTokenGuard)
+  async create(@Body() input: NewPrayer, @Req() request: Authenticated): Promise<Prayer> {
     const body = typeof input?.body === "string" ? input.body.trim() : "";
-    if (!author || author.length > 80 || !body || body.length > 2000) {
-      throw new BadRequestException("author (1-80 characters) and body (1-2000 characters) are required");
+    if (!body || body.length > 2000) {
+      throw new BadRequestException("body (1-2000 characters) is required");
     }
-    return this.prayers.save(this.prayers.create({ author, body }));
+    return this.prayers.save(this.prayers.create({ author: request.user.name, body }));
   }
 }
