@@ -54,7 +54,11 @@ def test_the_security_checklist_passes_on_the_sandbox(verified_backup):
             "PostgreSQL not reachable from outside", "security headers", "SSH hardened", "firewall active",
             "unattended upgrades on", "backups recent", "backups verified", "certificate not close to expiry",
             "systemd units rated OK", "deploy user reads only its app's logs", "lock directory root-only",
-            "server hides its version"} <= items
+            "server hides its version", "authentication on protected routes"} <= items
+    # The sample app's write route, asked for real without a token, on every web host.
+    asked = {item["host"]: item["evidence"] for item in run.json["items"]
+             if item["item"] == "authentication on protected routes"}
+    assert asked == {"vps1": "POST /api/prayers -> 401", "vps2": "POST /api/prayers -> 401"}
 
 
 @pytest.mark.parametrize("weaken, undo, host, expected", WEAKNESSES, ids=[

@@ -207,7 +207,7 @@ def test_a_deploy_that_would_fail_on_sudo_stops_before_any_build_or_backup(deplo
 def test_a_failing_migration_switches_nothing_and_leaves_the_database_unchanged(deployed, sandbox, tmp_path):
     def add_failing_migration(source):
         add_migration(
-            source, 1764000000001, "Broken", up=['CREATE TABLE "half_done" ("id" int)', "SELECT 1/0"], down=[]
+            source, 1765000000001, "Broken", up=['CREATE TABLE "half_done" ("id" int)', "SELECT 1/0"], down=[]
         )
 
     inventory = scratch_with_backend(sandbox, tmp_path, variant(tmp_path, "broken-migration", add_failing_migration))
@@ -229,7 +229,7 @@ def test_a_failing_migration_switches_nothing_and_leaves_the_database_unchanged(
     )
     assert tables.strip() == "0"  # the migration's transaction rolled back
     names = sandbox.ssh("vps1", "su postgres -c \"psql -tA -d together_pray -c 'select name from migrations'\"").split()
-    assert names == ["CreatePrayers1764000000000"]
+    assert names == ["CreatePrayers1764000000000", "CreateUsers1765000000000"]
 
 
 def test_a_held_lock_refuses_a_second_deploy_and_lock_wait_waits_for_it(deployed, sandbox):
@@ -390,7 +390,7 @@ def test_a_rollback_returns_to_the_previous_good_release_and_refuses_a_bad_one(d
 
 def add_mood_column(source):
     """The release test_recovery_repository migrates too: the same source builds the same artifact, once."""
-    add_migration(source, 1764000000002, "AddPrayerMood", up=['ALTER TABLE "prayers" ADD "mood" text'],
+    add_migration(source, 1765000000002, "AddPrayerMood", up=['ALTER TABLE "prayers" ADD "mood" text'],
                   down=['ALTER TABLE "prayers" DROP COLUMN "mood"'])
 
 
@@ -415,11 +415,11 @@ def test_a_rollback_with_migrations_reverts_what_the_bad_release_added(deployed,
     reverted = next(op for op in rolled.host("vps2")["operations"] if op["name"].startswith("Revert the migrations"))
     # With a backup host it also names the other way back: the restore point the release made before them.
     assert reverted["summary"].startswith(
-        "reverted 1764000000002-AddPrayerMood.js (or the database to before they ran, losing all writes since: "
+        "reverted 1765000000002-AddPrayerMood.js (or the database to before they ran, losing all writes since: "
         "invoke backup.restore vigil-migrate-"), reverted
     assert "mood" not in columns()
     names = sandbox.ssh("vps1", "su postgres -c \"psql -tA -d together_pray -c 'select name from migrations'\"").split()
-    assert names == ["CreatePrayers1764000000000"]
+    assert names == ["CreatePrayers1764000000000", "CreateUsers1765000000000"]
     assert health(sandbox.addresses["vps2"])["release"] == before
     kept = next(op for op in rolled.host("vps2")["operations"] if op["name"] == "Make a restore point.")
     assert kept["summary"].startswith("restore point vigil-revert-"), kept

@@ -21,6 +21,7 @@ import uuid
 import pytest
 import requests
 
+from tests.support.accounts import signed_in
 from tests.support.named_https import session_for
 from tests.support.sandbox_hosts import REPO, invoke, ssh
 from vigil.previews.slug import slug_of
@@ -122,9 +123,9 @@ def test_a_prayer_made_in_one_preview_is_in_neither_the_other_nor_staging(previe
     made = get(previews, SAME, "/api/health")  # warm the session's name
     assert made.status_code == 200
     name = previews["names"][SAME]
-    posted = session_for(name, previews["on"][SAME]).post(f"https://{name}/api/prayers",
-                                                         json={"author": "preview", "body": marker},
-                                                         verify=str(CA), timeout=15)
+    session = session_for(name, previews["on"][SAME])
+    posted = session.post(f"https://{name}/api/prayers", json={"body": marker}, verify=str(CA), timeout=15,
+                          headers=signed_in(f"https://{name}", str(CA), session, "preview"))
     assert posted.status_code == 201, posted.text
     assert marker in get(previews, SAME, "/api/prayers").text
     assert marker not in get(previews, CHANGED, "/api/prayers").text
@@ -239,9 +240,9 @@ def test_a_host_at_its_limit_refuses_another_preview_naming_the_ones_to_remove(p
 def test_an_update_keeps_the_previews_data_and_renews_its_password_and_expiry(previews):
     marker = f"kept through an update {uuid.uuid4()}"
     name = previews["names"][SAME]
-    posted = session_for(name, previews["on"][SAME]).post(f"https://{name}/api/prayers",
-                                                          json={"author": "preview", "body": marker},
-                                                          verify=str(CA), timeout=15)
+    session = session_for(name, previews["on"][SAME])
+    posted = session.post(f"https://{name}/api/prayers", json={"body": marker}, verify=str(CA), timeout=15,
+                          headers=signed_in(f"https://{name}", str(CA), session, "preview"))
     assert posted.status_code == 201, posted.text
     env_file = f"cat /etc/together-pray/previews/{slug_of(SAME)}/backend.env"
     before, record = ssh(previews["on"][SAME], env_file), listed(previews)[slug_of(SAME)]

@@ -20,6 +20,7 @@ import pytest
 import requests
 
 from tests.e2e.test_deploy import add_mood_column, current_release, scratch_with_backend, variant
+from tests.support.accounts import signed_in
 from tests.support.alerts import alert_state, prometheus, wait_for_alert_state
 from tests.support.sandbox_hosts import REPO, invoke
 from vigil.backup.repository import HOLD_MARK, HOLD_UNIT, LOCK_PATH
@@ -598,8 +599,8 @@ def test_a_full_repository_disk_alerts_records_no_broken_backup_and_recovers_onc
 
 
 def post_prayer(address: str, body: str) -> dict:
-    answer = requests.post(f"https://{address}/api/prayers", json={"author": "dr", "body": body}, verify=str(CA),
-                           timeout=10)
+    answer = requests.post(f"https://{address}/api/prayers", json={"body": body}, verify=str(CA), timeout=10,
+                           headers=signed_in(f"https://{address}", str(CA), name="dr"))
     answer.raise_for_status()
     return answer.json()
 
