@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import webbrowser
 
 from invoke import Collection, task
 from invoke.exceptions import Exit
@@ -14,7 +15,9 @@ from vigil.core.errors import ConfigError, ExitCode
 from vigil.core.fanout import connect
 from vigil.core.inventory import load_inventory
 from vigil.core.output import Reporter
+from vigil.core.paths import rel
 from vigil.core.roles import load_role
+from vigil.monitor.analytics import build_and_fetch
 from vigil.monitor.prometheus import ALERTMANAGER_PORT, PROMETHEUS_PORT, require_monitor
 from vigil.monitor.uptime import uptime as measure_uptime
 
@@ -108,6 +111,42 @@ def open(c, env="sandbox", seconds=None):
             pass
 
 
+@task(help={"env": HOST_FLAGS_HELP["env"], "limit": HOST_FLAGS_HELP["limit"],
+            "open": "Open each fetched report in this machine's browser.", "json": HOST_FLAGS_HELP["json"]})
+@exits_cleanly
+def analytics(c, env="sandbox", limit=None, open=False, json=False):
+    """Each web host's visitor report (GoAccess over its nginx log: visitors, pages, referrers, status codes,
+    response times; addresses anonymised), built now and fetched into .vigil/analytics/ENV/.
+
+    Example: invoke monitor.analytics --env=production --open
+    """
+    fetched = build_and_fetch(env, limit)
+    reporter = Reporter()
+    if json:
+        reporter.document({"env": env, "reports": [{
+            "host": r.host, "html": str(r.html), "requests": r.figures.get("total_requests", 0),
+            "unique_visitors": r.figures.get("unique_visitors", 0), "from": r.figures.get("start_date", ""),
+            "to": r.figures.get("end_date", ""), "top_pages": r.top_pages} for r in fetched.reports],
+            "failed": fetched.failed})
+    else:
+        table = Table(title=f"{env}: visitors (addresses anonymised)")
+        for column in ("host", "from", "to", "requests", "unique visitors", "top pages", "report"):
+            table.add_column(column)
+        for r in fetched.reports:
+            table.add_row(r.host, r.figures.get("start_date", ""), r.figures.get("end_date", ""),
+                          str(r.figures.get("total_requests", 0)), str(r.figures.get("unique_visitors", 0)),
+                          ", ".join(f"{page} ({hits})" for page, hits in r.top_pages[:3]), rel(r.html))
+        reporter.table(table)
+        for host, why in fetched.failed.items():
+            reporter.error(f"{host}: {why}")
+    if open:
+        for r in fetched.reports:
+            webbrowser.open(r.html.as_uri())
+    if fetched.failed:
+        raise Exit(code=int(ExitCode.HOST_FAILED))
+
+
 ns = Collection("monitor")
 ns.add_task(uptime)
 ns.add_task(open)
+ns.add_task(analytics)

@@ -232,6 +232,7 @@ def test_shipped_roles_and_playbooks_load():
         "nginx",
         "app",
         "previews",
+        "analytics",
         "postgresql",
         "pgbackrest",
         "exporters",

@@ -45,7 +45,16 @@ def repository_units() -> dict[str, bytes]:
     return units
 
 
-UNITS = installed_units() | repository_units()
+def analytics_units() -> dict[str, bytes]:
+    """The web hosts' visitor report (roles/analytics)."""
+    inventory = layout({"web": ["web1"], "db": ["web1"]})
+    role = load_role("analytics")
+    vars = inventory.vars_for(inventory.hosts["web1"], [role], {})
+    return {op.path.rsplit("/", 1)[1]: op.content for op in role.tasks(role, vars)
+            if getattr(op, "path", "").startswith("/etc/systemd/system/") and op.path.endswith(".service")}
+
+
+UNITS = installed_units() | repository_units() | analytics_units()
 
 
 def exposure(path) -> float:
@@ -61,7 +70,7 @@ def exposure(path) -> float:
 def test_every_unit_of_the_app_and_the_backups_is_scored():
     assert {"together-pray-backend@.service", "together-pray-frontend@.service",
             "together-pray-backend-migrate@.service", "vigil-pgbackrest-backup@.service",
-            "vigil-pgbackrest-drill.service", "vigil-pgbackrest-check.service"} <= set(UNITS)
+            "vigil-pgbackrest-drill.service", "vigil-pgbackrest-check.service", "vigil-analytics.service"} <= set(UNITS)
 
 
 @pytest.mark.parametrize("name", sorted(UNITS))
