@@ -119,7 +119,7 @@ def serving_again(site: str, timeout: float = 90) -> None:
 def test_rotating_the_signing_secret_keeps_users_logged_in_until_its_grace_ends(site, tmp_path):
     scratch = scratch_secrets(tmp_path)
     before = register(site, CA, name="Before rotation")
-    rotated = invoke("secrets.rotate", "JWT_SECRET", "--grace=45", "--limit=vps1,vps2", extra_env=scratch,
+    rotated = invoke("secrets.rotate", "JWT_SECRET", "--grace=25", "--limit=vps1,vps2", extra_env=scratch,
                      timeout=600)
     try:
         assert rotated.code == 0, rotated.stdout + rotated.stderr
