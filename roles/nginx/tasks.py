@@ -11,7 +11,7 @@ from vigil.core.errors import ConfigError
 from vigil.core.operations import render_template
 from vigil.core.paths import REPO_ROOT, rel
 from vigil.core.validation import address
-from vigil.deploy.edge import app_server
+from vigil.deploy.edge import app_server, content_security_policy
 from vigil.operations.apt import AptPackages
 from vigil.operations.files import Absent, Directory, File, Symlink
 from vigil.operations.guarded import Guarded
@@ -134,7 +134,6 @@ def tasks(role, vars):
     certificate_ops, certificate, key = _certificate(vars, server_name)
     headers = render_template(role.template("security-headers.conf.j2"), {
         "hsts_max_age": vars.integer("nginx_hsts_max_age", minimum=0),
-        "csp": vars.string("nginx_content_security_policy", r"[^\"\n\\]+"),
     })
     site = render_template(role.template("site.conf.j2"), {
         "server_name": server_name, "acme_root": ACME_ROOT,
@@ -156,6 +155,9 @@ def tasks(role, vars):
         *certificate_ops,
         File("/etc/nginx/snippets/vigil-security-headers.conf", headers, notify=reload,
              name="Ensure the security headers snippet is managed."),
+        File("/etc/nginx/conf.d/vigil-content-security-policy.conf",
+             render_template(role.template("content-security-policy.conf.j2"), {"csp": content_security_policy(vars)}),
+             notify=reload, name="Ensure the Content-Security-Policy is set in one place."),
         File(f"/etc/nginx/conf.d/{SITE}-upstreams.conf", upstreams, replace=False, notify=reload,
              name="Ensure the app upstreams exist (deploys switch their colors)."),
         File(SWITCH_HELPER, render_template(role.template("vigil-switch-upstream.j2"), {

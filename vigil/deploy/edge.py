@@ -36,4 +36,9 @@ def app_server(vars, certificate: str, key: str, api_zone: str, cors: str, backe
     return render_template(load_role("nginx").template("app-server.conf.j2"), {
         "certificate": certificate, "certificate_key": key, "api_burst": vars.integer("nginx_api_burst", minimum=0),
         "trusted_proxies": trusted_proxies(vars), "api_zone": api_zone, "cors": cors, "backend": backend,
-        "frontend": frontend})
+        "frontend": frontend, "csp": content_security_policy(vars)})
+
+
+def content_security_policy(vars) -> str:
+    """nginx_content_security_policy, checked: it is written between double quotes in nginx's configuration."""
+    return vars.string("nginx_content_security_policy", r"[^\"\n\\]+")

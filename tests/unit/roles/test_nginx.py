@@ -144,3 +144,24 @@ def test_a_cors_preflight_answer_keeps_the_security_headers():
 def test_a_bad_trusted_proxy_names_the_key(proxies):
     with pytest.raises(ConfigError, match="nginx_trusted_proxies"):
         site_conf(nginx_trusted_proxies=proxies)
+
+
+# --- the Content-Security-Policy, in one place ---------------------------------------------------------------
+
+def test_the_policy_is_set_once_and_a_page_that_brings_its_own_nonce_keeps_it():
+    policy = "default-src 'self'; script-src 'self'; object-src 'none'"
+    operations = {getattr(op, "path", ""): op for op in nginx_operations(nginx_content_security_policy=policy)}
+    snippet = operations["/etc/nginx/snippets/vigil-security-headers.conf"].content.decode()
+    assert "add_header Content-Security-Policy $vigil_content_security_policy always;" in snippet
+    assert policy not in snippet
+    chosen = operations["/etc/nginx/conf.d/vigil-content-security-policy.conf"].content.decode()
+    # No policy from the upstream (the API, static files, the maintenance page): this one; else the page's.
+    assert f'map $upstream_http_content_security_policy $vigil_content_security_policy {{\n    ""      "{policy}";\n' \
+           '    default "";\n}' in chosen
+    site = operations["/etc/nginx/sites-available/together-pray.conf"].content.decode()
+    assert f'proxy_set_header X-Vigil-Content-Security-Policy "{policy}";' in site
+
+
+def test_a_policy_that_would_break_out_of_its_quotes_is_refused():
+    with pytest.raises(ConfigError, match="nginx_content_security_policy"):
+        nginx_operations(nginx_content_security_policy='default-src \'self\'"; add_header X "y')
