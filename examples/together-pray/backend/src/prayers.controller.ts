@@ -1,4 +1,15 @@
-import { BadRequestException, Body, Controller, Get, Post, Req, UseGuards } from "@nestjs/common";
+import {
+  BadRequestException,
+  Body,
+  Controller,
+  Get,
+  NotFoundException,
+  Param,
+  ParseIntPipe,
+  Post,
+  Req,
+  UseGuards,
+} from "@nestjs/common";
 import { InjectRepository } from "@nestjs/typeorm";
 import { Repository } from "typeorm";
 import { AccessTokenGuard, Authenticated } from "./auth/auth.guard";
@@ -16,6 +27,16 @@ export class PrayersController {
   @Get()
   list(): Promise<Prayer[]> {
     return this.prayers.find({ order: { createdAt: "DESC", id: "DESC" }, take: 50 });
+  }
+
+  /** One prayer, for its own page. */
+  @Get(":id")
+  async one(@Param("id", ParseIntPipe) id: number): Promise<Prayer> {
+    const prayer = await this.prayers.findOneBy({ id });
+    if (!prayer) {
+      throw new NotFoundException("no such prayer");
+    }
+    return prayer;
   }
 
   /** Posting needs an access token (reading stays public): the author is the token's user. */
