@@ -1,9 +1,12 @@
 """audit.security and audit.performance on the session's deployed hosts (vps1: web and database, vps2: web,
 vps3: the backup host)."""
 
+import re
+import subprocess
+
 import pytest
 
-from tests.support.sandbox_hosts import invoke
+from tests.support.sandbox_hosts import REPO, invoke
 from vigil.core.errors import ExitCode
 
 HEADERS = "/etc/nginx/snippets/vigil-security-headers.conf"
@@ -84,3 +87,22 @@ def test_the_performance_checklist_reports_the_figures_and_passes(deployed):
         for headroom in ("CPU headroom", "memory headroom", "disk headroom"):
             assert (headroom, host) in items
     assert "x 2 web hosts x 2 colors = 40" in items[("database connection pooling", "vps1")]["evidence"]
+    # In a real browser too: the home page and the seeded prayer's page, each host, each with a screenshot.
+    for host in ("vps1", "vps2"):
+        for page in ("/", "/prayers/1"):
+            evidence = items[(f"page load in a browser ({page})", host)]["evidence"]
+            assert "5 first visits in Chromium: LCP p50" in evidence and "transferred p50" in evidence, evidence
+    for shot in ("vps1-home.png", "vps2-prayers-1.png"):
+        # Read off the picture itself: what a visitor saw (one block of text, so the prayer's link is read too).
+        seen = subprocess.run(["tesseract", str(REPO / ".vigil" / "audit" / "sandbox" / shot), "-", "--psm", "6"],
+                              capture_output=True, text=True, timeout=120).stdout
+        assert "a place of peace for everyone who prays here" in " ".join(seen.split()), seen
+
+
+def test_a_page_slower_than_two_seconds_fails_its_browser_item_with_the_figure(deployed):
+    slow = "/slow?ms=2500"  # the sandbox-only page (SANDBOX_TEST_ROUTES), 2.5 s on purpose
+    run = invoke("audit.performance", "--json", "--requests=1", "--loads=2", f"--pages={slow}", "--limit=vps1",
+                 timeout=600)
+    assert run.code == ExitCode.HOST_FAILED, run.stdout + run.stderr
+    item = next(item for item in run.json["items"] if item["item"] == f"page load in a browser ({slow})")
+    assert not item["ok"] and re.search(r"load event p50 2[5-9][0-9]{2} ms", item["evidence"]), item

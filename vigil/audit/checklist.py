@@ -16,6 +16,12 @@ NO_BACKUP_HOST = ("the env has no backup host (inventory group `backup`, roles/p
                   "nothing backs the database up")
 
 
+def percentile(values: list[float], fraction: float) -> float:
+    """The nearest-rank percentile (`fraction` 0.95: p95) of a non-empty list."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(fraction * (len(ordered) + 1)) - 1))]
+
+
 @dataclass(frozen=True)
 class Item:
     """One line of the checklist: what, on which host, pass or fail, and the evidence."""

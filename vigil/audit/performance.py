@@ -8,10 +8,12 @@ import re
 import time
 from dataclasses import dataclass
 
-from vigil.audit.checklist import Item
+from vigil.audit.browser import browser_items, checked_pages, load_pages
+from vigil.audit.checklist import Item, percentile
 from vigil.core.commands import Command, script
 from vigil.core.fanout import answered, on_hosts, unreachable
 from vigil.core.inventory import Host, load_inventory
+from vigil.core.paths import REPO_ROOT
 from vigil.core.roles import load_role
 from vigil.incident.endpoints import site_of
 from vigil.incident.host_status import HostFacts, host_status_command, parse_host_status
@@ -33,11 +35,6 @@ def cpu_idle(stdout: str) -> float | None:
     return 100 * (deltas[3] + deltas[4]) / total if total > 0 else None
 # The sample backend's pool (data-source.ts: DATABASE_POOL_SIZE, else 10); each web host may run two colors at once.
 POOL_DEFAULT = 10
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(fraction * (len(ordered) + 1)) - 1))]
 
 
 @dataclass(frozen=True)
@@ -125,15 +122,17 @@ grep -h '^DATABASE_POOL_SIZE=' "$1"/backend.env 2>/dev/null | tail -n 1 | cut -d
 MAX_CONNECTIONS = "runuser -u postgres -- psql -X -Atc 'show max_connections'"
 
 
-def performance(env: str, limit: str | None, count: int) -> list[Item]:
-    """The performance checklist: page loads from here, delivery, pooling, and each host's headroom."""
+def performance(env: str, limit: str | None, count: int, loads: int = 5, pages: str | None = None) -> list[Item]:
+    """The performance checklist: page loads from here (the HTML, and `loads` first visits of each page in a
+    browser: app_pages, or `pages`), delivery, pooling, and each host's headroom."""
     import requests  # noqa: PLC0415 (as in measure_page)
 
     inventory = load_inventory(env)
     schema = load_schema()
     topology = schema.topology(inventory)
     database = topology.database_or_none()
-    roles = [load_role("nginx")]
+    roles = [load_role("nginx"), load_role("app")]
+    shots = REPO_ROOT / ".vigil" / "audit" / env
     hosts = inventory.select(limit)
 
     def ask(transport, host: Host) -> dict:
@@ -164,6 +163,12 @@ def performance(env: str, limit: str | None, count: int) -> list[Item]:
                 items += page_items(host.name, timings) + delivery_items(host.name, page, asset_headers)
             except requests.RequestException as error:
                 items.append(Item("page load (p95 of the full HTML)", host.name, False, type(error).__name__))
+            settings = inventory.vars_for(host, roles)
+            wanted = checked_pages(pages, "--pages") if pages else checked_pages(settings["app_pages"],
+                                                                                  settings.where("app_pages"))
+            shots.mkdir(parents=True, exist_ok=True)
+            found = load_pages(f"https://{server_name}", wanted, loads, verify is True, shots, host.name)
+            items += browser_items(host.name, found, PAGE_LOAD_TARGET, shots)
         if host.name in facts_by_host:
             items += headroom_items(host.name, facts_by_host[host.name]["facts"], facts_by_host[host.name]["idle"])
     if database is not None and database.name in facts_by_host:

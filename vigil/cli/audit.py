@@ -56,19 +56,23 @@ def security(c, env="sandbox", limit=None, json=False):
 
 
 @task(help={"env": HOST_FLAGS_HELP["env"], "limit": HOST_FLAGS_HELP["limit"], "json": HOST_FLAGS_HELP["json"],
-            "requests": "Page loads per web host, one after another (default: 20; at most 200)."})
+            "requests": "Page loads per web host, one after another (default: 20; at most 200).",
+            "loads": "First visits of each page in a headless browser, per web host (default: 5; at most 50).",
+            "pages": "The pages to load in the browser, comma-separated (default: app_pages, roles/app)."})
 @exits_cleanly
-def performance(c, env="sandbox", limit=None, json=False, requests=20):
-    """The performance checklist: the frontend page's time to first byte and full HTML (p50, p95) against the
-    2 s target, compression, cache headers on static assets, database connection pooling, and each host's
-    CPU, memory and disk headroom.
+def performance(c, env="sandbox", limit=None, json=False, requests=20, loads=5, pages=None):
+    """The performance checklist: the frontend page's time to first byte and full HTML (p50, p95), and each
+    page's Largest Contentful Paint, load event and bytes in Debian's Chromium (p50, p95, a screenshot in
+    .vigil/audit/ENV/), against the 2 s target; compression, cache headers on static assets, database
+    connection pooling, and each host's CPU, memory and disk headroom.
 
     Exits 0 when every item passes, 2 when any fails.
-    Example: invoke audit.performance --env=production --requests=50
+    Example: invoke audit.performance --env=production --requests=50 --loads=10
     """
-    if not str(requests).isdigit() or not 1 <= int(requests) <= 200:
-        raise ConfigError(f"--requests: {requests!r} is not a number from 1 to 200")
-    _show("performance checklist", env, performance_items(env, limit, int(requests)), json)
+    for flag, value, most in (("--requests", requests, 200), ("--loads", loads, 50)):
+        if not str(value).isdigit() or not 1 <= int(value) <= most:
+            raise ConfigError(f"{flag}: {value!r} is not a number from 1 to {most}")
+    _show("performance checklist", env, performance_items(env, limit, int(requests), int(loads), pages), json)
 
 
 ns = Collection("audit")
