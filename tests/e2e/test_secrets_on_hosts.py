@@ -83,10 +83,12 @@ def test_push_writes_0600_files_owned_by_the_app_user_then_reports_unchanged(pro
 
 def test_no_value_appears_in_any_process_command_line_or_environment_while_pushing(provisioned, sandbox, run, scratch):
     assert run("secrets.generate", "--force").code == 0  # new values, so the push really writes
+    # Every value but the public ones (secret: false in the schema: NODE_ENV, the site's URLs, a "1" flag).
+    public = {key for key, rule in load_schema(SecretsPaths(scratch / "secrets")).keys.items() if not rule.secret}
     secret_forms = {
         form
         for key, value in values(scratch).items()
-        if key not in ("NODE_ENV", "FRONTEND_URL", "NEXT_PUBLIC_API_URL")
+        if key not in public
         for form in forms_of(value)
     }
     # A bounded sampler of every process's argv and environment on the host, stopped by a flag file.
