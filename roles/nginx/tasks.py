@@ -3,33 +3,21 @@
 import re
 import urllib.parse
 
-from cryptography import x509
-
 from vigil.core.audit_log import RECORD_ACTION
-from vigil.core.commands import cmd, script
+from vigil.core.commands import cmd
 from vigil.core.errors import ConfigError
 from vigil.core.operations import render_template
-from vigil.core.paths import REPO_ROOT, rel
 from vigil.core.validation import address
+from vigil.deploy.certificates import ACME_ROOT, site_certificate
 from vigil.deploy.edge import app_server, content_security_policy
 from vigil.operations.apt import AptPackages
 from vigil.operations.files import Absent, Directory, File, Symlink
-from vigil.operations.guarded import Guarded
 from vigil.operations.systemd import ServiceAction, SystemdUnit
-from vigil.sandbox import ca as sandbox_ca
 
 SITE = "together-pray"
 SWITCH_HELPER = "/usr/local/sbin/vigil-switch-upstream"
 WEB_ROOT = "/var/www/together-pray"
-# Debian's stock site serves this directory on port 80 before ours exists, so certbot's first
-# HTTP-01 challenge works there, and our site keeps serving challenges from it for renewals.
-ACME_ROOT = "/var/www/html"
 ORIGIN = r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?"
-ACME_SERVER = r"https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?"
-# A private ACME server's CA, trusted system-wide so certbot's runs and its renewal timer reach it.
-ACME_CA = "/usr/local/share/ca-certificates/vigil-acme-ca.crt"
-ACME_CA_INSTALLED = "/var/lib/vigil/acme-ca.crt"
-RELOAD_HOOK = "/etc/letsencrypt/renewal-hooks/deploy/vigil-reload-nginx"
 
 
 def _cors_origins(vars) -> list[str]:
@@ -45,84 +33,6 @@ def _cors_origins(vars) -> list[str]:
     return origins
 
 
-def _certificate(vars, server_name: str):
-    """(operations, certificate path, key path) for the configured TLS source."""
-    mode = vars.string("nginx_tls", "local-ca|certbot")
-    if mode == "local-ca":
-        issued = sandbox_ca.host_certificate(vars.host.name, [server_name])
-        certificate, key = f"/etc/ssl/vigil/{server_name}.crt", f"/etc/ssl/vigil/{server_name}.key"
-        return (
-            [
-                Directory("/etc/ssl/vigil", mode="0755"),
-                File(
-                    certificate,
-                    issued.chain,
-                    notify=("reload nginx",),
-                    name="Ensure the site's certificate (sandbox CA) is installed.",
-                ),
-                File(
-                    key,
-                    issued.key,
-                    mode="0600",
-                    secret=True,
-                    notify=("reload nginx",),
-                    name="Ensure the site's private key is installed.",
-                ),
-            ],
-            certificate,
-            key,
-        )
-    live = f"/etc/letsencrypt/live/{server_name}"
-    email = vars.string("nginx_certbot_email", r"[^@\s]+@[^@\s]+")
-    server = vars.string("nginx_certbot_server", f"|{ACME_SERVER}")
-    operations = [AptPackages(["certbot"], name="Ensure certbot is installed.")]
-    operations += _acme_ca(vars)
-    issuer = server or "Let's Encrypt"
-    return [
-        *operations,
-        Guarded([cmd("certbot", "certonly", "--non-interactive", "--agree-tos", "--email", email, "--webroot",
-                     "-w", ACME_ROOT, "-d", server_name, *(["--server", server] if server else []))],
-                creates=f"{live}/fullchain.pem",
-                name=f"Ensure {issuer} issued a certificate for {server_name}."),
-        # certbot's webroot renewals leave nginx serving the old certificate until something reloads it.
-        Directory(RELOAD_HOOK.rsplit("/", 1)[0], mode="0755"),
-        File(RELOAD_HOOK, "#!/bin/sh\n# Managed by vigil (roles/nginx): serve a renewed certificate.\n"
-                          "nginx -t -q && systemctl reload nginx.service\n", mode="0755",
-             name="Ensure a renewed certificate reloads nginx."),
-        SystemdUnit("certbot.timer", enabled=True, running=True, name="Ensure certificates renew automatically."),
-    ], f"{live}/fullchain.pem", f"{live}/privkey.pem"
-
-
-def _acme_ca(vars) -> list:
-    """Trust the CA of a private ACME server (nginx_certbot_ca_certificate), if one is set."""
-    source = vars.string("nginx_certbot_ca_certificate")
-    if not source:
-        return []
-    path = (REPO_ROOT / source).resolve()
-    try:
-        pem = path.read_text()
-    except OSError as error:
-        raise ConfigError(
-            f"{vars.where('nginx_certbot_ca_certificate')}: cannot read {source}: {error.strerror}"
-        ) from None
-    try:
-        # Exactly certificates: a file that also holds a private key must not land world-readable on hosts.
-        certificates = x509.load_pem_x509_certificates(pem.encode())
-    except ValueError:
-        certificates = []
-    if not certificates or "PRIVATE KEY" in pem:
-        raise ConfigError(
-            f"{rel(path)}: not a PEM certificate, or it holds more than certificates (nginx_certbot_ca_certificate)"
-        )
-    return [
-        File(ACME_CA, pem, name="Ensure the ACME server's CA certificate is installed."),
-        # The trust store is rebuilt only when the certificate differs from the one last added.
-        Guarded([cmd("update-ca-certificates"), cmd("install", "-D", "-m", "0644", ACME_CA, ACME_CA_INSTALLED)],
-                unless=script('cmp -s -- "$1" "$2"', ACME_CA, ACME_CA_INSTALLED),
-                name="Ensure the system trusts the ACME server's CA."),
-    ]
-
-
 def tasks(role, vars):
     """The nginx role's operations for one host, in order."""
     server_name = address(vars.get("nginx_server_name") or vars.host.address, vars.where("nginx_server_name"))
@@ -131,7 +41,7 @@ def tasks(role, vars):
         if not isinstance(colors, dict) or set(colors) != {"blue", "green"} or not all(
                 isinstance(port, int) and 1024 < port < 65536 for port in colors.values()):
             raise ConfigError(f"{vars.where(f'nginx_{kind}_ports')}: expected {{blue: PORT, green: PORT}} above 1024")
-    certificate_ops, certificate, key = _certificate(vars, server_name)
+    certificate_ops, certificate, key = site_certificate(vars, server_name, "site")
     headers = render_template(role.template("security-headers.conf.j2"), {
         "hsts_max_age": vars.integer("nginx_hsts_max_age", minimum=0),
     })
