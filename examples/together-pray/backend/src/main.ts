@@ -1,3 +1,5 @@
+// First: the error tracking SDK instruments what loads after it.
+import "./instrument";
 import "reflect-metadata";
 import { NestFactory } from "@nestjs/core";
 import { AppModule } from "./app.module";
