@@ -7,15 +7,38 @@ task (migrations), all started through /usr/local/sbin/vigil-app-unit.
 """
 
 
+from vigil.core.commands import cmd, script
 from vigil.core.errors import ConfigError
 from vigil.core.operations import render_template
 from vigil.deploy.build import app_sources
 from vigil.deploy.settings import task_command
 from vigil.operations.files import Directory, File
+from vigil.operations.guarded import Guarded
 from vigil.operations.systemd import DaemonReload
+from vigil.vault.error_tracking import ca_pem, errors_site
 
 COLORS = ("blue", "green")
 RELEASE_ENV_HELPER = "/usr/local/sbin/vigil-release-env"
+SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+# The CA of the env's error tracker where it is a private one (the sandbox's), trusted system-wide so
+# the app's SDKs reach it over verified TLS.
+ERROR_TRACKER_CA = "/usr/local/share/ca-certificates/vigil-error-tracker-ca.crt"
+ERROR_TRACKER_CA_INSTALLED = "/var/lib/vigil/error-tracker-ca.crt"
+
+
+def error_tracker_trust(vars) -> list:
+    """Trust the env's error tracker's private CA (roles/errors with nginx_tls: local-ca), if it has one."""
+    site = errors_site(vars.inventory)
+    pem = ca_pem(site) if site is not None else None
+    if pem is None:
+        return []
+    return [
+        File(ERROR_TRACKER_CA, pem, name="Ensure the error tracker's CA certificate is here."),
+        Guarded([cmd("update-ca-certificates"), cmd("install", "-D", "-m", "0644", ERROR_TRACKER_CA,
+                                                    ERROR_TRACKER_CA_INSTALLED)],
+                unless=script('cmp -s -- "$1" "$2"', ERROR_TRACKER_CA, ERROR_TRACKER_CA_INSTALLED),
+                name="Ensure the system trusts the error tracker's CA."),
+    ]
 
 
 def tasks(role, vars):
@@ -28,6 +51,7 @@ def tasks(role, vars):
     release_tasks = vars["app_release_tasks"]
     if not isinstance(release_tasks, dict):
         raise ConfigError(f"{vars.where('app_release_tasks')}: expected service -> {{task: [command...]}}")
+    env = vars.string("vigil_env", r"[a-z][a-z0-9-]{0,40}")
     reload = ("reload systemd",)
     operations = [
         Directory(root, mode="0755", name=f"Ensure {root} exists."),
@@ -36,6 +60,7 @@ def tasks(role, vars):
             config_dir, owner="root", group=app, mode="0750", name=f"Ensure {config_dir} is readable by the app only."
         ),
     ]
+    operations += error_tracker_trust(vars)
     operations.append(File(RELEASE_ENV_HELPER, render_template(role.template("vigil-release-env.j2"), {
         "services": list(services), "root": root, "run_dir": f"/run/{name}"}), mode="0755",
         name=f"Ensure {RELEASE_ENV_HELPER} writes each color's release id as root."))
@@ -49,9 +74,12 @@ def tasks(role, vars):
                                         name=f"Ensure {path} belongs to {deploy}, readable by {app}."))
         internal_api = f"http://127.0.0.1:{vars.integer('nginx_internal_api_port', minimum=1025)}/api"
         for color in COLORS:
+            # VIGIL_ENV: the environment each error is filed under (the Sentry SDKs' `environment`). Node
+            # trusts the system's CAs too: the error tracker's may be one the env adds (ERROR_TRACKER_CA).
             operations.append(File(f"{config_dir}/{service}-{color}.env",
                                    f"PORT={ports[color]}\nHOST=127.0.0.1\nHOSTNAME=127.0.0.1\n"
-                                   f"API_INTERNAL_URL={internal_api}\n",
+                                   f"API_INTERNAL_URL={internal_api}\nVIGIL_ENV={env}\n"
+                                   f"NODE_EXTRA_CA_CERTS={SYSTEM_CA_BUNDLE}\n",
                                    owner="root", group=app, mode="0640",
                                    name=f"Ensure {service}@{color} listens on 127.0.0.1:{ports[color]}."))
         unit = render_template(role.template("service.j2"), {

@@ -26,6 +26,7 @@ from vigil.operations.apt import AptPackages
 from vigil.operations.files import Directory, File
 from vigil.operations.systemd import ServiceAction, SystemdUnit
 from vigil.sandbox import ca as sandbox_ca
+from vigil.vault.error_tracking import ca_pem, errors_site
 
 PROMETHEUS, ALERTMANAGER, BLACKBOX = "prometheus", "prometheus-alertmanager", "prometheus-blackbox-exporter"
 CONFIG_DIR = "/etc/prometheus"
@@ -41,6 +42,8 @@ PORTS = {PROMETHEUS: 9090, ALERTMANAGER: 9093, BLACKBOX: 9115}
 # As roles/nginx serves them: the API's health under /api/, the frontend at the root, on 443.
 SITE_CHECKS = {"frontend": "/", "backend": "/api/health"}
 SSH_BANNER = "^SSH-2.0-"
+# Bugsink's readiness page (roles/errors): answers 200 once it can take events.
+ERRORS_CHECK = "/health/ready"
 # Before a reload (SIGHUP): a daemon the same run restarted a moment ago (its arguments changed) has not
 # installed its SIGHUP handler yet, and the signal would end it. Wait until it has run for two seconds.
 SETTLE = r"""
@@ -79,7 +82,8 @@ def site_name(vars, name: str) -> str:
 
 
 def site_ca(vars) -> bytes | None:
-    """The CA certificate(s) the web hosts' sites chain to, where it is not a public CA; None for Let's Encrypt."""
+    """The CA certificate(s) the web hosts' sites and the error tracker's chain to, where not a public CA;
+    None for Let's Encrypt."""
     pems = []
     for name in hosts_in(vars, "web"):
         nginx = other_vars(vars, name, "nginx")
@@ -94,6 +98,10 @@ def site_ca(vars) -> bytes | None:
             except OSError as error:
                 raise ConfigError(f"{nginx.where('nginx_certbot_ca_certificate')}: cannot read {rel(source)}: "
                                   f"{error.strerror}") from None
+    errors = errors_site(vars.inventory)
+    errors_ca = ca_pem(errors) if errors is not None else None
+    if errors_ca:
+        pems.append(errors_ca)
     return b"".join(dict.fromkeys(pems)) or None
 
 
@@ -107,6 +115,12 @@ def blackbox_config(vars, has_ca: bool) -> dict:
         tls = {"server_name": server_name, **({"ca_file": SITE_CA_FILE} if has_ca else {})}
         modules[f"site_{name}"] = {"prober": "http", "timeout": timeout, "http": {
             "preferred_ip_protocol": "ip4", "headers": {"Host": server_name}, "fail_if_not_ssl": True,
+            "valid_status_codes": [200], "tls_config": tls}}
+    errors = errors_site(vars.inventory)
+    if errors is not None:
+        tls = {"server_name": errors.server_name, **({"ca_file": SITE_CA_FILE} if has_ca else {})}
+        modules["errors"] = {"prober": "http", "timeout": timeout, "http": {
+            "preferred_ip_protocol": "ip4", "headers": {"Host": errors.server_name}, "fail_if_not_ssl": True,
             "valid_status_codes": [200], "tls_config": tls}}
     return {"modules": modules}
 
@@ -146,6 +160,11 @@ def prometheus_config(vars) -> dict:
     ssh = [static([f"{vars.address_of(name)}:{inventory.hosts[name].port}"], host=name, service="ssh",
                   __param_module="ssh") for name in inventory.hosts]
     jobs += [probe_job("site", sites), probe_job("ssh", ssh)]
+    errors = errors_site(inventory)
+    if errors is not None:
+        # Bugsink as the SDKs reach it: nginx, TLS and gunicorn, from its public name.
+        jobs.append(probe_job("errors", [static([f"https://{inventory.hosts[errors.host].address}{ERRORS_CHECK}"],
+                                                host=errors.host, service="errors", __param_module="errors")]))
     return {
         "global": {
             "scrape_interval": f"{vars.integer('monitoring_scrape_interval', minimum=1)}s",

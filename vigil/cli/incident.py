@@ -16,6 +16,7 @@ from rich.table import Table
 
 from vigil.cli.common import HOST_FLAGS_HELP, exit_unless_ok, exits_cleanly
 from vigil.core.errors import ConfigError, ExitCode, VigilError
+from vigil.core.inventory import load_inventory
 from vigil.core.local_files import write_private
 from vigil.core.output import Reporter
 from vigil.core.paths import LocalState
@@ -23,6 +24,7 @@ from vigil.core.redaction import REDACTOR, mask_log_line
 from vigil.deploy.maintenance import set_maintenance
 from vigil.incident import records
 from vigil.incident.engine import CHECKED, DECLINED, RESOLVED
+from vigil.incident.errors import groups_since, moment, report_lines, tracker_token
 from vigil.incident.hosts import EnvHosts
 from vigil.incident.logs import SINCE, gather_archive, gather_logs
 from vigil.incident.runbooks import load_all
@@ -32,6 +34,7 @@ from vigil.incident.snapshot import snapshot as take_snapshot
 from vigil.incident.status import gather
 from vigil.incident.status_rules import FAIL, OK, WARN
 from vigil.monitor.alerts import alert_history
+from vigil.vault.error_tracking import errors_site
 
 STYLE = {OK: "green", WARN: "yellow", FAIL: "red"}
 
@@ -297,9 +300,17 @@ def report(c, id, output=None, force=False):
         alerts, notes = [], [f"the monitor host's alerts could not be read: {error.message}"]
     if alerts is None:
         alerts, notes = [], [f"no monitor host in inventory/{env}.yml: no alert history (docs/monitoring.md)"]
+    error_groups = None
+    site = errors_site(load_inventory(env))
+    if site is not None:
+        try:
+            error_groups = report_lines([group for group in groups_since(site, tracker_token(env), records.utc(start))
+                                         if moment(group.first_seen).timestamp() <= end])
+        except VigilError as error:  # as the alerts: a note in the report, not the end of it
+            error_groups, notes = [], [*notes, f"the error tracker could not be read: {error.message}"]
     actions, unreadable = read_host_actions(hosts, records.utc(start))
     actions = [event for event in actions if event.get("at", "") <= records.utc(end)]
-    text = records.render_report(record, timeline, alerts + actions)
+    text = records.render_report(record, timeline, alerts + actions, error_groups)
     path = Path(output) if output else record.directory / "postmortem.md"
     if path.exists() and not force:
         raise ConfigError(

@@ -7,10 +7,16 @@ so a preview is served as the site is in all of this.
 from __future__ import annotations
 
 import ipaddress
+import re
+import urllib.parse
 
-from vigil.core.errors import ConfigError
+from vigil.core.errors import ConfigError, MissingSecretError
 from vigil.core.operations import render_template
 from vigil.core.roles import load_role
+from vigil.vault.error_tracking import errors_site
+
+# An origin nginx may write into the policy: a scheme, a host name or IPv4 address, a port.
+ORIGIN = r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?"
 
 
 def trusted_proxies(vars) -> list[str]:
@@ -40,5 +46,35 @@ def app_server(vars, certificate: str, key: str, api_zone: str, cors: str, backe
 
 
 def content_security_policy(vars) -> str:
-    """nginx_content_security_policy, checked: it is written between double quotes in nginx's configuration."""
-    return vars.string("nginx_content_security_policy", r"[^\"\n\\]+")
+    """nginx_content_security_policy, checked (it is written between double quotes in nginx's configuration),
+    with the error tracker's origin added to connect-src: the browser SDK posts its events there."""
+    policy = vars.string("nginx_content_security_policy", r"[^\"\n\\]+")
+    origin = error_tracker_origin(vars)
+    return with_connect_source(policy, origin) if origin else policy
+
+
+def error_tracker_origin(vars) -> str | None:
+    """Where the frontend's browser SDK sends events: NEXT_PUBLIC_SENTRY_DSN's origin where the env sets it
+    (sentry.io, a tracker vigil does not run), else the env's own Bugsink (roles/errors), else none."""
+    try:
+        dsn = vars.secret("NEXT_PUBLIC_SENTRY_DSN").value
+    except MissingSecretError:
+        site = errors_site(vars.inventory)
+        return site.origin if site else None
+    parts = urllib.parse.urlsplit(dsn)
+    origin = f"{parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}"
+    if not re.fullmatch(ORIGIN, origin):
+        raise ConfigError(f"NEXT_PUBLIC_SENTRY_DSN: its origin {origin!r} is not one like https://errors.example.org")
+    return origin
+
+
+def with_connect_source(policy: str, origin: str) -> str:
+    """`policy` that also lets pages connect to `origin` (appended to connect-src, or a connect-src that
+    keeps what default-src allowed: 'self')."""
+    directives = [directive.strip() for directive in policy.split(";") if directive.strip()]
+    for index, directive in enumerate(directives):
+        if directive.split()[0] == "connect-src":
+            if origin not in directive.split()[1:]:
+                directives[index] = f"{directive} {origin}"
+            return "; ".join(directives)
+    return "; ".join([*directives, f"connect-src 'self' {origin}"])

@@ -218,8 +218,10 @@ def _within_a_second(entry: dict) -> int:
     return 0 if entry.get("result") == "down" else 2
 
 
-def render_report(incident: Incident, timeline: list[dict], health: list[dict]) -> str:
-    """The post-mortem in Markdown: summary, impact window, timeline, actions taken, follow-ups to fill."""
+def render_report(incident: Incident, timeline: list[dict], health: list[dict],
+                  error_groups: list[str] | None = None) -> str:
+    """The post-mortem in Markdown: summary, impact window, the error groups the error tracker first saw in
+    it (lines; None: the env has none), timeline, actions taken, follow-ups to fill."""
     data = incident.data
     actions_on_hosts = [event for event in health if event.get("kind") == "action"]
     health = [event for event in health if event.get("kind") != "action"]
@@ -281,6 +283,7 @@ def render_report(incident: Incident, timeline: list[dict], health: list[dict]) 
         + f", from {basis}.",
         "- Who was affected, and how: _fill in_",
         "",
+        *(["## New errors (error tracker)", "", *error_groups, ""] if error_groups is not None else []),
         "## Timeline (UTC)",
         "",
         "| time | who | step | result | detail |",

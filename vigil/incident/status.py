@@ -16,9 +16,11 @@ from vigil.core.topology import monitor_host
 from vigil.deploy.settings import host_settings
 from vigil.deploy.status import states_as_admin, status_row
 from vigil.incident.endpoints import https_checks, site_of
+from vigil.incident.errors import error_check, groups_since, tracker_token
 from vigil.incident.host_status import host_status_command, parse_host_status
 from vigil.incident.status_rules import (
     FAIL,
+    OK,
     WARN,
     Check,
     alert_checks,
@@ -28,6 +30,7 @@ from vigil.incident.status_rules import (
     verdict,
 )
 from vigil.monitor.alerts import firing_command, parse_firing
+from vigil.vault.error_tracking import ErrorsSite, errors_site
 from vigil.vault.schema import load_schema
 
 # The roles whose vars a status screen reads (the site, the units).
@@ -44,6 +47,8 @@ class HostReport:
     roles: list[str]
     checks: list[Check] = field(default_factory=list)
     unreachable: str = ""
+    # When this host's newest live release went live (ISO, UTC); "" for none.
+    deployed_at: str = ""
 
     @property
     def verdict(self) -> str:
@@ -94,6 +99,7 @@ def gather(env: str, limit: str | None) -> list[HostReport]:
             else ()
         )
         report.checks = host_checks(facts, units, web=web, release_tasks=tasks) + release_checks(rows)
+        report.deployed_at = max((row["deployed"] for row in rows.values() if row.get("deployed")), default="")
         if db and repository is None:
             report.checks.append(NO_BACKUPS)
         if holds_repository:
@@ -120,4 +126,18 @@ def gather(env: str, limit: str | None) -> list[HostReport]:
         if topology.runs_app(host.name) and not reports[host.name].unreachable:
             server_name, _, verify = site_of(inventory.vars_for(host, roles))
             reports[host.name].checks += https_checks(server_name, verify)
+    errors = errors_site(inventory)
+    if errors is not None and errors.host in reports and not reports[errors.host].unreachable:
+        reports[errors.host].checks.append(new_errors_check(env, errors, reports.values()))
     return [reports[host.name] for host in hosts]
+
+
+def new_errors_check(env: str, site: ErrorsSite, reports) -> Check:
+    """The error groups the env's Bugsink first saw since the last deploy of any web host asked."""
+    since = max((report.deployed_at for report in reports if report.deployed_at), default="")
+    if not since:
+        return Check("new errors", OK, "nothing deployed yet")
+    try:
+        return error_check(groups_since(site, tracker_token(env), since), since)
+    except VigilError as problem:  # the tracker down is its own alert (ErrorTrackingDown): a warning here
+        return Check("new errors", WARN, problem.message)

@@ -1,5 +1,6 @@
 """Values derived per host: the app's DATABASE_URL, which vigil writes for each web host when the env
-leaves it unset (over loopback on the database host, over verified TLS from the others)."""
+leaves it unset (over loopback on the database host, over verified TLS from the others), and the DSN of
+the env's own error tracker (SENTRY_DSN, NEXT_PUBLIC_SENTRY_DSN; vigil/vault/error_tracking.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from vigil.core.inventory import Host, HostVars
 from vigil.core.roles import load_role
 from vigil.core.topology import Topology
 from vigil.operations.postgresql import SERVER_CERTIFICATE
+from vigil.vault.error_tracking import SECRET_KEY, dsn, errors_site
 from vigil.vault.masking import register
 from vigil.vault.paths import SecretsError
 from vigil.vault.schema import DERIVATIONS, Schema, Service
@@ -70,9 +72,15 @@ def derive_values(schema: Schema, values: dict[str, str], topology: Topology, ho
     for key, rule in schema.keys.items():
         if not rule.derive or key in values or not any(service.name in rule.services for service in services):
             continue
+        site = errors_site(topology.inventory) if rule.derive == "errors" else None
+        if rule.derive == "errors" and site is None:
+            continue  # no error tracker of the env's own: the app runs without a DSN
         missing = [source for source in DERIVATIONS[rule.derive] if source not in values]
         if missing:
             raise SecretsError(f"{key} is derived from {', '.join(missing)}, which the secrets lack")
-        derived[key] = postgresql_url(topology, host, values["DB_PASSWORD"], database_root_certificate(schema))
+        if site is not None:
+            derived[key] = dsn(site, values[SECRET_KEY])
+        else:
+            derived[key] = postgresql_url(topology, host, values["DB_PASSWORD"], database_root_certificate(schema))
     register(derived, schema)
     return derived

@@ -47,7 +47,8 @@ class KeyRule:
     password_from: str = ""  # the URL's password must be this key's value (DATABASE_URL from DB_PASSWORD)
     generate: int = 0  # random bytes, encoded base64url; 0: not generatable
     sandbox: str | None = None  # the sandbox's value; ${OTHER} is replaced by OTHER's value
-    # Left unset, vigil writes the value per host when pushing ("postgresql": DATABASE_URL, see derive_values).
+    # Left unset, vigil writes the value per host when pushing ("postgresql": DATABASE_URL; "errors": the env's
+    # Bugsink's DSN; see derive_values).
     derive: str = ""
     # A role that puts the value in place on its hosts (DB_PASSWORD: postgresql sets the role's password);
     # secrets.rotate applies it there before any service gets the new value.
@@ -73,7 +74,7 @@ RULE_KEYS = {"services", "description", "required", "min_length", "distinct_from
 PREVIOUS_KEYS = {"key", "until", "grace_seconds"}
 PREVIEW_VALUES = ("shared", "fresh", "site", "database")
 # What `derive:` may name, and the keys each derivation reads.
-DERIVATIONS = {"postgresql": ("DB_PASSWORD",)}
+DERIVATIONS = {"postgresql": ("DB_PASSWORD",), "errors": ("BUGSINK_SECRET_KEY",)}
 
 
 @dataclass

@@ -238,6 +238,7 @@ def test_shipped_roles_and_playbooks_load():
         "exporters",
         "journal",
         "monitoring",
+        "errors",
     ]
 
 

@@ -49,7 +49,9 @@ def test_signing_keys_are_fresh_and_the_envs_database_and_password_never_reach_a
 
 def test_an_unmarked_secret_is_left_out_and_named(paths):
     schema = load_schema(paths)
-    schema.keys["SENTRY_DSN"].preview = ""
+    # As a key that is neither public, generated nor derived, nor marked for previews.
+    rule = schema.keys["SENTRY_DSN"]
+    rule.preview, rule.derive, rule.secret = "", "", True
     derived = preview_secrets(schema, STAGING, ORIGIN, OWN_DATABASE, generate=lambda rule: "x" * 64)
     assert "SENTRY_DSN" not in derived.values["backend"]
     assert derived.left_out == ["SENTRY_DSN (a secret the schema does not share with previews: preview: shared)"]

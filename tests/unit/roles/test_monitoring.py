@@ -256,3 +256,18 @@ def test_the_daemons_get_their_arguments_before_debian_starts_them():
     defaults = written(operations, "/etc/default/prometheus-alertmanager")
     assert '--web.listen-address=127.0.0.1:9093 --cluster.listen-address="' in defaults
 
+
+
+@pytest.mark.parametrize("groups, probed", [(MONITORED, True), ({**MONITORED, "monitor": []}, False)])
+def test_the_error_tracker_is_probed_from_outside_where_there_is_one(groups, probed):
+    if not probed:
+        assert not [op for op in monitor_plan(groups, host="web1") if "prometheus.yml" in getattr(op, "path", "")]
+        return
+    operations = monitor_plan(groups)
+    jobs = {job["job_name"]: job for job in yaml.safe_load(written(operations, "/etc/prometheus/prometheus.yml"))[
+        "scrape_configs"]}
+    assert jobs["errors"]["static_configs"] == [{"targets": ["https://203.0.113.5/health/ready"],
+                                                 "labels": {"host": "mon1", "service": "errors",
+                                                            "__param_module": "errors"}}]
+    module = yaml.safe_load(written(operations, "/etc/prometheus/blackbox.yml"))["modules"]["errors"]
+    assert module["http"]["headers"] == {"Host": "203.0.113.5"} and module["http"]["fail_if_not_ssl"] is True
