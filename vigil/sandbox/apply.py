@@ -55,7 +55,7 @@ from vigil.sandbox.plan import (
     render_known_hosts,
     render_sshd_dropin,
 )
-from vigil.sandbox.rootfs import mark_first_boot_done, rootfs_path, write_into_rootfs
+from vigil.sandbox.rootfs import mark_first_boot_done, rootfs_path, trust_local_cas, write_into_rootfs
 
 Echo = Callable[[str], None]
 
@@ -367,6 +367,7 @@ def prepare_rootfs(vps: Vps, paths: SandboxPaths, authorized_key: str, release: 
     # A machine id per VPS, as a real server has; sharing the image's would confuse journald and DHCP.
     write_into_rootfs(root, "etc/machine-id", uuid.uuid4().hex + "\n", 0o444)
     write_into_rootfs(root, "etc/resolv.conf", Path("/etc/resolv.conf").read_text())
+    trust_local_cas(root)
     ssh_dir = rootfs_path(root, "root/.ssh/authorized_keys").parent
     ssh_dir.mkdir(mode=0o700, exist_ok=True)
     os.chmod(ssh_dir, 0o700)
@@ -454,7 +455,8 @@ def describe_creation(vps: Vps, paths: SandboxPaths, release: str) -> list[str]:
     lines = [shlex.join(argv) for argv in network_up_commands(vps)]
     lines.append(f"ln {paths.release_apt_archives(release)}/*.deb {vps_dir}/upper/{APT_ARCHIVES_IN_VPS}/")
     lines.append(shlex.join(overlay_mount_command(paths.image(release), vps_dir / "upper", vps_dir / "work", root)))
-    lines.append(f"write {root}/etc/{{hostname,hosts,machine-id,resolv.conf}}, root's authorized_keys, {SSHD_DROPIN}")
+    lines.append(f"write {root}/etc/{{hostname,hosts,machine-id,resolv.conf}}, root's authorized_keys, {SSHD_DROPIN}, "
+                 "this machine's local CAs")
     lines.append(f"rm {root}/etc/ssh/ssh_host_*")
     lines.append(shlex.join(host_key_command(root, vps)))
     lines.append(shlex.join(nspawn_command(vps, root, paths)) + f" >{vps_dir}/console.log 2>&1 &")

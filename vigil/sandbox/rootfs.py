@@ -8,6 +8,9 @@ from pathlib import Path
 
 from vigil.sandbox.paths import SandboxError
 
+# The CAs this machine's administrator added (Debian's place for them), and the bundle OpenSSL reads.
+LOCAL_CAS = Path("/usr/local/share/ca-certificates")
+CA_BUNDLE = "etc/ssl/certs/ca-certificates.crt"
 # The stamps systemd-update-done leaves after a boot that followed an update of /usr (systemd-update-done(8)).
 UPDATE_STAMPS = ("etc/.updated", "var/.updated")
 
@@ -45,3 +48,23 @@ def mark_first_boot_done(root: Path) -> None:
     for relative in UPDATE_STAMPS:
         write_into_rootfs(root, relative, f"TIMESTAMP_NSEC={usr.st_mtime_ns}\n")
         os.utime(rootfs_path(root, relative), ns=(usr.st_mtime_ns, usr.st_mtime_ns), follow_symlinks=False)
+
+
+def trust_local_cas(root: Path, local: Path = LOCAL_CAS) -> list[str]:
+    """Have the VPS trust the CAs this machine's administrator added (LOCAL_CAS): its traffic leaves through
+    this machine, whose egress may be a proxy that re-signs TLS (pip on a VPS reaching PyPI otherwise fails
+    to verify it). Each goes where Debian keeps local CAs and into the bundle OpenSSL reads, as
+    update-ca-certificates would put it. Returns the names added."""
+    found = sorted(path for path in local.glob("*.crt") if path.is_file()) if local.is_dir() else []
+    pems = {path.name: path.read_text() for path in found}
+    pems = {name: pem for name, pem in pems.items() if "BEGIN CERTIFICATE" in pem and "PRIVATE KEY" not in pem}
+    if not pems:
+        return []
+    for name, pem in pems.items():
+        write_into_rootfs(root, f"usr/local/share/ca-certificates/{name}", pem)
+    bundle = rootfs_path(root, CA_BUNDLE)
+    current = bundle.read_text() if bundle.is_file() and not bundle.is_symlink() else ""
+    missing = [pem.strip() + "\n" for pem in pems.values() if pem.strip() not in current]
+    if missing:
+        write_into_rootfs(root, CA_BUNDLE, current + "".join(missing))
+    return list(pems)
