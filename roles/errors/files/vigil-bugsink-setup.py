@@ -27,6 +27,17 @@ mode = os.environ.get("VIGIL_BUGSINK_SETUP", "check")
 differences = []
 User = get_user_model()
 
+
+def ensure_admin_of(membership, field: str, scope, role) -> None:
+    """The admin account an accepted admin of `scope` (a team or a project), once both exist."""
+    if scope is None or admin is None or not admin.pk:
+        return
+    if not membership.objects.filter(**{field: scope}, user=admin, role=role, accepted=True).exists():
+        differences.append(f"admin's {field} membership")
+        if mode == "apply":
+            membership.objects.update_or_create(**{field: scope}, user=admin, defaults={"role": role, "accepted": True})
+
+
 with transaction.atomic():
     admin = User.objects.filter(username=wanted["admin_email"]).first()
     if admin is None or not admin.is_superuser or not admin.check_password(wanted["admin_password"]):
@@ -42,12 +53,7 @@ with transaction.atomic():
         differences.append(f"team {wanted['team']}")
         if mode == "apply":
             team = Team.objects.create(name=wanted["team"])
-    if team is not None and admin is not None and admin.pk and not TeamMembership.objects.filter(
-            team=team, user=admin, role=TeamRole.ADMIN, accepted=True).exists():
-        differences.append("admin's team membership")
-        if mode == "apply":
-            TeamMembership.objects.update_or_create(team=team, user=admin,
-                                                    defaults={"role": TeamRole.ADMIN, "accepted": True})
+    ensure_admin_of(TeamMembership, "team", team, TeamRole.ADMIN)
 
     key = uuid.UUID(wanted["project_key"])
     project = Project.objects.filter(id=wanted["project_id"]).first()
@@ -57,12 +63,7 @@ with transaction.atomic():
             project = project or Project(id=wanted["project_id"], slug=wanted["project_slug"])
             project.name, project.sentry_key, project.team = wanted["project"], key, team
             project.save()
-    if project is not None and admin is not None and admin.pk and not ProjectMembership.objects.filter(
-            project=project, user=admin, role=ProjectRole.ADMIN, accepted=True).exists():
-        differences.append("admin's project membership")
-        if mode == "apply":
-            ProjectMembership.objects.update_or_create(project=project, user=admin,
-                                                       defaults={"role": ProjectRole.ADMIN, "accepted": True})
+    ensure_admin_of(ProjectMembership, "project", project, ProjectRole.ADMIN)
 
     tokens = AuthToken.objects.filter(description=wanted["token_description"])
     if [(token.token, *(getattr(token, right) for right in TOKEN_RIGHTS)) for token in tokens] != [
