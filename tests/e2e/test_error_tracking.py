@@ -20,6 +20,7 @@ from playwright.sync_api import sync_playwright
 from tests.support.sandbox_hosts import MONITOR_HOST, REPO, invoke
 from vigil.audit.browser import chromium
 from vigil.core.inventory import load_inventory
+from vigil.incident import records
 from vigil.vault.error_tracking import PROJECT_ID, api_token, dsn, errors_site
 from vigil.vault.store import load
 
@@ -140,7 +141,9 @@ def test_the_frontends_server_and_browser_errors_reach_bugsink(deployed, sandbox
     assert release in issue["events_at"]
 
 
-def test_incident_status_shows_the_new_error_groups_since_the_last_deploy(deployed, sandbox):
+def test_incident_status_and_the_post_mortem_show_the_new_error_groups(deployed, sandbox):
+    # An incident open (as a runbook opens one when its check fails), then an error thrown while it lasts.
+    incident = records.open_incident("sandbox", "e2e: errors during an incident")
     name = kind()
     requests.get(f"https://{sandbox.addresses[WEB]}/api/test/error?kind={name}", verify=CA, timeout=15)
     wait_for_issue(f"vigil test error: {name}")
@@ -152,6 +155,12 @@ def test_incident_status_shows_the_new_error_groups_since_the_last_deploy(deploy
     assert "since the last deploy" in check["detail"]
     token = api_token(load("sandbox")["BUGSINK_SECRET_KEY"])
     assert token not in run.stdout + run.stderr
+    report = invoke("incident.report", incident.id, timeout=300)
+    assert report.code == 0, report.stdout[-3000:] + report.stderr
+    section = report.stdout.split("## New errors (error tracker)", 1)[1].split("\n## ", 1)[0]
+    release = live_release(sandbox, WEB)
+    assert f"vigil test error: {name} (GET /test/error): 1 event(s), in {release}" in section, section
+    assert token not in report.stdout + report.stderr
 
 
 def test_with_bugsink_down_the_app_serves_every_request_and_the_alert_fires(alerting, sandbox):

@@ -14,7 +14,9 @@ from pyrage import x25519
 
 from tests.support.sandbox_hosts import REPO, app_database_login, invoke
 from vigil.core.errors import ExitCode
+from vigil.core.inventory import load_inventory
 from vigil.vault.env_files import render_dotenv
+from vigil.vault.error_tracking import dsn, errors_site
 from vigil.vault.keys import load_recipients
 from vigil.vault.masking import forms_of, password_forms
 from vigil.vault.paths import SecretsPaths
@@ -65,9 +67,12 @@ def test_push_writes_0600_files_owned_by_the_app_user_then_reports_unchanged(pro
     urls = {"vps1": f"postgresql://together_pray:{values(scratch)['DB_PASSWORD']}@127.0.0.1:5432/together_pray",
             "vps2": f"postgresql://together_pray:{values(scratch)['DB_PASSWORD']}@10.213.1.2:5432/together_pray"
                     "?sslmode=verify-full&sslrootcert=/etc/together-pray/database-server.crt"}
+    # SENTRY_DSN is derived too: the DSN of the env's Bugsink (the monitor host's), from BUGSINK_SECRET_KEY.
+    derived = {"SENTRY_DSN": dsn(errors_site(load_inventory("sandbox")), values(scratch)["BUGSINK_SECRET_KEY"])}
     for name in ("vps1", "vps2"):
         expected = render_dotenv(
-            schema.for_service("backend", {**values(scratch), "DATABASE_URL": urls[name]}), list(schema.keys)
+            schema.for_service("backend", {**values(scratch), "DATABASE_URL": urls[name], **derived}),
+            list(schema.keys),
         )
         assert (second.host(name)["changed"], second.host(name)["failed"]) == (0, 0)
         listing = sandbox.ssh(name, "stat -c '%n %U %G %a' /etc/together-pray /etc/together-pray/backend.env "
@@ -91,13 +96,16 @@ def test_no_value_appears_in_any_process_command_line_or_environment_while_pushi
         if key not in public
         for form in forms_of(value)
     }
-    # A bounded sampler of every process's argv and environment on the host, stopped by a flag file.
+    # A bounded sampler of every process's argv and environment on the host, stopped by a flag file: all but
+    # the app's own (user together-pray), whose environment holds its secrets by design (its env files,
+    # EnvironmentFile=), read anew when the push restarts it.
     sandbox.ssh(
         "vps1",
         "rm -f /tmp/proc-watch /tmp/proc-watch.stop; nohup sh -c '"
         "end=$(( $(date +%s) + 60 )); "
         "while [ ! -e /tmp/proc-watch.stop ] && [ $(date +%s) -lt $end ]; do "
-        'for p in /proc/[0-9]*; do tr "\\0" " " < $p/cmdline; echo; tr "\\0" "\\n" < $p/environ; done 2>/dev/null; '
+        'for p in /proc/[0-9]*; do [ "$(stat -c %U $p)" = together-pray ] && continue; '
+        'tr "\\0" " " < $p/cmdline; echo; tr "\\0" "\\n" < $p/environ; done 2>/dev/null; '
         "done > /tmp/proc-watch' >/dev/null 2>&1 &",
     )
     time.sleep(1)
