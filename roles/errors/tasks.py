@@ -76,6 +76,7 @@ def tasks(role, vars):
     pins = hashlib.sha256(requirements).hexdigest()[:16]
     values = {"user": USER, "base_dir": BASE_DIR, "config_dir": CONFIG_DIR, "venv": VENV,
               "port": vars.integer("errors_port", minimum=1025), "server_name": site.server_name,
+              "base_url": site.origin,
               "workers": vars.integer("errors_web_workers", minimum=1),
               "snappea_workers": vars.integer("errors_snappea_workers", minimum=1),
               "memory_max": vars.string("errors_memory_max", r"[0-9]+[KMG]?"),

@@ -37,8 +37,13 @@ class ErrorsSite:
     verify: str | bool
 
     @property
+    def netloc(self) -> str:
+        """The server name as a URL carries it (an IPv6 address in brackets)."""
+        return f"[{self.server_name}]" if ":" in self.server_name else self.server_name
+
+    @property
     def origin(self) -> str:
-        return f"https://{self.server_name}"
+        return f"https://{self.netloc}"
 
 
 def errors_site(inventory: Inventory | None) -> ErrorsSite | None:
@@ -100,4 +105,4 @@ def dsn(site: ErrorsSite, secret_key: str) -> str:
 
     Example: dsn(ErrorsSite("vps4", "errors.example.org", True), key) -> "https://0f3a...@errors.example.org/1"
     """
-    return f"https://{project_key(secret_key)}@{site.server_name}/{PROJECT_ID}"
+    return f"https://{project_key(secret_key)}@{site.netloc}/{PROJECT_ID}"

@@ -104,3 +104,10 @@ def test_a_dsn_whose_origin_could_break_nginxs_quotes_is_refused():
     vars = nginx_vars({"NEXT_PUBLIC_SENTRY_DSN": 'https://abc@errors.example.org"x/1'})
     with pytest.raises(ConfigError, match="NEXT_PUBLIC_SENTRY_DSN"):
         error_tracker_origin(vars)
+
+
+def test_an_ipv6_site_is_bracketed_in_its_urls():
+    inventory = layout(WATCHED, host_vars={"mon1": {"errors_server_name": "2001:db8::9"}})
+    site = errors_site(inventory)
+    assert site.origin == "https://[2001:db8::9]"
+    assert dsn(site, KEY) == f"https://{project_key(KEY)}@[2001:db8::9]/1"
