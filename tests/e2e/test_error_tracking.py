@@ -188,9 +188,8 @@ def test_with_bugsink_down_the_app_serves_every_request_and_the_alert_fires(aler
         alerting.wait_for("FIRING", "ErrorTrackingDown", MONITOR_HOST, off, ALERT_WITHIN)
     finally:
         sandbox.ssh(MONITOR_HOST, f"iptables -D {drop}; systemctl start bugsink-web.service")
-    on = time.time()
-    alerting.wait_for("RESOLVED", "ErrorTrackingDown", MONITOR_HOST, on, ALERT_WITHIN + 30)
-    # Back: a new error is tracked again.
+    # Back: a new error is tracked again (the alert resolves a probe later; the modules after this one
+    # read no alerts, so the suite does not wait for it).
     name = kind()
     requests.get(f"https://{sandbox.addresses[WEB]}/api/test/error?kind={name}", verify=CA, timeout=15)
     wait_for_issue(f"vigil test error: {name}")
