@@ -233,6 +233,7 @@ def test_shipped_roles_and_playbooks_load():
         "app",
         "previews",
         "analytics",
+        "etcd",
         "postgresql",
         "pgbackrest",
         "exporters",
