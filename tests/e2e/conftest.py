@@ -31,7 +31,8 @@ from vigil.core.yaml_loader import load_yaml
 # order, so that no other module meets hosts it did not onboard. Error tracking's goes before them: the
 # errors it throws on purpose are the API's 5xx, and ApiErrorRate fires for minutes after (what the
 # modules that read incident.status or the alerts must not meet); those two read neither.
-RUN_LAST = ("test_error_tracking.py", "test_split_database_on_debian12.py", "test_moving_in.py")
+RUN_LAST = ("test_error_tracking.py", "test_split_database_on_debian12.py", "test_moving_in.py",
+            "test_database_cluster.py")
 
 
 def pytest_collection_modifyitems(items):
