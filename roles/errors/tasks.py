@@ -64,10 +64,15 @@ SETUP = f"""VIGIL_BUGSINK_SETUP="$1" exec {MANAGE} shell --verbosity=0 \
 --command='exec(open("{SETUP_SCRIPT}").read())'"""
 
 
+def runs_here(vars) -> bool:
+    """Whether this host is the monitor host and Bugsink is on."""
+    monitor = monitor_host(vars.inventory) if vars.inventory is not None else None
+    return monitor is not None and monitor.name == vars.host.name and vars.boolean("errors_enabled")
+
+
 def tasks(role, vars):
     """The errors role's operations for the monitor host, in order; nothing on other hosts."""
-    monitor = monitor_host(vars.inventory) if vars.inventory is not None else None
-    if monitor is None or monitor.name != vars.host.name or not vars.boolean("errors_enabled"):
+    if not runs_here(vars):
         return []
     site = errors_site(vars.inventory)
     secret_key = vars.secret(SECRET_KEY).value
@@ -145,6 +150,8 @@ def site_operations(role, vars, server_name: str, port: int) -> list:
 
 
 def handlers(role, vars):
+    if not runs_here(vars):
+        return {}
     return {"reload systemd": DaemonReload(),
             **{f"restart {service}": ServiceAction(f"{service}.service", "restart") for service in SERVICES},
             "reload nginx": ServiceAction("nginx.service", "reload", check=cmd("nginx", "-t", "-q"),

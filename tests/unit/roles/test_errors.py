@@ -42,7 +42,10 @@ def by_path(operations) -> dict[str, File]:
     ("web1", {"web": ["web1"], "db": ["web1"]}, {}),
 ])
 def test_only_the_monitor_host_gets_bugsink(host, groups, cli_vars):
-    assert errors_plan(host, groups, **cli_vars) == []
+    plans = errors_plans(host, groups, **cli_vars)
+    # Neither operations nor handlers: another host's plan names nothing of Bugsink (bench/peers refuses
+    # a handler it has no counterpart for).
+    assert [(plan.operations, plan.handlers) for plan in plans] == [([], {})]
 
 
 def test_the_secrets_land_in_files_only_root_and_bugsink_read():
