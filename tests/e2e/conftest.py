@@ -28,11 +28,12 @@ from tests.support.sandbox_hosts import (
 from vigil.core.yaml_loader import load_yaml
 
 # Modules that boot more VPSes into the sandbox (listed in its inventory from then on) run last, in this
-# order, so that no other module meets hosts it did not onboard. Error tracking's goes before them: the
-# errors it throws on purpose are the API's 5xx, and ApiErrorRate fires for minutes after (what the
-# modules that read incident.status or the alerts must not meet); those two read neither.
-RUN_LAST = ("test_error_tracking.py", "test_split_database_on_debian12.py", "test_moving_in.py",
-            "test_database_cluster.py")
+# order, so that no other module meets hosts it did not onboard.
+RUN_LAST = ("test_split_database_on_debian12.py", "test_moving_in.py", "test_database_cluster.py")
+# Error tracking's runs after every module that reads incident.status or the alerts (the errors it throws on
+# purpose are the API's 5xx, and ApiErrorRate fires for minutes after) and before the sandbox's own, which
+# takes the sandbox down and brings back two hosts only (its monitor host, Bugsink's, is gone after).
+RUN_BEFORE = {"test_error_tracking.py": "test_sandbox_vpses.py"}
 
 
 def pytest_collection_modifyitems(items):
@@ -41,6 +42,11 @@ def pytest_collection_modifyitems(items):
         return RUN_LAST.index(name) + 1 if name in RUN_LAST else 0
 
     items.sort(key=position)  # stable: every other test keeps its order
+    for module, before in RUN_BEFORE.items():
+        moved = [item for item in items if item.path.name == module]
+        rest = [item for item in items if item.path.name != module]
+        index = next((n for n, item in enumerate(rest) if item.path.name == before), len(rest))
+        items[:] = rest[:index] + moved + rest[index:]
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 import requests
 from playwright.sync_api import sync_playwright
 
@@ -30,6 +31,19 @@ WEB, OTHER_WEB = "vps1", "vps2"
 EVENT_DEADLINE = 60
 # As inventory/sandbox.yml's monitoring intervals make an alert arrive (test_monitoring.py).
 ALERT_WITHIN = 90
+
+
+@pytest.fixture(scope="module", autouse=True)
+def own_secrets(deployed, sandbox):
+    """The repository's sandbox secrets on both web hosts (a module before may have pushed scratch ones),
+    the app answering again after the restart a push makes."""
+    pushed = invoke("secrets.push", "--limit=vps1,vps2", timeout=600)
+    assert pushed.code == 0, pushed.stdout[-3000:] + pushed.stderr
+    for host in (WEB, OTHER_WEB):
+        deadline = time.time() + 120
+        while requests.get(f"https://{sandbox.addresses[host]}/api/health", verify=CA, timeout=15).status_code != 200:
+            assert time.time() < deadline, f"{host}'s API did not answer after the push"
+            time.sleep(1)
 
 
 def site():
