@@ -30,10 +30,11 @@ from vigil.core.yaml_loader import load_yaml
 # Modules that boot more VPSes into the sandbox (listed in its inventory from then on) run last, in this
 # order, so that no other module meets hosts it did not onboard.
 RUN_LAST = ("test_split_database_on_debian12.py", "test_moving_in.py", "test_database_cluster.py")
-# Error tracking's runs after every module that reads incident.status or the alerts (the errors it throws on
-# purpose are the API's 5xx, and ApiErrorRate fires for minutes after) and before the sandbox's own, which
-# takes the sandbox down and brings back two hosts only (its monitor host, Bugsink's, is gone after).
-RUN_BEFORE = {"test_error_tracking.py": "test_sandbox_vpses.py"}
+# Error tracking's runs after the modules that read incident.status's verdict or every alert (the errors it
+# throws on purpose are the API's 5xx, and ApiErrorRate fires for minutes after) and before the recovery
+# module, which reads only the backup alerts it causes and leaves vps1 rebuilt without its app; and the
+# sandbox's own module after that takes the sandbox down and brings back two hosts only.
+RUN_BEFORE = {"test_error_tracking.py": "test_recovery_repository.py"}
 
 
 def pytest_collection_modifyitems(items):

@@ -39,7 +39,8 @@ def cluster(sandbox, tmp_path_factory):
 
     def only_the_members(data):
         data["hosts"] = {name: data["hosts"][name] for name in MEMBERS}
-        data["groups"] = {"db": {"hosts": list(MEMBERS)}}
+        # No web host of its own: the database hosts' firewall then opens PostgreSQL to nobody else.
+        data["groups"] = {"db": {"hosts": list(MEMBERS)}, "web": {"hosts": []}}
 
     inventory = sandbox.scratch_inventory(tmp_path_factory.mktemp("cluster"), only_the_members)
     first = invoke("provision.server", "--json", inventory=inventory, timeout=1800)
