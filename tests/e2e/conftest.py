@@ -46,7 +46,9 @@ def pytest_collection_modifyitems(items):
     for module, before in RUN_BEFORE.items():
         moved = [item for item in items if item.path.name == module]
         rest = [item for item in items if item.path.name != module]
-        index = next((n for n, item in enumerate(rest) if item.path.name == before), len(rest))
+        # Without that module in the run, still before the modules that boot more VPSes.
+        index = next((n for n, item in enumerate(rest) if item.path.name == before or item.path.name in RUN_LAST),
+                     len(rest))
         items[:] = rest[:index] + moved + rest[index:]
 
 

@@ -21,9 +21,10 @@ MEMBERS = ("vps7", "vps8", "vps9")
 TLS = "--cacert=/etc/etcd/tls/ca.crt --cert=/etc/etcd/tls/member.crt --key=/etc/etcd/tls/member.key"
 
 
-def etcdctl(sandbox, address: str, arguments: str, check: bool = True) -> str:
-    """etcdctl on the member at `address`, against its own endpoint, with its certificate."""
-    return sandbox.ssh_at(address, f"ETCDCTL_API=3 etcdctl --endpoints=https://127.0.0.1:2379 {TLS} "
+def etcdctl(sandbox, address: str, arguments: str, check: bool = True, endpoints: str = "https://127.0.0.1:2379"
+            ) -> str:
+    """etcdctl on the member at `address`, against `endpoints` (its own by default), with its certificate."""
+    return sandbox.ssh_at(address, f"ETCDCTL_API=3 etcdctl --endpoints={endpoints} {TLS} "
                                    f"--command-timeout=5s {arguments} 2>&1", check=check)
 
 
@@ -58,9 +59,9 @@ def test_three_members_form_one_cluster_over_tls_and_a_second_run_changes_nothin
     assert sorted(member["name"] for member in listed["members"]) == list(MEMBERS)
     assert sorted(url for member in listed["members"] for url in member["peerURLs"]) == sorted(
         f"https://{addresses[name]}:2380" for name in MEMBERS)
-    health = etcdctl(sandbox, addresses["vps8"], f"endpoint health --endpoints="
-                                                 f"{','.join(f'https://{addresses[n]}:2379' for n in MEMBERS)}")
-    assert health.count("is healthy") == 3, health
+    every = ",".join(f"https://{addresses[name]}:2379" for name in MEMBERS)
+    health = etcdctl(sandbox, addresses["vps8"], "endpoint health", endpoints=every)
+    assert health.count("is healthy") == 3 and "unhealthy" not in health, health
     # One store, seen from every member: a key written on one is read on another.
     etcdctl(sandbox, addresses["vps7"], "put vigil/e2e written-on-vps7")
     assert etcdctl(sandbox, addresses["vps9"], "get vigil/e2e --print-value-only").strip() == "written-on-vps7"
@@ -101,12 +102,17 @@ def test_one_member_down_keeps_a_quorum_two_down_leave_none(cluster, sandbox):
     finally:
         for name in ("vps8", "vps9"):
             invoke("sandbox.poweron", name, timeout=600)
-    # Back together: every member healthy again, the last agreed value kept.
+    # Back together: every member healthy again. The refused write was never acknowledged, and its fate is
+    # etcd's to decide (a proposal the lone member had logged may commit once the others are back, as Raft
+    # allows for a write that timed out); what was acknowledged is never lost, and writes are taken again.
     health = etcdctl(sandbox, addresses["vps7"], "endpoint health --cluster", check=False)
     for _ in range(30):
         if health.count("is healthy") == 3:
             break
         time.sleep(2)
         health = etcdctl(sandbox, addresses["vps7"], "endpoint health --cluster", check=False)
-    assert health.count("is healthy") == 3, health
-    assert etcdctl(sandbox, addresses["vps9"], "get vigil/e2e --print-value-only").strip() == "one-member-down"
+    assert health.count("is healthy") == 3 and "unhealthy" not in health, health
+    assert etcdctl(sandbox, addresses["vps9"], "get vigil/e2e --print-value-only").strip() in ("one-member-down",
+                                                                                              "alone")
+    etcdctl(sandbox, addresses["vps8"], "put vigil/e2e together-again")
+    assert etcdctl(sandbox, addresses["vps9"], "get vigil/e2e --print-value-only").strip() == "together-again"
