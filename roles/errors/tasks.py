@@ -86,8 +86,7 @@ def tasks(role, vars):
               "snappea_workers": vars.integer("errors_snappea_workers", minimum=1),
               "memory_max": vars.string("errors_memory_max", r"[0-9]+[KMG]?"),
               "max_event_age_days": vars.integer("errors_max_event_age_days", minimum=1),
-              "title": f"{team} errors ({vars.string('vigil_env')})",
-              "secret_key": secret_key}
+              "title": f"{team} errors ({vars.string('vigil_env')})"}
     values["hardening"] = render_template(role.template("hardening.j2"), values)
     setup = {"admin_email": vars.string("errors_admin_email", r"[^@\s]+@[^@\s]+"),
              "admin_password": vars.secret("BUGSINK_ADMIN_PASSWORD").value,
@@ -112,7 +111,8 @@ def tasks(role, vars):
         File(REQUIREMENTS, requirements, name="Ensure Bugsink's pinned requirements are in place."),
         Guarded([script(INSTALL, pins, INSTALL_DIR, REQUIREMENTS)], unless=script(INSTALLED, pins, INSTALL_DIR),
                 notify=restart, name="Ensure Bugsink's pinned packages are installed (hashes checked)."),
-        File(f"{CONFIG_DIR}/bugsink_conf.py", render_template(role.template("bugsink_conf.py.j2"), values),
+        File(f"{CONFIG_DIR}/bugsink_conf.py", render_template(role.template("bugsink_conf.py.j2"),
+                                                                   {**values, "secret_key": secret_key}),
              group=USER, mode="0640", secret=True, notify=restart, name="Ensure Bugsink's settings are managed."),
         File(MANAGE, MANAGE_WRAPPER, mode="0755", name=f"Ensure {MANAGE} runs Bugsink's manage.py as {USER}."),
         Guarded([cmd(MANAGE, "migrate", "--noinput", "--verbosity=0"),
