@@ -7,13 +7,12 @@ task (migrations), all started through /usr/local/sbin/vigil-app-unit.
 """
 
 
-from vigil.core.commands import cmd, script
 from vigil.core.errors import ConfigError
 from vigil.core.operations import render_template
 from vigil.deploy.build import app_sources
+from vigil.deploy.certificates import system_trust
 from vigil.deploy.settings import task_command
 from vigil.operations.files import Directory, File
-from vigil.operations.guarded import Guarded
 from vigil.operations.systemd import DaemonReload
 from vigil.vault.error_tracking import ca_pem, errors_site
 
@@ -32,13 +31,7 @@ def error_tracker_trust(vars) -> list:
     pem = ca_pem(site) if site is not None else None
     if pem is None:
         return []
-    return [
-        File(ERROR_TRACKER_CA, pem, name="Ensure the error tracker's CA certificate is here."),
-        Guarded([cmd("update-ca-certificates"), cmd("install", "-D", "-m", "0644", ERROR_TRACKER_CA,
-                                                    ERROR_TRACKER_CA_INSTALLED)],
-                unless=script('cmp -s -- "$1" "$2"', ERROR_TRACKER_CA, ERROR_TRACKER_CA_INSTALLED),
-                name="Ensure the system trusts the error tracker's CA."),
-    ]
+    return system_trust(pem, ERROR_TRACKER_CA, ERROR_TRACKER_CA_INSTALLED, "the error tracker's CA")
 
 
 def tasks(role, vars):

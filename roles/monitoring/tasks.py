@@ -111,18 +111,19 @@ def blackbox_config(vars, has_ca: bool) -> dict:
     modules = {"ssh": {"prober": "tcp", "timeout": timeout,
                        "tcp": {"preferred_ip_protocol": "ip4", "query_response": [{"expect": SSH_BANNER}]}}}
     for name in hosts_in(vars, "web"):
-        server_name = site_name(vars, name)
-        tls = {"server_name": server_name, **({"ca_file": SITE_CA_FILE} if has_ca else {})}
-        modules[f"site_{name}"] = {"prober": "http", "timeout": timeout, "http": {
-            "preferred_ip_protocol": "ip4", "headers": {"Host": server_name}, "fail_if_not_ssl": True,
-            "valid_status_codes": [200], "tls_config": tls}}
+        modules[f"site_{name}"] = https_module(site_name(vars, name), timeout, has_ca)
     errors = errors_site(vars.inventory)
     if errors is not None:
-        tls = {"server_name": errors.server_name, **({"ca_file": SITE_CA_FILE} if has_ca else {})}
-        modules["errors"] = {"prober": "http", "timeout": timeout, "http": {
-            "preferred_ip_protocol": "ip4", "headers": {"Host": errors.server_name}, "fail_if_not_ssl": True,
-            "valid_status_codes": [200], "tls_config": tls}}
+        modules["errors"] = https_module(errors.server_name, timeout, has_ca)
     return {"modules": modules}
+
+
+def https_module(server_name: str, timeout: str, has_ca: bool) -> dict:
+    """A blackbox module that asks a site as a visitor does: its Host and TLS name, 200 over HTTPS only."""
+    tls = {"server_name": server_name, **({"ca_file": SITE_CA_FILE} if has_ca else {})}
+    return {"prober": "http", "timeout": timeout, "http": {
+        "preferred_ip_protocol": "ip4", "headers": {"Host": server_name}, "fail_if_not_ssl": True,
+        "valid_status_codes": [200], "tls_config": tls}}
 
 
 def static(targets: list[str], **labels) -> dict:

@@ -100,10 +100,18 @@ def trusted_acme_ca(vars) -> list:
         raise ConfigError(
             f"{rel(path)}: not a PEM certificate, or it holds more than certificates (nginx_certbot_ca_certificate)"
         )
+    return system_trust(pem, ACME_CA, ACME_CA_INSTALLED, "the ACME server's CA")
+
+
+def system_trust(pem: str | bytes, path: str, installed: str, what: str) -> list:
+    """A CA certificate trusted system-wide: written to `path` (Debian's local CA directory), the trust store
+    rebuilt only when it differs from the copy last added (`installed`).
+
+    Example: system_trust(pem, ACME_CA, ACME_CA_INSTALLED, "the ACME server's CA")
+    """
     return [
-        File(ACME_CA, pem, name="Ensure the ACME server's CA certificate is installed."),
-        # The trust store is rebuilt only when the certificate differs from the one last added.
-        Guarded([cmd("update-ca-certificates"), cmd("install", "-D", "-m", "0644", ACME_CA, ACME_CA_INSTALLED)],
-                unless=script('cmp -s -- "$1" "$2"', ACME_CA, ACME_CA_INSTALLED),
-                name="Ensure the system trusts the ACME server's CA."),
+        File(path, pem, name=f"Ensure {what}'s certificate is installed."),
+        Guarded([cmd("update-ca-certificates"), cmd("install", "-D", "-m", "0644", path, installed)],
+                unless=script('cmp -s -- "$1" "$2"', path, installed),
+                name=f"Ensure the system trusts {what}."),
     ]
