@@ -1,5 +1,5 @@
 """The etcd role: the database cluster's consensus store (see defaults.yml), Debian's etcd-server on each
-host of etcd_group when it has three or more.
+host of group db when it has three or more.
 
 Debian's package starts a one-member etcd on localhost when it is installed; that store knows nothing
 of the cluster, so each member's data directory is emptied once and the members start together from
@@ -17,19 +17,17 @@ import hashlib
 from vigil.core.commands import script
 from vigil.core.errors import ConfigError
 from vigil.core.operations import render_template
+from vigil.core.topology import ETCD_CLIENT_PORT, ETCD_PEER_PORT, database_cluster
 from vigil.operations.apt import AptPackages
-from vigil.operations.files import Directory, File
+from vigil.operations.files import File
 from vigil.operations.guarded import Guarded
 from vigil.operations.systemd import ServiceAction, SystemdUnit
-from vigil.vault.derived_ca import derive_ca, derive_certificate
+from vigil.vault.db_cluster import SEED, member_tls_files
 
-SEED = "DB_CLUSTER_TLS_SEED"
 TLS_DIR = "/etc/etcd/tls"
 CA, CERTIFICATE, KEY = f"{TLS_DIR}/ca.crt", f"{TLS_DIR}/member.crt", f"{TLS_DIR}/member.key"
 DATA_DIR = "/var/lib/etcd/default"
 MARKER = "/var/lib/etcd/vigil-cluster"
-# The most members a static cluster here may have, and why an even count is refused.
-MOST_MEMBERS = 7
 # Stop the member, empty its data directory, note the cluster it is for, start it without waiting.
 BOOTSTRAP = r"""
 set -eu
@@ -60,21 +58,12 @@ WAIT_SECONDS = 180
 
 
 def members(vars) -> list[str]:
-    """The inventory names of the cluster's members; [] where etcd_group has fewer than three hosts."""
-    group = vars.string("etcd_group", r"[A-Za-z0-9_-]+")
-    names = list((vars.inventory.groups if vars.inventory is not None else {}).get(group) or [])
-    if len(names) < 3:
-        return []
-    if len(names) % 2 == 0 or len(names) > MOST_MEMBERS:
-        raise ConfigError(f"{vars.where('etcd_group')}: group {group!r} has {len(names)} hosts; the database "
-                          f"cluster needs an odd number from 3 to {MOST_MEMBERS} (an even one survives no more "
-                          "failures than one fewer, and splits its votes)")
-    return names
+    """The inventory names of the cluster's members (group db, three or more); [] with fewer."""
+    return database_cluster(vars.inventory)
 
 
 def client_endpoints(vars, names: list[str]) -> str:
-    port = vars.integer("etcd_client_port", minimum=1)
-    return ",".join(f"https://{vars.address_of(name)}:{port}" for name in names)
+    return ",".join(f"https://{vars.address_of(name)}:{ETCD_CLIENT_PORT}" for name in names)
 
 
 def tasks(role, vars):
@@ -84,7 +73,7 @@ def tasks(role, vars):
         return []
     env = vars.string("vigil_env")
     seed = vars.secret(SEED)
-    client_port, peer_port = (vars.integer(f"etcd_{kind}_port", minimum=1) for kind in ("client", "peer"))
+    client_port, peer_port = ETCD_CLIENT_PORT, ETCD_PEER_PORT
     address = vars.private_address()
     initial_cluster = ",".join(f"{name}=https://{vars.address_of(name)}:{peer_port}" for name in names)
     token = f"vigil-{env}-{hashlib.sha256(initial_cluster.encode()).hexdigest()[:12]}"
@@ -92,7 +81,6 @@ def tasks(role, vars):
     if election < 5 * heartbeat:
         raise ConfigError(f"{vars.where('etcd_election_ms')}: {election} ms is under five heartbeats "
                           f"({heartbeat} ms each): members would call elections on a slow heartbeat")
-    issued = derive_certificate(seed, env, vars.host.name, [address, "127.0.0.1"])
     settings = render_template(role.template("etcd.default.j2"), {
         "name": vars.host.name, "env": env, "data_dir": DATA_DIR, "address": address, "client_port": client_port,
         "peer_port": peer_port, "initial_cluster": initial_cluster, "token": token, "certificate": CERTIFICATE,
@@ -103,13 +91,7 @@ def tasks(role, vars):
     restart = ("restart etcd",)
     return [
         AptPackages(["etcd-server", "etcd-client"], name="Ensure etcd and etcdctl are installed."),
-        Directory(TLS_DIR, owner="root", group="etcd", mode="0750"),
-        File(CA, derive_ca(seed, env).certificate, group="etcd", mode="0640", notify=restart,
-             name="Ensure the database cluster's CA is what etcd trusts."),
-        File(CERTIFICATE, issued.certificate, group="etcd", mode="0640", notify=restart,
-             name=f"Ensure {vars.host.name}'s etcd certificate is in place."),
-        File(KEY, issued.key.value, group="etcd", mode="0640", secret=True, notify=restart,
-             name=f"Ensure {vars.host.name}'s etcd key is in place, for etcd alone."),
+        *member_tls_files(seed, env, vars.host.name, address, TLS_DIR, "etcd", restart, "etcd"),
         File("/etc/default/etcd", settings, notify=restart,
              name=f"Ensure etcd is member {vars.host.name} of the cluster, over TLS."),
         Guarded([script(BOOTSTRAP, DATA_DIR, MARKER, token)], unless=script(BOOTSTRAPPED, MARKER, token),

@@ -2,7 +2,13 @@
 
 from vigil.core.errors import ConfigError
 from vigil.core.operations import render_template
-from vigil.core.topology import MONITOR_GROUP
+from vigil.core.topology import (
+    ETCD_CLIENT_PORT,
+    ETCD_PEER_PORT,
+    MONITOR_GROUP,
+    PATRONI_REST_PORT,
+    database_cluster,
+)
 from vigil.operations.apt import AptPackages
 from vigil.operations.files import File
 from vigil.operations.systemd import ServiceAction, SystemdUnit
@@ -70,6 +76,9 @@ def ssh_peers(vars) -> list[str]:
     return list(dict.fromkeys(sources))
 
 
+CLUSTER_PORTS = (ETCD_CLIENT_PORT, ETCD_PEER_PORT, PATRONI_REST_PORT)
+
+
 def group_sources(vars) -> list[tuple[int, str]]:
     """(port, source address) pairs that firewall_group_rules open on this host."""
     where = vars.where("firewall_group_rules")
@@ -82,6 +91,9 @@ def group_sources(vars) -> list[tuple[int, str]]:
         # The monitor host's rules hold in every env; one without a monitor host has nothing to open.
         if MONITOR_GROUP in (rule["hosts"], rule["from"]) and (
                 vars.inventory is None or MONITOR_GROUP not in vars.inventory.groups):
+            continue
+        # So do the database cluster's: with fewer than three database hosts nothing listens on its ports.
+        if rule["port"] in CLUSTER_PORTS and not database_cluster(vars.inventory):
             continue
         if vars.inventory is not None and rule["hosts"] not in (*vars.inventory.groups, "all"):
             raise ConfigError(f"{where}[{index}].hosts: no group {rule['hosts']!r} in the inventory")

@@ -4,13 +4,22 @@ On a host that is also the only web host the server listens on localhost
 only. When web hosts are other machines it also listens on this host's private
 address, requires TLS and scram-sha-256 from exactly those hosts (pg_hba.conf),
 and the firewall role opens 5432 to them alone (firewall_group_rules).
+
+On a member of the database cluster (three or more database hosts) Patroni runs
+the server (roles/patroni, after this role): it sets the listen addresses and
+max_connections itself, the certificate is the member's from the cluster's CA
+(the web hosts check it against that CA, dialling the leader through HAProxy on
+their loopback), the members may stream from each other, the app's role and
+database are written on the leader only, and a restart or reload goes through
+Patroni rather than postgresql@.service.
 """
 
 from vigil.core.commands import script
-from vigil.core.topology import PREVIEW_GROUP
+from vigil.core.topology import PREVIEW_GROUP, database_cluster
+from vigil.facts.postgresql import psql
 from vigil.operations.apt import AptPackages
 from vigil.operations.files import Absent, Directory, File
-from vigil.operations.guarded import Guarded
+from vigil.operations.guarded import Guarded, HandlerCommands
 from vigil.operations.postgresql import (
     SERVER_CERTIFICATE,
     SERVER_KEY,
@@ -21,6 +30,7 @@ from vigil.operations.postgresql import (
     PostgresSettings,
 )
 from vigil.operations.systemd import DaemonReload, ServiceAction, SystemdUnit
+from vigil.vault.db_cluster import REPLICATION_USER, REWIND_USER, SEED, member_certificate
 
 IDENTIFIER = r"[a-z_][a-z0-9_]{0,62}"
 
@@ -44,8 +54,15 @@ def tasks(role, vars):
     if listen == "auto":
         listen = ",".join(["localhost", vars.private_address()] if clients else ["localhost"])
     settings = {"listen_addresses": listen, "max_connections": max_connections, "password_encryption": "scram-sha-256"}
+    members = database_cluster(vars.inventory)
+    clustered = vars.host.name in members
     certificate = []
-    if clients:
+    if clustered:
+        # Patroni passes both on its command line, which outranks ALTER SYSTEM (roles/patroni's defaults).
+        del settings["listen_addresses"], settings["max_connections"]
+        settings.update({"ssl": "on", "ssl_cert_file": SERVER_CERTIFICATE, "ssl_key_file": SERVER_KEY})
+        certificate = cluster_certificate(vars)
+    elif clients:
         # Clients verify the server (sslmode=verify-full, which node-postgres applies to `require` too), so
         # its certificate must name the address they dial: Debian's snakeoil one names the host name.
         settings.update({"ssl": "on", "ssl_cert_file": SERVER_CERTIFICATE, "ssl_key_file": SERVER_KEY})
@@ -70,9 +87,24 @@ def tasks(role, vars):
         *retired_dump_backups(),
         *certificate,
         PostgresSettings(settings, notify=("restart postgresql",)),
-        PostgresRole(user, vars.secret("DB_PASSWORD")),
-        PostgresDatabase(database, owner=user),
-        PostgresClients(database, user, clients, previews, notify=("reload postgresql",)),
+        PostgresRole(user, vars.secret("DB_PASSWORD"), leader_only=clustered),
+        PostgresDatabase(database, owner=user, leader_only=clustered),
+        PostgresClients(database, user, clients, previews, notify=("reload postgresql",),
+                        cluster=[vars.address_of(name) for name in members] if clustered else [],
+                        cluster_roles=(REPLICATION_USER, REWIND_USER)),
+    ]
+
+
+def cluster_certificate(vars) -> list:
+    """The member's certificate from the cluster's CA, naming its private address and loopback."""
+    issued = member_certificate(vars.secret(SEED), vars.string("vigil_env"), vars.host.name, vars.private_address())
+    return [
+        Directory(TLS_DIR, owner="postgres", group="postgres", mode="0755"),
+        File(SERVER_CERTIFICATE, issued.certificate, owner="postgres", group="postgres", mode="0644",
+             notify=("reload postgresql",),
+             name="Ensure PostgreSQL's certificate is the member's, from the cluster's CA."),
+        File(SERVER_KEY, issued.key.value, owner="postgres", group="postgres", mode="0600", secret=True,
+             notify=("reload postgresql",), name="Ensure PostgreSQL's key is the member's, for postgres alone."),
     ]
 
 
@@ -119,7 +151,27 @@ def server_certificate(address: str) -> list:
     ]
 
 
+# Under Patroni: a reload re-reads the files (TLS, pg_hba.conf) on this member; a setting that needs a
+# restart is applied by Patroni's restart of this member only when PostgreSQL says one is pending.
+CLUSTER_RELOAD = "select pg_reload_conf()"
+CLUSTER_RESTART = r"""
+set -eu
+config=$(ls /etc/patroni/*-*.yml 2>/dev/null | head -n 1)
+if [ -n "$config" ] && systemctl is-active --quiet "patroni@$(basename "$config" .yml).service"; then
+    patronictl -c "$config" restart "$(sed -n 's/^scope: //p' "$config")" "$1" --pending --force >/dev/null
+fi
+"""
+
+
 def handlers(role, vars):
+    if vars.host.name in database_cluster(vars.inventory):
+        return {
+            "reload systemd": DaemonReload(),
+            "restart postgresql": HandlerCommands(
+                [script(CLUSTER_RESTART, vars.host.name)],
+                name="Restart PostgreSQL through Patroni where a restart is pending."),
+            "reload postgresql": HandlerCommands([psql(CLUSTER_RELOAD)], name="Reload PostgreSQL's files."),
+        }
     return {
         "reload systemd": DaemonReload(),
         "restart postgresql": ServiceAction("postgresql.service", "restart"),

@@ -1,23 +1,30 @@
-"""The database cluster's consensus store on real VPSes (roles/etcd): three more sandbox VPSes, vps7 to vps9,
-onboarded from a scratch inventory that makes them the database group, form a three-member etcd cluster over
-TLS. A second run changes nothing; a client without the cluster's certificate and anyone off the group are
-turned away; one member powered off leaves a quorum that still takes writes, two leave none (and nothing
-answers as if it had one). Runs last: it adds hosts to the sandbox's inventory.
+"""The database cluster on real VPSes (roles/etcd, roles/patroni, roles/haproxy): three more sandbox VPSes,
+vps7 to vps9, onboarded from a scratch inventory that makes them the database group, and vps10 its web host.
+They form a three-member etcd over TLS and a Patroni cluster that keeps vps7's data as the first leader's,
+the others streaming from it, one synchronously; the web host reaches the leader through HAProxy on its
+loopback, with the DATABASE_URL secrets.push derives. A second run changes nothing. Faults, for real: the
+leader powered off under a writer that records every acknowledged insert (a replica leads, the writes
+resume with no vigil task run, no acknowledged row is lost, the old leader comes back as a replica); etcd
+members powered off (one: a quorum still; two: no leader anywhere rather than two). Runs last: it adds
+hosts to the sandbox's inventory.
 """
 
 from __future__ import annotations
 
 import json
+import shlex
 import time
 
 import pytest
 
-from tests.support.sandbox_hosts import INVENTORY, invoke
+from tests.support.sandbox_hosts import INVENTORY, app_database_login, database_url_endpoint, invoke
 from vigil.core.yaml_loader import load_yaml
 from vigil.sandbox.facts import load_state
 from vigil.sandbox.paths import SandboxPaths
 
 MEMBERS = ("vps7", "vps8", "vps9")
+WEB = "vps10"
+PATRONICTL = "patronictl -c /etc/patroni/17-main.yml"
 TLS = "--cacert=/etc/etcd/tls/ca.crt --cert=/etc/etcd/tls/member.crt --key=/etc/etcd/tls/member.key"
 
 
@@ -30,29 +37,48 @@ def etcdctl(sandbox, address: str, arguments: str, check: bool = True, endpoints
 
 @pytest.fixture(scope="module")
 def cluster(sandbox, tmp_path_factory):
-    """vps7..vps9 booted and onboarded twice as the database group of a scratch inventory: (addresses, runs)."""
+    """vps7..vps9 booted and onboarded twice as the database group of a scratch inventory, vps10 as its web
+    host with the app's secrets pushed: (addresses, first run, second run, inventory)."""
     # The running hosts keep the Debian release each runs (a module before this one boots Debian 12 ones).
     running = load_state(SandboxPaths())
     releases = [f"--debian={name}:{host['release']}" for name, host in running.items() if host.get("release")]
-    started = invoke("sandbox.up", "--hosts=9", *releases, timeout=1200)
+    started = invoke("sandbox.up", "--hosts=10", *releases, timeout=1200)
     assert started.code == 0, started.stdout + started.stderr
-    addresses = {name: load_yaml(INVENTORY / "sandbox.yml")["hosts"][name]["address"] for name in MEMBERS}
+    generated = invoke("secrets.generate", "--env=sandbox")  # DB_CLUSTER_SEED, if the secrets lack it
+    assert generated.code == 0, generated.stdout + generated.stderr
+    addresses = {name: load_yaml(INVENTORY / "sandbox.yml")["hosts"][name]["address"] for name in (*MEMBERS, WEB)}
 
-    def only_the_members(data):
-        data["hosts"] = {name: data["hosts"][name] for name in MEMBERS}
-        # No web host of its own: the database hosts' firewall then opens PostgreSQL to nobody else.
-        data["groups"] = {"db": {"hosts": list(MEMBERS)}, "web": {"hosts": []}}
+    def only_the_cluster(data):
+        data["hosts"] = {name: data["hosts"][name] for name in (*MEMBERS, WEB)}
+        data["groups"] = {"db": {"hosts": list(MEMBERS)}, "web": {"hosts": [WEB]}}
 
-    inventory = sandbox.scratch_inventory(tmp_path_factory.mktemp("cluster"), only_the_members)
-    first = invoke("provision.server", "--json", inventory=inventory, timeout=1800)
+    inventory = sandbox.scratch_inventory(tmp_path_factory.mktemp("cluster"), only_the_cluster)
+    first = invoke("provision.server", "--json", inventory=inventory, timeout=2400)
     assert first.code == 0, first.stdout[-4000:] + first.stderr
     second = invoke("provision.server", "--json", inventory=inventory, timeout=1800)
-    return addresses, first, second
+    pushed = invoke("secrets.push", f"--limit={WEB}", inventory=inventory)
+    assert pushed.code == 0, pushed.stdout + pushed.stderr
+    return addresses, first, second, inventory
+
+
+def members_now(sandbox, address: str) -> dict[str, dict]:
+    """patronictl list on the member at `address`: member name -> its row (Role, State, TL, Lag in MB...)."""
+    return {row["Member"]: row for row in json.loads(sandbox.ssh_at(address, f"{PATRONICTL} list -f json"))}
+
+
+def wait_for(condition, seconds: float, every: float = 1.0):
+    """condition() until it returns something true, for up to `seconds`; its last answer either way."""
+    deadline = time.monotonic() + seconds
+    answer = condition()
+    while not answer and time.monotonic() < deadline:
+        time.sleep(every)
+        answer = condition()
+    return answer
 
 
 def test_three_members_form_one_cluster_over_tls_and_a_second_run_changes_nothing(cluster, sandbox):
-    addresses, first, second = cluster
-    for name in MEMBERS:
+    addresses, first, second, _ = cluster
+    for name in (*MEMBERS, WEB):
         assert first.host(name)["status"] == "changed"
         assert (second.host(name)["changed"], second.host(name)["failed"]) == (0, 0), second.host(name)
     listed = json.loads(etcdctl(sandbox, addresses["vps7"], "member list -w json"))
@@ -85,6 +111,140 @@ def test_a_client_without_the_clusters_certificate_and_hosts_off_the_group_are_t
     probe = sandbox.ssh("vps2", f"timeout 5 bash -c 'echo > /dev/tcp/{other}/2379' && echo open || echo closed",
                         check=False)
     assert probe.strip().endswith("closed"), probe
+
+
+# The app's login from its web host, as the backend makes it (its DATABASE_URL), kept in root's .pgpass and a
+# conninfo file so that no password is on a command line; psql for the queries and the writer.
+APP_LOGIN = r"""
+command -v psql >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql-client >/dev/null 2>&1
+python3 - <<'PY'
+import os, urllib.parse
+line = next(l for l in open("/etc/together-pray/backend.env") if l.startswith("DATABASE_URL="))
+url = urllib.parse.urlsplit(line.split("=", 1)[1].strip().strip("'"))
+query = dict(urllib.parse.parse_qsl(url.query))
+user, database = urllib.parse.unquote(url.username), url.path.lstrip("/")
+opener = lambda path, flags: os.open(path, flags, 0o600)
+with open("/root/.pgpass", "w", opener=opener) as pgpass:
+    pgpass.write(f"{url.hostname}:{url.port}:{database}:{user}:{urllib.parse.unquote(url.password)}\n")
+with open("/root/app.conninfo", "w", opener=opener) as conninfo:
+    conninfo.write(f"host={url.hostname} port={url.port} dbname={database} user={user} sslmode={query['sslmode']} "
+                   f"sslrootcert={query['sslrootcert']} connect_timeout=3")
+PY
+"""
+# Inserts numbered rows one transaction at a time for $1 seconds, logging each number, when its commit
+# came back, and whether it was acknowledged.
+WRITER = r"""
+cat > /root/writer.py <<'PY'
+import subprocess, sys, time
+conninfo = open("/root/app.conninfo").read()
+deadline, number = time.monotonic() + float(sys.argv[1]), 0
+with open("/root/writer.log", "w") as log:
+    while time.monotonic() < deadline:
+        number += 1
+        try:
+            done = subprocess.run(["psql", "-w", "-X", "-q", "-v", "ON_ERROR_STOP=1", conninfo, "-c",
+                                   f"insert into e2e_writes (id) values ({number})"], capture_output=True, timeout=10)
+            acknowledged = done.returncode == 0
+        except subprocess.TimeoutExpired:
+            acknowledged = False
+        log.write(f"{number} {time.time():.3f} {'ok' if acknowledged else 'failed'}\n")
+        log.flush()
+        time.sleep(0.05)
+PY
+systemctl reset-failed vigil-e2e-writer.service 2>/dev/null || true
+systemd-run --quiet --unit=vigil-e2e-writer --collect python3 /root/writer.py "$1"
+"""
+
+
+def app_sql(sandbox, address: str, sql: str, check: bool = True) -> str:
+    """`sql` as the app's role, from the web host at `address`, through HAProxy to the leader."""
+    return sandbox.ssh_at(address, f'psql -w -X -t -A -v ON_ERROR_STOP=1 "$(cat /root/app.conninfo)" '
+                                   f"-c {shlex.quote(sql)} 2>&1", check=check).strip()
+
+
+def leader_of(rows: dict[str, dict]) -> str | None:
+    return next((name for name, row in rows.items() if row["Role"] == "Leader" and row["State"] == "running"), None)
+
+
+def test_patroni_keeps_the_first_members_data_and_the_others_stream_from_it_one_synchronously(cluster, sandbox):
+    addresses, *_ = cluster
+    rows = members_now(sandbox, addresses["vps8"])
+    assert sorted(rows) == list(MEMBERS)
+    # vps7 brought its data: it leads, on the first timeline of its own system.
+    assert leader_of(rows) == "vps7", rows
+    replicas = {name: row for name, row in rows.items() if name != "vps7"}
+    assert all(row["State"] == "streaming" for row in replicas.values()), rows
+    assert sorted(row["Role"] for row in replicas.values()) == ["Replica", "Sync Standby"], rows
+    # The app's database, which roles/postgresql made on vps7 before the cluster, is on every member.
+    for name in MEMBERS:
+        assert sandbox.ssh_at(addresses[name], "runuser -u postgres -- psql -X -t -A -c " + shlex.quote(
+            "select count(*) from pg_database where datname = 'together_pray'")).strip() == "1"
+    # PostgreSQL is Patroni's alone: the distribution's unit for it is masked on every member.
+    for name in MEMBERS:
+        assert sandbox.ssh_at(addresses[name], "systemctl is-enabled postgresql@17-main.service",
+                              check=False).strip() == "masked"
+
+
+def test_the_web_host_reaches_the_leader_through_haproxy_checking_the_clusters_certificate(cluster, sandbox):
+    addresses, *_ = cluster
+    web = addresses[WEB]
+    assert database_url_endpoint(web).startswith("127.0.0.1:5000/together_pray?sslmode=verify-full&sslrootcert=")
+    assert app_database_login(web) == "together_pray|t"
+    # The root certificate is the cluster's CA, not a member's own: any member may lead.
+    issuer = sandbox.ssh_at(web, "openssl x509 -noout -subject -in /etc/together-pray/database-server.crt")
+    assert "database cluster CA" in issuer, issuer
+    # A write through it lands on the leader and reaches both replicas.
+    sandbox.ssh_at(web, APP_LOGIN)
+    app_sql(sandbox, web, "create table if not exists e2e_writes (id integer primary key, at timestamptz "
+                          "not null default now())")
+    app_sql(sandbox, web, "insert into e2e_writes (id) values (0) on conflict do nothing")
+    for name in MEMBERS:
+        count = lambda name=name: sandbox.ssh_at(  # noqa: E731
+            addresses[name], "runuser -u postgres -- psql -X -t -A -d together_pray -c "
+                             "'select count(*) from e2e_writes where id = 0'", check=False).strip() == "1"
+        assert wait_for(count, 30), name
+
+
+def test_the_leader_powered_off_under_writes_a_replica_leads_and_no_acknowledged_row_is_lost(cluster, sandbox):
+    addresses, *_ = cluster
+    web = addresses[WEB]
+    leader = leader_of(members_now(sandbox, addresses["vps8"]))
+    assert leader is not None
+    survivor = next(name for name in MEMBERS if name != leader)
+    app_sql(sandbox, web, "delete from e2e_writes where id > 0")
+    sandbox.ssh_at(web, WRITER.replace('"$1"', "120"))
+    try:
+        assert wait_for(lambda: sandbox.ssh_at(web, "grep -c ' ok$' /root/writer.log || true").strip() not in
+                        ("", "0"), 30)
+        time.sleep(3)
+        assert invoke("sandbox.poweroff", leader).code == 0
+        powered_off = time.time()
+        # No vigil task from here on: Patroni promotes a replica, HAProxy finds it, the writer goes on.
+        new_leader = wait_for(lambda: leader_of(members_now(sandbox, addresses[survivor])) not in (None, leader)
+                              and leader_of(members_now(sandbox, addresses[survivor])), 120, every=2)
+        assert new_leader, members_now(sandbox, addresses[survivor])
+
+        def resumed():
+            lines = sandbox.ssh_at(web, "cat /root/writer.log").splitlines()
+            return [line for line in lines if line.endswith(" ok") and float(line.split()[1]) > powered_off]
+        assert wait_for(resumed, 60, every=2), "writes never resumed through HAProxy"
+    finally:
+        sandbox.ssh_at(web, "systemctl stop vigil-e2e-writer.service 2>/dev/null || true", check=False)
+    log = [line.split() for line in sandbox.ssh_at(web, "cat /root/writer.log").splitlines()]
+    acknowledged = {int(number) for number, _, result in log if result == "ok"}
+    stored = {int(number) for number in app_sql(sandbox, web, "select id from e2e_writes where id > 0").split()}
+    # Synchronous replication: every insert the leader acknowledged was on a replica before it died.
+    assert acknowledged <= stored, sorted(acknowledged - stored)[:20]
+    times = [float(at) for _, at, result in log if result == "ok"]
+    gap = max(later - earlier for earlier, later in zip(times, times[1:]))
+    print(f"leader {leader} lost: {new_leader} leads; longest pause between acknowledged writes {gap:.1f} s; "
+          f"{len(acknowledged)} acknowledged, {len(log) - len(acknowledged)} failed")
+    # The old leader boots, and Patroni brings it back as a replica of the new one (pg_rewind if it must).
+    assert invoke("sandbox.poweron", leader, timeout=600).code == 0
+    rejoined = wait_for(lambda: members_now(sandbox, addresses[new_leader]).get(leader, {}).get("State")
+                        == "streaming", 240, every=3)
+    assert rejoined, members_now(sandbox, addresses[new_leader])
+    assert leader_of(members_now(sandbox, addresses[new_leader])) == new_leader
 
 
 def test_one_member_down_keeps_a_quorum_two_down_leave_none(cluster, sandbox):

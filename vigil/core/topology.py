@@ -136,3 +136,28 @@ def monitor_host(inventory: Inventory) -> Host | None:
     """The env's monitor host, the first of group `monitor`; None where the inventory has none."""
     names = inventory.groups.get(MONITOR_GROUP) or []
     return inventory.hosts[names[0]] if names else None
+
+
+# The database cluster (roles/etcd, roles/patroni, roles/haproxy): the hosts of group db, when it has three or
+# more. Fewer run one database host; an even count survives no more failures than one fewer, and splits votes.
+DATABASE_GROUP = "db"
+FEWEST_CLUSTER_MEMBERS, MOST_CLUSTER_MEMBERS = 3, 7
+# The cluster's ports, fixed (the firewall's group rules name them): etcd's clients and members, Patroni's
+# REST API (HAProxy's health checks read /primary there), and the port HAProxy on each web host forwards
+# to whichever member leads, on loopback (the app's DATABASE_URL).
+ETCD_CLIENT_PORT, ETCD_PEER_PORT, PATRONI_REST_PORT, LEADER_PORT = 2379, 2380, 8008, 5000
+
+
+def database_cluster(inventory: Inventory | None) -> list[str]:
+    """The names of the database cluster's members in inventory order; [] where group db has fewer than three.
+
+    Example: database_cluster(inventory) -> ["db1", "db2", "db3"]
+    """
+    names = list((inventory.groups if inventory is not None else {}).get(DATABASE_GROUP) or [])
+    if len(names) < FEWEST_CLUSTER_MEMBERS:
+        return []
+    if len(names) % 2 == 0 or len(names) > MOST_CLUSTER_MEMBERS:
+        raise ConfigError(f"{rel(inventory.path)}: group {DATABASE_GROUP!r} has {len(names)} hosts; the database "
+                          f"cluster needs an odd number from {FEWEST_CLUSTER_MEMBERS} to {MOST_CLUSTER_MEMBERS} "
+                          "(an even one survives no more failures than one fewer, and splits its votes)")
+    return names

@@ -115,3 +115,12 @@ def hba_fact() -> Fact:
     # so the server says where it is, in the same round trip as the content (base64: byte-exact).
     return Fact("postgresql:hba", script('f=$(psql -X -t -A -c "show hba_file") && test -n "$f" || exit 3; '
                                          'printf "%s\\n" "$f"; base64 -w0 -- "$f"', as_user="postgres"), parse_hba)
+
+
+def parse_recovery(stdout: str, status: int) -> bool | None:
+    """Whether the server is a replica (in recovery); None when it does not answer."""
+    return None if status != 0 else stdout.strip() == "t"
+
+
+def recovery_fact() -> Fact:
+    return psql_query("postgresql:in-recovery", "select pg_is_in_recovery()", parse_recovery)

@@ -43,3 +43,26 @@ class Guarded(Operation):
         if self.unless and known[f"status:{self.unless.display()}"] == 0:
             return noop(f"`{self.unless.display()}` succeeded")
         return change("run " + "; ".join(c.display() for c in self.commands), *self.commands)
+
+
+@dataclass
+class HandlerCommands(Operation):
+    """Commands that run whenever the handler they make is notified: for an action that is not a systemd
+    unit's (PostgreSQL reloaded under Patroni, which owns its process). Handlers only: as a task, it would
+    change on every run.
+
+    Example: HandlerCommands([psql("select pg_reload_conf()")], name="Reload PostgreSQL's files.")
+    """
+
+    commands: Sequence[Command]
+    name: str = ""
+    notify: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        self.name = self.name or "Run a handler's commands."
+
+    def facts(self):
+        return []
+
+    def plan(self, known):
+        return change("run " + "; ".join(c.display() for c in self.commands), *self.commands)

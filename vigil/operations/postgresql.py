@@ -12,14 +12,23 @@ import hashlib
 import hmac
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Mapping
 
 from vigil.core.commands import Command, Secret, script
 from vigil.core.errors import ConfigError
 from vigil.core.operations import Operation, change, noop
 from vigil.facts.host import memory_fact
-from vigil.facts.postgresql import database_fact, hba_fact, identifier, psql, role_fact, settings_fact, sql_literal
+from vigil.facts.postgresql import (
+    database_fact,
+    hba_fact,
+    identifier,
+    psql,
+    recovery_fact,
+    role_fact,
+    settings_fact,
+    sql_literal,
+)
 from vigil.operations.files import atomic_write, text_diff
 
 # The server's own TLS certificate and key, for clients on other hosts (roles/postgresql).
@@ -117,6 +126,8 @@ class PostgresSettings(Operation):
 class PostgresRole(Operation):
     """A login role whose password is exactly `password` (compared through the SCRAM verifier).
 
+    leader_only: on a replica of a cluster (in recovery) nothing is done: the leader's role reaches it by
+    replication, and a replica cannot write.
     Example: PostgresRole("together_pray", Secret(db_password))
     """
 
@@ -124,15 +135,18 @@ class PostgresRole(Operation):
     password: Secret
     name: str = ""
     notify: tuple[str, ...] = ()
+    leader_only: bool = False
 
     def __post_init__(self):
         identifier(self.role)
         self.name = self.name or f"Ensure PostgreSQL role {self.role} logs in with the password from secrets."
 
     def facts(self):
-        return [role_fact(self.role)]
+        return [role_fact(self.role), *([recovery_fact()] if self.leader_only else [])]
 
     def plan(self, known):
+        if self.leader_only and known[recovery_fact().key]:
+            return noop(f"a replica: role {self.role} comes from the leader by replication")
         state = known[f"postgresql:role:{self.role}"]
         verifier = scram_verifier(self.password.value)
         Secret(verifier)  # masked wherever it could show up
@@ -153,6 +167,7 @@ class PostgresRole(Operation):
 class PostgresDatabase(Operation):
     """A database owned by `owner`.
 
+    leader_only: as for PostgresRole, nothing on a replica.
     Example: PostgresDatabase("together_pray", owner="together_pray")
     """
 
@@ -160,15 +175,18 @@ class PostgresDatabase(Operation):
     owner: str
     name: str = ""
     notify: tuple[str, ...] = ()
+    leader_only: bool = False
 
     def __post_init__(self):
         identifier(self.database), identifier(self.owner)
         self.name = self.name or f"Ensure database {self.database} exists, owned by {self.owner}."
 
     def facts(self):
-        return [database_fact(self.database)]
+        return [database_fact(self.database), *([recovery_fact()] if self.leader_only else [])]
 
     def plan(self, known):
+        if self.leader_only and known[recovery_fact().key]:
+            return noop(f"a replica: database {self.database} comes from the leader by replication")
         owner = known[f"postgresql:database:{self.database}"]
         create = Command(("createdb", "--owner", self.owner, "--", self.database), as_user="postgres")
         if owner is None:
@@ -226,8 +244,10 @@ class PostgresClients(Operation):
 
     A preview's role is a member of vigil_previews and its database bears its name (`samerole`): it logs in
     over loopback or, from the preview hosts other than this one (`previews`), over TLS; to any other
-    database, or from anywhere else, it is rejected. Lines vigil adds live in one marked block at the start
-    of pg_hba.conf; the distribution's own lines (local peer, localhost scram) are left as they are.
+    database, or from anywhere else, it is rejected. With `cluster` (the members' addresses, this one's
+    included: any may lead), the replication role streams and the rewind role reads from them over TLS.
+    Lines vigil adds live in one marked block at the start of pg_hba.conf; the distribution's own lines
+    (local peer, localhost scram) are left as they are.
     Example: PostgresClients("together_pray", "together_pray", ["10.0.0.11"], notify=("reload postgresql",))
     """
 
@@ -237,10 +257,12 @@ class PostgresClients(Operation):
     previews: list[str] | None = None
     name: str = ""
     notify: tuple[str, ...] = ()
+    cluster: list[str] = field(default_factory=list)
+    cluster_roles: tuple[str, str] = ("replicator", "rewinder")
 
     def __post_init__(self):
-        identifier(self.database), identifier(self.role)
-        for address in [*self.addresses, *(self.previews or [])]:
+        identifier(self.database), identifier(self.role), [identifier(role) for role in self.cluster_roles]
+        for address in [*self.addresses, *(self.previews or []), *self.cluster]:
             if not re.fullmatch(r"[0-9a-fA-F.:]+", address):
                 raise ValueError(f"not an IP address: {address!r}")
         self.name = self.name or (f"Ensure only {', '.join(self.addresses)} may log in to {self.database} over TLS"
@@ -255,8 +277,12 @@ class PostgresClients(Operation):
             *(f"hostssl samerole +{PREVIEWS_GROUP} {cidr(address)} scram-sha-256" for address in self.previews),
             f"host    all      +{PREVIEWS_GROUP} all reject",
         ]
-        return [*previews, *(f"hostssl {self.database} {self.role} {cidr(address)} scram-sha-256"
-                             for address in self.addresses)]
+        replication, rewind = self.cluster_roles
+        members = [line for address in self.cluster for line in (
+            f"hostssl replication {replication} {cidr(address)} scram-sha-256",
+            f"hostssl postgres {rewind} {cidr(address)} scram-sha-256")]
+        return [*previews, *members, *(f"hostssl {self.database} {self.role} {cidr(address)} scram-sha-256"
+                                       for address in self.addresses)]
 
     def facts(self):
         return [hba_fact()]

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import urllib.parse
 
-from vigil.core.commands import Command
+from vigil.core.commands import Command, Secret
 from vigil.core.fanout import connect
 from vigil.core.inventory import Host, HostVars
 from vigil.core.roles import load_role
-from vigil.core.topology import Topology
+from vigil.core.topology import LEADER_PORT, Topology, database_cluster
 from vigil.operations.postgresql import SERVER_CERTIFICATE
 from vigil.vault.error_tracking import SECRET_KEY, dsn, errors_site
 from vigil.vault.masking import register
@@ -27,18 +27,37 @@ POSTGRESQL_PORT = 5432
 def postgresql_url(topology: Topology, host: Host, password: str, root_certificate: str) -> str:
     """The app's DATABASE_URL as seen from `host`: over loopback on the database host itself, else to the
     database host's private address over TLS (its pg_hba.conf accepts only hostssl from web hosts), the
-    server checked against `root_certificate` (a path on `host`) and the address it names."""
-    db = topology.database(ONE_DATABASE)
+    server checked against `root_certificate` (a path on `host`) and the address it names. With a database
+    cluster, to HAProxy on `host`'s loopback, which forwards to whichever member leads (roles/haproxy), the
+    server checked against the cluster's CA: a failover changes nothing here."""
+    members = database_cluster(topology.inventory)
+    db = topology.inventory.hosts[members[0]] if members else topology.database(ONE_DATABASE)
     db_vars = topology.inventory.vars_for(db, [load_role("postgresql")])
     user = db_vars.string("postgresql_user", r"[a-z_][a-z0-9_]{0,62}")
     database = db_vars.string("postgresql_database", r"[a-z_][a-z0-9_]{0,62}")
+    if members:
+        return (f"postgresql://{credentials_of(user, password)}@127.0.0.1:{LEADER_PORT}/{database}"
+                f"?sslmode=verify-full&sslrootcert={urllib.parse.quote(root_certificate)}")
     return database_url(db_vars, host, user, password, database, root_certificate)
+
+
+def credentials_of(user: str, password: str) -> str:
+    return f"{urllib.parse.quote(user, safe='')}:{urllib.parse.quote(password, safe='')}"
+
+
+def cluster_root_certificate(values: dict[str, str], env: str) -> str:
+    """The database cluster's CA, which the web hosts check the leader's certificate against."""
+    from vigil.vault.db_cluster import SEED, cluster_ca  # noqa: PLC0415 (cryptography, only with a cluster)
+    if SEED not in values:
+        raise SecretsError(f"the database cluster's CA is derived from {SEED}, which the secrets lack: "
+                           f"run `invoke secrets.generate --env={env}`")
+    return cluster_ca(Secret(values[SEED]), env).certificate
 
 
 def database_url(db_vars: HostVars, host: Host, user: str, password: str, database: str,
                  root_certificate: str) -> str:
     """`user`'s URL of `database` on the database host of `db_vars`, as seen from `host` (see postgresql_url)."""
-    credentials = f"{urllib.parse.quote(user, safe='')}:{urllib.parse.quote(password, safe='')}"
+    credentials = credentials_of(user, password)
     if db_vars.host.name == host.name:
         return f"postgresql://{credentials}@127.0.0.1:{POSTGRESQL_PORT}/{database}"
     address = db_vars.private_address()

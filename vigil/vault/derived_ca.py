@@ -57,13 +57,14 @@ def _name(common_name: str, env: str) -> x509.Name:
                       x509.NameAttribute(NameOID.ORGANIZATION_NAME, f"vigil {env}")])
 
 
-def derive_ca(seed: Secret, env: str) -> Issued:
-    """The env's CA: its certificate and key.
+def derive_ca(seed: Secret, env: str, authority: str = "private CA") -> Issued:
+    """The env's CA: its certificate and key. `authority` names it (each seed's CA its own name, so a host
+    that trusts two of them never takes one for the other).
 
     Example: derive_ca(vars.secret("MONITORING_TLS_SEED"), "production").certificate
     """
     key = _key(seed, f"{env} ca")
-    name = _name(f"vigil {env} private CA", env)
+    name = _name(f"vigil {env} {authority}", env)
     certificate = (
         x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
         .serial_number(_serial(seed, f"{env} ca")).not_valid_before(NOT_BEFORE).not_valid_after(NOT_AFTER)
@@ -77,17 +78,20 @@ def derive_ca(seed: Secret, env: str) -> Issued:
     return Issued(certificate.public_bytes(serialization.Encoding.PEM).decode(), _pem(key))
 
 
-def derive_certificate(seed: Secret, env: str, host: str, addresses: list[str] = ()) -> Issued:
+def derive_certificate(seed: Secret, env: str, host: str, addresses: list[str] = (),
+                       authority: str = "private CA", names: list[str] = ()) -> Issued:
     """Inventory host `host`'s certificate from the env's CA, for TLS as a server (at `addresses`, its IPs)
-    and as a client (its common name is the host's inventory name, which the peer reads).
+    and as a client (its common name is the host's inventory name, which the peer reads); `names`: more DNS
+    names it answers for.
 
     Example: derive_certificate(seed, "production", "web1", ["10.0.0.11"])
     """
-    ca = derive_ca(seed, env)
+    ca = derive_ca(seed, env, authority)
     ca_key = _key(seed, f"{env} ca")
     ca_certificate = x509.load_pem_x509_certificate(ca.certificate.encode())
     key = _key(seed, f"{env} host {host}")
-    names = [x509.DNSName(host)] + [x509.IPAddress(ipaddress.ip_address(address)) for address in addresses]
+    names = ([x509.DNSName(name) for name in (host, *names)]
+             + [x509.IPAddress(ipaddress.ip_address(address)) for address in addresses])
     certificate = (
         x509.CertificateBuilder().subject_name(_name(host, env)).issuer_name(ca_certificate.subject)
         .public_key(key.public_key()).serial_number(_serial(seed, f"{env} host {host}"))

@@ -8,11 +8,11 @@ from typing import Callable
 from vigil.core.inventory import Inventory
 from vigil.core.paths import rel
 from vigil.core.runner import HostPlan
-from vigil.core.topology import Topology
+from vigil.core.topology import Topology, database_cluster
 from vigil.operations.files import Directory, File
 from vigil.operations.systemd import ServiceAction
 from vigil.operations.users import User
-from vigil.vault.derive import database_root_certificate, derive_values
+from vigil.vault.derive import cluster_root_certificate, database_root_certificate, derive_values
 from vigil.vault.env_files import render_dotenv
 from vigil.vault.paths import SecretsError
 from vigil.vault.schema import Schema
@@ -32,6 +32,8 @@ def push_plans(inventory: Inventory, schema: Schema, values: dict[str, str], env
     certificate_cache: list[str] = []
 
     def certificate() -> str:
+        if not certificate_cache and database_cluster(inventory):
+            certificate_cache.append(cluster_root_certificate(values, env))
         if not certificate_cache:
             if database_certificate is None:
                 raise SecretsError("a derived DATABASE_URL on another host needs the database server's certificate")

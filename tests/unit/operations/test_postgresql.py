@@ -149,3 +149,23 @@ def test_a_vigil_block_left_without_its_end_is_refused_not_taken_for_the_rest_of
     cut = block(APP_FROM_11).replace(HBA_END + "\n", "") + DEBIAN_HBA
     with pytest.raises(ConfigError, match="without its '# END vigil': mend it by hand"):
         PostgresClients("app", "app_user", ["10.0.0.11"]).plan({"postgresql:hba": ("/etc/pg_hba.conf", cut)})
+
+
+def test_cluster_members_may_stream_and_rewind_from_each_other_over_tls_only():
+    clients = PostgresClients("app", "app_user", ["10.0.0.11"], cluster=["10.0.0.1", "10.0.0.2"])
+    expected = block("hostssl replication replicator 10.0.0.1/32 scram-sha-256",
+                     "hostssl postgres rewinder 10.0.0.1/32 scram-sha-256",
+                     "hostssl replication replicator 10.0.0.2/32 scram-sha-256",
+                     "hostssl postgres rewinder 10.0.0.2/32 scram-sha-256", APP_FROM_11) + DEBIAN_HBA
+    plan = clients.plan({"postgresql:hba": ("/etc/postgresql/17/main/pg_hba.conf", DEBIAN_HBA)})
+    assert plan.commands[0].stdin.decode() == expected
+
+
+@pytest.mark.parametrize("operation, facts", [
+    (PostgresRole("app", Secret("new-password"), leader_only=True), {"postgresql:role:app": (False, "")}),
+    (PostgresDatabase("appdb", owner="app", leader_only=True), {"postgresql:database:appdb": ""}),
+])
+def test_on_a_replica_the_leader_only_role_and_database_are_left_to_replication(operation, facts):
+    assert not operation.plan({**facts, "postgresql:in-recovery": True}).changes
+    # On the leader (or a lone server) the same state is a change.
+    assert operation.plan({**facts, "postgresql:in-recovery": False}).changes

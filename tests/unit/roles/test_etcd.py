@@ -17,7 +17,7 @@ from vigil.operations.guarded import Guarded
 
 CLUSTER = {"web": ["web1"], "db": ["db1", "db2", "db3"]}
 PRIVATE = {"db1": "10.0.0.1", "db2": "10.0.0.2", "db3": "10.0.0.3"}
-SECRETS = {"DB_CLUSTER_TLS_SEED": "database-cluster-seed-for-unit-tests-0123"}
+SECRETS = {"DB_CLUSTER_SEED": "database-cluster-seed-for-unit-tests-0123"}
 
 
 def etcd_plans(groups=None, host="db1", secrets=None, **cli_vars):
@@ -46,7 +46,7 @@ def test_nothing_is_installed_off_the_cluster(groups, host):
 
 @pytest.mark.parametrize("members", [["db1", "db2", "db3", "db4"], [f"db{n}" for n in range(1, 10)]])
 def test_a_cluster_of_an_even_or_too_large_size_is_refused_naming_the_group(members):
-    with pytest.raises(ConfigError, match="etcd_group.*'db' has .* hosts; the database cluster needs an odd"):
+    with pytest.raises(ConfigError, match="inventory.*group 'db' has .* hosts; the database cluster needs an odd"):
         etcd_operations({"web": ["web1"], "db": members}, host="db1")
 
 
@@ -100,7 +100,7 @@ def test_the_store_is_emptied_only_for_a_new_cluster_and_the_run_waits_for_every
 
 def test_a_missing_seed_refuses_the_member_naming_the_secret():
     plan = etcd_plans(secrets={})[0]
-    assert plan.operations == [] and "secret DB_CLUSTER_TLS_SEED is missing" in plan.refused.reason
+    assert plan.operations == [] and "secret DB_CLUSTER_SEED is missing" in plan.refused.reason
 
 
 def test_an_election_timeout_under_five_heartbeats_is_refused():
