@@ -41,8 +41,8 @@ def test_the_cli_still_lists_every_collection(imported_by_the_cli):
 
 # --- only the task modules a command line names -----------------------------------------------------------
 
-EVERY = ["sandbox", "env", "provision", "vault", "deploy", "backup", "preview", "incident", "monitor", "ci", "audit",
-         "bench"]
+EVERY = ["sandbox", "env", "provision", "vault", "deploy", "backup", "db", "preview", "incident", "monitor", "ci",
+         "audit", "bench"]
 
 
 @pytest.mark.parametrize(("arguments", "modules"), [

@@ -21,6 +21,7 @@ COLLECTIONS = {
     "secrets": "vault",
     "deploy": "deploy",
     "backup": "backup",
+    "db": "db",
     "preview": "preview",
     "incident": "incident",
     "monitor": "monitor",

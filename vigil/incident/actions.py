@@ -18,6 +18,8 @@ from vigil.core.output import Reporter
 from vigil.core.playbook import Target, run_playbook
 from vigil.core.redaction import REDACTOR, mask_log_line
 from vigil.core.runner import RunOptions
+from vigil.database.cluster import Cluster
+from vigil.database.levers import failover
 from vigil.deploy.maintenance import set_maintenance
 from vigil.deploy.rollout import deploy_service, services_of
 from vigil.deploy.scripts import MARK_BAD
@@ -371,6 +373,16 @@ def act_renew_certificate(hosts: EnvHosts, step: Step, failing: Failing) -> str:
     return f"renewed the certificate on {', '.join(names)}"
 
 
+def act_failover(hosts: EnvHosts, step: Step, failing: Failing) -> str:
+    """A replica of the database cluster made leader where none leads (vigil.database.levers.failover)."""
+    said: list[str] = []
+    try:
+        failover(Cluster.of(hosts.inventory, "the runbook's failover"), None, said.append)
+    except VigilError as problem:
+        raise ActionFailed(problem.message) from None
+    return "; ".join(said)
+
+
 # What a runbook's `action: NAME` runs (its parameters are validated by runbooks.ACTIONS).
 ACTIONS: dict[str, Callable[[EnvHosts, Step, Failing], str]] = {
     "restart": act_restart,
@@ -381,4 +393,5 @@ ACTIONS: dict[str, Callable[[EnvHosts, Step, Failing], str]] = {
     "backup": act_backup,
     "notify": act_notify,
     "renew_certificate": act_renew_certificate,
+    "failover": act_failover,
 }

@@ -11,6 +11,8 @@ from typing import Callable
 
 from vigil.core.commands import Command, script
 from vigil.core.fanout import Unreachable
+from vigil.core.topology import database_cluster
+from vigil.database.cluster import Cluster
 from vigil.incident.endpoints import HTTP_ENDPOINTS, site_of
 from vigil.incident.engine import Finding
 from vigil.incident.hosts import EnvHosts
@@ -205,6 +207,21 @@ def check_port(hosts: EnvHosts, params: dict) -> list[Finding]:
     return flatten(hosts.on_hosts(hosts.group(params["hosts"]), ask))
 
 
+def check_cluster(hosts: EnvHosts, params: dict) -> list[Finding]:
+    """The database cluster (vigil.database): a running leader (require: leader), or a leader and every
+    member streaming from it (require: healthy)."""
+    if not database_cluster(hosts.inventory):
+        return [Finding("-", "cluster", False, "the inventory has no database cluster (three or more database hosts)")]
+    status = Cluster.of(hosts.inventory, "the runbook's cluster check").status()
+    leader = status.leader
+    if params["require"] == "leader":
+        return [Finding(leader.name if leader else "-", "leader", leader is not None,
+                        "leads" if leader else "; ".join(status.problems()))]
+    problems = status.problems()
+    return [Finding(leader.name if leader else "-", "cluster", not problems,
+                    "; ".join(problems) or "leads; every member streams from it")]
+
+
 # What a runbook's `check: NAME` runs (its parameters are validated by runbooks.CHECKS).
 CHECKS: dict[str, Callable[[EnvHosts, dict], list[Finding]]] = {
     "http": check_http,
@@ -213,4 +230,5 @@ CHECKS: dict[str, Callable[[EnvHosts, dict], list[Finding]]] = {
     "database": check_database,
     "certificate": check_certificate,
     "port": check_port,
+    "cluster": check_cluster,
 }

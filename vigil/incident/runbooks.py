@@ -126,6 +126,7 @@ CHECKS: dict[str, dict[str, tuple[Callable, Any]]] = {
         "hosts": (_one_of(*HOST_GROUPS), "all"),
         "listening": (_one_of(True, False), True),
     },
+    "cluster": {"require": (_one_of("leader", "healthy"), "healthy"), "wait": (_integer(0, 600), 0)},
 }
 ACTIONS: dict[str, dict[str, tuple[Callable, Any]]] = {
     "restart": {"services": (_services(SERVICES), None), "on": (None, None)},
@@ -136,6 +137,7 @@ ACTIONS: dict[str, dict[str, tuple[Callable, Any]]] = {
     "backup": {"label": (_text(r"[a-z0-9][a-z0-9-]{0,31}", "a label of lowercase letters, digits and -"), "incident")},
     "notify": {"message": (_message, None)},
     "renew_certificate": {"on": (None, None)},
+    "failover": {},
 }
 COMMON = {"id", "name", "when"}
 CHECK_ONLY, ACTION_ONLY = {"resolves"}, {"confirm"}

@@ -12,7 +12,9 @@ from vigil.core.errors import ConfigError, VigilError
 from vigil.core.fanout import Unreachable, on_hosts
 from vigil.core.inventory import Host, load_inventory
 from vigil.core.roles import load_role
-from vigil.core.topology import monitor_host
+from vigil.core.topology import database_cluster, monitor_host
+from vigil.database.cluster import Cluster
+from vigil.database.cluster import parse_status as parse_cluster
 from vigil.deploy.settings import host_settings
 from vigil.deploy.status import states_as_admin, status_row
 from vigil.incident.endpoints import https_checks, site_of
@@ -24,6 +26,7 @@ from vigil.incident.status_rules import (
     WARN,
     Check,
     alert_checks,
+    cluster_checks,
     host_checks,
     release_checks,
     repository_checks,
@@ -65,9 +68,17 @@ def gather(env: str, limit: str | None) -> list[HostReport]:
     hosts = inventory.select(limit)
     repository = find_repository(inventory)
     monitor = monitor_host(inventory)
+    # With a database cluster every member is a database host; Patroni runs its PostgreSQL, and each member
+    # also answers for the cluster (vigil.database.cluster), in the same connection.
+    cluster = Cluster.of(inventory, "incident.status") if database_cluster(inventory) else None
+    members = {host.name for host in cluster.hosts} if cluster else set()
+    views: dict[str, str] = {}
+
+    def is_database(name: str) -> bool:
+        return name in members or (database is not None and name == database.name)
 
     def roles_of(name: str) -> list[str]:
-        web, db = topology.runs_app(name), database is not None and name == database.name
+        web, db = topology.runs_app(name), is_database(name)
         backup = repository is not None and name == repository.host.name
         watches = monitor is not None and name == monitor.name
         return [role for role, on in (("web", web), ("database", db), ("backup", backup), ("monitor", watches))
@@ -75,7 +86,7 @@ def gather(env: str, limit: str | None) -> list[HostReport]:
 
     def ask(transport, host: Host) -> HostReport:
         vars = inventory.vars_for(host, roles)
-        web, db = topology.runs_app(host.name), database is not None and host.name == database.name
+        web, db = topology.runs_app(host.name), is_database(host.name)
         holds_repository = repository is not None and host.name == repository.host.name
         report = HostReport(host.name, roles_of(host.name))
         settings = host_settings(inventory, host, list(schema.services)) if web else []
@@ -84,7 +95,9 @@ def gather(env: str, limit: str | None) -> list[HostReport]:
                 for one in settings if one.layout.service in states}
         live_units = [one.layout.unit(rows[one.layout.service]["live"].split(":")[0]) for one in settings
                       if rows.get(one.layout.service, {}).get("live")]
-        units = (["nginx.service"] if web else []) + live_units + (["postgresql.service"] if db else [])
+        database_unit = cluster.config.rsplit("/", 1)[1].replace(".yml", "") if host.name in members else ""
+        database_unit = f"patroni@{database_unit}.service" if database_unit else "postgresql.service"
+        units = (["nginx.service"] if web else []) + live_units + ([database_unit] if db else [])
         _, certificate, _ = site_of(vars) if web else ("", "", True)
         # The backup host's repository may sit on a filesystem of its own (roles/pgbackrest advises it).
         directories = [repository.path] if holds_repository else []
@@ -102,6 +115,8 @@ def gather(env: str, limit: str | None) -> list[HostReport]:
         report.deployed_at = max((row["deployed"] for row in rows.values() if row.get("deployed")), default="")
         if db and repository is None:
             report.checks.append(NO_BACKUPS)
+        if host.name in members:
+            views[host.name] = transport.run(cluster.views_command(host), timeout=30).stdout
         if holds_repository:
             answer = transport.run(status_command(repository), timeout=120)
             try:
@@ -126,6 +141,15 @@ def gather(env: str, limit: str | None) -> list[HostReport]:
         if topology.runs_app(host.name) and not reports[host.name].unreachable:
             server_name, _, verify = site_of(inventory.vars_for(host, roles))
             reports[host.name].checks += https_checks(server_name, verify)
+    if cluster is not None:
+        # The cluster's view from whichever member could read it; every member's line says what is wrong.
+        answers = {name: views.get(name, Unreachable(reports[name].unreachable or "not asked")) for name in members
+                   if name in reports}
+        status = parse_cluster(cluster.scope, [host.name for host in cluster.hosts],
+                               {name: answers[name] for name in sorted(answers)})
+        for name, check in cluster_checks(status).items():
+            if name in reports and not reports[name].unreachable:
+                reports[name].checks.append(check)
     errors = errors_site(inventory)
     if errors is not None and errors.host in reports and not reports[errors.host].unreachable:
         reports[errors.host].checks.append(new_errors_check(env, errors, reports.values()))

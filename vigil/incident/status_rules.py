@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from vigil.backup.repository import STANZA_NO_BACKUP, STANZA_OK, Contents, utc
+from vigil.database.cluster import ClusterStatus
 from vigil.incident.host_status import HostFacts
 from vigil.monitor.alerts import FiringAlert
 
@@ -145,3 +146,24 @@ def release_checks(rows: dict[str, dict]) -> list[Check]:
 def verdict(checks: list[Check]) -> str:
     states = {check.state for check in checks}
     return "unhealthy" if FAIL in states else "degraded" if WARN in states else "healthy"
+
+
+def cluster_checks(status: ClusterStatus) -> dict[str, Check]:
+    """Each member's `cluster` line: its role and state, and what is wrong with the cluster (on every
+    member's line, so the screen says it wherever one looks). No leader fails; other problems warn."""
+    problems = status.problems()
+    level = FAIL if status.leader is None else WARN if problems else OK
+    listed = {member.name: member for member in status.members}
+    checks = {}
+    for name in status.expected:
+        member = listed.get(name)
+        if member is not None:
+            text = f"{member.role.lower()}, {member.state}" + (
+                f", timeline {member.timeline}" if member.timeline is not None else "") + (
+                f", {member.lag_mb:g} MB behind" if member.lag_mb else "")
+        elif name in status.own:
+            text = f"{status.own[name].role} ({status.own[name].state}), by its own account"
+        else:
+            text = "not in the cluster"
+        checks[name] = Check("cluster", level, "; ".join([text, *problems]))
+    return checks

@@ -26,7 +26,7 @@ from vigil.incident.runbooks import load_all
 from vigil.incident.runbooks import parse as parse_runbook
 from vigil.incident.runs import run_runbook
 
-SHIPPED = {"backend-down", "frontend-down", "db-down", "disk-full", "bad-deploy", "cert-expiring"}
+SHIPPED = {"backend-down", "frontend-down", "db-down", "disk-full", "bad-deploy", "cert-expiring", "db-failover"}
 
 
 def test_every_shipped_runbook_validates_and_knows_when_it_is_done():
@@ -34,7 +34,8 @@ def test_every_shipped_runbook_validates_and_knows_when_it_is_done():
     assert set(books) == SHIPPED
     for book in books.values():
         assert book.steps[0].kind == "check" and book.steps[0].resolves, book.name  # a second run stops at once
-        assert all(step.confirm for step in book.steps if step.type in ("restart", "rollback", "free_disk")), book.name
+        changing = ("restart", "rollback", "free_disk", "failover")
+        assert all(step.confirm for step in book.steps if step.type in changing), book.name
 
 
 GOOD_HEAD = "description: test\nsteps:\n  - id: health\n    check: http\n    resolves: true\n"
