@@ -125,7 +125,8 @@ query = dict(urllib.parse.parse_qsl(url.query))
 user, database = urllib.parse.unquote(url.username), url.path.lstrip("/")
 opener = lambda path, flags: os.open(path, flags, 0o600)
 with open("/root/.pgpass", "w", opener=opener) as pgpass:
-    pgpass.write(f"{url.hostname}:{url.port}:{database}:{user}:{urllib.parse.unquote(url.password)}\n")
+    # Any port: the leader's (5000) and the replicas' (5001) on this host's HAProxy.
+    pgpass.write(f"{url.hostname}:*:{database}:{user}:{urllib.parse.unquote(url.password)}\n")
 with open("/root/app.conninfo", "w", opener=opener) as conninfo:
     conninfo.write(f"host={url.hostname} port={url.port} dbname={database} user={user} sslmode={query['sslmode']} "
                    f"sslrootcert={query['sslrootcert']} connect_timeout=3")
@@ -153,6 +154,29 @@ with open("/root/writer.log", "w") as log:
 PY
 systemctl reset-failed vigil-e2e-writer.service 2>/dev/null || true
 systemd-run --quiet --unit=vigil-e2e-writer --collect python3 /root/writer.py "$1"
+"""
+
+
+# Reads a count through port $2 (5000: the leader; 5001: the replicas), one connection each, for $1 seconds.
+READER = r"""
+cat > /root/reader.py <<'PY'
+import subprocess, sys, time
+conninfo = open("/root/app.conninfo").read().replace("port=5000", "port=" + sys.argv[2])
+deadline = time.monotonic() + float(sys.argv[1])
+with open("/root/reader.log", "w") as log:
+    while time.monotonic() < deadline:
+        try:
+            done = subprocess.run(["psql", "-w", "-X", "-q", "-t", "-A", conninfo, "-c",
+                                   "select count(*) from e2e_writes"], capture_output=True, timeout=10)
+            answered = done.returncode == 0
+        except subprocess.TimeoutExpired:
+            answered = False
+        log.write(f"{time.time():.3f} {'ok' if answered else 'failed'}\n")
+        log.flush()
+        time.sleep(0.05)
+PY
+systemctl reset-failed vigil-e2e-reader.service 2>/dev/null || true
+systemd-run --quiet --unit=vigil-e2e-reader --collect python3 /root/reader.py "$1" "$2"
 """
 
 
@@ -245,6 +269,88 @@ def test_the_leader_powered_off_under_writes_a_replica_leads_and_no_acknowledged
                         == "streaming", 240, every=3)
     assert rejoined, members_now(sandbox, addresses[new_leader])
     assert leader_of(members_now(sandbox, addresses[new_leader])) == new_leader
+
+
+def test_db_status_names_the_leader_the_synchronous_standby_and_each_members_lag(cluster):
+    *_, inventory = cluster
+    shown = invoke("db.status", "--json", inventory=inventory)
+    assert shown.code == 0, shown.stdout + shown.stderr
+    status = shown.json
+    assert status["problems"] == [] and status["leader"] in MEMBERS
+    roles = sorted(member["role"] for member in status["members"])
+    assert roles == ["Leader", "Replica", "Sync Standby"]
+    assert all(member["lag_mb"] in (0, 0.0) for member in status["members"] if member["role"] != "Leader")
+    table = invoke("db.status", inventory=inventory)
+    assert table.code == 0 and f"healthy: {status['leader']} leads" in table.stdout
+
+
+def test_a_planned_switchover_under_load_pauses_writes_briefly_and_fails_no_read_of_the_replicas(cluster, sandbox):
+    addresses, *_, inventory = cluster
+    web = addresses[WEB]
+    before = invoke("db.status", "--json", inventory=inventory).json
+    target = next(member["name"] for member in before["members"] if member["role"] == "Sync Standby")
+    # Refused without a confirmation, and for a member that is not the synchronous standby.
+    unconfirmed = invoke("db.switchover", f"--to={target}", inventory=inventory)
+    assert unconfirmed.code == 3 and "pass --yes to confirm" in unconfirmed.stderr
+    other = next(member["name"] for member in before["members"] if member["role"] == "Replica")
+    refused = invoke("db.switchover", f"--to={other}", "--yes", inventory=inventory)
+    assert refused.code == 3 and "not the synchronous standby" in refused.stderr
+    app_sql(sandbox, web, "delete from e2e_writes where id > 0")  # the writer numbers from 1
+    sandbox.ssh_at(web, WRITER.replace('"$1"', "40"))
+    sandbox.ssh_at(web, READER.replace('"$1" "$2"', "40 5001"))
+    try:
+        time.sleep(8)
+        switched = invoke("db.switchover", f"--to={target}", "--yes", inventory=inventory, timeout=300)
+        assert switched.code == 0, switched.stdout + switched.stderr
+        time.sleep(10)
+    finally:
+        sandbox.ssh_at(web, "systemctl stop vigil-e2e-writer.service vigil-e2e-reader.service 2>/dev/null || true",
+                       check=False)
+    assert invoke("db.status", "--json", inventory=inventory).json["leader"] == target
+    writes = [line.split() for line in sandbox.ssh_at(web, "cat /root/writer.log").splitlines()]
+    acknowledged = [float(at) for _, at, result in writes if result == "ok"]
+    pause = max(later - earlier for earlier, later in zip(acknowledged, acknowledged[1:]))
+    reads = [line.split() for line in sandbox.ssh_at(web, "cat /root/reader.log").splitlines()]
+    failed_reads = [at for at, result in reads if result != "ok"]
+    print(f"switchover to {target}: longest write pause {pause:.1f} s, {len(writes) - len(acknowledged)} writes "
+          f"refused; {len(reads)} reads of the replicas, {len(failed_reads)} failed")
+    assert not failed_reads and len(reads) > 50
+    # Every acknowledged write is on the new leader.
+    stored = {int(number) for number in app_sql(sandbox, web, "select id from e2e_writes").split()}
+    assert {int(number) for number, _, result in writes if result == "ok"} <= stored
+
+
+def test_a_member_forced_apart_from_the_leader_is_rebuilt_by_db_reinit(cluster, sandbox):
+    addresses, *_, inventory = cluster
+    web = addresses[WEB]
+    status = invoke("db.status", "--json", inventory=inventory).json
+    victim = next(member["name"] for member in status["members"] if member["role"] == "Replica")
+    # A split, for real: the replica's Patroni stopped, its PostgreSQL started by hand and promoted, and a
+    # row written there that the leader never sees.
+    sandbox.ssh_at(addresses[victim], r"""
+set -e
+systemctl stop patroni@17-main.service
+cd /tmp
+runuser -u postgres -- /usr/lib/postgresql/17/bin/pg_ctl -D /var/lib/postgresql/17/main -w -o \
+    "-c config_file=/etc/postgresql/17/main/postgresql.conf -c listen_addresses=localhost" start >/dev/null
+runuser -u postgres -- /usr/lib/postgresql/17/bin/pg_ctl -D /var/lib/postgresql/17/main -w promote >/dev/null
+runuser -u postgres -- psql -X -q -d together_pray -c "insert into e2e_writes (id) values (-1)"
+runuser -u postgres -- /usr/lib/postgresql/17/bin/pg_ctl -D /var/lib/postgresql/17/main -w -m fast stop >/dev/null
+systemctl start patroni@17-main.service
+""")
+    app_sql(sandbox, web, "insert into e2e_writes (id) values (-2)")
+    unconfirmed = invoke("db.reinit", victim, inventory=inventory)
+    assert unconfirmed.code == 3
+    leader = invoke("db.reinit", status["leader"], "--yes", inventory=inventory)
+    assert leader.code == 3 and "its data is the cluster's" in leader.stderr
+    rebuilt = invoke("db.reinit", victim, "--yes", inventory=inventory, timeout=900)
+    assert rebuilt.code == 0, rebuilt.stdout + rebuilt.stderr
+    assert f"{victim} streams from {status['leader']} again" in rebuilt.stdout
+    rows = sandbox.ssh_at(addresses[victim], "runuser -u postgres -- psql -X -t -A -d together_pray -c "
+                                             "'select id from e2e_writes where id < 0 order by id'").split()
+    # The leader's row is there, the split's is gone: its data is the leader's again.
+    assert rows == ["-2"], rows
+    assert invoke("db.status", inventory=inventory).code == 0
 
 
 def test_one_member_down_keeps_a_quorum_two_down_leave_none(cluster, sandbox):

@@ -144,8 +144,9 @@ DATABASE_GROUP = "db"
 FEWEST_CLUSTER_MEMBERS, MOST_CLUSTER_MEMBERS = 3, 7
 # The cluster's ports, fixed (the firewall's group rules name them): etcd's clients and members, Patroni's
 # REST API (HAProxy's health checks read /primary there), and the port HAProxy on each web host forwards
-# to whichever member leads, on loopback (the app's DATABASE_URL).
-ETCD_CLIENT_PORT, ETCD_PEER_PORT, PATRONI_REST_PORT, LEADER_PORT = 2379, 2380, 8008, 5000
+# to whichever member leads, on loopback (the app's DATABASE_URL), and the one to the replicas (reads that
+# may lag).
+ETCD_CLIENT_PORT, ETCD_PEER_PORT, PATRONI_REST_PORT, LEADER_PORT, REPLICA_PORT = 2379, 2380, 8008, 5000, 5001
 
 
 def database_cluster(inventory: Inventory | None) -> list[str]:
