@@ -3,6 +3,7 @@
 from vigil.core.errors import ConfigError
 from vigil.core.operations import render_template
 from vigil.core.topology import (
+    BALANCER_GROUP,
     ETCD_CLIENT_PORT,
     ETCD_PEER_PORT,
     MONITOR_GROUP,
@@ -29,8 +30,12 @@ def tasks(role, vars):
     trusted = [ufw_source(source, vars.where("firewall_ssh_trusted_sources"))
                for source in vars.string_list("firewall_ssh_trusted_sources")]
     trusted += [source for source in ssh_peers(vars) if source not in trusted]
+    behind = balanced_sources(vars)
+    public = [port for port in ports if port != ssh_port and not (behind and port in WEB_PORTS)]
     rules = ([f"allow from {source} to any port {ssh_port} proto tcp" for source in trusted]
-             + [f"limit {ssh_port}/tcp"] + [f"allow {port}/tcp" for port in ports if port != ssh_port]
+             + [f"limit {ssh_port}/tcp"] + [f"allow {port}/tcp" for port in public]
+             + [f"allow from {source} to any port {port} proto tcp" for port in ports if port in WEB_PORTS
+                for source in behind]
              + [f"allow from {source} to any port {port} proto tcp" for port, source in group_sources(vars)])
     jail = render_template(role.template("jail.local.j2"), {
         "ssh_port": ssh_port,
@@ -77,6 +82,18 @@ def ssh_peers(vars) -> list[str]:
 
 
 CLUSTER_PORTS = (ETCD_CLIENT_PORT, ETCD_PEER_PORT, PATRONI_REST_PORT)
+WEB_PORTS = (80, 443)
+
+
+def balanced_sources(vars) -> list[str]:
+    """On a web host behind balancers (group lb): the only addresses its web ports take traffic from, the
+    balancers' and the monitor host's (its probes); [] for a host that serves the public itself."""
+    groups = vars.inventory.groups if vars.inventory is not None else {}
+    if not groups.get(BALANCER_GROUP) or "web" not in vars.host.groups or BALANCER_GROUP in vars.host.groups:
+        return []
+    where = vars.where("firewall_allowed_tcp_ports")
+    names = [*groups[BALANCER_GROUP], *(groups.get(MONITOR_GROUP) or [])]
+    return list(dict.fromkeys(ufw_source(vars.address_of(name), where) for name in names if name != vars.host.name))
 
 
 def group_sources(vars) -> list[tuple[int, str]]:

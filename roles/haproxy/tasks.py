@@ -28,7 +28,8 @@ def tasks(role, vars):
         return []
     members = [{"name": name, "address": vars.address_of(name)} for name in database_cluster(vars.inventory)]
     config = render_template(role.template("haproxy.cfg.j2"), {
-        "members": members, "leader_port": LEADER_PORT, "replica_port": REPLICA_PORT, "rest_port": PATRONI_REST_PORT, "ca": CA,
+        "members": members, "leader_port": LEADER_PORT, "replica_port": REPLICA_PORT, "rest_port": PATRONI_REST_PORT,
+        "ca": CA,
         "interval": vars.integer("haproxy_check_interval_seconds", minimum=1),
         "fall": vars.integer("haproxy_check_fall", minimum=1), "rise": vars.integer("haproxy_check_rise", minimum=1),
         "idle_timeout": vars.string("haproxy_database_idle_timeout", DURATION)})

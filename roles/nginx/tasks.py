@@ -7,9 +7,8 @@ from vigil.core.audit_log import RECORD_ACTION
 from vigil.core.commands import cmd
 from vigil.core.errors import ConfigError
 from vigil.core.operations import render_template
-from vigil.core.validation import address
 from vigil.deploy.certificates import ACME_ROOT, site_certificate
-from vigil.deploy.edge import app_server, content_security_policy
+from vigil.deploy.edge import app_server, content_security_policy, site_name
 from vigil.operations.apt import AptPackages
 from vigil.operations.files import Absent, Directory, File, Symlink
 from vigil.operations.systemd import ServiceAction, SystemdUnit
@@ -35,7 +34,7 @@ def _cors_origins(vars) -> list[str]:
 
 def tasks(role, vars):
     """The nginx role's operations for one host, in order."""
-    server_name = address(vars.get("nginx_server_name") or vars.host.address, vars.where("nginx_server_name"))
+    server_name = site_name(vars)
     ports = {kind: vars[f"nginx_{kind}_ports"] for kind in ("backend", "frontend")}
     for kind, colors in ports.items():
         if not isinstance(colors, dict) or set(colors) != {"blue", "green"} or not all(

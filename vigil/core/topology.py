@@ -23,6 +23,8 @@ DATABASE_ROLE = "postgresql"
 MONITOR_GROUP = "monitor"
 # Where previews run (invoke preview.up): the hosts of group `preview`, else the web hosts.
 PREVIEW_GROUP = "preview"
+# The balancers in front of the web hosts (roles/balancer): HAProxy terminates HTTPS there.
+BALANCER_GROUP = "lb"
 
 
 @dataclass(frozen=True)

@@ -13,25 +13,37 @@ import urllib.parse
 from vigil.core.errors import ConfigError, MissingSecretError
 from vigil.core.operations import render_template
 from vigil.core.roles import load_role
+from vigil.core.topology import BALANCER_GROUP
+from vigil.core.validation import address
 from vigil.vault.error_tracking import errors_site
 
 # An origin nginx may write into the policy: a scheme, a host name or IPv4 address, a port.
 ORIGIN = r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?"
 
 
+def site_name(vars) -> str:
+    """The site's name as a host's nginx vars give it (nginx_server_name), else the host's own address."""
+    return address(vars.get("nginx_server_name") or vars.host.address, vars.where("nginx_server_name"))
+
+
 def trusted_proxies(vars) -> list[str]:
-    """nginx_trusted_proxies as networks nginx accepts (10.0.0.5, 10.0.0.0/24, 2001:db8::/32)."""
+    """nginx_trusted_proxies as networks nginx accepts (10.0.0.5, 10.0.0.0/24, 2001:db8::/32), and the env's
+    balancers' private addresses (group lb, roles/balancer), whose X-Forwarded-For carries the client's."""
     proxies = vars["nginx_trusted_proxies"]
     if not isinstance(proxies, list):
         raise ConfigError(f"{vars.where('nginx_trusted_proxies')}: expected a list of addresses or networks")
+    balancers = (vars.inventory.groups.get(BALANCER_GROUP) or []) if vars.inventory is not None else []
+    proxies = [*proxies, *(vars.address_of(name) for name in balancers if name != vars.host.name)]
     networks = []
     for proxy in proxies:
         try:
-            networks.append(str(ipaddress.ip_network(str(proxy), strict=False)))
+            network = str(ipaddress.ip_network(str(proxy), strict=False))
         except ValueError:
             raise ConfigError(
                 f"{vars.where('nginx_trusted_proxies')}: {proxy!r} is not an address or network like 10.0.0.0/24"
             ) from None
+        if network not in networks:
+            networks.append(network)
     return networks
 
 

@@ -3,6 +3,7 @@ back; promote what one env serves to another; break a dead deploy's lock."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import time
@@ -18,6 +19,7 @@ from vigil.core.paths import LocalState, rel
 from vigil.core.roles import load_role
 from vigil.core.runner import CHANGED, FAILED, OK, HostPlan, HostResult, OperationResult, RunOptions, run
 from vigil.core.topology import inventory_repository_ends
+from vigil.deploy.balancer import balancers, out_of_rotation
 from vigil.deploy.build import GIT_URL, AppSource, Artifact, app_sources, build, built
 from vigil.deploy.executor import HostDeploy
 from vigil.deploy.preflight import preflight
@@ -76,18 +78,20 @@ def serving_line(results: list[HostResult], serving: dict[str, str]) -> str:
 
 def deploy_work(settings_for: Callable[[Host], Settings], artifact: Artifact | None, who: str, lock_wait: float,
                 rollback: bool = False, rollback_to: str | None = None, database=None, serving: dict | None = None,
-                revert_first: str | None = None):
+                revert_first: str | None = None, rotation=None):
     """The per-host work runner.run calls for a deploy (or, with `rollback`, a return to an earlier release).
 
     serving: filled with host -> the release it serves once its deploy ended. revert_first: the host
-    that reverts the current release's migrations before it rolls back.
+    that reverts the current release's migrations before it rolls back. rotation: host name -> a context
+    in which the balancers send it nothing (vigil.deploy.balancer), for a rolling deploy behind them.
     """
 
     def work(transport, host_plan: HostPlan, options: RunOptions, progress) -> HostResult:
         deploy = HostDeploy(transport, host_plan.host, settings_for(host_plan.host), artifact, who, lock_wait=lock_wait,
                             progress=progress, rollback=rollback, rollback_to=rollback_to, database=database,
                             revert_migrations=host_plan.host.name == revert_first)
-        result = deploy.deploy()
+        with rotation(host_plan.host.name) if rotation else contextlib.nullcontext():
+            result = deploy.deploy()
         if serving is not None:
             serving[host_plan.host.name] = deploy.serving
         return result
@@ -147,6 +151,12 @@ def deploy_service(
     artifact = None if rollback else artifact or build(source, echo=reporter.say)
     who = operator()
     serving: dict[str, str] = {}
+    # Behind balancers, a host a rolling deploy touches leaves their rotation first; all hosts at once
+    # stay in it (each host's own blue/green switch keeps serving), or the balancers would have none.
+    rolling = 0 < options.serial < len(hosts) and balancers(inventory)
+    drain_wait = inventory.vars_for(hosts[0], [load_role("balancer")]).integer("balancer_drain_wait_seconds",
+                                                                               minimum=0) if rolling else 0
+    rotation = (lambda name: out_of_rotation(inventory, name, drain_wait)) if rolling else None
 
     def roll(batch: list[Host], previous: list[HostResult]) -> list[HostResult]:
         if any(result.failed for result in previous):
@@ -169,6 +179,7 @@ def deploy_service(
                 database,
                 serving,
                 revert_first=first.name if revert_migrations else None,
+                rotation=rotation,
             ),
             stop_after_failure=True,
         )

@@ -234,6 +234,7 @@ def test_shipped_roles_and_playbooks_load():
         "previews",
         "analytics",
         "haproxy",
+        "balancer",
         "etcd",
         "postgresql",
         "patroni",
