@@ -75,10 +75,10 @@ def tasks(role, vars):
         raise ConfigError(f"{vars.host.name}: group {BALANCER_GROUP} balances the web hosts, and the inventory has "
                           "none (group web)")
     nginx = load_role("nginx")
-    own = inventory.vars_for(vars.host, [nginx])
+    own = vars.for_roles([nginx])
     server_name = site_name(own)
     web_hosts = [{"name": name, "address": vars.address_of(name),
-                  "server_name": site_name(inventory.vars_for(inventory.hosts[name], [nginx]))} for name in web_names]
+                  "server_name": site_name(vars.for_roles([nginx], inventory.hosts[name]))} for name in web_names]
     tls = own.string("nginx_tls", "local-ca|certbot")
     certificate_ops, issue, web_ca = certificate(own, server_name, tls)
     config = render_template(role.template("haproxy.cfg.j2"), {

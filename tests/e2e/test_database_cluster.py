@@ -1,12 +1,14 @@
-"""The database cluster on real VPSes (roles/etcd, roles/patroni, roles/haproxy): three more sandbox VPSes,
-vps7 to vps9, onboarded from a scratch inventory that makes them the database group, and vps10 its web host.
-They form a three-member etcd over TLS and a Patroni cluster that keeps vps7's data as the first leader's,
-the others streaming from it, one synchronously; the web host reaches the leader through HAProxy on its
-loopback, with the DATABASE_URL secrets.push derives. A second run changes nothing. Faults, for real: the
-leader powered off under a writer that records every acknowledged insert (a replica leads, the writes
-resume with no vigil task run, no acknowledged row is lost, the old leader comes back as a replica); etcd
-members powered off (one: a quorum still; two: no leader anywhere rather than two). Runs last: it adds
-hosts to the sandbox's inventory.
+"""The layout a team outgrowing one server runs (roles/balancer, roles/etcd, roles/patroni, roles/haproxy), on
+six more sandbox VPSes from a scratch inventory: vps7 to vps9 the database cluster, vps10 and vps11 the web
+hosts, vps12 the balancer. The database hosts form a three-member etcd over TLS and a Patroni cluster that
+keeps vps7's data as the first leader's, the others streaming from it, one synchronously; each web host
+reaches the leader through HAProxy on its loopback, with the DATABASE_URL secrets.push derives; visitors
+reach the app through HAProxy on the balancer. A second run changes nothing. Faults, for real, under load:
+the leader powered off under a writer that records every acknowledged insert (a replica leads, the writes
+resume with no vigil task run, no acknowledged row is lost, the old leader comes back as a replica); a
+switchover; a member forced apart and rebuilt; a web host powered off; a rolling deploy through the
+balancer; etcd members powered off (one: a quorum still; two: no leader anywhere rather than two).
+Runs last: it adds hosts to the sandbox's inventory.
 """
 
 from __future__ import annotations
@@ -14,16 +16,23 @@ from __future__ import annotations
 import json
 import shlex
 import time
+from pathlib import Path
 
 import pytest
+import requests
 
-from tests.support.sandbox_hosts import INVENTORY, app_database_login, database_url_endpoint, invoke
+from tests.support.load import LoadLoop
+from tests.support.sandbox_hosts import INVENTORY, app_database_login, database_url_endpoint, invoke, tcp_probe
 from vigil.core.yaml_loader import load_yaml
 from vigil.sandbox.facts import load_state
 from vigil.sandbox.paths import SandboxPaths
 
 MEMBERS = ("vps7", "vps8", "vps9")
-WEB = "vps10"
+WEBS = ("vps10", "vps11")
+WEB, BALANCER = WEBS[0], "vps12"
+LAYOUT = (*MEMBERS, *WEBS, BALANCER)
+CA = Path(__file__).resolve().parents[2] / ".vigil" / "sandbox" / "ca" / "ca.crt"
+HOME_PAGE = "Welcome. May this be a place of peace"
 PATRONICTL = "patronictl -c /etc/patroni/17-main.yml"
 TLS = "--cacert=/etc/etcd/tls/ca.crt --cert=/etc/etcd/tls/member.crt --key=/etc/etcd/tls/member.key"
 
@@ -37,27 +46,29 @@ def etcdctl(sandbox, address: str, arguments: str, check: bool = True, endpoints
 
 @pytest.fixture(scope="module")
 def cluster(sandbox, tmp_path_factory):
-    """vps7..vps9 booted and onboarded twice as the database group of a scratch inventory, vps10 as its web
-    host with the app's secrets pushed: (addresses, first run, second run, inventory)."""
+    """vps7..vps12 booted and onboarded twice as the database cluster, web hosts and balancer of a scratch
+    inventory, the app's secrets pushed and the app deployed: (addresses, first run, second run, inventory)."""
     # The running hosts keep the Debian release each runs (a module before this one boots Debian 12 ones).
     running = load_state(SandboxPaths())
     releases = [f"--debian={name}:{host['release']}" for name, host in running.items() if host.get("release")]
-    started = invoke("sandbox.up", "--hosts=10", *releases, timeout=1200)
+    started = invoke("sandbox.up", "--hosts=12", *releases, timeout=1200)
     assert started.code == 0, started.stdout + started.stderr
     generated = invoke("secrets.generate", "--env=sandbox")  # DB_CLUSTER_SEED, if the secrets lack it
     assert generated.code == 0, generated.stdout + generated.stderr
-    addresses = {name: load_yaml(INVENTORY / "sandbox.yml")["hosts"][name]["address"] for name in (*MEMBERS, WEB)}
+    addresses = {name: load_yaml(INVENTORY / "sandbox.yml")["hosts"][name]["address"] for name in LAYOUT}
 
-    def only_the_cluster(data):
-        data["hosts"] = {name: data["hosts"][name] for name in (*MEMBERS, WEB)}
-        data["groups"] = {"db": {"hosts": list(MEMBERS)}, "web": {"hosts": [WEB]}}
+    def only_the_layout(data):
+        data["hosts"] = {name: data["hosts"][name] for name in LAYOUT}
+        data["groups"] = {"db": {"hosts": list(MEMBERS)}, "web": {"hosts": list(WEBS)}, "lb": {"hosts": [BALANCER]}}
 
-    inventory = sandbox.scratch_inventory(tmp_path_factory.mktemp("cluster"), only_the_cluster)
+    inventory = sandbox.scratch_inventory(tmp_path_factory.mktemp("cluster"), only_the_layout)
     first = invoke("provision.server", "--json", inventory=inventory, timeout=2400)
     assert first.code == 0, first.stdout[-4000:] + first.stderr
     second = invoke("provision.server", "--json", inventory=inventory, timeout=1800)
-    pushed = invoke("secrets.push", f"--limit={WEB}", inventory=inventory)
+    pushed = invoke("secrets.push", f"--limit={','.join(WEBS)}", inventory=inventory)
     assert pushed.code == 0, pushed.stdout + pushed.stderr
+    deployed = invoke("deploy.all", inventory=inventory, timeout=1800)
+    assert deployed.code == 0, deployed.stdout[-4000:] + deployed.stderr
     return addresses, first, second, inventory
 
 
@@ -78,7 +89,7 @@ def wait_for(condition, seconds: float, every: float = 1.0):
 
 def test_three_members_form_one_cluster_over_tls_and_a_second_run_changes_nothing(cluster, sandbox):
     addresses, first, second, _ = cluster
-    for name in (*MEMBERS, WEB):
+    for name in LAYOUT:
         assert first.host(name)["status"] == "changed"
         assert (second.host(name)["changed"], second.host(name)["failed"]) == (0, 0), second.host(name)
     listed = json.loads(etcdctl(sandbox, addresses["vps7"], "member list -w json"))
@@ -351,6 +362,72 @@ systemctl start patroni@17-main.service
     # The leader's row is there, the split's is gone: its data is the leader's again.
     assert rows == ["-2"], rows
     assert invoke("db.status", inventory=inventory).code == 0
+
+
+HAPROXY = "socat stdio /run/haproxy/admin.sock"
+
+
+def servers_up(sandbox, balancer: str) -> dict[str, str]:
+    """Each web host's state on the balancer's HAProxy (backend web): name -> UP, DOWN, DRAIN..."""
+    table = sandbox.ssh_at(balancer, f'echo "show stat" | {HAPROXY}')
+    return {fields[1]: fields[17] for fields in (line.split(",") for line in table.splitlines())
+            if len(fields) > 17 and fields[0] == "web" and fields[1] in WEBS}
+
+
+def test_visitors_reach_the_app_through_the_balancer_which_nginx_trusts_for_their_address(cluster, sandbox):
+    addresses, *_ = cluster
+    site = f"https://{addresses[BALANCER]}"
+    page = requests.get(f"{site}/", verify=str(CA), timeout=10)
+    assert page.status_code == 200 and HOME_PAGE in page.text
+    health = requests.get(f"{site}/api/health", verify=str(CA), timeout=10)
+    assert health.status_code == 200
+    # nginx's headers, in one place: they come through the balancer as nginx sets them.
+    assert "max-age=" in page.headers["Strict-Transport-Security"] and page.headers["X-Content-Type-Options"]
+    assert requests.get(f"http://{addresses[BALANCER]}/", allow_redirects=False, timeout=10).status_code == 301
+    # Both web hosts are in the rotation, and each logs the visitor's address, not the balancer's: a
+    # client's own X-Forwarded-For is replaced, never believed.
+    assert set(servers_up(sandbox, addresses[BALANCER]).values()) == {"UP"}
+    marker = f"/api/health?e2e={time.time_ns()}"
+    for _ in range(4):
+        requests.get(f"{site}{marker}", verify=str(CA), timeout=10, headers={"X-Forwarded-For": "203.0.113.99"})
+    lines = [line for name in WEBS for line in sandbox.ssh_at(
+        addresses[name], f"grep -h -F {shlex.quote(marker)} /var/log/nginx/access.log || true").splitlines()]
+    clients = {line.split()[0] for line in lines}
+    assert len(lines) == 4 and clients and addresses[BALANCER] not in clients and "203.0.113.99" not in clients, lines
+    # The web hosts take web traffic from the balancer alone.
+    for name in WEBS:
+        assert tcp_probe(addresses[BALANCER], addresses[name], 443) == "open"
+        assert tcp_probe(addresses["vps7"], addresses[name], 443) == "filtered"
+
+
+def test_a_web_host_powered_off_under_load_leaves_the_rotation_and_fails_no_request(cluster, sandbox):
+    addresses, *_ = cluster
+    with LoadLoop(f"https://{addresses[BALANCER]}/", expect=HOME_PAGE, verify=str(CA), max_seconds=120) as load:
+        time.sleep(3)
+        assert invoke("sandbox.poweroff", "vps11").code == 0
+        out = wait_for(lambda: servers_up(sandbox, addresses[BALANCER]).get("vps11", "").startswith("DOWN"), 30)
+        time.sleep(5)
+    print(f"vps11 powered off: {load.result.total} requests through the balancer, {load.result.failed} failed "
+          f"({sorted(set(load.result.failures))}), p99 {load.result.percentile(0.99):.0f} ms")
+    assert out, servers_up(sandbox, addresses[BALANCER])
+    assert load.result.failed == 0 and load.result.ok > 50, load.result.failures[:10]
+    assert invoke("sandbox.poweron", "vps11", timeout=600).code == 0
+    back = wait_for(lambda: servers_up(sandbox, addresses[BALANCER]).get("vps11") == "UP", 180, every=3)
+    assert back, servers_up(sandbox, addresses[BALANCER])
+
+
+def test_a_rolling_deploy_through_the_balancer_fails_no_request(cluster, sandbox):
+    addresses, *_, inventory = cluster
+    with LoadLoop(f"https://{addresses[BALANCER]}/", expect=HOME_PAGE, verify=str(CA), max_seconds=600) as load:
+        time.sleep(2)
+        rolled = invoke("deploy.backend", "--serial=1", inventory=inventory, timeout=900)
+        time.sleep(2)
+    assert rolled.code == 0, rolled.stdout[-3000:] + rolled.stderr
+    print(f"rolling deploy.backend --serial=1: {load.result.total} requests, {load.result.failed} failed, "
+          f"p99 {load.result.percentile(0.99):.0f} ms")
+    assert load.result.failed == 0 and load.result.ok > 50, load.result.failures[:10]
+    # Both hosts are back in the rotation, none left drained.
+    assert set(servers_up(sandbox, addresses[BALANCER]).values()) == {"UP"}
 
 
 def test_one_member_down_keeps_a_quorum_two_down_leave_none(cluster, sandbox):

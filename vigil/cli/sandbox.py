@@ -12,7 +12,7 @@ from invoke.exceptions import Exit
 from rich.table import Table
 
 from vigil.core.output import Reporter
-from vigil.sandbox import lifecycle, power
+from vigil.sandbox import layouts, lifecycle, power
 from vigil.sandbox.apply import Timings
 from vigil.sandbox.paths import SandboxError
 
@@ -47,8 +47,10 @@ def _print_timings(timings: Timings) -> None:
                "--replace=vps2. Repeatable. Without it a stopped VPS (after a reboot or poweroff) is refused.",
     "group": "Put a VPS in an inventory group (web, db, backup, monitor, lb) instead of the default layout "
              "(web: all, db: the first): --group=vps3:backup. Repeatable; kept with the VPS.",
+    "layout": "Boot a whole layout: `ha` (vps1 balancer, vps2-3 web, vps4-6 database cluster, vps7 backup, "
+              "vps8 monitor; docs/ha.md). --hosts and --group add to it.",
 })
-def up(c, hosts=2, check=False, debian=None, replace=None, group=None):
+def up(c, hosts=2, check=False, debian=None, replace=None, group=None, layout=None):
     """Boot sandbox VPSes (real systemd Debian 13 or 12 with sshd) and write inventory/sandbox.yml.
 
     Each VPS gets its own network namespace and address (vpsN at 10.213.N.2),
@@ -61,8 +63,12 @@ def up(c, hosts=2, check=False, debian=None, replace=None, group=None):
 
     Examples: sudo invoke sandbox.up --hosts=3 --debian=vps3:12
               sudo invoke sandbox.up --hosts=3 --group=vps3:backup
+              sudo invoke sandbox.up --layout=ha
     """
     try:
+        if layout:
+            count, flags = layouts.layout_flags(layout)
+            hosts, group = max(int(hosts), count), [*flags, *(group or ())]
         result = lifecycle.up(hosts=int(hosts), check=check, echo=_echo, debian=debian or (), replace=replace or (),
                               groups=group or ())
     except SandboxError as error:

@@ -357,6 +357,12 @@ class HostVars:
     inventory: "Inventory | None" = None
     secrets: SecretLookup | None = None
 
+    def for_roles(self, roles: list[RoleDefaults], host: Host | None = None) -> "HostVars":
+        """The vars `host` (this one by default) has with `roles`' defaults, keeping this run's --var values
+        and secrets: for a role that reads another role's settings (the balancer, nginx's site name)."""
+        cli = {key: value for key, value in self.values.items() if self.origins.get(key) == "--var"}
+        return self.inventory.vars_for(host or self.host, roles, cli, self.secrets)
+
     def where(self, key: str) -> str:
         origin = self.origins.get(key, "vars")
         if origin == "--var":

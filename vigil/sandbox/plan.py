@@ -178,8 +178,6 @@ def boot_wait_command(paths: SandboxPaths, vps: Vps, onboarded: bool = False) ->
 
 # The inventory groups a sandbox host may be put in with `up --group=NAME:GROUP`.
 SANDBOX_GROUPS = ("web", "db", "backup", "monitor", "lb")
-
-
 def parse_group_flags(flags: Iterable[str], requested: int) -> dict[str, list[str]]:
     """The inventory groups of each host a `--group=NAME:GROUP` flag names (repeatable: a host may be in
     several). Hosts no flag names keep the groups they were given before, else the default layout.

@@ -11,6 +11,7 @@ import pytest
 
 from vigil.core.yaml_loader import parse_yaml
 from vigil.sandbox.facts import SandboxFacts, nspawn_machine_of
+from vigil.sandbox.layouts import layout_flags
 from vigil.sandbox.paths import MAX_HOSTS, IptablesRule, SandboxError, SandboxPaths, Vps, host_name_index
 from vigil.sandbox.plan import (
     BOOT_WAIT,
@@ -616,3 +617,13 @@ def test_cleanup_plan_describes_every_step():
     for expected in ("stop vps1 (kill -TERM 101", "umount /var/lib/vigil/sandbox/vps1/root", "ip link delete vgl-vps1",
                      "ip netns delete vigil-vps1", "rm -r /var/lib/vigil/sandbox/vps1", "forget vps1"):
         assert expected in text
+
+
+def test_the_ha_layout_is_a_balancer_two_web_hosts_a_cluster_of_three_a_backup_and_a_monitor_host():
+    count, flags = layout_flags("ha")
+    hosts = [{"name": name, "address": f"10.213.{i}.2", "groups": groups}
+             for i, (name, groups) in enumerate(parse_group_flags(flags, count).items(), 1)]
+    assert inventory_groups(hosts) == {"web": ["vps2", "vps3"], "db": ["vps4", "vps5", "vps6"],
+                                       "backup": ["vps7"], "monitor": ["vps8"], "lb": ["vps1"]}
+    with pytest.raises(SandboxError, match="--layout=huge: unknown layout; choose ha"):
+        layout_flags("huge")
