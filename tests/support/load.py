@@ -51,7 +51,7 @@ class LoadLoop:
 
     def __init__(self, url: str, expect: str, verify: str | bool = True, threads: int = 2,
                  max_requests: int = 20000, max_seconds: float = 300, min_requests: int = 0):
-        self.url, self.expect, self.verify = url, expect, verify
+        self.url, self.expect, self.verify, self.threads = url, expect, verify, threads
         self.max_requests, self.max_seconds, self.min_requests = max_requests, max_seconds, min_requests
         self.result = LoadResult()
         self._lock = threading.Lock()

@@ -159,15 +159,17 @@ def ssh(c, host, command=None, user=None):
     os.execvp(argv[0], argv)
 
 
-@task(help={"host": "The sandbox host, e.g. vps2."})
-def poweroff(c, host):
+@task(help={"host": "The sandbox host, e.g. vps2.",
+            "hard": "Cut the power instead: every process of the VPS killed at once, none shutting down."})
+def poweroff(c, host, hard=False):
     """Power a sandbox VPS off, as a provider's console does: systemd inside shuts down, then it is gone.
+    With --hard, as a power cut: nothing inside gets to shut down (a database leader keeps its lock).
 
     Its disk stays; `sandbox.poweron` boots it again. A fault to practise on (monitoring's HostDown).
-    Example: sudo invoke sandbox.poweroff vps2
+    Example: sudo invoke sandbox.poweroff vps2 --hard
     """
     try:
-        stopped = power.poweroff(host)
+        stopped = power.poweroff(host, hard=hard)
     except SandboxError as error:
         raise _fail(error) from None
     _echo(f"poweroff: {host} {'is off' if stopped else 'was already off'}")

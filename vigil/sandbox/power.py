@@ -27,11 +27,12 @@ def _recorded(name: str, paths: SandboxPaths) -> tuple[Vps, dict, dict]:
     return vps, state, state[name]
 
 
-def poweroff(name: str, paths: SandboxPaths = SandboxPaths()) -> bool:
-    """Shut VPS `name` down cleanly (SIGTERM to its systemd-nspawn: systemd inside powers off);
-    False when it was already off.
+def poweroff(name: str, paths: SandboxPaths = SandboxPaths(), hard: bool = False) -> bool:
+    """Shut VPS `name` down cleanly (SIGTERM to its systemd-nspawn: systemd inside powers off); with `hard`,
+    cut its power: the container's init is killed, and with it every process of the VPS at once, none
+    shutting down (a leader keeps its lock until it expires). False when it was already off.
 
-    Example: poweroff("vps2")
+    Example: poweroff("vps2", hard=True)
     """
     check_preconditions("sandbox.poweroff", REQUIRED_TOOLS, need_overlay=False)
     with SandboxLock(paths):
@@ -39,7 +40,12 @@ def poweroff(name: str, paths: SandboxPaths = SandboxPaths()) -> bool:
         pid = host.get("pid")
         if not pid or not process_is_alive(pid):
             return False
-        os.kill(pid, signal.SIGTERM)
+        if hard:
+            # The container's init is nspawn's child; a PID namespace's processes all die with its init.
+            for child in children_of(pid):
+                os.kill(child, signal.SIGKILL)
+        else:
+            os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + POWEROFF_TIMEOUT
         while process_is_alive(pid):
             if time.monotonic() > deadline:
@@ -47,6 +53,18 @@ def poweroff(name: str, paths: SandboxPaths = SandboxPaths()) -> bool:
                 raise SandboxError(f"{name} did not power off within {POWEROFF_TIMEOUT} s; it was killed")
             time.sleep(0.2)
         return True
+
+
+def children_of(pid: int) -> list[int]:
+    """The process ids whose parent is `pid` (from /proc)."""
+    children = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as listed:
+                children += [int(child) for child in listed.read().split()]
+        except OSError:
+            continue  # the task ended meanwhile
+    return children
 
 
 def poweron(name: str, paths: SandboxPaths = SandboxPaths()) -> str:

@@ -1,0 +1,294 @@
+"""Benchmark: what the layout past one server costs and saves: a failover, a planned switchover, a web host
+lost and a rolling deploy behind the balancer, and the balancer's own latency.
+
+Run as root from the repository: `.venv/bin/python bench/ha.py [--rounds 5]`. Boots six VPSes (vps1 the
+balancer, vps2 and vps3 the web hosts, vps4 to vps6 the database cluster), onboards them, pushes the app's
+secrets and deploys it. Then, each `--rounds` times:
+
+  failover    a writer on vps2 inserts a row per transaction through HAProxy; the leader's VPS is cut off
+              (`sandbox.poweroff --hard`: nothing on it shuts down, its leader lock must expire): the seconds
+              from the cut to the first acknowledged insert after it; the old leader is powered on again and
+              waited for until it streams
+  switchover  the same writer; `db.switchover` to the synchronous standby: the longest pause between two
+              acknowledged inserts
+  web host    a load loop through the balancer (2 clients, keep-alive); vps3 cut off: requests that failed
+  rolling     the same load loop; `deploy.backend --serial=1`: requests that failed
+  latency     from the balancer's host, 300 sequential GET /api/health on one kept-alive connection,
+              through HAProxy and straight to a web host: p50 and p99, and the difference
+
+Issue 23's targets: a replica leads within 30 s, writes pause at most 5 s in a switchover, 0 failed
+requests in a rolling deploy (at most the ones in flight when a web host dies). Prints the figures and
+writes bench/results/<date>-ha.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import (  # noqa: E402
+    BenchError,
+    Spread,
+    commit,
+    invoke,
+    machine,
+    markdown_table,
+    on_host,
+    run_alone,
+    sandbox_hosts,
+)
+from tests.support.load import LoadLoop  # noqa: E402
+
+BALANCER, WEB, OTHER_WEB = "vps1", "vps2", "vps3"
+MEMBERS = ("vps4", "vps5", "vps6")
+LAYOUT = [f"--group={BALANCER}:lb", f"--group={WEB}:web", f"--group={OTHER_WEB}:web",
+          *(f"--group={name}:db" for name in MEMBERS)]
+CA = str(Path(__file__).resolve().parents[1] / ".vigil" / "sandbox" / "ca" / "ca.crt")
+HOME_PAGE = "Welcome. May this be a place of peace"
+FAILOVER_TARGET, SWITCHOVER_TARGET = 30, 5
+# The writer on the web host: one transaction per insert through HAProxy's leader port, each logged with
+# when its commit came back and whether it was acknowledged; runs until /root/writer.stop exists.
+WRITER = r"""
+command -v psql >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql-client >/dev/null 2>&1
+python3 - <<'PY'
+import os, urllib.parse
+line = next(l for l in open("/etc/together-pray/backend.env") if l.startswith("DATABASE_URL="))
+url = urllib.parse.urlsplit(line.split("=", 1)[1].strip().strip("'"))
+query = dict(urllib.parse.parse_qsl(url.query))
+user, database = urllib.parse.unquote(url.username), url.path.lstrip("/")
+opener = lambda path, flags: os.open(path, flags, 0o600)
+with open("/root/.pgpass", "w", opener=opener) as pgpass:
+    pgpass.write(f"{url.hostname}:*:{database}:{user}:{urllib.parse.unquote(url.password)}\n")
+with open("/root/app.conninfo", "w", opener=opener) as conninfo:
+    conninfo.write(f"host={url.hostname} port={url.port} dbname={database} user={user} sslmode={query['sslmode']} "
+                   f"sslrootcert={query['sslrootcert']} connect_timeout=3")
+PY
+cat > /root/writer.py <<'PY'
+import os, subprocess, time
+conninfo = open("/root/app.conninfo").read()
+subprocess.run(["psql", "-w", "-X", "-q", conninfo, "-c", "create table if not exists bench_writes "
+                "(id bigserial primary key, at timestamptz not null default now())"], check=True)
+with open("/root/writer.log", "w") as log:
+    while not os.path.exists("/root/writer.stop"):
+        try:
+            done = subprocess.run(["psql", "-w", "-X", "-q", conninfo, "-c", "insert into bench_writes default values"],
+                                  capture_output=True, timeout=10)
+            acknowledged = done.returncode == 0
+        except subprocess.TimeoutExpired:
+            acknowledged = False
+        log.write(f"{time.time():.3f} {'ok' if acknowledged else 'failed'}\n")
+        log.flush()
+        time.sleep(0.05)
+PY
+rm -f /root/writer.stop /root/writer.log
+systemctl reset-failed bench-writer.service 2>/dev/null || true
+systemd-run --quiet --unit=bench-writer --collect python3 /root/writer.py
+"""
+STOP_WRITER = "touch /root/writer.stop; sleep 1; cat /root/writer.log"
+# 300 sequential GETs on one kept-alive connection to $1 (an address), checked against the CA in $2.
+LATENCY = r"""
+python3 - "$1" "$2" <<'PY'
+import http.client, json, ssl, sys, time
+context = ssl.create_default_context(cafile=sys.argv[2])
+context.check_hostname = False
+connection = http.client.HTTPSConnection(sys.argv[1], 443, context=context, timeout=10)
+took = []
+for _ in range(300):
+    began = time.perf_counter()
+    connection.request("GET", "/api/health")
+    answer = connection.getresponse()
+    answer.read()
+    took.append(time.perf_counter() - began)
+    if answer.status != 200:
+        raise SystemExit(f"HTTP {answer.status}")
+print(json.dumps(took))
+PY
+"""
+
+
+@dataclass
+class HaResult:
+    failover: list[float]
+    switchover: list[float]
+    web_host_failed: list[int]
+    rolling_failed: list[int]
+    requests: list[int]
+    through: list[float]
+    direct: list[float]
+
+    def table(self) -> str:
+        def percentile(values: list[float], fraction: float) -> float:
+            ordered = sorted(values)
+            return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))] * 1000
+
+        rows = [["leader cut off -> first acknowledged write", Spread.of(self.failover).show("s", 1)],
+                ["planned switchover: longest pause between acknowledged writes", Spread.of(self.switchover).show(
+                    "s", 1)],
+                ["web host cut off under load: failed requests", ", ".join(map(str, self.web_host_failed))],
+                ["rolling deploy.backend --serial=1 under load: failed requests", ", ".join(map(str,
+                                                                                               self.rolling_failed))],
+                ["requests through the balancer in those rounds", ", ".join(map(str, self.requests))]]
+        for name, values in (("through the balancer", self.through), ("straight to a web host", self.direct)):
+            rows.append([f"GET /api/health {name}: p50 / p99",
+                         f"{percentile(values, 0.5):.1f} ms / {percentile(values, 0.99):.1f} ms"])
+        rows.append(["the balancer's added latency: p50 / p99",
+                     f"{percentile(self.through, 0.5) - percentile(self.direct, 0.5):.1f} ms / "
+                     f"{percentile(self.through, 0.99) - percentile(self.direct, 0.99):.1f} ms"])
+        return markdown_table(["outgrowing one server", "figure"], rows)
+
+    def verdicts(self) -> list[str]:
+        return [f"failover {Spread.of(self.failover).median:.1f} s (target at most {FAILOVER_TARGET} s): "
+                f"{'met' if max(self.failover) <= FAILOVER_TARGET else 'MISSED'} (slowest {max(self.failover):.1f} s)",
+                f"switchover pause {Spread.of(self.switchover).median:.1f} s (target at most {SWITCHOVER_TARGET} s): "
+                f"{'met' if max(self.switchover) <= SWITCHOVER_TARGET else 'MISSED'} (longest "
+                f"{max(self.switchover):.1f} s)",
+                f"failed requests in a rolling deploy: {sum(self.rolling_failed)} (target 0): "
+                f"{'met' if not sum(self.rolling_failed) else 'MISSED'}",
+                f"failed requests when a web host dies: {sum(self.web_host_failed)} (target 0, at most the ones in "
+                "flight on it)"]
+
+
+def prepare() -> dict[str, str]:
+    invoke("sandbox.down")
+    invoke("secrets.generate", "--env=sandbox")
+    invoke("sandbox.up", "--hosts=6", *LAYOUT)
+    invoke("provision.server")
+    invoke("secrets.push", f"--limit={WEB},{OTHER_WEB}")
+    invoke("deploy.all")
+    return {name: host["address"] for name, host in sandbox_hosts().items()}
+
+
+def status() -> dict:
+    return json.loads(invoke("db.status", "--json").stdout)
+
+
+def wait(condition, seconds: float, what: str, every: float = 1.0):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        answer = condition()
+        if answer:
+            return answer
+        time.sleep(every)
+    raise BenchError(f"{what} not within {seconds:.0f} s")
+
+
+def healthy() -> dict | None:
+    try:
+        found = status()
+    except BenchError:
+        return None
+    return found if not found["problems"] else None
+
+
+def acknowledged(log: str) -> list[float]:
+    return [float(at) for at, result in (line.split() for line in log.splitlines()) if result == "ok"]
+
+
+def failover_round(hosts: dict[str, str]) -> float:
+    leader = wait(healthy, 300, "a healthy cluster")["leader"]
+    on_host(hosts[WEB], WRITER)
+    time.sleep(5)
+    invoke("sandbox.poweroff", leader, "--hard")
+    cut = time.time()
+    time.sleep(45)
+    acks = acknowledged(on_host(hosts[WEB], STOP_WRITER))
+    after = [at for at in acks if at > cut]
+    if not after:
+        raise BenchError(f"no write acknowledged within 45 s of cutting {leader} off")
+    invoke("sandbox.poweron", leader)
+    wait(healthy, 300, f"{leader} streaming again")
+    return after[0] - cut
+
+
+def switchover_round(hosts: dict[str, str]) -> float:
+    found = wait(healthy, 300, "a healthy cluster")
+    target = next(member["name"] for member in found["members"] if member["role"] == "Sync Standby")
+    on_host(hosts[WEB], WRITER)
+    time.sleep(5)
+    invoke("db.switchover", f"--to={target}", "--yes")
+    time.sleep(10)
+    acks = acknowledged(on_host(hosts[WEB], STOP_WRITER))
+    return max(later - earlier for earlier, later in zip(acks, acks[1:]))
+
+
+def web_host_round(hosts: dict[str, str]) -> tuple[int, int]:
+    with LoadLoop(f"https://{hosts[BALANCER]}/", expect=HOME_PAGE, verify=CA, max_seconds=120) as load:
+        time.sleep(5)
+        invoke("sandbox.poweroff", OTHER_WEB, "--hard")
+        time.sleep(15)
+    invoke("sandbox.poweron", OTHER_WEB)
+    up = f'echo "show stat" | socat stdio /run/haproxy/admin.sock | grep -c "^web,{OTHER_WEB},.*,UP,"'
+    wait(lambda: on_host(hosts[BALANCER], up + " || true").strip() == "1", 300, f"{OTHER_WEB} back in the rotation")
+    return load.result.failed, load.result.total
+
+
+def rolling_round(hosts: dict[str, str]) -> tuple[int, int]:
+    with LoadLoop(f"https://{hosts[BALANCER]}/", expect=HOME_PAGE, verify=CA, max_seconds=900) as load:
+        time.sleep(2)
+        invoke("deploy.backend", "--serial=1")
+        time.sleep(2)
+    return load.result.failed, load.result.total
+
+
+def latency(hosts: dict[str, str]) -> tuple[list[float], list[float]]:
+    on_host(hosts[BALANCER], f"cat > /root/bench-ca.crt <<'PEM'\n{Path(CA).read_text()}PEM\n")
+    measured = {}
+    for name, target in (("through", hosts[BALANCER]), ("direct", hosts[WEB])):
+        measured[name] = json.loads(on_host(hosts[BALANCER], f"set -- {target} /root/bench-ca.crt\n{LATENCY}"))
+    return measured["through"], measured["direct"]
+
+
+def measure(rounds: int) -> HaResult:
+    hosts = prepare()
+    result = HaResult([], [], [], [], [], [], [])
+    for _ in range(rounds):
+        result.failover.append(failover_round(hosts))
+        result.switchover.append(switchover_round(hosts))
+    for _ in range(max(1, rounds // 2)):
+        failed, total = web_host_round(hosts)
+        result.web_host_failed.append(failed)
+        result.requests.append(total)
+        failed, total = rolling_round(hosts)
+        result.rolling_failed.append(failed)
+        result.requests.append(total)
+    result.through, result.direct = latency(hosts)
+    return result
+
+
+def report(result: HaResult, rounds: int, minutes: float) -> str:
+    return "\n".join([
+        f"# Outgrowing one server: failover, switchover, balancer, {time.strftime('%Y-%m-%d', time.gmtime())}",
+        "",
+        f"`.venv/bin/python bench/ha.py --rounds {rounds}` at commit {commit()}, on its own (not a full",
+        f"`invoke bench`). The run took {minutes:.0f} minutes.",
+        "",
+        "## Machine",
+        "",
+        *[f"- {line}" for line in machine()],
+        "",
+        "## The layout",
+        "",
+        f"{BALANCER} the balancer (roles/balancer), {WEB} and {OTHER_WEB} the web hosts (HAProxy on each to the",
+        f"database's leader, roles/haproxy), {', '.join(MEMBERS)} the database cluster (Patroni and etcd; ttl 20 s,",
+        "loop 5 s, synchronous mode on). A writer on a web host inserts one row per transaction, one psql each,",
+        "through HAProxy; a cut-off host is `sandbox.poweroff --hard` (every process killed at once: its leader",
+        "lock is left to expire). The load loop is two clients asking for the home page through the balancer,",
+        "over kept-alive connections.",
+        "",
+        result.table(),
+        "",
+        *[f"- {line}" for line in result.verdicts()],
+        "",
+    ])
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    run_alone("ha", measure, report, parser.parse_args().rounds)
