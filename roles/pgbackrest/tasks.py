@@ -21,11 +21,11 @@ from vigil.core.commands import script
 from vigil.core.errors import ConfigError
 from vigil.core.operations import render_template
 from vigil.core.roles import load_role
-from vigil.core.topology import repository_ends
+from vigil.core.topology import database_cluster, repository_ends
 from vigil.operations.apt import AptPackages
 from vigil.operations.files import Directory, File
 from vigil.operations.guarded import Guarded
-from vigil.operations.postgresql import PostgresSettings
+from vigil.operations.postgresql import PostgresSettings, restart_under_patroni
 from vigil.operations.systemd import DaemonReload, ServiceAction, SystemdUnit
 from vigil.operations.users import User
 from vigil.vault.derived_keys import derive_ssh_key
@@ -119,13 +119,16 @@ def tasks(role, vars):
     if ends is None:
         return []
     repository, database = (inventory.hosts[name] for name in ends)
-    if repository.name == database.name:
-        raise ConfigError(f"{vars.where('pgbackrest_repository_group')}: {repository.name} is both the database "
+    # With a database cluster every member is a database end: whichever leads archives its WAL, and the
+    # repository backs up from a replica (backup-standby).
+    databases = [inventory.hosts[name] for name in database_cluster(inventory)] or [database]
+    if repository.name in {host.name for host in databases}:
+        raise ConfigError(f"{vars.where('pgbackrest_repository_group')}: {repository.name} is both a database "
                           "host and the repository's: backups must live on another host")
     if vars.host.name == repository.name:
-        return repository_end(role, vars, database)
-    if vars.host.name == database.name:
-        return database_end(role, vars, repository)
+        return repository_end(role, vars, databases)
+    if vars.host.name in {host.name for host in databases}:
+        return database_end(role, vars, repository, clustered=len(databases) > 1)
     return []
 
 
@@ -187,16 +190,18 @@ def pinned_host_keys(vars, peer, address: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def login(role, vars, user: str, home: str, own_key: str, peer, address: str) -> list:
-    """The user's key for logging in to `peer`, the peer's pinned host key, and pgBackRest's ssh wrapper."""
+def login(role, vars, user: str, home: str, own_key: str, peers: list) -> list:
+    """The user's key for logging in to `peers` (hosts), their pinned host keys, and pgBackRest's ssh wrapper."""
     key = derive_ssh_key(vars.secret("PGBACKREST_SSH_SEED"), own_key)
     ssh_dir = f"{home}/.ssh"
+    names = ", ".join(peer.name for peer in peers)
     return [
         Directory(ssh_dir, owner=user, group=user, mode="0700"),
         File(f"{ssh_dir}/vigil-pgbackrest", key.private_pem.value, owner=user, group=user, mode="0600", secret=True,
-             name=f"Ensure {user} has its key for logging in to {peer.name} (pgBackRest)."),
-        File(f"{ssh_dir}/vigil-pgbackrest.known_hosts", pinned_host_keys(vars, peer, address), owner=user,
-             group=user, mode="0644", name=f"Ensure {user} knows {peer.name}'s host key."),
+             name=f"Ensure {user} has its key for logging in to {names} (pgBackRest)."),
+        File(f"{ssh_dir}/vigil-pgbackrest.known_hosts",
+             "".join(pinned_host_keys(vars, peer, peer_of(vars, peer)[0]) for peer in peers), owner=user,
+             group=user, mode="0644", name=f"Ensure {user} knows {names}'s host keys."),
         Directory("/usr/local/lib/vigil", mode="0755"),
         # One pgBackRest user per host (a host is never both ends), so the wrapper names its files.
         File(SSH_WRAPPER, render_template(role.template("pgbackrest-ssh.j2"), {
@@ -206,12 +211,14 @@ def login(role, vars, user: str, home: str, own_key: str, peer, address: str) ->
     ]
 
 
-def accepted_key(vars, purpose: str, address: str) -> str:
-    """The authorized_keys line for the peer's key: from its address only, no pty or forwarding."""
-    return f'restrict,from="{address}" {derive_ssh_key(vars.secret("PGBACKREST_SSH_SEED"), purpose).public_line}'
+def accepted_key(vars, purpose: str, addresses: list[str]) -> str:
+    """The authorized_keys line for the peers' key: from their addresses only, no pty or forwarding."""
+    return (f'restrict,from="{",".join(addresses)}" '
+            f'{derive_ssh_key(vars.secret("PGBACKREST_SSH_SEED"), purpose).public_line}')
 
 
-def database_end(role, vars, repository) -> list:
+def database_end(role, vars, repository, clustered: bool = False) -> list:
+    """A database host's end; `clustered`: a member of the database cluster (its check runs on the leader)."""
     shared = settings(vars)
     address, port = peer_of(vars, repository)
     archive_timeout = vars.integer("pgbackrest_archive_timeout", minimum=1)
@@ -224,8 +231,8 @@ def database_end(role, vars, repository) -> list:
         Guarded([script(PG_PATH_MISMATCH, shared["pg_path"], as_user=DATABASE_USER)],
                 unless=script(PG_PATH_MATCHES, shared["pg_path"], as_user=DATABASE_USER),
                 name=f"Ensure PostgreSQL keeps its data in {shared['pg_path']} (pgbackrest_pg_path)."),
-        *login(role, vars, DATABASE_USER, DATABASE_HOME, DATABASE_TO_REPOSITORY, repository, address),
-        File(f"{DATABASE_HOME}/.ssh/authorized_keys", accepted_key(vars, REPOSITORY_TO_DATABASE, address) + "\n",
+        *login(role, vars, DATABASE_USER, DATABASE_HOME, DATABASE_TO_REPOSITORY, [repository]),
+        File(f"{DATABASE_HOME}/.ssh/authorized_keys", accepted_key(vars, REPOSITORY_TO_DATABASE, [address]) + "\n",
              owner=DATABASE_USER, group=DATABASE_USER, mode="0600",
              name=f"Ensure postgres accepts the backup host {repository.name}'s pgBackRest key, from it alone."),
         Directory("/var/spool/pgbackrest", owner=DATABASE_USER, group=DATABASE_USER, mode="0750"),
@@ -236,7 +243,7 @@ def database_end(role, vars, repository) -> list:
                   f"{' and to S3 bucket ' + s3['bucket'] if s3 else ''}."),
         File(f"/etc/systemd/system/{CHECK_UNIT}.service", render_template(role.template("check.service.j2"), {
             "stanza": shared["stanza"], "archive_wait": shared["archive_wait"], "hardening": hardening(role),
-            "timeout": shared["archive_wait"] + 60}),
+            "timeout": shared["archive_wait"] + 60, "leader_only": clustered}),
             notify=("reload systemd",), name="Ensure WAL archiving can be checked end to end, as postgres, hardened."),
         File(f"/etc/systemd/system/{CHECK_UNIT}.timer", render_template(role.template("check.timer.j2"), {
             "every": vars.integer("pgbackrest_check_interval", minimum=60)}),
@@ -254,12 +261,18 @@ def database_end(role, vars, repository) -> list:
     ]
 
 
-def repository_end(role, vars, database) -> list:
+def repository_end(role, vars, databases: list) -> list:
+    """The repository host's end, backing up `databases` (the one database host, or the cluster's members:
+    pgBackRest finds the primary among them, and copies from a standby)."""
     shared = settings(vars)
+    database = databases[0]
     address, port = peer_of(vars, database)
+    addresses = [peer_of(vars, host)[0] for host in databases]
     repository_path = vars.path("pgbackrest_repository_path")
     config = render_template(role.template("pgbackrest.conf.j2"), {
         **shared, "side": "repository", "peer": address, "peer_user": DATABASE_USER, "peer_port": port,
+        "pg_hosts": [{"index": index, "address": peer_of(vars, host)[0], "port": peer_of(vars, host)[1]}
+                     for index, host in enumerate(databases, 1)],
         "repository_path": repository_path, "cipher_pass": vars.secret("PGBACKREST_CIPHER_PASS").value,
         "window_days": vars.integer("pgbackrest_window_days", minimum=1), "lock_path": LOCK_PATH,
         "s3": s3_repository(vars)})
@@ -292,12 +305,13 @@ def repository_end(role, vars, database) -> list:
         # Searchable by all, as before; what is in it is closed on its own (the repository 0750, the keys 0700).
         Directory(REPOSITORY_HOME, owner=REPOSITORY_USER, group=REPOSITORY_USER, mode="0755"),
         Directory(repository_path, owner=REPOSITORY_USER, group=REPOSITORY_USER, mode="0750"),
-        *login(role, vars, REPOSITORY_USER, REPOSITORY_HOME, REPOSITORY_TO_DATABASE, database, address),
+        *login(role, vars, REPOSITORY_USER, REPOSITORY_HOME, REPOSITORY_TO_DATABASE, databases),
         File(RECORD_SUCCESS, role.file("vigil-record-success"), mode="0755",
              name="Ensure the backups and the drill can record their success for the monitor host."),
-        File(f"{REPOSITORY_HOME}/.ssh/authorized_keys", accepted_key(vars, DATABASE_TO_REPOSITORY, address) + "\n",
+        File(f"{REPOSITORY_HOME}/.ssh/authorized_keys", accepted_key(vars, DATABASE_TO_REPOSITORY, addresses) + "\n",
              owner=REPOSITORY_USER, group=REPOSITORY_USER, mode="0600",
-             name=f"Ensure pgbackrest accepts the database host {database.name}'s pgBackRest key, from it alone."),
+             name=f"Ensure pgbackrest accepts the pgBackRest key of {', '.join(h.name for h in databases)}, "
+                  "from them alone."),
         Directory("/var/log/pgbackrest", owner=REPOSITORY_USER, group=REPOSITORY_USER, mode="0750"),
         # The package makes it postgres's; a restore here (the drill's) cleans its queue as pgbackrest.
         Directory("/var/spool/pgbackrest", owner=REPOSITORY_USER, group=REPOSITORY_USER, mode="0750"),
@@ -306,7 +320,7 @@ def repository_end(role, vars, database) -> list:
         File(CONFIG, config, group=REPOSITORY_USER, mode="0640", secret=True,
              validate=("sh", "-c", OPENS_REPOSITORY, "vigil", shared["stanza"], repository_path),
              name=f"Ensure the repository is encrypted, keeps {vars['pgbackrest_window_days']} days and backs up "
-                  f"{database.name}."),
+                  f"{', '.join(host.name for host in databases)}."),
         Guarded([script(STANZA_CREATE, shared["stanza"], as_user=REPOSITORY_USER)],
                 creates=f"{repository_path}/backup/{shared['stanza']}/backup.info",
                 name=f"Ensure the repository holds stanza {shared['stanza']}, checked against {database.name}."),
@@ -361,4 +375,6 @@ def drill(role, vars, database, stanza: str, repository_path: str) -> list:
 
 
 def handlers(role, vars):
+    if vars.inventory is not None and vars.host.name in database_cluster(vars.inventory):
+        return {"restart postgresql": restart_under_patroni(vars.host.name), "reload systemd": DaemonReload()}
     return {"restart postgresql": ServiceAction("postgresql.service", "restart"), "reload systemd": DaemonReload()}

@@ -28,6 +28,7 @@ from vigil.operations.postgresql import (
     PostgresDatabase,
     PostgresRole,
     PostgresSettings,
+    restart_under_patroni,
 )
 from vigil.operations.systemd import DaemonReload, ServiceAction, SystemdUnit
 from vigil.vault.db_cluster import REPLICATION_USER, REWIND_USER, SEED, member_certificate
@@ -151,25 +152,15 @@ def server_certificate(address: str) -> list:
     ]
 
 
-# Under Patroni: a reload re-reads the files (TLS, pg_hba.conf) on this member; a setting that needs a
-# restart is applied by Patroni's restart of this member only when PostgreSQL says one is pending.
+# Under Patroni: a reload re-reads the files (TLS, pg_hba.conf) on this member, Patroni's PostgreSQL.
 CLUSTER_RELOAD = "select pg_reload_conf()"
-CLUSTER_RESTART = r"""
-set -eu
-config=$(ls /etc/patroni/*-*.yml 2>/dev/null | head -n 1)
-if [ -n "$config" ] && systemctl is-active --quiet "patroni@$(basename "$config" .yml).service"; then
-    patronictl -c "$config" restart "$(sed -n 's/^scope: //p' "$config")" "$1" --pending --force >/dev/null
-fi
-"""
 
 
 def handlers(role, vars):
     if vars.host.name in database_cluster(vars.inventory):
         return {
             "reload systemd": DaemonReload(),
-            "restart postgresql": HandlerCommands(
-                [script(CLUSTER_RESTART, vars.host.name)],
-                name="Restart PostgreSQL through Patroni where a restart is pending."),
+            "restart postgresql": restart_under_patroni(vars.host.name),
             "reload postgresql": HandlerCommands([psql(CLUSTER_RELOAD)], name="Reload PostgreSQL's files."),
         }
     return {

@@ -30,6 +30,7 @@ from vigil.facts.postgresql import (
     sql_literal,
 )
 from vigil.operations.files import atomic_write, text_diff
+from vigil.operations.guarded import HandlerCommands
 
 # The server's own TLS certificate and key, for clients on other hosts (roles/postgresql).
 TLS_DIR = "/etc/postgresql/vigil"
@@ -303,3 +304,20 @@ class PostgresClients(Operation):
         return change(f"allow {allowed} in {path}",
                       atomic_write(path, after.encode(), "postgres", "postgres", "0640"),
                       diff=text_diff(path, content.encode(), after.encode(), False))
+
+
+# Under Patroni (the database cluster) PostgreSQL is Patroni's process: a setting that needs a restart is
+# applied by Patroni's restart of this member, and only when PostgreSQL says one is pending.
+PATRONI_RESTART = r"""
+set -eu
+config=$(ls /etc/patroni/*-*.yml 2>/dev/null | head -n 1)
+if [ -n "$config" ] && systemctl is-active --quiet "patroni@$(basename "$config" .yml).service"; then
+    patronictl -c "$config" restart "$(sed -n 's/^scope: //p' "$config")" "$1" --pending --force >/dev/null
+fi
+"""
+
+
+def restart_under_patroni(member: str):
+    """The "restart postgresql" handler on member `member` of the database cluster."""
+    return HandlerCommands([script(PATRONI_RESTART, member)],
+                           name="Restart PostgreSQL through Patroni where a restart is pending.")

@@ -101,7 +101,7 @@ def test_a_derived_key_is_the_same_for_the_same_seed_and_purpose_only():
 
 @pytest.mark.parametrize("groups, host, secrets, pins, message", [
     ({"web": ["web1"], "db": ["db1"], "backup": ["db1"]}, "db1", SECRETS, True,
-     "db1 is both the database host and the repository's"),
+     "db1 is both a database host and the repository's"),
     (THREE_HOSTS, "backup1", SECRETS, False, "pins no host key for db1 (203.0.113.2): run `invoke provision.trust"),
 ])
 def test_a_layout_it_cannot_serve_is_refused_naming_the_host(tmp_path, groups, host, secrets, pins, message):
