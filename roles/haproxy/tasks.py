@@ -31,6 +31,7 @@ def tasks(role, vars):
         "members": members, "leader_port": LEADER_PORT, "replica_port": REPLICA_PORT, "rest_port": PATRONI_REST_PORT,
         "ca": CA,
         "interval": vars.integer("haproxy_check_interval_seconds", minimum=1),
+        "fast": vars.integer("haproxy_check_fast_interval_ms", minimum=100),
         "fall": vars.integer("haproxy_check_fall", minimum=1), "rise": vars.integer("haproxy_check_rise", minimum=1),
         "idle_timeout": vars.string("haproxy_database_idle_timeout", DURATION)})
     reload = ("reload haproxy",)

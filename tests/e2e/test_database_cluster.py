@@ -34,6 +34,8 @@ WEB, BALANCER, BACKUP = WEBS[0], "vps12", "vps13"
 LAYOUT = (*MEMBERS, *WEBS, BALANCER, BACKUP)
 CA = Path(__file__).resolve().parents[2] / ".vigil" / "sandbox" / "ca" / "ca.crt"
 HOME_PAGE = "Welcome. May this be a place of peace"
+# Rows written while vps7 was the only database host, which the cluster must keep.
+SEEDED = 1000
 PATRONICTL = "patronictl -c /etc/patroni/17-main.yml"
 TLS = "--cacert=/etc/etcd/tls/ca.crt --cert=/etc/etcd/tls/member.crt --key=/etc/etcd/tls/member.key"
 
@@ -47,8 +49,9 @@ def etcdctl(sandbox, address: str, arguments: str, check: bool = True, endpoints
 
 @pytest.fixture(scope="module")
 def cluster(sandbox, tmp_path_factory):
-    """vps7..vps12 booted and onboarded twice as the database cluster, web hosts and balancer of a scratch
-    inventory, the app's secrets pushed and the app deployed: (addresses, first run, second run, inventory)."""
+    """The layout grown as a team grows it: first one database host (vps7) with the app deployed and rows
+    written, then vps8 and vps9 added to group db and provision.server run twice (the cluster forms around
+    vps7's data) and the secrets pushed again: (addresses, first run, second run, inventory)."""
     # The running hosts keep the Debian release each runs (a module before this one boots Debian 12 ones).
     running = load_state(SandboxPaths())
     releases = [f"--debian={name}:{host['release']}" for name, host in running.items() if host.get("release")]
@@ -58,19 +61,27 @@ def cluster(sandbox, tmp_path_factory):
     assert generated.code == 0, generated.stdout + generated.stderr
     addresses = {name: load_yaml(INVENTORY / "sandbox.yml")["hosts"][name]["address"] for name in LAYOUT}
 
-    def only_the_layout(data):
-        data["hosts"] = {name: data["hosts"][name] for name in LAYOUT}
-        data["groups"] = {"db": {"hosts": list(MEMBERS)}, "web": {"hosts": list(WEBS)}, "lb": {"hosts": [BALANCER]},
-                          "backup": {"hosts": [BACKUP]}}
+    def layout_with(databases):
+        def edit(data):
+            data["hosts"] = {name: data["hosts"][name] for name in LAYOUT}
+            data["groups"] = {"db": {"hosts": list(databases)}, "web": {"hosts": list(WEBS)},
+                              "lb": {"hosts": [BALANCER]}, "backup": {"hosts": [BACKUP]}}
+        return edit
 
-    inventory = sandbox.scratch_inventory(tmp_path_factory.mktemp("cluster"), only_the_layout)
+    # One database host, as a small team starts: the app deployed on it, and rows it must keep.
+    single = sandbox.scratch_inventory(tmp_path_factory.mktemp("single"), layout_with(MEMBERS[:1]))
+    for step in (("provision.server",), ("secrets.push", f"--limit={','.join(WEBS)}"), ("deploy.all",)):
+        done = invoke(*step, inventory=single, timeout=2400)
+        assert done.code == 0, step + (done.stdout[-4000:], done.stderr)
+    sandbox.ssh_at(addresses[WEB], APP_LOGIN)
+    app_sql(sandbox, addresses[WEB], f"create table grown_from_one as select generate_series(1, {SEEDED}) as id")
+    # Grown: two more database hosts; the cluster forms around vps7's data.
+    inventory = sandbox.scratch_inventory(tmp_path_factory.mktemp("cluster"), layout_with(MEMBERS))
     first = invoke("provision.server", "--json", inventory=inventory, timeout=2400)
     assert first.code == 0, first.stdout[-4000:] + first.stderr
     second = invoke("provision.server", "--json", inventory=inventory, timeout=1800)
     pushed = invoke("secrets.push", f"--limit={','.join(WEBS)}", inventory=inventory)
     assert pushed.code == 0, pushed.stdout + pushed.stderr
-    deployed = invoke("deploy.all", inventory=inventory, timeout=1800)
-    assert deployed.code == 0, deployed.stdout[-4000:] + deployed.stderr
     return addresses, first, second, inventory
 
 
@@ -92,7 +103,9 @@ def wait_for(condition, seconds: float, every: float = 1.0):
 def test_three_members_form_one_cluster_over_tls_and_a_second_run_changes_nothing(cluster, sandbox):
     addresses, first, second, _ = cluster
     for name in LAYOUT:
-        assert first.host(name)["status"] == "changed"
+        # Growing changes the database hosts (the cluster) and the web hosts (HAProxy to its leader).
+        if name in (*MEMBERS, *WEBS):
+            assert first.host(name)["status"] == "changed", first.host(name)
         assert (second.host(name)["changed"], second.host(name)["failed"]) == (0, 0), second.host(name)
     listed = json.loads(etcdctl(sandbox, addresses["vps7"], "member list -w json"))
     assert sorted(member["name"] for member in listed["members"]) == list(MEMBERS)
@@ -216,6 +229,10 @@ def test_patroni_keeps_the_first_members_data_and_the_others_stream_from_it_one_
     for name in MEMBERS:
         assert sandbox.ssh_at(addresses[name], "runuser -u postgres -- psql -X -t -A -c " + shlex.quote(
             "select count(*) from pg_database where datname = 'together_pray'")).strip() == "1"
+    # The rows written while vps7 was alone are on every member: growing lost nothing.
+    for name in MEMBERS:
+        assert sandbox.ssh_at(addresses[name], "runuser -u postgres -- psql -X -t -A -d together_pray -c "
+                                               "'select count(*) from grown_from_one'").strip() == str(SEEDED)
     # PostgreSQL is Patroni's alone: the distribution's unit for it is masked on every member.
     for name in MEMBERS:
         assert sandbox.ssh_at(addresses[name], "systemctl is-enabled postgresql@17-main.service",
@@ -486,6 +503,12 @@ def test_without_an_etcd_quorum_the_leader_demotes_itself_rather_than_run_alone(
         assert not refused.startswith("INSERT 0 "), "a write was taken without an etcd quorum"
         shown = invoke("db.status", inventory=inventory)
         assert shown.code == 2 and "no member can read the cluster from etcd" in shown.stdout, shown.stdout
+        # incident.status says it on every member's line; the runbook would fail over, and cannot lead
+        # anyone out of a lost quorum (its failover refuses without one).
+        status = invoke("incident.status", f"--limit={','.join(MEMBERS)}", inventory=inventory)
+        assert status.stdout.count("no member can read the cluster from etcd") >= 3, status.stdout
+        dry = invoke("incident.run", "db-failover", "--check", inventory=inventory)
+        assert "failover" in dry.stdout, dry.stdout + dry.stderr
     finally:
         for name in others:
             sandbox.ssh_at(addresses[name], "systemctl start --no-block etcd.service", check=False)
@@ -494,6 +517,10 @@ def test_without_an_etcd_quorum_the_leader_demotes_itself_rather_than_run_alone(
     assert wait_for(lambda: app_sql(sandbox, web, "insert into e2e_writes (id) values (-12) on conflict do nothing",
                                     check=False).startswith("INSERT 0 "), 60, every=2)
     assert invoke("db.status", inventory=inventory).code in (0, 2)  # a replica may still be catching up
+    # Once every member streams again, the runbook's first check finds the incident resolved.
+    assert wait_for(lambda: invoke("db.status", inventory=inventory).code == 0, 120, every=3)
+    resolved = invoke("incident.run", "db-failover", inventory=inventory)
+    assert resolved.code == 0, resolved.stdout + resolved.stderr
 
 
 def test_one_member_down_keeps_a_quorum_two_down_leave_none(cluster, sandbox):
