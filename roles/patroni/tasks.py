@@ -73,16 +73,17 @@ SELECT pg_is_in_recovery() OR (
     AND has_function_privilege(:'rewind_user', 'pg_catalog.pg_read_binary_file(text, bigint, bigint, boolean)',
                                'execute'));
 """
-# psql with the variables both files use; the verifiers come from a root-only file, never a command line.
-RUN_USERS = r"""
-set -eu
-exec runuser -u postgres -- psql -X -q -t -A -d postgres -v replication_user="$2" -v rewind_user="$3" \
-    -v replication_verifier="$(sed -n 1p "$4")" -v rewind_verifier="$(sed -n 2p "$4")" -f "$1"
+# psql with the variables both files use. The verifiers reach psql as \set lines on its standard input
+# (printf is the shell's own), read from a root-only file: never on a command line.
+FEED_USERS = r"""
+{ printf '\\set replication_verifier %s\n\\set rewind_verifier %s\n' "'$(sed -n 1p "$4")'" "'$(sed -n 2p "$4")'"
+  cat -- "$1"; } | runuser -u postgres -- psql -X -q -t -A -d postgres -v replication_user="$2" \
+    -v rewind_user="$3" -f -
 """
+RUN_USERS = "set -eu\n" + FEED_USERS
 USERS_IN_PLACE = r"""
 [ -r "$1" ] && [ -r "$4" ] || exit 1
-answer=$(runuser -u postgres -- psql -X -q -t -A -d postgres -v replication_user="$2" -v rewind_user="$3" \
-    -v replication_verifier="$(sed -n 1p "$4")" -v rewind_verifier="$(sed -n 2p "$4")" -f "$1" 2>/dev/null)
+answer=$(""" + FEED_USERS.strip() + r""" 2>/dev/null)
 [ "$answer" = t ]
 """
 VERIFIERS = "/etc/patroni/vigil-verifiers"
