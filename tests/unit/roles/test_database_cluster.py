@@ -144,11 +144,17 @@ def test_postgresql_on_a_member_leaves_listening_to_patroni_uses_the_members_cer
 def test_haproxy_on_each_web_host_forwards_loopback_to_the_member_patroni_calls_the_leader():
     written = files(operations(host="web2", roles=("haproxy",)))
     config = written["/etc/haproxy/haproxy.cfg"].content.decode()
-    assert "bind 127.0.0.1:5000" in config and "http-check send meth GET uri /primary" in config
+    # OPTIONS: Patroni answers with the status alone, so HAProxy never cuts a JSON body off mid-write.
+    assert "bind 127.0.0.1:5000" in config and "http-check send meth OPTIONS uri /primary" in config
+    assert "http-check send meth OPTIONS uri /replica" in config
     for index in (1, 2, 3):
         assert f"server db{index} 10.0.0.{index}:5432 check verifyhost db{index}" in config
     assert "check-ssl verify required ca-file /etc/haproxy/tls/database-cluster-ca.crt port 8008" in config
-    assert "on-marked-down shutdown-sessions" in config
+    # A refused connection (the old leader's PostgreSQL stopped in a switchover) takes it out at once,
+    # and the app's connection fails back to it rather than being held for a retry at the dead member.
+    leader = config.split("listen database-leader", 1)[1].split("listen database-replicas", 1)[0]
+    assert "on-marked-down shutdown-sessions observe layer4 error-limit 1 on-error mark-down" in leader
+    assert "retries 0" in leader
     assert "database cluster CA" in x509.load_pem_x509_certificate(
         written["/etc/haproxy/tls/database-cluster-ca.crt"].content).subject.rfc4514_string()
 
