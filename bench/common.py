@@ -120,6 +120,11 @@ def wait_until_quiet(at_most: float = 0.25, give_up_after: float = 30.0) -> floa
     return busy
 
 
+# The summary table's columns: a full run's (bench/run.py), and a run of one benchmark on its own that has a
+# summary the README shows until the next full run.
+SUMMARY_COLUMNS = ["what", "vigil (median)", "compared with (median)", "ratio or result"]
+
+
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cells) + " |" for cells in rows]

@@ -14,6 +14,9 @@ hosts), then, each comparison in alternating rounds (median, min and max of --ro
      between the same two servers (bench/importing.py)
   7. a preview of a branch beside an env holding a million rows: `preview.up` to serving, and the memory
      a running preview takes (bench/previews.py)
+  8. past one server: the database leader's power cut to the first write, a planned switchover's write
+     pause, failed requests through the balancer when a web host dies and in a rolling deploy, and the
+     balancer's added latency (bench/ha.py)
 
 Prints the summary table and writes bench/results/<date>.md (the machine, every table, the
 targets). The README's Performance section carries the summary table of the latest results file
@@ -30,8 +33,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import alerting, deploy_under_load, importing, onboard_noop, previews, recovery  # noqa: E402
-from bench.common import REPO, BenchError, Spread, commit, invoke, machine, markdown_table  # noqa: E402
+from bench import alerting, deploy_under_load, ha, importing, onboard_noop, previews, recovery  # noqa: E402
+from bench.common import (  # noqa: E402
+    REPO,
+    SUMMARY_COLUMNS,
+    BenchError,
+    Spread,
+    commit,
+    invoke,
+    machine,
+    markdown_table,
+)
 
 RESULTS = REPO / "bench" / "results"
 SUMMARY_HEADING = "## Summary"
@@ -39,7 +51,7 @@ SUMMARY_HEADING = "## Summary"
 
 def summary(noop: onboard_noop.NoopResult, deploy: deploy_under_load.DeployResult,
             lost: recovery.RecoveryResult, alerts: alerting.AlertingResult,
-            moved: importing.ImportResult, preview: previews.PreviewResult) -> str:
+            moved: importing.ImportResult, preview: previews.PreviewResult, cluster: ha.HaResult) -> str:
     """The headline table: each comparison's medians, their ratio, and the target."""
     median = {name: Spread.of(measured.seconds).median for name, measured in noop.measured.items()}
     trips = {name: max(measured.sessions["vps1"]) for name, measured in noop.measured.items()}
@@ -131,11 +143,12 @@ def summary(noop: onboard_noop.NoopResult, deploy: deploy_under_load.DeployResul
             f"{Spread.of(preview.memory_mib).median:.0f} MiB per running preview",
             "recorded (no target)",
         ],
+        *cluster.summary_rows(),
     ]
-    return markdown_table(["what", "vigil (median)", "compared with (median)", "ratio or result"], rows)
+    return markdown_table(SUMMARY_COLUMNS, rows)
 
 
-def report(day: str, rounds: int, noop, deploy, lost, alerts, moved, preview, minutes: float) -> str:
+def report(day: str, rounds: int, noop, deploy, lost, alerts, moved, preview, cluster, minutes: float) -> str:
     versions = ", ".join(noop.versions.values())
     return "\n".join([
         f"# Benchmarks, {day}",
@@ -150,7 +163,7 @@ def report(day: str, rounds: int, noop, deploy, lost, alerts, moved, preview, mi
         "",
         SUMMARY_HEADING,
         "",
-        summary(noop, deploy, lost, alerts, moved, preview),
+        summary(noop, deploy, lost, alerts, moved, preview, cluster),
         "",
         "## 1. No-op re-run of the full onboarding",
         "",
@@ -225,6 +238,12 @@ def report(day: str, rounds: int, noop, deploy, lost, alerts, moved, preview, mi
         "",
         preview.table(),
         "",
+        "## 8. Past one server",
+        "",
+        *ha.layout(),
+        "",
+        cluster.table(),
+        "",
     ])
 
 
@@ -242,11 +261,13 @@ def main(rounds: int = 5, requests: int = 2000, rows: int = 1_000_000, keep: boo
         alerts = alerting.measure(rounds)
         moved = importing.measure(rounds)
         preview = previews.measure(rounds)
+        cluster = ha.measure(rounds)
     finally:
         if not keep:
             invoke("sandbox.down")
     day = time.strftime("%Y-%m-%d", time.gmtime())
-    text = report(day, rounds, noop, deploy, lost, alerts, moved, preview, (time.monotonic() - began) / 60)
+    text = report(day, rounds, noop, deploy, lost, alerts, moved, preview, cluster,
+                  (time.monotonic() - began) / 60)
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{day}.md"
     path.write_text(text)

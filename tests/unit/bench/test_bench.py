@@ -11,6 +11,7 @@ import pytest
 
 from bench.alerting import AlertingResult
 from bench.common import Spread, alternating, markdown_table
+from bench.ha import HaResult
 from bench.importing import ImportResult
 from bench.onboard_noop import counts
 from bench.peers.export import Manifest, UnknownOperation
@@ -200,18 +201,49 @@ def section_table(text: str, heading: str) -> list[str]:
     return [line for line in lines if line.startswith("|")]
 
 
+def readme_performance() -> str:
+    readme = (REPO / "README.md").read_text()
+    return readme.split("## Performance\n", 1)[1].split("\n## ", 1)[0]
+
+
+def tables_with_their_sources(text: str) -> list[tuple[str, list[str]]]:
+    """Each table of `text`, with the last results file named before it."""
+    found, source, table = [], "", []
+    for line in text.splitlines() + [""]:
+        if line.startswith("|"):
+            table.append(line)
+            continue
+        if table:
+            found.append((source, table))
+            table = []
+        source = next(iter(re.findall(r"bench/results/[\w.-]+\.md", line)[-1:]), source)
+    return found
+
+
 def test_the_readme_performance_table_is_the_latest_recorded_results_summary():
     # Full runs only (YYYY-MM-DD.md); one benchmark run on its own writes YYYY-MM-DD-<name>.md.
     results = sorted(path for path in (REPO / "bench" / "results").glob("*.md")
                      if re.fullmatch(r"\d{4}-\d{2}-\d{2}\.md", path.name))
     assert results, "bench/results/ holds no recorded run"
     latest = results[-1]
-    readme = (REPO / "README.md").read_text()
-    performance = readme.split("## Performance\n", 1)[1].split("\n## ", 1)[0]
-    assert f"bench/results/{latest.name}" in performance
-    table = section_table(latest.read_text(), "## Summary")
+    (source, table), *_ = tables_with_their_sources(readme_performance())
+    assert source == f"bench/results/{latest.name}"
     assert len(table) >= 4
-    assert [line for line in performance.splitlines() if line.startswith("|")] == table
+    assert table == section_table(latest.read_text(), "## Summary")
+
+
+def test_every_other_readme_performance_table_is_its_named_results_files_summary():
+    # A benchmark run on its own, newer than the last full run, shows its summary below the full run's.
+    later = tables_with_their_sources(readme_performance())[1:]
+    for source, table in later:
+        assert (REPO / source).is_file(), f"the README names {source}, which does not exist"
+        assert table == section_table((REPO / source).read_text(), "## Summary"), source
+
+
+def test_a_table_is_paired_with_the_results_file_named_before_it():
+    text = "from `bench/results/a.md`:\n\n| x |\n|---|\n\nthen bench/results/b-ha.md:\n| y |\n"
+    assert tables_with_their_sources(text) == [("bench/results/a.md", ["| x |", "|---|"]),
+                                               ("bench/results/b-ha.md", ["| y |"])]
 
 
 @pytest.mark.parametrize("vigil, raw, rpo, verdicts", [
@@ -259,3 +291,19 @@ def test_the_preview_figures_show_the_copy_and_the_deploy_apart_and_the_memory()
     assert "| `preview.up` to serving (no build: the env's artifacts) | 11.00 s (10.10 to 12.00) |" in table
     assert "3.10 s (3.00 to 3.20)" in table and "6.50 s (6.00 to 7.00)" in table
     assert "| memory of a running preview (backend and frontend) | 155 MiB (150 to 160) |" in table
+
+
+@pytest.mark.parametrize("failover, switchover, web_host, rolling, results", [
+    ([22.5, 22.6, 23.0], [3.2, 3.3, 4.1], [0, 0], [0, 0],
+     ["at most 30 s, worst 23.0 s: met", "at most 5 s, worst 4.1 s: met", "0 (target 0): met", "0 (target 0): met"]),
+    ([22.5, 31.2, 23.0], [3.2, 3.3, 6.4], [2, 0], [0, 1],
+     ["at most 30 s, worst 31.2 s: MISSED", "at most 5 s, worst 6.4 s: MISSED", "2 (target 0): MISSED",
+      "1 (target 0): MISSED"]),
+])
+def test_the_ha_summary_holds_its_worst_round_to_each_target(failover, switchover, web_host, rolling, results):
+    result = HaResult(failover, switchover, web_host, rolling, [1000, 1200],
+                      through=[0.0037] * 98 + [0.0087] * 2, direct=[0.0034] * 98 + [0.0084] * 2)
+    rows = result.summary_rows()
+    assert [row[3] for row in rows[:4]] == results
+    assert rows[0][1] == f"{Spread.of(failover).median:.1f} s" and rows[0][2] == "leader lock ttl 20 s"
+    assert rows[4][1:] == ["3.7 ms / 8.7 ms", "straight to a web host 3.4 ms / 8.4 ms", "+0.3 ms / +0.3 ms"]
