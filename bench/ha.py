@@ -48,6 +48,7 @@ from bench.common import (  # noqa: E402
     run_alone,
     sandbox_hosts,
 )
+from tests.support.app_database import APP_LOGIN, STOP_WRITER, logged_writes, longest_pause, writer  # noqa: E402
 from tests.support.load import LoadLoop  # noqa: E402
 
 BALANCER, WEB, OTHER_WEB = "vps1", "vps2", "vps3"
@@ -59,45 +60,8 @@ HOME_PAGE = "Welcome. May this be a place of peace"
 FAILOVER_TARGET, SWITCHOVER_TARGET = 30, 5
 # The cluster's timings as roles/patroni sets them: a power-cut leader's lock outlives it by at most the ttl.
 PATRONI = yaml.safe_load((REPO / "roles" / "patroni" / "defaults.yml").read_text())
-# The writer on the web host: one transaction per insert through HAProxy's leader port, each logged with
-# when its commit came back and whether it was acknowledged; runs until /root/writer.stop exists.
-WRITER = r"""
-command -v psql >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql-client >/dev/null 2>&1
-python3 - <<'PY'
-import os, urllib.parse
-line = next(l for l in open("/etc/together-pray/backend.env") if l.startswith("DATABASE_URL="))
-url = urllib.parse.urlsplit(line.split("=", 1)[1].strip().strip("'"))
-query = dict(urllib.parse.parse_qsl(url.query))
-user, database = urllib.parse.unquote(url.username), url.path.lstrip("/")
-opener = lambda path, flags: os.open(path, flags, 0o600)
-with open("/root/.pgpass", "w", opener=opener) as pgpass:
-    pgpass.write(f"{url.hostname}:*:{database}:{user}:{urllib.parse.unquote(url.password)}\n")
-with open("/root/app.conninfo", "w", opener=opener) as conninfo:
-    conninfo.write(f"host={url.hostname} port={url.port} dbname={database} user={user} sslmode={query['sslmode']} "
-                   f"sslrootcert={query['sslrootcert']} connect_timeout=3")
-PY
-cat > /root/writer.py <<'PY'
-import os, subprocess, time
-conninfo = open("/root/app.conninfo").read()
-subprocess.run(["psql", "-w", "-X", "-q", conninfo, "-c", "create table if not exists bench_writes "
-                "(id bigserial primary key, at timestamptz not null default now())"], check=True)
-with open("/root/writer.log", "w") as log:
-    while not os.path.exists("/root/writer.stop"):
-        try:
-            done = subprocess.run(["psql", "-w", "-X", "-q", conninfo, "-c", "insert into bench_writes default values"],
-                                  capture_output=True, timeout=10)
-            acknowledged = done.returncode == 0
-        except subprocess.TimeoutExpired:
-            acknowledged = False
-        log.write(f"{time.time():.3f} {'ok' if acknowledged else 'failed'}\n")
-        log.flush()
-        time.sleep(0.05)
-PY
-rm -f /root/writer.stop /root/writer.log
-systemctl reset-failed bench-writer.service 2>/dev/null || true
-systemd-run --quiet --unit=bench-writer --collect python3 /root/writer.py
-"""
-STOP_WRITER = "touch /root/writer.stop; sleep 1; cat /root/writer.log"
+# At most this long a writer runs on the web host in a round (stopped earlier when the round is measured).
+WRITER_SECONDS = 120
 # 300 sequential GETs on one kept-alive connection to $1 (an address), checked against the CA in $2, paced
 # under nginx's API rate limit (nginx_api_rate_per_second, 10): a 429 would be nginx's answer, not the app's.
 LATENCY = r"""
@@ -209,19 +173,15 @@ def healthy() -> dict | None:
     return found if not found["problems"] else None
 
 
-def acknowledged(log: str) -> list[float]:
-    return [float(at) for at, result in (line.split() for line in log.splitlines()) if result == "ok"]
-
-
 def failover_round(hosts: dict[str, str]) -> float:
     leader = wait(healthy, 300, "a healthy cluster")["leader"]
-    on_host(hosts[WEB], WRITER)
+    on_host(hosts[WEB], APP_LOGIN + writer(WRITER_SECONDS))
     time.sleep(5)
     invoke("sandbox.poweroff", leader, "--hard")
     cut = time.time()
     time.sleep(45)
-    acks = acknowledged(on_host(hosts[WEB], STOP_WRITER))
-    after = [at for at in acks if at > cut]
+    writes = logged_writes(on_host(hosts[WEB], STOP_WRITER))
+    after = [write.at for write in writes if write.acknowledged and write.at > cut]
     if not after:
         raise BenchError(f"no write acknowledged within 45 s of cutting {leader} off")
     invoke("sandbox.poweron", leader)
@@ -232,12 +192,11 @@ def failover_round(hosts: dict[str, str]) -> float:
 def switchover_round(hosts: dict[str, str]) -> float:
     found = wait(healthy, 300, "a healthy cluster")
     target = next(member["name"] for member in found["members"] if member["role"] == "Sync Standby")
-    on_host(hosts[WEB], WRITER)
+    on_host(hosts[WEB], APP_LOGIN + writer(WRITER_SECONDS))
     time.sleep(5)
     invoke("db.switchover", f"--to={target}", "--yes")
     time.sleep(10)
-    acks = acknowledged(on_host(hosts[WEB], STOP_WRITER))
-    return max(later - earlier for earlier, later in zip(acks, acks[1:]))
+    return longest_pause(logged_writes(on_host(hosts[WEB], STOP_WRITER)))
 
 
 def web_host_round(hosts: dict[str, str]) -> tuple[int, int]:
