@@ -122,6 +122,7 @@ def certificate(vars, server_name: str, tls: str) -> tuple[list, list, str]:
     server = vars.string("nginx_certbot_server", r"|https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?")
     hook = BUNDLE.replace("__NAME__", server_name).replace("__CERTIFICATE__", CERTIFICATE).replace("__CONFIG__",
                                                                                                    CONFIG)
+    live = f"/etc/letsencrypt/live/{server_name}/fullchain.pem"
     return [
         AptPackages(["certbot"], name="Ensure certbot is installed."),
         *trusted_acme_ca(vars),
@@ -130,11 +131,15 @@ def certificate(vars, server_name: str, tls: str) -> tuple[list, list, str]:
     ], [
         Directory(DEPLOY_HOOK.rsplit("/", 1)[0], mode="0755"),
         File(DEPLOY_HOOK, hook, mode="0755", name="Ensure certbot's certificates become HAProxy's, and reload it."),
+        # The challenge reaches certbot only through this run's configuration, and the reload it notified
+        # comes at the end of the run: a balancer moving from the sandbox's CA to certbot would still be
+        # redirecting port 80 to HTTPS. Before the first certificate only, so a later run reloads nothing.
+        Guarded([cmd(*CHECK), cmd("systemctl", "reload", "haproxy.service")], creates=live,
+                name="Ensure HAProxy sends ACME challenges to certbot before its first certificate."),
         Guarded([cmd("certbot", "certonly", "--non-interactive", "--agree-tos", "--email", email, "--standalone",
                      "--http-01-address", "127.0.0.1", "--http-01-port", str(ACME_PORT), "-d", server_name,
                      "--deploy-hook", DEPLOY_HOOK, *(["--server", server] if server else []))],
-                creates=f"/etc/letsencrypt/live/{server_name}/fullchain.pem",
-                name=f"Ensure {server or 'Let’s Encrypt'} issued a certificate for {server_name}."),
+                creates=live, name=f"Ensure {server or 'Let’s Encrypt'} issued a certificate for {server_name}."),
         SystemdUnit("certbot.timer", enabled=True, running=True, name="Ensure certificates renew automatically."),
     ], "@system-ca"
 

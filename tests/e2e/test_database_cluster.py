@@ -22,7 +22,18 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.support.acme import local_acme
+from tests.support.app_database import (
+    APP_LOGIN,
+    READER_UNIT,
+    STOP_WRITER,
+    logged_writes,
+    longest_pause,
+    reader,
+    writer,
+)
 from tests.support.load import LoadLoop
+from tests.support.named_https import session_for
 from tests.support.sandbox_hosts import INVENTORY, app_database_login, database_url_endpoint, invoke, tcp_probe
 from vigil.core.yaml_loader import load_yaml
 from vigil.sandbox.facts import load_state
@@ -34,6 +45,7 @@ WEB, BALANCER, BACKUP = WEBS[0], "vps12", "vps13"
 LAYOUT = (*MEMBERS, *WEBS, BALANCER, BACKUP)
 CA = Path(__file__).resolve().parents[2] / ".vigil" / "sandbox" / "ca" / "ca.crt"
 HOME_PAGE = "Welcome. May this be a place of peace"
+DOMAIN = "app.together-pray.test"
 # Rows written while vps7 was the only database host, which the cluster must keep.
 SEEDED = 1000
 PATRONICTL = "patronictl -c /etc/patroni/17-main.yml"
@@ -60,14 +72,6 @@ def cluster(sandbox, tmp_path_factory):
     generated = invoke("secrets.generate", "--env=sandbox")  # DB_CLUSTER_SEED, if the secrets lack it
     assert generated.code == 0, generated.stdout + generated.stderr
     addresses = {name: load_yaml(INVENTORY / "sandbox.yml")["hosts"][name]["address"] for name in LAYOUT}
-
-    def layout_with(databases):
-        def edit(data):
-            data["hosts"] = {name: data["hosts"][name] for name in LAYOUT}
-            data["groups"] = {"db": {"hosts": list(databases)}, "web": {"hosts": list(WEBS)},
-                              "lb": {"hosts": [BALANCER]}, "backup": {"hosts": [BACKUP]}}
-        return edit
-
     # One database host, as a small team starts: the app deployed on it, and rows it must keep.
     single = sandbox.scratch_inventory(tmp_path_factory.mktemp("single"), layout_with(MEMBERS[:1]))
     for step in (("provision.server",), ("secrets.push", f"--limit={','.join(WEBS)}"), ("deploy.all",)):
@@ -83,6 +87,16 @@ def cluster(sandbox, tmp_path_factory):
     pushed = invoke("secrets.push", f"--limit={','.join(WEBS)}", inventory=inventory)
     assert pushed.code == 0, pushed.stdout + pushed.stderr
     return addresses, first, second, inventory
+
+
+def layout_with(databases, balancer_vars=None):
+    """An edit of the sandbox's inventory into this module's layout, with `databases` as group db."""
+    def edit(data):
+        data["hosts"] = {name: data["hosts"][name] for name in LAYOUT}
+        data["groups"] = {"db": {"hosts": list(databases)}, "web": {"hosts": list(WEBS)},
+                          "lb": {"hosts": [BALANCER]}, "backup": {"hosts": [BACKUP]}}
+        data["hosts"][BALANCER].setdefault("vars", {}).update(balancer_vars or {})
+    return edit
 
 
 def members_now(sandbox, address: str) -> dict[str, dict]:
@@ -139,73 +153,6 @@ def test_a_client_without_the_clusters_certificate_and_hosts_off_the_group_are_t
     assert probe.strip().endswith("closed"), probe
 
 
-# The app's login from its web host, as the backend makes it (its DATABASE_URL), kept in root's .pgpass and a
-# conninfo file so that no password is on a command line; psql for the queries and the writer.
-APP_LOGIN = r"""
-command -v psql >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql-client >/dev/null 2>&1
-python3 - <<'PY'
-import os, urllib.parse
-line = next(l for l in open("/etc/together-pray/backend.env") if l.startswith("DATABASE_URL="))
-url = urllib.parse.urlsplit(line.split("=", 1)[1].strip().strip("'"))
-query = dict(urllib.parse.parse_qsl(url.query))
-user, database = urllib.parse.unquote(url.username), url.path.lstrip("/")
-opener = lambda path, flags: os.open(path, flags, 0o600)
-with open("/root/.pgpass", "w", opener=opener) as pgpass:
-    # Any port: the leader's (5000) and the replicas' (5001) on this host's HAProxy.
-    pgpass.write(f"{url.hostname}:*:{database}:{user}:{urllib.parse.unquote(url.password)}\n")
-with open("/root/app.conninfo", "w", opener=opener) as conninfo:
-    conninfo.write(f"host={url.hostname} port={url.port} dbname={database} user={user} sslmode={query['sslmode']} "
-                   f"sslrootcert={query['sslrootcert']} connect_timeout=3")
-PY
-"""
-# Inserts numbered rows one transaction at a time for $1 seconds, logging each number, when its commit
-# came back, and whether it was acknowledged.
-WRITER = r"""
-cat > /root/writer.py <<'PY'
-import subprocess, sys, time
-conninfo = open("/root/app.conninfo").read()
-deadline, number = time.monotonic() + float(sys.argv[1]), 0
-with open("/root/writer.log", "w") as log:
-    while time.monotonic() < deadline:
-        number += 1
-        try:
-            done = subprocess.run(["psql", "-w", "-X", "-q", "-v", "ON_ERROR_STOP=1", conninfo, "-c",
-                                   f"insert into e2e_writes (id) values ({number})"], capture_output=True, timeout=10)
-            acknowledged = done.returncode == 0
-        except subprocess.TimeoutExpired:
-            acknowledged = False
-        log.write(f"{number} {time.time():.3f} {'ok' if acknowledged else 'failed'}\n")
-        log.flush()
-        time.sleep(0.05)
-PY
-systemctl reset-failed vigil-e2e-writer.service 2>/dev/null || true
-systemd-run --quiet --unit=vigil-e2e-writer --collect python3 /root/writer.py "$1"
-"""
-
-
-# Reads a count through port $2 (5000: the leader; 5001: the replicas), one connection each, for $1 seconds.
-READER = r"""
-cat > /root/reader.py <<'PY'
-import subprocess, sys, time
-conninfo = open("/root/app.conninfo").read().replace("port=5000", "port=" + sys.argv[2])
-deadline = time.monotonic() + float(sys.argv[1])
-with open("/root/reader.log", "w") as log:
-    while time.monotonic() < deadline:
-        try:
-            done = subprocess.run(["psql", "-w", "-X", "-q", "-t", "-A", conninfo, "-c",
-                                   "select count(*) from e2e_writes"], capture_output=True, timeout=10)
-            answered = done.returncode == 0
-        except subprocess.TimeoutExpired:
-            answered = False
-        log.write(f"{time.time():.3f} {'ok' if answered else 'failed'}\n")
-        log.flush()
-        time.sleep(0.05)
-PY
-systemctl reset-failed vigil-e2e-reader.service 2>/dev/null || true
-systemd-run --quiet --unit=vigil-e2e-reader --collect python3 /root/reader.py "$1" "$2"
-"""
-
-
 def app_sql(sandbox, address: str, sql: str, check: bool = True) -> str:
     """`sql` as the app's role, from the web host at `address`, through HAProxy to the leader."""
     return sandbox.ssh_at(address, f'psql -w -X -t -A -v ON_ERROR_STOP=1 "$(cat /root/app.conninfo)" '
@@ -249,13 +196,13 @@ def test_the_web_host_reaches_the_leader_through_haproxy_checking_the_clusters_c
     assert "database cluster CA" in issuer, issuer
     # A write through it lands on the leader and reaches both replicas.
     sandbox.ssh_at(web, APP_LOGIN)
-    app_sql(sandbox, web, "create table if not exists e2e_writes (id integer primary key, at timestamptz "
+    app_sql(sandbox, web, "create table if not exists probe_writes (id integer primary key, at timestamptz "
                           "not null default now())")
-    app_sql(sandbox, web, "insert into e2e_writes (id) values (0) on conflict do nothing")
+    app_sql(sandbox, web, "insert into probe_writes (id) values (0) on conflict do nothing")
     for name in MEMBERS:
         count = lambda name=name: sandbox.ssh_at(  # noqa: E731
             addresses[name], "runuser -u postgres -- psql -X -t -A -d together_pray -c "
-                             "'select count(*) from e2e_writes where id = 0'", check=False).strip() == "1"
+                             "'select count(*) from probe_writes where id = 0'", check=False).strip() == "1"
         assert wait_for(count, 30), name
 
 
@@ -265,8 +212,7 @@ def test_the_leader_powered_off_under_writes_a_replica_leads_and_no_acknowledged
     leader = leader_of(members_now(sandbox, addresses["vps8"]))
     assert leader is not None
     survivor = next(name for name in MEMBERS if name != leader)
-    app_sql(sandbox, web, "delete from e2e_writes where id > 0")
-    sandbox.ssh_at(web, WRITER.replace('"$1"', "120"))
+    sandbox.ssh_at(web, writer(seconds=120))
     try:
         assert wait_for(lambda: sandbox.ssh_at(web, "grep -c ' ok$' /root/writer.log || true").strip() not in
                         ("", "0"), 30)
@@ -280,20 +226,17 @@ def test_the_leader_powered_off_under_writes_a_replica_leads_and_no_acknowledged
         assert new_leader, members_now(sandbox, addresses[survivor])
 
         def resumed():
-            lines = sandbox.ssh_at(web, "cat /root/writer.log").splitlines()
-            return [line for line in lines if line.endswith(" ok") and float(line.split()[1]) > powered_off]
+            return [write for write in logged_writes(sandbox.ssh_at(web, "cat /root/writer.log"))
+                    if write.acknowledged and write.at > powered_off]
         assert wait_for(resumed, 60, every=2), "writes never resumed through HAProxy"
     finally:
-        sandbox.ssh_at(web, "systemctl stop vigil-e2e-writer.service 2>/dev/null || true", check=False)
-    log = [line.split() for line in sandbox.ssh_at(web, "cat /root/writer.log").splitlines()]
-    acknowledged = {int(number) for number, _, result in log if result == "ok"}
-    stored = {int(number) for number in app_sql(sandbox, web, "select id from e2e_writes where id > 0").split()}
+        writes = logged_writes(sandbox.ssh_at(web, STOP_WRITER, check=False))
+    acknowledged = {write.number for write in writes if write.acknowledged}
+    stored = {int(number) for number in app_sql(sandbox, web, "select id from probe_writes where id > 0").split()}
     # Synchronous replication: every insert the leader acknowledged was on a replica before it died.
     assert acknowledged <= stored, sorted(acknowledged - stored)[:20]
-    times = [float(at) for _, at, result in log if result == "ok"]
-    gap = max(later - earlier for earlier, later in zip(times, times[1:]))
-    print(f"leader {leader} lost: {new_leader} leads; longest pause between acknowledged writes {gap:.1f} s; "
-          f"{len(acknowledged)} acknowledged, {len(log) - len(acknowledged)} failed")
+    print(f"leader {leader} lost: {new_leader} leads; longest pause between acknowledged writes "
+          f"{longest_pause(writes):.1f} s; {len(acknowledged)} acknowledged, {len(writes) - len(acknowledged)} failed")
     # The old leader boots, and Patroni brings it back as a replica of the new one (pg_rewind if it must).
     assert invoke("sandbox.poweron", leader, timeout=600).code == 0
     rejoined = wait_for(lambda: members_now(sandbox, addresses[new_leader]).get(leader, {}).get("State")
@@ -326,29 +269,27 @@ def test_a_planned_switchover_under_load_pauses_writes_briefly_and_fails_no_read
     other = next(member["name"] for member in before["members"] if member["role"] == "Replica")
     refused = invoke("db.switchover", f"--to={other}", "--yes", inventory=inventory)
     assert refused.code == 3 and "not the synchronous standby" in refused.stderr
-    app_sql(sandbox, web, "delete from e2e_writes where id > 0")  # the writer numbers from 1
-    sandbox.ssh_at(web, WRITER.replace('"$1"', "40"))
-    sandbox.ssh_at(web, READER.replace('"$1" "$2"', "40 5001"))
+    sandbox.ssh_at(web, writer(seconds=40))
+    sandbox.ssh_at(web, reader(seconds=40, port=5001))
     try:
         time.sleep(8)
         switched = invoke("db.switchover", f"--to={target}", "--yes", inventory=inventory, timeout=300)
         assert switched.code == 0, switched.stdout + switched.stderr
         time.sleep(10)
     finally:
-        sandbox.ssh_at(web, "systemctl stop vigil-e2e-writer.service vigil-e2e-reader.service 2>/dev/null || true",
-                       check=False)
+        sandbox.ssh_at(web, f"systemctl stop {READER_UNIT} 2>/dev/null || true", check=False)
+        writes = logged_writes(sandbox.ssh_at(web, STOP_WRITER, check=False))
     assert invoke("db.status", "--json", inventory=inventory).json["leader"] == target
-    writes = [line.split() for line in sandbox.ssh_at(web, "cat /root/writer.log").splitlines()]
-    acknowledged = [float(at) for _, at, result in writes if result == "ok"]
-    pause = max(later - earlier for earlier, later in zip(acknowledged, acknowledged[1:]))
+    acknowledged = {write.number for write in writes if write.acknowledged}
+    pause = longest_pause(writes)
     reads = [line.split() for line in sandbox.ssh_at(web, "cat /root/reader.log").splitlines()]
     failed_reads = [at for at, result in reads if result != "ok"]
     print(f"switchover to {target}: longest write pause {pause:.1f} s, {len(writes) - len(acknowledged)} writes "
           f"refused; {len(reads)} reads of the replicas, {len(failed_reads)} failed")
     assert not failed_reads and len(reads) > 50
     # Every acknowledged write is on the new leader.
-    stored = {int(number) for number in app_sql(sandbox, web, "select id from e2e_writes").split()}
-    assert {int(number) for number, _, result in writes if result == "ok"} <= stored
+    stored = {int(number) for number in app_sql(sandbox, web, "select id from probe_writes").split()}
+    assert acknowledged <= stored
 
 
 def test_pgbackrest_archives_from_whichever_member_leads_and_backs_up_from_a_replica(cluster, sandbox):
@@ -391,11 +332,11 @@ cd /tmp
 runuser -u postgres -- /usr/lib/postgresql/17/bin/pg_ctl -D /var/lib/postgresql/17/main -w -o \
     "-c config_file=/etc/postgresql/17/main/postgresql.conf -c listen_addresses=localhost" start >/dev/null
 runuser -u postgres -- /usr/lib/postgresql/17/bin/pg_ctl -D /var/lib/postgresql/17/main -w promote >/dev/null
-runuser -u postgres -- psql -X -q -d together_pray -c "insert into e2e_writes (id) values (-1)"
+runuser -u postgres -- psql -X -q -d together_pray -c "insert into probe_writes (id) values (-1)"
 runuser -u postgres -- /usr/lib/postgresql/17/bin/pg_ctl -D /var/lib/postgresql/17/main -w -m fast stop >/dev/null
 systemctl start patroni@17-main.service
 """)
-    app_sql(sandbox, web, "insert into e2e_writes (id) values (-2)")
+    app_sql(sandbox, web, "insert into probe_writes (id) values (-2)")
     unconfirmed = invoke("db.reinit", victim, inventory=inventory)
     assert unconfirmed.code == 3
     leader = invoke("db.reinit", status["leader"], "--yes", inventory=inventory)
@@ -404,7 +345,7 @@ systemctl start patroni@17-main.service
     assert rebuilt.code == 0, rebuilt.stdout + rebuilt.stderr
     assert f"{victim} streams from {status['leader']} again" in rebuilt.stdout
     rows = sandbox.ssh_at(addresses[victim], "runuser -u postgres -- psql -X -t -A -d together_pray -c "
-                                             "'select id from e2e_writes where id < 0 order by id'").split()
+                                             "'select id from probe_writes where id < 0 order by id'").split()
     # The leader's row is there, the split's is gone: its data is the leader's again.
     assert rows == ["-2"], rows
     assert invoke("db.status", inventory=inventory).code == 0
@@ -494,12 +435,12 @@ def test_without_an_etcd_quorum_the_leader_demotes_itself_rather_than_run_alone(
         sandbox.ssh_at(addresses[others[0]], "systemctl stop etcd.service")
         time.sleep(15)
         assert primaries() == [leader]
-        assert app_sql(sandbox, web, "insert into e2e_writes (id) values (-10) on conflict do nothing"
+        assert app_sql(sandbox, web, "insert into probe_writes (id) values (-10) on conflict do nothing"
                        ).startswith("INSERT 0 ")
         # Two stopped: the leader cannot renew its lock, so it stops taking writes; no member does.
         sandbox.ssh_at(addresses[others[1]], "systemctl stop etcd.service")
         assert wait_for(lambda: primaries() == [], 60, every=2), primaries()
-        refused = app_sql(sandbox, web, "insert into e2e_writes (id) values (-11)", check=False)
+        refused = app_sql(sandbox, web, "insert into probe_writes (id) values (-11)", check=False)
         assert not refused.startswith("INSERT 0 "), "a write was taken without an etcd quorum"
         shown = invoke("db.status", inventory=inventory)
         assert shown.code == 2 and "no member can read the cluster from etcd" in shown.stdout, shown.stdout
@@ -514,7 +455,7 @@ def test_without_an_etcd_quorum_the_leader_demotes_itself_rather_than_run_alone(
             sandbox.ssh_at(addresses[name], "systemctl start --no-block etcd.service", check=False)
     # The quorum back: a leader again, by itself, and writes taken.
     assert wait_for(lambda: len(primaries()) == 1, 120, every=3), primaries()
-    assert wait_for(lambda: app_sql(sandbox, web, "insert into e2e_writes (id) values (-12) on conflict do nothing",
+    assert wait_for(lambda: app_sql(sandbox, web, "insert into probe_writes (id) values (-12) on conflict do nothing",
                                     check=False).startswith("INSERT 0 "), 60, every=2)
     assert invoke("db.status", inventory=inventory).code in (0, 2)  # a replica may still be catching up
     # Once every member streams again, the runbook's first check finds the incident resolved.
@@ -552,3 +493,37 @@ def test_one_member_down_keeps_a_quorum_two_down_leave_none(cluster, sandbox):
                                                                                               "alone")
     etcdctl(sandbox, addresses["vps8"], "put vigil/e2e together-again")
     assert etcdctl(sandbox, addresses["vps9"], "get vigil/e2e --print-value-only").strip() == "together-again"
+
+
+def test_the_balancer_gets_its_certificate_from_certbot_over_http_01_and_renews_it(cluster, sandbox, tmp_path):
+    addresses, *_ = cluster
+    balancer = addresses[BALANCER]
+    with local_acme(BALANCER, tmp_path) as server:
+        # The production way to the site's certificate, from the local ACME server: HTTP-01 through HAProxy's
+        # port 80 to certbot's standalone server behind it. (The web hosts keep theirs, from the sandbox CA.)
+        production = {"nginx_tls": "certbot", "nginx_server_name": DOMAIN, "nginx_certbot_server": server["directory"],
+                      "nginx_certbot_ca_certificate": str(CA)}
+        (tmp_path / "inventory").mkdir()
+        inventory = sandbox.scratch_inventory(tmp_path / "inventory", layout_with(MEMBERS, production))
+        first = invoke("provision.server", "--json", f"--limit={BALANCER}", inventory=inventory, timeout=900)
+        assert first.code == 0, first.stdout[-4000:] + first.stderr
+        second = invoke("provision.server", "--json", f"--limit={BALANCER}", inventory=inventory, timeout=900)
+        assert (second.host(BALANCER)["changed"], second.host(BALANCER)["failed"]) == (0, 0), second.host(BALANCER)
+        # Visitors get the app, over a certificate for the domain that chains to the ACME server's root.
+        root = tmp_path / "acme-root.pem"
+        root.write_text(server["root"])
+        page = session_for(DOMAIN, balancer).get(f"https://{DOMAIN}/", verify=str(root), timeout=10)
+        assert page.status_code == 200 and HOME_PAGE in page.text
+        assert "GET /.well-known/acme-challenge/" in sandbox.ssh_at(balancer, "journalctl -t haproxy --no-pager")
+        # A renewal runs the whole exchange again through HAProxy, from the server the certificate came from
+        # (--server again: a dry run otherwise swaps in Let's Encrypt's staging server).
+        renewal_config = sandbox.ssh_at(balancer, f"cat /etc/letsencrypt/renewal/{DOMAIN}.conf")
+        assert f"server = {server['directory']}" in renewal_config.splitlines()
+        renewal = sandbox.ssh_at(balancer, "certbot renew --dry-run --no-random-sleep-on-renew --server "
+                                           f"{shlex.quote(server['directory'])} 2>&1 | tail -3", check=False)
+        assert "Congratulations, all simulated renewals succeeded" in renewal, renewal
+    timer = sandbox.ssh_at(balancer, "systemctl is-enabled certbot.timer; systemctl is-active certbot.timer")
+    assert timer.split() == ["enabled", "active"]
+    # What a real renewal runs afterwards: the new certificate becomes HAProxy's, which keeps serving.
+    sandbox.ssh_at(balancer, "/etc/letsencrypt/renewal-hooks/deploy/vigil-haproxy-certificate")
+    assert session_for(DOMAIN, balancer).get(f"https://{DOMAIN}/api/health", verify=str(root), timeout=10).ok

@@ -14,6 +14,7 @@ from vigil.core.fanout import Unreachable
 from vigil.core.playbook import build_host_plans
 from vigil.deploy.edge import trusted_proxies
 from vigil.operations.files import File
+from vigil.operations.guarded import Guarded
 
 LAYOUT = {"lb": ["lb1"], "web": ["web1", "web2"], "db": ["db1"], "monitor": ["mon1"]}
 PRIVATE = {"lb1": "10.0.2.1", "web1": "10.0.1.1", "web2": "10.0.1.2", "db1": "10.0.0.1", "mon1": "10.0.3.1"}
@@ -54,6 +55,23 @@ def test_haproxy_terminates_https_and_checks_each_web_hosts_certificate_and_both
     assert text.index("http-request del-header X-Forwarded-For") < text.index("option forwardfor")
     certificate = next(op for op in operations() if isinstance(op, File) and op.path == "/etc/haproxy/certs/site.pem")
     assert certificate.secret and certificate.mode == "0600" and b"PRIVATE KEY" in certificate.content
+
+
+def test_with_certbot_the_challenge_route_is_loaded_before_the_first_certificate_is_asked_for():
+    certbot = {"nginx_tls": "certbot", "nginx_server_name": "app.example.org", "nginx_certbot_email": "ops@example.org"}
+    ops = operations(**certbot)
+    text = next(op for op in ops if isinstance(op, File) and op.path == "/etc/haproxy/haproxy.cfg").content.decode()
+    assert "use_backend acme if acme" in text and "server certbot 127.0.0.1:8402" in text
+    guarded = [op for op in ops if isinstance(op, Guarded)]
+    commands = [[command.display() for command in op.commands] for op in guarded]
+    reload_at = commands.index(["haproxy -c -q -f /etc/haproxy/haproxy.cfg", "systemctl reload haproxy.service"])
+    issue_at = next(index for index, run in enumerate(commands) if run[0].startswith("certbot certonly"))
+    # The reload the new configuration notified comes at the end of the run: certbot's challenge would meet
+    # the old one. Both only until the certificate exists, so a second run does neither.
+    assert reload_at < issue_at
+    live = "/etc/letsencrypt/live/app.example.org/fullchain.pem"
+    assert guarded[reload_at].creates == guarded[issue_at].creates == live
+    assert "--standalone --http-01-address 127.0.0.1 --http-01-port 8402" in commands[issue_at][0]
 
 
 @pytest.mark.parametrize("groups, message", [
