@@ -25,6 +25,7 @@ from tests.support.sandbox_hosts import (
     Sandbox,
     invoke,
 )
+from tests.support.suite_times import pytest_runtest_logreport, pytest_terminal_summary  # noqa: F401  (hooks)
 from vigil.core.yaml_loader import load_yaml
 
 # Modules that boot more VPSes into the sandbox (listed in its inventory from then on) run last, in this
