@@ -50,6 +50,14 @@ CA = str(Path(__file__).resolve().parents[1] / ".vigil" / "sandbox" / "ca" / "ca
 PACE = 0.2
 # issue 22: an event reaches Bugsink within 10 s.
 EVENT_TARGET = 10
+DESCRIPTION = "\n".join([
+    f"{WEB} (database and web) and {MONITOR} (the monitor host: Bugsink, roles/errors defaults). Each round a",
+    "request to the sandbox-only route that throws, then Bugsink's API asked every 0.1 s until the new issue",
+    "is listed (the event taken by gunicorn, digested by snappea). Then 200 requests that throw, one at a",
+    f"time (5 a second, under the API's rate limit), with Bugsink up, and 200 with its port dropped for {WEB}",
+    f"by {MONITOR}'s firewall (the SDK sends into a black hole and drops what it cannot deliver). Memory: each",
+    "service's main process and its children.",
+])
 AT_REST = r"""
 for i in $(seq 0 12); do
     for unit in bugsink-web bugsink-snappea; do
@@ -84,6 +92,18 @@ class ErrorsResult:
                 ["requests without their answer (up / down)", f"{self.failed_up} / {self.failed_down}"]]
         rows += [[f"{unit} at rest: memory", f"{mib:.0f} MiB"] for unit, mib in self.memory_mib.items()]
         return markdown_table(["error tracking", "figure"], rows)
+
+    def summary_rows(self) -> list[list[str]]:
+        """Rows of `invoke bench`'s summary table (what, vigil, compared with, result)."""
+        slowest = max(self.to_bugsink)
+        up, down = Spread.of(self.up).median * 1000, Spread.of(self.down).median * 1000
+        return [
+            ["an error thrown in the backend to its issue in Bugsink", f"{Spread.of(self.to_bugsink).median:.2f} s",
+             "", f"at most {EVENT_TARGET} s, worst {slowest:.2f} s: {'met' if slowest <= EVENT_TARGET else 'MISSED'}"],
+            ["a request that throws, Bugsink unreachable: p50, failed", f"{down:.0f} ms, {self.failed_down} failed",
+             f"Bugsink up {up:.0f} ms", "0 failed (target 0): met" if not self.failed_down
+             else f"{self.failed_down} failed (target 0): MISSED"],
+        ]
 
     def verdicts(self) -> list[str]:
         median = Spread.of(self.to_bugsink).median
@@ -167,12 +187,7 @@ def report(result: ErrorsResult, rounds: int, minutes: float) -> str:
         "",
         "## Errors into Bugsink",
         "",
-        f"{WEB} (database and web) and {MONITOR} (the monitor host: Bugsink, roles/errors defaults). Each round a",
-        "request to the sandbox-only route that throws, then Bugsink's API asked every 0.1 s until the new issue",
-        "is listed (the event taken by gunicorn, digested by snappea). Then 200 requests that throw, one at a",
-        f"time (5 a second, under the API's rate limit), with Bugsink up, and 200 with its port dropped for {WEB}",
-        f"by {MONITOR}'s firewall (the SDK sends into a black hole and drops what it cannot deliver). Memory: each",
-        "service's main process and its children.",
+        DESCRIPTION,
         "",
         result.table(),
         "",

@@ -17,6 +17,8 @@ hosts), then, each comparison in alternating rounds (median, min and max of --ro
   8. past one server: the database leader's power cut to the first write, a planned switchover's write
      pause, failed requests through the balancer when a web host dies and in a rolling deploy, and the
      balancer's added latency (bench/ha.py)
+  9. error tracking: an error thrown in the backend to its issue in Bugsink, and what a request that
+     throws costs while Bugsink is unreachable (bench/errors.py)
 
 Prints the summary table and writes bench/results/<date>.md (the machine, every table, the
 targets). The README's Performance section carries the summary table of the latest results file
@@ -33,7 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import alerting, deploy_under_load, ha, importing, onboard_noop, previews, recovery  # noqa: E402
+from bench import alerting, deploy_under_load, errors, ha, importing, onboard_noop, previews, recovery  # noqa: E402
 from bench.common import (  # noqa: E402
     REPO,
     SUMMARY_COLUMNS,
@@ -46,12 +48,15 @@ from bench.common import (  # noqa: E402
 )
 
 RESULTS = REPO / "bench" / "results"
+# An error's way into Bugsink takes well under a second: several per round give its worst case some weight.
+ERROR_EVENTS_PER_ROUND = 4
 SUMMARY_HEADING = "## Summary"
 
 
 def summary(noop: onboard_noop.NoopResult, deploy: deploy_under_load.DeployResult,
             lost: recovery.RecoveryResult, alerts: alerting.AlertingResult,
-            moved: importing.ImportResult, preview: previews.PreviewResult, cluster: ha.HaResult) -> str:
+            moved: importing.ImportResult, preview: previews.PreviewResult, cluster: ha.HaResult,
+            tracked: errors.ErrorsResult) -> str:
     """The headline table: each comparison's medians, their ratio, and the target."""
     median = {name: Spread.of(measured.seconds).median for name, measured in noop.measured.items()}
     trips = {name: max(measured.sessions["vps1"]) for name, measured in noop.measured.items()}
@@ -144,11 +149,13 @@ def summary(noop: onboard_noop.NoopResult, deploy: deploy_under_load.DeployResul
             "recorded (no target)",
         ],
         *cluster.summary_rows(),
+        *tracked.summary_rows(),
     ]
     return markdown_table(SUMMARY_COLUMNS, rows)
 
 
-def report(day: str, rounds: int, noop, deploy, lost, alerts, moved, preview, cluster, minutes: float) -> str:
+def report(day: str, rounds: int, noop, deploy, lost, alerts, moved, preview, cluster, tracked,
+           minutes: float) -> str:
     versions = ", ".join(noop.versions.values())
     return "\n".join([
         f"# Benchmarks, {day}",
@@ -163,7 +170,7 @@ def report(day: str, rounds: int, noop, deploy, lost, alerts, moved, preview, cl
         "",
         SUMMARY_HEADING,
         "",
-        summary(noop, deploy, lost, alerts, moved, preview, cluster),
+        summary(noop, deploy, lost, alerts, moved, preview, cluster, tracked),
         "",
         "## 1. No-op re-run of the full onboarding",
         "",
@@ -244,6 +251,12 @@ def report(day: str, rounds: int, noop, deploy, lost, alerts, moved, preview, cl
         "",
         cluster.table(),
         "",
+        "## 9. Error tracking",
+        "",
+        errors.DESCRIPTION,
+        "",
+        tracked.table(),
+        "",
     ])
 
 
@@ -262,11 +275,12 @@ def main(rounds: int = 5, requests: int = 2000, rows: int = 1_000_000, keep: boo
         moved = importing.measure(rounds)
         preview = previews.measure(rounds)
         cluster = ha.measure(rounds)
+        tracked = errors.measure(ERROR_EVENTS_PER_ROUND * rounds)
     finally:
         if not keep:
             invoke("sandbox.down")
     day = time.strftime("%Y-%m-%d", time.gmtime())
-    text = report(day, rounds, noop, deploy, lost, alerts, moved, preview, cluster,
+    text = report(day, rounds, noop, deploy, lost, alerts, moved, preview, cluster, tracked,
                   (time.monotonic() - began) / 60)
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{day}.md"

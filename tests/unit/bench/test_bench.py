@@ -11,6 +11,7 @@ import pytest
 
 from bench.alerting import AlertingResult
 from bench.common import Spread, alternating, markdown_table
+from bench.errors import ErrorsResult
 from bench.ha import HaResult
 from bench.importing import ImportResult
 from bench.onboard_noop import counts
@@ -307,3 +308,16 @@ def test_the_ha_summary_holds_its_worst_round_to_each_target(failover, switchove
     assert [row[3] for row in rows[:4]] == results
     assert rows[0][1] == f"{Spread.of(failover).median:.1f} s" and rows[0][2] == "leader lock ttl 20 s"
     assert rows[4][1:] == ["3.7 ms / 8.7 ms", "straight to a web host 3.4 ms / 8.4 ms", "+0.3 ms / +0.3 ms"]
+
+
+@pytest.mark.parametrize("to_bugsink, failed_down, results", [
+    ([0.33, 0.34, 0.46], 0, ["at most 10 s, worst 0.46 s: met", "0 failed (target 0): met"]),
+    ([0.33, 0.34, 12.5], 3, ["at most 10 s, worst 12.50 s: MISSED", "3 failed (target 0): MISSED"]),
+])
+def test_the_error_tracking_summary_holds_the_slowest_event_and_every_failure_to_its_target(to_bugsink, failed_down,
+                                                                                            results):
+    result = ErrorsResult(to_bugsink, up=[0.009] * 10, down=[0.012] * 10, failed_up=0, failed_down=failed_down,
+                          memory_mib={"bugsink-web": 184.0})
+    rows = result.summary_rows()
+    assert [row[3] for row in rows] == results
+    assert rows[0][1] == "0.34 s" and rows[1][1:3] == [f"12 ms, {failed_down} failed", "Bugsink up 9 ms"]
