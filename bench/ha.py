@@ -248,11 +248,10 @@ def layout() -> list[str]:
     return [
         f"{BALANCER} the balancer (roles/balancer), {WEB} and {OTHER_WEB} the web hosts (HAProxy on each to the",
         f"database's leader, roles/haproxy), {', '.join(MEMBERS)} the database cluster (Patroni and etcd; ttl",
-        f"{PATRONI['patroni_ttl']} s, loop {PATRONI['patroni_loop_wait']} s, synchronous mode on). A writer on a web "
-        "host inserts one row per",
-        "transaction, one psql each, through HAProxy; a cut-off host is `sandbox.poweroff --hard` (every process",
-        "killed at once: its leader lock is left to expire). The load loop is two clients asking for the home",
-        "page through the balancer, over kept-alive connections.",
+        f"{PATRONI['patroni_ttl']} s, loop {PATRONI['patroni_loop_wait']} s, synchronous mode on).",
+        "A writer on a web host inserts one row per transaction, one psql each, through HAProxy; a cut-off",
+        "host is `sandbox.poweroff --hard` (every process killed at once: its leader lock is left to expire).",
+        "The load loop is two clients asking for the home page through the balancer, over kept-alive connections.",
     ]
 
 
