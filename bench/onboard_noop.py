@@ -1,17 +1,19 @@
-"""Benchmark: a no-op re-run of the full onboarding, vigil against Ansible and pyinfra, and SSH round trips.
+"""Benchmark: a no-op re-run of the full onboarding, vigil against the floor, Ansible and pyinfra; SSH round trips.
 
 Run as root from the repository: `.venv/bin/python bench/onboard_noop.py [--rounds 5]` (or `invoke bench`,
-which runs every benchmark). Uses sandbox VPSes vps1..vps5 (booting them when needed) and onboards them
-with vigil first: vps1 gets every role (web and database), vps2..vps5 the web roles. Then:
+which runs every benchmark). Uses sandbox VPSes vps1..vps10 (booting them when needed) and onboards them
+with vigil first: vps1 gets every role (web and database), vps2..vps10 the web roles. Then:
 
   1. bench/peers/export.py writes vps1's desired state from vigil's own plan; the Ansible playbook and
      the pyinfra deploy in bench/peers/ check exactly that. Each peer must report 0 changed in check
      mode and in a real run before anything is measured: a peer that would change something is not
      doing the same job, and the benchmark stops.
-  2. Each round runs, in an order rotated every round: vigil on vps1, Ansible on vps1, pyinfra on
-     vps1, vigil on vps1..vps5. Each is a fresh process, timed from start to exit, and must succeed
-     with 0 changed. Each starts once this machine is quiet (the VPSes' own timers, apt's daily run
-     or the probe, would otherwise land in one tool's figure and not another's).
+  2. Each round runs, in an order rotated every round: vigil on vps1, the floor on vps1 (bench/peers/
+     floor.py: one connection, the facts vigil's run reads in one command, nothing else), Ansible on
+     vps1, pyinfra on vps1, vigil on vps1..vps10. Each is a fresh process, timed from start to exit, and
+     must succeed with 0 changed (the floor: every fact answered). Each starts once this machine is
+     quiet (the VPSes' own timers, apt's daily run or the probe, would otherwise land in one tool's
+     figure and not another's).
   3. SSH round trips are counted on the VPSes themselves, from sshd's journal (LogLevel VERBOSE logs
      every session: a command or a file transfer) read from this machine, so counting adds none.
 
@@ -50,15 +52,20 @@ from bench.common import (  # noqa: E402
 )
 from bench.peers import ansible_peer, pyinfra_peer  # noqa: E402
 from bench.peers.common import PEERS_BIN, PEERS_VENV, PeerHost  # noqa: E402
-from bench.peers.export import export  # noqa: E402
+from bench.peers.export import export, floor_batch  # noqa: E402
+from vigil.core.facts import Batch  # noqa: E402
 
 WORK = REPO / "bench" / ".work"
-HOSTS = 5
+# Issue 24: teams with a balancer, a database cluster and previews run 6 to 10 hosts.
+HOSTS = 10
+# vigil on every host at once, against vigil on vps1 alone.
+MANY = f"vigil-{HOSTS}"
 PEERS = {"ansible": ansible_peer, "pyinfra": pyinfra_peer}
 # What each measured run is, in the order of the table.
-RUNS = ["vigil", "ansible", "pyinfra", "vigil-5"]
-# The issue's targets, as ratios of medians.
-TARGETS = {"vigil/ansible": 0.1, "vigil/pyinfra": 0.5, "vigil-5/vigil": 1.3}
+RUNS = ["vigil", "floor", "ansible", "pyinfra", MANY]
+# The issues' targets, as ratios of medians (issue 24: vigil within 1.3 times the floor).
+TARGETS = {"vigil/floor": 1.3, "vigil/ansible": 0.1, "vigil/pyinfra": 0.5, f"{MANY}/vigil": 1.5}
+FLOOR = REPO / "bench" / "peers" / "floor.py"
 
 
 class SshdLog:
@@ -109,26 +116,27 @@ class NoopResult:
         return Spread.of(self.measured[a].seconds).median / Spread.of(self.measured[b].seconds).median
 
     def table(self) -> str:
-        label = {"vigil": "vigil, 1 host", "ansible": "Ansible, 1 host", "pyinfra": "pyinfra, 1 host",
-                 "vigil-5": f"vigil, {HOSTS} hosts"}
+        label = {"vigil": "vigil, 1 host", "floor": "the floor: one connection, the same facts in one command",
+                 "ansible": "Ansible, 1 host", "pyinfra": "pyinfra, 1 host", MANY: f"vigil, {HOSTS} hosts"}
         rows = []
         for name in RUNS:
             measured = self.measured[name]
             trips = measured.sessions["vps1"]
             rows.append([label[name], Spread.of(measured.seconds).show(), str(measured.operations), counts(trips),
                          counts([n for runs in measured.logins.values() for n in runs])])
-        return markdown_table(["no-op onboarding re-run", "wall time: median (min to max)", "operations on vps1",
+        return markdown_table(["no-op onboarding re-run", "wall time: median (min to max)",
+                               "operations on vps1 (the floor: facts)",
                                "SSH round trips on vps1", "SSH logins per host"], rows)
 
     def round_trip_table(self) -> str:
-        measured = self.measured["vigil-5"]
+        measured = self.measured[MANY]
         rows = [[host, str(self.operations[host]), counts(measured.sessions[host])]
                 for host in sorted(measured.sessions)]
-        return markdown_table(["host (vigil, 5 hosts)", "operations", "SSH round trips per run"], rows)
+        return markdown_table([f"host (vigil, {HOSTS} hosts)", "operations", "SSH round trips per run"], rows)
 
     def constant_round_trips(self) -> bool:
         """Whether vigil asked every host, however many operations it has, the same number of round trips every run."""
-        counts = {n for name in ("vigil", "vigil-5") for runs in self.measured[name].sessions.values() for n in runs}
+        counts = {n for name in ("vigil", MANY) for runs in self.measured[name].sessions.values() for n in runs}
         return len(counts) == 1
 
     def verdicts(self) -> list[str]:
@@ -136,7 +144,7 @@ class NoopResult:
         for key, target in TARGETS.items():
             a, b = key.split("/")
             value = self.ratio(a, b)
-            lines.append(f"{key.replace('vigil-5', f'vigil {HOSTS} hosts')}: {value:.3f} "
+            lines.append(f"{key.replace(MANY, f'vigil {HOSTS} hosts')}: {value:.3f} "
                          f"(target at most {target}): {'met' if value <= target else 'MISSED'}")
         return lines
 
@@ -181,8 +189,20 @@ def check_peers(work: Path, target: list[PeerHost]) -> None:
                 )
 
 
+def floor_run(target: PeerHost, script: Path, batch: Batch):
+    """The floor, a fresh process start to exit; BenchError unless every fact was answered."""
+    done = run([sys.executable, str(FLOOR), "--address", target.address, "--port", str(target.port),
+                "--user", target.user, "--key", str(target.key), "--known-hosts", str(target.known_hosts),
+                "--script", str(script)])
+    try:
+        batch.outputs(done.stdout)
+    except ValueError as error:
+        raise BenchError(f"the floor did not read every fact: {error}") from None
+    return done
+
+
 def rounds_of(
-    rounds: int, hosts: list[str], work: Path, target: list[PeerHost]
+    rounds: int, hosts: list[str], work: Path, target: list[PeerHost], floor: tuple[Path, Batch]
 ) -> tuple[dict[str, Measured], dict[str, int]]:
     """The measured runs, RUNS in an order rotated every round: (name -> Measured, host -> vigil's operations)."""
     logs = {host: SshdLog(host) for host in hosts}
@@ -193,7 +213,10 @@ def rounds_of(
             for log in logs.values():
                 log.since_mark()
             wait_until_quiet()
-            if name in PEERS:
+            if name == "floor":
+                done = floor_run(target[0], *floor)
+                changed, count, touched = 0, len(floor[1].facts), ["vps1"]
+            elif name in PEERS:
                 peer = PEERS[name]
                 done = run(*peer.command(work, target))
                 changed, count = peer.changed(done.stdout, done.stderr), peer.operations(done.stdout, done.stderr)
@@ -232,7 +255,10 @@ def measure(rounds: int) -> NoopResult:
         export("sandbox", "vps1", work)
         target = [peer_host(work, "vps1")]
         check_peers(work, target)
-        measured, operations = rounds_of(rounds, hosts, work, target)
+        batch = floor_batch("sandbox", "vps1")
+        script = work / "vps1" / "facts.sh"
+        script.write_text(batch.script)
+        measured, operations = rounds_of(rounds, hosts, work, target, (script, batch))
     finally:
         # The manifest's files hold the host's secrets (its TLS key, the webhook's URL): gone with the run.
         shutil.rmtree(work, ignore_errors=True)

@@ -25,10 +25,11 @@ sys.path.insert(0, str(REPO))
 
 from vigil.core.commands import Command, Secret  # noqa: E402
 from vigil.core.connectors.ssh import SSHTransport  # noqa: E402
+from vigil.core.facts import Batch  # noqa: E402
 from vigil.core.inventory import load_inventory  # noqa: E402
 from vigil.core.playbook import build_host_plans  # noqa: E402
 from vigil.core.roles import load_playbook  # noqa: E402
-from vigil.core.runner import HostPlan  # noqa: E402
+from vigil.core.runner import PENDING_HANDLERS, HostPlan, pending_handlers_fact  # noqa: E402
 from vigil.facts.host import memory_fact  # noqa: E402
 from vigil.operations.apt import AptPackages  # noqa: E402
 from vigil.operations.files import Absent, Directory, File, Symlink  # noqa: E402
@@ -192,6 +193,21 @@ def export(env: str, limit: str, work: Path) -> list[Path]:
             json.dump(manifest.data, out, indent=2)
         written.append(path)
     return written
+
+
+def floor_facts(host_plan: HostPlan) -> Batch:
+    """What vigil's no-op run asks the host in its first round trip (run_host: the handlers a failed run left
+    pending, then every operation's facts, each once), as the one script the floor runs (bench/peers/floor.py)."""
+    facts = [pending_handlers_fact(PENDING_HANDLERS), *(fact for op in host_plan.operations for fact in op.facts())]
+    return Batch.of(list({fact.key: fact for fact in facts}.values()))
+
+
+def floor_batch(env: str, host: str) -> Batch:
+    """floor_facts of `host`'s whole onboarding plan: every role's, the ones the peers leave out included."""
+    (host_plan,) = build_host_plans(load_inventory(env), "onboard", host, {}, lookup(env))
+    if host_plan.refused:
+        raise SystemExit(f"{host_plan.host.name}: {host_plan.refused.step}: {host_plan.refused.reason}")
+    return floor_facts(host_plan)
 
 
 def main() -> None:

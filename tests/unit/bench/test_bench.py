@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,7 @@ from bench.errors import ErrorsResult
 from bench.ha import HaResult
 from bench.importing import ImportResult
 from bench.onboard_noop import counts
-from bench.peers.export import Manifest, UnknownOperation
+from bench.peers.export import Manifest, UnknownOperation, floor_facts
 from bench.previews import PreviewResult
 from bench.recovery import RecoveryResult
 from vigil.core.commands import Secret, cmd, script
@@ -321,3 +323,25 @@ def test_the_error_tracking_summary_holds_the_slowest_event_and_every_failure_to
     rows = result.summary_rows()
     assert [row[3] for row in rows] == results
     assert rows[0][1] == "0.34 s" and rows[1][1:3] == [f"12 ms, {failed_down} failed", "Bugsink up 9 ms"]
+
+
+def test_the_floor_asks_what_vigils_first_round_trip_asks_each_fact_once():
+    operations = [File("/etc/vigil/a.conf", b"a"), File("/etc/vigil/a.conf", b"a again"), Directory("/srv/app"),
+                  AptPackages(["nginx"]), AptPackages(["ufw"])]
+    batch = floor_facts(HostPlan(HOST, operations, {}))
+    keys = [fact.key for fact in batch.facts]
+    assert keys[0].endswith("/var/lib/vigil/pending-handlers")  # the handlers a failed run left pending
+    assert len(keys) == len(set(keys)) and len(keys) == 1 + len({f.key for op in operations for f in op.facts()})
+    # One script, one frame per command (facts that go together share one), as vigil sends it.
+    assert batch.script.count(f"echo '@@{batch.nonce} begin ") == len(batch.frames) <= len(keys)
+
+
+def test_the_floor_is_paramiko_and_the_standard_library_alone():
+    probe = ("import importlib.util, json, sys\n"
+             "spec = importlib.util.spec_from_file_location('floor', 'bench/peers/floor.py')\n"
+             "spec.loader.exec_module(importlib.util.module_from_spec(spec))\n"
+             "print(json.dumps(sorted(name for name in sys.modules if name.split('.')[0] in "
+             "('vigil', 'bench', 'tests', 'fabric', 'rich', 'jinja2'))))")  # invoke, yaml: paramiko's own
+    done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=60,
+                          check=True)
+    assert json.loads(done.stdout) == []
