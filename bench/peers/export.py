@@ -29,7 +29,7 @@ from vigil.core.facts import Batch  # noqa: E402
 from vigil.core.inventory import load_inventory  # noqa: E402
 from vigil.core.playbook import build_host_plans  # noqa: E402
 from vigil.core.roles import load_playbook  # noqa: E402
-from vigil.core.runner import PENDING_HANDLERS, HostPlan, pending_handlers_fact  # noqa: E402
+from vigil.core.runner import PENDING_HANDLERS, HostPlan, first_facts  # noqa: E402
 from vigil.facts.host import memory_fact  # noqa: E402
 from vigil.operations.apt import AptPackages  # noqa: E402
 from vigil.operations.files import Absent, Directory, File, Symlink  # noqa: E402
@@ -196,10 +196,9 @@ def export(env: str, limit: str, work: Path) -> list[Path]:
 
 
 def floor_facts(host_plan: HostPlan) -> Batch:
-    """What vigil's no-op run asks the host in its first round trip (run_host: the handlers a failed run left
-    pending, then every operation's facts, each once), as the one script the floor runs (bench/peers/floor.py)."""
-    facts = [pending_handlers_fact(PENDING_HANDLERS), *(fact for op in host_plan.operations for fact in op.facts())]
-    return Batch.of(list({fact.key: fact for fact in facts}.values()))
+    """What vigil's no-op run asks the host in its first round trip (vigil.core.runner.first_facts), as the one
+    script the floor runs (bench/peers/floor.py)."""
+    return Batch.of(first_facts([op.facts() for op in host_plan.operations], PENDING_HANDLERS))
 
 
 def floor_batch(env: str, host: str) -> Batch:

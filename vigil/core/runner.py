@@ -227,6 +227,13 @@ def pending_handlers_fact(path: str) -> Fact:
     return Fact(f"pending-handlers:{path}", cmd("cat", "--", path), parse_pending)
 
 
+def first_facts(facts_of: Sequence[Sequence[Fact]], pending_handlers: str) -> list[Fact]:
+    """What run_host asks a host in its first round trip, given each operation's facts: the handlers a failed
+    run left pending, then every operation's facts, each once (bench/peers/floor.py asks exactly these)."""
+    wanted = [pending_handlers_fact(pending_handlers), *(fact for facts in facts_of for fact in facts)]
+    return list({fact.key: fact for fact in wanted}.values())
+
+
 def _rewrite_pending(path: str, names: list[str]) -> Command:
     if not names:
         return cmd("rm", "-f", path)
@@ -267,11 +274,10 @@ def run_host(
             progress(host.name, op_result)
 
     operations = list(host_plan.operations)
-    pending_fact = pending_handlers_fact(options.pending_handlers)
     try:
         facts_of = [operation.facts() for operation in operations]
-        known = cache.ensure([pending_fact] + [fact for facts in facts_of for fact in facts])
-        pending = known[pending_fact.key]
+        known = cache.ensure(first_facts(facts_of, options.pending_handlers))
+        pending = known[pending_handlers_fact(options.pending_handlers).key]
         notified = [name for name in dict.fromkeys(pending) if name in host_plan.handlers]
         for index, operation in enumerate(operations):
             # Nothing to ask while every fact is known; after a change, one round trip for the facts
