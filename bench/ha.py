@@ -31,12 +31,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import (  # noqa: E402
-    REPO,
     SUMMARY_COLUMNS,
     BenchError,
     Spread,
@@ -50,6 +47,7 @@ from bench.common import (  # noqa: E402
 )
 from tests.support.app_database import APP_LOGIN, STOP_WRITER, logged_writes, longest_pause, writer  # noqa: E402
 from tests.support.load import LoadLoop  # noqa: E402
+from vigil.core.roles import load_role  # noqa: E402
 
 BALANCER, WEB, OTHER_WEB = "vps1", "vps2", "vps3"
 MEMBERS = ("vps4", "vps5", "vps6")
@@ -59,7 +57,7 @@ CA = str(Path(__file__).resolve().parents[1] / ".vigil" / "sandbox" / "ca" / "ca
 HOME_PAGE = "Welcome. May this be a place of peace"
 FAILOVER_TARGET, SWITCHOVER_TARGET = 30, 5
 # The cluster's timings as roles/patroni sets them: a power-cut leader's lock outlives it by at most the ttl.
-PATRONI = yaml.safe_load((REPO / "roles" / "patroni" / "defaults.yml").read_text())
+PATRONI = load_role("patroni").defaults
 # At most this long a writer runs on the web host in a round (stopped earlier when the round is measured).
 WRITER_SECONDS = 120
 # 300 sequential GETs on one kept-alive connection to $1 (an address), checked against the CA in $2, paced
