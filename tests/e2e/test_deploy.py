@@ -60,12 +60,13 @@ def add_migration(source, timestamp: int, name: str, up: list[str], down: list[s
         "}\n")
 
 
-def scratch_with_backend(sandbox, tmp_path, source: str):
+def scratch_with_backend(sandbox, tmp_path, source: str, **more_vars):
     def point_at(data):
         data["vars"]["app_services"] = {
             "backend": {"kind": "node", "source": source, "ref": ""},
             "frontend": {"kind": "next-standalone", "source": "examples/together-pray/frontend", "ref": ""},
         }
+        data["vars"].update(more_vars)
     return sandbox.scratch_inventory(tmp_path, point_at)
 
 
@@ -386,6 +387,75 @@ def test_a_rollback_returns_to_the_previous_good_release_and_refuses_a_bad_one(d
     refused = invoke("deploy.rollback", "--app=backend", "--json", "--limit=vps1", f"--to={bad}")
     assert refused.code == ExitCode.HOST_FAILED and f"release {bad} is marked bad" in refused.host("vps1")["error"]
     assert health(address)["release"] == previous
+
+
+def colors(sandbox, host: str, service: str = "backend") -> tuple[str, str]:
+    """(the color a reboot starts, which is the one nginx serves, the other)."""
+    enabled = sandbox.ssh(host, f"systemctl is-enabled together-pray-{service}@blue together-pray-{service}@green",
+                          check=False).split()
+    return ("blue", "green") if enabled[0] == "enabled" else ("green", "blue")
+
+
+def test_a_rollback_within_the_window_switches_to_the_release_still_running_and_fails_no_request(
+    deployed, sandbox, tmp_path
+):
+    address, served = sandbox.addresses["vps1"], current_release(sandbox, "vps1")
+    def another_release(source):
+        path = source / "src" / "health.controller.ts"
+        path.write_text(path.read_text() + "// a release to roll back from\n")
+    source = variant(tmp_path, "instant", another_release)
+    inventory = scratch_with_backend(sandbox, tmp_path, source)
+    shipped = invoke("deploy.backend", "--limit=vps1", "--json", inventory=inventory, timeout=900)
+    assert shipped.code == 0, shipped.stdout[-3000:] + shipped.stderr
+    new, (live, idle) = current_release(sandbox, "vps1"), colors(sandbox, "vps1")
+    assert new != served
+    kept = {op["name"]: op for op in shipped.host("vps1")["operations"]}[
+        f"Keep backend@{idle} running for an instant rollback."]
+    assert kept["summary"].startswith(f"{served} stops in 30 min or at the next deploy"), kept
+    warm = f"together-pray-backend@{idle}.service"
+    assert sandbox.ssh("vps1", f"systemctl is-active {warm}").strip() == "active"
+    # The window's end is a timer on the host: it stops the old color with nobody connected.
+    timer = f"vigil-stop-together-pray-backend-{idle}.timer"
+    assert "OnActiveUSec=30min" in sandbox.ssh("vps1", f"systemctl show -p TimersMonotonic --value {timer}")
+
+    with LoadLoop(f"https://{address}/", expect="Welcome. May this be a place of peace", verify=str(CA)) as load:
+        time.sleep(1)
+        rolled = invoke("deploy.rollback", "--app=backend", "--limit=vps1", "--json", timeout=300)
+        time.sleep(1)
+    assert rolled.code == 0, rolled.stdout[-3000:] + rolled.stderr
+    steps = [op["name"] for op in rolled.host("vps1")["operations"]]
+    assert f"Switch nginx's backend upstream to {idle}, still running {served}." in steps
+    assert not [step for step in steps if step.startswith(("Start backend@", "Check backend@", "Watch backend@"))]
+    assert health(address)["release"] == served and current_release(sandbox, "vps1") == served
+    assert load.result.ok > 20 and load.result.failed == 0, load.result.failures[:5]
+    # Recorded like any deploy: the host's history and the local audit log.
+    last = json.loads(sandbox.ssh("vps1", "tail -1 /srv/together-pray/backend/deploys.jsonl"))
+    assert (last["release"], last["previous"], last["rollback"], last["instant"]) == (served, new, True, True)
+    audit = json.loads((REPO / ".vigil" / "audit.log").read_text().splitlines()[-1])
+    assert (audit["task"], audit["result"], audit["hosts"]) == ("deploy.rollback backend", "ok", ["vps1"])
+    # The release it left drains, then its own timer stops it; a reboot starts the one serving.
+    left = f"together-pray-backend@{live}.service"
+    for _ in range(30):
+        if sandbox.ssh("vps1", f"systemctl is-active {left}", check=False).strip() != "active":
+            break
+        time.sleep(1)
+    assert sandbox.ssh("vps1", f"systemctl is-active {left}", check=False).strip() == "inactive"
+    assert colors(sandbox, "vps1") == (idle, live)
+
+    # Where the host has too little memory to spare, the old color stops as with no window...
+    (tmp_path / "tight").mkdir()
+    tight = scratch_with_backend(sandbox, tmp_path / "tight", source, app_rollback_window_min_available_mb=10 ** 8)
+    shipped = invoke("deploy.backend", "--limit=vps1", "--json", inventory=tight, timeout=900)
+    assert shipped.code == 0, shipped.stdout[-3000:] + shipped.stderr
+    stopped = {op["name"]: op for op in shipped.host("vps1")["operations"]}[f"Drain and stop backend@{idle}."]
+    assert "not kept for the rollback window: only" in stopped["summary"], stopped
+    assert sandbox.ssh("vps1", f"systemctl is-active {warm}", check=False).strip() == "inactive"
+    # ...and a rollback starts the release again, cold, through the health gate.
+    rolled = invoke("deploy.rollback", "--app=backend", "--limit=vps1", "--json", timeout=600)
+    assert rolled.code == 0, rolled.stdout[-3000:] + rolled.stderr
+    steps = [op["name"] for op in rolled.host("vps1")["operations"]]
+    assert f"Start backend@{idle} on {served}." in steps and f"Check backend@{idle} is healthy." in steps
+    assert health(address)["release"] == served
 
 
 def add_mood_column(source):

@@ -393,10 +393,12 @@ class HostVars:
             raise ConfigError(f"{self.where(key)}: {value!r} does not match {pattern}")
         return value
 
-    def integer(self, key: str, minimum: int | None = None) -> int:
+    def integer(self, key: str, minimum: int | None = None, maximum: int | None = None) -> int:
         value = self[key]
-        if isinstance(value, bool) or not isinstance(value, int) or (minimum is not None and value < minimum):
-            bound = f" >= {minimum}" if minimum is not None else ""
+        if isinstance(value, bool) or not isinstance(value, int) or (minimum is not None and value < minimum) \
+                or (maximum is not None and value > maximum):
+            bound = (f" from {minimum} to {maximum}" if minimum is not None and maximum is not None
+                     else f" >= {minimum}" if minimum is not None else f" <= {maximum}" if maximum is not None else "")
             raise ConfigError(f"{self.where(key)}: expected a whole number{bound}, got {value!r}")
         return value
 

@@ -20,6 +20,7 @@ from vigil.core.inventory import Host
 from vigil.core.redaction import REDACTOR, mask_url_passwords
 from vigil.core.runner import CHANGED, FAILED, OK, HostResult, OperationResult
 from vigil.deploy.build import Artifact
+from vigil.deploy.failures import DeployFailed, WentBadLive
 from vigil.deploy.lock import LOCK_WAIT_NOTE, Heartbeat, acquire, owner_record, reconnect, takeover_note
 from vigil.deploy.safety import DatabaseHost, KeepFailed, keep, record_json
 from vigil.deploy.scripts import (
@@ -31,14 +32,13 @@ from vigil.deploy.scripts import (
     RECORD_POINT,
     RELEASE_LOCK,
     RELINK,
-    RETIRE,
     STILL_OURS,
     UNPACK,
     WATCH,
     as_deploy,
     helper,
 )
-from vigil.deploy.settings import COLORS, SWITCH_HELPER, UNIT_HELPER, Settings
+from vigil.deploy.settings import SWITCH_HELPER, UNIT_HELPER, Settings
 from vigil.deploy.state import (
     HostState,
     interrupted_deploy,
@@ -50,27 +50,15 @@ from vigil.deploy.state import (
     restore_point_before,
     rollback_target,
 )
+from vigil.deploy.warm import WarmSteps, is_warm, other
 
 LOG_TAIL_LINES = 20
 # A watched live color fails after this many failed checks in a row (a restart fails it at once).
 WATCH_FAILURES_ALLOWED = 3
 
 
-class DeployFailed(Exception):
-    """A step failed; carries the step's name and what to show."""
-
-    def __init__(self, step: str, reason: str):
-        super().__init__(reason)
-        self.step = step
-        self.reason = reason
-
-
-class WentBadLive(DeployFailed):
-    """The new color failed its watch after taking the traffic: the deploy switches back."""
-
-
 @dataclass
-class HostDeploy:
+class HostDeploy(WarmSteps):
     """One service's deploy on one host, step by step, each step recorded for progress and the recap."""
 
     transport: Any
@@ -103,6 +91,7 @@ class HostDeploy:
         self.gate_state = ""  # the new color's NRestarts and MainPID when it passed its gate
         self.served_before = ""  # what the host served when the deploy began
         self.unlocked: bool | None = False  # the finishing round trip releases it; None: the host is out of reach
+        self.instant = False  # a rollback that switched to the release still running in the idle color
         self.token = token_hex(8)  # marks the lock as this deploy's
 
     def record(self, name: str, status: str, summary: str = "", error: str = "", began: float | None = None) -> None:
@@ -143,27 +132,30 @@ class HostDeploy:
                     f"names no color's port ({state.live_port or 'none found'}); "
                     "run provision.server on this host first",
                 )
-            idle = next(color for color in COLORS if color != live)
+            idle = other(live)
             self.serving = state.current or "nothing"
+            # What nginx sends traffic to, which after a cut-off deploy is not `current`.
+            self.served_before = state.colors.get(live) or state.current or "nothing"
             if self.rollback:
                 self.choose_rollback(state)
                 if self.revert_migrations:
                     self.revert(state)
+                # Within the rollback window the release still runs in the idle color (vigil.deploy.warm).
+                switched = self.instant = is_warm(state, idle, self.release) and self.return_warm(idle)
             else:
                 self.upload(state)
                 if settings.tasks and settings.backup_first:
                     self.backup_database(f"pre-{'-'.join(settings.tasks)}", self.release)
                 for task in settings.tasks:
                     self.release_task(task)
-            self.start_idle(idle)
-            self.health_gate(idle)
-            # What nginx sends traffic to, which after a cut-off deploy is not `current`.
-            self.served_before = state.colors.get(live) or state.current or "nothing"
-            self.switch(idle)
-            switched = True
+            if not switched:
+                self.start_idle(idle)
+                self.health_gate(idle)
+                self.switch(idle)
+                switched = True
+                self.watch(idle)
+                self.retire(live)
             self.serving = self.release
-            self.watch(idle)
-            self.retire(live, state)
             self.finish(state, live)
         except Exception as failure:  # a dropped connection too: clean up what can be, report it all
             # A lost connection is not a step's own failure: say where the deploy had got to.
@@ -403,25 +395,6 @@ class HostDeploy:
             step, CHANGED, summary=f"127.0.0.1:{self.settings.ports[idle]}, nginx reloaded gracefully", began=began
         )
 
-    def retire(self, live: str, state: HostState) -> None:
-        began, layout = time.monotonic(), self.settings.layout
-        step = f"Drain and stop {layout.service}@{live}."
-        # Requests nginx's old workers still hold finish on the old color; then it stops cleanly. The
-        # watch already kept it running that long after the switch.
-        time.sleep(max(0, self.settings.drain - self.settings.watch))
-        # Enabled or not decides which color a reboot starts: the one nginx sends traffic to.
-        result = self.transport.run(
-            as_deploy(RETIRE, UNIT_HELPER, layout.unit(live), layout.unit(next(c for c in COLORS if c != live)))
-        )
-        problems = [line.removeprefix("vigil: ") for line in result.stderr.splitlines() if line.startswith("vigil: ")]
-        if not result.ok:
-            problems = (problems or ["retiring the old color failed"]) + [result.stderr.strip()[-300:]]
-        self.record(step, FAILED if problems else CHANGED, summary=f"stopped after {self.settings.drain}s",
-                    error="; ".join(problems), began=began)
-        if problems:
-            # Traffic is on the new release already: finish the deploy, but say the host needs a look.
-            self.result.error = f"{step}: {'; '.join(problems)}"
-
     def finish(self, state: HostState, live: str) -> None:
         """Make the release current, record it, prune and unlock, in one round trip."""
         began, layout, release = time.monotonic(), self.settings.layout, self.release
@@ -431,8 +404,8 @@ class HostDeploy:
         held = HostState(releases={**state.releases, release: state.releases.get(release) or {"uploaded_at": now}})
         protected = {release} | {rid for rid in (state.current, *state.colors.values()) if rid}
         doomed = prune_candidates(held, self.settings.keep, protected)
-        line = self.history_line({"release": release, "previous": state.current,
-                                  "color": next(c for c in COLORS if c != live), "result": "live"})
+        line = self.history_line({"release": release, "previous": state.current, "color": other(live),
+                                  "result": "live", **({"instant": True} if self.instant else {})})
         result = self.transport.run(
             as_deploy(
                 FINISH,

@@ -105,6 +105,10 @@ class Settings:
     min_free_mb: int = 512
     # The user who owns the releases and the lock (deploys log in as it; status screens read as it).
     owner: str = "deploy"
+    # Seconds the color that served before a deploy keeps running afterwards, for an instant rollback (0: it
+    # stops once drained), while the host has at least `rollback_min_available_mb` MiB of memory available.
+    rollback_window: int = 0
+    rollback_min_available_mb: int = 256
 
 
 def settings_from_vars(vars: HostVars, service: str) -> Settings:
@@ -144,6 +148,8 @@ def settings_from_vars(vars: HostVars, service: str) -> Settings:
         min_healthy=stable_for(vars),
         watch=vars.integer("app_watch_seconds", minimum=0),
         min_free_mb=vars.integer("app_min_free_mb", minimum=0),
+        rollback_window=60 * vars.integer("app_rollback_window_minutes", minimum=0, maximum=24 * 60),
+        rollback_min_available_mb=vars.integer("app_rollback_window_min_available_mb", minimum=0),
         tasks=tuple(tasks),
         task_timeout=vars.integer("app_release_task_timeout", minimum=1),
         backup_first=vars.boolean("app_backup_before_tasks"),

@@ -64,6 +64,7 @@ def app_unit_helper(tmp_path, systemctl):
     script = tmp_path / "vigil-app-unit"
     script.write_text(helper.content.decode().replace("/usr/bin/systemctl", str(fake))
                       .replace("exec /usr/bin/journalctl", "exec echo journalctl")
+                      .replace("exec /usr/bin/systemd-run", "exec echo systemd-run")
                       .replace("/var/log/vigil", str(tmp_path / "log")))
     return script
 
@@ -101,6 +102,18 @@ def app_unit_helper(tmp_path, systemctl):
         (["logs", "--since=-1y", "together-pray-backend@blue.service"], 77, "is not a unit name"),
         # Root's trail, read only: a host where no deploy has asked anything yet answers nothing.
         (["trail"], 0, ""),
+        # A color kept running for the rollback window: a transient timer named after it stops it later.
+        (
+            ["stop-after", "1800", "together-pray-backend@blue.service"],
+            0,
+            "systemd-run --quiet --unit=vigil-stop-together-pray-backend-blue --on-active=1800s "
+            "--timer-property=AccuracySec=1s ",
+        ),
+        (["stop-after", "1800", "ssh.service"], 77, "ssh.service is not one of the app's units"),
+        (["stop-after", "30m", "together-pray-backend@blue.service"], 64, "'30m' is not a number of seconds"),
+        (["stop-after", "0", "together-pray-backend@blue.service"], 64, "0 s is not between 1 s and a day"),
+        (["stop-after", "1800", "together-pray-backend@blue.service", "together-pray-backend@green.service"], 64,
+         "usage"),
         (["trail", "together-pray-backend@blue.service"], 64, "usage"),
         (["edit", "together-pray-backend.service"], 64, "usage"),
         (["daemon-reload"], 64, "usage"),
@@ -118,6 +131,9 @@ def test_the_app_unit_helper_acts_on_the_apps_units_only(tmp_path, args, code, o
         (line,) = recorded
         assert (line["by"], line["helper"], line["action"], line["args"]) == (
             "deploy", "vigil-app-unit", args[0], " ".join(args[1:]))
+        # Starting, stopping or timing a color's stop first cancels the stop a rollback window timed for it.
+        cancels = "systemctl --quiet stop -- vigil-stop-together-pray-backend-blue.timer" in result.stdout
+        assert cancels == (args[0] in ("restart", "stop-after"))
         assert trail.stat().st_mode & 0o777 == 0o640
     else:
         assert recorded == []
@@ -133,14 +149,20 @@ esac
 """
 
 
+# What starting a color does first: cancel the stop its rollback window timed (none here).
+CANCEL_STOP = ["--quiet stop -- vigil-stop-together-pray-backend-green.timer",
+               "--quiet reset-failed -- vigil-stop-together-pray-backend-green.timer "
+               "vigil-stop-together-pray-backend-green.service"]
+
+
 @pytest.mark.parametrize(
     "result, code, calls",
     [
         # systemd could not spawn it (its cgroup reuse race): reset, then one more start.
-        ("resources", 0, ["--no-pager restart -- U", "show --property=Result --value -- U", "reset-failed -- U",
-                          "--no-pager start -- U"]),
+        ("resources", 0, [*CANCEL_STOP, "--no-pager restart -- U", "show --property=Result --value -- U",
+                          "reset-failed -- U", "--no-pager start -- U"]),
         # The app itself failed: no second try, and the failure stands.
-        ("exit-code", 1, ["--no-pager restart -- U", "show --property=Result --value -- U"]),
+        ("exit-code", 1, [*CANCEL_STOP, "--no-pager restart -- U", "show --property=Result --value -- U"]),
     ],
 )
 def test_the_app_unit_helper_starts_once_more_only_what_systemd_could_not_spawn(tmp_path, result, code, calls):
