@@ -131,7 +131,7 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def alternating(names: list[str], round_: int) -> list[str]:
+def alternating(names: list, round_: int) -> list:
     """The order of round `round_` (0-based): rotated by one each round, so none always goes first."""
     shift = round_ % len(names)
     return names[shift:] + names[:shift]

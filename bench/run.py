@@ -3,9 +3,12 @@
 Boots fresh sandbox VPSes (any sandbox already up is taken down first: figures come from known
 hosts), then, each comparison in alternating rounds (median, min and max of --rounds):
 
+  0. the CLI's own start-up, before any VPS is up: `invoke --help TASK` and `invoke --list` against a
+     bare `import invoke` (bench/startup.py)
   1. a no-op re-run of the full onboarding: vigil against Ansible and pyinfra (bench/onboard_noop.py)
   2. SSH round trips per host in those runs, counted on the hosts
-  3. a backend deploy under load: vigil against a naive restart (bench/deploy_under_load.py)
+  3. a backend deploy under load: vigil's warm redeploy and its rollback within the rollback window
+     against a naive restart (bench/deploy_under_load.py)
   4. a full backup into the pgBackRest repository through vigil against raw pgbackrest and pg_dump -Fc,
      then the database host lost: RPO and RTO (bench/recovery.py)
   5. a VPS powered off to the alert at the webhook, with the monitor host's default intervals, and the
@@ -21,7 +24,8 @@ hosts), then, each comparison in alternating rounds (median, min and max of --ro
      throws costs while Bugsink is unreachable (bench/errors.py)
 
 Prints the summary table and writes bench/results/<date>.md (the machine, every table, the
-targets). The README's Performance section carries the summary table of the latest results file
+targets, and the time per e2e module of the last test run on this clone: bench/suite.py). The
+README's Performance section carries the summary table of the latest results file
 (tests/unit/bench/test_bench.py holds them to each other). Leaves the sandbox down unless --keep.
 """
 
@@ -35,7 +39,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import alerting, deploy_under_load, errors, ha, importing, onboard_noop, previews, recovery  # noqa: E402
+from bench import (  # noqa: E402
+    alerting,
+    deploy_under_load,
+    errors,
+    ha,
+    importing,
+    onboard_noop,
+    previews,
+    recovery,
+    startup,
+    suite,
+)
 from bench.common import (  # noqa: E402
     REPO,
     SUMMARY_COLUMNS,
@@ -53,10 +68,10 @@ ERROR_EVENTS_PER_ROUND = 4
 SUMMARY_HEADING = "## Summary"
 
 
-def summary(noop: onboard_noop.NoopResult, deploy: deploy_under_load.DeployResult,
+def summary(started: startup.StartupResult, noop: onboard_noop.NoopResult, deploy: deploy_under_load.DeployResult,
             lost: recovery.RecoveryResult, alerts: alerting.AlertingResult,
             moved: importing.ImportResult, preview: previews.PreviewResult, cluster: ha.HaResult,
-            tracked: errors.ErrorsResult) -> str:
+            tracked: errors.ErrorsResult, times: suite.SuiteTimes | None) -> str:
     """The headline table: each comparison's medians, their ratio, and the target."""
     median = {name: Spread.of(measured.seconds).median for name, measured in noop.measured.items()}
     trips = {name: max(measured.sessions["vps1"]) for name, measured in noop.measured.items()}
@@ -72,6 +87,7 @@ def summary(noop: onboard_noop.NoopResult, deploy: deploy_under_load.DeployResul
         return f"{value:.2f} (target at most {target}): {'met' if value <= target else 'missed'}"
 
     rows = [
+        started.summary_row(),
         [
             "no-op onboarding re-run, 1 host",
             f"{median['vigil']:.2f} s",
@@ -111,6 +127,20 @@ def summary(noop: onboard_noop.NoopResult, deploy: deploy_under_load.DeployResul
             "zero downtime" if failed("vigil") == "0" else "REQUESTS FAILED",
         ],
         ["p99 latency during a backend deploy", p99("vigil"), f"steady state {p99('steady')}", ""],
+        [
+            "warm redeploy of the backend under load",
+            f"{deploy.median('vigil'):.1f} s, {failed('vigil')} failed",
+            f"of which safety windows {deploy.windows} s",
+            f"target at most {deploy_under_load.TARGETS['vigil']:g} s, 0 failed: "
+            + ("met" if deploy.met("vigil") else "missed (see 3.)"),
+        ],
+        [
+            "rollback within the window under load",
+            f"{deploy.median('rollback'):.2f} s, {failed('rollback')} failed",
+            f"the first rollback, no load {deploy.cold_rollback:.2f} s",
+            f"target at most {deploy_under_load.TARGETS['rollback']:g} s, 0 failed: "
+            + ("met" if deploy.met("rollback") else "missed (see 3.)"),
+        ],
         [
             "full backup into the pgBackRest repository",
             f"{Spread.of(lost.backups['vigil']).median:.2f} s",
@@ -156,12 +186,13 @@ def summary(noop: onboard_noop.NoopResult, deploy: deploy_under_load.DeployResul
         ],
         *cluster.summary_rows(),
         *tracked.summary_rows(),
+        suite.summary_row(times),
     ]
     return markdown_table(SUMMARY_COLUMNS, rows)
 
 
-def report(day: str, rounds: int, noop, deploy, lost, alerts, moved, preview, cluster, tracked,
-           minutes: float) -> str:
+def report(day: str, rounds: int, started, noop, deploy, lost, alerts, moved, preview, cluster, tracked,
+           times: suite.SuiteTimes | None, minutes: float) -> str:
     versions = ", ".join(noop.versions.values())
     return "\n".join([
         f"# Benchmarks, {day}",
@@ -176,7 +207,15 @@ def report(day: str, rounds: int, noop, deploy, lost, alerts, moved, preview, cl
         "",
         SUMMARY_HEADING,
         "",
-        summary(noop, deploy, lost, alerts, moved, preview, cluster, tracked),
+        summary(started, noop, deploy, lost, alerts, moved, preview, cluster, tracked, times),
+        "",
+        "## 0. The CLI's start-up",
+        "",
+        startup.DESCRIPTION,
+        "",
+        started.table(),
+        "",
+        started.import_table(),
         "",
         "## 1. No-op re-run of the full onboarding",
         "",
@@ -203,9 +242,13 @@ def report(day: str, rounds: int, noop, deploy, lost, alerts, moved, preview, cl
         "## 3. Zero-downtime deploy under load",
         "",
         f"{deploy.requests}+ HTTPS page loads per loop through nginx on vps1, two clients with keep-alive; the",
-        "frontend renders each page from the backend's data, so a gap in either fails a request.",
+        "frontend renders each page from the backend's data, so a gap in either fails a request. Release B (a",
+        "copy of the sample with one comment added) is deployed over A, already on the host, then rolled back",
+        "to A within the rollback window (A still running); those two stay together in the rotation.",
         "",
         deploy.table(),
+        "",
+        *[f"- {line}" for line in deploy.verdicts()],
         "",
         *([f"Naive restart failures over all rounds: {deploy.failures()}.", ""] if deploy.failures() else []),
         "## 4. Losing the database host, with a pgBackRest repository",
@@ -265,6 +308,10 @@ def report(day: str, rounds: int, noop, deploy, lost, alerts, moved, preview, cl
         "",
         tracked.table(),
         "",
+        "## 10. The test suite's time",
+        "",
+        *suite.section(times),
+        "",
     ])
 
 
@@ -275,6 +322,7 @@ def main(rounds: int = 5, requests: int = 2000, rows: int = 1_000_000, keep: boo
         raise BenchError(f"--rounds={rounds}: a median needs at least 5 rounds")
     began = time.monotonic()
     invoke("sandbox.down")
+    started = startup.measure(rounds)  # first, while no VPS shares the machine
     try:
         noop = onboard_noop.measure(rounds)
         # The deploy benchmark boots its own vps1: nine idle VPSes would be noise in its latencies.
@@ -290,8 +338,8 @@ def main(rounds: int = 5, requests: int = 2000, rows: int = 1_000_000, keep: boo
         if not keep:
             invoke("sandbox.down")
     day = time.strftime("%Y-%m-%d", time.gmtime())
-    text = report(day, rounds, noop, deploy, lost, alerts, moved, preview, cluster, tracked,
-                  (time.monotonic() - began) / 60)
+    text = report(day, rounds, started, noop, deploy, lost, alerts, moved, preview, cluster, tracked,
+                  suite.SuiteTimes.read(), (time.monotonic() - began) / 60)
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{day}.md"
     path.write_text(text)

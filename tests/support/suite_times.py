@@ -10,6 +10,8 @@ tests/e2e/conftest.py takes the two hooks:
 from __future__ import annotations
 
 import json
+import subprocess
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,10 +47,15 @@ class ModuleTimes:
         return rows
 
     def write(self, path: Path) -> None:
+        """The table as JSON, with the commit it ran at and when (the benchmark's results file carries it)."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({module: {"seconds": round(seconds, 1), "tests": self.tests[module],
-                                             "failed": self.failed[module]}
-                                    for module, seconds in self.seconds.items()}, indent=2) + "\n")
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
+        path.write_text(json.dumps({
+            "commit": head.stdout.strip() or "unknown",
+            "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "modules": {module: {"seconds": round(seconds, 1), "tests": self.tests[module],
+                                 "failed": self.failed[module]} for module, seconds in self.seconds.items()},
+        }, indent=2) + "\n")
 
 
 TIMES = ModuleTimes()

@@ -13,6 +13,7 @@ import pytest
 
 from bench.alerting import AlertingResult
 from bench.common import Spread, alternating, markdown_table
+from bench.deploy_under_load import DeployResult
 from bench.errors import ErrorsResult
 from bench.ha import HaResult
 from bench.importing import ImportResult
@@ -20,6 +21,9 @@ from bench.onboard_noop import counts
 from bench.peers.export import Manifest, UnknownOperation, floor_facts
 from bench.previews import PreviewResult
 from bench.recovery import RecoveryResult
+from bench.startup import heaviest_imports
+from bench.suite import SuiteTimes, section, summary_row
+from tests.support.load import LoadResult
 from vigil.core.commands import Secret, cmd, script
 from vigil.core.inventory import Host
 from vigil.core.paths import REPO_ROOT
@@ -345,3 +349,60 @@ def test_the_floor_is_paramiko_and_the_standard_library_alone():
     done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=60,
                           check=True)
     assert json.loads(done.stdout) == []
+
+
+def deploy_result(vigil: list[float], rollback: list[float], failed: int = 0) -> DeployResult:
+    loads = {kind: [LoadResult(ok=2000, failed=failed if kind == "rollback" else 0, latencies=[0.01, 0.02])] * 5
+             for kind in ("steady", "vigil", "rollback", "naive")}
+    return DeployResult(5, 2000, loads, {"vigil": vigil, "rollback": rollback, "naive": [1.0] * 5}, 20.0, 1.5, 15)
+
+
+@pytest.mark.parametrize("result, redeploy, rollback", [
+    (deploy_result([7.0, 7.5, 7.9, 8.5, 9.0], [0.7, 0.8, 0.8, 0.9, 1.2]), "met", "met"),
+    # A miss says how much of the redeploy is the safety windows the deploy waits by design.
+    (deploy_result([17.0, 17.2, 17.4, 18.0, 18.1], [0.8] * 5), "missed; 15 s of it are the safety windows", "met"),
+    (deploy_result([7.0] * 5, [1.1, 1.2, 1.3, 0.9, 0.9]), "met", "missed"),
+    # One failed request in any round misses the rollback's target, whatever its time.
+    (deploy_result([7.0] * 5, [0.8] * 5, failed=1), "met", "missed"),
+])
+def test_the_deploy_targets_are_held_to_medians_and_to_no_failed_request(result, redeploy, rollback):
+    said_redeploy, said_rollback = result.verdicts()
+    assert said_redeploy.split(": ", 1)[1].split(" s: ", 1)[1].startswith(redeploy), said_redeploy
+    assert said_rollback.endswith(rollback), said_rollback
+
+
+IMPORTTIME = """import time: self [us] | cumulative | imported package
+import time:       120 |        120 |   _io
+import time:      2000 |       9000 |     rich.console
+import time:       500 |      79000 | invoke
+import time:       300 |      67000 | vigil.core.connectors.trust
+import time:       100 |        100 |   vigil.core.errors
+import time:        10 |       4000 | runpy
+"""
+
+
+def test_the_heaviest_imports_are_the_programs_own_heaviest_first():
+    assert heaviest_imports(IMPORTTIME, top=2) == [("invoke", 79.0), ("vigil.core.connectors.trust", 67.0)]
+    assert [name for name, _ in heaviest_imports(IMPORTTIME)] == ["invoke", "vigil.core.connectors.trust", "runpy"]
+
+
+@pytest.mark.parametrize("written, said, verdict", [
+    (None, "No e2e run on this clone yet", ""),
+    ({"commit": "abc1234", "written": "2026-12-06T12:00:00Z",
+      "modules": {"tests/e2e/test_a.py": {"seconds": 1800.0, "tests": 3, "failed": 0},
+                  "tests/e2e/test_b.py": {"seconds": 600.0, "tests": 1, "failed": 0}}},
+     "at commit abc1234", "met"),
+    # A report from before it named its commit: its modules alone.
+    ({"tests/e2e/test_a.py": {"seconds": 3000.0, "tests": 3, "failed": 0}}, "at commit not recorded", "missed"),
+])
+def test_the_suite_time_section_reports_the_last_run_against_the_budget(tmp_path, written, said, verdict):
+    path = tmp_path / "suite-times.json"
+    if written is not None:
+        path.write_text(json.dumps(written))
+    times = SuiteTimes.read(path)
+    text = "\n".join(section(times))
+    assert said in text
+    assert summary_row(times)[-1].endswith(verdict)
+    if times:
+        first_row = text.splitlines()[text.splitlines().index("|---|---|---|") + 1]
+        assert first_row.startswith("| test_a.py |")

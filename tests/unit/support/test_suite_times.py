@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from types import SimpleNamespace
 
 import pytest
@@ -60,4 +61,6 @@ def test_a_run_prints_the_table_and_writes_it(pytester, monkeypatch, tmp_path):
     modules = [line.split()[0] for line in lines if line.startswith("tests/")]
     assert modules == ["tests/e2e/test_slow.py", "tests/e2e/test_fast.py"]  # never the unit module
     written = json.loads((tmp_path / "suite-times.json").read_text())
-    assert written["tests/e2e/test_fast.py"]["tests"] == 2 and written["tests/e2e/test_slow.py"]["seconds"] >= 0.2
+    modules = written["modules"]
+    assert modules["tests/e2e/test_fast.py"]["tests"] == 2 and modules["tests/e2e/test_slow.py"]["seconds"] >= 0.2
+    assert re.fullmatch(r"[0-9a-f]{7,}", written["commit"]) and written["written"].endswith("Z")
