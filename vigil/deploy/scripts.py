@@ -290,10 +290,12 @@ if [ -n "$release" ] && ! printf '%s' "$body" | grep -qF "\"release\":\"$release
     echo "$unit answered for another release: $body"; exit 10
 fi
 sudo -n "$switch" "$service" "$color" >&2 || exit 1
-sudo -n "$helper" enable "$unit" || echo "vigil: enabling $unit failed" >&2
-sudo -n "$helper" disable "$old" || echo "vigil: disabling $old failed" >&2
-sudo -n "$helper" stop-after "$drain" "$old" 2>/dev/null || {
-    sleep "$drain"; sudo -n "$helper" stop "$old" || echo "vigil: stopping $old failed" >&2; }
+# Which color a boot starts, and the timed stop of the one left: independent of each other, so at once.
+{ sudo -n "$helper" enable "$unit" || echo "vigil: enabling $unit failed" >&2; } &
+{ sudo -n "$helper" disable "$old" || echo "vigil: disabling $old failed" >&2; } &
+{ sudo -n "$helper" stop-after "$drain" "$old" 2>/dev/null || {
+    sleep "$drain"; sudo -n "$helper" stop "$old" || echo "vigil: stopping $old failed" >&2; }; } &
+wait
 echo "healthy, switched"
 '''
 
