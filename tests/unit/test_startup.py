@@ -109,3 +109,13 @@ def test_a_task_run_caches_the_bytecode_of_what_it_imports(tmp_path):
                    timeout=60, check=True, env={**environment, "PYTHONPYCACHEPREFIX": str(tmp_path)})
     cached = {path.name.split(".")[0] for path in tmp_path.rglob("*.pyc") if "vigil" in path.parts}
     assert {"backup", "access", "importing"} <= cached  # vigil.cli.backup and what it imports
+
+
+# A task module that must not pull in what only some of its tasks need (each a fresh interpreter).
+@pytest.mark.parametrize(("module", "kept_out", "why"), [
+    ("vigil.cli.deploy", "vigil.backup.pitr", "only deploy.rollback --restore-point returns the database to a point"),
+])
+def test_a_task_module_starts_without_what_only_one_of_its_tasks_needs(module, kept_out, why):
+    done = subprocess.run([sys.executable, "-c", f"import json, sys, {module}; print(json.dumps(sorted(sys.modules)))"],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, check=True)
+    assert kept_out not in json.loads(done.stdout), f"{module} imports {kept_out} ({why})"

@@ -11,7 +11,6 @@ from invoke.exceptions import Exit
 from rich.markup import escape
 from rich.table import Table
 
-from vigil.backup.undo import undo_migrations_by_restore
 from vigil.cli.common import HOST_FLAGS_HELP, exit_unless_ok, exits_cleanly
 from vigil.core.errors import ConfigError, ExitCode, VigilError
 from vigil.core.output import Reporter
@@ -141,6 +140,9 @@ def rollback(
 def _undo_by_restore(env, app, source, limit, serial, lock_wait, yes, reporter: Reporter, json: bool) -> None:
     """deploy.rollback --restore-point; with --json, one document: the rollback's hosts and the restore's
     report, or the error that stopped them."""
+    # Point-in-time recovery's modules, for this path only: a plain rollback starts without them.
+    from vigil.backup.undo import undo_migrations_by_restore  # noqa: PLC0415
+
     rolling = Reporter.quiet() if json else reporter
     rolled: list = []
 

@@ -7,7 +7,10 @@ be asked (no connection, a refused key, a dropped session, sudo wanting a passwo
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import threading
+import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, TypeVar
 
@@ -41,6 +44,54 @@ def connect(inventory: Inventory, host: Host, admin: bool = True, bootstrap_fall
     if not bootstrap_fallback:
         login = dataclasses.replace(login, bootstrap_user=None)
     return SSHTransport(login, inventory.known_hosts, inventory.env)
+
+
+class Connections:
+    """Connections to hosts, each opened on its first use and kept for the next run of the same task (a deploy's
+    preflight, then the deploy on each host), closed together at the end. An SSH handshake costs more than a
+    round trip: a rollback within its window is otherwise mostly handshakes. A connection whose use raised is
+    closed and forgotten, so the next use opens a new one; so is one left idle longer than `max_idle` seconds
+    (a deploy's build in between), rather than trusted after a NAT or firewall may have dropped it.
+
+    Example:
+        with Connections(inventory, admin=False) as connections:
+            preflight(inventory, hosts, settings, 0, connector=connections)
+            run(plans, connections, RunOptions(), work=deploy)
+    """
+
+    def __init__(self, inventory: Inventory, admin: bool = True, max_idle: float = 30.0):
+        self.inventory, self.admin, self.max_idle = inventory, admin, max_idle
+        self._open: dict[str, tuple[SSHTransport, float]] = {}  # host name -> (its connection, last used)
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def __call__(self, host: Host):
+        with self._lock:
+            transport, used = self._open.pop(host.name, (None, 0.0))
+        if transport is not None and time.monotonic() - used > self.max_idle:
+            transport.close()
+            transport = None
+        if transport is None:
+            transport = connect(self.inventory, host, self.admin).connect()
+        try:
+            yield transport
+        except BaseException:
+            transport.close()
+            raise
+        with self._lock:
+            self._open[host.name] = (transport, time.monotonic())
+
+    def close(self) -> None:
+        with self._lock:
+            opened, self._open = [transport for transport, _ in self._open.values()], {}
+        for transport in opened:
+            transport.close()
+
+    def __enter__(self) -> "Connections":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def on_hosts(inventory: Inventory, hosts: Iterable[Host], ask: Callable[[Transport, Host], Answer], admin: bool = True,

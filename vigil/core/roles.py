@@ -55,9 +55,31 @@ def role_path(name: str, roles_dir: Path | None = None) -> Path:
     return path
 
 
+# Roles loaded in this process, by their files' paths and modification times: a playbook names a role once per
+# play and a task reads several playbooks, and each load parses YAML and runs tasks.py's imports again.
+_LOADED: dict[tuple, Role] = {}
+
+
 def load_role(name: str, roles_dir: Path | None = None) -> Role:
-    """Load `roles/<name>`: defaults.yml (every key prefixed `<name>_`) and tasks.py."""
+    """Load `roles/<name>`: defaults.yml (every key prefixed `<name>_`) and tasks.py; once per process
+    while neither file changes (a Role is only read)."""
     path = role_path(name, roles_dir)
+    key = (path, *map(_version, (path / "defaults.yml", path / "tasks.py")))
+    if key not in _LOADED:
+        _LOADED[key] = _read_role(name, path)
+    return _LOADED[key]
+
+
+def _version(file: Path) -> tuple[int, int]:
+    """What tells one state of a file from the next: its modification time and size (none: 0, 0)."""
+    try:
+        found = file.stat()
+    except FileNotFoundError:
+        return 0, 0
+    return found.st_mtime_ns, found.st_size
+
+
+def _read_role(name: str, path: Path) -> Role:
     defaults_path = path / "defaults.yml"
     defaults = check_vars(load_yaml(defaults_path), rel(defaults_path)) if defaults_path.exists() else {}
     prefix = f"{name}_"
@@ -79,6 +101,8 @@ class Play:
     name: str
     hosts: str
     roles: list[Role] = field(default_factory=list)
+    # The roles' names, in order (all a reader of who runs what needs: see load_playbook's names_only).
+    role_names: tuple[str, ...] = ()
     # The playbook file it comes from, as errors name it ("playbooks/onboard.yml").
     source: str = "playbooks"
 
@@ -87,8 +111,10 @@ class Play:
         return f"{self.source}: {self.name!r} hosts"
 
 
-def load_playbook(name: str, playbooks_dir: Path | None = None, roles_dir: Path | None = None) -> list[Play]:
-    """Load `playbooks/<name>.yml`: a list of {name, hosts, roles}."""
+def load_playbook(name: str, playbooks_dir: Path | None = None, roles_dir: Path | None = None,
+                  names_only: bool = False) -> list[Play]:
+    """Load `playbooks/<name>.yml`: a list of {name, hosts, roles}. names_only: each role is checked to exist
+    and named (Play.role_names), not loaded (a task that only asks which hosts run a role starts faster)."""
     validation.name(name, "playbook")
     path = (playbooks_dir or REPO_ROOT / "playbooks") / f"{name}.yml"
     where = rel(path)
@@ -103,5 +129,12 @@ def load_playbook(name: str, playbooks_dir: Path | None = None, roles_dir: Path 
                 raise ConfigError(f"{where}: [{index}].{key}: missing")
         if not isinstance(spec["roles"], list):
             raise ConfigError(f"{where}: [{index}].roles: expected a list of role names")
-        plays.append(Play(spec["name"], str(spec["hosts"]), [load_role(r, roles_dir) for r in spec["roles"]], where))
+        names = tuple(spec["roles"])
+        if names_only:
+            for role in names:
+                role_path(role, roles_dir)  # it exists, nothing of it loaded
+            roles = []
+        else:
+            roles = [load_role(role, roles_dir) for role in names]
+        plays.append(Play(spec["name"], str(spec["hosts"]), roles, source=where, role_names=names))
     return plays

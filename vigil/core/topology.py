@@ -53,16 +53,16 @@ class Topology:
         """
         role_hosts: dict[str, set[str]] = {}
         unmatched: dict[str, list[str]] = {}
-        for play in load_playbook(ONBOARDING):
+        for play in load_playbook(ONBOARDING, names_only=True):
             names, missing = set(), []
             for item in (part.strip() for part in play.hosts.split(",")):
                 if item == "all" or item in inventory.groups or item in inventory.hosts:
                     names |= inventory.hosts_in(item, where=play.where())
                 else:
                     missing.append(item)
-            for role in play.roles:
-                role_hosts.setdefault(role.name, set()).update(names)
-                unmatched.setdefault(role.name, []).extend(missing)
+            for role in play.role_names:
+                role_hosts.setdefault(role, set()).update(names)
+                unmatched.setdefault(role, []).extend(missing)
         return cls(inventory, {role: frozenset(names) for role, names in role_hosts.items()}, dict(services), where,
                    {role: tuple(items) for role, items in unmatched.items() if items})
 

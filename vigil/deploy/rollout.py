@@ -12,7 +12,7 @@ from typing import Callable
 
 from vigil.core.audit_log import append_local_audit, audit_record, operator
 from vigil.core.errors import ConfigError, ExitCode
-from vigil.core.fanout import connect
+from vigil.core.fanout import Connections, connect
 from vigil.core.inventory import Host, load_inventory
 from vigil.core.output import Environment, Reporter, exit_code
 from vigil.core.paths import LocalState, rel
@@ -147,45 +147,47 @@ def deploy_service(
             if not settings[host.name].migrations_dir or not settings[host.name].revert_task:
                 raise ConfigError(f"--migrations: {service} has no migrations to revert on {host.name} "
                                   f"(app_migrations.{service} in roles/app/defaults.yml or the inventory)")
-    preflight(inventory, hosts, settings, lock_wait)
-    artifact = None if rollback else artifact or build(source, echo=reporter.say)
-    who = operator()
-    serving: dict[str, str] = {}
-    # Behind balancers, a host a rolling deploy touches leaves their rotation first; all hosts at once
-    # stay in it (each host's own blue/green switch keeps serving), or the balancers would have none.
-    rolling = 0 < options.serial < len(hosts) and balancers(inventory)
-    drain_wait = inventory.vars_for(hosts[0], [load_role("balancer")]).integer("balancer_drain_wait_seconds",
-                                                                               minimum=0) if rolling else 0
-    rotation = (lambda name: out_of_rotation(inventory, name, drain_wait)) if rolling else None
+    # The preflight's connections carry the deploy on, unless a build leaves them idle too long (Connections).
+    with Connections(inventory, admin=False) as connections:
+        preflight(inventory, hosts, settings, lock_wait, connector=connections)
+        artifact = None if rollback else artifact or build(source, echo=reporter.say)
+        who = operator()
+        serving: dict[str, str] = {}
+        # Behind balancers, a host a rolling deploy touches leaves their rotation first; all hosts at once
+        # stay in it (each host's own blue/green switch keeps serving), or the balancers would have none.
+        rolling = 0 < options.serial < len(hosts) and balancers(inventory)
+        drain_wait = inventory.vars_for(hosts[0], [load_role("balancer")]).integer("balancer_drain_wait_seconds",
+                                                                                   minimum=0) if rolling else 0
+        rotation = (lambda name: out_of_rotation(inventory, name, drain_wait)) if rolling else None
 
-    def roll(batch: list[Host], previous: list[HostResult]) -> list[HostResult]:
-        if any(result.failed for result in previous):
-            now = environment.clock()
-            return [
-                HostResult(host.name, skipped="an earlier host failed", started=now, finished=now) for host in batch
-            ]
-        return run(
-            [HostPlan(host, []) for host in batch],
-            lambda host: connect(inventory, host, admin=False),
-            options,
-            reporter.progress,
-            work=deploy_work(
-                lambda host: settings[host.name],
-                artifact,
-                who,
-                lock_wait,
-                rollback,
-                rollback_to,
-                database,
-                serving,
-                revert_first=first.name if revert_migrations else None,
-                rotation=rotation,
-            ),
-            stop_after_failure=True,
-        )
+        def roll(batch: list[Host], previous: list[HostResult]) -> list[HostResult]:
+            if any(result.failed for result in previous):
+                now = environment.clock()
+                return [
+                    HostResult(host.name, skipped="an earlier host failed", started=now, finished=now) for host in batch
+                ]
+            return run(
+                [HostPlan(host, []) for host in batch],
+                connections,
+                options,
+                reporter.progress,
+                work=deploy_work(
+                    lambda host: settings[host.name],
+                    artifact,
+                    who,
+                    lock_wait,
+                    rollback,
+                    rollback_to,
+                    database,
+                    serving,
+                    revert_first=first.name if revert_migrations else None,
+                    rotation=rotation,
+                ),
+                stop_after_failure=True,
+            )
 
-    results = roll([first], []) if (settings[first.name].tasks or revert_migrations) and rest else []
-    results += roll(rest if results else hosts, results)
+        results = roll([first], []) if (settings[first.name].tasks or revert_migrations) and rest else []
+        results += roll(rest if results else hosts, results)
     code = exit_code(results)
     task = (
         f"deploy.rollback {service}"

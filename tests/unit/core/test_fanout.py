@@ -4,10 +4,13 @@ import contextlib
 import textwrap
 import threading
 
+import pytest
+
+from vigil.core import fanout
 from vigil.core.commands import cmd
 from vigil.core.connectors.local import LocalTransport
 from vigil.core.errors import HostError, UnreachableError
-from vigil.core.fanout import Unreachable, answered, on_hosts, unreachable
+from vigil.core.fanout import Connections, Unreachable, answered, on_hosts, unreachable
 from vigil.core.inventory import load_inventory
 from vigil.core.redaction import MASK, REDACTOR
 
@@ -57,3 +60,44 @@ def test_hosts_are_asked_at_once(tmp_path):
 
     answers = on_hosts(hosts, hosts.select(None), ask, connector=lambda host: contextlib.nullcontext(None))
     assert answers == {"h1": "met", "h2": "met", "h3": "met"}
+
+
+class CountedLogin:
+    """A connection that counts its logins and closes."""
+
+    logins: list = []
+
+    def __init__(self, inventory, host, admin):
+        self.host, self.closed = host.name, False
+
+    def connect(self):
+        CountedLogin.logins.append(self.host)
+        return self
+
+    def close(self):
+        self.closed = True
+
+
+@pytest.mark.parametrize("max_idle, failing, logins", [
+    (30.0, False, ["h1", "h2"]),            # the second run on each host reuses its connection
+    (0.0, False, ["h1", "h2", "h1", "h2"]),  # idle too long (a build in between): logged in again
+    (30.0, True, ["h1", "h2", "h1", "h2"]),  # a use that raised leaves nothing to reuse
+])
+def test_connections_are_kept_between_runs_of_one_task(tmp_path, monkeypatch, max_idle, failing, logins):
+    monkeypatch.setattr(fanout, "connect", CountedLogin)
+    monkeypatch.setattr(CountedLogin, "logins", [])
+    two = inventory(tmp_path, 2)
+    hosts = list(two.hosts.values())
+    used = []
+
+    def ask(transport, host):
+        used.append(transport)
+        if failing:
+            raise UnreachableError(host.name, "the connection dropped")
+        return "ok"
+
+    with Connections(two, max_idle=max_idle) as connections:
+        on_hosts(two, hosts, ask, connector=connections)
+        on_hosts(two, hosts, ask, connector=connections)
+    assert sorted(CountedLogin.logins) == sorted(logins)
+    assert all(transport.closed for transport in used)  # every one closed at the end
