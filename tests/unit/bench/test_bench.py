@@ -17,7 +17,7 @@ from bench.deploy_under_load import DeployResult
 from bench.errors import ErrorsResult
 from bench.ha import HaResult
 from bench.importing import ImportResult
-from bench.onboard_noop import counts
+from bench.onboard_noop import HOSTS, MANY, Measured, NoopResult, counts
 from bench.peers.export import Manifest, UnknownOperation, floor_facts
 from bench.previews import PreviewResult
 from bench.recovery import RecoveryResult
@@ -354,21 +354,23 @@ def test_the_floor_is_paramiko_and_the_standard_library_alone():
 def deploy_result(vigil: list[float], rollback: list[float], failed: int = 0) -> DeployResult:
     loads = {kind: [LoadResult(ok=2000, failed=failed if kind == "rollback" else 0, latencies=[0.01, 0.02])] * 5
              for kind in ("steady", "vigil", "rollback", "naive")}
-    return DeployResult(5, 2000, loads, {"vigil": vigil, "rollback": rollback, "naive": [1.0] * 5}, 20.0, 1.5, 15)
+    return DeployResult(5, 2000, loads, {"vigil": vigil, "rollback": rollback, "naive": [1.0] * 5}, 20.0, 1.5, 15,
+                        [0.4] * 5)
 
 
 @pytest.mark.parametrize("result, redeploy, rollback", [
     (deploy_result([7.0, 7.5, 7.9, 8.5, 9.0], [0.7, 0.8, 0.8, 0.9, 1.2]), "met", "met"),
     # A miss says how much of the redeploy is the safety windows the deploy waits by design.
     (deploy_result([17.0, 17.2, 17.4, 18.0, 18.1], [0.8] * 5), "missed; 15 s of it are the safety windows", "met"),
-    (deploy_result([7.0] * 5, [1.1, 1.2, 1.3, 0.9, 0.9]), "met", "missed"),
+    # A slow rollback says how much of it the host took.
+    (deploy_result([7.0] * 5, [1.1, 1.2, 1.3, 0.9, 0.9]), "met", "missed; 0.40 s of it on the host"),
     # One failed request in any round misses the rollback's target, whatever its time.
     (deploy_result([7.0] * 5, [0.8] * 5, failed=1), "met", "missed"),
 ])
 def test_the_deploy_targets_are_held_to_medians_and_to_no_failed_request(result, redeploy, rollback):
     said_redeploy, said_rollback = result.verdicts()
     assert said_redeploy.split(": ", 1)[1].split(" s: ", 1)[1].startswith(redeploy), said_redeploy
-    assert said_rollback.endswith(rollback), said_rollback
+    assert said_rollback.split(": ")[-1].startswith(rollback) or said_rollback.endswith(rollback), said_rollback
 
 
 IMPORTTIME = """import time: self [us] | cumulative | imported package
@@ -406,3 +408,22 @@ def test_the_suite_time_section_reports_the_last_run_against_the_budget(tmp_path
     if times:
         first_row = text.splitlines()[text.splitlines().index("|---|---|---|") + 1]
         assert first_row.startswith("| test_a.py |")
+
+
+def noop_result(vigil: float, floor: float, many: float, vigil_hosts: float, many_hosts: float) -> NoopResult:
+    runs = {"vigil": Measured([vigil] * 5, [vigil_hosts] * 5), "floor": Measured([floor] * 5),
+            "ansible": Measured([30.0] * 5), "pyinfra": Measured([9.0] * 5),
+            MANY: Measured([many] * 5, [many_hosts] * 5)}
+    return NoopResult(5, runs, {}, {}, 60.0)
+
+
+@pytest.mark.parametrize("result, floor, scaling", [
+    (noop_result(0.60, 0.50, 0.80, 0.30, 0.45), "met", "met"),
+    # A miss says where the time went: with the host, or in vigil's own process.
+    (noop_result(0.95, 0.60, 1.70, 0.40, 1.10), "MISSED; of vigil's 0.95 s, 0.40 s are with the host",
+     "MISSED; the slowest of 10 hosts takes 1.10 s against 0.40 s for one host alone"),
+])
+def test_a_missed_no_op_target_says_where_the_time_went(result, floor, scaling):
+    lines = {line.split(":")[0]: line for line in result.verdicts()}
+    assert floor in lines["vigil/floor"]
+    assert scaling in lines[f"vigil {HOSTS} hosts/vigil"]
