@@ -126,9 +126,10 @@ SUMMARY_COLUMNS = ["what", "vigil (median)", "compared with (median)", "ratio or
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(cells) + " |" for cells in rows]
-    return "\n".join(lines)
+    """A Markdown table; a cell's own "|" (a shell pipe) is escaped, or it would split the cell."""
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
+    return "\n".join([line(header), "|" + "---|" * len(header), *map(line, rows)])
 
 
 def alternating(names: list, round_: int) -> list:

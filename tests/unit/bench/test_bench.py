@@ -200,6 +200,8 @@ def test_rounds_rotate_so_no_run_always_goes_first():
 
 def test_a_markdown_table_has_a_header_rule_and_one_line_per_row():
     assert markdown_table(["a", "b"], [["1", "2"]]) == "| a | b |\n|---|---|\n| 1 | 2 |"
+    # A shell pipe in a cell stays in its cell.
+    assert markdown_table(["a"], [["pg_dump | pg_restore"]]).splitlines()[-1] == "| pg_dump \\| pg_restore |"
 
 
 def section_table(text: str, heading: str) -> list[str]:
