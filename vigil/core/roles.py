@@ -55,8 +55,8 @@ def role_path(name: str, roles_dir: Path | None = None) -> Path:
     return path
 
 
-# Roles loaded in this process, by their files' paths and modification times: a playbook names a role once per
-# play and a task reads several playbooks, and each load parses YAML and runs tasks.py's imports again.
+# Roles loaded in this process, by their files' paths, times and sizes: a playbook names a role once per play
+# and a task reads several playbooks, and each load parses YAML and runs tasks.py's imports again.
 _LOADED: dict[tuple, Role] = {}
 
 
