@@ -49,7 +49,9 @@ from bench.common import (  # noqa: E402
     sandbox_hosts,
 )
 from tests.support.load import LoadLoop, LoadResult  # noqa: E402
-from vigil.core.yaml_loader import load_yaml
+from vigil.core.inventory import load_inventory  # noqa: E402
+from vigil.core.yaml_loader import load_yaml  # noqa: E402
+from vigil.deploy.settings import host_settings  # noqa: E402
 
 PAGE_TEXT = "Welcome. May this be a place of peace"
 KINDS = ["steady", "vigil", "rollback", "naive"]
@@ -210,7 +212,10 @@ def measure(rounds: int, requests: int) -> DeployResult:
                       flush=True)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    windows = sum(load_yaml(INVENTORY)["vars"].get(key, 0) for key in ("app_min_healthy_seconds", "app_watch_seconds"))
+    # As the deploy resolves them for vps1 (the inventory's vars over roles/app's defaults).
+    inventory = load_inventory("sandbox")
+    settings = host_settings(inventory, inventory.hosts["vps1"], ["backend"])[0]
+    windows = settings.min_healthy + settings.watch
     return DeployResult(rounds, requests, loads, seconds, cold, cold_rollback, windows, rollback_on_host)
 
 

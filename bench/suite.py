@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.common import REPO, markdown_table
+from tests.support.suite_times import REPORT
 
-REPORT = REPO / ".vigil" / "suite-times.json"
 BUDGET_MINUTES = 45
 
 

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 
 from vigil.core.commands import Command
-from vigil.core.redaction import REDACTOR
+from vigil.core.redaction import REDACTOR, mask_url_passwords
 from vigil.core.runner import CHANGED, FAILED, OK
 from vigil.deploy.failures import DeployFailed
 from vigil.deploy.scripts import RETIRE, WARM_SWITCH, as_deploy
@@ -25,6 +25,16 @@ NOT_WARM = 10
 
 def other(color: str) -> str:
     return next(one for one in COLORS if one != color)
+
+
+def named_failures(stderr: str) -> list[str]:
+    """The actions a script names as failed ("vigil: ..." lines on stderr), one each."""
+    return [line.removeprefix("vigil: ") for line in stderr.splitlines() if line.startswith("vigil: ")]
+
+
+def drain_timer(settings: Settings) -> int:
+    """Seconds after a warm switch until the color it left stops (the unit helper's `stop-after` wants one at least)."""
+    return max(1, settings.drain)
 
 
 def retire_command(settings: Settings, live: str) -> Command:
@@ -48,7 +58,7 @@ class Retired:
 
 def parse_retired(stdout: str, stderr: str, ok: bool) -> Retired:
     """RETIRE's answer."""
-    problems = [line.removeprefix("vigil: ") for line in stderr.splitlines() if line.startswith("vigil: ")]
+    problems = named_failures(stderr)
     if not ok and not problems:
         problems = ["retiring the old color failed", stderr.strip()[-300:]]
     said = next((line for line in stdout.splitlines() if line.startswith(("@warm ", "@cold "))), "")
@@ -66,7 +76,7 @@ def warm_switch_command(settings: Settings, color: str, release: str) -> Command
     layout = settings.layout
     return as_deploy(WARM_SWITCH, str(settings.ports[color]), settings.health_path,
                      release if settings.health_release else "", layout.unit(color), UNIT_HELPER, SWITCH_HELPER,
-                     layout.service, color, layout.unit(other(color)), str(max(1, settings.drain)))
+                     layout.service, color, layout.unit(other(color)), str(drain_timer(settings)))
 
 
 class WarmSteps:
@@ -100,15 +110,16 @@ class WarmSteps:
         step = f"Switch nginx's {service} upstream to {idle}, still running {self.release}."
         result = self.transport.run(warm_switch_command(settings, idle, self.release), timeout=60)
         if result.status == NOT_WARM:
-            self.record(f"Return to {service}@{idle} as it runs.", OK, summary=f"{result.stdout.strip()}: "
-                                                                            "starting it again")
+            # The app's own answer, which may quote its database URL.
+            said = REDACTOR.redact(mask_url_passwords(result.stdout.strip()))
+            self.record(f"Return to {service}@{idle} as it runs.", OK, summary=f"{said}: starting it again")
             return False
         if not result.ok:
             raise DeployFailed(step, f"exited {result.status}: {REDACTOR.redact(result.stderr.strip()[-300:])}")
-        problems = [line.removeprefix("vigil: ") for line in result.stderr.splitlines() if line.startswith("vigil: ")]
+        problems = named_failures(result.stderr)
         self.record(step, FAILED if problems else CHANGED, error="; ".join(problems), began=began,
                     summary=f"healthy as it ran; 127.0.0.1:{settings.ports[idle]}, nginx reloaded gracefully; "
-                            f"{service}@{other(idle)} stops in {max(1, settings.drain)}s")
+                            f"{service}@{other(idle)} stops in {drain_timer(settings)}s")
         if problems:  # traffic is on the release: finish the rollback, but say the host needs a look
             self.result.error = f"{step}: {'; '.join(problems)}"
         return True

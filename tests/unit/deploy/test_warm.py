@@ -168,3 +168,12 @@ def test_every_deploy_setting_of_the_window_is_documented():
     defaults = Path("roles/app/defaults.yml").read_text()
     for key in ("app_rollback_window_minutes", "app_rollback_window_min_available_mb"):
         assert re.search(rf"^# .*\n{key}: ", defaults, re.MULTILINE), key
+
+
+def test_a_color_that_cannot_take_the_traffic_is_named_without_the_passwords_its_answer_quotes():
+    answer = Result(NOT_WARM, 'together-pray-backend@blue.service did not answer its health check: HTTP 503: '
+                              '{"error": "connect postgresql://app:s3cret-pw@db:5432/app refused"}\n', "")
+    result = HostDeploy(RolledBackHost(warm_answer=answer), HOST, settings(drain=0), None, "alice@laptop",
+                        rollback=True).deploy()
+    said = next(op.summary for op in result.operations if op.name == "Return to backend@blue as it runs.")
+    assert "did not answer its health check" in said and "s3cret-pw" not in said
