@@ -73,10 +73,7 @@ def wait_for_issue(kind_marker: str, events: int = 1) -> tuple[dict, float]:
 
 def live_release(sandbox, host: str, service: str = "backend") -> str:
     """The release `service`'s live color runs on `host` (each service has its own releases)."""
-    units = sandbox.ssh(host, f"systemctl list-units --state=active --plain --no-legend 'together-pray-{service}@*'")
-    colors = [line.split()[0].split("@")[1].removesuffix(".service") for line in units.splitlines() if line.strip()]
-    assert len(colors) == 1, units
-    written = sandbox.ssh(host, f"cat /run/together-pray/{service}-{colors[0]}.release.env")
+    written = sandbox.ssh(host, f"cat /run/together-pray/{service}-{sandbox.live_color(host, service)}.release.env")
     return written.strip().removeprefix("RELEASE_ID=")
 
 

@@ -22,15 +22,6 @@ CA = REPO / ".vigil" / "sandbox" / "ca" / "ca.crt"
 ALERT_WITHIN = 90
 
 
-def live_unit(sandbox, host: str, service: str) -> str:
-    listing = sandbox.ssh(
-        host, f"systemctl list-units --state=active --plain --no-legend 'together-pray-{service}@*.service'"
-    )
-    units = [line.split()[0] for line in listing.splitlines() if line.strip()]
-    assert len(units) == 1, listing
-    return units[0]
-
-
 def monitor_sees_up(sandbox, host: str, service: str, timeout: float = 120) -> None:
     """Wait until the monitor host's probe of `service` on `host` succeeds and no alert about it fires:
     a fault it never saw up is not a new outage."""
@@ -61,7 +52,7 @@ def steps(run) -> dict[str, dict]:
 
 
 def test_a_stopped_backend_is_alerted_restarted_by_its_runbook_recovered_and_reported(alerting, sandbox):
-    unit = live_unit(sandbox, "vps1", "backend")
+    unit = sandbox.live_unit("vps1", "backend")
     monitor_sees_up(sandbox, "vps1", "backend")
     stopped = time.time()
     sandbox.ssh("vps1", f"systemctl stop {unit}")
@@ -192,7 +183,7 @@ FAULTS = [
 
 @pytest.mark.parametrize("runbook, fault, host, action", FAULTS, ids=[fault[0] for fault in FAULTS])
 def test_each_runbook_mends_its_fault_and_a_second_run_changes_nothing(deployed, sandbox, runbook, fault, host, action):
-    sandbox.ssh(host, fault.format(frontend=live_unit(sandbox, host, "frontend"), address=sandbox.addresses[host]))
+    sandbox.ssh(host, fault.format(frontend=sandbox.live_unit(host, "frontend"), address=sandbox.addresses[host]))
     first = invoke("incident.run", runbook, "--yes", "--json", timeout=600)
     assert first.code == 0 and first.json["outcome"] == "resolved", first.stdout[-3000:] + first.stderr
     assert steps(first)[action]["outcome"] == "done"
@@ -219,7 +210,7 @@ def test_a_runbook_with_a_bad_step_is_refused_before_anything_runs_and_confirmat
         refused.code == ExitCode.BAD_INPUT
         and "e2e-broken.yml:7: on: 'nothing' is not an earlier step" in refused.stderr
     )
-    unit = live_unit(sandbox, "vps2", "frontend")
+    unit = sandbox.live_unit("vps2", "frontend")
     sandbox.ssh("vps2", f"systemctl stop {unit}")
     try:
         unconfirmed = invoke("incident.run", "frontend-down", timeout=600)
@@ -261,11 +252,17 @@ def test_the_sentry_dsn_from_secrets_is_in_the_backend_and_frontend_environment(
         assert dsn not in pushed.stdout + pushed.stderr
         for host in ("vps1", "vps2"):
             for service in ("backend", "frontend"):
-                unit = live_unit(sandbox, host, service)
-                environment = sandbox.ssh(
-                    host, f"tr '\\0' '\\n' < /proc/$(systemctl show -p MainPID --value {unit})/environ"
-                )
-                assert f"SENTRY_DSN={dsn}" in environment.splitlines(), (host, unit)
+                # The live color and, within the rollback window, the one a deploy left running: an instant
+                # rollback to it must not bring the old secrets back.
+                listing = sandbox.ssh(host, "systemctl list-units --state=active --plain --no-legend "
+                                            f"'together-pray-{service}@*.service'")
+                running = [line.split()[0] for line in listing.splitlines() if line.strip()]
+                assert sandbox.live_unit(host, service) in running, (host, listing)
+                for unit in running:
+                    environment = sandbox.ssh(
+                        host, f"tr '\\0' '\\n' < /proc/$(systemctl show -p MainPID --value {unit})/environ"
+                    )
+                    assert f"SENTRY_DSN={dsn}" in environment.splitlines(), (host, unit)
     finally:
         restored = invoke("secrets.push", "--limit=vps1,vps2", timeout=600)
     assert restored.code == 0, restored.stdout[-3000:] + restored.stderr

@@ -28,13 +28,6 @@ HEARTBEAT_EVERY = 20
 AVAILABILITY = ("HostDown", "BackendDown", "FrontendDown")
 
 
-def live_unit(sandbox, host: str, service: str) -> str:
-    listing = sandbox.ssh(host, f"systemctl list-units --state=active --plain --no-legend 'together-pray-{service}@*'")
-    units = [line.split()[0] for line in listing.splitlines() if line.strip()]
-    assert len(units) == 1, listing
-    return units[0]
-
-
 def wait_until(condition, timeout: float, what: str):
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -166,7 +159,7 @@ def test_a_powered_off_web_host_pages_host_down_only_then_resolved_and_uptime_me
 
 
 def test_maintenance_mode_holds_the_web_alerts_and_alerts_work_again_after_it(alerting, sandbox):
-    unit = live_unit(sandbox, WEB, "backend")
+    unit = sandbox.live_unit(WEB, "backend")
     assert invoke("incident.maintenance", "on", f"--limit={WEB}").code == 0
     on = time.time()
     try:

@@ -81,6 +81,17 @@ def ssh(address: str, command: str, check: bool = True) -> str:
     return completed.stdout
 
 
+# The color whose port nginx's upstream for a service names (ports from the colors' env files).
+LIVE_COLOR = r"""
+port=$(sed -n 's/^upstream together_pray_{service} {{ server 127\.0\.0\.1:\([0-9]*\);.*/\1/p' \
+  /etc/nginx/conf.d/together-pray-upstreams.conf)
+for color in blue green; do
+  grep -qx "PORT=$port" /etc/together-pray/{service}-$color.env && echo "$color"
+done
+true
+"""
+
+
 @dataclass
 class Sandbox:
     addresses: dict[str, str]
@@ -91,6 +102,16 @@ class Sandbox:
     def ssh_at(self, address: str, command: str, check: bool = True) -> str:
         """Like ssh, for a VPS the session did not boot itself (a module's extra hosts)."""
         return ssh(address, command, check)
+
+    def live_color(self, host: str, service: str) -> str:
+        """The color of `service` nginx sends visitors to on `host`: the one whose port its upstream names.
+        Not "the one running": within the rollback window the color a deploy left runs too."""
+        answer = self.ssh(host, LIVE_COLOR.format(service=service)).split()
+        assert len(answer) == 1 and answer[0] in ("blue", "green"), f"{host}: no live {service} color: {answer}"
+        return answer[0]
+
+    def live_unit(self, host: str, service: str) -> str:
+        return f"together-pray-{service}@{self.live_color(host, service)}.service"
 
     def audit_lines(self, host: str) -> int:
         return int(self.ssh(host, "cat /var/log/vigil/audit.log 2>/dev/null | wc -l").strip())
