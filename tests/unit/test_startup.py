@@ -114,6 +114,8 @@ def test_a_task_run_caches_the_bytecode_of_what_it_imports(tmp_path):
 # A task module that must not pull in what only some of its tasks need (each a fresh interpreter).
 @pytest.mark.parametrize(("module", "kept_out", "why"), [
     ("vigil.cli.deploy", "vigil.backup.pitr", "only deploy.rollback --restore-point returns the database to a point"),
+    ("vigil.cli.provision", "paramiko", "only provision.trust scans a key; `--help provision.server` opens no SSH"),
+    ("vigil.cli.provision", "rich", "rich prints progress and tables; `--help` and a --json run print neither"),
 ])
 def test_a_task_module_starts_without_what_only_one_of_its_tasks_needs(module, kept_out, why):
     done = subprocess.run([sys.executable, "-c", f"import json, sys, {module}; print(json.dumps(sorted(sys.modules)))"],

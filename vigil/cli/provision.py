@@ -6,7 +6,6 @@ from invoke import Collection, task
 from invoke.exceptions import Exit
 
 from vigil.cli.common import HOST_FLAGS_HELP, confirm_key, exit_unless_ok, exits_cleanly
-from vigil.core.connectors.trust import apply_trust, plan_trust
 from vigil.core.errors import ConfigError, ExitCode
 from vigil.core.inventory import load_inventory
 from vigil.core.output import Reporter
@@ -46,6 +45,9 @@ def trust(c, host, env="sandbox", yes=False):
     /etc/ssh/ssh_host_ed25519_key.pub` on the server's console) before you accept.
     Example: invoke provision.trust --env=staging --host=web1
     """
+    # paramiko (scanning the host's key) only when this task runs: `--help provision.server` starts without it.
+    from vigil.core.connectors.trust import apply_trust, plan_trust  # noqa: PLC0415
+
     reporter = Reporter()
     inventory = load_inventory(env)
     if host not in inventory.hosts:

@@ -8,6 +8,7 @@ out as they are (no markup, no wrapping); only progress, recaps and tables are r
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import re
@@ -15,16 +16,19 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, TextIO
-
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
+from typing import TYPE_CHECKING, Any, TextIO
 
 from vigil.core.errors import ExitCode
 from vigil.core.paths import LocalState
 from vigil.core.redaction import REDACTOR
 from vigil.core.runner import CHANGED, FAILED, OK, SKIPPED, HostResult, OperationResult
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
+# rich is imported on the first rich line, table or recap, not with this module: `--help TASK`, `--list`
+# and a --json run start without it.
 
 STATUS_STYLE = {OK: "green", CHANGED: "yellow", FAILED: "red", SKIPPED: "dim", "unreachable": "red"}
 
@@ -40,9 +44,23 @@ class Environment:
     clock: Any = time.time
 
 
+def console_on(file: TextIO) -> Console:
+    """A rich console on `file`: markup as written, no highlighting, emoji codes or wrapping of its own."""
+    from rich.console import Console  # noqa: PLC0415  (see above: rich on first use)
+
+    return Console(file=file, highlight=False, soft_wrap=True, emoji=False)
+
+
+def escape(text: str) -> str:
+    """`text` with rich's markup brackets escaped, for a rich line or table cell."""
+    from rich.markup import escape as escape_markup  # noqa: PLC0415  (see above: rich on first use)
+
+    return escape_markup(text)
+
+
 def table_console(file: TextIO | None = None) -> Console:
     """A console for wide tables: a terminal's own width, else wide enough that piped output keeps whole ids."""
-    console = Console(file=file or sys.stdout, highlight=False, soft_wrap=True, emoji=False)
+    console = console_on(file or sys.stdout)
     if not console.is_terminal:
         console.width = 200
     return console
@@ -98,9 +116,15 @@ class Reporter:
         self.json_output = json_output
         self.verbose = verbose
         self.check = check
-        self.console = Console(file=self.env.stdout, highlight=False, soft_wrap=True, emoji=False)
-        self.errors = Console(file=self.env.stderr, highlight=False, soft_wrap=True, emoji=False)
         self._lock = threading.Lock()
+
+    @functools.cached_property
+    def console(self) -> Console:
+        return console_on(self.env.stdout)
+
+    @functools.cached_property
+    def errors(self) -> Console:
+        return console_on(self.env.stderr)
 
     @classmethod
     def quiet(cls) -> "Reporter":
@@ -171,6 +195,8 @@ class Reporter:
             self.document({"task": task, "env": env, "check": self.check, "exit_code": int(exit_code(results)),
                            "hosts": [result.as_dict() for result in results], **({"notes": notes} if notes else {})})
             return
+        from rich.table import Table  # noqa: PLC0415  (see above: rich on first use)
+
         table = Table(title=f"{task} on {env}" + (" (check mode: nothing was changed)" if self.check else ""))
         for column in ("host", "ok", "changed", "failed", "skipped", "time", "result"):
             table.add_column(column, justify="right" if column not in ("host", "result") else "left")

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 from vigil.core.audit_log import append_local_audit, audit_command, audit_record
 from vigil.core.commands import Command
-from vigil.core.connectors.ssh import SSHTransport
 from vigil.core.errors import ConfigError, ExitCode, HostError, MissingSecretError, VigilError
 from vigil.core.inventory import Inventory, SecretLookup, load_inventory, parse_cli_vars
 from vigil.core.output import Environment, Reporter, exit_code, plain
@@ -109,6 +108,9 @@ def run_plans(task: str, inventory: Inventory, host_plans: list[HostPlan], optio
 
     Concerns (the vault's push, maintenance mode...) build their own host plans and hand them here.
     """
+    # fabric and paramiko when a run connects: a task module that imports this one starts without them.
+    from vigil.core.connectors.ssh import SSHTransport  # noqa: PLC0415
+
     env = env or Environment()
 
     def finish(transport, result: HostResult) -> None:
