@@ -6,12 +6,14 @@ Thin on purpose: each task parses its flags, calls vigil.sandbox.lifecycle and p
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from invoke import Collection, task
 from invoke.exceptions import Exit
 from rich.table import Table
 
 from vigil.core.output import Reporter
+from vigil.core.paths import REPO_ROOT
 from vigil.sandbox import layouts, lifecycle, power
 from vigil.sandbox.apply import Timings
 from vigil.sandbox.paths import SandboxError
@@ -34,12 +36,25 @@ def _print_plan(planned: list[str]) -> None:
         _echo(f"  {line}")
 
 
+def _count(hosts: str, flag: str) -> int:
+    """--hosts as a count, for flags that add to vps1..vpsN."""
+    if not str(hosts).isdigit():
+        raise SandboxError(f"--hosts={hosts}: {flag} takes --hosts as a count (vps1..vpsN), not names")
+    return int(hosts)
+
+
+def _shown(path: Path) -> str:
+    """An inventory file as a person names it: inventory/sandbox.yml inside the repository."""
+    return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
+
+
 def _print_timings(timings: Timings) -> None:
     _echo("time: " + ", ".join(f"{phase} {seconds:g} s" for phase, seconds in timings.phases.items()))
 
 
 @task(auto_shortflags=False, iterable=["debian", "replace", "group"], help={
-    "hosts": "How many VPSes (vps1..vpsN) to have running; default 2. Healthy extra ones keep running.",
+    "hosts": "How many VPSes (vps1..vpsN) to have running; default 2. Healthy extra ones keep running. "
+             "Or which: a range (vps7-vps13) or names (vps5,vps6).",
     "check": "Only print what would change; change nothing.",
     "debian": "Debian release: 13 (trixie, the default) or 12 (bookworm) for every host, or NAME:RELEASE "
               "for one host (--debian=vps3:12). Repeatable. A running host on another release is replaced.",
@@ -48,9 +63,12 @@ def _print_timings(timings: Timings) -> None:
     "group": "Put a VPS in an inventory group (web, db, backup, monitor, lb) instead of the default layout "
              "(web: all, db: the first): --group=vps3:backup. Repeatable; kept with the VPS.",
     "layout": "Boot a whole layout: `ha` (vps1 balancer, vps2-3 web, vps4-6 database cluster, vps7 backup, "
-              "vps8 monitor; docs/ha.md). --hosts and --group add to it.",
+              "vps8 monitor; docs/ha.md). --hosts (a count) and --group add to it.",
+    "inventory": "List these VPSes in DIR/sandbox.yml instead of inventory/sandbox.yml, apart from the others: "
+                 "VIGIL_INVENTORY=DIR reaches them, the default inventory never does, and an up or down of "
+                 "one inventory leaves the other's VPSes as they are.",
 })
-def up(c, hosts=2, check=False, debian=None, replace=None, group=None, layout=None):
+def up(c, hosts="2", check=False, debian=None, replace=None, group=None, layout=None, inventory=None):
     """Boot sandbox VPSes (real systemd Debian 13 or 12 with sshd) and write inventory/sandbox.yml.
 
     Each VPS gets its own network namespace and address (vpsN at 10.213.N.2),
@@ -64,20 +82,21 @@ def up(c, hosts=2, check=False, debian=None, replace=None, group=None, layout=No
     Examples: sudo invoke sandbox.up --hosts=3 --debian=vps3:12
               sudo invoke sandbox.up --hosts=3 --group=vps3:backup
               sudo invoke sandbox.up --layout=ha
+              sudo invoke sandbox.up --hosts=vps7-vps9 --inventory=/tmp/trial   (beside vps1..)
     """
     try:
         if layout:
             count, flags = layouts.layout_flags(layout)
-            hosts, group = max(int(hosts), count), [*flags, *(group or ())]
-        result = lifecycle.up(hosts=int(hosts), check=check, echo=_echo, debian=debian or (), replace=replace or (),
-                              groups=group or ())
+            hosts, group = max(_count(hosts, "--layout"), count), [*flags, *(group or ())]
+        result = lifecycle.up(hosts=hosts, check=check, echo=_echo, debian=debian or (), replace=replace or (),
+                              groups=group or (), inventory=Path(inventory) if inventory else None)
     except SandboxError as error:
         raise _fail(error) from None
     if check:
         _print_plan(result.planned)
         return
     if result.created:
-        _echo(f"up: started {', '.join(result.created)}; inventory/sandbox.yml lists "
+        _echo(f"up: started {', '.join(result.created)}; {_shown(result.inventory_file)} lists "
               f"{', '.join(host['name'] for host in result.hosts)}")
     elif result.changed:
         _echo(f"up: {', '.join(result.kept)} already running; repaired the rest (see above)")
@@ -91,18 +110,21 @@ def up(c, hosts=2, check=False, debian=None, replace=None, group=None, layout=No
     _print_timings(result.timings)
 
 
-@task(help={"check": "Only print what would be removed; change nothing."})
-def down(c, check=False):
+@task(help={"check": "Only print what would be removed; change nothing.",
+            "inventory": "Only the VPSes listed in DIR/sandbox.yml (booted with `up --inventory=DIR`); "
+                         "the others keep running."})
+def down(c, check=False, inventory=None):
     """Stop every sandbox VPS and remove its namespace, links, NAT rules, overlay and inventory.
 
     Each VPS is powered off cleanly (SIGTERM to its systemd-nspawn, SIGKILL
     after 30 s). The sandbox key pair and the image cache stay, so the next
     `sandbox.up` takes seconds. Nothing up is fine: it does nothing. Needs root.
 
-    Example: sudo invoke sandbox.down
+    Examples: sudo invoke sandbox.down
+              sudo invoke sandbox.down --inventory=/tmp/trial
     """
     try:
-        result = lifecycle.down(check=check, echo=_echo)
+        result = lifecycle.down(check=check, echo=_echo, inventory=Path(inventory) if inventory else None)
     except SandboxError as error:
         raise _fail(error) from None
     if check:

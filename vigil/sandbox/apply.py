@@ -56,6 +56,7 @@ from vigil.sandbox.plan import (
     render_sshd_dropin,
 )
 from vigil.sandbox.rootfs import mark_first_boot_done, rootfs_path, trust_local_cas, write_into_rootfs
+from vigil.sandbox.scope import inventory_file_of
 
 Echo = Callable[[str], None]
 
@@ -464,7 +465,9 @@ def describe_creation(vps: Vps, paths: SandboxPaths, release: str) -> list[str]:
 
 
 def write_inventory(paths: SandboxPaths, hosts: dict[str, dict], fresh: Iterable[str] = ()) -> list[Path]:
-    """Regenerate inventory/sandbox.yml and sandbox.known_hosts from the hosts; returns the files that changed.
+    """Regenerate sandbox.known_hosts (every host) and each inventory file from the hosts it lists:
+    inventory/sandbox.yml, and DIR/sandbox.yml for hosts booted with `up --inventory=DIR`. Returns the
+    files that changed.
 
     fresh: hosts just created, whose new key is pinned; the others keep what known_hosts pins for them.
     """
@@ -473,7 +476,16 @@ def write_inventory(paths: SandboxPaths, hosts: dict[str, dict], fresh: Iterable
     changed = []
     if write_if_changed(paths.known_hosts_file, render_known_hosts(ordered, existing, fresh), 0o644):
         changed.append(paths.known_hosts_file)
-    if write_if_changed(paths.inventory_file, render_inventory(ordered, paths), 0o644):
-        changed.append(paths.inventory_file)
+    homes = {None, *(host.get("inventory") for host in ordered)}
+    for home in sorted(homes, key=lambda home: home or ""):
+        listed = [host for host in ordered if host.get("inventory") == home]
+        path = inventory_file_of(paths, home)
+        if listed:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if write_if_changed(path, render_inventory(listed, paths, path), 0o644):
+                changed.append(path)
+        elif path.exists():  # the repository's inventory, once every VPS left is listed elsewhere
+            path.unlink()
+            changed.append(path)
     hand_to_repo_owner(paths, *changed)
     return changed

@@ -8,7 +8,8 @@ import shlex
 import subprocess
 import time
 from dataclasses import dataclass, field
-from typing import Iterable, Optional
+from pathlib import Path
+from typing import Iterable, Optional, Union
 
 from vigil.core.validation import USER_PATTERN
 from vigil.sandbox.apply import (
@@ -56,11 +57,17 @@ from vigil.sandbox.plan import (
     client_key_command,
     desired_iptables_rules,
     image_build_command,
-    parse_group_flags,
-    parse_release_flags,
     plan_cleanup,
     plan_hosts,
     ssh_command,
+)
+from vigil.sandbox.scope import (
+    hosts_in_scope,
+    inventory_file_of,
+    inventory_home,
+    parse_group_flags,
+    parse_hosts,
+    parse_release_flags,
 )
 
 
@@ -79,19 +86,22 @@ class UpResult:
     planned: list[str] = field(default_factory=list)
     timings: Timings = field(default_factory=Timings)
     hosts: list[dict] = field(default_factory=list)
+    inventory_file: Optional[Path] = None
 
     @property
     def changed(self) -> bool:
         return bool(self.created or self.cleaned or self.inventory_changed or self.image not in ("", "cached"))
 
 
-def up(hosts: int = 2, check: bool = False, paths: SandboxPaths = SandboxPaths(), echo: Echo = lambda line: None,
-       debian: Iterable[str] = (), replace: Iterable[str] = (), groups: Iterable[str] = ()) -> UpResult:
-    """Make sure vps1..vpsN run on the asked Debian releases, removing stale leftovers first.
+def up(hosts: Union[int, str] = 2, check: bool = False, paths: SandboxPaths = SandboxPaths(),
+       echo: Echo = lambda line: None, debian: Iterable[str] = (), replace: Iterable[str] = (),
+       groups: Iterable[str] = (), inventory: Optional[Path] = None) -> UpResult:
+    """Make sure the selected VPSes run on the asked Debian releases, removing stale leftovers first.
 
     Changes nothing when they already do.
 
-    hosts: how many VPSes to have at least; healthy extra ones keep running.
+    hosts: a count N (vps1..vpsN at least; healthy extra ones keep running), a range (vps7-vps9) or names
+    (vps5,vps6): see scope.parse_hosts.
     check: only plan: read facts and return the commands in `planned`, change nothing.
     echo: receives one line per step, for progress.
     debian: `--debian` flags (see parse_release_flags); a running host on another release is replaced.
@@ -99,16 +109,21 @@ def up(hosts: int = 2, check: bool = False, paths: SandboxPaths = SandboxPaths()
     not named here makes `up` refuse, rather than lose what was onboarded on it.
     groups: `--group=NAME:GROUP` flags (see parse_group_flags): the inventory groups of the hosts they
     name, kept with each host; the others keep theirs.
+    inventory: list the hosts in this directory's sandbox.yml instead of inventory/sandbox.yml. Hosts
+    listed in another inventory are out of this call's scope: left exactly as they are (scope.py).
     Example: up(hosts=2, debian=["vps2:12"], echo=print).created == ["vps1", "vps2"]
     """
     started = time.monotonic()
-    releases = parse_release_flags(debian, hosts)
-    given_groups = parse_group_flags(groups, hosts)
+    selection = parse_hosts(hosts)
+    releases = parse_release_flags(debian, selection)
+    given_groups = parse_group_flags(groups, selection)
     tools = dict(REQUIRED_TOOLS)
     if not all(paths.image(release).is_dir() for release in set(releases.values())):
         tools.update(IMAGE_BUILD_TOOLS)
     check_preconditions("sandbox.up", tools)
     result = UpResult()
+    home = inventory_home(paths, inventory)
+    result.inventory_file = inventory_file_of(paths, home)
     with (contextlib.nullcontext() if check else SandboxLock(paths)):
         # The key comes first: a VPS that authorizes a key we no longer have is not usable, so not healthy.
         if check:
@@ -116,15 +131,21 @@ def up(hosts: int = 2, check: bool = False, paths: SandboxPaths = SandboxPaths()
         else:
             authorized_key = ensure_client_key(paths, echo)
         facts = gather_facts(paths)
-        healthy = healthy_hosts(facts, authorized_key)
-        running = {name: host.get("release", DEFAULT_RELEASE) for name, host in facts.state.items()}
+        scope = hosts_in_scope(facts.state, selection, home)
+        # Another inventory's hosts are kept whatever their condition: powered off, or cut off by a test.
+        others = set(facts.state) - scope
+        every_healthy = healthy_hosts(facts, authorized_key)
+        healthy = every_healthy & scope
+        running = {name: host.get("release", DEFAULT_RELEASE) for name, host in facts.state.items() if name in scope}
         # A host keeps its groups when replaced; a --group flag gives new ones.
         wanted_groups = {name: host["groups"] for name, host in facts.state.items() if host.get("groups")}
         wanted_groups.update(given_groups)
-        host_plan = plan_hosts(hosts, healthy, releases, running, stopped_hosts(facts, healthy), replace)
+        stopped = stopped_hosts(facts, every_healthy) & scope
+        host_plan = plan_hosts(selection, healthy, releases, running, stopped, replace)
         result.kept, result.extra, result.replaced = host_plan.keep, host_plan.extra, host_plan.replace
         healthy -= set(host_plan.replace)
-        cleanup = plan_cleanup(facts, paths, keep=healthy, desired_rules=desired_iptables_rules(uplink_device()))
+        cleanup = plan_cleanup(facts, paths, keep=healthy | others,
+                               desired_rules=desired_iptables_rules(uplink_device()))
         result.cleaned = cleanup.describe(paths)
         result.timings.record("inspect", started)
         if check:
@@ -145,20 +166,22 @@ def up(hosts: int = 2, check: bool = False, paths: SandboxPaths = SandboxPaths()
         apply_cleanup(cleanup, paths, echo)
         result.timings.record("cleanup", phase)
 
-        state = {name: host for name, host in load_state(paths).items() if name in healthy}
+        state = {name: host for name, host in load_state(paths).items() if name in healthy or name in others}
         regrouped = [name for name in state if name in given_groups and state[name].get("groups") != given_groups[name]]
         for name in regrouped:
             state[name]["groups"] = given_groups[name]
         if regrouped:
             save_state(paths, state)
         if host_plan.create:
-            start_hosts(host_plan, state, authorized_key, paths, echo, result, wanted_groups)
+            start_hosts(host_plan, state, authorized_key, paths, echo, result, wanted_groups, home)
         else:
             result.inventory_changed = [str(path) for path in write_inventory(paths, state)]
         for name in host_plan.keep:
             if not tcp_port_open(state[name]["address"], timeout=3):
                 echo(f"warning: {name} runs but its sshd does not answer; `invoke sandbox.down` then `up` recreates it")
-        result.hosts = sandbox_hosts(paths)
+        result.hosts = [{"name": host["name"], "address": host["address"]}
+                        for host in sorted(state.values(), key=lambda host: host["index"])
+                        if host.get("inventory") == home]
     result.timings.record("total", started)
     return result
 
@@ -180,8 +203,9 @@ def describe_up(paths: SandboxPaths, cleanup: CleanupPlan, host_plan: UpPlan) ->
 
 
 def start_hosts(host_plan: UpPlan, state: dict[str, dict], authorized_key: str, paths: SandboxPaths,
-                echo: Echo, result: UpResult, groups: dict[str, list[str]]) -> None:
-    """Create and boot the plan's new hosts, recording each in `state` (and state.json) as soon as it starts."""
+                echo: Echo, result: UpResult, groups: dict[str, list[str]], home: Optional[str] = None) -> None:
+    """Create and boot the plan's new hosts, recording each in `state` (and state.json) as soon as it starts,
+    with the inventory that lists it (`home`, see scope.inventory_home)."""
     phase = time.monotonic()
     create = host_plan.create
     ensure_ip_forward(paths)
@@ -192,6 +216,8 @@ def start_hosts(host_plan: UpPlan, state: dict[str, dict], authorized_key: str, 
         state[vps.name] = create_vps(vps, paths, authorized_key, release)
         if vps.name in groups:
             state[vps.name]["groups"] = groups[vps.name]
+        if home is not None:
+            state[vps.name]["inventory"] = home
         # Saved at once, so a run killed from here on leaves state that `down` can follow.
         save_state(paths, state)
     hand_to_repo_owner(paths, paths.state_file)
@@ -225,10 +251,13 @@ class DownResult:
         return bool(self.removed or self.files)
 
 
-def down(check: bool = False, paths: SandboxPaths = SandboxPaths(), echo: Echo = lambda line: None) -> DownResult:
+def down(check: bool = False, paths: SandboxPaths = SandboxPaths(), echo: Echo = lambda line: None,
+         inventory: Optional[Path] = None) -> DownResult:
     """Stop every sandbox VPS and remove all it made on this machine; keep the key pair and image cache.
 
     check: only plan: return the commands in `planned`, change nothing.
+    inventory: only the VPSes listed in this directory's sandbox.yml (booted with `up --inventory`); the
+    others keep running, and so do the sandbox's network rules.
     Example: down(echo=print).stopped == ["vps1", "vps2"]
     """
     started = time.monotonic()
@@ -236,11 +265,18 @@ def down(check: bool = False, paths: SandboxPaths = SandboxPaths(), echo: Echo =
     result = DownResult()
     with (contextlib.nullcontext() if check else SandboxLock(paths)):
         facts = gather_facts(paths)
-        plan = plan_cleanup(facts, paths, keep=set(), desired_rules=[])
+        home = inventory_home(paths, inventory) if inventory is not None else None
+        others = set() if inventory is None else {
+            name for name, host in facts.state.items() if host.get("inventory") != home}
+        # With others left running, their network rules stay.
+        desired_rules = desired_iptables_rules(uplink_device()) if others else []
+        plan = plan_cleanup(facts, paths, keep=others, desired_rules=desired_rules)
         result.removed = plan.describe(paths)
         result.hosts = plan.hosts
         result.stopped = sorted(plan.stop, key=lambda name: host_name_index(name) or 0)
-        generated = [paths.inventory_file, paths.known_hosts_file, paths.state_file]
+        homes = {host.get("inventory") for name, host in facts.state.items() if name not in others}
+        generated = [inventory_file_of(paths, home) for home in sorted(homes - {None})]
+        generated += [] if others else [paths.inventory_file, paths.known_hosts_file, paths.state_file]
         result.files = [str(path) for path in generated if path.exists()]
         if check:
             result.planned = result.removed + [f"rm {path}" for path in result.files]
@@ -248,7 +284,11 @@ def down(check: bool = False, paths: SandboxPaths = SandboxPaths(), echo: Echo =
         apply_cleanup(plan, paths, echo)
         for path in generated:
             path.unlink(missing_ok=True)
-        if restore_ip_forward(paths):
+        if others:
+            remaining = {name: host for name, host in load_state(paths).items() if name in others}
+            save_state(paths, remaining)
+            write_inventory(paths, remaining)
+        elif restore_ip_forward(paths):
             echo("restored net.ipv4.ip_forward=0, as it was before sandbox.up")
     result.timings.record("total", started)
     return result
