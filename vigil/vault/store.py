@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
+import time
 from pathlib import Path
 from typing import Any
 
@@ -101,17 +102,31 @@ def save(env: str, values: dict[str, str], schema: "Schema", paths: SecretsPaths
     return paths.encrypted(env)
 
 
+# How long a change waits for another vigil process to finish changing the same env's secrets. The short
+# ones (generate, set, rotate) take seconds, so a second one waits its turn, as apt waits for its lock; a
+# secrets.edit held open in an editor outlasts the wait, and the change is refused rather than queued.
+LOCK_WAIT_SECONDS = 60.0
+LOCK_POLL_SECONDS = 0.2
+
+
 @contextlib.contextmanager
-def locked(env: str, paths: SecretsPaths):
-    """Hold `env`'s secrets for one load -> save, so two vigil processes never overwrite each other's change."""
+def locked(env: str, paths: SecretsPaths, wait: float = LOCK_WAIT_SECONDS):
+    """Hold `env`'s secrets for one load -> save, so two vigil processes never overwrite each other's change.
+    Waits up to `wait` seconds for a holder to finish, then refuses."""
     paths.root.mkdir(parents=True, exist_ok=True)
     lock_path = paths.root / f".{env}.lock"
+    deadline = time.monotonic() + wait
     with open(lock_path, "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise SecretsError(f"the secrets of {env} are being changed by another vigil process (secrets.edit?); "
-                               "try again when it is done") from None
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise SecretsError(f"the secrets of {env} are being changed by another vigil process "
+                                       f"(secrets.edit?) and were not free within {wait:g} s; try again when it "
+                                       "is done") from None
+                time.sleep(LOCK_POLL_SECONDS)
         yield
 
 

@@ -4,6 +4,8 @@ one writer at a time, and the draft directory an edit uses."""
 import re
 import stat
 import subprocess
+import threading
+import time
 
 import pytest
 from pyrage import x25519
@@ -80,13 +82,32 @@ def test_reencrypting_to_a_new_recipient_lets_them_decrypt(initialised, tmp_path
     assert "JWT_SECRET=" in decrypt(data, [bob], "x")
 
 
-def test_a_second_writer_is_refused_while_the_first_holds_the_env(paths):
+def test_a_second_writer_is_refused_once_its_wait_ends_while_the_first_holds_the_env(paths):
     with locked("sandbox", paths):
-        with pytest.raises(SecretsError, match="being changed by another vigil process"):
-            with locked("sandbox", paths):
+        with pytest.raises(SecretsError, match="being changed by another vigil process .* not free within 0.3 s"):
+            with locked("sandbox", paths, wait=0.3):
                 pass
-    with locked("sandbox", paths):  # released
+    with locked("sandbox", paths, wait=0):  # released
         pass
+
+
+def test_a_second_writer_waits_its_turn_while_the_first_finishes(paths):
+    order = []
+
+    def first():
+        with locked("sandbox", paths):
+            order.append("first holds")
+            time.sleep(0.5)
+            order.append("first done")
+
+    holder = threading.Thread(target=first)
+    holder.start()
+    while not order:
+        time.sleep(0.01)
+    with locked("sandbox", paths, wait=10):
+        order.append("second holds")
+    holder.join()
+    assert order == ["first holds", "first done", "second holds"]
 
 
 def test_generated_sandbox_secrets_leave_the_database_url_to_be_derived(schema):
