@@ -9,7 +9,9 @@ the source, with an environment that holds no vigil secret.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import gzip
 import hashlib
 import io
@@ -26,7 +28,7 @@ from pathlib import Path
 from typing import Callable
 
 from vigil.core.errors import ConfigError, VigilError
-from vigil.core.local_files import sha256_of
+from vigil.core.local_files import sha256_of, write_private
 from vigil.core.paths import REPO_ROOT, LocalState, rel
 from vigil.facts.nodejs import parse_node_version
 from vigil.operations.nodejs import satisfies
@@ -335,11 +337,16 @@ def build(source: AppSource, state: LocalState | None = None, runner: Runner = r
     kind = KINDS[source.kind]
     directory = state.artifacts / source.service
     directory.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f"vigil-build-{source.service}-") as scratch:
-        build_dir = Path(scratch) / "src"
+    with contextlib.ExitStack() as stack:
+        build_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=f"vigil-build-{source.service}-")))
+        build_dir = build_dir / "src"
         ref_label, source_hash = snapshot(source, build_dir, state.sources)
         artifact_id = f"{ref_label}-{source_hash[:12]}"
         target, meta = directory / f"{artifact_id}.tar.gz", directory / f"{artifact_id}.json"
+        # Two vigil processes building the same source (two deploys at once) take turns: the second finds
+        # the first's artifact, instead of both writing the same files.
+        lock = stack.enter_context(open(directory / f".{artifact_id}.lock", "a"))
+        fcntl.flock(lock, fcntl.LOCK_EX)
         cached = _cached(target, meta)
         if cached:
             echo(f"{source.service}: {artifact_id} already built ({rel(target)})")
@@ -375,11 +382,12 @@ def build(source: AppSource, state: LocalState | None = None, runner: Runner = r
             partial.unlink(missing_ok=True)
             raise BuildError(f"{source.service}: {error.message}") from None
         os.replace(partial, target)
-    artifact = Artifact(
-        source.service, artifact_id, target, sha256_of(target), ref_label, source_hash, target.stat().st_size
-    )
-    meta.write_text(json.dumps({**artifact.metadata(), "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                                "node": node.strip(), "kind": source.kind}, indent=2) + "\n")
+        artifact = Artifact(
+            source.service, artifact_id, target, sha256_of(target), ref_label, source_hash, target.stat().st_size
+        )
+        write_private(meta, json.dumps({**artifact.metadata(), "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                                                       time.gmtime()),
+                                        "node": node.strip(), "kind": source.kind}, indent=2) + "\n", 0o644)
     echo(f"{source.service}: built {artifact_id} ({artifact.size // 1024} KiB)")
     return artifact
 

@@ -3,13 +3,14 @@
 import json
 import re
 import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
 import pytest
 
 from vigil.core.errors import ConfigError
-from vigil.core.paths import LocalState
+from vigil.core.paths import REPO_ROOT, LocalState
 from vigil.deploy.build import AppSource, Artifact, BuildError, app_sources, build, build_environment
 from vigil.deploy.rollout import with_source
 
@@ -50,6 +51,24 @@ def test_a_node_service_builds_into_dist_and_its_manifest_and_the_second_build_i
 
     again = build(source, LocalState(tmp_path), runner=no_build)
     assert (again.id, again.sha256, again.cached) == (artifact.id, artifact.sha256, True)
+
+
+def test_two_processes_building_the_same_source_take_turns_and_it_is_built_once(tmp_path):
+    source = AppSource("backend", "node", project(tmp_path / "app"))
+    script = ("import sys\nfrom pathlib import Path\nfrom vigil.core.paths import LocalState\n"
+              "from vigil.deploy.build import AppSource, build\n"
+              "artifact = build(AppSource('backend', 'node', Path(sys.argv[1])), LocalState(Path(sys.argv[2])))\n"
+              "print(artifact.cached, artifact.sha256)\n")
+    # Two real processes, as two deploys at once: flock is per open file, so threads would do too, but
+    # processes are what happens.
+    builders = [subprocess.Popen([sys.executable, "-c", script, str(source.path), str(tmp_path / "state")],
+                                 cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    answers = sorted(builder.communicate(timeout=300)[0].split() for builder in builders)
+    assert [builder.returncode for builder in builders] == [0, 0]
+    # One built it, the other waited and found it; both name the same bytes.
+    assert [cached for cached, _ in answers] == ["False", "True"]
+    assert answers[0][1] == answers[1][1]
+    assert not list((tmp_path / "state" / "artifacts" / "backend").glob("*.partial"))
 
 
 def test_the_same_source_gives_the_same_bytes_and_another_source_another_id(tmp_path):
