@@ -9,8 +9,8 @@ A sandbox that was already up before the session is left up; one the session boo
 
 from __future__ import annotations
 
+import fcntl
 import os
-import shutil
 
 import pytest
 
@@ -24,39 +24,43 @@ from tests.support.sandbox_hosts import (
     Run,
     Sandbox,
     invoke,
+    require_root,
 )
 from tests.support.suite_times import pytest_runtest_logreport, pytest_terminal_summary  # noqa: F401  (hooks)
 from vigil.core.yaml_loader import load_yaml
 
-# Modules that boot more VPSes into the sandbox (listed in its inventory from then on) run last, in this
-# order, so that no other module meets hosts it did not onboard.
-RUN_LAST = ("test_split_database_on_debian12.py", "test_moving_in.py", "test_database_cluster.py")
 # Error tracking's runs after the modules that read incident.status's verdict or every alert (the errors it
 # throws on purpose are the API's 5xx, and ApiErrorRate fires for minutes after) and before the recovery
 # module, which reads only the backup alerts it causes and leaves vps1 rebuilt without its app; and the
 # sandbox's own module after that takes the sandbox down and brings back two hosts only.
 RUN_BEFORE = {"test_error_tracking.py": "test_recovery_repository.py"}
+# scripts/test runs the modules marked `apart` (their VPSes booted apart: tests/support/sandbox_hosts.py's
+# apart_layout) in a second pytest process beside this one. That process holds this file's lock while it
+# runs; a module that takes the whole sandbox down waits for it (apart_stream_done).
+APART_LOCK_VARIABLE = "VIGIL_E2E_APART_LOCK"
 
 
 def pytest_collection_modifyitems(items):
-    def position(item) -> int:
-        name = item.path.name
-        return RUN_LAST.index(name) + 1 if name in RUN_LAST else 0
-
-    items.sort(key=position)  # stable: every other test keeps its order
     for module, before in RUN_BEFORE.items():
         moved = [item for item in items if item.path.name == module]
         rest = [item for item in items if item.path.name != module]
-        # Without that module in the run, still before the modules that boot more VPSes.
-        index = next((n for n, item in enumerate(rest) if item.path.name == before or item.path.name in RUN_LAST),
-                     len(rest))
+        index = next((n for n, item in enumerate(rest) if item.path.name == before), len(rest))
         items[:] = rest[:index] + moved + rest[index:]
+
+
+@pytest.fixture(scope="module")
+def apart_stream_done():
+    """Wait until the `apart` modules' process (scripts/test) is done: for a module that takes down every VPS."""
+    path = os.environ.get(APART_LOCK_VARIABLE)
+    if not path:
+        return
+    with open(path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_SH)
 
 
 @pytest.fixture(scope="session")
 def sandbox() -> Sandbox:
-    if os.geteuid() != 0 or shutil.which("systemd-nspawn") is None:
-        pytest.fail("e2e tests boot sandbox VPSes: run them as root after scripts/bootstrap")
+    require_root()
     was_up = (INVENTORY / "sandbox.yml").exists()
     started = invoke("sandbox.up", f"--hosts={HOSTS}", f"--group={BACKUP_HOST}:backup",
                      f"--group={MONITOR_HOST}:monitor", timeout=1200)
@@ -65,7 +69,8 @@ def sandbox() -> Sandbox:
     # Only the hosts the session asked for: a module may add more (Debian 12 ones) to the same sandbox.
     yield Sandbox({name: data["hosts"][name]["address"] for name in SESSION_HOSTS})
     if not was_up and not os.environ.get("VIGIL_KEEP_SANDBOX"):
-        invoke("sandbox.down", timeout=300)
+        # The session's VPSes alone: an `apart` module's may still be running beside them.
+        invoke("sandbox.down", f"--inventory={INVENTORY}", timeout=300)
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ Faults, for real, under load: the leader's power cut under a writer that records
 (a replica leads, the writes resume with no vigil task run, no acknowledged row is lost, the old leader
 comes back as a replica); a switchover; a member forced apart and rebuilt; a web host's power cut; a
 rolling deploy through the balancer; etcd's quorum lost (the leader demotes itself); etcd members powered
-off. Runs last: it adds hosts to the sandbox's inventory.
+off. Its VPSes are booted apart from the session's (marked `apart`: scripts/test runs it beside them).
 """
 
 from __future__ import annotations
@@ -34,15 +34,13 @@ from tests.support.app_database import (
 )
 from tests.support.load import LoadLoop
 from tests.support.named_https import session_for
-from tests.support.sandbox_hosts import INVENTORY, app_database_login, database_url_endpoint, invoke, tcp_probe
-from vigil.core.yaml_loader import load_yaml
-from vigil.sandbox.facts import load_state
-from vigil.sandbox.paths import SandboxPaths
+from tests.support.sandbox_hosts import apart_layout, app_database_login, database_url_endpoint, invoke, tcp_probe
 
 MEMBERS = ("vps7", "vps8", "vps9")
 WEBS = ("vps10", "vps11")
 WEB, BALANCER, BACKUP = WEBS[0], "vps12", "vps13"
 LAYOUT = (*MEMBERS, *WEBS, BALANCER, BACKUP)
+pytestmark = pytest.mark.apart
 CA = Path(__file__).resolve().parents[2] / ".vigil" / "sandbox" / "ca" / "ca.crt"
 HOME_PAGE = "Welcome. May this be a place of peace"
 DOMAIN = "app.together-pray.test"
@@ -60,18 +58,20 @@ def etcdctl(sandbox, address: str, arguments: str, check: bool = True, endpoints
 
 
 @pytest.fixture(scope="module")
+def sandbox():
+    """This module's VPSes, fresh, apart from the session's (tests/support/sandbox_hosts.py)."""
+    with apart_layout("database-cluster", f"{LAYOUT[0]}-{LAYOUT[-1]}") as hosts:
+        yield hosts
+
+
+@pytest.fixture(scope="module")
 def cluster(sandbox, tmp_path_factory):
     """The layout grown as a team grows it: first one database host (vps7) with the app deployed and rows
     written, then vps8 and vps9 added to group db and provision.server run twice (the cluster forms around
     vps7's data) and the secrets pushed again: (addresses, first run, second run, inventory)."""
-    # The running hosts keep the Debian release each runs (a module before this one boots Debian 12 ones).
-    running = load_state(SandboxPaths())
-    releases = [f"--debian={name}:{host['release']}" for name, host in running.items() if host.get("release")]
-    started = invoke("sandbox.up", "--hosts=13", *releases, timeout=1200)
-    assert started.code == 0, started.stdout + started.stderr
     generated = invoke("secrets.generate", "--env=sandbox")  # DB_CLUSTER_SEED, if the secrets lack it
     assert generated.code == 0, generated.stdout + generated.stderr
-    addresses = {name: load_yaml(INVENTORY / "sandbox.yml")["hosts"][name]["address"] for name in LAYOUT}
+    addresses = sandbox.addresses
     # One database host, as a small team starts: the app deployed on it, and rows it must keep.
     single = sandbox.scratch_inventory(tmp_path_factory.mktemp("single"), layout_with(MEMBERS[:1]))
     for step in (("provision.server",), ("secrets.push", f"--limit={','.join(WEBS)}"), ("deploy.all",)):
@@ -147,8 +147,8 @@ def test_a_client_without_the_clusters_certificate_and_hosts_off_the_group_are_t
                                        f"/etc/etcd/tls/member.crt --key /etc/etcd/tls/member.key "
                                        f"https://{other}:2379/health")
     assert '"health":"true"' in certified
-    # The firewall: a web host of the session cannot even reach the port.
-    probe = sandbox.ssh("vps2", f"timeout 5 bash -c 'echo > /dev/tcp/{other}/2379' && echo open || echo closed",
+    # The firewall: a web host, off the database group, cannot even reach the port.
+    probe = sandbox.ssh(WEB, f"timeout 5 bash -c 'echo > /dev/tcp/{other}/2379' && echo open || echo closed",
                         check=False)
     assert probe.strip().endswith("closed"), probe
 

@@ -10,7 +10,7 @@ at a local ACME server (tests/support/acme.py), whose DNS helper also stands in 
 password, a port nobody answers, a certificate from another CA, the source ending the copy midway; and
 before the rehearsal the same database comes in as a pg_dump archive (after a plain SQL dump and an
 archive cut in half are refused), then the app's database is emptied again for the doc's next step.
-Runs last (tests/e2e/conftest.py): it adds VPSes to the sandbox.
+Its VPSes are booted apart from the session's (marked `apart`: scripts/test runs it beside them).
 """
 
 from __future__ import annotations
@@ -32,11 +32,11 @@ import yaml
 from tests.support.acme import CA, RESOLVER, local_acme
 from tests.support.named_https import session_for
 from tests.support.paas import DATABASE, NEWEST_PRAYER, OWNER, PORT, paas_database
-from tests.support.sandbox_hosts import REPO, SANDBOX_KEY, invoke, ssh
-from vigil.sandbox.facts import load_state
-from vigil.sandbox.paths import SandboxPaths, Vps
+from tests.support.sandbox_hosts import REPO, SANDBOX_KEY, apart_layout, ssh
+from vigil.sandbox.paths import Vps
 
 WEB, BACKUP = "vps5", "vps6"
+pytestmark = pytest.mark.apart
 DOMAIN = "staging.together-pray.test"
 ROWS = 1_000_000
 DOC = REPO / "docs" / "moving-in.md"
@@ -89,13 +89,10 @@ def run_on_a_terminal(command: str, env: dict, cwd: Path, answer: str, timeout: 
 
 
 @pytest.fixture(scope="module")
-def fresh(sandbox):
-    """vps5 and vps6, fresh; the sandbox's other hosts kept on the Debian release each runs."""
-    running = load_state(SandboxPaths())
-    releases = [f"--debian={name}:{host['release']}" for name, host in running.items() if host.get("release")]
-    started = invoke("sandbox.up", "--hosts=6", *releases, timeout=1200)
-    assert started.code == 0, started.stdout + started.stderr
-    return {name: Vps.from_name(name).address for name in (WEB, BACKUP)}
+def fresh():
+    """vps5 and vps6, fresh, apart from the session's VPSes (the doc's inventory is the only one naming them)."""
+    with apart_layout("moving-in", f"{WEB},{BACKUP}") as hosts:
+        yield hosts.addresses
 
 
 @pytest.fixture(scope="module")

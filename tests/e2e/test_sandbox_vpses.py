@@ -6,13 +6,18 @@ import signal
 import subprocess
 import time
 
-from tests.support.sandbox_hosts import REPO, invoke
+import pytest
+
+from tests.support.sandbox_hosts import REPO, invoke, ssh
+from vigil.core.yaml_loader import load_yaml
 from vigil.sandbox.facts import process_is_alive
 from vigil.sandbox.paths import SandboxPaths
 
 STATE = REPO / ".vigil" / "sandbox" / "state.json"
 VPS_BASE = SandboxPaths().vps_base
 KNOWN_HOSTS = REPO / "inventory" / "sandbox.known_hosts"
+# Its last test takes every VPS down: it waits for the modules that run beside the session (scripts/test).
+pytestmark = pytest.mark.usefixtures("apart_stream_done")
 
 
 def sh(*argv: str) -> str:
@@ -95,6 +100,35 @@ def test_status_lists_every_vps_with_its_address(sandbox):
     assert run.code == 0
     for name, address in sandbox.addresses.items():
         assert name in run.stdout and address in run.stdout
+
+
+def test_vpses_booted_apart_are_listed_alone_and_outlive_the_other_inventorys_up_and_down(sandbox, tmp_path):
+    apart = tmp_path / "trial"
+    started = invoke("sandbox.up", "--hosts=vps20-vps21", f"--inventory={apart}")
+    assert started.code == 0, started.stderr
+    try:
+        listed = load_yaml(apart / "sandbox.yml")
+        assert list(listed["hosts"]) == ["vps20", "vps21"] and listed["groups"]["db"] == {"hosts": ["vps20"]}
+        assert not {"vps20", "vps21"} & set(load_yaml(REPO / "inventory" / "sandbox.yml")["hosts"])
+        assert ssh(listed["hosts"]["vps20"]["address"], "hostname").strip() == "vps20"
+        # Powered off, vps21 is still out of the session inventory's reach: its up neither refuses nor wipes it.
+        assert invoke("sandbox.poweroff", "vps21").code == 0
+        before = booted_pids()
+        again = invoke("sandbox.up", "--hosts=2")
+        assert again.code == 0 and "nothing changed" in again.stdout, again.stdout + again.stderr
+        assert booted_pids() == before and (VPS_BASE / "vps21" / "upper" / "etc" / "hostname").is_file()
+        # A VPS is listed in one inventory only.
+        refused = invoke("sandbox.up", "--hosts=vps20")
+        assert refused.code != 0 and f"vps20 is listed in {apart}/sandbox.yml" in refused.stderr
+        # Its own down removes it alone, powered off or not; the session's VPSes and network stay.
+        assert invoke("sandbox.down", f"--inventory={apart}").code == 0
+        objects = sandbox_objects()
+        assert not {"vigil-vps20", "vigil-vps21"} & set(objects["netns"]) and objects["rules"]
+        assert not (VPS_BASE / "vps21").exists() and not (apart / "sandbox.yml").exists()
+        assert set(booted_pids()) == set(before) - {"vps20", "vps21"}
+        assert sandbox.ssh("vps1", "hostname").strip() == "vps1"
+    finally:
+        invoke("sandbox.down", f"--inventory={apart}")
 
 
 def power_off(pid: int, timeout: float = 60) -> None:

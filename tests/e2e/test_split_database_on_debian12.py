@@ -1,9 +1,9 @@
 """Debian 12 hosts in the other supported layout: a web host and a database host of its own.
 
-Two more sandbox VPSes boot Debian 12 (bookworm) next to the session's Debian
-13 ones: vps3 runs the web roles, vps4 PostgreSQL. A scratch inventory names
-only them, so the session's hosts keep their own layout. Runs last (by name)
-because it adds hosts to the generated sandbox inventory.
+Two sandbox VPSes of its own boot Debian 12 (bookworm), apart from the session's
+Debian 13 ones (marked `apart`: scripts/test runs it beside them): vps14 runs the
+web roles, vps15 PostgreSQL. A scratch inventory names only them; vps16, on
+Debian 13 and in no group, is the stranger the database host must turn away.
 
 The web host gets its certificate the production way: certbot, HTTP-01
 through nginx, from a local ACME server (pebble, Let's Encrypt's test server)
@@ -18,22 +18,25 @@ import requests
 
 from tests.e2e.test_provision_roles import connect
 from tests.support.acme import local_acme
-from tests.support.sandbox_hosts import INVENTORY, REPO, app_database_login, database_url_endpoint, invoke, tcp_probe
-from vigil.core.yaml_loader import load_yaml
+from tests.support.sandbox_hosts import REPO, apart_layout, app_database_login, database_url_endpoint, invoke, tcp_probe
 
-WEB, DB = "vps3", "vps4"
+WEB, DB, STRANGER = "vps14", "vps15", "vps16"
+pytestmark = pytest.mark.apart
 CA = REPO / ".vigil" / "sandbox" / "ca" / "ca.crt"
 DOMAIN = "app.together-pray.test"
 
 
 @pytest.fixture(scope="module")
+def sandbox():
+    """This module's VPSes, fresh, apart from the session's (tests/support/sandbox_hosts.py)."""
+    with apart_layout("split-database", f"{WEB}-{STRANGER}", f"--debian={WEB}:12", f"--debian={DB}:12") as hosts:
+        yield hosts
+
+
+@pytest.fixture(scope="module")
 def hosts(sandbox):
-    """vps3 and vps4 on Debian 12, next to the session's hosts; their addresses by name."""
-    started = invoke("sandbox.up", "--hosts=4", f"--debian={WEB}:12", f"--debian={DB}:12", timeout=1200)
-    assert started.code == 0, started.stdout + started.stderr
-    return {
-        name: spec["address"] for name, spec in load_yaml(INVENTORY / "sandbox.yml")["hosts"].items()
-    }
+    """The web, database and stranger hosts' addresses by name."""
+    return sandbox.addresses
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +96,7 @@ def test_the_database_host_listens_privately_and_admits_only_the_web_host(split,
     assert "no encryption" in app_database_login(addresses[WEB], sslmode="disable")
     # Nobody else gets through: not the control machine, not a host outside the web group.
     assert connect(db, 5432) == "filtered"
-    assert tcp_probe(addresses["vps1"], db, 5432) == "filtered"
+    assert tcp_probe(addresses[STRANGER], db, 5432) == "filtered"
     assert tcp_probe(addresses[WEB], db, 5432) == "open"
 
 

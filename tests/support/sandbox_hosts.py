@@ -3,14 +3,17 @@ plain OpenSSH with the pinned keys. The e2e tests and the benchmarks' own checks
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 import yaml
 
 from vigil.core.yaml_loader import load_yaml
@@ -95,6 +98,8 @@ true
 @dataclass
 class Sandbox:
     addresses: dict[str, str]
+    # The inventory file that lists these hosts: the session's, or a module's own (apart_layout).
+    listing: Path = INVENTORY / "sandbox.yml"
 
     def ssh(self, host: str, command: str, check: bool = True) -> str:
         return ssh(self.addresses[host], command, check)
@@ -118,7 +123,7 @@ class Sandbox:
 
     def scratch_inventory(self, tmp_path: Path, edit=None, known_hosts: str | None = None) -> Path:
         """A copy of the sandbox inventory in tmp_path, optionally edited, for VIGIL_INVENTORY."""
-        data = load_yaml(INVENTORY / "sandbox.yml")
+        data = load_yaml(self.listing)
         data["defaults"]["ssh_key"] = str(SANDBOX_KEY)
         if edit:
             edit(data)
@@ -126,6 +131,40 @@ class Sandbox:
         pinned = (INVENTORY / "sandbox.known_hosts").read_text()
         (tmp_path / "sandbox.known_hosts").write_text(pinned if known_hosts is None else known_hosts)
         return tmp_path
+
+
+def require_root() -> None:
+    if os.geteuid() != 0 or shutil.which("systemd-nspawn") is None:
+        pytest.fail("e2e tests boot sandbox VPSes: run them as root after scripts/bootstrap")
+
+
+# Where a module's own VPSes are listed (apart_layout): fixed per module, so a run killed midway leaves
+# nothing the next run cannot find and remove.
+APART_INVENTORIES = REPO / ".vigil" / "e2e-apart"
+
+
+@contextlib.contextmanager
+def apart_layout(module: str, hosts: str, *flags: str):
+    """Fresh VPSes for one module, booted apart from the session's (`sandbox.up --inventory`,
+    vigil/sandbox/scope.py): listed in their own sandbox.yml alone, so the session's inventory, deploys and
+    monitor host never see them, and the modules that boot them run beside the session's (scripts/test).
+    Yields their Sandbox; removes them at the end unless VIGIL_KEEP_SANDBOX.
+
+    hosts: sandbox.up's --hosts (vps7-vps13, vps5,vps6); flags: more of its flags (--debian=vps14:12).
+    """
+    require_root()
+    directory = APART_INVENTORIES / module
+    # What a killed run of this module left: it wants fresh VPSes.
+    removed = invoke("sandbox.down", f"--inventory={directory}", timeout=300)
+    assert removed.code == 0, removed.stdout + removed.stderr
+    started = invoke("sandbox.up", f"--hosts={hosts}", f"--inventory={directory}", *flags, timeout=1200)
+    assert started.code == 0, started.stdout + started.stderr
+    listing = directory / "sandbox.yml"
+    try:
+        yield Sandbox({name: host["address"] for name, host in load_yaml(listing)["hosts"].items()}, listing)
+    finally:
+        if not os.environ.get("VIGIL_KEEP_SANDBOX"):
+            invoke("sandbox.down", f"--inventory={directory}", timeout=300)
 
 
 # Logs in to PostgreSQL from a web host exactly as the backend will: with the DATABASE_URL

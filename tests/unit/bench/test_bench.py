@@ -398,6 +398,14 @@ def test_the_heaviest_imports_are_the_programs_own_heaviest_first():
      "at commit abc1234", "met"),
     # A report from before it named its commit: its modules alone.
     ({"tests/e2e/test_a.py": {"seconds": 3000.0, "tests": 3, "failed": 0}}, "at commit not recorded", "missed"),
+    # From scripts/test: the budget is the whole suite's wall-clock time, though its modules add up to more.
+    ({"commit": "abc1234", "written": "2026-12-06T12:00:00Z", "wall_seconds": 2580.0,
+      "modules": {"tests/e2e/test_a.py": {"seconds": 2400.0, "tests": 3, "failed": 0},
+                  "tests/e2e/test_b.py": {"seconds": 900.0, "tests": 1, "failed": 0}}},
+     "the whole suite (scripts/test) took 43.0 minutes, within its budget", "met"),
+    ({"commit": "abc1234", "written": "2026-12-06T12:00:00Z", "wall_seconds": 2760.0,
+      "modules": {"tests/e2e/test_a.py": {"seconds": 1200.0, "tests": 3, "failed": 0}}},
+     "took 46.0 minutes, OVER its budget", "missed"),
 ])
 def test_the_suite_time_section_reports_the_last_run_against_the_budget(tmp_path, written, said, verdict):
     path = tmp_path / "suite-times.json"

@@ -64,3 +64,39 @@ def test_a_run_prints_the_table_and_writes_it(pytester, monkeypatch, tmp_path):
     modules = written["modules"]
     assert modules["tests/e2e/test_fast.py"]["tests"] == 2 and modules["tests/e2e/test_slow.py"]["seconds"] >= 0.2
     assert re.fullmatch(r"[0-9a-f]{7,}", written["commit"]) and written["written"].endswith("Z")
+
+
+def times_of(*modules: str) -> ModuleTimes:
+    times = ModuleTimes()
+    for module in modules:
+        times.add(report(f"{module}::test_one", "call", 60.0))
+    return times
+
+
+@pytest.mark.parametrize("first_run, second_run, modules", [
+    # The two processes of one scripts/test run: the second adds its modules to the first's.
+    ("suite-1", "suite-1", ["tests/e2e/test_a.py", "tests/e2e/test_b.py"]),
+    # A later run replaces the report.
+    ("suite-1", "suite-2", ["tests/e2e/test_b.py"]),
+    # pytest alone names no run: its report is its own.
+    ("", "", ["tests/e2e/test_b.py"]),
+])
+def test_the_two_processes_of_one_run_share_one_report(monkeypatch, tmp_path, first_run, second_run, modules):
+    path = tmp_path / "suite-times.json"
+    monkeypatch.setenv(suite_times.RUN_VARIABLE, first_run)
+    times_of("tests/e2e/test_a.py").write(path)
+    monkeypatch.setenv(suite_times.RUN_VARIABLE, second_run)
+    times_of("tests/e2e/test_b.py").write(path)
+    assert sorted(json.loads(path.read_text())["modules"]) == modules
+
+
+def test_the_whole_suites_wall_time_is_recorded_for_its_own_run_only(monkeypatch, tmp_path):
+    path = tmp_path / "suite-times.json"
+    monkeypatch.setenv(suite_times.RUN_VARIABLE, "suite-1")
+    times_of("tests/e2e/test_a.py").write(path)
+    suite_times.record_wall(2500.0, path)
+    assert json.loads(path.read_text())["wall_seconds"] == 2500.0
+    # A run whose e2e processes wrote nothing (all deselected) leaves the last report's time alone.
+    monkeypatch.setenv(suite_times.RUN_VARIABLE, "suite-2")
+    suite_times.record_wall(60.0, path)
+    assert json.loads(path.read_text())["wall_seconds"] == 2500.0
