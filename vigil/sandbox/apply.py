@@ -482,6 +482,11 @@ def write_inventory(paths: SandboxPaths, hosts: dict[str, dict], fresh: Iterable
         path = inventory_file_of(paths, home)
         if listed:
             path.parent.mkdir(parents=True, exist_ok=True)
+            if home is not None:  # an inventory apart pins its own hosts beside it, as every inventory does
+                known = path.with_name(paths.known_hosts_file.name)
+                pinned = known.read_text() if known.exists() else ""
+                if write_if_changed(known, render_known_hosts(listed, pinned, fresh), 0o644):
+                    changed.append(known)
             if write_if_changed(path, render_inventory(listed, paths, path), 0o644):
                 changed.append(path)
         elif path.exists():  # the repository's inventory, once every VPS left is listed elsewhere

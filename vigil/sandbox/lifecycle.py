@@ -275,7 +275,9 @@ def down(check: bool = False, paths: SandboxPaths = SandboxPaths(), echo: Echo =
         result.hosts = plan.hosts
         result.stopped = sorted(plan.stop, key=lambda name: host_name_index(name) or 0)
         homes = {host.get("inventory") for name, host in facts.state.items() if name not in others}
-        generated = [inventory_file_of(paths, home) for home in sorted(homes - {None})]
+        generated = [path for home in sorted(homes - {None}) for path in
+                     (inventory_file_of(paths, home), inventory_file_of(paths, home).with_name(
+                         paths.known_hosts_file.name))]
         generated += [] if others else [paths.inventory_file, paths.known_hosts_file, paths.state_file]
         result.files = [str(path) for path in generated if path.exists()]
         if check:

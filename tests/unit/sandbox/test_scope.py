@@ -128,15 +128,21 @@ def test_each_inventory_file_lists_its_own_hosts_and_known_hosts_pins_every_one(
     one, two = ({**host, "index": int(host["name"][3:])} for host in TWO_HOSTS)
     hosts = {"vps1": one, "vps2": {**two, "inventory": str(apart)}}
     changed = write_inventory(paths, hosts)
-    assert set(changed) == {paths.known_hosts_file, paths.inventory_file, apart / "sandbox.yml"}
+    assert set(changed) == {paths.known_hosts_file, paths.inventory_file, apart / "sandbox.yml",
+                            apart / "sandbox.known_hosts"}
     assert list(load_yaml(paths.inventory_file)["hosts"]) == ["vps1"]
     listed_apart = load_yaml(apart / "sandbox.yml")
     assert list(listed_apart["hosts"]) == ["vps2"]
-    # From outside the repository, the key and known_hosts are named by absolute paths.
+    # From outside the repository, the key is named by its absolute path; known_hosts sits beside each file.
     assert listed_apart["defaults"]["ssh_key"] == str(paths.private_key.resolve())
-    assert listed_apart["known_hosts"] == str(paths.known_hosts_file.resolve())
+    assert listed_apart["known_hosts"] == "sandbox.known_hosts"
+    assert (apart / "sandbox.known_hosts").read_text() == "10.213.2.2 ssh-ed25519 AAAAtwo\n"
     assert load_yaml(paths.inventory_file)["defaults"]["ssh_key"] == "../.vigil/sandbox/id_ed25519"
+    # The repository's known_hosts pins every VPS: sandbox.ssh and the tests reach any with it.
     assert len(paths.known_hosts_file.read_text().splitlines()) == 2
+    # A key re-pinned by hand in the apart file (provision.trust there) is kept.
+    (apart / "sandbox.known_hosts").write_text("10.213.2.2 ssh-ed25519 AAAArepinned\n")
+    assert write_inventory(paths, hosts) == []
     # Once every VPS left is listed apart, the repository's inventory file goes.
     assert write_inventory(paths, {"vps2": hosts["vps2"]}) == [paths.known_hosts_file, paths.inventory_file]
     assert not paths.inventory_file.exists() and (apart / "sandbox.yml").exists()
