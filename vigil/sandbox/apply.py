@@ -3,7 +3,6 @@ their removal. Each runs local commands through `run_command`."""
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shlex
@@ -96,27 +95,6 @@ class Timings:
 
     def record(self, phase: str, started: float) -> None:
         self.phases[phase] = round(time.monotonic() - started, 2)
-
-
-class SandboxLock:
-    """An exclusive, non-blocking lock so two `up`/`down` runs never interleave."""
-
-    def __init__(self, paths: SandboxPaths):
-        self.path = paths.lock_file
-        self.stream = None
-
-    def __enter__(self) -> "SandboxLock":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.stream = open(self.path, "w")
-        try:
-            fcntl.flock(self.stream, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self.stream.close()
-            raise SandboxError(f"another sandbox.up or sandbox.down is running (it holds {self.path})") from None
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stream.close()
 
 
 def ensure_client_key(paths: SandboxPaths, echo: Echo) -> str:

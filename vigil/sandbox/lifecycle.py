@@ -14,7 +14,6 @@ from typing import Iterable, Optional, Union
 from vigil.core.validation import USER_PATTERN
 from vigil.sandbox.apply import (
     Echo,
-    SandboxLock,
     Timings,
     apply_cleanup,
     create_vps,
@@ -40,6 +39,7 @@ from vigil.sandbox.facts import (
     tcp_port_open,
     uplink_device,
 )
+from vigil.sandbox.lock import SandboxLock
 from vigil.sandbox.paths import (
     BOOT_TIMEOUT,
     DEFAULT_RELEASE,
@@ -124,7 +124,7 @@ def up(hosts: Union[int, str] = 2, check: bool = False, paths: SandboxPaths = Sa
     result = UpResult()
     home = inventory_home(paths, inventory)
     result.inventory_file = inventory_file_of(paths, home)
-    with (contextlib.nullcontext() if check else SandboxLock(paths)):
+    with (contextlib.nullcontext() if check else SandboxLock(paths, echo)):
         # The key comes first: a VPS that authorizes a key we no longer have is not usable, so not healthy.
         if check:
             authorized_key = paths.public_key.read_text().strip() if paths.public_key.exists() else None
@@ -263,7 +263,7 @@ def down(check: bool = False, paths: SandboxPaths = SandboxPaths(), echo: Echo =
     started = time.monotonic()
     check_preconditions("sandbox.down", TEARDOWN_TOOLS, need_overlay=False)
     result = DownResult()
-    with (contextlib.nullcontext() if check else SandboxLock(paths)):
+    with (contextlib.nullcontext() if check else SandboxLock(paths, echo)):
         facts = gather_facts(paths)
         home = inventory_home(paths, inventory) if inventory is not None else None
         others = set() if inventory is None else {

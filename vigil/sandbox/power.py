@@ -8,9 +8,10 @@ import os
 import signal
 import time
 
-from vigil.sandbox.apply import SandboxLock, save_state, start_nspawn, wait_until_booted
+from vigil.sandbox.apply import save_state, start_nspawn, wait_until_booted
 from vigil.sandbox.facts import check_preconditions, load_state, process_is_alive
 from vigil.sandbox.local_commands import run_command
+from vigil.sandbox.lock import SandboxLock
 from vigil.sandbox.paths import BOOT_TIMEOUT, REQUIRED_TOOLS, SandboxError, SandboxPaths, Vps, vps_release
 from vigil.sandbox.plan import overlay_mount_command
 
