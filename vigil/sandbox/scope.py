@@ -156,7 +156,8 @@ def hosts_in_scope(state: dict[str, dict], selection: HostSelection, home: Optio
 
 
 def _inventory_flag(home: Optional[str]) -> str:
-    return "" if home is None else f" --inventory={home}"
+    # The repository's inventory named too: a plain `sandbox.down` would remove every VPS.
+    return f" --inventory={home or 'inventory'}"
 
 
 def _listing(home: Optional[str]) -> str:

@@ -108,6 +108,7 @@ def test_a_call_concerns_its_own_inventorys_hosts_and_what_it_asks_for(selection
     ("8", None, "vps7 is listed in /tmp/trial/sandbox.yml, not in inventory/sandbox.yml"),
     ("vps7", None, "`sudo invoke sandbox.down --inventory=/tmp/trial`"),
     ("vps2-vps3", APART, "vps2 is listed in inventory/sandbox.yml, not in /tmp/trial/sandbox.yml"),
+    ("vps2", APART, "`sudo invoke sandbox.down --inventory=inventory`"),
 ])
 def test_a_vps_listed_in_another_inventory_is_refused_naming_it(selection, home, message):
     with pytest.raises(SandboxError, match=re.escape(message)):
