@@ -66,7 +66,7 @@ def sandbox() -> Sandbox:
                      f"--group={MONITOR_HOST}:monitor", timeout=1200)
     assert started.code == 0, started.stdout + started.stderr
     data = load_yaml(INVENTORY / "sandbox.yml")
-    # Only the hosts the session asked for: a module may add more (Debian 12 ones) to the same sandbox.
+    # Only the hosts the session asked for: a developer's sandbox may list more.
     yield Sandbox({name: data["hosts"][name]["address"] for name in SESSION_HOSTS})
     if not was_up and not os.environ.get("VIGIL_KEEP_SANDBOX"):
         # The session's VPSes alone: an `apart` module's may still be running beside them.
