@@ -1,10 +1,17 @@
-"""Files vigil writes on this machine: whole or not at all, and private ones private from the first byte."""
+"""Files vigil writes on this machine: whole or not at all, and private ones private from the first byte;
+and the locks that make a second vigil process wait its turn to write them."""
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
+import time
 from pathlib import Path
+from typing import IO, Callable
+
+# How often a lock another process holds is tried again.
+LOCK_POLL_SECONDS = 0.2
 
 
 def write_private(path: Path, data: bytes | str, mode: int = 0o600) -> None:
@@ -47,3 +54,24 @@ def sha256_of(path: Path) -> str:
         for block in iter(lambda: stream.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def lock_within(handle: IO, seconds: float, on_wait: Callable[[], None] = lambda: None) -> bool:
+    """Take an exclusive flock on the open file `handle`, waiting up to `seconds` for the process holding
+    it; False when it was still held then. `on_wait` runs once, when the lock is found held.
+
+    Example: if not lock_within(handle, 60): raise SecretsError("... not free within 60 s")
+    """
+    deadline = time.monotonic() + seconds
+    waiting = False
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            if not waiting:
+                on_wait()
+                waiting = True
+            time.sleep(LOCK_POLL_SECONDS)

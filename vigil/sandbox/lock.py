@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import fcntl
-import time
 from typing import Callable
 
+from vigil.core.local_files import lock_within
 from vigil.sandbox.paths import IMAGE_BUILD_TIMEOUT, SandboxError, SandboxPaths
 
 # How long a sandbox task waits for another's lock: an image built from scratch, then its boots.
 LOCK_WAIT_SECONDS = IMAGE_BUILD_TIMEOUT + 300
-LOCK_POLL_SECONDS = 0.2
 
 
 class SandboxLock:
@@ -28,21 +26,12 @@ class SandboxLock:
     def __enter__(self) -> "SandboxLock":
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.stream = open(self.path, "w")
-        deadline = time.monotonic() + self.wait
-        waiting = False
-        while True:
-            try:
-                fcntl.flock(self.stream, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return self
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    self.stream.close()
-                    raise SandboxError(f"another sandbox.up, sandbox.down or power task still runs after "
-                                       f"{self.wait:g} s (it holds {self.path})") from None
-                if not waiting:
-                    self.echo(f"waiting for another sandbox.up, sandbox.down or power task (it holds {self.path})")
-                    waiting = True
-                time.sleep(LOCK_POLL_SECONDS)
+        waiting = f"waiting for another sandbox.up, sandbox.down or power task (it holds {self.path})"
+        if not lock_within(self.stream, self.wait, on_wait=lambda: self.echo(waiting)):
+            self.stream.close()
+            raise SandboxError(f"another sandbox.up, sandbox.down or power task still runs after "
+                               f"{self.wait:g} s (it holds {self.path})")
+        return self
 
     def __exit__(self, *exc) -> None:
         self.stream.close()

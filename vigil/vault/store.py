@@ -7,9 +7,7 @@ before anything else can print it.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import functools
-import time
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +17,7 @@ from pyrage import x25519
 from vigil.core.audit_log import audit_locally
 from vigil.core.errors import VigilError
 from vigil.core.inventory import SecretLookup
-from vigil.core.local_files import write_private
+from vigil.core.local_files import lock_within, write_private
 from vigil.core.paths import rel
 from vigil.vault.env_files import FORBIDDEN_CHARACTERS, parse_dotenv, render_dotenv
 from vigil.vault.generate import generate_missing
@@ -106,7 +104,6 @@ def save(env: str, values: dict[str, str], schema: "Schema", paths: SecretsPaths
 # ones (generate, set, rotate) take seconds, so a second one waits its turn, as apt waits for its lock; a
 # secrets.edit held open in an editor outlasts the wait, and the change is refused rather than queued.
 LOCK_WAIT_SECONDS = 60.0
-LOCK_POLL_SECONDS = 0.2
 
 
 @contextlib.contextmanager
@@ -114,19 +111,10 @@ def locked(env: str, paths: SecretsPaths, wait: float = LOCK_WAIT_SECONDS):
     """Hold `env`'s secrets for one load -> save, so two vigil processes never overwrite each other's change.
     Waits up to `wait` seconds for a holder to finish, then refuses."""
     paths.root.mkdir(parents=True, exist_ok=True)
-    lock_path = paths.root / f".{env}.lock"
-    deadline = time.monotonic() + wait
-    with open(lock_path, "a") as handle:
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise SecretsError(f"the secrets of {env} are being changed by another vigil process "
-                                       f"(secrets.edit?) and were not free within {wait:g} s; try again when it "
-                                       "is done") from None
-                time.sleep(LOCK_POLL_SECONDS)
+    with open(paths.root / f".{env}.lock", "a") as handle:
+        if not lock_within(handle, wait):
+            raise SecretsError(f"the secrets of {env} are being changed by another vigil process "
+                               f"(secrets.edit?) and were not free within {wait:g} s; try again when it is done")
         yield
 
 

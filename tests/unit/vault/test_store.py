@@ -4,12 +4,11 @@ one writer at a time, and the draft directory an edit uses."""
 import re
 import stat
 import subprocess
-import threading
-import time
 
 import pytest
 from pyrage import x25519
 
+from tests.support.locks import turns
 from vigil.core.paths import REPO_ROOT
 from vigil.vault.editing import private_draft_directory
 from vigil.vault.env_files import parse_dotenv, render_dotenv
@@ -92,21 +91,7 @@ def test_a_second_writer_is_refused_once_its_wait_ends_while_the_first_holds_the
 
 
 def test_a_second_writer_waits_its_turn_while_the_first_finishes(paths):
-    order = []
-
-    def first():
-        with locked("sandbox", paths):
-            order.append("first holds")
-            time.sleep(0.5)
-            order.append("first done")
-
-    holder = threading.Thread(target=first)
-    holder.start()
-    while not order:
-        time.sleep(0.01)
-    with locked("sandbox", paths, wait=10):
-        order.append("second holds")
-    holder.join()
+    order = turns(lambda: locked("sandbox", paths), lambda: locked("sandbox", paths, wait=10))
     assert order == ["first holds", "first done", "second holds"]
 
 
