@@ -13,7 +13,7 @@ Nothing happens where the inventory has no monitor host.
 from vigil.core.topology import monitor_host
 from vigil.operations.apt import AptPackages
 from vigil.operations.files import Directory, File
-from vigil.operations.systemd import DaemonReload, ServiceAction, SystemdUnit
+from vigil.operations.systemd import DaemonReload, ServiceAction, SocketRestart, SystemdUnit
 from vigil.operations.users import User
 from vigil.vault.derived_ca import derive_ca, derive_certificate
 
@@ -58,8 +58,9 @@ def receiving(vars) -> list:
         File("/etc/systemd/journal-remote.conf.d/vigil.conf", drop_in, notify=(restart,),
              name="Ensure journal-remote keeps one file per host, on a bounded share of the disk."),
         Directory("/etc/systemd/system/systemd-journal-remote.socket.d", mode="0755"),
-        File("/etc/systemd/system/systemd-journal-remote.socket.d/vigil.conf", socket, notify=("reload systemd",),
-             name=f"Ensure journal-remote listens on port {port}."),
+        # A new port is listened on only once the socket restarts (SystemdUnit below reloads systemd first).
+        File("/etc/systemd/system/systemd-journal-remote.socket.d/vigil.conf", socket,
+             notify=("reload systemd", restart), name=f"Ensure journal-remote listens on port {port}."),
         SystemdUnit("systemd-journal-remote.socket", enabled=True, running=True),
     ]
 
@@ -105,6 +106,6 @@ def handlers(role, vars):
         return {}
     return {
         "reload systemd": DaemonReload(),
-        f"restart {REMOTE_USER}": ServiceAction([f"{REMOTE_USER}.socket", f"{REMOTE_USER}.service"], "try-restart"),
+        f"restart {REMOTE_USER}": SocketRestart(f"{REMOTE_USER}.socket"),
         f"restart {UPLOAD_USER}": ServiceAction(f"{UPLOAD_USER}.service", "restart"),
     }

@@ -115,3 +115,31 @@ class ServiceAction(Operation):
 # being removed ("Failed to spawn executor"); a person would simply run it again. Other failures stand.
 RETRY_SPAWN_FAILURE = ('out=$(systemctl "$@" 2>&1) && exit 0; status=$?; case $out in *"unavailable resources"*) '
                        'sleep 2; exec systemctl "$@";; esac; printf "%s\\n" "$out" >&2; exit "$status"')
+
+
+@dataclass
+class SocketRestart(Operation):
+    """Restart a socket-activated service with its socket, for a handler: stop both, then start the socket.
+
+    `systemctl restart X.socket X.service` queues two restarts that systemd does not order against each
+    other: the socket's new listener can be bound while the old service process still holds the port, and
+    the socket fails with "Address already in use" (journal-remote did, with uploads arriving). Stopping the
+    socket stops its service first (the service requires it, and stops run in reverse order), so the start
+    that follows finds the port free; the service starts again with its next connection. Always changes.
+    Example: SocketRestart("systemd-journal-remote.socket")
+    """
+
+    socket: str
+    name: str = ""
+    notify: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if not UNIT_PATTERN.match(self.socket) or not self.socket.endswith(".socket"):
+            raise ValueError(f"not a systemd socket unit: {self.socket!r}")
+        self.service = self.socket.removesuffix(".socket") + ".service"
+        self.name = self.name or f"Restart {self.socket} and {self.service}."
+
+    def plan(self, known):
+        return change(f"restart {self.socket} and {self.service} (always changes)",
+                      cmd("systemctl", "stop", self.socket, self.service),
+                      script(RETRY_SPAWN_FAILURE, "start", self.socket))

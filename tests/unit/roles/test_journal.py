@@ -57,6 +57,20 @@ def test_the_monitor_host_receives_one_file_per_host_on_a_bounded_share_of_its_d
     assert any(getattr(op, "unit", "") == "systemd-journal-remote.socket" for op in operations)
 
 
+def test_a_change_to_the_receiver_restarts_its_socket_with_the_service_stopped_first():
+    host = plan("mon1")
+    restart = host.handlers["restart systemd-journal-remote"]
+    commands = [command.display() for command in restart.plan({}).commands]
+    # One systemctl call stops both, the service before its socket; only then is the port listened on again.
+    assert commands[0] == "systemctl stop systemd-journal-remote.socket systemd-journal-remote.service"
+    assert commands[1].endswith(" start systemd-journal-remote.socket")
+    # Its certificate, its settings and its port each take effect only through that restart.
+    notifying = {op.path for op in host.operations if "restart systemd-journal-remote" in op.notify}
+    assert notifying == {"/etc/ssl/vigil-journal/ca.crt", "/etc/ssl/vigil-journal/mon1.crt",
+                         "/etc/ssl/vigil-journal/mon1.key", "/etc/systemd/journal-remote.conf.d/vigil.conf",
+                         "/etc/systemd/system/systemd-journal-remote.socket.d/vigil.conf"}
+
+
 def test_the_same_seed_gives_the_same_bytes_so_a_second_run_changes_nothing():
     first, second = plan("web1").operations, plan("web1").operations
     assert [getattr(op, "content", None) for op in first] == [getattr(op, "content", None) for op in second]
