@@ -1,6 +1,8 @@
-"""The benchmark's comparisons are fair, shown on a sandbox VPS vigil onboarded:
+"""The benchmark's comparisons are fair, shown on a sandbox VPS vigil onboarded (vps17, booted apart from
+the session's and onboarded as the web and database host of a layout of its own: marked `apart`, scripts/test
+runs it beside the session's modules):
 
-- the Ansible playbook and the pyinfra deploy in bench/peers/, given vps1's state as exported from
+- the Ansible playbook and the pyinfra deploy in bench/peers/, given the host's state as exported from
   vigil's plan, find nothing to change (check mode and a real run), so they check the same state;
 - they are not vacuous: a file whose mode was changed on the host is reported by both in check mode;
 - a no-op vigil run asks the host exactly two round trips (facts, audit line) over one login, as
@@ -16,25 +18,45 @@ import shutil
 
 import pytest
 
-from bench.common import run
-from bench.onboard_noop import SshdLog, install_peers, peer_host, vigil_changed
+from bench.common import KEY, run
+from bench.onboard_noop import SshdLog, install_peers, vigil_changed
 from bench.peers import ansible_peer, pyinfra_peer
 from bench.peers.common import PEERS_BIN, PeerHost
 from bench.peers.export import export
-from tests.support.sandbox_hosts import invoke
+from tests.support.sandbox_hosts import apart_layout, invoke
+from vigil.core.yaml_loader import load_yaml
 
 PEERS = [ansible_peer, pyinfra_peer]
+HOST = "vps17"
+pytestmark = pytest.mark.apart
 
 
 @pytest.fixture(scope="module")
-def exported(provisioned, sandbox, tmp_path_factory):
-    """vps1 settled by a vigil run, its state exported, the peer tools installed: (work dir, [PeerHost])."""
+def sandbox():
+    """This module's VPS, fresh, apart from the session's (tests/support/sandbox_hosts.py)."""
+    with apart_layout("bench-peers", HOST) as hosts:
+        yield hosts
+
+
+@pytest.fixture(scope="module")
+def inventory(sandbox):
+    """The directory of the inventory that lists the module's VPS alone (for VIGIL_INVENTORY)."""
+    return sandbox.listing.parent
+
+
+@pytest.fixture(scope="module")
+def exported(sandbox, inventory, tmp_path_factory):
+    """The host settled by a vigil run, its state exported, the peer tools installed: (work dir, [PeerHost])."""
     install_peers()
-    settled = invoke("provision.server", "--limit=vps1")
+    settled = invoke("provision.server", f"--limit={HOST}", inventory=inventory)
     assert settled.code == 0, settled.stdout[-3000:] + settled.stderr
     work = tmp_path_factory.mktemp("peers")
-    export("sandbox", "vps1", work)
-    hosts = [peer_host(work, "vps1")]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("VIGIL_INVENTORY", str(inventory))
+        export("sandbox", HOST, work)
+    admin = load_yaml(sandbox.listing)["defaults"]["admin_user"]
+    hosts = [PeerHost(HOST, sandbox.addresses[HOST], 22, admin, KEY, inventory / "sandbox.known_hosts",
+                      work / HOST / "manifest.json")]
     for peer in PEERS:
         peer.prepare(work, hosts)
     yield work, hosts
@@ -51,16 +73,16 @@ def test_a_peer_finds_nothing_to_change_where_vigil_left_the_host_as_wanted(expo
         assert peer.operations(done.stdout, done.stderr) >= 40
 
 
-def test_the_peers_see_a_file_that_drifted_and_vigil_puts_it_back(exported, sandbox):
+def test_the_peers_see_a_file_that_drifted_and_vigil_puts_it_back(exported, sandbox, inventory):
     work, hosts = exported
-    sandbox.ssh("vps1", "chmod 0600 /etc/motd")
+    sandbox.ssh(HOST, "chmod 0600 /etc/motd")
     try:
         for peer in PEERS:
             done = run(*peer.check_command(work, hosts))
             assert peer.changed(done.stdout, done.stderr) == 1, (peer.TOOL, done.stdout[-4000:])
     finally:
-        restored = invoke("provision.server", "--limit=vps1")
-    assert restored.code == 0 and sandbox.ssh("vps1", "stat -c %a /etc/motd").strip() == "644"
+        restored = invoke("provision.server", f"--limit={HOST}", inventory=inventory)
+    assert restored.code == 0 and sandbox.ssh(HOST, "stat -c %a /etc/motd").strip() == "644"
 
 
 def test_ansible_reads_the_inventory_prepare_writes_as_written(exported, tmp_path):
@@ -76,10 +98,10 @@ def test_ansible_reads_the_inventory_prepare_writes_as_written(exported, tmp_pat
     assert hostvars["vps1"]["vigil_manifest"] == str(given[0].manifest)
 
 
-def test_a_no_op_vigil_run_asks_the_host_two_round_trips_over_one_login(exported):
-    log = SshdLog("vps1")
+def test_a_no_op_vigil_run_asks_the_host_two_round_trips_over_one_login(exported, inventory):
+    log = SshdLog(HOST)
     for _ in range(2):
-        again = invoke("provision.server", "--limit=vps1", "--json")
+        again = invoke("provision.server", f"--limit={HOST}", "--json", inventory=inventory)
         assert again.code == 0, again.stderr
         assert vigil_changed(again.stdout)[0] == 0
         assert log.since_mark() == (2, 1)
