@@ -1,6 +1,8 @@
-"""What unit tests of several concerns share: a scratch secrets/ with the shipped schema."""
+"""What unit tests of several concerns share: a scratch secrets/ with the shipped schema; and the `unit`
+mark on each of them, by which scripts/test runs them in the process beside the session's e2e modules."""
 
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -8,6 +10,14 @@ from vigil.core.paths import REPO_ROOT
 from vigil.vault.paths import SecretsPaths
 
 REPO = REPO_ROOT
+UNIT_TESTS = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(config, items):
+    # A conftest's hook sees every collected test, the e2e ones too: only those under tests/unit are marked.
+    for item in items:
+        if UNIT_TESTS in item.path.parents:
+            item.add_marker(pytest.mark.unit)
 
 
 @pytest.fixture
