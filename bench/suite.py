@@ -64,7 +64,8 @@ def section(times: SuiteTimes | None) -> list[str]:
         measured = [f"{REPORT.relative_to(REPO)}: the whole suite (scripts/test) took {times.minutes:.1f} minutes, "
                     f"{verdict} its budget of {BUDGET_MINUTES} minutes. Its e2e modules add up to "
                     f"{times.module_minutes:.1f} minutes:",
-                    "the modules marked `apart` (VPSes of their own) run in a second pytest process beside the others."]
+                    "the unit tests, then the modules marked `apart` (VPSes of their own), run in a second pytest "
+                    "process beside the others."]
     return [f"The last e2e run on this clone, at commit {times.commit} (written {times.written}), from",
             *measured, "Slowest first; the first module of the session carries the boot and onboarding of its shared",
             "VPSes.", "", times.table()]
