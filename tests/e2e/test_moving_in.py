@@ -160,7 +160,7 @@ def sandbox_edits(walk) -> None:
     # sandbox's quicker deploy gates.
     for name, address in (("web1", WEB), ("backup1", BACKUP)):
         data["hosts"][name]["vars"] = {"firewall_ssh_trusted_sources": [Vps.from_name(address).gateway]}
-    data["vars"].update({"app_watch_seconds": 10, "app_min_healthy_seconds": 5, "app_health_timeout": 25,
+    data["vars"].update({"app_watch_seconds": 5, "app_min_healthy_seconds": 5, "app_health_timeout": 25,
                          "pgbackrest_archive_timeout": 15})
     path.write_text(yaml.safe_dump(data, sort_keys=False))
 

@@ -47,7 +47,7 @@ SSHD_DROPIN = "etc/ssh/sshd_config.d/00-vigil-sandbox.conf"
 # The sandbox inventory's vars: what makes a throwaway VPS quicker to test than a production host.
 SANDBOX_VARS = (
     "  nginx_tls: local-ca   # HTTPS from the sandbox's own CA (.vigil/sandbox/ca/ca.crt)",
-    "  app_watch_seconds: 10   # a shorter watch after each switch keeps sandbox iterations quick (default 30)",
+    "  app_watch_seconds: 5   # a shorter watch after each switch keeps sandbox iterations quick (default 30)",
     "  app_min_healthy_seconds: 5   # and a shorter stability gate (default 10)",
     "  app_health_timeout: 25   # the sample app is healthy in seconds here: a failing gate ends sooner (default 60)",
     "  pgbackrest_archive_timeout: 15   # WAL archived at least every 15 s with a backup host (default 60)",

@@ -260,7 +260,7 @@ defaults:
   ssh_key: ../.vigil/sandbox/id_ed25519   # relative to this file
 vars:
   nginx_tls: local-ca   # HTTPS from the sandbox's own CA (.vigil/sandbox/ca/ca.crt)
-  app_watch_seconds: 10   # a shorter watch after each switch keeps sandbox iterations quick (default 30)
+  app_watch_seconds: 5   # a shorter watch after each switch keeps sandbox iterations quick (default 30)
   app_min_healthy_seconds: 5   # and a shorter stability gate (default 10)
   app_health_timeout: 25   # the sample app is healthy in seconds here: a failing gate ends sooner (default 60)
   pgbackrest_archive_timeout: 15   # WAL archived at least every 15 s with a backup host (default 60)
@@ -294,7 +294,7 @@ def test_render_inventory_parses_to_the_schema(count):
         "known_hosts": "sandbox.known_hosts",
         "defaults": {"user": "deploy", "admin_user": "ops", "bootstrap_user": "root", "port": 22,
                      "ssh_key": "../.vigil/sandbox/id_ed25519"},
-        "vars": {"nginx_tls": "local-ca", "app_watch_seconds": 10, "app_min_healthy_seconds": 5,
+        "vars": {"nginx_tls": "local-ca", "app_watch_seconds": 5, "app_min_healthy_seconds": 5,
                  "app_health_timeout": 25,
                  "pgbackrest_archive_timeout": 15, "pgbackrest_archive_wait_seconds": 20,
                  "monitoring_scrape_interval": 5, "monitoring_scrape_timeout": 4, "monitoring_evaluation_interval": 5,
