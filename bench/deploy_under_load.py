@@ -114,6 +114,8 @@ class DeployResult:
     windows: int
     # The rollbacks under load: vps1's own seconds of each (its lock and state, the switch, `current`).
     rollback_on_host: list[float] = field(default_factory=list)
+    # And of each step the deploy records, by its name: where a slow rollback's time on the host goes.
+    rollback_steps: list[dict[str, float]] = field(default_factory=list)
 
     def table(self) -> str:
         rows = []
@@ -155,7 +157,15 @@ class DeployResult:
                          f"`current` and the history), {self.median('rollback') - host_part:.2f} s in vigil's own "
                          "process (start-up, the preflight, the SSH handshake), on a machine whose 2 cores also run "
                          "the load loop and the VPS")
+            if self.rollback_steps:
+                rollback += f"; the host's steps, medians: {self.step_medians()}"
         return [redeploy, rollback]
+
+    def step_medians(self) -> str:
+        """Each step of the rollbacks under load with its median seconds, in the order they ran."""
+        names = list(dict.fromkeys(name for steps in self.rollback_steps for name in steps))
+        medians = {name: Spread.of([steps.get(name, 0.0) for steps in self.rollback_steps]).median for name in names}
+        return ", ".join(f"{name.rstrip('.')} {seconds:.2f} s" for name, seconds in medians.items())
 
     def failures(self) -> str:
         """What the naive restarts' failed requests were."""
@@ -182,10 +192,13 @@ def measure(rounds: int, requests: int) -> DeployResult:
         return invoke("deploy.backend", "--limit=vps1", env=env).seconds
 
     rollback_on_host: list[float] = []
+    rollback_steps: list[dict[str, float]] = []
 
     def rollback() -> float:
         done = invoke("deploy.rollback", "--app=backend", "--limit=vps1", "--json", env=env)
-        rollback_on_host.append(json.loads(done.stdout)["hosts"][0]["seconds"])
+        host = json.loads(done.stdout)["hosts"][0]
+        rollback_on_host.append(host["seconds"])
+        rollback_steps.append({step["name"]: step["seconds"] for step in host["operations"]})
         return done.seconds
 
     def naive() -> float:
@@ -198,6 +211,7 @@ def measure(rounds: int, requests: int) -> DeployResult:
         cold = invoke("deploy.backend", "--limit=vps1", env=env).seconds
         cold_rollback = rollback()
         rollback_on_host.clear()  # only the rollbacks under load
+        rollback_steps.clear()
         actions = {"steady": lambda: 0.0, "vigil": vigil, "rollback": rollback, "naive": naive}
         loads: dict[str, list[LoadResult]] = {kind: [] for kind in KINDS}
         seconds: dict[str, list[float]] = {kind: [] for kind in KINDS if kind != "steady"}
@@ -216,7 +230,8 @@ def measure(rounds: int, requests: int) -> DeployResult:
     inventory = load_inventory("sandbox")
     settings = host_settings(inventory, inventory.hosts["vps1"], ["backend"])[0]
     windows = settings.min_healthy + settings.watch
-    return DeployResult(rounds, requests, loads, seconds, cold, cold_rollback, windows, rollback_on_host)
+    return DeployResult(rounds, requests, loads, seconds, cold, cold_rollback, windows, rollback_on_host,
+                        rollback_steps)
 
 
 def main() -> None:

@@ -356,23 +356,28 @@ def test_the_floor_is_paramiko_and_the_standard_library_alone():
 def deploy_result(vigil: list[float], rollback: list[float], failed: int = 0) -> DeployResult:
     loads = {kind: [LoadResult(ok=2000, failed=failed if kind == "rollback" else 0, latencies=[0.01, 0.02])] * 5
              for kind in ("steady", "vigil", "rollback", "naive")}
+    steps = [{"Take the lock.": 0.1 * index, "Return to green.": 0.2} for index in range(1, 6)]
     return DeployResult(5, 2000, loads, {"vigil": vigil, "rollback": rollback, "naive": [1.0] * 5}, 20.0, 1.5, 15,
-                        [0.4] * 5)
+                        [0.4] * 5, steps)
 
 
 @pytest.mark.parametrize("result, redeploy, rollback", [
     (deploy_result([7.0, 7.5, 7.9, 8.5, 9.0], [0.7, 0.8, 0.8, 0.9, 1.2]), "met", "met"),
     # A miss says how much of the redeploy is the safety windows the deploy waits by design.
     (deploy_result([17.0, 17.2, 17.4, 18.0, 18.1], [0.8] * 5), "missed; 15 s of it are the safety windows", "met"),
-    # A slow rollback says how much of it the host took.
-    (deploy_result([7.0] * 5, [1.1, 1.2, 1.3, 0.9, 0.9]), "met", "missed; 0.40 s of it on the host"),
+    # A slow rollback says how much of it the host took, and each step's median there, in the order they ran.
+    (deploy_result([7.0] * 5, [1.1, 1.2, 1.3, 0.9, 0.9]), "met",
+     "missed; 0.40 s of it on the host (the lock and state, the health check and switch, `current` and the history), "
+     "0.70 s in vigil's own process (start-up, the preflight, the SSH handshake), on a machine whose 2 cores also run "
+     "the load loop and the VPS; the host's steps, medians: Take the lock 0.30 s, Return to green 0.20 s"),
     # One failed request in any round misses the rollback's target, whatever its time.
-    (deploy_result([7.0] * 5, [0.8] * 5, failed=1), "met", "missed"),
+    (deploy_result([7.0] * 5, [0.8] * 5, failed=1), "met", "missed; 0.40 s of it on the host"),
 ])
 def test_the_deploy_targets_are_held_to_medians_and_to_no_failed_request(result, redeploy, rollback):
     said_redeploy, said_rollback = result.verdicts()
-    assert said_redeploy.split(": ", 1)[1].split(" s: ", 1)[1].startswith(redeploy), said_redeploy
-    assert said_rollback.split(": ")[-1].startswith(rollback) or said_rollback.endswith(rollback), said_rollback
+    # What follows the target ("target 8 s: "): met, or missed and why.
+    assert said_redeploy.split(" s: ", 1)[1].startswith(redeploy), said_redeploy
+    assert said_rollback.split(" s: ", 1)[1].startswith(rollback), said_rollback
 
 
 IMPORTTIME = """import time: self [us] | cumulative | imported package
