@@ -42,7 +42,6 @@ from bench.common import (  # noqa: E402
     VPS_ROOTS,
     BenchError,
     Spread,
-    admin_user,
     alternating,
     invoke,
     markdown_table,
@@ -54,6 +53,7 @@ from bench.peers import ansible_peer, pyinfra_peer  # noqa: E402
 from bench.peers.common import PEERS_BIN, PEERS_VENV, PeerHost  # noqa: E402
 from bench.peers.export import export, floor_batch  # noqa: E402
 from vigil.core.facts import Batch  # noqa: E402
+from vigil.core.yaml_loader import load_yaml  # noqa: E402
 
 WORK = REPO / "bench" / ".work"
 # Issue 24: teams with a balancer, a database cluster and previews run 6 to 10 hosts.
@@ -180,9 +180,12 @@ def install_peers() -> dict[str, str]:
     return {name: peer.version() for name, peer in PEERS.items()}
 
 
-def peer_host(work: Path, name: str) -> PeerHost:
-    address = sandbox_hosts()[name]["address"]
-    return PeerHost(name, address, 22, admin_user(), KEY, KNOWN_HOSTS, work / name / "manifest.json")
+def peer_host(work: Path, name: str, listing: Path = INVENTORY) -> PeerHost:
+    """The host `name` as the peers reach it, from the sandbox inventory (or another `listing` sandbox.up
+    wrote, with its sandbox.known_hosts beside it)."""
+    data = load_yaml(listing)
+    return PeerHost(name, data["hosts"][name]["address"], 22, data["defaults"]["admin_user"], KEY,
+                    listing.parent / KNOWN_HOSTS.name, work / name / "manifest.json")
 
 
 def vigil_changed(stdout: str) -> tuple[int, dict[str, int], float]:

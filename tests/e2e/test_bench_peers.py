@@ -18,13 +18,12 @@ import shutil
 
 import pytest
 
-from bench.common import KEY, run
-from bench.onboard_noop import SshdLog, install_peers, vigil_changed
+from bench.common import run
+from bench.onboard_noop import SshdLog, install_peers, peer_host, vigil_changed
 from bench.peers import ansible_peer, pyinfra_peer
 from bench.peers.common import PEERS_BIN, PeerHost
 from bench.peers.export import export
 from tests.support.sandbox_hosts import apart_layout, invoke
-from vigil.core.yaml_loader import load_yaml
 
 PEERS = [ansible_peer, pyinfra_peer]
 HOST = "vps17"
@@ -54,9 +53,7 @@ def exported(sandbox, inventory, tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("VIGIL_INVENTORY", str(inventory))
         export("sandbox", HOST, work)
-    admin = load_yaml(sandbox.listing)["defaults"]["admin_user"]
-    hosts = [PeerHost(HOST, sandbox.addresses[HOST], 22, admin, KEY, inventory / "sandbox.known_hosts",
-                      work / HOST / "manifest.json")]
+    hosts = [peer_host(work, HOST, sandbox.listing)]
     for peer in PEERS:
         peer.prepare(work, hosts)
     yield work, hosts
