@@ -162,9 +162,11 @@ class DeployResult:
         return [redeploy, rollback]
 
     def step_medians(self) -> str:
-        """Each step of the rollbacks under load with its median seconds, in the order they ran."""
+        """Each step of the rollbacks under load with its median seconds over the rounds it ran in (a name
+        holds a color and a release), in the order they ran."""
         names = list(dict.fromkeys(name for steps in self.rollback_steps for name in steps))
-        medians = {name: Spread.of([steps.get(name, 0.0) for steps in self.rollback_steps]).median for name in names}
+        medians = {name: Spread.of([steps[name] for steps in self.rollback_steps if name in steps]).median
+                   for name in names}
         return ", ".join(f"{name.rstrip('.')} {seconds:.2f} s" for name, seconds in medians.items())
 
     def failures(self) -> str:
