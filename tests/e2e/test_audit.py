@@ -106,3 +106,18 @@ def test_a_page_slower_than_two_seconds_fails_its_browser_item_with_the_figure(d
     assert run.code == ExitCode.HOST_FAILED, run.stdout + run.stderr
     item = next(item for item in run.json["items"] if item["item"] == f"page load in a browser ({slow})")
     assert not item["ok"] and re.search(r"load event p50 2[5-9][0-9]{2} ms", item["evidence"]), item
+
+
+def test_a_host_whose_own_processes_take_its_cpu_fails_its_headroom_while_the_others_pass(deployed, sandbox):
+    # The VPSes share this machine's cores, so the sample is each one's own processes (a container's): busy
+    # loops on vps2, more than its 2 cores, bounded in time by systemd and stopped once sampled.
+    sandbox.ssh("vps2", "systemd-run --quiet --unit=vigil-test-burn --property=RuntimeMaxSec=60 "
+                        "sh -c 'for i in 1 2 3 4 5 6 7 8 9 10 11 12; do (while :; do :; done) & done; wait'")
+    try:
+        run = invoke("audit.performance", "--json", "--requests=1", "--loads=1", "--pages=/", "--limit=vps1,vps2",
+                     timeout=600)
+    finally:
+        sandbox.ssh("vps2", "systemctl stop vigil-test-burn.service", check=False)
+    cpu = {item["host"]: item for item in run.json["items"] if item["item"] == "CPU headroom"}
+    assert not cpu["vps2"]["ok"] and cpu["vps1"]["ok"], cpu
+    assert re.match(r"\d+% idle over a second", cpu["vps2"]["evidence"]), cpu  # a figure, not a failed sample

@@ -22,17 +22,42 @@ from vigil.vault.schema import load_schema
 PAGE_LOAD_TARGET = 2.0  # seconds: the plan's "< 2 s load time"
 HEADROOM = {"cpu": 20, "memory": 20, "disk": 80}  # % CPU idle above, % memory available above, % disk used below
 # Two samples of the CPU counters a second apart: how idle the CPUs are now (the load average lags by minutes).
-CPU_SAMPLE = "head -n 1 /proc/stat; sleep 1; head -n 1 /proc/stat"
+# In a container /proc/stat counts the whole machine's CPUs, which other containers share: there the sample
+# is the CPU time of the container's own processes (and of the children they reaped), against its cores.
+CPU_SAMPLE = r'''
+if systemd-detect-virt --container --quiet 2>/dev/null; then
+    # A command name may hold spaces: the fields are counted after its closing parenthesis.
+    ticks() {
+        cat /proc/[0-9]*/stat 2>/dev/null | sed 's/^.*) //' | awk '{ t += $12 + $13 + $14 + $15 } END { print t + 0 }'
+    }
+    echo "@container $(getconf CLK_TCK) $(nproc)"
+    echo "$(cut -d' ' -f1 /proc/uptime) $(ticks)"; sleep 1; echo "$(cut -d' ' -f1 /proc/uptime) $(ticks)"
+else
+    head -n 1 /proc/stat; sleep 1; head -n 1 /proc/stat
+fi
+'''
 
 
 def cpu_idle(stdout: str) -> float | None:
-    """% idle between two `cpu ...` lines of /proc/stat (idle and iowait count as idle)."""
-    samples = [[int(value) for value in line.split()[1:]] for line in stdout.splitlines() if line.startswith("cpu ")]
+    """% idle over CPU_SAMPLE's second: between two `cpu ...` lines of /proc/stat (idle and iowait count as
+    idle), or in a container, what its processes' CPU time left of its cores' time."""
+    lines = stdout.splitlines()
+    if lines and lines[0].startswith("@container "):
+        try:
+            hertz, cores = (int(value) for value in lines[0].split()[1:3])
+            (began, before), (ended, after) = ((float(value) for value in line.split()) for line in lines[1:3])
+        except ValueError:
+            return None
+        available = (ended - began) * cores * hertz
+        return max(0.0, 100 * (1 - (after - before) / available)) if available > 0 else None
+    samples = [[int(value) for value in line.split()[1:]] for line in lines if line.startswith("cpu ")]
     if len(samples) != 2 or len(samples[0]) < 5:
         return None
     deltas = [after - before for before, after in zip(*samples)]
     total = sum(deltas)
     return 100 * (deltas[3] + deltas[4]) / total if total > 0 else None
+
+
 # The sample backend's pool (data-source.ts: DATABASE_POOL_SIZE, else 10); each web host may run two colors at once.
 POOL_DEFAULT = 10
 

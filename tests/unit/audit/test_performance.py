@@ -54,14 +54,28 @@ IDLE = "cpu  100 0 100 800 0 0 0 0 0 0\ncpu  110 0 110 880 0 0 0 0 0 0\n"  # 80 
 BUSY = "cpu  100 0 100 800 0 0 0 0 0 0\ncpu  190 0 105 805 0 0 0 0 0 0\n"  # 5 of 100 ticks idle
 
 
-def test_cpu_idle_comes_from_two_samples():
-    assert (cpu_idle(IDLE), cpu_idle(BUSY), cpu_idle("cpu 1 2 3\n")) == (80.0, 5.0, None)
+# In a container: clock ticks per second and cores, then (uptime, its processes' ticks) a second apart.
+CONTAINER_IDLE = "@container 100 2\n500.00 1000\n501.00 1040\n"  # 40 of 200 ticks used
+CONTAINER_BUSY = "@container 100 2\n500.00 1000\n501.00 1190\n"  # 190 of 200
+
+
+@pytest.mark.parametrize("sample, idle", [
+    (IDLE, 80.0), (BUSY, 5.0), ("cpu 1 2 3\n", None),
+    (CONTAINER_IDLE, 80.0), (CONTAINER_BUSY, 5.0),
+    # Its processes' time counted a little past the second it took: no headroom, never below 0.
+    ("@container 100 2\n500.00 1000\n500.50 1150\n", 0.0),
+    # A sample cut short, or no time between its two readings: no figure.
+    ("@container 100 2\n500.00 1000\n", None), ("@container 100 2\n500.00 1000\n500.00 1000\n", None),
+])
+def test_cpu_idle_comes_from_two_samples(sample, idle):
+    assert cpu_idle(sample) == (pytest.approx(idle) if idle is not None else None)
 
 
 # (CPU sample, memory kB total/available, disks, failing items)
 HEADROOM = [
     (IDLE, (2048000, 1024000), {"/": 40}, []),
     (BUSY, (2048000, 1024000), {"/": 40}, ["CPU headroom"]),
+    (CONTAINER_BUSY, (2048000, 1024000), {"/": 40}, ["CPU headroom"]),
     (IDLE, (2048000, 204800), {"/": 40}, ["memory headroom"]),
     (IDLE, (2048000, 1024000), {"/": 40, "/var/lib/pgbackrest/repository": 85}, ["disk headroom"]),
 ]
