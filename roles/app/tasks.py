@@ -4,6 +4,9 @@ Deploys unpack releases as the deploy user; the app's runtime user reads them
 through its group and writes nothing there. Each service gets a unit template
 run once per color (blue, green) on that color's port, and one per release
 task (migrations), all started through /usr/local/sbin/vigil-app-unit.
+No color's unit is enabled: one unit a boot starts starts the color each
+service's nginx upstream serves, so a deploy or a rollback never moves a boot
+link (nor reloads systemd for one).
 """
 
 
@@ -11,13 +14,14 @@ from vigil.core.errors import ConfigError
 from vigil.core.operations import render_template
 from vigil.deploy.build import app_sources
 from vigil.deploy.certificates import system_trust
-from vigil.deploy.settings import task_command
-from vigil.operations.files import Directory, File
-from vigil.operations.systemd import DaemonReload
+from vigil.deploy.settings import task_command, upstream_name, upstreams_file
+from vigil.operations.files import Absent, Directory, File
+from vigil.operations.systemd import DaemonReload, SystemdUnit
 from vigil.vault.error_tracking import ca_pem, errors_site
 
 COLORS = ("blue", "green")
 RELEASE_ENV_HELPER = "/usr/local/sbin/vigil-release-env"
+SERVED_COLORS_HELPER = "/usr/local/sbin/vigil-start-served-colors"
 SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 # The CA of the env's error tracker where it is a private one (the sandbox's), trusted system-wide so
 # the app's SDKs reach it over verified TLS.
@@ -91,6 +95,29 @@ def tasks(role, vars):
                                        "timeout": vars.integer("app_release_task_timeout", minimum=1),
                                        "hardening": role.template("hardening.j2")}),
                                    notify=reload, name=f"Ensure the {service} {task} unit runs a release's {task}."))
+    return operations + served_colors_at_boot(role, vars, name, root, services)
+
+
+def served_colors_at_boot(role, vars, name: str, root: str, services) -> list:
+    """The unit a boot starts, which starts the color each service's upstream serves; the boot links a color's
+    unit had when deploys enabled it (before this unit) go, or a boot would start that color as well."""
+    unit = f"{name}-served-colors.service"
+    ports = {service: {color: int(port) for color, port in color_ports(vars, service).items()} for service in services}
+    operations = [
+        File(SERVED_COLORS_HELPER, render_template(role.template("vigil-start-served-colors.j2"), {
+            "unit": unit, "upstreams": upstreams_file(name), "ports": ports, "root": root, "app": name,
+            "upstream": {service: upstream_name(name, service) for service in services}}),
+             mode="0755", name=f"Ensure {SERVED_COLORS_HELPER} starts the colors nginx serves."),
+        File(f"/etc/systemd/system/{unit}", render_template(role.template("served-colors.service.j2"), {
+            "app": name, "helper": SERVED_COLORS_HELPER}), notify=("reload systemd",),
+             name="Ensure a boot starts the color each service's upstream serves."),
+    ]
+    for service in services:
+        for color in COLORS:
+            operations.append(Absent(f"/etc/systemd/system/multi-user.target.wants/{name}-{service}@{color}.service",
+                                     notify=("reload systemd",),
+                                     name=f"Ensure a boot starts {service}@{color} only when nginx serves it."))
+    operations.append(SystemdUnit(unit, enabled=True, running=None))
     return operations
 
 

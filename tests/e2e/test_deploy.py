@@ -391,10 +391,11 @@ def test_a_rollback_returns_to_the_previous_good_release_and_refuses_a_bad_one(d
 
 
 def colors(sandbox, host: str, service: str = "backend") -> tuple[str, str]:
-    """(the color a reboot starts, which is the one nginx serves, the other)."""
-    enabled = sandbox.ssh(host, f"systemctl is-enabled together-pray-{service}@blue together-pray-{service}@green",
-                          check=False).split()
-    return ("blue", "green") if enabled[0] == "enabled" else ("green", "blue")
+    """(the color nginx serves, which is the one a boot starts, the other): the upstream's port against blue's."""
+    served, blue = sandbox.ssh(host, f"sed -n 's/^upstream together_pray_{service} {{ server 127.0.0.1:\\([0-9]*\\);.*/"
+                                     f"\\1/p' /etc/nginx/conf.d/together-pray-upstreams.conf; "
+                                     f"sed -n 's/^PORT=//p' /etc/together-pray/{service}-blue.env").split()
+    return ("blue", "green") if served == blue else ("green", "blue")
 
 
 def test_a_rollback_within_the_window_switches_to_the_release_still_running_and_fails_no_request(
@@ -442,7 +443,18 @@ def test_a_rollback_within_the_window_switches_to_the_release_still_running_and_
         time.sleep(1)
     assert sandbox.ssh("vps1", f"systemctl is-active {left}", check=False).strip() == "inactive"
     assert colors(sandbox, "vps1") == (idle, live)
-    # The boot links moved with systemd's reload: nothing is left for the next provisioning run to reload.
+    # What a boot does: only the served-colors unit is enabled, and it starts the color nginx serves now.
+    assert sandbox.ssh("vps1", f"systemctl stop {warm}; systemctl is-enabled together-pray-served-colors.service "
+                               f"together-pray-backend@blue.service together-pray-backend@green.service",
+                       check=False).split() == ["enabled", "static", "static"]
+    assert sandbox.ssh("vps1", "systemctl start together-pray-served-colors.service && sleep 2 && "
+                               f"systemctl is-active {warm} {left}", check=False).split() == ["active", "inactive"]
+    for _ in range(30):  # the backend listens a moment after its unit is active
+        if health(address).get("release") == served:
+            break
+        time.sleep(1)
+    assert health(address).get("release") == served
+    # No boot link moved, so systemd has nothing to reload for the next provisioning run to report.
     assert sandbox.ssh("vps1", "systemctl show -p NeedDaemonReload --value nginx.service").strip() == "no"
 
     # Where the host has too little memory to spare, the old color stops as with no window...

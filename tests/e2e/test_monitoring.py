@@ -135,6 +135,10 @@ def test_a_powered_off_web_host_pages_host_down_only_then_resolved_and_uptime_me
         assert powered.code == 0, powered.stdout + powered.stderr
     on = time.time()
     wait_until(lambda: any(ok and at > on for at, ok in poller.results), 120, f"{WEB}'s site serves again")
+    # Its boot started one color of each service, the one nginx serves (roles/app's served-colors unit).
+    running = sandbox.ssh(WEB, "systemctl is-active together-pray-backend@blue together-pray-backend@green "
+                               "together-pray-frontend@blue together-pray-frontend@green", check=False).split()
+    assert sorted(running[:2]) == sorted(running[2:]) == ["active", "inactive"], running
     down, back = poller.outage()
     alerting.wait_for("RESOLVED", "HostDown", WEB, on, ALERT_WITHIN)
 

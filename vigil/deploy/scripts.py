@@ -254,34 +254,32 @@ cat -- "$releases/$1/.vigil-restore-point.json" 2>/dev/null || true
 '''
 
 
-# After the switch, the old color ($2) either stays running for the rollback window ($5 seconds, 0: no
-# window; while the host has $6 MiB of memory available) with a timer that stops it at its end, or drains
-# ($4 seconds) and stops. Either way the new color ($3) is the one a reboot starts. Each action runs even
-# when one before it failed; each failure is named. Says which: "@warm MIB" or "@cold WHY".
+# After the switch, the old color ($2) either stays running for the rollback window ($4 seconds, 0: no
+# window; while the host has $5 MiB of memory available) with a timer that stops it at its end, or drains
+# ($3 seconds) and stops. Which color a boot starts needs nothing here: the one nginx serves (roles/app's
+# served-colors unit). Says which: "@warm MIB" or "@cold WHY"; a failed stop is named.
 RETIRE = r'''
-helper=$1; old=$2; new=$3; drain=$4; window=$5; need=$6; failed=0
-sudo -n "$helper" enable "$new" || { echo "vigil: enabling the new color failed" >&2; failed=1; }
-sudo -n "$helper" disable "$old" || { echo "vigil: disabling the old color failed" >&2; failed=1; }
+helper=$1; old=$2; drain=$3; window=$4; need=$5
 if [ "$window" -gt 0 ]; then
     available=$(awk '/^MemAvailable:/ { print int($2 / 1024) }' /proc/meminfo)
     if [ "${available:-0}" -lt "$need" ]; then
         echo "@cold only ${available:-?} MiB of memory available, $need MiB needed to keep it running"
     elif sudo -n "$helper" stop-after "$window" "$old"; then
         echo "@warm $available"
-        exit "$failed"
+        exit 0
     else
         echo "@cold the unit helper cannot schedule its stop (provision.server brings the new helper)"
     fi
 fi
 sleep "$drain"
-sudo -n "$helper" stop "$old" || { echo "vigil: stopping the old color failed" >&2; failed=1; }
-exit "$failed"
+sudo -n "$helper" stop "$old" || { echo "vigil: stopping the old color failed" >&2; exit 1; }
 '''
 
 # A rollback to the color still running from before the last deploy, in one round trip: the color
 # ($4, on port $1) must be running and answer its health check ($2, naming the release $3 when set),
 # else exit 10 and nothing changed (the rollback starts it cold instead). Then the upstream switch
-# ($6 $7 $8); the color it left ($9) is what a reboot no longer starts and stops once drained (${10} s).
+# ($6 $7 $8), which is also what makes it the color a boot starts; the color it left ($9) stops once
+# drained (${10} s), by a timer on the host so that the rollback does not wait for it.
 WARM_SWITCH = ASK + r'''
 port=$1; path=$2; release=$3; unit=$4; helper=$5; switch=$6; service=$7; color=$8; old=$9; drain=${10}
 [ "$(systemctl is-active -- "$unit" 2>/dev/null)" = active ] || { echo "$unit is not running"; exit 10; }
@@ -290,12 +288,8 @@ if [ -n "$release" ] && ! printf '%s' "$body" | grep -qF "\"release\":\"$release
     echo "$unit answered for another release: $body"; exit 10
 fi
 sudo -n "$switch" "$service" "$color" >&2 || exit 1
-# Which color a boot starts, and the timed stop of the one left: independent of each other, so at once.
-{ sudo -n "$helper" enable "$unit" || echo "vigil: enabling $unit failed" >&2; } &
-{ sudo -n "$helper" disable "$old" || echo "vigil: disabling $old failed" >&2; } &
-{ sudo -n "$helper" stop-after "$drain" "$old" 2>/dev/null || {
-    sleep "$drain"; sudo -n "$helper" stop "$old" || echo "vigil: stopping $old failed" >&2; }; } &
-wait
+sudo -n "$helper" stop-after "$drain" "$old" 2>/dev/null || {
+    sleep "$drain"; sudo -n "$helper" stop "$old" || echo "vigil: stopping $old failed" >&2; }
 echo "healthy, switched"
 '''
 

@@ -19,6 +19,15 @@ RESTORE_POINT_HELPER = "/usr/local/sbin/vigil-restore-point"
 TASK_NAME = r"[a-z][a-z0-9-]{0,30}"
 
 
+def upstreams_file(app: str) -> str:
+    """The nginx file holding the app's upstreams, one per service, each on one color's port (deploys switch it)."""
+    return f"/etc/nginx/conf.d/{app}-upstreams.conf"
+
+
+def upstream_name(app: str, service: str) -> str:
+    return f"{app.replace('-', '_')}_{service}"
+
+
 @dataclass(frozen=True)
 class Layout:
     """Where one service's releases, colors, lock and history are on a host, and its units' names.
@@ -135,8 +144,8 @@ def settings_from_vars(vars: HostVars, service: str) -> Settings:
         layout=Layout(vars.path("app_root"), name, service),
         group=vars.user("app_group"),
         owner=vars.user("app_owner"),
-        upstream_file=f"/etc/nginx/conf.d/{name}-upstreams.conf",
-        upstream_name=f"{name.replace('-', '_')}_{service}",
+        upstream_file=upstreams_file(name),
+        upstream_name=upstream_name(name, service),
         ports={color: int(ports[color]) for color in COLORS},
         health_path=spec["path"],
         health_release=bool(spec.get("release", False)),

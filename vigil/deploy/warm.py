@@ -41,9 +41,8 @@ def retire_command(settings: Settings, live: str) -> Command:
     """RETIRE for the color `live` that served before this deploy: kept warm for the window (if the host's
     memory allows), else stopped once drained. The watch kept it running `watch` seconds of the drain already."""
     layout = settings.layout
-    return as_deploy(RETIRE, UNIT_HELPER, layout.unit(live), layout.unit(other(live)),
-                     str(max(0, settings.drain - settings.watch)), str(settings.rollback_window),
-                     str(settings.rollback_min_available_mb))
+    return as_deploy(RETIRE, UNIT_HELPER, layout.unit(live), str(max(0, settings.drain - settings.watch)),
+                     str(settings.rollback_window), str(settings.rollback_min_available_mb))
 
 
 @dataclass(frozen=True)

@@ -98,19 +98,18 @@ def tools(tmp_path, **bodies):
 
 
 @pytest.mark.parametrize("window, need, refuse, said, calls", [
-    # Kept: the new color starts on a reboot, the old one runs on and stops when its window ends.
-    (1800, 1, "", "@warm", ["enable NEW", "disable OLD", "stop-after 1800 OLD"]),
+    # Kept: the old color runs on and stops when its window ends (a boot starts the served one: no link moved).
+    (1800, 1, "", "@warm", ["stop-after 1800 OLD"]),
     # No window: drained, stopped.
-    (0, 1, "", "", ["enable NEW", "disable OLD", "stop OLD"]),
+    (0, 1, "", "", ["stop OLD"]),
     # Too little memory to keep both colors running: stopped, and said why.
-    (1800, 10 ** 9, "", "@cold only", ["enable NEW", "disable OLD", "stop OLD"]),
+    (1800, 10 ** 9, "", "@cold only", ["stop OLD"]),
     # A helper from before the window (not provisioned since): stopped, and said why.
-    (1800, 1, "stop-after", "@cold the unit helper cannot schedule its stop",
-     ["enable NEW", "disable OLD", "stop-after 1800 OLD", "stop OLD"]),
+    (1800, 1, "stop-after", "@cold the unit helper cannot schedule its stop", ["stop-after 1800 OLD", "stop OLD"]),
 ])
 def test_the_old_color_is_kept_for_the_window_only_where_it_fits(tmp_path, window, need, refuse, said, calls):
     tools(tmp_path)
-    retired = subprocess.run(["sh", "-c", RETIRE, "vigil", "/usr/local/sbin/vigil-app-unit", "OLD", "NEW", "0",
+    retired = subprocess.run(["sh", "-c", RETIRE, "vigil", "/usr/local/sbin/vigil-app-unit", "OLD", "0",
                               str(window), str(need)], capture_output=True, text=True, timeout=30,
                              env={"PATH": f"{tmp_path}:/usr/bin:/bin", "CALLS": str(tmp_path / "calls"),
                                   "REFUSE": refuse})
@@ -149,11 +148,8 @@ def test_a_warm_switch_changes_nothing_unless_the_color_runs_and_answers_for_the
              "UNIT_STATE": unit_state, "CODE": code, "BODY": body})
     assert answer.returncode == (0 if switched else NOT_WARM) and said in answer.stdout
     calls = (tmp_path / "calls").read_text().splitlines() if (tmp_path / "calls").exists() else []
-    # The switch first; then, at once, which color a boot starts and the timed stop of the one left.
-    assert calls[:1] == (["/switch backend blue"] if switched else [])
-    assert sorted(calls[1:]) == (["/helper disable app-backend@green.service",
-                                  "/helper enable app-backend@blue.service",
-                                  "/helper stop-after 5 app-backend@green.service"] if switched else [])
+    # The switch (which also decides what a boot starts), then the timed stop of the color left: nothing else.
+    assert calls == (["/switch backend blue", "/helper stop-after 5 app-backend@green.service"] if switched else [])
 
 
 def test_the_window_comes_from_minutes_and_a_bad_one_names_its_key():

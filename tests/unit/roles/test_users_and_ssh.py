@@ -82,9 +82,8 @@ def app_unit_helper(tmp_path, systemctl):
             0,
             "systemctl --no-pager is-active -- together-pray-backend@blue.service together-pray-frontend@green.service",
         ),
-        # Which color a boot starts, with systemd's reload: --no-reload would flag every unit as changed.
-        (["enable", "together-pray-backend@blue.service"], 0,
-         "systemctl --no-pager enable -- together-pray-backend@blue.service"),
+        # Which color a boot starts is the upstream's (roles/app's served-colors unit): no link to move.
+        (["enable", "together-pray-backend@blue.service"], 64, "usage: vigil-app-unit"),
         (["restart", "ssh.service"], 77, "ssh.service is not one of the app's units"),
         (
             ["restart", "together-pray-backend@blue.service", "ssh.service"],
