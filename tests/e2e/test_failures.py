@@ -1,5 +1,6 @@
 """Faults and bad input against real sandbox VPSes: each fails clearly and changes nothing it should not."""
 
+import socket
 import subprocess
 import threading
 import time
@@ -103,6 +104,8 @@ def test_dropped_connection_fails_the_command_instead_of_hanging(provisioned, sa
     host = load_inventory("sandbox").hosts["vps2"].as_admin()
     transport = SSHTransport(host, INVENTORY / "sandbox.known_hosts", "sandbox").connect()
     assert transport.run(cmd("true")).ok
+    # A real login runs over the connector's own socket, Nagle's algorithm off (no_delay_socket).
+    assert transport._connection.transport.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
     cut = threading.Timer(1.0, netns_iptables, ("vps2", "-I", "OUTPUT", "-p", "tcp", "--sport", "22", "-j", "DROP"))
     cut.start()
     try:
