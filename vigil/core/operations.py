@@ -8,11 +8,13 @@ The operations themselves are plugins, by subsystem, in vigil.operations.
 from __future__ import annotations
 
 import functools
+import hashlib
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from vigil.core.commands import Command
 from vigil.core.facts import Fact
+from vigil.core.paths import LocalState
 
 
 class OperationError(Exception):
@@ -84,18 +86,34 @@ class ConfirmLogin(Operation):
         return noop("checked by the runner with a fresh connection")
 
 
+# Each template's text by its name (the SHA-256 of the text), for the environment's loader.
+_SOURCES: dict[str, str] = {}
+
+
 @functools.lru_cache(maxsize=1)
 def _templates():
     # jinja2 is imported by the first render, not by every task that never renders one (CLI start-up).
     import jinja2  # noqa: PLC0415
 
-    return jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
+    # Compiling a template is most of a render's cost, and every run renders the same few dozen: jinja2's own
+    # bytecode cache keeps them compiled under .vigil/cache/jinja, checked against each template's text (and
+    # the Python version), so a run compiles only a template that changed since the last.
+    directory = LocalState.default().root / "cache" / "jinja"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        cache = jinja2.FileSystemBytecodeCache(str(directory))
+    except OSError:  # a read-only checkout: compile every time, as without the cache
+        cache = None
+    return jinja2.Environment(loader=jinja2.FunctionLoader(_SOURCES.get), bytecode_cache=cache,
+                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
 
 
 @functools.lru_cache(maxsize=256)
 def _compiled(source: str):
-    # Compiling is most of a render's cost, and every host of a run renders the same templates.
-    return _templates().from_string(source)
+    # Every host of a run renders the same templates: each is loaded (or compiled) once per process.
+    name = hashlib.sha256(source.encode()).hexdigest()
+    _SOURCES[name] = source
+    return _templates().get_template(name)
 
 
 def render_template(source: str, variables: Mapping[str, Any]) -> str:
