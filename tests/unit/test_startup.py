@@ -20,6 +20,7 @@ ONLY_WHEN_USED = {
     "dns.resolver": "env.check looking up the domain",
     "jinja2": "rendering a role's template",
     "cryptography.x509": "the sandbox's certificate authority issuing a certificate",
+    "ruamel.yaml": "parsing a YAML file whose text is not in .vigil/cache/yaml yet",
 }
 
 

@@ -24,12 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.constructor import DuplicateKeyError
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
-from ruamel.yaml.scalarint import ScalarInt
-
 from vigil.core.errors import ConfigError
 from vigil.core.paths import LocalState, rel
 
@@ -61,6 +55,8 @@ class YamlDocument:
 
 def _plain(node: Any, path: tuple, lines: dict[tuple, int], where: str) -> Any:
     """ruamel's round-trip objects as plain Python data, recording each key's and item's line."""
+    from ruamel.yaml.comments import CommentedMap, CommentedSeq  # noqa: PLC0415 (as in parse_yaml)
+
     if isinstance(node, CommentedMap):
         plain = {}
         for key, value in node.items():
@@ -80,6 +76,8 @@ def _plain(node: Any, path: tuple, lines: dict[tuple, int], where: str) -> Any:
 
 
 def _scalar(value: Any, where: str, line: int) -> Any:
+    from ruamel.yaml.scalarint import ScalarInt  # noqa: PLC0415 (as in parse_yaml)
+
     # YAML 1.1 (PyYAML, Ansible) read 0644 as octal 420, YAML 1.2 as decimal 644: refuse the guess.
     if type(value) is ScalarInt and (value._width or 0) > len(str(abs(int(value)))):
         written = f"{int(value):0{value._width}d}"
@@ -97,6 +95,11 @@ def parse_yaml(text: str, where: str) -> YamlDocument:
 
     Example: parse_yaml("hosts: {web1: {address: 10.0.0.5}}", "inventory/staging.yml").data["hosts"]
     """
+    # ruamel on first use: a run whose files are all in the cache (read_yaml) never parses one.
+    from ruamel.yaml import YAML  # noqa: PLC0415
+    from ruamel.yaml.constructor import DuplicateKeyError  # noqa: PLC0415
+    from ruamel.yaml.error import MarkedYAMLError, YAMLError  # noqa: PLC0415
+
     loader = YAML(typ="rt", pure=True)
     try:
         raw = loader.load(text)
