@@ -14,14 +14,13 @@ from vigil.core.errors import ConfigError
 from vigil.core.operations import render_template
 from vigil.deploy.build import app_sources
 from vigil.deploy.certificates import system_trust
-from vigil.deploy.settings import task_command, upstream_name, upstreams_file
+from vigil.deploy.settings import SERVED_COLORS_HELPER, task_command, upstream_name, upstreams_file
 from vigil.operations.files import Absent, Directory, File
 from vigil.operations.systemd import DaemonReload, SystemdUnit
 from vigil.vault.error_tracking import ca_pem, errors_site
 
 COLORS = ("blue", "green")
 RELEASE_ENV_HELPER = "/usr/local/sbin/vigil-release-env"
-SERVED_COLORS_HELPER = "/usr/local/sbin/vigil-start-served-colors"
 SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 # The CA of the env's error tracker where it is a private one (the sandbox's), trusted system-wide so
 # the app's SDKs reach it over verified TLS.

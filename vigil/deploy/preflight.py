@@ -1,5 +1,6 @@
 """What would stop a deploy on its hosts, asked of every host at once before anything is built, backed
-up or changed: a sudo that would want a password, too little disk, another deploy's live lock.
+up or changed: a sudo that would want a password, too little disk, another deploy's live lock, a host
+onboarded before boots started the color nginx serves.
 
 A deploy that is bound to fail says so in seconds, before the build and before the pre-migration
 backup, instead of after them.
@@ -12,7 +13,7 @@ from vigil.core.fanout import on_hosts, unreachable
 from vigil.core.inventory import Host, Inventory
 from vigil.core.runner import Connector
 from vigil.deploy.scripts import PREFLIGHT, as_deploy
-from vigil.deploy.settings import SWITCH_HELPER, UNIT_HELPER, Settings
+from vigil.deploy.settings import SERVED_COLORS_HELPER, SWITCH_HELPER, UNIT_HELPER, Settings
 from vigil.deploy.state import holder_line, parse_json_object
 
 
@@ -30,7 +31,7 @@ def preflight_command(settings: Settings, check_lock: bool):
     """PREFLIGHT for one service on one host."""
     layout = settings.layout
     return as_deploy(PREFLIGHT, layout.base, str(settings.min_free_mb), layout.lock, str(settings.lock_lease),
-                     "1" if check_lock else "0", UNIT_HELPER, SWITCH_HELPER)
+                     "1" if check_lock else "0", SERVED_COLORS_HELPER, UNIT_HELPER, SWITCH_HELPER)
 
 
 def parse_problems(stdout: str) -> list[str]:

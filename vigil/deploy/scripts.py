@@ -212,9 +212,12 @@ echo "watched ${seconds}s: $checks checks, no restart"
 
 # Before anything is built or backed up, what would stop the deploy on a host, one line each: a
 # helper sudo would ask a password for, too little disk under the service's directory, a live lock
-# (unless the deploy waits for it: $5 = 0). Read-only, as the deploy user.
+# (unless the deploy waits for it: $5 = 0), no boot helper ($6: a host onboarded before it, where a boot
+# starts the color a deploy last enabled, while deploys no longer enable one). Read-only, as the deploy user.
 PREFLIGHT = SILENCE + r'''
-base=$1; need=$2; lock=$3; lease=$4; check_lock=$5; shift 5
+base=$1; need=$2; lock=$3; lease=$4; check_lock=$5; boot=$6; shift 6
+[ -x "$boot" ] ||
+    echo "boot: $boot is missing, so a reboot would not start the color nginx serves (run provision.server first)"
 for helper in "$@"; do
     sudo -n -l -- "$helper" >/dev/null 2>&1 || echo "sudo: $(id -un) may not run $helper without a password"
 done

@@ -14,6 +14,8 @@ from vigil.core.roles import load_role
 COLORS = ("blue", "green")
 UNIT_HELPER = "/usr/local/sbin/vigil-app-unit"
 SWITCH_HELPER = "/usr/local/sbin/vigil-switch-upstream"
+# roles/app's: at boot, starts the color of each service that nginx's upstream serves.
+SERVED_COLORS_HELPER = "/usr/local/sbin/vigil-start-served-colors"
 # roles/pgbackrest's, on a database host whose WAL goes to a backup host's repository.
 RESTORE_POINT_HELPER = "/usr/local/sbin/vigil-restore-point"
 TASK_NAME = r"[a-z][a-z0-9-]{0,30}"

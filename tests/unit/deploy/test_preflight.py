@@ -15,7 +15,7 @@ from vigil.core.connectors import Result
 from vigil.core.errors import ExitCode, UnreachableError
 from vigil.core.inventory import Host, Inventory
 from vigil.deploy.preflight import PreflightFailed, parse_problems, preflight, preflight_command
-from vigil.deploy.settings import SWITCH_HELPER, UNIT_HELPER, settings_from_vars
+from vigil.deploy.settings import SERVED_COLORS_HELPER, SWITCH_HELPER, UNIT_HELPER, settings_from_vars
 
 # sudo -n -l allows what $SUDO_ALLOWS lists; df reports $FREE_MB free.
 FAKES = {
@@ -32,13 +32,20 @@ def settings_in(tmp_path):
     return dataclasses.replace(settings, layout=dataclasses.replace(settings.layout, root=str(tmp_path / "srv")))
 
 
-def run_preflight(tmp_path, settings, check_lock=True, sudo_allows=f"{UNIT_HELPER} {SWITCH_HELPER}", free_mb=2000):
+def run_preflight(tmp_path, settings, check_lock=True, sudo_allows=f"{UNIT_HELPER} {SWITCH_HELPER}", free_mb=2000,
+                  boot_helper=True):
     for name, body in FAKES.items():
         (tmp_path / name).write_text(body)
         (tmp_path / name).chmod(0o755)
+    # The boot helper roles/app installs, here or not: the command asks for it at a scratch path.
+    boot = tmp_path / "vigil-start-served-colors"
+    if boot_helper:
+        boot.write_text("#!/bin/sh\n")
+        boot.chmod(0o755)
     command = preflight_command(settings, check_lock)
+    argv = [str(boot) if arg == SERVED_COLORS_HELPER else arg for arg in command.argv]
     env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "SUDO_ALLOWS": sudo_allows, "FREE_MB": str(free_mb)}
-    done = subprocess.run(list(command.argv), capture_output=True, text=True, timeout=30, env=env)
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=30, env=env)
     assert done.returncode == 0, done.stderr
     return parse_problems(done.stdout)
 
@@ -50,6 +57,9 @@ def test_a_ready_host_has_nothing_to_say(tmp_path):
 @pytest.mark.parametrize("change, problem", [
     ({"sudo_allows": UNIT_HELPER}, f"may not run {SWITCH_HELPER} without a password"),
     ({"free_mb": 100}, "disk: 100 MiB free under "),
+    # Onboarded before the boot helper: a reboot would start the color a deploy last enabled.
+    ({"boot_helper": False}, "vigil-start-served-colors is missing, so a reboot would not start the color nginx "
+                             "serves (run provision.server first)"),
 ])
 def test_what_would_stop_the_deploy_is_named(tmp_path, change, problem):
     problems = run_preflight(tmp_path, settings_in(tmp_path), **change)
