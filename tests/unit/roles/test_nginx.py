@@ -4,6 +4,8 @@ switches one upstream, checked by nginx -t."""
 import json
 import re
 import subprocess
+import time
+from pathlib import Path
 
 import pytest
 
@@ -60,6 +62,26 @@ def test_bad_certbot_settings_name_the_key(tmp_path, overrides, message):
         nginx_operations(**{key: value.format(key_and_cert=tmp_path / "both.pem") for key, value in overrides.items()})
 
 
+def switch_helper(tmp_path, check: str, reload: str, pid_file: str = "/run/nginx.pid"):
+    """The real switch helper, on a scratch upstreams file, with `nginx -t` and the reload stubbed."""
+    role = load_role("nginx")
+    vars = role_vars(role, layout({"web": ["web1"]}), "web1", nginx_tls="certbot", nginx_server_name="app.example.org",
+                     nginx_cors_origins=["https://app.example.org"])
+    files = {getattr(op, "path", ""): op for op in role.tasks(role, vars)}
+    upstreams = tmp_path / "upstreams.conf"
+    upstreams.write_bytes(files["/etc/nginx/conf.d/together-pray-upstreams.conf"].content)
+    helper = files["/usr/local/sbin/vigil-switch-upstream"].content.decode()
+    helper = (helper.replace("/etc/nginx/conf.d/together-pray-upstreams.conf", str(upstreams))
+              .replace("nginx -t -q", check)
+              .replace("systemctl reload nginx.service", reload)
+              .replace("/run/nginx.pid", pid_file)
+              .replace("/run/vigil", str(tmp_path / "run"))
+              .replace("/var/log/vigil", str(tmp_path / "log")))
+    script = tmp_path / "switch"
+    script.write_text(helper)
+    return script
+
+
 @pytest.mark.parametrize("args, nginx_accepts, code, backend, frontend", [
     (["backend", "green"], True, 0, 3002, 3101),
     (["frontend", "green"], True, 0, 3001, 3102),
@@ -72,24 +94,10 @@ def test_bad_certbot_settings_name_the_key(tmp_path, overrides, message):
 def test_the_upstream_switch_helper_rewrites_one_upstream_checked(
     tmp_path, args, nginx_accepts, code, backend, frontend
 ):
-    role = load_role("nginx")
-    vars = role_vars(role, layout({"web": ["web1"]}), "web1", nginx_tls="certbot", nginx_server_name="app.example.org",
-                     nginx_cors_origins=["https://app.example.org"])
-    files = {getattr(op, "path", ""): op for op in role.tasks(role, vars)}
-    upstreams = tmp_path / "upstreams.conf"
-    upstreams.write_bytes(files["/etc/nginx/conf.d/together-pray-upstreams.conf"].content)
-    helper = files["/usr/local/sbin/vigil-switch-upstream"].content.decode()
-    # The real script, on a scratch file, with nginx and systemctl stubbed.
-    helper = (helper.replace("/etc/nginx/conf.d/together-pray-upstreams.conf", str(upstreams))
-              .replace("nginx -t -q", "true" if nginx_accepts else "false")
-              .replace("systemctl reload nginx.service", "echo reloaded")
-              .replace("/run/vigil", str(tmp_path / "run"))
-              .replace("/var/log/vigil", str(tmp_path / "log")))
-    script = tmp_path / "switch"
-    script.write_text(helper)
+    script = switch_helper(tmp_path, "true" if nginx_accepts else "false", "echo reloaded")
     result = subprocess.run(["sh", str(script), *args], capture_output=True, text=True)
     assert result.returncode == code, result.stderr
-    text = upstreams.read_text()
+    text = (tmp_path / "upstreams.conf").read_text()
     assert f"upstream together_pray_backend {{ server 127.0.0.1:{backend}; keepalive 16; }}" in text
     assert f"upstream together_pray_frontend {{ server 127.0.0.1:{frontend}; keepalive 16; }}" in text
     assert ("reloaded" in result.stdout) is (code == 0)
@@ -165,3 +173,27 @@ def test_the_policy_is_set_once_and_a_page_that_brings_its_own_nonce_keeps_it():
 def test_a_policy_that_would_break_out_of_its_quotes_is_refused():
     with pytest.raises(ConfigError, match="nginx_content_security_policy"):
         nginx_operations(nginx_content_security_policy='default-src \'self\'"; add_header X "y')
+
+
+def test_the_switch_returns_once_no_worker_from_before_the_reload_takes_connections(tmp_path):
+    # A stand-in nginx master with one child titled as its worker; the stubbed reload ends that worker half a
+    # second later, as nginx's own reload does once its new workers run (the helper's wait, not timed here).
+    master = subprocess.Popen(["bash", "-c", 'bash -c \'exec -a "nginx: worker process" sleep 60\' & wait'])
+    try:
+        children = Path(f"/proc/{master.pid}/task/{master.pid}/children")
+        for _ in range(100):
+            if children.read_text().split():
+                break
+            time.sleep(0.02)
+        [worker] = children.read_text().split()
+        (tmp_path / "nginx.pid").write_text(f"{master.pid}\n")
+        script = switch_helper(tmp_path, "true", f"{{ ( sleep 0.5; kill {worker} ) >/dev/null 2>&1 & }}",
+                               pid_file=str(tmp_path / "nginx.pid"))
+        result = subprocess.run(["sh", str(script), "backend", "green"], capture_output=True, text=True, timeout=30)
+        assert result.returncode == 0, result.stderr
+        # When it returned, the worker from before was gone already (a zombie has no title).
+        title = Path(f"/proc/{worker}/cmdline")
+        assert not title.exists() or title.read_bytes() == b"", title.read_bytes()
+    finally:
+        master.kill()
+        master.wait()
