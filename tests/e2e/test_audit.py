@@ -2,11 +2,13 @@
 vps3: the backup host)."""
 
 import re
+import shlex
 import subprocess
 
 import pytest
 
 from tests.support.sandbox_hosts import REPO, invoke
+from vigil.audit.performance import CPU_SAMPLE, HEADROOM, cpu_idle
 from vigil.core.errors import ExitCode
 
 HEADERS = "/etc/nginx/snippets/vigil-security-headers.conf"
@@ -108,16 +110,15 @@ def test_a_page_slower_than_two_seconds_fails_its_browser_item_with_the_figure(d
     assert not item["ok"] and re.search(r"load event p50 2[5-9][0-9]{2} ms", item["evidence"]), item
 
 
-def test_a_host_whose_own_processes_take_its_cpu_fails_its_headroom_while_the_others_pass(deployed, sandbox):
-    # The VPSes share this machine's cores, so the sample is each one's own processes (a container's): busy
-    # loops on vps2, more than its 2 cores, bounded in time by systemd and stopped once sampled.
-    sandbox.ssh("vps2", "systemd-run --quiet --unit=vigil-test-burn --property=RuntimeMaxSec=60 "
-                        "sh -c 'for i in 1 2 3 4 5 6 7 8 9 10 11 12; do (while :; do :; done) & done; wait'")
+def test_a_host_whose_own_processes_take_its_cpu_has_no_headroom_while_the_others_have(deployed, sandbox):
+    # The VPSes share this machine's cores, so a host's sample is its own processes' CPU time (a container's).
+    # Busy loops on vps2, many more than its 2 cores and ahead of the rest of the machine (Nice=-5), as the
+    # other pytest process may keep a core busy meanwhile; ended by systemd within 15 s, stopped once sampled.
+    sandbox.ssh("vps2", "systemd-run --quiet --unit=vigil-test-burn --property=RuntimeMaxSec=15 --property=Nice=-5 "
+                        "sh -c 'for i in $(seq 16); do (while :; do :; done) & done; wait'")
     try:
-        run = invoke("audit.performance", "--json", "--requests=1", "--loads=1", "--pages=/", "--limit=vps1,vps2",
-                     timeout=600)
+        # audit.performance's own sample, on each host: what its CPU headroom item is judged on.
+        idle = {host: cpu_idle(sandbox.ssh(host, f"sh -c {shlex.quote(CPU_SAMPLE)}")) for host in ("vps2", "vps1")}
     finally:
         sandbox.ssh("vps2", "systemctl stop vigil-test-burn.service", check=False)
-    cpu = {item["host"]: item for item in run.json["items"] if item["item"] == "CPU headroom"}
-    assert not cpu["vps2"]["ok"] and cpu["vps1"]["ok"], cpu
-    assert re.match(r"\d+% idle over a second", cpu["vps2"]["evidence"]), cpu  # a figure, not a failed sample
+    assert idle["vps2"] <= HEADROOM["cpu"] < idle["vps1"], idle
