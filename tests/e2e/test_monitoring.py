@@ -102,12 +102,15 @@ class SitePoller:
             self.results.append((at, ok))
             self.stop.wait(max(0.0, self.PERIOD - (time.time() - at)))
 
-    def outage(self) -> tuple[float, float]:
-        """(first failure, first success after it)."""
+    def outage(self, since: float) -> tuple[float, float]:
+        """(first failure from `since`, first success after it): a fetch that failed earlier, on a machine the
+        other tests keep busy, is not the outage."""
         self.stop.set()
         self.thread.join()
-        first = next(at for at, ok in self.results if not ok)
-        back = next(at for at, ok in self.results if ok and at > first)
+        first = next((at for at, ok in self.results if not ok and at >= since), None)
+        assert first is not None, f"no fetch of {self.url} failed from {since:.1f} on ({len(self.results)} fetches)"
+        back = next((at for at, ok in self.results if ok and at > first), None)
+        assert back is not None, f"{self.url} failed from {first:.1f} on and never answered again"
         return first, back
 
 
@@ -115,6 +118,10 @@ def test_a_powered_off_web_host_pages_host_down_only_then_resolved_and_uptime_me
         alerting, sandbox):
     wait_until(lambda: all(t["health"] == "up" for t in prometheus(sandbox, "targets")["activeTargets"]),
                60, "every target up before the fault")
+    # A target is "up" when the blackbox exporter answers, whatever its probe found: the site's own probe too.
+    site_up = f'probe_success{{job="site", service="frontend", host="{WEB}"}} == 1'
+    wait_until(lambda: prometheus(sandbox, "query", query=site_up)["result"], 60,
+               f"the monitor host's probe of {WEB}'s site succeeding before the fault")
     poller = SitePoller(sandbox.addresses[WEB])
     # Its last words, in its journal: shipped to the monitor host as they are written.
     marker = f"vigil-e2e-last-words-{int(time.time())}"
@@ -139,7 +146,7 @@ def test_a_powered_off_web_host_pages_host_down_only_then_resolved_and_uptime_me
     running = sandbox.ssh(WEB, "systemctl is-active together-pray-backend@blue together-pray-backend@green "
                                "together-pray-frontend@blue together-pray-frontend@green", check=False).split()
     assert sorted(running[:2]) == sorted(running[2:]) == ["active", "inactive"], running
-    down, back = poller.outage()
+    down, back = poller.outage(since=off - SitePoller.SLACK)
     alerting.wait_for("RESOLVED", "HostDown", WEB, on, ALERT_WITHIN)
 
     # The other web host was never paged as down; the dead host's services were held behind its HostDown.
@@ -150,15 +157,19 @@ def test_a_powered_off_web_host_pages_host_down_only_then_resolved_and_uptime_me
 
     report = invoke("monitor.uptime", "--days=1", "--json", timeout=300)
     assert report.code in (0, 2), report.stdout + report.stderr
-    frontend = next(s for s in report.json["services"] if (s["service"], s["host"]) == ("frontend", WEB))
-    outage = next(o for o in frontend["outages"] if o["start"] >= down - 2 * SCRAPE_INTERVAL)
-    measured = back - down
+    services = {(s["service"], s["host"]): s for s in report.json["services"]}
+    frontend = services[("frontend", WEB)]
+    # The report's outage is the one that overlaps the poller's.
+    overlapping = [o for o in frontend["outages"] if o["start"] < back and o["end"] > down]
+    assert len(overlapping) == 1, (f"{WEB}'s frontend: one outage overlapping the poller's {down:.1f} to "
+                                   f"{back:.1f} expected", frontend["outages"])
+    outage, measured = overlapping[0], back - down
     # The probes' outage matches the one measured from here within one scrape interval and the poller's slack.
     assert abs(outage["seconds"] - measured) <= SCRAPE_INTERVAL + SitePoller.SLACK, (outage, measured)
     assert abs(outage["start"] - down) <= SCRAPE_INTERVAL + SitePoller.SLACK, (outage, down)
     assert not frontend["met"] and frontend["budget_left_seconds"] < 0
     # The other host's frontend was never down meanwhile.
-    other = next(s for s in report.json["services"] if (s["service"], s["host"]) == ("frontend", OTHER_WEB))
+    other = services[("frontend", OTHER_WEB)]
     assert [o for o in other["outages"] if o["end"] > down] == []
 
 
