@@ -122,7 +122,7 @@ class HaResult:
              f"{max(self.rolling_failed)}", f"{len(self.rolling_failed)} rounds", none_failed(self.rolling_failed)],
             ["GET /api/health through the balancer: p50 / p99", f"{through_50:.1f} ms / {through_99:.1f} ms",
              f"straight to a web host {direct_50:.1f} ms / {direct_99:.1f} ms",
-             f"+{through_50 - direct_50:.1f} ms / +{through_99 - direct_99:.1f} ms"],
+             f"{through_50 - direct_50:+.1f} ms / {through_99 - direct_99:+.1f} ms"],
         ]
 
     def table(self) -> str:

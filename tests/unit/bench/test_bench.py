@@ -318,6 +318,16 @@ def test_the_ha_summary_holds_its_worst_round_to_each_target(failover, switchove
     assert rows[4][1:] == ["3.7 ms / 8.7 ms", "straight to a web host 3.4 ms / 8.4 ms", "+0.3 ms / +0.3 ms"]
 
 
+@pytest.mark.parametrize("through, direct, difference", [
+    (0.0037, 0.0034, "+0.3 ms / +0.3 ms"),
+    # The balancer's p99 below the straight one's (it happens: different rounds): a sign, not "+-".
+    (0.0029, 0.0034, "-0.5 ms / -0.5 ms"),
+])
+def test_the_balancers_cost_is_shown_with_its_sign(through, direct, difference):
+    result = HaResult([22.5], [3.2], [0], [0], [1000], through=[through] * 100, direct=[direct] * 100)
+    assert result.summary_rows()[4][3] == difference
+
+
 @pytest.mark.parametrize("to_bugsink, failed_down, results", [
     ([0.33, 0.34, 0.46], 0, ["at most 10 s, worst 0.46 s: met", "0 failed (target 0): met"]),
     ([0.33, 0.34, 12.5], 3, ["at most 10 s, worst 12.50 s: MISSED", "3 failed (target 0): MISSED"]),
