@@ -82,11 +82,25 @@ def cluster(sandbox, tmp_path_factory):
     # Grown: two more database hosts; the cluster forms around vps7's data.
     inventory = sandbox.scratch_inventory(tmp_path_factory.mktemp("cluster"), layout_with(MEMBERS))
     first = invoke("provision.server", "--json", inventory=inventory, timeout=2400)
-    assert first.code == 0, first.stdout[-4000:] + first.stderr
+    assert first.code == 0, not_ok(first)
     second = invoke("provision.server", "--json", inventory=inventory, timeout=1800)
     pushed = invoke("secrets.push", f"--limit={','.join(WEBS)}", inventory=inventory)
     assert pushed.code == 0, pushed.stdout + pushed.stderr
     return addresses, first, second, inventory
+
+
+def not_ok(run) -> str:
+    """What a `--json` provision.server run did not get done: each host's error and its operations that did not
+    end ok or changed (the whole JSON is too long to read, and its tail rarely holds the failure)."""
+    try:
+        hosts = run.json["hosts"]
+    except (ValueError, KeyError, TypeError):
+        return run.stdout[-4000:] + run.stderr
+    return json.dumps([{"host": host["host"], "status": host["status"], "unreachable": host.get("unreachable"),
+                        "error": host.get("error"),
+                        "operations": [op for op in host.get("operations", [])
+                                       if op["status"] not in ("ok", "changed", "skipped")]}
+                       for host in hosts if host["status"] != "ok"], indent=1) + run.stderr
 
 
 def layout_with(databases, balancer_vars=None):
