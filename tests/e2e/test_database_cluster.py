@@ -100,7 +100,7 @@ def not_ok(run) -> str:
                         "error": host.get("error"),
                         "operations": [op for op in host.get("operations", [])
                                        if op["status"] not in ("ok", "changed", "skipped")]}
-                       for host in hosts if host["status"] != "ok"], indent=1) + run.stderr
+                       for host in hosts if host["status"] not in ("ok", "changed")], indent=1) + run.stderr
 
 
 def layout_with(databases, balancer_vars=None):
