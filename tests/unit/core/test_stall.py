@@ -2,6 +2,7 @@
 waits on it fails at once; one that answers is left alone (a fake transport stands for paramiko's).
 And what a command's stdin streams from a file, in bounded blocks."""
 
+import os
 import threading
 import time
 from types import SimpleNamespace
@@ -160,6 +161,34 @@ class LiveTransport:
 
     def open_session(self, timeout=None):
         return self.channel
+
+
+class NeverEnding(RecordingChannel):
+    """A command that runs on and on: no output, no end of file (a wait with no deadline of its own)."""
+
+    def __init__(self):
+        super().__init__()
+        self.silent, self.unused = os.pipe()  # selectable, and nothing is ever written to it
+
+    def shutdown_write(self):
+        pass
+
+    def fileno(self):
+        return self.silent
+
+
+def test_a_command_that_outlives_its_timeout_is_named_in_the_error(tmp_path):
+    host = Host("db1", "10.0.0.13", 22, "deploy", None, ("db",), 5, 30)
+    ssh, channel = SSHTransport(host, tmp_path / "known_hosts", "staging"), NeverEnding()
+    ssh._connection = SimpleNamespace(transport=LiveTransport(channel), close=lambda: None)
+    try:
+        with pytest.raises(UnreachableError) as lost:
+            ssh.run(cmd("systemctl", "start", "etcd.service"), timeout=0.2)
+    finally:
+        os.close(channel.silent), os.close(channel.unused)
+    assert lost.value.host == "db1"
+    assert lost.value.reason == ("a command did not finish within 0.2s "
+                                 "during `sudo -n -H -- systemctl start etcd.service`")
 
 
 def test_a_file_given_as_stdin_is_streamed_in_blocks_never_read_whole(tmp_path):

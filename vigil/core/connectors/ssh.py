@@ -231,7 +231,13 @@ class SSHTransport:
             elif command.stdin is not None:
                 channel.sendall(command.stdin)
             channel.shutdown_write()
-            stdout, stderr = self._collect(channel, timeout, sink)
+            try:
+                stdout, stderr = self._collect(channel, timeout, sink)
+            except UnreachableError as error:
+                # A host that ran out of time names the command that took it: "a command" alone leaves a
+                # person guessing which of a run's hundred steps hung.
+                raise UnreachableError(host.name, f"{error.reason} during `{command.display(self.login_user)}`"
+                                       ) from None
             status = channel.recv_exit_status()
             if status == -1 and not transport.is_active():
                 # Closed under the command (the stall watch, a dropped network): it never said how it ended.
