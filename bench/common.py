@@ -112,7 +112,13 @@ def busy_cores(seconds: float) -> float:
 def wait_until_quiet(at_most: float = 0.25, give_up_after: float = 30.0) -> float:
     """Wait until the machine (which runs the sandbox VPSes too) is nearly idle: a timer on a VPS
     (apt's daily run, the probe) must not land inside one tool's measurement and not another's.
-    Returns the busy cores last seen; after `give_up_after` seconds it goes on anyway."""
+    Returns the busy cores last seen; after `give_up_after` seconds it goes on anyway.
+
+    First what earlier runs left in the page cache is written out: the VPSes share this machine's disk, and
+    the kernel flushing one backup's 80 MB during the next tool's run was timed as that tool's (a tool run
+    right after another took up to 1 s longer than when it ran first, bench/results/2026-12-07.md). Busy
+    cores do not show writeback: it waits on I/O, which they leave out."""
+    os.sync()
     deadline = time.monotonic() + give_up_after
     busy = busy_cores(0.5)
     while busy > at_most and time.monotonic() < deadline:

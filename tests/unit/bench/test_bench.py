@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
+import bench.common
 from bench.alerting import AlertingResult
-from bench.common import Spread, alternating, markdown_table
+from bench.common import Spread, alternating, markdown_table, wait_until_quiet
 from bench.deploy_under_load import DeployResult
 from bench.errors import ErrorsResult
 from bench.ha import HaResult
@@ -452,3 +453,12 @@ def test_a_missed_no_op_target_says_where_the_time_went(result, floor, scaling):
     lines = {line.split(":")[0]: line for line in result.verdicts()}
     assert floor in lines["vigil/floor"]
     assert scaling in lines[f"vigil {HOSTS} hosts/vigil"]
+
+
+def test_waiting_for_a_quiet_machine_first_writes_out_what_earlier_runs_left(monkeypatch):
+    """The page cache an earlier backup left dirty is flushed before the next measurement, not inside it."""
+    happened = []
+    monkeypatch.setattr(bench.common.os, "sync", lambda: happened.append("sync"))
+    monkeypatch.setattr(bench.common, "busy_cores", lambda seconds: happened.append("sample") or 0.0)
+    assert wait_until_quiet() == 0.0
+    assert happened == ["sync", "sample"]
