@@ -59,6 +59,8 @@ class Command:
     as_user: run as this user instead (through `sudo -n -u`).
     stdin: bytes fed to the program, or a local file's path to stream from (a backup of any size, never
         held in memory); never shown, so secrets travel here, not in argv.
+    timeout: seconds this command may run when it waits longer than the host's command_timeout by design (a
+        new member copying the leader's data); the longer of the two applies. None: the host's.
     Example: Command(("systemctl", "reload", "nginx")).render("deploy")
              -> "sudo -n -H -- systemctl reload nginx"
     """
@@ -67,10 +69,13 @@ class Command:
     sudo: bool = True
     as_user: str | None = None
     stdin: bytes | Path | None = field(default=None, repr=False, compare=False)
+    timeout: float | None = None
 
     def __post_init__(self):
         if not self.argv:
             raise ValueError("a command needs at least a program")
+        if self.timeout is not None and not self.timeout > 0:
+            raise ValueError(f"a command's timeout must be positive seconds, got {self.timeout!r}")
         for token in self.argv:
             if not isinstance(token, (str, Secret)):
                 raise TypeError(f"command tokens must be str or Secret, got {token!r}")
@@ -105,7 +110,8 @@ def cmd(*argv: Token, sudo: bool = True, as_user: str | None = None, stdin: byte
 
 
 def script(
-    body: str, *args: Token, sudo: bool = True, as_user: str | None = None, stdin: bytes | Path | None = None
+    body: str, *args: Token, sudo: bool = True, as_user: str | None = None, stdin: bytes | Path | None = None,
+    timeout: float | None = None,
 ) -> Command:
     """A fixed shell snippet that reads its values only from "$1", "$2"...
 
@@ -114,7 +120,7 @@ def script(
     what the snippet does.
     Example: script('test -e "$1" || touch "$1"', "/etc/vigil")
     """
-    return Command(("sh", "-c", body, "vigil", *args), sudo=sudo, as_user=as_user, stdin=stdin)
+    return Command(("sh", "-c", body, "vigil", *args), sudo=sudo, as_user=as_user, stdin=stdin, timeout=timeout)
 
 
 # A local file streamed on stdin into "$2.partial", checked by its SHA-256 ($3), then renamed to "$2": a

@@ -164,9 +164,12 @@ Progress = Callable[[str, OperationResult], None]
 
 
 def _apply(transport: Transport, host: Host, commands: Sequence[Command]) -> None:
-    """Run `commands` in order; the first that fails raises, naming it with the tail of its output."""
+    """Run `commands` in order; the first that fails raises, naming it with the tail of its output.
+
+    A command that waits by design (its own timeout) gets that long, or the host's command_timeout if longer."""
     for command in commands:
-        result = transport.run(command)
+        result = transport.run(command, timeout=max(command.timeout, host.command_timeout) if command.timeout
+                               else None)
         if not result.ok:
             detail = _tail(result.stderr) or _tail(result.stdout)
             raise HostError(host.name, f"`{command.display(host.user)}` exited {result.status}: {detail}")

@@ -85,6 +85,12 @@ def test_command_rejects_non_string_tokens():
         Command(())
 
 
+@pytest.mark.parametrize("timeout", [0, -5])
+def test_a_command_whose_own_timeout_is_not_positive_is_refused(timeout):
+    with pytest.raises(ValueError, match=f"timeout must be positive seconds, got {timeout}"):
+        script("sleep 1", timeout=timeout)
+
+
 # --- a local file put on a host, checked on arrival ------------------------------------------------------------
 
 @pytest.mark.parametrize("sent, free_needed, code, said", [

@@ -327,3 +327,35 @@ def test_pending_handlers_are_root_only_and_never_re_mode_the_shared_directory(t
     assert shared.stat().st_mode & 0o777 == 0o755
     assert (shared / "pending-handlers").read_text() == "reload nginx\n"
     assert (shared / "pending-handlers").stat().st_mode & 0o777 == 0o600
+
+
+class TimeoutRecorder(LocalTransport):
+    """Records each command with the timeout it is run with."""
+
+    def __init__(self):
+        self.runs = []
+
+    def run(self, command, timeout=None):
+        self.runs.append((command, timeout))
+        return super().run(command, timeout)
+
+
+@pytest.mark.parametrize("own, given", [
+    (None, None),   # the host's command_timeout (the transport's default)
+    (3600, 3600),   # waits by design longer than the host's 30 s
+    (10, 30),       # shorter than the host's: the host's still holds
+])
+def test_a_command_that_waits_by_design_gets_its_own_timeout_or_the_hosts_if_longer(go, own, given, tmp_path):
+    recorder = TimeoutRecorder()
+    waiting = dataclasses.replace(cmd("true", sudo=False), timeout=own)
+
+    @dataclass
+    class Waits(Operation):
+        name: str = "Wait for the cluster."
+
+        def plan(self, known):
+            return change("wait", waiting)
+
+    [result] = go([HostPlan(host("db1"), [Waits()])], transports={"db1": recorder})
+    assert result.status == "changed"
+    assert [timeout for command, timeout in recorder.runs if command == waiting] == [given]
