@@ -143,6 +143,10 @@ done
 printf '%s\n' "$token" > "$marker.new"
 mv -f -- "$marker.new" "$marker"
 """.replace("__ETCD_TLS__", ETCD_TLS).replace("__CA__", CA)
+# HAND_OVER's own deadline covers its waits (the cluster formed, PostgreSQL up under Patroni); the SSH command
+# gets this much more, for stopping the server before and the journal's tail after, so that a member that never
+# comes up fails with HAND_OVER's message and journal rather than the connection's "did not finish".
+HAND_OVER_MARGIN_SECONDS = 300
 # The dynamic settings in etcd against the file's: 0 when every key of the file has its value there.
 DYNAMIC_MATCHES = r"""
 patronictl -c "$1" show-config 2>/dev/null | python3 -c '
@@ -211,6 +215,7 @@ def tasks(role, vars):
     first = "first" if name == members[0] else "other"
     endpoints = ",".join(f"https://{vars.address_of(member)}:{etcd_port}" for member in members)
     reload = ("reload patroni",)
+    join_wait = vars.integer("patroni_join_wait_seconds", minimum=10)
     return [
         AptPackages(["patroni", "python3-etcd", "curl"], name="Ensure Patroni and its etcd client are installed."),
         Directory("/etc/patroni", owner="root", group="postgres", mode="0750"),
@@ -224,7 +229,7 @@ def tasks(role, vars):
         Guarded([script(RUN_USERS, USERS_SQL, *users)], unless=script(USERS_IN_PLACE, USERS_CHECK, *users),
                 name="Ensure the roles Patroni replicates and rewinds with exist on the leader."),
         Guarded([script(HAND_OVER, unit, data_dir, marker, token, f"/vigil/{scope}/initialize", first, endpoints,
-                        str(vars.integer("patroni_join_wait_seconds", minimum=10)), rest)],
+                        str(join_wait), rest, timeout=join_wait + HAND_OVER_MARGIN_SECONDS)],
                 unless=script(JOINED, marker, token, unit),
                 name=(f"Ensure Patroni runs PostgreSQL on {name}, " + (
                     "the cluster's first leader, with its data." if first == "first"

@@ -103,6 +103,16 @@ def test_the_first_member_brings_its_data_and_the_others_join_as_copies_once():
     assert '"$own_id" != "$cluster_id"' in body and "refusing to replace it" in body
 
 
+@pytest.mark.parametrize("join_wait", [1800, 60])
+def test_the_hand_over_may_wait_out_its_own_deadline_and_then_some(join_wait):
+    """HAND_OVER waits up to patroni_join_wait_seconds by itself, then prints Patroni's journal: the command is
+    given that long and a margin, or the SSH timeout (900 s by default) cut it first with no word of why."""
+    found = operations(patroni_join_wait_seconds=join_wait)
+    hand_over = next(op for op in found if isinstance(op, Guarded) and "Patroni runs" in op.name)
+    assert hand_over.commands[0].argv[4 + 7] == str(join_wait)
+    assert hand_over.commands[0].timeout == join_wait + 300
+
+
 def test_the_roles_patroni_logs_in_with_are_checked_without_a_password_on_any_command_line():
     found = operations(host="db1")
     verifiers = files(found)["/etc/patroni/vigil-verifiers"]
