@@ -13,6 +13,12 @@ from vigil.core.errors import ExitCode
 
 HEADERS = "/etc/nginx/snippets/vigil-security-headers.conf"
 SITE = "/etc/nginx/sites-available/together-pray.conf"
+# The items judged on a time this machine measures (the HTML's p95, a browser's LCP and load event against 2 s).
+# The other tests keep its two cores busy (CI at ff17025: Chromium's home page on vps1 over 2 s while the other
+# process ran), so here their verdict must follow their own figures rather than pass: how fast the pages are is
+# bench/'s to record, and a page that is slow on purpose must fail (the next test).
+TIMED = re.compile(r"page load")
+PAGE_LOAD_TARGET_MS = 2000
 
 
 def failing(run) -> set[tuple[str, str]]:
@@ -85,9 +91,27 @@ def test_each_weakness_fails_the_right_item(verified_backup, sandbox, weaken, un
     assert run.code == ExitCode.HOST_FAILED and failing(run) == expected, failures_shown(run)
 
 
-def test_the_performance_checklist_reports_the_figures_and_passes(deployed):
+def judged_by_its_figures(item) -> bool:
+    """What a timed item's verdict must be, read off its evidence: every p95 it shows under the target, and the
+    page painted, not empty and nothing blocked. An item whose evidence holds no figure (an error) fails here."""
+    p95s = [int(ms) for ms in re.findall(r"p95 (\d+) ms", item["evidence"])]
+    assert p95s, f"{item['host']}: {item['item']}: no figure in its evidence: {item['evidence']}"
+    if max(p95s) == PAGE_LOAD_TARGET_MS:  # shown rounded: the verdict was taken on the unrounded figure
+        return item["ok"]
+    flawed = any(mark in item["evidence"] for mark in ("nothing contentful", "EMPTY", "blocked"))
+    return max(p95s) < PAGE_LOAD_TARGET_MS and not flawed
+
+
+def test_the_performance_checklist_reports_the_figures_and_judges_them_by_its_targets(deployed):
     run = invoke("audit.performance", "--json", "--requests=20", timeout=600)
-    assert run.code == 0 and run.json["passed"], failures_shown(run) or run.stderr
+    assert run.code in (0, ExitCode.HOST_FAILED), run.stdout + run.stderr
+    timed = [item for item in run.json["items"] if TIMED.match(item["item"])]
+    untimed = [item for item in run.json["items"] if item not in timed]
+    assert all(item["ok"] for item in untimed), failures_shown(run)
+    misjudged = [item for item in timed if item["ok"] != judged_by_its_figures(item)]
+    assert not misjudged, misjudged
+    everything = all(item["ok"] for item in run.json["items"])
+    assert run.json["passed"] is everything and (run.code == 0) is everything, failures_shown(run)
     items = {(item["item"], item["host"]): item for item in run.json["items"]}
     for host in ("vps1", "vps2"):
         assert "20 loads: time to first byte p50" in items[("page load (p95 of the full HTML)", host)]["evidence"]
