@@ -52,6 +52,7 @@ SANDBOX_VARS = (
     "  app_health_timeout: 25   # the sample app is healthy in seconds here: a failing gate ends sooner (default 60)",
     "  pgbackrest_archive_timeout: 15   # WAL archived at least every 15 s with a backup host (default 60)",
     "  pgbackrest_archive_wait_seconds: 20   # WAL arrives in seconds here: report a stall sooner (default 60)",
+    "  patroni_join_wait_seconds: 300   # members of this small database are up in seconds (default 1800)",
     "  # With a monitor host: alerts within about 40 s, resolved within a minute, a heartbeat every 20 s",
     "  # (defaults 15, 10, 15, 45, 180, 10, 120 and 60) so that the tests wait less.",
     "  monitoring_scrape_interval: 5",

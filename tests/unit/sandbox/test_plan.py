@@ -265,6 +265,7 @@ vars:
   app_health_timeout: 25   # the sample app is healthy in seconds here: a failing gate ends sooner (default 60)
   pgbackrest_archive_timeout: 15   # WAL archived at least every 15 s with a backup host (default 60)
   pgbackrest_archive_wait_seconds: 20   # WAL arrives in seconds here: report a stall sooner (default 60)
+  patroni_join_wait_seconds: 300   # members of this small database are up in seconds (default 1800)
   # With a monitor host: alerts within about 40 s, resolved within a minute, a heartbeat every 20 s
   # (defaults 15, 10, 15, 45, 180, 10, 120 and 60) so that the tests wait less.
   monitoring_scrape_interval: 5
@@ -297,6 +298,7 @@ def test_render_inventory_parses_to_the_schema(count):
         "vars": {"nginx_tls": "local-ca", "app_watch_seconds": 5, "app_min_healthy_seconds": 5,
                  "app_health_timeout": 25,
                  "pgbackrest_archive_timeout": 15, "pgbackrest_archive_wait_seconds": 20,
+                 "patroni_join_wait_seconds": 300,
                  "monitoring_scrape_interval": 5, "monitoring_scrape_timeout": 4, "monitoring_evaluation_interval": 5,
                  "monitoring_down_for_seconds": 20, "monitoring_boot_grace_seconds": 45,
                  "monitoring_group_wait_seconds": 5,
