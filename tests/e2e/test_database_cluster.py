@@ -90,17 +90,31 @@ def cluster(sandbox, tmp_path_factory):
 
 
 def not_ok(run) -> str:
-    """What a `--json` provision.server run did not get done: each host's error and its operations that did not
-    end ok or changed (the whole JSON is too long to read, and its tail rarely holds the failure)."""
+    """What a `--json` provision.server run did not get done: first one line naming each failed host, its
+    failed operation and why (a CI log's summary shows a message's first line only), then
+    each such host's error and its operations that did not end ok or changed in full (the whole JSON is too
+    long to read, and its tail rarely holds the failure)."""
     try:
         hosts = run.json["hosts"]
     except (ValueError, KeyError, TypeError):
         return run.stdout[-4000:] + run.stderr
-    return json.dumps([{"host": host["host"], "status": host["status"], "unreachable": host.get("unreachable"),
-                        "error": host.get("error"),
-                        "operations": [op for op in host.get("operations", [])
-                                       if op["status"] not in ("ok", "changed", "skipped")]}
-                       for host in hosts if host["status"] not in ("ok", "changed")], indent=1) + run.stderr
+    failed = [host for host in hosts if host["status"] not in ("ok", "changed")]
+    details = [{"host": host["host"], "status": host["status"], "unreachable": host.get("unreachable"),
+                "error": host.get("error"),
+                "operations": [op for op in host.get("operations", []) if op["status"] == "failed"]}
+               for host in failed]
+    headline = "; ".join(f"{detail['host']}: {next((op['name'] for op in detail['operations']), detail['status'])} "
+                         f"{why(detail)}" for detail in details)
+    return f"{headline}\n{json.dumps(details, indent=1)}{run.stderr}"
+
+
+def why(detail: dict) -> str:
+    """A failed host's reason in one line: a lost connection's first (what ran out, and during what), a failed
+    command's last (its own message, after the command and its output)."""
+    if detail["unreachable"]:
+        return detail["unreachable"].splitlines()[0]
+    error = (detail["error"] or "").strip()
+    return error.splitlines()[-1] if error else ""
 
 
 def layout_with(databases, balancer_vars=None):
