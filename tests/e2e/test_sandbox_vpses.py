@@ -10,6 +10,7 @@ import pytest
 
 from tests.support.sandbox_hosts import REPO, invoke, ssh
 from vigil.core.yaml_loader import load_yaml
+from vigil.sandbox.cgroups import vps_cgroups
 from vigil.sandbox.facts import process_is_alive
 from vigil.sandbox.paths import SandboxPaths
 
@@ -38,6 +39,7 @@ def sandbox_objects() -> dict:
             if "vigil-sandbox" in line
         ),
         "mounts": sorted(line.split()[1] for line in open("/proc/mounts") if "/var/lib/vigil/sandbox" in line),
+        "cgroups": sorted(str(cgroup) for name in ("vps1", "vps2") for cgroup in vps_cgroups(name) if cgroup.exists()),
     }
 
 
@@ -68,6 +70,25 @@ def test_each_vps_is_a_real_systemd_debian_13_with_its_own_address(sandbox):
         assert address in sandbox.ssh(name, "ip -o -4 addr show")
         # The image is stamped up to date, as a provider's is: no first-boot ldconfig racing the other VPSes' boots.
         assert sandbox.ssh(name, "systemctl show -p ConditionResult --value ldconfig.service").strip() == "no"
+
+
+def test_the_same_unit_on_two_vpses_is_two_cgroups_and_each_stops_on_its_own(sandbox):
+    """As on two real servers: a unit's cgroup on vps1 holds vps1's processes alone, so stopping it waits for
+    nothing of vps2's (when every VPS shared one cgroup tree, a stop on one waited on the other's processes,
+    listed to it as pid 0: vigil-sandbox/NAME, vigil/sandbox/cgroups.py)."""
+    unit = "vigil-test-twin.service"
+    procs = (f'cat "$(findmnt -n -t cgroup2 -o TARGET | head -n 1)'
+             f'$(systemctl show -p ControlGroup --value {unit})/cgroup.procs"')
+    try:
+        for name in ("vps2", "vps1"):
+            sandbox.ssh(name, f"systemd-run --quiet --unit={unit} --property=RuntimeMaxSec=300 sleep 600")
+        main = sandbox.ssh("vps1", f"systemctl show -p MainPID --value {unit}").strip()
+        assert sandbox.ssh("vps1", procs).split() == [main]
+        sandbox.ssh("vps1", f"timeout 60 systemctl stop {unit}")
+        assert sandbox.ssh("vps2", f"systemctl is-active {unit}").strip() == "active"
+    finally:
+        for name in ("vps1", "vps2"):
+            sandbox.ssh(name, f"systemctl stop {unit}", check=False)
 
 
 def test_leftovers_of_a_killed_run_are_removed_and_running_vpses_kept(sandbox):
@@ -150,7 +171,7 @@ def test_down_removes_everything_then_up_restores(sandbox):
     assert sandbox.ssh("vps1", "hostname").strip() == "vps1"
 
     assert invoke("sandbox.down").code == 0
-    assert sandbox_objects() == {"netns": [], "links": [], "rules": [], "mounts": []}
+    assert sandbox_objects() == {"netns": [], "links": [], "rules": [], "mounts": [], "cgroups": []}
     assert not (REPO / "inventory" / "sandbox.yml").exists() and not STATE.exists()
     assert "nothing" in invoke("sandbox.down").stdout.lower()
 

@@ -1,7 +1,8 @@
 """Sandbox VPSes: real systemd Debian 13 servers booted on this machine.
 
-Each VPS is a systemd-nspawn container with its own network namespace, a
-veth pair to the host, a /30 from 10.213.0.0/16, NAT out of the host's uplink,
+Each VPS is a systemd-nspawn container with its own network namespace, its own
+cgroup (cgroups: as a machine's scope, so a unit on one VPS is not the same unit's
+cgroup on another), a veth pair to the host, a /30 from 10.213.0.0/16, NAT out of the host's uplink,
 a writable overlayfs on a cached debootstrap image, and a real sshd whose
 freshly generated host key is pinned in inventory/sandbox.known_hosts.
 
@@ -17,6 +18,6 @@ The package is split the way the rest of vigil is:
 
 Everything vigil creates on the host is named so it can be found again after
 a killed run: netns `vigil-vpsN`, links `vgl-vpsN` (`vgv-vpsN` before the peer
-moves into its namespace), iptables rules commented `vigil-sandbox`, mounts and
-directories under /var/lib/vigil/sandbox.
+moves into its namespace), iptables rules commented `vigil-sandbox`, cgroups
+`vigil-sandbox/vpsN`, mounts and directories under /var/lib/vigil/sandbox.
 """

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Optional
 
 from vigil.core.local_files import write_private
+from vigil.sandbox.cgroups import SANDBOX_CGROUP, in_own_cgroups, remove_vps_cgroups
 from vigil.sandbox.facts import (
     image_is_complete,
     is_image_builder,
@@ -295,6 +296,7 @@ def apply_cleanup(plan: CleanupPlan, paths: SandboxPaths, echo: Echo) -> None:
             (NSPAWN_PROPAGATE_DIR / name).rmdir()
         except OSError:
             pass
+        remove_vps_cgroups(name)
     if plan.forget:
         hosts = load_state(paths)
         for name in plan.forget:
@@ -364,7 +366,8 @@ def start_nspawn(vps: Vps, paths: SandboxPaths) -> int:
     """Boot the VPS in the background, in its own session, console to console.log; returns nspawn's pid."""
     vps_dir = paths.vps_dir(vps.name)
     with open(vps_dir / "console.log", "ab") as console:
-        process = subprocess.Popen(nspawn_command(vps, vps_dir / "root", paths), stdin=subprocess.DEVNULL,
+        process = subprocess.Popen(in_own_cgroups(vps.name, nspawn_command(vps, vps_dir / "root", paths)),
+                                   stdin=subprocess.DEVNULL,
                                    stdout=console, stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
     return process.pid
 
@@ -438,7 +441,8 @@ def describe_creation(vps: Vps, paths: SandboxPaths, release: str) -> list[str]:
                  "this machine's local CAs")
     lines.append(f"rm {root}/etc/ssh/ssh_host_*")
     lines.append(shlex.join(host_key_command(root, vps)))
-    lines.append(shlex.join(nspawn_command(vps, root, paths)) + f" >{vps_dir}/console.log 2>&1 &")
+    lines.append(f"in cgroup {SANDBOX_CGROUP}/{vps.name}: " + shlex.join(nspawn_command(vps, root, paths))
+                 + f" >{vps_dir}/console.log 2>&1 &")
     return lines
 
 
