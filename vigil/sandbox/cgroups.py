@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from vigil.sandbox.paths import SandboxError
+
 # Under each tracking hierarchy's root: vigil-sandbox/<VPS name>.
 SANDBOX_CGROUP = "vigil-sandbox"
 MOUNTS = Path("/proc/self/mounts")
@@ -46,7 +48,10 @@ def in_own_cgroups(name: str, argv: list[str], mounts: str | None = None) -> lis
     """`argv` started inside VPS `name`'s own cgroups, made here first (none where none is mounted)."""
     cgroups = vps_cgroups(name, mounts)
     for cgroup in cgroups:
-        cgroup.mkdir(parents=True, exist_ok=True)
+        try:
+            cgroup.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise SandboxError(f"{name}: cannot make its own cgroup {cgroup}: {error.strerror or error}") from None
     if not cgroups:
         return argv
     return ["sh", "-c", ENTER, "vigil-cgroup", *(str(cgroup / "cgroup.procs") for cgroup in cgroups), "--", *argv]

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from vigil.sandbox.cgroups import in_own_cgroups, remove_vps_cgroups, tracking_hierarchies
+from vigil.sandbox.paths import SandboxError
 
 HYBRID = """tmpfs /sys/fs/cgroup tmpfs rw,relatime,mode=755 0 0
 cgroup /sys/fs/cgroup/cpu cgroup rw,relatime,cpu 0 0
@@ -62,3 +63,9 @@ def test_a_vps_down_leaves_no_cgroup_of_its_own_and_keeps_the_others(tmp_path):
         assert sorted(path.name for path in (tmp_path / hierarchy / "vigil-sandbox").iterdir()) == ["vps8"]
     remove_vps_cgroups("vps8", mounts)
     assert not (tmp_path / "unified" / "vigil-sandbox").exists()
+
+
+def test_a_cgroup_that_cannot_be_made_is_a_clear_error_naming_the_vps_and_the_path(tmp_path):
+    (tmp_path / "unified").write_text("a file where the hierarchy should be")
+    with pytest.raises(SandboxError, match=f"vps7: cannot make its own cgroup {tmp_path}/unified/vigil-sandbox/vps7"):
+        in_own_cgroups("vps7", ["systemd-nspawn"], f"cgroup2 {tmp_path}/unified cgroup2 rw 0 0\n")
