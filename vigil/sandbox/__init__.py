@@ -14,7 +14,8 @@ The package is split the way the rest of vigil is:
 - apply: the steps that change this machine, through `run_command` (local_commands),
   except the long-running nspawn and debootstrap processes it starts and watches itself;
 - lifecycle: `up`, `down`, `status`: read facts, plan the difference, then apply it;
-- ca: the sandbox's own certificate authority, for real HTTPS.
+- ca: the sandbox's own certificate authority, for real HTTPS;
+- cgroups: each VPS's own cgroup, made before its nspawn starts and removed at `down`.
 
 Everything vigil creates on the host is named so it can be found again after
 a killed run: netns `vigil-vpsN`, links `vgl-vpsN` (`vgv-vpsN` before the peer
